@@ -1,0 +1,503 @@
+//! GPU device profiles for costsim.
+//!
+//! A profile is a TOML file (see `docs/profiles.md`) holding a device's dense math peaks, memory
+//! bandwidth and capacity, SM count, L2 size, the per-kernel launch floor, default achievable
+//! efficiencies and the host (framework) costs per op. Every value carries its source: a
+//! datasheet figure from `shared/reference/gpus.md`, a published measurement, a calibration run,
+//! or the word "uncalibrated". The built-in profiles live in `hardware/profiles/*.toml` and are
+//! compiled into the binary; `--hw FILE.toml` loads any other.
+//!
+//! Files are parsed into [`ProfileFile`] (serde, kebab-case, unknown keys rejected) and resolved
+//! once into the plain [`Profile`] with SI units (FLOP/s, bytes/s, bytes, seconds).
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Errors of the hardware crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown GPU '{name}'{hint}; known GPUs: {known} (or pass a profile file: --hw FILE.toml)")]
+    UnknownDevice { name: String, hint: String, known: String },
+    #[error("cannot read hardware profile {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("malformed hardware profile {path}{line}: {message}")]
+    Parse { path: PathBuf, line: String, message: String },
+    #[error("invalid hardware profile {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Result alias of the hardware crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Math modes a kernel can run in; each has its own dense peak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MathMode {
+    /// FP32 on CUDA cores (PyTorch's default for fp32 matmul: TF32 off).
+    Fp32,
+    /// TF32 tensor cores (fp32 storage).
+    Tf32,
+    /// BF16 tensor cores with fp32 accumulation.
+    Bf16,
+    /// FP16 tensor cores with fp32 accumulation.
+    Fp16,
+}
+
+/// How a built-in or loaded profile came to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Provenance {
+    /// Datasheet and published figures, defaults uncalibrated where marked.
+    Datasheet,
+    /// Fitted from microbenchmarks (`costsim calibrate`).
+    Calibrated { note: String },
+}
+
+/// A resolved device profile, SI units, no optional fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Canonical short name, e.g. `a100-80gb-sxm`.
+    pub name: String,
+    /// Marketing name, e.g. `NVIDIA A100 80GB SXM4`.
+    pub display_name: String,
+    pub aliases: Vec<String>,
+    pub sms: u32,
+    pub boost_mhz: f64,
+    /// Device memory capacity in bytes.
+    pub memory_bytes: f64,
+    /// L2 cache size in bytes.
+    pub l2_bytes: f64,
+    /// Dense peaks in FLOP/s.
+    pub peak_fp32_flops: f64,
+    pub peak_tf32_flops: f64,
+    pub peak_bf16_flops: f64,
+    pub peak_fp16_flops: f64,
+    /// DRAM bandwidth in bytes/s.
+    pub bandwidth_bps: f64,
+    /// Achieved fraction of the math peak for large, well-shaped GEMMs.
+    pub gemm_efficiency: f64,
+    /// Achieved fraction of DRAM bandwidth for streaming kernels.
+    pub bandwidth_efficiency: f64,
+    /// Achieved fraction of the tensor-core peak for fused attention.
+    pub attention_efficiency: f64,
+    /// Achieved fraction of DRAM bandwidth for skinny (rank-r) GEMMs.
+    pub small_gemm_bandwidth_efficiency: f64,
+    /// Device time of a back-to-back tiny kernel, seconds.
+    pub launch_floor_s: f64,
+    /// Device time per kernel replayed from a CUDA graph, seconds.
+    pub graph_launch_floor_s: f64,
+    /// Host costs, seconds.
+    pub host: HostCosts,
+    pub provenance: Provenance,
+    /// Where the file came from (`builtin:NAME` or a path).
+    pub origin: String,
+    /// Every value's source, keyed by the TOML key (`efficiency.gemm` ...).
+    pub sources: Vec<(String, String)>,
+}
+
+/// Host-side (framework) costs in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostCosts {
+    /// One CUDA op issued from Python eager PyTorch.
+    pub python_op_s: f64,
+    /// One op issued from C++ (libtorch).
+    pub cpp_op_s: f64,
+    /// One `nn.Module.__call__` with the model code around it.
+    pub module_call_s: f64,
+    /// peft's Python per adapted module per forward.
+    pub peft_module_s: f64,
+    /// One node run by the C++ autograd engine in backward.
+    pub autograd_node_s: f64,
+}
+
+impl Profile {
+    /// Dense peak of a math mode, FLOP/s.
+    pub fn peak_flops(&self, mode: MathMode) -> f64 {
+        match mode {
+            MathMode::Fp32 => self.peak_fp32_flops,
+            MathMode::Tf32 => self.peak_tf32_flops,
+            MathMode::Bf16 => self.peak_bf16_flops,
+            MathMode::Fp16 => self.peak_fp16_flops,
+        }
+    }
+
+    /// Achievable DRAM bandwidth for streaming kernels, bytes/s.
+    pub fn achievable_bandwidth_bps(&self) -> f64 {
+        self.bandwidth_bps * self.bandwidth_efficiency
+    }
+
+    /// True when every efficiency and host cost came from a calibration run.
+    pub fn is_calibrated(&self) -> bool {
+        matches!(self.provenance, Provenance::Calibrated { .. })
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.display_name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// File format
+// ---------------------------------------------------------------------------------------------
+
+/// The TOML file as written on disk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProfileFile {
+    pub device: DeviceSection,
+    pub peak: PeakSection,
+    pub efficiency: EfficiencySection,
+    pub overheads: OverheadSection,
+    pub host: HostSection,
+    pub calibration: Option<CalibrationSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceSection {
+    pub name: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub sms: u32,
+    pub boost_mhz: f64,
+    pub memory_gib: f64,
+    pub l2_mib: f64,
+    pub source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeakSection {
+    pub fp32_tflops: f64,
+    pub tf32_tflops: f64,
+    pub bf16_tflops: f64,
+    pub fp16_tflops: f64,
+    pub bandwidth_gbps: f64,
+    pub source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EfficiencySection {
+    pub gemm: f64,
+    pub gemm_source: String,
+    pub bandwidth: f64,
+    pub bandwidth_source: String,
+    pub attention: f64,
+    pub attention_source: String,
+    pub small_gemm_bandwidth: f64,
+    pub small_gemm_bandwidth_source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OverheadSection {
+    pub launch_floor_us: f64,
+    pub launch_floor_source: String,
+    pub graph_launch_floor_us: f64,
+    pub graph_launch_floor_source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HostSection {
+    pub python_op_us: f64,
+    pub python_op_source: String,
+    pub cpp_op_us: f64,
+    pub cpp_op_source: String,
+    pub module_call_us: f64,
+    pub module_call_source: String,
+    pub peft_module_us: f64,
+    pub peft_module_source: String,
+    pub autograd_node_us: f64,
+    pub autograd_node_source: String,
+}
+
+/// Present in profiles written by `costsim calibrate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CalibrationSection {
+    pub date: String,
+    pub device: String,
+    pub libraries: String,
+    pub fit: String,
+}
+
+impl ProfileFile {
+    /// Validate and resolve into a [`Profile`]. `origin` names the file in errors.
+    pub fn resolve(self, origin: &str) -> Result<Profile> {
+        let invalid = |message: String| Error::Invalid { path: PathBuf::from(origin), message };
+        let d = &self.device;
+        if d.name.trim().is_empty() {
+            return Err(invalid("device.name is empty".into()));
+        }
+        let positive = [
+            ("device.sms", d.sms as f64),
+            ("device.boost-mhz", d.boost_mhz),
+            ("device.memory-gib", d.memory_gib),
+            ("device.l2-mib", d.l2_mib),
+            ("peak.fp32-tflops", self.peak.fp32_tflops),
+            ("peak.tf32-tflops", self.peak.tf32_tflops),
+            ("peak.bf16-tflops", self.peak.bf16_tflops),
+            ("peak.fp16-tflops", self.peak.fp16_tflops),
+            ("peak.bandwidth-gbps", self.peak.bandwidth_gbps),
+            ("overheads.launch-floor-us", self.overheads.launch_floor_us),
+            ("overheads.graph-launch-floor-us", self.overheads.graph_launch_floor_us),
+        ];
+        for (key, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(format!("{key} must be a positive number, got {v}")));
+            }
+        }
+        let fractions = [
+            ("efficiency.gemm", self.efficiency.gemm),
+            ("efficiency.bandwidth", self.efficiency.bandwidth),
+            ("efficiency.attention", self.efficiency.attention),
+            ("efficiency.small-gemm-bandwidth", self.efficiency.small_gemm_bandwidth),
+        ];
+        for (key, v) in fractions {
+            if !(v.is_finite() && v > 0.0 && v <= 1.0) {
+                return Err(invalid(format!("{key} must be a fraction in (0, 1], got {v}")));
+            }
+        }
+        let h = &self.host;
+        let host_values = [
+            ("host.python-op-us", h.python_op_us),
+            ("host.cpp-op-us", h.cpp_op_us),
+            ("host.module-call-us", h.module_call_us),
+            ("host.peft-module-us", h.peft_module_us),
+            ("host.autograd-node-us", h.autograd_node_us),
+        ];
+        for (key, v) in host_values {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(format!("{key} must be a non-negative number, got {v}")));
+            }
+        }
+        let sources = vec![
+            ("device".to_string(), d.source.clone()),
+            ("peak".to_string(), self.peak.source.clone()),
+            ("efficiency.gemm".to_string(), self.efficiency.gemm_source.clone()),
+            ("efficiency.bandwidth".to_string(), self.efficiency.bandwidth_source.clone()),
+            ("efficiency.attention".to_string(), self.efficiency.attention_source.clone()),
+            (
+                "efficiency.small-gemm-bandwidth".to_string(),
+                self.efficiency.small_gemm_bandwidth_source.clone(),
+            ),
+            ("overheads.launch-floor".to_string(), self.overheads.launch_floor_source.clone()),
+            (
+                "overheads.graph-launch-floor".to_string(),
+                self.overheads.graph_launch_floor_source.clone(),
+            ),
+            ("host.python-op".to_string(), h.python_op_source.clone()),
+            ("host.cpp-op".to_string(), h.cpp_op_source.clone()),
+            ("host.module-call".to_string(), h.module_call_source.clone()),
+            ("host.peft-module".to_string(), h.peft_module_source.clone()),
+            ("host.autograd-node".to_string(), h.autograd_node_source.clone()),
+        ];
+        if let Some((key, _)) = sources.iter().find(|(_, s)| s.trim().is_empty()) {
+            return Err(invalid(format!(
+                "the source of {key} is empty: every value must name where it comes from \
+                 (a datasheet, a measurement, or \"uncalibrated\")"
+            )));
+        }
+        let provenance = match self.calibration {
+            Some(c) => Provenance::Calibrated {
+                note: format!("{} on {} ({}); fit: {}", c.date, c.device, c.libraries, c.fit),
+            },
+            None => Provenance::Datasheet,
+        };
+        const TERA: f64 = 1e12;
+        const US: f64 = 1e-6;
+        Ok(Profile {
+            name: d.name.clone(),
+            display_name: d.display_name.clone(),
+            aliases: d.aliases.clone(),
+            sms: d.sms,
+            boost_mhz: d.boost_mhz,
+            memory_bytes: d.memory_gib * (1u64 << 30) as f64,
+            l2_bytes: d.l2_mib * (1u64 << 20) as f64,
+            peak_fp32_flops: self.peak.fp32_tflops * TERA,
+            peak_tf32_flops: self.peak.tf32_tflops * TERA,
+            peak_bf16_flops: self.peak.bf16_tflops * TERA,
+            peak_fp16_flops: self.peak.fp16_tflops * TERA,
+            bandwidth_bps: self.peak.bandwidth_gbps * 1e9,
+            gemm_efficiency: self.efficiency.gemm,
+            bandwidth_efficiency: self.efficiency.bandwidth,
+            attention_efficiency: self.efficiency.attention,
+            small_gemm_bandwidth_efficiency: self.efficiency.small_gemm_bandwidth,
+            launch_floor_s: self.overheads.launch_floor_us * US,
+            graph_launch_floor_s: self.overheads.graph_launch_floor_us * US,
+            host: HostCosts {
+                python_op_s: h.python_op_us * US,
+                cpp_op_s: h.cpp_op_us * US,
+                module_call_s: h.module_call_us * US,
+                peft_module_s: h.peft_module_us * US,
+                autograd_node_s: h.autograd_node_us * US,
+            },
+            provenance,
+            origin: origin.to_string(),
+            sources,
+        })
+    }
+}
+
+/// Parse and resolve profile text; `origin` names it in errors (a path or `builtin:NAME`).
+pub fn parse_profile(text: &str, origin: &str) -> Result<Profile> {
+    let file: ProfileFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| {
+                let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!(" line {line_no}")
+            })
+            .unwrap_or_default();
+        Error::Parse {
+            path: PathBuf::from(origin),
+            line,
+            message: e.message().to_string(),
+        }
+    })?;
+    file.resolve(origin)
+}
+
+/// Load a profile file from disk.
+pub fn load_profile(path: &Path) -> Result<Profile> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    parse_profile(&text, &path.display().to_string())
+}
+
+/// The built-in profiles' names and TOML text, in catalog order.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("a100-40gb-sxm", include_str!("../profiles/a100-40gb-sxm.toml")),
+    ("a100-80gb-sxm", include_str!("../profiles/a100-80gb-sxm.toml")),
+    ("a100-80gb-pcie", include_str!("../profiles/a100-80gb-pcie.toml")),
+    ("a6000", include_str!("../profiles/a6000.toml")),
+    ("h100-sxm", include_str!("../profiles/h100-sxm.toml")),
+    ("h100-pcie", include_str!("../profiles/h100-pcie.toml")),
+    ("h200", include_str!("../profiles/h200.toml")),
+    ("l40s", include_str!("../profiles/l40s.toml")),
+    ("l4", include_str!("../profiles/l4.toml")),
+    ("rtx4090", include_str!("../profiles/rtx4090.toml")),
+    ("rtx3090", include_str!("../profiles/rtx3090.toml")),
+    ("v100-32gb", include_str!("../profiles/v100-32gb.toml")),
+    ("t4", include_str!("../profiles/t4.toml")),
+];
+
+/// All built-in profiles, parsed.
+pub fn builtin_profiles() -> Result<Vec<Profile>> {
+    BUILTIN
+        .iter()
+        .map(|(name, text)| parse_profile(text, &format!("builtin:{name}")))
+        .collect()
+}
+
+/// Resolve a `--hw` argument: a built-in name or alias (case-insensitive), or a path to a
+/// `.toml` file.
+pub fn resolve_device(arg: &str) -> Result<Profile> {
+    let looks_like_path = arg.ends_with(".toml") || arg.contains('/') || arg.contains('\\');
+    if looks_like_path {
+        return load_profile(Path::new(arg));
+    }
+    let wanted = arg.trim().to_ascii_lowercase();
+    for (name, text) in BUILTIN {
+        let profile = parse_profile(text, &format!("builtin:{name}"))?;
+        if profile.name == wanted || profile.aliases.iter().any(|a| *a == wanted) {
+            return Ok(profile);
+        }
+    }
+    let mut candidates: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+    candidates.extend(["a100".to_string(), "h100".to_string()]);
+    Err(Error::UnknownDevice {
+        name: arg.to_string(),
+        hint: nearest(&wanted, &candidates)
+            .map(|n| format!(" (did you mean '{n}'?)"))
+            .unwrap_or_default(),
+        known: candidates.join(", "),
+    })
+}
+
+/// The candidate closest to `word` by Jaro-Winkler similarity, if reasonably close.
+pub fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_parses_and_names_its_sources() {
+        let profiles = builtin_profiles().expect("built-in profiles parse");
+        assert_eq!(profiles.len(), 13);
+        for p in &profiles {
+            assert!(p.peak_bf16_flops > 0.0 && p.bandwidth_bps > 0.0, "{}", p.name);
+            assert!(p.sources.iter().all(|(_, s)| !s.is_empty()), "{}", p.name);
+            assert_eq!(p.provenance, Provenance::Datasheet);
+            // File name and device name agree, so `--hw NAME` finds each file.
+            assert!(BUILTIN.iter().any(|(n, _)| *n == p.name), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn aliases_resolve() {
+        assert_eq!(resolve_device("a100").unwrap().name, "a100-80gb-sxm");
+        assert_eq!(resolve_device("H100").unwrap().name, "h100-sxm");
+        assert_eq!(resolve_device("a6000").unwrap().sms, 84);
+    }
+
+    #[test]
+    fn datasheet_figures_are_transcribed() {
+        let a100 = resolve_device("a100").unwrap();
+        assert_eq!(a100.peak_bf16_flops, 312e12);
+        assert_eq!(a100.bandwidth_bps, 2039e9);
+        assert_eq!(a100.memory_bytes, 80.0 * 1024.0 * 1024.0 * 1024.0);
+        let a6000 = resolve_device("a6000").unwrap();
+        assert_eq!(a6000.peak_bf16_flops, 154.8e12);
+        assert_eq!(a6000.bandwidth_bps, 768e9);
+    }
+
+    #[test]
+    fn unknown_device_lists_known_and_nearest() {
+        let err = resolve_device("a10O").unwrap_err().to_string();
+        assert!(err.contains("did you mean 'a100'"), "{err}");
+        assert!(err.contains("rtx4090"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_names_path_and_line() {
+        let text = "[device]\nname = \"x\"\nsms = \"many\"\n";
+        let err = parse_profile(text, "custom.toml").unwrap_err().to_string();
+        assert!(err.contains("custom.toml line 3"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_efficiency_is_rejected() {
+        let text = BUILTIN[0].1.replace("gemm = 0.83", "gemm = 1.7");
+        let err = parse_profile(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("efficiency.gemm must be a fraction"), "{err}");
+    }
+
+    #[test]
+    fn empty_source_is_rejected() {
+        let text = BUILTIN[0].1.replace(
+            "attention-source = \"uncalibrated: fused",
+            "attention-source = \"\"\nx-unused = \"",
+        );
+        // Unknown keys are rejected too; either way the file does not load silently.
+        assert!(parse_profile(&text, "x.toml").is_err());
+        let text = BUILTIN[0].1.replace(
+            "source = \"gpus.md table (NVIDIA datasheets and architecture whitepapers)\"",
+            "source = \" \"",
+        );
+        let err = parse_profile(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("source of device is empty"), "{err}");
+    }
+}

@@ -1,0 +1,501 @@
+//! Model architectures: GPT-2 and Llama-family (Llama, Mistral, Qwen2) decoder-only transformers.
+//!
+//! Presets carry the published Hugging Face `config.json` values of each model; `--model-config`
+//! reads any such file whose `model_type` is gpt2, llama, mistral or qwen2. Parameter counts follow
+//! the modules Hugging Face `transformers` instantiates (GPT-2: `GPT2LMHeadModel` with Conv1D
+//! layers, learned positions and a tied head; Llama: `LlamaForCausalLM` with RMSNorm, grouped-query
+//! attention and SwiGLU, head tied only where the config says so).
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Which block layout the model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// LayerNorm, fused QKV Conv1D with bias, tanh-GELU MLP, learned positions, tied LM head.
+    Gpt2,
+    /// RMSNorm, separate q/k/v/o, grouped-query attention, RoPE, SwiGLU MLP.
+    Llama,
+}
+
+/// A resolved architecture. All sizes are element counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    pub name: String,
+    pub family: Family,
+    pub hidden: u64,
+    pub layers: u32,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub intermediate: u64,
+    pub vocab: u64,
+    pub max_positions: u64,
+    pub tied_embeddings: bool,
+    /// Bias on the q, k, v projections (GPT-2's fused c_attn, Qwen2).
+    pub qkv_bias: bool,
+    /// Bias on the other linear layers (GPT-2).
+    pub other_bias: bool,
+    /// Dropout probability of GPT-2's attention, residual and embedding dropouts (0 for Llama).
+    pub dropout: f64,
+}
+
+/// The role of a linear layer inside a block; LoRA and PaCA targets name these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinearRole {
+    /// GPT-2's fused c_attn (d → 3d).
+    Qkv,
+    Q,
+    K,
+    V,
+    /// Attention output projection (GPT-2 attn.c_proj, Llama o_proj).
+    O,
+    Gate,
+    /// MLP up projection (GPT-2 mlp.c_fc, Llama up_proj).
+    Up,
+    /// MLP down projection (GPT-2 mlp.c_proj, Llama down_proj).
+    Down,
+}
+
+impl LinearRole {
+    /// True for attention projections.
+    pub fn is_attention(self) -> bool {
+        matches!(self, Self::Qkv | Self::Q | Self::K | Self::V | Self::O)
+    }
+}
+
+/// One linear layer of a block: y = x·Wᵀ (+ b), W is `out_features × in_features`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Linear {
+    pub role: LinearRole,
+    /// Module path below the block, e.g. `self_attn.q_proj`.
+    pub path: &'static str,
+    pub in_features: u64,
+    pub out_features: u64,
+    pub bias: bool,
+}
+
+impl Linear {
+    /// Parameters: n·k + n (bias).
+    pub fn params(&self) -> u64 {
+        self.in_features * self.out_features + if self.bias { self.out_features } else { 0 }
+    }
+}
+
+impl ModelConfig {
+    /// Per-head dimension d/h.
+    pub fn head_dim(&self) -> u64 {
+        self.hidden / self.heads
+    }
+
+    /// The block's linear layers in forward order.
+    pub fn linears(&self) -> Vec<Linear> {
+        let d = self.hidden;
+        let kv = self.kv_heads * self.head_dim();
+        let i = self.intermediate;
+        match self.family {
+            Family::Gpt2 => vec![
+                lin(LinearRole::Qkv, "attn.c_attn", d, 3 * d, true),
+                lin(LinearRole::O, "attn.c_proj", d, d, true),
+                lin(LinearRole::Up, "mlp.c_fc", d, i, true),
+                lin(LinearRole::Down, "mlp.c_proj", i, d, true),
+            ],
+            Family::Llama => vec![
+                lin(LinearRole::Q, "self_attn.q_proj", d, d, self.qkv_bias),
+                lin(LinearRole::K, "self_attn.k_proj", d, kv, self.qkv_bias),
+                lin(LinearRole::V, "self_attn.v_proj", d, kv, self.qkv_bias),
+                lin(LinearRole::O, "self_attn.o_proj", d, d, self.other_bias),
+                lin(LinearRole::Gate, "mlp.gate_proj", d, i, self.other_bias),
+                lin(LinearRole::Up, "mlp.up_proj", d, i, self.other_bias),
+                lin(LinearRole::Down, "mlp.down_proj", i, d, self.other_bias),
+            ],
+        }
+    }
+
+    /// Norm parameters of one block: GPT-2 two LayerNorms (weight and bias), Llama two RMSNorms.
+    pub fn block_norm_params(&self) -> u64 {
+        match self.family {
+            Family::Gpt2 => 4 * self.hidden,
+            Family::Llama => 2 * self.hidden,
+        }
+    }
+
+    /// Parameters of one block.
+    pub fn block_params(&self) -> u64 {
+        self.linears().iter().map(Linear::params).sum::<u64>() + self.block_norm_params()
+    }
+
+    /// Token embedding (V·d) plus GPT-2's learned positions (P·d).
+    pub fn embedding_params(&self) -> u64 {
+        let pos = match self.family {
+            Family::Gpt2 => self.max_positions * self.hidden,
+            Family::Llama => 0,
+        };
+        self.vocab * self.hidden + pos
+    }
+
+    /// Final norm parameters.
+    pub fn final_norm_params(&self) -> u64 {
+        match self.family {
+            Family::Gpt2 => 2 * self.hidden,
+            Family::Llama => self.hidden,
+        }
+    }
+
+    /// LM head parameters (0 when tied to the embedding).
+    pub fn head_params(&self) -> u64 {
+        if self.tied_embeddings {
+            0
+        } else {
+            self.vocab * self.hidden
+        }
+    }
+
+    /// Total parameter count as Hugging Face reports it (tied weights counted once).
+    pub fn total_params(&self) -> u64 {
+        self.embedding_params()
+            + u64::from(self.layers) * self.block_params()
+            + self.final_norm_params()
+            + self.head_params()
+    }
+
+    /// Check that the sizes are consistent (divisible heads and so on).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidModel { name: self.name.clone(), message: msg });
+        if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.vocab == 0 {
+            return bad("hidden size, layers, heads and vocabulary must all be positive".into());
+        }
+        if self.intermediate == 0 || self.max_positions == 0 {
+            return bad("intermediate size and max positions must be positive".into());
+        }
+        if self.hidden % self.heads != 0 {
+            return bad(format!(
+                "hidden size {} is not divisible by the {} attention heads",
+                self.hidden, self.heads
+            ));
+        }
+        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+            return bad(format!(
+                "{} attention heads are not a multiple of {} key/value heads",
+                self.heads, self.kv_heads
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}
+
+fn lin(role: LinearRole, path: &'static str, k: u64, n: u64, bias: bool) -> Linear {
+    Linear { role, path, in_features: k, out_features: n, bias }
+}
+
+/// A built-in model and its published parameter total.
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    pub name: &'static str,
+    /// Published parameter count (model card), for the 1% check.
+    pub published_params: f64,
+    build: fn() -> ModelConfig,
+}
+
+impl Preset {
+    pub fn config(&self) -> ModelConfig {
+        (self.build)()
+    }
+}
+
+fn gpt2(name: &str, d: u64, layers: u32, heads: u64) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        family: Family::Gpt2,
+        hidden: d,
+        layers,
+        heads,
+        kv_heads: heads,
+        intermediate: 4 * d,
+        vocab: 50257,
+        max_positions: 1024,
+        tied_embeddings: true,
+        qkv_bias: true,
+        other_bias: true,
+        dropout: 0.1,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn llama(
+    name: &str,
+    d: u64,
+    layers: u32,
+    heads: u64,
+    kv: u64,
+    inter: u64,
+    vocab: u64,
+    pos: u64,
+) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        family: Family::Llama,
+        hidden: d,
+        layers,
+        heads,
+        kv_heads: kv,
+        intermediate: inter,
+        vocab,
+        max_positions: pos,
+        tied_embeddings: false,
+        qkv_bias: false,
+        other_bias: false,
+        dropout: 0.0,
+    }
+}
+
+/// The built-in presets (values from each model's published config.json).
+pub const PRESETS: &[Preset] = &[
+    Preset { name: "gpt2", published_params: 124e6, build: || gpt2("gpt2", 768, 12, 12) },
+    Preset {
+        name: "gpt2-medium",
+        published_params: 355e6,
+        build: || gpt2("gpt2-medium", 1024, 24, 16),
+    },
+    Preset {
+        name: "gpt2-large",
+        published_params: 774e6,
+        build: || gpt2("gpt2-large", 1280, 36, 20),
+    },
+    Preset { name: "gpt2-xl", published_params: 1.56e9, build: || gpt2("gpt2-xl", 1600, 48, 25) },
+    Preset {
+        name: "tinyllama-1.1b",
+        published_params: 1.10e9,
+        build: || llama("tinyllama-1.1b", 2048, 22, 32, 4, 5632, 32000, 2048),
+    },
+    Preset {
+        name: "llama2-7b",
+        published_params: 6.74e9,
+        build: || llama("llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096),
+    },
+    Preset {
+        name: "llama2-13b",
+        published_params: 13.0e9,
+        build: || llama("llama2-13b", 5120, 40, 40, 40, 13824, 32000, 4096),
+    },
+    Preset {
+        name: "llama2-70b",
+        published_params: 69.0e9,
+        build: || llama("llama2-70b", 8192, 80, 64, 8, 28672, 32000, 4096),
+    },
+    Preset {
+        name: "llama3-8b",
+        published_params: 8.03e9,
+        build: || llama("llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192),
+    },
+    Preset {
+        name: "mistral-7b",
+        published_params: 7.24e9,
+        build: || llama("mistral-7b", 4096, 32, 32, 8, 14336, 32000, 32768),
+    },
+];
+
+/// Look up a preset by name (case-insensitive).
+pub fn preset(name: &str) -> Result<ModelConfig> {
+    let wanted = name.trim().to_ascii_lowercase();
+    if let Some(p) = PRESETS.iter().find(|p| p.name == wanted) {
+        return Ok(p.config());
+    }
+    let names: Vec<String> = PRESETS.iter().map(|p| p.name.to_string()).collect();
+    Err(Error::UnknownModel {
+        name: name.to_string(),
+        hint: crate::nearest(&wanted, &names)
+            .map(|n| format!(" (did you mean '{n}'?)"))
+            .unwrap_or_default(),
+        known: names.join(", "),
+    })
+}
+
+/// The fields of a Hugging Face config.json that costsim reads. Other keys are ignored, since
+/// real configs carry many that do not affect cost.
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    model_type: Option<String>,
+    // GPT-2 names
+    n_embd: Option<u64>,
+    n_layer: Option<u32>,
+    n_head: Option<u64>,
+    n_inner: Option<u64>,
+    n_positions: Option<u64>,
+    resid_pdrop: Option<f64>,
+    // Llama names
+    hidden_size: Option<u64>,
+    num_hidden_layers: Option<u32>,
+    num_attention_heads: Option<u64>,
+    num_key_value_heads: Option<u64>,
+    intermediate_size: Option<u64>,
+    max_position_embeddings: Option<u64>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    // both
+    vocab_size: Option<u64>,
+    head_dim: Option<u64>,
+}
+
+/// Read a Hugging Face `config.json`.
+pub fn from_hf_config(path: &Path) -> Result<ModelConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    parse_hf_config(&text, &path.display().to_string())
+}
+
+/// Parse config.json text; `origin` names it in errors.
+pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
+    let cfg: HfConfig = serde_json::from_str(text).map_err(|e| Error::ConfigParse {
+        path: origin.to_string(),
+        line: e.line(),
+        message: e.to_string(),
+    })?;
+    let missing = |field: &str| Error::ConfigField {
+        path: origin.to_string(),
+        message: format!("required field \"{field}\" is missing"),
+    };
+    let name = Path::new(origin)
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "custom".to_string());
+    let model_type = cfg.model_type.clone().ok_or_else(|| missing("model_type"))?;
+    let config = match model_type.as_str() {
+        "gpt2" => {
+            let d = cfg.n_embd.ok_or_else(|| missing("n_embd"))?;
+            ModelConfig {
+                name,
+                family: Family::Gpt2,
+                hidden: d,
+                layers: cfg.n_layer.ok_or_else(|| missing("n_layer"))?,
+                heads: cfg.n_head.ok_or_else(|| missing("n_head"))?,
+                kv_heads: cfg.n_head.ok_or_else(|| missing("n_head"))?,
+                intermediate: cfg.n_inner.unwrap_or(4 * d),
+                vocab: cfg.vocab_size.ok_or_else(|| missing("vocab_size"))?,
+                max_positions: cfg.n_positions.ok_or_else(|| missing("n_positions"))?,
+                tied_embeddings: cfg.tie_word_embeddings.unwrap_or(true),
+                qkv_bias: true,
+                other_bias: true,
+                dropout: cfg.resid_pdrop.unwrap_or(0.1),
+            }
+        }
+        "llama" | "mistral" | "qwen2" => {
+            let heads = cfg.num_attention_heads.ok_or_else(|| missing("num_attention_heads"))?;
+            let hidden = cfg.hidden_size.ok_or_else(|| missing("hidden_size"))?;
+            if let Some(hd) = cfg.head_dim {
+                if hd * heads != hidden {
+                    return Err(Error::ConfigField {
+                        path: origin.to_string(),
+                        message: format!(
+                            "head_dim {hd} × {heads} heads ≠ hidden_size {hidden}; costsim models \
+                             only head_dim = hidden_size / num_attention_heads"
+                        ),
+                    });
+                }
+            }
+            ModelConfig {
+                name,
+                family: Family::Llama,
+                hidden,
+                layers: cfg.num_hidden_layers.ok_or_else(|| missing("num_hidden_layers"))?,
+                heads,
+                kv_heads: cfg.num_key_value_heads.unwrap_or(heads),
+                intermediate: cfg.intermediate_size.ok_or_else(|| missing("intermediate_size"))?,
+                vocab: cfg.vocab_size.ok_or_else(|| missing("vocab_size"))?,
+                max_positions: cfg
+                    .max_position_embeddings
+                    .ok_or_else(|| missing("max_position_embeddings"))?,
+                tied_embeddings: cfg.tie_word_embeddings.unwrap_or(false),
+                qkv_bias: model_type == "qwen2" || cfg.attention_bias.unwrap_or(false),
+                other_bias: cfg.mlp_bias.unwrap_or(false),
+                dropout: 0.0,
+            }
+        }
+        other => {
+            return Err(Error::ConfigField {
+                path: origin.to_string(),
+                message: format!(
+                    "model_type \"{other}\" is not supported; costsim models gpt2, llama, mistral \
+                     and qwen2 (use a preset or convert the config)"
+                ),
+            })
+        }
+    };
+    config.validate().map_err(|e| Error::ConfigField {
+        path: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_matches_its_published_total_within_one_percent() {
+        for p in PRESETS {
+            let cfg = p.config();
+            cfg.validate().unwrap();
+            let total = cfg.total_params() as f64;
+            let err = (total - p.published_params).abs() / p.published_params;
+            assert!(err < 0.01, "{}: {} vs {} ({:.2}%)", p.name, total, p.published_params, err * 100.0);
+        }
+    }
+
+    #[test]
+    fn exact_counts_known_from_transformers() {
+        // Values printed by `sum(p.numel() for p in model.parameters())` in transformers.
+        assert_eq!(preset("gpt2").unwrap().total_params(), 124_439_808);
+        assert_eq!(preset("llama2-7b").unwrap().total_params(), 6_738_415_616);
+    }
+
+    #[test]
+    fn hf_config_llama_roundtrip() {
+        let text = r#"{"model_type":"llama","hidden_size":4096,"num_hidden_layers":32,
+            "num_attention_heads":32,"num_key_value_heads":32,"intermediate_size":11008,
+            "vocab_size":32000,"max_position_embeddings":4096,"rms_norm_eps":1e-5}"#;
+        let cfg = parse_hf_config(text, "cfg/llama/config.json").unwrap();
+        assert_eq!(cfg.total_params(), preset("llama2-7b").unwrap().total_params());
+        assert_eq!(cfg.name, "llama");
+    }
+
+    #[test]
+    fn qwen2_has_qkv_bias() {
+        let text = r#"{"model_type":"qwen2","hidden_size":896,"num_hidden_layers":24,
+            "num_attention_heads":14,"num_key_value_heads":2,"intermediate_size":4864,
+            "vocab_size":151936,"max_position_embeddings":32768,"tie_word_embeddings":true}"#;
+        let cfg = parse_hf_config(text, "config.json").unwrap();
+        assert!(cfg.qkv_bias);
+        // Qwen2-0.5B: 494,032,768 parameters (model card: 0.49B).
+        assert_eq!(cfg.total_params(), 494_032_768);
+    }
+
+    #[test]
+    fn unsupported_model_type_is_a_clear_error() {
+        let err = parse_hf_config(r#"{"model_type":"bert"}"#, "c.json").unwrap_err().to_string();
+        assert!(err.contains("\"bert\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_names_line() {
+        let err = parse_hf_config("{\n\"model_type\": \"llama\",\n oops}", "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.json line 3"), "{err}");
+    }
+
+    #[test]
+    fn unknown_preset_suggests_nearest() {
+        let err = preset("llama2-7").unwrap_err().to_string();
+        assert!(err.contains("did you mean 'llama2-7b'"), "{err}");
+    }
+}

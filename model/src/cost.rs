@@ -1,0 +1,180 @@
+//! Device time of one kernel on a hardware profile.
+//!
+//! t = max(t_math, t_mem) + launches · t_floor, where
+//! - t_mem = bytes / (bandwidth · efficiency), with the skinny-GEMM efficiency for GEMMs that have
+//!   a dimension ≤ 64 (gpus.md: 0.4–0.9 of DRAM bandwidth);
+//! - t_math for GEMMs follows tile and wave quantization: the output is cut into tiles, one tile
+//!   per SM per wave, a partly filled last wave costing a full one. Each candidate tile (and split-K
+//!   factor, for few-tile GEMMs with a long K) is timed and the fastest kept, as cuBLAS heuristics
+//!   pick one; t_math = waves · 2·tm·tn·⌈K/split⌉ / (per-SM achievable rate · tile efficiency);
+//! - t_math for attention is FLOPs / (tensor-core peak · attention efficiency), for everything else
+//!   FLOPs / (fp32 peak · gemm efficiency), which is almost never the bound;
+//! - t_floor is the profile's back-to-back launch floor (or its CUDA-graph replay floor).
+
+use crate::graph::{Gemm, Kernel, KernelKind};
+use costsim_hardware::{MathMode, Profile};
+use serde::Serialize;
+
+/// What limits a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    Compute,
+    Memory,
+    /// The launch floor exceeds both math and memory time.
+    Launch,
+    /// The GPU waited for the host to issue the kernel.
+    Host,
+}
+
+impl Bound {
+    pub const ALL: [Bound; 4] = [Bound::Compute, Bound::Memory, Bound::Launch, Bound::Host];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compute => "compute",
+            Self::Memory => "memory",
+            Self::Launch => "launch",
+            Self::Host => "host",
+        }
+    }
+}
+
+/// Device-side cost of one kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelCost {
+    pub math_s: f64,
+    pub mem_s: f64,
+    pub floor_s: f64,
+    /// max(math, mem) + floor.
+    pub device_s: f64,
+    /// Device-side bound (compute, memory or launch).
+    pub bound: Bound,
+}
+
+/// Candidate output tiles (rows, cols, relative efficiency). Larger tiles reuse operands better;
+/// the relative efficiencies are uncalibrated assumptions (docs/model.md).
+const TILES: [(u64, u64, f64); 4] =
+    [(256, 128, 1.0), (128, 128, 0.9), (128, 64, 0.8), (64, 64, 0.65)];
+const SPLIT_K: [u64; 6] = [1, 2, 4, 8, 16, 32];
+/// A GEMM with a dimension at or below this counts as skinny (bandwidth-bound regime).
+pub const SKINNY_DIM: u64 = 64;
+
+/// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds.
+pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
+    let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
+    let mut best = (f64::INFINITY, 0.0);
+    for (tm, tn, eff) in TILES {
+        let tiles = g.m.div_ceil(tm) * g.n.div_ceil(tn) * g.batch;
+        for split in SPLIT_K {
+            if split > 1 && (tiles >= u64::from(hw.sms) || g.k < 256 * split) {
+                continue;
+            }
+            let total = tiles * split;
+            let waves = total.div_ceil(u64::from(hw.sms)) as f64;
+            let tile_flops = 2.0 * tm as f64 * tn as f64 * g.k.div_ceil(split) as f64;
+            let t = waves * tile_flops / (per_sm * eff);
+            // Split-K writes fp32 partial tiles and reads them back to reduce.
+            let extra =
+                if split > 1 { 2.0 * split as f64 * (g.m * g.n * g.batch) as f64 * 4.0 } else { 0.0 };
+            let t_total = t + extra / hw.achievable_bandwidth_bps();
+            if t_total < best.0 + best.1 / hw.achievable_bandwidth_bps() {
+                best = (t, extra);
+            }
+        }
+    }
+    best
+}
+
+/// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
+pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
+    if k.launches == 0 {
+        return KernelCost { math_s: 0.0, mem_s: 0.0, floor_s: 0.0, device_s: 0.0, bound: Bound::Launch };
+    }
+    let bytes = k.bytes_read + k.bytes_written;
+    let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
+        (KernelKind::Gemm, Some(g)) => {
+            let (t, extra) = gemm_math_time(&g, k.math, hw);
+            (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
+        }
+        (KernelKind::Attention, _) => {
+            (k.flops / (hw.peak_flops(k.math) * hw.attention_efficiency), 0.0, false)
+        }
+        _ => (k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency), 0.0, false),
+    };
+    let bw = if skinny {
+        hw.bandwidth_bps * hw.small_gemm_bandwidth_efficiency
+    } else {
+        hw.achievable_bandwidth_bps()
+    };
+    let mem_s = (bytes + extra_bytes) / bw;
+    let floor = if graph_replay { hw.graph_launch_floor_s } else { hw.launch_floor_s };
+    let floor_s = floor * f64::from(k.launches);
+    let bound = if floor_s > math_s.max(mem_s) {
+        Bound::Launch
+    } else if math_s >= mem_s {
+        Bound::Compute
+    } else {
+        Bound::Memory
+    };
+    KernelCost { math_s, mem_s, floor_s, device_s: math_s.max(mem_s) + floor_s, bound }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costsim_hardware::resolve_device;
+
+    #[test]
+    fn large_square_gemm_runs_at_the_achievable_rate() {
+        // 8192³ on an A100: 2048 tiles of 256×128 in 19 waves over 108 SMs (99.8% full).
+        let hw = resolve_device("a100").unwrap();
+        let g = Gemm { m: 8192, n: 8192, k: 8192, batch: 1 };
+        let (t, extra) = gemm_math_time(&g, MathMode::Bf16, &hw);
+        let ideal = 2.0 * 8192f64.powi(3) / (312e12 * hw.gemm_efficiency);
+        let waves = 19.0;
+        let expect = waves * 2.0 * 256.0 * 128.0 * 8192.0 / (312e12 * hw.gemm_efficiency / 108.0);
+        assert!((t - expect).abs() / expect < 1e-12, "{t} vs {expect}");
+        assert!(t / ideal < 1.003 && t >= ideal);
+        assert_eq!(extra, 0.0);
+    }
+
+    #[test]
+    fn partial_last_wave_costs_a_full_wave() {
+        // gpus.md: 133 tiles on 132 SMs ≈ 50% efficiency. On an H100 (132 SMs) a GEMM of
+        // 133 tiles of 256×128 takes two waves where 132 take one.
+        let hw = resolve_device("h100").unwrap();
+        let one = Gemm { m: 256 * 132, n: 128, k: 4096, batch: 1 };
+        let two = Gemm { m: 256 * 133, n: 128, k: 4096, batch: 1 };
+        let (t1, _) = gemm_math_time(&one, MathMode::Bf16, &hw);
+        let (t2, _) = gemm_math_time(&two, MathMode::Bf16, &hw);
+        assert!(t2 / t1 > 1.5, "{t1} {t2}");
+    }
+
+    #[test]
+    fn rank_r_gemm_is_memory_or_launch_bound() {
+        let hw = resolve_device("a100").unwrap();
+        // LoRA A: (M=4096, r=8, k=4096) in bf16.
+        let mut k = Kernel::new_for_test(KernelKind::Gemm, MathMode::Bf16);
+        k.gemm = Some(Gemm { m: 4096, n: 8, k: 4096, batch: 1 });
+        k.flops = 2.0 * 4096.0 * 8.0 * 4096.0;
+        k.bytes_read = (4096.0 * 4096.0 + 8.0 * 4096.0) * 2.0;
+        k.bytes_written = 4096.0 * 8.0 * 2.0;
+        let c = kernel_cost(&k, &hw, false);
+        assert_ne!(c.bound, Bound::Compute, "{c:?}");
+        // At least the operands over the skinny-GEMM bandwidth (split-K may add partials).
+        let mem = (k.bytes_read + k.bytes_written) / (2039e9 * 0.6);
+        assert!(c.mem_s >= mem * (1.0 - 1e-12), "{} < {mem}", c.mem_s);
+        assert!(c.mem_s > c.math_s);
+    }
+
+    #[test]
+    fn tiny_elementwise_is_launch_bound() {
+        let hw = resolve_device("a100").unwrap();
+        let mut k = Kernel::new_for_test(KernelKind::Elementwise, MathMode::Fp32);
+        k.bytes_read = 4.0;
+        k.bytes_written = 4.0;
+        let c = kernel_cost(&k, &hw, false);
+        assert_eq!(c.bound, Bound::Launch);
+        assert!((c.device_s - 2.6e-6).abs() < 1e-9);
+    }
+}

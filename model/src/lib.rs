@@ -1,0 +1,53 @@
+//! costsim-model: the analytical cost model of a fine-tuning step.
+//!
+//! Given an architecture ([`arch`]), a method ([`method`]), a workload ([`workload`]) and a
+//! hardware profile (`costsim-hardware`), it builds the ordered per-kernel graph that PyTorch eager
+//! launches for one training step ([`graph`]), costs every kernel against the device
+//! ([`cost`]), simulates the host issuing kernels and the GPU running them ([`simulate`]), and
+//! reports time, bounds and memory ([`predict`]).
+//!
+//! Units: FLOPs count floating-point operations (a multiply-add is 2), never MACs; bytes are
+//! bytes; times are seconds inside the crate and milliseconds (`_ms`) or microseconds (`_us`) in
+//! reports. Sources: `shared/reference/paper.md`, `kernels.md`, `gpus.md`; docs/model.md gives
+//! every formula.
+
+pub mod arch;
+pub mod cost;
+pub mod graph;
+pub mod method;
+pub mod predict;
+pub mod simulate;
+pub mod workload;
+
+pub use arch::{preset, Family, ModelConfig, PRESETS};
+pub use method::{MethodName, MethodOptions, MethodSpec};
+pub use predict::{predict, Amount, Config, Detail, Prediction};
+pub use workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
+
+use std::path::PathBuf;
+
+/// Errors of the model crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown model '{name}'{hint}; known models: {known} (or pass --model-config config.json)")]
+    UnknownModel { name: String, hint: String, known: String },
+    #[error("invalid model {name}: {message}")]
+    InvalidModel { name: String, message: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("malformed config {path} line {line}: {message}")]
+    ConfigParse { path: String, line: usize, message: String },
+    #[error("unusable config {path}: {message}")]
+    ConfigField { path: String, message: String },
+    #[error("invalid {what}: {message}")]
+    InvalidArgument { what: String, message: String },
+    #[error(transparent)]
+    Hardware(#[from] costsim_hardware::Error),
+}
+
+/// Result alias of the model crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
+    costsim_hardware::nearest(word, candidates)
+}

@@ -1,0 +1,455 @@
+//! Fine-tuning methods and which parameters they train.
+//!
+//! - Full fine-tuning: every parameter of the trained layers (plus embedding, final norm and head).
+//! - LoRA (Hu et al.; Hugging Face peft `tuners/lora/layer.py`): frozen W plus B·A of rank r on
+//!   each targeted linear, r·(k + n) trainable parameters per module.
+//! - PaCA (Woo et al., arXiv 2503.01905, reference `peft/tuners/paca/layer.py`): r randomly chosen
+//!   input columns of each targeted W train in place, n·r trainable parameters per module.
+//! - Layer-selective training (the paper's "Upper Half" / "Three Quarters" PaCA): only a contiguous
+//!   range of upper layers trains; nothing below it records a graph.
+//!
+//! Parameter matching follows `shared/reference/paper.md`: LoRA rank r ↔ PaCA rank 2r; upper-half
+//! PaCA doubles it again (4r); three-quarters PaCA uses 3r (24 at LoRA rank 8).
+
+use crate::arch::{LinearRole, ModelConfig};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// What a method does to a targeted linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodKind {
+    Full,
+    Lora,
+    Paca,
+}
+
+/// The method names the CLI accepts, presets included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodName {
+    Full,
+    Lora,
+    Paca,
+    PacaUpperHalf,
+    PacaThreeQuarters,
+}
+
+impl MethodName {
+    pub const ALL: [MethodName; 5] =
+        [Self::Full, Self::Lora, Self::Paca, Self::PacaUpperHalf, Self::PacaThreeQuarters];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Lora => "lora",
+            Self::Paca => "paca",
+            Self::PacaUpperHalf => "paca-upper-half",
+            Self::PacaThreeQuarters => "paca-three-quarters",
+        }
+    }
+}
+
+impl fmt::Display for MethodName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MethodName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s.trim().to_ascii_lowercase()).ok_or_else(
+            || Error::InvalidArgument {
+                what: "--method".into(),
+                message: format!(
+                    "unknown method '{s}'; known: full, lora, paca, paca-upper-half, \
+                     paca-three-quarters, all"
+                ),
+            },
+        )
+    }
+}
+
+/// Which layers train.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum LayerSelection {
+    All,
+    /// The upper fraction of the layers (`upper:0.5` = upper half).
+    Upper { fraction: f64 },
+    /// The last K layers.
+    Last { count: u32 },
+    /// Layers `start..=end` (0-based, inclusive).
+    Range { start: u32, end: u32 },
+}
+
+impl LayerSelection {
+    /// The trained layer range `[lo, hi]` for a model with `layers` blocks.
+    pub fn resolve(&self, layers: u32) -> Result<(u32, u32)> {
+        let err = |m: String| Error::InvalidArgument { what: "--train-layers".into(), message: m };
+        match *self {
+            Self::All => Ok((0, layers - 1)),
+            Self::Upper { fraction } => {
+                if !(fraction > 0.0 && fraction <= 1.0) {
+                    return Err(err(format!("upper:{fraction} must be a fraction in (0, 1]")));
+                }
+                let count = ((f64::from(layers) * fraction).round() as u32).clamp(1, layers);
+                Ok((layers - count, layers - 1))
+            }
+            Self::Last { count } => {
+                if count == 0 || count > layers {
+                    return Err(err(format!(
+                        "last:{count} must train between 1 and {layers} layers (the model's depth)"
+                    )));
+                }
+                Ok((layers - count, layers - 1))
+            }
+            Self::Range { start, end } => {
+                if start > end || end >= layers {
+                    return Err(err(format!(
+                        "range {start}..{end} must satisfy start ≤ end < {layers} (layers are \
+                         numbered from 0)"
+                    )));
+                }
+                Ok((start, end))
+            }
+        }
+    }
+}
+
+impl FromStr for LayerSelection {
+    type Err = Error;
+    /// `all`, `upper:F`, `last:K`, `A..B` or `A-B` (inclusive).
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let err = || Error::InvalidArgument {
+            what: "--train-layers".into(),
+            message: format!(
+                "cannot read '{s}'; use all, upper:0.5, upper:0.75, last:K or a range such as 16..31"
+            ),
+        };
+        if s == "all" {
+            return Ok(Self::All);
+        }
+        if let Some(f) = s.strip_prefix("upper:") {
+            return f.parse().map(|fraction| Self::Upper { fraction }).map_err(|_| err());
+        }
+        if let Some(k) = s.strip_prefix("last:") {
+            return k.parse().map(|count| Self::Last { count }).map_err(|_| err());
+        }
+        let (a, b) = s.split_once("..").or_else(|| s.split_once('-')).ok_or_else(err)?;
+        let start = a.trim().parse().map_err(|_| err())?;
+        let end = b.trim_start_matches('=').trim().parse().map_err(|_| err())?;
+        Ok(Self::Range { start, end })
+    }
+}
+
+/// Which linear layers an adapter method targets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Targets(pub BTreeSet<LinearRole>);
+
+impl Targets {
+    /// Every linear projection of the blocks (peft's "all-linear" minus the LM head).
+    pub fn all() -> Self {
+        use LinearRole::*;
+        Self([Qkv, Q, K, V, O, Gate, Up, Down].into_iter().collect())
+    }
+
+    pub fn contains(&self, role: LinearRole) -> bool {
+        self.0.contains(&role)
+    }
+
+    /// Parse `all`, `attn`, `mlp` or a comma list of q,k,v,o,gate,up,down (GPT-2 names c_attn,
+    /// c_proj, c_fc and mlp.c_proj are accepted too). On GPT-2 any of q, k, v selects the fused
+    /// c_attn, since peft adapts that module whole.
+    pub fn parse(s: &str) -> Result<Self> {
+        use LinearRole::*;
+        let mut set = BTreeSet::new();
+        for item in s.split(',').map(|t| t.trim().to_ascii_lowercase()) {
+            let roles: &[LinearRole] = match item.as_str() {
+                "all" | "all-linear" => &[Qkv, Q, K, V, O, Gate, Up, Down],
+                "attn" | "attention" => &[Qkv, Q, K, V, O],
+                "mlp" => &[Gate, Up, Down],
+                "q" | "q_proj" => &[Q, Qkv],
+                "k" | "k_proj" => &[K, Qkv],
+                "v" | "v_proj" => &[V, Qkv],
+                "qkv" | "c_attn" => &[Qkv, Q, K, V],
+                "o" | "o_proj" | "c_proj" | "attn.c_proj" => &[O],
+                "gate" | "gate_proj" => &[Gate],
+                "up" | "up_proj" | "c_fc" => &[Up],
+                "down" | "down_proj" | "mlp.c_proj" => &[Down],
+                _ => {
+                    return Err(Error::InvalidArgument {
+                        what: "--targets".into(),
+                        message: format!(
+                            "unknown target '{item}'; use all, attn, mlp or a list of \
+                             q,k,v,o,gate,up,down"
+                        ),
+                    })
+                }
+            };
+            set.extend(roles.iter().copied());
+        }
+        Ok(Self(set))
+    }
+
+    /// Names of the targeted modules of a model, for display.
+    pub fn describe(&self, model: &ModelConfig) -> String {
+        let names: Vec<&str> = model
+            .linears()
+            .iter()
+            .filter(|l| self.contains(l.role))
+            .map(|l| l.path.rsplit('.').next().unwrap_or(l.path))
+            .collect();
+        names.join(",")
+    }
+}
+
+/// Dtype of LoRA adapter weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterDtype {
+    /// peft's default `autocast_adapter_dtype=True`: adapters kept in fp32.
+    Fp32,
+    /// Adapters in the base model's dtype.
+    Base,
+}
+
+/// A fully resolved method: what trains, where, with which hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodSpec {
+    pub name: MethodName,
+    pub kind: MethodKind,
+    /// LoRA rank or PaCA column count (0 for full).
+    pub rank: u64,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Targets,
+    pub adapter_dtype: AdapterDtype,
+    pub layers: LayerSelection,
+}
+
+/// What the user asked for; `None` means the method's default.
+#[derive(Debug, Clone, Default)]
+pub struct MethodOptions {
+    pub rank: Option<u64>,
+    pub alpha: Option<f64>,
+    pub dropout: Option<f64>,
+    pub targets: Option<Targets>,
+    pub adapter_dtype: Option<AdapterDtype>,
+    pub layers: Option<LayerSelection>,
+}
+
+/// The paper's LoRA reference rank.
+pub const PAPER_LORA_RANK: u64 = 8;
+
+impl MethodSpec {
+    /// Resolve a method with options. For `--method all` pass `reference_rank = true`: `--rank`
+    /// is then the LoRA reference rank and the PaCA variants follow the paper's matching.
+    pub fn resolve(
+        name: MethodName,
+        opts: &MethodOptions,
+        model: &ModelConfig,
+        reference_rank: bool,
+    ) -> Result<Self> {
+        let lora_rank = opts.rank.unwrap_or(PAPER_LORA_RANK);
+        let rank_for = |mult: u64| {
+            if reference_rank {
+                lora_rank * mult
+            } else {
+                opts.rank.unwrap_or(PAPER_LORA_RANK * mult)
+            }
+        };
+        let (kind, rank, alpha, dropout, layers) = match name {
+            MethodName::Full => (MethodKind::Full, 0, 0.0, 0.0, LayerSelection::All),
+            MethodName::Lora => (MethodKind::Lora, lora_rank, 32.0, 0.1, LayerSelection::All),
+            MethodName::Paca => (MethodKind::Paca, rank_for(2), 64.0, 0.0, LayerSelection::All),
+            MethodName::PacaUpperHalf => (
+                MethodKind::Paca,
+                rank_for(4),
+                64.0,
+                0.0,
+                LayerSelection::Upper { fraction: 0.5 },
+            ),
+            MethodName::PacaThreeQuarters => (
+                MethodKind::Paca,
+                rank_for(3),
+                64.0,
+                0.0,
+                LayerSelection::Upper { fraction: 0.75 },
+            ),
+        };
+        let spec = Self {
+            name,
+            kind,
+            rank,
+            alpha: opts.alpha.unwrap_or(alpha),
+            dropout: if kind == MethodKind::Lora { opts.dropout.unwrap_or(dropout) } else { 0.0 },
+            targets: opts.targets.clone().unwrap_or_else(Targets::all),
+            adapter_dtype: opts.adapter_dtype.unwrap_or(AdapterDtype::Fp32),
+            layers: opts.layers.unwrap_or(layers),
+        };
+        spec.validate(model)?;
+        Ok(spec)
+    }
+
+    fn validate(&self, model: &ModelConfig) -> Result<()> {
+        let err = |what: &str, m: String| Error::InvalidArgument { what: what.into(), message: m };
+        if self.kind != MethodKind::Full {
+            if self.rank == 0 {
+                return Err(err("--rank", "rank must be at least 1".into()));
+            }
+            let min_in = model
+                .linears()
+                .iter()
+                .filter(|l| self.targets.contains(l.role))
+                .map(|l| l.in_features)
+                .min();
+            match min_in {
+                None => {
+                    return Err(err(
+                        "--targets",
+                        format!("no linear layer of {} matches the targets", model.name),
+                    ))
+                }
+                Some(k) if self.rank > k => {
+                    return Err(err(
+                        "--rank",
+                        format!(
+                            "rank {} exceeds the input width {k} of a targeted layer (hidden size \
+                             {}); choose a rank ≤ {k}",
+                            self.rank, model.hidden
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+            if !self.alpha.is_finite() || self.alpha <= 0.0 {
+                return Err(err("--alpha", format!("alpha must be positive, got {}", self.alpha)));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(err("--dropout", format!("dropout {} is not in [0, 1)", self.dropout)));
+        }
+        self.layers.resolve(model.layers)?;
+        Ok(())
+    }
+
+    /// Trained layer range `[lo, hi]`.
+    pub fn trained_layers(&self, model: &ModelConfig) -> (u32, u32) {
+        // validated in `resolve`
+        self.layers.resolve(model.layers).unwrap_or((0, model.layers - 1))
+    }
+
+    /// True when the embedding (and, for tied models, the LM head) trains: full fine-tuning
+    /// whose trained layers start at layer 0.
+    pub fn trains_embedding(&self, model: &ModelConfig) -> bool {
+        self.kind == MethodKind::Full && self.trained_layers(model).0 == 0
+    }
+
+    /// True when the final norm and an untied LM head train (full fine-tuning).
+    pub fn trains_head(&self, model: &ModelConfig) -> bool {
+        self.kind == MethodKind::Full && (!model.tied_embeddings || self.trains_embedding(model))
+    }
+
+    /// Trainable parameters of one trained block.
+    ///
+    /// full: all block parameters; LoRA: Σ r·(k + n) over targeted linears; PaCA: Σ n·r.
+    pub fn block_trainable(&self, model: &ModelConfig) -> u64 {
+        match self.kind {
+            MethodKind::Full => model.block_params(),
+            MethodKind::Lora => model
+                .linears()
+                .iter()
+                .filter(|l| self.targets.contains(l.role))
+                .map(|l| self.rank * (l.in_features + l.out_features))
+                .sum(),
+            MethodKind::Paca => model
+                .linears()
+                .iter()
+                .filter(|l| self.targets.contains(l.role))
+                .map(|l| self.rank * l.out_features)
+                .sum(),
+        }
+    }
+
+    /// Trainable parameters of the whole model.
+    pub fn trainable_params(&self, model: &ModelConfig) -> u64 {
+        let (lo, hi) = self.trained_layers(model);
+        let mut total = u64::from(hi - lo + 1) * self.block_trainable(model);
+        if self.trains_embedding(model) {
+            total += model.embedding_params();
+        }
+        if self.kind == MethodKind::Full {
+            total += model.final_norm_params();
+            if self.trains_head(model) {
+                total += model.head_params();
+            }
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::preset;
+
+    fn spec(name: MethodName, model: &ModelConfig) -> MethodSpec {
+        MethodSpec::resolve(name, &MethodOptions::default(), model, true).unwrap()
+    }
+
+    #[test]
+    fn paper_parameter_matching_on_llama2_7b() {
+        let m = preset("llama2-7b").unwrap();
+        let lora = spec(MethodName::Lora, &m);
+        let paca = spec(MethodName::Paca, &m);
+        let half = spec(MethodName::PacaUpperHalf, &m);
+        let tq = spec(MethodName::PacaThreeQuarters, &m);
+        assert_eq!((lora.rank, paca.rank, half.rank, tq.rank), (8, 16, 32, 24));
+        // LoRA r=8 on q,k,v,o (4096→4096) and gate,up (4096→11008), down (11008→4096):
+        // per layer 8·(4·8192 + 3·15104) = 624,640; ×32 = 19,988,480.
+        assert_eq!(lora.trainable_params(&m), 19_988_480);
+        // PaCA r=16: 16·(4·4096 + 2·11008 + 4096) = 16·42,496 = 679,936 per layer; ×32.
+        assert_eq!(paca.trainable_params(&m), 21_757_952);
+        // Upper half: 16 layers at rank 32 = the same count as 32 layers at rank 16.
+        assert_eq!(half.trainable_params(&m), paca.trainable_params(&m));
+        // Three quarters: 24 layers at rank 24.
+        assert_eq!(tq.trainable_params(&m), 24 * 24 * 42_496);
+        assert_eq!(spec(MethodName::Full, &m).trainable_params(&m), m.total_params());
+    }
+
+    #[test]
+    fn layer_selection_parsing_and_resolution() {
+        let sel: LayerSelection = "upper:0.75".parse().unwrap();
+        assert_eq!(sel.resolve(32).unwrap(), (8, 31));
+        let sel: LayerSelection = "last:4".parse().unwrap();
+        assert_eq!(sel.resolve(32).unwrap(), (28, 31));
+        let sel: LayerSelection = "10..20".parse().unwrap();
+        assert_eq!(sel.resolve(32).unwrap(), (10, 20));
+        assert!("last:40".parse::<LayerSelection>().unwrap().resolve(32).is_err());
+        assert!("upper:x".parse::<LayerSelection>().is_err());
+    }
+
+    #[test]
+    fn rank_above_hidden_is_rejected() {
+        let m = preset("gpt2").unwrap();
+        let opts = MethodOptions { rank: Some(769), ..Default::default() };
+        let err = MethodSpec::resolve(MethodName::Lora, &opts, &m, false).unwrap_err();
+        assert!(err.to_string().contains("exceeds the input width 768"), "{err}");
+        let opts = MethodOptions { rank: Some(0), ..Default::default() };
+        assert!(MethodSpec::resolve(MethodName::Paca, &opts, &m, false).is_err());
+    }
+
+    #[test]
+    fn targets_parse() {
+        let t = Targets::parse("q,v").unwrap();
+        assert!(t.contains(LinearRole::Q) && t.contains(LinearRole::V) && !t.contains(LinearRole::O));
+        assert!(Targets::parse("mlp").unwrap().contains(LinearRole::Down));
+        assert!(Targets::parse("lm_head").is_err());
+    }
+}

@@ -1,0 +1,486 @@
+//! Prediction of one configuration: the graph, its costs, the simulated timeline, the memory
+//! footprint, and the report rows (phases, per layer, per kernel).
+//!
+//! Memory model (docs/model.md): weights (+ LoRA adapters / PaCA's P), gradients and optimizer
+//! states of the trainable parameters in the master dtype, activations saved for backward as the
+//! graph's tracer recorded them, and the largest transient tensor. Peaks are taken at the end of
+//! forward, while backward frees saved tensors scope by scope and fills gradients, and in the
+//! optimizer (foreach AdamW's temporary sqrt list).
+
+use crate::arch::ModelConfig;
+use crate::cost::Bound;
+use crate::graph::{self, KernelKind, Phase, Scope, ScopeGraph, StepGraph};
+use crate::method::{AdapterDtype, MethodKind, MethodSpec};
+use crate::simulate::{self, Span};
+use crate::workload::{DType, Optimizer, Workload};
+use costsim_hardware::Profile;
+use serde::Serialize;
+
+/// Device memory assumed taken by the CUDA context and the caching allocator's reserve before
+/// any tensor: uncalibrated (docs/model.md), 1 GiB.
+pub const RESERVED_BYTES: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Everything a prediction needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub method: MethodSpec,
+    pub workload: Workload,
+    pub hw: Profile,
+}
+
+/// What to include beyond the summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detail {
+    pub per_layer: bool,
+    pub kernels: bool,
+}
+
+/// Counts per phase.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PhaseCounts {
+    pub forward: u64,
+    pub backward: u64,
+    pub optimizer: u64,
+}
+
+/// One phase of the step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhaseReport {
+    pub phase: Phase,
+    /// Wall time of the phase: per micro-batch for forward/backward, per step for optimizer.
+    pub time_ms: f64,
+    pub gpu_busy_ms: f64,
+    /// Share of the phase the GPU spent waiting on the host.
+    pub host_wait_share: f64,
+    pub launches: u64,
+    pub flops: f64,
+    pub bytes: f64,
+    /// Device time by bound, ms: compute, memory, launch, host (GPU waiting).
+    pub compute_ms: f64,
+    pub memory_ms: f64,
+    pub launch_ms: f64,
+    pub host_ms: f64,
+}
+
+/// Memory footprint, bytes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Memory {
+    pub weights_bytes: f64,
+    pub gradients_bytes: f64,
+    pub optimizer_state_bytes: f64,
+    pub activations_bytes: f64,
+    pub forward_peak_bytes: f64,
+    pub backward_peak_bytes: f64,
+    pub optimizer_peak_bytes: f64,
+    pub peak_bytes: f64,
+    pub reserved_bytes: f64,
+    pub capacity_bytes: f64,
+    pub fits: bool,
+    /// peak + reserved − capacity when it does not fit, else 0.
+    pub shortfall_bytes: f64,
+}
+
+/// One row of the per-layer breakdown (embedding, each block, head, optimizer).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LayerRow {
+    /// `embedding`, `layer.N`, `head`, `optimizer`.
+    pub scope: String,
+    pub trained: bool,
+    pub trainable_params: u64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub forward_kernels: u64,
+    pub backward_kernels: u64,
+    pub optimizer_kernels: u64,
+    pub flops: f64,
+    pub bytes: f64,
+    pub saved_bytes: f64,
+}
+
+/// One kernel of the graph (first micro-batch, plus the optimizer).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KernelRow {
+    pub phase: Phase,
+    /// Index within its phase, issue order.
+    pub index: usize,
+    pub name: &'static str,
+    pub module: String,
+    pub kind: KernelKind,
+    pub dtype: &'static str,
+    pub flops: f64,
+    pub bytes_read: f64,
+    pub bytes_written: f64,
+    pub launches: u32,
+    /// GEMM shape m×n×k (×batch) when a GEMM.
+    pub shape: Option<String>,
+    pub device_us: f64,
+    pub host_us: f64,
+    pub bound: Bound,
+    /// Indices (within the phase) of the kernels it reads from.
+    pub deps: Vec<usize>,
+    pub recompute: bool,
+}
+
+/// Training-time estimate from `--tokens` / `--samples`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrainingEstimate {
+    pub optimizer_steps: u64,
+    pub seconds: f64,
+    /// h:mm:ss
+    pub wall_clock: String,
+}
+
+/// The prediction of one method.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Prediction {
+    pub method: String,
+    pub kind: MethodKind,
+    pub rank: u64,
+    pub trained_layers: String,
+    pub targets: String,
+    pub trainable_params: u64,
+    pub total_params: u64,
+    /// Kernel launches: forward and backward per micro-batch, optimizer per step.
+    pub kernels: PhaseCounts,
+    /// FLOPs of one optimizer step (all micro-batches and the optimizer).
+    pub flops: f64,
+    /// Bytes read + written in one optimizer step.
+    pub bytes: f64,
+    /// Per micro-batch.
+    pub forward_ms: f64,
+    /// Per micro-batch.
+    pub backward_ms: f64,
+    /// Per optimizer step.
+    pub optimizer_ms: f64,
+    /// One optimizer step: grad_accum × (forward + backward) + optimizer.
+    pub step_ms: f64,
+    pub tokens_per_s: f64,
+    pub peak_memory_bytes: f64,
+    pub fits: bool,
+    pub dominant_bound: Bound,
+    pub phases: Vec<PhaseReport>,
+    pub memory: Memory,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingEstimate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_layer: Option<Vec<LayerRow>>,
+    #[serde(skip_serializing_if = "Option::is_none", rename = "kernel_rows")]
+    pub kernel_rows: Option<Vec<KernelRow>>,
+}
+
+fn seg_sums(seg: &graph::Segment) -> (f64, f64, u64) {
+    seg.kernels.iter().fold((0.0, 0.0, 0), |(f, b, l), k| {
+        (f + k.flops, b + k.bytes_read + k.bytes_written, l + u64::from(k.launches))
+    })
+}
+
+/// Master dtype of the trainable parameters (gradients and optimizer states).
+fn master_dtype(cfg: &Config) -> DType {
+    match (cfg.method.kind, cfg.method.adapter_dtype) {
+        (MethodKind::Lora, AdapterDtype::Fp32) => DType::F32,
+        _ => cfg.workload.precision.param_dtype(),
+    }
+}
+
+fn memory(cfg: &Config, g: &StepGraph) -> Memory {
+    let model = &cfg.model;
+    let w = &cfg.workload;
+    let trainable = cfg.method.trainable_params(model) as f64;
+    let p = w.precision.param_dtype().size();
+    let master = master_dtype(cfg).size();
+    let extra_params = match cfg.method.kind {
+        MethodKind::Full => 0.0,
+        MethodKind::Lora | MethodKind::Paca => trainable,
+    };
+    let weights = model.total_params() as f64 * p + extra_params * master;
+    let grads = trainable * master;
+    let states = trainable * master * f64::from(w.optimizer.states());
+    let scopes: Vec<&ScopeGraph> = std::iter::once(&g.embedding)
+        .chain((0..g.layer_class.len()).map(|i| g.layer(i)))
+        .chain(std::iter::once(&g.head))
+        .collect();
+    let kept = |s: &ScopeGraph| s.saved_bytes + s.checkpoint_bytes;
+    let activations: f64 = scopes.iter().map(|s| kept(s)).sum();
+    let transient = scopes.iter().map(|s| s.transient_bytes).fold(0.0, f64::max);
+    let accum_grads = if w.grad_accum > 1 { grads } else { 0.0 };
+    let forward_peak = weights + states + accum_grads + activations + transient;
+    // Backward walks the scopes in reverse: each frees what it kept and adds its gradients.
+    let mut remaining = activations;
+    let mut grads_so_far = accum_grads;
+    let mut backward_peak: f64 = 0.0;
+    let grad_share = if trainable > 0.0 { grads / trainable } else { 0.0 };
+    for s in scopes.iter().rev() {
+        if s.backward.kernels.is_empty() {
+            continue;
+        }
+        if w.grad_accum == 1 {
+            grads_so_far += s.trainable as f64 * grad_share;
+        }
+        // Under checkpointing the scope's recomputed activations live during its backward.
+        let working = s.transient_bytes.max(2.0 * s.saved_bytes.min(s.transient_bytes));
+        backward_peak = backward_peak.max(weights + states + remaining + grads_so_far + working);
+        remaining -= kept(s);
+    }
+    let temp = match w.optimizer {
+        Optimizer::AdamwForeach => trainable * master,
+        Optimizer::AdamwFused | Optimizer::Sgd => 0.0,
+    };
+    let optimizer_peak = weights + states + grads + temp;
+    let peak = forward_peak.max(backward_peak).max(optimizer_peak);
+    let capacity = cfg.hw.memory_bytes;
+    let fits = peak + RESERVED_BYTES <= capacity;
+    Memory {
+        weights_bytes: weights,
+        gradients_bytes: grads,
+        optimizer_state_bytes: states,
+        activations_bytes: activations,
+        forward_peak_bytes: forward_peak,
+        backward_peak_bytes: backward_peak,
+        optimizer_peak_bytes: optimizer_peak,
+        peak_bytes: peak,
+        reserved_bytes: RESERVED_BYTES,
+        capacity_bytes: capacity,
+        fits,
+        shortfall_bytes: if fits { 0.0 } else { peak + RESERVED_BYTES - capacity },
+    }
+}
+
+fn ms(s: f64) -> f64 {
+    s * 1e3
+}
+
+fn phase_report(phase: Phase, span: &Span, per: f64, flops: f64, bytes: f64) -> PhaseReport {
+    let time = span.time_s / per;
+    PhaseReport {
+        phase,
+        time_ms: ms(time),
+        gpu_busy_ms: ms(span.busy_s / per),
+        host_wait_share: if span.time_s > 0.0 { span.host_wait_s / span.time_s } else { 0.0 },
+        launches: (span.launches as f64 / per).round() as u64,
+        flops,
+        bytes,
+        compute_ms: ms(span.by_bound[0] / per),
+        memory_ms: ms(span.by_bound[1] / per),
+        launch_ms: ms(span.by_bound[2] / per),
+        host_ms: ms(span.by_bound[3] / per),
+    }
+}
+
+/// Format seconds as h:mm:ss.
+pub fn hms(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// How much training to estimate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Tokens(u64),
+    Samples(u64),
+}
+
+/// Predict one configuration.
+pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Prediction {
+    let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
+    let cg = simulate::cost_graph(&g, &cfg.workload, &cfg.hw);
+    let tl = simulate::simulate(&g, &cg, &cfg.workload, &cfg.hw);
+    let w = &cfg.workload;
+    let accum = f64::from(w.grad_accum);
+    let n_layers = g.layer_class.len();
+
+    // FLOPs and bytes per phase (first micro-batch's backward; accumulate variants added).
+    let mut fwd_fb = (0.0, 0.0);
+    let mut bwd_fb = (0.0, 0.0);
+    let scopes: Vec<(Scope, &ScopeGraph)> = std::iter::once((Scope::Embedding, &g.embedding))
+        .chain((0..n_layers).map(|i| (Scope::Layer(i as u32), g.layer(i))))
+        .chain(std::iter::once((Scope::Head, &g.head)))
+        .collect();
+    let mut layer_rows = Vec::new();
+    for (idx, (scope, s)) in scopes.iter().enumerate() {
+        let (ff, fbytes, fl) = seg_sums(&s.forward);
+        let (bf1, bb1, bl1) = seg_sums(&s.backward);
+        let (bfa, bba, bla) = seg_sums(&s.backward_accum);
+        let bwd_f = (bf1 + bfa * (accum - 1.0)) / accum;
+        let bwd_b = (bb1 + bba * (accum - 1.0)) / accum;
+        fwd_fb.0 += ff;
+        fwd_fb.1 += fbytes;
+        bwd_fb.0 += bwd_f;
+        bwd_fb.1 += bwd_b;
+        if detail.per_layer {
+            let f_span = &tl.scopes[2 * idx].2;
+            let b_span = &tl.scopes[2 * idx + 1].2;
+            let trained = !s.backward.kernels.is_empty();
+            layer_rows.push(LayerRow {
+                scope: match scope {
+                    Scope::Embedding => "embedding".into(),
+                    Scope::Layer(i) => format!("layer.{i}"),
+                    Scope::Head => "head".into(),
+                    Scope::Optimizer => "optimizer".into(),
+                },
+                trained,
+                trainable_params: s.trainable,
+                forward_ms: ms(f_span.time_s / accum),
+                backward_ms: ms(b_span.time_s / accum),
+                optimizer_ms: 0.0,
+                forward_kernels: fl,
+                backward_kernels: ((bl1 as f64 + bla as f64 * (accum - 1.0)) / accum).round() as u64,
+                optimizer_kernels: 0,
+                flops: ff + bwd_f,
+                bytes: fbytes + bwd_b,
+                saved_bytes: s.saved_bytes + s.checkpoint_bytes,
+            });
+        }
+    }
+    let (of, ob, ol) = seg_sums(&g.optimizer);
+    let opt_span = &tl.phases[2];
+    if detail.per_layer {
+        layer_rows.push(LayerRow {
+            scope: "optimizer".into(),
+            trained: ol > 0,
+            trainable_params: 0,
+            forward_ms: 0.0,
+            backward_ms: 0.0,
+            optimizer_ms: ms(opt_span.time_s),
+            forward_kernels: 0,
+            backward_kernels: 0,
+            optimizer_kernels: ol,
+            flops: of,
+            bytes: ob,
+            saved_bytes: 0.0,
+        });
+    }
+
+    let phases = vec![
+        phase_report(Phase::Forward, &tl.phases[0], accum, fwd_fb.0, fwd_fb.1),
+        phase_report(Phase::Backward, &tl.phases[1], accum, bwd_fb.0, bwd_fb.1),
+        phase_report(Phase::Optimizer, opt_span, 1.0, of, ob),
+    ];
+    // Dominant bound: where the step's time went.
+    let mut by_bound = [0.0; 4];
+    for span in &tl.phases {
+        for (i, v) in span.by_bound.iter().enumerate() {
+            by_bound[i] += v;
+        }
+    }
+    let dominant_bound = Bound::ALL
+        .into_iter()
+        .zip(by_bound)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(Bound::Compute, |(b, _)| b);
+
+    let mem = memory(cfg, &g);
+    let step_s = tl.step_s;
+    let tokens = w.tokens_per_step() as f64;
+    let training = amount.map(|a| {
+        let steps = match a {
+            Amount::Tokens(n) => n.div_ceil(w.tokens_per_step()),
+            Amount::Samples(n) => n.div_ceil(w.batch * u64::from(w.grad_accum)),
+        };
+        let seconds = steps as f64 * step_s;
+        TrainingEstimate { optimizer_steps: steps, seconds, wall_clock: hms(seconds) }
+    });
+    let kernel_rows = detail.kernels.then(|| kernel_rows(&g, &cg, &tl, cfg));
+    let (lo, hi) = cfg.method.trained_layers(&cfg.model);
+    Prediction {
+        method: cfg.method.name.to_string(),
+        kind: cfg.method.kind,
+        rank: cfg.method.rank,
+        trained_layers: format!("{lo}..{hi}"),
+        targets: if cfg.method.kind == MethodKind::Full {
+            "all".into()
+        } else {
+            cfg.method.targets.describe(&cfg.model)
+        },
+        trainable_params: cfg.method.trainable_params(&cfg.model),
+        total_params: cfg.model.total_params(),
+        kernels: PhaseCounts {
+            forward: phases[0].launches,
+            backward: phases[1].launches,
+            optimizer: phases[2].launches,
+        },
+        flops: accum * (fwd_fb.0 + bwd_fb.0) + of,
+        bytes: accum * (fwd_fb.1 + bwd_fb.1) + ob,
+        forward_ms: phases[0].time_ms,
+        backward_ms: phases[1].time_ms,
+        optimizer_ms: phases[2].time_ms,
+        step_ms: ms(step_s),
+        tokens_per_s: if step_s > 0.0 { tokens / step_s } else { 0.0 },
+        peak_memory_bytes: mem.peak_bytes,
+        fits: mem.fits,
+        dominant_bound,
+        phases,
+        memory: mem,
+        training,
+        per_layer: detail.per_layer.then_some(layer_rows),
+        kernel_rows,
+    }
+}
+
+fn kernel_rows(
+    g: &StepGraph,
+    cg: &simulate::CostedGraph,
+    tl: &simulate::Timeline,
+    cfg: &Config,
+) -> Vec<KernelRow> {
+    let mut rows = Vec::new();
+    let n_layers = g.layer_class.len();
+    let mut counters = [0usize; 3];
+    let mut push = |scope: Scope,
+                    phase: Phase,
+                    seg: &graph::Segment,
+                    costs: &simulate::CostedSegment,
+                    waited: &[bool]| {
+        let base = counters[phase as usize];
+        for (i, (k, (host, c))) in seg.kernels.iter().zip(&costs.kernels).enumerate() {
+            let bound = if waited.get(i).copied().unwrap_or(false) { Bound::Host } else { c.bound };
+            rows.push(KernelRow {
+                phase,
+                index: base + i,
+                name: k.name,
+                module: k.path(g.family, scope),
+                kind: k.kind,
+                dtype: k.dtype.as_str(),
+                flops: k.flops,
+                bytes_read: k.bytes_read,
+                bytes_written: k.bytes_written,
+                launches: k.launches,
+                shape: k.gemm.map(|s| {
+                    if s.batch > 1 {
+                        format!("{}x{}x{}x{}", s.m, s.n, s.k, s.batch)
+                    } else {
+                        format!("{}x{}x{}", s.m, s.n, s.k)
+                    }
+                }),
+                device_us: c.device_s * 1e6,
+                host_us: host * 1e6,
+                bound,
+                deps: k.deps.iter().map(|&d| base + d as usize).collect(),
+                recompute: k.recompute,
+            });
+        }
+        counters[phase as usize] += seg.kernels.len();
+    };
+    let waited = |scope: Scope, phase: Phase| -> &[bool] {
+        tl.host_waited
+            .iter()
+            .find(|(s, p, _)| *s == scope && *p == phase)
+            .map_or(&[], |(_, _, v)| v.as_slice())
+    };
+    push(Scope::Embedding, Phase::Forward, &g.embedding.forward, &cg.embedding[0], waited(Scope::Embedding, Phase::Forward));
+    for i in 0..n_layers {
+        let s = Scope::Layer(i as u32);
+        push(s, Phase::Forward, &g.layer(i).forward, &cg.layers[g.layer_class[i]][0], waited(s, Phase::Forward));
+    }
+    push(Scope::Head, Phase::Forward, &g.head.forward, &cg.head[0], waited(Scope::Head, Phase::Forward));
+    push(Scope::Head, Phase::Backward, &g.head.backward, &cg.head[1], waited(Scope::Head, Phase::Backward));
+    for i in (0..n_layers).rev() {
+        let s = Scope::Layer(i as u32);
+        push(s, Phase::Backward, &g.layer(i).backward, &cg.layers[g.layer_class[i]][1], waited(s, Phase::Backward));
+    }
+    push(Scope::Embedding, Phase::Backward, &g.embedding.backward, &cg.embedding[1], waited(Scope::Embedding, Phase::Backward));
+    push(Scope::Optimizer, Phase::Optimizer, &g.optimizer, &cg.optimizer, waited(Scope::Optimizer, Phase::Optimizer));
+    let _ = cfg;
+    rows
+}

@@ -1,0 +1,216 @@
+//! The workload: batch, sequence, gradient accumulation, precision, attention implementation,
+//! optimizer and runtime (which sets the host cost per op).
+
+use crate::arch::ModelConfig;
+use crate::{Error, Result};
+use costsim_hardware::MathMode;
+use serde::Serialize;
+
+/// Element types of tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    Bf16,
+    F16,
+    /// 1-byte boolean (dropout masks).
+    Bool,
+    /// 8-byte integer (token ids, indices).
+    I64,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> f64 {
+        match self {
+            Self::F32 => 4.0,
+            Self::Bf16 | Self::F16 => 2.0,
+            Self::Bool => 1.0,
+            Self::I64 => 8.0,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+            Self::Bool => "bool",
+            Self::I64 => "i64",
+        }
+    }
+}
+
+/// Training precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// fp32 everywhere, matmuls on CUDA cores (PyTorch's default: TF32 off for matmul).
+    Fp32,
+    /// fp32 storage, matmuls on TF32 tensor cores.
+    Tf32,
+    /// torch.autocast(bfloat16) over fp32 parameters (fp32 master weights).
+    Bf16Mixed,
+    /// torch.autocast(float16) with GradScaler over fp32 parameters.
+    Fp16Mixed,
+    /// Parameters, gradients and optimizer states all in bf16.
+    Bf16,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Tf32 => "tf32",
+            Self::Bf16Mixed => "bf16-mixed",
+            Self::Fp16Mixed => "fp16-mixed",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// Dtype parameters are stored in.
+    pub fn param_dtype(self) -> DType {
+        match self {
+            Self::Bf16 => DType::Bf16,
+            _ => DType::F32,
+        }
+    }
+
+    /// Dtype of matmul inputs and outputs.
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Self::Fp32 | Self::Tf32 => DType::F32,
+            Self::Bf16Mixed | Self::Bf16 => DType::Bf16,
+            Self::Fp16Mixed => DType::F16,
+        }
+    }
+
+    /// True under torch.autocast (weights cast to the half type every forward).
+    pub fn is_autocast(self) -> bool {
+        matches!(self, Self::Bf16Mixed | Self::Fp16Mixed)
+    }
+
+    /// Math mode of a matmul whose operands have dtype `dt`.
+    pub fn math_mode(self, dt: DType) -> MathMode {
+        match dt {
+            DType::Bf16 => MathMode::Bf16,
+            DType::F16 => MathMode::Fp16,
+            _ if self == Self::Tf32 => MathMode::Tf32,
+            _ => MathMode::Fp32,
+        }
+    }
+}
+
+/// Attention implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionImpl {
+    /// transformers' eager attention: matmul, scale, mask, softmax, dropout, matmul.
+    Eager,
+    /// torch scaled_dot_product_attention (flash / memory-efficient kernels).
+    Sdpa,
+}
+
+/// Optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// torch.optim.AdamW, multi-tensor ("foreach") implementation: PyTorch's default.
+    AdamwForeach,
+    /// torch.optim.AdamW(fused=True): one pass.
+    AdamwFused,
+    /// Plain SGD without momentum: one foreach pass.
+    Sgd,
+}
+
+impl Optimizer {
+    /// Optimizer state tensors per parameter.
+    pub fn states(self) -> u32 {
+        match self {
+            Self::AdamwForeach | Self::AdamwFused => 2,
+            Self::Sgd => 0,
+        }
+    }
+}
+
+/// What issues the kernels, which sets the host cost per op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// PyTorch eager from Python (Hugging Face model code, peft, torch.optim).
+    PytorchEager,
+    /// The same ops issued from C++ through libtorch (what the validate harness runs).
+    Libtorch,
+    /// Whole phases replayed from CUDA graphs: no per-op host cost, a smaller launch floor.
+    CudaGraph,
+}
+
+/// A resolved workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workload {
+    pub batch: u64,
+    pub seq: u64,
+    pub grad_accum: u32,
+    pub precision: Precision,
+    pub attention: AttentionImpl,
+    pub optimizer: Optimizer,
+    pub grad_checkpointing: bool,
+    /// Gradient-norm clipping before the step (Hugging Face Trainer's default max_grad_norm=1).
+    pub grad_clip: bool,
+    pub runtime: Runtime,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            batch: 8,
+            seq: 512,
+            grad_accum: 1,
+            precision: Precision::Bf16Mixed,
+            attention: AttentionImpl::Sdpa,
+            optimizer: Optimizer::AdamwForeach,
+            grad_checkpointing: false,
+            grad_clip: true,
+            runtime: Runtime::PytorchEager,
+        }
+    }
+}
+
+impl Workload {
+    /// Tokens per micro-batch, M = batch · seq.
+    pub fn tokens(&self) -> u64 {
+        self.batch * self.seq
+    }
+
+    /// Tokens per optimizer step.
+    pub fn tokens_per_step(&self) -> u64 {
+        self.tokens() * u64::from(self.grad_accum)
+    }
+
+    pub fn validate(&self, model: &ModelConfig) -> Result<()> {
+        let err = |what: &str, m: String| Error::InvalidArgument { what: what.into(), message: m };
+        if self.batch == 0 {
+            return Err(err("--batch", "batch size must be at least 1".into()));
+        }
+        if self.seq == 0 {
+            return Err(err("--seq", "sequence length must be at least 1".into()));
+        }
+        if self.seq > model.max_positions {
+            return Err(err(
+                "--seq",
+                format!(
+                    "sequence length {} exceeds {}'s {} positions; use --seq {} or less",
+                    self.seq, model.name, model.max_positions, model.max_positions
+                ),
+            ));
+        }
+        if self.grad_accum == 0 {
+            return Err(err("--grad-accum", "gradient accumulation must be at least 1".into()));
+        }
+        // Keep every count exactly representable and every time finite.
+        if self.tokens() > (1 << 40) {
+            return Err(err("--batch/--seq", "batch × seq above 2^40 tokens is not modelled".into()));
+        }
+        Ok(())
+    }
+}
