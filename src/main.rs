@@ -1,1 +1,169 @@
-fn main(){}
+//! costsim: the command-line front end. Parses arguments, calls one function per subcommand,
+//! prints the error chain and maps it to an exit code (2 for bad input, 1 otherwise). A closed
+//! output pipe is not an error.
+
+mod cli;
+mod output;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use cli::{Cli, Command, UsageError};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn write_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("writing to stdout")?;
+    out.flush().context("writing to stdout")?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Predict(args) => predict(&args),
+        Command::Models => models(),
+        Command::Hardware => hardware(),
+        Command::Validate(_) | Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
+            "this costsim was built without libtorch, so it cannot measure. Rebuild with the \
+             `tch` feature: run `scripts/setup-libtorch.sh`, then `cargo build --release \
+             --features tch` with the environment that script prints"
+                .into(),
+        ))),
+    }
+}
+
+fn predict(args: &cli::PredictArgs) -> Result<()> {
+    let cfgs = args.configs()?;
+    let detail = costsim_model::Detail {
+        per_layer: args.per_layer,
+        kernels: args.kernels,
+    };
+    let amount = match (args.tokens, args.samples) {
+        (Some(t), _) => Some(costsim_model::Amount::Tokens(t)),
+        (None, Some(s)) => Some(costsim_model::Amount::Samples(s)),
+        (None, None) => None,
+    };
+    let preds: Vec<_> = cfgs
+        .iter()
+        .map(|c| costsim_model::predict(c, detail, amount))
+        .collect();
+    write_stdout(&output::render(&cfgs, &preds, args.format)?)
+}
+
+fn models() -> Result<()> {
+    let mut rows = vec![];
+    for p in costsim_model::PRESETS {
+        let m = p.config();
+        rows.push(vec![
+            p.name.to_string(),
+            match m.family {
+                costsim_model::Family::Gpt2 => "gpt2".into(),
+                costsim_model::Family::Llama => "llama".into(),
+            },
+            m.layers.to_string(),
+            m.hidden.to_string(),
+            format!("{}/{}", m.heads, m.kv_heads),
+            m.intermediate.to_string(),
+            m.vocab.to_string(),
+            m.max_positions.to_string(),
+            m.total_params().to_string(),
+            output::count(m.total_params() as f64),
+            output::count(p.published_params),
+        ]);
+    }
+    let head = [
+        "model",
+        "family",
+        "layers",
+        "hidden",
+        "heads/kv",
+        "ffn",
+        "vocab",
+        "positions",
+        "params",
+        "",
+        "published",
+    ];
+    write_stdout(&simple_table(&head, &rows))
+}
+
+fn hardware() -> Result<()> {
+    let profiles = costsim_hardware::builtin_profiles().context("built-in profiles")?;
+    let rows: Vec<Vec<String>> = profiles
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.aliases.join(","),
+                p.display_name.clone(),
+                p.sms.to_string(),
+                format!("{:.1}", p.peak_fp32_flops / 1e12),
+                format!("{:.1}", p.peak_tf32_flops / 1e12),
+                format!("{:.1}", p.peak_bf16_flops / 1e12),
+                format!("{:.0}", p.bandwidth_bps / 1e9),
+                format!("{:.1}", p.memory_bytes / (1u64 << 30) as f64),
+                format!("{:.2}", p.gemm_efficiency),
+                format!("{:.1}", p.launch_floor_s * 1e6),
+            ]
+        })
+        .collect();
+    let head = [
+        "name", "alias", "device", "SMs", "fp32 TF", "tf32 TF", "bf16 TF", "GB/s", "GiB",
+        "gemm eff", "floor us",
+    ];
+    let mut s = simple_table(&head, &rows);
+    s.push_str("\nEfficiencies and host costs are datasheet defaults or published figures, uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml.\n");
+    write_stdout(&s)
+}
+
+fn simple_table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let fmt_row = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut s = fmt_row(head.to_vec());
+    s.push('\n');
+    for r in rows {
+        s.push_str(&fmt_row(r.iter().map(String::as_str).collect()));
+        s.push('\n');
+    }
+    s
+}

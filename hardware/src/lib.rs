@@ -17,12 +17,25 @@ use std::path::{Path, PathBuf};
 /// Errors of the hardware crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown GPU '{name}'{hint}; known GPUs: {known} (or pass a profile file: --hw FILE.toml)")]
-    UnknownDevice { name: String, hint: String, known: String },
+    #[error(
+        "unknown GPU '{name}'{hint}; known GPUs: {known} (or pass a profile file: --hw FILE.toml)"
+    )]
+    UnknownDevice {
+        name: String,
+        hint: String,
+        known: String,
+    },
     #[error("cannot read hardware profile {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("malformed hardware profile {path}{line}: {message}")]
-    Parse { path: PathBuf, line: String, message: String },
+    Parse {
+        path: PathBuf,
+        line: String,
+        message: String,
+    },
     #[error("invalid hardware profile {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -228,7 +241,10 @@ pub struct CalibrationSection {
 impl ProfileFile {
     /// Validate and resolve into a [`Profile`]. `origin` names the file in errors.
     pub fn resolve(self, origin: &str) -> Result<Profile> {
-        let invalid = |message: String| Error::Invalid { path: PathBuf::from(origin), message };
+        let invalid = |message: String| Error::Invalid {
+            path: PathBuf::from(origin),
+            message,
+        };
         let d = &self.device;
         if d.name.trim().is_empty() {
             return Err(invalid("device.name is empty".into()));
@@ -244,7 +260,10 @@ impl ProfileFile {
             ("peak.fp16-tflops", self.peak.fp16_tflops),
             ("peak.bandwidth-gbps", self.peak.bandwidth_gbps),
             ("overheads.launch-floor-us", self.overheads.launch_floor_us),
-            ("overheads.graph-launch-floor-us", self.overheads.graph_launch_floor_us),
+            (
+                "overheads.graph-launch-floor-us",
+                self.overheads.graph_launch_floor_us,
+            ),
         ];
         for (key, v) in positive {
             if !(v.is_finite() && v > 0.0) {
@@ -255,11 +274,16 @@ impl ProfileFile {
             ("efficiency.gemm", self.efficiency.gemm),
             ("efficiency.bandwidth", self.efficiency.bandwidth),
             ("efficiency.attention", self.efficiency.attention),
-            ("efficiency.small-gemm-bandwidth", self.efficiency.small_gemm_bandwidth),
+            (
+                "efficiency.small-gemm-bandwidth",
+                self.efficiency.small_gemm_bandwidth,
+            ),
         ];
         for (key, v) in fractions {
             if !(v.is_finite() && v > 0.0 && v <= 1.0) {
-                return Err(invalid(format!("{key} must be a fraction in (0, 1], got {v}")));
+                return Err(invalid(format!(
+                    "{key} must be a fraction in (0, 1], got {v}"
+                )));
             }
         }
         let h = &self.host;
@@ -272,20 +296,34 @@ impl ProfileFile {
         ];
         for (key, v) in host_values {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(invalid(format!("{key} must be a non-negative number, got {v}")));
+                return Err(invalid(format!(
+                    "{key} must be a non-negative number, got {v}"
+                )));
             }
         }
         let sources = vec![
             ("device".to_string(), d.source.clone()),
             ("peak".to_string(), self.peak.source.clone()),
-            ("efficiency.gemm".to_string(), self.efficiency.gemm_source.clone()),
-            ("efficiency.bandwidth".to_string(), self.efficiency.bandwidth_source.clone()),
-            ("efficiency.attention".to_string(), self.efficiency.attention_source.clone()),
+            (
+                "efficiency.gemm".to_string(),
+                self.efficiency.gemm_source.clone(),
+            ),
+            (
+                "efficiency.bandwidth".to_string(),
+                self.efficiency.bandwidth_source.clone(),
+            ),
+            (
+                "efficiency.attention".to_string(),
+                self.efficiency.attention_source.clone(),
+            ),
             (
                 "efficiency.small-gemm-bandwidth".to_string(),
                 self.efficiency.small_gemm_bandwidth_source.clone(),
             ),
-            ("overheads.launch-floor".to_string(), self.overheads.launch_floor_source.clone()),
+            (
+                "overheads.launch-floor".to_string(),
+                self.overheads.launch_floor_source.clone(),
+            ),
             (
                 "overheads.graph-launch-floor".to_string(),
                 self.overheads.graph_launch_floor_source.clone(),
@@ -294,7 +332,10 @@ impl ProfileFile {
             ("host.cpp-op".to_string(), h.cpp_op_source.clone()),
             ("host.module-call".to_string(), h.module_call_source.clone()),
             ("host.peft-module".to_string(), h.peft_module_source.clone()),
-            ("host.autograd-node".to_string(), h.autograd_node_source.clone()),
+            (
+                "host.autograd-node".to_string(),
+                h.autograd_node_source.clone(),
+            ),
         ];
         if let Some((key, _)) = sources.iter().find(|(_, s)| s.trim().is_empty()) {
             return Err(invalid(format!(
@@ -304,7 +345,10 @@ impl ProfileFile {
         }
         let provenance = match self.calibration {
             Some(c) => Provenance::Calibrated {
-                note: format!("{} on {} ({}); fit: {}", c.date, c.device, c.libraries, c.fit),
+                note: format!(
+                    "{} on {} ({}); fit: {}",
+                    c.date, c.device, c.libraries, c.fit
+                ),
             },
             None => Provenance::Datasheet,
         };
@@ -364,16 +408,27 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile> {
 
 /// Load a profile file from disk.
 pub fn load_profile(path: &Path) -> Result<Profile> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_profile(&text, &path.display().to_string())
 }
 
 /// The built-in profiles' names and TOML text, in catalog order.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("a100-40gb-sxm", include_str!("../profiles/a100-40gb-sxm.toml")),
-    ("a100-80gb-sxm", include_str!("../profiles/a100-80gb-sxm.toml")),
-    ("a100-80gb-pcie", include_str!("../profiles/a100-80gb-pcie.toml")),
+    (
+        "a100-40gb-sxm",
+        include_str!("../profiles/a100-40gb-sxm.toml"),
+    ),
+    (
+        "a100-80gb-sxm",
+        include_str!("../profiles/a100-80gb-sxm.toml"),
+    ),
+    (
+        "a100-80gb-pcie",
+        include_str!("../profiles/a100-80gb-pcie.toml"),
+    ),
     ("a6000", include_str!("../profiles/a6000.toml")),
     ("h100-sxm", include_str!("../profiles/h100-sxm.toml")),
     ("h100-pcie", include_str!("../profiles/h100-pcie.toml")),
@@ -438,7 +493,11 @@ mod tests {
         let profiles = builtin_profiles().expect("built-in profiles parse");
         assert_eq!(profiles.len(), 13);
         for p in &profiles {
-            assert!(p.peak_bf16_flops > 0.0 && p.bandwidth_bps > 0.0, "{}", p.name);
+            assert!(
+                p.peak_bf16_flops > 0.0 && p.bandwidth_bps > 0.0,
+                "{}",
+                p.name
+            );
             assert!(p.sources.iter().all(|(_, s)| !s.is_empty()), "{}", p.name);
             assert_eq!(p.provenance, Provenance::Datasheet);
             // File name and device name agree, so `--hw NAME` finds each file.

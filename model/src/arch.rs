@@ -163,7 +163,12 @@ impl ModelConfig {
 
     /// Check that the sizes are consistent (divisible heads and so on).
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::InvalidModel { name: self.name.clone(), message: msg });
+        let bad = |msg: String| {
+            Err(Error::InvalidModel {
+                name: self.name.clone(),
+                message: msg,
+            })
+        };
         if self.hidden == 0 || self.layers == 0 || self.heads == 0 || self.vocab == 0 {
             return bad("hidden size, layers, heads and vocabulary must all be positive".into());
         }
@@ -190,7 +195,13 @@ impl ModelConfig {
 }
 
 fn lin(role: LinearRole, path: &'static str, k: u64, n: u64, bias: bool) -> Linear {
-    Linear { role, path, in_features: k, out_features: n, bias }
+    Linear {
+        role,
+        path,
+        in_features: k,
+        out_features: n,
+        bias,
+    }
 }
 
 /// A built-in model and its published parameter total.
@@ -256,7 +267,11 @@ fn llama(
 
 /// The built-in presets (values from each model's published config.json).
 pub const PRESETS: &[Preset] = &[
-    Preset { name: "gpt2", published_params: 124e6, build: || gpt2("gpt2", 768, 12, 12) },
+    Preset {
+        name: "gpt2",
+        published_params: 124e6,
+        build: || gpt2("gpt2", 768, 12, 12),
+    },
     Preset {
         name: "gpt2-medium",
         published_params: 355e6,
@@ -267,7 +282,11 @@ pub const PRESETS: &[Preset] = &[
         published_params: 774e6,
         build: || gpt2("gpt2-large", 1280, 36, 20),
     },
-    Preset { name: "gpt2-xl", published_params: 1.56e9, build: || gpt2("gpt2-xl", 1600, 48, 25) },
+    Preset {
+        name: "gpt2-xl",
+        published_params: 1.56e9,
+        build: || gpt2("gpt2-xl", 1600, 48, 25),
+    },
     Preset {
         name: "tinyllama-1.1b",
         published_params: 1.10e9,
@@ -345,8 +364,10 @@ struct HfConfig {
 
 /// Read a Hugging Face `config.json`.
 pub fn from_hf_config(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_hf_config(&text, &path.display().to_string())
 }
 
@@ -367,7 +388,10 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "custom".to_string());
-    let model_type = cfg.model_type.clone().ok_or_else(|| missing("model_type"))?;
+    let model_type = cfg
+        .model_type
+        .clone()
+        .ok_or_else(|| missing("model_type"))?;
     let config = match model_type.as_str() {
         "gpt2" => {
             let d = cfg.n_embd.ok_or_else(|| missing("n_embd"))?;
@@ -388,7 +412,9 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
             }
         }
         "llama" | "mistral" | "qwen2" => {
-            let heads = cfg.num_attention_heads.ok_or_else(|| missing("num_attention_heads"))?;
+            let heads = cfg
+                .num_attention_heads
+                .ok_or_else(|| missing("num_attention_heads"))?;
             let hidden = cfg.hidden_size.ok_or_else(|| missing("hidden_size"))?;
             if let Some(hd) = cfg.head_dim {
                 if hd * heads != hidden {
@@ -405,10 +431,14 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                 name,
                 family: Family::Llama,
                 hidden,
-                layers: cfg.num_hidden_layers.ok_or_else(|| missing("num_hidden_layers"))?,
+                layers: cfg
+                    .num_hidden_layers
+                    .ok_or_else(|| missing("num_hidden_layers"))?,
                 heads,
                 kv_heads: cfg.num_key_value_heads.unwrap_or(heads),
-                intermediate: cfg.intermediate_size.ok_or_else(|| missing("intermediate_size"))?,
+                intermediate: cfg
+                    .intermediate_size
+                    .ok_or_else(|| missing("intermediate_size"))?,
                 vocab: cfg.vocab_size.ok_or_else(|| missing("vocab_size"))?,
                 max_positions: cfg
                     .max_position_embeddings
@@ -447,7 +477,14 @@ mod tests {
             cfg.validate().unwrap();
             let total = cfg.total_params() as f64;
             let err = (total - p.published_params).abs() / p.published_params;
-            assert!(err < 0.01, "{}: {} vs {} ({:.2}%)", p.name, total, p.published_params, err * 100.0);
+            assert!(
+                err < 0.01,
+                "{}: {} vs {} ({:.2}%)",
+                p.name,
+                total,
+                p.published_params,
+                err * 100.0
+            );
         }
     }
 
@@ -464,7 +501,10 @@ mod tests {
             "num_attention_heads":32,"num_key_value_heads":32,"intermediate_size":11008,
             "vocab_size":32000,"max_position_embeddings":4096,"rms_norm_eps":1e-5}"#;
         let cfg = parse_hf_config(text, "cfg/llama/config.json").unwrap();
-        assert_eq!(cfg.total_params(), preset("llama2-7b").unwrap().total_params());
+        assert_eq!(
+            cfg.total_params(),
+            preset("llama2-7b").unwrap().total_params()
+        );
         assert_eq!(cfg.name, "llama");
     }
 
@@ -481,7 +521,9 @@ mod tests {
 
     #[test]
     fn unsupported_model_type_is_a_clear_error() {
-        let err = parse_hf_config(r#"{"model_type":"bert"}"#, "c.json").unwrap_err().to_string();
+        let err = parse_hf_config(r#"{"model_type":"bert"}"#, "c.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"bert\" is not supported"), "{err}");
     }
 

@@ -53,8 +53,12 @@ pub struct KernelCost {
 
 /// Candidate output tiles (rows, cols, relative efficiency). Larger tiles reuse operands better;
 /// the relative efficiencies are uncalibrated assumptions (docs/model.md).
-const TILES: [(u64, u64, f64); 4] =
-    [(256, 128, 1.0), (128, 128, 0.9), (128, 64, 0.8), (64, 64, 0.65)];
+const TILES: [(u64, u64, f64); 4] = [
+    (256, 128, 1.0),
+    (128, 128, 0.9),
+    (128, 64, 0.8),
+    (64, 64, 0.65),
+];
 const SPLIT_K: [u64; 6] = [1, 2, 4, 8, 16, 32];
 /// A GEMM with a dimension at or below this counts as skinny (bandwidth-bound regime).
 pub const SKINNY_DIM: u64 = 64;
@@ -74,8 +78,11 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
             let tile_flops = 2.0 * tm as f64 * tn as f64 * g.k.div_ceil(split) as f64;
             let t = waves * tile_flops / (per_sm * eff);
             // Split-K writes fp32 partial tiles and reads them back to reduce.
-            let extra =
-                if split > 1 { 2.0 * split as f64 * (g.m * g.n * g.batch) as f64 * 4.0 } else { 0.0 };
+            let extra = if split > 1 {
+                2.0 * split as f64 * (g.m * g.n * g.batch) as f64 * 4.0
+            } else {
+                0.0
+            };
             let t_total = t + extra / hw.achievable_bandwidth_bps();
             if t_total < best.0 + best.1 / hw.achievable_bandwidth_bps() {
                 best = (t, extra);
@@ -88,7 +95,13 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
 /// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
 pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     if k.launches == 0 {
-        return KernelCost { math_s: 0.0, mem_s: 0.0, floor_s: 0.0, device_s: 0.0, bound: Bound::Launch };
+        return KernelCost {
+            math_s: 0.0,
+            mem_s: 0.0,
+            floor_s: 0.0,
+            device_s: 0.0,
+            bound: Bound::Launch,
+        };
     }
     let bytes = k.bytes_read + k.bytes_written;
     let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
@@ -96,10 +109,16 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
             let (t, extra) = gemm_math_time(&g, k.math, hw);
             (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
         }
-        (KernelKind::Attention, _) => {
-            (k.flops / (hw.peak_flops(k.math) * hw.attention_efficiency), 0.0, false)
-        }
-        _ => (k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency), 0.0, false),
+        (KernelKind::Attention, _) => (
+            k.flops / (hw.peak_flops(k.math) * hw.attention_efficiency),
+            0.0,
+            false,
+        ),
+        _ => (
+            k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency),
+            0.0,
+            false,
+        ),
     };
     let bw = if skinny {
         hw.bandwidth_bps * hw.small_gemm_bandwidth_efficiency
@@ -107,7 +126,11 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
         hw.achievable_bandwidth_bps()
     };
     let mem_s = (bytes + extra_bytes) / bw;
-    let floor = if graph_replay { hw.graph_launch_floor_s } else { hw.launch_floor_s };
+    let floor = if graph_replay {
+        hw.graph_launch_floor_s
+    } else {
+        hw.launch_floor_s
+    };
     let floor_s = floor * f64::from(k.launches);
     let bound = if floor_s > math_s.max(mem_s) {
         Bound::Launch
@@ -116,7 +139,13 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     } else {
         Bound::Memory
     };
-    KernelCost { math_s, mem_s, floor_s, device_s: math_s.max(mem_s) + floor_s, bound }
+    KernelCost {
+        math_s,
+        mem_s,
+        floor_s,
+        device_s: math_s.max(mem_s) + floor_s,
+        bound,
+    }
 }
 
 #[cfg(test)]
@@ -128,7 +157,12 @@ mod tests {
     fn large_square_gemm_runs_at_the_achievable_rate() {
         // 8192³ on an A100: 2048 tiles of 256×128 in 19 waves over 108 SMs (99.8% full).
         let hw = resolve_device("a100").unwrap();
-        let g = Gemm { m: 8192, n: 8192, k: 8192, batch: 1 };
+        let g = Gemm {
+            m: 8192,
+            n: 8192,
+            k: 8192,
+            batch: 1,
+        };
         let (t, extra) = gemm_math_time(&g, MathMode::Bf16, &hw);
         let ideal = 2.0 * 8192f64.powi(3) / (312e12 * hw.gemm_efficiency);
         let waves = 19.0;
@@ -143,8 +177,18 @@ mod tests {
         // gpus.md: 133 tiles on 132 SMs ≈ 50% efficiency. On an H100 (132 SMs) a GEMM of
         // 133 tiles of 256×128 takes two waves where 132 take one.
         let hw = resolve_device("h100").unwrap();
-        let one = Gemm { m: 256 * 132, n: 128, k: 4096, batch: 1 };
-        let two = Gemm { m: 256 * 133, n: 128, k: 4096, batch: 1 };
+        let one = Gemm {
+            m: 256 * 132,
+            n: 128,
+            k: 4096,
+            batch: 1,
+        };
+        let two = Gemm {
+            m: 256 * 133,
+            n: 128,
+            k: 4096,
+            batch: 1,
+        };
         let (t1, _) = gemm_math_time(&one, MathMode::Bf16, &hw);
         let (t2, _) = gemm_math_time(&two, MathMode::Bf16, &hw);
         assert!(t2 / t1 > 1.5, "{t1} {t2}");
@@ -155,7 +199,12 @@ mod tests {
         let hw = resolve_device("a100").unwrap();
         // LoRA A: (M=4096, r=8, k=4096) in bf16.
         let mut k = Kernel::new_for_test(KernelKind::Gemm, MathMode::Bf16);
-        k.gemm = Some(Gemm { m: 4096, n: 8, k: 4096, batch: 1 });
+        k.gemm = Some(Gemm {
+            m: 4096,
+            n: 8,
+            k: 4096,
+            batch: 1,
+        });
         k.flops = 2.0 * 4096.0 * 8.0 * 4096.0;
         k.bytes_read = (4096.0 * 4096.0 + 8.0 * 4096.0) * 2.0;
         k.bytes_written = 4096.0 * 8.0 * 2.0;

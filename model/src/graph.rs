@@ -276,7 +276,13 @@ enum Bwd {
     PerInput { reads: f64, flops: f64 },
     /// One backward op of `launches` kernels computing every input gradient at once, reading
     /// `reads` and writing `writes` out-sized tensors.
-    Fused { name: &'static str, kind: KernelKind, reads: f64, writes: f64, launches: u32 },
+    Fused {
+        name: &'static str,
+        kind: KernelKind,
+        reads: f64,
+        writes: f64,
+        launches: u32,
+    },
 }
 
 struct Tracer<'a> {
@@ -315,7 +321,14 @@ impl<'a> Tracer<'a> {
         let id = self.next_id;
         self.next_id += 1;
         self.uses.push(0);
-        T { id, elems, dtype, rg, param: false, producer }
+        T {
+            id,
+            elems,
+            dtype,
+            rg,
+            param: false,
+            producer,
+        }
     }
 
     /// An input activation.
@@ -373,7 +386,11 @@ impl<'a> Tracer<'a> {
         *uses += 1;
         let extra_use = *uses > 1;
         if extra_use || (input.param && self.accumulate) {
-            let name = if input.param { "accumulate_grad" } else { "add" };
+            let name = if input.param {
+                "accumulate_grad"
+            } else {
+                "add"
+            };
             group.push(self.bk(
                 name,
                 KernelKind::Elementwise,
@@ -440,8 +457,21 @@ impl<'a> Tracer<'a> {
         let out_bytes = out.bytes();
         match bwd {
             Bwd::Pass => {}
-            Bwd::Fused { name, kind, reads, writes, launches } => {
-                let mut b = self.bk(name, kind, out_dtype, reads * out_bytes, writes * out_bytes, 0.0);
+            Bwd::Fused {
+                name,
+                kind,
+                reads,
+                writes,
+                launches,
+            } => {
+                let mut b = self.bk(
+                    name,
+                    kind,
+                    out_dtype,
+                    reads * out_bytes,
+                    writes * out_bytes,
+                    0.0,
+                );
                 b.launches = launches;
                 b.flops = 2.0 * flops_per_out * out_elems;
                 group.push(b);
@@ -482,7 +512,17 @@ impl<'a> Tracer<'a> {
         if x.dtype == to {
             return *x;
         }
-        self.op("to_copy", KernelKind::Cast, &[*x], x.elems, to, 0.0, &[], false, Bwd::Pass)
+        self.op(
+            "to_copy",
+            KernelKind::Cast,
+            &[*x],
+            x.elems,
+            to,
+            0.0,
+            &[],
+            false,
+            Bwd::Pass,
+        )
     }
 
     /// A host-only op (view, reshape, transpose): no kernel, host time only.
@@ -544,22 +584,48 @@ impl<'a> Tracer<'a> {
             b.flops = 2.0 * gm as f64 * gn as f64 * gk as f64 * bf;
             b.bytes_read = read;
             b.bytes_written = written;
-            b.gemm = Some(Gemm { m: gm, n: gn, k: gk, batch });
+            b.gemm = Some(Gemm {
+                m: gm,
+                n: gn,
+                k: gk,
+                batch,
+            });
             b
         };
         let dy_bytes = out.bytes();
         // Weight gradient first, as autograd's MmBackward computes it.
         let mut pending: Vec<(T, DType)> = Vec::new();
         if w.rg {
-            group.push(g(n, k, m, dy_bytes + x.bytes(), nf * kf * bf * dt.size(), "mm_dW"));
+            group.push(g(
+                n,
+                k,
+                m,
+                dy_bytes + x.bytes(),
+                nf * kf * bf * dt.size(),
+                "mm_dW",
+            ));
             pending.push((*w, dt));
         }
         if x.rg {
-            group.push(g(m, k, n, dy_bytes + w.bytes(), mf * kf * bf * dt.size(), "mm_dX"));
+            group.push(g(
+                m,
+                k,
+                n,
+                dy_bytes + w.bytes(),
+                mf * kf * bf * dt.size(),
+                "mm_dX",
+            ));
             pending.push((*x, dt));
         }
         if let Some(b) = bias.filter(|b| b.rg) {
-            group.push(self.bk("sum", KernelKind::Reduction, dt, dy_bytes, b.elems * dt.size(), mf * nf));
+            group.push(self.bk(
+                "sum",
+                KernelKind::Reduction,
+                dt,
+                dy_bytes,
+                b.elems * dt.size(),
+                mf * nf,
+            ));
             pending.push((*b, dt));
         }
         for (t, gdt) in pending {
@@ -596,7 +662,11 @@ impl<'a> Tracer<'a> {
         let offset = 0u32;
         for (i, k) in backward.iter_mut().enumerate() {
             if !k.recompute {
-                k.deps = if i == 0 { vec![] } else { vec![offset + i as u32 - 1] };
+                k.deps = if i == 0 {
+                    vec![]
+                } else {
+                    vec![offset + i as u32 - 1]
+                };
             }
         }
         let saved: f64 = self.saved.iter().map(|(_, b)| b).sum();
@@ -605,10 +675,18 @@ impl<'a> Tracer<'a> {
             backward: Segment { kernels: backward },
             backward_accum: Segment::default(),
             saved_bytes: if grad_checkpointing { 0.0 } else { saved },
-            checkpoint_bytes: if grad_checkpointing && output_rg { input_bytes } else { 0.0 },
+            checkpoint_bytes: if grad_checkpointing && output_rg {
+                input_bytes
+            } else {
+                0.0
+            },
             trainable: self.trainable,
             params: 0,
-            transient_bytes: if grad_checkpointing { self.transient.max(saved) } else { self.transient },
+            transient_bytes: if grad_checkpointing {
+                self.transient.max(saved)
+            } else {
+                self.transient
+            },
             output_rg,
         }
     }
@@ -660,7 +738,11 @@ impl<'a> Ctx<'a> {
             m: w.tokens(),
             c: w.precision.compute_dtype(),
             p,
-            r: if w.precision.is_autocast() { DType::F32 } else { p },
+            r: if w.precision.is_autocast() {
+                DType::F32
+            } else {
+                p
+            },
         }
     }
 }
@@ -692,7 +774,17 @@ fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treatment) -> T 
     let mut paca_p = None;
     if treat == Treatment::Paca {
         let pp = t.param(nf * s_rank, cx.p, true);
-        t.op("mul", KernelKind::Elementwise, &[pp], nf * s_rank, cx.p, 1.0, &[], false, Bwd::Pass);
+        t.op(
+            "mul",
+            KernelKind::Elementwise,
+            &[pp],
+            nf * s_rank,
+            cx.p,
+            1.0,
+            &[],
+            false,
+            Bwd::Pass,
+        );
         let mut k_sc = Kernel::new("index_copy_", KernelKind::Scatter, cx.p);
         k_sc.piece = "paca_P";
         k_sc.bytes_read = nf * s_rank * cx.p.size();
@@ -707,7 +799,11 @@ fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treatment) -> T 
     let xc = t.cast(x, cx.c);
     let mut y = t.gemm(
         if bc.is_some() { "addmm" } else { "mm" },
-        if treat == Treatment::Lora { "base_layer" } else { "" },
+        if treat == Treatment::Lora {
+            "base_layer"
+        } else {
+            ""
+        },
         &xc,
         &wc,
         bc.as_ref(),
@@ -732,10 +828,18 @@ fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treatment) -> T 
             // The reference's autograd Function replaces the GEMM's backward: dX = dY·W when x
             // requires grad, dP = dYᵀ·x_idx (n,r,M) then the scale s; W's own gradient is never
             // formed. Rebuild the GEMM's tape entry accordingly.
-            let Some(pp) = paca_p else { unreachable!("PaCA's P is created above") };
-            let group = if y.rg { t.tape.pop().unwrap_or_default() } else { Vec::new() };
-            let mut new_group: Vec<Kernel> =
-                group.into_iter().filter(|k| k.name == "mm_dX" || k.kind == KernelKind::Cast).collect();
+            let Some(pp) = paca_p else {
+                unreachable!("PaCA's P is created above")
+            };
+            let group = if y.rg {
+                t.tape.pop().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let mut new_group: Vec<Kernel> = group
+                .into_iter()
+                .filter(|k| k.name == "mm_dX" || k.kind == KernelKind::Cast)
+                .collect();
             let dt = y.dtype;
             let mut dp = Kernel::new("mm_dP", KernelKind::Gemm, dt);
             dp.module = t.module;
@@ -744,9 +848,21 @@ fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treatment) -> T 
             dp.flops = 2.0 * nf * s_rank * mf;
             dp.bytes_read = y.bytes() + x_idx.bytes();
             dp.bytes_written = nf * s_rank * dt.size();
-            dp.gemm = Some(Gemm { m: n, n: r, k: m, batch: 1 });
+            dp.gemm = Some(Gemm {
+                m: n,
+                n: r,
+                k: m,
+                batch: 1,
+            });
             new_group.insert(0, dp);
-            let mut sc = t.bk("mul", KernelKind::Elementwise, dt, nf * s_rank * dt.size(), nf * s_rank * dt.size(), nf * s_rank);
+            let mut sc = t.bk(
+                "mul",
+                KernelKind::Elementwise,
+                dt,
+                nf * s_rank * dt.size(),
+                nf * s_rank * dt.size(),
+                nf * s_rank,
+            );
             sc.piece = "paca_P";
             new_group.insert(1, sc);
             t.grad_plumbing(&mut new_group, &pp, dt);
@@ -797,9 +913,36 @@ fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treatment) -> T 
             };
             let h = t.gemm("mm", "lora_A", &xa, &ac, None, m, r, k, 1);
             let yl = t.gemm("mm", "lora_B", &h, &bc2, None, m, n, r, 1);
-            let scaled = t.op("mul", KernelKind::Elementwise, &[yl], yl.elems, yl.dtype, 1.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 1.0 });
-            let out_dt = if scaled.dtype == y.dtype { y.dtype } else { DType::F32 };
-            let sum = t.op("add", KernelKind::Elementwise, &[y, scaled], y.elems, out_dt, 1.0, &[], false, Bwd::Pass);
+            let scaled = t.op(
+                "mul",
+                KernelKind::Elementwise,
+                &[yl],
+                yl.elems,
+                yl.dtype,
+                1.0,
+                &[],
+                false,
+                Bwd::PerInput {
+                    reads: 1.0,
+                    flops: 1.0,
+                },
+            );
+            let out_dt = if scaled.dtype == y.dtype {
+                y.dtype
+            } else {
+                DType::F32
+            };
+            let sum = t.op(
+                "add",
+                KernelKind::Elementwise,
+                &[y, scaled],
+                y.elems,
+                out_dt,
+                1.0,
+                &[],
+                false,
+                Bwd::Pass,
+            );
             // peft: result = result.to(torch_result_dtype)
             y = t.cast(&sum, y.dtype);
         }
@@ -821,7 +964,11 @@ fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trains: bool)
     let wgt = t.param(d, cx.p, trains);
     let bias = t.param(d, cx.p, trains);
     // autocast runs layer_norm in fp32.
-    let out_dt = if cx.w.precision.is_autocast() { DType::F32 } else { x.dtype };
+    let out_dt = if cx.w.precision.is_autocast() {
+        DType::F32
+    } else {
+        x.dtype
+    };
     let xin = t.cast(x, out_dt);
     let mut k = Kernel::new("native_layer_norm", KernelKind::Norm, out_dt);
     k.flops = 8.0 * xin.elems;
@@ -836,11 +983,25 @@ fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trains: bool)
         t.save(&stats);
         let mut group = vec![];
         if xin.rg {
-            let b = t.bk("native_layer_norm_backward", KernelKind::Norm, out_dt, 2.0 * out.bytes() + 2.0 * tokens * 4.0, out.bytes(), 8.0 * out.elems);
+            let b = t.bk(
+                "native_layer_norm_backward",
+                KernelKind::Norm,
+                out_dt,
+                2.0 * out.bytes() + 2.0 * tokens * 4.0,
+                out.bytes(),
+                8.0 * out.elems,
+            );
             group.push(b);
         }
         if trains {
-            group.push(t.bk("layer_norm_backward_gamma_beta", KernelKind::Reduction, out_dt, 2.0 * out.bytes(), 2.0 * d * 4.0, 4.0 * out.elems));
+            group.push(t.bk(
+                "layer_norm_backward_gamma_beta",
+                KernelKind::Reduction,
+                out_dt,
+                2.0 * out.bytes(),
+                2.0 * d * 4.0,
+                4.0 * out.elems,
+            ));
             t.grad_plumbing(&mut group, &wgt, out_dt);
             t.grad_plumbing(&mut group, &bias, out_dt);
         }
@@ -868,14 +1029,96 @@ fn rms_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trains: bool) -
     let wgt = t.param(d, cx.p, trains);
     let in_dt = x.dtype;
     let xf = t.cast(x, DType::F32);
-    let sq = t.op("pow", Elementwise, &[xf], xf.elems, DType::F32, 1.0, &[0], false, Bwd::PerInput { reads: 2.0, flops: 2.0 });
-    let var = t.op("mean", Reduction, &[sq], tokens, DType::F32, d, &[], false, Bwd::Fused { name: "mean_backward", kind: Elementwise, reads: 1.0, writes: d, launches: 1 });
-    let ve = t.op("add", Elementwise, &[var], tokens, DType::F32, 1.0, &[], false, Bwd::Pass);
-    let rs = t.op("rsqrt", Elementwise, &[ve], tokens, DType::F32, 2.0, &[], true, Bwd::PerInput { reads: 2.0, flops: 3.0 });
-    let normed = t.op("mul", Elementwise, &[xf, rs], xf.elems, DType::F32, 1.0, &[0, 1], false, Bwd::PerInput { reads: 2.0, flops: 1.0 });
+    let sq = t.op(
+        "pow",
+        Elementwise,
+        &[xf],
+        xf.elems,
+        DType::F32,
+        1.0,
+        &[0],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 2.0,
+        },
+    );
+    let var = t.op(
+        "mean",
+        Reduction,
+        &[sq],
+        tokens,
+        DType::F32,
+        d,
+        &[],
+        false,
+        Bwd::Fused {
+            name: "mean_backward",
+            kind: Elementwise,
+            reads: 1.0,
+            writes: d,
+            launches: 1,
+        },
+    );
+    let ve = t.op(
+        "add",
+        Elementwise,
+        &[var],
+        tokens,
+        DType::F32,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let rs = t.op(
+        "rsqrt",
+        Elementwise,
+        &[ve],
+        tokens,
+        DType::F32,
+        2.0,
+        &[],
+        true,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 3.0,
+        },
+    );
+    let normed = t.op(
+        "mul",
+        Elementwise,
+        &[xf, rs],
+        xf.elems,
+        DType::F32,
+        1.0,
+        &[0, 1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
     let back = t.cast(&normed, in_dt);
-    let out_dt = if cx.p == DType::F32 || back.dtype == DType::F32 { DType::F32 } else { cx.p };
-    let y = t.op("mul", Elementwise, &[wgt, back], back.elems, out_dt, 1.0, &[0, 1], false, Bwd::PerInput { reads: 2.0, flops: 1.0 });
+    let out_dt = if cx.p == DType::F32 || back.dtype == DType::F32 {
+        DType::F32
+    } else {
+        cx.p
+    };
+    let y = t.op(
+        "mul",
+        Elementwise,
+        &[wgt, back],
+        back.elems,
+        out_dt,
+        1.0,
+        &[0, 1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
     t.module_call(start, false);
     t.module = prev;
     y
@@ -897,7 +1140,14 @@ fn dropout(t: &mut Tracer, x: &T, p: f64, path: &'static str) -> T {
     if x.rg {
         let mask = t.tensor(x.elems, DType::Bool, false, Some(idx));
         t.save(&mask);
-        let mut group = vec![t.bk("dropout_backward", KernelKind::Elementwise, x.dtype, x.bytes() + x.elems, x.bytes(), x.elems)];
+        let mut group = vec![t.bk(
+            "dropout_backward",
+            KernelKind::Elementwise,
+            x.dtype,
+            x.bytes() + x.elems,
+            x.bytes(),
+            x.elems,
+        )];
         t.grad_plumbing(&mut group, x, x.dtype);
         t.tape.push(group);
     }
@@ -906,8 +1156,22 @@ fn dropout(t: &mut Tracer, x: &T, p: f64, path: &'static str) -> T {
 }
 
 fn add(t: &mut Tracer, a: &T, b: &T) -> T {
-    let dt = if a.dtype == b.dtype { a.dtype } else { DType::F32 };
-    t.op("add", KernelKind::Elementwise, &[*a, *b], a.elems.max(b.elems), dt, 1.0, &[], false, Bwd::Pass)
+    let dt = if a.dtype == b.dtype {
+        a.dtype
+    } else {
+        DType::F32
+    };
+    t.op(
+        "add",
+        KernelKind::Elementwise,
+        &[*a, *b],
+        a.elems.max(b.elems),
+        dt,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    )
 }
 
 /// Attention over q, k, v (each M×(heads·hd) in the compute dtype, k/v with kv_heads).
@@ -942,13 +1206,23 @@ fn attention(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T, path: &'static str, 
                 let lse_t = t.tensor(bf * hf * sf, DType::F32, false, Some(idx));
                 t.save(&lse_t);
                 // dot(dO, O) preprocess, the main backward kernel, and the dq conversion.
-                let mut bwk = t.bk("scaled_dot_product_attention_backward", Attention, dt, 2.0 * q.bytes() + k.bytes() + v.bytes() + 2.0 * lse, q.bytes() + k.bytes() + v.bytes(), 2.5 * flops);
+                let mut bwk = t.bk(
+                    "scaled_dot_product_attention_backward",
+                    Attention,
+                    dt,
+                    2.0 * q.bytes() + k.bytes() + v.bytes() + 2.0 * lse,
+                    q.bytes() + k.bytes() + v.bytes(),
+                    2.5 * flops,
+                );
                 bwk.math = t.prec.math_mode(dt);
                 bwk.launches = 3;
                 let mut group = vec![bwk];
                 if q.id == k.id {
                     // GPT-2: q, k, v are views of c_attn's output; split's backward is one cat.
-                    let whole = T { elems: 3.0 * q.elems, ..*q };
+                    let whole = T {
+                        elems: 3.0 * q.elems,
+                        ..*q
+                    };
                     group.push(t.bk("cat", Elementwise, dt, whole.bytes(), whole.bytes(), 0.0));
                     t.grad_plumbing(&mut group, &whole, dt);
                 } else {
@@ -966,28 +1240,129 @@ fn attention(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T, path: &'static str, 
             let rep = cx.model.heads / cx.model.kv_heads;
             let (kx, vx) = if rep > 1 {
                 // repeat_kv: expand + reshape copies K and V to all heads.
-                let kx = t.op("clone", Elementwise, &[*k], q.elems, dt, 0.0, &[], false, Bwd::Fused { name: "sum", kind: Reduction, reads: 1.0, writes: 1.0 / rep as f64, launches: 1 });
-                let vx = t.op("clone", Elementwise, &[*v], q.elems, dt, 0.0, &[], false, Bwd::Fused { name: "sum", kind: Reduction, reads: 1.0, writes: 1.0 / rep as f64, launches: 1 });
+                let kx = t.op(
+                    "clone",
+                    Elementwise,
+                    &[*k],
+                    q.elems,
+                    dt,
+                    0.0,
+                    &[],
+                    false,
+                    Bwd::Fused {
+                        name: "sum",
+                        kind: Reduction,
+                        reads: 1.0,
+                        writes: 1.0 / rep as f64,
+                        launches: 1,
+                    },
+                );
+                let vx = t.op(
+                    "clone",
+                    Elementwise,
+                    &[*v],
+                    q.elems,
+                    dt,
+                    0.0,
+                    &[],
+                    false,
+                    Bwd::Fused {
+                        name: "sum",
+                        kind: Reduction,
+                        reads: 1.0,
+                        writes: 1.0 / rep as f64,
+                        launches: 1,
+                    },
+                );
                 (kx, vx)
             } else {
                 (*k, *v)
             };
             let scores = t.gemm("bmm", "qk", q, &kx, None, s, s, hd, b * h);
-            let scaled = t.op(if cx.model.family == Family::Gpt2 { "div" } else { "mul" }, Elementwise, &[scores], scores.elems, dt, 1.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 1.0 });
+            let scaled = t.op(
+                if cx.model.family == Family::Gpt2 {
+                    "div"
+                } else {
+                    "mul"
+                },
+                Elementwise,
+                &[scores],
+                scores.elems,
+                dt,
+                1.0,
+                &[],
+                false,
+                Bwd::PerInput {
+                    reads: 1.0,
+                    flops: 1.0,
+                },
+            );
             let mask = t.input(sf * sf, DType::Bool, false);
             let masked = if cx.model.family == Family::Gpt2 {
-                t.op("where", Elementwise, &[mask, scaled], scaled.elems, dt, 1.0, &[0], false, Bwd::PerInput { reads: 1.0, flops: 1.0 })
+                t.op(
+                    "where",
+                    Elementwise,
+                    &[mask, scaled],
+                    scaled.elems,
+                    dt,
+                    1.0,
+                    &[0],
+                    false,
+                    Bwd::PerInput {
+                        reads: 1.0,
+                        flops: 1.0,
+                    },
+                )
             } else {
                 let madd = t.input(sf * sf, dt, false);
-                t.op("add", Elementwise, &[scaled, madd], scaled.elems, dt, 1.0, &[], false, Bwd::Pass)
+                t.op(
+                    "add",
+                    Elementwise,
+                    &[scaled, madd],
+                    scaled.elems,
+                    dt,
+                    1.0,
+                    &[],
+                    false,
+                    Bwd::Pass,
+                )
             };
             // softmax runs in fp32 (autocast or dtype=float32), then the probabilities are cast.
-            let probs = t.op("softmax", Softmax, &[masked], masked.elems, DType::F32, 5.0, &[], true, Bwd::Fused { name: "softmax_backward_data", kind: Softmax, reads: 2.0, writes: 1.0, launches: 1 });
+            let probs = t.op(
+                "softmax",
+                Softmax,
+                &[masked],
+                masked.elems,
+                DType::F32,
+                5.0,
+                &[],
+                true,
+                Bwd::Fused {
+                    name: "softmax_backward_data",
+                    kind: Softmax,
+                    reads: 2.0,
+                    writes: 1.0,
+                    launches: 1,
+                },
+            );
             let probs = t.cast(&probs, dt);
             let probs = dropout(t, &probs, p_drop, path);
             let ctx = t.gemm("bmm", "av", &probs, &vx, None, s, hd, s, b * h);
             // transpose(1, 2).contiguous(): a copy back to (B, S, h·hd).
-            t.op("clone", Elementwise, &[ctx], ctx.elems, dt, 0.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 0.0 })
+            t.op(
+                "clone",
+                Elementwise,
+                &[ctx],
+                ctx.elems,
+                dt,
+                0.0,
+                &[],
+                false,
+                Bwd::PerInput {
+                    reads: 1.0,
+                    flops: 0.0,
+                },
+            )
         }
     };
     let _ = d;
@@ -1000,10 +1375,59 @@ fn attention(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T, path: &'static str, 
 fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     use KernelKind::*;
     let dt = x.dtype;
-    let a = t.op("mul", Elementwise, &[*x, *cos], x.elems, dt, 1.0, &[1], false, Bwd::PerInput { reads: 2.0, flops: 1.0 });
-    let half = t.op("neg", Elementwise, &[*x], x.elems / 2.0, dt, 1.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 1.0 });
-    let rot = t.op("cat", Elementwise, &[half, *x], x.elems, dt, 0.0, &[], false, Bwd::Pass);
-    let b = t.op("mul", Elementwise, &[rot, *cos], x.elems, dt, 1.0, &[1], false, Bwd::PerInput { reads: 2.0, flops: 1.0 });
+    let a = t.op(
+        "mul",
+        Elementwise,
+        &[*x, *cos],
+        x.elems,
+        dt,
+        1.0,
+        &[1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    let half = t.op(
+        "neg",
+        Elementwise,
+        &[*x],
+        x.elems / 2.0,
+        dt,
+        1.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 1.0,
+        },
+    );
+    let rot = t.op(
+        "cat",
+        Elementwise,
+        &[half, *x],
+        x.elems,
+        dt,
+        0.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let b = t.op(
+        "mul",
+        Elementwise,
+        &[rot, *cos],
+        x.elems,
+        dt,
+        1.0,
+        &[1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
     add(t, &a, &b)
 }
 
@@ -1035,7 +1459,12 @@ fn block(cx: &Ctx, class: LayerClass, accumulate: bool) -> ScopeGraph {
     let x = t.input(m * d, cx.r, class.input_rg);
     let full = class.trained && cx.method.kind == MethodKind::Full;
     let lins = cx.model.linears();
-    let lin = |role| lins.iter().find(|l| l.role == role).copied().expect("block has linear");
+    let lin = |role| {
+        lins.iter()
+            .find(|l| l.role == role)
+            .copied()
+            .expect("block has linear")
+    };
     use crate::arch::LinearRole as R;
     let out = match cx.model.family {
         Family::Gpt2 => {
@@ -1046,7 +1475,10 @@ fn block(cx: &Ctx, class: LayerClass, accumulate: bool) -> ScopeGraph {
                 t.host_op("split/view/permute");
             }
             // q, k, v are views of the fused output.
-            let q = T { elems: qkv.elems / 3.0, ..qkv };
+            let q = T {
+                elems: qkv.elems / 3.0,
+                ..qkv
+            };
             let a = attention(&mut t, cx, &q, &q, &q, "attn", cx.model.dropout);
             t.host_op("view");
             let l = lin(R::O);
@@ -1059,16 +1491,108 @@ fn block(cx: &Ctx, class: LayerClass, accumulate: bool) -> ScopeGraph {
             // gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), eight eager kernels; pow
             // runs in fp32 under autocast, so the chain after it is fp32.
             t.module = "mlp.act";
-            let fdt = if cx.w.precision.is_autocast() { DType::F32 } else { f.dtype };
+            let fdt = if cx.w.precision.is_autocast() {
+                DType::F32
+            } else {
+                f.dtype
+            };
             let e = f.elems;
-            let p3 = t.op("pow", Elementwise, &[f], e, fdt, 2.0, &[0], false, Bwd::PerInput { reads: 2.0, flops: 3.0 });
-            let c1 = t.op("mul", Elementwise, &[p3], e, fdt, 1.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 1.0 });
+            let p3 = t.op(
+                "pow",
+                Elementwise,
+                &[f],
+                e,
+                fdt,
+                2.0,
+                &[0],
+                false,
+                Bwd::PerInput {
+                    reads: 2.0,
+                    flops: 3.0,
+                },
+            );
+            let c1 = t.op(
+                "mul",
+                Elementwise,
+                &[p3],
+                e,
+                fdt,
+                1.0,
+                &[],
+                false,
+                Bwd::PerInput {
+                    reads: 1.0,
+                    flops: 1.0,
+                },
+            );
             let s1 = add(&mut t, &f, &c1);
-            let c2 = t.op("mul", Elementwise, &[s1], e, fdt, 1.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 1.0 });
-            let th = t.op("tanh", Elementwise, &[c2], e, fdt, 4.0, &[], true, Bwd::PerInput { reads: 2.0, flops: 3.0 });
-            let s2 = t.op("add", Elementwise, &[th], e, fdt, 1.0, &[], false, Bwd::Pass);
-            let half = t.op("mul", Elementwise, &[f], e, f.dtype, 1.0, &[], false, Bwd::PerInput { reads: 1.0, flops: 1.0 });
-            let g = t.op("mul", Elementwise, &[half, s2], e, fdt, 1.0, &[0, 1], false, Bwd::PerInput { reads: 2.0, flops: 1.0 });
+            let c2 = t.op(
+                "mul",
+                Elementwise,
+                &[s1],
+                e,
+                fdt,
+                1.0,
+                &[],
+                false,
+                Bwd::PerInput {
+                    reads: 1.0,
+                    flops: 1.0,
+                },
+            );
+            let th = t.op(
+                "tanh",
+                Elementwise,
+                &[c2],
+                e,
+                fdt,
+                4.0,
+                &[],
+                true,
+                Bwd::PerInput {
+                    reads: 2.0,
+                    flops: 3.0,
+                },
+            );
+            let s2 = t.op(
+                "add",
+                Elementwise,
+                &[th],
+                e,
+                fdt,
+                1.0,
+                &[],
+                false,
+                Bwd::Pass,
+            );
+            let half = t.op(
+                "mul",
+                Elementwise,
+                &[f],
+                e,
+                f.dtype,
+                1.0,
+                &[],
+                false,
+                Bwd::PerInput {
+                    reads: 1.0,
+                    flops: 1.0,
+                },
+            );
+            let g = t.op(
+                "mul",
+                Elementwise,
+                &[half, s2],
+                e,
+                fdt,
+                1.0,
+                &[0, 1],
+                false,
+                Bwd::PerInput {
+                    reads: 2.0,
+                    flops: 1.0,
+                },
+            );
             t.module = "";
             let l = lin(R::Down);
             let dn = linear(&mut t, cx, &g, &l, treatment(cx, &l, class.trained));
@@ -1099,9 +1623,35 @@ fn block(cx: &Ctx, class: LayerClass, accumulate: bool) -> ScopeGraph {
             let g = linear(&mut t, cx, &h2, &lg, treatment(cx, &lg, class.trained));
             let u = linear(&mut t, cx, &h2, &lu, treatment(cx, &lu, class.trained));
             t.module = "mlp.act_fn";
-            let a = t.op("silu", Elementwise, &[g], g.elems, g.dtype, 4.0, &[0], false, Bwd::PerInput { reads: 2.0, flops: 5.0 });
+            let a = t.op(
+                "silu",
+                Elementwise,
+                &[g],
+                g.elems,
+                g.dtype,
+                4.0,
+                &[0],
+                false,
+                Bwd::PerInput {
+                    reads: 2.0,
+                    flops: 5.0,
+                },
+            );
             t.module = "mlp";
-            let gu = t.op("mul", Elementwise, &[a, u], u.elems, u.dtype, 1.0, &[0, 1], false, Bwd::PerInput { reads: 2.0, flops: 1.0 });
+            let gu = t.op(
+                "mul",
+                Elementwise,
+                &[a, u],
+                u.elems,
+                u.dtype,
+                1.0,
+                &[0, 1],
+                false,
+                Bwd::PerInput {
+                    reads: 2.0,
+                    flops: 1.0,
+                },
+            );
             t.module = "";
             let dn = linear(&mut t, cx, &gu, &ld, treatment(cx, &ld, class.trained));
             add(&mut t, &x1, &dn)
@@ -1132,9 +1682,23 @@ fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         if table.rg {
             // embedding_dense_backward: zero the V×d gradient, sort the ids, scatter-add rows.
             let mut group = vec![
-                t.bk("fill_", Elementwise, DType::F32, 0.0, table.elems * 4.0, 0.0),
+                t.bk(
+                    "fill_",
+                    Elementwise,
+                    DType::F32,
+                    0.0,
+                    table.elems * 4.0,
+                    0.0,
+                ),
                 t.bk("sort", Reduction, DType::I64, rows * 16.0, rows * 16.0, 0.0),
-                t.bk("embedding_backward", Scatter, DType::F32, rows * d * 4.0 + rows * 8.0, rows * d * 4.0, rows * d),
+                t.bk(
+                    "embedding_backward",
+                    Scatter,
+                    DType::F32,
+                    rows * d * 4.0 + rows * 8.0,
+                    rows * d * 4.0,
+                    rows * d,
+                ),
             ];
             t.grad_plumbing(&mut group, table, DType::F32);
             t.tape.push(group);
@@ -1168,7 +1732,9 @@ fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
             // rotary_emb: inv_freq ⊗ positions, cat, cos, sin, casts (S×hd, once per forward).
             t.module = "rotary_emb";
             let hd = cx.model.head_dim() as f64;
-            for name in ["arange", "matmul", "cat", "cos", "sin", "to_copy", "to_copy"] {
+            for name in [
+                "arange", "matmul", "cat", "cos", "sin", "to_copy", "to_copy",
+            ] {
                 let mut k = Kernel::new(name, Elementwise, DType::F32);
                 k.bytes_read = s * hd * 4.0;
                 k.bytes_written = s * hd * 4.0;
@@ -1183,7 +1749,11 @@ fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         // The causal mask (full, triu, expand to the batch).
         for name in ["full", "triu", "expand_copy"] {
             let mut k = Kernel::new(name, Elementwise, cx.c);
-            k.bytes_read = if name == "full" { 0.0 } else { s * s * cx.c.size() };
+            k.bytes_read = if name == "full" {
+                0.0
+            } else {
+                s * s * cx.c.size()
+            };
             k.bytes_written = s * s * cx.c.size();
             t.push_fwd(k, &[]);
         }
@@ -1215,10 +1785,22 @@ fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
         out_features: cx.model.vocab,
         bias: false,
     };
-    let logits = linear(&mut t, cx, &h, &lm, if head_trains { Treatment::Full } else { Treatment::Frozen });
+    let logits = linear(
+        &mut t,
+        cx,
+        &h,
+        &lm,
+        if head_trains {
+            Treatment::Full
+        } else {
+            Treatment::Frozen
+        },
+    );
     if cx.model.tied_embeddings {
         // The head reuses wte: its parameters are counted in the embedding.
-        t.trainable = t.trainable.saturating_sub(if head_trains { (v * d) as u64 } else { 0 });
+        t.trainable = t
+            .trainable
+            .saturating_sub(if head_trains { (v * d) as u64 } else { 0 });
     }
     // The returned logits stay alive in the model output until after backward.
     t.save(&logits);
@@ -1232,7 +1814,23 @@ fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     }
     t.module_call(start, false);
     let lf = t.cast(&logits, DType::F32);
-    let ls = t.op("log_softmax", Softmax, &[lf], lf.elems, DType::F32, 5.0, &[], true, Bwd::Fused { name: "log_softmax_backward_data", kind: Softmax, reads: 2.0, writes: 1.0, launches: 1 });
+    let ls = t.op(
+        "log_softmax",
+        Softmax,
+        &[lf],
+        lf.elems,
+        DType::F32,
+        5.0,
+        &[],
+        true,
+        Bwd::Fused {
+            name: "log_softmax_backward_data",
+            kind: Softmax,
+            reads: 2.0,
+            writes: 1.0,
+            launches: 1,
+        },
+    );
     // nll_loss reads one logit per token; its backward zero-fills M×V and scatters −1/N.
     let mut k = Kernel::new("nll_loss_forward", Reduction, DType::F32);
     k.bytes_read = m * 8.0 + m * 32.0;
@@ -1242,7 +1840,14 @@ fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     if ls.rg {
         let group = vec![
             t.bk("fill_", Elementwise, DType::F32, 0.0, ls.bytes(), 0.0),
-            t.bk("nll_loss_backward", Scatter, DType::F32, m * 8.0, m * 32.0, m),
+            t.bk(
+                "nll_loss_backward",
+                Scatter,
+                DType::F32,
+                m * 8.0,
+                m * 32.0,
+                m,
+            ),
         ];
         t.tape.push(group);
     }
@@ -1325,7 +1930,13 @@ fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
         return Segment::default();
     }
     if cx.w.precision == Precision::Fp16Mixed {
-        ks.push(fe("_amp_foreach_non_finite_check_and_unscale_", 1, 1.0, 1.0, 2.0));
+        ks.push(fe(
+            "_amp_foreach_non_finite_check_and_unscale_",
+            1,
+            1.0,
+            1.0,
+            2.0,
+        ));
         ks.push(tiny("_amp_update_scale_"));
     }
     if cx.w.grad_clip {
@@ -1439,7 +2050,10 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
     let mut layer_class = Vec::with_capacity(model.layers as usize);
     let mut rg = embedding.output_rg;
     for i in 0..model.layers {
-        let class = LayerClass { trained: (lo..=hi).contains(&i), input_rg: rg };
+        let class = LayerClass {
+            trained: (lo..=hi).contains(&i),
+            input_rg: rg,
+        };
         let ci = match classes.iter().position(|c| *c == class) {
             Some(ci) => ci,
             None => {
@@ -1484,7 +2098,11 @@ mod tests {
     use crate::arch::preset;
     use crate::method::{MethodName, MethodOptions};
 
-    fn graph(model: &str, method: MethodName, w: &Workload) -> (ModelConfig, MethodSpec, StepGraph) {
+    fn graph(
+        model: &str,
+        method: MethodName,
+        w: &Workload,
+    ) -> (ModelConfig, MethodSpec, StepGraph) {
         let m = preset(model).unwrap();
         let spec = MethodSpec::resolve(method, &MethodOptions::default(), &m, true).unwrap();
         let g = build(&m, &spec, w);
@@ -1492,7 +2110,11 @@ mod tests {
     }
 
     fn names(seg: &Segment) -> Vec<&'static str> {
-        seg.kernels.iter().filter(|k| k.launches > 0).map(|k| k.name).collect()
+        seg.kernels
+            .iter()
+            .filter(|k| k.launches > 0)
+            .map(|k| k.name)
+            .collect()
     }
 
     #[test]
@@ -1502,10 +2124,16 @@ mod tests {
             for method in MethodName::ALL {
                 let (m, spec, g) = graph(model, method, &w);
                 let traced: u64 = g.embedding.trainable
-                    + (0..m.layers as usize).map(|i| g.layer(i).trainable).sum::<u64>()
+                    + (0..m.layers as usize)
+                        .map(|i| g.layer(i).trainable)
+                        .sum::<u64>()
                     + g.head.trainable;
                 assert_eq!(traced, spec.trainable_params(&m), "{model} {method}");
-                assert_eq!(g.trainable_tensors.iter().sum::<u64>(), traced, "{model} {method}");
+                assert_eq!(
+                    g.trainable_tensors.iter().sum::<u64>(),
+                    traced,
+                    "{model} {method}"
+                );
             }
         }
     }
@@ -1513,13 +2141,29 @@ mod tests {
     #[test]
     fn full_linear_forward_and_backward_gemms() {
         // Llama q_proj, full FT, fp32: forward mm (M,n,k) = 2·M·n·k FLOPs; backward dW and dX.
-        let w = Workload { precision: Precision::Fp32, batch: 1, seq: 128, ..Workload::default() };
+        let w = Workload {
+            precision: Precision::Fp32,
+            batch: 1,
+            seq: 128,
+            ..Workload::default()
+        };
         let (_, _, g) = graph("tinyllama-1.1b", MethodName::Full, &w);
         let l = g.layer(1);
-        let q = l.forward.kernels.iter().find(|k| k.module == "self_attn.q_proj" && k.kind == KernelKind::Gemm).unwrap();
+        let q = l
+            .forward
+            .kernels
+            .iter()
+            .find(|k| k.module == "self_attn.q_proj" && k.kind == KernelKind::Gemm)
+            .unwrap();
         assert_eq!(q.flops, 2.0 * 128.0 * 2048.0 * 2048.0);
         assert_eq!(q.bytes_read, (128.0 * 2048.0 + 2048.0 * 2048.0) * 4.0);
-        let bw: Vec<_> = l.backward.kernels.iter().filter(|k| k.module == "self_attn.q_proj" && k.kind == KernelKind::Gemm).map(|k| k.name).collect();
+        let bw: Vec<_> = l
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "self_attn.q_proj" && k.kind == KernelKind::Gemm)
+            .map(|k| k.name)
+            .collect();
         assert_eq!(bw, ["mm_dW", "mm_dX"]);
     }
 
@@ -1528,17 +2172,23 @@ mod tests {
         let w = Workload::default(); // bf16-mixed, fp32 adapters, dropout 0.1
         let (_, _, g) = graph("llama2-7b", MethodName::Lora, &w);
         let l = g.layer(1);
-        let o: Vec<_> = l.forward.kernels.iter().filter(|k| k.module == "self_attn.o_proj" && k.launches > 0).map(|k| (k.name, k.piece)).collect();
+        let o: Vec<_> = l
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "self_attn.o_proj" && k.launches > 0)
+            .map(|k| (k.name, k.piece))
+            .collect();
         assert_eq!(
             o,
             [
-                ("to_copy", ""),            // W → bf16
+                ("to_copy", ""), // W → bf16
                 ("mm", "base_layer"),
-                ("to_copy", ""),            // x → fp32 (adapter dtype)
+                ("to_copy", ""), // x → fp32 (adapter dtype)
                 ("native_dropout", "lora_dropout"),
-                ("to_copy", ""),            // autocast: x_d → bf16
-                ("to_copy", ""),            // A → bf16
-                ("to_copy", ""),            // B → bf16
+                ("to_copy", ""), // autocast: x_d → bf16
+                ("to_copy", ""), // A → bf16
+                ("to_copy", ""), // B → bf16
                 ("mm", "lora_A"),
                 ("mm", "lora_B"),
                 ("mul", ""),
@@ -1546,16 +2196,32 @@ mod tests {
             ]
         );
         // The frozen base weight gets no weight-gradient GEMM.
-        assert!(!l.backward.kernels.iter().any(|k| k.piece == "base_layer" && k.name == "mm_dW"));
-        assert!(l.backward.kernels.iter().any(|k| k.piece == "lora_A" && k.name == "mm_dW"));
+        assert!(!l
+            .backward
+            .kernels
+            .iter()
+            .any(|k| k.piece == "base_layer" && k.name == "mm_dW"));
+        assert!(l
+            .backward
+            .kernels
+            .iter()
+            .any(|k| k.piece == "lora_A" && k.name == "mm_dW"));
     }
 
     #[test]
     fn paca_backward_has_no_dense_weight_gradient_and_saves_only_idx() {
-        let w = Workload { precision: Precision::Fp32, ..Workload::default() };
+        let w = Workload {
+            precision: Precision::Fp32,
+            ..Workload::default()
+        };
         let (m, spec, g) = graph("llama2-7b", MethodName::Paca, &w);
         let l = g.layer(1);
-        let dp: Vec<_> = l.backward.kernels.iter().filter(|k| k.name == "mm_dP").collect();
+        let dp: Vec<_> = l
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.name == "mm_dP")
+            .collect();
         assert_eq!(dp.len(), 7);
         assert!(!l.backward.kernels.iter().any(|k| k.name == "mm_dW"));
         let q = dp.iter().find(|k| k.module == "self_attn.q_proj").unwrap();
@@ -1563,8 +2229,18 @@ mod tests {
         assert_eq!(q.flops, 2.0 * 4096.0 * spec.rank as f64 * mt);
         // Layer 0's q/k/v need no dX (the embedding is frozen), layer 1's do.
         let l0 = g.layer(0);
-        let dx0 = l0.backward.kernels.iter().filter(|k| k.name == "mm_dX").count();
-        let dx1 = l.backward.kernels.iter().filter(|k| k.name == "mm_dX").count();
+        let dx0 = l0
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.name == "mm_dX")
+            .count();
+        let dx1 = l
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.name == "mm_dX")
+            .count();
         assert_eq!(dx1 - dx0, 3);
         let _ = m;
     }
@@ -1587,8 +2263,18 @@ mod tests {
     fn gpt2_gelu_is_eight_kernels() {
         let w = Workload::default();
         let (_, _, g) = graph("gpt2", MethodName::Full, &w);
-        let act: Vec<_> = g.layer(0).forward.kernels.iter().filter(|k| k.module == "mlp.act").map(|k| k.name).collect();
-        assert_eq!(act, ["pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"]);
+        let act: Vec<_> = g
+            .layer(0)
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "mlp.act")
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(
+            act,
+            ["pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"]
+        );
     }
 
     #[test]
@@ -1604,7 +2290,10 @@ mod tests {
 
     #[test]
     fn grad_accum_adds_accumulate_kernels() {
-        let w = Workload { grad_accum: 4, ..Workload::default() };
+        let w = Workload {
+            grad_accum: 4,
+            ..Workload::default()
+        };
         let (_, _, g) = graph("gpt2", MethodName::Lora, &w);
         let first = names(&g.layer(1).backward);
         let later = names(&g.layer(1).backward_accum);

@@ -29,14 +29,27 @@ use std::path::PathBuf;
 /// Errors of the model crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown model '{name}'{hint}; known models: {known} (or pass --model-config config.json)")]
-    UnknownModel { name: String, hint: String, known: String },
+    #[error(
+        "unknown model '{name}'{hint}; known models: {known} (or pass --model-config config.json)"
+    )]
+    UnknownModel {
+        name: String,
+        hint: String,
+        known: String,
+    },
     #[error("invalid model {name}: {message}")]
     InvalidModel { name: String, message: String },
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("malformed config {path} line {line}: {message}")]
-    ConfigParse { path: String, line: usize, message: String },
+    ConfigParse {
+        path: String,
+        line: usize,
+        message: String,
+    },
     #[error("unusable config {path}: {message}")]
     ConfigField { path: String, message: String },
     #[error("invalid {what}: {message}")]

@@ -39,8 +39,13 @@ pub enum MethodName {
 }
 
 impl MethodName {
-    pub const ALL: [MethodName; 5] =
-        [Self::Full, Self::Lora, Self::Paca, Self::PacaUpperHalf, Self::PacaThreeQuarters];
+    pub const ALL: [MethodName; 5] = [
+        Self::Full,
+        Self::Lora,
+        Self::Paca,
+        Self::PacaUpperHalf,
+        Self::PacaThreeQuarters,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,15 +67,16 @@ impl fmt::Display for MethodName {
 impl FromStr for MethodName {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|m| m.as_str() == s.trim().to_ascii_lowercase()).ok_or_else(
-            || Error::InvalidArgument {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| Error::InvalidArgument {
                 what: "--method".into(),
                 message: format!(
                     "unknown method '{s}'; known: full, lora, paca, paca-upper-half, \
                      paca-three-quarters, all"
                 ),
-            },
-        )
+            })
     }
 }
 
@@ -80,22 +86,34 @@ impl FromStr for MethodName {
 pub enum LayerSelection {
     All,
     /// The upper fraction of the layers (`upper:0.5` = upper half).
-    Upper { fraction: f64 },
+    Upper {
+        fraction: f64,
+    },
     /// The last K layers.
-    Last { count: u32 },
+    Last {
+        count: u32,
+    },
     /// Layers `start..=end` (0-based, inclusive).
-    Range { start: u32, end: u32 },
+    Range {
+        start: u32,
+        end: u32,
+    },
 }
 
 impl LayerSelection {
     /// The trained layer range `[lo, hi]` for a model with `layers` blocks.
     pub fn resolve(&self, layers: u32) -> Result<(u32, u32)> {
-        let err = |m: String| Error::InvalidArgument { what: "--train-layers".into(), message: m };
+        let err = |m: String| Error::InvalidArgument {
+            what: "--train-layers".into(),
+            message: m,
+        };
         match *self {
             Self::All => Ok((0, layers - 1)),
             Self::Upper { fraction } => {
                 if !(fraction > 0.0 && fraction <= 1.0) {
-                    return Err(err(format!("upper:{fraction} must be a fraction in (0, 1]")));
+                    return Err(err(format!(
+                        "upper:{fraction} must be a fraction in (0, 1]"
+                    )));
                 }
                 let count = ((f64::from(layers) * fraction).round() as u32).clamp(1, layers);
                 Ok((layers - count, layers - 1))
@@ -126,24 +144,39 @@ impl FromStr for LayerSelection {
     /// `all`, `upper:F`, `last:K`, `A..B` or `A-B` (inclusive).
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
-        let err = || Error::InvalidArgument {
+        let err = || {
+            Error::InvalidArgument {
             what: "--train-layers".into(),
             message: format!(
                 "cannot read '{s}'; use all, upper:0.5, upper:0.75, last:K or a range such as 16..31"
             ),
+        }
         };
         if s == "all" {
             return Ok(Self::All);
         }
         if let Some(f) = s.strip_prefix("upper:") {
-            return f.parse().map(|fraction| Self::Upper { fraction }).map_err(|_| err());
+            return f
+                .parse()
+                .map(|fraction| Self::Upper { fraction })
+                .map_err(|_| err());
         }
         if let Some(k) = s.strip_prefix("last:") {
-            return k.parse().map(|count| Self::Last { count }).map_err(|_| err());
+            return k
+                .parse()
+                .map(|count| Self::Last { count })
+                .map_err(|_| err());
         }
-        let (a, b) = s.split_once("..").or_else(|| s.split_once('-')).ok_or_else(err)?;
+        let (a, b) = s
+            .split_once("..")
+            .or_else(|| s.split_once('-'))
+            .ok_or_else(err)?;
         let start = a.trim().parse().map_err(|_| err())?;
-        let end = b.trim_start_matches('=').trim().parse().map_err(|_| err())?;
+        let end = b
+            .trim_start_matches('=')
+            .trim()
+            .parse()
+            .map_err(|_| err())?;
         Ok(Self::Range { start, end })
     }
 }
@@ -267,7 +300,13 @@ impl MethodSpec {
         let (kind, rank, alpha, dropout, layers) = match name {
             MethodName::Full => (MethodKind::Full, 0, 0.0, 0.0, LayerSelection::All),
             MethodName::Lora => (MethodKind::Lora, lora_rank, 32.0, 0.1, LayerSelection::All),
-            MethodName::Paca => (MethodKind::Paca, rank_for(2), 64.0, 0.0, LayerSelection::All),
+            MethodName::Paca => (
+                MethodKind::Paca,
+                rank_for(2),
+                64.0,
+                0.0,
+                LayerSelection::All,
+            ),
             MethodName::PacaUpperHalf => (
                 MethodKind::Paca,
                 rank_for(4),
@@ -288,7 +327,11 @@ impl MethodSpec {
             kind,
             rank,
             alpha: opts.alpha.unwrap_or(alpha),
-            dropout: if kind == MethodKind::Lora { opts.dropout.unwrap_or(dropout) } else { 0.0 },
+            dropout: if kind == MethodKind::Lora {
+                opts.dropout.unwrap_or(dropout)
+            } else {
+                0.0
+            },
             targets: opts.targets.clone().unwrap_or_else(Targets::all),
             adapter_dtype: opts.adapter_dtype.unwrap_or(AdapterDtype::Fp32),
             layers: opts.layers.unwrap_or(layers),
@@ -298,7 +341,10 @@ impl MethodSpec {
     }
 
     fn validate(&self, model: &ModelConfig) -> Result<()> {
-        let err = |what: &str, m: String| Error::InvalidArgument { what: what.into(), message: m };
+        let err = |what: &str, m: String| Error::InvalidArgument {
+            what: what.into(),
+            message: m,
+        };
         if self.kind != MethodKind::Full {
             if self.rank == 0 {
                 return Err(err("--rank", "rank must be at least 1".into()));
@@ -329,11 +375,17 @@ impl MethodSpec {
                 _ => {}
             }
             if !self.alpha.is_finite() || self.alpha <= 0.0 {
-                return Err(err("--alpha", format!("alpha must be positive, got {}", self.alpha)));
+                return Err(err(
+                    "--alpha",
+                    format!("alpha must be positive, got {}", self.alpha),
+                ));
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(err("--dropout", format!("dropout {} is not in [0, 1)", self.dropout)));
+            return Err(err(
+                "--dropout",
+                format!("dropout {} is not in [0, 1)", self.dropout),
+            ));
         }
         self.layers.resolve(model.layers)?;
         Ok(())
@@ -342,7 +394,9 @@ impl MethodSpec {
     /// Trained layer range `[lo, hi]`.
     pub fn trained_layers(&self, model: &ModelConfig) -> (u32, u32) {
         // validated in `resolve`
-        self.layers.resolve(model.layers).unwrap_or((0, model.layers - 1))
+        self.layers
+            .resolve(model.layers)
+            .unwrap_or((0, model.layers - 1))
     }
 
     /// True when the embedding (and, for tied models, the LM head) trains: full fine-tuning
@@ -420,7 +474,10 @@ mod tests {
         assert_eq!(half.trainable_params(&m), paca.trainable_params(&m));
         // Three quarters: 24 layers at rank 24.
         assert_eq!(tq.trainable_params(&m), 24 * 24 * 42_496);
-        assert_eq!(spec(MethodName::Full, &m).trainable_params(&m), m.total_params());
+        assert_eq!(
+            spec(MethodName::Full, &m).trainable_params(&m),
+            m.total_params()
+        );
     }
 
     #[test]
@@ -431,24 +488,39 @@ mod tests {
         assert_eq!(sel.resolve(32).unwrap(), (28, 31));
         let sel: LayerSelection = "10..20".parse().unwrap();
         assert_eq!(sel.resolve(32).unwrap(), (10, 20));
-        assert!("last:40".parse::<LayerSelection>().unwrap().resolve(32).is_err());
+        assert!("last:40"
+            .parse::<LayerSelection>()
+            .unwrap()
+            .resolve(32)
+            .is_err());
         assert!("upper:x".parse::<LayerSelection>().is_err());
     }
 
     #[test]
     fn rank_above_hidden_is_rejected() {
         let m = preset("gpt2").unwrap();
-        let opts = MethodOptions { rank: Some(769), ..Default::default() };
+        let opts = MethodOptions {
+            rank: Some(769),
+            ..Default::default()
+        };
         let err = MethodSpec::resolve(MethodName::Lora, &opts, &m, false).unwrap_err();
-        assert!(err.to_string().contains("exceeds the input width 768"), "{err}");
-        let opts = MethodOptions { rank: Some(0), ..Default::default() };
+        assert!(
+            err.to_string().contains("exceeds the input width 768"),
+            "{err}"
+        );
+        let opts = MethodOptions {
+            rank: Some(0),
+            ..Default::default()
+        };
         assert!(MethodSpec::resolve(MethodName::Paca, &opts, &m, false).is_err());
     }
 
     #[test]
     fn targets_parse() {
         let t = Targets::parse("q,v").unwrap();
-        assert!(t.contains(LinearRole::Q) && t.contains(LinearRole::V) && !t.contains(LinearRole::O));
+        assert!(
+            t.contains(LinearRole::Q) && t.contains(LinearRole::V) && !t.contains(LinearRole::O)
+        );
         assert!(Targets::parse("mlp").unwrap().contains(LinearRole::Down));
         assert!(Targets::parse("lm_head").is_err());
     }

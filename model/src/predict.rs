@@ -172,7 +172,11 @@ pub struct Prediction {
 
 fn seg_sums(seg: &graph::Segment) -> (f64, f64, u64) {
     seg.kernels.iter().fold((0.0, 0.0, 0), |(f, b, l), k| {
-        (f + k.flops, b + k.bytes_read + k.bytes_written, l + u64::from(k.launches))
+        (
+            f + k.flops,
+            b + k.bytes_read + k.bytes_written,
+            l + u64::from(k.launches),
+        )
     })
 }
 
@@ -210,7 +214,11 @@ fn memory(cfg: &Config, g: &StepGraph) -> Memory {
     let mut remaining = activations;
     let mut grads_so_far = accum_grads;
     let mut backward_peak: f64 = 0.0;
-    let grad_share = if trainable > 0.0 { grads / trainable } else { 0.0 };
+    let grad_share = if trainable > 0.0 {
+        grads / trainable
+    } else {
+        0.0
+    };
     for s in scopes.iter().rev() {
         if s.backward.kernels.is_empty() {
             continue;
@@ -219,7 +227,9 @@ fn memory(cfg: &Config, g: &StepGraph) -> Memory {
             grads_so_far += s.trainable as f64 * grad_share;
         }
         // Under checkpointing the scope's recomputed activations live during its backward.
-        let working = s.transient_bytes.max(2.0 * s.saved_bytes.min(s.transient_bytes));
+        let working = s
+            .transient_bytes
+            .max(2.0 * s.saved_bytes.min(s.transient_bytes));
         backward_peak = backward_peak.max(weights + states + remaining + grads_so_far + working);
         remaining -= kept(s);
     }
@@ -243,7 +253,11 @@ fn memory(cfg: &Config, g: &StepGraph) -> Memory {
         reserved_bytes: RESERVED_BYTES,
         capacity_bytes: capacity,
         fits,
-        shortfall_bytes: if fits { 0.0 } else { peak + RESERVED_BYTES - capacity },
+        shortfall_bytes: if fits {
+            0.0
+        } else {
+            peak + RESERVED_BYTES - capacity
+        },
     }
 }
 
@@ -257,7 +271,11 @@ fn phase_report(phase: Phase, span: &Span, per: f64, flops: f64, bytes: f64) -> 
         phase,
         time_ms: ms(time),
         gpu_busy_ms: ms(span.busy_s / per),
-        host_wait_share: if span.time_s > 0.0 { span.host_wait_s / span.time_s } else { 0.0 },
+        host_wait_share: if span.time_s > 0.0 {
+            span.host_wait_s / span.time_s
+        } else {
+            0.0
+        },
         launches: (span.launches as f64 / per).round() as u64,
         flops,
         bytes,
@@ -325,7 +343,8 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
                 backward_ms: ms(b_span.time_s / accum),
                 optimizer_ms: 0.0,
                 forward_kernels: fl,
-                backward_kernels: ((bl1 as f64 + bla as f64 * (accum - 1.0)) / accum).round() as u64,
+                backward_kernels: ((bl1 as f64 + bla as f64 * (accum - 1.0)) / accum).round()
+                    as u64,
                 optimizer_kernels: 0,
                 flops: ff + bwd_f,
                 bytes: fbytes + bwd_b,
@@ -379,7 +398,11 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
             Amount::Samples(n) => n.div_ceil(w.batch * u64::from(w.grad_accum)),
         };
         let seconds = steps as f64 * step_s;
-        TrainingEstimate { optimizer_steps: steps, seconds, wall_clock: hms(seconds) }
+        TrainingEstimate {
+            optimizer_steps: steps,
+            seconds,
+            wall_clock: hms(seconds),
+        }
     });
     let kernel_rows = detail.kernels.then(|| kernel_rows(&g, &cg, &tl, cfg));
     let (lo, hi) = cfg.method.trained_layers(&cfg.model);
@@ -434,7 +457,11 @@ fn kernel_rows(
                     waited: &[bool]| {
         let base = counters[phase as usize];
         for (i, (k, (host, c))) in seg.kernels.iter().zip(&costs.kernels).enumerate() {
-            let bound = if waited.get(i).copied().unwrap_or(false) { Bound::Host } else { c.bound };
+            let bound = if waited.get(i).copied().unwrap_or(false) {
+                Bound::Host
+            } else {
+                c.bound
+            };
             rows.push(KernelRow {
                 phase,
                 index: base + i,
@@ -468,19 +495,61 @@ fn kernel_rows(
             .find(|(s, p, _)| *s == scope && *p == phase)
             .map_or(&[], |(_, _, v)| v.as_slice())
     };
-    push(Scope::Embedding, Phase::Forward, &g.embedding.forward, &cg.embedding[0], waited(Scope::Embedding, Phase::Forward));
+    push(
+        Scope::Embedding,
+        Phase::Forward,
+        &g.embedding.forward,
+        &cg.embedding[0],
+        waited(Scope::Embedding, Phase::Forward),
+    );
     for i in 0..n_layers {
         let s = Scope::Layer(i as u32);
-        push(s, Phase::Forward, &g.layer(i).forward, &cg.layers[g.layer_class[i]][0], waited(s, Phase::Forward));
+        push(
+            s,
+            Phase::Forward,
+            &g.layer(i).forward,
+            &cg.layers[g.layer_class[i]][0],
+            waited(s, Phase::Forward),
+        );
     }
-    push(Scope::Head, Phase::Forward, &g.head.forward, &cg.head[0], waited(Scope::Head, Phase::Forward));
-    push(Scope::Head, Phase::Backward, &g.head.backward, &cg.head[1], waited(Scope::Head, Phase::Backward));
+    push(
+        Scope::Head,
+        Phase::Forward,
+        &g.head.forward,
+        &cg.head[0],
+        waited(Scope::Head, Phase::Forward),
+    );
+    push(
+        Scope::Head,
+        Phase::Backward,
+        &g.head.backward,
+        &cg.head[1],
+        waited(Scope::Head, Phase::Backward),
+    );
     for i in (0..n_layers).rev() {
         let s = Scope::Layer(i as u32);
-        push(s, Phase::Backward, &g.layer(i).backward, &cg.layers[g.layer_class[i]][1], waited(s, Phase::Backward));
+        push(
+            s,
+            Phase::Backward,
+            &g.layer(i).backward,
+            &cg.layers[g.layer_class[i]][1],
+            waited(s, Phase::Backward),
+        );
     }
-    push(Scope::Embedding, Phase::Backward, &g.embedding.backward, &cg.embedding[1], waited(Scope::Embedding, Phase::Backward));
-    push(Scope::Optimizer, Phase::Optimizer, &g.optimizer, &cg.optimizer, waited(Scope::Optimizer, Phase::Optimizer));
+    push(
+        Scope::Embedding,
+        Phase::Backward,
+        &g.embedding.backward,
+        &cg.embedding[1],
+        waited(Scope::Embedding, Phase::Backward),
+    );
+    push(
+        Scope::Optimizer,
+        Phase::Optimizer,
+        &g.optimizer,
+        &cg.optimizer,
+        waited(Scope::Optimizer, Phase::Optimizer),
+    );
     let _ = cfg;
     rows
 }

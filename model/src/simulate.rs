@@ -50,7 +50,12 @@ pub fn cost_segment(seg: &Segment, phase: Phase, w: &Workload, hw: &Profile) -> 
         kernels: seg
             .kernels
             .iter()
-            .map(|k| (host_cost(k, phase, w.runtime, hw), kernel_cost(k, hw, graph)))
+            .map(|k| {
+                (
+                    host_cost(k, phase, w.runtime, hw),
+                    kernel_cost(k, hw, graph),
+                )
+            })
             .collect(),
     }
 }
@@ -112,12 +117,7 @@ struct Clock {
     gpu: f64,
 }
 
-fn run(
-    clock: &mut Clock,
-    seg: &CostedSegment,
-    span: &mut Span,
-    waited: Option<&mut Vec<bool>>,
-) {
+fn run(clock: &mut Clock, seg: &CostedSegment, span: &mut Span, waited: Option<&mut Vec<bool>>) {
     let start_gpu = clock.gpu;
     let mut flags = Vec::new();
     for (host_s, c) in &seg.kernels {
@@ -180,22 +180,59 @@ pub fn simulate(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) -> 
     let mut waited_fwd: Vec<Vec<bool>> = vec![Vec::new(); n_scopes];
     let mut waited_bwd: Vec<Vec<bool>> = vec![Vec::new(); n_scopes];
     let mut waited_opt = Vec::new();
-    let mut clock = Clock { host: 0.0, gpu: 0.0 };
-    let graph_launch = if w.runtime == Runtime::CudaGraph { hw.host.python_op_s } else { 0.0 };
+    let mut clock = Clock {
+        host: 0.0,
+        gpu: 0.0,
+    };
+    let graph_launch = if w.runtime == Runtime::CudaGraph {
+        hw.host.python_op_s
+    } else {
+        0.0
+    };
     for mb in 0..w.grad_accum {
         let b = if mb == 0 { 1 } else { 2 };
         clock.host += graph_launch;
-        run(&mut clock, &cg.embedding[0], &mut fwd[0], Some(&mut waited_fwd[0]));
+        run(
+            &mut clock,
+            &cg.embedding[0],
+            &mut fwd[0],
+            Some(&mut waited_fwd[0]),
+        );
         for (i, &c) in g.layer_class.iter().enumerate() {
-            run(&mut clock, &cg.layers[c][0], &mut fwd[i + 1], Some(&mut waited_fwd[i + 1]));
+            run(
+                &mut clock,
+                &cg.layers[c][0],
+                &mut fwd[i + 1],
+                Some(&mut waited_fwd[i + 1]),
+            );
         }
-        run(&mut clock, &cg.head[0], &mut fwd[n_layers + 1], Some(&mut waited_fwd[n_layers + 1]));
+        run(
+            &mut clock,
+            &cg.head[0],
+            &mut fwd[n_layers + 1],
+            Some(&mut waited_fwd[n_layers + 1]),
+        );
         clock.host += graph_launch;
-        run(&mut clock, &cg.head[b], &mut bwd[n_layers + 1], Some(&mut waited_bwd[n_layers + 1]));
+        run(
+            &mut clock,
+            &cg.head[b],
+            &mut bwd[n_layers + 1],
+            Some(&mut waited_bwd[n_layers + 1]),
+        );
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
-            run(&mut clock, &cg.layers[c][b], &mut bwd[i + 1], Some(&mut waited_bwd[i + 1]));
+            run(
+                &mut clock,
+                &cg.layers[c][b],
+                &mut bwd[i + 1],
+                Some(&mut waited_bwd[i + 1]),
+            );
         }
-        run(&mut clock, &cg.embedding[b], &mut bwd[0], Some(&mut waited_bwd[0]));
+        run(
+            &mut clock,
+            &cg.embedding[b],
+            &mut bwd[0],
+            Some(&mut waited_bwd[0]),
+        );
     }
     clock.host += graph_launch;
     run(&mut clock, &cg.optimizer, &mut opt, Some(&mut waited_opt));
@@ -208,7 +245,12 @@ pub fn simulate(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) -> 
         clock.gpu = clock.host;
     }
     // Exact launch counts (run() counted ops).
-    let launches = |seg: &Segment| seg.kernels.iter().map(|k| u64::from(k.launches)).sum::<u64>();
+    let launches = |seg: &Segment| {
+        seg.kernels
+            .iter()
+            .map(|k| u64::from(k.launches))
+            .sum::<u64>()
+    };
     let accum = u64::from(w.grad_accum);
     let scope_of = |i: usize| -> Scope {
         if i == 0 {
@@ -243,11 +285,24 @@ pub fn simulate(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) -> 
         phases[1].add(&bwd[i]);
         scopes.push((scope_of(i), Phase::Forward, fwd[i]));
         scopes.push((scope_of(i), Phase::Backward, bwd[i]));
-        host_waited.push((scope_of(i), Phase::Forward, std::mem::take(&mut waited_fwd[i])));
-        host_waited.push((scope_of(i), Phase::Backward, std::mem::take(&mut waited_bwd[i])));
+        host_waited.push((
+            scope_of(i),
+            Phase::Forward,
+            std::mem::take(&mut waited_fwd[i]),
+        ));
+        host_waited.push((
+            scope_of(i),
+            Phase::Backward,
+            std::mem::take(&mut waited_bwd[i]),
+        ));
     }
     phases[2] = opt;
     scopes.push((Scope::Optimizer, Phase::Optimizer, opt));
     host_waited.push((Scope::Optimizer, Phase::Optimizer, waited_opt));
-    Timeline { step_s: clock.gpu, phases, scopes, host_waited }
+    Timeline {
+        step_s: clock.gpu,
+        phases,
+        scopes,
+        host_waited,
+    }
 }

@@ -188,7 +188,10 @@ impl Workload {
     }
 
     pub fn validate(&self, model: &ModelConfig) -> Result<()> {
-        let err = |what: &str, m: String| Error::InvalidArgument { what: what.into(), message: m };
+        let err = |what: &str, m: String| Error::InvalidArgument {
+            what: what.into(),
+            message: m,
+        };
         if self.batch == 0 {
             return Err(err("--batch", "batch size must be at least 1".into()));
         }
@@ -205,11 +208,17 @@ impl Workload {
             ));
         }
         if self.grad_accum == 0 {
-            return Err(err("--grad-accum", "gradient accumulation must be at least 1".into()));
+            return Err(err(
+                "--grad-accum",
+                "gradient accumulation must be at least 1".into(),
+            ));
         }
         // Keep every count exactly representable and every time finite.
         if self.tokens() > (1 << 40) {
-            return Err(err("--batch/--seq", "batch × seq above 2^40 tokens is not modelled".into()));
+            return Err(err(
+                "--batch/--seq",
+                "batch × seq above 2^40 tokens is not modelled".into(),
+            ));
         }
         Ok(())
     }

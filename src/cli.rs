@@ -1,0 +1,308 @@
+//! Command-line arguments (clap) and their resolution into model, method, workload and profile.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use costsim_model::method::{AdapterDtype, LayerSelection, Targets};
+use costsim_model::{
+    arch, AttentionImpl, Config, MethodName, MethodOptions, MethodSpec, ModelConfig, Optimizer,
+    Precision, Runtime, Workload,
+};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "costsim",
+    version,
+    about = "Predicts and explains what a fine-tuning step costs on a GPU, kernel by kernel",
+    long_about = "costsim predicts the time and memory of one fine-tuning step (full, LoRA, PaCA, \
+                  layer-selective PaCA) on a GPU from a per-kernel model of what PyTorch launches, \
+                  and explains where the time goes (compute, memory, launch, host)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Predict one training step (and optionally a whole run) for one or all methods.
+    Predict(PredictArgs),
+    /// List the built-in models with their parameter counts.
+    Models,
+    /// List the built-in hardware profiles.
+    Hardware,
+    /// Measure real training steps with libtorch and compare them with predictions
+    /// (needs the `tch` feature).
+    Validate(Passthrough),
+    /// Fit a device profile from microbenchmarks (needs the `tch` feature).
+    Calibrate(Passthrough),
+}
+
+/// Arguments of subcommands that this build cannot run.
+#[derive(Debug, Args)]
+pub struct Passthrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum MethodArg {
+    Full,
+    Lora,
+    Paca,
+    PacaUpperHalf,
+    PacaThreeQuarters,
+    /// Every method side by side (--rank is then the LoRA reference rank).
+    All,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    Fp32,
+    Tf32,
+    Bf16Mixed,
+    Fp16Mixed,
+    Bf16,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AttentionArg {
+    Eager,
+    Sdpa,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OptimizerArg {
+    /// torch.optim.AdamW, multi-tensor (PyTorch's default)
+    Adamw,
+    /// torch.optim.AdamW(fused=True)
+    AdamwFused,
+    /// SGD without momentum
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RuntimeArg {
+    /// Python eager PyTorch (Hugging Face model code, peft)
+    PytorchEager,
+    /// The same ops from C++ (libtorch)
+    Libtorch,
+    /// Phases replayed from CUDA graphs
+    CudaGraph,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AdapterDtypeArg {
+    /// fp32 adapters (peft's default autocast_adapter_dtype=True)
+    Fp32,
+    /// the base model's dtype
+    Base,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// GPU: a built-in name or alias (see `costsim hardware`) or a profile file (.toml).
+    #[arg(long)]
+    pub hw: String,
+    /// Built-in model (see `costsim models`).
+    #[arg(
+        long,
+        required_unless_present = "model_config",
+        conflicts_with = "model_config"
+    )]
+    pub model: Option<String>,
+    /// A Hugging Face config.json (model_type gpt2, llama, mistral or qwen2).
+    #[arg(long, value_name = "FILE")]
+    pub model_config: Option<PathBuf>,
+    /// Fine-tuning method.
+    #[arg(long, value_enum, default_value_t = MethodArg::All)]
+    pub method: MethodArg,
+    /// LoRA rank or PaCA column count. Default: the paper's (LoRA 8, PaCA 16, upper half 32,
+    /// three quarters 24). With --method all it is the LoRA reference rank.
+    #[arg(long)]
+    pub rank: Option<u64>,
+    /// LoRA/PaCA alpha (scale = alpha / rank). Default: the paper's (LoRA 32, PaCA 64).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// LoRA dropout probability. Default: the paper's 0.1.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Targeted linear layers: all, attn, mlp, or a list such as q,v. Default: all.
+    #[arg(long)]
+    pub targets: Option<String>,
+    /// LoRA adapter dtype.
+    #[arg(long, value_enum)]
+    pub adapter_dtype: Option<AdapterDtypeArg>,
+    /// Layers that train: all, upper:0.5, upper:0.75, last:K, or a range A..B (0-based,
+    /// inclusive). Default: all (the PaCA presets set their own).
+    #[arg(long)]
+    pub train_layers: Option<String>,
+    /// Micro-batch size.
+    #[arg(long, default_value_t = 8)]
+    pub batch: u64,
+    /// Sequence length.
+    #[arg(long, default_value_t = 512)]
+    pub seq: u64,
+    /// Gradient accumulation steps per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: u32,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16Mixed)]
+    pub precision: PrecisionArg,
+    #[arg(long, value_enum, default_value_t = AttentionArg::Sdpa)]
+    pub attention: AttentionArg,
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+    pub optimizer: OptimizerArg,
+    /// Recompute each block's forward in backward (transformers' gradient checkpointing).
+    #[arg(long)]
+    pub grad_checkpointing: bool,
+    /// Skip gradient-norm clipping (Hugging Face Trainer clips to 1.0 by default).
+    #[arg(long)]
+    pub no_grad_clip: bool,
+    /// What issues the kernels (sets the host cost per op).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::PytorchEager)]
+    pub runtime: RuntimeArg,
+    /// Estimate a whole run of N training tokens.
+    #[arg(long, conflicts_with = "samples")]
+    pub tokens: Option<u64>,
+    /// Estimate a whole run of N training samples (sequences).
+    #[arg(long)]
+    pub samples: Option<u64>,
+    /// Break the step down per layer.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// List every kernel.
+    #[arg(long)]
+    pub kernels: bool,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// An error in what the user asked for: exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::Error::new(UsageError(e.to_string()))
+}
+
+impl PredictArgs {
+    pub fn model(&self) -> Result<ModelConfig> {
+        match (&self.model, &self.model_config) {
+            (_, Some(path)) => arch::from_hf_config(path).map_err(usage),
+            (Some(name), None) => arch::preset(name).map_err(usage),
+            (None, None) => Err(usage("pass --model NAME or --model-config FILE")),
+        }
+    }
+
+    pub fn workload(&self) -> Workload {
+        Workload {
+            batch: self.batch,
+            seq: self.seq,
+            grad_accum: self.grad_accum,
+            precision: match self.precision {
+                PrecisionArg::Fp32 => Precision::Fp32,
+                PrecisionArg::Tf32 => Precision::Tf32,
+                PrecisionArg::Bf16Mixed => Precision::Bf16Mixed,
+                PrecisionArg::Fp16Mixed => Precision::Fp16Mixed,
+                PrecisionArg::Bf16 => Precision::Bf16,
+            },
+            attention: match self.attention {
+                AttentionArg::Eager => AttentionImpl::Eager,
+                AttentionArg::Sdpa => AttentionImpl::Sdpa,
+            },
+            optimizer: match self.optimizer {
+                OptimizerArg::Adamw => Optimizer::AdamwForeach,
+                OptimizerArg::AdamwFused => Optimizer::AdamwFused,
+                OptimizerArg::Sgd => Optimizer::Sgd,
+            },
+            grad_checkpointing: self.grad_checkpointing,
+            grad_clip: !self.no_grad_clip,
+            runtime: match self.runtime {
+                RuntimeArg::PytorchEager => Runtime::PytorchEager,
+                RuntimeArg::Libtorch => Runtime::Libtorch,
+                RuntimeArg::CudaGraph => Runtime::CudaGraph,
+            },
+        }
+    }
+
+    fn method_options(&self) -> Result<MethodOptions> {
+        Ok(MethodOptions {
+            rank: self.rank,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            targets: self
+                .targets
+                .as_deref()
+                .map(Targets::parse)
+                .transpose()
+                .map_err(usage)?,
+            adapter_dtype: self.adapter_dtype.map(|a| match a {
+                AdapterDtypeArg::Fp32 => AdapterDtype::Fp32,
+                AdapterDtypeArg::Base => AdapterDtype::Base,
+            }),
+            layers: self
+                .train_layers
+                .as_deref()
+                .map(str::parse::<LayerSelection>)
+                .transpose()
+                .map_err(usage)?,
+        })
+    }
+
+    /// Resolve everything into one config per method.
+    pub fn configs(&self) -> Result<Vec<Config>> {
+        let model = self.model()?;
+        let hw = costsim_hardware::resolve_device(&self.hw).map_err(usage)?;
+        let workload = self.workload();
+        workload.validate(&model).map_err(usage)?;
+        let opts = self.method_options()?;
+        let names: Vec<MethodName> = match self.method {
+            MethodArg::All => MethodName::ALL.to_vec(),
+            MethodArg::Full => vec![MethodName::Full],
+            MethodArg::Lora => vec![MethodName::Lora],
+            MethodArg::Paca => vec![MethodName::Paca],
+            MethodArg::PacaUpperHalf => vec![MethodName::PacaUpperHalf],
+            MethodArg::PacaThreeQuarters => vec![MethodName::PacaThreeQuarters],
+        };
+        let all = self.method == MethodArg::All;
+        names
+            .into_iter()
+            .map(|name| {
+                let mut o = opts.clone();
+                // With every method side by side, a --train-layers choice applies to the methods
+                // without their own layer selection; the presets keep theirs.
+                if all
+                    && matches!(
+                        name,
+                        MethodName::PacaUpperHalf | MethodName::PacaThreeQuarters
+                    )
+                {
+                    o.layers = None;
+                }
+                let method = MethodSpec::resolve(name, &o, &model, all).map_err(usage)?;
+                Ok(Config {
+                    model: model.clone(),
+                    method,
+                    workload: workload.clone(),
+                    hw: hw.clone(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,583 @@
+//! Output formats of `costsim predict`: a readable table, JSON (schema in docs/json-schema.md),
+//! CSV and Markdown. Only formatting happens here; every number comes from costsim-model.
+
+use crate::cli::Format;
+use costsim_model::predict::{KernelRow, LayerRow};
+use costsim_model::{Config, Prediction};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Print a finite number with `decimals`, or "-" (never NaN or inf).
+fn num(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "-".into()
+    }
+}
+
+/// Human-readable count: 6.74 B, 19.99 M, 12.3 K.
+pub fn count(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{} B", num(v / 1e9, 2))
+    } else if a >= 1e6 {
+        format!("{} M", num(v / 1e6, 2))
+    } else if a >= 1e3 {
+        format!("{} K", num(v / 1e3, 1))
+    } else {
+        num(v, 0)
+    }
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{} GiB", num(bytes / (1u64 << 30) as f64, 2))
+}
+
+fn gb(bytes: f64) -> String {
+    format!("{} GB", num(bytes / 1e9, 2))
+}
+
+fn tflop(f: f64) -> String {
+    format!("{} TFLOP", num(f / 1e12, 2))
+}
+
+fn pct(v: f64) -> String {
+    format!("{}%", num(v * 100.0, 1))
+}
+
+/// The header lines: what was predicted, on what.
+fn header(cfg: &Config) -> Vec<String> {
+    let w = &cfg.workload;
+    let hw = &cfg.hw;
+    let calib = if hw.is_calibrated() {
+        "calibrated profile"
+    } else {
+        "datasheet profile, uncalibrated efficiencies"
+    };
+    vec![
+        format!(
+            "{} ({} params) on {} [{}; {}]",
+            cfg.model.name,
+            count(cfg.model.total_params() as f64),
+            hw.display_name,
+            hw.name,
+            calib
+        ),
+        format!(
+            "batch {} x seq {} = {} tokens, grad-accum {}, {}, attention {}, {}{}{}, runtime {}",
+            w.batch,
+            w.seq,
+            w.tokens(),
+            w.grad_accum,
+            w.precision.as_str(),
+            match w.attention {
+                costsim_model::AttentionImpl::Eager => "eager",
+                costsim_model::AttentionImpl::Sdpa => "sdpa",
+            },
+            match w.optimizer {
+                costsim_model::Optimizer::AdamwForeach => "adamw (foreach)",
+                costsim_model::Optimizer::AdamwFused => "adamw (fused)",
+                costsim_model::Optimizer::Sgd => "sgd",
+            },
+            if w.grad_clip { ", grad clip" } else { "" },
+            if w.grad_checkpointing {
+                ", grad checkpointing"
+            } else {
+                ""
+            },
+            match w.runtime {
+                costsim_model::Runtime::PytorchEager => "pytorch-eager",
+                costsim_model::Runtime::Libtorch => "libtorch",
+                costsim_model::Runtime::CudaGraph => "cuda-graph",
+            },
+        ),
+    ]
+}
+
+/// Summary rows: (label, one value per method).
+fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
+    let col = |f: &dyn Fn(&Prediction) -> String| preds.iter().map(f).collect::<Vec<_>>();
+    let mut rows = vec![
+        (
+            "rank".to_string(),
+            col(&|p| {
+                if p.rank == 0 {
+                    "-".into()
+                } else {
+                    p.rank.to_string()
+                }
+            }),
+        ),
+        ("trained layers".into(), col(&|p| p.trained_layers.clone())),
+        (
+            "trainable params".into(),
+            col(&|p| count(p.trainable_params as f64)),
+        ),
+        (
+            "kernels fwd/bwd/opt".into(),
+            col(&|p| {
+                format!(
+                    "{}/{}/{}",
+                    p.kernels.forward, p.kernels.backward, p.kernels.optimizer
+                )
+            }),
+        ),
+        ("FLOPs per step".into(), col(&|p| tflop(p.flops))),
+        ("bytes per step".into(), col(&|p| gb(p.bytes))),
+        ("forward ms".into(), col(&|p| num(p.forward_ms, 2))),
+        ("backward ms".into(), col(&|p| num(p.backward_ms, 2))),
+        ("optimizer ms".into(), col(&|p| num(p.optimizer_ms, 2))),
+        ("step ms".into(), col(&|p| num(p.step_ms, 2))),
+        ("tokens/s".into(), col(&|p| num(p.tokens_per_s, 0))),
+        (
+            "host wait fwd/bwd".into(),
+            col(&|p| {
+                format!(
+                    "{}/{}",
+                    pct(p.phases[0].host_wait_share),
+                    pct(p.phases[1].host_wait_share)
+                )
+            }),
+        ),
+        (
+            "dominant bound".into(),
+            col(&|p| p.dominant_bound.as_str().to_string()),
+        ),
+        (
+            "activations".into(),
+            col(&|p| gib(p.memory.activations_bytes)),
+        ),
+        ("peak memory".into(), col(&|p| gib(p.peak_memory_bytes))),
+        (
+            "fits".into(),
+            col(&|p| {
+                if p.fits {
+                    "yes".into()
+                } else {
+                    format!("no, short {}", gib(p.memory.shortfall_bytes))
+                }
+            }),
+        ),
+    ];
+    if preds.iter().any(|p| p.training.is_some()) {
+        rows.push((
+            "optimizer steps".into(),
+            col(&|p| {
+                p.training
+                    .as_ref()
+                    .map_or("-".into(), |t| t.optimizer_steps.to_string())
+            }),
+        ));
+        rows.push((
+            "training time".into(),
+            col(&|p| {
+                p.training
+                    .as_ref()
+                    .map_or("-".into(), |t| t.wall_clock.clone())
+            }),
+        ));
+    }
+    rows
+}
+
+/// An aligned text table: first column left-aligned, the others right-aligned.
+fn text_table(head: &[String], rows: &[Vec<String>]) -> String {
+    let n = head.len();
+    let mut width = vec![0usize; n];
+    for r in std::iter::once(head).chain(rows.iter().map(|r| r.as_slice())) {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, r: &[String]| {
+        let mut s = String::new();
+        for (i, c) in r.iter().enumerate() {
+            let pad = width[i] - c.chars().count();
+            if i == 0 {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str("  ");
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, head);
+    let total: usize = width.iter().sum::<usize>() + 2 * (n - 1);
+    out.push_str(&"-".repeat(total));
+    out.push('\n');
+    for r in rows {
+        line(&mut out, r);
+    }
+    out
+}
+
+fn md_table(head: &[String], rows: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let esc = |s: &str| s.replace('|', "\\|");
+    let _ = writeln!(
+        out,
+        "| {} |",
+        head.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(
+        out,
+        "|{}|",
+        (0..head.len())
+            .map(|i| if i == 0 { "---" } else { "---:" })
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} |",
+            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+        );
+    }
+    out
+}
+
+fn layer_head() -> Vec<String> {
+    [
+        "scope",
+        "trainable",
+        "fwd ms",
+        "bwd ms",
+        "opt ms",
+        "kernels f/b/o",
+        "GFLOP",
+        "MB",
+        "saved MB",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn layer_cells(r: &LayerRow) -> Vec<String> {
+    vec![
+        r.scope.clone(),
+        count(r.trainable_params as f64),
+        num(r.forward_ms, 3),
+        num(r.backward_ms, 3),
+        num(r.optimizer_ms, 3),
+        format!(
+            "{}/{}/{}",
+            r.forward_kernels, r.backward_kernels, r.optimizer_kernels
+        ),
+        num(r.flops / 1e9, 1),
+        num(r.bytes / 1e6, 1),
+        num(r.saved_bytes / 1e6, 1),
+    ]
+}
+
+fn kernel_head() -> Vec<String> {
+    [
+        "phase",
+        "#",
+        "kernel",
+        "module",
+        "kind",
+        "dtype",
+        "shape",
+        "MFLOP",
+        "KB read",
+        "KB written",
+        "launches",
+        "device us",
+        "host us",
+        "bound",
+        "deps",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn kernel_cells(k: &KernelRow) -> Vec<String> {
+    vec![
+        k.phase.as_str().to_string(),
+        k.index.to_string(),
+        if k.recompute {
+            format!("{} (recompute)", k.name)
+        } else {
+            k.name.to_string()
+        },
+        k.module.clone(),
+        k.kind.as_str().to_string(),
+        k.dtype.to_string(),
+        k.shape.clone().unwrap_or_else(|| "-".into()),
+        num(k.flops / 1e6, 3),
+        num(k.bytes_read / 1e3, 1),
+        num(k.bytes_written / 1e3, 1),
+        k.launches.to_string(),
+        num(k.device_us, 2),
+        num(k.host_us, 2),
+        k.bound.as_str().to_string(),
+        k.deps
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    ]
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    costsim_version: &'static str,
+    model: &'a costsim_model::ModelConfig,
+    hardware: JsonHardware<'a>,
+    workload: &'a costsim_model::Workload,
+    predictions: &'a [Prediction],
+}
+
+#[derive(Serialize)]
+struct JsonHardware<'a> {
+    name: &'a str,
+    display_name: &'a str,
+    calibrated: bool,
+    origin: &'a str,
+    memory_bytes: f64,
+}
+
+/// Render predictions (one per method, all sharing model, workload and device).
+pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::Result<String> {
+    let cfg = &cfgs[0];
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            let rep = JsonReport {
+                costsim_version: env!("CARGO_PKG_VERSION"),
+                model: &cfg.model,
+                hardware: JsonHardware {
+                    name: &cfg.hw.name,
+                    display_name: &cfg.hw.display_name,
+                    calibrated: cfg.hw.is_calibrated(),
+                    origin: &cfg.hw.origin,
+                    memory_bytes: cfg.hw.memory_bytes,
+                },
+                workload: &cfg.workload,
+                predictions: preds,
+            };
+            out = serde_json::to_string_pretty(&rep)?;
+            out.push('\n');
+        }
+        Format::Csv => {
+            let csv_line = |cells: &[String]| {
+                cells
+                    .iter()
+                    .map(|c| {
+                        if c.contains([',', '"']) {
+                            format!("\"{}\"", c.replace('"', "\"\""))
+                        } else {
+                            c.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            if preds.iter().any(|p| p.kernel_rows.is_some()) {
+                let mut head = vec!["method".to_string()];
+                head.extend(
+                    [
+                        "phase",
+                        "index",
+                        "name",
+                        "module",
+                        "kind",
+                        "dtype",
+                        "shape",
+                        "flops",
+                        "bytes_read",
+                        "bytes_written",
+                        "launches",
+                        "device_us",
+                        "host_us",
+                        "bound",
+                        "deps",
+                        "recompute",
+                    ]
+                    .map(String::from),
+                );
+                let _ = writeln!(out, "{}", csv_line(&head));
+                for p in preds {
+                    for k in p.kernel_rows.iter().flatten() {
+                        let cells = vec![
+                            p.method.clone(),
+                            k.phase.as_str().into(),
+                            k.index.to_string(),
+                            k.name.into(),
+                            k.module.clone(),
+                            k.kind.as_str().into(),
+                            k.dtype.into(),
+                            k.shape.clone().unwrap_or_default(),
+                            num(k.flops, 0),
+                            num(k.bytes_read, 0),
+                            num(k.bytes_written, 0),
+                            k.launches.to_string(),
+                            num(k.device_us, 3),
+                            num(k.host_us, 3),
+                            k.bound.as_str().into(),
+                            k.deps
+                                .iter()
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            k.recompute.to_string(),
+                        ];
+                        let _ = writeln!(out, "{}", csv_line(&cells));
+                    }
+                }
+            } else if preds.iter().any(|p| p.per_layer.is_some()) {
+                let head = [
+                    "method",
+                    "scope",
+                    "trained",
+                    "trainable_params",
+                    "forward_ms",
+                    "backward_ms",
+                    "optimizer_ms",
+                    "forward_kernels",
+                    "backward_kernels",
+                    "optimizer_kernels",
+                    "flops",
+                    "bytes",
+                    "saved_bytes",
+                ]
+                .map(String::from);
+                let _ = writeln!(out, "{}", csv_line(&head));
+                for p in preds {
+                    for r in p.per_layer.iter().flatten() {
+                        let cells = vec![
+                            p.method.clone(),
+                            r.scope.clone(),
+                            r.trained.to_string(),
+                            r.trainable_params.to_string(),
+                            num(r.forward_ms, 6),
+                            num(r.backward_ms, 6),
+                            num(r.optimizer_ms, 6),
+                            r.forward_kernels.to_string(),
+                            r.backward_kernels.to_string(),
+                            r.optimizer_kernels.to_string(),
+                            num(r.flops, 0),
+                            num(r.bytes, 0),
+                            num(r.saved_bytes, 0),
+                        ];
+                        let _ = writeln!(out, "{}", csv_line(&cells));
+                    }
+                }
+            } else {
+                let head = [
+                    "method",
+                    "rank",
+                    "trained_layers",
+                    "trainable_params",
+                    "forward_kernels",
+                    "backward_kernels",
+                    "optimizer_kernels",
+                    "flops",
+                    "bytes",
+                    "forward_ms",
+                    "backward_ms",
+                    "optimizer_ms",
+                    "step_ms",
+                    "tokens_per_s",
+                    "peak_memory_bytes",
+                    "fits",
+                    "dominant_bound",
+                ]
+                .map(String::from);
+                let _ = writeln!(out, "{}", csv_line(&head));
+                for p in preds {
+                    let cells = vec![
+                        p.method.clone(),
+                        p.rank.to_string(),
+                        p.trained_layers.clone(),
+                        p.trainable_params.to_string(),
+                        p.kernels.forward.to_string(),
+                        p.kernels.backward.to_string(),
+                        p.kernels.optimizer.to_string(),
+                        num(p.flops, 0),
+                        num(p.bytes, 0),
+                        num(p.forward_ms, 4),
+                        num(p.backward_ms, 4),
+                        num(p.optimizer_ms, 4),
+                        num(p.step_ms, 4),
+                        num(p.tokens_per_s, 1),
+                        num(p.peak_memory_bytes, 0),
+                        p.fits.to_string(),
+                        p.dominant_bound.as_str().into(),
+                    ];
+                    let _ = writeln!(out, "{}", csv_line(&cells));
+                }
+            }
+        }
+        Format::Table | Format::Markdown => {
+            let md = format == Format::Markdown;
+            let table = |h: &[String], r: &[Vec<String>]| {
+                if md {
+                    md_table(h, r)
+                } else {
+                    text_table(h, r)
+                }
+            };
+            for line in header(cfg) {
+                let _ = writeln!(out, "{}{line}", if md { "> " } else { "" });
+            }
+            out.push('\n');
+            let mut head = vec![String::new()];
+            head.extend(preds.iter().map(|p| p.method.clone()));
+            let rows: Vec<Vec<String>> = summary_rows(preds)
+                .into_iter()
+                .map(|(label, vals)| std::iter::once(label).chain(vals).collect())
+                .collect();
+            out.push_str(&table(&head, &rows));
+            for p in preds {
+                if let Some(layers) = &p.per_layer {
+                    let _ = writeln!(
+                        out,
+                        "\n{}per layer: {}",
+                        if md { "### " } else { "" },
+                        p.method
+                    );
+                    let rows: Vec<Vec<String>> = layers.iter().map(layer_cells).collect();
+                    out.push_str(&table(&layer_head(), &rows));
+                }
+                if let Some(kernels) = &p.kernel_rows {
+                    let _ = writeln!(
+                        out,
+                        "\n{}kernels: {}",
+                        if md { "### " } else { "" },
+                        p.method
+                    );
+                    let rows: Vec<Vec<String>> = kernels.iter().map(kernel_cells).collect();
+                    out.push_str(&table(&kernel_head(), &rows));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_numbers() {
+        assert_eq!(count(6_738_415_616.0), "6.74 B");
+        assert_eq!(count(19_988_480.0), "19.99 M");
+        assert_eq!(num(f64::NAN, 2), "-");
+        assert_eq!(num(f64::INFINITY, 2), "-");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = text_table(&["".into(), "a".into()], &[vec!["row".into(), "12".into()]]);
+        assert_eq!(t, "    a\n-------\nrow  12\n");
+    }
+}
