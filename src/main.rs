@@ -50,9 +50,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models => models(),
         Command::Hardware => hardware(),
         Command::Validate(_) | Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
-            "this costsim was built without libtorch, so it cannot measure. Rebuild with the \
-             `tch` feature: run `scripts/setup-libtorch.sh`, then `cargo build --release \
-             --features tch` with the environment that script prints"
+            "this costsim has no measurement harness: `costsim validate` and `costsim calibrate` \
+             need libtorch through the `tch` feature (crate costsim-validate), which this version \
+             does not include yet. `costsim predict` works without it"
                 .into(),
         ))),
     }

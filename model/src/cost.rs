@@ -60,6 +60,10 @@ const TILES: [(u64, u64, f64); 4] = [
     (64, 64, 0.65),
 ];
 const SPLIT_K: [u64; 6] = [1, 2, 4, 8, 16, 32];
+/// Pipeline fill of a tile's main loop, in K elements: each tile pays it once, so splitting a short
+/// K gains little. Uncalibrated (docs/model.md). Every candidate is open to every K, which keeps
+/// the GEMM time monotone in m, n and k.
+const K_FILL: f64 = 32.0;
 /// A GEMM with a dimension at or below this counts as skinny (bandwidth-bound regime).
 pub const SKINNY_DIM: u64 = 64;
 
@@ -70,12 +74,14 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
     for (tm, tn, eff) in TILES {
         let tiles = g.m.div_ceil(tm) * g.n.div_ceil(tn) * g.batch;
         for split in SPLIT_K {
-            if split > 1 && (tiles >= u64::from(hw.sms) || g.k < 256 * split) {
+            // Split-K only when the output alone leaves SMs idle, as cuBLAS's heuristics do.
+            if split > 1 && tiles >= u64::from(hw.sms) {
                 continue;
             }
             let total = tiles * split;
             let waves = total.div_ceil(u64::from(hw.sms)) as f64;
-            let tile_flops = 2.0 * tm as f64 * tn as f64 * g.k.div_ceil(split) as f64;
+            let k_steps = g.k.div_ceil(split) as f64 + K_FILL;
+            let tile_flops = 2.0 * tm as f64 * tn as f64 * k_steps;
             let t = waves * tile_flops / (per_sm * eff);
             // Split-K writes fp32 partial tiles and reads them back to reduce.
             let extra = if split > 1 {
@@ -166,9 +172,10 @@ mod tests {
         let (t, extra) = gemm_math_time(&g, MathMode::Bf16, &hw);
         let ideal = 2.0 * 8192f64.powi(3) / (312e12 * hw.gemm_efficiency);
         let waves = 19.0;
-        let expect = waves * 2.0 * 256.0 * 128.0 * 8192.0 / (312e12 * hw.gemm_efficiency / 108.0);
+        let expect =
+            waves * 2.0 * 256.0 * 128.0 * (8192.0 + K_FILL) / (312e12 * hw.gemm_efficiency / 108.0);
         assert!((t - expect).abs() / expect < 1e-12, "{t} vs {expect}");
-        assert!(t / ideal < 1.003 && t >= ideal);
+        assert!(t / ideal < 1.007 && t >= ideal);
         assert_eq!(extra, 0.0);
     }
 

@@ -774,10 +774,13 @@ fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treatment) -> T 
     let mut paca_p = None;
     if treat == Treatment::Paca {
         let pp = t.param(nf * s_rank, cx.p, true);
+        // The scale-and-write runs under no_grad in the reference: no backward of its own (P's
+        // gradient is formed by the replaced GEMM backward below).
+        let p_nograd = T { rg: false, ..pp };
         t.op(
             "mul",
             KernelKind::Elementwise,
-            &[pp],
+            &[p_nograd],
             nf * s_rank,
             cx.p,
             1.0,

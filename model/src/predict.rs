@@ -303,7 +303,7 @@ pub enum Amount {
 pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Prediction {
     let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
     let cg = simulate::cost_graph(&g, &cfg.workload, &cfg.hw);
-    let tl = simulate::simulate(&g, &cg, &cfg.workload, &cfg.hw);
+    let tl = simulate::simulate(&g, &cg, &cfg.workload, &cfg.hw, detail.kernels);
     let w = &cfg.workload;
     let accum = f64::from(w.grad_accum);
     let n_layers = g.layer_class.len();
@@ -316,10 +316,23 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
         .chain(std::iter::once((Scope::Head, &g.head)))
         .collect();
     let mut layer_rows = Vec::new();
+    // Sums per distinct scope graph, computed once (layers share their class's graph).
+    type Sums = [(f64, f64, u64); 3];
+    let sums = |s: &ScopeGraph| -> Sums {
+        [
+            seg_sums(&s.forward),
+            seg_sums(&s.backward),
+            seg_sums(&s.backward_accum),
+        ]
+    };
+    let class_sums: Vec<Sums> = g.layer_graphs.iter().map(sums).collect();
+    let (emb_sums, head_sums) = (sums(&g.embedding), sums(&g.head));
     for (idx, (scope, s)) in scopes.iter().enumerate() {
-        let (ff, fbytes, fl) = seg_sums(&s.forward);
-        let (bf1, bb1, bl1) = seg_sums(&s.backward);
-        let (bfa, bba, bla) = seg_sums(&s.backward_accum);
+        let [(ff, fbytes, fl), (bf1, bb1, bl1), (bfa, bba, bla)] = match scope {
+            Scope::Embedding => emb_sums,
+            Scope::Layer(i) => class_sums[g.layer_class[*i as usize]],
+            _ => head_sums,
+        };
         let bwd_f = (bf1 + bfa * (accum - 1.0)) / accum;
         let bwd_b = (bb1 + bba * (accum - 1.0)) / accum;
         fwd_fb.0 += ff;

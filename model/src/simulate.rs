@@ -119,17 +119,22 @@ struct Clock {
 
 fn run(clock: &mut Clock, seg: &CostedSegment, span: &mut Span, waited: Option<&mut Vec<bool>>) {
     let start_gpu = clock.gpu;
-    let mut flags = Vec::new();
+    let record = waited.is_some();
+    let mut flags = Vec::with_capacity(if record { seg.kernels.len() } else { 0 });
     for (host_s, c) in &seg.kernels {
         clock.host += host_s;
         span.host_s += host_s;
         if c.device_s == 0.0 && c.floor_s == 0.0 {
-            flags.push(false);
+            if record {
+                flags.push(false);
+            }
             continue;
         }
         let start = clock.gpu.max(clock.host);
         let wait = start - clock.gpu;
-        flags.push(wait > 0.0);
+        if record {
+            flags.push(wait > 0.0);
+        }
         span.host_wait_s += wait;
         span.by_bound[3] += wait;
         span.by_bound[bound_index(c.bound)] += c.device_s;
@@ -170,7 +175,14 @@ pub fn cost_graph(g: &StepGraph, w: &Workload, hw: &Profile) -> CostedGraph {
 }
 
 /// Simulate one optimizer step: `grad_accum` × (forward, backward), then the optimizer.
-pub fn simulate(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) -> Timeline {
+/// `record_waits` keeps, per kernel, whether the GPU waited on the host (for kernel rows).
+pub fn simulate(
+    g: &StepGraph,
+    cg: &CostedGraph,
+    w: &Workload,
+    hw: &Profile,
+    record_waits: bool,
+) -> Timeline {
     let n_layers = g.layer_class.len();
     // scope index: 0 embedding, 1..=L layers, L+1 head, L+2 optimizer
     let n_scopes = n_layers + 3;
@@ -196,46 +208,51 @@ pub fn simulate(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) -> 
             &mut clock,
             &cg.embedding[0],
             &mut fwd[0],
-            Some(&mut waited_fwd[0]),
+            record_waits.then_some(&mut waited_fwd[0]),
         );
         for (i, &c) in g.layer_class.iter().enumerate() {
             run(
                 &mut clock,
                 &cg.layers[c][0],
                 &mut fwd[i + 1],
-                Some(&mut waited_fwd[i + 1]),
+                record_waits.then_some(&mut waited_fwd[i + 1]),
             );
         }
         run(
             &mut clock,
             &cg.head[0],
             &mut fwd[n_layers + 1],
-            Some(&mut waited_fwd[n_layers + 1]),
+            record_waits.then_some(&mut waited_fwd[n_layers + 1]),
         );
         clock.host += graph_launch;
         run(
             &mut clock,
             &cg.head[b],
             &mut bwd[n_layers + 1],
-            Some(&mut waited_bwd[n_layers + 1]),
+            record_waits.then_some(&mut waited_bwd[n_layers + 1]),
         );
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
             run(
                 &mut clock,
                 &cg.layers[c][b],
                 &mut bwd[i + 1],
-                Some(&mut waited_bwd[i + 1]),
+                record_waits.then_some(&mut waited_bwd[i + 1]),
             );
         }
         run(
             &mut clock,
             &cg.embedding[b],
             &mut bwd[0],
-            Some(&mut waited_bwd[0]),
+            record_waits.then_some(&mut waited_bwd[0]),
         );
     }
     clock.host += graph_launch;
-    run(&mut clock, &cg.optimizer, &mut opt, Some(&mut waited_opt));
+    run(
+        &mut clock,
+        &cg.optimizer,
+        &mut opt,
+        record_waits.then_some(&mut waited_opt),
+    );
     // The step ends when both the GPU and the host are done (the host may trail with
     // host-only work such as zero_grad).
     if clock.host > clock.gpu {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every test. Idempotent; works on a fresh machine with a
+# Rust toolchain (rustup). The default build needs no libtorch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust with rustup (https://rustup.rs), then rerun $0" >&2
+  exit 1
+fi
+# rustfmt is part of the default rustup profile; add it where a minimal profile left it out.
+if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt
+fi
+
+# Snapshots never update silently: a mismatch fails the run.
+export INSTA_UPDATE=no
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+cargo fmt --all -- --check
+cargo test --workspace --locked
+# The benchmark must keep compiling (it is run by hand: cargo bench -p costsim-model).
+cargo bench --workspace --locked --no-run
