@@ -84,6 +84,11 @@ fn bad_numbers_are_rejected() {
         &with(&["--method", "lora", "--dropout", "1.5"]),
         &["dropout 1.5"],
     );
+    assert_usage_error(
+        &with(&["--batch", "9223372036854775807", "--seq", "1000"]),
+        &["2^40 tokens"],
+    );
+    assert_usage_error(&with(&["--train-layers", "upper:NaN"]), &["fraction"]);
     // clap's own errors also exit with 2
     assert_usage_error(&with(&["--batch", "-3"]), &["-3"]);
 }

@@ -175,6 +175,19 @@ impl ModelConfig {
         if self.intermediate == 0 || self.max_positions == 0 {
             return bad("intermediate size and max positions must be positive".into());
         }
+        // Bounds far above any real model keep every count inside u64.
+        let limits = [
+            ("hidden size", self.hidden, 1 << 20),
+            ("layers", u64::from(self.layers), 1 << 12),
+            ("intermediate size", self.intermediate, 1 << 22),
+            ("vocabulary", self.vocab, 1 << 24),
+            ("max positions", self.max_positions, 1 << 24),
+        ];
+        for (what, v, max) in limits {
+            if v > max {
+                return bad(format!("{what} {v} is above the {max} costsim models"));
+            }
+        }
         if self.hidden % self.heads != 0 {
             return bad(format!(
                 "hidden size {} is not divisible by the {} attention heads",
@@ -517,6 +530,15 @@ mod tests {
         assert!(cfg.qkv_bias);
         // Qwen2-0.5B: 494,032,768 parameters (model card: 0.49B).
         assert_eq!(cfg.total_params(), 494_032_768);
+    }
+
+    #[test]
+    fn absurd_sizes_are_rejected_not_overflowed() {
+        let text = r#"{"model_type":"llama","hidden_size":4294967296,"num_hidden_layers":2,
+            "num_attention_heads":1,"intermediate_size":8,"vocab_size":8,
+            "max_position_embeddings":8}"#;
+        let err = parse_hf_config(text, "c.json").unwrap_err().to_string();
+        assert!(err.contains("hidden size 4294967296 is above"), "{err}");
     }
 
     #[test]

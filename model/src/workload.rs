@@ -213,11 +213,19 @@ impl Workload {
                 "gradient accumulation must be at least 1".into(),
             ));
         }
-        // Keep every count exactly representable and every time finite.
-        if self.tokens() > (1 << 40) {
+        // Keep every count exactly representable (no overflow) and every time finite.
+        let per_step = self
+            .batch
+            .checked_mul(self.seq)
+            .filter(|t| *t <= (1 << 40))
+            .and_then(|t| t.checked_mul(u64::from(self.grad_accum)))
+            .filter(|t| *t <= (1 << 50));
+        if per_step.is_none() {
             return Err(err(
-                "--batch/--seq",
-                "batch × seq above 2^40 tokens is not modelled".into(),
+                "--batch/--seq/--grad-accum",
+                "more than 2^40 tokens per micro-batch or 2^50 per optimizer step is not modelled; \
+                 lower --batch, --seq or --grad-accum"
+                    .into(),
             ));
         }
         Ok(())
