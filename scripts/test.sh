@@ -18,6 +18,12 @@ export INSTA_UPDATE=no
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 cargo fmt --all -- --check
-cargo test --workspace --locked
 # The benchmark must keep compiling (it is run by hand: cargo bench -p costsim-model).
 cargo bench --workspace --locked --no-run
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line with the totals over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -578,6 +578,6 @@ mod tests {
     #[test]
     fn table_aligns_columns() {
         let t = text_table(&["".into(), "a".into()], &[vec!["row".into(), "12".into()]]);
-        assert_eq!(t, "    a\n-------\nrow  12\n");
+        assert_eq!(t, "      a\n-------\nrow  12\n");
     }
 }
