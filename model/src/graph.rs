@@ -297,7 +297,7 @@ struct Tracer<'a> {
     module: &'static str,
     trainable: u64,
     transient: f64,
-    _w: &'a Workload,
+    _life: std::marker::PhantomData<&'a Workload>,
 }
 
 impl<'a> Tracer<'a> {
@@ -313,7 +313,7 @@ impl<'a> Tracer<'a> {
             module: "",
             trainable: 0,
             transient: 0.0,
-            _w: w,
+            _life: std::marker::PhantomData,
         }
     }
 
@@ -1185,7 +1185,6 @@ fn attention(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T, path: &'static str, 
     let (b, s) = (cx.w.batch, cx.w.seq);
     let h = cx.model.heads;
     let hd = cx.model.head_dim();
-    let d = cx.model.hidden as f64;
     let (bf, sf, hf, hdf) = (b as f64, s as f64, h as f64, hd as f64);
     let dt = q.dtype;
     let out = match cx.w.attention {
@@ -1368,7 +1367,6 @@ fn attention(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T, path: &'static str, 
             )
         }
     };
-    let _ = d;
     t.module = prev;
     out
 }
@@ -1672,7 +1670,6 @@ fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
     let mut t = Tracer::new(cx.w, accumulate);
     let (m, d, s) = (cx.m as f64, cx.model.hidden as f64, cx.w.seq as f64);
     let trains = cx.method.trains_embedding(cx.model);
-    let ids = t.input(m, DType::I64, false);
     let lookup = |t: &mut Tracer, table: &T, rows: f64, path: &'static str| -> T {
         t.module = path;
         let start = t.fwd.len();
@@ -1708,7 +1705,6 @@ fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         }
         out
     };
-    let _ = ids;
     let out = match cx.model.family {
         Family::Gpt2 => {
             let wte = t.param(cx.model.vocab as f64 * d, cx.p, trains);
@@ -2217,7 +2213,7 @@ mod tests {
             precision: Precision::Fp32,
             ..Workload::default()
         };
-        let (m, spec, g) = graph("llama2-7b", MethodName::Paca, &w);
+        let (_m, spec, g) = graph("llama2-7b", MethodName::Paca, &w);
         let l = g.layer(1);
         let dp: Vec<_> = l
             .backward
@@ -2245,7 +2241,6 @@ mod tests {
             .filter(|k| k.name == "mm_dX")
             .count();
         assert_eq!(dx1 - dx0, 3);
-        let _ = m;
     }
 
     #[test]

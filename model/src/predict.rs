@@ -417,7 +417,7 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
             wall_clock: hms(seconds),
         }
     });
-    let kernel_rows = detail.kernels.then(|| kernel_rows(&g, &cg, &tl, cfg));
+    let kernel_rows = detail.kernels.then(|| kernel_rows(&g, &cg, &tl));
     let (lo, hi) = cfg.method.trained_layers(&cfg.model);
     Prediction {
         method: cfg.method.name.to_string(),
@@ -458,7 +458,6 @@ fn kernel_rows(
     g: &StepGraph,
     cg: &simulate::CostedGraph,
     tl: &simulate::Timeline,
-    cfg: &Config,
 ) -> Vec<KernelRow> {
     let mut rows = Vec::new();
     let n_layers = g.layer_class.len();
@@ -563,6 +562,5 @@ fn kernel_rows(
         &cg.optimizer,
         waited(Scope::Optimizer, Phase::Optimizer),
     );
-    let _ = cfg;
     rows
 }
