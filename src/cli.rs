@@ -77,6 +77,8 @@ pub enum OptimizerArg {
     Adamw,
     /// torch.optim.AdamW(fused=True)
     AdamwFused,
+    /// torch.optim.AdamW(foreach=False), one op per tensor
+    AdamwSingle,
     /// SGD without momentum
     Sgd,
 }
@@ -229,6 +231,7 @@ impl PredictArgs {
             optimizer: match self.optimizer {
                 OptimizerArg::Adamw => Optimizer::AdamwForeach,
                 OptimizerArg::AdamwFused => Optimizer::AdamwFused,
+                OptimizerArg::AdamwSingle => Optimizer::AdamwSingle,
                 OptimizerArg::Sgd => Optimizer::Sgd,
             },
             grad_checkpointing: self.grad_checkpointing,

@@ -78,6 +78,7 @@ fn header(cfg: &Config) -> Vec<String> {
             match w.optimizer {
                 costsim_model::Optimizer::AdamwForeach => "adamw (foreach)",
                 costsim_model::Optimizer::AdamwFused => "adamw (fused)",
+                costsim_model::Optimizer::AdamwSingle => "adamw (single-tensor)",
                 costsim_model::Optimizer::Sgd => "sgd",
             },
             if w.grad_clip { ", grad clip" } else { "" },

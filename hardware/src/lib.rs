@@ -73,6 +73,10 @@ pub struct Profile {
     /// Marketing name, e.g. `NVIDIA A100 80GB SXM4`.
     pub display_name: String,
     pub aliases: Vec<String>,
+    /// True for CPUs: each op runs on the thread that issues it, so host and device time add up
+    /// instead of overlapping.
+    pub synchronous: bool,
+    /// Compute units: SMs of a GPU, cores of a CPU.
     pub sms: u32,
     pub boost_mhz: f64,
     /// Device memory capacity in bytes.
@@ -171,6 +175,8 @@ pub struct ProfileFile {
 pub struct DeviceSection {
     pub name: String,
     pub display_name: String,
+    /// `gpu` (default) or `cpu`: a CPU runs ops synchronously on the issuing thread.
+    pub kind: Option<String>,
     #[serde(default)]
     pub aliases: Vec<String>,
     pub sms: u32,
@@ -249,6 +255,15 @@ impl ProfileFile {
         if d.name.trim().is_empty() {
             return Err(invalid("device.name is empty".into()));
         }
+        let synchronous = match d.kind.as_deref() {
+            None | Some("gpu") => false,
+            Some("cpu") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "device.kind must be \"gpu\" or \"cpu\", got \"{other}\""
+                )))
+            }
+        };
         let positive = [
             ("device.sms", d.sms as f64),
             ("device.boost-mhz", d.boost_mhz),
@@ -358,6 +373,7 @@ impl ProfileFile {
             name: d.name.clone(),
             display_name: d.display_name.clone(),
             aliases: d.aliases.clone(),
+            synchronous,
             sms: d.sms,
             boost_mhz: d.boost_mhz,
             memory_bytes: d.memory_gib * (1u64 << 30) as f64,
@@ -439,6 +455,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("rtx3090", include_str!("../profiles/rtx3090.toml")),
     ("v100-32gb", include_str!("../profiles/v100-32gb.toml")),
     ("t4", include_str!("../profiles/t4.toml")),
+    ("cpu-generic", include_str!("../profiles/cpu-generic.toml")),
 ];
 
 /// All built-in profiles, parsed.
@@ -464,7 +481,7 @@ pub fn resolve_device(arg: &str) -> Result<Profile> {
         }
     }
     let mut candidates: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
-    candidates.extend(["a100".to_string(), "h100".to_string()]);
+    candidates.extend(["a100".to_string(), "h100".to_string(), "cpu".to_string()]);
     Err(Error::UnknownDevice {
         name: arg.to_string(),
         hint: nearest(&wanted, &candidates)
@@ -491,7 +508,8 @@ mod tests {
     #[test]
     fn every_builtin_profile_parses_and_names_its_sources() {
         let profiles = builtin_profiles().expect("built-in profiles parse");
-        assert_eq!(profiles.len(), 13);
+        assert_eq!(profiles.len(), 14);
+        assert_eq!(profiles.iter().filter(|p| p.synchronous).count(), 1);
         for p in &profiles {
             assert!(
                 p.peak_bf16_flops > 0.0 && p.bandwidth_bps > 0.0,

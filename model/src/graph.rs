@@ -1970,6 +1970,30 @@ fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
         }
         Opt::AdamwFused => ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0)),
         Opt::Sgd => ks.push(fe("_foreach_add_", 2, 2.0, 1.0, 2.0)),
+        Opt::AdamwSingle => {
+            // _single_tensor_adamw: per tensor mul_ (decay), lerp_, mul_, addcmul_, sqrt, div_,
+            // add_, addcdiv_ — the same 12 reads and 8 writes per element as foreach, one launch
+            // per op and tensor.
+            const OPS: [(&str, f64, f64); 8] = [
+                ("mul_", 1.0, 1.0),
+                ("lerp_", 2.0, 1.0),
+                ("mul_", 1.0, 1.0),
+                ("addcmul_", 2.0, 1.0),
+                ("sqrt", 1.0, 1.0),
+                ("div_", 1.0, 1.0),
+                ("add_", 1.0, 1.0),
+                ("addcdiv_", 3.0, 1.0),
+            ];
+            for &n in tensors {
+                for (name, reads, writes) in OPS {
+                    let mut k = Kernel::new(name, Optimizer, cx.p);
+                    k.bytes_read = reads * n as f64 * sz;
+                    k.bytes_written = writes * n as f64 * sz;
+                    k.flops = 2.0 * n as f64;
+                    ks.push(k);
+                }
+            }
+        }
     }
     let mut zg = Kernel::new("zero_grad(set_to_none)", Host, DType::F32);
     zg.launches = 0;

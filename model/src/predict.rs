@@ -235,7 +235,7 @@ fn memory(cfg: &Config, g: &StepGraph) -> Memory {
     }
     let temp = match w.optimizer {
         Optimizer::AdamwForeach => trainable * master,
-        Optimizer::AdamwFused | Optimizer::Sgd => 0.0,
+        Optimizer::AdamwFused | Optimizer::AdamwSingle | Optimizer::Sgd => 0.0,
     };
     let optimizer_peak = weights + states + grads + temp;
     let peak = forward_peak.max(backward_peak).max(optimizer_peak);

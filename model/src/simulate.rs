@@ -117,7 +117,13 @@ struct Clock {
     gpu: f64,
 }
 
-fn run(clock: &mut Clock, seg: &CostedSegment, span: &mut Span, waited: Option<&mut Vec<bool>>) {
+fn run(
+    sync: bool,
+    clock: &mut Clock,
+    seg: &CostedSegment,
+    span: &mut Span,
+    waited: Option<&mut Vec<bool>>,
+) {
     let start_gpu = clock.gpu;
     let record = waited.is_some();
     let mut flags = Vec::with_capacity(if record { seg.kernels.len() } else { 0 });
@@ -140,6 +146,10 @@ fn run(clock: &mut Clock, seg: &CostedSegment, span: &mut Span, waited: Option<&
         span.by_bound[bound_index(c.bound)] += c.device_s;
         span.busy_s += c.device_s;
         clock.gpu = start + c.device_s;
+        if sync {
+            // A CPU runs the op on the issuing thread: the host continues after it.
+            clock.host = clock.gpu;
+        }
     }
     span.launches += seg.kernels.len() as u64; // replaced by exact launches below
     span.time_s += clock.gpu - start_gpu;
@@ -205,6 +215,7 @@ pub fn simulate(
         let b = if mb == 0 { 1 } else { 2 };
         clock.host += graph_launch;
         run(
+            hw.synchronous,
             &mut clock,
             &cg.embedding[0],
             &mut fwd[0],
@@ -212,6 +223,7 @@ pub fn simulate(
         );
         for (i, &c) in g.layer_class.iter().enumerate() {
             run(
+                hw.synchronous,
                 &mut clock,
                 &cg.layers[c][0],
                 &mut fwd[i + 1],
@@ -219,6 +231,7 @@ pub fn simulate(
             );
         }
         run(
+            hw.synchronous,
             &mut clock,
             &cg.head[0],
             &mut fwd[n_layers + 1],
@@ -226,6 +239,7 @@ pub fn simulate(
         );
         clock.host += graph_launch;
         run(
+            hw.synchronous,
             &mut clock,
             &cg.head[b],
             &mut bwd[n_layers + 1],
@@ -233,6 +247,7 @@ pub fn simulate(
         );
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
             run(
+                hw.synchronous,
                 &mut clock,
                 &cg.layers[c][b],
                 &mut bwd[i + 1],
@@ -240,6 +255,7 @@ pub fn simulate(
             );
         }
         run(
+            hw.synchronous,
             &mut clock,
             &cg.embedding[b],
             &mut bwd[0],
@@ -248,6 +264,7 @@ pub fn simulate(
     }
     clock.host += graph_launch;
     run(
+        hw.synchronous,
         &mut clock,
         &cg.optimizer,
         &mut opt,

@@ -119,6 +119,9 @@ pub enum Optimizer {
     AdamwForeach,
     /// torch.optim.AdamW(fused=True): one pass.
     AdamwFused,
+    /// torch.optim.AdamW(foreach=False): eight single-tensor ops per parameter tensor (what a
+    /// libtorch loop issues; the validate harness uses it).
+    AdamwSingle,
     /// Plain SGD without momentum: one foreach pass.
     Sgd,
 }
@@ -127,7 +130,7 @@ impl Optimizer {
     /// Optimizer state tensors per parameter.
     pub fn states(self) -> u32 {
         match self {
-            Self::AdamwForeach | Self::AdamwFused => 2,
+            Self::AdamwForeach | Self::AdamwFused | Self::AdamwSingle => 2,
             Self::Sgd => 0,
         }
     }
