@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs every test. Idempotent; works on a fresh machine with a
-# Rust toolchain (rustup). The default build needs no libtorch.
+# Rust toolchain (rustup) and Python 3 with venv and pip. The default build needs no libtorch;
+# the measurement harness's tests need PyTorch 2.11.0, which scripts/setup-libtorch.sh installs
+# into a virtualenv outside the repository (once; later runs reuse it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,11 @@ cargo bench --workspace --locked --no-run
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# 1. The default build: no libtorch anywhere.
 cargo test --workspace --locked 2>&1 | tee "$log"
+# 2. The measurement harness (feature tch) on CPU with tiny models.
+eval "$(scripts/setup-libtorch.sh)"
+cargo test --locked -p costsim-validate -p costsim --features costsim/tch,costsim-validate/tch 2>&1 | tee -a "$log"
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -31,11 +31,60 @@ pub enum Command {
     Models,
     /// List the built-in hardware profiles.
     Hardware,
-    /// Measure real training steps with libtorch and compare them with predictions
-    /// (needs the `tch` feature).
-    Validate(Passthrough),
+    /// Measure real training steps with libtorch and compare them with predictions (measuring
+    /// needs the `tch` feature; `--from results.json` works on any build).
+    Validate(ValidateArgs),
     /// Fit a device profile from microbenchmarks (needs the `tch` feature).
     Calibrate(Passthrough),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Redo the comparison from a results file (no libtorch needed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["device", "out"])]
+    pub from: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, required_unless_present = "from")]
+    pub device: Option<String>,
+    /// Built-in model, or a Hugging Face config.json with --model-config.
+    #[arg(long, default_value = "gpt2")]
+    pub model: String,
+    #[arg(long, value_name = "FILE")]
+    pub model_config: Option<PathBuf>,
+    /// Methods to measure, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,lora,paca,paca-upper-half,paca-three-quarters"
+    )]
+    pub methods: Vec<MethodArg>,
+    /// LoRA reference rank (PaCA variants follow the paper's matching).
+    #[arg(long)]
+    pub rank: Option<u64>,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub batch: Vec<u64>,
+    /// Sequence lengths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub seq: Vec<u64>,
+    /// fp32 or bf16 (parameters, activations and optimizer states in bf16).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fp32")]
+    pub precision: Vec<PrecisionArg>,
+    /// Timed repetitions per configuration.
+    #[arg(long, default_value_t = 5)]
+    pub reps: u32,
+    /// Untimed warm-up steps per configuration.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    /// Write the measurements here (JSON, written atomically).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Hardware profile for the predictions (default: cpu-generic on CPU, the GPU's own profile
+    /// on CUDA, or the one recorded in --from's file).
+    #[arg(long)]
+    pub hw: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Arguments of subcommands that this build cannot run.
@@ -56,7 +105,7 @@ pub enum MethodArg {
     All,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum PrecisionArg {
     Fp32,
     Tf32,
@@ -203,6 +252,35 @@ fn usage<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::Error::new(UsageError(e.to_string()))
 }
 
+impl PrecisionArg {
+    pub fn precision(self) -> Precision {
+        match self {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Tf32 => Precision::Tf32,
+            PrecisionArg::Bf16Mixed => Precision::Bf16Mixed,
+            PrecisionArg::Fp16Mixed => Precision::Fp16Mixed,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
+}
+
+impl MethodArg {
+    pub fn names(self) -> Vec<MethodName> {
+        match self {
+            MethodArg::All => MethodName::ALL.to_vec(),
+            MethodArg::Full => vec![MethodName::Full],
+            MethodArg::Lora => vec![MethodName::Lora],
+            MethodArg::Paca => vec![MethodName::Paca],
+            MethodArg::PacaUpperHalf => vec![MethodName::PacaUpperHalf],
+            MethodArg::PacaThreeQuarters => vec![MethodName::PacaThreeQuarters],
+        }
+    }
+}
+
+pub fn usage_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    usage(e)
+}
+
 impl PredictArgs {
     pub fn model(&self) -> Result<ModelConfig> {
         match (&self.model, &self.model_config) {
@@ -217,13 +295,7 @@ impl PredictArgs {
             batch: self.batch,
             seq: self.seq,
             grad_accum: self.grad_accum,
-            precision: match self.precision {
-                PrecisionArg::Fp32 => Precision::Fp32,
-                PrecisionArg::Tf32 => Precision::Tf32,
-                PrecisionArg::Bf16Mixed => Precision::Bf16Mixed,
-                PrecisionArg::Fp16Mixed => Precision::Fp16Mixed,
-                PrecisionArg::Bf16 => Precision::Bf16,
-            },
+            precision: self.precision.precision(),
             attention: match self.attention {
                 AttentionArg::Eager => AttentionImpl::Eager,
                 AttentionArg::Sdpa => AttentionImpl::Sdpa,
@@ -275,14 +347,7 @@ impl PredictArgs {
         let workload = self.workload();
         workload.validate(&model).map_err(usage)?;
         let opts = self.method_options()?;
-        let names: Vec<MethodName> = match self.method {
-            MethodArg::All => MethodName::ALL.to_vec(),
-            MethodArg::Full => vec![MethodName::Full],
-            MethodArg::Lora => vec![MethodName::Lora],
-            MethodArg::Paca => vec![MethodName::Paca],
-            MethodArg::PacaUpperHalf => vec![MethodName::PacaUpperHalf],
-            MethodArg::PacaThreeQuarters => vec![MethodName::PacaThreeQuarters],
-        };
+        let names = self.method.names();
         let all = self.method == MethodArg::All;
         names
             .into_iter()

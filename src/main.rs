@@ -4,6 +4,7 @@
 
 mod cli;
 mod output;
+mod validate;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -49,10 +50,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict(&args),
         Command::Models => models(),
         Command::Hardware => hardware(),
-        Command::Validate(_) | Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
-            "this costsim has no measurement harness: `costsim validate` and `costsim calibrate` \
-             need libtorch through the `tch` feature (crate costsim-validate), which this version \
-             does not include yet. `costsim predict` works without it"
+        Command::Validate(args) => write_stdout(&validate::run(&args)?),
+        Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
+            "`costsim calibrate` (fitting a profile from microbenchmarks) is not part of this \
+             version yet; `costsim validate` measures whole steps"
                 .into(),
         ))),
     }

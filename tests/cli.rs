@@ -360,9 +360,85 @@ fn listings() {
     );
 }
 
+#[cfg(not(feature = "tch"))]
 #[test]
 fn validate_without_libtorch_says_how_to_build() {
     let o = costsim(&["validate", "--device", "cpu"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("`tch` feature"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--features tch"), "{}", stderr(&o));
+}
+
+#[test]
+fn validate_from_a_results_file_needs_no_libtorch() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/results-small.json");
+    let o = costsim(&["validate", "--from", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("MAPE") && s.contains("ranking"), "{s}");
+    let o = costsim(&["validate", "--from", "/nonexistent.json"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn validate_measures_on_cpu_and_rereads_its_results() {
+    let dir = std::env::temp_dir().join(format!("costsim-validate-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("tiny")).unwrap();
+    let cfg = dir.join("tiny/config.json");
+    std::fs::write(&cfg, r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"vocab_size":300,"max_position_embeddings":64}"#).unwrap();
+    let out = dir.join("results.json");
+    let o = costsim(&[
+        "validate",
+        "--device",
+        "cpu",
+        "--model-config",
+        cfg.to_str().unwrap(),
+        "--seq",
+        "16",
+        "--reps",
+        "2",
+        "--warmup",
+        "1",
+        "--methods",
+        "full,paca-upper-half",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = stdout(&o);
+    assert!(
+        first.contains("paca-upper-half") && first.contains("MAPE"),
+        "{first}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["records"].as_array().unwrap().len(), 2);
+    for key in [
+        "device",
+        "torch_version",
+        "git_commit",
+        "timestamp",
+        "command",
+    ] {
+        assert!(v[key].is_string(), "{key}");
+    }
+    assert_eq!(v["records"][0]["outcome"]["status"], "measured");
+    // The comparison is redone from the file alone, to the same table.
+    let again = costsim(&["validate", "--from", out.to_str().unwrap()]);
+    assert_eq!(stdout(&again), first);
+    // No GPU here: asking for CUDA is a clear error, not a CPU timing.
+    if !std::path::Path::new("/dev/nvidia0").exists() {
+        let o = costsim(&[
+            "validate",
+            "--device",
+            "cuda",
+            "--model-config",
+            cfg.to_str().unwrap(),
+            "--seq",
+            "16",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("no CUDA device"), "{}", stderr(&o));
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Which block layout the model uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     /// LayerNorm, fused QKV Conv1D with bias, tanh-GELU MLP, learned positions, tied LM head.
@@ -21,7 +21,7 @@ pub enum Family {
 }
 
 /// A resolved architecture. All sizes are element counts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub name: String,
     pub family: Family,

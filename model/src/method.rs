@@ -13,7 +13,7 @@
 
 use crate::arch::{LinearRole, ModelConfig};
 use crate::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
@@ -28,7 +28,7 @@ pub enum MethodKind {
 }
 
 /// The method names the CLI accepts, presets included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodName {
     Full,
@@ -81,7 +81,7 @@ impl FromStr for MethodName {
 }
 
 /// Which layers train.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum LayerSelection {
     All,

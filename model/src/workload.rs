@@ -4,7 +4,7 @@
 use crate::arch::ModelConfig;
 use crate::{Error, Result};
 use costsim_hardware::MathMode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Element types of tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -42,7 +42,7 @@ impl DType {
 }
 
 /// Training precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Precision {
     /// fp32 everywhere, matmuls on CUDA cores (PyTorch's default: TF32 off for matmul).

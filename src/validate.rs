@@ -1,0 +1,149 @@
+//! `costsim validate`: measure with libtorch (feature `tch`) or reread a results file, then
+//! compare with the predictions.
+
+use crate::cli::{usage_error, Format, ValidateArgs};
+use anyhow::{Context, Result};
+use costsim_hardware::Profile;
+use costsim_validate::compare;
+use costsim_validate::record::ResultsFile;
+
+/// The profile to predict with.
+fn profile(args: &ValidateArgs, recorded: &str) -> Result<Profile> {
+    let name = args.hw.as_deref().unwrap_or(recorded);
+    costsim_hardware::resolve_device(name).map_err(usage_error)
+}
+
+pub fn run(args: &ValidateArgs) -> Result<String> {
+    let file = match &args.from {
+        Some(path) => ResultsFile::load(path).map_err(usage_error)?,
+        None => measure(args)?,
+    };
+    let hw = profile(args, &file.profile)?;
+    let report = compare::compare(&file, &hw).map_err(usage_error)?;
+    Ok(match args.format {
+        Format::Json => serde_json::to_string_pretty(&report).context("JSON")? + "\n",
+        _ => compare::render(&report),
+    })
+}
+
+#[cfg(not(feature = "tch"))]
+fn measure(_: &ValidateArgs) -> Result<ResultsFile> {
+    Err(usage_error(
+        "this costsim was built without libtorch, so it cannot measure (`--from results.json` \
+         works). Build with the `tch` feature: eval \"$(scripts/setup-libtorch.sh)\" && cargo \
+         build --release --features tch",
+    ))
+}
+
+#[cfg(feature = "tch")]
+fn measure(args: &ValidateArgs) -> Result<ResultsFile> {
+    use costsim_model::{arch, MethodOptions, MethodSpec};
+    use costsim_validate::harness::{self, RunSpec};
+    use std::io::IsTerminal;
+
+    let device_arg = args.device.as_deref().unwrap_or("cpu");
+    let device = harness::parse_device(device_arg).map_err(usage_error)?;
+    // Before anything else: a CUDA request without a GPU must fail, not time the CPU.
+    harness::ensure_device(device).map_err(usage_error)?;
+    let model = match &args.model_config {
+        Some(p) => arch::from_hf_config(p).map_err(usage_error)?,
+        None => arch::preset(&args.model).map_err(usage_error)?,
+    };
+    let mut specs = Vec::new();
+    for &precision in &args.precision {
+        let precision = precision.precision();
+        for &b in &args.batch {
+            for &s in &args.seq {
+                let w = costsim_model::Workload {
+                    batch: b,
+                    seq: s,
+                    precision,
+                    ..Default::default()
+                };
+                w.validate(&model).map_err(usage_error)?;
+                for m in args.methods.iter().flat_map(|m| m.names()) {
+                    let opts = MethodOptions {
+                        rank: args.rank,
+                        ..Default::default()
+                    };
+                    let method =
+                        MethodSpec::resolve(m, &opts, &model, true).map_err(usage_error)?;
+                    specs.push(RunSpec {
+                        model: model.clone(),
+                        method,
+                        batch: b,
+                        seq: s,
+                        precision,
+                        warmup: args.warmup,
+                        reps: args.reps,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(bad) = args.precision.iter().find(|p| {
+        !matches!(
+            p.precision(),
+            costsim_model::Precision::Fp32 | costsim_model::Precision::Bf16
+        )
+    }) {
+        return Err(usage_error(format!(
+            "the harness measures fp32 and bf16, not {}",
+            bad.precision().as_str()
+        )));
+    }
+    let profile_name = match &args.hw {
+        Some(h) => h.clone(),
+        None if device_arg.trim() == "cpu" => "cpu-generic".into(),
+        None => gpu_profile(&harness::device_name(device))?,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let tty = std::io::stderr().is_terminal();
+    let file = harness::run_suite(&specs, device, &profile_name, &command, |i, n, s| {
+        if tty {
+            eprint!(
+                "\r[{}/{}] {} {} {}x{} {}   ",
+                i + 1,
+                n,
+                s.model.name,
+                s.method.name,
+                s.batch,
+                s.seq,
+                s.precision.as_str()
+            );
+        }
+    })
+    .map_err(|e| match e {
+        costsim_validate::Error::Device(_) => usage_error(e),
+        other => anyhow::Error::new(other),
+    })?;
+    if tty {
+        eprintln!();
+    }
+    if let Some(out) = &args.out {
+        file.save(out)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(file)
+}
+
+/// The built-in profile whose device name matches the GPU's (e.g. "NVIDIA H200" → h200).
+#[cfg(feature = "tch")]
+fn gpu_profile(name: &str) -> Result<String> {
+    let lower = name.to_ascii_lowercase();
+    let profiles = costsim_hardware::builtin_profiles()?;
+    profiles
+        .iter()
+        .filter(|p| !p.synchronous)
+        .find(|p| {
+            let model = p.display_name.to_ascii_lowercase().replace("nvidia ", "");
+            let first = model.split_whitespace().next().unwrap_or("");
+            lower.contains(first)
+        })
+        .map(|p| p.name.clone())
+        .ok_or_else(|| {
+            usage_error(format!(
+                "no built-in profile matches GPU '{name}'; pass --hw NAME or FILE.toml"
+            ))
+        })
+}

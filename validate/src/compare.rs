@@ -1,0 +1,414 @@
+//! Predicted vs measured: per phase and method, % error, mean absolute percentage error, worst
+//! case, ranking agreement between methods, and out-of-memory runs set against the fit prediction.
+//!
+//! Predictions use the configuration the harness ran: runtime libtorch (C++ host cost per op),
+//! single-tensor AdamW (what a libtorch loop issues), no gradient clipping, SDPA attention, one
+//! micro-batch.
+
+use crate::record::{Outcome, Record, ResultsFile};
+use crate::Result;
+use costsim_hardware::Profile;
+use costsim_model::{
+    predict, AttentionImpl, Config, Detail, MethodOptions, MethodSpec, Optimizer, Prediction,
+    Runtime, Workload,
+};
+use serde::Serialize;
+
+/// The workload the harness runs for a record.
+pub fn workload_of(r: &Record) -> Workload {
+    Workload {
+        batch: r.batch,
+        seq: r.seq,
+        grad_accum: 1,
+        precision: r.precision,
+        attention: AttentionImpl::Sdpa,
+        optimizer: Optimizer::AdamwSingle,
+        grad_checkpointing: false,
+        grad_clip: false,
+        runtime: Runtime::Libtorch,
+    }
+}
+
+/// The method the harness runs for a record.
+pub fn method_of(r: &Record) -> Result<MethodSpec> {
+    let opts = MethodOptions {
+        rank: (r.rank > 0).then_some(r.rank),
+        layers: Some(r.layers),
+        ..MethodOptions::default()
+    };
+    Ok(MethodSpec::resolve(r.method, &opts, &r.model, false)?)
+}
+
+/// Predict what a record measured.
+pub fn predict_record(r: &Record, hw: &Profile) -> Result<Prediction> {
+    let cfg = Config {
+        model: r.model.clone(),
+        method: method_of(r)?,
+        workload: workload_of(r),
+        hw: hw.clone(),
+    };
+    Ok(predict(&cfg, Detail::default(), None))
+}
+
+/// One compared configuration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    /// `model b×s precision`.
+    pub config: String,
+    pub method: String,
+    /// (predicted ms, measured ms) for forward, backward, optimizer, step; None when not measured.
+    pub phases: [Option<(f64, f64)>; 4],
+    /// Predicted forward launches vs ops the harness issued in forward.
+    pub forward_kernels: (u64, u64),
+    /// `measured`, `oom (predicted: does not fit)`, ...
+    pub note: String,
+}
+
+/// Error summary of one phase.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhaseSummary {
+    pub phase: &'static str,
+    /// Mean absolute percentage error, %.
+    pub mape: f64,
+    /// Largest absolute percentage error, %.
+    pub worst: f64,
+    pub n: usize,
+}
+
+/// The comparison of a results file.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub device: String,
+    pub profile: String,
+    pub rows: Vec<Row>,
+    pub phases: Vec<PhaseSummary>,
+    /// Pairs of methods (same configuration) whose measured steps differ by more than 5%, and how
+    /// many of them the prediction orders the same way.
+    pub ranking_pairs: usize,
+    pub ranking_agree: usize,
+    /// Out-of-memory runs, and how many the model predicted would not fit.
+    pub oom_runs: usize,
+    pub oom_predicted: usize,
+}
+
+pub const PHASES: [&str; 4] = ["forward", "backward", "optimizer", "step"];
+
+/// Absolute percentage error of a prediction, %.
+pub fn ape(pred: f64, meas: f64) -> f64 {
+    if meas > 0.0 {
+        100.0 * (pred - meas).abs() / meas
+    } else {
+        0.0
+    }
+}
+
+/// Compare every record of a results file with its prediction on `hw`.
+pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
+    let mut rows = Vec::new();
+    let mut steps: Vec<(String, f64, f64)> = Vec::new(); // config, predicted, measured
+    let (mut oom_runs, mut oom_predicted) = (0, 0);
+    for r in &file.records {
+        let p = predict_record(r, hw)?;
+        let config = format!(
+            "{} {}x{} {}",
+            r.model.name,
+            r.batch,
+            r.seq,
+            r.precision.as_str()
+        );
+        let (phases, fk, note) = match &r.outcome {
+            Outcome::Measured(m) => {
+                steps.push((config.clone(), p.step_ms, m.step.median_ms));
+                (
+                    [
+                        Some((p.forward_ms, m.forward.median_ms)),
+                        Some((p.backward_ms, m.backward.median_ms)),
+                        Some((p.optimizer_ms, m.optimizer.median_ms)),
+                        Some((p.step_ms, m.step.median_ms)),
+                    ],
+                    (p.kernels.forward, m.forward_ops),
+                    "measured".to_string(),
+                )
+            }
+            Outcome::OutOfMemory { .. } => {
+                oom_runs += 1;
+                if !p.fits {
+                    oom_predicted += 1;
+                }
+                let verdict = if p.fits {
+                    "predicted to fit"
+                } else {
+                    "predicted not to fit"
+                };
+                (
+                    [None; 4],
+                    (p.kernels.forward, 0),
+                    format!("out of memory ({verdict})"),
+                )
+            }
+            Outcome::Failed { message } => (
+                [None; 4],
+                (p.kernels.forward, 0),
+                format!("failed: {message}"),
+            ),
+        };
+        rows.push(Row {
+            config,
+            method: r.method.to_string(),
+            phases,
+            forward_kernels: fk,
+            note,
+        });
+    }
+    let phases = PHASES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let errs: Vec<f64> = rows
+                .iter()
+                .filter_map(|r| r.phases[i])
+                .map(|(p, m)| ape(p, m))
+                .collect();
+            PhaseSummary {
+                phase: name,
+                mape: if errs.is_empty() {
+                    0.0
+                } else {
+                    errs.iter().sum::<f64>() / errs.len() as f64
+                },
+                worst: errs.iter().copied().fold(0.0, f64::max),
+                n: errs.len(),
+            }
+        })
+        .collect();
+    let (mut pairs, mut agree) = (0, 0);
+    for (i, a) in steps.iter().enumerate() {
+        for b in steps.iter().skip(i + 1).filter(|b| b.0 == a.0) {
+            let (lo, hi) = (a.2.min(b.2), a.2.max(b.2));
+            if hi > 1.05 * lo {
+                pairs += 1;
+                if (a.1 < b.1) == (a.2 < b.2) {
+                    agree += 1;
+                }
+            }
+        }
+    }
+    Ok(Report {
+        device: file.device.clone(),
+        profile: hw.name.clone(),
+        rows,
+        phases,
+        ranking_pairs: pairs,
+        ranking_agree: agree,
+        oom_runs,
+        oom_predicted,
+    })
+}
+
+/// A readable table of a report.
+pub fn render(rep: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "measured on {}; predicted with profile {} (runtime libtorch)\n",
+        rep.device, rep.profile
+    );
+    let mut table: Vec<Vec<String>> = vec![vec![
+        "config".into(),
+        "method".into(),
+        "fwd pred/meas ms".into(),
+        "err".into(),
+        "bwd pred/meas ms".into(),
+        "err".into(),
+        "opt pred/meas ms".into(),
+        "err".into(),
+        "step pred/meas ms".into(),
+        "err".into(),
+        "fwd kernels pred/ops".into(),
+        "note".into(),
+    ]];
+    for r in &rep.rows {
+        let mut row = vec![r.config.clone(), r.method.clone()];
+        for ph in r.phases {
+            match ph {
+                Some((p, m)) => {
+                    row.push(format!("{p:.2}/{m:.2}"));
+                    row.push(format!(
+                        "{:+.1}%",
+                        if m > 0.0 { 100.0 * (p - m) / m } else { 0.0 }
+                    ));
+                }
+                None => {
+                    row.push("-".into());
+                    row.push("-".into());
+                }
+            }
+        }
+        row.push(format!("{}/{}", r.forward_kernels.0, r.forward_kernels.1));
+        row.push(r.note.clone());
+        table.push(row);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| {
+            table
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in &table {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(out);
+    for s in &rep.phases {
+        let _ = writeln!(
+            out,
+            "{:<9} MAPE {:>6.1}%  worst {:>6.1}%  (n = {})",
+            s.phase, s.mape, s.worst, s.n
+        );
+    }
+    if rep.ranking_pairs > 0 {
+        let _ = writeln!(
+            out,
+            "ranking: {}/{} method pairs (measured steps >5% apart) ordered as measured ({:.0}%)",
+            rep.ranking_agree,
+            rep.ranking_pairs,
+            100.0 * rep.ranking_agree as f64 / rep.ranking_pairs as f64
+        );
+    } else {
+        let _ = writeln!(out, "ranking: no method pairs more than 5% apart");
+    }
+    if rep.oom_runs > 0 {
+        let _ = writeln!(
+            out,
+            "out of memory: {} runs, {} predicted not to fit",
+            rep.oom_runs, rep.oom_predicted
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Measured, Stats, SCHEMA};
+    use costsim_model::method::LayerSelection;
+    use costsim_model::{MethodName, Precision};
+
+    fn record(method: MethodName, step_ms: f64) -> Record {
+        let st = |ms: f64| Stats::from_seconds(&[ms / 1e3]);
+        Record {
+            model: costsim_model::preset("gpt2").unwrap(),
+            method,
+            rank: if method == MethodName::Full { 0 } else { 8 },
+            layers: LayerSelection::All,
+            batch: 1,
+            seq: 64,
+            precision: Precision::Fp32,
+            warmup: 1,
+            reps: 1,
+            outcome: Outcome::Measured(Measured {
+                forward: st(step_ms / 3.0),
+                backward: st(step_ms / 2.0),
+                optimizer: st(step_ms / 6.0),
+                step: st(step_ms),
+                forward_ops: 100,
+                backward_explicit_ops: 0,
+                optimizer_ops: 10,
+                final_loss: 1.0,
+            }),
+        }
+    }
+
+    fn file(records: Vec<Record>) -> ResultsFile {
+        ResultsFile {
+            schema: SCHEMA,
+            device: "test".into(),
+            device_kind: "cpu".into(),
+            profile: "cpu-generic".into(),
+            torch_version: "2.11.0".into(),
+            git_commit: "x".into(),
+            timestamp: "t".into(),
+            command: "c".into(),
+            records,
+        }
+    }
+
+    #[test]
+    fn errors_are_measured_against_the_prediction() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let r = record(MethodName::Full, 100.0);
+        let p = predict_record(&r, &hw).unwrap();
+        let rep = compare(&file(vec![r]), &hw).unwrap();
+        let step = &rep.phases[3];
+        assert_eq!(step.n, 1);
+        assert!((step.mape - ape(p.step_ms, 100.0)).abs() < 1e-9);
+        assert_eq!(rep.rows[0].phases[3], Some((p.step_ms, 100.0)));
+    }
+
+    #[test]
+    fn ranking_counts_only_pairs_more_than_five_percent_apart() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let pf = predict_record(&record(MethodName::Full, 1.0), &hw)
+            .unwrap()
+            .step_ms;
+        let pp = predict_record(&record(MethodName::Paca, 1.0), &hw)
+            .unwrap()
+            .step_ms;
+        // Measured in the predicted order: agrees.
+        let (a, b) = if pf > pp {
+            (200.0, 100.0)
+        } else {
+            (100.0, 200.0)
+        };
+        let rep = compare(
+            &file(vec![
+                record(MethodName::Full, a),
+                record(MethodName::Paca, b),
+            ]),
+            &hw,
+        )
+        .unwrap();
+        assert_eq!((rep.ranking_pairs, rep.ranking_agree), (1, 1));
+        // Measured in the opposite order: disagrees.
+        let rep = compare(
+            &file(vec![
+                record(MethodName::Full, b),
+                record(MethodName::Paca, a),
+            ]),
+            &hw,
+        )
+        .unwrap();
+        assert_eq!((rep.ranking_pairs, rep.ranking_agree), (1, 0));
+        // Within 5%: not a pair.
+        let rep = compare(
+            &file(vec![
+                record(MethodName::Full, 100.0),
+                record(MethodName::Paca, 104.0),
+            ]),
+            &hw,
+        )
+        .unwrap();
+        assert_eq!(rep.ranking_pairs, 0);
+    }
+
+    #[test]
+    fn oom_is_set_against_the_fit_prediction() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let mut r = record(MethodName::Full, 1.0);
+        r.outcome = Outcome::OutOfMemory {
+            message: "CUDA out of memory".into(),
+        };
+        let rep = compare(&file(vec![r]), &hw).unwrap();
+        assert_eq!(rep.oom_runs, 1);
+        assert!(rep.rows[0].note.starts_with("out of memory"));
+        assert_eq!(rep.phases[3].n, 0);
+    }
+}
