@@ -423,6 +423,12 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
         assert!(v[key].is_string(), "{key}");
     }
     assert_eq!(v["records"][0]["outcome"]["status"], "measured");
+    // The per-layer microbenchmark times the top block (of 2) alone.
+    let layer = &v["records"][1]["outcome"]["layer"];
+    assert_eq!(layer["block"], 1);
+    assert!(layer["forward"]["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(layer["backward"]["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(first.contains("layer fwd MAPE"), "{first}");
     // The comparison is redone from the file alone, to the same table.
     let again = costsim(&["validate", "--from", out.to_str().unwrap()]);
     assert_eq!(stdout(&again), first);

@@ -47,7 +47,14 @@ pub fn predict_record(r: &Record, hw: &Profile) -> Result<Prediction> {
         workload: workload_of(r),
         hw: hw.clone(),
     };
-    Ok(predict(&cfg, Detail::default(), None))
+    Ok(predict(
+        &cfg,
+        Detail {
+            per_layer: true,
+            kernels: false,
+        },
+        None,
+    ))
 }
 
 /// One compared configuration.
@@ -60,6 +67,8 @@ pub struct Row {
     pub phases: [Option<(f64, f64)>; 4],
     /// Predicted forward launches vs ops the harness issued in forward.
     pub forward_kernels: (u64, u64),
+    /// Per-layer microbenchmark: block index, (predicted, measured) forward and backward ms.
+    pub layer: Option<(usize, (f64, f64), (f64, f64))>,
     /// `measured`, `oom (predicted: does not fit)`, ...
     pub note: String,
 }
@@ -116,9 +125,20 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
             r.seq,
             r.precision.as_str()
         );
+        let mut layer = None;
         let (phases, fk, note) = match &r.outcome {
             Outcome::Measured(m) => {
                 steps.push((config.clone(), p.step_ms, m.step.median_ms));
+                if let Some(lb) = &m.layer {
+                    let name = format!("layer.{}", lb.block);
+                    if let Some(row) = p.per_layer.iter().flatten().find(|row| row.scope == name) {
+                        layer = Some((
+                            lb.block,
+                            (row.forward_ms, lb.forward.median_ms),
+                            (row.backward_ms, lb.backward.median_ms),
+                        ));
+                    }
+                }
                 (
                     [
                         Some((p.forward_ms, m.forward.median_ms)),
@@ -157,30 +177,42 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
             method: r.method.to_string(),
             phases,
             forward_kernels: fk,
+            layer,
             note,
         });
     }
-    let phases = PHASES
+    let summary = |phase: &'static str, errs: Vec<f64>| PhaseSummary {
+        phase,
+        mape: if errs.is_empty() {
+            0.0
+        } else {
+            errs.iter().sum::<f64>() / errs.len() as f64
+        },
+        worst: errs.iter().copied().fold(0.0, f64::max),
+        n: errs.len(),
+    };
+    let mut phases: Vec<PhaseSummary> = PHASES
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let errs: Vec<f64> = rows
-                .iter()
-                .filter_map(|r| r.phases[i])
-                .map(|(p, m)| ape(p, m))
-                .collect();
-            PhaseSummary {
-                phase: name,
-                mape: if errs.is_empty() {
-                    0.0
-                } else {
-                    errs.iter().sum::<f64>() / errs.len() as f64
-                },
-                worst: errs.iter().copied().fold(0.0, f64::max),
-                n: errs.len(),
-            }
+            summary(
+                name,
+                rows.iter()
+                    .filter_map(|r| r.phases[i])
+                    .map(|(p, m)| ape(p, m))
+                    .collect(),
+            )
         })
         .collect();
+    let layer_errs = |f: fn(&(usize, (f64, f64), (f64, f64))) -> (f64, f64)| -> Vec<f64> {
+        rows.iter()
+            .filter_map(|r| r.layer.as_ref())
+            .map(f)
+            .map(|(p, m)| ape(p, m))
+            .collect()
+    };
+    phases.push(summary("layer fwd", layer_errs(|l| l.1)));
+    phases.push(summary("layer bwd", layer_errs(|l| l.2)));
     let (mut pairs, mut agree) = (0, 0);
     for (i, a) in steps.iter().enumerate() {
         for b in steps.iter().skip(i + 1).filter(|b| b.0 == a.0) {
@@ -226,6 +258,8 @@ pub fn render(rep: &Report) -> String {
         "step pred/meas ms".into(),
         "err".into(),
         "fwd kernels pred/ops".into(),
+        "layer fwd pred/meas".into(),
+        "layer bwd pred/meas".into(),
         "note".into(),
     ]];
     for r in &rep.rows {
@@ -246,6 +280,16 @@ pub fn render(rep: &Report) -> String {
             }
         }
         row.push(format!("{}/{}", r.forward_kernels.0, r.forward_kernels.1));
+        match r.layer {
+            Some((_, (pf, mf), (pb, mb))) => {
+                row.push(format!("{pf:.3}/{mf:.3}"));
+                row.push(format!("{pb:.3}/{mb:.3}"));
+            }
+            None => {
+                row.push("-".into());
+                row.push("-".into());
+            }
+        }
         row.push(r.note.clone());
         table.push(row);
     }
@@ -323,6 +367,7 @@ mod tests {
                 backward_explicit_ops: 0,
                 optimizer_ops: 10,
                 final_loss: 1.0,
+                layer: None,
             }),
         }
     }

@@ -22,7 +22,7 @@
 //! not measured. The optimizer is single-tensor AdamW (eight ops per tensor), what a libtorch
 //! loop issues.
 
-use crate::record::{Measured, Outcome, Record, ResultsFile, Stats, SCHEMA};
+use crate::record::{LayerBench, Measured, Outcome, Record, ResultsFile, Stats, SCHEMA};
 use crate::{Error, Result};
 use costsim_model::arch::{Family, Linear, LinearRole, ModelConfig};
 use costsim_model::method::{AdapterDtype, MethodKind, MethodSpec};
@@ -895,6 +895,7 @@ fn measure_inner(spec: &RunSpec, device: Device) -> Result<Measured> {
     let Some(last) = last else {
         unreachable!("at least one rep runs")
     };
+    let layer = Some(block_bench(&net, b, s, spec.warmup, spec.reps.max(1))?);
     Ok(Measured {
         forward: Stats::from_seconds(&f),
         backward: Stats::from_seconds(&bw),
@@ -904,6 +905,84 @@ fn measure_inner(spec: &RunSpec, device: Device) -> Result<Measured> {
         backward_explicit_ops: last.backward_ops,
         optimizer_ops: last.optimizer_ops,
         final_loss: last.loss,
+        layer,
+    })
+}
+
+/// Time the top block alone: forward, then backward for a random upstream gradient (through
+/// `sum(y·g)`, whose backward adds one M×d multiply), PaCA's explicit dP included.
+pub fn block_bench(net: &Net, b: i64, s: i64, warmup: u32, reps: u32) -> Result<LayerBench> {
+    let top = net.blocks.len() - 1;
+    let d = net.cfg.hidden as i64;
+    let input_rg = top > net.lo || net.wte.requires_grad();
+    let x = randn(&[b, s, d], net.kind, net.device, 1.0)?.set_requires_grad(input_rg);
+    let g = randn(&[b, s, d], net.kind, net.device, 1.0)?;
+    let leaves: Vec<Tensor> = {
+        let blk = &net.blocks[top];
+        let mut v = Vec::new();
+        for t in [&blk.norm1.0, &blk.norm2.0]
+            .into_iter()
+            .chain(blk.norm1.1.iter())
+            .chain(blk.norm2.1.iter())
+        {
+            if t.requires_grad() {
+                v.push(t.shallow_clone());
+            }
+        }
+        for l in &blk.lins {
+            for t in std::iter::once(&l.w).chain(l.b.iter()) {
+                if t.requires_grad() {
+                    v.push(t.shallow_clone());
+                }
+            }
+            if let LinMode::Lora { a, b, .. } = &l.mode {
+                v.push(a.shallow_clone());
+                v.push(b.shallow_clone());
+            }
+        }
+        if input_rg {
+            v.push(x.shallow_clone());
+        }
+        v
+    };
+    let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+    for rep in 0..warmup + reps {
+        sync(net.device);
+        let t0 = Instant::now();
+        let mut taps = Vec::new();
+        let y = net.block(&mut Ops::default(), &x, top, &mut taps, true)?;
+        sync(net.device);
+        let t1 = Instant::now();
+        let seed = y
+            .f_mul(&g)
+            .map_err(torch)?
+            .f_sum(Kind::Float)
+            .map_err(torch)?;
+        let mut inputs: Vec<&Tensor> = leaves.iter().collect();
+        inputs.extend(taps.iter().map(|t| &t.y));
+        let grads = Tensor::f_run_backward(&[&seed], &inputs, false, false).map_err(torch)?;
+        for (tap, dy) in taps.iter().zip(&grads[leaves.len()..]) {
+            let l = &net.blocks[tap.at.0].lins[tap.at.1];
+            if let LinMode::Paca { scale, .. } = &l.mode {
+                let dp = dy
+                    .view([-1, l.n])
+                    .tr()
+                    .f_mm(&tap.x_idx.view([-1, l.r]))
+                    .map_err(torch)?;
+                drop(dp.f_mul_scalar(*scale).map_err(torch)?);
+            }
+        }
+        sync(net.device);
+        let t2 = Instant::now();
+        if rep >= warmup {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+        }
+    }
+    Ok(LayerBench {
+        block: top,
+        forward: Stats::from_seconds(&fwd),
+        backward: Stats::from_seconds(&bwd),
     })
 }
 

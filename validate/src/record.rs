@@ -70,6 +70,19 @@ pub struct Measured {
     pub backward_explicit_ops: u64,
     pub optimizer_ops: u64,
     pub final_loss: f64,
+    /// Microbenchmark of one block alone (the top block, which trains in every method).
+    #[serde(default)]
+    pub layer: Option<LayerBench>,
+}
+
+/// Forward and backward of one block in isolation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerBench {
+    /// 0-based block index.
+    pub block: usize,
+    pub forward: Stats,
+    /// Backward of the block for an upstream gradient (plus one M×d multiply that seeds it).
+    pub backward: Stats,
 }
 
 /// Statistics of repeated timings, milliseconds.
