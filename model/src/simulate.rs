@@ -18,6 +18,11 @@ use costsim_hardware::Profile;
 pub struct CostedSegment {
     /// Per kernel: (host issue cost s, device cost).
     pub kernels: Vec<(f64, KernelCost)>,
+    /// The same without host-only ops, whose host time is folded into the next kernel's:
+    /// (host s before the launch, device s, bound index). The simulation's hot loop.
+    fast: Vec<(f64, f64, u8)>,
+    /// Host time of host-only ops after the last launch.
+    tail_host_s: f64,
 }
 
 /// Host cost of issuing one op in a phase.
@@ -46,18 +51,35 @@ pub fn host_cost(k: &Kernel, phase: Phase, runtime: Runtime, hw: &Profile) -> f6
 /// Evaluate a segment's kernels once.
 pub fn cost_segment(seg: &Segment, phase: Phase, w: &Workload, hw: &Profile) -> CostedSegment {
     let graph = w.runtime == Runtime::CudaGraph;
-    CostedSegment {
-        kernels: seg
-            .kernels
-            .iter()
-            .map(|k| {
-                (
-                    host_cost(k, phase, w.runtime, hw),
-                    kernel_cost(k, hw, graph),
-                )
-            })
-            .collect(),
+    let kernels: Vec<(f64, KernelCost)> = seg
+        .kernels
+        .iter()
+        .map(|k| {
+            (
+                host_cost(k, phase, w.runtime, hw),
+                kernel_cost(k, hw, graph),
+            )
+        })
+        .collect();
+    let mut fast = Vec::with_capacity(kernels.len());
+    let mut pending = 0.0;
+    for (host_s, c) in &kernels {
+        pending += host_s;
+        if launches_work(c) {
+            fast.push((pending, c.device_s, bound_index(c.bound) as u8));
+            pending = 0.0;
+        }
     }
+    CostedSegment {
+        kernels,
+        fast,
+        tail_host_s: pending,
+    }
+}
+
+/// Whether a costed op occupies the GPU (host-only ops do not).
+fn launches_work(c: &KernelCost) -> bool {
+    !(c.device_s == 0.0 && c.floor_s == 0.0)
 }
 
 /// Accumulated timing of one (scope, phase) or a whole phase.
@@ -125,12 +147,32 @@ fn run(
     waited: Option<&mut Vec<bool>>,
 ) {
     let start_gpu = clock.gpu;
+    if waited.is_none() {
+        for &(host_s, device_s, bound) in &seg.fast {
+            clock.host += host_s;
+            span.host_s += host_s;
+            let start = clock.gpu.max(clock.host);
+            let wait = start - clock.gpu;
+            span.host_wait_s += wait;
+            span.by_bound[3] += wait;
+            span.by_bound[bound as usize] += device_s;
+            span.busy_s += device_s;
+            clock.gpu = start + device_s;
+            if sync {
+                clock.host = clock.gpu;
+            }
+        }
+        clock.host += seg.tail_host_s;
+        span.host_s += seg.tail_host_s;
+        span.time_s += clock.gpu - start_gpu;
+        return;
+    }
     let record = waited.is_some();
     let mut flags = Vec::with_capacity(if record { seg.kernels.len() } else { 0 });
     for (host_s, c) in &seg.kernels {
         clock.host += host_s;
         span.host_s += host_s;
-        if c.device_s == 0.0 && c.floor_s == 0.0 {
+        if !launches_work(c) {
             if record {
                 flags.push(false);
             }
@@ -151,7 +193,6 @@ fn run(
             clock.host = clock.gpu;
         }
     }
-    span.launches += seg.kernels.len() as u64; // replaced by exact launches below
     span.time_s += clock.gpu - start_gpu;
     if let Some(w) = waited {
         *w = flags;
