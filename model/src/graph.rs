@@ -213,8 +213,6 @@ pub struct ScopeGraph {
     pub checkpoint_bytes: f64,
     /// Trainable parameters of this scope.
     pub trainable: u64,
-    /// Parameters of this scope.
-    pub params: u64,
     /// Largest single tensor written in the forward that is not saved (transient), bytes.
     pub transient_bytes: f64,
     /// Whether the scope's output requires grad.
@@ -681,7 +679,6 @@ impl<'a> Tracer<'a> {
                 0.0
             },
             trainable: self.trainable,
-            params: 0,
             transient_bytes: if grad_checkpointing {
                 self.transient.max(saved)
             } else {
@@ -1241,42 +1238,29 @@ fn attention(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T, path: &'static str, 
         AttentionImpl::Eager => {
             let rep = cx.model.heads / cx.model.kv_heads;
             let (kx, vx) = if rep > 1 {
-                // repeat_kv: expand + reshape copies K and V to all heads.
-                let kx = t.op(
-                    "clone",
-                    Elementwise,
-                    &[*k],
-                    q.elems,
-                    dt,
-                    0.0,
-                    &[],
-                    false,
-                    Bwd::Fused {
+                // repeat_kv: expand + reshape copies K and V to all heads; backward sums the
+                // copies back.
+                let mut repeat = |x: &T| {
+                    let bwd = Bwd::Fused {
                         name: "sum",
                         kind: Reduction,
                         reads: 1.0,
                         writes: 1.0 / rep as f64,
                         launches: 1,
-                    },
-                );
-                let vx = t.op(
-                    "clone",
-                    Elementwise,
-                    &[*v],
-                    q.elems,
-                    dt,
-                    0.0,
-                    &[],
-                    false,
-                    Bwd::Fused {
-                        name: "sum",
-                        kind: Reduction,
-                        reads: 1.0,
-                        writes: 1.0 / rep as f64,
-                        launches: 1,
-                    },
-                );
-                (kx, vx)
+                    };
+                    t.op(
+                        "clone",
+                        Elementwise,
+                        &[*x],
+                        q.elems,
+                        dt,
+                        0.0,
+                        &[],
+                        false,
+                        bwd,
+                    )
+                };
+                (repeat(k), repeat(v))
             } else {
                 (*k, *v)
             };
@@ -1658,10 +1642,7 @@ fn block(cx: &Ctx, class: LayerClass, accumulate: bool) -> ScopeGraph {
             add(&mut t, &x1, &dn)
         }
     };
-    let input_bytes = x.bytes();
-    let mut g = t.finish(cx.w.grad_checkpointing, input_bytes, out.rg);
-    g.params = cx.model.block_params();
-    g
+    t.finish(cx.w.grad_checkpointing, x.bytes(), out.rg)
 }
 
 /// Embedding scope: token (and GPT-2 position) lookups, dropout, rotary tables, causal mask.
@@ -1758,10 +1739,7 @@ fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         }
     }
     let out_rg = out.rg || cx.w.grad_checkpointing;
-    let mut g = t.finish(false, 0.0, out_rg);
-    g.params = cx.model.embedding_params();
-    g.output_rg = out_rg;
-    g
+    t.finish(false, 0.0, out_rg)
 }
 
 /// Final norm, LM head, cross-entropy loss (transformers' ForCausalLMLoss: logits.float(),
@@ -1867,9 +1845,7 @@ fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
         seed.module = "loss";
         t.tape.push(vec![seed]);
     }
-    let mut g = t.finish(false, 0.0, loss.rg);
-    g.params = cx.model.final_norm_params() + cx.model.head_params();
-    g
+    t.finish(false, 0.0, loss.rg)
 }
 
 /// Multi-tensor launches of one foreach op over `tensors` (element counts): PyTorch's

@@ -166,6 +166,29 @@ pub struct Block {
     pub lins: Vec<Lin>,
 }
 
+impl Block {
+    /// Visit the block's parameters in a fixed order (norms, then each linear's weight, bias
+    /// and LoRA adapters); the caller keeps those that require grad.
+    fn leaves(&self, push: &mut impl FnMut(&Tensor)) {
+        for (w, bias) in [&self.norm1, &self.norm2] {
+            push(w);
+            if let Some(bias) = bias {
+                push(bias);
+            }
+        }
+        for l in &self.lins {
+            push(&l.w);
+            if let Some(bias) = &l.b {
+                push(bias);
+            }
+            if let LinMode::Lora { a, b, .. } = &l.mode {
+                push(a);
+                push(b);
+            }
+        }
+    }
+}
+
 /// A model with a method applied.
 pub struct Net {
     pub cfg: ModelConfig,
@@ -362,22 +385,7 @@ impl Net {
             push(p);
         }
         for b in &self.blocks {
-            for (w, bias) in [&b.norm1, &b.norm2] {
-                push(w);
-                if let Some(bias) = bias {
-                    push(bias);
-                }
-            }
-            for l in &b.lins {
-                push(&l.w);
-                if let Some(bias) = &l.b {
-                    push(bias);
-                }
-                if let LinMode::Lora { a, b, .. } = &l.mode {
-                    push(a);
-                    push(b);
-                }
-            }
+            b.leaves(&mut push);
         }
         push(&self.final_norm.0);
         if let Some(b) = &self.final_norm.1 {
@@ -918,28 +926,12 @@ pub fn block_bench(net: &Net, b: i64, s: i64, warmup: u32, reps: u32) -> Result<
     let x = randn(&[b, s, d], net.kind, net.device, 1.0)?.set_requires_grad(input_rg);
     let g = randn(&[b, s, d], net.kind, net.device, 1.0)?;
     let leaves: Vec<Tensor> = {
-        let blk = &net.blocks[top];
         let mut v = Vec::new();
-        for t in [&blk.norm1.0, &blk.norm2.0]
-            .into_iter()
-            .chain(blk.norm1.1.iter())
-            .chain(blk.norm2.1.iter())
-        {
+        net.blocks[top].leaves(&mut |t: &Tensor| {
             if t.requires_grad() {
                 v.push(t.shallow_clone());
             }
-        }
-        for l in &blk.lins {
-            for t in std::iter::once(&l.w).chain(l.b.iter()) {
-                if t.requires_grad() {
-                    v.push(t.shallow_clone());
-                }
-            }
-            if let LinMode::Lora { a, b, .. } = &l.mode {
-                v.push(a.shallow_clone());
-                v.push(b.shallow_clone());
-            }
-        }
+        });
         if input_rg {
             v.push(x.shallow_clone());
         }
