@@ -34,6 +34,12 @@ pub enum Command {
     /// Measure real training steps with libtorch and compare them with predictions (measuring
     /// needs the `tch` feature; `--from results.json` works on any build).
     Validate(ValidateArgs),
+    /// Evaluate a grid of models, GPUs, methods, batch sizes, sequence lengths, ranks, trained
+    /// layers and precisions (ranges such as --seq 128..4096:x2), in parallel.
+    Sweep(crate::sweep::SweepArgs),
+    /// Find where LoRA becomes faster or slower than full fine-tuning and than PaCA along one
+    /// axis (seq, batch or rank), and what drives it.
+    Crossover(crate::sweep::CrossoverArgs),
     /// Fit a device profile from microbenchmarks (needs the `tch` feature).
     Calibrate(Passthrough),
 }
@@ -180,18 +186,6 @@ pub struct PredictArgs {
     /// three quarters 24). With --method all it is the LoRA reference rank.
     #[arg(long)]
     pub rank: Option<u64>,
-    /// LoRA/PaCA alpha (scale = alpha / rank). Default: the paper's (LoRA 32, PaCA 64).
-    #[arg(long)]
-    pub alpha: Option<f64>,
-    /// LoRA dropout probability. Default: the paper's 0.1.
-    #[arg(long)]
-    pub dropout: Option<f64>,
-    /// Targeted linear layers: all, attn, mlp, or a list such as q,v. Default: all.
-    #[arg(long)]
-    pub targets: Option<String>,
-    /// LoRA adapter dtype.
-    #[arg(long, value_enum)]
-    pub adapter_dtype: Option<AdapterDtypeArg>,
     /// Layers that train: all, upper:0.5, upper:0.75, last:K, or a range A..B (0-based,
     /// inclusive). Default: all (the PaCA presets set their own).
     #[arg(long)]
@@ -202,24 +196,10 @@ pub struct PredictArgs {
     /// Sequence length.
     #[arg(long, default_value_t = 512)]
     pub seq: u64,
-    /// Gradient accumulation steps per optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: u32,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16Mixed)]
     pub precision: PrecisionArg,
-    #[arg(long, value_enum, default_value_t = AttentionArg::Sdpa)]
-    pub attention: AttentionArg,
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
-    pub optimizer: OptimizerArg,
-    /// Recompute each block's forward in backward (transformers' gradient checkpointing).
-    #[arg(long)]
-    pub grad_checkpointing: bool,
-    /// Skip gradient-norm clipping (Hugging Face Trainer clips to 1.0 by default).
-    #[arg(long)]
-    pub no_grad_clip: bool,
-    /// What issues the kernels (sets the host cost per op).
-    #[arg(long, value_enum, default_value_t = RuntimeArg::PytorchEager)]
-    pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub training: TrainingArgs,
     /// Estimate a whole run of N training tokens.
     #[arg(long, conflicts_with = "samples")]
     pub tokens: Option<u64>,
@@ -234,6 +214,88 @@ pub struct PredictArgs {
     pub kernels: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// Method and workload options shared by `predict`, `sweep` and `crossover`.
+#[derive(Debug, Args)]
+pub struct TrainingArgs {
+    /// LoRA/PaCA alpha (scale = alpha / rank). Default: the paper's (LoRA 32, PaCA 64).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// LoRA dropout probability. Default: the paper's 0.1.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Targeted linear layers: all, attn, mlp, or a list such as q,v. Default: all.
+    #[arg(long)]
+    pub targets: Option<String>,
+    /// LoRA adapter dtype.
+    #[arg(long, value_enum)]
+    pub adapter_dtype: Option<AdapterDtypeArg>,
+    /// Gradient accumulation steps per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: u32,
+    #[arg(long, value_enum, default_value_t = AttentionArg::Sdpa)]
+    pub attention: AttentionArg,
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
+    pub optimizer: OptimizerArg,
+    /// Recompute each block's forward in backward (transformers' gradient checkpointing).
+    #[arg(long)]
+    pub grad_checkpointing: bool,
+    /// Skip gradient-norm clipping (Hugging Face Trainer clips to 1.0 by default).
+    #[arg(long)]
+    pub no_grad_clip: bool,
+    /// What issues the kernels (sets the host cost per op).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::PytorchEager)]
+    pub runtime: RuntimeArg,
+}
+
+impl TrainingArgs {
+    /// The workload with these options (batch, seq and precision as given).
+    pub fn workload(&self, batch: u64, seq: u64, precision: Precision) -> Workload {
+        Workload {
+            batch,
+            seq,
+            grad_accum: self.grad_accum,
+            precision,
+            attention: match self.attention {
+                AttentionArg::Eager => AttentionImpl::Eager,
+                AttentionArg::Sdpa => AttentionImpl::Sdpa,
+            },
+            optimizer: match self.optimizer {
+                OptimizerArg::Adamw => Optimizer::AdamwForeach,
+                OptimizerArg::AdamwFused => Optimizer::AdamwFused,
+                OptimizerArg::AdamwSingle => Optimizer::AdamwSingle,
+                OptimizerArg::Sgd => Optimizer::Sgd,
+            },
+            grad_checkpointing: self.grad_checkpointing,
+            grad_clip: !self.no_grad_clip,
+            runtime: match self.runtime {
+                RuntimeArg::PytorchEager => Runtime::PytorchEager,
+                RuntimeArg::Libtorch => Runtime::Libtorch,
+                RuntimeArg::CudaGraph => Runtime::CudaGraph,
+            },
+        }
+    }
+
+    /// Method options without rank and layers (those come per method or per sweep point).
+    pub fn method_options(&self) -> Result<MethodOptions> {
+        Ok(MethodOptions {
+            rank: None,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            targets: self
+                .targets
+                .as_deref()
+                .map(Targets::parse)
+                .transpose()
+                .map_err(usage)?,
+            adapter_dtype: self.adapter_dtype.map(|a| match a {
+                AdapterDtypeArg::Fp32 => AdapterDtype::Fp32,
+                AdapterDtypeArg::Base => AdapterDtype::Base,
+            }),
+            layers: None,
+        })
+    }
 }
 
 /// An error in what the user asked for: exit code 2.
@@ -291,52 +353,20 @@ impl PredictArgs {
     }
 
     pub fn workload(&self) -> Workload {
-        Workload {
-            batch: self.batch,
-            seq: self.seq,
-            grad_accum: self.grad_accum,
-            precision: self.precision.precision(),
-            attention: match self.attention {
-                AttentionArg::Eager => AttentionImpl::Eager,
-                AttentionArg::Sdpa => AttentionImpl::Sdpa,
-            },
-            optimizer: match self.optimizer {
-                OptimizerArg::Adamw => Optimizer::AdamwForeach,
-                OptimizerArg::AdamwFused => Optimizer::AdamwFused,
-                OptimizerArg::AdamwSingle => Optimizer::AdamwSingle,
-                OptimizerArg::Sgd => Optimizer::Sgd,
-            },
-            grad_checkpointing: self.grad_checkpointing,
-            grad_clip: !self.no_grad_clip,
-            runtime: match self.runtime {
-                RuntimeArg::PytorchEager => Runtime::PytorchEager,
-                RuntimeArg::Libtorch => Runtime::Libtorch,
-                RuntimeArg::CudaGraph => Runtime::CudaGraph,
-            },
-        }
+        self.training
+            .workload(self.batch, self.seq, self.precision.precision())
     }
 
     fn method_options(&self) -> Result<MethodOptions> {
         Ok(MethodOptions {
             rank: self.rank,
-            alpha: self.alpha,
-            dropout: self.dropout,
-            targets: self
-                .targets
-                .as_deref()
-                .map(Targets::parse)
-                .transpose()
-                .map_err(usage)?,
-            adapter_dtype: self.adapter_dtype.map(|a| match a {
-                AdapterDtypeArg::Fp32 => AdapterDtype::Fp32,
-                AdapterDtypeArg::Base => AdapterDtype::Base,
-            }),
             layers: self
                 .train_layers
                 .as_deref()
                 .map(str::parse::<LayerSelection>)
                 .transpose()
                 .map_err(usage)?,
+            ..self.training.method_options()?
         })
     }
 

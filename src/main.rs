@@ -4,6 +4,7 @@
 
 mod cli;
 mod output;
+mod sweep;
 mod validate;
 
 use anyhow::{Context, Result};
@@ -51,6 +52,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Models => models(),
         Command::Hardware => hardware(),
         Command::Validate(args) => write_stdout(&validate::run(&args)?),
+        Command::Sweep(args) => sweep::run(&args),
+        Command::Crossover(args) => sweep::crossover(&args),
         Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
             "`costsim calibrate` (fitting a profile from microbenchmarks) is not part of this \
              version yet; `costsim validate` measures whole steps"

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 
 /// Print a finite number with `decimals`, or "-" (never NaN or inf).
-fn num(v: f64, decimals: usize) -> String {
+pub(crate) fn num(v: f64, decimals: usize) -> String {
     if v.is_finite() {
         format!("{v:.decimals$}")
     } else {
@@ -183,7 +183,7 @@ fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
 }
 
 /// An aligned text table: first column left-aligned, the others right-aligned.
-fn text_table(head: &[String], rows: &[Vec<String>]) -> String {
+pub(crate) fn text_table(head: &[String], rows: &[Vec<String>]) -> String {
     let n = head.len();
     let mut width = vec![0usize; n];
     for r in std::iter::once(head).chain(rows.iter().map(|r| r.as_slice())) {
@@ -218,7 +218,7 @@ fn text_table(head: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn md_table(head: &[String], rows: &[Vec<String>]) -> String {
+pub(crate) fn md_table(head: &[String], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     let esc = |s: &str| s.replace('|', "\\|");
     let _ = writeln!(
@@ -346,6 +346,21 @@ struct JsonHardware<'a> {
 }
 
 /// Render predictions (one per method, all sharing model, workload and device).
+/// One CSV line (RFC 4180 quoting), without the newline.
+pub(crate) fn csv_line(cells: &[String]) -> String {
+    cells
+        .iter()
+        .map(|c| {
+            if c.contains([',', '"', '\n']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::Result<String> {
     let cfg = &cfgs[0];
     let mut out = String::new();
@@ -368,19 +383,6 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
             out.push('\n');
         }
         Format::Csv => {
-            let csv_line = |cells: &[String]| {
-                cells
-                    .iter()
-                    .map(|c| {
-                        if c.contains([',', '"']) {
-                            format!("\"{}\"", c.replace('"', "\"\""))
-                        } else {
-                            c.clone()
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
             if preds.iter().any(|p| p.kernel_rows.is_some()) {
                 let mut head = vec!["method".to_string()];
                 head.extend(

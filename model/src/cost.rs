@@ -13,6 +13,7 @@
 
 use crate::graph::{Gemm, Kernel, KernelKind};
 use costsim_hardware::{MathMode, Profile};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 /// What limits a kernel.
@@ -70,36 +71,71 @@ pub const SKINNY_DIM: u64 = 64;
 /// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds.
 pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
     let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
-    let mut best = (f64::INFINITY, 0.0);
+    let bw = hw.achievable_bandwidth_bps();
+    let sms = u64::from(hw.sms);
+    let out_bytes = (g.m * g.n * g.batch) as f64 * 4.0;
+    // (total time, math time, extra bytes) of the best candidate so far.
+    let mut best = (f64::INFINITY, f64::INFINITY, 0.0);
     for (tm, tn, eff) in TILES {
         let tiles = g.m.div_ceil(tm) * g.n.div_ceil(tn) * g.batch;
+        let tile_rate = per_sm * eff;
         for split in SPLIT_K {
             // Split-K only when the output alone leaves SMs idle, as cuBLAS's heuristics do.
-            if split > 1 && tiles >= u64::from(hw.sms) {
-                continue;
+            if split > 1 && tiles >= sms {
+                break;
             }
             let total = tiles * split;
-            let waves = total.div_ceil(u64::from(hw.sms)) as f64;
+            let waves = total.div_ceil(sms) as f64;
             let k_steps = g.k.div_ceil(split) as f64 + K_FILL;
             let tile_flops = 2.0 * tm as f64 * tn as f64 * k_steps;
-            let t = waves * tile_flops / (per_sm * eff);
+            let t = waves * tile_flops / tile_rate;
             // Split-K writes fp32 partial tiles and reads them back to reduce.
             let extra = if split > 1 {
-                2.0 * split as f64 * (g.m * g.n * g.batch) as f64 * 4.0
+                2.0 * split as f64 * out_bytes
             } else {
                 0.0
             };
-            let t_total = t + extra / hw.achievable_bandwidth_bps();
-            if t_total < best.0 + best.1 / hw.achievable_bandwidth_bps() {
-                best = (t, extra);
+            let t_total = t + extra / bw;
+            if t_total < best.0 {
+                best = (t_total, t, extra);
             }
         }
     }
-    best
+    (best.1, best.2)
+}
+
+/// GEMM math times already computed on one profile, keyed by shape and math mode. A step graph
+/// repeats few shapes (the same projections in every layer class, dX and dW transposes) and a
+/// sweep repeats them across points (batch·seq products, ranks that leave base GEMMs alone), so
+/// the tile search runs once per distinct shape.
+#[derive(Debug, Default, Clone)]
+pub struct GemmMemo {
+    map: FxHashMap<(u64, u64, u64, u64, u8), (f64, f64)>,
+}
+
+impl GemmMemo {
+    /// [`gemm_math_time`], remembered. Only valid for one profile: use one memo per profile.
+    pub fn math_time(&mut self, g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
+        let key = (g.m, g.n, g.k, g.batch, mode as u8);
+        *self
+            .map
+            .entry(key)
+            .or_insert_with(|| gemm_math_time(g, mode, hw))
+    }
 }
 
 /// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
 pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
+    kernel_cost_memo(k, hw, graph_replay, &mut GemmMemo::default())
+}
+
+/// [`kernel_cost`] with a memo of GEMM math times for `hw`.
+pub fn kernel_cost_memo(
+    k: &Kernel,
+    hw: &Profile,
+    graph_replay: bool,
+    memo: &mut GemmMemo,
+) -> KernelCost {
     if k.launches == 0 {
         return KernelCost {
             math_s: 0.0,
@@ -112,7 +148,7 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     let bytes = k.bytes_read + k.bytes_written;
     let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
         (KernelKind::Gemm, Some(g)) => {
-            let (t, extra) = gemm_math_time(&g, k.math, hw);
+            let (t, extra) = memo.math_time(&g, k.math, hw);
             (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
         }
         (KernelKind::Attention, _) => (

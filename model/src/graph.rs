@@ -20,7 +20,13 @@ use crate::method::{AdapterDtype, MethodKind, MethodSpec};
 use crate::workload::{AttentionImpl, DType, Optimizer as Opt, Precision, Workload};
 use costsim_hardware::MathMode;
 use serde::Serialize;
+use smallvec::{smallvec, SmallVec};
 use std::fmt;
+
+/// Dependencies of a kernel: indices of the kernels it reads from, inline up to three (almost
+/// every op has at most three inputs), so building a graph allocates once per segment, not per
+/// kernel.
+pub type Deps = SmallVec<[u32; 3]>;
 
 /// Phase of a training step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -130,7 +136,7 @@ pub struct Kernel {
     pub launches: u32,
     pub gemm: Option<Gemm>,
     /// Indices, within the same segment, of the kernels whose outputs this one reads.
-    pub deps: Vec<u32>,
+    pub deps: Deps,
     /// nn.Module calls that start at this op (host cost under pytorch-eager).
     pub module_calls: u8,
     /// peft adapted-module forwards that start at this op.
@@ -155,7 +161,7 @@ impl Kernel {
             bytes_written: 0.0,
             launches: 1,
             gemm: None,
-            deps: Vec::new(),
+            deps: Deps::new(),
             module_calls: 0,
             peft_calls: 0,
             host_tensors: 0,
@@ -661,9 +667,9 @@ impl<'a> Tracer<'a> {
         for (i, k) in backward.iter_mut().enumerate() {
             if !k.recompute {
                 k.deps = if i == 0 {
-                    vec![]
+                    Deps::new()
                 } else {
-                    vec![offset + i as u32 - 1]
+                    smallvec![offset + i as u32 - 1]
                 };
             }
         }
@@ -1863,15 +1869,21 @@ pub fn foreach_launches(tensors: &[u64], depth: usize) -> u32 {
     for &n in tensors {
         let mut chunks = n.div_ceil(CHUNK).max(1);
         nt += 1;
-        while chunks > 0 {
-            let take = chunks.min(MAX_BLOCKS - nb);
-            nb += take;
-            chunks -= take;
-            if nb == MAX_BLOCKS || nt == max_t {
-                launches += 1;
-                nb = 0;
-                nt = if chunks > 0 { 1 } else { 0 };
-            }
+        // The first piece fills the current launch.
+        let take = chunks.min(MAX_BLOCKS - nb);
+        nb += take;
+        chunks -= take;
+        if nb == MAX_BLOCKS || nt == max_t {
+            launches += 1;
+            nb = 0;
+            nt = u32::from(chunks > 0);
+        }
+        // The rest of a large tensor: one launch per full set of blocks, the remainder opens the
+        // next launch (closed form of filling launch after launch).
+        if chunks > 0 {
+            launches += (chunks / MAX_BLOCKS) as u32;
+            nb = chunks % MAX_BLOCKS;
+            nt = u32::from(nb > 0);
         }
     }
     if nb > 0 || nt > 0 {
@@ -1978,7 +1990,7 @@ fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     for (i, k) in ks.iter_mut().enumerate() {
         k.module = "";
         if i > 0 {
-            k.deps = vec![i as u32 - 1];
+            k.deps = smallvec![i as u32 - 1];
         }
     }
     Segment { kernels: ks }
@@ -2096,6 +2108,7 @@ mod tests {
     use super::*;
     use crate::arch::preset;
     use crate::method::{MethodName, MethodOptions};
+    use proptest::strategy::Just;
 
     fn graph(
         model: &str,
@@ -2273,6 +2286,47 @@ mod tests {
             act,
             ["pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"]
         );
+    }
+
+    /// The launch-by-launch loop that `foreach_launches` computes in closed form.
+    fn foreach_launches_loop(tensors: &[u64], depth: usize) -> u32 {
+        const MAX_TENSORS: [u32; 5] = [110, 64, 48, 36, 30];
+        let max_t = MAX_TENSORS[depth.clamp(1, 5) - 1];
+        let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
+        for &n in tensors {
+            let mut chunks = n.div_ceil(65_536).max(1);
+            nt += 1;
+            while chunks > 0 {
+                let take = chunks.min(320 - nb);
+                nb += take;
+                chunks -= take;
+                if nb == 320 || nt == max_t {
+                    launches += 1;
+                    nb = 0;
+                    nt = u32::from(chunks > 0);
+                }
+            }
+        }
+        if nb > 0 || nt > 0 {
+            launches += 1;
+        }
+        launches
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn foreach_launches_closed_form_matches_the_loop(
+            tensors in proptest::collection::vec(
+                proptest::prop_oneof![1u64..70_000, 1u64..100_000_000, Just(320 * 65_536)],
+                0..300,
+            ),
+            depth in 1usize..6,
+        ) {
+            proptest::prop_assert_eq!(
+                foreach_launches(&tensors, depth),
+                foreach_launches_loop(&tensors, depth)
+            );
+        }
     }
 
     #[test]

@@ -13,15 +13,17 @@
 
 pub mod arch;
 pub mod cost;
+pub mod crossover;
 pub mod graph;
 pub mod method;
 pub mod predict;
 pub mod simulate;
+pub mod sweep;
 pub mod workload;
 
 pub use arch::{preset, Family, ModelConfig, PRESETS};
 pub use method::{MethodName, MethodOptions, MethodSpec};
-pub use predict::{predict, Amount, Config, Detail, Prediction};
+pub use predict::{predict, predict_with_graph, Amount, Config, ConfigRef, Detail, Prediction};
 pub use workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
 
 use std::path::PathBuf;

@@ -139,6 +139,18 @@ impl LayerSelection {
     }
 }
 
+impl fmt::Display for LayerSelection {
+    /// The form `--train-layers` reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::All => f.write_str("all"),
+            Self::Upper { fraction } => write!(f, "upper:{fraction}"),
+            Self::Last { count } => write!(f, "last:{count}"),
+            Self::Range { start, end } => write!(f, "{start}..{end}"),
+        }
+    }
+}
+
 impl FromStr for LayerSelection {
     type Err = Error;
     /// `all`, `upper:F`, `last:K`, `A..B` or `A-B` (inclusive).

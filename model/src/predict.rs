@@ -8,7 +8,7 @@
 //! optimizer (foreach AdamW's temporary sqrt list).
 
 use crate::arch::ModelConfig;
-use crate::cost::Bound;
+use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, KernelKind, Phase, Scope, ScopeGraph, StepGraph};
 use crate::method::{AdapterDtype, MethodKind, MethodSpec};
 use crate::simulate::{self, Span};
@@ -27,6 +27,27 @@ pub struct Config {
     pub method: MethodSpec,
     pub workload: Workload,
     pub hw: Profile,
+}
+
+/// A configuration by reference: what a sweep assembles per point without cloning models and
+/// profiles.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigRef<'a> {
+    pub model: &'a ModelConfig,
+    pub method: &'a MethodSpec,
+    pub workload: &'a Workload,
+    pub hw: &'a Profile,
+}
+
+impl Config {
+    pub fn as_ref(&self) -> ConfigRef<'_> {
+        ConfigRef {
+            model: &self.model,
+            method: &self.method,
+            workload: &self.workload,
+            hw: &self.hw,
+        }
+    }
 }
 
 /// What to include beyond the summary.
@@ -170,25 +191,15 @@ pub struct Prediction {
     pub kernel_rows: Option<Vec<KernelRow>>,
 }
 
-fn seg_sums(seg: &graph::Segment) -> (f64, f64, u64) {
-    seg.kernels.iter().fold((0.0, 0.0, 0), |(f, b, l), k| {
-        (
-            f + k.flops,
-            b + k.bytes_read + k.bytes_written,
-            l + u64::from(k.launches),
-        )
-    })
-}
-
 /// Master dtype of the trainable parameters (gradients and optimizer states).
-fn master_dtype(cfg: &Config) -> DType {
+fn master_dtype(cfg: ConfigRef) -> DType {
     match (cfg.method.kind, cfg.method.adapter_dtype) {
         (MethodKind::Lora, AdapterDtype::Fp32) => DType::F32,
         _ => cfg.workload.precision.param_dtype(),
     }
 }
 
-fn memory(cfg: &Config, g: &StepGraph) -> Memory {
+fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     let model = &cfg.model;
     let w = &cfg.workload;
     let trainable = cfg.method.trainable_params(model) as f64;
@@ -302,9 +313,22 @@ pub enum Amount {
 /// Predict one configuration.
 pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Prediction {
     let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
-    let cg = simulate::cost_graph(&g, &cfg.workload, &cfg.hw);
-    let tl = simulate::simulate(&g, &cg, &cfg.workload, &cfg.hw, detail.kernels);
-    let w = &cfg.workload;
+    predict_with_graph(cfg.as_ref(), &g, detail, amount, &mut GemmMemo::default())
+}
+
+/// Predict one configuration from its already built graph (`graph::build` of the same model,
+/// method and workload): sweeps build a graph once and cost it on every device. `memo` must
+/// belong to `cfg.hw` (a fresh one, or one kept for that profile).
+pub fn predict_with_graph(
+    cfg: ConfigRef,
+    g: &StepGraph,
+    detail: Detail,
+    amount: Option<Amount>,
+    memo: &mut GemmMemo,
+) -> Prediction {
+    let cg = simulate::cost_graph_memo(g, cfg.workload, cfg.hw, memo);
+    let tl = simulate::simulate(g, &cg, cfg.workload, cfg.hw, detail.kernels);
+    let w = cfg.workload;
     let accum = f64::from(w.grad_accum);
     let n_layers = g.layer_class.len();
 
@@ -316,17 +340,12 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
         .chain(std::iter::once((Scope::Head, &g.head)))
         .collect();
     let mut layer_rows = Vec::new();
-    // Sums per distinct scope graph, computed once (layers share their class's graph).
+    // Sums per distinct scope graph, from its costed segments (layers share their class's).
     type Sums = [(f64, f64, u64); 3];
-    let sums = |s: &ScopeGraph| -> Sums {
-        [
-            seg_sums(&s.forward),
-            seg_sums(&s.backward),
-            seg_sums(&s.backward_accum),
-        ]
-    };
-    let class_sums: Vec<Sums> = g.layer_graphs.iter().map(sums).collect();
-    let (emb_sums, head_sums) = (sums(&g.embedding), sums(&g.head));
+    let sums =
+        |s: &[simulate::CostedSegment; 3]| -> Sums { [s[0].totals, s[1].totals, s[2].totals] };
+    let class_sums: Vec<Sums> = cg.layers.iter().map(sums).collect();
+    let (emb_sums, head_sums) = (sums(&cg.embedding), sums(&cg.head));
     for (idx, (scope, s)) in scopes.iter().enumerate() {
         let [(ff, fbytes, fl), (bf1, bb1, bl1), (bfa, bba, bla)] = match scope {
             Scope::Embedding => emb_sums,
@@ -365,7 +384,7 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
             });
         }
     }
-    let (of, ob, ol) = seg_sums(&g.optimizer);
+    let (of, ob, ol) = cg.optimizer.totals;
     let opt_span = &tl.phases[2];
     if detail.per_layer {
         layer_rows.push(LayerRow {
@@ -402,7 +421,7 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map_or(Bound::Compute, |(b, _)| b);
 
-    let mem = memory(cfg, &g);
+    let mem = memory(cfg, g);
     let step_s = tl.step_s;
     let tokens = w.tokens_per_step() as f64;
     let training = amount.map(|a| {
@@ -417,7 +436,7 @@ pub fn predict(cfg: &Config, detail: Detail, amount: Option<Amount>) -> Predicti
             wall_clock: hms(seconds),
         }
     });
-    let kernel_rows = detail.kernels.then(|| kernel_rows(&g, &cg, &tl));
+    let kernel_rows = detail.kernels.then(|| kernel_rows(g, &cg, &tl));
     let (lo, hi) = cfg.method.trained_layers(&cfg.model);
     Prediction {
         method: cfg.method.name.to_string(),

@@ -8,7 +8,7 @@
 //! chain, so the step takes the end time of the last kernel (or of the host, if it is later).
 //! Time the GPU spends idle before a kernel is host wait.
 
-use crate::cost::{kernel_cost, Bound, KernelCost};
+use crate::cost::{kernel_cost_memo, Bound, GemmMemo, KernelCost};
 use crate::graph::{Kernel, Phase, Scope, Segment, StepGraph};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
@@ -23,6 +23,8 @@ pub struct CostedSegment {
     fast: Vec<(f64, f64, u8)>,
     /// Host time of host-only ops after the last launch.
     tail_host_s: f64,
+    /// Totals of the segment's kernels: FLOPs, bytes read + written, launches.
+    pub totals: (f64, f64, u64),
 }
 
 /// Host cost of issuing one op in a phase.
@@ -49,7 +51,13 @@ pub fn host_cost(k: &Kernel, phase: Phase, runtime: Runtime, hw: &Profile) -> f6
 }
 
 /// Evaluate a segment's kernels once.
-pub fn cost_segment(seg: &Segment, phase: Phase, w: &Workload, hw: &Profile) -> CostedSegment {
+pub fn cost_segment(
+    seg: &Segment,
+    phase: Phase,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+) -> CostedSegment {
     let graph = w.runtime == Runtime::CudaGraph;
     let kernels: Vec<(f64, KernelCost)> = seg
         .kernels
@@ -57,10 +65,17 @@ pub fn cost_segment(seg: &Segment, phase: Phase, w: &Workload, hw: &Profile) -> 
         .map(|k| {
             (
                 host_cost(k, phase, w.runtime, hw),
-                kernel_cost(k, hw, graph),
+                kernel_cost_memo(k, hw, graph, memo),
             )
         })
         .collect();
+    let totals = seg.kernels.iter().fold((0.0, 0.0, 0), |(f, b, l), k| {
+        (
+            f + k.flops,
+            b + k.bytes_read + k.bytes_written,
+            l + u64::from(k.launches),
+        )
+    });
     let mut fast = Vec::with_capacity(kernels.len());
     let mut pending = 0.0;
     for (host_s, c) in &kernels {
@@ -74,6 +89,7 @@ pub fn cost_segment(seg: &Segment, phase: Phase, w: &Workload, hw: &Profile) -> 
         kernels,
         fast,
         tail_host_s: pending,
+        totals,
     }
 }
 
@@ -137,6 +153,76 @@ pub struct Timeline {
 struct Clock {
     host: f64,
     gpu: f64,
+}
+
+impl Clock {
+    /// Host clock relative to the GPU clock: everything a segment's simulation depends on.
+    fn offset(&self) -> f64 {
+        self.host - self.gpu
+    }
+}
+
+/// Offsets closer than this (seconds) count as equal for [`Steady`]: a picosecond, far below
+/// any reported digit.
+const STEADY_EPS_S: f64 = 1e-12;
+
+/// Reuse of per-layer results across a run of identical layers.
+///
+/// Simulating a segment is translation-invariant: its spans and the advances of both clocks
+/// depend only on the entry offset d = host − GPU. A layer of the same class as the last simulated
+/// one (entered at offset e) therefore repeats it exactly when
+/// - d = e: the run has reached its fixed point (host-bound runs do after one layer: each kernel
+///   starts when the host issues it, whatever the GPU did before), or
+/// - d ≤ e and the GPU never waited on the host in that layer: the host is at least as far ahead,
+///   so no kernel waits now either (GPU-bound runs).
+///
+/// Its span and clock advances are then copied instead of simulated, which makes an 80-layer
+/// model cost about as much to simulate as three layers. The check runs before every layer, so a
+/// run that leaves the fixed point is simulated again.
+#[derive(Default)]
+struct Steady {
+    /// (class, entry offset, span added, host advance) of the last simulated layer.
+    last: Option<(usize, f64, Span, f64)>,
+}
+
+impl Steady {
+    /// Replay the last simulated layer if layer `class` would repeat it; false means simulate.
+    fn replay(&mut self, class: usize, clock: &mut Clock, span: &mut Span) -> bool {
+        let Some((c, e, s, dh)) = self.last else {
+            return false;
+        };
+        let d = clock.offset();
+        let repeats = c == class
+            && ((d - e).abs() <= STEADY_EPS_S || (s.host_wait_s == 0.0 && d <= e + STEADY_EPS_S));
+        if repeats {
+            span.add(&s);
+            clock.host += dh;
+            clock.gpu += s.time_s;
+        }
+        repeats
+    }
+
+    /// Record a simulated layer: its class, entry offset, host clock before it, the clocks after
+    /// it and the span it added.
+    fn observe(&mut self, class: usize, entry: f64, host0: f64, clock: &Clock, span: Span) {
+        self.last = Some((class, entry, span, clock.host - host0));
+    }
+}
+
+/// What `after` added to `before`.
+fn span_delta(after: &Span, before: &Span) -> Span {
+    let mut by_bound = [0.0; 4];
+    for (i, v) in by_bound.iter_mut().enumerate() {
+        *v = after.by_bound[i] - before.by_bound[i];
+    }
+    Span {
+        time_s: after.time_s - before.time_s,
+        busy_s: after.busy_s - before.busy_s,
+        host_wait_s: after.host_wait_s - before.host_wait_s,
+        host_s: after.host_s - before.host_s,
+        launches: after.launches - before.launches,
+        by_bound,
+    }
 }
 
 fn run(
@@ -210,18 +296,31 @@ pub struct CostedGraph {
 
 /// Evaluate every distinct segment of the graph once.
 pub fn cost_graph(g: &StepGraph, w: &Workload, hw: &Profile) -> CostedGraph {
-    let three = |s: &crate::graph::ScopeGraph| {
+    cost_graph_memo(g, w, hw, &mut GemmMemo::default())
+}
+
+/// [`cost_graph`] with a memo of GEMM math times for `hw` (kept across graphs by sweeps).
+pub fn cost_graph_memo(
+    g: &StepGraph,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+) -> CostedGraph {
+    let mut three = |s: &crate::graph::ScopeGraph| {
         [
-            cost_segment(&s.forward, Phase::Forward, w, hw),
-            cost_segment(&s.backward, Phase::Backward, w, hw),
-            cost_segment(&s.backward_accum, Phase::Backward, w, hw),
+            cost_segment(&s.forward, Phase::Forward, w, hw, memo),
+            cost_segment(&s.backward, Phase::Backward, w, hw, memo),
+            cost_segment(&s.backward_accum, Phase::Backward, w, hw, memo),
         ]
     };
+    let embedding = three(&g.embedding);
+    let layers = g.layer_graphs.iter().map(&mut three).collect();
+    let head = three(&g.head);
     CostedGraph {
-        embedding: three(&g.embedding),
-        layers: g.layer_graphs.iter().map(three).collect(),
-        head: three(&g.head),
-        optimizer: cost_segment(&g.optimizer, Phase::Optimizer, w, hw),
+        embedding,
+        layers,
+        head,
+        optimizer: cost_segment(&g.optimizer, Phase::Optimizer, w, hw, memo),
     }
 }
 
@@ -262,7 +361,14 @@ pub fn simulate(
             &mut fwd[0],
             record_waits.then_some(&mut waited_fwd[0]),
         );
+        let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate() {
+            if !record_waits && steady.replay(c, &mut clock, &mut fwd[i + 1]) {
+                continue;
+            }
+            let entry = clock.offset();
+            let before = fwd[i + 1];
+            let host0 = clock.host;
             run(
                 hw.synchronous,
                 &mut clock,
@@ -270,6 +376,7 @@ pub fn simulate(
                 &mut fwd[i + 1],
                 record_waits.then_some(&mut waited_fwd[i + 1]),
             );
+            steady.observe(c, entry, host0, &clock, span_delta(&fwd[i + 1], &before));
         }
         run(
             hw.synchronous,
@@ -286,7 +393,14 @@ pub fn simulate(
             &mut bwd[n_layers + 1],
             record_waits.then_some(&mut waited_bwd[n_layers + 1]),
         );
+        let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
+            if !record_waits && steady.replay(c, &mut clock, &mut bwd[i + 1]) {
+                continue;
+            }
+            let entry = clock.offset();
+            let before = bwd[i + 1];
+            let host0 = clock.host;
             run(
                 hw.synchronous,
                 &mut clock,
@@ -294,6 +408,7 @@ pub fn simulate(
                 &mut bwd[i + 1],
                 record_waits.then_some(&mut waited_bwd[i + 1]),
             );
+            steady.observe(c, entry, host0, &clock, span_delta(&bwd[i + 1], &before));
         }
         run(
             hw.synchronous,
@@ -319,13 +434,7 @@ pub fn simulate(
         opt.by_bound[3] += clock.host - clock.gpu;
         clock.gpu = clock.host;
     }
-    // Exact launch counts (run() counted ops).
-    let launches = |seg: &Segment| {
-        seg.kernels
-            .iter()
-            .map(|k| u64::from(k.launches))
-            .sum::<u64>()
-    };
+    // Exact launch counts (run() counted ops), from each distinct segment's totals.
     let accum = u64::from(w.grad_accum);
     let scope_of = |i: usize| -> Scope {
         if i == 0 {
@@ -336,21 +445,24 @@ pub fn simulate(
             Scope::Head
         }
     };
-    let sg = |i: usize| -> &crate::graph::ScopeGraph {
-        if i == 0 {
-            &g.embedding
-        } else if i <= n_layers {
-            g.layer(i - 1)
-        } else {
-            &g.head
-        }
+    let counts = |s: &[CostedSegment; 3]| {
+        (
+            s[0].totals.2 * accum,
+            s[1].totals.2 + s[2].totals.2 * (accum - 1),
+        )
     };
     for i in 0..=n_layers + 1 {
-        let s = sg(i);
-        fwd[i].launches = launches(&s.forward) * accum;
-        bwd[i].launches = launches(&s.backward) + launches(&s.backward_accum) * (accum - 1);
+        let (f, b) = if i == 0 {
+            counts(&cg.embedding)
+        } else if i <= n_layers {
+            counts(&cg.layers[g.layer_class[i - 1]])
+        } else {
+            counts(&cg.head)
+        };
+        fwd[i].launches = f;
+        bwd[i].launches = b;
     }
-    opt.launches = launches(&g.optimizer);
+    opt.launches = cg.optimizer.totals.2;
 
     let mut phases = [Span::default(); 3];
     let mut scopes = Vec::with_capacity(2 * n_scopes);
@@ -379,5 +491,93 @@ pub fn simulate(
         phases,
         scopes,
         host_waited,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::preset;
+    use crate::graph::build;
+    use crate::method::{MethodName, MethodOptions, MethodSpec};
+    use crate::workload::{Precision, Runtime};
+    use costsim_hardware::resolve_device;
+
+    /// The steady-state replay of identical layers gives what simulating every layer gives
+    /// (recording waits turns the replay off).
+    #[test]
+    fn replaying_identical_layers_equals_simulating_them() {
+        let cases = [
+            (
+                "llama2-7b",
+                "a100",
+                Runtime::PytorchEager,
+                1,
+                Precision::Bf16Mixed,
+                8,
+                512,
+            ),
+            (
+                "gpt2",
+                "h100",
+                Runtime::PytorchEager,
+                2,
+                Precision::Bf16Mixed,
+                1,
+                128,
+            ),
+            (
+                "tinyllama-1.1b",
+                "l4",
+                Runtime::Libtorch,
+                1,
+                Precision::Fp32,
+                4,
+                1024,
+            ),
+            (
+                "llama2-13b",
+                "h100",
+                Runtime::CudaGraph,
+                3,
+                Precision::Bf16,
+                2,
+                256,
+            ),
+            ("gpt2", "cpu", Runtime::Libtorch, 1, Precision::Fp32, 1, 128),
+        ];
+        let mut replayed = 0;
+        for (model, hw, runtime, grad_accum, precision, batch, seq) in cases {
+            let m = preset(model).unwrap();
+            let hw = resolve_device(hw).unwrap();
+            let w = Workload {
+                runtime,
+                grad_accum,
+                precision,
+                batch,
+                seq,
+                ..Workload::default()
+            };
+            for name in MethodName::ALL {
+                let spec = MethodSpec::resolve(name, &MethodOptions::default(), &m, true).unwrap();
+                let g = build(&m, &spec, &w);
+                let cg = cost_graph(&g, &w, &hw);
+                let fast = simulate(&g, &cg, &w, &hw, false);
+                let slow = simulate(&g, &cg, &w, &hw, true);
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-6);
+                assert!(close(fast.step_s, slow.step_s), "{model} {name}");
+                for ((sa, pa, a), (sb, pb, b)) in fast.scopes.iter().zip(&slow.scopes) {
+                    assert_eq!((sa, pa), (sb, pb));
+                    assert!(close(a.time_s, b.time_s), "{model} {name} {sa:?} {pa:?}");
+                    assert!(close(a.host_wait_s, b.host_wait_s), "{model} {name} {sa:?}");
+                    assert!(close(a.busy_s, b.busy_s), "{model} {name} {sa:?}");
+                    for i in 0..4 {
+                        assert!(close(a.by_bound[i], b.by_bound[i]), "{model} {name}");
+                    }
+                }
+                replayed += 1;
+            }
+        }
+        assert_eq!(replayed, 25);
     }
 }

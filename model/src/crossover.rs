@@ -1,0 +1,420 @@
+//! Crossovers: where along one axis (sequence length, batch size or rank) LoRA becomes faster or
+//! slower than full fine-tuning and than PaCA, and which part of the cost drives it.
+//!
+//! The axis is scanned on a grid; wherever the time ratio LoRA / other crosses 1 between two grid
+//! values, integer bisection narrows it to two adjacent values. The step-time difference
+//! ΔT = T_LoRA − T_other is split into parts by matching the two kernel graphs: kernels present
+//! in both (same scope, module, op; LoRA's `base_layer` counts as the plain module) are shared;
+//! LoRA's unmatched kernels are its adapter chain (casts, dropout, skinny GEMMs, scale, add and
+//! their backward), split by what bounds them (memory = bytes, launch = launch floor, compute);
+//! the other method's unmatched kernels are what LoRA avoids (full's weight-gradient GEMMs, PaCA's
+//! partial-gradient kernels); host wait and the optimizer phase are compared as wholes; the rest
+//! is the shared kernels' difference. The driver of a crossover is the part whose change across
+//! the bracketing grid interval moves ΔT the way it crosses, the largest such.
+
+use crate::arch::ModelConfig;
+use crate::graph::{self, Phase, Scope, StepGraph};
+use crate::method::{MethodName, MethodOptions, MethodSpec};
+use crate::predict::{predict_with_graph, ConfigRef, Detail};
+use crate::simulate::{self, CostedSegment};
+use crate::workload::Workload;
+use crate::{Error, Result};
+use costsim_hardware::Profile;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+/// The axis a crossover search varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Axis {
+    Seq,
+    Batch,
+    /// The LoRA reference rank (PaCA takes the paper's matched 2r).
+    Rank,
+}
+
+impl Axis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seq => "seq",
+            Self::Batch => "batch",
+            Self::Rank => "rank",
+        }
+    }
+}
+
+/// What a search needs.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub model: ModelConfig,
+    pub hw: Profile,
+    /// Batch, seq and everything else; the varied one is replaced per point.
+    pub workload: Workload,
+    /// Method options; `rank` is the LoRA reference rank when the rank is not varied.
+    pub options: MethodOptions,
+    pub axis: Axis,
+    /// Grid values along the axis, ascending.
+    pub values: Vec<u64>,
+}
+
+/// One part of ΔT = T_LoRA − T_other, ms per optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Part {
+    pub name: &'static str,
+    pub ms: f64,
+}
+
+/// The parts at one axis value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub value: u64,
+    pub lora_ms: f64,
+    pub other_ms: f64,
+    pub parts: Vec<Part>,
+}
+
+/// A crossing of the ratio 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Crossing {
+    /// Last value on the old side and first on the new side (adjacent after bisection).
+    pub before: u64,
+    pub after: u64,
+    pub ratio_before: f64,
+    pub ratio_after: f64,
+    /// True when LoRA becomes the faster one as the axis grows.
+    pub lora_becomes_faster: bool,
+    /// The bracketing grid values and the parts there.
+    pub grid_before: Breakdown,
+    pub grid_after: Breakdown,
+    /// The part that drives the crossing, and its change across the grid interval (ms).
+    pub driver: &'static str,
+    pub driver_change_ms: f64,
+}
+
+/// LoRA against one other method along the axis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub other: MethodName,
+    /// (value, LoRA ms, other ms, ratio LoRA / other) per grid value; invalid values skipped.
+    pub points: Vec<(u64, f64, f64, f64)>,
+    pub crossings: Vec<Crossing>,
+}
+
+/// The search's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub hw: String,
+    pub axis: Axis,
+    pub comparisons: Vec<Comparison>,
+    /// Points of the grid that were not valid configurations, with why.
+    pub skipped: Vec<(u64, String)>,
+}
+
+const PARTS: [&str; 7] = [
+    "adapter kernels: bytes (memory-bound)",
+    "adapter kernels: launches (launch floor)",
+    "adapter kernels: math (compute-bound)",
+    "kernels LoRA avoids",
+    "host wait",
+    "optimizer",
+    "shared kernels",
+];
+
+struct Eval {
+    spec: MethodSpec,
+    w: Workload,
+}
+
+impl Search {
+    fn point(&self, value: u64, method: MethodName) -> Result<Eval> {
+        let mut w = self.workload.clone();
+        let mut o = self.options.clone();
+        match self.axis {
+            Axis::Seq => w.seq = value,
+            Axis::Batch => w.batch = value,
+            Axis::Rank => o.rank = Some(value),
+        }
+        w.validate(&self.model)?;
+        let spec = MethodSpec::resolve(method, &o, &self.model, true)?;
+        Ok(Eval { spec, w })
+    }
+
+    fn step_ms(&self, value: u64, method: MethodName) -> Result<f64> {
+        let e = self.point(value, method)?;
+        let g = graph::build(&self.model, &e.spec, &e.w);
+        Ok(self.predict(&e, &g).step_ms)
+    }
+
+    fn predict(&self, e: &Eval, g: &StepGraph) -> crate::Prediction {
+        predict_with_graph(
+            ConfigRef {
+                model: &self.model,
+                method: &e.spec,
+                workload: &e.w,
+                hw: &self.hw,
+            },
+            g,
+            Detail::default(),
+            None,
+            &mut crate::cost::GemmMemo::default(),
+        )
+    }
+
+    fn ratio(&self, value: u64, other: MethodName) -> Result<f64> {
+        Ok(self.step_ms(value, MethodName::Lora)? / self.step_ms(value, other)?)
+    }
+
+    /// ΔT split into parts at one value.
+    pub fn breakdown(&self, value: u64, other: MethodName) -> Result<Breakdown> {
+        let (a, b) = (
+            self.point(value, MethodName::Lora)?,
+            self.point(value, other)?,
+        );
+        let (ga, gb) = (
+            graph::build(&self.model, &a.spec, &a.w),
+            graph::build(&self.model, &b.spec, &b.w),
+        );
+        let (pa, pb) = (self.predict(&a, &ga), self.predict(&b, &gb));
+        let accum = f64::from(a.w.grad_accum);
+        let ka = kernel_times(&ga, &simulate::cost_graph(&ga, &a.w, &self.hw));
+        let mut kb = kernel_times(&gb, &simulate::cost_graph(&gb, &b.w, &self.hw));
+        // [memory, launch, compute] of LoRA-only kernels; other-only total.
+        let mut adapter = [0.0; 3];
+        for (key, times) in ka {
+            let theirs = kb.entry(key).or_default();
+            for (t, bound) in times {
+                if theirs.pop().is_none() {
+                    let i = match bound {
+                        crate::cost::Bound::Memory => 0,
+                        crate::cost::Bound::Launch => 1,
+                        _ => 2,
+                    };
+                    adapter[i] += t;
+                }
+            }
+        }
+        let avoided: f64 = kb.values().flatten().map(|(t, _)| t).sum();
+        let host = |p: &crate::Prediction| -> f64 {
+            p.phases[..2].iter().map(|ph| ph.host_ms).sum::<f64>() * accum
+        };
+        let ms = |s: f64| s * 1e3 * accum;
+        let mut parts = vec![
+            ms(adapter[0]),
+            ms(adapter[1]),
+            ms(adapter[2]),
+            -ms(avoided),
+            host(&pa) - host(&pb),
+            pa.optimizer_ms - pb.optimizer_ms,
+        ];
+        let delta = pa.step_ms - pb.step_ms;
+        parts.push(delta - parts.iter().sum::<f64>());
+        Ok(Breakdown {
+            value,
+            lora_ms: pa.step_ms,
+            other_ms: pb.step_ms,
+            parts: PARTS
+                .iter()
+                .zip(parts)
+                .map(|(&name, ms)| Part { name, ms })
+                .collect(),
+        })
+    }
+
+    /// Scan the grid, bisect every crossing, explain it.
+    pub fn run(&self) -> Result<Report> {
+        if self.values.len() < 2 {
+            return Err(Error::InvalidArgument {
+                what: "--range".into(),
+                message: "a crossover search needs at least two values along the axis".into(),
+            });
+        }
+        let mut skipped = Vec::new();
+        let mut comparisons = Vec::new();
+        for other in [MethodName::Full, MethodName::Paca] {
+            let mut points = Vec::new();
+            for &v in &self.values {
+                match (self.step_ms(v, MethodName::Lora), self.step_ms(v, other)) {
+                    (Ok(a), Ok(b)) => points.push((v, a, b, a / b)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        if other == MethodName::Full {
+                            skipped.push((v, e.to_string()));
+                        }
+                    }
+                }
+            }
+            let mut crossings = Vec::new();
+            for pair in points.windows(2) {
+                let ((v0, .., r0), (v1, .., r1)) = (pair[0], pair[1]);
+                if (r0 < 1.0) == (r1 < 1.0) {
+                    continue;
+                }
+                let (mut lo, mut hi, mut rlo, mut rhi) = (v0, v1, r0, r1);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    let r = self.ratio(mid, other)?;
+                    if (r < 1.0) == (rlo < 1.0) {
+                        (lo, rlo) = (mid, r);
+                    } else {
+                        (hi, rhi) = (mid, r);
+                    }
+                }
+                let (b0, b1) = (self.breakdown(v0, other)?, self.breakdown(v1, other)?);
+                let grows = (r1 - 1.0) > (r0 - 1.0);
+                let (driver, change) = b0
+                    .parts
+                    .iter()
+                    .zip(&b1.parts)
+                    .map(|(p0, p1)| (p0.name, p1.ms - p0.ms))
+                    .filter(|(_, c)| (*c > 0.0) == grows)
+                    .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                    .unwrap_or(("shared kernels", 0.0));
+                crossings.push(Crossing {
+                    before: lo,
+                    after: hi,
+                    ratio_before: rlo,
+                    ratio_after: rhi,
+                    lora_becomes_faster: rhi < 1.0,
+                    grid_before: b0,
+                    grid_after: b1,
+                    driver,
+                    driver_change_ms: change,
+                });
+            }
+            comparisons.push(Comparison {
+                other,
+                points,
+                crossings,
+            });
+        }
+        Ok(Report {
+            model: self.model.name.clone(),
+            hw: self.hw.name.clone(),
+            axis: self.axis,
+            comparisons,
+            skipped,
+        })
+    }
+}
+
+/// Key of a kernel for matching two methods' graphs: phase, scope, module, piece (LoRA's
+/// `base_layer` is the plain module), op name.
+type Key = (Phase, Scope, &'static str, &'static str, &'static str);
+
+/// Device time (s) and bound of every forward and backward kernel (first micro-batch), by key.
+fn kernel_times(
+    g: &StepGraph,
+    cg: &simulate::CostedGraph,
+) -> FxHashMap<Key, Vec<(f64, crate::cost::Bound)>> {
+    let mut map: FxHashMap<Key, Vec<(f64, crate::cost::Bound)>> = FxHashMap::default();
+    let mut add = |scope: Scope, phase: Phase, seg: &graph::Segment, c: &CostedSegment| {
+        for (k, (_, cost)) in seg.kernels.iter().zip(&c.kernels) {
+            if k.launches == 0 {
+                continue;
+            }
+            let piece = if k.piece == "base_layer" { "" } else { k.piece };
+            map.entry((phase, scope, k.module, piece, k.name))
+                .or_default()
+                .push((cost.device_s, cost.bound));
+        }
+    };
+    add(
+        Scope::Embedding,
+        Phase::Forward,
+        &g.embedding.forward,
+        &cg.embedding[0],
+    );
+    add(
+        Scope::Embedding,
+        Phase::Backward,
+        &g.embedding.backward,
+        &cg.embedding[1],
+    );
+    for (i, &c) in g.layer_class.iter().enumerate() {
+        let s = Scope::Layer(i as u32);
+        add(
+            s,
+            Phase::Forward,
+            &g.layer_graphs[c].forward,
+            &cg.layers[c][0],
+        );
+        add(
+            s,
+            Phase::Backward,
+            &g.layer_graphs[c].backward,
+            &cg.layers[c][1],
+        );
+    }
+    add(Scope::Head, Phase::Forward, &g.head.forward, &cg.head[0]);
+    add(Scope::Head, Phase::Backward, &g.head.backward, &cg.head[1]);
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::preset;
+    use costsim_hardware::resolve_device;
+
+    fn search(model: &str, hw: &str, axis: Axis, values: Vec<u64>) -> Search {
+        Search {
+            model: preset(model).unwrap(),
+            hw: resolve_device(hw).unwrap(),
+            workload: Workload::default(),
+            options: MethodOptions::default(),
+            axis,
+            values,
+        }
+    }
+
+    #[test]
+    fn parts_add_up_to_the_difference() {
+        let s = search("llama2-7b", "a100", Axis::Seq, vec![256, 512]);
+        for other in [MethodName::Full, MethodName::Paca] {
+            let b = s.breakdown(512, other).unwrap();
+            let sum: f64 = b.parts.iter().map(|p| p.ms).sum();
+            assert!((sum - (b.lora_ms - b.other_ms)).abs() < 1e-9);
+            // LoRA adds adapter kernels and avoids some of the other's.
+            let adapter: f64 = b.parts[..3].iter().map(|p| p.ms).sum();
+            assert!(adapter > 0.0, "{b:?}");
+            assert!(b.parts[3].ms < 0.0, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn crossings_are_bracketed_by_adjacent_values_on_either_side_of_one() {
+        // gpt2 on an H100: host-bound at short sequences, device-bound at long ones.
+        let s = search("gpt2", "h100", Axis::Seq, vec![32, 64, 128, 256, 512, 1024]);
+        let r = s.run().unwrap();
+        let mut found = 0;
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                assert_eq!(x.after, x.before + 1);
+                assert_ne!(x.ratio_before < 1.0, x.ratio_after < 1.0);
+                // Bisection result agrees with direct evaluation.
+                let rb = s.ratio(x.before, c.other).unwrap();
+                let ra = s.ratio(x.after, c.other).unwrap();
+                assert_eq!((rb, ra), (x.ratio_before, x.ratio_after));
+                found += 1;
+            }
+            // Each grid interval without a sign change has none reported.
+            let changes = c
+                .points
+                .windows(2)
+                .filter(|p| (p[0].3 < 1.0) != (p[1].3 < 1.0))
+                .count();
+            assert_eq!(changes, c.crossings.len());
+        }
+        let _ = found;
+    }
+
+    #[test]
+    fn invalid_points_are_skipped_with_the_reason() {
+        let s = search("gpt2", "a100", Axis::Seq, vec![512, 1024, 2048]);
+        let r = s.run().unwrap();
+        assert_eq!(r.skipped.len(), 1);
+        assert_eq!(r.skipped[0].0, 2048);
+        assert!(r.skipped[0].1.contains("positions"));
+        assert_eq!(r.comparisons[0].points.len(), 2);
+    }
+}

@@ -1,0 +1,448 @@
+//! `costsim sweep`: a grid of configurations evaluated in parallel, written as a table, CSV,
+//! JSON or Markdown (to stdout or atomically to --out). A progress bar on a terminal.
+
+use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, TrainingArgs};
+use crate::output::{csv_line, md_table, num, text_table};
+use anyhow::{Context, Result};
+use clap::Args;
+use costsim_model::method::LayerSelection;
+use costsim_model::sweep::{parse_axis, Grid, Row, Status};
+use costsim_model::{arch, MethodName};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Built-in models, comma-separated (see `costsim models`).
+    #[arg(long, value_delimiter = ',', required_unless_present = "model_config")]
+    pub model: Vec<String>,
+    /// Hugging Face config.json files, comma-separated (added to --model).
+    #[arg(long, value_delimiter = ',', value_name = "FILE")]
+    pub model_config: Vec<PathBuf>,
+    /// GPUs: built-in names or aliases, or profile files, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hw: Vec<String>,
+    /// Methods, comma-separated (`all` = the five).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub method: Vec<MethodArg>,
+    /// Micro-batch sizes: a list (1,2,4) or ranges (1..64:x2, 8..32:+8).
+    #[arg(long, default_value = "8")]
+    pub batch: String,
+    /// Sequence lengths: a list or ranges (128..4096:x2).
+    #[arg(long, default_value = "512")]
+    pub seq: String,
+    /// LoRA reference ranks (PaCA variants take the paper's matched counts): list or ranges.
+    #[arg(long, default_value = "8")]
+    pub rank: String,
+    /// Layer selections for full, lora and paca, separated by ';' or ',' (all, upper:0.5,
+    /// last:K, A..B).
+    #[arg(long, default_value = "all")]
+    pub train_layers: String,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "bf16-mixed")]
+    pub precision: Vec<PrecisionArg>,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write here instead of stdout (written under a temporary name, then renamed).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Resolve the arguments into a grid.
+pub fn grid(args: &SweepArgs) -> Result<Grid> {
+    let mut models = Vec::new();
+    for m in &args.model {
+        models.push(arch::preset(m.trim()).map_err(usage_error)?);
+    }
+    for p in &args.model_config {
+        models.push(arch::from_hf_config(p).map_err(usage_error)?);
+    }
+    let hws = args
+        .hw
+        .iter()
+        .map(|h| costsim_hardware::resolve_device(h.trim()).map_err(usage_error))
+        .collect::<Result<Vec<_>>>()?;
+    let mut methods: Vec<MethodName> = Vec::new();
+    for m in &args.method {
+        for n in m.names() {
+            if !methods.contains(&n) {
+                methods.push(n);
+            }
+        }
+    }
+    let layers = split_selections(&args.train_layers)
+        .into_iter()
+        .map(|s| {
+            if s == "default" {
+                Ok(None)
+            } else {
+                s.parse::<LayerSelection>().map(Some).map_err(usage_error)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut precisions = Vec::new();
+    for p in &args.precision {
+        if !precisions.contains(&p.precision()) {
+            precisions.push(p.precision());
+        }
+    }
+    let grid = Grid {
+        models,
+        hws,
+        methods,
+        batches: parse_axis(&args.batch, "--batch").map_err(usage_error)?,
+        seqs: parse_axis(&args.seq, "--seq").map_err(usage_error)?,
+        ranks: parse_axis(&args.rank, "--rank")
+            .map_err(usage_error)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        train_layers: layers,
+        precisions,
+        base: args
+            .training
+            .workload(1, 1, costsim_model::Precision::Bf16Mixed),
+        options: args.training.method_options()?,
+    };
+    grid.check().map_err(usage_error)?;
+    Ok(grid)
+}
+
+/// `--train-layers` items: ranges contain `..`, so items split on ';' and on ',' alike.
+fn split_selections(s: &str) -> Vec<&str> {
+    s.split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub fn run(args: &SweepArgs) -> Result<()> {
+    let grid = grid(args)?;
+    let total = grid.len();
+    let bar = (!args.quiet && std::io::stderr().is_terminal() && total >= 1000).then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} points  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let rows = grid.run(&|n| {
+        if let Some(b) = &bar {
+            b.inc(n);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let text = render(&rows, args.format)?;
+    match &args.out {
+        Some(path) => write_atomic(path, &text),
+        None => crate::write_stdout(&text),
+    }
+}
+
+/// Write a file under a temporary name beside it, then rename, so no reader sees half a file.
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, contents)
+        .map_err(|e| usage_error(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+const HEAD: [&str; 19] = [
+    "model",
+    "hw",
+    "method",
+    "batch",
+    "seq",
+    "rank",
+    "train_layers",
+    "precision",
+    "status",
+    "step_ms",
+    "forward_ms",
+    "backward_ms",
+    "optimizer_ms",
+    "tokens_per_s",
+    "peak_memory_gib",
+    "trainable_params",
+    "kernels_per_step",
+    "dominant_bound",
+    "message",
+];
+
+fn cells(r: &Row, decimals: usize) -> Vec<String> {
+    let (status, message) = match &r.status {
+        Status::Ok => ("ok", String::new()),
+        Status::OutOfMemory => ("out-of-memory", String::new()),
+        Status::Invalid(m) => ("invalid", m.clone()),
+    };
+    vec![
+        r.model.clone(),
+        r.hw.clone(),
+        r.method.to_string(),
+        r.batch.to_string(),
+        r.seq.to_string(),
+        r.rank.to_string(),
+        r.train_layers.clone(),
+        r.precision.to_string(),
+        status.to_string(),
+        num(r.step_ms, decimals),
+        num(r.forward_ms, decimals),
+        num(r.backward_ms, decimals),
+        num(r.optimizer_ms, decimals),
+        num(r.tokens_per_s, 0),
+        num(r.peak_memory_gib, 2),
+        r.trainable_params.to_string(),
+        r.kernels_per_step.to_string(),
+        r.dominant_bound.map_or("-", |b| b.as_str()).to_string(),
+        message,
+    ]
+}
+
+/// Render the rows. CSV keeps six decimals; tables two.
+pub fn render(rows: &[Row], format: Format) -> Result<String> {
+    let head: Vec<String> = HEAD.iter().map(|s| s.to_string()).collect();
+    Ok(match format {
+        Format::Json => {
+            // serde_json writes non-finite numbers (invalid points) as null.
+            let mut s = serde_json::to_string_pretty(rows)?;
+            s.push('\n');
+            s
+        }
+        Format::Csv => {
+            let mut s = csv_line(&head);
+            s.push('\n');
+            for r in rows {
+                s.push_str(&csv_line(&cells(r, 6)));
+                s.push('\n');
+            }
+            s
+        }
+        Format::Table => {
+            let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r, 2)).collect();
+            text_table(&head, &body)
+        }
+        Format::Markdown => {
+            let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r, 2)).collect();
+            md_table(&head, &body)
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AxisArg {
+    Seq,
+    Batch,
+    Rank,
+}
+
+#[derive(Debug, Args)]
+pub struct CrossoverArgs {
+    /// Built-in model (see `costsim models`).
+    #[arg(
+        long,
+        required_unless_present = "model_config",
+        conflicts_with = "model_config"
+    )]
+    pub model: Option<String>,
+    /// A Hugging Face config.json.
+    #[arg(long, value_name = "FILE")]
+    pub model_config: Option<PathBuf>,
+    /// GPU: a built-in name or alias, or a profile file.
+    #[arg(long)]
+    pub hw: String,
+    /// The axis to vary.
+    #[arg(long, value_enum)]
+    pub vary: AxisArg,
+    /// Grid along the axis (list or ranges). Default: seq 64..max positions ×2, batch 1..128 ×2,
+    /// rank 1..256 ×2.
+    #[arg(long)]
+    pub range: Option<String>,
+    /// Micro-batch size (when not varied).
+    #[arg(long, default_value_t = 8)]
+    pub batch: u64,
+    /// Sequence length (when not varied).
+    #[arg(long, default_value_t = 512)]
+    pub seq: u64,
+    /// LoRA reference rank (when not varied); PaCA takes the paper's matched 2r.
+    #[arg(long)]
+    pub rank: Option<u64>,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16Mixed)]
+    pub precision: PrecisionArg,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    /// table or json.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Resolve the arguments into a search.
+pub fn search(args: &CrossoverArgs) -> Result<costsim_model::crossover::Search> {
+    use costsim_model::crossover::{Axis, Search};
+    let model = match (&args.model, &args.model_config) {
+        (_, Some(p)) => arch::from_hf_config(p).map_err(usage_error)?,
+        (Some(m), None) => arch::preset(m).map_err(usage_error)?,
+        (None, None) => return Err(usage_error("pass --model NAME or --model-config FILE")),
+    };
+    let hw = costsim_hardware::resolve_device(&args.hw).map_err(usage_error)?;
+    let axis = match args.vary {
+        AxisArg::Seq => Axis::Seq,
+        AxisArg::Batch => Axis::Batch,
+        AxisArg::Rank => Axis::Rank,
+    };
+    let range = match (&args.range, axis) {
+        (Some(r), _) => r.clone(),
+        (None, Axis::Seq) => format!("64..{}:x2,{}", model.max_positions, model.max_positions),
+        (None, Axis::Batch) => "1..128:x2".into(),
+        (None, Axis::Rank) => "1..256:x2".into(),
+    };
+    let mut values = parse_axis(&range, "--range").map_err(usage_error)?;
+    values.sort_unstable();
+    if values.len() < 2 {
+        return Err(usage_error(
+            "--range needs at least two values along the axis, e.g. 128..4096:x2",
+        ));
+    }
+    let mut options = args.training.method_options()?;
+    options.rank = args.rank;
+    let workload = args
+        .training
+        .workload(args.batch, args.seq, args.precision.precision());
+    Ok(Search {
+        model,
+        hw,
+        workload,
+        options,
+        axis,
+        values,
+    })
+}
+
+pub fn crossover(args: &CrossoverArgs) -> Result<()> {
+    let s = search(args)?;
+    let report = s.run().map_err(usage_error)?;
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        _ => render_crossover(&report, &s),
+    };
+    crate::write_stdout(&text)
+}
+
+fn render_crossover(
+    r: &costsim_model::crossover::Report,
+    s: &costsim_model::crossover::Search,
+) -> String {
+    use std::fmt::Write as _;
+    let axis = r.axis.as_str();
+    let mut out = String::new();
+    let fixed = match r.axis {
+        costsim_model::crossover::Axis::Seq => format!("batch {}", s.workload.batch),
+        costsim_model::crossover::Axis::Batch => format!("seq {}", s.workload.seq),
+        costsim_model::crossover::Axis::Rank => {
+            format!("batch {} x seq {}", s.workload.batch, s.workload.seq)
+        }
+    };
+    let rank = match (r.axis, s.options.rank) {
+        (costsim_model::crossover::Axis::Rank, _) => String::new(),
+        (_, Some(k)) => format!(", LoRA rank {k}"),
+        (_, None) => ", LoRA rank 8".into(),
+    };
+    let _ = writeln!(
+        out,
+        "{} on {}, {}{}, {}: LoRA against full fine-tuning and PaCA along {axis}",
+        r.model,
+        r.hw,
+        fixed,
+        rank,
+        s.workload.precision.as_str()
+    );
+    for c in &r.comparisons {
+        let _ = writeln!(out, "\nLoRA vs {}", c.other);
+        let head: Vec<String> = [axis, "lora ms", "other ms", "lora/other"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let rows: Vec<Vec<String>> = c
+            .points
+            .iter()
+            .map(|(v, a, b, q)| vec![v.to_string(), num(*a, 2), num(*b, 2), num(*q, 3)])
+            .collect();
+        out.push_str(&text_table(&head, &rows));
+        if c.crossings.is_empty() {
+            let (lo, hi) = c
+                .points
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+                    (lo.min(p.3), hi.max(p.3))
+                });
+            let verdict = if hi < 1.0 {
+                "LoRA is faster throughout"
+            } else if lo >= 1.0 {
+                "LoRA is slower throughout"
+            } else {
+                "no crossing"
+            };
+            let _ = writeln!(
+                out,
+                "No crossover in this range: {verdict} (ratio {}..{}).",
+                num(lo, 3),
+                num(hi, 3)
+            );
+        }
+        for x in &c.crossings {
+            let _ = writeln!(
+                out,
+                "Crossover between {axis} {} (ratio {}) and {} (ratio {}): LoRA becomes {} than {}.",
+                x.before,
+                num(x.ratio_before, 4),
+                x.after,
+                num(x.ratio_after, 4),
+                if x.lora_becomes_faster { "faster" } else { "slower" },
+                c.other
+            );
+            let _ = writeln!(
+                out,
+                "Driven by {} ({}{} ms per step from {axis} {} to {}).",
+                x.driver,
+                if x.driver_change_ms >= 0.0 { "+" } else { "" },
+                num(x.driver_change_ms, 3),
+                x.grid_before.value,
+                x.grid_after.value
+            );
+            let head: Vec<String> = [
+                "T_lora - T_other (ms)".to_string(),
+                format!("{axis} {}", x.grid_before.value),
+                format!("{axis} {}", x.grid_after.value),
+            ]
+            .to_vec();
+            let mut rows: Vec<Vec<String>> = x
+                .grid_before
+                .parts
+                .iter()
+                .zip(&x.grid_after.parts)
+                .map(|(a, b)| vec![a.name.to_string(), num(a.ms, 3), num(b.ms, 3)])
+                .collect();
+            rows.push(vec![
+                "total".into(),
+                num(x.grid_before.lora_ms - x.grid_before.other_ms, 3),
+                num(x.grid_after.lora_ms - x.grid_after.other_ms, 3),
+            ]);
+            out.push_str(&text_table(&head, &rows));
+        }
+    }
+    for (v, why) in &r.skipped {
+        let _ = writeln!(out, "skipped {axis} {v}: {why}");
+    }
+    out
+}
