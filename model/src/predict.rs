@@ -326,7 +326,7 @@ pub fn predict_with_graph(
     amount: Option<Amount>,
     memo: &mut GemmMemo,
 ) -> Prediction {
-    let cg = simulate::cost_graph_memo(g, cfg.workload, cfg.hw, memo);
+    let cg = simulate::cost_graph_memo(g, cfg.workload, cfg.hw, memo, detail.kernels);
     let tl = simulate::simulate(g, &cg, cfg.workload, cfg.hw, detail.kernels);
     let w = cfg.workload;
     let accum = f64::from(w.grad_accum);

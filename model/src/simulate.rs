@@ -16,7 +16,8 @@ use costsim_hardware::Profile;
 /// A segment's costs, evaluated once and reused for every layer that shares it.
 #[derive(Debug, Clone)]
 pub struct CostedSegment {
-    /// Per kernel: (host issue cost s, device cost).
+    /// Per kernel: (host issue cost s, device cost); empty unless asked for (kernel rows,
+    /// recorded waits, crossover breakdowns).
     pub kernels: Vec<(f64, KernelCost)>,
     /// The same without host-only ops, whose host time is folded into the next kernel's:
     /// (host s before the launch, device s, bound index). The simulation's hot loop.
@@ -57,32 +58,26 @@ pub fn cost_segment(
     w: &Workload,
     hw: &Profile,
     memo: &mut GemmMemo,
+    keep_kernels: bool,
 ) -> CostedSegment {
     let graph = w.runtime == Runtime::CudaGraph;
-    let kernels: Vec<(f64, KernelCost)> = seg
-        .kernels
-        .iter()
-        .map(|k| {
-            (
-                host_cost(k, phase, w.runtime, hw),
-                kernel_cost_memo(k, hw, graph, memo),
-            )
-        })
-        .collect();
-    let totals = seg.kernels.iter().fold((0.0, 0.0, 0), |(f, b, l), k| {
-        (
-            f + k.flops,
-            b + k.bytes_read + k.bytes_written,
-            l + u64::from(k.launches),
-        )
-    });
-    let mut fast = Vec::with_capacity(kernels.len());
+    let mut kernels = Vec::with_capacity(if keep_kernels { seg.kernels.len() } else { 0 });
+    let mut fast = Vec::with_capacity(seg.kernels.len());
     let mut pending = 0.0;
-    for (host_s, c) in &kernels {
+    let mut totals = (0.0, 0.0, 0u64);
+    for k in &seg.kernels {
+        let host_s = host_cost(k, phase, w.runtime, hw);
+        let c = kernel_cost_memo(k, hw, graph, memo);
+        totals.0 += k.flops;
+        totals.1 += k.bytes_read + k.bytes_written;
+        totals.2 += u64::from(k.launches);
         pending += host_s;
-        if launches_work(c) {
+        if launches_work(&c) {
             fast.push((pending, c.device_s, bound_index(c.bound) as u8));
             pending = 0.0;
+        }
+        if keep_kernels {
+            kernels.push((host_s, c));
         }
     }
     CostedSegment {
@@ -296,7 +291,7 @@ pub struct CostedGraph {
 
 /// Evaluate every distinct segment of the graph once.
 pub fn cost_graph(g: &StepGraph, w: &Workload, hw: &Profile) -> CostedGraph {
-    cost_graph_memo(g, w, hw, &mut GemmMemo::default())
+    cost_graph_memo(g, w, hw, &mut GemmMemo::default(), true)
 }
 
 /// [`cost_graph`] with a memo of GEMM math times for `hw` (kept across graphs by sweeps).
@@ -305,12 +300,20 @@ pub fn cost_graph_memo(
     w: &Workload,
     hw: &Profile,
     memo: &mut GemmMemo,
+    keep_kernels: bool,
 ) -> CostedGraph {
     let mut three = |s: &crate::graph::ScopeGraph| {
         [
-            cost_segment(&s.forward, Phase::Forward, w, hw, memo),
-            cost_segment(&s.backward, Phase::Backward, w, hw, memo),
-            cost_segment(&s.backward_accum, Phase::Backward, w, hw, memo),
+            cost_segment(&s.forward, Phase::Forward, w, hw, memo, keep_kernels),
+            cost_segment(&s.backward, Phase::Backward, w, hw, memo, keep_kernels),
+            cost_segment(
+                &s.backward_accum,
+                Phase::Backward,
+                w,
+                hw,
+                memo,
+                keep_kernels,
+            ),
         ]
     };
     let embedding = three(&g.embedding);
@@ -320,7 +323,7 @@ pub fn cost_graph_memo(
         embedding,
         layers,
         head,
-        optimizer: cost_segment(&g.optimizer, Phase::Optimizer, w, hw, memo),
+        optimizer: cost_segment(&g.optimizer, Phase::Optimizer, w, hw, memo, keep_kernels),
     }
 }
 
