@@ -40,6 +40,9 @@ pub enum Command {
     /// Find where LoRA becomes faster or slower than full fine-tuning and than PaCA along one
     /// axis (seq, batch or rank), and what drives it.
     Crossover(crate::sweep::CrossoverArgs),
+    /// Draw charts (SVG or PNG): per-layer breakdown, method comparison, crossover heatmap,
+    /// predicted vs measured.
+    Plot(crate::plot::PlotArgs),
     /// Fit a device profile from microbenchmarks (needs the `tch` feature).
     Calibrate(Passthrough),
 }

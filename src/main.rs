@@ -4,6 +4,7 @@
 
 mod cli;
 mod output;
+mod plot;
 mod sweep;
 mod validate;
 
@@ -54,6 +55,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Validate(args) => write_stdout(&validate::run(&args)?),
         Command::Sweep(args) => sweep::run(&args),
         Command::Crossover(args) => sweep::crossover(&args),
+        Command::Plot(args) => plot::run(&args),
         Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
             "`costsim calibrate` (fitting a profile from microbenchmarks) is not part of this \
              version yet; `costsim validate` measures whole steps"

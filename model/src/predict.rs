@@ -583,3 +583,133 @@ fn kernel_rows(
     );
     rows
 }
+
+/// Step time of one scope split two ways, ms per optimizer step (all micro-batches).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScopeBreakdown {
+    /// `embedding`, `layer.N`, `head`, `optimizer`.
+    pub scope: String,
+    /// Device time by kernel kind, in [`KernelKind::ALL`] order (host-only ops have none).
+    pub by_kind_ms: Vec<(KernelKind, f64)>,
+    /// Device time by bound (compute, memory, launch) and GPU time spent waiting on the host.
+    pub compute_ms: f64,
+    pub memory_ms: f64,
+    pub launch_ms: f64,
+    pub host_wait_ms: f64,
+}
+
+/// Where each scope's time goes, for the per-layer stacked chart. Kind and bound totals of a
+/// scope agree up to the host wait: Σ by_kind = compute + memory + launch.
+pub fn breakdown(cfg: &Config) -> Vec<ScopeBreakdown> {
+    let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
+    let cg = simulate::cost_graph(&g, &cfg.workload, &cfg.hw);
+    let tl = simulate::simulate(&g, &cg, &cfg.workload, &cfg.hw, false);
+    let accum = f64::from(cfg.workload.grad_accum);
+    let by_kind = |segs: &[(&simulate::CostedSegment, &graph::Segment, f64)]| {
+        let mut v: Vec<(KernelKind, f64)> = KernelKind::ALL.iter().map(|&k| (k, 0.0)).collect();
+        for (c, s, times) in segs {
+            for (k, (_, cost)) in s.kernels.iter().zip(&c.kernels) {
+                let i = KernelKind::ALL
+                    .iter()
+                    .position(|x| *x == k.kind)
+                    .unwrap_or(0);
+                v[i].1 += cost.device_s * 1e3 * times;
+            }
+        }
+        v
+    };
+    let scope_name = |s: Scope| match s {
+        Scope::Embedding => "embedding".to_string(),
+        Scope::Layer(i) => format!("layer.{i}"),
+        Scope::Head => "head".into(),
+        Scope::Optimizer => "optimizer".into(),
+    };
+    let mut out = Vec::new();
+    let n_layers = g.layer_class.len();
+    for i in 0..n_layers + 2 {
+        let (scope, sg, costs): (Scope, &ScopeGraph, &[simulate::CostedSegment; 3]) = if i == 0 {
+            (Scope::Embedding, &g.embedding, &cg.embedding)
+        } else if i <= n_layers {
+            let c = g.layer_class[i - 1];
+            (
+                Scope::Layer((i - 1) as u32),
+                &g.layer_graphs[c],
+                &cg.layers[c],
+            )
+        } else {
+            (Scope::Head, &g.head, &cg.head)
+        };
+        let kinds = by_kind(&[
+            (&costs[0], &sg.forward, accum),
+            (&costs[1], &sg.backward, 1.0),
+            (&costs[2], &sg.backward_accum, accum - 1.0),
+        ]);
+        let mut bounds = [0.0; 4];
+        for (_, _, span) in tl.scopes.iter().filter(|(s, ..)| *s == scope) {
+            for (b, v) in bounds.iter_mut().zip(span.by_bound) {
+                *b += v * 1e3;
+            }
+        }
+        out.push(ScopeBreakdown {
+            scope: scope_name(scope),
+            by_kind_ms: kinds,
+            compute_ms: bounds[0],
+            memory_ms: bounds[1],
+            launch_ms: bounds[2],
+            host_wait_ms: bounds[3],
+        });
+    }
+    let opt = &tl.phases[2];
+    out.push(ScopeBreakdown {
+        scope: "optimizer".into(),
+        by_kind_ms: by_kind(&[(&cg.optimizer, &g.optimizer, 1.0)]),
+        compute_ms: opt.by_bound[0] * 1e3,
+        memory_ms: opt.by_bound[1] * 1e3,
+        launch_ms: opt.by_bound[2] * 1e3,
+        host_wait_ms: opt.by_bound[3] * 1e3,
+    });
+    out
+}
+
+#[cfg(test)]
+mod breakdown_tests {
+    use super::*;
+    use crate::arch::preset;
+    use crate::method::{MethodName, MethodOptions};
+    use costsim_hardware::resolve_device;
+
+    #[test]
+    fn breakdown_sums_to_the_step_time() {
+        for (name, accum) in [(MethodName::Lora, 1), (MethodName::PacaUpperHalf, 3)] {
+            let model = preset("tinyllama-1.1b").unwrap();
+            let cfg = Config {
+                method: MethodSpec::resolve(name, &MethodOptions::default(), &model, true).unwrap(),
+                model,
+                workload: Workload {
+                    grad_accum: accum,
+                    ..Workload::default()
+                },
+                hw: resolve_device("a100").unwrap(),
+            };
+            let p = predict(&cfg, Detail::default(), None);
+            let b = breakdown(&cfg);
+            assert_eq!(b.len(), 22 + 3);
+            let mut total = 0.0;
+            for s in &b {
+                let kinds: f64 = s.by_kind_ms.iter().map(|(_, v)| v).sum();
+                let device = s.compute_ms + s.memory_ms + s.launch_ms;
+                assert!((kinds - device).abs() <= 1e-9 * device.max(1.0), "{s:?}");
+                total += device + s.host_wait_ms;
+            }
+            assert!(
+                (total - p.step_ms).abs() < 1e-6 * p.step_ms,
+                "{total} {}",
+                p.step_ms
+            );
+            // Layers below the cut of layer-selective PaCA have no backward GEMMs.
+            if name == MethodName::PacaUpperHalf {
+                assert!(b[1].by_kind_ms[0].1 < b[21].by_kind_ms[0].1);
+            }
+        }
+    }
+}

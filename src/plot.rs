@@ -1,0 +1,854 @@
+//! `costsim plot`: charts drawn with plotters, SVG by default and PNG when the output ends in
+//! `.png`. Text uses DejaVu Sans shipped in assets/fonts (registered at start), so nothing
+//! depends on system fonts.
+//!
+//! Each chart is computed first as plain data (serializable, snapshot-tested, written with
+//! `--data FILE.json`), then drawn:
+//! - `breakdown`: per layer, stacked step time by kernel kind and by bound (compute, memory,
+//!   launch, host wait), one row per method;
+//! - `methods`: step time per method, stacked forward / backward / optimizer;
+//! - `heatmap`: LoRA / other time ratio over two axes (e.g. seq × rank) with the 1.0 contour;
+//! - `scatter`: predicted vs measured phase times from validation results.
+
+use crate::cli::{usage_error, MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use costsim_model::graph::KernelKind;
+use costsim_model::method::MethodSpec;
+use costsim_model::predict::{breakdown, ScopeBreakdown};
+use costsim_model::sweep::parse_axis;
+use costsim_model::{arch, Config, MethodName};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(subcommand)]
+    pub chart: Chart,
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Image to write: .svg or .png.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Also write the chart's data as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Chart {
+    /// Per-layer stacked step time by kernel kind and by bound, one row per method.
+    Breakdown {
+        #[command(flatten)]
+        predict: PredictArgs,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Step time per method, stacked forward / backward / optimizer.
+    Methods {
+        #[command(flatten)]
+        predict: PredictArgs,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// LoRA / other time ratio over two axes, with the 1.0 contour.
+    Heatmap(HeatmapArgs),
+    /// Predicted vs measured phase times from a validation results file.
+    Scatter {
+        /// Results written by `costsim validate --out`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Profile to predict with (default: the one recorded in the file).
+        #[arg(long)]
+        hw: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AxisName {
+    Seq,
+    Batch,
+    Rank,
+}
+
+#[derive(Debug, Args)]
+pub struct HeatmapArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub hw: String,
+    /// Horizontal axis.
+    #[arg(long, value_enum, default_value = "seq")]
+    pub x: AxisName,
+    #[arg(long, default_value = "128..4096:x2")]
+    pub x_range: String,
+    /// Vertical axis.
+    #[arg(long, value_enum, default_value = "rank")]
+    pub y: AxisName,
+    #[arg(long, default_value = "4..256:x2")]
+    pub y_range: String,
+    /// The method LoRA is divided by.
+    #[arg(long, value_enum, default_value = "full")]
+    pub against: MethodArg,
+    /// Micro-batch size when not an axis.
+    #[arg(long, default_value_t = 8)]
+    pub batch: u64,
+    /// Sequence length when not an axis.
+    #[arg(long, default_value_t = 512)]
+    pub seq: u64,
+    /// LoRA reference rank when not an axis.
+    #[arg(long, default_value_t = 8)]
+    pub rank: u64,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16Mixed)]
+    pub precision: PrecisionArg,
+    #[command(flatten)]
+    pub training: TrainingArgs,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chart data
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BreakdownChart {
+    pub title: String,
+    pub methods: Vec<(String, Vec<ScopeBreakdown>)>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct MethodBar {
+    pub method: String,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub step_ms: f64,
+    pub fits: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct MethodsChart {
+    pub title: String,
+    pub bars: Vec<MethodBar>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HeatmapChart {
+    pub title: String,
+    pub x: AxisName,
+    pub y: AxisName,
+    pub xs: Vec<u64>,
+    pub ys: Vec<u64>,
+    /// ratio[j][i] = T_LoRA / T_other at (xs[i], ys[j]); NaN (null) where invalid.
+    pub ratio: Vec<Vec<f64>>,
+    /// Segments of the ratio = 1 contour in cell coordinates (cell (i, j) spans i..i+1,
+    /// j..j+1; values sit at cell centres).
+    pub contour: Vec<[(f64, f64); 2]>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ScatterPoint {
+    pub config: String,
+    pub method: String,
+    pub phase: &'static str,
+    pub predicted_ms: f64,
+    pub measured_ms: f64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ScatterChart {
+    pub title: String,
+    pub points: Vec<ScatterPoint>,
+}
+
+pub fn breakdown_chart(args: &PredictArgs) -> Result<BreakdownChart> {
+    let cfgs = args.configs()?;
+    let c0 = &cfgs[0];
+    Ok(BreakdownChart {
+        title: format!(
+            "{} on {}, batch {} x seq {}, {}: time per layer",
+            c0.model.name,
+            c0.hw.name,
+            c0.workload.batch,
+            c0.workload.seq,
+            c0.workload.precision.as_str()
+        ),
+        methods: cfgs
+            .iter()
+            .map(|c| (c.method.name.to_string(), breakdown(c)))
+            .collect(),
+    })
+}
+
+pub fn methods_chart(args: &PredictArgs) -> Result<MethodsChart> {
+    let cfgs = args.configs()?;
+    let c0 = &cfgs[0];
+    let accum = f64::from(c0.workload.grad_accum);
+    Ok(MethodsChart {
+        title: format!(
+            "{} on {}, batch {} x seq {}, {}: step time",
+            c0.model.name,
+            c0.hw.name,
+            c0.workload.batch,
+            c0.workload.seq,
+            c0.workload.precision.as_str()
+        ),
+        bars: cfgs
+            .iter()
+            .map(|c| {
+                let p = costsim_model::predict(c, costsim_model::Detail::default(), None);
+                MethodBar {
+                    method: p.method.clone(),
+                    forward_ms: p.forward_ms * accum,
+                    backward_ms: p.backward_ms * accum,
+                    optimizer_ms: p.optimizer_ms,
+                    step_ms: p.step_ms,
+                    fits: p.fits,
+                }
+            })
+            .collect(),
+    })
+}
+
+pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
+    if a.x == a.y {
+        return Err(usage_error(
+            "--x and --y must be different axes (seq, batch, rank)",
+        ));
+    }
+    let other = match a.against {
+        MethodArg::Full => MethodName::Full,
+        MethodArg::Paca => MethodName::Paca,
+        MethodArg::PacaUpperHalf => MethodName::PacaUpperHalf,
+        MethodArg::PacaThreeQuarters => MethodName::PacaThreeQuarters,
+        MethodArg::Lora | MethodArg::All => {
+            return Err(usage_error(
+                "--against takes full, paca, paca-upper-half or paca-three-quarters",
+            ))
+        }
+    };
+    let mut xs = parse_axis(&a.x_range, "--x-range").map_err(usage_error)?;
+    let mut ys = parse_axis(&a.y_range, "--y-range").map_err(usage_error)?;
+    xs.sort_unstable();
+    ys.sort_unstable();
+    let model = arch::preset(&a.model).map_err(usage_error)?;
+    let hw = costsim_hardware::resolve_device(&a.hw).map_err(usage_error)?;
+    let precision = a.precision.precision();
+    let opts = a.training.method_options()?;
+    let step = |method: MethodName, x: u64, y: u64| -> Option<f64> {
+        let get = |axis: AxisName, fixed: u64| {
+            if axis == a.x {
+                x
+            } else if axis == a.y {
+                y
+            } else {
+                fixed
+            }
+        };
+        let w = a.training.workload(
+            get(AxisName::Batch, a.batch),
+            get(AxisName::Seq, a.seq),
+            precision,
+        );
+        w.validate(&model).ok()?;
+        let mut o = opts.clone();
+        o.rank = Some(get(AxisName::Rank, a.rank));
+        let method = MethodSpec::resolve(method, &o, &model, true).ok()?;
+        let cfg = Config {
+            model: model.clone(),
+            method,
+            workload: w,
+            hw: hw.clone(),
+        };
+        Some(costsim_model::predict(&cfg, costsim_model::Detail::default(), None).step_ms)
+    };
+    let ratio: Vec<Vec<f64>> = ys
+        .iter()
+        .map(|&y| {
+            xs.iter()
+                .map(
+                    |&x| match (step(MethodName::Lora, x, y), step(other, x, y)) {
+                        (Some(l), Some(o)) => l / o,
+                        _ => f64::NAN,
+                    },
+                )
+                .collect()
+        })
+        .collect();
+    let contour = contour_segments(&ratio, 1.0);
+    let name = |n: AxisName| match n {
+        AxisName::Seq => "seq",
+        AxisName::Batch => "batch",
+        AxisName::Rank => "rank",
+    };
+    Ok(HeatmapChart {
+        title: format!(
+            "{} on {}, {}: LoRA / {} step time over {} x {}",
+            model.name,
+            hw.name,
+            precision.as_str(),
+            other,
+            name(a.x),
+            name(a.y)
+        ),
+        x: a.x,
+        y: a.y,
+        xs,
+        ys,
+        ratio,
+        contour,
+    })
+}
+
+/// Marching squares over cell centres: the segments where `v` crosses `level`, by linear
+/// interpolation along the edges between neighbouring centres. Squares with a NaN corner are
+/// skipped; the two saddle cases join the crossings pairwise in edge order.
+pub fn contour_segments(v: &[Vec<f64>], level: f64) -> Vec<[(f64, f64); 2]> {
+    let mut out = Vec::new();
+    let ny = v.len();
+    let nx = v.first().map_or(0, Vec::len);
+    for j in 0..ny.saturating_sub(1) {
+        for i in 0..nx.saturating_sub(1) {
+            // Corners counter-clockwise: (i,j), (i+1,j), (i+1,j+1), (i,j+1); centres at +0.5.
+            let c = [
+                (i, j, v[j][i]),
+                (i + 1, j, v[j][i + 1]),
+                (i + 1, j + 1, v[j + 1][i + 1]),
+                (i, j + 1, v[j + 1][i]),
+            ];
+            if c.iter().any(|p| !p.2.is_finite()) {
+                continue;
+            }
+            let mut pts = Vec::new();
+            for e in 0..4 {
+                let (a, b) = (c[e], c[(e + 1) % 4]);
+                let (da, db) = (a.2 - level, b.2 - level);
+                if (da < 0.0) != (db < 0.0) {
+                    let t = da / (da - db);
+                    pts.push((
+                        a.0 as f64 + 0.5 + t * (b.0 as f64 - a.0 as f64),
+                        a.1 as f64 + 0.5 + t * (b.1 as f64 - a.1 as f64),
+                    ));
+                }
+            }
+            for pair in pts.chunks_exact(2) {
+                out.push([pair[0], pair[1]]);
+            }
+        }
+    }
+    out
+}
+
+pub fn scatter_chart(from: &Path, hw: Option<&str>) -> Result<ScatterChart> {
+    let file = costsim_validate::record::ResultsFile::load(from).map_err(usage_error)?;
+    let profile =
+        costsim_hardware::resolve_device(hw.unwrap_or(&file.profile)).map_err(usage_error)?;
+    let report = costsim_validate::compare::compare(&file, &profile).map_err(usage_error)?;
+    let mut points = Vec::new();
+    for r in &report.rows {
+        for (phase, pm) in ["forward", "backward", "optimizer", "step"]
+            .into_iter()
+            .zip(r.phases)
+        {
+            if let Some((p, m)) = pm {
+                points.push(ScatterPoint {
+                    config: r.config.clone(),
+                    method: r.method.clone(),
+                    phase,
+                    predicted_ms: p,
+                    measured_ms: m,
+                });
+            }
+        }
+    }
+    if points.is_empty() {
+        return Err(usage_error(format!(
+            "{} has no measured phases to plot",
+            from.display()
+        )));
+    }
+    Ok(ScatterChart {
+        title: format!(
+            "predicted ({}) vs measured on {}",
+            profile.name, report.device
+        ),
+        points,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drawing
+// ---------------------------------------------------------------------------------------------
+
+/// Any chart's data.
+pub enum ChartData {
+    Breakdown(BreakdownChart),
+    Methods(MethodsChart),
+    Heatmap(HeatmapChart),
+    Scatter(ScatterChart),
+}
+
+impl ChartData {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Self::Breakdown(b) => (1400, 60 + 280 * b.methods.len() as u32),
+            Self::Methods(_) => (900, 520),
+            Self::Heatmap(_) => (900, 680),
+            Self::Scatter(_) => (760, 700),
+        }
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        match self {
+            Self::Breakdown(c) => serde_json::to_string_pretty(c),
+            Self::Methods(c) => serde_json::to_string_pretty(c),
+            Self::Heatmap(c) => serde_json::to_string_pretty(c),
+            Self::Scatter(c) => serde_json::to_string_pretty(c),
+        }
+    }
+}
+
+/// Fixed, colour-blind-friendly palette (Okabe–Ito, then greys).
+const COLORS: [RGBColor; 11] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+    RGBColor(240, 228, 66),
+    RGBColor(0, 0, 0),
+    RGBColor(120, 120, 120),
+    RGBColor(180, 180, 180),
+    RGBColor(90, 60, 30),
+];
+
+type DrawResult<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &ChartData) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    match data {
+        ChartData::Breakdown(c) => draw_breakdown(root, c),
+        ChartData::Methods(c) => draw_methods(root, c),
+        ChartData::Heatmap(c) => draw_heatmap(root, c),
+        ChartData::Scatter(c) => draw_scatter(root, c),
+    }
+}
+
+/// Stacked bars: one bar per category, `stacks` = (label, value per category).
+fn stacked<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    categories: &[String],
+    stacks: &[(String, Vec<f64>)],
+    y_label: &str,
+) -> DrawResult<DB> {
+    let n = categories.len();
+    let top = (0..n)
+        .map(|i| stacks.iter().map(|(_, v)| v[i]).sum::<f64>())
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    // Legend in its own column on the right, so it never hides a bar.
+    let (w, _) = area.dim_in_pixel();
+    let (plot_area, legend_area) = area.split_horizontally(w.saturating_sub(120));
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..top)?;
+    let cats = categories.to_vec();
+    let step = (n / 16).max(1);
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n.min(40))
+        .x_label_formatter(&|x| {
+            let i = x.round().max(0.0) as usize;
+            if (*x - i as f64).abs() < 1e-9 && i < cats.len() && i % step == 0 {
+                cats[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(y_label)
+        .label_style(("sans-serif", 11))
+        .draw()?;
+    let mut base = vec![0.0; n];
+    for (si, (label, values)) in stacks.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        let rects: Vec<_> = (0..n)
+            .map(|i| {
+                let (y0, y1) = (base[i], base[i] + values[i]);
+                base[i] = y1;
+                Rectangle::new([(i as f64 - 0.4, y0), (i as f64 + 0.4, y1)], color.filled())
+            })
+            .collect();
+        chart.draw_series(rects)?;
+        let y = 36 + 18 * si as i32;
+        legend_area.draw(&Rectangle::new([(6, y - 5), (16, y + 5)], color.filled()))?;
+        legend_area.draw(&Text::new(
+            label.clone(),
+            (22, y - 6),
+            ("sans-serif", 12).into_font(),
+        ))?;
+    }
+    Ok(())
+}
+
+fn short_scope(s: &str) -> String {
+    match s {
+        "embedding" => "emb".into(),
+        "optimizer" => "opt".into(),
+        other => other.strip_prefix("layer.").unwrap_or(other).to_string(),
+    }
+}
+
+fn draw_breakdown<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &BreakdownChart,
+) -> DrawResult<DB> {
+    let (title, body) = root.split_vertically(40);
+    title.titled(&c.title, ("sans-serif", 20))?;
+    let rows = body.split_evenly((c.methods.len(), 2));
+    for (m, (method, scopes)) in c.methods.iter().enumerate() {
+        let cats: Vec<String> = scopes.iter().map(|s| short_scope(&s.scope)).collect();
+        let kinds: Vec<(String, Vec<f64>)> = KernelKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(k, kind)| {
+                (
+                    kind.as_str().to_string(),
+                    scopes
+                        .iter()
+                        .map(|s| s.by_kind_ms[k].1)
+                        .collect::<Vec<f64>>(),
+                )
+            })
+            .filter(|(_, v)| v.iter().any(|x| *x > 0.0))
+            .collect();
+        stacked(
+            &rows[2 * m],
+            &format!("{method}: device time by kernel kind"),
+            &cats,
+            &kinds,
+            "ms per step",
+        )?;
+        let bounds: Vec<(String, Vec<f64>)> = [
+            ("compute", 0),
+            ("memory", 1),
+            ("launch", 2),
+            ("host wait", 3),
+        ]
+        .iter()
+        .map(|(name, b)| {
+            (
+                name.to_string(),
+                scopes
+                    .iter()
+                    .map(|s| [s.compute_ms, s.memory_ms, s.launch_ms, s.host_wait_ms][*b])
+                    .collect(),
+            )
+        })
+        .collect();
+        stacked(
+            &rows[2 * m + 1],
+            &format!("{method}: step time by bound"),
+            &cats,
+            &bounds,
+            "ms per step",
+        )?;
+    }
+    Ok(())
+}
+
+fn draw_methods<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &MethodsChart,
+) -> DrawResult<DB> {
+    let cats: Vec<String> = c
+        .bars
+        .iter()
+        .map(|b| {
+            if b.fits {
+                b.method.clone()
+            } else {
+                format!("{} (OOM)", b.method)
+            }
+        })
+        .collect();
+    let stacks = vec![
+        (
+            "forward".to_string(),
+            c.bars.iter().map(|b| b.forward_ms).collect(),
+        ),
+        (
+            "backward".to_string(),
+            c.bars.iter().map(|b| b.backward_ms).collect(),
+        ),
+        (
+            "optimizer".to_string(),
+            c.bars.iter().map(|b| b.optimizer_ms).collect(),
+        ),
+    ];
+    stacked(root, &c.title, &cats, &stacks, "ms per optimizer step")
+}
+
+/// Diverging colour for a ratio: blue below 1 (LoRA faster), red above, white at 1; saturates at
+/// ×2 either way.
+fn ratio_color(r: f64) -> RGBColor {
+    if !r.is_finite() {
+        return RGBColor(200, 200, 200);
+    }
+    let t = r.log2().clamp(-1.0, 1.0);
+    let mix = |a: u8, b: u8, t: f64| (f64::from(a) + (f64::from(b) - f64::from(a)) * t) as u8;
+    if t < 0.0 {
+        let t = -t;
+        RGBColor(mix(255, 33, t), mix(255, 102, t), mix(255, 172, t))
+    } else {
+        RGBColor(mix(255, 178, t), mix(255, 24, t), mix(255, 43, t))
+    }
+}
+
+fn draw_heatmap<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &HeatmapChart,
+) -> DrawResult<DB> {
+    let (nx, ny) = (c.xs.len(), c.ys.len());
+    let (xs, ys) = (c.xs.clone(), c.ys.clone());
+    let name = |a: AxisName| match a {
+        AxisName::Seq => "sequence length",
+        AxisName::Batch => "micro-batch size",
+        AxisName::Rank => "LoRA rank",
+    };
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(nx * 2 + 1)
+        .y_labels(ny * 2 + 1)
+        .x_label_formatter(&|x| label_at(&xs, *x))
+        .y_label_formatter(&|y| label_at(&ys, *y))
+        .x_desc(name(c.x))
+        .y_desc(name(c.y))
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    let mut cells = Vec::new();
+    for (j, row) in c.ratio.iter().enumerate() {
+        for (i, r) in row.iter().enumerate() {
+            let (x, y) = (i as f64, j as f64);
+            cells.push(Rectangle::new(
+                [(x, y), (x + 1.0, y + 1.0)],
+                ratio_color(*r).filled(),
+            ));
+        }
+    }
+    chart.draw_series(cells)?;
+    let mut labels = Vec::new();
+    for (j, row) in c.ratio.iter().enumerate() {
+        for (i, r) in row.iter().enumerate() {
+            let text = if r.is_finite() {
+                format!("{r:.2}")
+            } else {
+                "-".into()
+            };
+            labels.push(Text::new(
+                text,
+                (i as f64 + 0.32, j as f64 + 0.6),
+                ("sans-serif", 12).into_font().color(&BLACK),
+            ));
+        }
+    }
+    chart.draw_series(labels)?;
+    chart
+        .draw_series(
+            c.contour
+                .iter()
+                .map(|[a, b]| PathElement::new(vec![*a, *b], BLACK.stroke_width(3))),
+        )?
+        .label("ratio = 1.0 (below: LoRA faster, blue)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()?;
+    Ok(())
+}
+
+/// Axis label at a cell centre (i + 0.5) in cell coordinates, else nothing.
+fn label_at(values: &[u64], x: f64) -> String {
+    let i = (x - 0.5).round();
+    if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < values.len() {
+        values[i as usize].to_string()
+    } else {
+        String::new()
+    }
+}
+
+fn draw_scatter<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    c: &ScatterChart,
+) -> DrawResult<DB> {
+    let (lo, hi) = c
+        .points
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), p| {
+            (
+                lo.min(p.predicted_ms.min(p.measured_ms)),
+                hi.max(p.predicted_ms.max(p.measured_ms)),
+            )
+        });
+    let (lo, hi) = (lo.max(1e-3) / 1.5, hi * 1.5);
+    let mut chart = ChartBuilder::on(root)
+        .caption(&c.title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("measured ms")
+        .y_desc("predicted ms")
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(lo, lo), (hi, hi)],
+            BLACK.stroke_width(1),
+        )))?
+        .label("predicted = measured")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+    let band = RGBColor(150, 150, 150);
+    for f in [0.75, 1.25] {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(lo, lo * f), (hi, hi * f)],
+            band.stroke_width(1),
+        )))?;
+    }
+    for (k, phase) in ["forward", "backward", "optimizer", "step"]
+        .iter()
+        .enumerate()
+    {
+        let color = COLORS[k];
+        chart
+            .draw_series(
+                c.points
+                    .iter()
+                    .filter(|p| p.phase == *phase)
+                    .map(|p| Circle::new((p.measured_ms, p.predicted_ms), 4, color.filled())),
+            )?
+            .label(*phase)
+            .legend(move |(x, y)| Circle::new((x + 5, y), 4, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()?;
+    Ok(())
+}
+
+/// Register the shipped font (once).
+fn register_font() -> Result<()> {
+    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *ONCE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "the shipped font assets/fonts/DejaVuSans.ttf could not be loaded"
+        ))
+    }
+}
+
+/// Draw `data` into `out` (.svg or .png), atomically.
+pub fn write_chart(data: &ChartData, out: &Path) -> Result<()> {
+    register_font()?;
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let size = data.size();
+    match ext.as_deref() {
+        Some("svg") => {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+                draw(&root, data).map_err(|e| anyhow!("drawing the chart: {e:?}"))?;
+                root.present()
+                    .map_err(|e| anyhow!("drawing the chart: {e:?}"))?;
+            }
+            crate::sweep::write_atomic(out, svg)
+        }
+        Some("png") => {
+            // The bitmap encoder picks the format from the extension: keep .png last.
+            let tmp = out.with_extension("tmp.png");
+            {
+                let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+                draw(&root, data).map_err(|e| anyhow!("drawing the chart: {e:?}"))?;
+                root.present()
+                    .map_err(|e| usage_error(format!("cannot write {}: {e:?}", tmp.display())))?;
+            }
+            std::fs::rename(&tmp, out)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))
+        }
+        _ => Err(usage_error(format!(
+            "cannot tell the image format of {}; end --out with .svg or .png",
+            out.display()
+        ))),
+    }
+}
+
+pub fn run(args: &PlotArgs) -> Result<()> {
+    let (data, output) = match &args.chart {
+        Chart::Breakdown { predict, output } => {
+            (ChartData::Breakdown(breakdown_chart(predict)?), output)
+        }
+        Chart::Methods { predict, output } => (ChartData::Methods(methods_chart(predict)?), output),
+        Chart::Heatmap(a) => (ChartData::Heatmap(heatmap_chart(a)?), &a.output),
+        Chart::Scatter { from, hw, output } => (
+            ChartData::Scatter(scatter_chart(from, hw.as_deref())?),
+            output,
+        ),
+    };
+    // Check the extension before any work is written.
+    let ext = output
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("svg" | "png")) {
+        return Err(usage_error(format!(
+            "cannot tell the image format of {}; end --out with .svg or .png",
+            output.out.display()
+        )));
+    }
+    if let Some(path) = &output.data {
+        crate::sweep::write_atomic(path, data.json()? + "\n")?;
+    }
+    write_chart(&data, &output.out)
+}
