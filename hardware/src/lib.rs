@@ -98,6 +98,8 @@ pub struct Profile {
     pub attention_efficiency: f64,
     /// Achieved fraction of DRAM bandwidth for skinny (rank-r) GEMMs.
     pub small_gemm_bandwidth_efficiency: f64,
+    /// Achieved fraction of DRAM bandwidth per memory-bound kernel kind.
+    pub kind_bandwidth: KindBandwidth,
     /// Device time of a back-to-back tiny kernel, seconds.
     pub launch_floor_s: f64,
     /// Device time per kernel replayed from a CUDA graph, seconds.
@@ -109,6 +111,36 @@ pub struct Profile {
     pub origin: String,
     /// Every value's source, keyed by the TOML key (`efficiency.gemm` ...).
     pub sources: Vec<(String, String)>,
+}
+
+/// Achieved fractions of DRAM bandwidth per memory-bound kernel kind. Without calibration every
+/// kind uses the profile's streaming `bandwidth` efficiency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KindBandwidth {
+    pub elementwise: f64,
+    pub cast: f64,
+    pub reduction: f64,
+    pub norm: f64,
+    pub softmax: f64,
+    pub gather: f64,
+    pub scatter: f64,
+    pub optimizer: f64,
+}
+
+impl KindBandwidth {
+    /// Every kind at the same efficiency.
+    pub fn uniform(e: f64) -> Self {
+        Self {
+            elementwise: e,
+            cast: e,
+            reduction: e,
+            norm: e,
+            softmax: e,
+            gather: e,
+            scatter: e,
+            optimizer: e,
+        }
+    }
 }
 
 /// Host-side (framework) costs in seconds.
@@ -208,6 +240,24 @@ pub struct EfficiencySection {
     pub attention_source: String,
     pub small_gemm_bandwidth: f64,
     pub small_gemm_bandwidth_source: String,
+    /// Per-kernel-kind fractions of DRAM bandwidth (calibrated profiles); a kind left out uses
+    /// `bandwidth`.
+    pub kinds: Option<KindSection>,
+}
+
+/// `[efficiency.kinds]`: achieved fraction of DRAM bandwidth per kernel kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KindSection {
+    pub elementwise: Option<f64>,
+    pub cast: Option<f64>,
+    pub reduction: Option<f64>,
+    pub norm: Option<f64>,
+    pub softmax: Option<f64>,
+    pub gather: Option<f64>,
+    pub scatter: Option<f64>,
+    pub optimizer: Option<f64>,
+    pub source: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -294,6 +344,31 @@ impl ProfileFile {
                 self.efficiency.small_gemm_bandwidth,
             ),
         ];
+        let uniform = KindBandwidth::uniform(self.efficiency.bandwidth);
+        let kind_bandwidth = match &self.efficiency.kinds {
+            None => uniform,
+            Some(k) => KindBandwidth {
+                elementwise: k.elementwise.unwrap_or(uniform.elementwise),
+                cast: k.cast.unwrap_or(uniform.cast),
+                reduction: k.reduction.unwrap_or(uniform.reduction),
+                norm: k.norm.unwrap_or(uniform.norm),
+                softmax: k.softmax.unwrap_or(uniform.softmax),
+                gather: k.gather.unwrap_or(uniform.gather),
+                scatter: k.scatter.unwrap_or(uniform.scatter),
+                optimizer: k.optimizer.unwrap_or(uniform.optimizer),
+            },
+        };
+        let kb = kind_bandwidth;
+        let fractions = fractions.into_iter().chain([
+            ("efficiency.kinds.elementwise", kb.elementwise),
+            ("efficiency.kinds.cast", kb.cast),
+            ("efficiency.kinds.reduction", kb.reduction),
+            ("efficiency.kinds.norm", kb.norm),
+            ("efficiency.kinds.softmax", kb.softmax),
+            ("efficiency.kinds.gather", kb.gather),
+            ("efficiency.kinds.scatter", kb.scatter),
+            ("efficiency.kinds.optimizer", kb.optimizer),
+        ]);
         for (key, v) in fractions {
             if !(v.is_finite() && v > 0.0 && v <= 1.0) {
                 return Err(invalid(format!(
@@ -352,6 +427,10 @@ impl ProfileFile {
                 h.autograd_node_source.clone(),
             ),
         ];
+        let mut sources = sources;
+        if let Some(k) = &self.efficiency.kinds {
+            sources.push(("efficiency.kinds".to_string(), k.source.clone()));
+        }
         if let Some((key, _)) = sources.iter().find(|(_, s)| s.trim().is_empty()) {
             return Err(invalid(format!(
                 "the source of {key} is empty: every value must name where it comes from \
@@ -387,6 +466,7 @@ impl ProfileFile {
             bandwidth_efficiency: self.efficiency.bandwidth,
             attention_efficiency: self.efficiency.attention,
             small_gemm_bandwidth_efficiency: self.efficiency.small_gemm_bandwidth,
+            kind_bandwidth,
             launch_floor_s: self.overheads.launch_floor_us * US,
             graph_launch_floor_s: self.overheads.graph_launch_floor_us * US,
             host: HostCosts {

@@ -2,7 +2,8 @@
 //!
 //! t = max(t_math, t_mem) + launches · t_floor, where
 //! - t_mem = bytes / (bandwidth · efficiency), with the skinny-GEMM efficiency for GEMMs that have
-//!   a dimension ≤ 64 (gpus.md: 0.4–0.9 of DRAM bandwidth);
+//!   a dimension ≤ 64 (gpus.md: 0.4–0.9 of DRAM bandwidth) and, in calibrated profiles, one
+//!   efficiency per memory-bound kernel kind (elementwise, cast, reduction, norm, ...);
 //! - t_math for GEMMs follows tile and wave quantization: the output is cut into tiles, one tile
 //!   per SM per wave, a partly filled last wave costing a full one. Each candidate tile (and split-K
 //!   factor, for few-tile GEMMs with a long K) is timed and the fastest kept, as cuBLAS heuristics
@@ -162,11 +163,20 @@ pub fn kernel_cost_memo(
             false,
         ),
     };
-    let bw = if skinny {
-        hw.bandwidth_bps * hw.small_gemm_bandwidth_efficiency
-    } else {
-        hw.achievable_bandwidth_bps()
+    let kb = &hw.kind_bandwidth;
+    let eff = match k.kind {
+        _ if skinny => hw.small_gemm_bandwidth_efficiency,
+        KernelKind::Elementwise => kb.elementwise,
+        KernelKind::Cast => kb.cast,
+        KernelKind::Reduction => kb.reduction,
+        KernelKind::Norm => kb.norm,
+        KernelKind::Softmax => kb.softmax,
+        KernelKind::Gather => kb.gather,
+        KernelKind::Scatter => kb.scatter,
+        KernelKind::Optimizer => kb.optimizer,
+        KernelKind::Gemm | KernelKind::Attention | KernelKind::Host => hw.bandwidth_efficiency,
     };
+    let bw = hw.bandwidth_bps * eff;
     let mem_s = (bytes + extra_bytes) / bw;
     let floor = if graph_replay {
         hw.graph_launch_floor_s

@@ -2,7 +2,8 @@
 //!
 //! Two resources. The host issues kernels one after another, each costing the runtime's per-op
 //! host time (pytorch-eager: Python per op, nn.Module calls, peft's per-adapted-module Python in
-//! forward; the C++ autograd engine per node in backward; libtorch: the C++ per-op cost;
+//! forward; the C++ autograd engine per node in backward; libtorch: the C++ per-op cost in forward
+//! and the optimizer, the same autograd engine per node in backward;
 //! cuda-graph: one graph launch per phase). The GPU runs kernels in stream order, each starting at
 //! max(end of the previous kernel, its issue time). With one stream the critical path is this
 //! chain, so the step takes the end time of the last kernel (or of the host, if it is later).
@@ -35,7 +36,12 @@ pub fn host_cost(k: &Kernel, phase: Phase, runtime: Runtime, hw: &Profile) -> f6
     match runtime {
         Runtime::CudaGraph => 0.0,
         Runtime::Libtorch => {
-            h.cpp_op_s * (1.0 + extra_launches) + f64::from(k.host_tensors) * h.cpp_op_s * 0.1
+            // Backward nodes are run by the same C++ autograd engine as under Python.
+            let per_op = match phase {
+                Phase::Backward if !k.recompute => h.autograd_node_s,
+                _ => h.cpp_op_s,
+            };
+            per_op + h.cpp_op_s * extra_launches + f64::from(k.host_tensors) * h.cpp_op_s * 0.1
         }
         Runtime::PytorchEager => {
             let per_op = match phase {
