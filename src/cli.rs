@@ -44,17 +44,22 @@ pub enum Command {
     /// predicted vs measured.
     Plot(crate::plot::PlotArgs),
     /// Fit a device profile from microbenchmarks (needs the `tch` feature).
-    Calibrate(Passthrough),
+    Calibrate(crate::calibrate::CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Redo the comparison from a results file (no libtorch needed).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["device", "out"])]
-    pub from: Option<PathBuf>,
+    /// Redo the comparison from results files (comma-separated; merged; no libtorch needed).
+    #[arg(long, value_name = "FILE", value_delimiter = ',', conflicts_with_all = ["device", "out"])]
+    pub from: Vec<PathBuf>,
+    /// CPU threads libtorch may use (default: libtorch's own choice). One thread measures far
+    /// more steadily on a shared machine.
+    #[arg(long)]
+    pub threads: Option<i32>,
     /// cpu, cuda or cuda:N.
     #[arg(long, required_unless_present = "from")]
     pub device: Option<String>,
+
     /// Built-in model, or a Hugging Face config.json with --model-config.
     #[arg(long, default_value = "gpt2")]
     pub model: String,
@@ -94,13 +99,6 @@ pub struct ValidateArgs {
     pub hw: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-}
-
-/// Arguments of subcommands that this build cannot run.
-#[derive(Debug, Args)]
-pub struct Passthrough {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

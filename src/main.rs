@@ -2,6 +2,7 @@
 //! prints the error chain and maps it to an exit code (2 for bad input, 1 otherwise). A closed
 //! output pipe is not an error.
 
+mod calibrate;
 mod cli;
 mod output;
 mod plot;
@@ -56,11 +57,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sweep(args) => sweep::run(&args),
         Command::Crossover(args) => sweep::crossover(&args),
         Command::Plot(args) => plot::run(&args),
-        Command::Calibrate(_) => Err(anyhow::Error::new(UsageError(
-            "`costsim calibrate` (fitting a profile from microbenchmarks) is not part of this \
-             version yet; `costsim validate` measures whole steps"
-                .into(),
-        ))),
+        Command::Calibrate(args) => write_stdout(&calibrate::run(&args)?),
     }
 }
 

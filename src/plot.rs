@@ -61,9 +61,9 @@ pub enum Chart {
     Heatmap(HeatmapArgs),
     /// Predicted vs measured phase times from a validation results file.
     Scatter {
-        /// Results written by `costsim validate --out`.
-        #[arg(long, value_name = "FILE")]
-        from: PathBuf,
+        /// Results written by `costsim validate --out` (comma-separated files are merged).
+        #[arg(long, value_name = "FILE", value_delimiter = ',', required = true)]
+        from: Vec<PathBuf>,
         /// Profile to predict with (default: the one recorded in the file).
         #[arg(long)]
         hw: Option<String>,
@@ -349,8 +349,8 @@ pub fn contour_segments(v: &[Vec<f64>], level: f64) -> Vec<[(f64, f64); 2]> {
     out
 }
 
-pub fn scatter_chart(from: &Path, hw: Option<&str>) -> Result<ScatterChart> {
-    let file = costsim_validate::record::ResultsFile::load(from).map_err(usage_error)?;
+pub fn scatter_chart(from: &[PathBuf], hw: Option<&str>) -> Result<ScatterChart> {
+    let file = crate::validate::merge(from)?;
     let profile =
         costsim_hardware::resolve_device(hw.unwrap_or(&file.profile)).map_err(usage_error)?;
     let report = costsim_validate::compare::compare(&file, &profile).map_err(usage_error)?;
@@ -372,10 +372,7 @@ pub fn scatter_chart(from: &Path, hw: Option<&str>) -> Result<ScatterChart> {
         }
     }
     if points.is_empty() {
-        return Err(usage_error(format!(
-            "{} has no measured phases to plot",
-            from.display()
-        )));
+        return Err(usage_error("the results have no measured phases to plot"));
     }
     Ok(ScatterChart {
         title: format!(

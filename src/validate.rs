@@ -14,16 +14,42 @@ fn profile(args: &ValidateArgs, recorded: &str) -> Result<Profile> {
 }
 
 pub fn run(args: &ValidateArgs) -> Result<String> {
-    let file = match &args.from {
-        Some(path) => ResultsFile::load(path).map_err(usage_error)?,
-        None => measure(args)?,
+    let file = if args.from.is_empty() {
+        measure(args)?
+    } else {
+        merge(&args.from)?
     };
     let hw = profile(args, &file.profile)?;
     let report = compare::compare(&file, &hw).map_err(usage_error)?;
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&report).context("JSON")? + "\n",
+        Format::Markdown => compare::render_summary(&report),
         _ => compare::render(&report),
     })
+}
+
+/// Load results files and merge their records (they must come from the same device).
+pub(crate) fn merge(paths: &[std::path::PathBuf]) -> Result<ResultsFile> {
+    let mut files = paths
+        .iter()
+        .map(|p| ResultsFile::load(p).map_err(usage_error));
+    let Some(first) = files.next() else {
+        return Err(usage_error("--from needs at least one results file"));
+    };
+    let mut first = first?;
+    for (f, path) in files.zip(&paths[1..]) {
+        let f = f?;
+        if f.device != first.device {
+            return Err(usage_error(format!(
+                "{} was measured on '{}', the first file on '{}'; compare one device at a time",
+                path.display(),
+                f.device,
+                first.device
+            )));
+        }
+        first.records.extend(f.records);
+    }
+    Ok(first)
 }
 
 #[cfg(not(feature = "tch"))]
@@ -43,6 +69,12 @@ fn measure(args: &ValidateArgs) -> Result<ResultsFile> {
 
     let device_arg = args.device.as_deref().unwrap_or("cpu");
     let device = harness::parse_device(device_arg).map_err(usage_error)?;
+    if let Some(n) = args.threads {
+        if n < 1 {
+            return Err(usage_error("--threads must be at least 1"));
+        }
+        harness::set_threads(n);
+    }
     // Before anything else: a CUDA request without a GPU must fail, not time the CPU.
     harness::ensure_device(device).map_err(usage_error)?;
     let model = match &args.model_config {

@@ -96,6 +96,9 @@ pub struct Profile {
     pub bandwidth_efficiency: f64,
     /// Achieved fraction of the tensor-core peak for fused attention.
     pub attention_efficiency: f64,
+    /// Attention efficiency by [direction][precision]: [forward, backward] × [fp32, 16-bit];
+    /// every entry `attention_efficiency` unless calibrated.
+    pub attention_by: [[f64; 2]; 2],
     /// Achieved fraction of DRAM bandwidth for skinny (rank-r) GEMMs.
     pub small_gemm_bandwidth_efficiency: f64,
     /// Achieved fraction of DRAM bandwidth per memory-bound kernel kind.
@@ -104,6 +107,10 @@ pub struct Profile {
     pub launch_floor_s: f64,
     /// Device time per kernel replayed from a CUDA graph, seconds.
     pub graph_launch_floor_s: f64,
+    /// Extra fixed time per GEMM call, seconds: fp32 and 16-bit (0 unless calibrated).
+    pub gemm_floor_s: [f64; 2],
+    /// First-touch cost of fresh outputs: (bytes/s, minimum output bytes); None: free.
+    pub first_touch: Option<(f64, f64)>,
     /// Host costs, seconds.
     pub host: HostCosts,
     pub provenance: Provenance,
@@ -113,32 +120,73 @@ pub struct Profile {
     pub sources: Vec<(String, String)>,
 }
 
-/// Achieved fractions of DRAM bandwidth per memory-bound kernel kind. Without calibration every
-/// kind uses the profile's streaming `bandwidth` efficiency.
+/// Memory-bound kernel kinds with their own bandwidth efficiency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemKind {
+    Elementwise,
+    /// Dropout: elementwise, but bound by drawing random numbers on CPUs.
+    Dropout,
+    Cast,
+    Reduction,
+    Norm,
+    Softmax,
+    Gather,
+    Scatter,
+    Optimizer,
+}
+
+impl MemKind {
+    pub const ALL: [MemKind; 9] = [
+        Self::Elementwise,
+        Self::Dropout,
+        Self::Cast,
+        Self::Reduction,
+        Self::Norm,
+        Self::Softmax,
+        Self::Gather,
+        Self::Scatter,
+        Self::Optimizer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Elementwise => "elementwise",
+            Self::Dropout => "dropout",
+            Self::Cast => "cast",
+            Self::Reduction => "reduction",
+            Self::Norm => "norm",
+            Self::Softmax => "softmax",
+            Self::Gather => "gather",
+            Self::Scatter => "scatter",
+            Self::Optimizer => "optimizer",
+        }
+    }
+}
+
+/// Achieved fractions of DRAM bandwidth per memory-bound kernel kind, for fp32 and for 16-bit
+/// tensors. Without calibration every kind uses the profile's streaming `bandwidth` efficiency.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KindBandwidth {
-    pub elementwise: f64,
-    pub cast: f64,
-    pub reduction: f64,
-    pub norm: f64,
-    pub softmax: f64,
-    pub gather: f64,
-    pub scatter: f64,
-    pub optimizer: f64,
+    pub fp32: [f64; 9],
+    pub half: [f64; 9],
 }
 
 impl KindBandwidth {
     /// Every kind at the same efficiency.
     pub fn uniform(e: f64) -> Self {
         Self {
-            elementwise: e,
-            cast: e,
-            reduction: e,
-            norm: e,
-            softmax: e,
-            gather: e,
-            scatter: e,
-            optimizer: e,
+            fp32: [e; 9],
+            half: [e; 9],
+        }
+    }
+
+    /// Efficiency of a kind; `half` for bf16/fp16 tensors.
+    pub fn get(&self, kind: MemKind, half: bool) -> f64 {
+        let i = MemKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        if half {
+            self.half[i]
+        } else {
+            self.fp32[i]
         }
     }
 }
@@ -238,6 +286,11 @@ pub struct EfficiencySection {
     pub bandwidth_source: String,
     pub attention: f64,
     pub attention_source: String,
+    /// Optional (calibrated profiles): attention with 16-bit inputs, and attention's backward,
+    /// fp32 and 16-bit. Absent: `attention`.
+    pub attention_bf16: Option<f64>,
+    pub attention_backward: Option<f64>,
+    pub attention_backward_bf16: Option<f64>,
     pub small_gemm_bandwidth: f64,
     pub small_gemm_bandwidth_source: String,
     /// Per-kernel-kind fractions of DRAM bandwidth (calibrated profiles); a kind left out uses
@@ -245,18 +298,30 @@ pub struct EfficiencySection {
     pub kinds: Option<KindSection>,
 }
 
-/// `[efficiency.kinds]`: achieved fraction of DRAM bandwidth per kernel kind.
+/// `[efficiency.kinds]`: achieved fraction of DRAM bandwidth per memory-bound kernel kind, for
+/// fp32 tensors (`norm = 0.5`) and for bf16/fp16 tensors (`norm-bf16 = 0.2`; default: the fp32
+/// value). Calibrated profiles write them; a kind left out uses `bandwidth`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct KindSection {
     pub elementwise: Option<f64>,
+    pub elementwise_bf16: Option<f64>,
+    pub dropout: Option<f64>,
+    pub dropout_bf16: Option<f64>,
     pub cast: Option<f64>,
+    pub cast_bf16: Option<f64>,
     pub reduction: Option<f64>,
+    pub reduction_bf16: Option<f64>,
     pub norm: Option<f64>,
+    pub norm_bf16: Option<f64>,
     pub softmax: Option<f64>,
+    pub softmax_bf16: Option<f64>,
     pub gather: Option<f64>,
+    pub gather_bf16: Option<f64>,
     pub scatter: Option<f64>,
+    pub scatter_bf16: Option<f64>,
     pub optimizer: Option<f64>,
+    pub optimizer_bf16: Option<f64>,
     pub source: String,
 }
 
@@ -267,6 +332,17 @@ pub struct OverheadSection {
     pub launch_floor_source: String,
     pub graph_launch_floor_us: f64,
     pub graph_launch_floor_source: String,
+    /// Extra fixed time per GEMM (calibrated CPU profiles: oneDNN's per-call setup), fp32 and
+    /// 16-bit. Absent: 0.
+    pub gemm_floor_us: Option<f64>,
+    pub gemm_floor_bf16_us: Option<f64>,
+    pub gemm_floor_source: Option<String>,
+    /// CPUs: rate at which freshly allocated output memory is page-faulted in on first touch,
+    /// GB/s, for outputs of at least `first-touch-min-mib` (default 32: glibc's largest
+    /// mmap threshold, above which every allocation is a fresh mapping). Absent: no cost.
+    pub first_touch_gbps: Option<f64>,
+    pub first_touch_min_mib: Option<f64>,
+    pub first_touch_source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,28 +423,60 @@ impl ProfileFile {
         let uniform = KindBandwidth::uniform(self.efficiency.bandwidth);
         let kind_bandwidth = match &self.efficiency.kinds {
             None => uniform,
-            Some(k) => KindBandwidth {
-                elementwise: k.elementwise.unwrap_or(uniform.elementwise),
-                cast: k.cast.unwrap_or(uniform.cast),
-                reduction: k.reduction.unwrap_or(uniform.reduction),
-                norm: k.norm.unwrap_or(uniform.norm),
-                softmax: k.softmax.unwrap_or(uniform.softmax),
-                gather: k.gather.unwrap_or(uniform.gather),
-                scatter: k.scatter.unwrap_or(uniform.scatter),
-                optimizer: k.optimizer.unwrap_or(uniform.optimizer),
-            },
+            Some(k) => {
+                let pairs = [
+                    (k.elementwise, k.elementwise_bf16),
+                    (k.dropout, k.dropout_bf16),
+                    (k.cast, k.cast_bf16),
+                    (k.reduction, k.reduction_bf16),
+                    (k.norm, k.norm_bf16),
+                    (k.softmax, k.softmax_bf16),
+                    (k.gather, k.gather_bf16),
+                    (k.scatter, k.scatter_bf16),
+                    (k.optimizer, k.optimizer_bf16),
+                ];
+                let mut kb = uniform;
+                for (i, (f, h)) in pairs.into_iter().enumerate() {
+                    kb.fp32[i] = f.unwrap_or(self.efficiency.bandwidth);
+                    kb.half[i] = h.unwrap_or(kb.fp32[i]);
+                }
+                kb
+            }
         };
-        let kb = kind_bandwidth;
-        let fractions = fractions.into_iter().chain([
-            ("efficiency.kinds.elementwise", kb.elementwise),
-            ("efficiency.kinds.cast", kb.cast),
-            ("efficiency.kinds.reduction", kb.reduction),
-            ("efficiency.kinds.norm", kb.norm),
-            ("efficiency.kinds.softmax", kb.softmax),
-            ("efficiency.kinds.gather", kb.gather),
-            ("efficiency.kinds.scatter", kb.scatter),
-            ("efficiency.kinds.optimizer", kb.optimizer),
-        ]);
+        let kind_keys: Vec<(String, f64)> = MemKind::ALL
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| {
+                [
+                    (
+                        format!("efficiency.kinds.{}", k.as_str()),
+                        kind_bandwidth.fp32[i],
+                    ),
+                    (
+                        format!("efficiency.kinds.{}-bf16", k.as_str()),
+                        kind_bandwidth.half[i],
+                    ),
+                ]
+            })
+            .collect();
+        let e = &self.efficiency;
+        let attn_extra: Vec<(String, f64)> = [
+            ("efficiency.attention-bf16", e.attention_bf16),
+            ("efficiency.attention-backward", e.attention_backward),
+            (
+                "efficiency.attention-backward-bf16",
+                e.attention_backward_bf16,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+        .collect();
+        let fractions: Vec<(String, f64)> = fractions
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(kind_keys)
+            .chain(attn_extra)
+            .collect();
         for (key, v) in fractions {
             if !(v.is_finite() && v > 0.0 && v <= 1.0) {
                 return Err(invalid(format!(
@@ -428,6 +536,36 @@ impl ProfileFile {
             ),
         ];
         let mut sources = sources;
+        let o = &self.overheads;
+        for (key, v) in [
+            ("overheads.gemm-floor-us", o.gemm_floor_us),
+            ("overheads.gemm-floor-bf16-us", o.gemm_floor_bf16_us),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(invalid(format!(
+                        "{key} must be a non-negative number, got {v}"
+                    )));
+                }
+            }
+        }
+        if let Some(g) = o.first_touch_gbps {
+            if !(g.is_finite() && g > 0.0) {
+                return Err(invalid(format!(
+                    "overheads.first-touch-gbps must be a positive number, got {g}"
+                )));
+            }
+            sources.push((
+                "overheads.first-touch".to_string(),
+                o.first_touch_source.clone().unwrap_or_default(),
+            ));
+        }
+        if o.gemm_floor_us.is_some() || o.gemm_floor_bf16_us.is_some() {
+            sources.push((
+                "overheads.gemm-floor".to_string(),
+                o.gemm_floor_source.clone().unwrap_or_default(),
+            ));
+        }
         if let Some(k) = &self.efficiency.kinds {
             sources.push(("efficiency.kinds".to_string(), k.source.clone()));
         }
@@ -465,10 +603,33 @@ impl ProfileFile {
             gemm_efficiency: self.efficiency.gemm,
             bandwidth_efficiency: self.efficiency.bandwidth,
             attention_efficiency: self.efficiency.attention,
+            attention_by: {
+                let e = &self.efficiency;
+                let fwd16 = e.attention_bf16.unwrap_or(e.attention);
+                let bwd32 = e.attention_backward.unwrap_or(e.attention);
+                [
+                    [e.attention, fwd16],
+                    [bwd32, e.attention_backward_bf16.unwrap_or(bwd32)],
+                ]
+            },
             small_gemm_bandwidth_efficiency: self.efficiency.small_gemm_bandwidth,
             kind_bandwidth,
             launch_floor_s: self.overheads.launch_floor_us * US,
             graph_launch_floor_s: self.overheads.graph_launch_floor_us * US,
+            first_touch: self.overheads.first_touch_gbps.map(|g| {
+                (
+                    g * 1e9,
+                    self.overheads.first_touch_min_mib.unwrap_or(32.0) * 1048576.0,
+                )
+            }),
+            gemm_floor_s: [
+                self.overheads.gemm_floor_us.unwrap_or(0.0) * US,
+                self.overheads
+                    .gemm_floor_bf16_us
+                    .or(self.overheads.gemm_floor_us)
+                    .unwrap_or(0.0)
+                    * US,
+            ],
             host: HostCosts {
                 python_op_s: h.python_op_us * US,
                 cpp_op_s: h.cpp_op_us * US,

@@ -8,12 +8,18 @@
 //!   per SM per wave, a partly filled last wave costing a full one. Each candidate tile (and split-K
 //!   factor, for few-tile GEMMs with a long K) is timed and the fastest kept, as cuBLAS heuristics
 //!   pick one; t_math = waves · 2·tm·tn·⌈K/split⌉ / (per-SM achievable rate · tile efficiency);
-//! - t_math for attention is FLOPs / (tensor-core peak · attention efficiency), for everything else
+//! - t_math for attention is FLOPs / (tensor-core peak · attention efficiency; calibrated profiles
+//!   give forward and backward, fp32 and 16-bit their own), for everything else
 //!   FLOPs / (fp32 peak · gemm efficiency), which is almost never the bound;
-//! - t_floor is the profile's back-to-back launch floor (or its CUDA-graph replay floor).
+//! - on CPUs with a calibrated first-touch rate, a fresh output of at least the allocator's mmap
+//!   threshold adds t_touch = bytes_written / first-touch rate (page faults as it is first
+//!   written, serial with the op on a CPU): t = max(t_math, t_mem) + t_floor + t_touch;
+//! - t_floor is the profile's back-to-back launch floor (or its CUDA-graph replay floor), plus,
+//!   for GEMMs in calibrated CPU profiles, the per-call GEMM setup time.
 
 use crate::graph::{Gemm, Kernel, KernelKind};
-use costsim_hardware::{MathMode, Profile};
+use crate::workload::DType;
+use costsim_hardware::{MathMode, MemKind, Profile};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
@@ -152,29 +158,39 @@ pub fn kernel_cost_memo(
             let (t, extra) = memo.math_time(&g, k.math, hw);
             (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
         }
-        (KernelKind::Attention, _) => (
-            k.flops / (hw.peak_flops(k.math) * hw.attention_efficiency),
-            0.0,
-            false,
-        ),
+        (KernelKind::Attention, _) => {
+            let dir = usize::from(k.name.ends_with("_backward"));
+            let prec = usize::from(matches!(k.math, MathMode::Bf16 | MathMode::Fp16));
+            (
+                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec]),
+                0.0,
+                false,
+            )
+        }
         _ => (
             k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency),
             0.0,
             false,
         ),
     };
-    let kb = &hw.kind_bandwidth;
-    let eff = match k.kind {
+    let half = matches!(k.dtype, DType::Bf16 | DType::F16);
+    let mem_kind = match k.kind {
+        // Dropout draws a random number per element: on CPUs that, not DRAM, bounds it.
+        KernelKind::Elementwise if k.name == "native_dropout" => Some(MemKind::Dropout),
+        KernelKind::Elementwise => Some(MemKind::Elementwise),
+        KernelKind::Cast => Some(MemKind::Cast),
+        KernelKind::Reduction => Some(MemKind::Reduction),
+        KernelKind::Norm => Some(MemKind::Norm),
+        KernelKind::Softmax => Some(MemKind::Softmax),
+        KernelKind::Gather => Some(MemKind::Gather),
+        KernelKind::Scatter => Some(MemKind::Scatter),
+        KernelKind::Optimizer => Some(MemKind::Optimizer),
+        KernelKind::Gemm | KernelKind::Attention | KernelKind::Host => None,
+    };
+    let eff = match mem_kind {
         _ if skinny => hw.small_gemm_bandwidth_efficiency,
-        KernelKind::Elementwise => kb.elementwise,
-        KernelKind::Cast => kb.cast,
-        KernelKind::Reduction => kb.reduction,
-        KernelKind::Norm => kb.norm,
-        KernelKind::Softmax => kb.softmax,
-        KernelKind::Gather => kb.gather,
-        KernelKind::Scatter => kb.scatter,
-        KernelKind::Optimizer => kb.optimizer,
-        KernelKind::Gemm | KernelKind::Attention | KernelKind::Host => hw.bandwidth_efficiency,
+        Some(m) => hw.kind_bandwidth.get(m, half),
+        None => hw.bandwidth_efficiency,
     };
     let bw = hw.bandwidth_bps * eff;
     let mem_s = (bytes + extra_bytes) / bw;
@@ -183,7 +199,21 @@ pub fn kernel_cost_memo(
     } else {
         hw.launch_floor_s
     };
-    let floor_s = floor * f64::from(k.launches);
+    let gemm_floor = if k.kind == KernelKind::Gemm {
+        hw.gemm_floor_s[usize::from(half)]
+    } else {
+        0.0
+    };
+    let floor_s = (floor + gemm_floor) * f64::from(k.launches);
+    // CPUs: a fresh output above the allocator's mmap threshold is page-faulted in as it is
+    // written, serially with the op (in-place ops, named with a trailing `_`, allocate nothing).
+    let touch_s = match hw.first_touch {
+        Some((bps, min)) if k.bytes_written >= min && !k.name.ends_with('_') => {
+            k.bytes_written / bps
+        }
+        _ => 0.0,
+    };
+
     let bound = if floor_s > math_s.max(mem_s) {
         Bound::Launch
     } else if math_s >= mem_s {
@@ -195,7 +225,7 @@ pub fn kernel_cost_memo(
         math_s,
         mem_s,
         floor_s,
-        device_s: math_s.max(mem_s) + floor_s,
+        device_s: math_s.max(mem_s) + floor_s + touch_s,
         bound,
     }
 }

@@ -98,6 +98,98 @@ pub struct Report {
     /// Out-of-memory runs, and how many the model predicted would not fit.
     pub oom_runs: usize,
     pub oom_predicted: usize,
+    /// Step-time error per method.
+    pub methods: Vec<MethodSummary>,
+    /// The same step-time figures for reduced models (what each part of costsim buys).
+    pub ablations: Vec<Ablation>,
+}
+
+/// Step-time error of one method across configurations.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MethodSummary {
+    pub method: String,
+    pub n: usize,
+    pub mape: f64,
+    pub worst: f64,
+    /// Ranking pairs (measured steps > 5% apart, same configuration) that involve this method,
+    /// and how many the prediction orders as measured.
+    pub ranking_pairs: usize,
+    pub ranking_agree: usize,
+}
+
+/// Step-time accuracy of a reduced model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Ablation {
+    pub model: &'static str,
+    pub mape: f64,
+    pub worst: f64,
+    pub ranking_pairs: usize,
+    pub ranking_agree: usize,
+}
+
+/// The reduced models the ablations compare.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reduced {
+    /// Step = 6 · N · tokens / the profile's GEMM rate for the precision (the usual rule of
+    /// thumb; the same for every method).
+    FlopsOnly,
+    /// The full kernel graph with max(math, memory) per kernel, but no launch floor, no per-GEMM
+    /// setup and no host cost.
+    Roofline,
+}
+
+/// Step time of a record under a reduced model, ms.
+fn reduced_step_ms(r: &Record, hw: &Profile, m: Reduced) -> Result<f64> {
+    match m {
+        Reduced::FlopsOnly => {
+            let mode = r.precision.math_mode(r.precision.compute_dtype());
+            let rate = hw.peak_flops(mode) * hw.gemm_efficiency;
+            let tokens = (r.batch * r.seq) as f64;
+            Ok(1e3 * 6.0 * r.model.total_params() as f64 * tokens / rate)
+        }
+        Reduced::Roofline => {
+            let mut p = hw.clone();
+            p.launch_floor_s = 0.0;
+            p.graph_launch_floor_s = 0.0;
+            p.gemm_floor_s = [0.0, 0.0];
+            p.host = costsim_hardware::HostCosts {
+                python_op_s: 0.0,
+                cpp_op_s: 0.0,
+                module_call_s: 0.0,
+                peft_module_s: 0.0,
+                autograd_node_s: 0.0,
+            };
+            Ok(predict_record(r, &p)?.step_ms)
+        }
+    }
+}
+
+/// Ranking agreement over (config, predicted, measured) steps: pairs of the same config whose
+/// measured times differ by more than 5%; a tie in the prediction counts as disagreement.
+fn ranking(steps: &[(String, f64, f64)]) -> (usize, usize) {
+    let (mut n, mut ok) = (0, 0);
+    for (i, a) in steps.iter().enumerate() {
+        for b in steps.iter().skip(i + 1).filter(|b| b.0 == a.0) {
+            let (lo, hi) = (a.2.min(b.2), a.2.max(b.2));
+            if hi > 1.05 * lo {
+                n += 1;
+                if a.1 != b.1 && (a.1 < b.1) == (a.2 < b.2) {
+                    ok += 1;
+                }
+            }
+        }
+    }
+    (n, ok)
+}
+
+fn mape_worst(errs: &[f64]) -> (f64, f64) {
+    if errs.is_empty() {
+        return (0.0, 0.0);
+    }
+    (
+        errs.iter().sum::<f64>() / errs.len() as f64,
+        errs.iter().copied().fold(0.0, f64::max),
+    )
 }
 
 pub const PHASES: [&str; 4] = ["forward", "backward", "optimizer", "step"];
@@ -115,6 +207,7 @@ pub fn ape(pred: f64, meas: f64) -> f64 {
 pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
     let mut rows = Vec::new();
     let mut steps: Vec<(String, f64, f64)> = Vec::new(); // config, predicted, measured
+    let mut by_method: Vec<(String, String, f64, f64)> = Vec::new(); // method, config, p, m
     let (mut oom_runs, mut oom_predicted) = (0, 0);
     for r in &file.records {
         let p = predict_record(r, hw)?;
@@ -129,6 +222,12 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
         let (phases, fk, note) = match &r.outcome {
             Outcome::Measured(m) => {
                 steps.push((config.clone(), p.step_ms, m.step.median_ms));
+                by_method.push((
+                    r.method.to_string(),
+                    config.clone(),
+                    p.step_ms,
+                    m.step.median_ms,
+                ));
                 if let Some(lb) = &m.layer {
                     let name = format!("layer.{}", lb.block);
                     if let Some(row) = p.per_layer.iter().flatten().find(|row| row.scope == name) {
@@ -213,17 +312,68 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
     };
     phases.push(summary("layer fwd", layer_errs(|l| l.1)));
     phases.push(summary("layer bwd", layer_errs(|l| l.2)));
-    let (mut pairs, mut agree) = (0, 0);
-    for (i, a) in steps.iter().enumerate() {
-        for b in steps.iter().skip(i + 1).filter(|b| b.0 == a.0) {
-            let (lo, hi) = (a.2.min(b.2), a.2.max(b.2));
-            if hi > 1.05 * lo {
-                pairs += 1;
-                if (a.1 < b.1) == (a.2 < b.2) {
-                    agree += 1;
-                }
+    let (pairs, agree) = ranking(&steps);
+    // Per method, in first-seen order.
+    let mut methods: Vec<MethodSummary> = Vec::new();
+    for r in &rows {
+        if methods.iter().any(|m| m.method == r.method) {
+            continue;
+        }
+        let errs: Vec<f64> = rows
+            .iter()
+            .filter(|x| x.method == r.method)
+            .filter_map(|x| x.phases[3])
+            .map(|(p, m)| ape(p, m))
+            .collect();
+        let (mape, worst) = mape_worst(&errs);
+        // Pairs with one side this method: rank this method's steps against every other's.
+        let (mut rp, mut ra) = (0, 0);
+        for a in by_method.iter().filter(|a| a.0 == r.method) {
+            for b in by_method.iter().filter(|b| b.0 != r.method && b.1 == a.1) {
+                let (n, ok) = ranking(&[(a.1.clone(), a.2, a.3), (b.1.clone(), b.2, b.3)]);
+                rp += n;
+                ra += ok;
             }
         }
+        methods.push(MethodSummary {
+            method: r.method.clone(),
+            n: errs.len(),
+            mape,
+            worst,
+            ranking_pairs: rp,
+            ranking_agree: ra,
+        });
+    }
+    let mut ablations = Vec::new();
+    for (name, m) in [
+        ("flops-only (6·N·tokens)", Reduced::FlopsOnly),
+        ("roofline (no launch, no host)", Reduced::Roofline),
+    ] {
+        let mut steps_m = Vec::new();
+        let mut errs = Vec::new();
+        for r in &file.records {
+            if let Outcome::Measured(meas) = &r.outcome {
+                let p = reduced_step_ms(r, hw, m)?;
+                let config = format!(
+                    "{} {}x{} {}",
+                    r.model.name,
+                    r.batch,
+                    r.seq,
+                    r.precision.as_str()
+                );
+                errs.push(ape(p, meas.step.median_ms));
+                steps_m.push((config, p, meas.step.median_ms));
+            }
+        }
+        let (mape, worst) = mape_worst(&errs);
+        let (ranking_pairs, ranking_agree) = ranking(&steps_m);
+        ablations.push(Ablation {
+            model: name,
+            mape,
+            worst,
+            ranking_pairs,
+            ranking_agree,
+        });
     }
     Ok(Report {
         device: file.device.clone(),
@@ -234,6 +384,8 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
         ranking_agree: agree,
         oom_runs,
         oom_predicted,
+        methods,
+        ablations,
     })
 }
 
@@ -334,6 +486,90 @@ pub fn render(rep: &Report) -> String {
             out,
             "out of memory: {} runs, {} predicted not to fit",
             rep.oom_runs, rep.oom_predicted
+        );
+    }
+    for m in &rep.methods {
+        let _ = writeln!(
+            out,
+            "{:<20} step MAPE {:>6.1}%  worst {:>6.1}%  (n = {})",
+            m.method, m.mape, m.worst, m.n
+        );
+    }
+    for a in &rep.ablations {
+        let _ = writeln!(
+            out,
+            "ablation {:<30} step MAPE {:>7.1}%  worst {:>7.1}%  ranking {}/{}",
+            a.model, a.mape, a.worst, a.ranking_agree, a.ranking_pairs
+        );
+    }
+    out
+}
+
+/// The summary tables as Markdown: per phase, per method, ranking, ablations. Deterministic for
+/// a given results file and profile (docs/validation.md embeds it; a test regenerates it).
+pub fn render_summary(rep: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured on {}; predicted with profile `{}` (runtime libtorch, single-tensor AdamW).\n",
+        rep.device, rep.profile
+    );
+    let _ = writeln!(out, "| phase | n | MAPE | worst |\n|---|---:|---:|---:|");
+    for p in &rep.phases {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1}% | {:.1}% |",
+            p.phase, p.n, p.mape, p.worst
+        );
+    }
+    let pct = |a: usize, n: usize| {
+        if n == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.0}%", 100.0 * a as f64 / n as f64)
+        }
+    };
+    let _ = writeln!(
+        out,
+        "\n| method | n | step MAPE | step worst | ranking agreement |\n|---|---:|---:|---:|---:|"
+    );
+    for m in &rep.methods {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1}% | {:.1}% | {}/{} ({}) |",
+            m.method,
+            m.n,
+            m.mape,
+            m.worst,
+            m.ranking_agree,
+            m.ranking_pairs,
+            pct(m.ranking_agree, m.ranking_pairs)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| model | step MAPE | step worst | ranking agreement |\n|---|---:|---:|---:|"
+    );
+    let _ = writeln!(
+        out,
+        "| costsim | {:.1}% | {:.1}% | {}/{} ({}) |",
+        rep.phases[3].mape,
+        rep.phases[3].worst,
+        rep.ranking_agree,
+        rep.ranking_pairs,
+        pct(rep.ranking_agree, rep.ranking_pairs)
+    );
+    for a in &rep.ablations {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1}% | {:.1}% | {}/{} ({}) |",
+            a.model,
+            a.mape,
+            a.worst,
+            a.ranking_agree,
+            a.ranking_pairs,
+            pct(a.ranking_agree, a.ranking_pairs)
         );
     }
     out
@@ -442,6 +678,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rep.ranking_pairs, 0);
+    }
+
+    #[test]
+    fn ablations_follow_their_definitions() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let r = record(MethodName::Lora, 100.0);
+        let rep = compare(&file(vec![r.clone()]), &hw).unwrap();
+        // FLOPs-only: 6 · N · tokens at the profile's fp32 GEMM rate.
+        let flops_ms = 1e3 * 6.0 * r.model.total_params() as f64 * 64.0
+            / (hw.peak_fp32_flops * hw.gemm_efficiency);
+        assert!((rep.ablations[0].mape - ape(flops_ms, 100.0)).abs() < 1e-9);
+        // Roofline: no floor and no host cost, so faster than the full model, and its error is
+        // the one reported.
+        let full = rep.phases[3].mape;
+        let p = predict_record(&r, &hw).unwrap().step_ms;
+        let roof_ms = reduced_step_ms(&r, &hw, Reduced::Roofline).unwrap();
+        assert!(roof_ms < p, "{roof_ms} {p}");
+        assert!((rep.ablations[1].mape - ape(roof_ms, 100.0)).abs() < 1e-9);
+        assert_eq!(rep.methods.len(), 1);
+        assert_eq!(rep.methods[0].method, "lora");
+        assert!((rep.methods[0].mape - full).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_tie_in_the_prediction_is_not_agreement() {
+        let steps = vec![
+            ("c".to_string(), 1.0, 100.0),
+            ("c".to_string(), 1.0, 200.0),
+            ("d".to_string(), 1.0, 100.0),
+        ];
+        assert_eq!(ranking(&steps), (1, 0));
     }
 
     #[test]

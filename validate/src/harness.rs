@@ -1038,7 +1038,7 @@ pub fn run_suite(
     })
 }
 
-fn torch_version() -> String {
+pub(crate) fn torch_version() -> String {
     std::process::Command::new("python3")
         .args(["-c", "import torch; print(torch.__version__)"])
         .output()
@@ -1048,7 +1048,7 @@ fn torch_version() -> String {
         .unwrap_or_else(|| "unknown (tch 0.24 pairs with 2.11.0)".into())
 }
 
-fn git_commit() -> String {
+pub(crate) fn git_commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -1080,4 +1080,9 @@ pub fn now_rfc3339() -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// Limit libtorch's CPU thread pool (calibrate and validate with the same number).
+pub fn set_threads(n: i32) {
+    tch::set_num_threads(n);
 }

@@ -10,10 +10,14 @@
 //!   them, and times forward, backward and optimizer steps on CPU or CUDA.
 
 pub mod compare;
+pub mod fit;
 pub mod record;
 
 #[cfg(feature = "tch")]
 pub mod harness;
+
+#[cfg(feature = "tch")]
+pub mod calibrate;
 
 /// Errors of the validate crate.
 #[derive(Debug, thiserror::Error)]

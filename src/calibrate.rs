@@ -1,0 +1,147 @@
+//! `costsim calibrate`: run the microbenchmarks (feature `tch`) or reread a saved run, fit the
+//! device's parameters and write a profile that `--hw` accepts.
+
+use crate::cli::usage_error;
+use anyhow::{Context, Result};
+use clap::Args;
+use costsim_validate::fit::{self, CalibrationRun};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// cpu, cuda or cuda:N: measure on this device (needs the `tch` feature).
+    #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+    pub device: Option<String>,
+    /// Refit from a saved run (`--samples`) instead of measuring; works on any build.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// The profile to write (TOML, atomically).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Where to save the raw samples (default: the profile's name with .samples.json).
+    #[arg(long, value_name = "FILE")]
+    pub samples: Option<PathBuf>,
+    /// Profile supplying what is not measured (memory, compute units, Python host costs).
+    /// Default: cpu-generic on a CPU; on CUDA the built-in profile named like the GPU.
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Name of the calibrated profile (default: BASE-calibrated).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Timed repetitions per microbenchmark.
+    #[arg(long, default_value_t = 7)]
+    pub reps: u32,
+    /// Untimed warm-up runs per microbenchmark.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    /// CPU threads libtorch may use (default: libtorch's own choice). Calibrate and validate
+    /// with the same number: a profile describes the device as it was measured.
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+/// The base profile: given, or guessed from the device.
+fn base(args: &CalibrateArgs, run: &CalibrationRun) -> Result<costsim_hardware::Profile> {
+    if let Some(b) = &args.base {
+        return costsim_hardware::resolve_device(b).map_err(usage_error);
+    }
+    if run.device_kind == "cpu" {
+        return costsim_hardware::resolve_device("cpu-generic").map_err(usage_error);
+    }
+    let name = run.device.to_ascii_lowercase();
+    for p in costsim_hardware::builtin_profiles().context("built-in profiles")? {
+        let token = p.name.split('-').next().unwrap_or(&p.name).to_string();
+        if name.contains(&token) && !p.synchronous {
+            return Ok(p);
+        }
+    }
+    Err(usage_error(format!(
+        "cannot tell which built-in profile matches '{}'; pass --base NAME (see costsim hardware)",
+        run.device
+    )))
+}
+
+pub fn run(args: &CalibrateArgs) -> Result<String> {
+    if !matches!(args.out.extension().and_then(|e| e.to_str()), Some("toml")) {
+        return Err(usage_error(format!(
+            "--out {} must end in .toml (it is a hardware profile)",
+            args.out.display()
+        )));
+    }
+    let run = match &args.from {
+        Some(path) => CalibrationRun::load(path).map_err(usage_error)?,
+        None => {
+            let run = measure(args)?;
+            let path = args
+                .samples
+                .clone()
+                .unwrap_or_else(|| args.out.with_extension("samples.json"));
+            run.save(&path).map_err(usage_error)?;
+            eprintln!("samples written to {}", path.display());
+            run
+        }
+    };
+    let base = base(args, &run)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-calibrated", base.name));
+    let cal = fit::calibrate(&run, &base, &name).map_err(usage_error)?;
+    crate::sweep::write_atomic(&args.out, &cal.profile_toml)?;
+    Ok(format!(
+        "calibrated {} from {} samples on {} (base {}):\n{}profile written to {} (use it with --hw {})\n",
+        name,
+        run.samples.len(),
+        run.device,
+        base.name,
+        fit::render(&cal),
+        args.out.display(),
+        args.out.display()
+    ))
+}
+
+#[cfg(not(feature = "tch"))]
+fn measure(_: &CalibrateArgs) -> Result<CalibrationRun> {
+    Err(usage_error(
+        "this costsim was built without libtorch, so it cannot measure (`--from samples.json` \
+         works). Build with the `tch` feature: eval \"$(scripts/setup-libtorch.sh)\" && cargo \
+         build --release --features tch",
+    ))
+}
+
+#[cfg(feature = "tch")]
+fn measure(args: &CalibrateArgs) -> Result<CalibrationRun> {
+    use costsim_validate::calibrate::{self, Effort};
+    use costsim_validate::harness;
+    use std::io::IsTerminal;
+    let device_arg = args.device.as_deref().unwrap_or("cpu");
+    let device = harness::parse_device(device_arg).map_err(usage_error)?;
+    harness::ensure_device(device).map_err(usage_error)?;
+    if let Some(n) = args.threads {
+        if n < 1 {
+            return Err(usage_error("--threads must be at least 1"));
+        }
+        harness::set_threads(n);
+    }
+    let tty = std::io::stderr().is_terminal();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    calibrate::run(
+        device,
+        Effort {
+            warmup: args.warmup,
+            reps: args.reps,
+        },
+        &command,
+        |i, n, name| {
+            if tty {
+                eprint!("\r[{}/{}] {:<24}", i + 1, n, name);
+            }
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+    .inspect(|_| {
+        if tty {
+            eprintln!();
+        }
+    })
+}

@@ -1,0 +1,649 @@
+//! Microbenchmarks for `costsim calibrate` (feature `tch`): GEMMs (square, tall, and skinny
+//! rank-r shapes like LoRA's), elementwise ops and casts at several sizes, reductions, norms,
+//! softmax, gathers, attention, the single-tensor AdamW update, a one-element dispatch loop and an
+//! autograd chain. Each is timed after warm-up as the median of `reps` timed units (a unit
+//! repeats a short op until it lasts about half a millisecond, so the clock's resolution does not
+//! matter); a sample whose spread exceeds [`fit::MAX_SPREAD`] is measured again, up to three
+//! attempts, and kept with its spread so the fit can leave it out and say so.
+//!
+//! Large benchmarks cycle through several copies of their operands (together over 128 MB) so
+//! that, as in a training step, each call reads from DRAM rather than from a warm cache.
+//!
+//! FLOPs and bytes are counted as the cost model counts the same kernel (docs/model.md):
+//! bytes = every input read once + the output written once.
+
+use crate::fit::{Bench, CalibrationRun, Sample, MAX_SPREAD, SCHEMA};
+use crate::harness::{device_name, ensure_device, now_rfc3339};
+use crate::record::Stats;
+use crate::{Error, Result};
+use std::time::Instant;
+use tch::{Device, Kind, TchError, Tensor};
+
+fn torch(e: TchError) -> Error {
+    Error::Torch(e.to_string())
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// How long to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Effort {
+    pub warmup: u32,
+    pub reps: u32,
+}
+
+struct Bencher {
+    device: Device,
+    effort: Effort,
+    samples: Vec<Sample>,
+}
+
+fn size_of(kind: Kind) -> f64 {
+    match kind {
+        Kind::BFloat16 | Kind::Half => 2.0,
+        _ => 4.0,
+    }
+}
+
+/// Copies of a benchmark's operands to cycle through so that together they exceed the caches
+/// (128 MB), as in a training step where each kernel reads data last touched long before;
+/// at most 8.
+fn copies(bytes_per_call: f64) -> usize {
+    ((128e6 / bytes_per_call.max(1.0)).ceil() as usize).clamp(1, 8)
+}
+
+fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bf16",
+        _ => "fp32",
+    }
+}
+
+impl Bencher {
+    fn randn(&self, shape: &[i64], kind: Kind) -> Result<Tensor> {
+        Tensor::f_randn(shape, (Kind::Float, self.device))
+            .and_then(|t| t.f_to_kind(kind))
+            .map_err(torch)
+    }
+
+    /// Time `f` (one unit = `ops` ops) and record it.
+    #[allow(clippy::too_many_arguments)]
+    fn time(
+        &mut self,
+        bench: Bench,
+        name: String,
+        kind: Kind,
+        flops: f64,
+        bytes: f64,
+        gemm: Option<[u64; 4]>,
+        ops: u32,
+        mut f: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let device = self.device;
+        for _ in 0..self.effort.warmup.max(1) {
+            f()?;
+        }
+        sync(device);
+        // Repeat short units so each timed interval lasts about 0.5 ms.
+        let t0 = Instant::now();
+        f()?;
+        sync(device);
+        let once = t0.elapsed().as_secs_f64().max(1e-7);
+        let inner = ((5e-4 / once).ceil() as u32).clamp(1, 2000);
+        let mut attempts = 0;
+        let mut stats;
+        loop {
+            attempts += 1;
+            let mut samples = Vec::with_capacity(self.effort.reps as usize);
+            for _ in 0..self.effort.reps.max(3) {
+                let t = Instant::now();
+                for _ in 0..inner {
+                    f()?;
+                }
+                sync(device);
+                samples.push(t.elapsed().as_secs_f64() / f64::from(inner));
+            }
+            stats = Stats::from_seconds(&samples);
+            if stats.spread() <= MAX_SPREAD || attempts >= 3 {
+                break;
+            }
+        }
+        self.samples.push(Sample {
+            bench,
+            name,
+            dtype: dtype_name(kind).to_string(),
+            flops,
+            bytes,
+            gemm,
+            ops,
+            stats,
+            attempts,
+        });
+        Ok(())
+    }
+
+    fn gemm(&mut self, m: i64, n: i64, k: i64, kind: Kind) -> Result<()> {
+        let sz = size_of(kind);
+        let (mf, nf, kf) = (m as f64, n as f64, k as f64);
+        let bytes = (mf * kf + kf * nf + mf * nf) * sz;
+        let c = copies(bytes);
+        let a: Vec<Tensor> = (0..c)
+            .map(|_| self.randn(&[m, k], kind))
+            .collect::<Result<_>>()?;
+        let b: Vec<Tensor> = (0..c)
+            .map(|_| self.randn(&[k, n], kind))
+            .collect::<Result<_>>()?;
+        let mut i = 0;
+        self.time(
+            Bench::Gemm,
+            format!("mm {m}x{n}x{k}"),
+            kind,
+            2.0 * mf * nf * kf,
+            bytes,
+            Some([m as u64, n as u64, k as u64, 1]),
+            1,
+            || {
+                i = (i + 1) % c;
+                a[i].f_mm(&b[i]).map(drop).map_err(torch)
+            },
+        )
+    }
+
+    fn elementwise(&mut self, n: i64, kind: Kind) -> Result<()> {
+        let sz = size_of(kind);
+        let nf = n as f64;
+        let c = copies(3.0 * nf * sz);
+        let xs: Vec<Tensor> = (0..c)
+            .map(|_| self.randn(&[n], kind))
+            .collect::<Result<_>>()?;
+        let ys: Vec<Tensor> = (0..c)
+            .map(|_| self.randn(&[n], kind))
+            .collect::<Result<_>>()?;
+        let x = xs[0].shallow_clone();
+        let mut i = 0;
+        self.time(
+            Bench::Elementwise,
+            format!("add {n}"),
+            kind,
+            nf,
+            3.0 * nf * sz,
+            None,
+            1,
+            || {
+                i = (i + 1) % c;
+                xs[i].f_add(&ys[i]).map(drop).map_err(torch)
+            },
+        )?;
+        self.time(
+            Bench::Elementwise,
+            format!("mul {n}"),
+            kind,
+            nf,
+            3.0 * nf * sz,
+            None,
+            1,
+            || {
+                i = (i + 1) % c;
+                xs[i].f_mul(&ys[i]).map(drop).map_err(torch)
+            },
+        )?;
+        // Dropout: reads x, writes the output and a one-byte mask (native_dropout).
+        self.time(
+            Bench::Dropout,
+            format!("dropout {n}"),
+            kind,
+            2.0 * nf,
+            nf * (2.0 * sz + 1.0),
+            None,
+            1,
+            || x.f_dropout(0.1, true).map(drop).map_err(torch),
+        )
+    }
+
+    fn cast(&mut self, n: i64) -> Result<()> {
+        let x = self.randn(&[n], Kind::Float)?;
+        let xb = self.randn(&[n], Kind::BFloat16)?;
+        let nf = n as f64;
+        self.time(
+            Bench::Cast,
+            format!("to_copy fp32->bf16 {n}"),
+            Kind::Float,
+            0.0,
+            6.0 * nf,
+            None,
+            1,
+            || x.f_to_kind(Kind::BFloat16).map(drop).map_err(torch),
+        )?;
+        self.time(
+            Bench::Cast,
+            format!("to_copy bf16->fp32 {n}"),
+            Kind::BFloat16,
+            0.0,
+            6.0 * nf,
+            None,
+            1,
+            || xb.f_to_kind(Kind::Float).map(drop).map_err(torch),
+        )
+    }
+
+    fn rows(&mut self, rows: i64, d: i64, kind: Kind) -> Result<()> {
+        let x = self.randn(&[rows, d], kind)?;
+        let w = self.randn(&[d], kind)?;
+        let b = self.randn(&[d], kind)?;
+        let sz = size_of(kind);
+        let n = (rows * d) as f64;
+        self.time(
+            Bench::Reduction,
+            format!("sum {rows}x{d}"),
+            kind,
+            n,
+            n * sz + rows as f64 * sz,
+            None,
+            1,
+            || {
+                x.f_sum_dim_intlist(&[-1i64][..], true, None::<Kind>)
+                    .map(drop)
+                    .map_err(torch)
+            },
+        )?;
+        // LayerNorm: reads x and the affine parameters, writes y and the fp32 mean and rstd.
+        self.time(
+            Bench::Norm,
+            format!("layer_norm {rows}x{d}"),
+            kind,
+            8.0 * n,
+            2.0 * n * sz + 2.0 * d as f64 * sz + 2.0 * rows as f64 * 4.0,
+            None,
+            1,
+            || {
+                x.f_layer_norm([d], Some(&w), Some(&b), 1e-5, true)
+                    .map(drop)
+                    .map_err(torch)
+            },
+        )?;
+        self.time(
+            Bench::Softmax,
+            format!("softmax {rows}x{d}"),
+            kind,
+            5.0 * n,
+            2.0 * n * sz,
+            None,
+            1,
+            || x.f_softmax(-1, None::<Kind>).map(drop).map_err(torch),
+        )?;
+        // The loss's log_softmax (the cost model's softmax kind too).
+        self.time(
+            Bench::Softmax,
+            format!("log_softmax {rows}x{d}"),
+            kind,
+            5.0 * n,
+            2.0 * n * sz,
+            None,
+            1,
+            || x.f_log_softmax(-1, None::<Kind>).map(drop).map_err(torch),
+        )?;
+        // PaCA's gather of r input channels: x[..., idx].
+        let r = (d / 16).max(1);
+        let idx = Tensor::f_randint(d, [r], (Kind::Int64, self.device)).map_err(torch)?;
+        self.time(
+            Bench::Gather,
+            format!("index_select {rows}x{d} -> {r}"),
+            kind,
+            0.0,
+            2.0 * (rows * r) as f64 * sz + r as f64 * 8.0,
+            None,
+            1,
+            || x.f_index_select(-1, &idx).map(drop).map_err(torch),
+        )
+    }
+
+    fn attention(&mut self, b: i64, h: i64, s: i64, hd: i64, kind: Kind) -> Result<()> {
+        let q = self.randn(&[b, h, s, hd], kind)?;
+        let k = self.randn(&[b, h, s, hd], kind)?;
+        let v = self.randn(&[b, h, s, hd], kind)?;
+        let sz = size_of(kind);
+        let e = (b * h * s * hd) as f64;
+        let (bf, hf, sf, hdf) = (b as f64, h as f64, s as f64, hd as f64);
+        // As the cost model counts causal SDPA: 2·b·h·s²·d forward, 2.5× that backward.
+        let flops = 2.0 * bf * hf * sf * sf * hdf;
+        let lse = bf * hf * sf * 4.0;
+        self.time(
+            Bench::Attention,
+            format!("sdpa causal b{b} h{h} s{s} d{hd}"),
+            kind,
+            flops,
+            4.0 * e * sz + lse,
+            None,
+            1,
+            || {
+                Tensor::f_scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, true, None, false,
+                )
+                .map(drop)
+                .map_err(torch)
+            },
+        )?;
+        // Backward alone: forward graphs are built outside the timed region.
+        let (q, k, v) = (
+            q.set_requires_grad(true),
+            k.set_requires_grad(true),
+            v.set_requires_grad(true),
+        );
+        let g = self.randn(&[b, h, s, hd], kind)?;
+        let reps = (self.effort.warmup.max(1) + self.effort.reps.max(3)) as usize;
+        let mut times = Vec::new();
+        for i in 0..reps {
+            let o = Tensor::f_scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, 0.0, true, None, false,
+            )
+            .map_err(torch)?;
+            let y = o
+                .f_mul(&g)
+                .and_then(|t| t.f_sum(None::<Kind>))
+                .map_err(torch)?;
+            sync(self.device);
+            let t = Instant::now();
+            Tensor::f_run_backward(&[&y], &[&q, &k, &v], false, false).map_err(torch)?;
+            sync(self.device);
+            if i >= self.effort.warmup.max(1) as usize {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        self.samples.push(Sample {
+            bench: Bench::AttentionBackward,
+            name: format!("sdpa backward causal b{b} h{h} s{s} d{hd}"),
+            dtype: dtype_name(kind).to_string(),
+            flops: 2.5 * flops,
+            bytes: 6.0 * e * sz + 2.0 * lse,
+            gemm: None,
+            // The backward of the mul and sum that seed it ride along: small ops besides SDPA's.
+            ops: 3,
+            stats: Stats::from_seconds(&times),
+            attempts: 1,
+        });
+        Ok(())
+    }
+
+    /// The single-tensor AdamW update over a transformer-like parameter list of width `d`,
+    /// `layers` blocks and a vocabulary of `vocab` (embedding, per block four d×d and two d×4d
+    /// matrices and two norm vectors, final norm): 8 ops per tensor, 12 reads and 8 writes per
+    /// element (the cost model's `adamw-single`). Timed over the whole list, as a training
+    /// step runs it, so the many tensor sizes and the temporaries' allocations are included.
+    fn optimizer(&mut self, d: i64, layers: i64, vocab: i64, kind: Kind) -> Result<()> {
+        let mut sizes = vec![vocab * d];
+        for _ in 0..layers {
+            sizes.extend([d * d, d * d, d * d, d * d, 4 * d * d, 4 * d * d, d, d]);
+        }
+        sizes.push(d);
+        let sz = size_of(kind);
+        let elems: i64 = sizes.iter().sum();
+        let mut sets = Vec::with_capacity(sizes.len());
+        for &n in &sizes {
+            let p = self.randn(&[n], kind)?;
+            let g = self.randn(&[n], kind)?;
+            let m = self.randn(&[n], kind)?;
+            let v = self.randn(&[n], kind)?.f_abs().map_err(torch)?;
+            sets.push((p, g, m, v));
+        }
+        let nf = elems as f64;
+        self.time(
+            Bench::Optimizer,
+            format!(
+                "adamw-single d{d} x{layers} vocab {vocab} ({} tensors)",
+                sizes.len()
+            ),
+            kind,
+            16.0 * nf,
+            20.0 * nf * sz,
+            None,
+            8 * sizes.len() as u32,
+            || {
+                for (p, g, m, v) in sets.iter_mut() {
+                    p.f_mul_scalar_(0.999).map(drop).map_err(torch)?;
+                    m.f_lerp_(g, 0.1).map(drop).map_err(torch)?;
+                    let g2 = g.f_mul(g).map_err(torch)?;
+                    v.f_lerp_(&g2, 0.001).map(drop).map_err(torch)?;
+                    let mut dn = v.f_sqrt().map_err(torch)?;
+                    dn.f_mul_scalar_(-1.0).map(drop).map_err(torch)?;
+                    dn.f_add_scalar_(-1e-8).map(drop).map_err(torch)?;
+                    p.f_addcdiv_(m, &dn).map(drop).map_err(torch)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// First touch of fresh memory: fill a freshly allocated tensor vs an existing one, per
+    /// repetition; the difference is the page-fault cost of the new mapping.
+    fn first_touch(&mut self, mib: i64) -> Result<()> {
+        let n = mib * 1024 * 1024 / 4;
+        let existing = self.randn(&[n], Kind::Float)?;
+        let fill = |fresh: bool| -> Result<f64> {
+            let t = Instant::now();
+            if fresh {
+                let mut x = Tensor::f_empty([n], (Kind::Float, self.device)).map_err(torch)?;
+                let _ = x.f_fill_(1.0).map_err(torch)?;
+            } else {
+                let mut x = existing.shallow_clone();
+                let _ = x.f_fill_(1.0).map_err(torch)?;
+            }
+            sync(self.device);
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let reps = self.effort.reps.max(3) as usize;
+        for _ in 0..self.effort.warmup.max(1) {
+            fill(true)?;
+            fill(false)?;
+        }
+        let mut diffs = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let f = fill(true)?;
+            let e = fill(false)?;
+            diffs.push((f - e).max(0.0));
+        }
+        self.samples.push(Sample {
+            bench: Bench::FirstTouch,
+            name: format!("fresh {mib} MiB minus existing"),
+            dtype: "fp32".into(),
+            flops: 0.0,
+            bytes: (n * 4) as f64,
+            gemm: None,
+            ops: 0,
+            stats: Stats::from_seconds(&diffs),
+            attempts: 1,
+        });
+        Ok(())
+    }
+
+    fn dispatch(&mut self) -> Result<()> {
+        let x = self.randn(&[1], Kind::Float)?;
+        let y = self.randn(&[1], Kind::Float)?;
+        for i in 0..3 {
+            self.time(
+                Bench::Dispatch,
+                format!("add 1-element #{i}"),
+                Kind::Float,
+                1.0,
+                12.0,
+                None,
+                1,
+                || x.f_add(&y).map(drop).map_err(torch),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Backward through a chain of `len` one-element multiplies: per node, the autograd
+    /// engine's cost plus a tiny kernel.
+    fn autograd(&mut self, len: u32) -> Result<()> {
+        let x = self.randn(&[1], Kind::Float)?.set_requires_grad(true);
+        let device = self.device;
+        for i in 0..2 {
+            let build = || -> Result<Tensor> {
+                let mut y = x.shallow_clone();
+                for _ in 0..len {
+                    y = y.f_mul_scalar(1.0001).map_err(torch)?;
+                }
+                y.f_sum(None::<Kind>).map_err(torch)
+            };
+            // Time only the backward: build the graph outside the timed region.
+            let mut graphs: Vec<Tensor> = Vec::new();
+            let reps = self.effort.reps.max(3) + self.effort.warmup.max(1);
+            for _ in 0..reps {
+                graphs.push(build()?);
+            }
+            let mut times = Vec::new();
+            for (k, y) in graphs.iter().enumerate() {
+                sync(device);
+                let t = Instant::now();
+                Tensor::f_run_backward(&[y], &[&x], false, false).map_err(torch)?;
+                sync(device);
+                if k as u32 >= self.effort.warmup.max(1) {
+                    times.push(t.elapsed().as_secs_f64());
+                }
+            }
+            self.samples.push(Sample {
+                bench: Bench::AutogradNode,
+                name: format!("backward of a {len}-node chain #{i}"),
+                dtype: "fp32".into(),
+                flops: f64::from(len),
+                bytes: 12.0 * f64::from(len),
+                gemm: None,
+                ops: len + 1,
+                stats: Stats::from_seconds(&times),
+                attempts: 1,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Run every microbenchmark. `progress` gets (done, total, current name).
+pub fn run(
+    device: Device,
+    effort: Effort,
+    command: &str,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> Result<CalibrationRun> {
+    ensure_device(device)?;
+    let mut b = Bencher {
+        device,
+        effort,
+        samples: Vec::new(),
+    };
+    let big = matches!(device, Device::Cuda(_));
+    // Sizes: CPU runs must finish in minutes; a GPU takes 16× larger problems.
+    let scale: i64 = if big { 4 } else { 1 };
+    type Step<'a> = (&'a str, Box<dyn Fn(&mut Bencher) -> Result<()> + 'a>);
+    let mut steps: Vec<Step> = Vec::new();
+    steps.push(("dispatch loop", Box::new(|b| b.dispatch())));
+    steps.push(("autograd chain", Box::new(|b| b.autograd(200))));
+    if !big {
+        for mib in [48, 64, 128] {
+            steps.push(("first touch", Box::new(move |b| b.first_touch(mib))));
+        }
+    }
+    for kind in [Kind::Float, Kind::BFloat16] {
+        // Square, tall (tokens × width → width, 4·width) and vocabulary-like GEMMs.
+        for n in [128, 256, 512, 1024] {
+            steps.push((
+                "gemm square",
+                Box::new(move |b| b.gemm(n * scale, n * scale, n * scale, kind)),
+            ));
+        }
+        for (m, n, k) in [
+            (256, 768, 768),
+            (1024, 768, 768),
+            (512, 3072, 768),
+            (512, 768, 3072),
+            (2048, 512, 512),
+            (256, 1408, 512),
+            (128, 8000, 512),
+            // Vocabulary projections (output larger than any cache).
+            (256, 50257, 256),
+            (256, 32000, 512),
+        ] {
+            steps.push((
+                "gemm tall",
+                Box::new(move |b| b.gemm(m * scale, n, k, kind)),
+            ));
+        }
+        // Skinny rank-r GEMMs as LoRA's A (M×r×k), B (M×n×r) and their gradients (r×k×M).
+        for (m, r, k) in [
+            (256, 8, 768),
+            (1024, 16, 768),
+            (1024, 64, 512),
+            (4096, 8, 512),
+        ] {
+            steps.push((
+                "gemm skinny",
+                Box::new(move |b| b.gemm(m * scale, r, k, kind)),
+            ));
+            steps.push((
+                "gemm skinny",
+                Box::new(move |b| b.gemm(m * scale, k, r, kind)),
+            ));
+            steps.push((
+                "gemm skinny",
+                Box::new(move |b| b.gemm(r, k, m * scale, kind)),
+            ));
+        }
+        for n in [16_384, 131_072, 1_048_576, 4_194_304] {
+            steps.push((
+                "elementwise",
+                Box::new(move |b| b.elementwise(n * scale, kind)),
+            ));
+        }
+        for (d, layers, vocab) in [
+            (128, 2, 4000),
+            (256, 4, 8000),
+            (512, 4, 16000),
+            (768, 6, 32000),
+        ] {
+            steps.push((
+                "optimizer",
+                Box::new(move |b| b.optimizer(d, layers * scale, vocab, kind)),
+            ));
+        }
+        for (rows, d) in [
+            (128, 768),
+            (512, 768),
+            (2048, 768),
+            (512, 8000),
+            (128, 50257),
+        ] {
+            steps.push(("rows", Box::new(move |b| b.rows(rows * scale, d, kind))));
+        }
+        for (bb, h, s, hd) in [(1, 12, 128, 64), (2, 8, 256, 64), (1, 12, 512, 64)] {
+            steps.push((
+                "attention",
+                Box::new(move |b| b.attention(bb * scale, h, s, hd, kind)),
+            ));
+        }
+    }
+    for n in [16_384, 262_144, 2_097_152] {
+        steps.push(("cast", Box::new(move |b| b.cast(n * scale))));
+    }
+    let total = steps.len();
+    for (i, (name, step)) in steps.iter().enumerate() {
+        progress(i, total, name);
+        step(&mut b)?;
+    }
+    Ok(CalibrationRun {
+        schema: SCHEMA,
+        device: device_name(device),
+        device_kind: match device {
+            Device::Cuda(i) => format!("cuda:{i}"),
+            _ => "cpu".into(),
+        },
+        torch_version: crate::harness::torch_version(),
+        git_commit: crate::harness::git_commit(),
+        timestamp: now_rfc3339(),
+        command: command.to_string(),
+        samples: b.samples,
+    })
+}

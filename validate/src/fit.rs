@@ -1,0 +1,810 @@
+//! Fitting a device profile from microbenchmark samples (`costsim calibrate`).
+//!
+//! Each sample is one op (or a fixed group of ops) timed many times: its FLOPs and bytes counted
+//! as the cost model counts them, the number of ops, and the timing statistics. Per kernel kind
+//! the model's time is linear in its parameters once the bound is known, so each kind is fitted
+//! by non-negative least squares (Lawson–Hanson, nalgebra) on rows weighted by 1/t (relative
+//! errors: samples span microseconds to seconds):
+//!
+//! - GEMMs (no dimension ≤ 64), per math mode: t = x / R + c·ops, where x is the model's own
+//!   tile-and-wave math time at 1 FLOP/s per device (`cost::gemm_math_time`), so the fitted rate
+//!   R is exactly the quantity the model divides by;
+//! - skinny GEMMs (a dimension ≤ 64): t = bytes / B_skinny + c·ops;
+//! - elementwise, cast, reduction, norm, softmax, gather, optimizer: t = bytes / B_kind + c·ops;
+//! - attention, per math mode: t = flops / R_attn + c·ops;
+//! - the dispatch loop (a one-element add, thousands of times) gives the per-op host cost, and a
+//!   chain of one-element ops differentiated by autograd gives the per-node engine cost.
+//!
+//! Goodness of fit: R² of the weighted problem, and 95% confidence intervals of the coefficients
+//! from Student's t (statrs) with the active set treated as ordinary least squares. Samples whose
+//! spread ((p90 − p10) / median) stayed above the threshold after repeats are reported and left
+//! out of the fits.
+
+use crate::record::Stats;
+use crate::{Error, Result};
+use costsim_hardware::{MathMode, Profile};
+use costsim_model::cost::{gemm_math_time, SKINNY_DIM};
+use costsim_model::graph::Gemm;
+use nalgebra::{DMatrix, DVector};
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// Format version of calibration sample files.
+pub const SCHEMA: u32 = 1;
+
+/// Spread ((p90 − p10) / median) above which a sample is repeated, then reported as unstable.
+pub const MAX_SPREAD: f64 = 0.25;
+
+/// What a microbenchmark measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bench {
+    Gemm,
+    Elementwise,
+    /// Dropout (elementwise with a random draw per element).
+    Dropout,
+    Cast,
+    Reduction,
+    Norm,
+    Softmax,
+    Gather,
+    Attention,
+    /// SDPA's backward alone.
+    AttentionBackward,
+    Optimizer,
+    /// One-element op issued in a loop: the per-op host (dispatch) cost.
+    Dispatch,
+    /// One node of a chain run backward by the autograd engine.
+    AutogradNode,
+    /// Filling freshly allocated memory minus filling existing memory (page faults).
+    FirstTouch,
+}
+
+/// One microbenchmark.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    pub bench: Bench,
+    /// What ran, e.g. `mm 512x768x768`.
+    pub name: String,
+    /// `fp32` or `bf16`.
+    pub dtype: String,
+    pub flops: f64,
+    /// Bytes read + written, as the cost model counts them.
+    pub bytes: f64,
+    /// GEMM shape (m, n, k, batch).
+    pub gemm: Option<[u64; 4]>,
+    /// Ops in one timed unit.
+    pub ops: u32,
+    /// Time of one unit.
+    pub stats: Stats,
+    /// Timing attempts (more than one when the first was unstable).
+    pub attempts: u32,
+}
+
+impl Sample {
+    pub fn spread(&self) -> f64 {
+        self.stats.spread()
+    }
+
+    pub fn stable(&self) -> bool {
+        self.spread() <= MAX_SPREAD
+    }
+
+    fn t(&self) -> f64 {
+        self.stats.median_ms * 1e-3
+    }
+}
+
+/// A calibration run as written to disk: enough to refit without libtorch.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CalibrationRun {
+    pub schema: u32,
+    pub device: String,
+    pub device_kind: String,
+    pub torch_version: String,
+    pub git_commit: String,
+    pub timestamp: String,
+    pub command: String,
+    pub samples: Vec<Sample>,
+}
+
+impl CalibrationRun {
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let run: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
+            path: path.display().to_string(),
+            line: e.line(),
+            message: e.to_string(),
+        })?;
+        if run.schema != SCHEMA {
+            return Err(Error::InvalidArgument {
+                what: "calibration file".into(),
+                message: format!(
+                    "{} has schema {}, this costsim reads {SCHEMA}",
+                    path.display(),
+                    run.schema
+                ),
+            });
+        }
+        Ok(run)
+    }
+
+    /// Write atomically.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        let io = |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text + "\n").map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+/// Non-negative least squares, min ‖Ax − b‖ with x ≥ 0 (Lawson and Hanson, 1974).
+pub fn nnls(a: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
+    let n = a.ncols();
+    let mut x = DVector::zeros(n);
+    let mut passive = vec![false; n];
+    let tol = 1e-12 * a.norm().max(1.0) * b.norm().max(1.0);
+    for _ in 0..(3 * n + 10) {
+        let w = a.transpose() * (b - a * &x);
+        let candidate = (0..n)
+            .filter(|&j| !passive[j] && w[j] > tol)
+            .max_by(|&i, &j| w[i].total_cmp(&w[j]));
+        let Some(j) = candidate else { break };
+        passive[j] = true;
+        loop {
+            let idx: Vec<usize> = (0..n).filter(|&j| passive[j]).collect();
+            let z_p = ls_subset(a, b, &idx);
+            let mut z = DVector::zeros(n);
+            for (k, &j) in idx.iter().enumerate() {
+                z[j] = z_p[k];
+            }
+            if idx.iter().all(|&j| z[j] > 0.0) {
+                x = z;
+                break;
+            }
+            // Step back to the boundary and drop the variables that reached zero.
+            let alpha = idx
+                .iter()
+                .filter(|&&j| z[j] <= 0.0)
+                .map(|&j| x[j] / (x[j] - z[j]))
+                .fold(f64::INFINITY, f64::min);
+            x = &x + (z - &x) * alpha;
+            for &j in &idx {
+                if x[j] <= 1e-15 {
+                    passive[j] = false;
+                    x[j] = 0.0;
+                }
+            }
+        }
+    }
+    x
+}
+
+/// Unconstrained least squares on a subset of columns (SVD, robust to near-collinearity).
+fn ls_subset(a: &DMatrix<f64>, b: &DVector<f64>, cols: &[usize]) -> DVector<f64> {
+    let sub = a.select_columns(cols);
+    let svd = sub.svd(true, true);
+    svd.solve(b, 1e-12)
+        .unwrap_or_else(|_| DVector::zeros(cols.len()))
+}
+
+/// A fitted linear model with its quality.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Fit {
+    /// Which kernels, e.g. `gemm fp32`.
+    pub what: String,
+    /// Coefficient names, e.g. `s per tile-FLOP`, `s per op`.
+    pub names: Vec<&'static str>,
+    pub coef: Vec<f64>,
+    /// 95% confidence half-widths (NaN where not estimable: a coefficient at its bound or too few
+    /// samples).
+    pub ci95: Vec<f64>,
+    /// R² of the weighted (relative-error) fit.
+    pub r2: f64,
+    /// Samples used.
+    pub n: usize,
+    /// Largest relative residual |t_fit − t| / t over the samples used.
+    pub worst_rel: f64,
+}
+
+/// Fit t ≈ Σ coef_j · x_j with coef ≥ 0, rows weighted by 1/t.
+pub fn fit_linear(what: &str, names: Vec<&'static str>, rows: &[(Vec<f64>, f64)]) -> Option<Fit> {
+    let (n, p) = (rows.len(), names.len());
+    if n < p || n == 0 {
+        return None;
+    }
+    let a = DMatrix::from_fn(n, p, |i, j| rows[i].0[j] / rows[i].1);
+    let b = DVector::from_element(n, 1.0);
+    let coef = nnls(&a, &b);
+    let pred = &a * &coef;
+    let resid = &b - &pred;
+    let rss = resid.norm_squared();
+    let mean = b.mean();
+    let tss: f64 = b.iter().map(|v| (v - mean).powi(2)).sum();
+    // Every weighted target is 1, so TSS is 0: use the uncentred R² (1 − RSS / Σb²), the share
+    // of the (relative) times the model explains.
+    let r2 = if tss > 0.0 {
+        1.0 - rss / tss
+    } else {
+        1.0 - rss / b.norm_squared()
+    };
+    let active: Vec<usize> = (0..p).filter(|&j| coef[j] > 0.0).collect();
+    let mut ci95 = vec![f64::NAN; p];
+    let dof = n as f64 - active.len() as f64;
+    if dof >= 1.0 && !active.is_empty() {
+        let x = a.select_columns(&active);
+        if let Some(inv) = (x.transpose() * &x).try_inverse() {
+            let sigma2 = rss / dof;
+            if let Ok(t) = StudentsT::new(0.0, 1.0, dof) {
+                let q = t.inverse_cdf(0.975);
+                for (k, &j) in active.iter().enumerate() {
+                    ci95[j] = q * (sigma2 * inv[(k, k)]).max(0.0).sqrt();
+                }
+            }
+        }
+    }
+    let worst_rel = resid.iter().map(|r| r.abs()).fold(0.0, f64::max);
+    Some(Fit {
+        what: what.to_string(),
+        names,
+        coef: coef.iter().copied().collect(),
+        ci95,
+        r2,
+        n,
+        worst_rel,
+    })
+}
+
+/// Memory-bound kinds fitted for bandwidth, with their profile keys.
+const KINDS: [(Bench, &str); 8] = [
+    (Bench::Elementwise, "elementwise"),
+    (Bench::Dropout, "dropout"),
+    (Bench::Cast, "cast"),
+    (Bench::Reduction, "reduction"),
+    (Bench::Norm, "norm"),
+    (Bench::Softmax, "softmax"),
+    (Bench::Gather, "gather"),
+    (Bench::Optimizer, "optimizer"),
+];
+
+/// Everything a calibration fitted, and the profile it makes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    pub fits: Vec<Fit>,
+    /// Samples left out as unstable: (name, spread).
+    pub unstable: Vec<(String, f64)>,
+    /// The profile's TOML text.
+    pub profile_toml: String,
+}
+
+/// Unit-rate copy of a profile for GEMM features: every peak 1 FLOP/s, efficiency 1.
+fn unit_rate(base: &Profile) -> Profile {
+    let mut p = base.clone();
+    p.peak_fp32_flops = 1.0;
+    p.peak_tf32_flops = 1.0;
+    p.peak_bf16_flops = 1.0;
+    p.peak_fp16_flops = 1.0;
+    p.gemm_efficiency = 1.0;
+    p
+}
+
+fn is_skinny(g: &[u64; 4]) -> bool {
+    g[0].min(g[1]).min(g[2]) <= SKINNY_DIM
+}
+
+/// Fit every parameter and write a profile named `name` on top of `base` (which supplies what is
+/// not measured: memory, SMs or cores, the Python-side host costs).
+pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Calibration> {
+    let stable: Vec<&Sample> = run.samples.iter().filter(|s| s.stable()).collect();
+    let unstable: Vec<(String, f64)> = run
+        .samples
+        .iter()
+        .filter(|s| !s.stable())
+        .map(|s| (format!("{} {}", s.name, s.dtype), s.spread()))
+        .collect();
+    let unit = unit_rate(base);
+    let mut fits = Vec::new();
+    let need = |f: Option<Fit>, what: &str| -> Result<Fit> {
+        f.ok_or_else(|| Error::InvalidArgument {
+            what: "calibration".into(),
+            message: format!("too few stable samples to fit {what}; rerun with more --reps"),
+        })
+    };
+    let of = |bench: Bench| stable.iter().copied().filter(move |s| s.bench == bench);
+
+    // Host: dispatch loop and autograd node.
+    let median = |v: Vec<f64>| -> Option<f64> {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let dispatch_s = median(
+        of(Bench::Dispatch)
+            .map(|s| s.t() / f64::from(s.ops))
+            .collect(),
+    )
+    .ok_or_else(|| Error::InvalidArgument {
+        what: "calibration".into(),
+        message: "no stable dispatch-loop sample".into(),
+    })?;
+    let node_s = median(
+        of(Bench::AutogradNode)
+            .map(|s| s.t() / f64::from(s.ops))
+            .collect(),
+    );
+
+    // First touch: page-fault rate of fresh mappings (CPUs).
+    let touch_bps = median(
+        of(Bench::FirstTouch)
+            .filter(|s| s.t() > 0.0)
+            .map(|s| s.bytes / s.t())
+            .collect(),
+    );
+    let touch_min = 32.0 * 1048576.0;
+    // The part of a sample's time spent faulting in its fresh output (removed before fitting
+    // the op's own rate, and added back by the cost model).
+    let touch_of = |out_bytes: f64| -> f64 {
+        match touch_bps {
+            Some(bps) if out_bytes >= touch_min => out_bytes / bps,
+            _ => 0.0,
+        }
+    };
+
+    // GEMMs per math mode (rate), skinny GEMMs (bandwidth).
+    let mut gemm_rate = Vec::new();
+    for (mode, dtype) in [(MathMode::Fp32, "fp32"), (MathMode::Bf16, "bf16")] {
+        let rows: Vec<(Vec<f64>, f64)> = of(Bench::Gemm)
+            .filter(|s| s.dtype == dtype && s.gemm.is_some_and(|g| !is_skinny(&g)))
+            .map(|s| {
+                let g = s.gemm.unwrap_or_default();
+                let (x, _) = gemm_math_time(
+                    &Gemm {
+                        m: g[0],
+                        n: g[1],
+                        k: g[2],
+                        batch: g[3],
+                    },
+                    mode,
+                    &unit,
+                );
+                let out = (g[0] * g[1] * g[3]) as f64 * if dtype == "bf16" { 2.0 } else { 4.0 };
+                (
+                    vec![x, f64::from(s.ops)],
+                    (s.t() - touch_of(out)).max(s.t() * 0.05),
+                )
+            })
+            .collect();
+        if let Some(f) = fit_linear(
+            &format!("gemm {dtype}"),
+            vec!["s per tile-FLOP", "s per op"],
+            &rows,
+        ) {
+            if f.coef[0] > 0.0 {
+                gemm_rate.push((mode, 1.0 / f.coef[0], f.coef[1]));
+            }
+            fits.push(f);
+        }
+    }
+    let fp32_rate = gemm_rate
+        .iter()
+        .find(|(m, ..)| *m == MathMode::Fp32)
+        .map(|(_, r, _)| *r)
+        .ok_or_else(|| Error::InvalidArgument {
+            what: "calibration".into(),
+            message: "no fp32 GEMM rate could be fitted".into(),
+        })?;
+    let bf16_rate = gemm_rate
+        .iter()
+        .find(|(m, ..)| *m == MathMode::Bf16)
+        .map(|(_, r, _)| *r);
+
+    // Bandwidth per kind: t = bytes / B + c·ops.
+    let bw_fit = |bench: Bench, label: &str, filter: &dyn Fn(&Sample) -> bool| -> Option<Fit> {
+        let rows: Vec<(Vec<f64>, f64)> = of(bench)
+            .filter(|s| filter(s))
+            .map(|s| (vec![s.bytes, f64::from(s.ops)], s.t()))
+            .collect();
+        fit_linear(label, vec!["s per byte", "s per op"], &rows)
+    };
+    let skinny = need(
+        bw_fit(Bench::Gemm, "skinny gemm", &|s| {
+            s.gemm.is_some_and(|g| is_skinny(&g))
+        }),
+        "skinny GEMMs",
+    )?;
+    // (bench, half precision, bandwidth) per fitted kind and dtype.
+    let mut kind_bw: Vec<(Bench, bool, f64)> = Vec::new();
+    let mut per_op: Vec<f64> = Vec::new();
+    for (bench, label) in KINDS {
+        // Casts convert between the two: one fit for both directions.
+        let dtypes: &[Option<&str>] = if bench == Bench::Cast {
+            &[None]
+        } else {
+            &[Some("fp32"), Some("bf16")]
+        };
+        for &dtype in dtypes {
+            let name = match dtype {
+                Some("bf16") => format!("{label} bf16"),
+                Some(_) => format!("{label} fp32"),
+                None => label.to_string(),
+            };
+            let filter = |s: &Sample| dtype.is_none_or(|d| s.dtype == d);
+            if let Some(f) = bw_fit(bench, &name, &filter) {
+                if f.coef[0] > 0.0 {
+                    let bw = 1.0 / f.coef[0];
+                    match dtype {
+                        None => {
+                            kind_bw.push((bench, false, bw));
+                            kind_bw.push((bench, true, bw));
+                        }
+                        Some(d) => kind_bw.push((bench, d == "bf16", bw)),
+                    }
+                }
+                per_op.push(f.coef[1]);
+                fits.push(f);
+            }
+        }
+    }
+    let elementwise_bw = kind_bw
+        .iter()
+        .find(|(b, half, _)| *b == Bench::Elementwise && !half)
+        .map(|(.., v)| *v)
+        .ok_or_else(|| Error::InvalidArgument {
+            what: "calibration".into(),
+            message: "no elementwise bandwidth could be fitted".into(),
+        })?;
+    let skinny_bw = if skinny.coef[0] > 0.0 {
+        1.0 / skinny.coef[0]
+    } else {
+        elementwise_bw
+    };
+    fits.push(skinny);
+
+    // Attention: t = flops / R_attn + c·ops, per direction and mode, as a fraction of that
+    // mode's GEMM rate. [forward, backward] × [fp32, bf16].
+    let mut attention_eff: [[Option<f64>; 2]; 2] = [[None; 2]; 2];
+    for (dir, bench, label) in [
+        (0, Bench::Attention, "attention"),
+        (1, Bench::AttentionBackward, "attention backward"),
+    ] {
+        for (prec, dtype, rate) in [(0, "fp32", Some(fp32_rate)), (1, "bf16", bf16_rate)] {
+            let rows: Vec<(Vec<f64>, f64)> = of(bench)
+                .filter(|s| s.dtype == dtype)
+                .map(|s| (vec![s.flops, f64::from(s.ops)], s.t()))
+                .collect();
+            if let Some(f) = fit_linear(
+                &format!("{label} {dtype}"),
+                vec!["s per FLOP", "s per op"],
+                &rows,
+            ) {
+                if let (Some(rate), true) = (rate, f.coef[0] > 0.0) {
+                    attention_eff[dir][prec] = Some(((1.0 / f.coef[0]) / rate).min(1.0));
+                }
+                fits.push(f);
+            }
+        }
+    }
+    let attention = attention_eff[0][0].unwrap_or(base.attention_efficiency);
+    let attn_line = |key: &str, v: Option<f64>| -> String {
+        v.map_or(String::new(), |e| format!("{key} = {e:.5}\n"))
+    };
+    let attention_more = attn_line("attention-bf16", attention_eff[0][1])
+        + &attn_line("attention-backward", attention_eff[1][0])
+        + &attn_line("attention-backward-bf16", attention_eff[1][1]);
+
+    // Fixed cost per op: the median intercept of the memory-bound kinds. On a CPU the op runs on
+    // the issuing thread, so it holds the dispatch cost: the device floor is what remains.
+    let mut ops_c = per_op.clone();
+    ops_c.sort_by(f64::total_cmp);
+    let fixed = ops_c.get(ops_c.len() / 2).copied().unwrap_or(dispatch_s);
+    let floor_s = if base.synchronous {
+        (fixed - dispatch_s).max(0.05e-6)
+    } else {
+        fixed.max(0.05e-6)
+    };
+    let node_host_s = node_s.map_or(base.host.autograd_node_s, |n| (n - floor_s).max(dispatch_s));
+
+    // Peak bandwidth: the best achieved by any kind; each kind's efficiency relative to it.
+    let peak_bw = kind_bw
+        .iter()
+        .map(|(.., v)| *v)
+        .chain([skinny_bw])
+        .fold(0.0, f64::max);
+    let eff_of = |b: Bench, half: bool| -> Option<f64> {
+        kind_bw
+            .iter()
+            .find(|(k, h, _)| *k == b && *h == half)
+            .map(|(.., v)| (v / peak_bw).min(1.0))
+    };
+    // Per-call GEMM setup beyond the generic per-op cost (oneDNN on CPUs), per dtype.
+    let op_cost = if base.synchronous {
+        dispatch_s + floor_s
+    } else {
+        floor_s
+    };
+    let gemm_floor = |mode: MathMode| -> f64 {
+        gemm_rate
+            .iter()
+            .find(|(m, ..)| *m == mode)
+            .map_or(0.0, |(.., c)| (c - op_cost).max(0.0))
+    };
+    let fmt_fit = |f: &Fit| -> String {
+        format!(
+            "R² {:.3}, n {}, worst {:.0}%",
+            f.r2,
+            f.n,
+            100.0 * f.worst_rel
+        )
+    };
+    let find = |what: &str| fits.iter().find(|f| f.what == what);
+    let src = |what: &str, extra: &str| -> String {
+        match find(what) {
+            Some(f) => format!("calibrated: {extra}{} ({})", what, fmt_fit(f)),
+            None => format!("uncalibrated: no {what} samples; from {}", base.origin),
+        }
+    };
+    let date = run
+        .timestamp
+        .get(..10)
+        .unwrap_or(&run.timestamp)
+        .to_string();
+    let tflops = |r: f64| r / 1e12;
+    let bf16 = bf16_rate.unwrap_or(base.peak_bf16_flops * base.gemm_efficiency);
+    let kinds_line = |b: Bench, key: &str| -> String {
+        let mut s = String::new();
+        if let Some(e) = eff_of(b, false) {
+            s.push_str(&format!("{key} = {e:.4}\n"));
+        }
+        if let Some(e) = eff_of(b, true) {
+            s.push_str(&format!("{key}-bf16 = {e:.4}\n"));
+        }
+        s
+    };
+    let toml = format!(
+        r#"# Calibrated by `costsim calibrate` from {n} microbenchmarks on {device} ({date}).
+# Peaks are the achieved GEMM rates and the best achieved bandwidth (efficiency 1 = that rate);
+# each value's source gives its fit. Not measured here and kept from {base_origin}: memory,
+# compute units, L2, and the Python-side host costs (python-op, module-call, peft-module).
+[device]
+name = "{name}"
+display-name = "{display} (calibrated)"
+kind = "{kind}"
+sms = {sms}
+boost-mhz = {mhz}
+memory-gib = {mem}
+l2-mib = {l2}
+source = "from {base_origin}"
+
+[peak]
+fp32-tflops = {fp32:.6}
+tf32-tflops = {tf32:.6}
+bf16-tflops = {bf16:.6}
+fp16-tflops = {fp16:.6}
+bandwidth-gbps = {bw:.3}
+source = "calibrated: achieved rates — fp32/tf32 from the gemm fp32 fit, bf16/fp16 from {bf16_src}; bandwidth the best per-kind fit"
+
+[efficiency]
+gemm = 1.0
+gemm-source = "calibrated: the peaks are achieved rates"
+bandwidth = {eff_elem:.4}
+bandwidth-source = "{elem_src}"
+attention = {attention:.5}
+{attention_more}attention-source = "{attn_src}"
+small-gemm-bandwidth = {skinny_eff:.4}
+small-gemm-bandwidth-source = "{skinny_src}"
+
+[efficiency.kinds]
+{kinds}source = "calibrated: per-kind NNLS t = bytes/B + c·ops; see costsim calibrate's report"
+
+[overheads]
+launch-floor-us = {floor:.4}
+launch-floor-source = "calibrated: median per-op intercept of the memory-bound fits{floor_note}"
+graph-launch-floor-us = {floor:.4}
+graph-launch-floor-source = "calibrated: as launch-floor (not measured separately)"
+gemm-floor-us = {gf32:.4}
+gemm-floor-bf16-us = {gf16:.4}
+gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
+{touch}
+
+[host]
+python-op-us = {py:.3}
+python-op-source = "not calibrated (Python): from {base_origin}"
+cpp-op-us = {cpp:.4}
+cpp-op-source = "calibrated: one-element op in a dispatch loop (median of {nd} runs)"
+module-call-us = {mc:.3}
+module-call-source = "not calibrated (Python): from {base_origin}"
+peft-module-us = {peft:.3}
+peft-module-source = "not calibrated (Python): from {base_origin}"
+autograd-node-us = {node:.4}
+autograd-node-source = "{node_src}"
+
+[calibration]
+date = "{date}"
+device = "{device}"
+libraries = "torch {torch} via tch 0.24; costsim {git}"
+fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable samples, {nunstable} unstable left out"
+"#,
+        n = run.samples.len(),
+        device = run.device,
+        base_origin = base.origin,
+        display = base.display_name,
+        kind = if base.synchronous { "cpu" } else { "gpu" },
+        sms = base.sms,
+        mhz = base.boost_mhz,
+        mem = base.memory_bytes / f64::from(1u32 << 30),
+        l2 = base.l2_bytes / f64::from(1u32 << 20),
+        fp32 = tflops(fp32_rate),
+        tf32 = tflops(if base.synchronous {
+            fp32_rate
+        } else {
+            fp32_rate * base.peak_tf32_flops / base.peak_fp32_flops
+        }),
+        bf16 = tflops(bf16),
+        fp16 = tflops(bf16 * base.peak_fp16_flops / base.peak_bf16_flops),
+        bf16_src = if bf16_rate.is_some() {
+            "the gemm bf16 fit"
+        } else {
+            "the base profile (no bf16 samples)"
+        },
+        bw = peak_bw / 1e9,
+        eff_elem = (elementwise_bw / peak_bw).min(1.0),
+        elem_src = src("elementwise fp32", "streaming kernels, "),
+        attention = attention,
+        attn_src = if attention_eff[0][0].is_none() {
+            format!("uncalibrated: no attention samples; from {}", base.origin)
+        } else {
+            "calibrated: attention fits (forward, backward; fp32, bf16) relative to the GEMM rate \
+             of the same dtype"
+                .to_string()
+        },
+        attention_more = attention_more,
+        skinny_eff = (skinny_bw / peak_bw).min(1.0),
+        skinny_src = src("skinny gemm", ""),
+        kinds = KINDS
+            .iter()
+        .map(|(b, k)| kinds_line(*b, k))
+        .collect::<String>(),
+        floor = floor_s * 1e6,
+        gf32 = gemm_floor(MathMode::Fp32) * 1e6,
+        touch = match touch_bps {
+            Some(bps) if base.synchronous => format!(
+                "first-touch-gbps = {:.3}\nfirst-touch-min-mib = 32\nfirst-touch-source = \"calibrated: filling fresh 48-128 MiB tensors minus existing ones (median of {} runs); 32 MiB is glibc's largest mmap threshold\"\n",
+                bps / 1e9,
+                of(Bench::FirstTouch).count()
+            ),
+            _ => String::new(),
+        },
+        gf16 = gemm_floor(MathMode::Bf16) * 1e6,
+        floor_note = if base.synchronous {
+            ", minus the dispatch cost (a CPU runs the op on the issuing thread)"
+        } else {
+            ""
+        },
+        py = base.host.python_op_s * 1e6,
+        cpp = dispatch_s * 1e6,
+        nd = of(Bench::Dispatch).count(),
+        mc = base.host.module_call_s * 1e6,
+        peft = base.host.peft_module_s * 1e6,
+        node = node_host_s * 1e6,
+        node_src = if node_s.is_some() {
+            "calibrated: backward of a chain of one-element ops, per node, minus the launch floor"
+                .to_string()
+        } else {
+            format!("uncalibrated: from {}", base.origin)
+        },
+        torch = run.torch_version,
+        git = run.git_commit.get(..12).unwrap_or(&run.git_commit),
+        nfit = fits.len(),
+        nstable = stable.len(),
+        nunstable = unstable.len(),
+    );
+    // The result must load as a profile.
+    costsim_hardware::parse_profile(&toml, "calibrated profile")?;
+    Ok(Calibration {
+        fits,
+        unstable,
+        profile_toml: toml,
+    })
+}
+
+/// A readable report of the fits.
+pub fn render(c: &Calibration) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<18} {:>4} {:>7} {:>7}  coefficients (95% CI)",
+        "fit", "n", "R²", "worst"
+    );
+    for f in &c.fits {
+        let coefs: Vec<String> = f
+            .names
+            .iter()
+            .zip(f.coef.iter().zip(&f.ci95))
+            .map(|(n, (v, ci))| {
+                if ci.is_finite() {
+                    format!("{v:.4e} ± {ci:.1e} {n}")
+                } else {
+                    format!("{v:.4e} {n}")
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<18} {:>4} {:>7.4} {:>6.0}%  {}",
+            f.what,
+            f.n,
+            f.r2,
+            100.0 * f.worst_rel,
+            coefs.join("; ")
+        );
+    }
+    if c.unstable.is_empty() {
+        let _ = writeln!(
+            out,
+            "all samples stable (spread ≤ {:.0}%)",
+            100.0 * MAX_SPREAD
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} unstable samples left out (spread > {:.0}% after repeats):",
+            c.unstable.len(),
+            100.0 * MAX_SPREAD
+        );
+        for (name, spread) in &c.unstable {
+            let _ = writeln!(out, "  {name}: spread {:.0}%", 100.0 * spread);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nnls_recovers_a_nonnegative_solution_and_clamps_a_negative_one() {
+        // b = 2·x0 + 3·x1 exactly.
+        let a = DMatrix::from_row_slice(4, 2, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 1.0]);
+        let b = DVector::from_row_slice(&[2.0, 3.0, 5.0, 7.0]);
+        let x = nnls(&a, &b);
+        assert!(
+            (x[0] - 2.0).abs() < 1e-10 && (x[1] - 3.0).abs() < 1e-10,
+            "{x}"
+        );
+        // The unconstrained solution has x1 < 0: NNLS sets it to 0 and refits x0.
+        let b = DVector::from_row_slice(&[2.0, -1.0, 1.0, 3.0]);
+        let x = nnls(&a, &b);
+        assert_eq!(x[1], 0.0);
+        // min over x0 of (x0−2)² + 1 + (x0−1)² + (2x0−3)²: x0 = (2 + 1 + 6) / 6 = 1.5.
+        assert!((x[0] - 1.5).abs() < 1e-10, "{x}");
+    }
+
+    #[test]
+    fn linear_fit_finds_rate_and_fixed_cost_with_tight_intervals() {
+        // t = bytes / 20 GB/s + 5 µs per op, with ±1% alternating noise.
+        let rows: Vec<(Vec<f64>, f64)> = (0..12)
+            .map(|i| {
+                let bytes = 1e4 * 2f64.powi(i);
+                let noise = if i % 2 == 0 { 1.01 } else { 0.99 };
+                (vec![bytes, 1.0], (bytes / 20e9 + 5e-6) * noise)
+            })
+            .collect();
+        let f = fit_linear("elementwise", vec!["s per byte", "s per op"], &rows).unwrap();
+        assert!((1.0 / f.coef[0] / 20e9 - 1.0).abs() < 0.02, "{f:?}");
+        assert!((f.coef[1] / 5e-6 - 1.0).abs() < 0.03, "{f:?}");
+        assert!(f.r2 > 0.99);
+        assert!(f.ci95.iter().all(|c| c.is_finite() && *c > 0.0));
+        assert!(f.worst_rel < 0.03);
+        // Too few rows: no fit.
+        assert!(fit_linear("x", vec!["a", "b"], &rows[..1]).is_none());
+    }
+}
