@@ -448,3 +448,52 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn calibrate_rejects_bad_output_and_missing_samples() {
+    assert_usage_error(
+        &["calibrate", "--device", "cpu", "--out", "profile.txt"],
+        &["--out profile.txt", ".toml"],
+    );
+    assert_usage_error(
+        &[
+            "calibrate",
+            "--from",
+            "/nonexistent/samples.json",
+            "--out",
+            "p.toml",
+        ],
+        &["/nonexistent/samples.json"],
+    );
+    assert!(!std::path::Path::new("p.toml").exists());
+}
+
+#[test]
+fn a_calibrated_profile_predicts_and_says_so() {
+    let profile = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/cpu/cpu-calibrated.toml"
+    );
+    let o = costsim(&[
+        "predict",
+        "--hw",
+        profile,
+        "--model",
+        "gpt2",
+        "--method",
+        "lora",
+        "--batch",
+        "1",
+        "--seq",
+        "128",
+        "--precision",
+        "fp32",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["hardware"]["calibrated"], true);
+    assert_eq!(v["hardware"]["name"], "cpu-generic-calibrated");
+    assert!(v["predictions"][0]["step_ms"].as_f64().unwrap_or(0.0) > 0.0);
+}

@@ -717,7 +717,7 @@ pub fn resolve_device(arg: &str) -> Result<Profile> {
     let wanted = arg.trim().to_ascii_lowercase();
     for (name, text) in BUILTIN {
         let profile = parse_profile(text, &format!("builtin:{name}"))?;
-        if profile.name == wanted || profile.aliases.iter().any(|a| *a == wanted) {
+        if profile.name == wanted || profile.aliases.contains(&wanted) {
             return Ok(profile);
         }
     }

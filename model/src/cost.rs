@@ -111,13 +111,16 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
     (best.1, best.2)
 }
 
+/// m, n, k, batch and math mode of a GEMM.
+type GemmKey = (u64, u64, u64, u64, u8);
+
 /// GEMM math times already computed on one profile, keyed by shape and math mode. A step graph
 /// repeats few shapes (the same projections in every layer class, dX and dW transposes) and a
 /// sweep repeats them across points (batch·seq products, ranks that leave base GEMMs alone), so
 /// the tile search runs once per distinct shape.
 #[derive(Debug, Default, Clone)]
 pub struct GemmMemo {
-    map: FxHashMap<(u64, u64, u64, u64, u8), (f64, f64)>,
+    map: FxHashMap<GemmKey, (f64, f64)>,
 }
 
 impl GemmMemo {

@@ -437,7 +437,7 @@ pub fn predict_with_graph(
         }
     });
     let kernel_rows = detail.kernels.then(|| kernel_rows(g, &cg, &tl));
-    let (lo, hi) = cfg.method.trained_layers(&cfg.model);
+    let (lo, hi) = cfg.method.trained_layers(cfg.model);
     Prediction {
         method: cfg.method.name.to_string(),
         kind: cfg.method.kind,
@@ -446,9 +446,9 @@ pub fn predict_with_graph(
         targets: if cfg.method.kind == MethodKind::Full {
             "all".into()
         } else {
-            cfg.method.targets.describe(&cfg.model)
+            cfg.method.targets.describe(cfg.model)
         },
-        trainable_params: cfg.method.trainable_params(&cfg.model),
+        trainable_params: cfg.method.trainable_params(cfg.model),
         total_params: cfg.model.total_params(),
         kernels: PhaseCounts {
             forward: phases[0].launches,

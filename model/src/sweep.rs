@@ -275,10 +275,7 @@ impl Grid {
                 message: "the sweep needs at least one value".into(),
             });
         }
-        let n = self
-            .groups_len()
-            .checked_mul(self.hws.len() as u64)
-            .unwrap_or(u64::MAX);
+        let n = self.groups_len().saturating_mul(self.hws.len() as u64);
         if n > MAX_POINTS {
             return Err(Error::InvalidArgument {
                 what: "sweep".into(),
