@@ -1,0 +1,60 @@
+//! The calibration path end to end on this CPU (feature `tch`): every microbenchmark runs, the
+//! fits produce a profile that loads, and the profile's fitted rates are those of the samples.
+#![cfg(feature = "tch")]
+
+use costsim_validate::calibrate::{run, Effort};
+use costsim_validate::fit::{calibrate, Bench};
+use tch::Device;
+
+#[test]
+fn microbenchmarks_fit_into_a_loadable_profile() {
+    costsim_validate::harness::set_threads(1);
+    let run = run(
+        Device::Cpu,
+        Effort { warmup: 1, reps: 3 },
+        "test",
+        |_, _, _| {},
+    )
+    .expect("microbenchmarks");
+    for bench in [
+        Bench::Gemm,
+        Bench::Elementwise,
+        Bench::Dropout,
+        Bench::Cast,
+        Bench::Norm,
+        Bench::Softmax,
+        Bench::Gather,
+        Bench::Attention,
+        Bench::AttentionBackward,
+        Bench::Optimizer,
+        Bench::Dispatch,
+        Bench::AutogradNode,
+        Bench::FirstTouch,
+    ] {
+        assert!(
+            run.samples.iter().any(|s| s.bench == bench),
+            "no {bench:?} sample"
+        );
+    }
+    assert!(run.samples.iter().all(|s| s.stats.median_ms >= 0.0));
+    let base = costsim_hardware::resolve_device("cpu").expect("cpu profile");
+    let cal = calibrate(&run, &base, "test-cpu").expect("fit");
+    let p = costsim_hardware::parse_profile(&cal.profile_toml, "test").expect("loads");
+    assert!(p.is_calibrated());
+    assert_eq!(p.name, "test-cpu");
+    // The fp32 peak is the fitted GEMM rate: 1 / (s per tile-FLOP).
+    let gemm = cal
+        .fits
+        .iter()
+        .find(|f| f.what == "gemm fp32")
+        .expect("gemm fp32 fit");
+    let rate = 1.0 / gemm.coef[0];
+    assert!(
+        (p.peak_fp32_flops / rate - 1.0).abs() < 1e-5,
+        "{} {rate}",
+        p.peak_fp32_flops
+    );
+    // A CPU core does between 1 and 1000 GFLOP/s in fp32.
+    assert!(rate > 1e9 && rate < 1e12, "{rate}");
+    assert!(cal.fits.iter().all(|f| f.r2.is_finite() && f.n >= 2));
+}
