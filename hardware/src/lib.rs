@@ -182,7 +182,8 @@ impl KindBandwidth {
 
     /// Efficiency of a kind; `half` for bf16/fp16 tensors.
     pub fn get(&self, kind: MemKind, half: bool) -> f64 {
-        let i = MemKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        // `MemKind::ALL` lists the variants in declaration order.
+        let i = kind as usize;
         if half {
             self.half[i]
         } else {
@@ -744,6 +745,13 @@ pub fn nearest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mem_kinds_are_listed_in_declaration_order() {
+        for (i, k) in super::MemKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -335,10 +335,9 @@ pub fn predict_with_graph(
     // FLOPs and bytes per phase (first micro-batch's backward; accumulate variants added).
     let mut fwd_fb = (0.0, 0.0);
     let mut bwd_fb = (0.0, 0.0);
-    let scopes: Vec<(Scope, &ScopeGraph)> = std::iter::once((Scope::Embedding, &g.embedding))
+    let scopes = std::iter::once((Scope::Embedding, &g.embedding))
         .chain((0..n_layers).map(|i| (Scope::Layer(i as u32), g.layer(i))))
-        .chain(std::iter::once((Scope::Head, &g.head)))
-        .collect();
+        .chain(std::iter::once((Scope::Head, &g.head)));
     let mut layer_rows = Vec::new();
     // Sums per distinct scope graph, from its costed segments (layers share their class's).
     type Sums = [(f64, f64, u64); 3];
@@ -346,10 +345,10 @@ pub fn predict_with_graph(
         |s: &[simulate::CostedSegment; 3]| -> Sums { [s[0].totals, s[1].totals, s[2].totals] };
     let class_sums: Vec<Sums> = cg.layers.iter().map(sums).collect();
     let (emb_sums, head_sums) = (sums(&cg.embedding), sums(&cg.head));
-    for (idx, (scope, s)) in scopes.iter().enumerate() {
+    for (idx, (scope, s)) in scopes.enumerate() {
         let [(ff, fbytes, fl), (bf1, bb1, bl1), (bfa, bba, bla)] = match scope {
             Scope::Embedding => emb_sums,
-            Scope::Layer(i) => class_sums[g.layer_class[*i as usize]],
+            Scope::Layer(i) => class_sums[g.layer_class[i as usize]],
             _ => head_sums,
         };
         let bwd_f = (bf1 + bfa * (accum - 1.0)) / accum;

@@ -147,7 +147,7 @@ pub struct Timeline {
     /// Per scope and phase, summed over micro-batches: (scope, phase, span).
     pub scopes: Vec<(Scope, Phase, Span)>,
     /// Whether the GPU waited on the host before each kernel of the last simulated instance of
-    /// each segment: keyed like `scopes`, one flag per kernel.
+    /// each segment: keyed like `scopes`, one flag per kernel (empty unless recorded).
     pub host_waited: Vec<(Scope, Phase, Vec<bool>)>,
 }
 
@@ -348,8 +348,9 @@ pub fn simulate(
     let mut fwd = vec![Span::default(); n_scopes];
     let mut bwd = vec![Span::default(); n_scopes];
     let mut opt = Span::default();
-    let mut waited_fwd: Vec<Vec<bool>> = vec![Vec::new(); n_scopes];
-    let mut waited_bwd: Vec<Vec<bool>> = vec![Vec::new(); n_scopes];
+    let n_waits = if record_waits { n_scopes } else { 0 };
+    let mut waited_fwd: Vec<Vec<bool>> = vec![Vec::new(); n_waits];
+    let mut waited_bwd: Vec<Vec<bool>> = vec![Vec::new(); n_waits];
     let mut waited_opt = Vec::new();
     let mut clock = Clock {
         host: 0.0,
@@ -368,7 +369,7 @@ pub fn simulate(
             &mut clock,
             &cg.embedding[0],
             &mut fwd[0],
-            record_waits.then_some(&mut waited_fwd[0]),
+            waited_fwd.get_mut(0),
         );
         let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate() {
@@ -383,7 +384,7 @@ pub fn simulate(
                 &mut clock,
                 &cg.layers[c][0],
                 &mut fwd[i + 1],
-                record_waits.then_some(&mut waited_fwd[i + 1]),
+                waited_fwd.get_mut(i + 1),
             );
             steady.observe(c, entry, host0, &clock, span_delta(&fwd[i + 1], &before));
         }
@@ -392,7 +393,7 @@ pub fn simulate(
             &mut clock,
             &cg.head[0],
             &mut fwd[n_layers + 1],
-            record_waits.then_some(&mut waited_fwd[n_layers + 1]),
+            waited_fwd.get_mut(n_layers + 1),
         );
         clock.host += graph_launch;
         run(
@@ -400,7 +401,7 @@ pub fn simulate(
             &mut clock,
             &cg.head[b],
             &mut bwd[n_layers + 1],
-            record_waits.then_some(&mut waited_bwd[n_layers + 1]),
+            waited_bwd.get_mut(n_layers + 1),
         );
         let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
@@ -415,7 +416,7 @@ pub fn simulate(
                 &mut clock,
                 &cg.layers[c][b],
                 &mut bwd[i + 1],
-                record_waits.then_some(&mut waited_bwd[i + 1]),
+                waited_bwd.get_mut(i + 1),
             );
             steady.observe(c, entry, host0, &clock, span_delta(&bwd[i + 1], &before));
         }
@@ -424,7 +425,7 @@ pub fn simulate(
             &mut clock,
             &cg.embedding[b],
             &mut bwd[0],
-            record_waits.then_some(&mut waited_bwd[0]),
+            waited_bwd.get_mut(0),
         );
     }
     clock.host += graph_launch;
@@ -475,26 +476,30 @@ pub fn simulate(
 
     let mut phases = [Span::default(); 3];
     let mut scopes = Vec::with_capacity(2 * n_scopes);
-    let mut host_waited = Vec::with_capacity(2 * n_scopes);
+    let mut host_waited = Vec::with_capacity(if record_waits { 2 * n_scopes } else { 0 });
     for i in 0..=n_layers + 1 {
         phases[0].add(&fwd[i]);
         phases[1].add(&bwd[i]);
         scopes.push((scope_of(i), Phase::Forward, fwd[i]));
         scopes.push((scope_of(i), Phase::Backward, bwd[i]));
-        host_waited.push((
-            scope_of(i),
-            Phase::Forward,
-            std::mem::take(&mut waited_fwd[i]),
-        ));
-        host_waited.push((
-            scope_of(i),
-            Phase::Backward,
-            std::mem::take(&mut waited_bwd[i]),
-        ));
+        if record_waits {
+            host_waited.push((
+                scope_of(i),
+                Phase::Forward,
+                std::mem::take(&mut waited_fwd[i]),
+            ));
+            host_waited.push((
+                scope_of(i),
+                Phase::Backward,
+                std::mem::take(&mut waited_bwd[i]),
+            ));
+        }
     }
     phases[2] = opt;
     scopes.push((Scope::Optimizer, Phase::Optimizer, opt));
-    host_waited.push((Scope::Optimizer, Phase::Optimizer, waited_opt));
+    if record_waits {
+        host_waited.push((Scope::Optimizer, Phase::Optimizer, waited_opt));
+    }
     Timeline {
         step_s: clock.gpu,
         phases,
