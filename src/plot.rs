@@ -241,6 +241,14 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
     let mut ys = parse_axis(&a.y_range, "--y-range").map_err(usage_error)?;
     xs.sort_unstable();
     ys.sort_unstable();
+    if xs.len() * ys.len() > 4096 {
+        return Err(usage_error(format!(
+            "a heatmap of {} x {} cells is too large to draw or read; use at most 4096 cells \
+             (coarser ranges such as 128..4096:x2)",
+            xs.len(),
+            ys.len()
+        )));
+    }
     let model = arch::preset(&a.model).map_err(usage_error)?;
     let hw = costsim_hardware::resolve_device(&a.hw).map_err(usage_error)?;
     let precision = a.precision.precision();

@@ -314,6 +314,13 @@ pub fn search(args: &CrossoverArgs) -> Result<costsim_model::crossover::Search> 
             "--range needs at least two values along the axis, e.g. 128..4096:x2",
         ));
     }
+    if values.len() > 1000 {
+        return Err(usage_error(format!(
+            "--range has {} values; a crossover search scans at most 1000 (bisection refines \
+             between them), e.g. 128..4096:x2",
+            values.len()
+        )));
+    }
     let mut options = args.training.method_options()?;
     options.rank = args.rank;
     let workload = args

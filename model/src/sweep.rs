@@ -62,12 +62,21 @@ pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
             )));
         }
         let mut v = lo;
+        let too_many = || {
+            err(format!(
+                "range '{item}' has more than {MAX_POINTS} values; use a coarser step"
+            ))
+        };
         match step {
+            None if hi - lo >= MAX_POINTS => return Err(too_many()),
             None => out.extend(lo..=hi),
             Some(s) if s.starts_with('+') => {
                 let d = num(&s[1..])?;
                 if d == 0 {
                     return Err(err(format!("step '{s}' in '{item}' must be at least +1")));
+                }
+                if (hi - lo) / d >= MAX_POINTS {
+                    return Err(too_many());
                 }
                 while v <= hi {
                     out.push(v);
