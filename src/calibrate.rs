@@ -102,11 +102,7 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
 
 #[cfg(not(feature = "tch"))]
 fn measure(_: &CalibrateArgs) -> Result<CalibrationRun> {
-    Err(usage_error(
-        "this costsim was built without libtorch, so it cannot measure (`--from samples.json` \
-         works). Build with the `tch` feature: eval \"$(scripts/setup-libtorch.sh)\" && cargo \
-         build --release --features tch",
-    ))
+    Err(crate::validate::without_libtorch("samples.json"))
 }
 
 #[cfg(feature = "tch")]
@@ -114,15 +110,8 @@ fn measure(args: &CalibrateArgs) -> Result<CalibrationRun> {
     use costsim_validate::calibrate::{self, Effort};
     use costsim_validate::harness;
     use std::io::IsTerminal;
-    let device_arg = args.device.as_deref().unwrap_or("cpu");
-    let device = harness::parse_device(device_arg).map_err(usage_error)?;
-    harness::ensure_device(device).map_err(usage_error)?;
-    if let Some(n) = args.threads {
-        if n < 1 {
-            return Err(usage_error("--threads must be at least 1"));
-        }
-        harness::set_threads(n);
-    }
+    let device = harness::open_device(args.device.as_deref().unwrap_or("cpu"), args.threads)
+        .map_err(usage_error)?;
     let tty = std::io::stderr().is_terminal();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     calibrate::run(

@@ -52,13 +52,19 @@ pub(crate) fn merge(paths: &[std::path::PathBuf]) -> Result<ResultsFile> {
     Ok(first)
 }
 
+/// The error of a build without libtorch asked to measure; `from` names the file `--from` takes.
+#[cfg(not(feature = "tch"))]
+pub(crate) fn without_libtorch(from: &str) -> anyhow::Error {
+    usage_error(format!(
+        "this costsim was built without libtorch, so it cannot measure (`--from {from}` works). \
+         Build with the `tch` feature: eval \"$(scripts/setup-libtorch.sh)\" && cargo build \
+         --release --features tch"
+    ))
+}
+
 #[cfg(not(feature = "tch"))]
 fn measure(_: &ValidateArgs) -> Result<ResultsFile> {
-    Err(usage_error(
-        "this costsim was built without libtorch, so it cannot measure (`--from results.json` \
-         works). Build with the `tch` feature: eval \"$(scripts/setup-libtorch.sh)\" && cargo \
-         build --release --features tch",
-    ))
+    Err(without_libtorch("results.json"))
 }
 
 #[cfg(feature = "tch")]
@@ -68,15 +74,8 @@ fn measure(args: &ValidateArgs) -> Result<ResultsFile> {
     use std::io::IsTerminal;
 
     let device_arg = args.device.as_deref().unwrap_or("cpu");
-    let device = harness::parse_device(device_arg).map_err(usage_error)?;
-    if let Some(n) = args.threads {
-        if n < 1 {
-            return Err(usage_error("--threads must be at least 1"));
-        }
-        harness::set_threads(n);
-    }
     // Before anything else: a CUDA request without a GPU must fail, not time the CPU.
-    harness::ensure_device(device).map_err(usage_error)?;
+    let device = harness::open_device(device_arg, args.threads).map_err(usage_error)?;
     let model = match &args.model_config {
         Some(p) => arch::from_hf_config(p).map_err(usage_error)?,
         None => arch::preset(&args.model).map_err(usage_error)?,

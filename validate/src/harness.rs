@@ -1086,3 +1086,22 @@ pub fn now_rfc3339() -> String {
 pub fn set_threads(n: i32) {
     tch::set_num_threads(n);
 }
+
+/// Parse `--device`, make sure it is usable (a CUDA request without a GPU fails rather than
+/// timing the CPU), and apply `--threads`.
+pub fn open_device(arg: &str, threads: Option<i32>) -> Result<Device> {
+    let device = parse_device(arg)?;
+    if let Some(n) = threads {
+        if n < 1 {
+            return Err(Error::InvalidArgument {
+                what: "--threads".into(),
+                message: format!("{n} threads; use 1 or more"),
+            });
+        }
+    }
+    ensure_device(device)?;
+    if let Some(n) = threads {
+        set_threads(n);
+    }
+    Ok(device)
+}
