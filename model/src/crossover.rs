@@ -383,8 +383,9 @@ mod tests {
 
     #[test]
     fn crossings_are_bracketed_by_adjacent_values_on_either_side_of_one() {
-        // gpt2 on an H100: host-bound at short sequences, device-bound at long ones.
-        let s = search("gpt2", "h100", Axis::Seq, vec![32, 64, 128, 256, 512, 1024]);
+        // gpt2 on an A100, batch 8: LoRA beats full fine-tuning at short sequences and loses
+        // at long ones (the crossing lies between 256 and 512).
+        let s = search("gpt2", "a100", Axis::Seq, vec![32, 64, 128, 256, 512, 1024]);
         let r = s.run().unwrap();
         let mut found = 0;
         for c in &r.comparisons {
@@ -405,7 +406,7 @@ mod tests {
                 .count();
             assert_eq!(changes, c.crossings.len());
         }
-        let _ = found;
+        assert!(found >= 1, "the test must exercise at least one crossing");
     }
 
     #[test]

@@ -165,32 +165,23 @@ impl Bencher {
             .collect::<Result<_>>()?;
         let x = xs[0].shallow_clone();
         let mut i = 0;
-        self.time(
-            Bench::Elementwise,
-            format!("add {n}"),
-            kind,
-            nf,
-            3.0 * nf * sz,
-            None,
-            1,
-            || {
-                i = (i + 1) % c;
-                xs[i].f_add(&ys[i]).map(drop).map_err(torch)
-            },
-        )?;
-        self.time(
-            Bench::Elementwise,
-            format!("mul {n}"),
-            kind,
-            nf,
-            3.0 * nf * sz,
-            None,
-            1,
-            || {
-                i = (i + 1) % c;
-                xs[i].f_mul(&ys[i]).map(drop).map_err(torch)
-            },
-        )?;
+        type Binary = fn(&Tensor, &Tensor) -> std::result::Result<Tensor, TchError>;
+        let ops: [(&str, Binary); 2] = [("add", Tensor::f_add), ("mul", Tensor::f_mul)];
+        for (name, op) in ops {
+            self.time(
+                Bench::Elementwise,
+                format!("{name} {n}"),
+                kind,
+                nf,
+                3.0 * nf * sz,
+                None,
+                1,
+                || {
+                    i = (i + 1) % c;
+                    op(&xs[i], &ys[i]).map(drop).map_err(torch)
+                },
+            )?;
+        }
         // Dropout: reads x, writes the output and a one-byte mask (native_dropout).
         self.time(
             Bench::Dropout,
