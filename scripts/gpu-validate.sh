@@ -1,31 +1,55 @@
 #!/usr/bin/env bash
-# The validation suite on a CUDA machine, using that machine's own PyTorch 2.11 libraries.
+# Everything a borrowed CUDA machine can tell costsim, as one prepared script (under 8 minutes on
+# an A100/H100/H200-class GPU), using that machine's own PyTorch 2.11, transformers and peft:
+#   1. ground-truth traces of the real stack on tiny configs: the kernels each aten op launches
+#      (torch.profiler), saved bytes, the caching allocator's peaks (scripts/trace/);
+#   2. costsim calibrate on the GPU, then costsim validate (libtorch harness) for gpt2-medium and
+#      tinyllama-1.1b at batch 4, bf16, against the datasheet and the calibrated profile;
+#   3. traces at real sizes (tinyllama, gpt2-medium, llama2-7b at batch 8 × 512): allocator peaks
+#      and eager-stack step times per phase.
 # Build here with the tch feature, carry target/release/costsim to the GPU machine, then run:
-#   scripts/gpu-validate.sh [OUT_DIR]
-# Writes OUT_DIR/results-<model>.json and the comparison tables; sized to finish in under
-# 8 minutes on an A100/H100/H200-class GPU.
-set -euo pipefail
+#   scripts/gpu-validate.sh [OUT_DIR]      (PACK=file.tgz also packs OUT_DIR after each stage)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-${OUT:-docs/results}}
+OUT_DIR=${1:-docs/results/gpu}
 BIN=${COSTSIM_BIN:-target/release/costsim}
-mkdir -p "$OUT"
+mkdir -p "$OUT_DIR"
+pack() { if [ -n "${PACK:-}" ]; then tar czf "$PACK.tmp" -C "$OUT_DIR" . && mv "$PACK.tmp" "$PACK"; fi; }
 TORCH_LIB=$(python3 -c "import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-# Calibrate the GPU first (about a minute), then validate with both the datasheet profile and the
-# calibrated one (the comparison is redone from the JSON for the second).
-timeout 240 "$BIN" calibrate --device cuda --reps 9 --out "$OUT/gpu-calibrated.toml" \
-  --samples "$OUT/gpu-calibration.json" | tee "$OUT/gpu-calibration.txt" || echo "calibration failed"
+export PYTHONUNBUFFERED=1
+{
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  python3 -c "import torch, transformers, peft, platform; print('python', platform.python_version(), 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available(), 'transformers', transformers.__version__, 'peft', peft.__version__)"
+  lscpu | grep -E 'Model name|^CPU\(s\)|MHz' || true
+} 2>&1 | tee "$OUT_DIR/machine.txt"
+
+echo "== 1. traces, tiny configs"
+timeout 150 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-tiny.txt "$OUT_DIR/traces" --device cuda \
+  2>&1 | grep -v -i warn | tee "$OUT_DIR/traces-tiny.log"
+pack
+
+echo "== 2. calibrate and validate"
+timeout 130 "$BIN" calibrate --device cuda --reps 9 --out "$OUT_DIR/gpu-calibrated.toml" \
+  --samples "$OUT_DIR/gpu-calibration.json" 2>&1 | tee "$OUT_DIR/gpu-calibration.txt" || echo "calibration failed"
+pack
 run() {
-  local name=$1; shift
+  local name=$1 limit=$2; shift 2
   echo "== $name: $*"
-  timeout 200 "$BIN" validate --device cuda "$@" --reps 10 --warmup 3 --out "$OUT/results-$name.json" \
-    | tee "$OUT/compare-$name.txt"
-  if [ -f "$OUT/gpu-calibrated.toml" ]; then
-    "$BIN" validate --from "$OUT/results-$name.json" --hw "$OUT/gpu-calibrated.toml" \
-      | tee "$OUT/compare-$name-calibrated.txt"
+  timeout "$limit" "$BIN" validate --device cuda "$@" --reps 10 --warmup 3 --out "$OUT_DIR/results-$name.json" \
+    2>&1 | tee "$OUT_DIR/compare-$name.txt"
+  if [ -f "$OUT_DIR/gpu-calibrated.toml" ] && [ -f "$OUT_DIR/results-$name.json" ]; then
+    "$BIN" validate --from "$OUT_DIR/results-$name.json" --hw "$OUT_DIR/gpu-calibrated.toml" \
+      2>&1 | tee "$OUT_DIR/compare-$name-calibrated.txt"
   fi
+  pack
 }
-run gpt2-medium --model gpt2-medium --batch 4 --seq 512,1024 --precision bf16
-run tinyllama --model tinyllama-1.1b --batch 4 --seq 512 --precision bf16
-echo "done: $OUT"
+run gpt2-medium 90 --model gpt2-medium --batch 4 --seq 512,1024 --precision bf16
+run tinyllama 70 --model tinyllama-1.1b --batch 4 --seq 512 --precision bf16
+
+echo "== 3. traces, real sizes"
+timeout 170 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-large.txt "$OUT_DIR/traces" --device cuda \
+  2>&1 | grep -v -i warn | tee "$OUT_DIR/traces-large.log"
+pack
+echo "done: $OUT_DIR"

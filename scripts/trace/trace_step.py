@@ -1,0 +1,926 @@
+#!/usr/bin/env python3
+"""Ground truth from the real stack: one fine-tuning step of transformers + peft, traced.
+
+What it records, per phase (forward incl. loss, backward, optimizer = clip_grad_norm_ + AdamW step
++ zero_grad), for one training step of one method:
+
+* every aten op dispatched (a TorchDispatchMode sees forward, backward and optimizer ops), with
+  its module path, shapes and dtypes, aggregated into rows (phase, module, op) with a call count,
+  the CUDA kernel launches it stands for (see `cuda_launches`), and FLOPs of matrix products;
+* every tensor saved for backward (`torch.autograd.graph.saved_tensors_hooks`), bytes counted once
+  per storage; parameters (and views of them) are resident anyway and counted apart;
+* live tensor bytes over the step (storages created by dispatched ops, freed when their last
+  reference dies), giving the peak per phase on any device, `meta` included; on CUDA the caching
+  allocator's own peak (`torch.cuda.max_memory_allocated`) is recorded beside it.
+
+The step is the second one of a run (the first creates AdamW's states), as in a steady-state
+training loop. Models come from configs with random weights: nothing is downloaded.
+
+Methods: full; LoRA through peft's `get_peft_model` (default `autocast_adapter_dtype=True`, so
+adapters stay fp32 on a 16-bit base unless --adapter-dtype base); PaCA as its authors' reference
+implementation does it (`PacaLinear` below: the scaled trainable columns are written into W
+before the forward, one GEMM, only x[..., idx] saved, W recast in backward under autocast);
+layer-selective PaCA by freezing everything below the lowest trained layer.
+
+Precisions: fp32; bf16 (weights and activations bf16, no autocast); bf16-mixed (fp32 weights,
+forward under torch.autocast(bfloat16)). Autocast has no `meta` key, so bf16-mixed needs a real
+device (cpu or cuda).
+
+Device mapping: on CPU and meta, PyTorch picks kernels that a GPU does not. Two are mapped to what
+CUDA runs, and the trace says so in `cuda_mapping`:
+* dropout: `at::dropout` fuses into one `native_dropout` kernel (bool mask saved) only on CUDA-like
+  devices (`is_fused_kernel_acceptable` in aten/src/ATen/native/Dropout.cpp); elsewhere it is
+  bernoulli_ + div_ + mul with a mask in the input's dtype. The tracer calls native_dropout.
+* SDPA: on meta, scaled_dot_product_attention falls back to the math path (materialised S×S
+  scores); the tracer calls the fused flash kernel (`_scaled_dot_product_flash_attention_for_cpu`),
+  which saves what CUDA's flash / memory-efficient kernels save: q, k, v, out and the logsumexp.
+
+Usage: python3 scripts/trace/trace_step.py --family llama --preset tiny --method lora --out t.json
+(see --help and scripts/trace/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+
+SCHEMA = "costsim-trace/1"
+
+# --------------------------------------------------------------------------------------------
+# Model configs
+# --------------------------------------------------------------------------------------------
+
+PRESETS = {
+    # Tiny widths for CI: device work is negligible, every op is still there.
+    ("gpt2", "tiny"): dict(n_layer=2, n_embd=64, n_head=4, vocab_size=256, n_positions=256),
+    ("llama", "tiny"): dict(
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=176,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        max_position_embeddings=256,
+    ),
+    ("llama", "tiny-mha"): dict(
+        num_hidden_layers=4,
+        hidden_size=64,
+        intermediate_size=176,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=256,
+        max_position_embeddings=256,
+    ),
+    ("gpt2", "small"): dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024),
+    ("gpt2", "medium"): dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=50257, n_positions=1024),
+    ("llama", "tinyllama-1.1b"): dict(
+        num_hidden_layers=22,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        vocab_size=32000,
+        max_position_embeddings=2048,
+    ),
+    ("llama", "llama2-7b"): dict(
+        num_hidden_layers=32,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+        max_position_embeddings=4096,
+    ),
+}
+
+
+def build_model(args, device):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    kw = dict(PRESETS[(args.family, args.preset)])
+    if args.family == "gpt2":
+        cfg = GPT2Config(**kw)
+        cls = GPT2LMHeadModel
+    else:
+        cfg = LlamaConfig(**kw)
+        cls = LlamaForCausalLM
+    cfg._attn_implementation = "sdpa"
+    cfg.use_cache = False
+    with torch.device(device):
+        model = cls(cfg)
+    return model, cfg
+
+
+def _layers(model, family):
+    base = _unwrap(model)
+    return base.transformer.h if family == "gpt2" else base.model.layers
+
+
+def _unwrap(model):
+    # peft's PeftModel → LoraModel → the transformers model.
+    while hasattr(model, "base_model") and model.base_model is not model and not hasattr(model, "lm_head"):
+        model = model.base_model
+    if hasattr(model, "model") and not hasattr(model, "lm_head"):
+        model = model.model
+    return model
+
+
+TARGETS = {
+    ("gpt2", "qv"): ["c_attn"],
+    ("gpt2", "all"): ["c_attn", "c_proj", "c_fc"],
+    ("llama", "qv"): ["q_proj", "v_proj"],
+    ("llama", "all"): ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+# --------------------------------------------------------------------------------------------
+# PaCA, as its authors' reference layer does it (peft/src/peft/tuners/paca/layer.py in
+# github.com/WooSunghyeon/paca): the trainable columns P (n×r, stored unscaled) are written, scaled,
+# into W's columns before the forward (no grad); the GEMM uses the whole W; autograd saves the
+# gathered input x[..., idx] and W itself (the fp32 parameter, recast in backward under autocast).
+# --------------------------------------------------------------------------------------------
+
+
+class _PacaFn(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x, weight, paca_w, bias, idx, conv1d):
+        # conv1d: GPT-2's Conv1D stores W as k×n (in×out); otherwise nn.Linear's n×k.
+        if conv1d:
+            out = x.matmul(weight)
+        else:
+            out = x.matmul(weight.t())
+        if bias is not None:
+            out = out + bias
+        ctx.save_for_backward(x[..., idx], weight)
+        ctx.conv1d = conv1d
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, dy):
+        x_idx, weight = ctx.saved_tensors
+        dx = dpw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = dy.matmul(weight.t()) if ctx.conv1d else dy.matmul(weight)
+        if ctx.needs_input_grad[2]:
+            dpw = dy.reshape(-1, dy.shape[-1]).t().matmul(x_idx.reshape(-1, x_idx.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            db = dy.reshape(-1, dy.shape[-1]).sum(0)
+        return dx, None, dpw, db, None, None
+
+
+# custom_fwd/custom_bwd read the autocast state of the device type they are declared for. The
+# functions above are declared for "cpu"; a CUDA twin keeps the behaviour on a GPU.
+class _PacaFnCuda(_PacaFn):
+    forward = staticmethod(torch.amp.custom_fwd(device_type="cuda")(_PacaFn.forward.__wrapped__))
+    backward = staticmethod(torch.amp.custom_bwd(device_type="cuda")(_PacaFn.backward.__wrapped__))
+
+
+class PacaLinear(nn.Module):
+    """Wraps an nn.Linear or GPT-2 Conv1D; trains r input columns of its weight in place."""
+
+    def __init__(self, base: nn.Module, r: int, alpha: float, generator: torch.Generator):
+        super().__init__()
+        self.base_layer = base
+        self.conv1d = type(base).__name__ == "Conv1D"
+        w = base.weight
+        in_f = w.shape[0] if self.conv1d else w.shape[1]
+        out_f = w.shape[1] if self.conv1d else w.shape[0]
+        if r > in_f:
+            raise SystemExit(f"PaCA rank {r} exceeds in_features {in_f} of {type(base).__name__}")
+        idx = torch.randperm(in_f, generator=generator)[:r].to(w.device)
+        self.register_buffer("paca_indices", idx)
+        self.scaling = alpha / r
+        cols = w[idx, :].t() if self.conv1d else w[:, idx]
+        # P is trained in the adapter's dtype; like peft's adapters the reference keeps it fp32
+        # (it is created with torch.zeros, fp32 by default) and casts when writing into W.
+        self.paca_w = nn.Parameter((cols.detach().float() / self.scaling).contiguous())
+        self.iterations = 0
+
+    def paca_update(self):
+        with torch.no_grad():
+            src = (self.scaling * self.paca_w).to(self.base_layer.weight.dtype)
+            if self.conv1d:
+                self.base_layer.weight[self.paca_indices, :] = src.t()
+            else:
+                self.base_layer.weight[:, self.paca_indices] = src
+
+    def forward(self, x):
+        self.iterations += 1
+        # The reference writes P into W on odd forward calls (iterations % (2·grad_accum)); with
+        # one micro-batch per step that is every other step. The traced step is the second one,
+        # so the write happens here too, to keep the kernels in the trace.
+        if self.training:
+            self.paca_update()
+        pw = self.paca_w * self.scaling
+        fn = _PacaFnCuda if x.is_cuda else _PacaFn
+        return fn.apply(x, self.base_layer.weight, pw, self.base_layer.bias, self.paca_indices, self.conv1d)
+
+
+def apply_paca(model, args, lowest_layer):
+    g = torch.Generator().manual_seed(0)
+    names = TARGETS[(args.family, args.targets)]
+    n = 0
+    for i, layer in enumerate(_layers(model, args.family)):
+        if i < lowest_layer:
+            continue
+        for mod_name, mod in list(layer.named_modules()):
+            leaf = mod_name.rsplit(".", 1)[-1]
+            if leaf in names and type(mod).__name__ in ("Linear", "Conv1D"):
+                parent = layer.get_submodule(mod_name.rsplit(".", 1)[0]) if "." in mod_name else layer
+                setattr(parent, leaf, PacaLinear(mod, args.rank, args.alpha, g))
+                n += 1
+    if n == 0:
+        raise SystemExit("PaCA: no module matched the targets")
+
+
+# --------------------------------------------------------------------------------------------
+# Device mapping (see the module doc)
+# --------------------------------------------------------------------------------------------
+
+
+def install_cuda_mapping(device_type):
+    mapping = []
+    if device_type == "cuda":
+        return mapping
+    orig_dropout = F.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if training and 0.0 < p < 1.0 and input.numel() > 0:
+            return torch.native_dropout(input, p, True)[0]
+        return orig_dropout(input, p, training, inplace)
+
+    F.dropout = dropout
+    mapping.append(
+        "dropout: native_dropout (one fused kernel, bool mask saved) as at::dropout does on CUDA; "
+        "CPU/meta would run bernoulli_+div_+mul and save a mask in the input dtype "
+        "(aten/src/ATen/native/Dropout.cpp, is_fused_kernel_acceptable)"
+    )
+    orig_sdpa = F.scaled_dot_product_attention
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if attn_mask is None and q.dim() == 4:
+            # scaled_dot_product_attention is on autocast's lower-precision list: it casts q, k, v
+            # to the autocast dtype. The aten kernel called here has no autocast entry, so cast
+            # as autocast would.
+            dt = q.device.type
+            if dt in ("cpu", "cuda") and torch.is_autocast_enabled(dt):
+                low = torch.get_autocast_dtype(dt)
+                q, k, v = (t.to(low) if t.is_floating_point() and t.dtype != low else t for t in (q, k, v))
+            if enable_gqa and k.shape[-3] != q.shape[-3]:
+                rep = q.shape[-3] // k.shape[-3]
+                k = k.repeat_interleave(rep, dim=-3)
+                v = v.repeat_interleave(rep, dim=-3)
+            # The CPU flash kernel refuses dropout; CUDA's flash kernel applies it inside the same
+            # kernel and saves only an RNG state, so the kernels and saved tensors are the same.
+            out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q, k, v, 0.0, is_causal, scale=scale
+            )
+            return out[0]
+        return orig_sdpa(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+
+    F.scaled_dot_product_attention = sdpa
+    torch.nn.functional.scaled_dot_product_attention = sdpa
+    mapping.append(
+        "sdpa: the fused flash kernel (_scaled_dot_product_flash_attention_for_cpu), saving q, k, "
+        "v, out and logsumexp like CUDA's flash/efficient kernels; attention dropout, which CUDA's "
+        "flash kernel applies inside the kernel, is left out (the CPU kernel refuses it)"
+    )
+    return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# Op classification: what an aten op costs on CUDA
+# --------------------------------------------------------------------------------------------
+
+# Ops that allocate or relabel memory without a kernel.
+NO_KERNEL = {
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "new_empty",
+    "new_empty_strided",
+    "detach",
+    "alias",
+    "lift_fresh",
+    "_unsafe_view",
+    "set_",
+    "resize_",
+    "is_same_size",
+    "sym_size",
+    "sym_stride",
+    "sym_numel",
+    "_has_compatible_shallow_copy_type",
+    "resolve_conj",
+    "resolve_neg",
+    "_local_scalar_dense",  # a device-to-host copy and a sync, not a kernel
+    "_to_copy_meta",
+}
+
+
+def cuda_launches(func, args, out):
+    """Kernel launches this op stands for on CUDA (0 for views and metadata ops).
+
+    Multi-tensor `_foreach_*` ops launch one kernel per chunk of tensors (torch's
+    multi_tensor_apply); the comparison computes that count from the recorded tensor sizes, so
+    here they count as the number of tensor lists' chunks later: 1 placeholder.
+    """
+    name = func.overloadpacket.__name__
+    if func.is_view or name in NO_KERNEL:
+        return 0
+    if name == "_to_copy":
+        # A cast or device copy; a same-dtype same-device copy still launches one kernel.
+        return 1
+    return 1
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _tensors(y)
+    elif isinstance(x, dict):
+        for y in x.values():
+            yield from _tensors(y)
+
+
+def op_flops(name, args, out):
+    """FLOPs (a multiply-add is 2) of matrix products and attention; 0 for everything else."""
+    try:
+        if name == "mm":
+            a, b = args[0], args[1]
+            return 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+        if name == "addmm":
+            a, b = args[1], args[2]
+            return 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+        if name in ("bmm", "baddbmm"):
+            a, b = (args[0], args[1]) if name == "bmm" else (args[1], args[2])
+            return 2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+        if name.startswith("_scaled_dot_product") and "backward" not in name:
+            q, k = args[0], args[1]
+            bh = math.prod(q.shape[:-2])
+            # QKᵀ and P·V: 2 GEMMs of S_q×S_k×D each (no causal discount; see docs/traces.md).
+            return 4.0 * bh * q.shape[-2] * k.shape[-2] * q.shape[-1]
+        if name.startswith("_scaled_dot_product") and "backward" in name:
+            q, k = args[1], args[2]
+            bh = math.prod(q.shape[:-2])
+            # dV, dP, dQ, dK: 4 GEMMs, plus the recomputed QKᵀ: 5 in all.
+            return 10.0 * bh * q.shape[-2] * k.shape[-2] * q.shape[-1]
+    except (IndexError, AttributeError, TypeError):
+        return 0.0
+    return 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# The recorder
+# --------------------------------------------------------------------------------------------
+
+
+def storage_key(t):
+    return t.untyped_storage()._cdata
+
+
+class Recorder(TorchDispatchMode):
+    def __init__(self, model, strip_prefix):
+        super().__init__()
+        self.phase = None
+        self.stack = []
+        self.node_module = {}
+        self.rows = collections.OrderedDict()
+        self.foreach = []
+        self.live = {}  # storage key → (bytes, weakref)
+        self.baseline_keys = set()
+        self.live_bytes = 0
+        self.phase_stats = {}
+        self.strip = strip_prefix
+        self.param_keys = set()
+        self.saved = {}
+        self.saved_rows = collections.OrderedDict()
+        self.ops_seq = []
+        self.active = False
+
+    # -- module paths ------------------------------------------------------------------------
+    def hook_modules(self, model):
+        names = {}
+        for name, mod in model.named_modules():
+            names[mod] = self._clean(name)
+
+        def pre(mod, _inp):
+            self.stack.append(names[mod])
+
+        def post(mod, _inp, out):
+            path = self.stack.pop() if self.stack else names[mod]
+            if self.active:
+                self._claim(out, path)
+
+        for mod in names:
+            mod.register_forward_pre_hook(pre)
+            mod.register_forward_hook(post)
+
+    def _clean(self, name):
+        for p in self.strip:
+            if name.startswith(p):
+                name = name[len(p):]
+        return name
+
+    def _claim(self, out, path):
+        todo = [t.grad_fn for t in _tensors(out) if t.grad_fn is not None]
+        while todo:
+            node = todo.pop()
+            if node is None or node in self.node_module:
+                continue
+            self.node_module[node] = path
+            for nxt, _ in node.next_functions:
+                if nxt is not None and nxt not in self.node_module:
+                    todo.append(nxt)
+
+    def module_path(self):
+        if self.phase == "forward":
+            return self.stack[-1] if self.stack else ""
+        if self.phase == "backward":
+            node = torch._C._current_autograd_node()
+            if node is None:
+                return ""
+            path = self.node_module.get(node)
+            if path is None and type(node).__name__ == "AccumulateGrad":
+                return "accumulate_grad"
+            return path if path is not None else ""
+        return "optimizer"
+
+    # -- memory --------------------------------------------------------------------------------
+    def set_baseline(self, tensors):
+        total = 0
+        for t in tensors:
+            k = storage_key(t)
+            if k not in self.baseline_keys:
+                self.baseline_keys.add(k)
+                total += t.untyped_storage().nbytes()
+        self.baseline_bytes = total
+
+    def _track(self, out):
+        for t in _tensors(out):
+            try:
+                st = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):
+                continue
+            k = st._cdata
+            if k in self.live or k in self.baseline_keys:
+                continue
+            n = st.nbytes()
+            self.live[k] = (n, StorageWeakRef(st))
+            self.live_bytes += n
+
+    def _sweep(self):
+        dead = [k for k, (_, ref) in self.live.items() if ref.expired()]
+        for k in dead:
+            self.live_bytes -= self.live.pop(k)[0]
+
+    def _note_peak(self):
+        st = self.phase_stats[self.phase]
+        st["peak_bytes"] = max(st["peak_bytes"], self.baseline_bytes + self.live_bytes)
+
+    def begin(self, phase):
+        self._sweep()
+        self.phase = phase
+        self.phase_stats[phase] = dict(
+            start_bytes=self.baseline_bytes + self.live_bytes,
+            peak_bytes=self.baseline_bytes + self.live_bytes,
+        )
+
+    def end(self):
+        self._sweep()
+        self.phase_stats[self.phase]["end_bytes"] = self.baseline_bytes + self.live_bytes
+
+    # -- ops -------------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not self.active or self.phase is None:
+            return out
+        name = func.overloadpacket.__name__
+        path = self.module_path()
+        launches = cuda_launches(func, args, out)
+        flops = op_flops(name, args, out)
+        key = (self.phase, path, name)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = dict(
+                phase=self.phase,
+                module=path,
+                op=name,
+                calls=0,
+                launches=0,
+                flops=0.0,
+                out_bytes=0,
+                dtypes=sorted({str(t.dtype).replace("torch.", "") for t in _tensors(out)}),
+            )
+        row["calls"] += 1
+        row["launches"] += launches
+        row["flops"] += flops
+        if not func.is_view:
+            row["out_bytes"] += sum(t.numel() * t.element_size() for t in _tensors(out))
+        if name.startswith("_foreach_"):
+            lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+            self.foreach.append(
+                dict(
+                    phase=self.phase,
+                    op=name,
+                    lists=len(lists),
+                    numels=[t.numel() for t in lists[0]] if lists else [],
+                    dtype=str(lists[0][0].dtype).replace("torch.", "") if lists else "",
+                )
+            )
+        self.ops_seq.append((self.phase, path, name, launches))
+        if not func.is_view:
+            self._sweep()
+            self._track(out)
+            self._note_peak()
+        return out
+
+    # -- saved tensors -------------------------------------------------------------------------
+    def pack(self, t):
+        if not self.active:
+            return t
+        k = storage_key(t)
+        nbytes = t.untyped_storage().nbytes()
+        is_param = k in self.param_keys
+        path = self.stack[-1] if self.stack else ""
+        if k not in self.saved:
+            self.saved[k] = (nbytes, is_param, path)
+            key = (path, str(t.dtype).replace("torch.", ""), is_param)
+            r = self.saved_rows.get(key)
+            if r is None:
+                r = self.saved_rows[key] = dict(
+                    module=path, dtype=key[1], param=is_param, tensors=0, bytes=0, shapes=[]
+                )
+            r["tensors"] += 1
+            r["bytes"] += nbytes
+            if len(r["shapes"]) < 8:
+                r["shapes"].append(list(t.shape))
+        return t
+
+
+# --------------------------------------------------------------------------------------------
+# The step
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--family", choices=["gpt2", "llama"], required=True)
+    ap.add_argument("--preset", default="tiny", help="model size: " + ", ".join(sorted({p for _, p in PRESETS})))
+    ap.add_argument("--method", choices=["full", "lora", "paca", "paca-upper-half", "paca-three-quarters"], required=True)
+    ap.add_argument("--rank", type=int, default=8, help="LoRA rank or PaCA column count (as given)")
+    ap.add_argument("--alpha", type=float, default=None, help="default: 32 for LoRA, 64 for PaCA")
+    ap.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout")
+    ap.add_argument("--targets", choices=["qv", "all"], default="all")
+    ap.add_argument("--adapter-dtype", choices=["fp32", "base"], default="fp32")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "bf16-mixed"], default="fp32")
+    ap.add_argument("--model-dropout", type=float, default=0.0,
+                    help="GPT-2 resid/embd/attn dropout (transformers' default is 0.1)")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--device", default="cpu", help="cpu, meta or cuda")
+    ap.add_argument("--clip", type=float, default=1.0, help="clip_grad_norm_ max norm (0: none)")
+    ap.add_argument("--profile-kernels", action="store_true",
+                    help="on CUDA: count the kernels each aten op really launches (torch.profiler)")
+    ap.add_argument("--time-reps", type=int, default=0,
+                    help="time this many more steps per phase (device synchronised around each)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    if args.alpha is None:
+        args.alpha = 32.0 if args.method == "lora" else 64.0
+    device = torch.device(args.device)
+    if args.precision == "bf16-mixed" and device.type == "meta":
+        raise SystemExit("bf16-mixed needs autocast, which has no meta key: trace it on cpu or cuda")
+    if args.batch <= 0 or args.seq <= 0 or args.rank <= 0:
+        raise SystemExit("--batch, --seq and --rank must be positive")
+    torch.manual_seed(0)
+    mapping = install_cuda_mapping(device.type)
+
+    model, cfg = build_model(args, device)
+    n_layers = cfg.num_hidden_layers
+    if args.family == "gpt2":
+        for attr in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            setattr(cfg, attr, args.model_dropout)
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = args.model_dropout
+            if hasattr(m, "attn_dropout") and isinstance(m.attn_dropout, nn.Dropout):
+                m.attn_dropout.p = args.model_dropout
+    if args.precision == "bf16":
+        model = model.to(torch.bfloat16)
+
+    lowest = 0
+    if args.method == "paca-upper-half":
+        lowest = n_layers // 2
+    elif args.method == "paca-three-quarters":
+        lowest = n_layers - (3 * n_layers) // 4
+
+    if args.method == "full":
+        pass
+    elif args.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=args.rank,
+            lora_alpha=args.alpha,
+            lora_dropout=args.dropout,
+            target_modules=TARGETS[(args.family, args.targets)],
+            fan_in_fan_out=args.family == "gpt2",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lcfg, autocast_adapter_dtype=args.adapter_dtype == "fp32")
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        apply_paca(model, args, lowest)
+        if args.adapter_dtype == "base" and args.precision == "bf16":
+            for m in model.modules():
+                if isinstance(m, PacaLinear):
+                    m.paca_w.data = m.paca_w.data.to(torch.bfloat16)
+    model.train()
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=True)
+    g = torch.Generator(device="cpu").manual_seed(1)
+    vocab = cfg.vocab_size
+    ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(device)
+
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if args.precision == "bf16-mixed"
+        else _Null()
+    )
+
+    rec = Recorder(model, ["base_model.model.", "base_model."])
+    rec.hook_modules(model)
+    rec.param_keys = {storage_key(p) for p in model.parameters()}
+
+    def step(mode):
+        """One training step. mode: "warm" (untraced), "trace" (recorded), "cuda" (allocator peaks)."""
+        traced = mode == "trace"
+        peaks = {}
+        marks = []
+
+        def begin(phase):
+            if mode == "profile":
+                marks.append(torch.profiler.record_function(f"costsim::{phase}"))
+                marks[-1].__enter__()
+            if mode == "time":
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                peaks[phase] = time.perf_counter()
+            if traced:
+                rec.begin(phase)
+            elif mode == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                peaks[phase] = dict(start_bytes=torch.cuda.memory_allocated())
+
+        def end(phase):
+            if mode == "profile":
+                marks.pop().__exit__(None, None, None)
+            if mode == "time":
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                peaks[phase] = time.perf_counter() - peaks[phase]
+            if traced:
+                rec.end()
+            elif mode == "cuda":
+                torch.cuda.synchronize()
+                peaks[phase]["peak_bytes"] = torch.cuda.max_memory_allocated()
+                peaks[phase]["end_bytes"] = torch.cuda.memory_allocated()
+
+        ctx = rec if traced else _Null()
+        rec.active = traced
+        with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
+            begin("forward")
+            with ctx:
+                with autocast:
+                    out = model(input_ids=ids, labels=ids)
+                loss = out.loss
+                del out
+            end("forward")
+            begin("backward")
+            with ctx:
+                loss.backward()
+            end("backward")
+            begin("optimizer")
+            with ctx:
+                if args.clip > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, args.clip, foreach=True)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            end("optimizer")
+        rec.active = False
+        return peaks
+
+    step("warm")  # creates AdamW's states: the traced step is a steady-state one
+    base = list(model.parameters()) + list(model.buffers()) + [ids]
+    for st in opt.state.values():
+        base += [v for v in st.values() if isinstance(v, torch.Tensor)]
+    rec.set_baseline(base)
+    step("trace")
+    # The caching allocator's own peaks, over one more untraced step (the recorder's bookkeeping
+    # would otherwise sit in the numbers).
+    cuda_peaks = step("cuda") if device.type == "cuda" else {}
+    kernels = profile_kernels(step, device) if args.profile_kernels else None
+    timings = None
+    if args.time_reps > 0:
+        runs = [step("time") for _ in range(args.time_reps)]
+        timings = {
+            ph: dict(median_s=sorted(r[ph] for r in runs)[len(runs) // 2], min_s=min(r[ph] for r in runs))
+            for ph in ("forward", "backward", "optimizer")
+        }
+        timings["reps"] = args.time_reps
+
+    params_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable_elems = sum(p.numel() for p in trainable)
+    state_bytes = sum(
+        v.numel() * v.element_size()
+        for st in opt.state.values()
+        for v in st.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )
+    saved_act = sum(b for b, is_param, _ in rec.saved.values() if not is_param)
+    saved_param = sum(b for b, is_param, _ in rec.saved.values() if is_param)
+
+    phases = {}
+    for ph in ("forward", "backward", "optimizer"):
+        rows = [r for r in rec.rows.values() if r["phase"] == ph]
+        phases[ph] = dict(
+            ops=sum(r["calls"] for r in rows),
+            launches=sum(r["launches"] for r in rows),
+            flops=sum(r["flops"] for r in rows),
+            **rec.phase_stats[ph],
+        )
+    phases["forward"]["saved_bytes"] = saved_act
+
+    import transformers
+
+    try:
+        import peft
+
+        peft_version = peft.__version__
+    except ImportError:
+        peft_version = None
+    record = dict(
+        schema=SCHEMA,
+        provenance=dict(
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+            peft=peft_version,
+            python=platform.python_version(),
+            device=args.device,
+            device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            command=" ".join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
+            utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            cuda_mapping=mapping,
+        ),
+        model=dict(family=args.family, preset=args.preset, hf_config=_hf_config(cfg, args.family)),
+        method=dict(
+            name=args.method,
+            rank=args.rank if args.method != "full" else 0,
+            alpha=args.alpha if args.method != "full" else 0.0,
+            dropout=args.dropout if args.method == "lora" else 0.0,
+            targets=args.targets,
+            adapter_dtype=args.adapter_dtype,
+            lowest_trained_layer=lowest,
+        ),
+        workload=dict(
+            batch=args.batch,
+            seq=args.seq,
+            precision=args.precision,
+            attention="sdpa",
+            optimizer="adamw-foreach",
+            clip_grad_norm=args.clip,
+            model_dropout=args.model_dropout,
+        ),
+        totals=dict(
+            param_bytes=params_bytes,
+            trainable_elems=trainable_elems,
+            optimizer_state_bytes=state_bytes,
+            baseline_bytes=rec.baseline_bytes,
+            saved_activation_bytes=saved_act,
+            saved_param_bytes=saved_param,
+        ),
+        phases=phases,
+        cuda_allocator_peaks=cuda_peaks,
+        cuda_kernels=kernels,
+        timings=timings,
+        ops=list(rec.rows.values()),
+        foreach=rec.foreach,
+        saved=list(rec.saved_rows.values()),
+    )
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, args.out)
+    print(
+        f"{args.family}-{args.preset} {args.method} {args.precision} b{args.batch}×s{args.seq}: "
+        + ", ".join(f"{ph} {v['launches']} launches" for ph, v in phases.items())
+        + f", saved {saved_act / 2**20:.3f} MiB, peak {max(v['peak_bytes'] for v in phases.values()) / 2**20:.2f} MiB"
+        + f" → {args.out}"
+    )
+
+
+LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+
+
+def profile_kernels(step, device):
+    """Kernels each aten op launches on this device, per phase, from torch.profiler.
+
+    Each GPU kernel is attached by the profiler to the innermost CPU op that launched it; the
+    launch calls (cudaLaunchKernel…) are counted by the phase range their host time falls in.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(ProfilerActivity.CUDA)
+    with profile(activities=acts) as prof:
+        step("profile")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    events = prof.events()
+    ranges = {}
+    for e in events:
+        if e.name.startswith("costsim::"):
+            ranges[e.name.split("::", 1)[1]] = (e.time_range.start, e.time_range.end)
+
+    def phase_of(t):
+        for ph, (a, b) in ranges.items():
+            if a <= t <= b:
+                return ph
+        return None
+
+    out = {ph: dict(launch_calls=0, kernels=0, by_op={}) for ph in ranges}
+    for e in events:
+        ph = phase_of(e.time_range.start)
+        if ph is None:
+            continue
+        if e.name in LAUNCH_CALLS:
+            out[ph]["launch_calls"] += 1
+        ks = getattr(e, "kernels", None) or []
+        if ks and not e.name.startswith("costsim::"):
+            row = out[ph]["by_op"].setdefault(e.name, dict(calls=0, kernels=0, names=[]))
+            row["calls"] += 1
+            row["kernels"] += len(ks)
+            out[ph]["kernels"] += len(ks)
+            for k in ks:
+                if k.name not in row["names"] and len(row["names"]) < 6:
+                    row["names"].append(k.name[:120])
+    return out
+
+
+def _hf_config(cfg, family):
+    keys = (
+        ["n_layer", "n_embd", "n_head", "n_inner", "vocab_size", "n_positions", "tie_word_embeddings"]
+        if family == "gpt2"
+        else [
+            "num_hidden_layers",
+            "hidden_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "vocab_size",
+            "max_position_embeddings",
+            "tie_word_embeddings",
+        ]
+    )
+    d = {k: getattr(cfg, k, None) for k in keys}
+    d["model_type"] = cfg.model_type
+    return d
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+if __name__ == "__main__":
+    main()
