@@ -1,0 +1,286 @@
+//! Attention and rotary embedding, as Hugging Face transformers' eager GPT-2 and Llama blocks run
+//! them.
+//!
+//! SDPA is one flash / memory-efficient attention kernel forward and its backward
+//! (FlashAttention-2: dot(dO, O) preprocess, main kernel, dq conversion); eager attention is
+//! repeat_kv for grouped-query attention, matmul, scale, causal mask, softmax in fp32, cast,
+//! dropout, matmul and the transpose copy. Llama's rotary embedding is x·cos + rotate_half(x)·sin
+//! applied to q and k. See `shared/reference/kernels.md`.
+
+use super::norms::{add, dropout};
+use super::tracer::{Bwd, Tracer, T};
+use super::{Ctx, Kernel, KernelKind};
+use crate::arch::Family;
+use crate::workload::{AttentionImpl, DType};
+
+/// Attention over q, k, v (each M×(heads·hd) in the compute dtype, k/v with kv_heads).
+pub(super) fn attention(
+    t: &mut Tracer,
+    cx: &Ctx,
+    q: &T,
+    k: &T,
+    v: &T,
+    path: &'static str,
+    p_drop: f64,
+) -> T {
+    let prev = t.module;
+    t.module = path;
+    let out = match cx.w.attention {
+        AttentionImpl::Sdpa => sdpa(t, cx, q, k, v),
+        AttentionImpl::Eager => eager_attention(t, cx, q, k, v, path, p_drop),
+    };
+    t.module = prev;
+    out
+}
+
+/// SDPA: one flash / memory-efficient attention kernel, saving q, k, v, the output and the
+/// log-sum-exp.
+fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
+    use KernelKind::*;
+    let (b, s) = (cx.w.batch, cx.w.seq);
+    let h = cx.model.heads;
+    let hd = cx.model.head_dim();
+    let (bf, sf, hf, hdf) = (b as f64, s as f64, h as f64, hd as f64);
+    let dt = q.dtype;
+    // Flash / memory-efficient attention: causal FLOPs 4·B·h·S²·hd / 2 forward; backward
+    // recomputes the scores, 2.5× the forward FLOPs (FlashAttention-2).
+    let flops = 2.0 * bf * hf * sf * sf * hdf;
+    let mut kk = Kernel::new("scaled_dot_product_attention", Attention, dt);
+    kk.math = t.prec.math_mode(dt);
+    kk.flops = flops;
+    kk.bytes_read = q.bytes() + k.bytes() + v.bytes();
+    let lse = bf * hf * sf * 4.0;
+    kk.bytes_written = q.bytes() + lse;
+    let idx = t.push_fwd(kk, &[*q, *k, *v]);
+    let rg = q.rg || k.rg || v.rg;
+    let out = t.tensor(q.elems, dt, rg, Some(idx));
+    if rg {
+        for x in [q, k, v, &out] {
+            t.save(x);
+        }
+        let lse_t = t.tensor(bf * hf * sf, DType::F32, false, Some(idx));
+        t.save(&lse_t);
+        // dot(dO, O) preprocess, the main backward kernel, and the dq conversion.
+        let mut bwk = t.bk(
+            "scaled_dot_product_attention_backward",
+            Attention,
+            dt,
+            2.0 * q.bytes() + k.bytes() + v.bytes() + 2.0 * lse,
+            q.bytes() + k.bytes() + v.bytes(),
+            2.5 * flops,
+        );
+        bwk.math = t.prec.math_mode(dt);
+        bwk.launches = 3;
+        let mut group = vec![bwk];
+        if q.id == k.id {
+            // GPT-2: q, k, v are views of c_attn's output; split's backward is one cat.
+            let whole = T {
+                elems: 3.0 * q.elems,
+                ..*q
+            };
+            group.push(t.bk("cat", Elementwise, dt, whole.bytes(), whole.bytes(), 0.0));
+            t.grad_plumbing(&mut group, &whole, dt);
+        } else {
+            for x in [q, k, v] {
+                if x.rg {
+                    t.grad_plumbing(&mut group, x, dt);
+                }
+            }
+        }
+        t.tape.push(group);
+    }
+    out
+}
+
+/// Eager attention as transformers writes it: repeat_kv, q·kᵀ, scale, causal mask, softmax in
+/// fp32, cast, dropout, ·v, and the transpose copy back to (B, S, h·hd).
+fn eager_attention(
+    t: &mut Tracer,
+    cx: &Ctx,
+    q: &T,
+    k: &T,
+    v: &T,
+    path: &'static str,
+    p_drop: f64,
+) -> T {
+    use KernelKind::*;
+    let (b, s) = (cx.w.batch, cx.w.seq);
+    let h = cx.model.heads;
+    let hd = cx.model.head_dim();
+    let sf = s as f64;
+    let dt = q.dtype;
+    let rep = cx.model.heads / cx.model.kv_heads;
+    let (kx, vx) = if rep > 1 {
+        // repeat_kv: expand + reshape copies K and V to all heads; backward sums the
+        // copies back.
+        let mut repeat = |x: &T| {
+            let bwd = Bwd::Fused {
+                name: "sum",
+                kind: Reduction,
+                reads: 1.0,
+                writes: 1.0 / rep as f64,
+                launches: 1,
+            };
+            t.op(
+                "clone",
+                Elementwise,
+                &[*x],
+                q.elems,
+                dt,
+                0.0,
+                &[],
+                false,
+                bwd,
+            )
+        };
+        (repeat(k), repeat(v))
+    } else {
+        (*k, *v)
+    };
+    let scores = t.gemm("bmm", "qk", q, &kx, None, s, s, hd, b * h);
+    let scaled = t.op(
+        if cx.model.family == Family::Gpt2 {
+            "div"
+        } else {
+            "mul"
+        },
+        Elementwise,
+        &[scores],
+        scores.elems,
+        dt,
+        1.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 1.0,
+        },
+    );
+    let mask = t.input(sf * sf, DType::Bool, false);
+    let masked = if cx.model.family == Family::Gpt2 {
+        t.op(
+            "where",
+            Elementwise,
+            &[mask, scaled],
+            scaled.elems,
+            dt,
+            1.0,
+            &[0],
+            false,
+            Bwd::PerInput {
+                reads: 1.0,
+                flops: 1.0,
+            },
+        )
+    } else {
+        let madd = t.input(sf * sf, dt, false);
+        t.op(
+            "add",
+            Elementwise,
+            &[scaled, madd],
+            scaled.elems,
+            dt,
+            1.0,
+            &[],
+            false,
+            Bwd::Pass,
+        )
+    };
+    // softmax runs in fp32 (autocast or dtype=float32), then the probabilities are cast.
+    let probs = t.op(
+        "softmax",
+        Softmax,
+        &[masked],
+        masked.elems,
+        DType::F32,
+        5.0,
+        &[],
+        true,
+        Bwd::Fused {
+            name: "softmax_backward_data",
+            kind: Softmax,
+            reads: 2.0,
+            writes: 1.0,
+            launches: 1,
+        },
+    );
+    let probs = t.cast(&probs, dt);
+    let probs = dropout(t, &probs, p_drop, path);
+    let ctx = t.gemm("bmm", "av", &probs, &vx, None, s, hd, s, b * h);
+    // transpose(1, 2).contiguous(): a copy back to (B, S, h·hd).
+    t.op(
+        "clone",
+        Elementwise,
+        &[ctx],
+        ctx.elems,
+        dt,
+        0.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 0.0,
+        },
+    )
+}
+
+/// Rotary embedding on q or k as transformers applies it: x·cos + rotate_half(x)·sin, with
+/// rotate_half = cat(−x2, x1).
+pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
+    use KernelKind::*;
+    let dt = x.dtype;
+    let a = t.op(
+        "mul",
+        Elementwise,
+        &[*x, *cos],
+        x.elems,
+        dt,
+        1.0,
+        &[1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    let half = t.op(
+        "neg",
+        Elementwise,
+        &[*x],
+        x.elems / 2.0,
+        dt,
+        1.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 1.0,
+        },
+    );
+    let rot = t.op(
+        "cat",
+        Elementwise,
+        &[half, *x],
+        x.elems,
+        dt,
+        0.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let b = t.op(
+        "mul",
+        Elementwise,
+        &[rot, *cos],
+        x.elems,
+        dt,
+        1.0,
+        &[1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    add(t, &a, &b)
+}

@@ -1,0 +1,209 @@
+//! Transformer blocks and the embedding scope, as Hugging Face transformers' eager GPT-2 and
+//! Llama models assemble them.
+//!
+//! GPT-2: LayerNorm; c_attn (one addmm producing q, k, v); split/reshape; attention; c_proj;
+//! dropout; residual add; LayerNorm; c_fc; "gelu_new"; c_proj; dropout; residual add. Llama:
+//! RMSNorm; q, k, v projections (k, v with kv_heads); rotary embedding; SDPA or eager attention;
+//! o_proj; residual add; RMSNorm; SwiGLU MLP (gate, up, SiLU, multiply, down); residual add. The
+//! embedding scope holds the token (and GPT-2 position) lookups, dropout, the rotary tables and
+//! the causal mask. See `shared/reference/kernels.md`.
+
+use super::attention::{attention, rope};
+use super::linear::{linear, treatment};
+use super::norms::{add, dropout, gelu_new, layer_norm, rms_norm, silu_mul};
+use super::tracer::{Tracer, T};
+use super::{Ctx, Kernel, KernelKind, ScopeGraph};
+use crate::arch::{Family, Linear, LinearRole as R};
+use crate::method::MethodKind;
+use crate::workload::{AttentionImpl, DType};
+
+/// The trained/frozen state of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct LayerClass {
+    pub(super) trained: bool,
+    pub(super) input_rg: bool,
+}
+
+/// One transformer block.
+pub(super) fn block(cx: &Ctx, class: LayerClass, accumulate: bool) -> ScopeGraph {
+    let mut t = Tracer::new(cx.w, accumulate);
+    let m = cx.m as f64;
+    let d = cx.model.hidden as f64;
+    let x = t.input(m * d, cx.r, class.input_rg);
+    let out = match cx.model.family {
+        Family::Gpt2 => gpt2_block(&mut t, cx, class, &x),
+        Family::Llama => llama_block(&mut t, cx, class, &x),
+    };
+    t.finish(cx.w.grad_checkpointing, x.bytes(), out.rg)
+}
+
+/// The block's linear layer of `role`.
+fn role_linear(lins: &[Linear], role: R) -> Linear {
+    lins.iter()
+        .find(|l| l.role == role)
+        .copied()
+        .expect("block has linear")
+}
+
+/// GPT-2 block on the residual stream `x`: attention and MLP with LayerNorms, Conv1D linears,
+/// gelu_new and dropout.
+fn gpt2_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
+    let full = class.trained && cx.method.kind == MethodKind::Full;
+    let lins = cx.model.linears();
+    let lin = |role| role_linear(&lins, role);
+    let h = layer_norm(t, cx, x, "ln_1", full);
+    let l = lin(R::Qkv);
+    let qkv = linear(t, cx, &h, &l, treatment(cx, &l, class.trained));
+    for _ in 0..6 {
+        t.host_op("split/view/permute");
+    }
+    // q, k, v are views of the fused output.
+    let q = T {
+        elems: qkv.elems / 3.0,
+        ..qkv
+    };
+    let a = attention(t, cx, &q, &q, &q, "attn", cx.model.dropout);
+    t.host_op("view");
+    let l = lin(R::O);
+    let o = linear(t, cx, &a, &l, treatment(cx, &l, class.trained));
+    let o = dropout(t, &o, cx.model.dropout, "attn.resid_dropout");
+    let x1 = add(t, x, &o);
+    let h2 = layer_norm(t, cx, &x1, "ln_2", full);
+    let l = lin(R::Up);
+    let f = linear(t, cx, &h2, &l, treatment(cx, &l, class.trained));
+    let g = gelu_new(t, cx, &f, "mlp.act");
+    let l = lin(R::Down);
+    let dn = linear(t, cx, &g, &l, treatment(cx, &l, class.trained));
+    let dn = dropout(t, &dn, cx.model.dropout, "mlp.dropout");
+    add(t, &x1, &dn)
+}
+
+/// Llama block on the residual stream `x`: RMSNorms, q/k/v/o projections, rotary embedding,
+/// attention, and the SwiGLU MLP.
+fn llama_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
+    let full = class.trained && cx.method.kind == MethodKind::Full;
+    let lins = cx.model.linears();
+    let lin = |role| role_linear(&lins, role);
+    let h = rms_norm(t, cx, x, "input_layernorm", full);
+    let (lq, lk, lv) = (lin(R::Q), lin(R::K), lin(R::V));
+    let q = linear(t, cx, &h, &lq, treatment(cx, &lq, class.trained));
+    let k = linear(t, cx, &h, &lk, treatment(cx, &lk, class.trained));
+    let v = linear(t, cx, &h, &lv, treatment(cx, &lv, class.trained));
+    for _ in 0..6 {
+        t.host_op("view/transpose");
+    }
+    t.module = "self_attn.rotary";
+    let cos = t.input(cx.w.seq as f64 * cx.model.head_dim() as f64, q.dtype, false);
+    let q = rope(t, &q, &cos);
+    let k = rope(t, &k, &cos);
+    t.module = "";
+    let a = attention(t, cx, &q, &k, &v, "self_attn", 0.0);
+    t.host_op("reshape");
+    let l = lin(R::O);
+    let o = linear(t, cx, &a, &l, treatment(cx, &l, class.trained));
+    let x1 = add(t, x, &o);
+    let h2 = rms_norm(t, cx, &x1, "post_attention_layernorm", full);
+    let (lg, lu, ld) = (lin(R::Gate), lin(R::Up), lin(R::Down));
+    let g = linear(t, cx, &h2, &lg, treatment(cx, &lg, class.trained));
+    let u = linear(t, cx, &h2, &lu, treatment(cx, &lu, class.trained));
+    let gu = silu_mul(t, &g, &u);
+    let dn = linear(t, cx, &gu, &ld, treatment(cx, &ld, class.trained));
+    add(t, &x1, &dn)
+}
+
+/// Embedding scope: token (and GPT-2 position) lookups, dropout, rotary tables, causal mask.
+pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
+    use KernelKind::*;
+    let mut t = Tracer::new(cx.w, accumulate);
+    let (m, d, s) = (cx.m as f64, cx.model.hidden as f64, cx.w.seq as f64);
+    let trains = cx.method.trains_embedding(cx.model);
+    let lookup = |t: &mut Tracer, table: &T, rows: f64, path: &'static str| -> T {
+        t.module = path;
+        let start = t.fwd.len();
+        let mut k = Kernel::new("embedding", Gather, cx.p);
+        k.bytes_read = rows * 8.0 + rows * d * cx.p.size();
+        k.bytes_written = rows * d * cx.p.size();
+        let idx = t.push_fwd(k, &[]);
+        t.module_call(start, false);
+        let out = t.tensor(rows * d, cx.p, table.rg, Some(idx));
+        if table.rg {
+            // embedding_dense_backward: zero the V×d gradient, sort the ids, scatter-add rows.
+            let mut group = vec![
+                t.bk(
+                    "fill_",
+                    Elementwise,
+                    DType::F32,
+                    0.0,
+                    table.elems * 4.0,
+                    0.0,
+                ),
+                t.bk("sort", Reduction, DType::I64, rows * 16.0, rows * 16.0, 0.0),
+                t.bk(
+                    "embedding_backward",
+                    Scatter,
+                    DType::F32,
+                    rows * d * 4.0 + rows * 8.0,
+                    rows * d * 4.0,
+                    rows * d,
+                ),
+            ];
+            t.grad_plumbing(&mut group, table, DType::F32);
+            t.tape.push(group);
+        }
+        out
+    };
+    let out = match cx.model.family {
+        Family::Gpt2 => {
+            let wte = t.param(cx.model.vocab as f64 * d, cx.p, trains);
+            let wpe = t.param(cx.model.max_positions as f64 * d, cx.p, trains);
+            t.module = "";
+            let mut ar = Kernel::new("arange", Elementwise, DType::I64);
+            ar.bytes_written = s * 8.0;
+            t.push_fwd(ar, &[]);
+            let te = lookup(&mut t, &wte, m, "wte");
+            let pe = lookup(&mut t, &wpe, s, "wpe");
+            if trains && cx.model.tied_embeddings {
+                // The tied LM head's gradient is added into wte's.
+                let mut group = vec![];
+                t.grad_plumbing(&mut group, &wte, DType::F32);
+                t.tape.insert(0, group);
+            }
+            t.module = "";
+            let h = add(&mut t, &te, &pe);
+            dropout(&mut t, &h, cx.model.dropout, "drop")
+        }
+        Family::Llama => {
+            let tab = t.param(cx.model.vocab as f64 * d, cx.p, trains);
+            let h = lookup(&mut t, &tab, m, "embed_tokens");
+            // rotary_emb: inv_freq ⊗ positions, cat, cos, sin, casts (S×hd, once per forward).
+            t.module = "rotary_emb";
+            let hd = cx.model.head_dim() as f64;
+            for name in [
+                "arange", "matmul", "cat", "cos", "sin", "to_copy", "to_copy",
+            ] {
+                let mut k = Kernel::new(name, Elementwise, DType::F32);
+                k.bytes_read = s * hd * 4.0;
+                k.bytes_written = s * hd * 4.0;
+                k.flops = s * hd;
+                t.push_fwd(k, &[]);
+            }
+            t.module = "";
+            h
+        }
+    };
+    if cx.w.attention == AttentionImpl::Eager {
+        // The causal mask (full, triu, expand to the batch).
+        for name in ["full", "triu", "expand_copy"] {
+            let mut k = Kernel::new(name, Elementwise, cx.c);
+            k.bytes_read = if name == "full" {
+                0.0
+            } else {
+                s * s * cx.c.size()
+            };
+            k.bytes_written = s * s * cx.c.size();
+            t.push_fwd(k, &[]);
+        }
+    }
+    let out_rg = out.rg || cx.w.grad_checkpointing;
+    t.finish(false, 0.0, out_rg)
+}

@@ -1,0 +1,122 @@
+//! The head scope: final norm, LM head and cross-entropy loss, as Hugging Face transformers'
+//! eager `*ForCausalLM` models compute them.
+//!
+//! The LM head is a linear over the vocabulary (tied to the token embedding in GPT-2 and
+//! TinyLlama-style configs); the loss is transformers' ForCausalLMLoss: logits.float(),
+//! log_softmax over M×vocab in fp32, nll_loss with the label shift done on the labels, the mean,
+//! and GradScaler's loss scale under fp16. Every method pays its memory traffic. See
+//! `shared/reference/kernels.md`.
+
+use super::linear::{linear, Treatment};
+use super::norms::{layer_norm, rms_norm};
+use super::tracer::{Bwd, Tracer};
+use super::{Ctx, Kernel, KernelKind, ScopeGraph};
+use crate::arch::{Family, Linear};
+use crate::method::MethodKind;
+use crate::workload::{DType, Precision};
+
+/// Final norm, LM head, cross-entropy loss (transformers' ForCausalLMLoss: logits.float(),
+/// log_softmax, nll_loss with the label shift done on the labels).
+pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
+    use KernelKind::*;
+    let mut t = Tracer::new(cx.w, accumulate);
+    let (m, d, v) = (cx.m as f64, cx.model.hidden as f64, cx.model.vocab as f64);
+    let x = t.input(m * d, cx.r, input_rg);
+    let trains_norm = cx.method.kind == MethodKind::Full;
+    let h = match cx.model.family {
+        Family::Gpt2 => layer_norm(&mut t, cx, &x, "transformer.ln_f", trains_norm),
+        Family::Llama => rms_norm(&mut t, cx, &x, "model.norm", trains_norm),
+    };
+    let head_trains = cx.method.trains_head(cx.model);
+    let lm = Linear {
+        role: crate::arch::LinearRole::Down,
+        path: "lm_head",
+        in_features: cx.model.hidden,
+        out_features: cx.model.vocab,
+        bias: false,
+    };
+    let logits = linear(
+        &mut t,
+        cx,
+        &h,
+        &lm,
+        if head_trains {
+            Treatment::Full
+        } else {
+            Treatment::Frozen
+        },
+    );
+    if cx.model.tied_embeddings {
+        // The head reuses wte: its parameters are counted in the embedding.
+        t.trainable = t
+            .trainable
+            .saturating_sub(if head_trains { (v * d) as u64 } else { 0 });
+    }
+    // The returned logits stay alive in the model output until after backward.
+    t.save(&logits);
+    t.module = "loss";
+    let start = t.fwd.len();
+    for name in ["constant_pad_nd", "slice_copy"] {
+        let mut k = Kernel::new(name, Elementwise, DType::I64);
+        k.bytes_read = m * 8.0;
+        k.bytes_written = m * 8.0;
+        t.push_fwd(k, &[]);
+    }
+    t.module_call(start, false);
+    let lf = t.cast(&logits, DType::F32);
+    let ls = t.op(
+        "log_softmax",
+        Softmax,
+        &[lf],
+        lf.elems,
+        DType::F32,
+        5.0,
+        &[],
+        true,
+        Bwd::Fused {
+            name: "log_softmax_backward_data",
+            kind: Softmax,
+            reads: 2.0,
+            writes: 1.0,
+            launches: 1,
+        },
+    );
+    // nll_loss reads one logit per token; its backward zero-fills M×V and scatters −1/N.
+    let mut k = Kernel::new("nll_loss_forward", Reduction, DType::F32);
+    k.bytes_read = m * 8.0 + m * 32.0;
+    k.bytes_written = 8.0;
+    let ni = t.push_fwd(k, &[ls]);
+    let loss = t.tensor(1.0, DType::F32, ls.rg, Some(ni));
+    if ls.rg {
+        let group = vec![
+            t.bk("fill_", Elementwise, DType::F32, 0.0, ls.bytes(), 0.0),
+            t.bk(
+                "nll_loss_backward",
+                Scatter,
+                DType::F32,
+                m * 8.0,
+                m * 32.0,
+                m,
+            ),
+        ];
+        t.tape.push(group);
+    }
+    let mut div = Kernel::new("div", Elementwise, DType::F32);
+    div.bytes_read = 4.0;
+    div.bytes_written = 4.0;
+    t.push_fwd(div, &[loss]);
+    if cx.w.precision == Precision::Fp16Mixed {
+        // GradScaler.scale(loss)
+        let mut k = Kernel::new("mul", Elementwise, DType::F32);
+        k.bytes_read = 8.0;
+        k.bytes_written = 4.0;
+        t.push_fwd(k, &[loss]);
+    }
+    // backward() seeds the gradient with ones_like(loss).
+    if loss.rg {
+        let mut seed = t.bk("fill_", Elementwise, DType::F32, 0.0, 4.0, 0.0);
+        seed.module = "loss";
+        t.tape.push(vec![seed]);
+    }
+    t.finish(false, 0.0, loss.rg)
+}

@@ -1,0 +1,409 @@
+//! Normalisations, dropout, residual adds and activations, as Hugging Face transformers' eager
+//! GPT-2 and Llama blocks launch them.
+//!
+//! GPT-2's LayerNorm is one `native_layer_norm` kernel (fp32 under autocast) and its "gelu_new"
+//! is the tanh approximation written out as eight elementwise kernels; Llama's RMSNorm upcasts to
+//! fp32 and runs pow, mean, add eps, rsqrt, mul, cast and the weight multiply; its SwiGLU MLP
+//! applies SiLU to the gate and multiplies by the up projection. Dropout is one kernel writing the
+//! output and a bool mask. See `shared/reference/kernels.md`.
+
+use super::tracer::{Bwd, Tracer, T};
+use super::{Ctx, Kernel, KernelKind};
+use crate::workload::DType;
+
+/// LayerNorm (GPT-2): one kernel forward (fp32 under autocast), saving mean and rstd; backward is
+/// layer_norm_backward plus, when the weight trains, the weight/bias reduction.
+pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trains: bool) -> T {
+    let prev = t.module;
+    t.module = path;
+    let start = t.fwd.len();
+    let d = cx.model.hidden as f64;
+    let tokens = x.elems / d;
+    let wgt = t.param(d, cx.p, trains);
+    let bias = t.param(d, cx.p, trains);
+    // autocast runs layer_norm in fp32.
+    let out_dt = if cx.w.precision.is_autocast() {
+        DType::F32
+    } else {
+        x.dtype
+    };
+    let xin = t.cast(x, out_dt);
+    let mut k = Kernel::new("native_layer_norm", KernelKind::Norm, out_dt);
+    k.flops = 8.0 * xin.elems;
+    k.bytes_read = xin.bytes() + 2.0 * d * cx.p.size();
+    k.bytes_written = xin.elems * out_dt.size() + 2.0 * tokens * 4.0;
+    let idx = t.push_fwd(k, &[xin]);
+    let rg = xin.rg || trains;
+    let out = t.tensor(xin.elems, out_dt, rg, Some(idx));
+    if rg {
+        t.save(&xin);
+        let stats = t.tensor(2.0 * tokens, DType::F32, false, Some(idx));
+        t.save(&stats);
+        let mut group = vec![];
+        if xin.rg {
+            let b = t.bk(
+                "native_layer_norm_backward",
+                KernelKind::Norm,
+                out_dt,
+                2.0 * out.bytes() + 2.0 * tokens * 4.0,
+                out.bytes(),
+                8.0 * out.elems,
+            );
+            group.push(b);
+        }
+        if trains {
+            group.push(t.bk(
+                "layer_norm_backward_gamma_beta",
+                KernelKind::Reduction,
+                out_dt,
+                2.0 * out.bytes(),
+                2.0 * d * 4.0,
+                4.0 * out.elems,
+            ));
+            t.grad_plumbing(&mut group, &wgt, out_dt);
+            t.grad_plumbing(&mut group, &bias, out_dt);
+        }
+        if xin.rg {
+            t.grad_plumbing(&mut group, &xin, out_dt);
+        }
+        t.tape.push(group);
+    } else {
+        t.transient = t.transient.max(out.bytes());
+    }
+    t.module_call(start, false);
+    t.module = prev;
+    out
+}
+
+/// Llama RMSNorm as transformers writes it: to(fp32), pow(2), mean, add eps, rsqrt, mul,
+/// to(input dtype), weight * x.
+pub(super) fn rms_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trains: bool) -> T {
+    use KernelKind::*;
+    let prev = t.module;
+    t.module = path;
+    let start = t.fwd.len();
+    let d = cx.model.hidden as f64;
+    let tokens = x.elems / d;
+    let wgt = t.param(d, cx.p, trains);
+    let in_dt = x.dtype;
+    let xf = t.cast(x, DType::F32);
+    let sq = t.op(
+        "pow",
+        Elementwise,
+        &[xf],
+        xf.elems,
+        DType::F32,
+        1.0,
+        &[0],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 2.0,
+        },
+    );
+    let var = t.op(
+        "mean",
+        Reduction,
+        &[sq],
+        tokens,
+        DType::F32,
+        d,
+        &[],
+        false,
+        Bwd::Fused {
+            name: "mean_backward",
+            kind: Elementwise,
+            reads: 1.0,
+            writes: d,
+            launches: 1,
+        },
+    );
+    let ve = t.op(
+        "add",
+        Elementwise,
+        &[var],
+        tokens,
+        DType::F32,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let rs = t.op(
+        "rsqrt",
+        Elementwise,
+        &[ve],
+        tokens,
+        DType::F32,
+        2.0,
+        &[],
+        true,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 3.0,
+        },
+    );
+    let normed = t.op(
+        "mul",
+        Elementwise,
+        &[xf, rs],
+        xf.elems,
+        DType::F32,
+        1.0,
+        &[0, 1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    let back = t.cast(&normed, in_dt);
+    let out_dt = if cx.p == DType::F32 || back.dtype == DType::F32 {
+        DType::F32
+    } else {
+        cx.p
+    };
+    let y = t.op(
+        "mul",
+        Elementwise,
+        &[wgt, back],
+        back.elems,
+        out_dt,
+        1.0,
+        &[0, 1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    t.module_call(start, false);
+    t.module = prev;
+    y
+}
+
+/// Dropout as a kernel writing the output and a bool mask (skipped when p = 0).
+pub(super) fn dropout(t: &mut Tracer, x: &T, p: f64, path: &'static str) -> T {
+    if p <= 0.0 {
+        return *x;
+    }
+    let prev = t.module;
+    t.module = path;
+    let mut k = Kernel::new("native_dropout", KernelKind::Elementwise, x.dtype);
+    k.flops = 2.0 * x.elems;
+    k.bytes_read = x.bytes();
+    k.bytes_written = x.bytes() + x.elems;
+    let idx = t.push_fwd(k, &[*x]);
+    let out = t.tensor(x.elems, x.dtype, x.rg, Some(idx));
+    if x.rg {
+        let mask = t.tensor(x.elems, DType::Bool, false, Some(idx));
+        t.save(&mask);
+        let mut group = vec![t.bk(
+            "dropout_backward",
+            KernelKind::Elementwise,
+            x.dtype,
+            x.bytes() + x.elems,
+            x.bytes(),
+            x.elems,
+        )];
+        t.grad_plumbing(&mut group, x, x.dtype);
+        t.tape.push(group);
+    }
+    t.module = prev;
+    out
+}
+
+pub(super) fn add(t: &mut Tracer, a: &T, b: &T) -> T {
+    let dt = if a.dtype == b.dtype {
+        a.dtype
+    } else {
+        DType::F32
+    };
+    t.op(
+        "add",
+        KernelKind::Elementwise,
+        &[*a, *b],
+        a.elems.max(b.elems),
+        dt,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    )
+}
+
+/// GPT-2's "gelu_new": 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), eight eager kernels; pow
+/// runs in fp32 under autocast, so the chain after it is fp32.
+pub(super) fn gelu_new(t: &mut Tracer, cx: &Ctx, f: &T, path: &'static str) -> T {
+    use KernelKind::*;
+    let prev = t.module;
+    t.module = path;
+    let fdt = if cx.w.precision.is_autocast() {
+        DType::F32
+    } else {
+        f.dtype
+    };
+    let e = f.elems;
+    let p3 = t.op(
+        "pow",
+        Elementwise,
+        &[*f],
+        e,
+        fdt,
+        2.0,
+        &[0],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 3.0,
+        },
+    );
+    let c1 = t.op(
+        "mul",
+        Elementwise,
+        &[p3],
+        e,
+        fdt,
+        1.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 1.0,
+        },
+    );
+    let s1 = add(t, f, &c1);
+    let c2 = t.op(
+        "mul",
+        Elementwise,
+        &[s1],
+        e,
+        fdt,
+        1.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 1.0,
+        },
+    );
+    let th = t.op(
+        "tanh",
+        Elementwise,
+        &[c2],
+        e,
+        fdt,
+        4.0,
+        &[],
+        true,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 3.0,
+        },
+    );
+    let s2 = t.op(
+        "add",
+        Elementwise,
+        &[th],
+        e,
+        fdt,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let half = t.op(
+        "mul",
+        Elementwise,
+        &[*f],
+        e,
+        f.dtype,
+        1.0,
+        &[],
+        false,
+        Bwd::PerInput {
+            reads: 1.0,
+            flops: 1.0,
+        },
+    );
+    let g = t.op(
+        "mul",
+        Elementwise,
+        &[half, s2],
+        e,
+        fdt,
+        1.0,
+        &[0, 1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    t.module = prev;
+    g
+}
+
+/// Llama's SwiGLU activation: SiLU on the gate projection `g` (module `mlp.act_fn`), times the up
+/// projection `u` (module `mlp`).
+pub(super) fn silu_mul(t: &mut Tracer, g: &T, u: &T) -> T {
+    use KernelKind::*;
+    let prev = t.module;
+    t.module = "mlp.act_fn";
+    let a = t.op(
+        "silu",
+        Elementwise,
+        &[*g],
+        g.elems,
+        g.dtype,
+        4.0,
+        &[0],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 5.0,
+        },
+    );
+    t.module = "mlp";
+    let gu = t.op(
+        "mul",
+        Elementwise,
+        &[a, *u],
+        u.elems,
+        u.dtype,
+        1.0,
+        &[0, 1],
+        false,
+        Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        },
+    );
+    t.module = prev;
+    gu
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::tests::graph;
+    use crate::method::MethodName;
+    use crate::workload::Workload;
+
+    #[test]
+    fn gpt2_gelu_is_eight_kernels() {
+        let w = Workload::default();
+        let (_, _, g) = graph("gpt2", MethodName::Full, &w);
+        let act: Vec<_> = g
+            .layer(0)
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "mlp.act")
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(
+            act,
+            ["pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"]
+        );
+    }
+}

@@ -1,0 +1,289 @@
+//! The optimizer phase and the trainable tensors it iterates over.
+//!
+//! Follows torch.optim: AdamW's multi-tensor ("foreach") variant by default, batched into
+//! multi_tensor_apply launches; the fused (`fused=True`) single pass, the single-tensor loop, and
+//! SGD as alternatives; GradScaler's unscale under fp16 and `clip_grad_norm_` (a foreach norm and
+//! a scale pass) when clipping; with mixed precision the optimizer works on fp32 master weights.
+//! See `shared/reference/kernels.md`.
+
+use super::linear::{treatment, Treatment};
+use super::{Ctx, Kernel, KernelKind, Segment};
+use crate::arch::Family;
+use crate::method::MethodKind;
+use crate::workload::{DType, Optimizer as Opt, Precision};
+use smallvec::smallvec;
+
+/// Multi-tensor launches of one foreach op over `tensors` (element counts): PyTorch's
+/// multi_tensor_apply fills a launch with at most `max_tensors` tensors (110, 64, 48, 36, 30 for
+/// depth 1–5) and 320 chunks of 65,536 elements.
+pub fn foreach_launches(tensors: &[u64], depth: usize) -> u32 {
+    const MAX_TENSORS: [u32; 5] = [110, 64, 48, 36, 30];
+    const MAX_BLOCKS: u64 = 320;
+    const CHUNK: u64 = 65_536;
+    if tensors.is_empty() {
+        return 0;
+    }
+    let max_t = MAX_TENSORS[depth.clamp(1, 5) - 1];
+    let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
+    for &n in tensors {
+        let mut chunks = n.div_ceil(CHUNK).max(1);
+        nt += 1;
+        // The first piece fills the current launch.
+        let take = chunks.min(MAX_BLOCKS - nb);
+        nb += take;
+        chunks -= take;
+        if nb == MAX_BLOCKS || nt == max_t {
+            launches += 1;
+            nb = 0;
+            nt = u32::from(chunks > 0);
+        }
+        // The rest of a large tensor: one launch per full set of blocks, the remainder opens the
+        // next launch (closed form of filling launch after launch).
+        if chunks > 0 {
+            launches += (chunks / MAX_BLOCKS) as u32;
+            nb = chunks % MAX_BLOCKS;
+            nt = u32::from(nb > 0);
+        }
+    }
+    if nb > 0 || nt > 0 {
+        launches += 1;
+    }
+    launches
+}
+
+/// The optimizer phase: gradient unscale (fp16), clipping, and the update.
+pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
+    use KernelKind::*;
+    let elems: f64 = tensors.iter().map(|&n| n as f64).sum();
+    let nt = tensors.len() as u32;
+    let sz = cx.p.size(); // master params, grads and states share the param dtype
+    let mut ks = Vec::new();
+    let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
+        let mut k = Kernel::new(name, Optimizer, cx.p);
+        k.launches = foreach_launches(tensors, depth);
+        k.bytes_read = reads * elems * sz;
+        k.bytes_written = writes * elems * sz;
+        k.flops = flops * elems;
+        k
+    };
+    let tiny = |name: &'static str| {
+        let mut k = Kernel::new(name, Elementwise, DType::F32);
+        k.bytes_read = 8.0;
+        k.bytes_written = 4.0;
+        k
+    };
+    if nt == 0 {
+        return Segment::default();
+    }
+    if cx.w.precision == Precision::Fp16Mixed {
+        ks.push(fe(
+            "_amp_foreach_non_finite_check_and_unscale_",
+            1,
+            1.0,
+            1.0,
+            2.0,
+        ));
+        ks.push(tiny("_amp_update_scale_"));
+    }
+    if cx.w.grad_clip {
+        let mut norm = fe("_foreach_norm", 1, 1.0, 0.0, 2.0);
+        norm.bytes_written = f64::from(nt) * 4.0;
+        ks.push(norm);
+        for name in ["stack", "linalg_vector_norm", "add", "div", "clamp"] {
+            ks.push(tiny(name));
+        }
+        ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));
+    }
+    let mut host = Kernel::new("param_loop", Host, DType::F32);
+    host.launches = 0;
+    host.host_tensors = nt;
+    ks.push(host);
+    match cx.w.optimizer {
+        Opt::AdamwForeach => {
+            let mut step = Kernel::new("_foreach_add_(state_steps)", Host, DType::F32);
+            step.launches = 0;
+            ks.push(step);
+            ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0)); // weight decay
+            ks.push(fe("_foreach_lerp_", 2, 2.0, 1.0, 3.0));
+            ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));
+            ks.push(fe("_foreach_addcmul_", 2, 2.0, 1.0, 3.0));
+            let mut bc = Kernel::new("bias_correction", Host, DType::F32);
+            bc.launches = 0;
+            ks.push(bc);
+            ks.push(fe("_foreach_sqrt", 2, 1.0, 1.0, 1.0));
+            ks.push(fe("_foreach_div_", 1, 1.0, 1.0, 1.0));
+            ks.push(fe("_foreach_add_", 1, 1.0, 1.0, 1.0));
+            ks.push(fe("_foreach_addcdiv_", 3, 3.0, 1.0, 3.0));
+        }
+        Opt::AdamwFused => ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0)),
+        Opt::Sgd => ks.push(fe("_foreach_add_", 2, 2.0, 1.0, 2.0)),
+        Opt::AdamwSingle => {
+            // _single_tensor_adamw: per tensor mul_ (decay), lerp_, mul_, addcmul_, sqrt, div_,
+            // add_, addcdiv_ — the same 12 reads and 8 writes per element as foreach, one launch
+            // per op and tensor.
+            const OPS: [(&str, f64, f64); 8] = [
+                ("mul_", 1.0, 1.0),
+                ("lerp_", 2.0, 1.0),
+                ("mul_", 1.0, 1.0),
+                ("addcmul_", 2.0, 1.0),
+                ("sqrt", 1.0, 1.0),
+                ("div_", 1.0, 1.0),
+                ("add_", 1.0, 1.0),
+                ("addcdiv_", 3.0, 1.0),
+            ];
+            for &n in tensors {
+                for (name, reads, writes) in OPS {
+                    let mut k = Kernel::new(name, Optimizer, cx.p);
+                    k.bytes_read = reads * n as f64 * sz;
+                    k.bytes_written = writes * n as f64 * sz;
+                    k.flops = 2.0 * n as f64;
+                    ks.push(k);
+                }
+            }
+        }
+    }
+    let mut zg = Kernel::new("zero_grad(set_to_none)", Host, DType::F32);
+    zg.launches = 0;
+    zg.host_tensors = nt;
+    ks.push(zg);
+    for (i, k) in ks.iter_mut().enumerate() {
+        k.module = "";
+        if i > 0 {
+            k.deps = smallvec![i as u32 - 1];
+        }
+    }
+    Segment { kernels: ks }
+}
+
+/// The trainable tensors, in model order (what the optimizer iterates over).
+pub(super) fn trainable_tensors(cx: &Ctx) -> Vec<u64> {
+    let mut v = Vec::new();
+    let model = cx.model;
+    let d = model.hidden;
+    if cx.method.trains_embedding(model) {
+        v.push(model.vocab * d);
+        if model.family == Family::Gpt2 {
+            v.push(model.max_positions * d);
+        }
+    }
+    let (lo, hi) = cx.method.trained_layers(model);
+    let r = cx.method.rank;
+    let mut per_layer = Vec::new();
+    let norm_tensors: &[u64] = match model.family {
+        Family::Gpt2 => &[d, d],
+        Family::Llama => &[d],
+    };
+    for lin in model.linears() {
+        match treatment(cx, &lin, true) {
+            Treatment::Full => {
+                per_layer.push(lin.in_features * lin.out_features);
+                if lin.bias {
+                    per_layer.push(lin.out_features);
+                }
+            }
+            Treatment::Lora => {
+                per_layer.push(r * lin.in_features);
+                per_layer.push(lin.out_features * r);
+            }
+            Treatment::Paca => per_layer.push(lin.out_features * r),
+            Treatment::Frozen => {}
+        }
+    }
+    if cx.method.kind == MethodKind::Full {
+        // two norms per block
+        per_layer.extend_from_slice(norm_tensors);
+        per_layer.extend_from_slice(norm_tensors);
+    }
+    for _ in lo..=hi {
+        v.extend_from_slice(&per_layer);
+    }
+    if cx.method.kind == MethodKind::Full {
+        v.extend_from_slice(norm_tensors);
+        if cx.method.trains_head(model) && !model.tied_embeddings {
+            v.push(model.vocab * d);
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreach_launches;
+    use crate::graph::tests::graph;
+    use crate::method::MethodName;
+    use crate::workload::Workload;
+    use proptest::strategy::Just;
+
+    #[test]
+    fn trainable_counts_agree_with_method_formulas() {
+        let w = Workload::default();
+        for model in ["gpt2", "tinyllama-1.1b", "llama2-7b"] {
+            for method in MethodName::ALL {
+                let (m, spec, g) = graph(model, method, &w);
+                let traced: u64 = g.embedding.trainable
+                    + (0..m.layers as usize)
+                        .map(|i| g.layer(i).trainable)
+                        .sum::<u64>()
+                    + g.head.trainable;
+                assert_eq!(traced, spec.trainable_params(&m), "{model} {method}");
+                assert_eq!(
+                    g.trainable_tensors.iter().sum::<u64>(),
+                    traced,
+                    "{model} {method}"
+                );
+            }
+        }
+    }
+
+    /// The launch-by-launch loop that `foreach_launches` computes in closed form.
+    fn foreach_launches_loop(tensors: &[u64], depth: usize) -> u32 {
+        const MAX_TENSORS: [u32; 5] = [110, 64, 48, 36, 30];
+        let max_t = MAX_TENSORS[depth.clamp(1, 5) - 1];
+        let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
+        for &n in tensors {
+            let mut chunks = n.div_ceil(65_536).max(1);
+            nt += 1;
+            while chunks > 0 {
+                let take = chunks.min(320 - nb);
+                nb += take;
+                chunks -= take;
+                if nb == 320 || nt == max_t {
+                    launches += 1;
+                    nb = 0;
+                    nt = u32::from(chunks > 0);
+                }
+            }
+        }
+        if nb > 0 || nt > 0 {
+            launches += 1;
+        }
+        launches
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn foreach_launches_closed_form_matches_the_loop(
+            tensors in proptest::collection::vec(
+                proptest::prop_oneof![1u64..70_000, 1u64..100_000_000, Just(320 * 65_536)],
+                0..300,
+            ),
+            depth in 1usize..6,
+        ) {
+            proptest::prop_assert_eq!(
+                foreach_launches(&tensors, depth),
+                foreach_launches_loop(&tensors, depth)
+            );
+        }
+    }
+
+    #[test]
+    fn foreach_launch_count() {
+        assert_eq!(foreach_launches(&[10; 110], 1), 1);
+        assert_eq!(foreach_launches(&[10; 111], 1), 2);
+        assert_eq!(foreach_launches(&[10; 64], 2), 1);
+        // One tensor of 320 chunks fills one launch; 321 chunks need two.
+        assert_eq!(foreach_launches(&[320 * 65_536], 1), 1);
+        assert_eq!(foreach_launches(&[320 * 65_536 + 1], 1), 2);
+        assert_eq!(foreach_launches(&[], 1), 0);
+    }
+}

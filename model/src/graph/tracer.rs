@@ -1,0 +1,520 @@
+//! The symbolic autograd tracer and its saving rules.
+//!
+//! Each forward op records the kernels it launches (FLOPs, bytes read and written, dtype,
+//! launches, dependencies), the tensors it saves for backward, and pushes the kernels of its
+//! backward onto a tape; backward is the tape replayed in reverse. The autograd rules of PyTorch
+//! eager mode live here: an op whose inputs and parameters do not require grad records nothing;
+//! an input gradient is computed only for inputs that require grad; frozen weights get no
+//! weight-gradient GEMM (autograd's MmBackward); a gradient crossing a dtype boundary gets a cast
+//! (torch.autocast's `to_copy`); a tensor consumed k times gets k−1 gradient additions; broadcast
+//! inputs get a sum reduction; with gradient accumulation each trainable tensor gets an
+//! accumulate-add. Saving: views share their base's storage, parameters cost no extra memory, and
+//! gradient checkpointing keeps only the block input and recomputes the forward in backward.
+
+use super::{Deps, Gemm, Kernel, KernelKind, ScopeGraph, Segment};
+use crate::workload::{DType, Precision, Workload};
+use smallvec::smallvec;
+
+/// A symbolic tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct T {
+    pub(super) id: u32,
+    pub(super) elems: f64,
+    pub(super) dtype: DType,
+    /// requires_grad
+    pub(super) rg: bool,
+    /// A parameter (resident anyway; saving it costs no memory).
+    pub(super) param: bool,
+    /// Index of the producing kernel in the forward segment.
+    pub(super) producer: Option<u32>,
+}
+
+impl T {
+    pub(super) fn bytes(&self) -> f64 {
+        self.elems * self.dtype.size()
+    }
+}
+
+/// How an op's backward is launched.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Bwd {
+    /// Gradient passes through unchanged (add, view): no math kernel.
+    Pass,
+    /// One elementwise kernel per input that requires grad, reading `reads` out-sized tensors
+    /// (dY included) and writing the input gradient.
+    PerInput { reads: f64, flops: f64 },
+    /// One backward op of `launches` kernels computing every input gradient at once, reading
+    /// `reads` and writing `writes` out-sized tensors.
+    Fused {
+        name: &'static str,
+        kind: KernelKind,
+        reads: f64,
+        writes: f64,
+        launches: u32,
+    },
+}
+
+/// The tracer of one scope: its forward kernels, the backward tape, and what it saves.
+pub(super) struct Tracer<'a> {
+    pub(super) prec: Precision,
+    accumulate: bool,
+    pub(super) fwd: Vec<Kernel>,
+    pub(super) tape: Vec<Vec<Kernel>>,
+    next_id: u32,
+    saved: Vec<(u32, f64)>,
+    /// Number of gradient-requiring consumers seen per tensor id.
+    uses: Vec<u32>,
+    pub(super) module: &'static str,
+    pub(super) trainable: u64,
+    pub(super) transient: f64,
+    _life: std::marker::PhantomData<&'a Workload>,
+}
+
+impl<'a> Tracer<'a> {
+    pub(super) fn new(w: &'a Workload, accumulate: bool) -> Self {
+        Self {
+            prec: w.precision,
+            accumulate,
+            fwd: Vec::new(),
+            tape: Vec::new(),
+            next_id: 0,
+            saved: Vec::new(),
+            uses: Vec::new(),
+            module: "",
+            trainable: 0,
+            transient: 0.0,
+            _life: std::marker::PhantomData,
+        }
+    }
+
+    pub(super) fn tensor(
+        &mut self,
+        elems: f64,
+        dtype: DType,
+        rg: bool,
+        producer: Option<u32>,
+    ) -> T {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.uses.push(0);
+        T {
+            id,
+            elems,
+            dtype,
+            rg,
+            param: false,
+            producer,
+        }
+    }
+
+    /// An input activation.
+    pub(super) fn input(&mut self, elems: f64, dtype: DType, rg: bool) -> T {
+        self.tensor(elems, dtype, rg, None)
+    }
+
+    /// A parameter tensor.
+    pub(super) fn param(&mut self, elems: f64, dtype: DType, trainable: bool) -> T {
+        if trainable {
+            self.trainable += elems as u64;
+        }
+        let mut t = self.tensor(elems, dtype, trainable, None);
+        t.param = true;
+        t
+    }
+
+    /// Keep `t` alive for backward. Views share their base's id; the largest view seen stands
+    /// for the base. Parameters are resident anyway and cost nothing extra.
+    pub(super) fn save(&mut self, t: &T) {
+        if t.param {
+            return;
+        }
+        match self.saved.iter_mut().find(|(id, _)| *id == t.id) {
+            Some(entry) => entry.1 = entry.1.max(t.bytes()),
+            None => self.saved.push((t.id, t.bytes())),
+        }
+    }
+
+    pub(super) fn push_fwd(&mut self, mut k: Kernel, inputs: &[T]) -> u32 {
+        if k.module.is_empty() {
+            k.module = self.module;
+        }
+        k.deps = inputs.iter().filter_map(|t| t.producer).collect();
+        k.deps.dedup();
+        self.fwd.push(k);
+        (self.fwd.len() - 1) as u32
+    }
+
+    /// Kernels that add a second (third...) gradient into a tensor consumed several times, the
+    /// accumulate-grad add of a trainable leaf, and the cast of a gradient back to its input's
+    /// dtype.
+    pub(super) fn grad_plumbing(&mut self, group: &mut Vec<Kernel>, input: &T, grad_dtype: DType) {
+        if grad_dtype != input.dtype {
+            group.push(self.bk(
+                "to_copy_backward",
+                KernelKind::Cast,
+                input.dtype,
+                input.elems * grad_dtype.size(),
+                input.elems * input.dtype.size(),
+                0.0,
+            ));
+        }
+        let uses = &mut self.uses[input.id as usize];
+        *uses += 1;
+        let extra_use = *uses > 1;
+        if extra_use || (input.param && self.accumulate) {
+            let name = if input.param {
+                "accumulate_grad"
+            } else {
+                "add"
+            };
+            group.push(self.bk(
+                name,
+                KernelKind::Elementwise,
+                input.dtype,
+                2.0 * input.bytes(),
+                input.bytes(),
+                input.elems,
+            ));
+        }
+    }
+
+    pub(super) fn bk(
+        &self,
+        name: &'static str,
+        kind: KernelKind,
+        dtype: DType,
+        read: f64,
+        written: f64,
+        flops: f64,
+    ) -> Kernel {
+        let mut k = Kernel::new(name, kind, dtype);
+        k.module = self.module;
+        k.bytes_read = read;
+        k.bytes_written = written;
+        k.flops = flops;
+        k
+    }
+
+    /// A generic pointwise / reduction op. `saves` lists the inputs (by index) saved for backward;
+    /// `save_out` saves the output.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn op(
+        &mut self,
+        name: &'static str,
+        kind: KernelKind,
+        inputs: &[T],
+        out_elems: f64,
+        out_dtype: DType,
+        flops_per_out: f64,
+        saves: &[usize],
+        save_out: bool,
+        bwd: Bwd,
+    ) -> T {
+        let mut k = Kernel::new(name, kind, out_dtype);
+        k.flops = flops_per_out * out_elems;
+        k.bytes_read = inputs.iter().map(T::bytes).sum();
+        k.bytes_written = out_elems * out_dtype.size();
+        let idx = self.push_fwd(k, inputs);
+        let rg = inputs.iter().any(|t| t.rg);
+        let out = self.tensor(out_elems, out_dtype, rg, Some(idx));
+        if !rg {
+            self.transient = self.transient.max(out.bytes());
+            return out;
+        }
+        for &i in saves {
+            self.save(&inputs[i]);
+        }
+        if save_out {
+            self.save(&out);
+        } else {
+            self.transient = self.transient.max(out.bytes());
+        }
+        let mut group = Vec::new();
+        let out_bytes = out.bytes();
+        match bwd {
+            Bwd::Pass => {}
+            Bwd::Fused {
+                name,
+                kind,
+                reads,
+                writes,
+                launches,
+            } => {
+                let mut b = self.bk(
+                    name,
+                    kind,
+                    out_dtype,
+                    reads * out_bytes,
+                    writes * out_bytes,
+                    0.0,
+                );
+                b.launches = launches;
+                b.flops = 2.0 * flops_per_out * out_elems;
+                group.push(b);
+            }
+            Bwd::PerInput { .. } => {}
+        }
+        for t in inputs.iter().filter(|t| t.rg) {
+            if let Bwd::PerInput { reads, flops } = bwd {
+                let b = self.bk(
+                    backward_name(name),
+                    KernelKind::Elementwise,
+                    out_dtype,
+                    reads * out_bytes,
+                    out_bytes,
+                    flops * out_elems,
+                );
+                group.push(b);
+            }
+            if t.elems < out_elems {
+                // Broadcast input (a norm weight, a bias): sum the gradient over the tokens.
+                group.push(self.bk(
+                    "sum",
+                    KernelKind::Reduction,
+                    out_dtype,
+                    out_bytes,
+                    t.elems * out_dtype.size(),
+                    out_elems,
+                ));
+            }
+            self.grad_plumbing(&mut group, t, out_dtype);
+        }
+        self.tape.push(group);
+        out
+    }
+
+    /// A cast to `to`. Backward is the cast back (added by `grad_plumbing`).
+    pub(super) fn cast(&mut self, x: &T, to: DType) -> T {
+        if x.dtype == to {
+            return *x;
+        }
+        self.op(
+            "to_copy",
+            KernelKind::Cast,
+            &[*x],
+            x.elems,
+            to,
+            0.0,
+            &[],
+            false,
+            Bwd::Pass,
+        )
+    }
+
+    /// A host-only op (view, reshape, transpose): no kernel, host time only.
+    pub(super) fn host_op(&mut self, name: &'static str) {
+        let mut k = Kernel::new(name, KernelKind::Host, DType::F32);
+        k.launches = 0;
+        self.push_fwd(k, &[]);
+    }
+
+    /// C = A·Bᵀ-style GEMM: `x` is m×k, `w` is n×k (a weight or another activation), out m×n.
+    /// `bias` is added in the same kernel (addmm). Backward: dX = dY·W (m,k,n) when x requires
+    /// grad, dW = dYᵀ·X (n,k,m) when w requires grad, bias gradient = a sum over m.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm(
+        &mut self,
+        name: &'static str,
+        piece: &'static str,
+        x: &T,
+        w: &T,
+        bias: Option<&T>,
+        m: u64,
+        n: u64,
+        k: u64,
+        batch: u64,
+    ) -> T {
+        let dt = x.dtype;
+        let math = self.prec.math_mode(dt);
+        let mut kern = Kernel::new(name, KernelKind::Gemm, dt);
+        kern.piece = piece;
+        kern.math = math;
+        let (mf, nf, kf, bf) = (m as f64, n as f64, k as f64, batch as f64);
+        kern.flops = 2.0 * mf * nf * kf * bf;
+        kern.bytes_read = x.bytes() + w.bytes() + bias.map_or(0.0, T::bytes);
+        kern.bytes_written = mf * nf * bf * dt.size();
+        kern.gemm = Some(Gemm { m, n, k, batch });
+        let mut ins = vec![*x, *w];
+        if let Some(b) = bias {
+            ins.push(*b);
+        }
+        let idx = self.push_fwd(kern, &ins);
+        let rg = x.rg || w.rg || bias.is_some_and(|b| b.rg);
+        let out = self.tensor(mf * nf * bf, dt, rg, Some(idx));
+        if !rg {
+            self.transient = self.transient.max(out.bytes());
+            return out;
+        }
+        if w.rg {
+            self.save(x);
+        }
+        if x.rg {
+            self.save(w);
+        }
+        let mut group = Vec::new();
+        let g = |gm: u64, gn: u64, gk: u64, read: f64, written: f64, which: &'static str| {
+            let mut b = Kernel::new(which, KernelKind::Gemm, dt);
+            b.module = self.module;
+            b.piece = piece;
+            b.math = math;
+            b.flops = 2.0 * gm as f64 * gn as f64 * gk as f64 * bf;
+            b.bytes_read = read;
+            b.bytes_written = written;
+            b.gemm = Some(Gemm {
+                m: gm,
+                n: gn,
+                k: gk,
+                batch,
+            });
+            b
+        };
+        let dy_bytes = out.bytes();
+        // Weight gradient first, as autograd's MmBackward computes it.
+        let mut pending: Vec<(T, DType)> = Vec::new();
+        if w.rg {
+            group.push(g(
+                n,
+                k,
+                m,
+                dy_bytes + x.bytes(),
+                nf * kf * bf * dt.size(),
+                "mm_dW",
+            ));
+            pending.push((*w, dt));
+        }
+        if x.rg {
+            group.push(g(
+                m,
+                k,
+                n,
+                dy_bytes + w.bytes(),
+                mf * kf * bf * dt.size(),
+                "mm_dX",
+            ));
+            pending.push((*x, dt));
+        }
+        if let Some(b) = bias.filter(|b| b.rg) {
+            group.push(self.bk(
+                "sum",
+                KernelKind::Reduction,
+                dt,
+                dy_bytes,
+                b.elems * dt.size(),
+                mf * nf,
+            ));
+            pending.push((*b, dt));
+        }
+        for (t, gdt) in pending {
+            self.grad_plumbing(&mut group, &t, gdt);
+        }
+        self.tape.push(group);
+        out
+    }
+
+    /// Mark the start of an nn.Module call (host cost under pytorch-eager).
+    pub(super) fn module_call(&mut self, start_len: usize, peft: bool) {
+        if let Some(k) = self.fwd.get_mut(start_len) {
+            k.module_calls = k.module_calls.saturating_add(1);
+            if peft {
+                k.peft_calls = k.peft_calls.saturating_add(1);
+            }
+        }
+    }
+
+    pub(super) fn finish(
+        self,
+        grad_checkpointing: bool,
+        input_bytes: f64,
+        output_rg: bool,
+    ) -> ScopeGraph {
+        let mut backward: Vec<Kernel> = Vec::new();
+        if grad_checkpointing && output_rg {
+            for k in &self.fwd {
+                let mut r = k.clone();
+                r.recompute = true;
+                r.deps.clear();
+                backward.push(r);
+            }
+        }
+        for group in self.tape.into_iter().rev() {
+            backward.extend(group);
+        }
+        // Backward is a chain: each kernel consumes the gradient the previous one produced.
+        let offset = 0u32;
+        for (i, k) in backward.iter_mut().enumerate() {
+            if !k.recompute {
+                k.deps = if i == 0 {
+                    Deps::new()
+                } else {
+                    smallvec![offset + i as u32 - 1]
+                };
+            }
+        }
+        let saved: f64 = self.saved.iter().map(|(_, b)| b).sum();
+        ScopeGraph {
+            forward: Segment { kernels: self.fwd },
+            backward: Segment { kernels: backward },
+            backward_accum: Segment::default(),
+            saved_bytes: if grad_checkpointing { 0.0 } else { saved },
+            checkpoint_bytes: if grad_checkpointing && output_rg {
+                input_bytes
+            } else {
+                0.0
+            },
+            trainable: self.trainable,
+            transient_bytes: if grad_checkpointing {
+                self.transient.max(saved)
+            } else {
+                self.transient
+            },
+            output_rg,
+        }
+    }
+}
+
+fn backward_name(name: &'static str) -> &'static str {
+    match name {
+        "mul" => "mul_backward",
+        "pow" => "pow_backward",
+        "tanh" => "tanh_backward",
+        "silu" => "silu_backward",
+        "rsqrt" => "rsqrt_backward",
+        "dropout" => "dropout_backward",
+        "where" => "where_backward",
+        "div" => "div_backward",
+        "neg" => "neg_backward",
+        "cat" => "cat_backward",
+        "mean" => "mean_backward",
+        _ => "backward",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::tests::graph;
+    use crate::graph::Segment;
+    use crate::method::MethodName;
+    use crate::workload::Workload;
+
+    fn names(seg: &Segment) -> Vec<&'static str> {
+        seg.kernels
+            .iter()
+            .filter(|k| k.launches > 0)
+            .map(|k| k.name)
+            .collect()
+    }
+
+    #[test]
+    fn grad_accum_adds_accumulate_kernels() {
+        let w = Workload {
+            grad_accum: 4,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("gpt2", MethodName::Lora, &w);
+        let first = names(&g.layer(1).backward);
+        let later = names(&g.layer(1).backward_accum);
+        let acc = later.iter().filter(|n| **n == "accumulate_grad").count();
+        assert_eq!(acc, 8); // A and B of 4 adapted modules
+        assert_eq!(later.len() - first.len(), acc);
+    }
+}
