@@ -24,11 +24,16 @@ cargo fmt --all -- --check
 cargo bench --workspace --locked --no-run
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$log.py"' EXIT
 # 1. The default build: no libtorch anywhere.
 cargo test --workspace --locked 2>&1 | tee "$log"
 # 2. The measurement harness (feature tch) on CPU with tiny models.
 eval "$(scripts/setup-libtorch.sh)"
+# 3. The ground-truth tracer of the real stack (transformers + peft), on tiny CPU configs.
+echo "scripts/trace/test_trace.py: tracer rules and committed traces"
+python3 scripts/trace/test_trace.py 2>&1 | grep -v -i -e "warn" -e "^\[transformers\]" | tee "$log.py"
+n=$(sed -n 's/^Ran \([0-9]*\) tests\? in .*/\1/p' "$log.py")
+grep -qx "OK" "$log.py" && echo "test result: ok. $n passed; 0 failed; (scripts/trace)" >> "$log"
 cargo test --locked -p costsim-validate -p costsim --features costsim/tch,costsim-validate/tch 2>&1 | tee -a "$log"
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }

@@ -52,12 +52,19 @@ pub struct ValidateArgs {
     /// Redo the comparison from results files (comma-separated; merged; no libtorch needed).
     #[arg(long, value_name = "FILE", value_delimiter = ',', conflicts_with_all = ["device", "out"])]
     pub from: Vec<PathBuf>,
+    /// Compare costsim with ground-truth traces of the real stack (scripts/trace/; JSON files or
+    /// folders of them, comma-separated): launches, FLOPs, saved bytes and peak memory per phase.
+    #[arg(long, value_name = "FILE|DIR", value_delimiter = ',', conflicts_with_all = ["device", "out", "from"])]
+    pub trace: Vec<PathBuf>,
+    /// With --trace: list, per trace, the modules whose kernel launches disagree.
+    #[arg(long, requires = "trace")]
+    pub modules: bool,
     /// CPU threads libtorch may use (default: libtorch's own choice). One thread measures far
     /// more steadily on a shared machine.
     #[arg(long)]
     pub threads: Option<i32>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, required_unless_present = "from")]
+    #[arg(long, required_unless_present_any = ["from", "trace"])]
     pub device: Option<String>,
 
     /// Built-in model, or a Hugging Face config.json with --model-config.

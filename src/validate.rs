@@ -14,6 +14,9 @@ fn profile(args: &ValidateArgs, recorded: &str) -> Result<Profile> {
 }
 
 pub fn run(args: &ValidateArgs) -> Result<String> {
+    if !args.trace.is_empty() {
+        return traces(args);
+    }
     let file = if args.from.is_empty() {
         measure(args)?
     } else {
@@ -177,4 +180,35 @@ fn gpu_profile(name: &str) -> Result<String> {
                 "no built-in profile matches GPU '{name}'; pass --hw NAME or FILE.toml"
             ))
         })
+}
+
+/// `--trace`: compare ground-truth traces of the real stack with the model.
+fn traces(args: &ValidateArgs) -> Result<String> {
+    use costsim_validate::trace;
+    let mut files = Vec::new();
+    for p in &args.trace {
+        if p.is_dir() {
+            let mut inside: Vec<_> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot list {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "json"))
+                .collect();
+            inside.sort();
+            if inside.is_empty() {
+                return Err(usage_error(format!("{} holds no .json trace", p.display())));
+            }
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut cmps = Vec::new();
+    for f in &files {
+        let t = trace::read_trace(f).map_err(usage_error)?;
+        cmps.push(trace::compare_trace(&t, &f.display().to_string()).map_err(usage_error)?);
+    }
+    Ok(match args.format {
+        Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
+        _ => trace::render(&cmps, args.modules),
+    })
 }

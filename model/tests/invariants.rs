@@ -4,6 +4,7 @@ use costsim_hardware::resolve_device;
 use costsim_model::arch::{Family, ModelConfig};
 use costsim_model::graph::Phase;
 use costsim_model::method::{LayerSelection, MethodKind};
+use costsim_model::workload::Precision;
 use costsim_model::{
     predict, Config, Detail, MethodName, MethodOptions, MethodSpec, Prediction, Workload,
 };
@@ -131,8 +132,16 @@ proptest! {
         let opts = MethodOptions { rank: Some(4), ..Default::default() };
         let full = run(&model, MethodName::Full, &opts, &w, hw);
         let paca = run(&model, MethodName::Paca, &opts, &w, hw);
-        prop_assert!(paca.backward_ms <= full.backward_ms, "{} > {}", paca.backward_ms, full.backward_ms);
+        // FLOPs: PaCA's dP (n×r) replaces full's dW (n×k) in every trained linear.
         prop_assert!(paca.phases[1].flops <= full.phases[1].flops);
+        // Time and launches only without autocast: under bf16-mixed the PaCA reference casts
+        // the fp32 W again for dY·W in backward (it saves the parameter, not autocast's copy),
+        // and the real stack's traces show its backward launching more kernels than full's
+        // (docs/traces.md), so no such claim holds there.
+        let w32 = Workload { precision: Precision::Fp32, ..w };
+        let full = run(&model, MethodName::Full, &opts, &w32, hw);
+        let paca = run(&model, MethodName::Paca, &opts, &w32, hw);
+        prop_assert!(paca.backward_ms <= full.backward_ms, "{} > {}", paca.backward_ms, full.backward_ms);
         prop_assert!(paca.kernels.backward <= full.kernels.backward);
     }
 

@@ -75,6 +75,16 @@ PRESETS = {
         vocab_size=256,
         max_position_embeddings=256,
     ),
+    ("gpt2", "tiny4"): dict(n_layer=4, n_embd=64, n_head=4, vocab_size=256, n_positions=256),
+    ("llama", "tiny4"): dict(
+        num_hidden_layers=4,
+        hidden_size=64,
+        intermediate_size=176,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        max_position_embeddings=256,
+    ),
     ("llama", "tiny-mha"): dict(
         num_hidden_layers=4,
         hidden_size=64,
@@ -330,6 +340,8 @@ NO_KERNEL = {
     "resolve_neg",
     "_local_scalar_dense",  # a device-to-host copy and a sync, not a kernel
     "_to_copy_meta",
+    "_record_function_enter_new",  # profiler markers
+    "_record_function_exit",
 }
 
 
@@ -832,7 +844,7 @@ def main(argv=None):
     )
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
+        json.dump(record, f, separators=(",", ":"))
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())

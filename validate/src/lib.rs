@@ -12,6 +12,7 @@
 pub mod compare;
 pub mod fit;
 pub mod record;
+pub mod trace;
 
 #[cfg(feature = "tch")]
 pub mod harness;

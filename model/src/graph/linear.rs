@@ -80,7 +80,7 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
             let Some(pp) = paca_p else {
                 unreachable!("PaCA's P is created above")
             };
-            y = paca_gather_and_backward(t, cx, lin, &xc, y, &pp);
+            y = paca_gather_and_backward(t, cx, lin, &xc, &w, &wc, y, &pp);
         }
         Treatment::Lora => y = lora(t, cx, lin, x, y),
         Treatment::Frozen | Treatment::Full => {}
@@ -117,7 +117,21 @@ fn paca_write_columns(t: &mut Tracer, cx: &Ctx, nf: f64, s_rank: f64) -> T {
 
 /// PaCA after the GEMM `y` of `xc`: gather and save x[..., idx], and replace the GEMM's backward
 /// with dX = dY·W and dP = dYᵀ·x_idx times the scale.
-fn paca_gather_and_backward(t: &mut Tracer, cx: &Ctx, lin: &Linear, xc: &T, y: T, pp: &T) -> T {
+///
+/// The reference's `ctx.save_for_backward(x_idx, weight)` keeps the parameter W itself (resident)
+/// rather than the 16-bit copy autocast made for the GEMM; its backward runs under the same
+/// autocast state (`custom_bwd`), so dY·W casts W again: one n×k cast in backward.
+#[allow(clippy::too_many_arguments)]
+fn paca_gather_and_backward(
+    t: &mut Tracer,
+    cx: &Ctx,
+    lin: &Linear,
+    xc: &T,
+    w: &T,
+    wc: &T,
+    y: T,
+    pp: &T,
+) -> T {
     let (m, k, n) = (cx.m, lin.in_features, lin.out_features);
     let (mf, kf, nf) = (m as f64, k as f64, n as f64);
     let r = cx.method.rank;
@@ -141,10 +155,27 @@ fn paca_gather_and_backward(t: &mut Tracer, cx: &Ctx, lin: &Linear, xc: &T, y: T
     } else {
         Vec::new()
     };
-    let mut new_group: Vec<Kernel> = group
+    let mut new_group: Vec<Kernel> = Vec::new();
+    for k in group
         .into_iter()
         .filter(|k| k.name == "mm_dX" || k.kind == KernelKind::Cast)
-        .collect();
+    {
+        if k.name == "mm_dX" && wc.id_differs(w) {
+            // Autocast's copy of W is not kept: cast the fp32 parameter again for dY·W.
+            new_group.push(t.bk(
+                "to_copy",
+                KernelKind::Cast,
+                wc.dtype,
+                w.bytes(),
+                wc.bytes(),
+                0.0,
+            ));
+        }
+        new_group.push(k);
+    }
+    if wc.id_differs(w) {
+        t.unsave(wc);
+    }
     let dt = y.dtype;
     let mut dp = Kernel::new("mm_dP", KernelKind::Gemm, dt);
     dp.module = t.module;

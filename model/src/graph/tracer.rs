@@ -30,6 +30,11 @@ pub(super) struct T {
 }
 
 impl T {
+    /// Whether `self` is a different tensor from `other` (a cast copy rather than the tensor).
+    pub(super) fn id_differs(&self, other: &T) -> bool {
+        self.id != other.id
+    }
+
     pub(super) fn bytes(&self) -> f64 {
         self.elems * self.dtype.size()
     }
@@ -134,6 +139,12 @@ impl<'a> Tracer<'a> {
         }
     }
 
+    /// Drop `t` from what is kept for backward (a recipe whose autograd Function saves
+    /// something else instead).
+    pub(super) fn unsave(&mut self, t: &T) {
+        self.saved.retain(|(id, _)| *id != t.id);
+    }
+
     pub(super) fn push_fwd(&mut self, mut k: Kernel, inputs: &[T]) -> u32 {
         if k.module.is_empty() {
             k.module = self.module;
@@ -221,8 +232,19 @@ impl<'a> Tracer<'a> {
             self.transient = self.transient.max(out.bytes());
             return out;
         }
+        // autograd saves an input only for a gradient that will be computed
+        // (`should_compute_output` in PyTorch's generated autograd code): a unary op's input for
+        // its own gradient; a binary op's operand for the other operand's gradient, so
+        // `weight * x` with a frozen weight keeps nothing but the (resident) weight.
         for &i in saves {
-            self.save(&inputs[i]);
+            let needed = if inputs.len() == 1 {
+                inputs[0].rg
+            } else {
+                inputs.iter().enumerate().any(|(j, t)| j != i && t.rg)
+            };
+            if needed {
+                self.save(&inputs[i]);
+            }
         }
         if save_out {
             self.save(&out);

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Tests of the tracer (run by scripts/test.sh in CI, on CPU, in a few seconds).
+
+1. The recorder's saved-bytes rule on hand-worked cases: autograd keeps an operand only for a
+   gradient that will be computed.
+2. The committed CI traces (docs/results/traces/cpu) are what the tracer produces now: every
+   deterministic number (launches, op counts, FLOPs, saved and peak bytes) is regenerated and
+   compared, so a stale committed trace, or a tracer change, fails here.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+import run_grid  # noqa: E402,F401  (imports trace_step with the same path)
+import trace_step  # noqa: E402
+
+
+def saved_bytes(fn, *tensors):
+    """Bytes of non-parameter storages autograd saves while running fn, through the Recorder."""
+    rec = trace_step.Recorder(None, [])
+    rec.param_keys = {trace_step.storage_key(t) for t in tensors if isinstance(t, torch.nn.Parameter)}
+    rec.active = True
+    with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
+        fn()
+    return sum(b for b, is_param, _ in rec.saved.values() if not is_param)
+
+
+class SavedRule(unittest.TestCase):
+    M, K, N = 6, 5, 3
+
+    def test_trainable_weight_keeps_the_input(self):
+        # dW = dYᵀ·x needs x: M×K fp32 = 6·5·4 = 120 bytes.
+        w = torch.nn.Parameter(torch.randn(self.N, self.K))
+        x = torch.randn(self.M, self.K)
+        self.assertEqual(saved_bytes(lambda: x @ w.t(), w, x), 120)
+
+    def test_frozen_weight_keeps_nothing_but_itself(self):
+        # Only dX = dY·W is computed: W is a parameter (resident), x is not kept.
+        w = torch.nn.Parameter(torch.randn(self.N, self.K), requires_grad=False)
+        x = torch.randn(self.M, self.K, requires_grad=True)
+        self.assertEqual(saved_bytes(lambda: x @ w.t(), w, x), 0)
+
+    def test_norm_weight_times_x(self):
+        # RMSNorm's weight * x with a frozen weight: nothing but the weight; trainable: x too.
+        x = torch.randn(self.M, self.K, requires_grad=True)
+        frozen = torch.nn.Parameter(torch.ones(self.K), requires_grad=False)
+        self.assertEqual(saved_bytes(lambda: frozen * x, frozen, x), 0)
+        trained = torch.nn.Parameter(torch.ones(self.K))
+        self.assertEqual(saved_bytes(lambda: trained * x, trained, x), 120)
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+class CommittedTraces(unittest.TestCase):
+    def test_ci_traces_are_current(self):
+        committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
+        grid = os.path.join(HERE, "ci-grid.txt")
+        names = []
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(grid) as f:
+                lines = f.readlines()
+            for line in lines:
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                name, _, rest = line.partition(":")
+                name = name.strip()
+                names.append(name)
+                out = os.path.join(tmp, name + ".json")
+                trace_step.main(rest.split() + ["--device", "cpu", "--out", out])
+                new = _load(out)
+                old = _load(os.path.join(committed, name + ".json"))
+                with self.subTest(trace=name):
+                    self.assertEqual(new["totals"], old["totals"])
+                    for ph in ("forward", "backward", "optimizer"):
+                        for key in ("ops", "launches", "flops", "peak_bytes", "start_bytes"):
+                            self.assertEqual(new["phases"][ph][key], old["phases"][ph][key], (ph, key))
+                    self.assertEqual(
+                        sorted((r["phase"], r["module"], r["op"], r["calls"]) for r in new["ops"]),
+                        sorted((r["phase"], r["module"], r["op"], r["calls"]) for r in old["ops"]),
+                    )
+        self.assertEqual(len(names), 36)
+        self.assertEqual(sorted(n + ".json" for n in names), sorted(os.listdir(committed)))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)

@@ -1,0 +1,542 @@
+//! Ground-truth traces of the real eager stack, set against costsim's graph.
+//!
+//! A trace (`scripts/trace/trace_step.py`, schema `costsim-trace/1`) records one steady-state
+//! training step of transformers + peft (or the PaCA reference layer) op by op: every aten op
+//! dispatched per phase with its module path and the CUDA kernel launches it stands for, every
+//! tensor saved for backward (bytes once per storage), and the live tensor bytes over the step.
+//! This module rebuilds the same configuration in costsim (model from the trace's config.json
+//! fields, method, precision, batch, sequence, foreach AdamW with clipping) and compares, per
+//! phase: kernel launches, FLOPs, saved-activation bytes and peak memory; then aligns launches
+//! module by module so that a disagreement names the layer part it comes from.
+//!
+//! Launch counting on the trace side: views and metadata ops launch nothing (the tracer's
+//! `cuda_launches`); each `_foreach_*` op launches what torch's multi_tensor_apply launches for
+//! its tensor sizes ([`costsim_model::graph::foreach_launches`], the same rule the model uses);
+//! profiler markers (`_record_function_*`) are not kernels.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use costsim_model::arch::parse_hf_config;
+use costsim_model::graph::{foreach_launches, Phase};
+use costsim_model::method::{
+    AdapterDtype, LayerSelection, MethodName, MethodOptions, MethodSpec, Targets,
+};
+use costsim_model::predict::{predict, Config, Detail};
+use costsim_model::workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The schema this reader understands.
+pub const SCHEMA: &str = "costsim-trace/1";
+
+/// A trace as written by the tracer (fields costsim does not use are ignored).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Trace {
+    pub schema: String,
+    pub provenance: Provenance,
+    pub model: TraceModel,
+    pub method: TraceMethod,
+    pub workload: TraceWorkload,
+    pub totals: Totals,
+    pub phases: BTreeMap<String, PhaseRec>,
+    #[serde(default)]
+    pub cuda_allocator_peaks: Option<BTreeMap<String, AllocatorPeak>>,
+    pub ops: Vec<OpRow>,
+    #[serde(default)]
+    pub foreach: Vec<ForeachRec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Provenance {
+    pub torch: String,
+    pub transformers: String,
+    pub peft: Option<String>,
+    pub device: String,
+    #[serde(default)]
+    pub command: String,
+    #[serde(default)]
+    pub cuda_mapping: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TraceModel {
+    pub family: String,
+    pub preset: String,
+    pub hf_config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TraceMethod {
+    pub name: String,
+    pub rank: u64,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: String,
+    pub adapter_dtype: String,
+    pub lowest_trained_layer: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TraceWorkload {
+    pub batch: u64,
+    pub seq: u64,
+    pub precision: String,
+    pub clip_grad_norm: f64,
+    #[serde(default)]
+    pub model_dropout: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Totals {
+    pub param_bytes: f64,
+    pub trainable_elems: u64,
+    pub optimizer_state_bytes: f64,
+    pub baseline_bytes: f64,
+    pub saved_activation_bytes: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhaseRec {
+    pub ops: u64,
+    pub launches: u64,
+    pub flops: f64,
+    pub start_bytes: f64,
+    pub peak_bytes: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AllocatorPeak {
+    pub start_bytes: f64,
+    pub peak_bytes: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpRow {
+    pub phase: String,
+    pub module: String,
+    pub op: String,
+    pub calls: u64,
+    pub launches: u64,
+    pub flops: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ForeachRec {
+    pub phase: String,
+    pub op: String,
+    pub lists: usize,
+    pub numels: Vec<u64>,
+}
+
+/// Read a trace file.
+pub fn read_trace(path: &Path) -> Result<Trace> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let t: Trace = serde_json::from_str(&text).map_err(|e| Error::Parse {
+        path: path.display().to_string(),
+        line: e.line(),
+        message: e.to_string(),
+    })?;
+    if t.schema != SCHEMA {
+        return Err(Error::InvalidArgument {
+            what: path.display().to_string(),
+            message: format!(
+                "trace schema '{}' is not '{SCHEMA}'; regenerate it with scripts/trace/trace_step.py",
+                t.schema
+            ),
+        });
+    }
+    Ok(t)
+}
+
+/// The costsim configuration a trace describes.
+pub fn config_of(t: &Trace, origin: &str) -> Result<Config> {
+    let mut model = parse_hf_config(&t.model.hf_config.to_string(), origin)?;
+    model.name = format!("{}-{}", t.model.family, t.model.preset);
+    model.dropout = t.workload.model_dropout;
+    let bad = |what: &str, v: &str| Error::InvalidArgument {
+        what: format!("{origin}: {what}"),
+        message: format!("'{v}' is not understood"),
+    };
+    let name: MethodName = t.method.name.parse()?;
+    let precision = match t.workload.precision.as_str() {
+        "fp32" => Precision::Fp32,
+        "bf16" => Precision::Bf16,
+        "bf16-mixed" => Precision::Bf16Mixed,
+        other => return Err(bad("precision", other)),
+    };
+    let adapter_dtype = match t.method.adapter_dtype.as_str() {
+        "fp32" => AdapterDtype::Fp32,
+        "base" => AdapterDtype::Base,
+        other => return Err(bad("adapter_dtype", other)),
+    };
+    let targets = match t.method.targets.as_str() {
+        "qv" => Targets::parse("q,v")?,
+        "all" => Targets::all(),
+        other => return Err(bad("targets", other)),
+    };
+    let layers: LayerSelection = if t.method.lowest_trained_layer > 0 {
+        format!("{}..{}", t.method.lowest_trained_layer, model.layers - 1).parse()?
+    } else {
+        LayerSelection::All
+    };
+    let opts = MethodOptions {
+        rank: (t.method.rank > 0).then_some(t.method.rank),
+        alpha: (t.method.alpha > 0.0).then_some(t.method.alpha),
+        dropout: Some(t.method.dropout),
+        targets: Some(targets),
+        adapter_dtype: Some(adapter_dtype),
+        layers: Some(layers),
+    };
+    let method = MethodSpec::resolve(name, &opts, &model, false)?;
+    let workload = Workload {
+        batch: t.workload.batch,
+        seq: t.workload.seq,
+        grad_accum: 1,
+        precision,
+        attention: AttentionImpl::Sdpa,
+        optimizer: Optimizer::AdamwForeach,
+        grad_checkpointing: false,
+        grad_clip: t.workload.clip_grad_norm > 0.0,
+        runtime: Runtime::PytorchEager,
+    };
+    workload.validate(&model)?;
+    // Memory and counts do not depend on the device; any profile will do.
+    let hw = costsim_hardware::resolve_device("h100")?;
+    Ok(Config {
+        model,
+        method,
+        workload,
+        hw,
+    })
+}
+
+/// One compared quantity.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Pair {
+    pub predicted: f64,
+    pub traced: f64,
+}
+
+impl Pair {
+    /// Signed relative error of the prediction, (predicted − traced) / traced; 0 when both are 0.
+    pub fn error(&self) -> f64 {
+        if self.traced == 0.0 {
+            if self.predicted == 0.0 {
+                0.0
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            (self.predicted - self.traced) / self.traced
+        }
+    }
+}
+
+/// Per phase: launches, FLOPs and peak live bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseComparison {
+    pub phase: &'static str,
+    pub launches: Pair,
+    pub flops: Pair,
+    pub peak_bytes: Pair,
+}
+
+/// Launches of one module (all layers' copies summed) in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleRow {
+    pub phase: &'static str,
+    pub module: String,
+    pub predicted: u64,
+    pub traced: u64,
+    /// Ops of the trace in this module with their launch counts, for reading a mismatch.
+    pub traced_ops: String,
+    pub predicted_ops: String,
+}
+
+/// A trace set against the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceComparison {
+    pub name: String,
+    pub source: String,
+    pub phases: Vec<PhaseComparison>,
+    pub saved_bytes: Pair,
+    pub modules: Vec<ModuleRow>,
+}
+
+const PHASES: [(Phase, &str); 3] = [
+    (Phase::Forward, "forward"),
+    (Phase::Backward, "backward"),
+    (Phase::Optimizer, "optimizer"),
+];
+
+/// Ops the tracer counts as launches that are not kernels.
+fn not_a_kernel(op: &str) -> bool {
+    op.starts_with("_record_function")
+}
+
+/// Launches of the trace per phase: the tracer's counts, with each `_foreach_*` op replaced by
+/// the multi_tensor_apply launches of its tensor sizes.
+pub fn traced_launches(t: &Trace, phase: &str) -> u64 {
+    let rows: u64 = t
+        .ops
+        .iter()
+        .filter(|r| r.phase == phase && !r.op.starts_with("_foreach_") && !not_a_kernel(&r.op))
+        .map(|r| r.launches)
+        .sum();
+    let foreach: u64 = t
+        .foreach
+        .iter()
+        .filter(|f| f.phase == phase)
+        .map(|f| u64::from(foreach_launches(&f.numels, f.lists.max(1))))
+        .sum();
+    rows + foreach
+}
+
+/// Module key shared by both sides: the path below the layer index (`layers.*.self_attn.q_proj`),
+/// peft's adapter name (`.default`) and GPT-2's `transformer.` prefix removed.
+pub fn module_key(path: &str) -> String {
+    let mut parts: Vec<&str> = path.split('.').filter(|p| *p != "default").collect();
+    if parts.first() == Some(&"transformer") || parts.first() == Some(&"model") {
+        parts.remove(0);
+    }
+    if parts.len() >= 2 && (parts[0] == "layers" || parts[0] == "h") {
+        if parts[1].parse::<u32>().is_ok() {
+            parts[1] = "*";
+        }
+        parts[0] = "layers";
+    }
+    parts.join(".")
+}
+
+/// Compare one trace with the model.
+pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
+    let cfg = config_of(t, source)?;
+    let p = predict(
+        &cfg,
+        Detail {
+            per_layer: false,
+            kernels: true,
+        },
+        None,
+    );
+    let mut phases = Vec::new();
+    for (phase, name) in PHASES {
+        let rec = t.phases.get(name).ok_or_else(|| Error::InvalidArgument {
+            what: source.to_string(),
+            message: format!("trace has no '{name}' phase"),
+        })?;
+        let pr =
+            p.phases
+                .iter()
+                .find(|r| r.phase == phase)
+                .ok_or_else(|| Error::InvalidArgument {
+                    what: source.to_string(),
+                    message: format!("prediction has no '{name}' phase"),
+                })?;
+        let peak = match phase {
+            Phase::Forward => p.memory.forward_peak_bytes,
+            Phase::Backward => p.memory.backward_peak_bytes,
+            Phase::Optimizer => p.memory.optimizer_peak_bytes,
+        };
+        phases.push(PhaseComparison {
+            phase: name,
+            launches: Pair {
+                predicted: pr.launches as f64,
+                traced: traced_launches(t, name) as f64,
+            },
+            flops: Pair {
+                predicted: pr.flops,
+                traced: rec.flops,
+            },
+            peak_bytes: Pair {
+                predicted: peak,
+                traced: rec.peak_bytes,
+            },
+        });
+    }
+    let saved_bytes = Pair {
+        predicted: p.memory.activations_bytes,
+        traced: t.totals.saved_activation_bytes,
+    };
+    // Module alignment.
+    type Acc =
+        BTreeMap<(&'static str, String), (u64, u64, BTreeMap<String, u64>, BTreeMap<String, u64>)>;
+    let mut acc: Acc = BTreeMap::new();
+    for r in &t.ops {
+        let Some(&(_, ph)) = PHASES.iter().find(|(_, n)| *n == r.phase) else {
+            continue;
+        };
+        if r.op.starts_with("_foreach_") || not_a_kernel(&r.op) || r.launches == 0 {
+            continue;
+        }
+        let e = acc.entry((ph, module_key(&r.module))).or_default();
+        e.1 += r.launches;
+        *e.3.entry(r.op.clone()).or_default() += r.launches;
+    }
+    for k in p.kernel_rows.iter().flatten() {
+        if k.launches == 0 {
+            continue;
+        }
+        let Some(&(_, ph)) = PHASES.iter().find(|(p, _)| *p == k.phase) else {
+            continue;
+        };
+        if ph == "optimizer" {
+            continue;
+        }
+        let e = acc.entry((ph, module_key(&k.module))).or_default();
+        e.0 += u64::from(k.launches);
+        *e.2.entry(k.name.to_string()).or_default() += u64::from(k.launches);
+    }
+    let fmt_ops = |m: &BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let modules = acc
+        .into_iter()
+        .map(|((phase, module), (pred, traced, pops, tops))| ModuleRow {
+            phase,
+            module,
+            predicted: pred,
+            traced,
+            traced_ops: fmt_ops(&tops),
+            predicted_ops: fmt_ops(&pops),
+        })
+        .collect();
+    Ok(TraceComparison {
+        name: format!(
+            "{}-{} {} {} b{}×s{}",
+            t.model.family,
+            t.model.preset,
+            t.method.name,
+            t.workload.precision,
+            t.workload.batch,
+            t.workload.seq
+        ),
+        source: source.to_string(),
+        phases,
+        saved_bytes,
+        modules,
+    })
+}
+
+fn pct(e: f64) -> String {
+    if e.is_finite() {
+        format!("{:+.1}%", 100.0 * e)
+    } else {
+        "n/a".to_string()
+    }
+}
+
+/// A text report of several comparisons: one summary line per trace, then (with `modules`) the
+/// modules whose launches disagree.
+pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<44} {:>17} {:>17} {:>17} {:>21} {:>8} {:>8} {:>8}",
+        "trace",
+        "fwd launches p/t",
+        "bwd launches p/t",
+        "opt launches p/t",
+        "saved MiB p/t",
+        "saved",
+        "peak",
+        "flops"
+    );
+    for c in cmps {
+        let l = |i: usize| {
+            let p = &c.phases[i].launches;
+            format!("{}/{} {}", p.predicted, p.traced, pct(p.error()))
+        };
+        let worst_peak = c
+            .phases
+            .iter()
+            .map(|p| p.peak_bytes.error())
+            .fold(0.0_f64, |a, e| if e.abs() > a.abs() { e } else { a });
+        let flops = Pair {
+            predicted: c.phases.iter().map(|p| p.flops.predicted).sum(),
+            traced: c.phases.iter().map(|p| p.flops.traced).sum(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<44} {:>17} {:>17} {:>17} {:>21} {:>8} {:>8} {:>8}",
+            c.name,
+            l(0),
+            l(1),
+            l(2),
+            format!(
+                "{:.2}/{:.2}",
+                c.saved_bytes.predicted / 1048576.0,
+                c.saved_bytes.traced / 1048576.0
+            ),
+            pct(c.saved_bytes.error()),
+            pct(worst_peak),
+            pct(flops.error())
+        );
+    }
+    if modules {
+        for c in cmps {
+            let _ = writeln!(
+                s,
+                "\n{} ({}): modules whose launches differ",
+                c.name, c.source
+            );
+            for m in c.modules.iter().filter(|m| m.predicted != m.traced) {
+                let _ = writeln!(
+                    s,
+                    "  {:<9} {:<34} costsim {:>4}  trace {:>4}\n      costsim: {}\n      trace:   {}",
+                    m.phase, m.module, m.predicted, m.traced, m.predicted_ops, m.traced_ops
+                );
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_keys_join_both_sides() {
+        assert_eq!(
+            module_key("model.layers.3.self_attn.q_proj"),
+            "layers.*.self_attn.q_proj"
+        );
+        assert_eq!(
+            module_key("model.layers.12.self_attn.q_proj.lora_A.default"),
+            "layers.*.self_attn.q_proj.lora_A"
+        );
+        assert_eq!(
+            module_key("transformer.h.0.attn.c_attn"),
+            "layers.*.attn.c_attn"
+        );
+        assert_eq!(module_key("lm_head"), "lm_head");
+    }
+
+    #[test]
+    fn pair_error_is_relative_to_the_trace() {
+        // predicted 110 against traced 100 is +10%.
+        let p = Pair {
+            predicted: 110.0,
+            traced: 100.0,
+        };
+        assert!((p.error() - 0.10).abs() < 1e-12);
+        assert_eq!(
+            Pair {
+                predicted: 0.0,
+                traced: 0.0
+            }
+            .error(),
+            0.0
+        );
+    }
+}
