@@ -694,7 +694,11 @@ def main(argv=None):
 
         def begin(phase):
             if mode == "profile":
-                marks.append(torch.profiler.record_function(f"costsim::{phase}"))
+                # One profiler per phase: every kernel it sees belongs to the phase, whichever
+                # thread launched it (backward runs on the autograd engine's device thread).
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                marks.append(_phase_profiler(device))
                 marks[-1].__enter__()
             if mode == "time":
                 if device.type == "cuda":
@@ -709,7 +713,11 @@ def main(argv=None):
 
         def end(phase):
             if mode == "profile":
-                marks.pop().__exit__(None, None, None)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                prof = marks.pop()
+                prof.__exit__(None, None, None)
+                peaks[phase] = _kernels_of(prof)
             if mode == "time":
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -861,45 +869,34 @@ LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cu
 
 
 def profile_kernels(step, device):
-    """Kernels each aten op launches on this device, per phase, from torch.profiler.
+    """Kernels launched per phase, and per aten op, from torch.profiler (one profiler per phase)."""
+    return step("profile")
 
-    Each GPU kernel is attached by the profiler to the innermost CPU op that launched it; the
-    launch calls (cudaLaunchKernel…) are counted by the phase range their host time falls in.
-    """
+
+def _phase_profiler(device):
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(ProfilerActivity.CUDA)
-    with profile(activities=acts) as prof:
-        step("profile")
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    return profile(activities=acts)
+
+
+def _kernels_of(prof):
+    """Device kernels a profiler saw (memcpy/memset included, named), and per launching op."""
     events = prof.events()
-    ranges = {}
+    out = dict(launch_calls=0, kernels=0, device_events=0, by_op={})
     for e in events:
-        if e.name.startswith("costsim::"):
-            ranges[e.name.split("::", 1)[1]] = (e.time_range.start, e.time_range.end)
-
-    def phase_of(t):
-        for ph, (a, b) in ranges.items():
-            if a <= t <= b:
-                return ph
-        return None
-
-    out = {ph: dict(launch_calls=0, kernels=0, by_op={}) for ph in ranges}
-    for e in events:
-        ph = phase_of(e.time_range.start)
-        if ph is None:
-            continue
         if e.name in LAUNCH_CALLS:
-            out[ph]["launch_calls"] += 1
+            out["launch_calls"] += 1
+        if str(getattr(e, "device_type", "")).endswith("CUDA"):
+            out["device_events"] += 1
         ks = getattr(e, "kernels", None) or []
-        if ks and not e.name.startswith("costsim::"):
-            row = out[ph]["by_op"].setdefault(e.name, dict(calls=0, kernels=0, names=[]))
+        if ks:
+            row = out["by_op"].setdefault(e.name, dict(calls=0, kernels=0, names=[]))
             row["calls"] += 1
             row["kernels"] += len(ks)
-            out[ph]["kernels"] += len(ks)
+            out["kernels"] += len(ks)
             for k in ks:
                 if k.name not in row["names"] and len(row["names"]) < 6:
                     row["names"].append(k.name[:120])
