@@ -174,7 +174,7 @@ class _PacaFn(torch.autograd.Function):
         else:
             out = x.matmul(weight.t())
         if bias is not None:
-            out = out + bias
+            out += bias  # in place, as the reference: the output keeps autocast's dtype
         ctx.save_for_backward(x[..., idx], weight)
         ctx.conv1d = conv1d
         ctx.has_bias = bias is not None
@@ -264,6 +264,54 @@ def apply_paca(model, args, lowest_layer):
 # --------------------------------------------------------------------------------------------
 
 
+# Ops run only to map a CPU kernel onto what CUDA runs (GQA's head expansion below) are neither
+# recorded nor counted in memory: CUDA's kernels do without them.
+_SUPPRESS = [False]
+
+
+class _suppressed:
+    def __enter__(self):
+        _SUPPRESS[0] = True
+
+    def __exit__(self, *a):
+        _SUPPRESS[0] = False
+        return False
+
+
+class _GqaFlash(torch.autograd.Function):
+    """Grouped-query SDPA as CUDA's flash / cuDNN kernels run it with enable_gqa: k and v keep
+    their n_kv heads and are saved so; the CPU flash kernel needs them expanded to n_heads, so
+    the expansion (and the gradient's sum over each group) runs unrecorded."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, is_causal, scale):
+        rep = q.shape[-3] // k.shape[-3]
+        with _suppressed():
+            ke = k.repeat_interleave(rep, dim=-3)
+            ve = v.repeat_interleave(rep, dim=-3)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, ke, ve, 0.0, is_causal, scale=scale
+        )
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.rep, ctx.is_causal, ctx.scale = rep, is_causal, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        with _suppressed():
+            ke = k.repeat_interleave(ctx.rep, dim=-3)
+            ve = v.repeat_interleave(ctx.rep, dim=-3)
+        dq, dke, dve = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            dout.contiguous(), q, ke, ve, out, lse, 0.0, ctx.is_causal, scale=ctx.scale
+        )
+        with _suppressed():
+            shape = k.shape[:-3] + (k.shape[-3], ctx.rep) + k.shape[-2:]
+            dk = dke.reshape(shape).sum(-3)
+            dv = dve.reshape(shape).sum(-3)
+        return dq, dk, dv, None, None
+
+
 def install_cuda_mapping(device_type):
     mapping = []
     if device_type == "cuda":
@@ -293,9 +341,7 @@ def install_cuda_mapping(device_type):
                 low = torch.get_autocast_dtype(dt)
                 q, k, v = (t.to(low) if t.is_floating_point() and t.dtype != low else t for t in (q, k, v))
             if enable_gqa and k.shape[-3] != q.shape[-3]:
-                rep = q.shape[-3] // k.shape[-3]
-                k = k.repeat_interleave(rep, dim=-3)
-                v = v.repeat_interleave(rep, dim=-3)
+                return _GqaFlash.apply(q, k, v, is_causal, scale)
             # The CPU flash kernel refuses dropout; CUDA's flash kernel applies it inside the same
             # kernel and saves only an RNG state, so the kernels and saved tensors are the same.
             out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
@@ -304,10 +350,31 @@ def install_cuda_mapping(device_type):
             return out[0]
         return orig_sdpa(q, k, v, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
 
+    orig_pow = torch.pow
+
+    def pow_(input, exponent, *args, **kwargs):
+        # CUDA's autocast runs pow in fp32 (its fp32 op list); CPU autocast leaves it in bf16.
+        if (
+            isinstance(input, torch.Tensor)
+            and input.is_floating_point()
+            and input.dtype != torch.float32
+            and input.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+        ):
+            input = input.float()
+        return orig_pow(input, exponent, *args, **kwargs)
+
+    torch.pow = pow_
+    mapping.append(
+        "autocast pow: fp32, as CUDA's autocast op list has it (CPU autocast keeps bf16); "
+        "torch.pow is what transformers' gelu_new calls"
+    )
     F.scaled_dot_product_attention = sdpa
     torch.nn.functional.scaled_dot_product_attention = sdpa
     mapping.append(
         "sdpa: the fused flash kernel (_scaled_dot_product_flash_attention_for_cpu), saving q, k, "
+        "v (k and v with their n_kv heads under grouped-query attention, as CUDA's kernels keep them; "
+        "the CPU kernel's head expansion runs unrecorded), "
         "v, out and logsumexp like CUDA's flash/efficient kernels; attention dropout, which CUDA's "
         "flash kernel applies inside the kernel, is left out (the CPU kernel refuses it)"
     )
@@ -446,9 +513,11 @@ class Recorder(TorchDispatchMode):
             mod.register_forward_hook(post)
 
     def _clean(self, name):
+        # peft wraps the model: "" (PeftModel) → base_model (LoraModel) → base_model.model (the
+        # transformers model). Paths are reported as in the bare transformers model.
         for p in self.strip:
-            if name.startswith(p):
-                name = name[len(p):]
+            if name == p.rstrip(".") or name.startswith(p):
+                return name[len(p):] if name.startswith(p) else ""
         return name
 
     def _claim(self, out, path):
@@ -523,7 +592,7 @@ class Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if not self.active or self.phase is None:
+        if not self.active or self.phase is None or _SUPPRESS[0]:
             return out
         name = func.overloadpacket.__name__
         path = self.module_path()
@@ -682,7 +751,7 @@ def main(argv=None):
         else _Null()
     )
 
-    rec = Recorder(model, ["base_model.model.", "base_model."])
+    rec = Recorder(model, ["base_model.model.", "base_model."])  # first match wins
     rec.hook_modules(model)
     rec.param_keys = {storage_key(p) for p in model.parameters()}
 

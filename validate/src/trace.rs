@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use costsim_model::arch::parse_hf_config;
-use costsim_model::graph::{foreach_launches, Phase};
+use costsim_model::graph::{self, foreach_launches, Phase};
 use costsim_model::method::{
     AdapterDtype, LayerSelection, MethodName, MethodOptions, MethodSpec, Targets,
 };
@@ -47,6 +47,18 @@ pub struct Trace {
     pub ops: Vec<OpRow>,
     #[serde(default)]
     pub foreach: Vec<ForeachRec>,
+    #[serde(default)]
+    pub saved: Vec<SavedRow>,
+}
+
+/// Tensors saved for backward by one module in one dtype (bytes once per storage).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SavedRow {
+    pub module: String,
+    pub dtype: String,
+    pub param: bool,
+    pub tensors: u64,
+    pub bytes: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +271,17 @@ pub struct ModuleRow {
     pub predicted_ops: String,
 }
 
+/// Saved bytes of one module (all layers' copies summed; adapter pieces folded into their
+/// linear layer).
+#[derive(Debug, Clone, Serialize)]
+pub struct SavedModuleRow {
+    pub module: String,
+    pub predicted: f64,
+    pub traced: f64,
+    /// The trace's dtypes and tensor counts in this module, for reading a mismatch.
+    pub traced_detail: String,
+}
+
 /// A trace set against the model.
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceComparison {
@@ -267,6 +290,63 @@ pub struct TraceComparison {
     pub phases: Vec<PhaseComparison>,
     pub saved_bytes: Pair,
     pub modules: Vec<ModuleRow>,
+    pub saved_modules: Vec<SavedModuleRow>,
+}
+
+/// `module_key` with peft's and PaCA's pieces folded into the linear layer they adapt.
+fn linear_key(path: &str) -> String {
+    let key = module_key(path);
+    let mut parts: Vec<&str> = key.split('.').collect();
+    while parts
+        .last()
+        .is_some_and(|p| matches!(*p, "lora_A" | "lora_B" | "base_layer" | "lora_dropout"))
+    {
+        parts.pop();
+    }
+    parts.join(".")
+}
+
+fn saved_modules(t: &Trace, cfg: &Config) -> Vec<SavedModuleRow> {
+    let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
+    let mut acc: BTreeMap<String, (f64, f64, BTreeMap<String, (u64, f64)>)> = BTreeMap::new();
+    let emb_prefix = match cfg.model.family {
+        costsim_model::arch::Family::Gpt2 => "transformer",
+        costsim_model::arch::Family::Llama => "model",
+    };
+    let mut add = |key: String, b: f64| acc.entry(key).or_default().0 += b;
+    for (m, b) in &g.embedding.saved_by_module {
+        add(linear_key(&format!("{emb_prefix}.{m}")), *b);
+    }
+    for i in 0..g.layer_class.len() {
+        for (m, b) in &g.layer(i).saved_by_module {
+            add(linear_key(&format!("{emb_prefix}.layers.{i}.{m}")), *b);
+        }
+    }
+    for (m, b) in &g.head.saved_by_module {
+        // transformers computes the loss in the top-level model's forward: the trace files it
+        // under the root path, costsim under "loss".
+        let key = if *m == "loss" { String::new() } else { linear_key(m) };
+        add(key, *b);
+    }
+    for r in t.saved.iter().filter(|r| !r.param) {
+        let e = acc.entry(linear_key(&r.module)).or_default();
+        e.1 += r.bytes;
+        let d = e.2.entry(r.dtype.clone()).or_default();
+        d.0 += r.tensors;
+        d.1 += r.bytes;
+    }
+    acc.into_iter()
+        .map(|(module, (predicted, traced, detail))| SavedModuleRow {
+            module,
+            predicted,
+            traced,
+            traced_detail: detail
+                .iter()
+                .map(|(dt, (n, b))| format!("{n}×{dt} {b:.0} B"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect()
 }
 
 const PHASES: [(Phase, &str); 3] = [
@@ -410,7 +490,9 @@ pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
             predicted_ops: fmt_ops(&pops),
         })
         .collect();
+    let saved_modules = saved_modules(t, &cfg);
     Ok(TraceComparison {
+        saved_modules,
         name: format!(
             "{}-{} {} {} b{}×s{}",
             t.model.family,
@@ -489,6 +571,18 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
                 "\n{} ({}): modules whose launches differ",
                 c.name, c.source
             );
+            let total = c.saved_bytes.traced.max(1.0);
+            for m in c
+                .saved_modules
+                .iter()
+                .filter(|m| (m.predicted - m.traced).abs() > 0.005 * total)
+            {
+                let _ = writeln!(
+                    s,
+                    "  saved     {:<34} costsim {:>12.0} B  trace {:>12.0} B  ({})",
+                    m.module, m.predicted, m.traced, m.traced_detail
+                );
+            }
             for m in c.modules.iter().filter(|m| m.predicted != m.traced) {
                 let _ = writeln!(
                     s,

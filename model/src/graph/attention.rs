@@ -55,9 +55,19 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
     let rg = q.rg || k.rg || v.rg;
     let out = t.tensor(q.elems, dt, rg, Some(idx));
     if rg {
-        for x in [q, k, v, &out] {
-            t.save(x);
+        if q.id_differs(k) {
+            for x in [q, k, v] {
+                t.save(x);
+            }
+        } else {
+            // GPT-2: q, k, v are views of c_attn's fused output; the saved views keep that
+            // whole M×3d storage alive (the traces count it once, whole).
+            t.save(&T {
+                elems: 3.0 * q.elems,
+                ..*q
+            });
         }
+        t.save(&out);
         let lse_t = t.tensor(bf * hf * sf, DType::F32, false, Some(idx));
         t.save(&lse_t);
         // dot(dO, O) preprocess, the main backward kernel, and the dq conversion.
@@ -72,7 +82,7 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
         bwk.math = t.prec.math_mode(dt);
         bwk.launches = 3;
         let mut group = vec![bwk];
-        if q.id == k.id {
+        if !q.id_differs(k) {
             // GPT-2: q, k, v are views of c_attn's output; split's backward is one cat.
             let whole = T {
                 elems: 3.0 * q.elems,
@@ -228,7 +238,12 @@ fn eager_attention(
 /// rotate_half = cat(−x2, x1).
 pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     use KernelKind::*;
-    let dt = x.dtype;
+    // cos and sin come in the hidden states' dtype (fp32 under autocast): the products promote.
+    let dt = if cos.dtype == DType::F32 {
+        DType::F32
+    } else {
+        x.dtype
+    };
     let a = t.op(
         "mul",
         Elementwise,
@@ -248,7 +263,7 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
         Elementwise,
         &[*x],
         x.elems / 2.0,
-        dt,
+        x.dtype,
         1.0,
         &[],
         false,
@@ -262,7 +277,7 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
         Elementwise,
         &[half, *x],
         x.elems,
-        dt,
+        x.dtype,
         0.0,
         &[],
         false,

@@ -93,9 +93,18 @@ fn llama_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
         t.host_op("view/transpose");
     }
     t.module = "self_attn.rotary";
-    let cos = t.input(cx.w.seq as f64 * cx.model.head_dim() as f64, q.dtype, false);
+    // cos and sin (S×hd, the hidden states' dtype) are computed once per forward in the
+    // embedding scope and shared by every layer: kept there once, resident here.
+    let mut cos = t.input(cx.w.seq as f64 * cx.model.head_dim() as f64, cx.p, false);
+    cos.param = true;
     let q = rope(t, &q, &cos);
     let k = rope(t, &k, &cos);
+    // Under autocast SDPA takes q, k, v in the half type: rope's fp32 products are cast back.
+    let (q, k) = if cx.w.precision.is_autocast() {
+        (t.cast(&q, cx.c), t.cast(&k, cx.c))
+    } else {
+        (q, k)
+    };
     t.module = "";
     let a = attention(t, cx, &q, &k, &v, "self_attn", 0.0);
     t.host_op("reshape");
@@ -186,6 +195,13 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
                 k.bytes_written = s * hd * 4.0;
                 k.flops = s * hd;
                 t.push_fwd(k, &[]);
+            }
+            // rope's products keep cos and sin for q's and k's gradients: once for all layers.
+            if cx.method.trainable_params(cx.model) > 0 {
+                for _ in 0..2 {
+                    let table = t.tensor(s * hd, cx.p, false, None);
+                    t.save(&table);
+                }
             }
             t.module = "";
             h

@@ -52,8 +52,9 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
             .trainable
             .saturating_sub(if head_trains { (v * d) as u64 } else { 0 });
     }
-    // The returned logits stay alive in the model output until after backward.
-    t.save(&logits);
+    // The logits are not saved for backward: the loss keeps its own fp32 log-softmax output, and a
+    // Trainer-style loop drops the model output before backward (transformers'
+    // `Trainer.compute_loss` returns the loss alone), as the ground-truth traces show.
     t.module = "loss";
     let start = t.fwd.len();
     for name in ["constant_pad_nd", "slice_copy"] {

@@ -80,7 +80,9 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
             let Some(pp) = paca_p else {
                 unreachable!("PaCA's P is created above")
             };
-            y = paca_gather_and_backward(t, cx, lin, &xc, &w, &wc, y, &pp);
+            // The reference's Function receives the layer input itself (autocast casts only
+            // inside its GEMM), so x[..., idx] is gathered in the input's dtype.
+            y = paca_gather_and_backward(t, cx, lin, x, &w, &wc, y, &pp);
         }
         Treatment::Lora => y = lora(t, cx, lin, x, y),
         Treatment::Frozen | Treatment::Full => {}
@@ -191,6 +193,18 @@ fn paca_gather_and_backward(
         batch: 1,
     });
     new_group.insert(0, dp);
+    if x_idx.dtype != dt {
+        // Under autocast dYᵀ·x_idx casts the (fp32) gathered input to the half type first.
+        let c = t.bk(
+            "to_copy",
+            KernelKind::Cast,
+            dt,
+            x_idx.bytes(),
+            mf * s_rank * dt.size(),
+            0.0,
+        );
+        new_group.insert(0, c);
+    }
     let mut sc = t.bk(
         "mul",
         KernelKind::Elementwise,

@@ -234,6 +234,8 @@ pub struct ScopeGraph {
     pub backward_accum: Segment,
     /// Bytes saved for backward by the forward (0 when nothing below needs grad).
     pub saved_bytes: f64,
+    /// `saved_bytes` by the module (below the scope) that kept each tensor, in first-save order.
+    pub saved_by_module: Vec<(&'static str, f64)>,
     /// Bytes kept across the forward when gradient checkpointing (the block input).
     pub checkpoint_bytes: f64,
     /// Trainable parameters of this scope.

@@ -233,7 +233,8 @@ pub(super) fn add(t: &mut Tracer, a: &T, b: &T) -> T {
 }
 
 /// GPT-2's "gelu_new": 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), eight eager kernels; pow
-/// runs in fp32 under autocast, so the chain after it is fp32.
+/// runs in fp32 under CUDA's autocast (its input cast first: a ninth kernel), so the chain after
+/// it is fp32.
 pub(super) fn gelu_new(t: &mut Tracer, cx: &Ctx, f: &T, path: &'static str) -> T {
     use KernelKind::*;
     let prev = t.module;
@@ -244,10 +245,12 @@ pub(super) fn gelu_new(t: &mut Tracer, cx: &Ctx, f: &T, path: &'static str) -> T
         f.dtype
     };
     let e = f.elems;
+    // Autocast's fp32 policy casts pow's input (one more kernel); pow keeps that fp32 copy.
+    let fin = t.cast(f, fdt);
     let p3 = t.op(
         "pow",
         Elementwise,
-        &[*f],
+        &[fin],
         e,
         fdt,
         2.0,

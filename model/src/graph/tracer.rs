@@ -66,7 +66,8 @@ pub(super) struct Tracer<'a> {
     pub(super) fwd: Vec<Kernel>,
     pub(super) tape: Vec<Vec<Kernel>>,
     next_id: u32,
-    saved: Vec<(u32, f64)>,
+    /// Tensors kept for backward: id, bytes, module that saved it.
+    saved: Vec<(u32, f64, &'static str)>,
     /// Number of gradient-requiring consumers seen per tensor id.
     uses: Vec<u32>,
     pub(super) module: &'static str,
@@ -133,16 +134,17 @@ impl<'a> Tracer<'a> {
         if t.param {
             return;
         }
-        match self.saved.iter_mut().find(|(id, _)| *id == t.id) {
+        let module = self.module;
+        match self.saved.iter_mut().find(|(id, _, _)| *id == t.id) {
             Some(entry) => entry.1 = entry.1.max(t.bytes()),
-            None => self.saved.push((t.id, t.bytes())),
+            None => self.saved.push((t.id, t.bytes(), module)),
         }
     }
 
     /// Drop `t` from what is kept for backward (a recipe whose autograd Function saves
     /// something else instead).
     pub(super) fn unsave(&mut self, t: &T) {
-        self.saved.retain(|(id, _)| *id != t.id);
+        self.saved.retain(|(id, _, _)| *id != t.id);
     }
 
     pub(super) fn push_fwd(&mut self, mut k: Kernel, inputs: &[T]) -> u32 {
@@ -472,12 +474,22 @@ impl<'a> Tracer<'a> {
                 };
             }
         }
-        let saved: f64 = self.saved.iter().map(|(_, b)| b).sum();
+        let saved: f64 = self.saved.iter().map(|(_, b, _)| b).sum();
+        let mut saved_by_module: Vec<(&'static str, f64)> = Vec::new();
+        if !grad_checkpointing {
+            for &(_, b, m) in &self.saved {
+                match saved_by_module.iter_mut().find(|(n, _)| *n == m) {
+                    Some(e) => e.1 += b,
+                    None => saved_by_module.push((m, b)),
+                }
+            }
+        }
         ScopeGraph {
             forward: Segment { kernels: self.fwd },
             backward: Segment { kernels: backward },
             backward_accum: Segment::default(),
             saved_bytes: if grad_checkpointing { 0.0 } else { saved },
+            saved_by_module,
             checkpoint_bytes: if grad_checkpointing && output_rg {
                 input_bytes
             } else {
