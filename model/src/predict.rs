@@ -194,7 +194,7 @@ pub struct Prediction {
 /// Master dtype of the trainable parameters (gradients and optimizer states).
 fn master_dtype(cfg: ConfigRef) -> DType {
     match (cfg.method.kind, cfg.method.adapter_dtype) {
-        (MethodKind::Lora, AdapterDtype::Fp32) => DType::F32,
+        (MethodKind::Lora | MethodKind::Paca, AdapterDtype::Fp32) => DType::F32,
         _ => cfg.workload.precision.param_dtype(),
     }
 }
@@ -234,14 +234,23 @@ fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
         if s.backward.kernels.is_empty() {
             continue;
         }
+        let grads_before = grads_so_far;
         if w.grad_accum == 1 {
             grads_so_far += s.trainable as f64 * grad_share;
         }
-        // Under checkpointing the scope's recomputed activations live during its backward.
-        let working = s
-            .transient_bytes
-            .max(2.0 * s.saved_bytes.min(s.transient_bytes));
-        backward_peak = backward_peak.max(weights + states + remaining + grads_so_far + working);
+        let at_peak = if s.backward_working_bytes > 0.0 {
+            // A recipe that knows its working set (the loss) peaks before its own weight
+            // gradients exist; they appear once that working set has shrunk.
+            (weights + states + remaining + grads_before + s.backward_working_bytes)
+                .max(weights + states + remaining + grads_so_far)
+        } else {
+            // Under checkpointing the scope's recomputed activations live during its backward.
+            let working = s
+                .transient_bytes
+                .max(2.0 * s.saved_bytes.min(s.transient_bytes));
+            weights + states + remaining + grads_so_far + working
+        };
+        backward_peak = backward_peak.max(at_peak);
         remaining -= kept(s);
     }
     let temp = match w.optimizer {

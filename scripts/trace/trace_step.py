@@ -302,13 +302,16 @@ class _GqaFlash(torch.autograd.Function):
         with _suppressed():
             ke = k.repeat_interleave(ctx.rep, dim=-3)
             ve = v.repeat_interleave(ctx.rep, dim=-3)
+        with _suppressed():
+            dout = dout.contiguous()
         dq, dke, dve = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            dout.contiguous(), q, ke, ve, out, lse, 0.0, ctx.is_causal, scale=ctx.scale
+            dout, q, ke, ve, out, lse, 0.0, ctx.is_causal, scale=ctx.scale
         )
         with _suppressed():
             shape = k.shape[:-3] + (k.shape[-3], ctx.rep) + k.shape[-2:]
-            dk = dke.reshape(shape).sum(-3)
-            dv = dve.reshape(shape).sum(-3)
+            # CUDA's kernels allocate each input gradient with its input's strides.
+            dk = torch.empty_like(k).copy_(dke.reshape(shape).sum(-3))
+            dv = torch.empty_like(v).copy_(dve.reshape(shape).sum(-3))
         return dq, dk, dv, None, None
 
 
@@ -422,6 +425,12 @@ def cuda_launches(func, args, out):
     name = func.overloadpacket.__name__
     if func.is_view or name in NO_KERNEL:
         return 0
+    if name.startswith("_foreach_"):
+        lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+        if lists and all(t.dim() == 0 for t in lists[0]):
+            # AdamW's step counters: 0-dim CPU tensors even on CUDA (capturable=False), so the
+            # increment runs on the host (torch/optim/adam.py, _multi_tensor_adam).
+            return 0
     if name == "_to_copy":
         # A cast or device copy; a same-dtype same-device copy still launches one kernel.
         return 1
@@ -473,6 +482,26 @@ def op_flops(name, args, out):
 
 def storage_key(t):
     return t.untyped_storage()._cdata
+
+
+class NodeClaimer(torch.overrides.TorchFunctionMode):
+    """Maps each autograd node to the module whose forward created it.
+
+    A TorchFunctionMode runs above autograd: when a torch function returns, its outputs carry
+    their grad_fn, and every node not seen before was created by this call, inside the module
+    on top of the forward-hook stack. (Claiming in the modules' post-hooks instead would give a
+    parent's own ops to whichever child finished last.)"""
+
+    def __init__(self, rec):
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        rec = self.rec
+        if rec.active and rec.phase == "forward":
+            rec._claim(out, rec.stack[-1] if rec.stack else "")
+        return out
 
 
 class Recorder(TorchDispatchMode):
@@ -572,9 +601,19 @@ class Recorder(TorchDispatchMode):
         for k in dead:
             self.live_bytes -= self.live.pop(k)[0]
 
-    def _note_peak(self):
+    def _note_peak(self, where=""):
         st = self.phase_stats[self.phase]
-        st["peak_bytes"] = max(st["peak_bytes"], self.baseline_bytes + self.live_bytes)
+        now = self.baseline_bytes + self.live_bytes
+        # The peak within each layer (and outside them), for aligning the memory model scope by
+        # scope: "model.layers.3", "transformer.h.0", or the module path's first part.
+        parts = where.split(":", 1)[0].split(".")
+        scope = ".".join(parts[:3]) if len(parts) >= 3 and parts[2].isdigit() else parts[0]
+        by = st.setdefault("peak_by_scope", {})
+        if now > by.get(scope, 0):
+            by[scope] = now
+        if now > st["peak_bytes"]:
+            st["peak_bytes"] = now
+            st["peak_at"] = where
 
     def begin(self, phase):
         self._sweep()
@@ -582,6 +621,7 @@ class Recorder(TorchDispatchMode):
         self.phase_stats[phase] = dict(
             start_bytes=self.baseline_bytes + self.live_bytes,
             peak_bytes=self.baseline_bytes + self.live_bytes,
+            peak_at="(phase start)",
         )
 
     def end(self):
@@ -616,7 +656,7 @@ class Recorder(TorchDispatchMode):
         row["flops"] += flops
         if not func.is_view:
             row["out_bytes"] += sum(t.numel() * t.element_size() for t in _tensors(out))
-        if name.startswith("_foreach_"):
+        if name.startswith("_foreach_") and launches > 0:
             lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
             self.foreach.append(
                 dict(
@@ -631,7 +671,7 @@ class Recorder(TorchDispatchMode):
         if not func.is_view:
             self._sweep()
             self._track(out)
-            self._note_peak()
+            self._note_peak(f"{path}:{name}")
         return out
 
     # -- saved tensors -------------------------------------------------------------------------
@@ -802,7 +842,7 @@ def main(argv=None):
         rec.active = traced
         with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
             begin("forward")
-            with ctx:
+            with ctx, (NodeClaimer(rec) if traced else _Null()):
                 with autocast:
                     out = model(input_ids=ids, labels=ids)
                 loss = out.loss

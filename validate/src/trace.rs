@@ -250,11 +250,16 @@ impl Pair {
     }
 }
 
-/// Per phase: launches, FLOPs and peak live bytes.
+/// Per phase: kernel-launching ops, FLOPs and peak live bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseComparison {
     pub phase: &'static str,
+    /// Kernel-launching aten ops: costsim's kernel records (a multi-tensor op counts its chunked
+    /// launches on both sides) against the trace's dispatched non-view ops.
     pub launches: Pair,
+    /// costsim's CUDA kernel launches for the phase (an op such as SDPA's backward or
+    /// embedding_dense_backward launches several), for reference.
+    pub kernels: u64,
     pub flops: Pair,
     pub peak_bytes: Pair,
 }
@@ -299,7 +304,12 @@ fn linear_key(path: &str) -> String {
     let mut parts: Vec<&str> = key.split('.').collect();
     while parts
         .last()
-        .is_some_and(|p| matches!(*p, "lora_A" | "lora_B" | "base_layer" | "lora_dropout"))
+        .is_some_and(|p| {
+            matches!(
+                *p,
+                "lora_A" | "lora_B" | "base_layer" | "lora_dropout" | "paca_P" | "paca_idx"
+            )
+        })
     {
         parts.pop();
     }
@@ -325,8 +335,7 @@ fn saved_modules(t: &Trace, cfg: &Config) -> Vec<SavedModuleRow> {
     for (m, b) in &g.head.saved_by_module {
         // transformers computes the loss in the top-level model's forward: the trace files it
         // under the root path, costsim under "loss".
-        let key = if *m == "loss" { String::new() } else { linear_key(m) };
-        add(key, *b);
+        add(linear_key(m), *b);
     }
     for r in t.saved.iter().filter(|r| !r.param) {
         let e = acc.entry(linear_key(&r.module)).or_default();
@@ -378,6 +387,23 @@ pub fn traced_launches(t: &Trace, phase: &str) -> u64 {
     rows + foreach
 }
 
+/// costsim's kernel-launching ops in a phase: one per kernel record that launches anything,
+/// the chunked launches for multi-tensor (`_foreach_*`) ops, as the trace side counts them.
+fn predicted_ops(p: &costsim_model::predict::Prediction, phase: Phase) -> u64 {
+    p.kernel_rows
+        .iter()
+        .flatten()
+        .filter(|k| k.phase == phase && k.launches > 0)
+        .map(|k| {
+            if k.name.starts_with("_foreach_") {
+                u64::from(k.launches)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
 /// Module key shared by both sides: the path below the layer index (`layers.*.self_attn.q_proj`),
 /// peft's adapter name (`.default`) and GPT-2's `transformer.` prefix removed.
 pub fn module_key(path: &str) -> String {
@@ -390,6 +416,14 @@ pub fn module_key(path: &str) -> String {
             parts[1] = "*";
         }
         parts[0] = "layers";
+    }
+    // costsim's own names for parts transformers runs inline: rope inside self_attn, the loss in
+    // the top-level model's forward.
+    if parts.last() == Some(&"rotary") {
+        parts.pop();
+    }
+    if parts == ["loss"] {
+        parts.clear();
     }
     parts.join(".")
 }
@@ -427,9 +461,10 @@ pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
         phases.push(PhaseComparison {
             phase: name,
             launches: Pair {
-                predicted: pr.launches as f64,
+                predicted: predicted_ops(&p, phase) as f64,
                 traced: traced_launches(t, name) as f64,
             },
+            kernels: pr.launches,
             flops: Pair {
                 predicted: pr.flops,
                 traced: rec.flops,
@@ -455,7 +490,7 @@ pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
         if r.op.starts_with("_foreach_") || not_a_kernel(&r.op) || r.launches == 0 {
             continue;
         }
-        let e = acc.entry((ph, module_key(&r.module))).or_default();
+        let e = acc.entry((ph, linear_key(&r.module))).or_default();
         e.1 += r.launches;
         *e.3.entry(r.op.clone()).or_default() += r.launches;
     }
@@ -466,12 +501,12 @@ pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
         let Some(&(_, ph)) = PHASES.iter().find(|(p, _)| *p == k.phase) else {
             continue;
         };
-        if ph == "optimizer" {
+        if k.name.starts_with("_foreach_") {
             continue;
         }
-        let e = acc.entry((ph, module_key(&k.module))).or_default();
-        e.0 += u64::from(k.launches);
-        *e.2.entry(k.name.to_string()).or_default() += u64::from(k.launches);
+        let e = acc.entry((ph, linear_key(&k.module))).or_default();
+        e.0 += 1;
+        *e.2.entry(k.name.to_string()).or_default() += 1;
     }
     let fmt_ops = |m: &BTreeMap<String, u64>| {
         m.iter()

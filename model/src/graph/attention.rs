@@ -82,6 +82,17 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
         bwk.math = t.prec.math_mode(dt);
         bwk.launches = 3;
         let mut group = vec![bwk];
+        // SDPA's backward allocates each input gradient with its input's strides. v (and
+        // GPT-2's q, k, v) are transposed views of (B, S, h, hd), so their gradients view back
+        // for free; Llama's q and k are rope's fresh (B, h, S, hd) outputs, whose gradients
+        // must be copied (reshape of a non-contiguous tensor) on the way back to q_proj/k_proj.
+        if q.id_differs(k) {
+            for x in [q, k] {
+                if x.rg {
+                    group.push(t.bk("clone", Elementwise, dt, x.bytes(), x.bytes(), 0.0));
+                }
+            }
+        }
         if !q.id_differs(k) {
             // GPT-2: q, k, v are views of c_attn's output; split's backward is one cat.
             let whole = T {
@@ -235,7 +246,11 @@ fn eager_attention(
 }
 
 /// Rotary embedding on q or k as transformers applies it: x·cos + rotate_half(x)·sin, with
-/// rotate_half = cat(−x2, x1).
+/// rotate_half = cat(−x2, x1) over the halves x1, x2 (views) of x.
+///
+/// Forward: mul, neg, cat, mul, add. Backward, as autograd runs it: grad·sin (the cat's input
+/// gradient, sliced into its halves as views), neg for −x2, `slice_backward` for each half back
+/// into x's shape, grad·cos, and two adds gathering x's three gradients.
 pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     use KernelKind::*;
     // cos and sin come in the hidden states' dtype (fp32 under autocast): the products promote.
@@ -244,58 +259,35 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     } else {
         x.dtype
     };
-    let a = t.op(
-        "mul",
-        Elementwise,
-        &[*x, *cos],
-        x.elems,
-        dt,
-        1.0,
-        &[1],
-        false,
-        Bwd::PerInput {
-            reads: 2.0,
-            flops: 1.0,
-        },
-    );
-    let half = t.op(
-        "neg",
-        Elementwise,
-        &[*x],
-        x.elems / 2.0,
-        x.dtype,
-        1.0,
-        &[],
-        false,
-        Bwd::PerInput {
-            reads: 1.0,
-            flops: 1.0,
-        },
-    );
-    let rot = t.op(
-        "cat",
-        Elementwise,
-        &[half, *x],
-        x.elems,
-        x.dtype,
-        0.0,
-        &[],
-        false,
-        Bwd::Pass,
-    );
-    let b = t.op(
-        "mul",
-        Elementwise,
-        &[rot, *cos],
-        x.elems,
-        dt,
-        1.0,
-        &[1],
-        false,
-        Bwd::PerInput {
-            reads: 2.0,
-            flops: 1.0,
-        },
-    );
-    add(t, &a, &b)
+    let xr = T { rg: false, ..*x };
+    let pass = |t: &mut Tracer, name, ins: &[T], elems: f64, dtype| {
+        t.op(name, Elementwise, ins, elems, dtype, 1.0, &[], false, Bwd::Pass)
+    };
+    let a = pass(t, "mul", &[xr, *cos], x.elems, dt);
+    let half = pass(t, "neg", &[xr], x.elems / 2.0, x.dtype);
+    let rot = pass(t, "cat", &[half, xr], x.elems, x.dtype);
+    let b = pass(t, "mul", &[rot, *cos], x.elems, dt);
+    let mut out = add(t, &a, &b);
+    if x.rg {
+        out.rg = true;
+        let xb = x.elems * dt.size();
+        let hb = xb / 2.0;
+        let mut group = vec![t.bk("mul", Elementwise, dt, xb + cos.bytes(), xb, x.elems)];
+        if dt != x.dtype {
+            // rot (x's dtype) · sin (fp32): its gradient is cast back to x's dtype.
+            let xs = x.elems * x.dtype.size();
+            group.push(t.bk("to_copy", Cast, x.dtype, xb, xs, 0.0));
+        }
+        group.extend([
+            t.bk("neg", Elementwise, dt, hb, hb, x.elems / 2.0),
+            t.bk("slice_backward", Elementwise, dt, hb, xb, 0.0),
+            t.bk("slice_backward", Elementwise, dt, hb, xb, 0.0),
+            t.bk("mul", Elementwise, dt, xb + cos.bytes(), xb, x.elems),
+            t.bk("add", Elementwise, dt, 2.0 * xb, xb, x.elems),
+            t.bk("add", Elementwise, dt, 2.0 * xb, xb, x.elems),
+        ]);
+        t.grad_plumbing(&mut group, x, dt);
+        t.tape.push(group);
+    }
+    out
 }

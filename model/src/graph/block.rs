@@ -136,45 +136,44 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         t.module_call(start, false);
         let out = t.tensor(rows * d, cx.p, table.rg, Some(idx));
         if table.rg {
-            // embedding_dense_backward: zero the V×d gradient, sort the ids, scatter-add rows.
-            let mut group = vec![
-                t.bk(
-                    "fill_",
-                    Elementwise,
-                    DType::F32,
-                    0.0,
-                    table.elems * 4.0,
-                    0.0,
-                ),
-                t.bk("sort", Reduction, DType::I64, rows * 16.0, rows * 16.0, 0.0),
-                t.bk(
-                    "embedding_backward",
-                    Scatter,
-                    DType::F32,
-                    rows * d * 4.0 + rows * 8.0,
-                    rows * d * 4.0,
-                    rows * d,
-                ),
-            ];
-            t.grad_plumbing(&mut group, table, DType::F32);
+            // embedding_dense_backward, one aten op of three CUDA kernels: zero the V×d
+            // gradient, sort the ids, scatter-add rows.
+            let mut eb = t.bk(
+                "embedding_dense_backward",
+                Scatter,
+                DType::F32,
+                rows * d * 4.0 + rows * 24.0,
+                table.elems * 4.0 + rows * 16.0,
+                rows * d,
+            );
+            eb.launches = 3;
+            let mut group = vec![eb];
+            // The gradient comes out in the table's dtype (no cast in bf16).
+            t.grad_plumbing(&mut group, table, table.dtype);
             t.tape.push(group);
         }
         out
     };
+    // Position ids and the causal-mask check of transformers' model forward (cache_position =
+    // arange; position_ids; create_causal_mask's padding test, which finds no padding and lets
+    // SDPA run causal without a mask): small int64/bool kernels, seen in every trace.
+    t.module = "";
+    for name in ["arange", "add", "sub", "sub", "cat", "ne", "cumsum", "eq", "all"] {
+        let mut k = Kernel::new(name, Elementwise, DType::I64);
+        k.bytes_read = m * 8.0;
+        k.bytes_written = m * 8.0;
+        t.push_fwd(k, &[]);
+    }
     let out = match cx.model.family {
         Family::Gpt2 => {
             let wte = t.param(cx.model.vocab as f64 * d, cx.p, trains);
             let wpe = t.param(cx.model.max_positions as f64 * d, cx.p, trains);
-            t.module = "";
-            let mut ar = Kernel::new("arange", Elementwise, DType::I64);
-            ar.bytes_written = s * 8.0;
-            t.push_fwd(ar, &[]);
             let te = lookup(&mut t, &wte, m, "wte");
             let pe = lookup(&mut t, &wpe, s, "wpe");
             if trains && cx.model.tied_embeddings {
                 // The tied LM head's gradient is added into wte's.
                 let mut group = vec![];
-                t.grad_plumbing(&mut group, &wte, DType::F32);
+                t.grad_plumbing(&mut group, &wte, wte.dtype);
                 t.tape.insert(0, group);
             }
             t.module = "";
@@ -184,12 +183,21 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         Family::Llama => {
             let tab = t.param(cx.model.vocab as f64 * d, cx.p, trains);
             let h = lookup(&mut t, &tab, m, "embed_tokens");
-            // rotary_emb: inv_freq ⊗ positions, cat, cos, sin, casts (S×hd, once per forward).
+            // rotary_emb: positions to float, inv_freq ⊗ positions (bmm), cat, cos and sin each
+            // times attention_scaling, cast to the hidden dtype (S×hd, once per forward).
             t.module = "rotary_emb";
             let hd = cx.model.head_dim() as f64;
-            for name in [
-                "arange", "matmul", "cat", "cos", "sin", "to_copy", "to_copy",
-            ] {
+            // In a bf16 model the inv_freq buffer is bf16 too: `.float()` casts it; cos and sin
+            // are cast back to the hidden dtype.
+            let casts: &[&'static str] = if cx.p == DType::F32 {
+                &[]
+            } else {
+                &["to_copy", "to_copy", "to_copy"]
+            };
+            for &name in ["to_copy", "bmm", "cat", "cos", "mul", "sin", "mul"]
+                .iter()
+                .chain(casts)
+            {
                 let mut k = Kernel::new(name, Elementwise, DType::F32);
                 k.bytes_read = s * hd * 4.0;
                 k.bytes_written = s * hd * 4.0;

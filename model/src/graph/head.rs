@@ -89,23 +89,19 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     let ni = t.push_fwd(k, &[ls]);
     let loss = t.tensor(1.0, DType::F32, ls.rg, Some(ni));
     if ls.rg {
-        let group = vec![
-            t.bk("fill_", Elementwise, DType::F32, 0.0, ls.bytes(), 0.0),
-            t.bk(
-                "nll_loss_backward",
-                Scatter,
-                DType::F32,
-                m * 8.0,
-                m * 32.0,
-                m,
-            ),
-        ];
-        t.tape.push(group);
+        // One aten op, two CUDA kernels: zero-fill M×V, scatter −1/N.
+        let mut nb = t.bk(
+            "nll_loss_backward",
+            Scatter,
+            DType::F32,
+            m * 8.0,
+            ls.bytes() + m * 32.0,
+            m,
+        );
+        nb.launches = 2;
+        t.tape.push(vec![nb]);
     }
-    let mut div = Kernel::new("div", Elementwise, DType::F32);
-    div.bytes_read = 4.0;
-    div.bytes_written = 4.0;
-    t.push_fwd(div, &[loss]);
+    // The mean over tokens happens inside nll_loss (reduction="mean"): no separate division.
     if cx.w.precision == Precision::Fp16Mixed {
         // GradScaler.scale(loss)
         let mut k = Kernel::new("mul", Elementwise, DType::F32);
@@ -119,5 +115,22 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
         seed.module = "loss";
         t.tape.push(vec![seed]);
     }
-    t.finish(false, 0.0, loss.rg)
+    let mut sg = t.finish(false, 0.0, loss.rg);
+    // Forward peak of the loss: the model output still holds the logits and the last hidden
+    // state, and the loss works on its fp32 copy of the logits while log_softmax's output (saved)
+    // is written. Backward peak: nll_loss_backward's M×V gradient and log_softmax_backward's
+    // M×V output, both fp32, over everything still saved. (The traces place both peaks there:
+    // at nll_loss_forward and at _log_softmax_backward_data.)
+    let fp32_copy = if logits.dtype == DType::F32 {
+        0.0
+    } else {
+        lf.bytes()
+    };
+    sg.transient_bytes = sg
+        .transient_bytes
+        .max(logits.bytes() + fp32_copy + h.bytes());
+    if loss.rg {
+        sg.backward_working_bytes = 2.0 * m * v * DType::F32.size();
+    }
+    sg
 }

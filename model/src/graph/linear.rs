@@ -57,6 +57,10 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
 
     // Under autocast the weight (and bias) are cast to the half type on every forward.
     let wc = if autocast { t.cast(&w, cx.c) } else { w };
+    // PaCA's Function adds the bias in place after its matmul (`output += bias`), outside
+    // autocast's op list: no addmm, no cast of the bias.
+    let paca_bias = if treat == Treatment::Paca { b } else { None };
+    let b = if treat == Treatment::Paca { None } else { b };
     let bc = b.map(|b| if autocast { t.cast(&b, cx.c) } else { b });
     let xc = t.cast(x, cx.c);
     let mut y = t.gemm(
@@ -75,6 +79,13 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
         1,
     );
 
+    if let Some(pb) = paca_bias {
+        let mut k = Kernel::new("add_", KernelKind::Elementwise, y.dtype);
+        k.flops = y.elems;
+        k.bytes_read = y.bytes() + pb.bytes();
+        k.bytes_written = y.bytes();
+        t.push_fwd(k, &[y]);
+    }
     match treat {
         Treatment::Paca => {
             let Some(pp) = paca_p else {
@@ -93,27 +104,44 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
 }
 
 /// PaCA before the GEMM: the trainable columns P (n×r), scaled and written into W's columns.
+///
+/// The reference creates P with `torch.zeros` (fp32) whatever W's dtype, like peft's fp32
+/// adapters: P is kept in the adapter dtype (`--adapter-dtype`, fp32 by default). Each training
+/// forward writes s·P, cast to W's dtype, into W's columns under no_grad (`paca_update`: mul,
+/// cast, index_put_), then computes the autograd-tracked s·P that the Function receives (one more
+/// n×r mul; its backward is the scale applied to dP below).
 fn paca_write_columns(t: &mut Tracer, cx: &Ctx, nf: f64, s_rank: f64) -> T {
-    let pp = t.param(nf * s_rank, cx.p, true);
+    let pd = match cx.method.adapter_dtype {
+        AdapterDtype::Fp32 => DType::F32,
+        AdapterDtype::Base => cx.p,
+    };
+    let pp = t.param(nf * s_rank, pd, true);
     // The scale-and-write runs under no_grad in the reference: no backward of its own (P's
     // gradient is formed by the replaced GEMM backward below).
     let p_nograd = T { rg: false, ..pp };
-    t.op(
+    let sp = t.op(
         "mul",
         KernelKind::Elementwise,
         &[p_nograd],
         nf * s_rank,
-        cx.p,
+        pd,
         1.0,
         &[],
         false,
         Bwd::Pass,
     );
-    let mut k_sc = Kernel::new("index_copy_", KernelKind::Scatter, cx.p);
+    t.cast(&sp, cx.p);
+    let mut k_sc = Kernel::new("index_put_", KernelKind::Scatter, cx.p);
     k_sc.piece = "paca_P";
     k_sc.bytes_read = nf * s_rank * cx.p.size();
     k_sc.bytes_written = nf * s_rank * cx.p.size();
     t.push_fwd(k_sc, &[]);
+    let mut k_s = Kernel::new("mul", KernelKind::Elementwise, pd);
+    k_s.piece = "paca_P";
+    k_s.flops = nf * s_rank;
+    k_s.bytes_read = nf * s_rank * pd.size();
+    k_s.bytes_written = nf * s_rank * pd.size();
+    t.push_fwd(k_s, &[]);
     pp
 }
 
@@ -160,7 +188,9 @@ fn paca_gather_and_backward(
     let mut new_group: Vec<Kernel> = Vec::new();
     for k in group
         .into_iter()
-        .filter(|k| k.name == "mm_dX" || k.kind == KernelKind::Cast)
+        // dX with its gradient plumbing (casts, the adds of a multiply-consumed input); the
+        // weight's own gradient is never formed.
+        .filter(|k| k.name == "mm_dX" || k.name == "add" || k.kind == KernelKind::Cast)
     {
         if k.name == "mm_dX" && wc.id_differs(w) {
             // Autocast's copy of W is not kept: cast the fp32 parameter again for dY·W.

@@ -240,6 +240,9 @@ pub struct ScopeGraph {
     pub checkpoint_bytes: f64,
     /// Trainable parameters of this scope.
     pub trainable: u64,
+    /// Bytes a recipe knows its backward holds beyond what is saved (0: estimate from the
+    /// transient and saved bytes).
+    pub backward_working_bytes: f64,
     /// Largest single tensor written in the forward that is not saved (transient), bytes.
     pub transient_bytes: f64,
     /// Whether the scope's output requires grad.

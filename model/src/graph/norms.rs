@@ -39,27 +39,31 @@ pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, tr
         t.save(&xin);
         let stats = t.tensor(2.0 * tokens, DType::F32, false, Some(idx));
         t.save(&stats);
-        let mut group = vec![];
+        // One aten op (native_layer_norm_backward with its output mask): a dX kernel when the
+        // input needs a gradient, a γ/β reduction kernel when the weights train.
+        let mut b = t.bk(
+            "native_layer_norm_backward",
+            KernelKind::Norm,
+            out_dt,
+            0.0,
+            0.0,
+            0.0,
+        );
+        b.launches = 0;
         if xin.rg {
-            let b = t.bk(
-                "native_layer_norm_backward",
-                KernelKind::Norm,
-                out_dt,
-                2.0 * out.bytes() + 2.0 * tokens * 4.0,
-                out.bytes(),
-                8.0 * out.elems,
-            );
-            group.push(b);
+            b.bytes_read += 2.0 * out.bytes() + 2.0 * tokens * 4.0;
+            b.bytes_written += out.bytes();
+            b.flops += 8.0 * out.elems;
+            b.launches += 1;
         }
         if trains {
-            group.push(t.bk(
-                "layer_norm_backward_gamma_beta",
-                KernelKind::Reduction,
-                out_dt,
-                2.0 * out.bytes(),
-                2.0 * d * 4.0,
-                4.0 * out.elems,
-            ));
+            b.bytes_read += 2.0 * out.bytes();
+            b.bytes_written += 2.0 * d * 4.0;
+            b.flops += 4.0 * out.elems;
+            b.launches += 1;
+        }
+        let mut group = vec![b];
+        if trains {
             t.grad_plumbing(&mut group, &wgt, out_dt);
             t.grad_plumbing(&mut group, &bias, out_dt);
         }

@@ -89,7 +89,16 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
         let mut norm = fe("_foreach_norm", 1, 1.0, 0.0, 2.0);
         norm.bytes_written = f64::from(nt) * 4.0;
         ks.push(norm);
-        for name in ["stack", "linalg_vector_norm", "add", "div", "clamp"] {
+        // total = ‖stack(norms)‖; coef = max_norm / (total + 1e-6) (a reciprocal and a mul);
+        // clamp(coef, max=1) (torch/nn/utils/clip_grad.py).
+        for name in [
+            "stack",
+            "linalg_vector_norm",
+            "add",
+            "reciprocal",
+            "mul",
+            "clamp",
+        ] {
             ks.push(tiny(name));
         }
         ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));

@@ -280,15 +280,31 @@ impl<'a> Tracer<'a> {
         }
         for t in inputs.iter().filter(|t| t.rg) {
             if let Bwd::PerInput { reads, flops } = bwd {
-                let b = self.bk(
-                    backward_name(name),
-                    KernelKind::Elementwise,
-                    out_dtype,
-                    reads * out_bytes,
-                    out_bytes,
-                    flops * out_elems,
-                );
-                group.push(b);
+                if matches!(name, "rsqrt" | "pow") {
+                    // Derivative formulas written out as three ops (tools/autograd/
+                    // derivatives.yaml): rsqrt: -0.5 · grad · result.pow(3); pow:
+                    // grad · (exponent · self.pow(exponent − 1)).
+                    for (op, r) in [("pow", 1.0), ("mul", 1.0), ("mul", reads)] {
+                        group.push(self.bk(
+                            op,
+                            KernelKind::Elementwise,
+                            out_dtype,
+                            r * out_bytes,
+                            out_bytes,
+                            flops / 3.0 * out_elems,
+                        ));
+                    }
+                } else {
+                    let b = self.bk(
+                        backward_name(name),
+                        KernelKind::Elementwise,
+                        out_dtype,
+                        reads * out_bytes,
+                        out_bytes,
+                        flops * out_elems,
+                    );
+                    group.push(b);
+                }
             }
             if t.elems < out_elems {
                 // Broadcast input (a norm weight, a bias): sum the gradient over the tokens.
@@ -490,6 +506,7 @@ impl<'a> Tracer<'a> {
             backward_accum: Segment::default(),
             saved_bytes: if grad_checkpointing { 0.0 } else { saved },
             saved_by_module,
+            backward_working_bytes: 0.0,
             checkpoint_bytes: if grad_checkpointing && output_rg {
                 input_bytes
             } else {
