@@ -248,7 +248,11 @@ fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
             let working = s
                 .transient_bytes
                 .max(2.0 * s.saved_bytes.min(s.transient_bytes));
-            weights + states + remaining + grads_so_far + working
+            // The scope frees what it kept while its weight gradients appear: the peak lies
+            // between its start (all kept, none of its gradients) and its end.
+            let start = weights + states + remaining + grads_before + working;
+            let end = weights + states + (remaining - kept(s)) + grads_so_far + working;
+            start.max(end)
         };
         backward_peak = backward_peak.max(at_peak);
         remaining -= kept(s);

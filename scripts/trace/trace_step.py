@@ -319,6 +319,19 @@ def install_cuda_mapping(device_type):
     mapping = []
     if device_type == "cuda":
         return mapping
+    if device_type == "meta":
+        orig_bool = torch.Tensor.__bool__
+
+        def meta_bool(self):
+            # transformers' packed-sequence check, `if (mask[:, -1] == 0).all():`, asks a meta
+            # tensor for its value; our batches are never packed, which True means there.
+            return True if self.device.type == "meta" else orig_bool(self)
+
+        torch.Tensor.__bool__ = meta_bool
+        mapping.append(
+            "meta: a tensor's truth value (transformers' packed-sequence check) reads as True, "
+            "'not packed', which is what the same check finds on a real device"
+        )
     orig_dropout = F.dropout
 
     def dropout(input, p=0.5, training=True, inplace=False):
@@ -448,7 +461,17 @@ def _tensors(x):
             yield from _tensors(y)
 
 
-def op_flops(name, args, out):
+def _arg(func, args, kwargs, name):
+    """Value of argument `name` of an aten call, positional or keyword (None when absent)."""
+    if kwargs and name in kwargs:
+        return kwargs[name]
+    for i, a in enumerate(func._schema.arguments):
+        if a.name == name:
+            return args[i] if i < len(args) else a.default_value
+    return None
+
+
+def op_flops(func, name, args, kwargs, out):
     """FLOPs (a multiply-add is 2) of matrix products and attention; 0 for everything else."""
     try:
         if name == "mm":
@@ -460,16 +483,16 @@ def op_flops(name, args, out):
         if name in ("bmm", "baddbmm"):
             a, b = (args[0], args[1]) if name == "bmm" else (args[1], args[2])
             return 2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
-        if name.startswith("_scaled_dot_product") and "backward" not in name:
-            q, k = args[0], args[1]
+        if name.startswith("_scaled_dot_product"):
+            bwd = "backward" in name
+            q, k = (args[1], args[2]) if bwd else (args[0], args[1])
             bh = math.prod(q.shape[:-2])
-            # QKᵀ and P·V: 2 GEMMs of S_q×S_k×D each (no causal discount; see docs/traces.md).
-            return 4.0 * bh * q.shape[-2] * k.shape[-2] * q.shape[-1]
-        if name.startswith("_scaled_dot_product") and "backward" in name:
-            q, k = args[1], args[2]
-            bh = math.prod(q.shape[:-2])
-            # dV, dP, dQ, dK: 4 GEMMs, plus the recomputed QKᵀ: 5 in all.
-            return 10.0 * bh * q.shape[-2] * k.shape[-2] * q.shape[-1]
+            # Forward: QKᵀ and P·V, 2 GEMMs of S_q×S_k×D; backward: dV, dP, dQ, dK and the
+            # recomputed QKᵀ, 5 (FlashAttention-2's count). A causal kernel skips the masked
+            # half of the blocks: half of each.
+            gemms = 5.0 if bwd else 2.0
+            causal = _arg(func, args, kwargs, "is_causal")
+            return gemms * 2.0 * bh * q.shape[-2] * k.shape[-2] * q.shape[-1] * (0.5 if causal else 1.0)
     except (IndexError, AttributeError, TypeError):
         return 0.0
     return 0.0
@@ -637,7 +660,7 @@ class Recorder(TorchDispatchMode):
         name = func.overloadpacket.__name__
         path = self.module_path()
         launches = cuda_launches(func, args, out)
-        flops = op_flops(name, args, out)
+        flops = op_flops(func, name, args, kwargs, out)
         key = (self.phase, path, name)
         row = self.rows.get(key)
         if row is None:
@@ -780,7 +803,12 @@ def main(argv=None):
     model.train()
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=True)
+    # foreach AdamW and clipping, CUDA's defaults; the foreach API has no meta kernels, so a meta
+    # trace runs them per tensor (its optimizer ops are then not CUDA's; see cuda_mapping).
+    foreach = device.type != "meta"
+    if not foreach:
+        mapping.append("meta: clip_grad_norm_ and AdamW run per tensor (no foreach on meta)")
+    opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=foreach)
     g = torch.Generator(device="cpu").manual_seed(1)
     vocab = cfg.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(device)
@@ -855,7 +883,7 @@ def main(argv=None):
             begin("optimizer")
             with ctx:
                 if args.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, args.clip, foreach=True)
+                    torch.nn.utils.clip_grad_norm_(trainable, args.clip, foreach=foreach)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             end("optimizer")

@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use costsim_model::arch::parse_hf_config;
-use costsim_model::graph::{self, foreach_launches, Phase};
+use costsim_model::graph::{self, foreach_launches, KernelKind, Phase};
 use costsim_model::method::{
     AdapterDtype, LayerSelection, MethodName, MethodOptions, MethodSpec, Targets,
 };
@@ -302,15 +302,12 @@ pub struct TraceComparison {
 fn linear_key(path: &str) -> String {
     let key = module_key(path);
     let mut parts: Vec<&str> = key.split('.').collect();
-    while parts
-        .last()
-        .is_some_and(|p| {
-            matches!(
-                *p,
-                "lora_A" | "lora_B" | "base_layer" | "lora_dropout" | "paca_P" | "paca_idx"
-            )
-        })
-    {
+    while parts.last().is_some_and(|p| {
+        matches!(
+            *p,
+            "lora_A" | "lora_B" | "base_layer" | "lora_dropout" | "paca_P" | "paca_idx"
+        )
+    }) {
         parts.pop();
     }
     parts.join(".")
@@ -404,6 +401,17 @@ fn predicted_ops(p: &costsim_model::predict::Prediction, phase: Phase) -> u64 {
         .sum()
 }
 
+/// FLOPs of costsim's matrix products and attention in a phase: what the trace counts (its
+/// elementwise ops carry no FLOPs there).
+fn matmul_flops(p: &costsim_model::predict::Prediction, phase: Phase) -> f64 {
+    p.kernel_rows
+        .iter()
+        .flatten()
+        .filter(|k| k.phase == phase && matches!(k.kind, KernelKind::Gemm | KernelKind::Attention))
+        .map(|k| k.flops)
+        .sum()
+}
+
 /// Module key shared by both sides: the path below the layer index (`layers.*.self_attn.q_proj`),
 /// peft's adapter name (`.default`) and GPT-2's `transformer.` prefix removed.
 pub fn module_key(path: &str) -> String {
@@ -466,7 +474,7 @@ pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
             },
             kernels: pr.launches,
             flops: Pair {
-                predicted: pr.flops,
+                predicted: matmul_flops(&p, phase),
                 traced: rec.flops,
             },
             peak_bytes: Pair {

@@ -1,9 +1,12 @@
 //! costsim against committed ground-truth traces of the real stack (docs/traces.md).
 //!
 //! The traces were recorded by scripts/trace/trace_step.py from transformers + peft (and the PaCA
-//! reference layer) on this CPU (tiny configs, docs/results/traces/cpu) and on an H200
+//! reference layer): tiny configs on this CPU (docs/results/traces/cpu), llama2-7b at batch
+//! 8 × 512 on the meta device (docs/results/traces/meta-llama2-7b), and real sizes on an H200
 //! (docs/results/gpu/traces). Their numbers come from PyTorch itself, never from costsim, so each
-//! assertion below can fail when a modelling rule drifts from what the libraries do.
+//! assertion below fails when a modelling rule drifts from what the libraries do. The bounds are
+//! the goals of the ground-truth issue: launching ops within 2% per phase, saved bytes within 2%,
+//! peak memory within 3%, FLOPs within 1%.
 
 use std::path::{Path, PathBuf};
 
@@ -39,31 +42,60 @@ fn file_name(c: &TraceComparison) -> String {
         .unwrap_or_default()
 }
 
-/// Saved-activation bytes: the rule "save an operand only for a gradient that is computed" and
-/// PaCA keeping the fp32 parameter put every Llama trace within 6% and every GPT-2 trace without
-/// autocast within 1% (GPT-2 under autocast is an open gap, docs/traces.md).
+fn pct(e: f64) -> String {
+    format!("{:+.2}%", 100.0 * e)
+}
+
+/// GPT-2 and Llama × {full, LoRA q,v and all-linear with dropout 0 and 0.1, PaCA, upper-half
+/// PaCA} × {fp32, bf16, bf16-mixed}: every phase's launching ops, saved bytes, peaks, FLOPs.
 #[test]
-fn saved_bytes_agree_with_the_real_stack() {
+fn tiny_grid_agrees_with_the_real_stack() {
     let cmps = load("docs/results/traces/cpu");
     assert_eq!(cmps.len(), 36, "the CI grid has 36 traces");
-    let mut checked = 0;
     for c in &cmps {
         let name = file_name(c);
         let e = c.saved_bytes.error();
-        if name.starts_with("llama") {
-            assert!(e.abs() <= 0.06, "{name}: saved {:+.1}%", 100.0 * e);
-            checked += 1;
-        } else if !name.contains("bf16mixed") {
-            assert!(e.abs() <= 0.01, "{name}: saved {:+.1}%", 100.0 * e);
-            checked += 1;
+        assert!(e.abs() <= 0.02, "{name}: saved {}", pct(e));
+        let (mut fp, mut ft) = (0.0, 0.0);
+        for p in &c.phases {
+            let e = p.launches.error();
+            assert!(e.abs() <= 0.02, "{name} {}: ops {}", p.phase, pct(e));
+            let e = p.peak_bytes.error();
+            assert!(e.abs() <= 0.03, "{name} {}: peak {}", p.phase, pct(e));
+            fp += p.flops.predicted;
+            ft += p.flops.traced;
         }
+        let e = (fp - ft) / ft;
+        assert!(e.abs() <= 0.01, "{name}: flops {}", pct(e));
     }
-    assert_eq!(checked, 30);
 }
 
-/// The issue's headline case, measured on an H200 with the real libraries: llama2-7b at batch
-/// 8 × 512, bf16-mixed. Saved bytes within 2% and each phase's peak within 3% of the live bytes
-/// the tracer followed (which sit within 0.2% of the CUDA caching allocator's own peak).
+/// The issue's headline case at its real size: llama2-7b, batch 8 × 512, every method, on the
+/// meta device (bf16 and fp32), saved bytes within 2% and forward/backward peaks within 3%.
+#[test]
+fn llama2_7b_every_method_on_meta() {
+    let cmps = load("docs/results/traces/meta-llama2-7b");
+    assert!(
+        cmps.len() >= 8,
+        "full, LoRA, PaCA, upper-half and three-quarters PaCA"
+    );
+    for c in &cmps {
+        let e = c.saved_bytes.error();
+        assert!(e.abs() <= 0.02, "{}: saved {}", c.name, pct(e));
+        // The optimizer runs per tensor on meta (no foreach kernels there): its ops are not
+        // CUDA's, so only forward and backward are held here.
+        for p in c.phases.iter().filter(|p| p.phase != "optimizer") {
+            let e = p.launches.error();
+            assert!(e.abs() <= 0.02, "{} {}: ops {}", c.name, p.phase, pct(e));
+            let e = p.peak_bytes.error();
+            assert!(e.abs() <= 0.03, "{} {}: peak {}", c.name, p.phase, pct(e));
+        }
+    }
+}
+
+/// Measured on an H200 with the real libraries: llama2-7b PaCA and LoRA at batch 8 × 512,
+/// bf16-mixed. Saved bytes within 2% and each phase's peak within 3% of the live bytes the tracer
+/// followed (which sit within 0.2% of the CUDA caching allocator's own peak, also recorded).
 #[test]
 fn llama2_7b_memory_agrees_with_the_gpu_trace() {
     let cmps = load("docs/results/gpu/traces");
@@ -74,51 +106,10 @@ fn llama2_7b_memory_agrees_with_the_gpu_trace() {
     assert_eq!(big.len(), 2, "PaCA and LoRA on llama2-7b");
     for c in big {
         let e = c.saved_bytes.error();
-        assert!(e.abs() <= 0.02, "{}: saved {:+.2}%", c.name, 100.0 * e);
+        assert!(e.abs() <= 0.02, "{}: saved {}", c.name, pct(e));
         for p in &c.phases {
             let e = p.peak_bytes.error();
-            assert!(
-                e.abs() <= 0.03,
-                "{} {}: peak {:+.2}%",
-                c.name,
-                p.phase,
-                100.0 * e
-            );
-        }
-    }
-}
-
-/// FLOPs: matrix products and attention, counted from the traced shapes (a multiply-add is 2).
-#[test]
-fn flops_agree_within_five_percent() {
-    for c in load("docs/results/traces/cpu") {
-        let (p, t): (f64, f64) = c.phases.iter().fold((0.0, 0.0), |(p, t), ph| {
-            (p + ph.flops.predicted, t + ph.flops.traced)
-        });
-        let e = (p - t) / t;
-        assert!(
-            e.abs() <= 0.05,
-            "{}: flops {:+.1}%",
-            file_name(&c),
-            100.0 * e
-        );
-    }
-}
-
-/// Regression guard, not an accuracy claim: launches per phase are still 5–30% off the trace
-/// (docs/traces.md lists why); this bound only catches a rule change that makes them worse.
-#[test]
-fn launch_counts_do_not_drift_further() {
-    for c in load("docs/results/traces/cpu") {
-        for p in &c.phases {
-            let e = p.launches.error();
-            assert!(
-                e.abs() <= 0.30,
-                "{} {}: launches {:+.1}%",
-                file_name(&c),
-                p.phase,
-                100.0 * e
-            );
+            assert!(e.abs() <= 0.03, "{} {}: peak {}", c.name, p.phase, pct(e));
         }
     }
 }

@@ -261,7 +261,17 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     };
     let xr = T { rg: false, ..*x };
     let pass = |t: &mut Tracer, name, ins: &[T], elems: f64, dtype| {
-        t.op(name, Elementwise, ins, elems, dtype, 1.0, &[], false, Bwd::Pass)
+        t.op(
+            name,
+            Elementwise,
+            ins,
+            elems,
+            dtype,
+            1.0,
+            &[],
+            false,
+            Bwd::Pass,
+        )
     };
     let a = pass(t, "mul", &[xr, *cos], x.elems, dt);
     let half = pass(t, "neg", &[xr], x.elems / 2.0, x.dtype);

@@ -158,7 +158,9 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
     // arange; position_ids; create_causal_mask's padding test, which finds no padding and lets
     // SDPA run causal without a mask): small int64/bool kernels, seen in every trace.
     t.module = "";
-    for name in ["arange", "add", "sub", "sub", "cat", "ne", "cumsum", "eq", "all"] {
+    for name in [
+        "arange", "add", "sub", "sub", "cat", "ne", "cumsum", "eq", "all",
+    ] {
         let mut k = Kernel::new(name, Elementwise, DType::I64);
         k.bytes_read = m * 8.0;
         k.bytes_written = m * 8.0;

@@ -397,7 +397,9 @@ mod tests {
     use crate::workload::Workload;
 
     #[test]
-    fn gpt2_gelu_is_eight_kernels() {
+    fn gpt2_gelu_is_eight_kernels_and_autocasts_pow() {
+        // Under bf16-mixed (the default), CUDA's autocast runs pow in fp32: its input is cast
+        // first, a ninth kernel (seen in the H200 trace: _to_copy float32 before pow).
         let w = Workload::default();
         let (_, _, g) = graph("gpt2", MethodName::Full, &w);
         let act: Vec<_> = g
@@ -410,7 +412,20 @@ mod tests {
             .collect();
         assert_eq!(
             act,
-            ["pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"]
+            ["to_copy", "pow", "mul", "add", "mul", "tanh", "add", "mul", "mul"]
         );
+        let w32 = Workload {
+            precision: crate::workload::Precision::Fp32,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("gpt2", MethodName::Full, &w32);
+        let n = g
+            .layer(0)
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "mlp.act")
+            .count();
+        assert_eq!(n, 8);
     }
 }
