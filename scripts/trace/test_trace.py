@@ -112,8 +112,6 @@ KNOWN = {
     # fp32 with grouped-query attention: CUDA's efficient kernel has no GQA and flash no fp32,
     # so SDPA falls back to its math path there; the CPU mapping and costsim use the fused one.
     "llama-tiny-full-fp32.json",
-    # Traced before the PaCA layer's bias add was made in place, as the reference does it.
-    "gpt2-tiny-paca-fp32.json",
 }
 
 

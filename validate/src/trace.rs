@@ -315,7 +315,9 @@ fn linear_key(path: &str) -> String {
 
 fn saved_modules(t: &Trace, cfg: &Config) -> Vec<SavedModuleRow> {
     let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
-    let mut acc: BTreeMap<String, (f64, f64, BTreeMap<String, (u64, f64)>)> = BTreeMap::new();
+    /// predicted bytes, traced bytes, traced (tensors, bytes) by dtype
+    type Row = (f64, f64, BTreeMap<String, (u64, f64)>);
+    let mut acc: BTreeMap<String, Row> = BTreeMap::new();
     let emb_prefix = match cfg.model.family {
         costsim_model::arch::Family::Gpt2 => "transformer",
         costsim_model::arch::Family::Llama => "model",
