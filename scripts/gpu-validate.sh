@@ -6,7 +6,10 @@
 #   2. costsim calibrate on the GPU, then costsim validate (libtorch harness) for gpt2-medium and
 #      tinyllama-1.1b at batch 4, bf16, against the datasheet and the calibrated profile;
 #   3. traces at real sizes (tinyllama, gpt2-medium, llama2-7b at batch 8 × 512): allocator peaks
-#      and eager-stack step times per phase.
+#      and eager-stack step times per phase;
+#   4. the host costs of this machine's eager stack (scripts/trace/host-grid.txt, micro widths,
+#      CUDA launch call included) fitted into a profile (costsim calibrate --host), and eager step
+#      times from the host-bound to the device-bound regime (gpu-grid-timing.txt) to check it.
 # Build here with the tch feature, carry target/release/costsim to the GPU machine, then run:
 #   scripts/gpu-validate.sh [OUT_DIR]      (PACK=file.tgz also packs OUT_DIR after each stage)
 set -uo pipefail
@@ -51,5 +54,13 @@ run tinyllama 70 --model tinyllama-1.1b --batch 4 --seq 512 --precision bf16
 echo "== 3. traces, real sizes"
 timeout 170 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-large.txt "$OUT_DIR/traces" --device cuda \
   2>&1 | grep -v -i warn | tee "$OUT_DIR/traces-large.log"
+pack
+echo "== 4. host costs of the eager stack, and eager step times"
+timeout 150 python3 scripts/trace/run_grid.py scripts/trace/host-grid.txt "$OUT_DIR/host" --device cuda \
+  2>&1 | grep -v -i warn > "$OUT_DIR/host.log"
+"$BIN" calibrate --host "$OUT_DIR/host" --base h200 --name h200-host --out "$OUT_DIR/h200-host.toml" \
+  2>&1 | tee "$OUT_DIR/host-fit.txt"
+timeout 100 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-timing.txt "$OUT_DIR/timing" --device cuda \
+  2>&1 | grep -v -i warn > "$OUT_DIR/timing.log"
 pack
 echo "done: $OUT_DIR"

@@ -10,8 +10,18 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
     /// cpu, cuda or cuda:N: measure on this device (needs the `tch` feature).
-    #[arg(long, required_unless_present = "from", conflicts_with = "from")]
+    #[arg(long, required_unless_present_any = ["from", "host"], conflicts_with_all = ["from", "host"])]
     pub device: Option<String>,
+    /// Fit the `[host]` section (Python op, module call, adapter layer, autograd node) from timed
+    /// traces of the real eager stack (scripts/trace/host-grid.txt; JSON files or folders,
+    /// comma-separated) and write BASE with it. Works on any build.
+    #[arg(
+        long,
+        value_name = "FILE|DIR",
+        value_delimiter = ',',
+        conflicts_with = "from"
+    )]
+    pub host: Vec<PathBuf>,
     /// Refit from a saved run (`--samples`) instead of measuring; works on any build.
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
@@ -67,6 +77,9 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
             "--out {} must end in .toml (it is a hardware profile)",
             args.out.display()
         )));
+    }
+    if !args.host.is_empty() {
+        return host(args);
     }
     let run = match &args.from {
         Some(path) => CalibrationRun::load(path).map_err(usage_error)?,
@@ -133,4 +146,52 @@ fn measure(args: &CalibrateArgs) -> Result<CalibrationRun> {
             eprintln!();
         }
     })
+}
+
+/// `--host`: fit the host costs from timed traces and write the base profile with them.
+fn host(args: &CalibrateArgs) -> Result<String> {
+    use costsim_validate::{host, trace};
+    let base_name = args.base.as_deref().ok_or_else(|| {
+        usage_error("--host needs --base NAME|FILE: the profile whose [host] section is replaced")
+    })?;
+    let base_text = match costsim_hardware::BUILTIN
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(base_name))
+    {
+        Some((_, text)) => text.to_string(),
+        None => std::fs::read_to_string(base_name).map_err(|e| {
+            usage_error(format!(
+                "--base {base_name}: not a built-in profile (see costsim hardware) nor a readable \
+                 file ({e})"
+            ))
+        })?,
+    };
+    let mut traces = Vec::new();
+    for f in crate::validate::trace_files(&args.host)? {
+        let t = trace::read_trace(&f).map_err(usage_error)?;
+        traces.push((t, f.display().to_string()));
+    }
+    let fit = host::fit_host(&traces).map_err(usage_error)?;
+    let base = costsim_hardware::parse_profile(&base_text, base_name).map_err(usage_error)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-host", base.name));
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let text = host::write_profile(&base_text, &name, &fit, &date).map_err(usage_error)?;
+    crate::sweep::write_atomic(&args.out, &text)?;
+    Ok(format!(
+        "{}profile {} written to {} (use it with --hw {})\n",
+        host::render(&fit),
+        name,
+        args.out.display(),
+        args.out.display()
+    ))
 }

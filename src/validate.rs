@@ -185,8 +185,28 @@ fn gpu_profile(name: &str) -> Result<String> {
 /// `--trace`: compare ground-truth traces of the real stack with the model.
 fn traces(args: &ValidateArgs) -> Result<String> {
     use costsim_validate::trace;
+    let files = trace_files(&args.trace)?;
+    let hw = match &args.hw {
+        Some(h) => Some(costsim_hardware::resolve_device(h).map_err(usage_error)?),
+        None => None,
+    };
+    let mut cmps = Vec::new();
+    for f in &files {
+        let t = trace::read_trace(f).map_err(usage_error)?;
+        cmps.push(
+            trace::compare_trace(&t, &f.display().to_string(), hw.as_ref()).map_err(usage_error)?,
+        );
+    }
+    Ok(match args.format {
+        Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
+        _ => trace::render(&cmps, args.modules),
+    })
+}
+
+/// Trace files named on the command line: files, or folders whose .json files are taken.
+pub(crate) fn trace_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
-    for p in &args.trace {
+    for p in paths {
         if p.is_dir() {
             let mut inside: Vec<_> = std::fs::read_dir(p)
                 .with_context(|| format!("cannot list {}", p.display()))?
@@ -202,13 +222,5 @@ fn traces(args: &ValidateArgs) -> Result<String> {
             files.push(p.clone());
         }
     }
-    let mut cmps = Vec::new();
-    for f in &files {
-        let t = trace::read_trace(f).map_err(usage_error)?;
-        cmps.push(trace::compare_trace(&t, &f.display().to_string()).map_err(usage_error)?);
-    }
-    Ok(match args.format {
-        Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
-        _ => trace::render(&cmps, args.modules),
-    })
+    Ok(files)
 }

@@ -174,7 +174,7 @@ fn heatmap_chart_with_contour() {
         "plot",
         "heatmap",
         "--model",
-        "gpt2",
+        "gpt2-medium",
         "--hw",
         "a100",
         "--x-range",
@@ -187,27 +187,57 @@ fn heatmap_chart_with_contour() {
         data.to_str().unwrap(),
     ]);
     assert_svg(&svg, 4 * 3);
-    let v = snapshot("heatmap_gpt2_a100_seq_rank", &data);
+    let v = snapshot("heatmap_gpt2-medium_a100_seq_rank", &data);
     assert_eq!(v["xs"], serde_json::json!([128, 256, 512, 1024]));
     assert_eq!(v["ys"], serde_json::json!([4, 16, 64]));
     // One cell against two predictions: seq 512, rank 16.
     let lora = predict_json(&[
-        "--model", "gpt2", "--hw", "a100", "--method", "lora", "--rank", "16", "--seq", "512",
+        "--model",
+        "gpt2-medium",
+        "--hw",
+        "a100",
+        "--method",
+        "lora",
+        "--rank",
+        "16",
+        "--seq",
+        "512",
     ]);
     let full = predict_json(&[
-        "--model", "gpt2", "--hw", "a100", "--method", "full", "--seq", "512",
+        "--model",
+        "gpt2-medium",
+        "--hw",
+        "a100",
+        "--method",
+        "full",
+        "--seq",
+        "512",
     ]);
     let ratio = lora["predictions"][0]["step_ms"].as_f64().unwrap()
         / full["predictions"][0]["step_ms"].as_f64().unwrap();
     assert_eq!(v["ratio"][1][2].as_f64().unwrap(), ratio);
-    // The ratio crosses 1 between seq 256 and 512 on every row: the contour has a segment in
-    // each of the two squares between the rows, with x between the 256 and 512 cell centres.
+    // Marching squares, checked point by point: every contour point lies on the segment between
+    // two neighbouring cell centres (centres at index + 0.5) whose ratios straddle 1, at the
+    // linearly interpolated position.
+    let r = |j: usize, i: usize| v["ratio"][j][i].as_f64().unwrap();
     let segs = v["contour"].as_array().unwrap();
     assert!(!segs.is_empty());
     for s in segs {
         for p in s.as_array().unwrap() {
-            let x = p[0].as_f64().unwrap();
-            assert!((1.5..=2.5).contains(&x), "{x}");
+            let (x, y) = (p[0].as_f64().unwrap() - 0.5, p[1].as_f64().unwrap() - 0.5);
+            let on = |a: f64, b: f64| (a - b).abs() < 1e-9;
+            let ok = if on(y, y.round()) {
+                let (j, i) = (y.round() as usize, x.floor() as usize);
+                let (a, b) = (r(j, i), r(j, i + 1));
+                (a - 1.0) * (b - 1.0) <= 0.0 && on(x, i as f64 + (1.0 - a) / (b - a))
+            } else {
+                let (i, j) = (x.round() as usize, y.floor() as usize);
+                let (a, b) = (r(j, i), r(j + 1, i));
+                on(x, x.round())
+                    && (a - 1.0) * (b - 1.0) <= 0.0
+                    && on(y, j as f64 + (1.0 - a) / (b - a))
+            };
+            assert!(ok, "contour point {p} is not an interpolated crossing");
         }
     }
 }
@@ -355,7 +385,7 @@ fn crossover_finds_and_explains_the_seq_crossing() {
     let text = ok(&[
         "crossover",
         "--model",
-        "gpt2",
+        "gpt2-medium",
         "--hw",
         "a100",
         "--vary",
@@ -364,14 +394,14 @@ fn crossover_finds_and_explains_the_seq_crossing() {
     assert!(text.contains("LoRA vs full"), "{text}");
     let line = text
         .lines()
-        .find(|l| l.starts_with("Crossover between seq"))
-        .expect("a crossing");
+        .find(|l| l.starts_with("Crossover between seq") && l.contains("slower than full"))
+        .expect("a crossing where LoRA becomes slower than full");
     assert!(line.contains("LoRA becomes slower than full"), "{line}");
     assert!(text.contains("Driven by adapter kernels"), "{text}");
     let v: Value = serde_json::from_str(&ok(&[
         "crossover",
         "--model",
-        "gpt2",
+        "gpt2-medium",
         "--hw",
         "a100",
         "--vary",
@@ -380,17 +410,37 @@ fn crossover_finds_and_explains_the_seq_crossing() {
         "json",
     ]))
     .unwrap();
-    let x = &v["comparisons"][0]["crossings"][0];
+    // The crossing where LoRA becomes slower than full fine-tuning (ratio rises through 1).
+    let x = v["comparisons"][0]["crossings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ratio_before"].as_f64().unwrap() < 1.0)
+        .expect("a crossing where LoRA becomes slower");
     let (before, after) = (x["before"].as_u64().unwrap(), x["after"].as_u64().unwrap());
     assert_eq!(after, before + 1);
     // Check the bracket with two direct predictions on either side.
     let ratio = |seq: u64| {
         let s = seq.to_string();
         let l = predict_json(&[
-            "--model", "gpt2", "--hw", "a100", "--method", "lora", "--seq", &s,
+            "--model",
+            "gpt2-medium",
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+            "--seq",
+            &s,
         ]);
         let f = predict_json(&[
-            "--model", "gpt2", "--hw", "a100", "--method", "full", "--seq", &s,
+            "--model",
+            "gpt2-medium",
+            "--hw",
+            "a100",
+            "--method",
+            "full",
+            "--seq",
+            &s,
         ]);
         l["predictions"][0]["step_ms"].as_f64().unwrap()
             / f["predictions"][0]["step_ms"].as_f64().unwrap()

@@ -205,6 +205,8 @@ pub struct HostCosts {
     pub peft_module_s: f64,
     /// One node run by the C++ autograd engine in backward.
     pub autograd_node_s: f64,
+    /// Python work per trainable tensor per optimizer step under pytorch-eager.
+    pub optimizer_tensor_s: f64,
 }
 
 impl Profile {
@@ -359,6 +361,11 @@ pub struct HostSection {
     pub peft_module_source: String,
     pub autograd_node_us: f64,
     pub autograd_node_source: String,
+    /// Python work per trainable tensor per optimizer step (torch.optim's grouping loop,
+    /// clip_grad_norm_'s and zero_grad's loops) under pytorch-eager. Optional: without it the
+    /// C++ per-op cost stands in (the value every profile used before it was measured).
+    pub optimizer_tensor_us: Option<f64>,
+    pub optimizer_tensor_source: Option<String>,
 }
 
 /// Present in profiles written by `costsim calibrate`.
@@ -493,12 +500,22 @@ impl ProfileFile {
             ("host.peft-module-us", h.peft_module_us),
             ("host.autograd-node-us", h.autograd_node_us),
         ];
-        for (key, v) in host_values {
+        for (key, v) in host_values.into_iter().chain(
+            h.optimizer_tensor_us
+                .map(|v| ("host.optimizer-tensor-us", v)),
+        ) {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(invalid(format!(
                     "{key} must be a non-negative number, got {v}"
                 )));
             }
+        }
+        if h.optimizer_tensor_us.is_some() != h.optimizer_tensor_source.is_some() {
+            return Err(invalid(
+                "host.optimizer-tensor-us and host.optimizer-tensor-source go together: give both \
+                 or neither"
+                    .to_string(),
+            ));
         }
         let sources = vec![
             ("device".to_string(), d.source.clone()),
@@ -534,6 +551,14 @@ impl ProfileFile {
             (
                 "host.autograd-node".to_string(),
                 h.autograd_node_source.clone(),
+            ),
+            (
+                "host.optimizer-tensor".to_string(),
+                h.optimizer_tensor_source.clone().unwrap_or_else(|| {
+                    "uncalibrated: the C++ per-op cost (cpp-op) per tensor, no measurement of \
+                     torch.optim's Python loop on this profile"
+                        .to_string()
+                }),
             ),
         ];
         let mut sources = sources;
@@ -637,6 +662,7 @@ impl ProfileFile {
                 module_call_s: h.module_call_us * US,
                 peft_module_s: h.peft_module_us * US,
                 autograd_node_s: h.autograd_node_us * US,
+                optimizer_tensor_s: h.optimizer_tensor_us.unwrap_or(h.cpp_op_us) * US,
             },
             provenance,
             origin: origin.to_string(),

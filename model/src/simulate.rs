@@ -10,7 +10,7 @@
 //! Time the GPU spends idle before a kernel is host wait.
 
 use crate::cost::{kernel_cost_memo, Bound, GemmMemo, KernelCost};
-use crate::graph::{Kernel, Phase, Scope, Segment, StepGraph};
+use crate::graph::{Kernel, KernelKind, Phase, Scope, Segment, StepGraph};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
 
@@ -44,15 +44,26 @@ pub fn host_cost(k: &Kernel, phase: Phase, runtime: Runtime, hw: &Profile) -> f6
             per_op + h.cpp_op_s * extra_launches + f64::from(k.host_tensors) * h.cpp_op_s * 0.1
         }
         Runtime::PytorchEager => {
+            // Host-only records (views, Python bookkeeping) cost nothing of their own: the
+            // per-op host costs are measured per kernel-launching op with the views and
+            // metadata ops around it folded in (`costsim calibrate --host`, docs/traces.md).
             let per_op = match phase {
+                _ if k.kind == KernelKind::Host => 0.0,
                 Phase::Backward if !k.recompute => h.autograd_node_s,
                 _ => h.python_op_s,
+            };
+            // The optimizer's per-tensor Python work (grouping, clipping, zero_grad) is one
+            // measured cost per tensor, charged on the parameter loop.
+            let per_tensor = if k.name == "zero_grad(set_to_none)" {
+                0.0
+            } else {
+                h.optimizer_tensor_s
             };
             per_op
                 + extra_launches * h.cpp_op_s
                 + f64::from(k.module_calls) * h.module_call_s
                 + f64::from(k.peft_calls) * h.peft_module_s
-                + f64::from(k.host_tensors) * h.cpp_op_s
+                + f64::from(k.host_tensors) * per_tensor
         }
     }
 }

@@ -94,6 +94,19 @@ PRESETS = {
         vocab_size=256,
         max_position_embeddings=256,
     ),
+    # Micro widths for the host-cost fit: device work per op is negligible next to dispatch.
+    ("gpt2", "micro1"): dict(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
+    ("gpt2", "micro2"): dict(n_layer=2, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
+    ("gpt2", "micro4"): dict(n_layer=4, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
+    ("gpt2", "micro8"): dict(n_layer=8, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
+    ("llama", "micro1"): dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
+    ("llama", "micro2"): dict(num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
+    ("llama", "micro4"): dict(num_hidden_layers=4, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
+    ("llama", "micro8"): dict(num_hidden_layers=8, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
     ("gpt2", "small"): dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024),
     ("gpt2", "medium"): dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=50257, n_positions=1024),
     ("llama", "tinyllama-1.1b"): dict(
@@ -120,7 +133,16 @@ PRESETS = {
 def build_model(args, device):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    kw = dict(PRESETS[(args.family, args.preset)])
+    if args.config:
+        # A Hugging Face config.json (sizes only; weights stay random).
+        import json as _json
+
+        with open(args.config) as f:
+            kw = {k: v for k, v in _json.load(f).items() if k != "model_type"}
+    else:
+        if (args.family, args.preset) not in PRESETS:
+            raise SystemExit(f"no preset '{args.preset}' for {args.family}; see --help or pass --config")
+        kw = dict(PRESETS[(args.family, args.preset)])
     if args.family == "gpt2":
         cfg = GPT2Config(**kw)
         cls = GPT2LMHeadModel
@@ -315,10 +337,21 @@ class _GqaFlash(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
+_INSTALLED = {}
+
+
 def install_cuda_mapping(device_type):
-    mapping = []
+    """Install the CPU/meta → CUDA mapping once per process (run_grid calls main many times:
+    wrapping the wrappers again would add Python time to every timed op)."""
     if device_type == "cuda":
-        return mapping
+        return []
+    if device_type not in _INSTALLED:
+        _INSTALLED[device_type] = _install(device_type)
+    return list(_INSTALLED[device_type])
+
+
+def _install(device_type):
+    mapping = []
     if device_type == "meta":
         orig_bool = torch.Tensor.__bool__
 
@@ -507,6 +540,17 @@ def storage_key(t):
     return t.untyped_storage()._cdata
 
 
+def _is_adapter_layer(mod):
+    """peft's LoRA layers (whose forward runs the adapter loop) and the PaCA reference layer."""
+    if isinstance(mod, PacaLinear):
+        return True
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return False
+    return isinstance(mod, LoraLayer)
+
+
 class NodeClaimer(torch.overrides.TorchFunctionMode):
     """Maps each autograd node to the module whose forward created it.
 
@@ -545,6 +589,9 @@ class Recorder(TorchDispatchMode):
         self.saved_rows = collections.OrderedDict()
         self.ops_seq = []
         self.active = False
+        self.handles = []
+        self.module_calls = 0
+        self.adapter_calls = 0
 
     # -- module paths ------------------------------------------------------------------------
     def hook_modules(self, model):
@@ -552,8 +599,14 @@ class Recorder(TorchDispatchMode):
         for name, mod in model.named_modules():
             names[mod] = self._clean(name)
 
+        adapters = {m for m in names if _is_adapter_layer(m)}
+
         def pre(mod, _inp):
             self.stack.append(names[mod])
+            if self.active and self.phase == "forward":
+                self.module_calls += 1
+                if mod in adapters:
+                    self.adapter_calls += 1
 
         def post(mod, _inp, out):
             path = self.stack.pop() if self.stack else names[mod]
@@ -561,8 +614,14 @@ class Recorder(TorchDispatchMode):
                 self._claim(out, path)
 
         for mod in names:
-            mod.register_forward_pre_hook(pre)
-            mod.register_forward_hook(post)
+            self.handles.append(mod.register_forward_pre_hook(pre))
+            self.handles.append(mod.register_forward_hook(post))
+
+    def unhook(self):
+        """Remove the module hooks, so that timed steps run the bare stack."""
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
 
     def _clean(self, name):
         # peft wraps the model: "" (PeftModel) → base_model (LoraModel) → base_model.model (the
@@ -746,6 +805,8 @@ def main(argv=None):
                     help="on CUDA: count the kernels each aten op really launches (torch.profiler)")
     ap.add_argument("--time-reps", type=int, default=0,
                     help="time this many more steps per phase (device synchronised around each)")
+    ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -756,6 +817,10 @@ def main(argv=None):
         raise SystemExit("bf16-mixed needs autocast, which has no meta key: trace it on cpu or cuda")
     if args.batch <= 0 or args.seq <= 0 or args.rank <= 0:
         raise SystemExit("--batch, --seq and --rank must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.config:
+        args.preset = os.path.basename(os.path.dirname(os.path.abspath(args.config))) or "custom"
     torch.manual_seed(0)
     mapping = install_cuda_mapping(device.type)
 
@@ -902,9 +967,17 @@ def main(argv=None):
     kernels = profile_kernels(step, device) if args.profile_kernels else None
     timings = None
     if args.time_reps > 0:
+        # Host-cost fits use the minimum (noise only adds time); the median is kept too.
+        rec.unhook()
+        for _ in range(2):
+            step("warm")
         runs = [step("time") for _ in range(args.time_reps)]
         timings = {
-            ph: dict(median_s=sorted(r[ph] for r in runs)[len(runs) // 2], min_s=min(r[ph] for r in runs))
+            ph: dict(
+                median_s=sorted(r[ph] for r in runs)[len(runs) // 2],
+                min_s=min(r[ph] for r in runs),
+                p10_s=sorted(r[ph] for r in runs)[len(runs) // 10],
+            )
             for ph in ("forward", "backward", "optimizer")
         }
         timings["reps"] = args.time_reps
@@ -930,6 +1003,11 @@ def main(argv=None):
             **rec.phase_stats[ph],
         )
     phases["forward"]["saved_bytes"] = saved_act
+    # nn.Module calls in the forward, and how many of them are adapter layers (peft LoRA, PaCA):
+    # the host-cost fit's regressors with the op counts.
+    phases["forward"]["module_calls"] = rec.module_calls
+    phases["forward"]["adapter_calls"] = rec.adapter_calls
+    phases["optimizer"]["tensors"] = len(trainable)
 
     import transformers
 

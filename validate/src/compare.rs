@@ -158,6 +158,7 @@ fn reduced_step_ms(r: &Record, hw: &Profile, m: Reduced) -> Result<f64> {
                 module_call_s: 0.0,
                 peft_module_s: 0.0,
                 autograd_node_s: 0.0,
+                optimizer_tensor_s: 0.0,
             };
             Ok(predict_record(r, &p)?.step_ms)
         }

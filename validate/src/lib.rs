@@ -11,6 +11,7 @@
 
 pub mod compare;
 pub mod fit;
+pub mod host;
 pub mod record;
 pub mod trace;
 

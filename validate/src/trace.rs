@@ -49,6 +49,35 @@ pub struct Trace {
     pub foreach: Vec<ForeachRec>,
     #[serde(default)]
     pub saved: Vec<SavedRow>,
+    /// Per-phase wall times of steps run after the traced one (`--time-reps`).
+    #[serde(default)]
+    pub timings: Option<Timings>,
+}
+
+/// Wall times of N timed steps, per phase (the device synchronised around each).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Timings {
+    pub forward: PhaseTiming,
+    pub backward: PhaseTiming,
+    pub optimizer: PhaseTiming,
+    pub reps: u32,
+}
+
+impl Timings {
+    pub fn get(&self, phase: &str) -> Option<&PhaseTiming> {
+        match phase {
+            "forward" => Some(&self.forward),
+            "backward" => Some(&self.backward),
+            "optimizer" => Some(&self.optimizer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhaseTiming {
+    pub median_s: f64,
+    pub min_s: f64,
 }
 
 /// Tensors saved for backward by one module in one dtype (bytes once per storage).
@@ -67,6 +96,8 @@ pub struct Provenance {
     pub transformers: String,
     pub peft: Option<String>,
     pub device: String,
+    #[serde(default)]
+    pub device_name: String,
     #[serde(default)]
     pub command: String,
     #[serde(default)]
@@ -117,6 +148,14 @@ pub struct PhaseRec {
     pub flops: f64,
     pub start_bytes: f64,
     pub peak_bytes: f64,
+    /// Forward only: nn.Module calls, and adapter-layer (peft LoRA, PaCA) calls among them.
+    #[serde(default)]
+    pub module_calls: Option<u64>,
+    #[serde(default)]
+    pub adapter_calls: Option<u64>,
+    /// Optimizer only: trainable tensors.
+    #[serde(default)]
+    pub tensors: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -166,8 +205,13 @@ pub fn read_trace(path: &Path) -> Result<Trace> {
     Ok(t)
 }
 
-/// The costsim configuration a trace describes.
-pub fn config_of(t: &Trace, origin: &str) -> Result<Config> {
+/// The costsim configuration a trace describes, predicted on `hw` (memory and counts do not
+/// depend on the device; times do).
+pub fn config_of(
+    t: &Trace,
+    origin: &str,
+    hw: Option<&costsim_hardware::Profile>,
+) -> Result<Config> {
     let mut model = parse_hf_config(&t.model.hf_config.to_string(), origin)?;
     model.name = format!("{}-{}", t.model.family, t.model.preset);
     model.dropout = t.workload.model_dropout;
@@ -218,8 +262,10 @@ pub fn config_of(t: &Trace, origin: &str) -> Result<Config> {
         runtime: Runtime::PytorchEager,
     };
     workload.validate(&model)?;
-    // Memory and counts do not depend on the device; any profile will do.
-    let hw = costsim_hardware::resolve_device("h100")?;
+    let hw = match hw {
+        Some(h) => h.clone(),
+        None => costsim_hardware::resolve_device("h100")?,
+    };
     Ok(Config {
         model,
         method,
@@ -260,6 +306,9 @@ pub struct PhaseComparison {
     /// costsim's CUDA kernel launches for the phase (an op such as SDPA's backward or
     /// embedding_dense_backward launches several), for reference.
     pub kernels: u64,
+    /// Phase time, ms: predicted on the given profile against the trace's median (timed traces
+    /// compared with `--hw` only).
+    pub time_ms: Option<Pair>,
     pub flops: Pair,
     pub peak_bytes: Pair,
 }
@@ -438,9 +487,13 @@ pub fn module_key(path: &str) -> String {
     parts.join(".")
 }
 
-/// Compare one trace with the model.
-pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
-    let cfg = config_of(t, source)?;
+/// Compare one trace with the model; with `hw`, also the phase times of a timed trace.
+pub fn compare_trace(
+    t: &Trace,
+    source: &str,
+    hw: Option<&costsim_hardware::Profile>,
+) -> Result<TraceComparison> {
+    let cfg = config_of(t, source, hw)?;
     let p = predict(
         &cfg,
         Detail {
@@ -482,6 +535,17 @@ pub fn compare_trace(t: &Trace, source: &str) -> Result<TraceComparison> {
             peak_bytes: Pair {
                 predicted: peak,
                 traced: rec.peak_bytes,
+            },
+            time_ms: match (hw, &t.timings) {
+                (Some(_), Some(tm)) => tm.get(name).map(|x| Pair {
+                    predicted: match phase {
+                        Phase::Forward => p.forward_ms,
+                        Phase::Backward => p.backward_ms,
+                        Phase::Optimizer => p.optimizer_ms,
+                    },
+                    traced: x.median_s * 1e3,
+                }),
+                _ => None,
             },
         });
     }
@@ -608,6 +672,48 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
             pct(worst_peak),
             pct(flops.error())
         );
+    }
+    if cmps
+        .iter()
+        .any(|c| c.phases.iter().any(|p| p.time_ms.is_some()))
+    {
+        let _ = writeln!(
+            s,
+            "\n{:<44} {:>22} {:>22} {:>22}",
+            "phase times, ms", "forward p/m", "backward p/m", "optimizer p/m"
+        );
+        let mut errs: Vec<[f64; 3]> = Vec::new();
+        for c in cmps {
+            let cell = |i: usize| {
+                c.phases[i]
+                    .time_ms
+                    .map(|t| format!("{:.2}/{:.2} {}", t.predicted, t.traced, pct(t.error())))
+                    .unwrap_or_default()
+            };
+            if c.phases.iter().all(|p| p.time_ms.is_some()) {
+                errs.push([0, 1, 2].map(|i| c.phases[i].time_ms.map_or(0.0, |t| t.error().abs())));
+            }
+            let _ = writeln!(
+                s,
+                "{:<44} {:>22} {:>22} {:>22}",
+                c.name,
+                cell(0),
+                cell(1),
+                cell(2)
+            );
+        }
+        if !errs.is_empty() {
+            let n = errs.len() as f64;
+            let mape = |i: usize| 100.0 * errs.iter().map(|e| e[i]).sum::<f64>() / n;
+            let _ = writeln!(
+                s,
+                "MAPE over {} timed traces: forward {:.1}%, backward {:.1}%, optimizer {:.1}%",
+                errs.len(),
+                mape(0),
+                mape(1),
+                mape(2)
+            );
+        }
     }
     if modules {
         for c in cmps {

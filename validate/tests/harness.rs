@@ -80,7 +80,10 @@ fn paca_gradient_equals_selected_columns_of_full_gradient() {
             .collect();
         let (loss2, _) = full.forward(&mut Ops::default(), &ids, &tg, false).unwrap();
         let dws = Tensor::run_backward(&[&loss2], &ws, false, false);
-        assert!((loss.double_value(&[]) - loss2.double_value(&[])).abs() < 1e-6);
+        // Same weights, same batch: equal up to fp32 summation order (libtorch's intra-op threads
+        // may split reductions differently between the two runs on a loaded machine).
+        let (l1, l2) = (loss.double_value(&[]), loss2.double_value(&[]));
+        assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "{l1} vs {l2}");
         for ((i, &(b, l)), dw) in full.paca().iter().enumerate().zip(&dws) {
             let LinMode::Paca { idx, scale, .. } = &full.blocks[b].lins[l].mode else {
                 panic!()

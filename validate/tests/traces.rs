@@ -29,7 +29,7 @@ fn load(dir: &str) -> Vec<TraceComparison> {
         .iter()
         .map(|f| {
             let t = read_trace(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            compare_trace(&t, &f.display().to_string())
+            compare_trace(&t, &f.display().to_string(), None)
                 .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
         })
         .collect()
@@ -112,4 +112,92 @@ fn llama2_7b_memory_agrees_with_the_gpu_trace() {
             assert!(e.abs() <= 0.03, "{} {}: peak {}", c.name, p.phase, pct(e));
         }
     }
+}
+
+/// The built-in GPU profiles' host costs are the fit of the H200 session's timed micro traces
+/// (docs/host.md): refitting the committed traces gives the committed values.
+#[test]
+fn host_costs_regenerate_from_the_committed_h200_traces() {
+    let dir = root().join("docs/results/gpu/host/traces");
+    let mut traces = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let f = e.map(|e| e.path()).unwrap_or_default();
+        let t = read_trace(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        traces.push((t, f.display().to_string()));
+    }
+    assert_eq!(traces.len(), 80);
+    let fit = costsim_validate::host::fit_host(&traces).expect("fits");
+    let h200 = costsim_hardware::resolve_device("h200").expect("h200");
+    let us = |s: f64| (s * 1e6 * 1000.0).round() / 1000.0;
+    assert_eq!(us(fit.forward.coef[0]), us(h200.host.python_op_s));
+    assert_eq!(us(fit.forward.coef[1]), us(h200.host.module_call_s));
+    assert_eq!(us(fit.forward.coef[2]), us(h200.host.peft_module_s));
+    assert_eq!(us(fit.backward.coef[0]), us(h200.host.autograd_node_s));
+    assert_eq!(us(fit.optimizer.coef[1]), us(h200.host.optimizer_tensor_s));
+    // The fit explains the micro steps it was made from.
+    assert!(fit.forward.r2 > 0.9 && fit.backward.r2 > 0.9, "{fit:?}");
+}
+
+/// The eager-stack held-out check on this CPU (docs/host.md): real transformers + peft steps of
+/// the held-out models, predicted with the calibrated CPU profile and this CPU's measured host
+/// costs. Every LoRA-vs-full direction of the measured steps must come out right.
+#[test]
+fn cpu_eager_lora_vs_full_directions_are_right() {
+    let hw = costsim_hardware::load_profile(&root().join("docs/results/cpu/host/cpu-eager.toml"))
+        .expect("cpu-eager profile");
+    let dir = root().join("docs/results/cpu/eager");
+    let mut steps = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(&dir).expect("eager traces") {
+        let f = e.map(|e| e.path()).unwrap_or_default();
+        if f.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let t = read_trace(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let c = compare_trace(&t, &f.display().to_string(), Some(&hw)).expect("compares");
+        let (p, m) = c.phases.iter().fold((0.0, 0.0), |(p, m), ph| {
+            let t = ph.time_ms.expect("timed trace");
+            (p + t.predicted, m + t.traced)
+        });
+        let stem = f
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        steps.insert(stem, (p, m));
+    }
+    let mut checked = 0;
+    for (name, &(p, m)) in steps.iter().filter(|(n, _)| n.contains("-lora-")) {
+        // gpt2-tiny-lora-qv-fp32 → gpt2-tiny-full-fp32
+        let (model, rest) = name.split_once("-lora-").expect("lora name");
+        let prec = rest.rsplit('-').next().expect("precision");
+        let &(pf, mf) = steps
+            .get(&format!("{model}-full-{prec}"))
+            .unwrap_or_else(|| panic!("no full run for {name}"));
+        assert_eq!(
+            p < pf,
+            m < mf,
+            "{name}: predicted {p:.1} vs full {pf:.1} ms, measured {m:.1} vs {mf:.1} ms"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 12);
+}
+
+/// This CPU's eager host costs regenerate from the committed timed micro traces.
+#[test]
+fn cpu_host_costs_regenerate_from_the_committed_traces() {
+    let dir = root().join("docs/results/cpu/host/traces");
+    let mut traces = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let f = e.map(|e| e.path()).unwrap_or_default();
+        let t = read_trace(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        traces.push((t, f.display().to_string()));
+    }
+    let fit = costsim_validate::host::fit_host(&traces).expect("fits");
+    let hw = costsim_hardware::load_profile(&root().join("docs/results/cpu/host/cpu-eager.toml"))
+        .expect("cpu-eager profile");
+    let us = |s: f64| (s * 1e6 * 1000.0).round() / 1000.0;
+    assert_eq!(us(fit.forward.coef[0]), us(hw.host.python_op_s));
+    assert_eq!(us(fit.backward.coef[0]), us(hw.host.autograd_node_s));
+    assert_eq!(us(fit.optimizer.coef[1]), us(hw.host.optimizer_tensor_s));
 }
