@@ -107,6 +107,9 @@ pub struct Profile {
     pub launch_floor_s: f64,
     /// Device time per kernel replayed from a CUDA graph, seconds.
     pub graph_launch_floor_s: f64,
+    /// Device-side gap between queued kernels (GPUs): the launch floor is then a minimum period
+    /// per kernel rather than an addition. None: additive floor (CPUs).
+    pub kernel_gap_s: Option<f64>,
     /// Extra fixed time per GEMM call, seconds: fp32 and 16-bit (0 unless calibrated).
     pub gemm_floor_s: [f64; 2],
     /// First-touch cost of fresh outputs: (bytes/s, minimum output bytes); None: free.
@@ -335,6 +338,11 @@ pub struct OverheadSection {
     pub launch_floor_source: String,
     pub graph_launch_floor_us: f64,
     pub graph_launch_floor_source: String,
+    /// GPUs: device-side gap between back-to-back queued kernels, µs. With it the launch floor
+    /// is a minimum period per kernel, t = max(work + gap, floor); without it (CPUs, where each
+    /// op runs on the issuing thread) the floor is added, t = work + floor.
+    pub kernel_gap_us: Option<f64>,
+    pub kernel_gap_source: Option<String>,
     /// Extra fixed time per GEMM (calibrated CPU profiles: oneDNN's per-call setup), fp32 and
     /// 16-bit. Absent: 0.
     pub gemm_floor_us: Option<f64>,
@@ -510,6 +518,20 @@ impl ProfileFile {
                 )));
             }
         }
+        if self.overheads.kernel_gap_us.is_some() != self.overheads.kernel_gap_source.is_some() {
+            return Err(invalid(
+                "overheads.kernel-gap-us and overheads.kernel-gap-source go together: give both \
+                 or neither"
+                    .to_string(),
+            ));
+        }
+        if let Some(g) = self.overheads.kernel_gap_us {
+            if !(g.is_finite() && (0.0..=100.0).contains(&g)) {
+                return Err(invalid(format!(
+                    "overheads.kernel-gap-us must be between 0 and 100 µs, got {g}"
+                )));
+            }
+        }
         if h.optimizer_tensor_us.is_some() != h.optimizer_tensor_source.is_some() {
             return Err(invalid(
                 "host.optimizer-tensor-us and host.optimizer-tensor-source go together: give both \
@@ -543,6 +565,13 @@ impl ProfileFile {
             (
                 "overheads.graph-launch-floor".to_string(),
                 self.overheads.graph_launch_floor_source.clone(),
+            ),
+            (
+                "overheads.kernel-gap".to_string(),
+                self.overheads.kernel_gap_source.clone().unwrap_or_else(|| {
+                    "none: the launch floor adds to each op (a CPU runs it on the issuing thread)"
+                        .to_string()
+                }),
             ),
             ("host.python-op".to_string(), h.python_op_source.clone()),
             ("host.cpp-op".to_string(), h.cpp_op_source.clone()),
@@ -642,6 +671,7 @@ impl ProfileFile {
             kind_bandwidth,
             launch_floor_s: self.overheads.launch_floor_us * US,
             graph_launch_floor_s: self.overheads.graph_launch_floor_us * US,
+            kernel_gap_s: self.overheads.kernel_gap_us.map(|g| g * US),
             first_touch: self.overheads.first_touch_gbps.map(|g| {
                 (
                     g * 1e9,

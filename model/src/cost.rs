@@ -1,6 +1,9 @@
 //! Device time of one kernel on a hardware profile.
 //!
-//! t = max(t_math, t_mem) + launches · t_floor, where
+//! On a GPU, a kernel queued behind others costs t = max(max(t_math, t_mem) + launches · t_gap,
+//! launches · t_floor): the floor is a minimum period, the gap what a queued kernel adds (an
+//! H200 measured 1.3 µs and 0.26 µs, scripts/trace/launch_floor.py). On a CPU (no gap in the
+//! profile) the floor adds: t = max(t_math, t_mem) + launches · t_floor, where
 //! - t_mem = bytes / (bandwidth · efficiency), with the skinny-GEMM efficiency for GEMMs that have
 //!   a dimension ≤ 64 (gpus.md: 0.4–0.9 of DRAM bandwidth) and, in calibrated profiles, one
 //!   efficiency per memory-bound kernel kind (elementwise, cast, reduction, norm, ...);
@@ -217,7 +220,20 @@ pub fn kernel_cost_memo(
         _ => 0.0,
     };
 
-    let bound = if floor_s > math_s.max(mem_s) {
+    let work_s = math_s.max(mem_s);
+    let (device_s, launch_bound) = match hw.kernel_gap_s {
+        // GPUs: a queued kernel starts a small gap after the previous one ends, and no kernel
+        // takes less than the floor (measured on an H200: max(work + 0.26 µs, 1.3 µs), not
+        // work + floor; docs/model.md).
+        Some(gap) => {
+            let n = f64::from(k.launches);
+            let min_period = floor * n;
+            let queued = work_s + (gap + gemm_floor) * n;
+            (queued.max(min_period) + touch_s, min_period > queued)
+        }
+        _ => (work_s + floor_s + touch_s, floor_s > work_s),
+    };
+    let bound = if launch_bound {
         Bound::Launch
     } else if math_s >= mem_s {
         Bound::Compute
@@ -228,7 +244,7 @@ pub fn kernel_cost_memo(
         math_s,
         mem_s,
         floor_s,
-        device_s: math_s.max(mem_s) + floor_s + touch_s,
+        device_s,
         bound,
     }
 }
@@ -304,12 +320,31 @@ mod tests {
 
     #[test]
     fn tiny_elementwise_is_launch_bound() {
+        // 8 bytes: the work is nothing, the kernel costs the floor (1.3 µs minimum period).
         let hw = resolve_device("a100").unwrap();
         let mut k = Kernel::new_for_test(KernelKind::Elementwise, MathMode::Fp32);
         k.bytes_read = 4.0;
         k.bytes_written = 4.0;
         let c = kernel_cost(&k, &hw, false);
         assert_eq!(c.bound, Bound::Launch);
-        assert!((c.device_s - 2.6e-6).abs() < 1e-9);
+        assert!((c.device_s - 1.3e-6).abs() < 1e-12, "{c:?}");
+    }
+
+    #[test]
+    fn a_long_queued_kernel_pays_the_gap_not_the_floor() {
+        // 400 MB streamed on an A100 80GB (2039 GB/s × its elementwise efficiency): the floor
+        // is a minimum period, so the kernel costs its memory time plus the 0.26 µs gap — what
+        // the H200 measurement shows (92.38 µs duration, 92.67 µs period for 400 MB).
+        let hw = resolve_device("a100").unwrap();
+        let mut k = Kernel::new_for_test(KernelKind::Elementwise, MathMode::Fp32);
+        k.bytes_read = 268_435_456.0;
+        k.bytes_written = 134_217_728.0;
+        let c = kernel_cost(&k, &hw, false);
+        assert_eq!(c.bound, Bound::Memory);
+        assert!((c.device_s - (c.mem_s + 0.26e-6)).abs() < 1e-15, "{c:?}");
+        // On a CPU profile (no gap) the floor adds.
+        let cpu = resolve_device("cpu-generic").unwrap();
+        let c = kernel_cost(&k, &cpu, false);
+        assert!((c.device_s - (c.mem_s.max(c.math_s) + cpu.launch_floor_s)).abs() < 1e-15);
     }
 }
