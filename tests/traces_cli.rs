@@ -1,0 +1,179 @@
+//! `costsim validate --trace` and `costsim calibrate --host` end to end: outputs read back field by
+//! field against the trace files themselves, and bad input answered with exit code 2 and a
+//! message that names the problem and the fix.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn costsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args(args)
+        .output()
+        .expect("run costsim")
+}
+
+fn repo(p: &str) -> String {
+    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("traces_cli");
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d.join(name)
+}
+
+fn usage_error(args: &[&str], needles: &[&str]) {
+    let o = costsim(args);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "{args:?}: missing '{n}' in: {e}");
+    }
+}
+
+#[test]
+fn trace_comparison_reports_the_trace_s_own_numbers() {
+    let path = repo("docs/results/traces/cpu/llama-lora-qv-bf16mixed.json");
+    let o = costsim(&["validate", "--trace", &path, "--format", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let trace: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("trace")).expect("trace");
+    let c = &out[0];
+    // The traced side is read from the file, untouched: saved bytes, peaks and FLOPs per phase.
+    assert_eq!(
+        c["saved_bytes"]["traced"].as_f64(),
+        trace["totals"]["saved_activation_bytes"].as_f64()
+    );
+    for p in c["phases"].as_array().expect("phases") {
+        let name = p["phase"].as_str().expect("name");
+        assert_eq!(
+            p["peak_bytes"]["traced"].as_f64(),
+            trace["phases"][name]["peak_bytes"].as_f64(),
+            "{name}"
+        );
+        assert_eq!(
+            p["flops"]["traced"].as_f64(),
+            trace["phases"][name]["flops"].as_f64(),
+            "{name}"
+        );
+    }
+    // Forward launching ops: the file's non-foreach launches (no foreach op runs in forward).
+    let fwd: u64 = trace["ops"]
+        .as_array()
+        .expect("ops")
+        .iter()
+        .filter(|r| r["phase"] == "forward")
+        .map(|r| r["launches"].as_u64().expect("launches"))
+        .sum();
+    assert_eq!(
+        c["phases"][0]["launches"]["traced"].as_f64(),
+        Some(fwd as f64)
+    );
+}
+
+#[test]
+fn bad_traces_are_clear_errors() {
+    usage_error(
+        &["validate", "--trace", "no/such/trace.json"],
+        &["no/such/trace.json"],
+    );
+    let wrong = tmp("wrong-schema.json");
+    let text = std::fs::read_to_string(repo("docs/results/traces/cpu/gpt2-full-fp32.json"))
+        .expect("trace")
+        .replace("costsim-trace/1", "costsim-trace/0");
+    std::fs::write(&wrong, text).expect("write");
+    usage_error(
+        &["validate", "--trace", wrong.to_str().expect("utf-8")],
+        &["costsim-trace/0", "trace_step.py"],
+    );
+    let empty = tmp("empty-dir");
+    std::fs::create_dir_all(&empty).expect("dir");
+    usage_error(
+        &["validate", "--trace", empty.to_str().expect("utf-8")],
+        &["no .json trace"],
+    );
+}
+
+#[test]
+fn host_calibration_needs_a_base_and_timed_traces() {
+    let out = tmp("host.toml");
+    let out = out.to_str().expect("utf-8");
+    usage_error(
+        &[
+            "calibrate",
+            "--host",
+            &repo("docs/results/gpu/host/traces"),
+            "--out",
+            out,
+        ],
+        &["--base"],
+    );
+    // The tiny CI traces carry no timings.
+    usage_error(
+        &[
+            "calibrate",
+            "--host",
+            &repo("docs/results/traces/cpu"),
+            "--base",
+            "h200",
+            "--out",
+            out,
+        ],
+        &["--time-reps"],
+    );
+}
+
+#[test]
+fn host_calibration_writes_a_loadable_profile_with_the_fit() {
+    let out = tmp("h200-host.toml");
+    let o = costsim(&[
+        "calibrate",
+        "--host",
+        &repo("docs/results/gpu/host/traces"),
+        "--base",
+        "h200",
+        "--name",
+        "h200-again",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The profile loads under its new name and predicts; its host values are the built-in
+    // h200's (which were written from the same traces), its device values untouched.
+    let text = std::fs::read_to_string(&out).expect("profile");
+    assert!(text.contains("name = \"h200-again\""), "{text}");
+    let p = costsim(&[
+        "predict",
+        "--hw",
+        out.to_str().expect("utf-8"),
+        "--model",
+        "gpt2",
+        "--method",
+        "lora",
+        "--format",
+        "json",
+    ]);
+    let q = costsim(&[
+        "predict", "--hw", "h200", "--model", "gpt2", "--method", "lora", "--format", "json",
+    ]);
+    let a: Value = serde_json::from_slice(&p.stdout).expect("JSON");
+    let b: Value = serde_json::from_slice(&q.stdout).expect("JSON");
+    assert_eq!(
+        a["predictions"][0]["step_ms"], b["predictions"][0]["step_ms"],
+        "same host costs and device: same prediction"
+    );
+}
