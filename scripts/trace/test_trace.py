@@ -108,11 +108,7 @@ SDPA_NAMES = {
 }
 
 # GPU traces the mapping does not reproduce, and why (docs/traces.md):
-KNOWN = {
-    # fp32 with grouped-query attention: CUDA's efficient kernel has no GQA and flash no fp32,
-    # so SDPA falls back to its math path there; the CPU mapping and costsim use the fused one.
-    "llama-tiny-full-fp32.json",
-}
+KNOWN = set()
 
 
 def _launching_ops(trace, phase):

@@ -390,6 +390,13 @@ def _install(device_type):
                 low = torch.get_autocast_dtype(dt)
                 q, k, v = (t.to(low) if t.is_floating_point() and t.dtype != low else t for t in (q, k, v))
             if enable_gqa and k.shape[-3] != q.shape[-3]:
+                if q.dtype == torch.float32:
+                    # CUDA has no fused fp32 kernel with grouped-query attention (flash and
+                    # cuDNN need 16-bit, memory-efficient has no GQA): SDPA runs its math path,
+                    # S×S probabilities and all (seen in the H200 trace llama-tiny-full-fp32).
+                    return torch.ops.aten._scaled_dot_product_attention_math(
+                        q, k, v, None, dropout_p, is_causal, scale=scale, enable_gqa=True
+                    )[0]
                 return _GqaFlash.apply(q, k, v, is_causal, scale)
             # The CPU flash kernel refuses dropout; CUDA's flash kernel applies it inside the same
             # kernel and saves only an RNG state, so the kernels and saved tensors are the same.
@@ -423,7 +430,8 @@ def _install(device_type):
     mapping.append(
         "sdpa: the fused flash kernel (_scaled_dot_product_flash_attention_for_cpu), saving q, k, "
         "v (k and v with their n_kv heads under grouped-query attention, as CUDA's kernels keep them; "
-        "the CPU kernel's head expansion runs unrecorded), "
+        "the CPU kernel's head expansion runs unrecorded; fp32 with grouped-query attention runs "
+        "SDPA's math path, as CUDA does for want of a fused fp32 GQA kernel), "
         "v, out and logsumexp like CUDA's flash/efficient kernels; attention dropout, which CUDA's "
         "flash kernel applies inside the kernel, is left out (the CPU kernel refuses it)"
     )

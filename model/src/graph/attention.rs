@@ -25,7 +25,11 @@ pub(super) fn attention(
 ) -> T {
     let prev = t.module;
     t.module = path;
+    // CUDA has no fused fp32 kernel with grouped-query attention (flash and cuDNN need 16-bit,
+    // memory-efficient has no GQA): SDPA runs its math path there (H200 trace).
+    let fp32_gqa = q.dtype == DType::F32 && cx.model.kv_heads != cx.model.heads;
     let out = match cx.w.attention {
+        AttentionImpl::Sdpa if fp32_gqa => sdpa_math(t, cx, q, k, v),
         AttentionImpl::Sdpa => sdpa(t, cx, q, k, v),
         AttentionImpl::Eager => eager_attention(t, cx, q, k, v, path, p_drop),
     };
@@ -111,6 +115,124 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
         t.tape.push(group);
     }
     out
+}
+
+/// SDPA's math path (`_scaled_dot_product_attention_math`), what CUDA runs for fp32 with
+/// grouped-query attention, op for op as the traces show it: q and k scaled by √scale, the causal
+/// mask built (ones, tril, two scalar_tensor, where), k and v expanded to every head and copied,
+/// q·kᵀ (bmm), the mask added, a safe softmax (kept), ·v (bmm). It keeps q, k, v (all heads)
+/// and the S×S probabilities; backward adds the bmm gradients, the softmax backward, the scale
+/// gradients and the sums of the expanded heads.
+fn sdpa_math(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
+    use KernelKind::*;
+    let (b, s) = (cx.w.batch, cx.w.seq);
+    let h = cx.model.heads;
+    let hd = cx.model.head_dim();
+    let sf = s as f64;
+    let dt = q.dtype;
+    let rep = (cx.model.heads / cx.model.kv_heads) as f64;
+    let scale = |t: &mut Tracer, x: &T| {
+        t.op(
+            "mul",
+            Elementwise,
+            &[*x],
+            x.elems,
+            dt,
+            1.0,
+            &[],
+            false,
+            Bwd::PerInput {
+                reads: 1.0,
+                flops: 1.0,
+            },
+        )
+    };
+    let qs = scale(t, q);
+    let ks = scale(t, k);
+    for (name, elems, dtype) in [
+        ("ones", sf * sf, DType::Bool),
+        ("tril", sf * sf, DType::Bool),
+        ("scalar_tensor", 1.0, dt),
+        ("scalar_tensor", 1.0, dt),
+        ("where", sf * sf, dt),
+    ] {
+        let mut kk = Kernel::new(name, Elementwise, dtype);
+        kk.bytes_read = elems * dtype.size();
+        kk.bytes_written = elems * dtype.size();
+        t.push_fwd(kk, &[]);
+    }
+    // Expanded to every head and copied (the gradient sums each group back).
+    let expand = |t: &mut Tracer, x: &T| {
+        t.op(
+            "clone",
+            Elementwise,
+            &[*x],
+            x.elems * rep,
+            dt,
+            0.0,
+            &[],
+            false,
+            Bwd::Fused {
+                name: "sum",
+                kind: Reduction,
+                reads: 1.0,
+                writes: 1.0 / rep,
+                launches: 1,
+            },
+        )
+    };
+    let kx = expand(t, &ks);
+    let vx = expand(t, v);
+    // q's and the output's reshapes between (B, h, S, hd) and (B·h, S, hd) copy them too.
+    let copy = |t: &mut Tracer, x: &T| {
+        t.op(
+            "clone",
+            Elementwise,
+            &[*x],
+            x.elems,
+            dt,
+            0.0,
+            &[],
+            false,
+            Bwd::PerInput {
+                reads: 1.0,
+                flops: 0.0,
+            },
+        )
+    };
+    let qx = copy(t, &qs);
+    let scores = t.gemm("bmm", "qk", &qx, &kx, None, s, s, hd, b * h);
+    let madd = t.input(sf * sf, dt, false);
+    let masked = t.op(
+        "add",
+        Elementwise,
+        &[scores, madd],
+        scores.elems,
+        dt,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let probs = t.op(
+        "_safe_softmax",
+        Softmax,
+        &[masked],
+        masked.elems,
+        DType::F32,
+        5.0,
+        &[],
+        true,
+        Bwd::Fused {
+            name: "softmax_backward_data",
+            kind: Softmax,
+            reads: 2.0,
+            writes: 1.0,
+            launches: 1,
+        },
+    );
+    let out = t.gemm("bmm", "av", &probs, &vx, None, s, hd, s, b * h);
+    copy(t, &out)
 }
 
 /// Eager attention as transformers writes it: repeat_kv, q·kᵀ, scale, causal mask, softmax in
