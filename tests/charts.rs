@@ -2,6 +2,9 @@
 //! data behind each chart agrees with `costsim predict` / `costsim validate`, and is snapshotted
 //! (numbers rounded to 6 significant digits so the snapshots hold the model, not float noise).
 
+mod common;
+
+use common::{csv_records, f};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -59,9 +62,73 @@ fn snapshot(name: &str, path: &PathBuf) -> Value {
     raw
 }
 
+/// The elements of an SVG document, in order: (name, attributes). Panics unless every tag
+/// opened is closed in order (an XML-ish well-formedness check: attribute values quoted, no
+/// stray `<` in text).
+fn svg_elements(svg: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = svg;
+    while let Some(i) = rest.find('<') {
+        let text = &rest[..i];
+        assert!(!text.contains('>'), "stray '>' in text: {text}");
+        let end = rest[i..].find('>').expect("unterminated tag") + i;
+        let tag = &rest[i + 1..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                open.pop().as_deref(),
+                Some(name.trim()),
+                "misnested </{name}>"
+            );
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let tag = tag.trim_end_matches('/');
+        let (name, mut attrs_text) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "bad element name '{name}'"
+        );
+        let mut attrs = Vec::new();
+        loop {
+            attrs_text = attrs_text.trim_start();
+            if attrs_text.is_empty() {
+                break;
+            }
+            let (key, after) = attrs_text
+                .split_once("=\"")
+                .expect("attribute without a quoted value");
+            let (value, after) = after.split_once('"').expect("unterminated attribute value");
+            attrs.push((key.trim().to_string(), value.to_string()));
+            attrs_text = after;
+        }
+        if !self_closing {
+            open.push(name.to_string());
+        }
+        out.push((name.to_string(), attrs));
+    }
+    assert!(rest.trim().is_empty(), "text after the root element");
+    assert!(open.is_empty(), "unclosed elements: {open:?}");
+    assert_eq!(
+        out.first().map(|e| e.0.as_str()),
+        Some("svg"),
+        "root is not <svg>"
+    );
+    out
+}
+
+fn attr<'a>(e: &'a (String, Vec<(String, String)>), key: &str) -> &'a str {
+    e.1.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("<{}> has no {key}", e.0))
+}
+
 fn assert_svg(path: &PathBuf, min_rects: usize) {
     let svg = std::fs::read_to_string(path).expect("svg written");
     assert!(svg.trim_start().starts_with("<svg"), "{}", &svg[..80]);
+    svg_elements(&svg);
     assert!(svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("<text"), "labels are drawn");
     let rects = svg.matches("<rect").count();
@@ -261,23 +328,111 @@ fn scatter_chart_from_validation_results() {
     ]);
     assert_svg(&svg, 1);
     let v = snapshot("scatter_results_small", &data);
+    // The points are exactly the (predicted, measured) pairs `costsim validate` reports, row by
+    // row and phase by phase, identified by config, method and phase name.
     let report: Value =
         serde_json::from_str(&ok(&["validate", "--from", results, "--format", "json"])).unwrap();
-    let measured: usize = report["rows"]
-        .as_array()
-        .unwrap()
+    let mut want = Vec::new();
+    for r in report["rows"].as_array().unwrap() {
+        for (phase, pm) in ["forward", "backward", "optimizer", "step"]
+            .iter()
+            .zip(r["phases"].as_array().unwrap())
+        {
+            if !pm.is_null() {
+                want.push((
+                    r["config"].as_str().unwrap().to_string(),
+                    r["method"].as_str().unwrap().to_string(),
+                    phase.to_string(),
+                    pm[0].as_f64().unwrap(),
+                    pm[1].as_f64().unwrap(),
+                ));
+            }
+        }
+    }
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), want.len());
+    assert!(want.len() >= 8, "the results file has measured phases");
+    for (p, (config, method, phase, pred, meas)) in points.iter().zip(&want) {
+        assert_eq!(p["config"].as_str(), Some(config.as_str()));
+        assert_eq!(p["method"].as_str(), Some(method.as_str()));
+        assert_eq!(p["phase"].as_str(), Some(phase.as_str()));
+        assert_eq!(p["predicted_ms"].as_f64(), Some(*pred), "{p}");
+        assert_eq!(p["measured_ms"].as_f64(), Some(*meas), "{p}");
+    }
+    // The SVG: one circle per point, drawn phase by phase in one colour each, then one legend
+    // marker per phase. Each point sits at (measured, predicted) on log axes: pixel x is an
+    // affine function of ln(measured) with a positive slope, pixel y of ln(predicted) with a
+    // negative one (SVG y grows downwards), to within the 1 px the backend rounds to.
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let elements = svg_elements(&text);
+    let circles: Vec<_> = elements.iter().filter(|e| e.0 == "circle").collect();
+    assert_eq!(circles.len(), want.len() + 4, "points + 4 legend markers");
+    let mut drawn = Vec::new();
+    for phase in ["forward", "backward", "optimizer", "step"] {
+        drawn.extend(want.iter().filter(|w| w.2 == phase));
+    }
+    let num = |c: &(String, Vec<(String, String)>), k: &str| -> f64 {
+        attr(c, k).parse().expect("numeric attribute")
+    };
+    let mut fill_of_phase: Vec<(String, String)> = Vec::new();
+    for (c, w) in circles.iter().zip(&drawn) {
+        let fill = attr(c, "fill").to_string();
+        match fill_of_phase.iter().find(|(p, _)| *p == w.2) {
+            Some((_, f)) => assert_eq!(*f, fill, "{} points share one colour", w.2),
+            None => {
+                assert!(
+                    fill_of_phase.iter().all(|(_, f)| *f != fill),
+                    "{fill} reused"
+                );
+                fill_of_phase.push((w.2.clone(), fill));
+            }
+        }
+    }
+    assert_eq!(fill_of_phase.len(), 4);
+    // Legend markers in phase order, in the phases' colours.
+    for (c, (_, fill)) in circles[want.len()..].iter().zip(&fill_of_phase) {
+        assert_eq!(attr(c, "fill"), fill);
+    }
+    let fit = |pairs: &[(f64, f64)]| -> (f64, f64, f64) {
+        // Least squares px = a + b·ln(ms); returns (a, b, worst residual).
+        let n = pairs.len() as f64;
+        let (sx, sy) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x.ln(), b + y));
+        let (mx, my) = (sx / n, sy / n);
+        let sxx: f64 = pairs.iter().map(|(x, _)| (x.ln() - mx).powi(2)).sum();
+        let sxy: f64 = pairs.iter().map(|(x, y)| (x.ln() - mx) * (y - my)).sum();
+        let b = sxy / sxx;
+        let a = my - b * mx;
+        let worst = pairs
+            .iter()
+            .map(|(x, y)| (a + b * x.ln() - y).abs())
+            .fold(0.0, f64::max);
+        (a, b, worst)
+    };
+    let xs: Vec<(f64, f64)> = circles
         .iter()
-        .map(|r| {
-            r["phases"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| !p.is_null())
-                .count()
-        })
-        .sum();
-    assert_eq!(v["points"].as_array().unwrap().len(), measured);
-    assert!(svg.exists());
+        .zip(&drawn)
+        .map(|(c, w)| (w.4, num(c, "cx")))
+        .collect();
+    let ys: Vec<(f64, f64)> = circles
+        .iter()
+        .zip(&drawn)
+        .map(|(c, w)| (w.3, num(c, "cy")))
+        .collect();
+    let (_, bx, worst_x) = fit(&xs);
+    let (_, by, worst_y) = fit(&ys);
+    assert!(
+        bx > 0.0 && worst_x <= 1.0,
+        "x: slope {bx}, worst {worst_x} px"
+    );
+    assert!(
+        by < 0.0 && worst_y <= 1.0,
+        "y: slope {by}, worst {worst_y} px"
+    );
+    // Both axes span the same range (lo..hi) on a square-ish plot: the slopes agree in size
+    // to within the plot's aspect (760 × 700 canvas).
+    assert!((bx / -by - 1.0).abs() < 0.25, "{bx} vs {by}");
 }
 
 #[test]
@@ -304,6 +459,94 @@ fn plot_errors_are_usage_errors() {
     assert!(!PathBuf::from("x.svg").exists() && !PathBuf::from("x.gif").exists());
 }
 
+/// `costsim predict --format json` of one sweep point; its prediction.
+fn predict_point(model: &str, hw: &str, method: &str, rank: u64, batch: u64, seq: u64) -> Value {
+    let (rank, batch, seq) = (rank.to_string(), batch.to_string(), seq.to_string());
+    let mut a = vec![
+        "--model", model, "--hw", hw, "--method", method, "--batch", &batch, "--seq", &seq,
+    ];
+    if method != "full" {
+        a.extend_from_slice(&["--rank", &rank]);
+    }
+    let v = predict_json(&a);
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 1);
+    v["predictions"][0].clone()
+}
+
+/// A sweep row (CSV cells or JSON fields, read by name through `num` / `text`) against
+/// `costsim predict` of the same point, field by field. `tol` is the absolute tolerance of the
+/// millisecond columns (CSV keeps 6 decimals), relative where `None`.
+fn assert_row_matches_predict(
+    num: &dyn Fn(&str) -> f64,
+    text: &dyn Fn(&str) -> String,
+    tol: Option<f64>,
+) {
+    let p = predict_point(
+        &text("model"),
+        &text("hw"),
+        &text("method"),
+        num("rank") as u64,
+        num("batch") as u64,
+        num("seq") as u64,
+    );
+    let id = format!(
+        "{} {} {} r{} {}x{}",
+        text("model"),
+        text("hw"),
+        text("method"),
+        text("rank"),
+        text("batch"),
+        text("seq")
+    );
+    for col in ["step_ms", "forward_ms", "backward_ms", "optimizer_ms"] {
+        let (got, want) = (num(col), p[col].as_f64().unwrap());
+        let ok = match tol {
+            Some(t) => (got - want).abs() <= t,
+            None => (got - want).abs() <= 1e-9 * want.abs(),
+        };
+        assert!(ok, "{id}: {col} {got} vs predict {want}");
+    }
+    let tps = p["tokens_per_s"].as_f64().unwrap();
+    assert!(
+        (num("tokens_per_s") - tps).abs() <= 0.5 + 1e-9 * tps,
+        "{id}: tokens_per_s"
+    );
+    let gib = p["peak_memory_bytes"].as_f64().unwrap() / 1073741824.0;
+    assert!(
+        (num("peak_memory_gib") - gib).abs() <= 0.005 + 1e-9 * gib,
+        "{id}: peak"
+    );
+    assert_eq!(
+        num("trainable_params"),
+        p["trainable_params"].as_f64().unwrap(),
+        "{id}"
+    );
+    assert_eq!(num("rank"), p["rank"].as_f64().unwrap(), "{id}");
+    assert_eq!(
+        text("train_layers"),
+        p["trained_layers"].as_str().unwrap(),
+        "{id}"
+    );
+    assert_eq!(
+        text("dominant_bound"),
+        p["dominant_bound"].as_str().unwrap(),
+        "{id}"
+    );
+    // grad_accum 1: forward + backward + optimizer launches.
+    let k = &p["kernels"];
+    let launches = ["forward", "backward", "optimizer"]
+        .iter()
+        .map(|ph| k[ph].as_f64().unwrap())
+        .sum::<f64>();
+    assert_eq!(num("kernels_per_step"), launches, "{id}");
+    let status = if p["fits"].as_bool().unwrap() {
+        "ok"
+    } else {
+        "out-of-memory"
+    };
+    assert_eq!(text("status"), status, "{id}");
+}
+
 #[test]
 fn sweep_csv_has_one_row_per_point() {
     let csv = ok(&[
@@ -323,44 +566,62 @@ fn sweep_csv_has_one_row_per_point() {
         "--format",
         "csv",
     ]);
-    let lines: Vec<&str> = csv.lines().collect();
-    // full: 1 rank, lora: 2 → 3 × 2 models × 2 hw × 3 seq × 2 batch = 72 points.
-    assert_eq!(lines.len(), 1 + 72);
-    assert!(lines[0].starts_with("model,hw,method,batch,seq,rank,"));
-    // gpt2 has 1024 positions: seq 2048 rows are invalid and say why.
-    let invalid: Vec<_> = lines.iter().filter(|l| l.contains(",invalid,")).collect();
-    assert_eq!(invalid.len(), 3 * 2 * 2);
-    assert!(invalid
+    assert!(csv.starts_with("model,hw,method,batch,seq,rank,"));
+    let recs = csv_records(&csv);
+    // full: 1 rank, lora: 2 → 3 × 2 models × 2 hw × 3 seq × 2 batch = 72 points, each once.
+    assert_eq!(recs.len(), 72);
+    let mut points: Vec<String> = recs
         .iter()
-        .all(|l| l.starts_with("gpt2,") && l.contains("positions")));
-    // A point agrees with `costsim predict`.
-    let p = predict_json(&[
-        "--model",
-        "tinyllama-1.1b",
-        "--hw",
-        "l4",
-        "--method",
-        "lora",
-        "--rank",
-        "16",
-        "--seq",
-        "1024",
-        "--batch",
-        "4",
-    ]);
-    let row = lines
-        .iter()
-        .find(|l| l.starts_with("tinyllama-1.1b,l4,lora,4,1024,16,"))
-        .expect("row");
-    let step: f64 = row.split(',').nth(9).unwrap().parse().unwrap();
-    let want = p["predictions"][0]["step_ms"].as_f64().unwrap();
-    assert!((step - want).abs() < 1e-6, "{step} vs {want}");
+        .map(|r| {
+            ["model", "hw", "method", "batch", "seq", "rank"]
+                .map(|c| common::s(r, c).to_string())
+                .join(" ")
+        })
+        .collect();
+    points.sort();
+    points.dedup();
+    assert_eq!(points.len(), 72);
+    // gpt2 has 1024 positions: seq 2048 rows are invalid and say why; every other row is a
+    // prediction.
+    for r in &recs {
+        let seq = f(r, "seq");
+        let gpt2 = common::s(r, "model") == "gpt2";
+        if gpt2 && seq == 2048.0 {
+            assert_eq!(common::s(r, "status"), "invalid", "{r:?}");
+            assert!(common::s(r, "message").contains("positions"), "{r:?}");
+            assert_eq!(common::s(r, "step_ms"), "-");
+        } else {
+            assert_ne!(common::s(r, "status"), "invalid", "{r:?}");
+            assert_eq!(common::s(r, "message"), "");
+        }
+        assert_eq!(common::s(r, "precision"), "bf16-mixed");
+        let rank = f(r, "rank");
+        match common::s(r, "method") {
+            "full" => assert_eq!(rank, 0.0),
+            "lora" => assert!(rank == 8.0 || rank == 16.0),
+            m => panic!("unexpected method {m}"),
+        }
+    }
+    assert_eq!(
+        recs.iter()
+            .filter(|r| common::s(r, "status") == "invalid")
+            .count(),
+        3 * 2 * 2
+    );
+    // Every valid point agrees with `costsim predict`, column by column (six decimals).
+    for r in recs.iter().filter(|r| common::s(r, "status") != "invalid") {
+        assert_row_matches_predict(
+            &|c| f(r, c),
+            &|c| common::s(r, c).to_string(),
+            Some(5e-7 + 1e-6),
+        );
+    }
 }
 
 #[test]
 fn sweep_writes_json_atomically_and_rejects_bad_ranges() {
     let out = tmp("sweep.json");
-    ok(&[
+    let o = costsim(&[
         "sweep",
         "--model",
         "gpt2",
@@ -373,9 +634,35 @@ fn sweep_writes_json_atomically_and_rejects_bad_ranges() {
         "--format",
         "json",
     ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut t = out.as_os_str().to_owned();
+    t.push(".tmp");
+    assert!(!PathBuf::from(t).exists(), "no temporary file left");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
     // 4 seq values × (full + 4 ranked methods with one rank each).
-    assert_eq!(v.as_array().unwrap().len(), 4 * 5);
+    assert_eq!(rows.len(), 4 * 5);
+    let seqs: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    for s in [128, 256, 384, 512] {
+        assert_eq!(seqs.iter().filter(|&&x| x == s).count(), 5, "seq {s}");
+    }
+    // Every row agrees with `costsim predict` of its point, field by field.
+    for r in rows {
+        assert_eq!(r["precision"], "bf16-mixed");
+        assert_row_matches_predict(
+            &|c| r[c].as_f64().unwrap_or_else(|| panic!("{c} in {r}")),
+            &|c| match &r[c] {
+                Value::String(s) => s.clone(),
+                x => x.to_string(),
+            },
+            None,
+        );
+    }
     for bad in ["4..1", "1..8:x1", "a"] {
         let o = costsim(&["sweep", "--model", "gpt2", "--hw", "a100", "--seq", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad}");

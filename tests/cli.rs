@@ -1,6 +1,12 @@
 //! End-to-end tests of the costsim binary: bad input gives exit code 2 and a message naming the
-//! problem and the fix; outputs carry the documented fields; the paper's memory facts hold.
+//! problem and the fix; outputs carry the documented fields and agree across formats; the
+//! memory verdict is peak + the 1 GiB reserve against capacity, and the paper's memory facts hold
+//! (full fine-tuning of llama2-7b does not fit an A6000; the paper's PaCA setup on it does).
 
+mod common;
+
+use common::{csv_records, f};
+use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Output};
 
@@ -288,9 +294,26 @@ fn full_ft_llama2_7b_does_not_fit_an_a6000() {
     assert!(stdout(&t).contains("no, short"));
 }
 
+const GIB: f64 = 1073741824.0;
+
+fn json_of(args: &[&str]) -> Value {
+    let o = costsim(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+/// The value column of a `predict` text table's line whose label is `label` (one method).
+fn table_value(text: &str, label: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(label) && l[label.len()..].starts_with("  "))
+        .unwrap_or_else(|| panic!("no line '{label}' in {text}"));
+    line[label.len()..].trim().to_string()
+}
+
 #[test]
 fn paper_setup_is_one_command() {
-    let o = costsim(&[
+    let args = [
         "predict",
         "--hw",
         "a6000",
@@ -306,29 +329,345 @@ fn paper_setup_is_one_command() {
         "10000",
         "--method",
         "paca-three-quarters",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ];
+    let o = costsim(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let s = stdout(&o);
     // 10,000 samples / (8 × 4) per step = 312.5 → 313 optimizer steps.
-    assert!(s.contains("optimizer steps") && s.contains("313"), "{s}");
-    let line = s.lines().find(|l| l.starts_with("training time")).unwrap();
-    let hms = line.split_whitespace().last().unwrap();
-    assert_eq!(hms.split(':').count(), 3, "{hms}");
+    assert_eq!(table_value(&s, "optimizer steps"), "313", "{s}");
+    // The paper ran this setup on an A6000: it must fit.
+    assert_eq!(table_value(&s, "fits"), "yes", "{s}");
+    let v = json_of(&[&args[..], &["--format", "json"]].concat());
+    let p = &v["predictions"][0];
+    let t = &p["training"];
+    assert_eq!(t["optimizer_steps"], 313);
+    // Training time = 313 × the step time, written h:mm:ss in the table.
+    let step_ms = p["step_ms"].as_f64().unwrap();
+    let seconds = t["seconds"].as_f64().unwrap();
+    assert!(
+        (seconds - 313.0 * step_ms / 1e3).abs() < 1e-6 * seconds,
+        "{seconds}"
+    );
+    let secs = seconds.round() as u64;
+    let hms = format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    assert_eq!(t["wall_clock"], hms.as_str());
+    assert_eq!(table_value(&s, "training time"), hms);
+    // Memory by hand: upper 3/4 = 24 of 32 layers at rank 3 × 8 = 24, Σ n over the seven
+    // projections = 4·4096 + 2·11008 + 4096 = 42,496 → P = 24 × 24 × 42,496 = 24,477,696
+    // trainable. fp32 weights 4 B × (6,738,415,616 + P); gradients 4 B × P; AdamW 8 B × P.
+    let n = 24.0 * 24.0 * 42_496.0;
+    assert_eq!(p["trainable_params"].as_f64(), Some(n));
+    let m = &p["memory"];
+    assert_eq!(
+        m["weights_bytes"].as_f64(),
+        Some(4.0 * (6_738_415_616.0 + n))
+    );
+    assert_eq!(m["gradients_bytes"].as_f64(), Some(4.0 * n));
+    assert_eq!(m["optimizer_state_bytes"].as_f64(), Some(8.0 * n));
+    let peak = p["peak_memory_bytes"].as_f64().unwrap();
+    assert!(peak >= 4.0 * (6_738_415_616.0 + n) + 12.0 * n);
+    // It fits because peak + 1 GiB ≤ 48 GiB.
+    assert_eq!(m["capacity_bytes"].as_f64(), Some(48.0 * GIB));
+    assert!(peak + GIB <= 48.0 * GIB, "{peak}");
+    assert_eq!(p["fits"], true);
+}
+
+/// A copy of the a100-80gb profile with its memory set to `gib`.
+fn profile_with_memory(dir: &std::path::Path, gib: f64) -> std::path::PathBuf {
+    let prof = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/hardware/profiles/a100-80gb-sxm.toml"
+    ))
+    .unwrap();
+    assert!(prof.contains("memory-gib = 80\n"));
+    let text = prof
+        // Shortest round-trip decimal: the file holds exactly this f64.
+        .replace("memory-gib = 80\n", &format!("memory-gib = {gib:?}\n"))
+        .replace("name = \"a100-80gb-sxm\"", "name = \"a100-resized\"");
+    let path = dir.join(format!("a100-{gib:.6}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn fits_flips_exactly_at_capacity_minus_the_1_gib_reserve() {
+    // One configuration, its peak P from the JSON; then the same prediction on profiles whose
+    // memory puts capacity − 1 GiB just above P, just below P, and between P and P + 1 GiB.
+    let dir = std::env::temp_dir().join(format!("costsim-cli-fits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = [
+        "predict",
+        "--model",
+        "gpt2-medium",
+        "--method",
+        "lora",
+        "--batch",
+        "8",
+        "--seq",
+        "512",
+        "--format",
+        "json",
+        "--hw",
+    ];
+    let v = json_of(&[&cfg[..], &["a100"]].concat());
+    let peak = v["predictions"][0]["peak_memory_bytes"].as_f64().unwrap();
+    assert!(peak > GIB, "{peak}");
+    let mib = 1048576.0;
+    for (capacity, fits, what) in [
+        (peak + GIB + mib, true, "1 MiB to spare after the reserve"),
+        (peak + GIB, true, "exactly peak + reserve"),
+        (
+            peak + GIB - mib,
+            false,
+            "1 MiB short once the reserve is taken",
+        ),
+        (
+            peak + 0.5 * GIB,
+            false,
+            "the peak fits, but not with the reserve",
+        ),
+        (peak - mib, false, "the peak alone does not fit"),
+    ] {
+        let hw = profile_with_memory(&dir, capacity / GIB);
+        let v = json_of(&[&cfg[..], &[hw.to_str().unwrap()]].concat());
+        let p = &v["predictions"][0];
+        let m = &p["memory"];
+        // The peak does not depend on capacity.
+        assert_eq!(p["peak_memory_bytes"].as_f64(), Some(peak), "{what}");
+        let cap = m["capacity_bytes"].as_f64().unwrap();
+        assert!(
+            (cap - capacity).abs() < 1.0,
+            "{what}: capacity {cap} vs {capacity}"
+        );
+        assert_eq!(m["reserved_bytes"].as_f64(), Some(GIB));
+        assert_eq!(
+            p["fits"].as_bool(),
+            Some(fits),
+            "{what}: peak {peak}, capacity {cap}"
+        );
+        assert_eq!(m["fits"].as_bool(), Some(fits), "{what}");
+        let short = m["shortfall_bytes"].as_f64().unwrap();
+        let want = if fits { 0.0 } else { peak + GIB - cap };
+        assert!(
+            (short - want).abs() < 1.0,
+            "{what}: shortfall {short} vs {want}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn fits_follows_peak_plus_reserve_across_batches_on_a_builtin_profile() {
+    // llama2-7b PaCA on an A6000 (48 GiB), seq 512: the batch where the peak plus 1 GiB
+    // crosses 48 GiB is where `fits` turns false, and at no other batch. The scan must include
+    // a batch whose peak lies within 1 GiB below capacity (batch 10, about 47.6 GiB): it fits
+    // the card only without the reserve, so the reserve decides its verdict.
+    let mut flips = 0;
+    let mut last = None;
+    let mut in_reserve = 0;
+    for batch in 1..=12 {
+        let b = batch.to_string();
+        let v = json_of(&[
+            "predict",
+            "--hw",
+            "a6000",
+            "--model",
+            "llama2-7b",
+            "--method",
+            "paca",
+            "--seq",
+            "512",
+            "--batch",
+            &b,
+            "--format",
+            "json",
+        ]);
+        let p = &v["predictions"][0];
+        let peak = p["peak_memory_bytes"].as_f64().unwrap();
+        let fits = p["fits"].as_bool().unwrap();
+        assert_eq!(fits, peak + GIB <= 48.0 * GIB, "batch {batch}: peak {peak}");
+        if peak > 47.0 * GIB && peak <= 48.0 * GIB {
+            in_reserve += 1;
+            assert!(
+                !fits,
+                "batch {batch}: peak {peak} leaves less than the reserve"
+            );
+        }
+        if last == Some(true) && !fits {
+            flips += 1;
+        }
+        assert!(last != Some(false) || !fits, "fits again at batch {batch}");
+        last = Some(fits);
+    }
+    assert_eq!(flips, 1, "the scan must cross capacity once");
+    assert!(
+        in_reserve >= 1,
+        "no batch of the scan lands within the reserve"
+    );
 }
 
 #[test]
 fn csv_and_markdown_have_one_row_per_method() {
-    let o = costsim(&[
-        "predict", "--hw", "l4", "--model", "gpt2", "--format", "csv",
-    ]);
-    let s = stdout(&o);
-    assert_eq!(s.lines().count(), 6, "{s}");
-    assert!(s.starts_with("method,rank,"));
-    let o = costsim(&[
-        "predict", "--hw", "l4", "--model", "gpt2", "--format", "markdown",
-    ]);
-    let s = stdout(&o);
-    assert!(s.lines().any(|l| l.starts_with("| step ms |")), "{s}");
+    let base = ["predict", "--hw", "l4", "--model", "gpt2"];
+    let run = |extra: &[&str]| {
+        let o = costsim(&[&base[..], extra].concat());
+        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let v: Value = serde_json::from_str(&run(&["--format", "json", "--per-layer", "--kernels"]))
+        .expect("json");
+    let preds = v["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 5);
+    let close = |got: f64, want: f64, decimals: i32| {
+        (got - want).abs() <= 0.5 * 10f64.powi(-decimals) + 1e-9 * want.abs()
+    };
+    // Summary CSV: one row per method, each column equal to the JSON field of that name.
+    let csv = run(&["--format", "csv"]);
+    assert!(csv.starts_with("method,rank,"));
+    let recs = csv_records(&csv);
+    assert_eq!(recs.len(), 5, "{csv}");
+    for (r, p) in recs.iter().zip(preds) {
+        let m = common::s(r, "method");
+        assert_eq!(m, p["method"].as_str().unwrap());
+        assert_eq!(
+            common::s(r, "trained_layers"),
+            p["trained_layers"].as_str().unwrap()
+        );
+        assert_eq!(
+            common::s(r, "dominant_bound"),
+            p["dominant_bound"].as_str().unwrap()
+        );
+        assert_eq!(
+            common::s(r, "fits"),
+            p["fits"].as_bool().unwrap().to_string()
+        );
+        for col in ["rank", "trainable_params"] {
+            assert_eq!(f(r, col), p[col].as_f64().unwrap(), "{m} {col}");
+        }
+        for ph in ["forward", "backward", "optimizer"] {
+            let col = format!("{ph}_kernels");
+            assert_eq!(f(r, &col), p["kernels"][ph].as_f64().unwrap(), "{m} {col}");
+        }
+        for (col, decimals) in [
+            ("flops", 0),
+            ("bytes", 0),
+            ("forward_ms", 4),
+            ("backward_ms", 4),
+            ("optimizer_ms", 4),
+            ("step_ms", 4),
+            ("tokens_per_s", 1),
+            ("peak_memory_bytes", 0),
+        ] {
+            let (got, want) = (f(r, col), p[col].as_f64().unwrap());
+            assert!(close(got, want, decimals), "{m} {col}: {got} vs {want}");
+        }
+    }
+    // Per-layer CSV: one row per (method, scope), equal to the JSON's per_layer rows.
+    let recs = csv_records(&run(&["--format", "csv", "--per-layer"]));
+    let rows: Vec<(&str, &Value)> = preds
+        .iter()
+        .flat_map(|p| {
+            let m = p["method"].as_str().unwrap();
+            p["per_layer"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |r| (m, r))
+        })
+        .collect();
+    assert_eq!(recs.len(), rows.len());
+    assert_eq!(rows.len(), 5 * (12 + 3));
+    for (r, (m, row)) in recs.iter().zip(&rows) {
+        assert_eq!(common::s(r, "method"), *m);
+        assert_eq!(common::s(r, "scope"), row["scope"].as_str().unwrap());
+        assert_eq!(
+            common::s(r, "trained"),
+            row["trained"].as_bool().unwrap().to_string()
+        );
+        for (col, decimals) in [
+            ("trainable_params", 0),
+            ("forward_ms", 6),
+            ("backward_ms", 6),
+            ("optimizer_ms", 6),
+            ("forward_kernels", 0),
+            ("backward_kernels", 0),
+            ("optimizer_kernels", 0),
+            ("flops", 0),
+            ("bytes", 0),
+            ("saved_bytes", 0),
+        ] {
+            let (got, want) = (f(r, col), row[col].as_f64().unwrap());
+            assert!(
+                close(got, want, decimals),
+                "{m} {} {col}: {got} vs {want}",
+                row["scope"]
+            );
+        }
+    }
+    // Kernel CSV: one row per kernel, equal to the JSON's kernel rows.
+    let recs = csv_records(&run(&["--format", "csv", "--kernels"]));
+    let rows: Vec<(&str, &Value)> = preds
+        .iter()
+        .flat_map(|p| {
+            let m = p["method"].as_str().unwrap();
+            p["kernel_rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |r| (m, r))
+        })
+        .collect();
+    assert_eq!(recs.len(), rows.len());
+    for (r, (m, k)) in recs.iter().zip(&rows) {
+        assert_eq!(common::s(r, "method"), *m);
+        for col in ["phase", "name", "module", "kind", "dtype", "bound"] {
+            assert_eq!(common::s(r, col), k[col].as_str().unwrap(), "{m} {col}");
+        }
+        assert_eq!(common::s(r, "shape"), k["shape"].as_str().unwrap_or(""));
+        assert_eq!(
+            common::s(r, "recompute"),
+            k["recompute"].as_bool().unwrap().to_string()
+        );
+        let deps: Vec<String> = k["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(common::s(r, "deps"), deps.join(" "));
+        for (col, decimals) in [
+            ("index", 0),
+            ("flops", 0),
+            ("bytes_read", 0),
+            ("bytes_written", 0),
+            ("launches", 0),
+            ("device_us", 3),
+            ("host_us", 3),
+        ] {
+            let (got, want) = (f(r, col), k[col].as_f64().unwrap());
+            assert!(close(got, want, decimals), "{m} {col}: {got} vs {want}");
+        }
+    }
+    // Markdown: the step-time row holds each method's step time to two decimals.
+    let md = run(&["--format", "markdown"]);
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("| step ms |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    let cells: Vec<f64> = line
+        .trim_matches('|')
+        .split('|')
+        .skip(1)
+        .map(|c| c.trim().parse().unwrap())
+        .collect();
+    assert_eq!(cells.len(), 5);
+    for (c, p) in cells.iter().zip(preds) {
+        assert!(
+            close(*c, p["step_ms"].as_f64().unwrap(), 2),
+            "{c} vs {}",
+            p["step_ms"]
+        );
+    }
 }
 
 #[test]
@@ -495,5 +834,47 @@ fn a_calibrated_profile_predicts_and_says_so() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(v["hardware"]["calibrated"], true);
     assert_eq!(v["hardware"]["name"], "cpu-generic-calibrated");
-    assert!(v["predictions"][0]["step_ms"].as_f64().unwrap_or(0.0) > 0.0);
+    // The profile's 24 GiB.
+    assert_eq!(v["hardware"]["memory_bytes"].as_f64(), Some(24.0 * GIB));
+    // A CPU runs each op on the issuing thread, so host and device time add: the step is the
+    // sum over every op (host-only ones included) of its host and device time, read here from
+    // the kernel rows (grad_accum 1, so the first micro-batch is the whole step).
+    let o = costsim(&[
+        "predict",
+        "--hw",
+        profile,
+        "--model",
+        "gpt2",
+        "--method",
+        "lora",
+        "--batch",
+        "1",
+        "--seq",
+        "128",
+        "--precision",
+        "fp32",
+        "--format",
+        "json",
+        "--kernels",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let k: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let p = &k["predictions"][0];
+    let step_ms = p["step_ms"].as_f64().unwrap();
+    let plain = v["predictions"][0]["step_ms"].as_f64().unwrap();
+    assert!(
+        (step_ms - plain).abs() < 1e-9 * plain,
+        "{step_ms} vs {plain}"
+    );
+    let sum_us: f64 = p["kernel_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["host_us"].as_f64().unwrap() + r["device_us"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum_us / 1e3 - step_ms).abs() < 1e-9 * step_ms,
+        "{} vs {step_ms}",
+        sum_us / 1e3
+    );
 }

@@ -869,16 +869,37 @@ mod tests {
 
     #[test]
     fn empty_source_is_rejected() {
-        let text = BUILTIN[0].1.replace(
-            "attention-source = \"uncalibrated: fused",
-            "attention-source = \"\"\nx-unused = \"",
+        // A known key, `efficiency.attention-source`, set to the empty string: the file has no
+        // unknown key, so only the empty-source check can reject it.
+        let original = BUILTIN[0].1;
+        let mut replaced = 0;
+        let text: String = original
+            .lines()
+            .map(|l| {
+                if l.starts_with("attention-source = ") {
+                    replaced += 1;
+                    "attention-source = \"\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(replaced, 1, "the profile has one attention-source line");
+        // The untouched file loads: the edit alone is what breaks it.
+        assert!(parse_profile(original, "x.toml").is_ok());
+        let err = parse_profile(&text, "x.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("the source of efficiency.attention is empty"),
+            "{err}"
         );
-        // Unknown keys are rejected too; either way the file does not load silently.
-        assert!(parse_profile(&text, "x.toml").is_err());
-        let text = BUILTIN[0].1.replace(
+        assert!(!err.contains("unknown field"), "{err}");
+        // Whitespace only counts as empty too.
+        let text = original.replace(
             "source = \"gpus.md table (NVIDIA datasheets and architecture whitepapers)\"",
             "source = \" \"",
         );
+        assert_ne!(text, original);
         let err = parse_profile(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("source of device is empty"), "{err}");
     }

@@ -367,18 +367,170 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parts_add_up_to_the_difference() {
-        let s = search("llama2-7b", "a100", Axis::Seq, vec![256, 512]);
-        for other in [MethodName::Full, MethodName::Paca] {
-            let b = s.breakdown(512, other).unwrap();
-            let sum: f64 = b.parts.iter().map(|p| p.ms).sum();
-            assert!((sum - (b.lora_ms - b.other_ms)).abs() < 1e-9);
-            // LoRA adds adapter kernels and avoids some of the other's.
-            let adapter: f64 = b.parts[..3].iter().map(|p| p.ms).sum();
-            assert!(adapter > 0.0, "{b:?}");
-            assert!(b.parts[3].ms < 0.0, "{b:?}");
+    /// (key, device µs, bound as reported).
+    type Row = (String, f64, crate::cost::Bound);
+
+    /// Kernel rows of one method's prediction at `seq` (the public `predict` path, not the
+    /// breakdown's own graph walk): (phase, module path with LoRA's `.base_layer` dropped, op name,
+    /// device µs) per launching forward/backward kernel.
+    fn rows(s: &Search, seq: u64, method: MethodName) -> (crate::Prediction, Vec<Row>) {
+        let spec = MethodSpec::resolve(method, &s.options, &s.model, true).unwrap();
+        let cfg = crate::Config {
+            model: s.model.clone(),
+            method: spec,
+            workload: Workload {
+                seq,
+                ..s.workload.clone()
+            },
+            hw: s.hw.clone(),
+        };
+        let detail = Detail {
+            per_layer: false,
+            kernels: true,
+        };
+        let p = crate::predict(&cfg, detail, None);
+        let rows = p
+            .kernel_rows
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|k| k.phase != Phase::Optimizer && k.launches > 0)
+            .map(|k| {
+                let module = k.module.strip_suffix(".base_layer").unwrap_or(&k.module);
+                (
+                    format!("{} {} {}", k.phase.as_str(), module, k.name),
+                    k.device_us,
+                    k.bound,
+                )
+            })
+            .collect();
+        (p, rows)
+    }
+
+    /// Multiset difference by key: the rows of `a` left after matching, per key, as many rows as
+    /// `b` has with that key; returns (Σ µs of `a`'s leftovers, their keys). Which occurrences of
+    /// a repeated key count as matched is a convention: `match_from_end` matches the last ones in
+    /// issue order (the breakdown does so for the other method: of full's two `to_copy_backward`
+    /// in the head, LoRA's one is matched to the later).
+    fn unmatched(a: &[Row], b: &[Row], match_from_end: bool) -> (f64, Vec<String>, [f64; 4]) {
+        let mut count: FxHashMap<&str, usize> = FxHashMap::default();
+        for (k, ..) in b {
+            *count.entry(k.as_str()).or_default() += 1;
         }
+        let (mut us, mut keys, mut by_bound) = (0.0, Vec::new(), [0.0; 4]);
+        let order: Box<dyn Iterator<Item = &Row>> = if match_from_end {
+            Box::new(a.iter().rev())
+        } else {
+            Box::new(a.iter())
+        };
+        for (k, t, bound) in order {
+            match count.get_mut(k.as_str()) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => {
+                    us += t;
+                    keys.push(k.clone());
+                    by_bound[*bound as usize] += t;
+                }
+            }
+        }
+        (us, keys, by_bound)
+    }
+
+    #[test]
+    fn parts_agree_with_two_independent_predictions() {
+        // Every part is recomputed from two `predict` calls and their kernel rows, matched here
+        // by (phase, module path, op) — a second implementation of the breakdown's matching,
+        // on the report's rows rather than the graph's segments. The default workload has
+        // grad_accum 1, so first-micro-batch rows are the whole step's kernels.
+        // Two regimes: llama2-7b at seq 512 keeps the A100 busy (no host wait), gpt2-medium at
+        // seq 64 is host-bound (the GPU waits on Python), so the host-wait part is exercised.
+        let (mut host_bound_seen, mut bounds_checked) = (false, false);
+        for (model, seq, other) in [
+            ("llama2-7b", 512, MethodName::Full),
+            ("llama2-7b", 512, MethodName::Paca),
+            ("gpt2-medium", 64, MethodName::Full),
+            ("gpt2-medium", 64, MethodName::Paca),
+        ] {
+            let s = search(model, "a100", Axis::Seq, vec![seq]);
+            assert_eq!(s.workload.grad_accum, 1);
+            let llama = model == "llama2-7b";
+            let b = s.breakdown(seq, other).unwrap();
+            let (pl, rl) = rows(&s, seq, MethodName::Lora);
+            let (po, ro) = rows(&s, seq, other);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+            let part = |name: &str| b.parts.iter().find(|p| p.name == name).unwrap().ms;
+            assert_eq!(b.parts.len(), 7);
+            // The two step times, and the parts' sum is their difference.
+            // (Kernel rows turn the simulation's layer replay off: equal to rounding.)
+            assert!(close(b.lora_ms, pl.step_ms) && close(b.other_ms, po.step_ms));
+            let sum: f64 = b.parts.iter().map(|p| p.ms).sum();
+            assert!(close(sum, pl.step_ms - po.step_ms), "{other}: {sum}");
+            // Optimizer: the difference of the two predictions' optimizer phases.
+            assert!(close(part("optimizer"), pl.optimizer_ms - po.optimizer_ms));
+            // Host wait: the GPU's wait on the host in forward and backward, per prediction.
+            let wait = |p: &crate::Prediction| p.phases[0].host_ms + p.phases[1].host_ms;
+            assert!(close(part("host wait"), wait(&pl) - wait(&po)));
+            host_bound_seen |= wait(&pl) > 0.0 && wait(&pl) != wait(&po);
+            // Adapter kernels: LoRA's rows without a counterpart in the other method.
+            let (adapter_us, adapter_keys, adapter_by_bound) = unmatched(&rl, &ro, false);
+            let adapter: f64 = b.parts[..3].iter().map(|p| p.ms).sum();
+            assert!(
+                close(adapter, adapter_us / 1e3),
+                "{other}: {adapter} vs {adapter_us} us"
+            );
+            // Split by bound where no adapter row waited on the host (a waited row reports the
+            // bound `host` instead of its own).
+            let [compute, memory, launch, host] = adapter_by_bound;
+            if host == 0.0 {
+                for (i, want_us) in [memory, launch, compute].into_iter().enumerate() {
+                    assert!(
+                        close(b.parts[i].ms, want_us / 1e3),
+                        "{model} {other} {}: {} vs {}",
+                        b.parts[i].name,
+                        b.parts[i].ms,
+                        want_us / 1e3
+                    );
+                }
+                bounds_checked = true;
+            }
+            // Against full fine-tuning they all sit in LoRA's adapted projections: the adapter
+            // chain (lora_A/B, dropout, scale, add, casts) and its backward, never base_layer.
+            if llama && other == MethodName::Full {
+                assert!(!adapter_keys.is_empty());
+                for k in &adapter_keys {
+                    assert!(k.contains("_proj"), "{k}");
+                }
+                assert!(adapter_keys.iter().any(|k| k.contains("_proj.lora_A mm")));
+                assert!(adapter_keys
+                    .iter()
+                    .any(|k| k.contains("_proj.lora_dropout native_dropout")));
+            }
+            // Kernels LoRA avoids: the other's rows without a counterpart in LoRA, negated.
+            let (avoided_us, avoided_keys, _) = unmatched(&ro, &rl, true);
+            assert!(close(part("kernels LoRA avoids"), -avoided_us / 1e3));
+            if llama && other == MethodName::Full {
+                // Among them every dense weight gradient of the 7 projections × 32 layers.
+                let dw = avoided_keys
+                    .iter()
+                    .filter(|k| k.contains("_proj mm_dW"))
+                    .count();
+                assert_eq!(dw, 7 * 32);
+            }
+            // Shared kernels: the matched rows' device time, LoRA's minus the other's.
+            let total = |r: &[Row]| r.iter().map(|(_, t, _)| t).sum::<f64>();
+            let shared_us = (total(&rl) - adapter_us) - (total(&ro) - avoided_us);
+            assert!(
+                close(part("shared kernels"), shared_us / 1e3),
+                "{other}: {} vs {}",
+                part("shared kernels"),
+                shared_us / 1e3
+            );
+            // LoRA adds adapter kernels and avoids some of the other's.
+            assert!(adapter > 0.0, "{b:?}");
+            assert!(part("kernels LoRA avoids") < 0.0, "{b:?}");
+        }
+        assert!(host_bound_seen, "no case exercised the host-wait part");
+        assert!(bounds_checked, "no case checked the adapter parts by bound");
     }
 
     #[test]

@@ -528,6 +528,241 @@ mod tests {
     use crate::workload::{Precision, Runtime};
     use costsim_hardware::resolve_device;
 
+    const US: f64 = 1e-6;
+
+    /// A costed segment built by hand: per op (host µs, device µs); device 0 is a host-only op
+    /// (no launch). The fast list folds host-only ops into the next launch's host time, as
+    /// `cost_segment` documents.
+    fn seg(ops: &[(f64, f64)]) -> CostedSegment {
+        let mut kernels = Vec::new();
+        let mut fast = Vec::new();
+        let mut pending = 0.0;
+        for &(h, d) in ops {
+            let cost = KernelCost {
+                math_s: 0.0,
+                mem_s: d * US,
+                floor_s: 0.0,
+                device_s: d * US,
+                bound: Bound::Memory,
+            };
+            kernels.push((h * US, cost));
+            pending += h * US;
+            if d > 0.0 {
+                fast.push((pending, d * US, 1));
+                pending = 0.0;
+            }
+        }
+        let launches = ops.iter().filter(|(_, d)| *d > 0.0).count() as u64;
+        CostedSegment {
+            kernels,
+            fast,
+            tail_host_s: pending,
+            totals: (0.0, 0.0, launches),
+        }
+    }
+
+    /// Run one segment from both clocks at 0 through both code paths (fast, and recording
+    /// waits); returns (GPU end µs, host end µs, span, per-kernel waited flags).
+    fn run_both(sync: bool, s: &CostedSegment) -> (f64, f64, Span, Vec<bool>) {
+        let mut results = Vec::new();
+        for record in [false, true] {
+            let mut clock = Clock {
+                host: 0.0,
+                gpu: 0.0,
+            };
+            let mut span = Span::default();
+            let mut flags = Vec::new();
+            run(sync, &mut clock, s, &mut span, record.then_some(&mut flags));
+            results.push((clock.gpu / US, clock.host / US, span, flags));
+        }
+        let (fast, slow) = (&results[0], &results[1]);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(
+            close(fast.0, slow.0) && close(fast.1, slow.1),
+            "{results:?}"
+        );
+        assert!(close(fast.2.time_s / US, slow.2.time_s / US));
+        assert!(close(fast.2.host_wait_s / US, slow.2.host_wait_s / US));
+        results.pop().unwrap()
+    }
+
+    fn assert_us(got_s: f64, want_us: f64) {
+        assert!(
+            (got_s / US - want_us).abs() < 1e-6,
+            "{} µs, want {want_us} µs",
+            got_s / US
+        );
+    }
+
+    #[test]
+    fn host_bound_chain_takes_the_host_time_plus_the_last_kernel() {
+        // 5 ops, host 10 µs, device 1 µs: op i is issued at 10·(i+1) µs and runs at once (the
+        // GPU finished the previous one 9 µs earlier). End = 5 × 10 + 1 = 51 µs; the GPU waits
+        // 10 µs before the first and 9 µs before each later one: 10 + 4 × 9 = 46 µs.
+        let (gpu, host, span, waited) = run_both(false, &seg(&[(10.0, 1.0); 5]));
+        assert!((gpu - 51.0).abs() < 1e-9, "{gpu}");
+        assert!((host - 50.0).abs() < 1e-9, "{host}");
+        assert_us(span.time_s, 51.0);
+        assert_us(span.busy_s, 5.0);
+        assert_us(span.host_wait_s, 46.0);
+        assert_us(span.by_bound[3], 46.0);
+        assert_us(span.by_bound[1], 5.0);
+        assert_us(span.host_s, 50.0);
+        assert_eq!(waited, [true; 5]);
+    }
+
+    #[test]
+    fn gpu_bound_chain_takes_the_first_issue_plus_the_device_time() {
+        // 5 ops, host 1 µs, device 10 µs: the first starts at 1 µs, each later one is queued
+        // before the GPU is free. End = 1 + 5 × 10 = 51 µs; only the first op waited (1 µs);
+        // the host is done at 5 µs.
+        let (gpu, host, span, waited) = run_both(false, &seg(&[(1.0, 10.0); 5]));
+        assert!((gpu - 51.0).abs() < 1e-9, "{gpu}");
+        assert!((host - 5.0).abs() < 1e-9, "{host}");
+        assert_us(span.time_s, 51.0);
+        assert_us(span.busy_s, 50.0);
+        assert_us(span.host_wait_s, 1.0);
+        assert_eq!(waited, [true, false, false, false, false]);
+    }
+
+    #[test]
+    fn on_a_cpu_host_and_device_time_add() {
+        // Synchronous device: each op runs on the issuing thread, so the host resumes only after
+        // it: 5 × (10 + 1) = 55 µs whichever side is larger, and the "GPU" waits for each issue.
+        for ops in [[(10.0, 1.0); 5], [(1.0, 10.0); 5]] {
+            let (gpu, host, span, waited) = run_both(true, &seg(&ops));
+            assert!((gpu - 55.0).abs() < 1e-9, "{ops:?}: {gpu}");
+            assert!((host - 55.0).abs() < 1e-9, "{ops:?}: {host}");
+            assert_us(span.time_s, 55.0);
+            assert_us(span.host_wait_s, 5.0 * ops[0].0);
+            assert_eq!(waited, [true; 5]);
+        }
+    }
+
+    #[test]
+    fn host_only_ops_delay_the_next_launch() {
+        // Host 10 µs (launch, device 5 µs), host-only 20 µs, host 10 µs (launch, device 5 µs),
+        // host-only 7 µs at the end: second launch issued at 10 + 20 + 10 = 40 µs, runs to 45;
+        // the host finishes at 47 µs, after the GPU. GPU waits 10 + (40 − 15) = 35 µs.
+        let (gpu, host, span, waited) = run_both(
+            false,
+            &seg(&[(10.0, 5.0), (20.0, 0.0), (10.0, 5.0), (7.0, 0.0)]),
+        );
+        assert!((gpu - 45.0).abs() < 1e-9, "{gpu}");
+        assert!((host - 47.0).abs() < 1e-9, "{host}");
+        assert_us(span.time_s, 45.0);
+        assert_us(span.host_wait_s, 35.0);
+        assert_us(span.host_s, 47.0);
+        assert_eq!(waited, [true, false, true, false]);
+    }
+
+    /// A whole step of gpt2's 12-layer structure with every segment replaced by hand-made ops:
+    /// embedding forward 2 ops, each layer forward 3, head forward 2, head backward 2, each layer
+    /// backward 4, embedding backward 1, optimizer 3 (+ a trailing host-only op of `tail` µs).
+    /// Forward has 2 + 36 + 2 = 40 ops, backward 2 + 48 + 1 = 51, the optimizer 3: 94 per step
+    /// at grad_accum 1.
+    fn synthetic_step(
+        host: f64,
+        device: f64,
+        tail: f64,
+        sync: bool,
+        grad_accum: u32,
+    ) -> [Timeline; 2] {
+        let m = preset("gpt2").unwrap();
+        let spec =
+            MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+        let w = Workload {
+            grad_accum,
+            ..Workload::default()
+        };
+        let g = build(&m, &spec, &w);
+        assert_eq!(g.layer_class.len(), 12);
+        let op = (host, device);
+        let three = |n_fwd: usize, n_bwd: usize| {
+            [
+                seg(&vec![op; n_fwd]),
+                seg(&vec![op; n_bwd]),
+                seg(&vec![op; n_bwd]),
+            ]
+        };
+        let cg = CostedGraph {
+            embedding: three(2, 1),
+            layers: g.layer_graphs.iter().map(|_| three(3, 4)).collect(),
+            head: three(2, 2),
+            optimizer: seg(&[op, op, op, (tail, 0.0)]),
+        };
+        let mut hw = resolve_device("a100").unwrap();
+        hw.synchronous = sync;
+        [false, true].map(|record| simulate(&g, &cg, &w, &hw, record))
+    }
+
+    #[test]
+    fn a_host_bound_step_is_the_host_time_plus_the_last_kernel() {
+        // Host 10 µs, device 1 µs per op: every op starts when issued. Forward ends at
+        // 40 × 10 + 1 = 401 µs, backward at 91 × 10 + 1 = 911 µs (510 µs), the optimizer at
+        // 94 × 10 + 1 = 941 µs (30 µs).
+        for tl in synthetic_step(10.0, 1.0, 0.0, false, 1) {
+            assert_us(tl.step_s, 941.0);
+            assert_us(tl.phases[0].time_s, 401.0);
+            assert_us(tl.phases[1].time_s, 510.0);
+            assert_us(tl.phases[2].time_s, 30.0);
+            assert_us(tl.phases[0].busy_s, 40.0);
+            // The GPU waits 10 µs before the first op and 9 µs before each of the 93 others.
+            let wait: f64 = tl.phases.iter().map(|p| p.host_wait_s).sum();
+            assert_us(wait, 10.0 + 93.0 * 9.0);
+            assert_eq!(tl.phases[0].launches, 40);
+            assert_eq!(tl.phases[1].launches, 51);
+            assert_eq!(tl.phases[2].launches, 3);
+        }
+        // Two micro-batches: 2 × 91 + 3 = 185 ops → 1851 µs.
+        for tl in synthetic_step(10.0, 1.0, 0.0, false, 2) {
+            assert_us(tl.step_s, 1851.0);
+            // Forward and backward of both: the GPU ends at 182 × 10 + 1 = 1821 µs.
+            assert_us(tl.phases[0].time_s + tl.phases[1].time_s, 1821.0);
+        }
+        // A host-only op of 50 µs after the optimizer's last launch: the host ends at
+        // 940 + 50 = 990 µs, after the GPU (941), and the step ends with it.
+        for tl in synthetic_step(10.0, 1.0, 50.0, false, 1) {
+            assert_us(tl.step_s, 990.0);
+            assert_us(tl.phases[2].time_s, 990.0 - 911.0);
+        }
+    }
+
+    #[test]
+    fn a_gpu_bound_step_is_the_first_issue_plus_the_device_time() {
+        // Host 1 µs, device 10 µs per op: after the first issue (1 µs) the GPU never idles.
+        // Forward 1 + 40 × 10 = 401 µs, backward 51 × 10 = 510 µs, optimizer 3 × 10 = 30 µs.
+        for tl in synthetic_step(1.0, 10.0, 0.0, false, 1) {
+            assert_us(tl.step_s, 941.0);
+            assert_us(tl.phases[0].time_s, 401.0);
+            assert_us(tl.phases[1].time_s, 510.0);
+            assert_us(tl.phases[2].time_s, 30.0);
+            let wait: f64 = tl.phases.iter().map(|p| p.host_wait_s).sum();
+            assert_us(wait, 1.0);
+        }
+        // The host's trailing 50 µs ends at 94 + 50 = 144 µs, long before the GPU: no effect.
+        for tl in synthetic_step(1.0, 10.0, 50.0, false, 1) {
+            assert_us(tl.step_s, 941.0);
+        }
+        // Two micro-batches: 1 + (2 × 91 + 3) × 10 = 1851 µs.
+        for tl in synthetic_step(1.0, 10.0, 0.0, false, 2) {
+            assert_us(tl.step_s, 1851.0);
+        }
+    }
+
+    #[test]
+    fn a_synchronous_step_adds_host_and_device_time() {
+        // CPU: every op costs host + device = 11 µs, 94 ops → 1034 µs, in either proportion.
+        for (h, d) in [(10.0, 1.0), (1.0, 10.0)] {
+            for tl in synthetic_step(h, d, 0.0, true, 1) {
+                assert_us(tl.step_s, 94.0 * 11.0);
+                assert_us(tl.phases[0].time_s, 40.0 * 11.0);
+                assert_us(tl.phases[1].time_s, 51.0 * 11.0);
+                assert_us(tl.phases[2].time_s, 3.0 * 11.0);
+            }
+        }
+    }
+
     /// The steady-state replay of identical layers gives what simulating every layer gives
     /// (recording waits turns the replay off).
     #[test]

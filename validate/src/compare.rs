@@ -624,15 +624,51 @@ mod tests {
     }
 
     #[test]
+    fn absolute_percentage_error_divides_by_the_measurement() {
+        // Literal values: |110 − 100| / 100 = 10%; |90 − 100| / 100 = 10%; predicted 100 against
+        // measured 110: 10 / 110 = 9.0909…% (dividing by the prediction would give 10%).
+        assert_eq!(ape(110.0, 100.0), 10.0);
+        assert_eq!(ape(90.0, 100.0), 10.0);
+        assert!((ape(100.0, 110.0) - 100.0 / 11.0).abs() < 1e-12);
+        assert!((ape(100.0, 50.0) - 100.0).abs() < 1e-12);
+        // A missing measurement contributes no error rather than a division by zero.
+        assert_eq!(ape(5.0, 0.0), 0.0);
+    }
+
+    #[test]
     fn errors_are_measured_against_the_prediction() {
         let hw = costsim_hardware::resolve_device("cpu").unwrap();
-        let r = record(MethodName::Full, 100.0);
-        let p = predict_record(&r, &hw).unwrap();
-        let rep = compare(&file(vec![r]), &hw).unwrap();
+        let p = predict_record(&record(MethodName::Full, 1.0), &hw)
+            .unwrap()
+            .step_ms;
+        // Measurements placed so that the prediction is 10% above one and 30% below the other:
+        // measured = p / 1.1 → |p − p/1.1| / (p/1.1) = 0.1 → 10%;
+        // measured = p / 0.7 → |p − p/0.7| / (p/0.7) = 0.3 → 30%.
+        // MAPE = (10 + 30) / 2 = 20%, worst 30%. (Dividing by the prediction instead would give
+        // 0.1/1.1 = 9.09% and 0.3/0.7 = 42.86%: MAPE 25.97%, worst 42.86%.)
+        let rep = compare(
+            &file(vec![
+                record(MethodName::Full, p / 1.1),
+                record(MethodName::Full, p / 0.7),
+            ]),
+            &hw,
+        )
+        .unwrap();
         let step = &rep.phases[3];
-        assert_eq!(step.n, 1);
-        assert!((step.mape - ape(p.step_ms, 100.0)).abs() < 1e-9);
-        assert_eq!(rep.rows[0].phases[3], Some((p.step_ms, 100.0)));
+        assert_eq!(step.phase, "step");
+        assert_eq!(step.n, 2);
+        assert!((step.mape - 20.0).abs() < 1e-9, "{}", step.mape);
+        assert!((step.worst - 30.0).abs() < 1e-9, "{}", step.worst);
+        for (row, meas) in rep.rows.iter().zip([p / 1.1, p / 0.7]) {
+            let (rp, rm) = row.phases[3].unwrap();
+            assert_eq!(rp, p);
+            assert!((rm - meas).abs() < 1e-9 * meas, "{rm} vs {meas}");
+        }
+        // The per-method summary agrees: one method, both records.
+        assert_eq!(rep.methods.len(), 1);
+        assert_eq!(rep.methods[0].n, 2);
+        assert!((rep.methods[0].mape - 20.0).abs() < 1e-9);
+        assert!((rep.methods[0].worst - 30.0).abs() < 1e-9);
     }
 
     #[test]
@@ -689,14 +725,15 @@ mod tests {
         // FLOPs-only: 6 · N · tokens at the profile's fp32 GEMM rate.
         let flops_ms = 1e3 * 6.0 * r.model.total_params() as f64 * 64.0
             / (hw.peak_fp32_flops * hw.gemm_efficiency);
-        assert!((rep.ablations[0].mape - ape(flops_ms, 100.0)).abs() < 1e-9);
+        // Measured 100 ms: the error is |flops_ms − 100| / 100 in percent, i.e. |flops_ms − 100|.
+        assert!((rep.ablations[0].mape - (flops_ms - 100.0).abs()).abs() < 1e-9);
         // Roofline: no floor and no host cost, so faster than the full model, and its error is
         // the one reported.
         let full = rep.phases[3].mape;
         let p = predict_record(&r, &hw).unwrap().step_ms;
         let roof_ms = reduced_step_ms(&r, &hw, Reduced::Roofline).unwrap();
         assert!(roof_ms < p, "{roof_ms} {p}");
-        assert!((rep.ablations[1].mape - ape(roof_ms, 100.0)).abs() < 1e-9);
+        assert!((rep.ablations[1].mape - (roof_ms - 100.0).abs()).abs() < 1e-9);
         assert_eq!(rep.methods.len(), 1);
         assert_eq!(rep.methods[0].method, "lora");
         assert!((rep.methods[0].mape - full).abs() < 1e-12);

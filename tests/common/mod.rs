@@ -1,0 +1,60 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::collections::HashMap;
+
+/// Parse CSV (RFC 4180: quoted fields, doubled quotes, commas and newlines inside quotes) into
+/// records keyed by the header's column names. Panics on a ragged row or a duplicate column.
+pub fn csv_records(text: &str) -> Vec<HashMap<String, String>> {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut row = Vec::new();
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cell.is_empty() => quoted = true,
+            (',', false) => row.push(std::mem::take(&mut cell)),
+            ('\n', false) => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            ('\r', false) => {}
+            (c, _) => cell.push(c),
+        }
+    }
+    assert!(!quoted, "unterminated quoted field");
+    if !cell.is_empty() || !row.is_empty() {
+        row.push(cell);
+        rows.push(row);
+    }
+    let mut rows = rows.into_iter();
+    let head = rows.next().expect("a header line");
+    for (i, h) in head.iter().enumerate() {
+        assert!(!head[..i].contains(h), "duplicate column {h}");
+    }
+    rows.map(|r| {
+        assert_eq!(r.len(), head.len(), "ragged row {r:?}");
+        head.iter().cloned().zip(r).collect()
+    })
+    .collect()
+}
+
+/// A CSV cell as a number.
+pub fn f(rec: &HashMap<String, String>, col: &str) -> f64 {
+    let v = rec
+        .get(col)
+        .unwrap_or_else(|| panic!("no column {col} in {rec:?}"));
+    v.parse()
+        .unwrap_or_else(|_| panic!("column {col} = '{v}' is not a number"))
+}
+
+/// A CSV cell as text.
+pub fn s<'a>(rec: &'a HashMap<String, String>, col: &str) -> &'a str {
+    rec.get(col)
+        .unwrap_or_else(|| panic!("no column {col} in {rec:?}"))
+}
