@@ -318,6 +318,146 @@ mod tests {
         assert!(c.mem_s > c.math_s);
     }
 
+    /// The calibrated CPU profile committed with the held-out study: per-kind bandwidths, GEMM
+    /// setup floors, first-touch cost, attention by direction and dtype, additive floor.
+    fn cpu_profile() -> Profile {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs/results/cpu/cpu-calibrated.toml");
+        costsim_hardware::load_profile(&path).unwrap()
+    }
+
+    fn elementwise(name: &'static str, read: f64, written: f64) -> Kernel {
+        let mut k = Kernel::new_for_test(KernelKind::Elementwise, MathMode::Fp32);
+        k.name = name;
+        k.dtype = DType::F32;
+        k.bytes_read = read;
+        k.bytes_written = written;
+        k
+    }
+
+    #[test]
+    fn cpu_costs_add_floor_and_first_touch_and_use_each_kind_s_bandwidth() {
+        let hw = cpu_profile();
+        assert!(hw.kernel_gap_s.is_none());
+        let (bps, min) = hw.first_touch.unwrap();
+        let mib = 1024.0 * 1024.0;
+        // A fresh 64 MiB output (over the 32 MiB threshold): memory time at the elementwise fp32
+        // bandwidth, plus the floor, plus 64 MiB over the first-touch rate.
+        let k = elementwise("add", 128.0 * mib, 64.0 * mib);
+        let c = kernel_cost(&k, &hw, false);
+        let bw = hw.bandwidth_bps * hw.kind_bandwidth.get(MemKind::Elementwise, false);
+        let mem = 192.0 * mib / bw;
+        assert!((c.mem_s - mem).abs() < 1e-15);
+        assert!((c.device_s - (mem + hw.launch_floor_s + 64.0 * mib / bps)).abs() < 1e-12);
+        assert!(64.0 * mib >= min);
+        // In place (trailing `_`): nothing is allocated, no first touch.
+        let c = kernel_cost(&elementwise("add_", 128.0 * mib, 64.0 * mib), &hw, false);
+        assert!((c.device_s - (mem + hw.launch_floor_s)).abs() < 1e-12);
+        // Below the threshold: no first touch either.
+        let small = elementwise("add", 32.0, 16.0 * mib);
+        let c = kernel_cost(&small, &hw, false);
+        let mem = (32.0 + 16.0 * mib) / bw;
+        assert!((c.device_s - (mem + hw.launch_floor_s)).abs() < 1e-12);
+        // Dropout is bounded by its own (random-number) rate, in the input's dtype.
+        let mut d = elementwise("native_dropout", 64.0, 64.0);
+        d.dtype = DType::Bf16;
+        let c = kernel_cost(&d, &hw, false);
+        let bw = hw.bandwidth_bps * hw.kind_bandwidth.get(MemKind::Dropout, true);
+        assert!((c.mem_s - 128.0 / bw).abs() < 1e-18);
+        assert_ne!(
+            hw.kind_bandwidth.get(MemKind::Dropout, true),
+            hw.kind_bandwidth.get(MemKind::Elementwise, true)
+        );
+    }
+
+    #[test]
+    fn cpu_gemm_pays_its_setup_floor_per_dtype_and_attention_its_own_efficiency() {
+        let hw = cpu_profile();
+        let mut k = Kernel::new_for_test(KernelKind::Gemm, MathMode::Bf16);
+        k.dtype = DType::Bf16;
+        k.gemm = Some(Gemm {
+            m: 8,
+            n: 8,
+            k: 8,
+            batch: 1,
+        });
+        k.flops = 2.0 * 512.0;
+        k.bytes_read = 256.0;
+        k.bytes_written = 128.0;
+        let c = kernel_cost(&k, &hw, false);
+        // floor_s carries the launch floor plus the bf16 GEMM setup (20.836 µs), once per launch.
+        assert!((c.floor_s - (hw.launch_floor_s + hw.gemm_floor_s[1])).abs() < 1e-15);
+        assert!((hw.gemm_floor_s[1] - 20.836e-6).abs() < 1e-12);
+        assert!((c.device_s - (c.math_s.max(c.mem_s) + c.floor_s)).abs() < 1e-15);
+        // Attention: forward and backward, fp32 and bf16, each its own efficiency.
+        for (name, dir) in [
+            ("scaled_dot_product_attention", 0),
+            ("scaled_dot_product_attention_backward", 1),
+        ] {
+            for (math, prec) in [(MathMode::Fp32, 0), (MathMode::Bf16, 1)] {
+                let mut a = Kernel::new_for_test(KernelKind::Attention, math);
+                a.name = name;
+                a.flops = 1e9;
+                let c = kernel_cost(&a, &hw, false);
+                let want = 1e9 / (hw.peak_flops(math) * hw.attention_by[dir][prec]);
+                assert!((c.math_s - want).abs() < 1e-15, "{name} {math:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_multi_launch_op_pays_floor_and_gap_per_launch() {
+        // Three launches (a foreach op's chunks, an SDPA backward): a tiny one costs three
+        // minimum periods, a large one its work plus three gaps.
+        let hw = resolve_device("a100").unwrap();
+        let mut k = Kernel::new_for_test(KernelKind::Elementwise, MathMode::Fp32);
+        k.launches = 3;
+        k.bytes_read = 8.0;
+        let c = kernel_cost(&k, &hw, false);
+        assert_eq!(c.bound, Bound::Launch);
+        assert!((c.device_s - 3.0 * 1.3e-6).abs() < 1e-15, "{c:?}");
+        k.bytes_read = 1e9;
+        let c = kernel_cost(&k, &hw, false);
+        assert_eq!(c.bound, Bound::Memory);
+        assert!(
+            (c.device_s - (c.mem_s + 3.0 * 0.26e-6)).abs() < 1e-15,
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn bound_names_are_the_documented_ones() {
+        let names: Vec<&str> = Bound::ALL.iter().map(|b| b.as_str()).collect();
+        assert_eq!(names, ["compute", "memory", "launch", "host"]);
+    }
+
+    #[test]
+    fn few_tile_long_k_gemm_splits_k_worked_by_hand() {
+        // 128×128 output, K = 65536, bf16, on an A100 80GB SXM (108 SMs). Per-SM rate
+        // r = 312e12 · η_gemm / 108. Candidates at their best split (all leave SMs idle, so
+        // split-K up to 32 is allowed; partials cost 2·s·m·n·4 bytes at the achievable
+        // bandwidth):
+        //   256×128 (ε 1.0):  1 tile,  s 32 → 1 wave,  2·256·128·(2048+32)/r
+        //   128×128 (ε 0.9):  1 tile,  s 32 → 1 wave,  2·128·128·2080/(0.9 r)
+        //   128×64  (ε 0.8):  2 tiles, s 32 → 64 < 108: 1 wave, 2·128·64·2080/(0.8 r)
+        //   64×64   (ε 0.65): 4 tiles, s 32 → 128: 2 waves; s 16 → 1 wave, 2·64·64·4128/(0.65 r)
+        // With r ≈ 2.40e12 (η 0.83): 56.9, 31.6, 17.8 and 21.7 µs: 128×64 at s 32 wins, with
+        // 2·32·128·128·4 = 4,194,304 bytes of partials.
+        let hw = resolve_device("a100").unwrap();
+        let r = hw.peak_bf16_flops * hw.gemm_efficiency / f64::from(hw.sms);
+        let g = Gemm {
+            m: 128,
+            n: 128,
+            k: 65536,
+            batch: 1,
+        };
+        let (math, extra) = gemm_math_time(&g, MathMode::Bf16, &hw);
+        let want = 2.0 * 128.0 * 64.0 * 2080.0 / (0.8 * r);
+        assert!((math - want).abs() < 1e-15, "{math} vs {want}");
+        assert_eq!(extra, 4_194_304.0);
+        assert!((want - 17.8e-6).abs() < 0.1e-6, "{want}");
+    }
+
     #[test]
     fn tiny_elementwise_is_launch_bound() {
         // 8 bytes: the work is nothing, the kernel costs the floor (1.3 µs minimum period).
