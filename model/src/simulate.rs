@@ -526,9 +526,54 @@ mod tests {
     use crate::graph::build;
     use crate::method::{MethodName, MethodOptions, MethodSpec};
     use crate::workload::{Precision, Runtime};
-    use costsim_hardware::resolve_device;
+    use costsim_hardware::{resolve_device, MathMode};
 
     const US: f64 = 1e-6;
+
+    #[test]
+    fn host_cost_per_runtime_worked_by_hand() {
+        // h200's [host]: python-op 21.839, cpp-op 1.0, module-call 16.366, peft-module 0,
+        // autograd-node 24.663, optimizer-tensor 23.373 µs.
+        let hw = resolve_device("h200").unwrap();
+        let h = &hw.host;
+        let mut k = Kernel::new_for_test(crate::graph::KernelKind::Elementwise, MathMode::Bf16);
+        k.launches = 3;
+        k.module_calls = 2;
+        k.peft_calls = 1;
+        k.host_tensors = 4;
+        let eager = |k: &Kernel, ph| host_cost(k, ph, Runtime::PytorchEager, &hw);
+        // Forward: one Python op, two extra launches at the C++ cost, two module calls, one
+        // adapter layer, four tensors of the optimizer's per-tensor work.
+        let fwd = h.python_op_s
+            + 2.0 * h.cpp_op_s
+            + 2.0 * h.module_call_s
+            + h.peft_module_s
+            + 4.0 * h.optimizer_tensor_s;
+        assert!((eager(&k, Phase::Forward) - fwd).abs() < 1e-15);
+        assert!((fwd - (21.839 + 2.0 + 32.732 + 0.0 + 93.492) * US).abs() < 1e-12);
+        // Backward: the autograd engine's per-op cost instead of Python's.
+        let bwd = fwd - h.python_op_s + h.autograd_node_s;
+        assert!((eager(&k, Phase::Backward) - bwd).abs() < 1e-15);
+        // A recomputed forward op in backward (checkpointing) pays Python again.
+        let mut r = k.clone();
+        r.recompute = true;
+        assert!((eager(&r, Phase::Backward) - fwd).abs() < 1e-15);
+        // zero_grad's tensors are already in the per-tensor cost: not charged twice.
+        let mut z = k.clone();
+        z.name = "zero_grad(set_to_none)";
+        assert!((eager(&z, Phase::Optimizer) - (fwd - 4.0 * h.optimizer_tensor_s)).abs() < 1e-15);
+        // Host-only records cost no per-op time of their own.
+        let mut v = Kernel::new_for_test(crate::graph::KernelKind::Host, MathMode::Bf16);
+        v.launches = 0;
+        assert_eq!(eager(&v, Phase::Forward), 0.0);
+        // libtorch: the C++ per-op cost, extra launches at it too, a tenth of it per tensor.
+        let lt = host_cost(&k, Phase::Forward, Runtime::Libtorch, &hw);
+        assert!((lt - (h.cpp_op_s + 2.0 * h.cpp_op_s + 0.4 * h.cpp_op_s)).abs() < 1e-15);
+        let lb = host_cost(&k, Phase::Backward, Runtime::Libtorch, &hw);
+        assert!((lb - (h.autograd_node_s + 2.0 * h.cpp_op_s + 0.4 * h.cpp_op_s)).abs() < 1e-15);
+        // CUDA graphs: nothing per op.
+        assert_eq!(host_cost(&k, Phase::Forward, Runtime::CudaGraph, &hw), 0.0);
+    }
 
     /// A costed segment built by hand: per op (host µs, device µs); device 0 is a host-only op
     /// (no launch). The fast list folds host-only ops into the next launch's host time, as
