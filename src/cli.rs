@@ -101,7 +101,8 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Hardware profile for the predictions (default: cpu-generic on CPU, the GPU's own profile
-    /// on CUDA, or the one recorded in --from's file).
+    /// on CUDA, or the one recorded in --from's file). With --trace: predict the phase times of
+    /// timed traces on it (without it, only counts, bytes and FLOPs are compared).
     #[arg(long)]
     pub hw: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -27,7 +27,7 @@ import trace_step  # noqa: E402
 
 def saved_bytes(fn, *tensors):
     """Bytes of non-parameter storages autograd saves while running fn, through the Recorder."""
-    rec = trace_step.Recorder(None, [])
+    rec = trace_step.Recorder([])
     rec.param_keys = {trace_step.storage_key(t) for t in tensors if isinstance(t, torch.nn.Parameter)}
     rec.active = True
     with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):

@@ -63,50 +63,36 @@ SCHEMA = "costsim-trace/1"
 # Model configs
 # --------------------------------------------------------------------------------------------
 
+_GPT2_TINY = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=256, n_positions=256)
+_LLAMA_TINY = dict(
+    num_hidden_layers=2,
+    hidden_size=64,
+    intermediate_size=176,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=256,
+    max_position_embeddings=256,
+)
+# Micro widths for the host-cost fit: device work per op is negligible next to dispatch.
+_GPT2_MICRO = dict(n_embd=16, n_head=2, vocab_size=64, n_positions=64)
+_LLAMA_MICRO = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    vocab_size=64,
+    max_position_embeddings=64,
+)
+
 PRESETS = {
     # Tiny widths for CI: device work is negligible, every op is still there.
-    ("gpt2", "tiny"): dict(n_layer=2, n_embd=64, n_head=4, vocab_size=256, n_positions=256),
-    ("llama", "tiny"): dict(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=176,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=256,
-        max_position_embeddings=256,
-    ),
-    ("gpt2", "tiny4"): dict(n_layer=4, n_embd=64, n_head=4, vocab_size=256, n_positions=256),
-    ("llama", "tiny4"): dict(
-        num_hidden_layers=4,
-        hidden_size=64,
-        intermediate_size=176,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=256,
-        max_position_embeddings=256,
-    ),
-    ("llama", "tiny-mha"): dict(
-        num_hidden_layers=4,
-        hidden_size=64,
-        intermediate_size=176,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=256,
-        max_position_embeddings=256,
-    ),
-    # Micro widths for the host-cost fit: device work per op is negligible next to dispatch.
-    ("gpt2", "micro1"): dict(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
-    ("gpt2", "micro2"): dict(n_layer=2, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
-    ("gpt2", "micro4"): dict(n_layer=4, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
-    ("gpt2", "micro8"): dict(n_layer=8, n_embd=16, n_head=2, vocab_size=64, n_positions=64),
-    ("llama", "micro1"): dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
-    ("llama", "micro2"): dict(num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
-    ("llama", "micro4"): dict(num_hidden_layers=4, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
-    ("llama", "micro8"): dict(num_hidden_layers=8, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                              num_key_value_heads=1, vocab_size=64, max_position_embeddings=64),
+    ("gpt2", "tiny"): _GPT2_TINY,
+    ("llama", "tiny"): _LLAMA_TINY,
+    ("gpt2", "tiny4"): dict(_GPT2_TINY, n_layer=4),
+    ("llama", "tiny4"): dict(_LLAMA_TINY, num_hidden_layers=4),
+    ("llama", "tiny-mha"): dict(_LLAMA_TINY, num_hidden_layers=4, num_key_value_heads=4),
+    **{("gpt2", f"micro{n}"): dict(_GPT2_MICRO, n_layer=n) for n in (1, 2, 4, 8)},
+    **{("llama", f"micro{n}"): dict(_LLAMA_MICRO, num_hidden_layers=n) for n in (1, 2, 4, 8)},
     ("gpt2", "small"): dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024),
     ("gpt2", "medium"): dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=50257, n_positions=1024),
     ("llama", "tinyllama-1.1b"): dict(
@@ -470,11 +456,10 @@ NO_KERNEL = {
 
 
 def cuda_launches(func, args, out):
-    """Kernel launches this op stands for on CUDA (0 for views and metadata ops).
+    """Whether this op launches on CUDA: 1, or 0 for views, metadata ops and host-side counters.
 
-    Multi-tensor `_foreach_*` ops launch one kernel per chunk of tensors (torch's
-    multi_tensor_apply); the comparison computes that count from the recorded tensor sizes, so
-    here they count as the number of tensor lists' chunks later: 1 placeholder.
+    A multi-tensor `_foreach_*` op counts 1 here; it launches one kernel per chunk of tensors
+    (torch's multi_tensor_apply), which the comparison computes from the recorded tensor sizes.
     """
     name = func.overloadpacket.__name__
     if func.is_view or name in NO_KERNEL:
@@ -485,9 +470,6 @@ def cuda_launches(func, args, out):
             # AdamW's step counters: 0-dim CPU tensors even on CUDA (capturable=False), so the
             # increment runs on the host (torch/optim/adam.py, _multi_tensor_adam).
             return 0
-    if name == "_to_copy":
-        # A cast or device copy; a same-dtype same-device copy still launches one kernel.
-        return 1
     return 1
 
 
@@ -580,7 +562,7 @@ class NodeClaimer(torch.overrides.TorchFunctionMode):
 
 
 class Recorder(TorchDispatchMode):
-    def __init__(self, model, strip_prefix):
+    def __init__(self, strip_prefix):
         super().__init__()
         self.phase = None
         self.stack = []
@@ -595,7 +577,6 @@ class Recorder(TorchDispatchMode):
         self.param_keys = set()
         self.saved = {}
         self.saved_rows = collections.OrderedDict()
-        self.ops_seq = []
         self.active = False
         self.handles = []
         self.module_calls = 0
@@ -757,7 +738,6 @@ class Recorder(TorchDispatchMode):
                     dtype=str(lists[0][0].dtype).replace("torch.", "") if lists else "",
                 )
             )
-        self.ops_seq.append((self.phase, path, name, launches))
         if not func.is_view:
             self._sweep()
             self._track(out)
@@ -892,12 +872,13 @@ def main(argv=None):
         else _Null()
     )
 
-    rec = Recorder(model, ["base_model.model.", "base_model."])  # first match wins
+    rec = Recorder(["base_model.model.", "base_model."])  # first match wins
     rec.hook_modules(model)
     rec.param_keys = {storage_key(p) for p in model.parameters()}
 
     def step(mode):
-        """One training step. mode: "warm" (untraced), "trace" (recorded), "cuda" (allocator peaks)."""
+        """One training step. mode: "warm" (untraced), "trace" (recorded), "cuda" (allocator
+        peaks per phase), "profile" (kernels per phase) or "time" (wall time per phase)."""
         traced = mode == "trace"
         peaks = {}
         marks = []

@@ -16,7 +16,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn load(dir: &str) -> Vec<TraceComparison> {
+/// Every .json trace in a folder of the repository, sorted, with its path.
+fn read_traces(dir: &str) -> Vec<(costsim_validate::trace::Trace, String)> {
     let dir = root().join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -29,9 +30,15 @@ fn load(dir: &str) -> Vec<TraceComparison> {
         .iter()
         .map(|f| {
             let t = read_trace(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            compare_trace(&t, &f.display().to_string(), None)
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            (t, f.display().to_string())
         })
+        .collect()
+}
+
+fn load(dir: &str) -> Vec<TraceComparison> {
+    read_traces(dir)
+        .iter()
+        .map(|(t, f)| compare_trace(t, f, None).unwrap_or_else(|e| panic!("{f}: {e}")))
         .collect()
 }
 
@@ -118,13 +125,7 @@ fn llama2_7b_memory_agrees_with_the_gpu_trace() {
 /// (docs/host.md): refitting the committed traces gives the committed values.
 #[test]
 fn host_costs_regenerate_from_the_committed_h200_traces() {
-    let dir = root().join("docs/results/gpu/host/traces");
-    let mut traces = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let f = e.map(|e| e.path()).unwrap_or_default();
-        let t = read_trace(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        traces.push((t, f.display().to_string()));
-    }
+    let traces = read_traces("docs/results/gpu/host/traces");
     assert_eq!(traces.len(), 80);
     let fit = costsim_validate::host::fit_host(&traces).expect("fits");
     let h200 = costsim_hardware::resolve_device("h200").expect("h200");
@@ -145,20 +146,14 @@ fn host_costs_regenerate_from_the_committed_h200_traces() {
 fn cpu_eager_lora_vs_full_directions_are_right() {
     let hw = costsim_hardware::load_profile(&root().join("docs/results/cpu/host/cpu-eager.toml"))
         .expect("cpu-eager profile");
-    let dir = root().join("docs/results/cpu/eager");
     let mut steps = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(&dir).expect("eager traces") {
-        let f = e.map(|e| e.path()).unwrap_or_default();
-        if f.extension().is_none_or(|x| x != "json") {
-            continue;
-        }
-        let t = read_trace(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        let c = compare_trace(&t, &f.display().to_string(), Some(&hw)).expect("compares");
+    for (t, f) in read_traces("docs/results/cpu/eager") {
+        let c = compare_trace(&t, &f, Some(&hw)).expect("compares");
         let (p, m) = c.phases.iter().fold((0.0, 0.0), |(p, m), ph| {
             let t = ph.time_ms.expect("timed trace");
             (p + t.predicted, m + t.traced)
         });
-        let stem = f
+        let stem = Path::new(&f)
             .file_stem()
             .unwrap_or_default()
             .to_string_lossy()
@@ -186,13 +181,8 @@ fn cpu_eager_lora_vs_full_directions_are_right() {
 /// This CPU's eager host costs regenerate from the committed timed micro traces.
 #[test]
 fn cpu_host_costs_regenerate_from_the_committed_traces() {
-    let dir = root().join("docs/results/cpu/host/traces");
-    let mut traces = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let f = e.map(|e| e.path()).unwrap_or_default();
-        let t = read_trace(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        traces.push((t, f.display().to_string()));
-    }
+    let traces = read_traces("docs/results/cpu/host/traces");
+    assert_eq!(traces.len(), 80);
     let fit = costsim_validate::host::fit_host(&traces).expect("fits");
     let hw = costsim_hardware::load_profile(&root().join("docs/results/cpu/host/cpu-eager.toml"))
         .expect("cpu-eager profile");
