@@ -100,7 +100,7 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
         .clone()
         .unwrap_or_else(|| format!("{}-calibrated", base.name));
     let cal = fit::calibrate(&run, &base, &name).map_err(usage_error)?;
-    crate::sweep::write_atomic(&args.out, &cal.profile_toml)?;
+    crate::files::write_atomic(&args.out, &cal.profile_toml)?;
     Ok(format!(
         "calibrated {} from {} samples on {} (base {}):\n{}profile written to {} (use it with --hw {})\n",
         name,
@@ -186,7 +186,7 @@ fn host(args: &CalibrateArgs) -> Result<String> {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     let text = host::write_profile(&base_text, &name, &fit, &date).map_err(usage_error)?;
-    crate::sweep::write_atomic(&args.out, &text)?;
+    crate::files::write_atomic(&args.out, &text)?;
     Ok(format!(
         "{}profile {} written to {} (use it with --hw {})\n",
         host::render(&fit),

@@ -4,6 +4,7 @@
 
 mod calibrate;
 mod cli;
+mod files;
 mod output;
 mod plot;
 mod sweep;

@@ -790,8 +790,8 @@ fn register_font() -> Result<()> {
     }
 }
 
-/// Draw `data` into `out` (.svg or .png), atomically.
-pub fn write_chart(data: &ChartData, out: &Path) -> Result<()> {
+/// Draw `data` as the image format `out`'s extension names (.svg or .png), in memory.
+pub fn render_chart(data: &ChartData, out: &Path) -> Result<Vec<u8>> {
     register_font()?;
     let ext = out
         .extension()
@@ -807,19 +807,23 @@ pub fn write_chart(data: &ChartData, out: &Path) -> Result<()> {
                 root.present()
                     .map_err(|e| anyhow!("drawing the chart: {e:?}"))?;
             }
-            crate::sweep::write_atomic(out, svg)
+            Ok(svg.into_bytes())
         }
         Some("png") => {
-            // The bitmap encoder picks the format from the extension: keep .png last.
-            let tmp = out.with_extension("tmp.png");
+            let (w, h) = size;
+            let mut rgb = vec![0u8; w as usize * h as usize * 3];
             {
-                let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+                let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
                 draw(&root, data).map_err(|e| anyhow!("drawing the chart: {e:?}"))?;
                 root.present()
-                    .map_err(|e| usage_error(format!("cannot write {}: {e:?}", tmp.display())))?;
+                    .map_err(|e| anyhow!("drawing the chart: {e:?}"))?;
             }
-            std::fs::rename(&tmp, out)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))
+            let mut png = Vec::new();
+            use image::ImageEncoder;
+            image::codecs::png::PngEncoder::new(&mut png)
+                .write_image(&rgb, w, h, image::ColorType::Rgb8)
+                .context("encoding the PNG")?;
+            Ok(png)
         }
         _ => Err(usage_error(format!(
             "cannot tell the image format of {}; end --out with .svg or .png",
@@ -852,8 +856,19 @@ pub fn run(args: &PlotArgs) -> Result<()> {
             output.out.display()
         )));
     }
+    // Both outputs are made in full before either is written, and committed together.
+    let image = render_chart(&data, &output.out)?;
+    let mut staged = vec![stage(&output.out, &image)?];
     if let Some(path) = &output.data {
-        crate::sweep::write_atomic(path, data.json()? + "\n")?;
+        staged.push(stage(path, (data.json()? + "\n").as_bytes())?);
     }
-    write_chart(&data, &output.out)
+    crate::files::commit_all(staged)
+}
+
+fn stage(path: &Path, bytes: &[u8]) -> Result<crate::files::Output> {
+    use std::io::Write;
+    let mut o = crate::files::Output::create(path)?;
+    o.write_all(bytes)
+        .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+    Ok(o)
 }

@@ -3,13 +3,13 @@
 
 use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, TrainingArgs};
 use crate::output::{csv_line, md_table, num, text_table};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use costsim_model::method::LayerSelection;
 use costsim_model::sweep::{parse_axis, Grid, Row, Status};
 use costsim_model::{arch, MethodName};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -143,20 +143,9 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     }
     let text = render(&rows, args.format)?;
     match &args.out {
-        Some(path) => write_atomic(path, &text),
+        Some(path) => crate::files::write_atomic(path, &text),
         None => crate::write_stdout(&text),
     }
-}
-
-/// Write a file under a temporary name beside it, then rename, so no reader sees half a file.
-pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, contents)
-        .map_err(|e| usage_error(format!("cannot write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 const HEAD: [&str; 19] = [

@@ -1,0 +1,228 @@
+//! Every file the CLI writes goes through here: a uniquely named temporary in the target's own
+//! directory (so the rename never crosses a file system), written in full, flushed to disk
+//! (`fsync`), then renamed over the target. A reader sees the old file or the whole new one, never
+//! half of one; a run that fails, panics or is killed before `commit` leaves the target untouched,
+//! and the temporary is removed on drop (a `kill -9` can still leave a `.costsim-*.tmp` behind,
+//! which no later run reads or removes, since its name is unique).
+//!
+//! Targets that are not regular files (directories, FIFOs, devices, `/proc` entries) are refused
+//! with a usage error rather than replaced; a symbolic link is followed to its target, which must
+//! itself be a regular file or not exist, and the link keeps pointing at the new file.
+//!
+//! Several outputs of one command are staged together: create every [`Output`], write them all,
+//! then [`commit_all`], so a failure in any of them leaves every target as it was.
+
+use crate::cli::usage_error;
+use anyhow::{Context, Result};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A file being written: a temporary beside the target until [`Output::commit`].
+pub struct Output {
+    target: PathBuf,
+    tmp: BufWriter<tempfile::NamedTempFile>,
+}
+
+/// Where `path` really lives: a symbolic link is resolved (so the link survives the rename), and
+/// whatever is there must be a regular file.
+fn resolve_target(path: &Path) -> Result<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return Err(usage_error(
+            "the output path is empty; name a file to write",
+        ));
+    }
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(t) => t,
+            // A dangling link: write where it points.
+            Err(_) => {
+                let dest = std::fs::read_link(path)
+                    .with_context(|| format!("reading the link {}", path.display()))?;
+                match path.parent() {
+                    Some(dir) if dest.is_relative() => dir.join(dest),
+                    _ => dest,
+                }
+            }
+        },
+        _ => path.to_path_buf(),
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_file() => Ok(target),
+        Ok(m) => Err(usage_error(format!(
+            "{} is {}, not a regular file; costsim writes only regular files (name a file path)",
+            path.display(),
+            if m.is_dir() {
+                "a directory"
+            } else {
+                "a special file"
+            }
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(target),
+        Err(e) => Err(usage_error(format!(
+            "cannot use {} as output: {e}",
+            path.display()
+        ))),
+    }
+}
+
+impl Output {
+    /// Start writing `path`: checks the target, creates the temporary beside it.
+    pub fn create(path: &Path) -> Result<Output> {
+        let target = resolve_target(path)?;
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}.costsim-"))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                usage_error(format!(
+                    "cannot write {}: {e} (the folder {} must exist and be writable)",
+                    path.display(),
+                    dir.display()
+                ))
+            })?;
+        Ok(Output {
+            target,
+            tmp: BufWriter::with_capacity(1 << 16, tmp),
+        })
+    }
+
+    /// Flush, `fsync`, and rename over the target.
+    pub fn commit(self) -> Result<()> {
+        let target = self.target;
+        let file = self.tmp.into_inner().map_err(|e| {
+            usage_error(format!("cannot write {}: {}", target.display(), e.error()))
+        })?;
+        file.as_file()
+            .sync_all()
+            .map_err(|e| usage_error(format!("cannot write {}: {e}", target.display())))?;
+        file.persist(&target)
+            .map_err(|e| usage_error(format!("cannot write {}: {}", target.display(), e.error)))?;
+        // Make the rename itself durable where the platform allows opening a directory.
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tmp.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.tmp.write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+/// Write `contents` to `path` through a temporary and rename.
+pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    let mut out = Output::create(path)?;
+    out.write_all(contents.as_ref())
+        .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+    out.commit()
+}
+
+/// Commit several staged outputs; call only once every one of them has been written.
+pub fn commit_all(outputs: Vec<Output>) -> Result<()> {
+    for o in outputs {
+        o.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn writes_whole_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("out.csv");
+        std::fs::write(&p, "old").expect("seed");
+        write_atomic(&p, "new contents\n").expect("write");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "new contents\n");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn dropped_output_leaves_target_and_no_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("out.csv");
+        std::fs::write(&p, "old").expect("seed");
+        {
+            let mut o = Output::create(&p).expect("create");
+            o.write_all(b"half").expect("write");
+        }
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "old");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn an_existing_dot_tmp_file_is_not_touched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("out.csv");
+        let stray = dir.path().join("out.csv.tmp");
+        std::fs::write(&stray, "someone else's").expect("seed");
+        write_atomic(&p, "x").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&stray).expect("read"),
+            "someone else's"
+        );
+    }
+
+    #[test]
+    fn directories_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = write_atomic(dir.path(), "x").expect_err("a directory is not a file");
+        assert!(err.to_string().contains("a directory"), "{err}");
+        assert!(err.downcast_ref::<crate::cli::UsageError>().is_some());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_refused_and_symlinks_kept() {
+        let err = write_atomic(Path::new("/dev/null"), "x").expect_err("a device");
+        assert!(err.to_string().contains("special file"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real.csv");
+        let link = dir.path().join("link.csv");
+        std::fs::write(&real, "old").expect("seed");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        write_atomic(&link, "new").expect("write");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).expect("read"), "new");
+    }
+
+    #[test]
+    fn missing_folder_is_a_usage_error() {
+        let err = write_atomic(Path::new("/nonexistent-costsim-dir/x.csv"), "x")
+            .expect_err("no such folder");
+        assert!(err.downcast_ref::<crate::cli::UsageError>().is_some());
+        assert!(err.to_string().contains("must exist"), "{err}");
+    }
+}
