@@ -45,6 +45,9 @@ pub enum Command {
     Plot(crate::plot::PlotArgs),
     /// Fit a device profile from microbenchmarks (needs the `tch` feature).
     Calibrate(crate::calibrate::CalibrateArgs),
+    /// What fits in memory: the largest micro-batch or sequence per method and GPU, or the GPUs
+    /// a configuration fits, smallest first.
+    Fit(crate::fit::FitArgs),
 }
 
 #[derive(Debug, Args)]

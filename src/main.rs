@@ -5,6 +5,7 @@
 mod calibrate;
 mod cli;
 mod files;
+mod fit;
 mod output;
 mod plot;
 mod sweep;
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Crossover(args) => sweep::crossover(&args),
         Command::Plot(args) => plot::run(&args),
         Command::Calibrate(args) => write_stdout(&calibrate::run(&args)?),
+        Command::Fit(args) => write_stdout(&fit::run(args)?),
     }
 }
 

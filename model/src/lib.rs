@@ -14,6 +14,7 @@
 pub mod arch;
 pub mod cost;
 pub mod crossover;
+pub mod fit;
 pub mod graph;
 pub mod method;
 pub mod predict;

@@ -199,7 +199,7 @@ fn master_dtype(cfg: ConfigRef) -> DType {
     }
 }
 
-fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
+pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     let model = &cfg.model;
     let w = &cfg.workload;
     let trainable = cfg.method.trainable_params(model) as f64;
