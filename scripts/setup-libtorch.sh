@@ -19,8 +19,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV" >&2
 fi
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" 2>/dev/null; then
-  echo "installing torch==$TORCH_VERSION into $VENV (large download, once)" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" >&2
+  echo "installing torch==$TORCH_VERSION into $VENV, once: about 4.6 GB with its CUDA libraries" >&2
+  echo "(libtorch for the tch harness and the tracer; later runs reuse it)" >&2
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar on \
+    "torch==$TORCH_VERSION" >&2
 fi
 if ! "$VENV/bin/python" - "$TRANSFORMERS_VERSION" "$PEFT_VERSION" 2>/dev/null <<'PY'
 import sys
