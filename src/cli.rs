@@ -28,9 +28,9 @@ pub enum Command {
     /// Predict one training step (and optionally a whole run) for one or all methods.
     Predict(PredictArgs),
     /// List the built-in models with their parameter counts.
-    Models,
+    Models(ListArgs),
     /// List the built-in hardware profiles.
-    Hardware,
+    Hardware(ListArgs),
     /// Measure real training steps with libtorch and compare them with predictions (measuring
     /// needs the `tch` feature; `--from results.json` works on any build).
     Validate(ValidateArgs),
@@ -48,6 +48,13 @@ pub enum Command {
     /// What fits in memory: the largest micro-batch or sequence per method and GPU, or the GPUs
     /// a configuration fits, smallest first.
     Fit(crate::fit::FitArgs),
+}
+
+/// Options of the listing commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

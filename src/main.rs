@@ -6,6 +6,7 @@ mod calibrate;
 mod cli;
 mod files;
 mod fit;
+mod lists;
 mod output;
 mod plot;
 mod sweep;
@@ -53,8 +54,8 @@ fn write_stdout(text: &str) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Predict(args) => predict(&args),
-        Command::Models => models(),
-        Command::Hardware => hardware(),
+        Command::Models(a) => write_stdout(&lists::models(a.format)?),
+        Command::Hardware(a) => write_stdout(&lists::hardware(a.format)?),
         Command::Validate(args) => write_stdout(&validate::run(&args)?),
         Command::Sweep(args) => sweep::run(&args),
         Command::Crossover(args) => sweep::crossover(&args),
@@ -80,96 +81,4 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         .map(|c| costsim_model::predict(c, detail, amount))
         .collect();
     write_stdout(&output::render(&cfgs, &preds, args.format)?)
-}
-
-fn models() -> Result<()> {
-    let mut rows = vec![];
-    for p in costsim_model::PRESETS {
-        let m = p.config();
-        rows.push(vec![
-            p.name.to_string(),
-            match m.family {
-                costsim_model::Family::Gpt2 => "gpt2".into(),
-                costsim_model::Family::Llama => "llama".into(),
-            },
-            m.layers.to_string(),
-            m.hidden.to_string(),
-            format!("{}/{}", m.heads, m.kv_heads),
-            m.intermediate.to_string(),
-            m.vocab.to_string(),
-            m.max_positions.to_string(),
-            m.total_params().to_string(),
-            output::count(m.total_params() as f64),
-            output::count(p.published_params),
-        ]);
-    }
-    let head = [
-        "model",
-        "family",
-        "layers",
-        "hidden",
-        "heads/kv",
-        "ffn",
-        "vocab",
-        "positions",
-        "params",
-        "",
-        "published",
-    ];
-    write_stdout(&simple_table(&head, &rows))
-}
-
-fn hardware() -> Result<()> {
-    let profiles = costsim_hardware::builtin_profiles().context("built-in profiles")?;
-    let rows: Vec<Vec<String>> = profiles
-        .iter()
-        .map(|p| {
-            vec![
-                p.name.clone(),
-                p.aliases.join(","),
-                p.display_name.clone(),
-                p.sms.to_string(),
-                format!("{:.1}", p.peak_fp32_flops / 1e12),
-                format!("{:.1}", p.peak_tf32_flops / 1e12),
-                format!("{:.1}", p.peak_bf16_flops / 1e12),
-                format!("{:.0}", p.bandwidth_bps / 1e9),
-                format!("{:.1}", p.memory_bytes / (1u64 << 30) as f64),
-                format!("{:.2}", p.gemm_efficiency),
-                format!("{:.1}", p.launch_floor_s * 1e6),
-            ]
-        })
-        .collect();
-    let head = [
-        "name", "alias", "device", "SMs", "fp32 TF", "tf32 TF", "bf16 TF", "GB/s", "GiB",
-        "gemm eff", "floor us",
-    ];
-    let mut s = simple_table(&head, &rows);
-    s.push_str("\nEfficiencies and host costs are datasheet defaults or published figures, uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml.\n");
-    write_stdout(&s)
-}
-
-fn simple_table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
-    }
-    let fmt_row = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut s = fmt_row(head.to_vec());
-    s.push('\n');
-    for r in rows {
-        s.push_str(&fmt_row(r.iter().map(String::as_str).collect()));
-        s.push('\n');
-    }
-    s
 }

@@ -1,0 +1,221 @@
+//! `costsim models` and `costsim hardware`: the built-in models and device profiles, as a table,
+//! JSON, CSV or Markdown. JSON and CSV carry the same fields, in plain units (counts, TFLOP/s,
+//! GB/s, GiB, µs); the table rounds for reading.
+
+use crate::cli::Format;
+use crate::output::{count, csv_line, md_table, text_table};
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct ModelRow {
+    name: &'static str,
+    family: &'static str,
+    layers: u32,
+    hidden: u64,
+    heads: u64,
+    kv_heads: u64,
+    intermediate: u64,
+    vocab: u64,
+    max_positions: u64,
+    params: u64,
+    published_params: u64,
+}
+
+#[derive(Serialize)]
+struct HardwareRow {
+    name: String,
+    aliases: Vec<String>,
+    display_name: String,
+    sms: u32,
+    peak_fp32_tflops: f64,
+    peak_tf32_tflops: f64,
+    peak_bf16_tflops: f64,
+    bandwidth_gbps: f64,
+    memory_gib: f64,
+    gemm_efficiency: f64,
+    launch_floor_us: f64,
+    calibrated: bool,
+}
+
+/// Render rows whose JSON objects have the columns `head`: JSON straight from serde, CSV and
+/// Markdown with every field, the table from `table_cells`.
+fn render<T: Serialize>(
+    rows: &[T],
+    head: &[&str],
+    table_head: &[&str],
+    table_cells: impl Fn(&T) -> Vec<String>,
+    format: Format,
+) -> Result<String> {
+    if format == Format::Json {
+        return Ok(serde_json::to_string_pretty(rows)? + "\n");
+    }
+    let fields = |r: &T| -> Result<Vec<String>> {
+        let v = serde_json::to_value(r)?;
+        Ok(head
+            .iter()
+            .map(|h| match &v[*h] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                other => other.to_string(),
+            })
+            .collect())
+    };
+    let owned = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Ok(match format {
+        Format::Csv => {
+            let mut s = csv_line(&owned(head)) + "\n";
+            for r in rows {
+                s += &(csv_line(&fields(r)?) + "\n");
+            }
+            s
+        }
+        Format::Markdown => md_table(
+            &owned(head),
+            &rows.iter().map(fields).collect::<Result<Vec<_>>>()?,
+        ),
+        _ => text_table(
+            &owned(table_head),
+            &rows.iter().map(table_cells).collect::<Vec<_>>(),
+        ),
+    })
+}
+
+pub fn models(format: Format) -> Result<String> {
+    let rows: Vec<ModelRow> = costsim_model::PRESETS
+        .iter()
+        .map(|p| {
+            let m = p.config();
+            ModelRow {
+                name: p.name,
+                family: match m.family {
+                    costsim_model::Family::Gpt2 => "gpt2",
+                    costsim_model::Family::Llama => "llama",
+                },
+                layers: m.layers,
+                hidden: m.hidden,
+                heads: m.heads,
+                kv_heads: m.kv_heads,
+                intermediate: m.intermediate,
+                vocab: m.vocab,
+                max_positions: m.max_positions,
+                params: m.total_params(),
+                published_params: p.published_params as u64,
+            }
+        })
+        .collect();
+    render(
+        &rows,
+        &[
+            "name",
+            "family",
+            "layers",
+            "hidden",
+            "heads",
+            "kv_heads",
+            "intermediate",
+            "vocab",
+            "max_positions",
+            "params",
+            "published_params",
+        ],
+        &[
+            "model",
+            "family",
+            "layers",
+            "hidden",
+            "heads/kv",
+            "ffn",
+            "vocab",
+            "positions",
+            "params",
+            "",
+            "published",
+        ],
+        |m| {
+            vec![
+                m.name.to_string(),
+                m.family.to_string(),
+                m.layers.to_string(),
+                m.hidden.to_string(),
+                format!("{}/{}", m.heads, m.kv_heads),
+                m.intermediate.to_string(),
+                m.vocab.to_string(),
+                m.max_positions.to_string(),
+                m.params.to_string(),
+                count(m.params as f64),
+                count(m.published_params as f64),
+            ]
+        },
+        format,
+    )
+}
+
+pub fn hardware(format: Format) -> Result<String> {
+    let profiles = costsim_hardware::builtin_profiles().context("built-in profiles")?;
+    let rows: Vec<HardwareRow> = profiles
+        .iter()
+        .map(|p| HardwareRow {
+            name: p.name.clone(),
+            aliases: p.aliases.clone(),
+            display_name: p.display_name.clone(),
+            sms: p.sms,
+            peak_fp32_tflops: p.peak_fp32_flops / 1e12,
+            peak_tf32_tflops: p.peak_tf32_flops / 1e12,
+            peak_bf16_tflops: p.peak_bf16_flops / 1e12,
+            bandwidth_gbps: p.bandwidth_bps / 1e9,
+            memory_gib: p.memory_bytes / (1u64 << 30) as f64,
+            gemm_efficiency: p.gemm_efficiency,
+            launch_floor_us: p.launch_floor_s * 1e6,
+            calibrated: p.is_calibrated(),
+        })
+        .collect();
+    let mut s = render(
+        &rows,
+        &[
+            "name",
+            "aliases",
+            "display_name",
+            "sms",
+            "peak_fp32_tflops",
+            "peak_tf32_tflops",
+            "peak_bf16_tflops",
+            "bandwidth_gbps",
+            "memory_gib",
+            "gemm_efficiency",
+            "launch_floor_us",
+            "calibrated",
+        ],
+        &[
+            "name", "alias", "device", "SMs", "fp32 TF", "tf32 TF", "bf16 TF", "GB/s", "GiB",
+            "gemm eff", "floor us",
+        ],
+        |p| {
+            vec![
+                p.name.clone(),
+                p.aliases.join(","),
+                p.display_name.clone(),
+                p.sms.to_string(),
+                format!("{:.1}", p.peak_fp32_tflops),
+                format!("{:.1}", p.peak_tf32_tflops),
+                format!("{:.1}", p.peak_bf16_tflops),
+                format!("{:.0}", p.bandwidth_gbps),
+                format!("{:.1}", p.memory_gib),
+                format!("{:.2}", p.gemm_efficiency),
+                format!("{:.1}", p.launch_floor_us),
+            ]
+        },
+        format,
+    )?;
+    if format == Format::Table {
+        s.push_str(
+            "\nEfficiencies and host costs are datasheet defaults or published figures, \
+             uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml.\n",
+        );
+    }
+    Ok(s)
+}
