@@ -219,11 +219,11 @@ pub struct PredictArgs {
     pub precision: PrecisionArg,
     #[command(flatten)]
     pub training: TrainingArgs,
-    /// Estimate a whole run of N training tokens.
-    #[arg(long, conflicts_with = "samples")]
+    /// Estimate a whole run of N training tokens (2000000000, 2_000_000_000 or 2e9).
+    #[arg(long, conflicts_with = "samples", value_parser = parse_count)]
     pub tokens: Option<u64>,
-    /// Estimate a whole run of N training samples (sequences).
-    #[arg(long)]
+    /// Estimate a whole run of N training samples (sequences; 50000 or 5e4).
+    #[arg(long, value_parser = parse_count)]
     pub samples: Option<u64>,
     /// Break the step down per layer.
     #[arg(long)]
@@ -315,6 +315,25 @@ impl TrainingArgs {
             layers: None,
         })
     }
+}
+
+/// A count written as an integer (underscores allowed) or in scientific notation (`1e9`,
+/// `2.5e6`), which must then be a whole number no larger than 2^53 (exact in f64).
+pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    if let Ok(v) = t.parse::<u64>() {
+        return Ok(v);
+    }
+    let bad =
+        || format!("'{s}' is not a whole number; write e.g. 1000000000, 1_000_000_000 or 1e9");
+    let v: f64 = t.parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0) {
+        return Err(bad());
+    }
+    if v > 9_007_199_254_740_992.0 {
+        return Err(format!("'{s}' is above 2^53; write it as an integer"));
+    }
+    Ok(v as u64)
 }
 
 /// An error in what the user asked for: exit code 2.
@@ -421,5 +440,22 @@ impl PredictArgs {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_count;
+
+    #[test]
+    fn counts_in_every_notation() {
+        assert_eq!(parse_count("1000000000"), Ok(1_000_000_000));
+        assert_eq!(parse_count("1_000_000_000"), Ok(1_000_000_000));
+        assert_eq!(parse_count("1e9"), Ok(1_000_000_000));
+        assert_eq!(parse_count("2.5e6"), Ok(2_500_000));
+        assert_eq!(parse_count("18446744073709551615"), Ok(u64::MAX));
+        for bad in ["1.5", "-3", "1e300", "abc", "", "nan", "inf", "2.5e0"] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
     }
 }

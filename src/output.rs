@@ -172,10 +172,11 @@ fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
         ));
         rows.push((
             "training time".into(),
-            col(&|p| {
-                p.training
-                    .as_ref()
-                    .map_or("-".into(), |t| t.wall_clock.clone())
+            col(&|p| match &p.training {
+                // A run that cannot start has no duration to show.
+                Some(_) if !p.fits => "- (does not fit)".into(),
+                Some(t) => t.wall_clock.clone(),
+                None => "-".into(),
             }),
         ));
     }
@@ -474,7 +475,7 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                     }
                 }
             } else {
-                let head = [
+                let mut head = [
                     "method",
                     "rank",
                     "trained_layers",
@@ -493,10 +494,16 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                     "fits",
                     "dominant_bound",
                 ]
-                .map(String::from);
+                .map(String::from)
+                .to_vec();
+                // A whole-run estimate (--tokens/--samples) adds its steps and seconds.
+                let run = preds.iter().any(|p| p.training.is_some());
+                if run {
+                    head.extend(["optimizer_steps", "run_seconds"].map(String::from));
+                }
                 let _ = writeln!(out, "{}", csv_line(&head));
                 for p in preds {
-                    let cells = vec![
+                    let mut cells = vec![
                         p.method.clone(),
                         p.rank.to_string(),
                         p.trained_layers.clone(),
@@ -515,6 +522,11 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                         p.fits.to_string(),
                         p.dominant_bound.as_str().into(),
                     ];
+                    if run {
+                        let t = p.training.as_ref();
+                        cells.push(t.map_or(String::new(), |t| t.optimizer_steps.to_string()));
+                        cells.push(t.map_or(String::new(), |t| num(t.seconds, 3)));
+                    }
                     let _ = writeln!(out, "{}", csv_line(&cells));
                 }
             }

@@ -219,3 +219,65 @@ fn options_that_would_do_nothing_are_refused() {
         assert!(e.contains(needle), "{args:?}: {e}");
     }
 }
+
+/// A whole run (--samples) in CSV carries its steps and seconds; the table shows no duration for
+/// a method that does not fit. Steps worked by hand: ⌈10,001 / (8 × 4)⌉ = 313; seconds = steps ×
+/// step time.
+#[test]
+fn whole_run_columns_and_no_time_for_what_does_not_fit() {
+    let args = [
+        "predict",
+        "--hw",
+        "a6000",
+        "--model",
+        "llama2-7b",
+        "--batch",
+        "8",
+        "--grad-accum",
+        "4",
+        "--samples",
+        "10001",
+    ];
+    let mut csv_args = args.to_vec();
+    csv_args.extend(["--format", "csv"]);
+    let o = costsim(&csv_args);
+    assert!(o.status.success());
+    let recs = csv_records(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(recs.len(), 5);
+    for r in &recs {
+        assert_eq!(r["optimizer_steps"], "313", "{}", r["method"]);
+        let step_ms: f64 = r["step_ms"].parse().expect("step_ms");
+        let secs: f64 = r["run_seconds"].parse().expect("run_seconds");
+        assert!(
+            (secs - 313.0 * step_ms / 1e3).abs() <= 1e-3 * secs,
+            "{secs} {step_ms}"
+        );
+    }
+    let full = recs.iter().find(|r| r["method"] == "full").expect("full");
+    assert_eq!(full["fits"], "false");
+    let table = String::from_utf8_lossy(&costsim(&args).stdout).into_owned();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("training time"))
+        .expect("a training time line");
+    // full (first column) does not fit: no duration; PaCA does: h:mm:ss.
+    let cells: Vec<&str> = line["training time".len()..]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(cells.len(), 5, "{line}");
+    assert_eq!(cells[0], "- (does not fit)");
+    assert!(cells[2].split(':').count() == 3, "{line}");
+    // Scientific notation is a count too.
+    let mut sci = args.to_vec();
+    let last = sci.len() - 1;
+    sci[last] = "1.0001e4";
+    sci.extend(["--format", "csv"]);
+    let o = costsim(&sci);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        csv_records(&String::from_utf8_lossy(&o.stdout))[0]["optimizer_steps"],
+        "313"
+    );
+}
