@@ -4,7 +4,8 @@
 1. The recorder's saved-bytes rule on hand-worked cases: autograd keeps an operand only for a
    gradient that will be computed.
 2. The committed CI traces (docs/results/traces/cpu) are what the tracer produces now: every
-   deterministic number (launches, op counts, FLOPs, saved and peak bytes) is regenerated and
+   deterministic number (launches, op counts, FLOPs, saved and peak bytes, bytes read and
+   written per op, whose rule is worked by hand on single ops first) is regenerated and
    compared, so a stale committed trace, or a tracer change, fails here.
 3. The CPU→CUDA mapping: a CPU trace of a configuration that was also traced on an H200
    (docs/results/gpu/traces) dispatches the same kernel-launching ops, SDPA's backend aside.
@@ -64,6 +65,60 @@ def _load(path):
         return json.load(f)
 
 
+def io_of(fn):
+    """(read, written) bytes the tracer's io rule gives each aten op fn dispatches."""
+    rows = []
+
+    class Probe(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            name = func.overloadpacket.__name__
+            rows.append((name, *trace_step.io_bytes(func, name, args, kwargs, out)))
+            return out
+
+    with Probe():
+        fn()
+    return rows
+
+
+class IoRule(unittest.TestCase):
+    """Bytes read and written per op, worked by hand (fp32: 4 bytes, int64: 8)."""
+
+    def test_elementwise_reads_inputs_writes_output(self):
+        a, b = torch.randn(6, 5), torch.randn(6, 5)
+        # add: reads 2·30·4 = 240, writes 30·4 = 120.
+        self.assertEqual(io_of(lambda: a + b), [("add", 240, 120)])
+
+    def test_in_place_writes_self(self):
+        a, b = torch.randn(6, 5), torch.randn(6, 5)
+        self.assertEqual(io_of(lambda: a.add_(b)), [("add_", 240, 120)])
+
+    def test_matmul_reads_both_operands(self):
+        x, w = torch.randn(6, 5), torch.randn(5, 3)
+        # mm: reads 30·4 + 15·4 = 180, writes 18·4 = 72.
+        self.assertEqual(io_of(lambda: x @ w), [("mm", 180, 72)])
+
+    def test_embedding_reads_the_rows_it_gathers(self):
+        table = torch.randn(100, 8)
+        idx = torch.tensor([1, 2, 3])
+        # 3 rows of 8 fp32 = 96 bytes out; reads those rows and 3 int64 indices = 96 + 24.
+        self.assertEqual(io_of(lambda: torch.nn.functional.embedding(idx, table)), [("embedding", 120, 96)])
+
+    def test_index_put_writes_its_values_not_the_whole_tensor(self):
+        w = torch.zeros(50, 10)
+        idx = torch.tensor([0, 3])
+        vals = torch.ones(50, 2)
+        # writes 100 fp32 values (400 bytes) into 500; reads the values and 2 int64 indices.
+        # w[:, idx] = vals dispatches index_put_.
+        rows = io_of(lambda: w.__setitem__((slice(None), idx), vals))
+        self.assertEqual([r for r in rows if r[0] == "index_put_"], [("index_put_", 400 + 16, 400)])
+
+    def test_views_move_nothing(self):
+        a = torch.randn(6, 5)
+        self.assertEqual(io_of(lambda: a.t()), [("t", 0, 0)])
+
+
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
         committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
@@ -88,9 +143,10 @@ class CommittedTraces(unittest.TestCase):
                     for ph in ("forward", "backward", "optimizer"):
                         for key in ("ops", "launches", "flops", "peak_bytes", "start_bytes"):
                             self.assertEqual(new["phases"][ph][key], old["phases"][ph][key], (ph, key))
+                    key = ("phase", "module", "op", "calls", "read_bytes", "written_bytes")
                     self.assertEqual(
-                        sorted((r["phase"], r["module"], r["op"], r["calls"]) for r in new["ops"]),
-                        sorted((r["phase"], r["module"], r["op"], r["calls"]) for r in old["ops"]),
+                        sorted(tuple(r[k] for k in key) for r in new["ops"]),
+                        sorted(tuple(r[k] for k in key) for r in old["ops"]),
                     )
         self.assertEqual(len(names), 36)
         self.assertEqual(sorted(n + ".json" for n in names), sorted(os.listdir(committed)))

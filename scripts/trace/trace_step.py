@@ -484,6 +484,51 @@ def _tensors(x):
             yield from _tensors(y)
 
 
+# In-place ops that write only part of `self`: what they write is their source tensor, not the
+# whole of `self` (which is their return value).
+_PARTIAL_WRITES = {
+    "index_put_": "values",
+    "index_copy_": "source",
+    "index_add_": "source",
+    "scatter_": "src",
+    "scatter_add_": "src",
+    "masked_scatter_": "source",
+}
+
+
+# Gathers read the rows they return (and their indices), not the whole table they index.
+_GATHERS = {"embedding", "index_select", "index", "gather"}
+
+
+def _nbytes(ts):
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+def io_bytes(func, name, args, kwargs, out):
+    """(read, written) bytes of one op: the tensors it takes and the ones it returns, each
+    tensor once; a gather (embedding, index_select, ...) reads the rows it returns and its
+    indices, not the whole table; an in-place partial write (index_put_, ...) writes and reads
+    its source (and reads its indices), not the whole of self. Views move no data: (0, 0).
+    What a kernel physically moves can differ (a GEMM tile re-reads, a strided gather reads
+    whole sectors): these are the tensors' sizes, the quantity costsim's bytes are built from."""
+    if func.is_view:
+        return 0, 0
+    ins = {}
+    for t in _tensors((args, kwargs)):
+        ins.setdefault(id(t), t)
+    if name in _GATHERS:
+        written = _nbytes(_tensors(out))
+        idx = _nbytes(t for t in ins.values() if not (t.is_floating_point() or t.is_complex()))
+        return written + idx, written
+    if name in _PARTIAL_WRITES:
+        src = _arg(func, args, kwargs, _PARTIAL_WRITES[name])
+        self_t = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        written = _nbytes(_tensors(src))
+        read = _nbytes(t for t in ins.values() if t is not self_t)
+        return read, written
+    return _nbytes(ins.values()), _nbytes(_tensors(out))
+
+
 def _arg(func, args, kwargs, name):
     """Value of argument `name` of an aten call, positional or keyword (None when absent)."""
     if kwargs and name in kwargs:
@@ -720,6 +765,8 @@ class Recorder(TorchDispatchMode):
                 launches=0,
                 flops=0.0,
                 out_bytes=0,
+                read_bytes=0,
+                written_bytes=0,
                 dtypes=sorted({str(t.dtype).replace("torch.", "") for t in _tensors(out)}),
             )
         row["calls"] += 1
@@ -727,6 +774,9 @@ class Recorder(TorchDispatchMode):
         row["flops"] += flops
         if not func.is_view:
             row["out_bytes"] += sum(t.numel() * t.element_size() for t in _tensors(out))
+        read, written = io_bytes(func, name, args, kwargs, out)
+        row["read_bytes"] += read
+        row["written_bytes"] += written
         if name.startswith("_foreach_") and launches > 0:
             lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
             self.foreach.append(

@@ -172,6 +172,17 @@ pub struct OpRow {
     pub calls: u64,
     pub launches: u64,
     pub flops: f64,
+    /// Bytes of the op's outputs over all its calls (an in-place op's output is the tensor it
+    /// wrote).
+    #[serde(default)]
+    pub out_bytes: f64,
+    /// Bytes the op's calls read (their tensor arguments, each storage once) and wrote (their
+    /// outputs; an in-place partial write such as index_put_ counts its source): traces from
+    /// before these fields were recorded have neither.
+    #[serde(default)]
+    pub read_bytes: Option<f64>,
+    #[serde(default)]
+    pub written_bytes: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +322,10 @@ pub struct PhaseComparison {
     pub time_ms: Option<Pair>,
     pub flops: Pair,
     pub peak_bytes: Pair,
+    /// Bytes read and written by the kernel-launching ops (multi-tensor `_foreach_*` ops left
+    /// out on both sides), when the trace records them.
+    pub bytes_read: Option<Pair>,
+    pub bytes_written: Option<Pair>,
 }
 
 /// Launches of one module (all layers' copies summed) in one phase.
@@ -323,6 +338,9 @@ pub struct ModuleRow {
     /// Ops of the trace in this module with their launch counts, for reading a mismatch.
     pub traced_ops: String,
     pub predicted_ops: String,
+    /// Bytes read and written by the module's launching ops, when the trace records them.
+    pub bytes_read: Option<Pair>,
+    pub bytes_written: Option<Pair>,
 }
 
 /// Saved bytes of one module (all layers' copies summed; adapter pieces folded into their
@@ -547,6 +565,8 @@ pub fn compare_trace(
                 }),
                 _ => None,
             },
+            bytes_read: None,
+            bytes_written: None,
         });
     }
     let saved_bytes = Pair {
@@ -554,9 +574,18 @@ pub fn compare_trace(
         traced: t.totals.saved_activation_bytes,
     };
     // Module alignment.
-    type Acc =
-        BTreeMap<(&'static str, String), (u64, u64, BTreeMap<String, u64>, BTreeMap<String, u64>)>;
-    let mut acc: Acc = BTreeMap::new();
+    #[derive(Default)]
+    struct Side {
+        launches: u64,
+        ops: BTreeMap<String, u64>,
+        read: f64,
+        written: f64,
+    }
+    let has_bytes = t
+        .ops
+        .iter()
+        .all(|r| r.read_bytes.is_some() && r.written_bytes.is_some());
+    let mut acc: BTreeMap<(&'static str, String), (Side, Side)> = BTreeMap::new();
     for r in &t.ops {
         let Some(&(_, ph)) = PHASES.iter().find(|(_, n)| *n == r.phase) else {
             continue;
@@ -564,9 +593,11 @@ pub fn compare_trace(
         if r.op.starts_with("_foreach_") || not_a_kernel(&r.op) || r.launches == 0 {
             continue;
         }
-        let e = acc.entry((ph, linear_key(&r.module))).or_default();
-        e.1 += r.launches;
-        *e.3.entry(r.op.clone()).or_default() += r.launches;
+        let e = &mut acc.entry((ph, linear_key(&r.module))).or_default().1;
+        e.launches += r.launches;
+        *e.ops.entry(r.op.clone()).or_default() += r.launches;
+        e.read += r.read_bytes.unwrap_or(0.0);
+        e.written += r.written_bytes.unwrap_or(0.0);
     }
     for k in p.kernel_rows.iter().flatten() {
         if k.launches == 0 {
@@ -578,9 +609,11 @@ pub fn compare_trace(
         if k.name.starts_with("_foreach_") {
             continue;
         }
-        let e = acc.entry((ph, linear_key(&k.module))).or_default();
-        e.0 += 1;
-        *e.2.entry(k.name.to_string()).or_default() += 1;
+        let e = &mut acc.entry((ph, linear_key(&k.module))).or_default().0;
+        e.launches += 1;
+        *e.ops.entry(k.name.to_string()).or_default() += 1;
+        e.read += k.bytes_read;
+        e.written += k.bytes_written;
     }
     let fmt_ops = |m: &BTreeMap<String, u64>| {
         m.iter()
@@ -588,17 +621,46 @@ pub fn compare_trace(
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let modules = acc
+    let pair = |p: f64, t: f64| {
+        has_bytes.then_some(Pair {
+            predicted: p,
+            traced: t,
+        })
+    };
+    let modules: Vec<ModuleRow> = acc
         .into_iter()
-        .map(|((phase, module), (pred, traced, pops, tops))| ModuleRow {
+        .map(|((phase, module), (pred, traced))| ModuleRow {
             phase,
             module,
-            predicted: pred,
-            traced,
-            traced_ops: fmt_ops(&tops),
-            predicted_ops: fmt_ops(&pops),
+            predicted: pred.launches,
+            traced: traced.launches,
+            traced_ops: fmt_ops(&traced.ops),
+            predicted_ops: fmt_ops(&pred.ops),
+            bytes_read: pair(pred.read, traced.read),
+            bytes_written: pair(pred.written, traced.written),
         })
         .collect();
+    // Phase totals of the bytes: the modules summed.
+    for pc in &mut phases {
+        let sum = |f: &dyn Fn(&ModuleRow) -> Option<Pair>| {
+            modules
+                .iter()
+                .filter(|m| m.phase == pc.phase)
+                .filter_map(f)
+                .fold(None, |acc: Option<Pair>, p| {
+                    let a = acc.unwrap_or(Pair {
+                        predicted: 0.0,
+                        traced: 0.0,
+                    });
+                    Some(Pair {
+                        predicted: a.predicted + p.predicted,
+                        traced: a.traced + p.traced,
+                    })
+                })
+        };
+        pc.bytes_read = sum(&|m| m.bytes_read);
+        pc.bytes_written = sum(&|m| m.bytes_written);
+    }
     let saved_modules = saved_modules(t, &cfg);
     Ok(TraceComparison {
         saved_modules,
@@ -616,6 +678,59 @@ pub fn compare_trace(
         saved_bytes,
         modules,
     })
+}
+
+/// Bytes read and written by one part of the model in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct BytesPart {
+    pub part: String,
+    pub read: Pair,
+    pub written: Pair,
+}
+
+/// The module rows' bytes grouped into parts both sides attribute alike: in forward, each module
+/// (costsim's `self_attn.qk`/`.av` GEMMs of SDPA's math path folded into `self_attn`, where the
+/// trace runs them); in backward, each layer whole and the embeddings together, since autograd
+/// runs a residual gradient's add, or a tied weight's sum, under whichever module's backward
+/// finishes it, and costsim under the block or the other use. `None` when the trace does not
+/// record bytes.
+pub fn bytes_parts(c: &TraceComparison, phase: &str) -> Option<Vec<BytesPart>> {
+    let mut parts: BTreeMap<String, (Pair, Pair)> = BTreeMap::new();
+    for m in c.modules.iter().filter(|m| m.phase == phase) {
+        let (read, written) = (m.bytes_read?, m.bytes_written?);
+        let mut key = m.module.clone();
+        for suffix in [".qk", ".av"] {
+            if let Some(k) = key.strip_suffix(suffix) {
+                key = k.to_string();
+            }
+        }
+        if phase == "backward" {
+            if key.starts_with("layers.*") {
+                key = "layers.*".into();
+            } else if matches!(key.as_str(), "wte" | "wpe" | "embed_tokens") {
+                key = "embeddings".into();
+            }
+        }
+        let zero = Pair {
+            predicted: 0.0,
+            traced: 0.0,
+        };
+        let e = parts.entry(key).or_insert((zero, zero));
+        e.0.predicted += read.predicted;
+        e.0.traced += read.traced;
+        e.1.predicted += written.predicted;
+        e.1.traced += written.traced;
+    }
+    Some(
+        parts
+            .into_iter()
+            .map(|(part, (read, written))| BytesPart {
+                part,
+                read,
+                written,
+            })
+            .collect(),
+    )
 }
 
 fn pct(e: f64) -> String {

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use costsim_validate::trace::{compare_trace, read_trace, TraceComparison};
+use costsim_validate::trace::{bytes_parts, compare_trace, read_trace, TraceComparison};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -97,6 +97,66 @@ fn llama2_7b_every_method_on_meta() {
             let e = p.peak_bytes.error();
             assert!(e.abs() <= 0.03, "{} {}: peak {}", c.name, p.phase, pct(e));
         }
+    }
+}
+
+/// Bytes moved by the kernel-launching ops, against the tensors the real stack's ops take and
+/// return (the tracer's rule, worked by hand in scripts/trace/test_trace.py: arguments read,
+/// outputs written, gathers reading only the rows they return, index_put_ writing its values).
+/// Per phase, forward and backward, bytes written within `w` and bytes read within `r`; per part
+/// (`bytes_parts`) within 40% of the part's traced bytes plus 5% of the phase's, a bound for
+/// gross errors (a dropped term, a wrong factor) that leaves room for the differences
+/// docs/traces.md lists: strided gathers reading whole sectors, SDPA's CPU kernel arguments,
+/// GPT-2's tied-embedding sum, rotary tables. These bounds record today's agreement (worst
+/// seen: tiny written 5.4%, read 6.3%; llama2-7b written 0.3%, read 3.5%), they were not fitted:
+/// no model number changed to meet them.
+fn check_bytes(c: &TraceComparison, w: f64, r: f64) {
+    for ph in c.phases.iter().filter(|p| p.phase != "optimizer") {
+        let (read, written) = (
+            ph.bytes_read.expect("trace records bytes"),
+            ph.bytes_written.expect("trace records bytes"),
+        );
+        assert!(
+            written.error().abs() <= w,
+            "{} {}: written {}",
+            c.name,
+            ph.phase,
+            pct(written.error())
+        );
+        assert!(
+            read.error().abs() <= r,
+            "{} {}: read {}",
+            c.name,
+            ph.phase,
+            pct(read.error())
+        );
+        for part in bytes_parts(c, ph.phase).expect("bytes") {
+            for (what, p, total) in [
+                ("read", part.read, read.traced),
+                ("written", part.written, written.traced),
+            ] {
+                let slack = 0.4 * p.traced + 0.05 * total;
+                assert!(
+                    (p.predicted - p.traced).abs() <= slack,
+                    "{} {} {}: {what} {} vs traced {}",
+                    c.name,
+                    ph.phase,
+                    part.part,
+                    p.predicted,
+                    p.traced
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bytes_agree_with_the_real_stack() {
+    for c in load("docs/results/traces/cpu") {
+        check_bytes(&c, 0.06, 0.08);
+    }
+    for c in load("docs/results/traces/meta-llama2-7b") {
+        check_bytes(&c, 0.01, 0.04);
     }
 }
 
