@@ -747,7 +747,7 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<44} {:>17} {:>17} {:>17} {:>21} {:>8} {:>8} {:>8}",
+        "{:<44} {:>17} {:>17} {:>17} {:>21} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "trace",
         "fwd launches p/t",
         "bwd launches p/t",
@@ -755,7 +755,9 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
         "saved MiB p/t",
         "saved",
         "peak",
-        "flops"
+        "flops",
+        "read",
+        "written"
     );
     for c in cmps {
         let l = |i: usize| {
@@ -771,9 +773,19 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
             predicted: c.phases.iter().map(|p| p.flops.predicted).sum(),
             traced: c.phases.iter().map(|p| p.flops.traced).sum(),
         };
+        // Worst forward/backward error of the bytes, when the trace records them.
+        let worst_bytes = |f: &dyn Fn(&PhaseComparison) -> Option<Pair>| {
+            c.phases
+                .iter()
+                .filter(|p| p.phase != "optimizer")
+                .filter_map(f)
+                .map(|p| p.error())
+                .reduce(|a, e| if e.abs() > a.abs() { e } else { a })
+                .map_or("-".to_string(), pct)
+        };
         let _ = writeln!(
             s,
-            "{:<44} {:>17} {:>17} {:>17} {:>21} {:>8} {:>8} {:>8}",
+            "{:<44} {:>17} {:>17} {:>17} {:>21} {:>8} {:>8} {:>8} {:>8} {:>8}",
             c.name,
             l(0),
             l(1),
@@ -785,7 +797,9 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
             ),
             pct(c.saved_bytes.error()),
             pct(worst_peak),
-            pct(flops.error())
+            pct(flops.error()),
+            worst_bytes(&|p| p.bytes_read),
+            worst_bytes(&|p| p.bytes_written)
         );
     }
     if cmps
