@@ -8,7 +8,7 @@
 //!
 //! Units: FLOPs count floating-point operations (a multiply-add is 2), never MACs; bytes are
 //! bytes; times are seconds inside the crate and milliseconds (`_ms`) or microseconds (`_us`) in
-//! reports. Sources: `shared/reference/paper.md`, `kernels.md`, `gpus.md`; docs/model.md gives
+//! reports. Sources: the reference notes `paper.md`, `kernels.md`, `gpus.md` (docs/sources.md); docs/model.md gives
 //! every formula.
 
 pub mod arch;

@@ -8,7 +8,7 @@
 //! - Layer-selective training (the paper's "Upper Half" / "Three Quarters" PaCA): only a contiguous
 //!   range of upper layers trains; nothing below it records a graph.
 //!
-//! Parameter matching follows `shared/reference/paper.md`: LoRA rank r ↔ PaCA rank 2r; upper-half
+//! Parameter matching follows `paper.md` (docs/sources.md): LoRA rank r ↔ PaCA rank 2r; upper-half
 //! PaCA doubles it again (4r); three-quarters PaCA uses 3r (24 at LoRA rank 8).
 
 use crate::arch::{LinearRole, ModelConfig};

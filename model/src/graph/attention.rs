@@ -5,7 +5,7 @@
 //! (FlashAttention-2: dot(dO, O) preprocess, main kernel, dq conversion); eager attention is
 //! repeat_kv for grouped-query attention, matmul, scale, causal mask, softmax in fp32, cast,
 //! dropout, matmul and the transpose copy. Llama's rotary embedding is x·cos + rotate_half(x)·sin
-//! applied to q and k. See `shared/reference/kernels.md`.
+//! applied to q and k. See `kernels.md` (docs/sources.md).
 
 use super::norms::{add, dropout};
 use super::tracer::{Bwd, Tracer, T};

@@ -6,7 +6,7 @@
 //! RMSNorm; q, k, v projections (k, v with kv_heads); rotary embedding; SDPA or eager attention;
 //! o_proj; residual add; RMSNorm; SwiGLU MLP (gate, up, SiLU, multiply, down); residual add. The
 //! embedding scope holds the token (and GPT-2 position) lookups, dropout, the rotary tables and
-//! the causal mask. See `shared/reference/kernels.md`.
+//! the causal mask. See `kernels.md` (docs/sources.md).
 
 use super::attention::{attention, rope};
 use super::linear::{linear, treatment};

@@ -5,7 +5,7 @@
 //! TinyLlama-style configs); the loss is transformers' ForCausalLMLoss: logits.float(),
 //! log_softmax over M×vocab in fp32, nll_loss with the label shift done on the labels, the mean,
 //! and GradScaler's loss scale under fp16. Every method pays its memory traffic. See
-//! `shared/reference/kernels.md`.
+//! `kernels.md` (docs/sources.md).
 
 use super::linear::{linear, Treatment};
 use super::norms::{layer_norm, rms_norm};

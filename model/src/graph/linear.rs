@@ -9,7 +9,7 @@
 //! columns P into W, one GEMM, gather x[..., idx] and save only that; its autograd Function
 //! replaces the GEMM backward with dX = dY·W and dP = dYᵀ·x_idx. Under torch.autocast every
 //! linear casts its weight (and bias) to the half type on each forward. See
-//! `shared/reference/kernels.md`.
+//! `kernels.md` (docs/sources.md).
 
 use super::tracer::{Bwd, Tracer, T};
 use super::{Ctx, Gemm, Kernel, KernelKind};

@@ -10,7 +10,7 @@
 //! gets a cast; a tensor consumed k times gets k−1 gradient additions; broadcast inputs get a
 //! sum reduction; with gradient accumulation each trainable tensor gets an accumulate-add.
 //!
-//! Recipes follow `shared/reference/kernels.md`: Hugging Face `transformers` eager GPT-2 and Llama
+//! Recipes follow `kernels.md` (docs/sources.md): Hugging Face `transformers` eager GPT-2 and Llama
 //! blocks, peft's LoRA `Linear.forward`, the PaCA reference layer, torch.autocast's casts, and
 //! torch.optim's multi-tensor AdamW. FLOPs are counted as floating-point operations (a multiply-add
 //! is 2), never MACs.

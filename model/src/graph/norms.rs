@@ -5,7 +5,7 @@
 //! is the tanh approximation written out as eight elementwise kernels; Llama's RMSNorm upcasts to
 //! fp32 and runs pow, mean, add eps, rsqrt, mul, cast and the weight multiply; its SwiGLU MLP
 //! applies SiLU to the gate and multiplies by the up projection. Dropout is one kernel writing the
-//! output and a bool mask. See `shared/reference/kernels.md`.
+//! output and a bool mask. See `kernels.md` (docs/sources.md).
 
 use super::tracer::{Bwd, Tracer, T};
 use super::{Ctx, Kernel, KernelKind};

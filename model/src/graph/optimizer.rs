@@ -4,7 +4,7 @@
 //! multi_tensor_apply launches; the fused (`fused=True`) single pass, the single-tensor loop, and
 //! SGD as alternatives; GradScaler's unscale under fp16 and `clip_grad_norm_` (a foreach norm and
 //! a scale pass) when clipping; with mixed precision the optimizer works on fp32 master weights.
-//! See `shared/reference/kernels.md`.
+//! See `kernels.md` (docs/sources.md).
 
 use super::linear::{treatment, Treatment};
 use super::{Ctx, Kernel, KernelKind, Segment};
