@@ -104,13 +104,14 @@ fn llama2_7b_every_method_on_meta() {
 /// return (the tracer's rule, worked by hand in scripts/trace/test_trace.py: arguments read,
 /// outputs written, gathers reading only the rows they return, index_put_ writing its values).
 /// Per phase, forward and backward, bytes written within `w` and bytes read within `r`; per part
-/// (`bytes_parts`) within 40% of the part's traced bytes plus 5% of the phase's, a bound for
-/// gross errors (a dropped term, a wrong factor) that leaves room for the differences
-/// docs/traces.md lists: strided gathers reading whole sectors, SDPA's CPU kernel arguments,
-/// GPT-2's tied-embedding sum, rotary tables. These bounds record today's agreement (worst
-/// seen: tiny written 5.4%, read 6.3%; llama2-7b written 0.3%, read 3.5%), they were not fitted:
-/// no model number changed to meet them.
-fn check_bytes(c: &TraceComparison, w: f64, r: f64) {
+/// (`bytes_parts`) within `of_part` of the part's traced bytes plus `of_phase` of the phase's.
+/// These bounds record today's agreement (worst part at llama2-7b: 1.9% of the phase, a layer
+/// whole in backward; tiny: 6.8% of a part, 5.5% of the phase) with the differences
+/// docs/traces.md lists (strided gathers reading whole sectors, GPT-2's tied-embedding sum, the
+/// loss's label copies, rotary tables at tiny sizes); they were not fitted: no model number was
+/// changed to meet them, and the two model fixes the comparison found (rotate_half's reads,
+/// SDPA backward reading its output) were made for what the trace shows op by op.
+fn check_bytes(c: &TraceComparison, w: f64, r: f64, of_part: f64, of_phase: f64) {
     for ph in c.phases.iter().filter(|p| p.phase != "optimizer") {
         let (read, written) = (
             ph.bytes_read.expect("trace records bytes"),
@@ -135,7 +136,7 @@ fn check_bytes(c: &TraceComparison, w: f64, r: f64) {
                 ("read", part.read, read.traced),
                 ("written", part.written, written.traced),
             ] {
-                let slack = 0.4 * p.traced + 0.05 * total;
+                let slack = of_part * p.traced + of_phase * total;
                 assert!(
                     (p.predicted - p.traced).abs() <= slack,
                     "{} {} {}: {what} {} vs traced {}",
@@ -153,10 +154,10 @@ fn check_bytes(c: &TraceComparison, w: f64, r: f64) {
 #[test]
 fn bytes_agree_with_the_real_stack() {
     for c in load("docs/results/traces/cpu") {
-        check_bytes(&c, 0.06, 0.08);
+        check_bytes(&c, 0.06, 0.08, 0.10, 0.05);
     }
     for c in load("docs/results/traces/meta-llama2-7b") {
-        check_bytes(&c, 0.01, 0.04);
+        check_bytes(&c, 0.005, 0.02, 0.03, 0.01);
     }
 }
 

@@ -74,12 +74,16 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
         t.save(&out);
         let lse_t = t.tensor(bf * hf * sf, DType::F32, false, Some(idx));
         t.save(&lse_t);
-        // dot(dO, O) preprocess, the main backward kernel, and the dq conversion.
+        // dot(dO, O) preprocess, the main backward kernel, and the dq conversion. Reads what
+        // the op takes: dO, q, k, v, the output O (dO and O q-sized) and the log-sum-exp, once
+        // for the main kernel and once as the preprocess's row sums (the traces' argument bytes,
+        // docs/traces.md; the preprocess's second pass over dO and O and the fp32 dq
+        // accumulator's round trip are not counted).
         let mut bwk = t.bk(
             "scaled_dot_product_attention_backward",
             Attention,
             dt,
-            2.0 * q.bytes() + k.bytes() + v.bytes() + 2.0 * lse,
+            3.0 * q.bytes() + k.bytes() + v.bytes() + 2.0 * lse,
             q.bytes() + k.bytes() + v.bytes(),
             2.5 * flops,
         );
@@ -396,8 +400,14 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
         )
     };
     let a = pass(t, "mul", &[xr, *cos], x.elems, dt);
-    let half = pass(t, "neg", &[xr], x.elems / 2.0, x.dtype);
-    let rot = pass(t, "cat", &[half, xr], x.elems, x.dtype);
+    // rotate_half: cat(−x2, x1) of x's two halves (views): neg reads one half, cat the negated
+    // half and the other.
+    let x_half = T {
+        elems: x.elems / 2.0,
+        ..xr
+    };
+    let half = pass(t, "neg", &[x_half], x.elems / 2.0, x.dtype);
+    let rot = pass(t, "cat", &[half, x_half], x.elems, x.dtype);
     let b = pass(t, "mul", &[rot, *cos], x.elems, dt);
     let mut out = add(t, &a, &b);
     if x.rg {
