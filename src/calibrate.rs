@@ -159,12 +159,13 @@ fn host(args: &CalibrateArgs) -> Result<String> {
         .find(|(n, _)| n.eq_ignore_ascii_case(base_name))
     {
         Some((_, text)) => text.to_string(),
-        None => std::fs::read_to_string(base_name).map_err(|e| {
-            usage_error(format!(
+        None => costsim_hardware::input::read_text(std::path::Path::new(base_name), "profile")
+            .map_err(|e| {
+                usage_error(format!(
                 "--base {base_name}: not a built-in profile (see costsim hardware) nor a readable \
                  file ({e})"
             ))
-        })?,
+            })?,
     };
     let mut traces = Vec::new();
     for f in crate::validate::trace_files(&args.host)? {

@@ -10,6 +10,8 @@
 //! Files are parsed into [`ProfileFile`] (serde, kebab-case, unknown keys rejected) and resolved
 //! once into the plain [`Profile`] with SI units (FLOP/s, bytes/s, bytes, seconds).
 
+pub mod input;
+
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -722,7 +724,7 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile> {
 
 /// Load a profile file from disk.
 pub fn load_profile(path: &Path) -> Result<Profile> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = input::read_text(path, "hardware profile").map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;

@@ -377,10 +377,11 @@ struct HfConfig {
 
 /// Read a Hugging Face `config.json`.
 pub fn from_hf_config(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        costsim_hardware::input::read_text(path, "config.json").map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     parse_hf_config(&text, &path.display().to_string())
 }
 

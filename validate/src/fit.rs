@@ -110,10 +110,12 @@ pub struct CalibrationRun {
 
 impl CalibrationRun {
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = costsim_hardware::input::read_text(path, "calibration samples file").map_err(
+            |source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
         let run: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
             path: path.display().to_string(),
             line: e.line(),

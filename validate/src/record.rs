@@ -132,9 +132,11 @@ impl Stats {
 impl ResultsFile {
     /// Read a results file.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
+        let text = costsim_hardware::input::read_text(path, "results file").map_err(|source| {
+            Error::Io {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
         let file: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
             path: path.display().to_string(),

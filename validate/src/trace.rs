@@ -184,7 +184,7 @@ pub struct ForeachRec {
 
 /// Read a trace file.
 pub fn read_trace(path: &Path) -> Result<Trace> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = costsim_hardware::input::read_text(path, "trace").map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
     })?;
