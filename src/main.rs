@@ -68,11 +68,7 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         per_layer: args.per_layer,
         kernels: args.kernels,
     };
-    let amount = match (args.tokens, args.samples) {
-        (Some(t), _) => Some(costsim_model::Amount::Tokens(t)),
-        (None, Some(s)) => Some(costsim_model::Amount::Samples(s)),
-        (None, None) => None,
-    };
+    let amount = args.amount()?;
     let preds: Vec<_> = cfgs
         .iter()
         .map(|c| costsim_model::predict(c, detail, amount))
