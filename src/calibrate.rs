@@ -89,7 +89,8 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
                 .samples
                 .clone()
                 .unwrap_or_else(|| args.out.with_extension("samples.json"));
-            run.save(&path).map_err(usage_error)?;
+            let text = serde_json::to_string_pretty(&run).context("samples as JSON")? + "\n";
+            crate::files::write_atomic(&path, text)?;
             eprintln!("samples written to {}", path.display());
             run
         }

@@ -155,8 +155,8 @@ fn measure(args: &ValidateArgs) -> Result<ResultsFile> {
         eprintln!();
     }
     if let Some(out) = &args.out {
-        file.save(out)
-            .with_context(|| format!("writing {}", out.display()))?;
+        let text = serde_json::to_string_pretty(&file).context("results as JSON")? + "\n";
+        crate::files::write_atomic(out, text)?;
     }
     Ok(file)
 }

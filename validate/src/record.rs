@@ -238,21 +238,6 @@ impl ResultsFile {
         }
         Ok(())
     }
-
-    /// Write atomically: to a temporary name beside the target, then rename.
-    pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-        let tmp = path.with_extension("json.tmp");
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::write(&tmp, text + "\n").map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    }
 }
 
 #[cfg(test)]
