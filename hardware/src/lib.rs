@@ -412,7 +412,7 @@ impl Range {
             format!("in {}", self.unit)
         };
         Err(format!(
-            "{key} must be {noun} between {} and {} ({}), got {v}; set it within that range",
+            "{key} must be {noun} between {} and {} ({}), got {v:?}; set it within that range",
             self.min, self.max, self.why
         ))
     }

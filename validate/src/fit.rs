@@ -108,7 +108,79 @@ pub struct CalibrationRun {
     pub samples: Vec<Sample>,
 }
 
+/// Largest FLOP or byte count of one microbenchmark: 10^18 (a second of an exa-scale machine).
+const MAX_SAMPLE_WORK: f64 = 1e18;
+/// Largest GEMM dimension of a sample: 2^24.
+const MAX_GEMM_DIM: u64 = 1 << 24;
+/// Most ops in one timed unit.
+const MAX_SAMPLE_OPS: u32 = 1_000_000;
+
+impl Sample {
+    /// The sample is one the calibration harness could have written.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !matches!(self.dtype.as_str(), "fp32" | "bf16") {
+            return Err(format!(
+                "dtype = {:?} must be \"fp32\" or \"bf16\"",
+                self.dtype
+            ));
+        }
+        for (key, v) in [("flops", self.flops), ("bytes", self.bytes)] {
+            if !(v.is_finite() && (0.0..=MAX_SAMPLE_WORK).contains(&v)) {
+                return Err(format!(
+                    "{key} = {v:?} must be between 0 and {MAX_SAMPLE_WORK:e} (one microbenchmark's \
+                     work)"
+                ));
+            }
+        }
+        if let Some(g) = self.gemm {
+            if g.iter().any(|d| !(1..=MAX_GEMM_DIM).contains(d)) {
+                return Err(format!(
+                    "gemm = {g:?} must hold four dimensions (m, n, k, batch) between 1 and \
+                     {MAX_GEMM_DIM}"
+                ));
+            }
+        }
+        if self.ops > MAX_SAMPLE_OPS {
+            return Err(format!(
+                "ops = {} must be at most {MAX_SAMPLE_OPS} per timed unit",
+                self.ops
+            ));
+        }
+        self.stats.check("stats")
+    }
+}
+
 impl CalibrationRun {
+    /// At least one sample and every sample sound ([`Sample::check`]); `origin` names the file.
+    pub fn check(&self, origin: &str) -> Result<()> {
+        let bad = |what: String, message: String| Error::InvalidArgument { what, message };
+        if !(self.device_kind == "cpu" || self.device_kind.starts_with("cuda")) {
+            return Err(bad(
+                format!("calibration samples file {origin}"),
+                format!(
+                    "device_kind = {:?} must be \"cpu\" or \"cuda:N\"; use a file written by \
+                     `costsim calibrate`",
+                    self.device_kind
+                ),
+            ));
+        }
+        if self.samples.is_empty() {
+            return Err(bad(
+                format!("calibration samples file {origin}"),
+                "it holds no samples; use a file written by `costsim calibrate --device`".into(),
+            ));
+        }
+        for (i, s) in self.samples.iter().enumerate() {
+            s.check().map_err(|m| {
+                bad(
+                    format!("calibration samples file {origin}, sample {i} ({})", s.name),
+                    format!("{m}; correct or remove the sample"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = costsim_hardware::input::read_text(path, "calibration samples file").map_err(
             |source| Error::Io {
@@ -131,6 +203,7 @@ impl CalibrationRun {
                 ),
             });
         }
+        run.check(&path.display().to_string())?;
         Ok(run)
     }
 }
@@ -859,6 +932,39 @@ mod toml_safety_tests {
         // The comment line naming the device stays one comment line.
         let first = cal.profile_toml.lines().next().expect("a first line");
         assert!(first.starts_with("# Calibrated by") && first.contains("python-op-us = 0"));
+    }
+
+    #[test]
+    fn hostile_samples_are_refused_naming_file_sample_and_key() {
+        let edits: [(&str, fn(&mut Sample)); 6] = [
+            ("dtype = \"int4\" must be", |s| s.dtype = "int4".into()),
+            ("flops = 1e300 must be between 0 and 1e18", |s| {
+                s.flops = 1e300
+            }),
+            ("bytes = -1.0 must be", |s| s.bytes = -1.0),
+            ("gemm = [0, 1, 1, 1] must hold", |s| {
+                s.gemm = Some([0, 1, 1, 1])
+            }),
+            ("ops = 4294967295 must be at most", |s| s.ops = u32::MAX),
+            ("stats.median_ms must be in ms", |s| {
+                s.stats.median_ms = 1e-320
+            }),
+        ];
+        for (want, edit) in edits {
+            let mut run = saved_run();
+            edit(&mut run.samples[3]);
+            let err = run.check("s.json").unwrap_err().to_string();
+            assert!(
+                err.contains("calibration samples file s.json, sample 3 ("),
+                "{err}"
+            );
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let mut run = saved_run();
+        run.samples.clear();
+        let err = run.check("s.json").unwrap_err().to_string();
+        assert!(err.contains("holds no samples"), "{err}");
+        assert!(saved_run().check("s.json").is_ok());
     }
 
     #[test]
