@@ -188,8 +188,13 @@ impl CalibrationRun {
                 source,
             },
         )?;
-        let run: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.display().to_string(),
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check samples text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let run: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
+            path: origin.to_string(),
             line: e.line(),
             message: e.to_string(),
         })?;
@@ -197,13 +202,13 @@ impl CalibrationRun {
             return Err(Error::InvalidArgument {
                 what: "calibration file".into(),
                 message: format!(
-                    "{} has schema {}, this costsim reads {SCHEMA}",
-                    path.display(),
+                    "{origin} has schema {}, this costsim reads {SCHEMA}; use a file written by \
+                     this version's `costsim calibrate`",
                     run.schema
                 ),
             });
         }
-        run.check(&path.display().to_string())?;
+        run.check(origin)?;
         Ok(run)
     }
 }

@@ -201,19 +201,24 @@ impl ResultsFile {
                 source,
             }
         })?;
-        let file: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.display().to_string(),
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check results text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let file: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
+            path: origin.to_string(),
             line: e.line(),
             message: e.to_string(),
         })?;
         if file.schema != SCHEMA {
             return Err(Error::Parse {
-                path: path.display().to_string(),
+                path: origin.to_string(),
                 line: 1,
                 message: format!("schema {} is not the supported {SCHEMA}", file.schema),
             });
         }
-        file.check(&path.display().to_string())?;
+        file.check(origin)?;
         Ok(file)
     }
 
