@@ -301,6 +301,43 @@ fn a_huge_gradient_accumulation_is_answered_quickly() {
     assert!((huge - want).abs() <= 1e-6 * want, "{huge} vs {want}");
 }
 
+#[test]
+fn a_kernel_listing_of_thousands_of_layers_is_refused_not_gigabytes() {
+    let d = dir("kernels");
+    let p = write(
+        &d,
+        "deep.json",
+        r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":4096,
+        "num_attention_heads":1,"intermediate_size":64,"vocab_size":100,
+        "max_position_embeddings":64}"#,
+    );
+    refused(
+        &[
+            "predict",
+            "--hw",
+            "a100",
+            "--model-config",
+            &p,
+            "--seq",
+            "64",
+            "--kernels",
+        ],
+        &["4096 layers × 5 methods = 20480 blocks", "--per-layer"],
+    );
+    // Per layer (one row per layer and method) is answered.
+    let o = run(&[
+        "predict",
+        "--hw",
+        "a100",
+        "--model-config",
+        &p,
+        "--seq",
+        "64",
+        "--per-layer",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 // ---- Integer wrap -----------------------------------------------------------------------------
 
 #[test]
