@@ -587,3 +587,20 @@ fn hostile_calibration_samples_are_refused() {
         &["holds no samples"],
     );
 }
+
+#[test]
+fn a_trace_with_an_impossible_dropout_is_refused() {
+    let d = dir("trace");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/traces/cpu/gpt2-full-fp32.json"
+    ))
+    .expect("trace");
+    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    v["workload"]["model_dropout"] = 5.into();
+    let p = write(&d, "t.json", &v.to_string());
+    refused(
+        &["validate", "--trace", &p],
+        &["dropout 5 is not in [0, 1)"],
+    );
+}

@@ -215,6 +215,8 @@ pub fn config_of(
     let mut model = parse_hf_config(&t.model.hf_config.to_string(), origin)?;
     model.name = format!("{}-{}", t.model.family, t.model.preset);
     model.dropout = t.workload.model_dropout;
+    // The trace's own dropout replaces the config's: checked like the rest of the model.
+    model.validate()?;
     let bad = |what: &str, v: &str| Error::InvalidArgument {
         what: format!("{origin}: {what}"),
         message: format!("'{v}' is not understood"),
