@@ -51,6 +51,13 @@ pub(crate) fn merge(paths: &[std::path::PathBuf]) -> Result<ResultsFile> {
             )));
         }
         first.records.extend(f.records);
+        let max = costsim_validate::record::MAX_RECORDS;
+        if first.records.len() > max {
+            return Err(usage_error(format!(
+                "the --from files hold more than {max} records together, more than one \
+                 comparison reads; compare fewer files at a time"
+            )));
+        }
     }
     Ok(first)
 }

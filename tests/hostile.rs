@@ -604,3 +604,24 @@ fn a_trace_with_an_impossible_dropout_is_refused() {
         &["dropout 5 is not in [0, 1)"],
     );
 }
+
+#[test]
+fn more_records_than_one_comparison_reads_are_refused() {
+    let d = dir("many");
+    let mut v = results();
+    let recs = v["records"].as_array().expect("records").clone();
+    let many: Vec<Value> = recs.iter().cycle().take(2001).cloned().collect();
+    v["records"] = Value::Array(many);
+    let p = write(&d, "many.json", &v.to_string());
+    refused(
+        &["validate", "--from", &p],
+        &["2001 records, more than the 2000"],
+    );
+    // Two files under the cap each, over it together.
+    v["records"] = Value::Array(recs.iter().cycle().take(1500).cloned().collect());
+    let a = write(&d, "a.json", &v.to_string());
+    refused(
+        &["validate", "--from", &format!("{a},{a}")],
+        &["more than 2000 records together"],
+    );
+}

@@ -129,6 +129,11 @@ impl Stats {
     }
 }
 
+/// Most records one comparison reads: 2,000. A measurement run of the whole paper grid is a few
+/// hundred; the comparison ranks every pair of methods of a configuration, so the work grows with
+/// the square of the records that share one.
+pub const MAX_RECORDS: usize = 2_000;
+
 /// A measured time in a results file: 1 ns to 10^9 ms (11.6 days). Outside it a record is
 /// corrupt or hand-edited: 1e-320 ms would make every error infinite, 1e308 ms overflow the
 /// percentage, a negative time has no meaning.
@@ -230,6 +235,16 @@ impl ResultsFile {
                 what: format!("results file {origin}"),
                 message: "it holds no records; pass a file written by `costsim validate --out`"
                     .into(),
+            });
+        }
+        if self.records.len() > MAX_RECORDS {
+            return Err(Error::InvalidArgument {
+                what: format!("results file {origin}"),
+                message: format!(
+                    "it holds {} records, more than the {MAX_RECORDS} one comparison reads; split \
+                     it by model or device",
+                    self.records.len()
+                ),
             });
         }
         for (i, r) in self.records.iter().enumerate() {
