@@ -476,7 +476,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
     };
     config.validate().map_err(|e| Error::ConfigField {
         path: origin.to_string(),
-        message: e.to_string(),
+        message: format!("{e}; correct the file's sizes (or use a preset: costsim models)"),
     })?;
     Ok(config)
 }

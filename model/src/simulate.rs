@@ -192,6 +192,16 @@ impl Clock {
 /// any reported digit.
 const STEADY_EPS_S: f64 = 1e-12;
 
+/// Where a micro-batch started: the host − GPU offset, the forward and backward spans per scope
+/// so far, and both clocks.
+struct MicroBatchStart {
+    offset: f64,
+    fwd: Vec<Span>,
+    bwd: Vec<Span>,
+    host: f64,
+    gpu: f64,
+}
+
 /// Micro-batches always simulated one by one: every gradient-accumulation count up to this is
 /// simulated exactly as written. Beyond it, once a micro-batch repeats the previous one (the
 /// [`Steady`] rule applied to whole micro-batches, which then holds for every later one), the
@@ -396,13 +406,20 @@ pub fn simulate(
     } else {
         0.0
     };
-    // (entry offset, fwd and bwd spans, clocks) before the last simulated micro-batch, and what
-    // it added: kept only past EXACT_MICRO_BATCHES - 1, where replay may start.
-    let mut last_mb: Option<(f64, Vec<Span>, Vec<Span>, f64, f64)> = None;
+    // The state before the last simulated micro-batch: kept only past EXACT_MICRO_BATCHES - 1,
+    // where replay may start.
+    let mut last_mb: Option<MicroBatchStart> = None;
     let mut mb: u32 = 0;
     while mb < w.grad_accum {
         if mb >= EXACT_MICRO_BATCHES {
-            if let Some((e, f0, b0, h0, g0)) = &last_mb {
+            if let Some(MicroBatchStart {
+                offset: e,
+                fwd: f0,
+                bwd: b0,
+                host: h0,
+                gpu: g0,
+            }) = &last_mb
+            {
                 let d = clock.offset();
                 let waited = bwd
                     .iter()
@@ -430,13 +447,13 @@ pub fn simulate(
             }
         }
         if w.grad_accum > EXACT_MICRO_BATCHES && mb + 1 >= EXACT_MICRO_BATCHES {
-            last_mb = Some((
-                clock.offset(),
-                fwd.clone(),
-                bwd.clone(),
-                clock.host,
-                clock.gpu,
-            ));
+            last_mb = Some(MicroBatchStart {
+                offset: clock.offset(),
+                fwd: fwd.clone(),
+                bwd: bwd.clone(),
+                host: clock.host,
+                gpu: clock.gpu,
+            });
         }
         let b = if mb == 0 { 1 } else { 2 };
         mb += 1;
