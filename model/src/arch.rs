@@ -567,6 +567,28 @@ mod tests {
         );
     }
 
+    /// Minimised from the fuzz harness's findings on the code before issue 9 (docs/reliability.md):
+    /// `unwrap_or(4 * d)` multiplied even when n_inner was given, and head_dim × heads wrapped.
+    #[test]
+    fn fuzz_findings_width_and_head_dim_products() {
+        for (text, want) in [
+            (
+                r#"{"model_type":"gpt2","n_embd":9223372036854775807,"n_layer":2,"n_head":4,
+                "n_inner":1,"vocab_size":1000,"n_positions":128}"#,
+                "hidden size 9223372036854775807 is above",
+            ),
+            (
+                r#"{"model_type":"llama","hidden_size":256,"num_hidden_layers":2,
+                "num_attention_heads":8,"intermediate_size":688,"vocab_size":1000,
+                "max_position_embeddings":256,"head_dim":9223372036854775807}"#,
+                "head_dim 9223372036854775807 × 8 heads ≠ hidden_size 256",
+            ),
+        ] {
+            let err = parse_hf_config(text, "c.json").unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
     #[test]
     fn zero_layers_heads_and_indivisible_heads_are_refused() {
         let base = r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":2,
