@@ -89,7 +89,8 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
                 .samples
                 .clone()
                 .unwrap_or_else(|| args.out.with_extension("samples.json"));
-            run.save(&path).map_err(usage_error)?;
+            let text = serde_json::to_string_pretty(&run).context("samples as JSON")? + "\n";
+            crate::files::write_atomic(&path, text)?;
             eprintln!("samples written to {}", path.display());
             run
         }
@@ -159,12 +160,13 @@ fn host(args: &CalibrateArgs) -> Result<String> {
         .find(|(n, _)| n.eq_ignore_ascii_case(base_name))
     {
         Some((_, text)) => text.to_string(),
-        None => std::fs::read_to_string(base_name).map_err(|e| {
-            usage_error(format!(
+        None => costsim_hardware::input::read_text(std::path::Path::new(base_name), "profile")
+            .map_err(|e| {
+                usage_error(format!(
                 "--base {base_name}: not a built-in profile (see costsim hardware) nor a readable \
                  file ({e})"
             ))
-        })?,
+            })?,
     };
     let mut traces = Vec::new();
     for f in crate::validate::trace_files(&args.host)? {

@@ -390,6 +390,19 @@ impl PredictArgs {
         }
     }
 
+    /// The run `--tokens` or `--samples` asks for: at least one token or sample.
+    pub fn amount(&self) -> Result<Option<costsim_model::Amount>> {
+        match (self.tokens, self.samples) {
+            (Some(0), _) | (None, Some(0)) => Err(usage(
+                "--tokens and --samples estimate a run of at least 1; pass a positive count or \
+                 leave them out for one step",
+            )),
+            (Some(t), _) => Ok(Some(costsim_model::Amount::Tokens(t))),
+            (None, Some(s)) => Ok(Some(costsim_model::Amount::Samples(s))),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn workload(&self) -> Workload {
         self.training
             .workload(self.batch, self.seq, self.precision.precision())

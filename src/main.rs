@@ -65,17 +65,31 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Most layer × method blocks `--kernels` lists: 512 (llama2-70b's 80 layers × 5 methods is
+/// 400, about 60 MiB while rendering). A block is a few hundred kernel rows and takes up to
+/// 0.4 MiB while the table is rendered, so the cap keeps the listing near 200 MiB; a 4096-layer
+/// model's five methods would otherwise hold gigabytes.
+const MAX_KERNEL_BLOCKS: u64 = 512;
+
 fn predict(args: &cli::PredictArgs) -> Result<()> {
     let cfgs = args.configs()?;
+    if args.kernels {
+        let layers = cfgs.first().map_or(0, |c| u64::from(c.model.layers));
+        let blocks = layers * cfgs.len() as u64;
+        if blocks > MAX_KERNEL_BLOCKS {
+            return Err(cli::usage_error(format!(
+                "--kernels would list {layers} layers × {} methods = {blocks} blocks of kernel \
+                 rows, more than the {MAX_KERNEL_BLOCKS} costsim lists; list one --method at a time, or use \
+                 --per-layer instead",
+                cfgs.len()
+            )));
+        }
+    }
     let detail = costsim_model::Detail {
         per_layer: args.per_layer,
         kernels: args.kernels,
     };
-    let amount = match (args.tokens, args.samples) {
-        (Some(t), _) => Some(costsim_model::Amount::Tokens(t)),
-        (None, Some(s)) => Some(costsim_model::Amount::Samples(s)),
-        (None, None) => None,
-    };
+    let amount = args.amount()?;
     let preds: Vec<_> = cfgs
         .iter()
         .map(|c| costsim_model::predict(c, detail, amount))

@@ -293,6 +293,15 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
                 .collect()
         })
         .collect();
+    if !ratio.iter().flatten().any(|r| r.is_finite()) {
+        // An empty chart is not an answer.
+        return Err(usage_error(format!(
+            "no cell of the heatmap is a valid configuration for both LoRA and {other} (every \
+             --x-range/--y-range point is outside what {} allows: sequence length, rank or \
+             tokens); choose ranges inside the model's limits",
+            model.name
+        )));
+    }
     let contour = contour_segments(&ratio, 1.0);
     let name = |n: AxisName| match n {
         AxisName::Seq => "seq",
@@ -856,6 +865,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
             output.out.display()
         )));
     }
+    check_drawable(&data)?;
     // Both outputs are made in full before either is written, and committed together.
     let image = render_chart(&data, &output.out)?;
     let mut staged = vec![stage(&output.out, &image)?];
@@ -865,10 +875,100 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     crate::files::commit_all(staged)
 }
 
+/// Largest magnitude a chart draws: 10^15 (ms: 31,000 years). Axis code (plotters' mesh and
+/// log-scale ticks) loops without end on infinite or absurd ranges, so a chart whose data holds
+/// one is refused before drawing. The inputs are checked where they are read; this is the
+/// last line.
+const MAX_DRAWN: f64 = 1e15;
+
+/// Every number of the chart's data finite and at most [`MAX_DRAWN`] in size (a heatmap's
+/// invalid cells, NaN by design, excepted).
+fn check_drawable(data: &ChartData) -> Result<()> {
+    fn walk(v: &serde_json::Value, path: &mut Vec<String>, nulls_ok: bool) -> Option<String> {
+        match v {
+            serde_json::Value::Null if !nulls_ok => {
+                Some(format!("{} is not a number", path.join(".")))
+            }
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(x) if x.is_finite() && x.abs() <= MAX_DRAWN => None,
+                _ => Some(format!("{} = {n} is beyond {MAX_DRAWN:e}", path.join("."))),
+            },
+            serde_json::Value::Array(a) => a.iter().enumerate().find_map(|(i, x)| {
+                path.push(i.to_string());
+                let r = walk(x, path, nulls_ok);
+                path.pop();
+                r
+            }),
+            serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+                path.push(k.clone());
+                let r = walk(x, path, nulls_ok);
+                path.pop();
+                r
+            }),
+            _ => None,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_str(&data.json()?)?;
+    let nulls_ok = matches!(data, ChartData::Heatmap(_));
+    match walk(&value, &mut Vec::new(), nulls_ok) {
+        None => Ok(()),
+        Some(what) => Err(usage_error(format!(
+            "cannot draw this chart: {what}; the inputs (profile, model sizes, results) give \
+             values no axis can show, so check them"
+        ))),
+    }
+}
+
 fn stage(path: &Path, bytes: &[u8]) -> Result<crate::files::Output> {
     use std::io::Write;
     let mut o = crate::files::Output::create(path)?;
     o.write_all(bytes)
         .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn methods(step_ms: f64) -> ChartData {
+        ChartData::Methods(MethodsChart {
+            title: "t".into(),
+            bars: vec![MethodBar {
+                method: "lora".into(),
+                forward_ms: 1.0,
+                backward_ms: 2.0,
+                optimizer_ms: 0.5,
+                step_ms,
+                fits: true,
+            }],
+        })
+    }
+
+    #[test]
+    fn infinite_nan_and_absurd_values_are_not_drawn() {
+        assert!(check_drawable(&methods(3.5)).is_ok());
+        for bad in [f64::INFINITY, f64::NAN, 4.8e18] {
+            let err = check_drawable(&methods(bad)).unwrap_err().to_string();
+            assert!(err.contains("bars.0.step_ms"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_heatmap_may_hold_invalid_cells_but_not_huge_ones() {
+        let heat = |r: f64| {
+            ChartData::Heatmap(HeatmapChart {
+                title: "h".into(),
+                x: AxisName::Seq,
+                y: AxisName::Batch,
+                xs: vec![1, 2],
+                ys: vec![1],
+                ratio: vec![vec![f64::NAN, r]],
+                contour: vec![],
+            })
+        };
+        assert!(check_drawable(&heat(0.9)).is_ok());
+        let err = check_drawable(&heat(1e300)).unwrap_err().to_string();
+        assert!(err.contains("ratio.0.1"), "{err}");
+    }
 }

@@ -51,6 +51,13 @@ pub(crate) fn merge(paths: &[std::path::PathBuf]) -> Result<ResultsFile> {
             )));
         }
         first.records.extend(f.records);
+        let max = costsim_validate::record::MAX_RECORDS;
+        if first.records.len() > max {
+            return Err(usage_error(format!(
+                "the --from files hold more than {max} records together, more than one \
+                 comparison reads; compare fewer files at a time"
+            )));
+        }
     }
     Ok(first)
 }
@@ -155,8 +162,8 @@ fn measure(args: &ValidateArgs) -> Result<ResultsFile> {
         eprintln!();
     }
     if let Some(out) = &args.out {
-        file.save(out)
-            .with_context(|| format!("writing {}", out.display()))?;
+        let text = serde_json::to_string_pretty(&file).context("results as JSON")? + "\n";
+        crate::files::write_atomic(out, text)?;
     }
     Ok(file)
 }

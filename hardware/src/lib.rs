@@ -10,6 +10,8 @@
 //! Files are parsed into [`ProfileFile`] (serde, kebab-case, unknown keys rejected) and resolved
 //! once into the plain [`Profile`] with SI units (FLOP/s, bytes/s, bytes, seconds).
 
+pub mod input;
+
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -386,6 +388,114 @@ pub struct CalibrationSection {
     pub fit: String,
 }
 
+/// The allowed range of one numeric profile value and why: physical limits with a wide margin
+/// around every real device (a CPU core to a future accelerator), so that a typo or a hostile
+/// value (5e-324, 1e308, NaN) is refused before it reaches the model as 0 tokens/s or an
+/// infinite time.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub min: f64,
+    pub max: f64,
+    pub unit: &'static str,
+    pub why: &'static str,
+}
+
+impl Range {
+    /// Ok when `v` is finite and within [min, max]; else the message naming key, range and why.
+    pub fn check(&self, key: &str, v: f64) -> std::result::Result<(), String> {
+        if v.is_finite() && v >= self.min && v <= self.max {
+            return Ok(());
+        }
+        let noun = if self.unit == "fraction" {
+            "a fraction".to_string()
+        } else {
+            format!("in {}", self.unit)
+        };
+        Err(format!(
+            "{key} must be {noun} between {} and {} ({}), got {v:?}; set it within that range",
+            self.min, self.max, self.why
+        ))
+    }
+}
+
+/// Compute units (SMs, CPU cores).
+pub const SMS: Range = Range {
+    min: 1.0,
+    max: 100_000.0,
+    unit: "units",
+    why: "one to 100,000 SMs or cores",
+};
+/// Boost clock.
+pub const CLOCK_MHZ: Range = Range {
+    min: 1.0,
+    max: 100_000.0,
+    unit: "MHz",
+    why: "1 MHz to 100 GHz",
+};
+/// Device memory.
+pub const MEMORY_GIB: Range = Range {
+    min: 1.0 / 1024.0,
+    max: 1_048_576.0,
+    unit: "GiB",
+    why: "1 MiB to 1 PiB",
+};
+/// L2 cache.
+pub const L2_MIB: Range = Range {
+    min: 1.0 / 1024.0,
+    max: 1_048_576.0,
+    unit: "MiB",
+    why: "1 KiB to 1 TiB",
+};
+/// Dense math peaks.
+pub const PEAK_TFLOPS: Range = Range {
+    min: 0.001,
+    max: 100_000.0,
+    unit: "TFLOP/s",
+    why: "1 GFLOP/s (one slow core) to 100 PFLOP/s",
+};
+/// DRAM bandwidth.
+pub const BANDWIDTH_GBPS: Range = Range {
+    min: 1.0,
+    max: 100_000.0,
+    unit: "GB/s",
+    why: "1 GB/s to 100 TB/s",
+};
+/// Launch floors.
+pub const FLOOR_US: Range = Range {
+    min: 0.001,
+    max: 10_000.0,
+    unit: "µs",
+    why: "1 ns to 10 ms per op",
+};
+/// Achieved fractions of a peak.
+pub const EFFICIENCY: Range = Range {
+    min: 0.001,
+    max: 1.0,
+    unit: "fraction",
+    why: "0.1% to 100% of the peak; below 0.1% the peak itself is wrong",
+};
+/// Host costs and fixed per-call costs.
+pub const HOST_US: Range = Range {
+    min: 0.0,
+    max: 1_000_000.0,
+    unit: "µs",
+    why: "0 to 1 s per op",
+};
+/// First-touch (page-fault) rate.
+pub const TOUCH_GBPS: Range = Range {
+    min: 0.01,
+    max: 100_000.0,
+    unit: "GB/s",
+    why: "10 MB/s to 100 TB/s",
+};
+/// Smallest output that pays first touch.
+pub const TOUCH_MIN_MIB: Range = Range {
+    min: 0.0,
+    max: 1_048_576.0,
+    unit: "MiB",
+    why: "0 to 1 TiB",
+};
+
 impl ProfileFile {
     /// Validate and resolve into a [`Profile`]. `origin` names the file in errors.
     pub fn resolve(self, origin: &str) -> Result<Profile> {
@@ -406,26 +516,55 @@ impl ProfileFile {
                 )))
             }
         };
-        let positive = [
-            ("device.sms", d.sms as f64),
-            ("device.boost-mhz", d.boost_mhz),
-            ("device.memory-gib", d.memory_gib),
-            ("device.l2-mib", d.l2_mib),
-            ("peak.fp32-tflops", self.peak.fp32_tflops),
-            ("peak.tf32-tflops", self.peak.tf32_tflops),
-            ("peak.bf16-tflops", self.peak.bf16_tflops),
-            ("peak.fp16-tflops", self.peak.fp16_tflops),
-            ("peak.bandwidth-gbps", self.peak.bandwidth_gbps),
-            ("overheads.launch-floor-us", self.overheads.launch_floor_us),
+        for (text, key) in [
+            (&d.name, "device.name"),
+            (&d.display_name, "device.display-name"),
+        ] {
+            if text.chars().any(char::is_control) || text.len() > 200 {
+                return Err(invalid(format!(
+                    "{key} must be one line of at most 200 characters without control characters \
+                     (got {text:?}); shorten it"
+                )));
+            }
+        }
+        let o = &self.overheads;
+        let p = &self.peak;
+        let ranged = [
+            ("device.sms", f64::from(d.sms), &SMS),
+            ("device.boost-mhz", d.boost_mhz, &CLOCK_MHZ),
+            ("device.memory-gib", d.memory_gib, &MEMORY_GIB),
+            ("device.l2-mib", d.l2_mib, &L2_MIB),
+            ("peak.fp32-tflops", p.fp32_tflops, &PEAK_TFLOPS),
+            ("peak.tf32-tflops", p.tf32_tflops, &PEAK_TFLOPS),
+            ("peak.bf16-tflops", p.bf16_tflops, &PEAK_TFLOPS),
+            ("peak.fp16-tflops", p.fp16_tflops, &PEAK_TFLOPS),
+            ("peak.bandwidth-gbps", p.bandwidth_gbps, &BANDWIDTH_GBPS),
+            ("overheads.launch-floor-us", o.launch_floor_us, &FLOOR_US),
             (
                 "overheads.graph-launch-floor-us",
-                self.overheads.graph_launch_floor_us,
+                o.graph_launch_floor_us,
+                &FLOOR_US,
             ),
-        ];
-        for (key, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(invalid(format!("{key} must be a positive number, got {v}")));
-            }
+        ]
+        .into_iter()
+        .chain(
+            [
+                (
+                    "overheads.first-touch-gbps",
+                    o.first_touch_gbps,
+                    &TOUCH_GBPS,
+                ),
+                (
+                    "overheads.first-touch-min-mib",
+                    o.first_touch_min_mib,
+                    &TOUCH_MIN_MIB,
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(k, v, r)| v.map(|v| (k, v, r))),
+        );
+        for (key, v, range) in ranged {
+            range.check(key, v).map_err(invalid)?;
         }
         let fractions = [
             ("efficiency.gemm", self.efficiency.gemm),
@@ -494,11 +633,7 @@ impl ProfileFile {
             .chain(attn_extra)
             .collect();
         for (key, v) in fractions {
-            if !(v.is_finite() && v > 0.0 && v <= 1.0) {
-                return Err(invalid(format!(
-                    "{key} must be a fraction in (0, 1], got {v}"
-                )));
-            }
+            EFFICIENCY.check(&key, v).map_err(invalid)?;
         }
         let h = &self.host;
         let host_values = [
@@ -512,11 +647,7 @@ impl ProfileFile {
             h.optimizer_tensor_us
                 .map(|v| ("host.optimizer-tensor-us", v)),
         ) {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(invalid(format!(
-                    "{key} must be a non-negative number, got {v}"
-                )));
-            }
+            HOST_US.check(key, v).map_err(invalid)?;
         }
         if self.overheads.kernel_gap_us.is_some() != self.overheads.kernel_gap_source.is_some() {
             return Err(invalid(
@@ -597,19 +728,10 @@ impl ProfileFile {
             ("overheads.gemm-floor-bf16-us", o.gemm_floor_bf16_us),
         ] {
             if let Some(v) = v {
-                if !(v.is_finite() && v >= 0.0) {
-                    return Err(invalid(format!(
-                        "{key} must be a non-negative number, got {v}"
-                    )));
-                }
+                HOST_US.check(key, v).map_err(invalid)?;
             }
         }
-        if let Some(g) = o.first_touch_gbps {
-            if !(g.is_finite() && g > 0.0) {
-                return Err(invalid(format!(
-                    "overheads.first-touch-gbps must be a positive number, got {g}"
-                )));
-            }
+        if o.first_touch_gbps.is_some() {
             sources.push((
                 "overheads.first-touch".to_string(),
                 o.first_touch_source.clone().unwrap_or_default(),
@@ -722,7 +844,7 @@ pub fn parse_profile(text: &str, origin: &str) -> Result<Profile> {
 
 /// Load a profile file from disk.
 pub fn load_profile(path: &Path) -> Result<Profile> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = input::read_text(path, "hardware profile").map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -902,5 +1024,115 @@ mod tests {
         assert_ne!(text, original);
         let err = parse_profile(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("source of device is empty"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    fn with(line: &str, replacement: &str) -> String {
+        let h200 = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "h200")
+            .map(|(_, t)| *t)
+            .expect("h200 is built in");
+        assert!(h200.contains(line), "h200.toml has {line}");
+        h200.replace(line, replacement)
+    }
+
+    #[test]
+    fn subnormal_and_huge_values_are_refused_with_key_and_range() {
+        let cases = [
+            (
+                "bandwidth-gbps = 4800",
+                "bandwidth-gbps = 5e-324",
+                "peak.bandwidth-gbps must be in GB/s between 1 and 100000",
+            ),
+            (
+                "bf16-tflops = 989.4",
+                "bf16-tflops = 1e-310",
+                "peak.bf16-tflops must be in TFLOP/s between 0.001",
+            ),
+            (
+                "memory-gib = 140.4",
+                "memory-gib = 1e308",
+                "device.memory-gib must be in GiB",
+            ),
+            (
+                "gemm = 0.8",
+                "gemm = 5e-324",
+                "efficiency.gemm must be a fraction between 0.001 and 1",
+            ),
+            (
+                "launch-floor-us = 1.3",
+                "launch-floor-us = 1e300",
+                "overheads.launch-floor-us must be in µs",
+            ),
+            (
+                "python-op-us = 21.839",
+                "python-op-us = -1",
+                "host.python-op-us must be in µs between 0",
+            ),
+            ("python-op-us = 21.839", "python-op-us = nan", "got NaN"),
+        ];
+        for (line, bad, want) in cases {
+            let err = parse_profile(&with(line, bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("bad.toml"), "{err}");
+            assert!(err.contains(want), "{bad}: {err}");
+            assert!(err.contains("set it within that range"), "{err}");
+        }
+    }
+
+    #[test]
+    fn first_touch_values_are_range_checked() {
+        let base = with(
+            "kernel-gap-us = 0.26",
+            "kernel-gap-us = 0.26\nfirst-touch-gbps = 3\nfirst-touch-min-mib = 32\nfirst-touch-source = \"test\"",
+        );
+        assert!(parse_profile(&base, "ok.toml").is_ok());
+        let err = parse_profile(
+            &base.replace("first-touch-min-mib = 32", "first-touch-min-mib = -5"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("overheads.first-touch-min-mib must be in MiB"),
+            "{err}"
+        );
+        let err = parse_profile(
+            &base.replace("first-touch-gbps = 3", "first-touch-gbps = 1e-300"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("overheads.first-touch-gbps"), "{err}");
+    }
+
+    #[test]
+    fn a_name_with_a_newline_is_refused() {
+        let err = parse_profile(&with("name = \"h200\"", "name = \"h200\\nx\""), "n.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("device.name must be one line"), "{err}");
+    }
+
+    #[test]
+    fn every_builtin_value_is_inside_its_range_with_room() {
+        // The ranges must not be tight around today's devices: each built-in value is at least
+        // 10x inside both ends (efficiencies and host costs excepted, whose ends are 1 and 0).
+        for p in builtin_profiles().expect("built-ins parse") {
+            for (v, r) in [
+                (p.bandwidth_bps / 1e9, BANDWIDTH_GBPS),
+                (p.peak_fp16_flops / 1e12, PEAK_TFLOPS),
+                (p.peak_fp32_flops / 1e12, PEAK_TFLOPS),
+                (p.memory_bytes / f64::from(1u32 << 30), MEMORY_GIB),
+            ] {
+                assert!(v >= 10.0 * r.min && v <= r.max / 10.0, "{}: {v}", p.name);
+            }
+        }
     }
 }

@@ -377,10 +377,11 @@ struct HfConfig {
 
 /// Read a Hugging Face `config.json`.
 pub fn from_hf_config(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        costsim_hardware::input::read_text(path, "config.json").map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     parse_hf_config(&text, &path.display().to_string())
 }
 
@@ -415,7 +416,8 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                 layers: cfg.n_layer.ok_or_else(|| missing("n_layer"))?,
                 heads: cfg.n_head.ok_or_else(|| missing("n_head"))?,
                 kv_heads: cfg.n_head.ok_or_else(|| missing("n_head"))?,
-                intermediate: cfg.n_inner.unwrap_or(4 * d),
+                // Saturating: an absurd n_embd is then refused by `validate`, not wrapped.
+                intermediate: cfg.n_inner.unwrap_or(d.saturating_mul(4)),
                 vocab: cfg.vocab_size.ok_or_else(|| missing("vocab_size"))?,
                 max_positions: cfg.n_positions.ok_or_else(|| missing("n_positions"))?,
                 tied_embeddings: cfg.tie_word_embeddings.unwrap_or(true),
@@ -430,7 +432,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                 .ok_or_else(|| missing("num_attention_heads"))?;
             let hidden = cfg.hidden_size.ok_or_else(|| missing("hidden_size"))?;
             if let Some(hd) = cfg.head_dim {
-                if hd * heads != hidden {
+                if hd.checked_mul(heads) != Some(hidden) {
                     return Err(Error::ConfigField {
                         path: origin.to_string(),
                         message: format!(
@@ -474,7 +476,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
     };
     config.validate().map_err(|e| Error::ConfigField {
         path: origin.to_string(),
-        message: e.to_string(),
+        message: format!("{e}; correct the file's sizes (or use a preset: costsim models)"),
     })?;
     Ok(config)
 }
@@ -539,6 +541,82 @@ mod tests {
             "max_position_embeddings":8}"#;
         let err = parse_hf_config(text, "c.json").unwrap_err().to_string();
         assert!(err.contains("hidden size 4294967296 is above"), "{err}");
+    }
+
+    #[test]
+    fn head_dim_times_heads_does_not_wrap() {
+        // 2^32 × 2^32 wraps to 0 in 64 bits; with hidden_size 0 a wrapped product would match.
+        let text = r#"{"model_type":"llama","hidden_size":0,"num_hidden_layers":2,
+            "num_attention_heads":4294967296,"head_dim":4294967296,"intermediate_size":8,
+            "vocab_size":8,"max_position_embeddings":8}"#;
+        let err = parse_hf_config(text, "c.json").unwrap_err().to_string();
+        assert!(
+            err.contains("head_dim 4294967296 × 4294967296 heads"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gpt2_default_ffn_of_a_huge_width_is_refused_not_wrapped() {
+        let text = r#"{"model_type":"gpt2","n_embd":9223372036854775807,"n_layer":1,"n_head":1,
+            "vocab_size":8,"n_positions":8}"#;
+        let err = parse_hf_config(text, "c.json").unwrap_err().to_string();
+        assert!(
+            err.contains("hidden size 9223372036854775807 is above"),
+            "{err}"
+        );
+    }
+
+    /// Minimised from the fuzz harness's findings on the code before issue 9 (docs/reliability.md):
+    /// `unwrap_or(4 * d)` multiplied even when n_inner was given, and head_dim × heads wrapped.
+    #[test]
+    fn fuzz_findings_width_and_head_dim_products() {
+        for (text, want) in [
+            (
+                r#"{"model_type":"gpt2","n_embd":9223372036854775807,"n_layer":2,"n_head":4,
+                "n_inner":1,"vocab_size":1000,"n_positions":128}"#,
+                "hidden size 9223372036854775807 is above",
+            ),
+            (
+                r#"{"model_type":"llama","hidden_size":256,"num_hidden_layers":2,
+                "num_attention_heads":8,"intermediate_size":688,"vocab_size":1000,
+                "max_position_embeddings":256,"head_dim":9223372036854775807}"#,
+                "head_dim 9223372036854775807 × 8 heads ≠ hidden_size 256",
+            ),
+        ] {
+            let err = parse_hf_config(text, "c.json").unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn zero_layers_heads_and_indivisible_heads_are_refused() {
+        let base = r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":2,
+            "num_attention_heads":4,"intermediate_size":8,"vocab_size":8,
+            "max_position_embeddings":8}"#;
+        assert!(parse_hf_config(base, "c.json").is_ok());
+        for (from, to, want) in [
+            (
+                "\"num_hidden_layers\":2",
+                "\"num_hidden_layers\":0",
+                "must all be positive",
+            ),
+            (
+                "\"num_attention_heads\":4",
+                "\"num_attention_heads\":0",
+                "must all be positive",
+            ),
+            (
+                "\"num_attention_heads\":4",
+                "\"num_attention_heads\":5",
+                "not divisible",
+            ),
+        ] {
+            let text = base.replace(from, to);
+            assert_ne!(text, base);
+            let err = parse_hf_config(&text, "c.json").unwrap_err().to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
     }
 
     #[test]

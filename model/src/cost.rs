@@ -83,18 +83,23 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
     let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
     let bw = hw.achievable_bandwidth_bps();
     let sms = u64::from(hw.sms);
-    let out_bytes = (g.m * g.n * g.batch) as f64 * 4.0;
+    // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
+    let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
     // (total time, math time, extra bytes) of the best candidate so far.
     let mut best = (f64::INFINITY, f64::INFINITY, 0.0);
     for (tm, tn, eff) in TILES {
-        let tiles = g.m.div_ceil(tm) * g.n.div_ceil(tn) * g.batch;
+        // Saturating: beyond u64 the tile count only has to stay "more than the SMs".
+        let tiles =
+            g.m.div_ceil(tm)
+                .saturating_mul(g.n.div_ceil(tn))
+                .saturating_mul(g.batch);
         let tile_rate = per_sm * eff;
         for split in SPLIT_K {
             // Split-K only when the output alone leaves SMs idle, as cuBLAS's heuristics do.
             if split > 1 && tiles >= sms {
                 break;
             }
-            let total = tiles * split;
+            let total = tiles.saturating_mul(split);
             let waves = total.div_ceil(sms) as f64;
             let k_steps = g.k.div_ceil(split) as f64 + K_FILL;
             let tile_flops = 2.0 * tm as f64 * tn as f64 * k_steps;
@@ -272,6 +277,26 @@ mod tests {
         assert!((t - expect).abs() / expect < 1e-12, "{t} vs {expect}");
         assert!(t / ideal < 1.007 && t >= ideal);
         assert_eq!(extra, 0.0);
+    }
+
+    #[test]
+    fn a_gemm_past_two_to_the_64_elements_does_not_wrap() {
+        // The LM head at the workload cap: 2^40 tokens × a 2^24 vocabulary is 2^64 outputs,
+        // which wrapped to 0 in u64 (and panicked in debug builds).
+        let hw = resolve_device("h100").unwrap();
+        let g = Gemm {
+            m: 1 << 40,
+            n: 1 << 24,
+            k: 4096,
+            batch: 1,
+        };
+        let (t, _) = gemm_math_time(&g, MathMode::Bf16, &hw);
+        // At least the ideal time 2·m·n·k / peak (rounded tiles only add).
+        let ideal = 2.0 * 2f64.powi(64) * 4096.0 / (hw.peak_bf16_flops * hw.gemm_efficiency);
+        assert!(
+            t.is_finite() && t >= ideal * (1.0 - 1e-12),
+            "{t} vs {ideal}"
+        );
     }
 
     #[test]

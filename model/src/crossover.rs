@@ -243,6 +243,24 @@ impl Search {
                     }
                 }
             }
+            if points.len() < 2 {
+                // An empty answer is not "faster throughout": say why nothing was evaluated.
+                let reason = skipped
+                    .first()
+                    .map(|(v, e)| format!("; at {} {v}: {e}", self.axis.as_str()))
+                    .unwrap_or_default();
+                return Err(Error::InvalidArgument {
+                    what: "--range".into(),
+                    message: format!(
+                        "only {} of the {} values along {} give a valid configuration for LoRA \
+                         and {other} (a crossover needs two){reason}; choose a range the model \
+                         and method allow",
+                        points.len(),
+                        self.values.len(),
+                        self.axis.as_str()
+                    ),
+                });
+            }
             let mut crossings = Vec::new();
             for pair in points.windows(2) {
                 let ((v0, .., r0), (v1, .., r1)) = (pair[0], pair[1]);
@@ -575,5 +593,17 @@ mod tests {
         assert_eq!(r.skipped[0].0, 2048);
         assert!(r.skipped[0].1.contains("positions"));
         assert_eq!(r.comparisons[0].points.len(), 2);
+    }
+
+    #[test]
+    fn a_range_without_two_valid_points_is_an_error_not_a_verdict() {
+        // gpt2 has 1024 positions: only 1024 is valid here.
+        let s = search("gpt2", "a100", Axis::Seq, vec![1024, 2048, 4096]);
+        let err = s.run().unwrap_err().to_string();
+        assert!(err.contains("only 1 of the 3 values along seq"), "{err}");
+        assert!(
+            err.contains("at seq 2048") && err.contains("positions"),
+            "{err}"
+        );
     }
 }

@@ -107,8 +107,13 @@ impl LayerSelection {
             what: "--train-layers".into(),
             message: m,
         };
+        let Some(top) = layers.checked_sub(1) else {
+            return Err(err(
+                "the model has no layers; give it at least one (num_hidden_layers ≥ 1)".into(),
+            ));
+        };
         match *self {
-            Self::All => Ok((0, layers - 1)),
+            Self::All => Ok((0, top)),
             Self::Upper { fraction } => {
                 if !(fraction > 0.0 && fraction <= 1.0) {
                     return Err(err(format!(
@@ -116,7 +121,7 @@ impl LayerSelection {
                     )));
                 }
                 let count = ((f64::from(layers) * fraction).round() as u32).clamp(1, layers);
-                Ok((layers - count, layers - 1))
+                Ok((layers - count, top))
             }
             Self::Last { count } => {
                 if count == 0 || count > layers {
@@ -124,7 +129,7 @@ impl LayerSelection {
                         "last:{count} must train between 1 and {layers} layers (the model's depth)"
                     )));
                 }
-                Ok((layers - count, layers - 1))
+                Ok((layers - count, top))
             }
             Self::Range { start, end } => {
                 if start > end || end >= layers {
@@ -302,11 +307,22 @@ impl MethodSpec {
         reference_rank: bool,
     ) -> Result<Self> {
         let lora_rank = opts.rank.unwrap_or(PAPER_LORA_RANK);
-        let rank_for = |mult: u64| {
+        // PaCA's matching multiplies the LoRA rank (2r, 3r, 4r): checked, so a huge --rank is
+        // an error rather than a wrapped small rank.
+        let rank_for = |mult: u64| -> Result<u64> {
             if reference_rank {
-                lora_rank * mult
+                lora_rank
+                    .checked_mul(mult)
+                    .ok_or_else(|| Error::InvalidArgument {
+                        what: "--rank".into(),
+                        message: format!(
+                        "LoRA rank {lora_rank} × {mult} (PaCA's matched rank) does not fit in 64 \
+                         bits; choose a rank no larger than the model's hidden size ({})",
+                        model.hidden
+                    ),
+                    })
             } else {
-                opts.rank.unwrap_or(PAPER_LORA_RANK * mult)
+                Ok(opts.rank.unwrap_or(PAPER_LORA_RANK * mult))
             }
         };
         let (kind, rank, alpha, dropout, layers) = match name {
@@ -314,21 +330,21 @@ impl MethodSpec {
             MethodName::Lora => (MethodKind::Lora, lora_rank, 32.0, 0.1, LayerSelection::All),
             MethodName::Paca => (
                 MethodKind::Paca,
-                rank_for(2),
+                rank_for(2)?,
                 64.0,
                 0.0,
                 LayerSelection::All,
             ),
             MethodName::PacaUpperHalf => (
                 MethodKind::Paca,
-                rank_for(4),
+                rank_for(4)?,
                 64.0,
                 0.0,
                 LayerSelection::Upper { fraction: 0.5 },
             ),
             MethodName::PacaThreeQuarters => (
                 MethodKind::Paca,
-                rank_for(3),
+                rank_for(3)?,
                 64.0,
                 0.0,
                 LayerSelection::Upper { fraction: 0.75 },
@@ -408,7 +424,7 @@ impl MethodSpec {
         // validated in `resolve`
         self.layers
             .resolve(model.layers)
-            .unwrap_or((0, model.layers - 1))
+            .unwrap_or((0, model.layers.saturating_sub(1)))
     }
 
     /// True when the embedding (and, for tied models, the LM head) trains: full fine-tuning

@@ -127,6 +127,20 @@ pub struct Span {
 }
 
 impl Span {
+    /// `n` copies of this span (launch counts saturate; the step's counts are recomputed from
+    /// segment totals anyway).
+    fn times(&self, n: u64) -> Span {
+        let f = n as f64;
+        Span {
+            time_s: self.time_s * f,
+            busy_s: self.busy_s * f,
+            host_wait_s: self.host_wait_s * f,
+            host_s: self.host_s * f,
+            launches: self.launches.saturating_mul(n),
+            by_bound: self.by_bound.map(|v| v * f),
+        }
+    }
+
     fn add(&mut self, o: &Span) {
         self.time_s += o.time_s;
         self.busy_s += o.busy_s;
@@ -177,6 +191,26 @@ impl Clock {
 /// Offsets closer than this (seconds) count as equal for [`Steady`]: a picosecond, far below
 /// any reported digit.
 const STEADY_EPS_S: f64 = 1e-12;
+
+/// Where a micro-batch started: the host − GPU offset, the forward and backward spans per scope
+/// so far, and both clocks.
+struct MicroBatchStart {
+    offset: f64,
+    fwd: Vec<Span>,
+    bwd: Vec<Span>,
+    host: f64,
+    gpu: f64,
+}
+
+/// Micro-batches always simulated one by one: every gradient-accumulation count up to this is
+/// simulated exactly as written. Beyond it, once a micro-batch repeats the previous one (the
+/// [`Steady`] rule applied to whole micro-batches, which then holds for every later one), the
+/// rest are that micro-batch times their count, so `--grad-accum 4294967295` costs what 64 do.
+pub const EXACT_MICRO_BATCHES: u32 = 64;
+
+/// A pipeline that has not settled after this many micro-batches (a drift slower than
+/// [`STEADY_EPS_S`] per micro-batch would need) takes its last micro-batch as the repeat.
+pub const MAX_SIMULATED_MICRO_BATCHES: u32 = 4096;
 
 /// Reuse of per-layer results across a run of identical layers.
 ///
@@ -372,8 +406,57 @@ pub fn simulate(
     } else {
         0.0
     };
-    for mb in 0..w.grad_accum {
+    // The state before the last simulated micro-batch: kept only past EXACT_MICRO_BATCHES - 1,
+    // where replay may start.
+    let mut last_mb: Option<MicroBatchStart> = None;
+    let mut mb: u32 = 0;
+    while mb < w.grad_accum {
+        if mb >= EXACT_MICRO_BATCHES {
+            if let Some(MicroBatchStart {
+                offset: e,
+                fwd: f0,
+                bwd: b0,
+                host: h0,
+                gpu: g0,
+            }) = &last_mb
+            {
+                let d = clock.offset();
+                let waited = bwd
+                    .iter()
+                    .zip(b0)
+                    .chain(fwd.iter().zip(f0))
+                    .any(|(a, b)| a.host_wait_s != b.host_wait_s);
+                let repeats = (d - e).abs() <= STEADY_EPS_S
+                    || (!waited && d <= e + STEADY_EPS_S)
+                    || mb >= MAX_SIMULATED_MICRO_BATCHES;
+                if repeats {
+                    let n = u64::from(w.grad_accum - mb);
+                    for (now, before) in fwd.iter_mut().zip(f0) {
+                        let delta = span_delta(now, before).times(n);
+                        now.add(&delta);
+                    }
+                    for (now, before) in bwd.iter_mut().zip(b0) {
+                        let delta = span_delta(now, before).times(n);
+                        now.add(&delta);
+                    }
+                    let f = n as f64;
+                    clock.host += (clock.host - h0) * f;
+                    clock.gpu += (clock.gpu - g0) * f;
+                    break;
+                }
+            }
+        }
+        if w.grad_accum > EXACT_MICRO_BATCHES && mb + 1 >= EXACT_MICRO_BATCHES {
+            last_mb = Some(MicroBatchStart {
+                offset: clock.offset(),
+                fwd: fwd.clone(),
+                bwd: bwd.clone(),
+                host: clock.host,
+                gpu: clock.gpu,
+            });
+        }
         let b = if mb == 0 { 1 } else { 2 };
+        mb += 1;
         clock.host += graph_launch;
         run(
             hw.synchronous,
@@ -469,7 +552,7 @@ pub fn simulate(
     let counts = |s: &[CostedSegment; 3]| {
         (
             s[0].totals.2 * accum,
-            s[1].totals.2 + s[2].totals.2 * (accum - 1),
+            s[1].totals.2 + s[2].totals.2 * accum.saturating_sub(1),
         )
     };
     for i in 0..=n_layers + 1 {
@@ -884,5 +967,63 @@ mod tests {
             }
         }
         assert_eq!(replayed, 25);
+    }
+
+    #[test]
+    fn many_micro_batches_are_replayed_not_simulated_one_by_one() {
+        // Each micro-batch is 91 ops (40 forward + 51 backward), then 3 optimizer ops. Host-bound
+        // (10 µs issue, 1 µs device): the step ends at (91·N + 3)·10 + 1 µs. GPU-bound (1 µs
+        // issue, 10 µs device): 1 + (91·N + 3)·10 µs. The same formula at N = 1 is worked above.
+        for n in [63u32, 64, 65, 100, 5000, u32::MAX] {
+            let ops = 91.0 * f64::from(n) + 3.0;
+            let start = std::time::Instant::now();
+            for (host, device) in [(10.0, 1.0), (1.0, 10.0)] {
+                for tl in synthetic_step(host, device, 0.0, false, n) {
+                    let want = ops * 10.0 + 1.0;
+                    let rel = (tl.step_s * 1e6 - want).abs() / want;
+                    assert!(
+                        rel < 1e-9,
+                        "N {n} ({host}, {device}): {} vs {want}",
+                        tl.step_s * 1e6
+                    );
+                    assert_eq!(tl.phases[0].launches, 40 * u64::from(n), "N {n}");
+                    assert_eq!(tl.phases[1].launches, 51 * u64::from(n), "N {n}");
+                }
+            }
+            assert!(
+                start.elapsed().as_secs() < 5,
+                "N {n} took {:?}",
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn replayed_micro_batches_extend_the_simulated_ones_linearly() {
+        // On a real graph: beyond EXACT_MICRO_BATCHES each extra micro-batch adds what the last
+        // simulated one took, so T(200) - T(100) = 100 · (T(64) - T(63)).
+        let m = preset("gpt2").unwrap();
+        let hw = resolve_device("a100").unwrap();
+        let spec =
+            MethodSpec::resolve(MethodName::Lora, &MethodOptions::default(), &m, true).unwrap();
+        let step = |grad_accum: u32| {
+            let w = Workload {
+                grad_accum,
+                batch: 1,
+                seq: 128,
+                ..Workload::default()
+            };
+            let g = build(&m, &spec, &w);
+            let cg = cost_graph(&g, &w, &hw);
+            simulate(&g, &cg, &w, &hw, false).step_s
+        };
+        let per = step(64) - step(63);
+        assert!(per > 0.0);
+        let grew = step(200) - step(100);
+        assert!(
+            (grew - 100.0 * per).abs() <= 1e-9 * grew,
+            "{grew} vs {}",
+            100.0 * per
+        );
     }
 }

@@ -281,6 +281,16 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
             note,
         });
     }
+    if steps.is_empty() && oom_runs == 0 {
+        return Err(crate::Error::InvalidArgument {
+            what: "results".into(),
+            message: format!(
+                "none of the {} records was measured or ran out of memory (all failed), so there \
+                 is nothing to compare; rerun the measurement",
+                file.records.len()
+            ),
+        });
+    }
     let summary = |phase: &'static str, errs: Vec<f64>| PhaseSummary {
         phase,
         mape: if errs.is_empty() {
@@ -465,6 +475,11 @@ pub fn render(rep: &Report) -> String {
     }
     let _ = writeln!(out);
     for s in &rep.phases {
+        if s.n == 0 {
+            // No measurement is not a perfect score.
+            let _ = writeln!(out, "{:<9} not measured", s.phase);
+            continue;
+        }
         let _ = writeln!(
             out,
             "{:<9} MAPE {:>6.1}%  worst {:>6.1}%  (n = {})",

@@ -108,14 +108,93 @@ pub struct CalibrationRun {
     pub samples: Vec<Sample>,
 }
 
+/// Largest FLOP or byte count of one microbenchmark: 10^18 (a second of an exa-scale machine).
+const MAX_SAMPLE_WORK: f64 = 1e18;
+/// Largest GEMM dimension of a sample: 2^24.
+const MAX_GEMM_DIM: u64 = 1 << 24;
+/// Most ops in one timed unit.
+const MAX_SAMPLE_OPS: u32 = 1_000_000;
+
+impl Sample {
+    /// The sample is one the calibration harness could have written.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !matches!(self.dtype.as_str(), "fp32" | "bf16") {
+            return Err(format!(
+                "dtype = {:?} must be \"fp32\" or \"bf16\"",
+                self.dtype
+            ));
+        }
+        for (key, v) in [("flops", self.flops), ("bytes", self.bytes)] {
+            if !(v.is_finite() && (0.0..=MAX_SAMPLE_WORK).contains(&v)) {
+                return Err(format!(
+                    "{key} = {v:?} must be between 0 and {MAX_SAMPLE_WORK:e} (one microbenchmark's \
+                     work)"
+                ));
+            }
+        }
+        if let Some(g) = self.gemm {
+            if g.iter().any(|d| !(1..=MAX_GEMM_DIM).contains(d)) {
+                return Err(format!(
+                    "gemm = {g:?} must hold four dimensions (m, n, k, batch) between 1 and \
+                     {MAX_GEMM_DIM}"
+                ));
+            }
+        }
+        if self.ops > MAX_SAMPLE_OPS {
+            return Err(format!(
+                "ops = {} must be at most {MAX_SAMPLE_OPS} per timed unit",
+                self.ops
+            ));
+        }
+        self.stats.check("stats")
+    }
+}
+
 impl CalibrationRun {
+    /// At least one sample and every sample sound ([`Sample::check`]); `origin` names the file.
+    pub fn check(&self, origin: &str) -> Result<()> {
+        let bad = |what: String, message: String| Error::InvalidArgument { what, message };
+        if !(self.device_kind == "cpu" || self.device_kind.starts_with("cuda")) {
+            return Err(bad(
+                format!("calibration samples file {origin}"),
+                format!(
+                    "device_kind = {:?} must be \"cpu\" or \"cuda:N\"; use a file written by \
+                     `costsim calibrate`",
+                    self.device_kind
+                ),
+            ));
+        }
+        if self.samples.is_empty() {
+            return Err(bad(
+                format!("calibration samples file {origin}"),
+                "it holds no samples; use a file written by `costsim calibrate --device`".into(),
+            ));
+        }
+        for (i, s) in self.samples.iter().enumerate() {
+            s.check().map_err(|m| {
+                bad(
+                    format!("calibration samples file {origin}, sample {i} ({})", s.name),
+                    format!("{m}; correct or remove the sample"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let run: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.display().to_string(),
+        let text = costsim_hardware::input::read_text(path, "calibration samples file").map_err(
+            |source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check samples text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let run: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
+            path: origin.to_string(),
             line: e.line(),
             message: e.to_string(),
         })?;
@@ -123,25 +202,14 @@ impl CalibrationRun {
             return Err(Error::InvalidArgument {
                 what: "calibration file".into(),
                 message: format!(
-                    "{} has schema {}, this costsim reads {SCHEMA}",
-                    path.display(),
+                    "{origin} has schema {}, this costsim reads {SCHEMA}; use a file written by \
+                     this version's `costsim calibrate`",
                     run.schema
                 ),
             });
         }
+        run.check(origin)?;
         Ok(run)
-    }
-
-    /// Write atomically.
-    pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text + "\n").map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
     }
 }
 
@@ -567,20 +635,29 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         }
         s
     };
+    // Every string from outside (the profile name, the device and library names of the
+    // samples file, the base profile's origin) goes through the toml crate's string encoder, and
+    // into comments only with control characters replaced, so no name can add keys or lines.
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let comment = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
     let toml = format!(
-        r#"# Calibrated by `costsim calibrate` from {n} microbenchmarks on {device} ({date}).
+        r#"# Calibrated by `costsim calibrate` from {n} microbenchmarks on {device_c} ({date_c}).
 # Peaks are the achieved GEMM rates and the best achieved bandwidth (efficiency 1 = that rate);
-# each value's source gives its fit. Not measured here and kept from {base_origin}: memory,
+# each value's source gives its fit. Not measured here and kept from {base_origin_c}: memory,
 # compute units, L2, and the Python-side host costs (python-op, module-call, peft-module).
 [device]
-name = "{name}"
-display-name = "{display} (calibrated)"
+name = {name_q}
+display-name = {display_q}
 kind = "{kind}"
 sms = {sms}
 boost-mhz = {mhz}
 memory-gib = {mem}
 l2-mib = {l2}
-source = "from {base_origin}"
+source = {from_base_q}
 
 [peak]
 fp32-tflops = {fp32:.6}
@@ -594,11 +671,11 @@ source = "calibrated: achieved rates — fp32/tf32 from the gemm fp32 fit, bf16/
 gemm = 1.0
 gemm-source = "calibrated: the peaks are achieved rates"
 bandwidth = {eff_elem:.4}
-bandwidth-source = "{elem_src}"
+bandwidth-source = {elem_src}
 attention = {attention:.5}
-{attention_more}attention-source = "{attn_src}"
+{attention_more}attention-source = {attn_src}
 small-gemm-bandwidth = {skinny_eff:.4}
-small-gemm-bandwidth-source = "{skinny_src}"
+small-gemm-bandwidth-source = {skinny_src}
 
 [efficiency.kinds]
 {kinds}source = "calibrated: per-kind NNLS t = bytes/B + c·ops; see costsim calibrate's report"
@@ -615,26 +692,37 @@ gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cos
 
 [host]
 python-op-us = {py:.3}
-python-op-source = "not calibrated (Python): from {base_origin}"
+python-op-source = {not_python_q}
 cpp-op-us = {cpp:.4}
 cpp-op-source = "calibrated: one-element op in a dispatch loop (median of {nd} runs)"
 module-call-us = {mc:.3}
-module-call-source = "not calibrated (Python): from {base_origin}"
+module-call-source = {not_python_q}
 peft-module-us = {peft:.3}
-peft-module-source = "not calibrated (Python): from {base_origin}"
+peft-module-source = {not_python_q}
 autograd-node-us = {node:.4}
-autograd-node-source = "{node_src}"
+autograd-node-source = {node_src}
 
 [calibration]
-date = "{date}"
-device = "{device}"
-libraries = "torch {torch} via tch 0.24; costsim {git}"
+date = {date_q}
+device = {device_q}
+libraries = {libraries_q}
 fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable samples, {nunstable} unstable left out"
 "#,
         n = run.samples.len(),
-        device = run.device,
-        base_origin = base.origin,
-        display = base.display_name,
+        device_c = comment(&run.device),
+        date_c = comment(&date),
+        base_origin_c = comment(&base.origin),
+        name_q = q(name),
+        display_q = q(&format!("{} (calibrated)", base.display_name)),
+        from_base_q = q(&format!("from {}", base.origin)),
+        not_python_q = q(&format!("not calibrated (Python): from {}", base.origin)),
+        date_q = q(&date),
+        device_q = q(&run.device),
+        libraries_q = q(&format!(
+            "torch {} via tch 0.24; costsim {}",
+            run.torch_version,
+            run.git_commit.get(..12).unwrap_or(&run.git_commit)
+        )),
         kind = if base.synchronous { "cpu" } else { "gpu" },
         sms = base.sms,
         mhz = base.boost_mhz,
@@ -655,18 +743,18 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
         },
         bw = peak_bw / 1e9,
         eff_elem = (elementwise_bw / peak_bw).min(1.0),
-        elem_src = src("elementwise fp32", "streaming kernels, "),
+        elem_src = q(&src("elementwise fp32", "streaming kernels, ")),
         attention = attention,
-        attn_src = if attention_eff[0][0].is_none() {
+        attn_src = q(&if attention_eff[0][0].is_none() {
             format!("uncalibrated: no attention samples; from {}", base.origin)
         } else {
             "calibrated: attention fits (forward, backward; fp32, bf16) relative to the GEMM rate \
              of the same dtype"
                 .to_string()
-        },
+        }),
         attention_more = attention_more,
         skinny_eff = (skinny_bw / peak_bw).min(1.0),
-        skinny_src = src("skinny gemm", ""),
+        skinny_src = q(&src("skinny gemm", "")),
         kinds = KINDS
             .iter()
         .map(|(b, k)| kinds_line(*b, k))
@@ -693,20 +781,27 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
         mc = base.host.module_call_s * 1e6,
         peft = base.host.peft_module_s * 1e6,
         node = node_host_s * 1e6,
-        node_src = if node_s.is_some() {
+        node_src = q(&if node_s.is_some() {
             "calibrated: backward of a chain of one-element ops, per node, minus the launch floor"
                 .to_string()
         } else {
             format!("uncalibrated: from {}", base.origin)
-        },
-        torch = run.torch_version,
-        git = run.git_commit.get(..12).unwrap_or(&run.git_commit),
+        }),
         nfit = fits.len(),
         nstable = stable.len(),
         nunstable = unstable.len(),
     );
-    // The result must load as a profile.
-    costsim_hardware::parse_profile(&toml, "calibrated profile")?;
+    // The result must load as a profile, under the name asked for.
+    let loaded = costsim_hardware::parse_profile(&toml, "calibrated profile")?;
+    if loaded.name != name {
+        return Err(Error::InvalidArgument {
+            what: "--name".into(),
+            message: format!(
+                "the written profile reads back as {:?}, not {name:?}; choose a plain name",
+                loaded.name
+            ),
+        });
+    }
     Ok(Calibration {
         fits,
         unstable,
@@ -806,5 +901,87 @@ mod tests {
         assert!(f.worst_rel < 0.03);
         // Too few rows: no fit.
         assert!(fit_linear("x", vec!["a", "b"], &rows[..1]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod toml_safety_tests {
+    use super::*;
+
+    fn saved_run() -> CalibrationRun {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/results/cpu/cpu-calibration.json"
+        );
+        CalibrationRun::load(std::path::Path::new(path)).expect("saved CPU calibration loads")
+    }
+
+    fn base() -> Profile {
+        costsim_hardware::resolve_device("cpu-generic").expect("built in")
+    }
+
+    #[test]
+    fn hostile_strings_in_the_samples_stay_strings() {
+        let mut run = saved_run();
+        let evil = "cpu\"\n[host]\npython-op-us = 0\n# '''\u{7}";
+        run.device = evil.to_string();
+        run.torch_version = "2\"\nx = 1".to_string();
+        let cal = calibrate(&run, &base(), "mine").expect("calibrates");
+        let v: toml::Value = toml::from_str(&cal.profile_toml).expect("valid TOML");
+        assert_eq!(v["calibration"]["device"].as_str(), Some(evil));
+        assert!(v["calibration"]["libraries"]
+            .as_str()
+            .is_some_and(|l| l.contains("2\"\nx = 1")));
+        assert!(v.get("x").is_none());
+        assert_ne!(v["host"]["python-op-us"].as_float(), Some(0.0));
+        // The comment line naming the device stays one comment line.
+        let first = cal.profile_toml.lines().next().expect("a first line");
+        assert!(first.starts_with("# Calibrated by") && first.contains("python-op-us = 0"));
+    }
+
+    #[test]
+    fn hostile_samples_are_refused_naming_file_sample_and_key() {
+        let edits: [(&str, fn(&mut Sample)); 6] = [
+            ("dtype = \"int4\" must be", |s| s.dtype = "int4".into()),
+            ("flops = 1e300 must be between 0 and 1e18", |s| {
+                s.flops = 1e300
+            }),
+            ("bytes = -1.0 must be", |s| s.bytes = -1.0),
+            ("gemm = [0, 1, 1, 1] must hold", |s| {
+                s.gemm = Some([0, 1, 1, 1])
+            }),
+            ("ops = 4294967295 must be at most", |s| s.ops = u32::MAX),
+            ("stats.median_ms must be in ms", |s| {
+                s.stats.median_ms = 1e-320
+            }),
+        ];
+        for (want, edit) in edits {
+            let mut run = saved_run();
+            edit(&mut run.samples[3]);
+            let err = run.check("s.json").unwrap_err().to_string();
+            assert!(
+                err.contains("calibration samples file s.json, sample 3 ("),
+                "{err}"
+            );
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let mut run = saved_run();
+        run.samples.clear();
+        let err = run.check("s.json").unwrap_err().to_string();
+        assert!(err.contains("holds no samples"), "{err}");
+        assert!(saved_run().check("s.json").is_ok());
+    }
+
+    #[test]
+    fn a_name_that_would_inject_keys_is_refused() {
+        let err = calibrate(&saved_run(), &base(), "x\"\n[host]\nextra = 1")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("device.name must be one line"), "{err}");
+        // A name with quotes but on one line is kept exactly.
+        let cal = calibrate(&saved_run(), &base(), "my \"fast\" cpu").expect("calibrates");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        assert_eq!(p.name, "my \"fast\" cpu");
     }
 }

@@ -129,41 +129,134 @@ impl Stats {
     }
 }
 
+/// Most records one comparison reads: 2,000. A measurement run of the whole paper grid is a few
+/// hundred; the comparison ranks every pair of methods of a configuration, so the work grows with
+/// the square of the records that share one.
+pub const MAX_RECORDS: usize = 2_000;
+
+/// A measured time in a results file: 1 ns to 10^9 ms (11.6 days). Outside it a record is
+/// corrupt or hand-edited: 1e-320 ms would make every error infinite, 1e308 ms overflow the
+/// percentage, a negative time has no meaning.
+pub const TIME_MS: costsim_hardware::Range = costsim_hardware::Range {
+    min: 1e-6,
+    max: 1e9,
+    unit: "ms",
+    why: "a measured time from 1 ns to 11.6 days",
+};
+
+impl Stats {
+    /// Every field a real time, the median inside [`TIME_MS`]; `key` names the stats in errors.
+    pub fn check(&self, key: &str) -> std::result::Result<(), String> {
+        for (field, v) in [
+            ("median_ms", self.median_ms),
+            ("p10_ms", self.p10_ms),
+            ("p90_ms", self.p90_ms),
+            ("min_ms", self.min_ms),
+            ("max_ms", self.max_ms),
+        ] {
+            TIME_MS.check(&format!("{key}.{field}"), v)?;
+        }
+        Ok(())
+    }
+}
+
+impl Record {
+    /// The record is one the harness could have written: a valid model, method and workload,
+    /// and real times. The message names the key and the allowed values.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        self.model
+            .validate()
+            .map_err(|e| format!("model: {e}; fix the model sizes"))?;
+        let w = crate::compare::workload_of(self);
+        w.validate(&self.model)
+            .map_err(|e| format!("batch/seq: {e}"))?;
+        crate::compare::method_of(self).map_err(|e| format!("method/rank/layers: {e}"))?;
+        if let Outcome::Measured(m) = &self.outcome {
+            for (key, s) in [
+                ("outcome.forward", &m.forward),
+                ("outcome.backward", &m.backward),
+                ("outcome.optimizer", &m.optimizer),
+                ("outcome.step", &m.step),
+            ] {
+                s.check(key)?;
+            }
+            if let Some(l) = &m.layer {
+                if l.block >= self.model.layers as usize {
+                    return Err(format!(
+                        "outcome.layer.block = {} must be a block of the model (0 to {}); fix \
+                         or remove the layer benchmark",
+                        l.block,
+                        self.model.layers - 1
+                    ));
+                }
+                l.forward.check("outcome.layer.forward")?;
+                l.backward.check("outcome.layer.backward")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ResultsFile {
     /// Read a results file.
     pub fn load(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
+        let text = costsim_hardware::input::read_text(path, "results file").map_err(|source| {
+            Error::Io {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
-        let file: Self = serde_json::from_str(&text).map_err(|e| Error::Parse {
-            path: path.display().to_string(),
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and check results text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let file: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
+            path: origin.to_string(),
             line: e.line(),
             message: e.to_string(),
         })?;
         if file.schema != SCHEMA {
             return Err(Error::Parse {
-                path: path.display().to_string(),
+                path: origin.to_string(),
                 line: 1,
                 message: format!("schema {} is not the supported {SCHEMA}", file.schema),
             });
         }
+        file.check(origin)?;
         Ok(file)
     }
 
-    /// Write atomically: to a temporary name beside the target, then rename.
-    pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
-        let tmp = path.with_extension("json.tmp");
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::write(&tmp, text + "\n").map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+    /// Check every record ([`Record::check`]) and that there is at least one; `origin` names
+    /// the file in errors.
+    pub fn check(&self, origin: &str) -> Result<()> {
+        if self.records.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: format!("results file {origin}"),
+                message: "it holds no records; pass a file written by `costsim validate --out`"
+                    .into(),
+            });
+        }
+        if self.records.len() > MAX_RECORDS {
+            return Err(Error::InvalidArgument {
+                what: format!("results file {origin}"),
+                message: format!(
+                    "it holds {} records, more than the {MAX_RECORDS} one comparison reads; split \
+                     it by model or device",
+                    self.records.len()
+                ),
+            });
+        }
+        for (i, r) in self.records.iter().enumerate() {
+            r.check().map_err(|message| Error::InvalidArgument {
+                what: format!(
+                    "results file {origin}, record {i} ({} {} {}x{})",
+                    r.model.name, r.method, r.batch, r.seq
+                ),
+                message: format!("{message}; correct or remove the record"),
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -180,5 +273,134 @@ mod tests {
         assert!((s.p10_ms - 1.4).abs() < 1e-12);
         assert!((s.p90_ms - 4.6).abs() < 1e-12);
         assert!((s.spread() - 3.2 / 3.0).abs() < 1e-12);
+    }
+
+    fn stats(ms: f64) -> Stats {
+        Stats {
+            median_ms: ms,
+            p10_ms: ms,
+            p90_ms: ms,
+            min_ms: ms,
+            max_ms: ms,
+            reps: 3,
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            model: costsim_model::preset("gpt2").expect("preset"),
+            method: MethodName::Lora,
+            rank: 8,
+            layers: LayerSelection::All,
+            batch: 1,
+            seq: 128,
+            precision: Precision::Fp32,
+            warmup: 1,
+            reps: 3,
+            outcome: Outcome::Measured(Measured {
+                forward: stats(10.0),
+                backward: stats(20.0),
+                optimizer: stats(1.0),
+                step: stats(31.0),
+                forward_ops: 100,
+                backward_explicit_ops: 0,
+                optimizer_ops: 10,
+                final_loss: 1.0,
+                layer: None,
+            }),
+        }
+    }
+
+    fn file(records: Vec<Record>) -> ResultsFile {
+        ResultsFile {
+            schema: SCHEMA,
+            device: "cpu".into(),
+            device_kind: "cpu".into(),
+            profile: "cpu-generic".into(),
+            torch_version: "t".into(),
+            git_commit: "g".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            command: "c".into(),
+            records,
+        }
+    }
+
+    fn err_of(edit: impl Fn(&mut Record)) -> String {
+        let mut r = record();
+        edit(&mut r);
+        file(vec![record(), r])
+            .check("r.json")
+            .expect_err("refused")
+            .to_string()
+    }
+
+    fn step(r: &mut Record) -> &mut Stats {
+        match &mut r.outcome {
+            Outcome::Measured(m) => &mut m.step,
+            _ => unreachable!("the test record is measured"),
+        }
+    }
+
+    #[test]
+    fn a_sound_record_passes() {
+        file(vec![record()]).check("r.json").expect("sound");
+    }
+
+    #[test]
+    fn hostile_records_are_refused_naming_file_record_and_key() {
+        let cases: [(&str, Box<dyn Fn(&mut Record)>); 9] = [
+            ("must all be positive", Box::new(|r| r.model.heads = 0)),
+            ("must all be positive", Box::new(|r| r.model.layers = 0)),
+            ("not divisible", Box::new(|r| r.model.heads = 7)),
+            ("is above", Box::new(|r| r.model.vocab = u64::MAX)),
+            ("batch size must be at least 1", Box::new(|r| r.batch = 0)),
+            (
+                "outcome.step.median_ms must be in ms",
+                Box::new(|r| step(r).median_ms = 1e-320),
+            ),
+            (
+                "outcome.step.median_ms must be in ms",
+                Box::new(|r| step(r).median_ms = 1e308),
+            ),
+            (
+                "outcome.step.median_ms must be in ms",
+                Box::new(|r| step(r).median_ms = -5.0),
+            ),
+            ("rank 100000 exceeds", Box::new(|r| r.rank = 100_000)),
+        ];
+        for (want, edit) in cases {
+            let err = err_of(edit);
+            assert!(
+                err.contains("results file r.json, record 1 (gpt2 lora"),
+                "{err}"
+            );
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_layer_benchmark_of_a_missing_block_is_refused() {
+        let err = err_of(|r| {
+            if let Outcome::Measured(m) = &mut r.outcome {
+                m.layer = Some(LayerBench {
+                    block: 12,
+                    forward: stats(1.0),
+                    backward: stats(2.0),
+                });
+            }
+        });
+        assert!(
+            err.contains("outcome.layer.block = 12 must be a block of the model (0 to 11)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_record_set_is_refused() {
+        let err = file(vec![]).check("r.json").unwrap_err().to_string();
+        assert!(
+            err.contains("r.json") && err.contains("holds no records"),
+            "{err}"
+        );
     }
 }

@@ -195,7 +195,7 @@ pub struct ForeachRec {
 
 /// Read a trace file.
 pub fn read_trace(path: &Path) -> Result<Trace> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = costsim_hardware::input::read_text(path, "trace").map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
     })?;
@@ -226,6 +226,8 @@ pub fn config_of(
     let mut model = parse_hf_config(&t.model.hf_config.to_string(), origin)?;
     model.name = format!("{}-{}", t.model.family, t.model.preset);
     model.dropout = t.workload.model_dropout;
+    // The trace's own dropout replaces the config's: checked like the rest of the model.
+    model.validate()?;
     let bad = |what: &str, v: &str| Error::InvalidArgument {
         what: format!("{origin}: {what}"),
         message: format!("'{v}' is not understood"),

@@ -1,0 +1,627 @@
+//! Hostile inputs, one or more per cause of issue 9: each runs the binary under a 20 s wall-clock
+//! limit and a 4 GiB address-space limit (`ulimit -v`), and asserts exit code 2, a message that
+//! names the problem, and no panic. The few inputs that are valid but extreme (a huge
+//! gradient-accumulation count, a GEMM past 2^64 elements) must answer, quickly and finitely.
+//! docs/reliability.md lists the causes and what now handles each.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Run costsim with the limits; panics (fails the test) if it overruns them.
+fn run(args: &[&str]) -> Output {
+    let start = Instant::now();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304 2>/dev/null; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_costsim"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run costsim");
+    // Read the pipes on threads so a large output cannot stall the child.
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut out_pipe, &mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut err_pipe, &mut v);
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} ran past {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_t.join().expect("stdout thread"),
+        stderr: err_t.join().expect("stderr thread"),
+    }
+}
+
+/// Exit code 2, every needle in stderr, no panic.
+fn refused(args: &[&str], needles: &[&str]) {
+    let o = run(args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!e.contains("panicked"), "{args:?} panicked: {e}");
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+    for n in needles {
+        assert!(e.contains(n), "{args:?}: missing '{n}' in: {e}");
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("costsim-hostile-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn write(d: &Path, name: &str, text: &str) -> String {
+    let p = d.join(name);
+    std::fs::write(&p, text).expect("write input");
+    p.display().to_string()
+}
+
+fn results() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/results-small.json"
+    ))
+    .expect("results fixture");
+    serde_json::from_str(&text).expect("fixture parses")
+}
+
+/// The fixture with record 1 edited; returns its path.
+fn results_with(d: &Path, name: &str, edit: impl Fn(&mut Value)) -> String {
+    let mut v = results();
+    edit(&mut v["records"][1]);
+    write(d, name, &v.to_string())
+}
+
+// ---- Results records (validate --from, plot scatter) ------------------------------------------
+
+#[test]
+fn results_records_with_impossible_models_are_refused() {
+    let d = dir("models");
+    let cases: [(&str, &str, &str, Value); 6] = [
+        ("heads", "heads0.json", "must all be positive", 0.into()),
+        ("layers", "layers0.json", "must all be positive", 0.into()),
+        (
+            "heads",
+            "heads7.json",
+            "not divisible by the 7 attention heads",
+            7.into(),
+        ),
+        (
+            "vocab",
+            "vocab.json",
+            "vocabulary 1099511627776 is above",
+            (1u64 << 40).into(),
+        ),
+        ("hidden", "hidden.json", "must all be positive", 0.into()),
+        (
+            "layers",
+            "layersmax.json",
+            "layers 4294967295 is above",
+            u32::MAX.into(),
+        ),
+    ];
+    for (key, file, want, value) in cases {
+        let p = results_with(&d, file, |r| r["model"][key] = value.clone());
+        refused(
+            &["validate", "--from", &p],
+            &[&p, "record 1", want, "correct or remove the record"],
+        );
+    }
+}
+
+#[test]
+fn results_records_with_impossible_workloads_are_refused() {
+    let d = dir("workloads");
+    for (key, want) in [
+        ("batch", "batch size must be at least 1"),
+        ("seq", "sequence length"),
+    ] {
+        let p = results_with(&d, &format!("{key}.json"), |r| r[key] = 0.into());
+        refused(&["validate", "--from", &p], &[&p, "record 1", want]);
+    }
+    let p = results_with(&d, "rank.json", |r| {
+        r["method"] = "lora".into();
+        r["rank"] = u64::MAX.into();
+    });
+    refused(
+        &["validate", "--from", &p],
+        &["record 1", "exceeds the input width"],
+    );
+}
+
+#[test]
+fn results_with_unreal_times_are_refused() {
+    let d = dir("times");
+    for (i, ms) in [1e-320, 1e308, -5.0, 0.0].into_iter().enumerate() {
+        let p = results_with(&d, &format!("t{i}.json"), |r| {
+            r["outcome"]["step"]["median_ms"] = ms.into();
+        });
+        refused(
+            &["validate", "--from", &p],
+            &[
+                "record 1",
+                "outcome.step.median_ms must be in ms between 0.000001 and 1000000000",
+            ],
+        );
+        // The scatter plot reads the same records through the same check.
+        let out = d.join(format!("s{i}.svg")).display().to_string();
+        refused(
+            &["plot", "scatter", "--from", &p, "--out", &out],
+            &["outcome.step.median_ms"],
+        );
+        assert!(!Path::new(&out).exists(), "no chart is written");
+    }
+}
+
+#[test]
+fn an_empty_or_all_failed_record_set_is_not_a_perfect_score() {
+    let d = dir("empty");
+    let mut v = results();
+    v["records"] = Value::Array(vec![]);
+    let p = write(&d, "empty.json", &v.to_string());
+    refused(&["validate", "--from", &p], &[&p, "holds no records"]);
+    let mut v = results();
+    for r in v["records"].as_array_mut().expect("records") {
+        r["outcome"] = serde_json::json!({"status": "failed", "message": "boom"});
+    }
+    let p = write(&d, "failed.json", &v.to_string());
+    refused(&["validate", "--from", &p], &["nothing to compare"]);
+}
+
+// ---- Profiles ----------------------------------------------------------------------------------
+
+fn profile_with(d: &Path, name: &str, from: &str, to: &str) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/hardware/profiles/a100-80gb-sxm.toml"
+    ))
+    .expect("profile");
+    assert!(text.contains(from), "the profile has {from}");
+    write(d, name, &text.replacen(from, to, 1))
+}
+
+#[test]
+fn profiles_with_subnormal_or_huge_values_are_refused() {
+    let d = dir("profiles");
+    let cases = [
+        (
+            "bandwidth-gbps = 2039",
+            "bandwidth-gbps = 5e-324",
+            "peak.bandwidth-gbps must be in GB/s between 1 and 100000",
+        ),
+        (
+            "bf16-tflops = 312",
+            "bf16-tflops = 1e-310",
+            "peak.bf16-tflops",
+        ),
+        ("memory-gib = 80", "memory-gib = 1e308", "device.memory-gib"),
+        (
+            "gemm = 0.83",
+            "gemm = 5e-324",
+            "efficiency.gemm must be a fraction between 0.001 and 1",
+        ),
+        (
+            "launch-floor-us = ",
+            "launch-floor-us = 1e300 #",
+            "overheads.launch-floor-us",
+        ),
+        ("sms = 108", "sms = 0", "device.sms"),
+    ];
+    for (i, (from, to, want)) in cases.into_iter().enumerate() {
+        let p = profile_with(&d, &format!("p{i}.toml"), from, to);
+        refused(
+            &["predict", "--hw", &p, "--model", "gpt2"],
+            &[&p, want, "set it within that range"],
+        );
+        // The breakdown chart (whose axis code looped on such values) reads it the same way.
+        let out = d.join(format!("b{i}.svg")).display().to_string();
+        refused(
+            &[
+                "plot",
+                "breakdown",
+                "--hw",
+                &p,
+                "--model",
+                "gpt2",
+                "--out",
+                &out,
+            ],
+            &[want],
+        );
+    }
+    let p = profile_with(
+        &d,
+        "touch.toml",
+        "\n[host]\n",
+        "\nfirst-touch-gbps = 3\nfirst-touch-min-mib = -1\nfirst-touch-source = \"x\"\n\n[host]\n",
+    );
+    refused(
+        &["predict", "--hw", &p, "--model", "gpt2"],
+        &["overheads.first-touch-min-mib"],
+    );
+}
+
+// ---- Unbounded work ---------------------------------------------------------------------------
+
+#[test]
+fn a_huge_gradient_accumulation_is_answered_quickly() {
+    let step = |accum: &str| -> f64 {
+        let o = run(&[
+            "predict",
+            "--hw",
+            "a100",
+            "--model",
+            "gpt2",
+            "--method",
+            "lora",
+            "--batch",
+            "1",
+            "--seq",
+            "1",
+            "--grad-accum",
+            accum,
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["predictions"][0]["step_ms"]
+            .as_f64()
+            .or_else(|| v[0]["step_ms"].as_f64())
+            .unwrap_or_else(|| panic!("step_ms in {v}"))
+    };
+    let (a, b, huge) = (step("1000"), step("2000"), step("4294967295"));
+    // Beyond the first micro-batches each one adds the same time.
+    let per = (b - a) / 1000.0;
+    assert!(per > 0.0);
+    let want = a + per * (4294967295.0 - 1000.0);
+    assert!((huge - want).abs() <= 1e-6 * want, "{huge} vs {want}");
+}
+
+#[test]
+fn a_kernel_listing_of_thousands_of_layers_is_refused_not_gigabytes() {
+    let d = dir("kernels");
+    let p = write(
+        &d,
+        "deep.json",
+        r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":4096,
+        "num_attention_heads":1,"intermediate_size":64,"vocab_size":100,
+        "max_position_embeddings":64}"#,
+    );
+    refused(
+        &[
+            "predict",
+            "--hw",
+            "a100",
+            "--model-config",
+            &p,
+            "--seq",
+            "64",
+            "--kernels",
+        ],
+        &["4096 layers × 5 methods = 20480 blocks", "--per-layer"],
+    );
+    // Per layer (one row per layer and method) is answered.
+    let o = run(&[
+        "predict",
+        "--hw",
+        "a100",
+        "--model-config",
+        &p,
+        "--seq",
+        "64",
+        "--per-layer",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+// ---- Integer wrap -----------------------------------------------------------------------------
+
+#[test]
+fn products_past_64_bits_are_errors_or_exact_not_wrapped() {
+    let d = dir("wrap");
+    // head_dim × heads = 2^64 wraps to 0 = hidden_size.
+    let p = write(
+        &d,
+        "headdim.json",
+        r#"{"model_type":"llama","hidden_size":0,"num_hidden_layers":2,
+        "num_attention_heads":4294967296,"head_dim":4294967296,"intermediate_size":8,
+        "vocab_size":8,"max_position_embeddings":8}"#,
+    );
+    refused(
+        &["predict", "--hw", "a100", "--model-config", &p],
+        &["head_dim 4294967296"],
+    );
+    // PaCA's matched rank 2r of a huge LoRA rank, on the heatmap's PaCA side alone.
+    let out = d.join("h.svg").display().to_string();
+    refused(
+        &[
+            "plot",
+            "heatmap",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--against",
+            "paca",
+            "--x",
+            "seq",
+            "--x-range",
+            "128..256:x2",
+            "--y",
+            "batch",
+            "--y-range",
+            "1..2:x2",
+            "--rank",
+            "9223372036854775809",
+            "--out",
+            &out,
+        ],
+        &["no cell of the heatmap"],
+    );
+    // The LM head's GEMM at 2^40 tokens × a 2^24 vocabulary has 2^64 outputs: answered.
+    let p = write(
+        &d,
+        "wide.json",
+        r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":1,
+        "num_attention_heads":1,"intermediate_size":64,"vocab_size":16777216,
+        "max_position_embeddings":16777216}"#,
+    );
+    let o = run(&[
+        "predict",
+        "--hw",
+        "h100",
+        "--model-config",
+        &p,
+        "--method",
+        "lora",
+        "--batch",
+        "65536",
+        "--seq",
+        "16777216",
+        "--format",
+        "json",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{e}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("null") && !text.contains("inf"), "{text}");
+}
+
+// ---- Empty answers ------------------------------------------------------------------------------
+
+#[test]
+fn empty_answers_are_errors() {
+    refused(
+        &[
+            "crossover",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--vary",
+            "seq",
+            "--range",
+            "2048..8192:x2",
+        ],
+        &["give a valid configuration", "positions"],
+    );
+    let d = dir("empty-answers");
+    let out = d.join("h.svg").display().to_string();
+    refused(
+        &[
+            "plot",
+            "heatmap",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--x",
+            "seq",
+            "--x-range",
+            "2048..4096:x2",
+            "--out",
+            &out,
+        ],
+        &["no cell of the heatmap"],
+    );
+    assert!(!Path::new(&out).exists());
+    refused(
+        &[
+            "predict", "--hw", "a100", "--model", "gpt2", "--tokens", "0",
+        ],
+        &["--tokens and --samples"],
+    );
+}
+
+// ---- Written files ----------------------------------------------------------------------------
+
+#[test]
+fn a_calibrated_profile_name_cannot_inject_keys() {
+    let d = dir("calibrate");
+    let samples = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/cpu/cpu-calibration.json"
+    );
+    let out = d.join("p.toml").display().to_string();
+    refused(
+        &[
+            "calibrate",
+            "--from",
+            samples,
+            "--out",
+            &out,
+            "--name",
+            "x\"\n[host]\nextra = 1",
+        ],
+        &["device.name must be one line"],
+    );
+    assert!(!Path::new(&out).exists());
+    // Quotes on one line are kept as written, and the profile loads under that name.
+    let o = run(&[
+        "calibrate",
+        "--from",
+        samples,
+        "--out",
+        &out,
+        "--name",
+        "my \"q\" cpu",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[
+        "predict", "--hw", &out, "--model", "gpt2", "--format", "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("my \\\"q\\\" cpu"));
+}
+
+// ---- Unbounded reads ---------------------------------------------------------------------------
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_without_blocking() {
+    let d = dir("fifo");
+    let fifo = d.join("in.json");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let f = fifo.display().to_string();
+    let toml = d.join("in.toml");
+    assert!(Command::new("mkfifo")
+        .arg(&toml)
+        .status()
+        .is_ok_and(|s| s.success()));
+    let t = toml.display().to_string();
+    let out = d.join("o.toml").display().to_string();
+    for args in [
+        vec!["predict", "--hw", &t, "--model", "gpt2"],
+        vec!["predict", "--hw", "a100", "--model-config", &f],
+        vec!["validate", "--from", &f],
+        vec!["calibrate", "--from", &f, "--out", &out],
+        vec!["validate", "--trace", &f],
+    ] {
+        refused(&args, &["special file", "not a regular file"]);
+    }
+}
+
+#[test]
+fn oversized_directory_and_binary_inputs_are_refused() {
+    let d = dir("big");
+    // A sparse file one byte over 64 MiB: nothing is read.
+    let big = d.join("big.json");
+    let f = std::fs::File::create(&big).expect("create");
+    f.set_len((64 << 20) + 1).expect("sparse size");
+    let b = big.display().to_string();
+    refused(
+        &["predict", "--hw", "a100", "--model-config", &b],
+        &[&b, "67108865 bytes, above the 64 MiB"],
+    );
+    refused(&["validate", "--from", &b], &["above the 64 MiB"]);
+    let dd = d.display().to_string();
+    refused(
+        &["predict", "--hw", "a100", "--model-config", &dd],
+        &["is a directory"],
+    );
+    let bin = write(&d, "bin.json", "");
+    std::fs::write(&bin, [b'{', 0xff, 0xfe, b'}']).expect("write");
+    refused(
+        &["predict", "--hw", "a100", "--model-config", &bin],
+        &["not UTF-8"],
+    );
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_stack_overflow() {
+    let d = dir("nested");
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let p = write(&d, "deep.json", &deep);
+    refused(
+        &["predict", "--hw", "a100", "--model-config", &p],
+        &["malformed config"],
+    );
+    refused(&["validate", "--from", &p], &["malformed results"]);
+}
+
+#[test]
+fn hostile_calibration_samples_are_refused() {
+    let d = dir("samples");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/cpu/cpu-calibration.json"
+    ))
+    .expect("samples");
+    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    v["samples"][0]["stats"]["median_ms"] = 1e308.into();
+    let p = write(&d, "s.json", &v.to_string());
+    let out = d.join("o.toml").display().to_string();
+    refused(
+        &["calibrate", "--from", &p, "--out", &out],
+        &["sample 0", "stats.median_ms must be in ms"],
+    );
+    v["samples"] = Value::Array(vec![]);
+    let p = write(&d, "e.json", &v.to_string());
+    refused(
+        &["calibrate", "--from", &p, "--out", &out],
+        &["holds no samples"],
+    );
+}
+
+#[test]
+fn a_trace_with_an_impossible_dropout_is_refused() {
+    let d = dir("trace");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/traces/cpu/gpt2-full-fp32.json"
+    ))
+    .expect("trace");
+    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    v["workload"]["model_dropout"] = 5.into();
+    let p = write(&d, "t.json", &v.to_string());
+    refused(
+        &["validate", "--trace", &p],
+        &["dropout 5 is not in [0, 1)"],
+    );
+}
+
+#[test]
+fn more_records_than_one_comparison_reads_are_refused() {
+    let d = dir("many");
+    let mut v = results();
+    let recs = v["records"].as_array().expect("records").clone();
+    let many: Vec<Value> = recs.iter().cycle().take(2001).cloned().collect();
+    v["records"] = Value::Array(many);
+    let p = write(&d, "many.json", &v.to_string());
+    refused(
+        &["validate", "--from", &p],
+        &["2001 records, more than the 2000"],
+    );
+    // Two files under the cap each, over it together.
+    v["records"] = Value::Array(recs.iter().cycle().take(1500).cloned().collect());
+    let a = write(&d, "a.json", &v.to_string());
+    refused(
+        &["validate", "--from", &format!("{a},{a}")],
+        &["more than 2000 records together"],
+    );
+}
