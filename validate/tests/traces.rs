@@ -103,15 +103,24 @@ fn llama2_7b_every_method_on_meta() {
 /// Bytes moved by the kernel-launching ops, against the tensors the real stack's ops take and
 /// return (the tracer's rule, worked by hand in scripts/trace/test_trace.py: arguments read,
 /// outputs written, gathers reading only the rows they return, index_put_ writing its values).
-/// Per phase, forward and backward, bytes written within `w` and bytes read within `r`; per part
-/// (`bytes_parts`) within `of_part` of the part's traced bytes plus `of_phase` of the phase's.
-/// These bounds record today's agreement (worst part at llama2-7b: 1.9% of the phase, a layer
-/// whole in backward; tiny: 6.8% of a part, 5.5% of the phase) with the differences
-/// docs/traces.md lists (strided gathers reading whole sectors, GPT-2's tied-embedding sum, the
-/// loss's label copies, rotary tables at tiny sizes); they were not fitted: no model number was
-/// changed to meet them, and the two model fixes the comparison found (rotate_half's reads,
-/// SDPA backward reading its output) were made for what the trace shows op by op.
+/// Per phase, forward and backward, bytes written within `w` and read within `r`; every part
+/// (`bytes_parts`: a module in forward, a whole layer in backward) within `of_part` of its own
+/// bytes plus `of_phase` of the phase's. Two differences are known and explained, and get a
+/// factor-of-two bound instead (docs/traces.md):
+/// - the loss's reads: `nll_loss` reads one log-probability per row and its backward writes its
+///   gradient without reading the log-probabilities, which costsim prices as such, while the
+///   trace counts the whole M×V argument;
+/// - PaCA's forward reads of a linear layer: costsim prices the strided gather `x[..., idx]` at
+///   a 32-byte sector per selected element (what a GPU reads), the trace at the tensor sizes; at
+///   tiny widths (k = 64) that is the whole input;
+/// - LayerNorm's backward reads: one aten op that runs two CUDA kernels (dX; γ and β), each
+///   reading dY and X, which costsim counts twice and the trace once (seen whole in GPT-2's
+///   final `ln_f`; inside a layer it is within the layer's bound).
+/// The bounds record today's agreement; they were not fitted (no model number was changed to
+/// meet them); the model fixes the comparison found (rotate_half's reads, SDPA backward reading
+/// its output, a bf16 embedding's gradient in bf16) were made for what the trace shows op by op.
 fn check_bytes(c: &TraceComparison, w: f64, r: f64, of_part: f64, of_phase: f64) {
+    let paca = c.name.contains(" paca");
     for ph in c.phases.iter().filter(|p| p.phase != "optimizer") {
         let (read, written) = (
             ph.bytes_read.expect("trace records bytes"),
@@ -136,10 +145,18 @@ fn check_bytes(c: &TraceComparison, w: f64, r: f64, of_part: f64, of_phase: f64)
                 ("read", part.read, read.traced),
                 ("written", part.written, written.traced),
             ] {
-                let slack = of_part * p.traced + of_phase * total;
+                let known = what == "read"
+                    && (part.part.is_empty()
+                        || (paca && ph.phase == "forward" && part.part.ends_with("proj"))
+                        || (ph.phase == "backward" && part.part == "ln_f"));
+                let slack = if known {
+                    p.traced + of_phase * total
+                } else {
+                    of_part * p.traced + of_phase * total
+                };
                 assert!(
                     (p.predicted - p.traced).abs() <= slack,
-                    "{} {} {}: {what} {} vs traced {}",
+                    "{} {} '{}': {what} {} vs traced {}",
                     c.name,
                     ph.phase,
                     part.part,
@@ -154,10 +171,10 @@ fn check_bytes(c: &TraceComparison, w: f64, r: f64, of_part: f64, of_phase: f64)
 #[test]
 fn bytes_agree_with_the_real_stack() {
     for c in load("docs/results/traces/cpu") {
-        check_bytes(&c, 0.06, 0.08, 0.10, 0.05);
+        check_bytes(&c, 0.06, 0.08, 0.10, 0.001);
     }
     for c in load("docs/results/traces/meta-llama2-7b") {
-        check_bytes(&c, 0.005, 0.02, 0.03, 0.01);
+        check_bytes(&c, 0.005, 0.02, 0.03, 0.0005);
     }
 }
 

@@ -137,13 +137,16 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         let out = t.tensor(rows * d, cx.p, table.rg, Some(idx));
         if table.rg {
             // embedding_dense_backward, one aten op of three CUDA kernels: zero the V×d
-            // gradient, sort the ids, scatter-add rows.
+            // gradient, sort the ids, scatter-add rows. The gradient takes the incoming
+            // gradient's dtype (`at::zeros(..., grad.options())`): the table's, bf16 in a bf16
+            // model (the meta trace writes V×d×2 bytes there).
+            let size = cx.p.size();
             let mut eb = t.bk(
                 "embedding_dense_backward",
                 Scatter,
-                DType::F32,
-                rows * d * 4.0 + rows * 24.0,
-                table.elems * 4.0 + rows * 16.0,
+                cx.p,
+                rows * d * size + rows * 24.0,
+                table.elems * size + rows * 16.0,
                 rows * d,
             );
             eb.launches = 3;
@@ -191,18 +194,31 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
             let hd = cx.model.head_dim() as f64;
             // In a bf16 model the inv_freq buffer is bf16 too: `.float()` casts it; cos and sin
             // are cast back to the hidden dtype.
-            let casts: &[&'static str] = if cx.p == DType::F32 {
-                &[]
-            } else {
-                &["to_copy", "to_copy", "to_copy"]
-            };
-            for &name in ["to_copy", "bmm", "cat", "cos", "mul", "sin", "mul"]
-                .iter()
-                .chain(casts)
-            {
+            let (p, f) = (cx.p.size(), 4.0);
+            let table = s * hd * f;
+            // (name, bytes read, bytes written), each tensor counted once: the positions (S
+            // int64) to float; inv_freq (hd/2) ⊗ positions; cat(freqs, freqs); cos and sin, each
+            // times attention_scaling.
+            let mut ops = vec![
+                ("to_copy", s * 8.0, s * f),
+                ("bmm", hd / 2.0 * f + s * f, table / 2.0),
+                ("cat", table / 2.0, table),
+                ("cos", table, table),
+                ("mul", table, table),
+                ("sin", table, table),
+                ("mul", table, table),
+            ];
+            if cx.p != DType::F32 {
+                ops.extend([
+                    ("to_copy", hd / 2.0 * p, hd / 2.0 * f),
+                    ("to_copy", table, s * hd * p),
+                    ("to_copy", table, s * hd * p),
+                ]);
+            }
+            for (name, read, written) in ops {
                 let mut k = Kernel::new(name, Elementwise, DType::F32);
-                k.bytes_read = s * hd * 4.0;
-                k.bytes_written = s * hd * 4.0;
+                k.bytes_read = read;
+                k.bytes_written = written;
                 k.flops = s * hd;
                 t.push_fwd(k, &[]);
             }
