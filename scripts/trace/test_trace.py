@@ -119,6 +119,27 @@ class IoRule(unittest.TestCase):
         self.assertEqual(io_of(lambda: a.t()), [("t", 0, 0)])
 
 
+class StepOverhead(unittest.TestCase):
+    """step_overhead.py on the smallest config: the record's arithmetic, not its timings."""
+
+    def test_record_is_consistent(self):
+        import step_overhead
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "o.json")
+            step_overhead.main(["--family", "gpt2", "--preset", "micro1", "--method", "lora", "--reps", "3", "--out", out])
+            rec = _load(out)
+        self.assertEqual(rec["schema"], "costsim-step-overhead/1")
+        self.assertEqual(sorted(rec["pieces"]), ["batch_to_device", "loss_item", "nan_inf_check", "scheduler_step"])
+        for part in ("forward", "backward", "optimizer", "sum"):
+            self.assertEqual(rec["phases"][part]["n"], 3)
+        # LoRA on "c_attn", "c_proj", "c_fc" of one GPT-2 layer matches four Conv1D modules
+        # (c_attn, attn.c_proj, c_fc, mlp.c_proj), each with A and B: 8 trainable tensors.
+        self.assertEqual(rec["config"]["trainable_tensors"], 8)
+        self.assertAlmostEqual(rec["fixed_work_us"]["median"], rec["trainer"]["median_us"] - rec["bare"]["median_us"])
+        self.assertGreater(rec["trainer"]["n"], 0)
+
+
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
         committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
