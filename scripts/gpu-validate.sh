@@ -10,6 +10,8 @@
 #   4. the host costs of this machine's eager stack (scripts/trace/host-grid.txt, micro widths,
 #      CUDA launch call included) fitted into a profile (costsim calibrate --host), and eager step
 #      times from the host-bound to the device-bound regime (gpu-grid-timing.txt) to check it.
+#   5. a Trainer-style loop's fixed work per step (scripts/trace/step_overhead.py, four micro
+#      configurations, about a minute).
 # Build here with the tch feature, carry target/release/costsim to the GPU machine, then run:
 #   scripts/gpu-validate.sh [OUT_DIR]      (PACK=file.tgz also packs OUT_DIR after each stage)
 set -uo pipefail
@@ -62,5 +64,13 @@ timeout 150 python3 scripts/trace/run_grid.py scripts/trace/host-grid.txt "$OUT_
   2>&1 | tee "$OUT_DIR/host-fit.txt"
 timeout 100 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-timing.txt "$OUT_DIR/timing" --device cuda \
   2>&1 | grep -v -i warn > "$OUT_DIR/timing.log"
+pack
+echo "== 5. a Trainer-style loop's fixed work per step (and the loss check's synchronisation)"
+mkdir -p "$OUT_DIR/step"
+for cfg in "gpt2 micro2 full" "gpt2 micro2 lora" "llama micro2 full" "llama micro2 lora"; do
+  set -- $cfg
+  timeout 60 python3 scripts/trace/step_overhead.py --family "$1" --preset "$2" --method "$3" --device cuda \
+    --out "$OUT_DIR/step/$1-$2-$3.json" 2>&1 | grep -v -i warn | tee -a "$OUT_DIR/step.log" || true
+done
 pack
 echo "done: $OUT_DIR"
