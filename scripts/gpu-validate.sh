@@ -62,7 +62,7 @@ timeout 150 python3 scripts/trace/run_grid.py scripts/trace/host-grid.txt "$OUT_
   2>&1 | grep -v -i warn > "$OUT_DIR/host.log"
 "$BIN" calibrate --host "$OUT_DIR/host" --base h200 --name h200-host --out "$OUT_DIR/h200-host.toml" \
   2>&1 | tee "$OUT_DIR/host-fit.txt"
-timeout 100 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-timing.txt "$OUT_DIR/timing" --device cuda \
+timeout 140 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-timing.txt "$OUT_DIR/timing" --device cuda \
   2>&1 | grep -v -i warn > "$OUT_DIR/timing.log"
 pack
 echo "== 5. a Trainer-style loop's fixed work per step (and the loss check's synchronisation)"

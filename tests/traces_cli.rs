@@ -177,3 +177,47 @@ fn host_calibration_writes_a_loadable_profile_with_the_fit() {
         "same host costs and device: same prediction"
     );
 }
+
+/// A trace profiled on this CPU (`--profile-kernels`), compared on a profile: time per kernel
+/// class, each class's traced ops counted from the trace's own profile.
+#[test]
+fn profiled_trace_gives_time_per_kernel_kind() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/profiled-cpu-trace.json"
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args([
+            "validate",
+            "--trace",
+            path,
+            "--hw",
+            "cpu-generic",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("run costsim");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let kinds = v[0]["kinds"].as_array().expect("kinds");
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("trace")).expect("trace JSON");
+    for phase in ["forward", "backward"] {
+        let gemm = kinds
+            .iter()
+            .find(|k| k["phase"] == phase && k["kind"] == "gemm")
+            .unwrap_or_else(|| panic!("{phase}: no gemm row"));
+        assert!(gemm["time_ms"]["predicted"].as_f64().expect("p") > 0.0);
+        assert!(gemm["time_ms"]["traced"].as_f64().expect("t") > 0.0);
+        // The profiler's matrix-product calls in this phase, counted from the file itself.
+        let calls: u64 = raw["cuda_kernels"][phase]["by_op"]
+            .as_object()
+            .expect("by_op")
+            .iter()
+            .filter(|(op, _)| ["aten::mm", "aten::addmm", "aten::bmm"].contains(&op.as_str()))
+            .map(|(_, r)| r["calls"].as_u64().expect("calls"))
+            .sum();
+        assert_eq!(gemm["traced_ops"].as_u64(), Some(calls), "{phase}");
+    }
+}

@@ -1137,23 +1137,33 @@ def _phase_profiler(device):
 
 
 def _kernels_of(prof):
-    """Device kernels a profiler saw (memcpy/memset included, named), and per launching op."""
+    """Device kernels a profiler saw (memcpy/memset included, named), and per aten op: its calls,
+    the kernels it launched with their summed device time (CUDA), and its self CPU time (on a
+    CPU, the op's own compute; on CUDA, its host-side dispatch and launch)."""
     events = prof.events()
-    out = dict(launch_calls=0, kernels=0, device_events=0, by_op={})
+    out = dict(launch_calls=0, kernels=0, device_events=0, device_us=0.0, self_cpu_us=0.0, by_op={})
     for e in events:
         if e.name in LAUNCH_CALLS:
             out["launch_calls"] += 1
         if str(getattr(e, "device_type", "")).endswith("CUDA"):
             out["device_events"] += 1
+            continue
         ks = getattr(e, "kernels", None) or []
-        if ks:
-            row = out["by_op"].setdefault(e.name, dict(calls=0, kernels=0, names=[]))
-            row["calls"] += 1
-            row["kernels"] += len(ks)
-            out["kernels"] += len(ks)
-            for k in ks:
-                if k.name not in row["names"] and len(row["names"]) < 6:
-                    row["names"].append(k.name[:120])
+        if not (ks or e.name.startswith("aten::")):
+            continue
+        row = out["by_op"].setdefault(e.name, dict(calls=0, kernels=0, device_us=0.0, self_cpu_us=0.0, names=[]))
+        row["calls"] += 1
+        row["kernels"] += len(ks)
+        out["kernels"] += len(ks)
+        dev = sum(float(getattr(k, "duration", 0.0) or 0.0) for k in ks)
+        row["device_us"] += dev
+        out["device_us"] += dev
+        cpu = float(getattr(e, "self_cpu_time_total", 0.0) or 0.0)
+        row["self_cpu_us"] += cpu
+        out["self_cpu_us"] += cpu
+        for k in ks:
+            if k.name not in row["names"] and len(row["names"]) < 6:
+                row["names"].append(k.name[:120])
     return out
 
 

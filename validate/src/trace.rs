@@ -52,6 +52,93 @@ pub struct Trace {
     /// Per-phase wall times of steps run after the traced one (`--time-reps`).
     #[serde(default)]
     pub timings: Option<Timings>,
+    /// Per phase, what torch.profiler saw over one more step (`--profile-kernels`): per aten op,
+    /// its kernels' device time (CUDA) and its self CPU time.
+    #[serde(default)]
+    pub cuda_kernels: Option<BTreeMap<String, ProfiledPhase>>,
+}
+
+/// One phase under torch.profiler.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProfiledPhase {
+    #[serde(default)]
+    pub by_op: BTreeMap<String, ProfiledOp>,
+}
+
+/// One aten op under torch.profiler, summed over its calls in the phase.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProfiledOp {
+    pub calls: u64,
+    #[serde(default)]
+    pub kernels: u64,
+    /// Summed duration of the device kernels it launched, µs (absent in older traces).
+    #[serde(default)]
+    pub device_us: Option<f64>,
+    /// Its own CPU time without its children, µs (absent in older traces).
+    #[serde(default)]
+    pub self_cpu_us: Option<f64>,
+}
+
+/// The costsim kernel kind an aten op's time is filed under, by the op's name: what each kind's
+/// efficiency is calibrated for. Ops with no kernel of their own (`aten::linear`, views) are
+/// dispatch: on a CPU their self time is host work.
+pub fn op_kind(aten: &str) -> &'static str {
+    let n = aten.trim_start_matches("aten::");
+    match n {
+        "mm" | "addmm" | "bmm" | "baddbmm" | "addmm_" => "gemm",
+        _ if n.contains("scaled_dot_product") || n.contains("flash_attention") => "attention",
+        "native_layer_norm" | "native_layer_norm_backward" => "norm",
+        "_softmax"
+        | "_log_softmax"
+        | "_softmax_backward_data"
+        | "_log_softmax_backward_data"
+        | "_safe_softmax"
+        | "nll_loss_forward"
+        | "nll_loss_backward" => "softmax",
+        "_to_copy" | "copy_" | "to" | "clone" | "contiguous" => "cast",
+        "sum" | "mean" | "linalg_vector_norm" | "norm" | "all" | "cumsum" | "stack" => "reduction",
+        "embedding" | "index_select" | "index" | "gather" => "gather",
+        "index_put_" | "embedding_dense_backward" | "scatter_" | "scatter_add_" | "index_add_" => {
+            "scatter"
+        }
+        "native_dropout" | "native_dropout_backward" => "dropout",
+        _ if n.starts_with("_foreach_") || n.starts_with("_fused_adam") => "optimizer",
+        "linear" | "matmul" | "t" | "view" | "reshape" | "transpose" | "permute" | "expand"
+        | "slice" | "select" | "split" | "unsqueeze" | "squeeze" | "detach" | "empty"
+        | "empty_like" | "zeros" | "as_strided" | "_unsafe_view" | "dropout" | "alias"
+        | "lift_fresh" | "resolve_conj" | "resolve_neg" => "dispatch",
+        _ => "elementwise",
+    }
+}
+
+/// costsim's kernel kinds folded into the classes `op_kind` gives the trace's ops.
+fn kind_class(k: KernelKind, name: &str) -> &'static str {
+    match k {
+        KernelKind::Gemm => "gemm",
+        KernelKind::Attention => "attention",
+        KernelKind::Norm => "norm",
+        KernelKind::Softmax => "softmax",
+        KernelKind::Cast => "cast",
+        KernelKind::Reduction => "reduction",
+        KernelKind::Gather => "gather",
+        KernelKind::Scatter => "scatter",
+        KernelKind::Optimizer => "optimizer",
+        KernelKind::Host => "dispatch",
+        KernelKind::Elementwise if name == "native_dropout" => "dropout",
+        KernelKind::Elementwise => "elementwise",
+    }
+}
+
+/// Time of one class of kernels in one phase: costsim's against the profiler's.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindTime {
+    pub phase: &'static str,
+    pub kind: &'static str,
+    /// ms: costsim's device time of the class against, on a GPU, the device time of the kernels
+    /// the class's ops launched, and on a CPU (synchronous profile), the ops' self CPU time,
+    /// which also holds the few µs of dispatch inside aten that costsim counts as host time.
+    pub time_ms: Pair,
+    pub traced_ops: u64,
 }
 
 /// Wall times of N timed steps, per phase (the device synchronised around each).
@@ -365,6 +452,8 @@ pub struct TraceComparison {
     pub saved_bytes: Pair,
     pub modules: Vec<ModuleRow>,
     pub saved_modules: Vec<SavedModuleRow>,
+    /// Time per kernel class and phase, for a profiled trace compared on a profile (`--hw`).
+    pub kinds: Vec<KindTime>,
 }
 
 /// `module_key` with peft's and PaCA's pieces folded into the linear layer they adapt.
@@ -664,7 +753,12 @@ pub fn compare_trace(
         pc.bytes_written = sum(&|m| m.bytes_written);
     }
     let saved_modules = saved_modules(t, &cfg);
+    let kinds = match (hw, &t.cuda_kernels) {
+        (Some(hw), Some(prof)) => kind_times(&p, prof, hw.synchronous),
+        _ => Vec::new(),
+    };
     Ok(TraceComparison {
+        kinds,
         saved_modules,
         name: format!(
             "{}-{} {} {} b{}×s{}",
@@ -680,6 +774,53 @@ pub fn compare_trace(
         saved_bytes,
         modules,
     })
+}
+
+/// Per phase and kernel class, costsim's time against the profiler's: device time on a GPU,
+/// self CPU time on a CPU. Ops the profiler timed without a time field (older traces) are left
+/// out; classes neither side has are not listed.
+fn kind_times(
+    p: &costsim_model::predict::Prediction,
+    prof: &BTreeMap<String, ProfiledPhase>,
+    synchronous: bool,
+) -> Vec<KindTime> {
+    let mut out = Vec::new();
+    for (phase, name) in PHASES {
+        let Some(pp) = prof.get(name) else {
+            continue;
+        };
+        let mut acc: BTreeMap<&'static str, (f64, f64, u64)> = BTreeMap::new();
+        for (op, r) in &pp.by_op {
+            let t = if synchronous {
+                r.self_cpu_us
+            } else {
+                r.device_us
+            };
+            let Some(t) = t else { continue };
+            let e = acc.entry(op_kind(op)).or_default();
+            e.1 += t / 1e3;
+            e.2 += r.calls;
+        }
+        if acc.is_empty() {
+            continue;
+        }
+        for k in p.kernel_rows.iter().flatten().filter(|k| k.phase == phase) {
+            let class = kind_class(k.kind, k.name);
+            acc.entry(class).or_default().0 += k.device_us / 1e3;
+        }
+        for (kind, (pred, traced, ops)) in acc {
+            out.push(KindTime {
+                phase: name,
+                kind,
+                time_ms: Pair {
+                    predicted: pred,
+                    traced,
+                },
+                traced_ops: ops,
+            });
+        }
+    }
+    out
 }
 
 /// Bytes read and written by one part of the model in one phase.
@@ -846,6 +987,33 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
             );
         }
     }
+    if cmps.iter().any(|c| !c.kinds.is_empty()) {
+        // Summed over the profiled traces: where costsim's device time is short or long.
+        let mut acc: BTreeMap<(&str, &str), (f64, f64, u64)> = BTreeMap::new();
+        for k in cmps.iter().flat_map(|c| &c.kinds) {
+            let e = acc.entry((k.phase, k.kind)).or_default();
+            e.0 += k.time_ms.predicted;
+            e.1 += k.time_ms.traced;
+            e.2 += k.traced_ops;
+        }
+        let _ = writeln!(
+            s,
+            "\n{:<10} {:<12} {:>14} {:>14} {:>8} {:>8}",
+            "profiled", "kind", "predicted ms", "profiled ms", "error", "ops"
+        );
+        for ((phase, kind), (p, t, n)) in acc {
+            let e = Pair {
+                predicted: p,
+                traced: t,
+            }
+            .error();
+            let _ = writeln!(
+                s,
+                "{phase:<10} {kind:<12} {p:>14.3} {t:>14.3} {:>8} {n:>8}",
+                pct(e)
+            );
+        }
+    }
     if modules {
         for c in cmps {
             let _ = writeln!(
@@ -880,6 +1048,73 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aten_ops_fall_into_costsim_kinds() {
+        for (op, kind) in [
+            ("aten::mm", "gemm"),
+            ("aten::addmm", "gemm"),
+            (
+                "aten::_scaled_dot_product_flash_attention_for_cpu",
+                "attention",
+            ),
+            (
+                "aten::_scaled_dot_product_efficient_attention_backward",
+                "attention",
+            ),
+            ("aten::native_layer_norm_backward", "norm"),
+            ("aten::_log_softmax", "softmax"),
+            ("aten::_to_copy", "cast"),
+            ("aten::linalg_vector_norm", "reduction"),
+            ("aten::embedding", "gather"),
+            ("aten::embedding_dense_backward", "scatter"),
+            ("aten::native_dropout", "dropout"),
+            ("aten::_foreach_addcdiv_", "optimizer"),
+            ("aten::linear", "dispatch"),
+            ("aten::view", "dispatch"),
+            ("aten::mul", "elementwise"),
+            ("aten::silu_backward", "elementwise"),
+        ] {
+            assert_eq!(op_kind(op), kind, "{op}");
+        }
+        // Every costsim kind lands in a class the trace side can produce.
+        let classes: Vec<&str> = [
+            "aten::mm",
+            "aten::_scaled_dot_product_flash_attention",
+            "aten::native_layer_norm",
+            "aten::_softmax",
+            "aten::_to_copy",
+            "aten::sum",
+            "aten::index_select",
+            "aten::index_put_",
+            "aten::native_dropout",
+            "aten::_foreach_add_",
+            "aten::linear",
+            "aten::add",
+        ]
+        .iter()
+        .map(|o| op_kind(o))
+        .collect();
+        for k in [
+            KernelKind::Gemm,
+            KernelKind::Attention,
+            KernelKind::Norm,
+            KernelKind::Softmax,
+            KernelKind::Cast,
+            KernelKind::Reduction,
+            KernelKind::Gather,
+            KernelKind::Scatter,
+            KernelKind::Optimizer,
+            KernelKind::Host,
+            KernelKind::Elementwise,
+        ] {
+            assert!(classes.contains(&kind_class(k, "x")), "{k:?}");
+        }
+        assert_eq!(
+            kind_class(KernelKind::Elementwise, "native_dropout"),
+            "dropout"
+        );
+    }
 
     #[test]
     fn module_keys_join_both_sides() {
