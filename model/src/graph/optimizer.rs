@@ -58,9 +58,13 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     let nt = tensors.len() as u32;
     let sz = cx.p.size(); // master params, grads and states share the param dtype
     let mut ks = Vec::new();
+    // Launch counts per depth, each computed once: the walk over every tensor is the costly
+    // part of building the optimizer phase, and up to nine ops share a depth.
+    let launches: [std::cell::OnceCell<u32>; 5] = Default::default();
     let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
         let mut k = Kernel::new(name, Optimizer, cx.p);
-        k.launches = foreach_launches(tensors, depth);
+        k.launches =
+            *launches[depth.clamp(1, 5) - 1].get_or_init(|| foreach_launches(tensors, depth));
         k.bytes_read = reads * elems * sz;
         k.bytes_written = writes * elems * sz;
         k.flops = flops * elems;
