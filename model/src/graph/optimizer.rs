@@ -11,6 +11,7 @@ use super::{Ctx, Kernel, KernelKind, Segment};
 use crate::arch::Family;
 use crate::method::MethodKind;
 use crate::workload::{DType, Optimizer as Opt, Precision};
+use rustc_hash::FxHashMap;
 use smallvec::smallvec;
 
 /// Multi-tensor launches of one foreach op over `tensors` (element counts): PyTorch's
@@ -51,20 +52,46 @@ pub fn foreach_launches(tensors: &[u64], depth: usize) -> u32 {
     launches
 }
 
+/// Tensor lists a worker thread remembers the launch counts of (a sweep revisits the same list
+/// for every batch and sequence length of a model, method and rank).
+const LAUNCH_MEMO_LISTS: usize = 64;
+
+thread_local! {
+    /// Launch counts per depth (1–5) of recently seen tensor lists.
+    static LAUNCH_MEMO: std::cell::RefCell<FxHashMap<Vec<u64>, [Option<u32>; 5]>> =
+        std::cell::RefCell::new(FxHashMap::default());
+}
+
+/// [`foreach_launches`], remembered per thread: the walk over every tensor (over a thousand for
+/// LoRA on an 80-layer model) is the costly part of building the optimizer phase, and a sweep
+/// builds that phase for every point. At most [`LAUNCH_MEMO_LISTS`] lists are kept.
+fn launches_memo(tensors: &[u64], depth: usize) -> u32 {
+    let d = depth.clamp(1, 5) - 1;
+    LAUNCH_MEMO.with_borrow_mut(|memo| {
+        if let Some(v) = memo.get_mut(tensors) {
+            return *v[d].get_or_insert_with(|| foreach_launches(tensors, depth));
+        }
+        if memo.len() >= LAUNCH_MEMO_LISTS {
+            memo.clear();
+        }
+        let n = foreach_launches(tensors, depth);
+        let mut v = [None; 5];
+        v[d] = Some(n);
+        memo.insert(tensors.to_vec(), v);
+        n
+    })
+}
+
 /// The optimizer phase: gradient unscale (fp16), clipping, and the update.
 pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     use KernelKind::*;
     let elems: f64 = tensors.iter().map(|&n| n as f64).sum();
     let nt = tensors.len() as u32;
     let sz = cx.p.size(); // master params, grads and states share the param dtype
-    let mut ks = Vec::new();
-    // Launch counts per depth, each computed once: the walk over every tensor is the costly
-    // part of building the optimizer phase, and up to nine ops share a depth.
-    let launches: [std::cell::OnceCell<u32>; 5] = Default::default();
+    let mut ks = Vec::with_capacity(24);
     let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
         let mut k = Kernel::new(name, Optimizer, cx.p);
-        k.launches =
-            *launches[depth.clamp(1, 5) - 1].get_or_init(|| foreach_launches(tensors, depth));
+        k.launches = launches_memo(tensors, depth);
         k.bytes_read = reads * elems * sz;
         k.bytes_written = writes * elems * sz;
         k.flops = flops * elems;

@@ -81,11 +81,13 @@ impl<'a> Tracer<'a> {
         Self {
             prec: w.precision,
             accumulate,
-            fwd: Vec::new(),
-            tape: Vec::new(),
+            // Sized for a transformer block (about 60 forward ops, 150 tensors), so building a
+            // scope does not grow these vectors op by op (a sweep builds millions of scopes).
+            fwd: Vec::with_capacity(96),
+            tape: Vec::with_capacity(96),
             next_id: 0,
-            saved: Vec::new(),
-            uses: Vec::new(),
+            saved: Vec::with_capacity(32),
+            uses: Vec::with_capacity(192),
             module: "",
             trainable: 0,
             transient: 0.0,
@@ -374,11 +376,10 @@ impl<'a> Tracer<'a> {
         kern.bytes_read = x.bytes() + w.bytes() + bias.map_or(0.0, T::bytes);
         kern.bytes_written = mf * nf * bf * dt.size();
         kern.gemm = Some(Gemm { m, n, k, batch });
-        let mut ins = vec![*x, *w];
-        if let Some(b) = bias {
-            ins.push(*b);
-        }
-        let idx = self.push_fwd(kern, &ins);
+        let idx = match bias {
+            Some(b) => self.push_fwd(kern, &[*x, *w, *b]),
+            None => self.push_fwd(kern, &[*x, *w]),
+        };
         let rg = x.rg || w.rg || bias.is_some_and(|b| b.rg);
         let out = self.tensor(mf * nf * bf, dt, rg, Some(idx));
         if !rg {
@@ -391,7 +392,7 @@ impl<'a> Tracer<'a> {
         if x.rg {
             self.save(w);
         }
-        let mut group = Vec::new();
+        let mut group = Vec::with_capacity(4);
         let g = |gm: u64, gn: u64, gk: u64, read: f64, written: f64, which: &'static str| {
             let mut b = Kernel::new(which, KernelKind::Gemm, dt);
             b.module = self.module;
@@ -410,7 +411,7 @@ impl<'a> Tracer<'a> {
         };
         let dy_bytes = out.bytes();
         // Weight gradient first, as autograd's MmBackward computes it.
-        let mut pending: Vec<(T, DType)> = Vec::new();
+        let mut pending: smallvec::SmallVec<[(T, DType); 3]> = smallvec::SmallVec::new();
         if w.rg {
             group.push(g(
                 n,
@@ -467,7 +468,13 @@ impl<'a> Tracer<'a> {
         input_bytes: f64,
         output_rg: bool,
     ) -> ScopeGraph {
-        let mut backward: Vec<Kernel> = Vec::new();
+        let recomputed = if grad_checkpointing && output_rg {
+            self.fwd.len()
+        } else {
+            0
+        };
+        let mut backward: Vec<Kernel> =
+            Vec::with_capacity(recomputed + self.tape.iter().map(Vec::len).sum::<usize>());
         if grad_checkpointing && output_rg {
             for k in &self.fwd {
                 let mut r = k.clone();
