@@ -759,6 +759,98 @@ mod tests {
         assert_eq!(calls, 1);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// The sweep's path (graphs built per group, costed on every device with GEMM memos
+        /// kept across points, streamed in chunks) gives exactly what `predict` gives for each
+        /// point on its own: equal floats, not close ones, since both run the same formulas in
+        /// the same order.
+        #[test]
+        fn sweep_rows_equal_single_predictions(
+            model in proptest::sample::select(
+                crate::arch::PRESETS.iter().map(|p| p.name).collect::<Vec<_>>()
+            ),
+            method in proptest::sample::select(MethodName::ALL.to_vec()),
+            batches in proptest::collection::vec(1u64..16, 1..3),
+            seqs in proptest::collection::vec(16u64..2048, 1..3),
+            ranks in proptest::collection::vec(1u64..128, 1..4),
+            precision in proptest::sample::select(vec![
+                Precision::Bf16Mixed, Precision::Fp32, Precision::Fp16Mixed
+            ]),
+            accum in 1u32..3,
+        ) {
+            let g = Grid {
+                models: vec![preset(model).unwrap()],
+                hws: vec![
+                    resolve_device("h200").unwrap(),
+                    resolve_device("l4").unwrap(),
+                    resolve_device("cpu").unwrap(),
+                ],
+                methods: vec![method],
+                batches,
+                seqs,
+                ranks: ranks.into_iter().map(Some).collect(),
+                train_layers: vec![None],
+                precisions: vec![precision],
+                base: Workload { grad_accum: accum, ..Workload::default() },
+                options: MethodOptions::default(),
+            };
+            let mut rows = Vec::new();
+            g.stream_in(5, &|_| {}, |chunk| {
+                rows.extend_from_slice(chunk);
+                Ok::<(), Error>(())
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(rows.len() as u64, g.len());
+            for r in &rows {
+                let model = preset(&r.model).unwrap();
+                let workload = Workload {
+                    batch: r.batch,
+                    seq: r.seq,
+                    precision,
+                    grad_accum: accum,
+                    ..Workload::default()
+                };
+                if workload.validate(&model).is_err() {
+                    proptest::prop_assert!(matches!(r.status, Status::Invalid(_)));
+                    continue;
+                }
+                let lora_rank = match r.method {
+                    MethodName::Full => None,
+                    MethodName::Lora => Some(r.rank),
+                    MethodName::Paca => Some(r.rank / 2),
+                    MethodName::PacaUpperHalf => Some(r.rank / 4),
+                    MethodName::PacaThreeQuarters => Some(r.rank / 3),
+                };
+                let opts = MethodOptions { rank: lora_rank, ..MethodOptions::default() };
+                let cfg = Config {
+                    method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
+                    model,
+                    workload,
+                    hw: resolve_device(&r.hw).unwrap(),
+                };
+                let p = predict(&cfg, Detail::default(), None);
+                let want = [
+                    p.step_ms, p.forward_ms, p.backward_ms, p.optimizer_ms, p.tokens_per_s,
+                    p.peak_memory_bytes / f64::from(1u32 << 30),
+                ];
+                let got = [
+                    r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms, r.tokens_per_s,
+                    r.peak_memory_gib,
+                ];
+                proptest::prop_assert_eq!(got, want, "{:?}", r);
+                proptest::prop_assert_eq!(r.trainable_params, p.trainable_params);
+                proptest::prop_assert_eq!(
+                    r.kernels_per_step,
+                    u64::from(accum) * (p.kernels.forward + p.kernels.backward)
+                        + p.kernels.optimizer
+                );
+                proptest::prop_assert_eq!(r.dominant_bound, Some(p.dominant_bound));
+                proptest::prop_assert_eq!(r.status == Status::Ok, p.fits);
+            }
+        }
+    }
+
     #[test]
     fn oversized_and_empty_grids_are_refused() {
         let mut g = grid();
