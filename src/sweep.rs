@@ -216,15 +216,18 @@ pub fn write(
             // serde_json writes non-finite numbers (invalid points) as null; one array, its
             // elements serialized as they come, exactly as `to_string_pretty` of all rows.
             use serde::ser::{SerializeSeq, Serializer as _};
+            // serde_json's I/O errors are turned back into the io::Error they wrap, so that a
+            // closed pipe is recognised as one (main exits quietly on a broken pipe).
+            let io = std::io::Error::from;
             let mut ser = serde_json::Serializer::pretty(&mut *w);
-            let mut seq = ser.serialize_seq(None)?;
+            let mut seq = ser.serialize_seq(None).map_err(io)?;
             grid.stream(progress, |rows| -> Result<()> {
                 for r in rows {
-                    seq.serialize_element(r)?;
+                    seq.serialize_element(r).map_err(io)?;
                 }
                 Ok(())
             })?;
-            seq.end()?;
+            seq.end().map_err(io)?;
             w.write_all(b"\n")?;
             Ok(())
         }

@@ -163,3 +163,46 @@ fn a_sweep_whose_size_overflows_is_a_usage_error() {
     );
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_a_streamed_sweep_quietly() {
+    // `costsim sweep ... | head`: once the pipe closes, the sweep stops with exit 0 and no
+    // error, in CSV and in JSON (whose serializer wraps the closed pipe in its own error).
+    use std::io::Read;
+    for format in ["csv", "json"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .args([
+                "sweep",
+                "--model",
+                "llama2-7b",
+                "--hw",
+                "h200",
+                "--method",
+                "all",
+                "--batch",
+                "1..64",
+                "--seq",
+                "16..4096:+16",
+                "--rank",
+                "1..64",
+                "--quiet",
+                "--format",
+            ])
+            .arg(format)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run costsim");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 4096];
+        stdout.read_exact(&mut first).expect("the first rows");
+        drop(stdout);
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{format}");
+        assert!(
+            out.stderr.is_empty(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
