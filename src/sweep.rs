@@ -1,5 +1,8 @@
 //! `costsim sweep`: a grid of configurations evaluated in parallel, written as a table, CSV,
-//! JSON or Markdown (to stdout or atomically to --out). A progress bar on a terminal.
+//! JSON or Markdown (to stdout or atomically to --out through `files::Output`). CSV and JSON are
+//! streamed: rows are written in grid order as each chunk of points finishes, so memory stays flat
+//! whatever the grid; table and Markdown hold every row and are capped at [`MAX_TABLE_POINTS`].
+//! A progress bar on a terminal. Also `costsim crossover`, which shares the axis syntax.
 
 use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, TrainingArgs};
 use crate::output::{csv_line, md_table, num, text_table};
