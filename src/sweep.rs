@@ -1,5 +1,8 @@
 //! `costsim sweep`: a grid of configurations evaluated in parallel, written as a table, CSV,
-//! JSON or Markdown (to stdout or atomically to --out). A progress bar on a terminal.
+//! JSON or Markdown (to stdout or atomically to --out through `files::Output`). CSV and JSON are
+//! streamed: rows are written in grid order as each chunk of points finishes, so memory stays flat
+//! whatever the grid; table and Markdown hold every row and are capped at [`MAX_TABLE_POINTS`].
+//! A progress bar on a terminal. Also `costsim crossover`, which shares the axis syntax.
 
 use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, TrainingArgs};
 use crate::output::{csv_line, md_table, num, text_table};
@@ -8,8 +11,9 @@ use clap::Args;
 use costsim_model::method::LayerSelection;
 use costsim_model::sweep::{parse_axis, Grid, Row, Status};
 use costsim_model::{arch, MethodName};
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use rayon::prelude::*;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -120,9 +124,30 @@ fn split_selections(s: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Points a `--format table` or `markdown` sweep may have: those two align or collect every row
+/// before printing, so they hold the whole sweep; csv and json stream.
+pub const MAX_TABLE_POINTS: u64 = 100_000;
+
 pub fn run(args: &SweepArgs) -> Result<()> {
     let grid = grid(args)?;
     let total = grid.len();
+    if matches!(args.format, Format::Table | Format::Markdown) && total > MAX_TABLE_POINTS {
+        return Err(usage_error(format!(
+            "{total} points is too many for --format {}, which holds every row (at most \
+             {MAX_TABLE_POINTS}); use --format csv or json, which stream rows as they are \
+             computed, or narrow a range",
+            match args.format {
+                Format::Markdown => "markdown",
+                _ => "table",
+            }
+        )));
+    }
+    // The output is opened before any point is evaluated, so a bad --out fails at once.
+    let mut out = args
+        .out
+        .as_deref()
+        .map(crate::files::Output::create)
+        .transpose()?;
     let bar = (!args.quiet && std::io::stderr().is_terminal() && total >= 1000).then(|| {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
@@ -133,18 +158,87 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         );
         b
     });
-    let rows = grid.run(&|n| {
+    let progress = |n| {
         if let Some(b) = &bar {
             b.inc(n);
         }
-    })?;
+    };
+    match out.as_mut() {
+        Some(o) => write(&grid, args.format, &progress, o).map_err(|e| {
+            e.context(format!(
+                "writing {}",
+                args.out.as_deref().unwrap_or(Path::new("")).display()
+            ))
+        })?,
+        None => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            write(&grid, args.format, &progress, &mut w)
+                .and_then(|()| w.flush().map_err(Into::into))
+                .map_err(|e| e.context("writing to stdout"))?;
+        }
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let text = render(&rows, args.format)?;
-    match &args.out {
-        Some(path) => crate::files::write_atomic(path, &text),
-        None => crate::write_stdout(&text),
+    // Only a sweep that finished is renamed into place: an error or an interruption before
+    // this leaves nothing at --out (the temporary is removed when `out` is dropped).
+    out.map_or(Ok(()), crate::files::Output::commit)
+}
+
+/// Evaluate the grid and write it to `w`: CSV and JSON row by row as chunks of points finish
+/// (CSV lines formatted in parallel), table and Markdown once every row is in.
+pub fn write(
+    grid: &Grid,
+    format: Format,
+    progress: &(dyn Fn(u64) + Sync),
+    w: &mut dyn Write,
+) -> Result<()> {
+    match format {
+        Format::Csv => {
+            let mut head = csv_line(&HEAD.map(String::from));
+            head.push('\n');
+            w.write_all(head.as_bytes())?;
+            grid.stream(progress, |rows| -> Result<()> {
+                let parts: Vec<String> = rows
+                    .par_chunks(256)
+                    .map(|rs| {
+                        let mut s = String::with_capacity(rs.len() * 200);
+                        for r in rs {
+                            csv_row(r, &mut s);
+                        }
+                        s
+                    })
+                    .collect();
+                for p in parts {
+                    w.write_all(p.as_bytes())?;
+                }
+                Ok(())
+            })
+        }
+        Format::Json => {
+            // serde_json writes non-finite numbers (invalid points) as null; one array, its
+            // elements serialized as they come, exactly as `to_string_pretty` of all rows.
+            use serde::ser::{SerializeSeq, Serializer as _};
+            // serde_json's I/O errors are turned back into the io::Error they wrap, so that a
+            // closed pipe is recognised as one (main exits quietly on a broken pipe).
+            let io = std::io::Error::from;
+            let mut ser = serde_json::Serializer::pretty(&mut *w);
+            let mut seq = ser.serialize_seq(None).map_err(io)?;
+            grid.stream(progress, |rows| -> Result<()> {
+                for r in rows {
+                    seq.serialize_element(r).map_err(io)?;
+                }
+                Ok(())
+            })?;
+            seq.end().map_err(io)?;
+            w.write_all(b"\n")?;
+            Ok(())
+        }
+        Format::Table | Format::Markdown => {
+            let rows = grid.run(progress)?;
+            w.write_all(render(&rows, format)?.as_bytes())?;
+            Ok(())
+        }
     }
 }
 
@@ -197,6 +291,66 @@ fn cells(r: &Row, decimals: usize) -> Vec<String> {
         r.dominant_bound.map_or("-", |b| b.as_str()).to_string(),
         message,
     ]
+}
+
+/// One CSV line of a row, appended to `out`: what `csv_line(&cells(r, 6))` gives, without a
+/// string per cell.
+fn csv_row(r: &Row, out: &mut String) {
+    use std::fmt::Write as _;
+    fn text(out: &mut String, s: &str) {
+        if s.contains([',', '"', '\n']) {
+            out.push('"');
+            out.push_str(&s.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(s);
+        }
+    }
+    fn number(out: &mut String, v: f64, decimals: usize) {
+        if v.is_finite() {
+            let _ = write!(out, "{v:.decimals$}");
+        } else {
+            out.push('-');
+        }
+    }
+    let (status, message) = match &r.status {
+        Status::Ok => ("ok", ""),
+        Status::OutOfMemory => ("out-of-memory", ""),
+        Status::Invalid(m) => ("invalid", m.as_str()),
+    };
+    text(out, &r.model);
+    out.push(',');
+    text(out, &r.hw);
+    let _ = write!(
+        out,
+        ",{},{},{},{},",
+        r.method.as_str(),
+        r.batch,
+        r.seq,
+        r.rank
+    );
+    text(out, &r.train_layers);
+    out.push(',');
+    text(out, r.precision);
+    out.push(',');
+    out.push_str(status);
+    for v in [r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms] {
+        out.push(',');
+        number(out, v, 6);
+    }
+    out.push(',');
+    number(out, r.tokens_per_s, 0);
+    out.push(',');
+    number(out, r.peak_memory_gib, 2);
+    let _ = write!(
+        out,
+        ",{},{},{},",
+        r.trainable_params,
+        r.kernels_per_step,
+        r.dominant_bound.map_or("-", |b| b.as_str())
+    );
+    text(out, message);
+    out.push('\n');
 }
 
 /// Render the rows. CSV keeps six decimals; tables two.
@@ -441,4 +595,75 @@ fn render_crossover(
         let _ = writeln!(out, "skipped {axis} {v}: {why}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costsim_model::{preset, MethodOptions, Precision, Workload};
+
+    /// A small grid with every status: gpt2's seq 2048 is invalid, llama2-7b full fine-tuning at
+    /// seq 2048 does not fit an L4.
+    fn grid() -> Grid {
+        Grid {
+            models: vec![preset("gpt2").unwrap(), preset("llama2-7b").unwrap()],
+            hws: vec![
+                costsim_hardware::resolve_device("a100").unwrap(),
+                costsim_hardware::resolve_device("l4").unwrap(),
+            ],
+            methods: MethodName::ALL.to_vec(),
+            batches: vec![1, 8],
+            seqs: vec![256, 2048],
+            ranks: vec![Some(8), Some(64)],
+            train_layers: vec![None],
+            precisions: vec![Precision::Bf16Mixed],
+            base: Workload::default(),
+            options: MethodOptions::default(),
+        }
+    }
+
+    fn written(g: &Grid, format: Format) -> String {
+        let mut out = Vec::new();
+        write(g, format, &|_| {}, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn streamed_csv_is_the_rendered_table_line_for_line() {
+        let g = grid();
+        let rows = g.run(&|_| {}).unwrap();
+        let statuses: Vec<&Status> = rows.iter().map(|r| &r.status).collect();
+        assert!(statuses.contains(&&Status::Ok));
+        assert!(statuses.contains(&&Status::OutOfMemory));
+        assert!(statuses.iter().any(|s| matches!(s, Status::Invalid(_))));
+        assert_eq!(
+            written(&g, Format::Csv),
+            render(&rows, Format::Csv).unwrap()
+        );
+    }
+
+    #[test]
+    fn csv_cells_with_commas_and_quotes_are_quoted() {
+        let mut r = grid().run(&|_| {}).unwrap().swap_remove(0);
+        r.model = "my,model".into();
+        r.status = Status::Invalid("seq \"4096\" is beyond 1024, the positions".into());
+        r.step_ms = f64::NAN;
+        let mut line = String::new();
+        csv_row(&r, &mut line);
+        assert_eq!(line, csv_line(&cells(&r, 6)) + "\n");
+        assert!(line.starts_with("\"my,model\","), "{line}");
+        assert!(line.ends_with(",\"seq \"\"4096\"\" is beyond 1024, the positions\"\n"));
+    }
+
+    #[test]
+    fn streamed_json_is_the_pretty_printed_array() {
+        let g = grid();
+        let rows = g.run(&|_| {}).unwrap();
+        let want = serde_json::to_string_pretty(&rows).unwrap() + "\n";
+        assert_eq!(written(&g, Format::Json), want);
+        assert_eq!(
+            written(&g, Format::Table),
+            render(&rows, Format::Table).unwrap()
+        );
+    }
 }

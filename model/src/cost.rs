@@ -126,19 +126,55 @@ type GemmKey = (u64, u64, u64, u64, u8);
 /// repeats few shapes (the same projections in every layer class, dX and dW transposes) and a
 /// sweep repeats them across points (batch·seq products, ranks that leave base GEMMs alone), so
 /// the tile search runs once per distinct shape.
-#[derive(Debug, Default, Clone)]
+///
+/// The memo is bounded: once it holds `limit` shapes it starts afresh (a sweep's neighbouring
+/// points share shapes, so recent ones are what it needs), which keeps a long sweep's memory flat.
+#[derive(Debug, Clone)]
 pub struct GemmMemo {
     map: FxHashMap<GemmKey, (f64, f64)>,
+    limit: usize,
+}
+
+impl Default for GemmMemo {
+    fn default() -> Self {
+        Self::with_limit(Self::DEFAULT_LIMIT)
+    }
 }
 
 impl GemmMemo {
+    /// Shapes a default memo holds (about 1 MiB).
+    pub const DEFAULT_LIMIT: usize = 1 << 13;
+
+    /// A memo that holds at most `limit` shapes (at least one).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            map: FxHashMap::default(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Shapes remembered now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// [`gemm_math_time`], remembered. Only valid for one profile: use one memo per profile.
     pub fn math_time(&mut self, g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
         let key = (g.m, g.n, g.k, g.batch, mode as u8);
-        *self
-            .map
-            .entry(key)
-            .or_insert_with(|| gemm_math_time(g, mode, hw))
+        if let Some(v) = self.map.get(&key) {
+            return *v;
+        }
+        if self.map.len() >= self.limit {
+            self.map.clear();
+        }
+        let v = gemm_math_time(g, mode, hw);
+        self.map.insert(key, v);
+        v
     }
 }
 
@@ -481,6 +517,30 @@ mod tests {
         assert!((math - want).abs() < 1e-15, "{math} vs {want}");
         assert_eq!(extra, 4_194_304.0);
         assert!((want - 17.8e-6).abs() < 0.1e-6, "{want}");
+    }
+
+    #[test]
+    fn gemm_memo_stays_within_its_limit_and_agrees_with_the_search() {
+        let hw = resolve_device("a100").unwrap();
+        let mut memo = GemmMemo::with_limit(4);
+        for m in 1..=10u64 {
+            let g = Gemm {
+                m: 64 * m,
+                n: 4096,
+                k: 4096,
+                batch: 1,
+            };
+            // Asked twice: the second answer comes from the memo (or a fresh search after a
+            // reset); both equal the search itself.
+            for _ in 0..2 {
+                assert_eq!(
+                    memo.math_time(&g, MathMode::Bf16, &hw),
+                    gemm_math_time(&g, MathMode::Bf16, &hw)
+                );
+                assert!(memo.len() <= 4, "{}", memo.len());
+            }
+        }
+        assert!(!memo.is_empty());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! graph is built once and costed on every device of the grid, and within a graph identical layers
 //! share one segment evaluation and, at the pipeline's fixed point, one simulation
 //! (`simulate::Steady`). Groups run in parallel on rayon's pool; the rows come back in grid order
-//! (model, method, precision, batch, seq, rank, train-layers, device — device innermost).
+//! (model, method, precision, batch, seq, rank, train-layers, device — device innermost), streamed
+//! a chunk of [`CHUNK_POINTS`] at a time ([`Grid::stream`]), so memory does not grow with the
+//! grid: groups are generated as they are consumed, axis sizes are counted with checked
+//! arithmetic before anything is materialised, and the GEMM memos are bounded.
 //!
 //! Ranks follow `costsim predict --method all`: a sweep's rank is the LoRA reference rank and the
 //! PaCA variants take the paper's matched column counts (2r, 4r upper half, 3r three quarters);
@@ -26,12 +29,20 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Points above this are refused: a grid this large is almost always a typo in a range.
-pub const MAX_POINTS: u64 = 50_000_000;
+/// Points above this are refused. Memory no longer limits a sweep (rows are streamed, see
+/// [`Grid::stream`]); the cap guards against a typo in a range: a billion points take over an hour
+/// of CPU and write some 150 GB of CSV. Split a larger sweep into several runs.
+pub const MAX_POINTS: u64 = 1_000_000_000;
+
+/// Values one axis may take. Axes are materialised (8 bytes a value), so this bounds their memory
+/// (8 MB); it is counted before any value is generated.
+pub const MAX_AXIS_VALUES: u64 = 1_000_000;
 
 /// Parse an integer axis: comma-separated values and inclusive ranges, `A..B` (step 1),
 /// `A..B:+S` (step S) or `A..B:xF` (times F each step), e.g. `128..4096:x2` =
-/// 128, 256, …, 4096. Values are deduplicated, in the order given.
+/// 128, 256, …, 4096. Values are deduplicated, in the order given. The number of values is
+/// counted with checked arithmetic before any range is materialised: more than
+/// [`MAX_AXIS_VALUES`] in all is refused.
 pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
     let err = |m: String| Error::InvalidArgument {
         what: what.into(),
@@ -45,10 +56,18 @@ pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
             ))
         })
     };
-    let mut out: Vec<u64> = Vec::new();
+    /// One item of the list: a value, or a range with its step.
+    enum Item {
+        One(u64),
+        Add(u64, u64, u64),
+        Mul(u64, u64, u64),
+    }
+    let mut items = Vec::new();
+    let mut count: u64 = 0;
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((a, rest)) = item.split_once("..") else {
-            out.push(num(item)?);
+            items.push(Item::One(num(item)?));
+            count = count.saturating_add(1);
             continue;
         };
         let (b, step) = match rest.split_once(':') {
@@ -61,30 +80,15 @@ pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
                 "range '{item}' runs backwards; write the smaller end first ({hi}..{lo})"
             )));
         }
-        let mut v = lo;
-        let too_many = || {
-            err(format!(
-                "range '{item}' has more than {MAX_POINTS} values; use a coarser step"
-            ))
-        };
-        match step {
-            None if hi - lo >= MAX_POINTS => return Err(too_many()),
-            None => out.extend(lo..=hi),
+        let (it, n) = match step {
+            // (hi − lo) / d + 1 values: hi − lo cannot overflow (lo ≤ hi), the + 1 can.
+            None => (Item::Add(lo, hi, 1), (hi - lo).checked_add(1)),
             Some(s) if s.starts_with('+') => {
                 let d = num(&s[1..])?;
                 if d == 0 {
                     return Err(err(format!("step '{s}' in '{item}' must be at least +1")));
                 }
-                if (hi - lo) / d >= MAX_POINTS {
-                    return Err(too_many());
-                }
-                while v <= hi {
-                    out.push(v);
-                    v = match v.checked_add(d) {
-                        Some(n) => n,
-                        None => break,
-                    };
-                }
+                (Item::Add(lo, hi, d), ((hi - lo) / d).checked_add(1))
             }
             Some(s) if s.starts_with('x') || s.starts_with('*') => {
                 let f = num(&s[1..])?;
@@ -93,6 +97,52 @@ pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
                         "geometric range '{item}' needs a start ≥ 1 and a factor ≥ 2 (x2)"
                     )));
                 }
+                // At most 64 steps (f ≥ 2): counted by walking.
+                let (mut v, mut n) = (lo, 0u64);
+                while v <= hi {
+                    n += 1;
+                    v = match v.checked_mul(f) {
+                        Some(x) => x,
+                        None => break,
+                    };
+                }
+                (Item::Mul(lo, hi, f), Some(n))
+            }
+            Some(s) => {
+                return Err(err(format!(
+                    "cannot read step '{s}' in '{item}'; use :+S (add S) or :xF (multiply by F)"
+                )))
+            }
+        };
+        count = n.and_then(|n| count.checked_add(n)).unwrap_or(u64::MAX);
+        if count > MAX_AXIS_VALUES {
+            return Err(err(format!(
+                "'{spec}' has more than {MAX_AXIS_VALUES} values (range '{item}'); use a coarser \
+                 step (8..4096:+8, 128..4096:x2) or split the sweep"
+            )));
+        }
+        items.push(it);
+    }
+    if items.is_empty() {
+        return Err(err(format!("'{spec}' names no values")));
+    }
+    // `count` ≤ MAX_AXIS_VALUES: materialising is now bounded.
+    let mut out: Vec<u64> = Vec::with_capacity(count as usize);
+    for it in items {
+        match it {
+            Item::One(v) => out.push(v),
+            Item::Add(lo, hi, d) => {
+                let mut v = lo;
+                while v <= hi {
+                    out.push(v);
+                    v = match v.checked_add(d) {
+                        Some(n) => n,
+                        None => break,
+                    };
+                }
+            }
+            Item::Mul(lo, hi, f) => {
+                let mut v = lo;
                 while v <= hi {
                     out.push(v);
                     v = match v.checked_mul(f) {
@@ -101,20 +151,9 @@ pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
                     };
                 }
             }
-            Some(s) => {
-                return Err(err(format!(
-                    "cannot read step '{s}' in '{item}'; use :+S (add S) or :xF (multiply by F)"
-                )))
-            }
-        }
-        if out.len() > MAX_POINTS as usize {
-            return Err(err(format!("range '{item}' has too many values")));
         }
     }
-    if out.is_empty() {
-        return Err(err(format!("'{spec}' names no values")));
-    }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::with_capacity(out.len());
     out.retain(|v| seen.insert(*v));
     Ok(out)
 }
@@ -177,7 +216,11 @@ pub struct Row {
     pub dominant_bound: Option<Bound>,
 }
 
-/// Identifies one `Grid::run`: per-thread GEMM memos from another run (other profiles) are
+/// GEMM shapes a worker thread remembers, all devices together (about 1 MiB): bounds the memos of
+/// a long sweep, which otherwise grow with every distinct batch·seq and rank.
+const MEMO_SHAPES_PER_THREAD: usize = 1 << 13;
+
+/// Identifies one [`Grid::stream`]: per-thread GEMM memos from another run (other profiles) are
 /// dropped, never reused.
 static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
 
@@ -185,6 +228,10 @@ thread_local! {
     /// Per worker thread: the run the memos belong to, and one GEMM memo per device of its grid.
     static MEMOS: RefCell<(u64, Vec<GemmMemo>)> = const { RefCell::new((u64::MAX, Vec::new())) };
 }
+
+/// Points evaluated together before their rows are handed on: large enough to keep every core
+/// busy, small enough (a few MB of rows) to keep memory flat.
+pub const CHUNK_POINTS: usize = 1 << 14;
 
 /// One graph group: what `graph::build` depends on.
 struct Group {
@@ -198,9 +245,15 @@ struct Group {
 }
 
 impl Grid {
-    /// Number of points (full fine-tuning counted once per rank-free combination).
+    /// Number of points (full fine-tuning counted once per rank-free combination); `u64::MAX`
+    /// when the count overflows (see [`Grid::points`]).
     pub fn len(&self) -> u64 {
-        self.groups_len() * self.hws.len() as u64
+        self.points().unwrap_or(u64::MAX)
+    }
+
+    /// Number of points, counted with checked arithmetic: `None` when it overflows a `u64`.
+    pub fn points(&self) -> Option<u64> {
+        self.groups_len()?.checked_mul(self.hws.len() as u64)
     }
 
     /// Whether the grid has no points.
@@ -225,45 +278,46 @@ impl Grid {
         }
     }
 
-    fn groups_len(&self) -> u64 {
-        let per_shape: u64 = self
-            .methods
-            .iter()
-            .map(|&m| (self.rank_choices(m).len() * self.layer_choices(m).len()) as u64)
-            .sum();
-        self.models.len() as u64
-            * self.precisions.len() as u64
-            * self.batches.len() as u64
-            * self.seqs.len() as u64
-            * per_shape
+    fn groups_len(&self) -> Option<u64> {
+        let mut per_shape: u64 = 0;
+        for &m in &self.methods {
+            let n = (self.rank_choices(m).len() as u64)
+                .checked_mul(self.layer_choices(m).len() as u64)?;
+            per_shape = per_shape.checked_add(n)?;
+        }
+        [
+            self.models.len(),
+            self.precisions.len(),
+            self.batches.len(),
+            self.seqs.len(),
+        ]
+        .iter()
+        .try_fold(per_shape, |acc, &n| acc.checked_mul(n as u64))
     }
 
-    fn groups(&self) -> Vec<Group> {
-        let mut v = Vec::with_capacity(self.groups_len() as usize);
-        for model in 0..self.models.len() {
-            for &method in &self.methods {
-                for &precision in &self.precisions {
-                    for &batch in &self.batches {
-                        for &seq in &self.seqs {
-                            for &rank in self.rank_choices(method) {
-                                for layers in 0..self.layer_choices(method).len() {
-                                    v.push(Group {
-                                        model,
-                                        method,
-                                        precision,
-                                        batch,
-                                        seq,
-                                        rank,
-                                        layers,
-                                    });
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        v
+    /// The groups in grid order, generated as they are consumed (a sweep never holds them all).
+    fn groups(&self) -> impl Iterator<Item = Group> + '_ {
+        (0..self.models.len()).flat_map(move |model| {
+            self.methods.iter().flat_map(move |&method| {
+                self.precisions.iter().flat_map(move |&precision| {
+                    self.batches.iter().flat_map(move |&batch| {
+                        self.seqs.iter().flat_map(move |&seq| {
+                            self.rank_choices(method).iter().flat_map(move |&rank| {
+                                (0..self.layer_choices(method).len()).map(move |layers| Group {
+                                    model,
+                                    method,
+                                    precision,
+                                    batch,
+                                    seq,
+                                    rank,
+                                    layers,
+                                })
+                            })
+                        })
+                    })
+                })
+            })
+        })
     }
 
     /// Check the grid's shape before evaluating it.
@@ -284,33 +338,74 @@ impl Grid {
                 message: "the sweep needs at least one value".into(),
             });
         }
-        let n = self.groups_len().saturating_mul(self.hws.len() as u64);
-        if n > MAX_POINTS {
-            return Err(Error::InvalidArgument {
-                what: "sweep".into(),
-                message: format!(
-                    "{n} points is more than {MAX_POINTS}; narrow a range or split the sweep"
-                ),
-            });
-        }
-        Ok(())
+        let fix = "narrow a range (a coarser step, e.g. 128..4096:x2) or split the sweep into \
+                   several runs";
+        let message = match self.points() {
+            Some(n) if n <= MAX_POINTS => return Ok(()),
+            Some(n) => format!("{n} points is more than the {MAX_POINTS} allowed; {fix}"),
+            None => format!(
+                "the axes multiply to more than 2^64 points, far more than the {MAX_POINTS} \
+                 allowed; {fix}"
+            ),
+        };
+        Err(Error::InvalidArgument {
+            what: "sweep".into(),
+            message,
+        })
     }
 
-    /// Evaluate every point. `progress` is called with the number of points just finished (from
-    /// any thread).
+    /// Evaluate every point and collect the rows (grid order). Holds every row: for large grids
+    /// use [`Grid::stream`].
     pub fn run(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<Vec<Row>> {
+        let mut rows = Vec::with_capacity(self.len().min(CHUNK_POINTS as u64) as usize);
+        self.stream(progress, |chunk| {
+            rows.extend_from_slice(chunk);
+            Ok::<(), Error>(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Evaluate every point, handing the rows to `sink` in grid order, a chunk of about
+    /// [`CHUNK_POINTS`] at a time: each chunk is evaluated in parallel, then passed on and
+    /// dropped, so memory stays flat whatever the grid's size. `progress` is called with the
+    /// number of points just finished (from any thread). The first error of `sink` stops the
+    /// sweep and is returned.
+    pub fn stream<E: From<Error>>(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+        sink: impl FnMut(&[Row]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        self.stream_in(CHUNK_POINTS, progress, sink)
+    }
+
+    /// [`Grid::stream`] in chunks of about `chunk_points` points (whole groups, at least one).
+    fn stream_in<E: From<Error>>(
+        &self,
+        chunk_points: usize,
+        progress: &(dyn Fn(u64) + Sync),
+        mut sink: impl FnMut(&[Row]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         self.check()?;
-        let groups = self.groups();
         let run_id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
-        let rows: Vec<Vec<Row>> = groups
-            .par_iter()
-            .map(|g| {
-                let rows = self.eval_group(g, run_id);
-                progress(rows.len() as u64);
-                rows
-            })
-            .collect();
-        Ok(rows.into_iter().flatten().collect())
+        let per_chunk = (chunk_points / self.hws.len().max(1)).max(1);
+        let mut groups = self.groups();
+        let mut chunk: Vec<Group> = Vec::with_capacity(per_chunk);
+        loop {
+            chunk.clear();
+            chunk.extend(groups.by_ref().take(per_chunk));
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<Row> = chunk
+                .par_iter()
+                .flat_map_iter(|g| {
+                    let rows = self.eval_group(g, run_id);
+                    progress(rows.len() as u64);
+                    rows
+                })
+                .collect();
+            sink(&rows)?;
+        }
     }
 
     fn eval_group(&self, g: &Group, run_id: u64) -> Vec<Row> {
@@ -365,7 +460,9 @@ impl Grid {
                 *id = run_id;
                 memos.clear();
             }
-            memos.resize_with(self.hws.len(), GemmMemo::default);
+            // One memo per device, within a budget per thread whatever the number of devices.
+            let limit = (MEMO_SHAPES_PER_THREAD / self.hws.len().max(1)).max(256);
+            memos.resize_with(self.hws.len(), || GemmMemo::with_limit(limit));
         });
         self.hws
             .iter()
@@ -526,6 +623,232 @@ mod tests {
             ("gpt2", MethodName::Full)
         );
         assert_eq!(rows.last().unwrap().method, MethodName::PacaThreeQuarters);
+    }
+
+    #[test]
+    fn huge_ranges_are_refused_before_they_are_materialised() {
+        // Each of these would need gigabytes (or wrap around) if generated first.
+        for bad in [
+            "0..18446744073709551615",
+            "1..18446744073709551615:+1",
+            "1..4000000000",
+            "1..1000000,1..1000000",
+            "5,0..999999",
+        ] {
+            let e = parse_axis(bad, "--seq").unwrap_err().to_string();
+            assert!(
+                e.contains("--seq") && e.contains("coarser step"),
+                "{bad}: {e}"
+            );
+        }
+        // Exactly the limit is fine; the largest u64 as a value or a geometric end is fine.
+        assert_eq!(
+            parse_axis("1..1000000", "--seq").unwrap().len() as u64,
+            MAX_AXIS_VALUES
+        );
+        assert_eq!(
+            parse_axis("18446744073709551615", "--seq").unwrap(),
+            [u64::MAX]
+        );
+        assert_eq!(
+            parse_axis("1..18446744073709551615:x2", "--seq")
+                .unwrap()
+                .len(),
+            64
+        );
+        assert_eq!(
+            parse_axis("18446744073709551610..18446744073709551615:+4", "--seq").unwrap(),
+            [u64::MAX - 5, u64::MAX - 1]
+        );
+    }
+
+    #[test]
+    fn a_grid_whose_size_overflows_is_refused_not_wrapped() {
+        // 2^22 values on each of three axes and 2^21 ranks × 3 ranked methods...: the product
+        // of the axis lengths exceeds 2^64, which plain multiplication would wrap.
+        let mut g = grid();
+        let big: Vec<u64> = (1..=(1u64 << 20)).collect();
+        g.batches = big.clone();
+        g.seqs = big.clone();
+        g.ranks = big.iter().map(|&r| Some(r)).collect();
+        g.train_layers = vec![None; 1 << 10];
+        assert_eq!(g.points(), None);
+        assert_eq!(g.len(), u64::MAX);
+        let e = g.check().unwrap_err().to_string();
+        assert!(
+            e.contains("more than 2^64 points") && e.contains("split"),
+            "{e}"
+        );
+        // Just over the cap, without overflow: the count is named.
+        let mut g = grid();
+        g.batches = (1..=1000).collect();
+        g.seqs = (1..=1000).collect();
+        g.ranks = (1..=1000).map(Some).collect();
+        assert_eq!(g.points(), Some(2 * 2 * 1000 * 1000 * (1 + 4 * 1000)));
+        let e = g.check().unwrap_err().to_string();
+        assert!(e.contains("16004000000 points"), "{e}");
+    }
+
+    #[test]
+    fn streamed_chunks_are_bounded_and_in_grid_order() {
+        // Chunks of at most 37 points, i.e. 18 groups of two devices: the chunks the sink sees
+        // are at most that and together are exactly the grid's points in order.
+        let mut g = grid();
+        g.models = vec![preset("gpt2").unwrap()];
+        g.seqs = vec![128, 256, 384];
+        g.ranks = (1..=5).map(Some).collect();
+        let n = g.len() as usize;
+        assert_eq!(n, 2 * (1 + 4 * 5) * 2 * 3);
+        let mut chunks = Vec::new();
+        let mut streamed = Vec::new();
+        g.stream_in(37, &|_| {}, |rows| {
+            chunks.push(rows.len());
+            streamed.extend(
+                rows.iter()
+                    .map(|r| (r.method, r.batch, r.seq, r.rank, r.hw.clone())),
+            );
+            Ok::<(), Error>(())
+        })
+        .unwrap();
+        assert_eq!(chunks.len(), n.div_ceil(36), "{chunks:?}");
+        assert!(chunks.iter().all(|&c| c == 36 || c == n % 36), "{chunks:?}");
+        let mut want = Vec::new();
+        for method in MethodName::ALL {
+            for &batch in &g.batches {
+                for &seq in &g.seqs {
+                    let ranks: Vec<u64> = if method == MethodName::Full {
+                        vec![0]
+                    } else {
+                        g.ranks.iter().map(|r| r.unwrap()).collect()
+                    };
+                    for rank in ranks {
+                        for hw in &g.hws {
+                            want.push((method, batch, seq, rank, hw.name.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        // Resolved ranks of the PaCA variants are the matched counts; compare the LoRA
+        // reference rank they came from.
+        let reference = |(m, b, s, r, h): (MethodName, u64, u64, u64, String)| {
+            let r = match m {
+                MethodName::Paca => r / 2,
+                MethodName::PacaUpperHalf => r / 4,
+                MethodName::PacaThreeQuarters => r / 3,
+                _ => r,
+            };
+            (m, b, s, r, h)
+        };
+        let streamed: Vec<_> = streamed.into_iter().map(reference).collect();
+        assert_eq!(streamed, want);
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_sweep() {
+        let g = grid();
+        let mut calls = 0;
+        let r = g.stream_in(4, &|_| {}, |_| {
+            calls += 1;
+            Err(Error::InvalidArgument {
+                what: "sink".into(),
+                message: "full".into(),
+            })
+        });
+        assert!(r.unwrap_err().to_string().contains("full"));
+        assert_eq!(calls, 1);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// The sweep's path (graphs built per group, costed on every device with GEMM memos
+        /// kept across points, streamed in chunks) gives exactly what `predict` gives for each
+        /// point on its own: equal floats, not close ones, since both run the same formulas in
+        /// the same order.
+        #[test]
+        fn sweep_rows_equal_single_predictions(
+            model in proptest::sample::select(
+                crate::arch::PRESETS.iter().map(|p| p.name).collect::<Vec<_>>()
+            ),
+            method in proptest::sample::select(MethodName::ALL.to_vec()),
+            batches in proptest::collection::vec(1u64..16, 1..3),
+            seqs in proptest::collection::vec(16u64..2048, 1..3),
+            ranks in proptest::collection::vec(1u64..128, 1..4),
+            precision in proptest::sample::select(vec![
+                Precision::Bf16Mixed, Precision::Fp32, Precision::Fp16Mixed
+            ]),
+            accum in 1u32..3,
+        ) {
+            let g = Grid {
+                models: vec![preset(model).unwrap()],
+                hws: vec![
+                    resolve_device("h200").unwrap(),
+                    resolve_device("l4").unwrap(),
+                    resolve_device("cpu").unwrap(),
+                ],
+                methods: vec![method],
+                batches,
+                seqs,
+                ranks: ranks.into_iter().map(Some).collect(),
+                train_layers: vec![None],
+                precisions: vec![precision],
+                base: Workload { grad_accum: accum, ..Workload::default() },
+                options: MethodOptions::default(),
+            };
+            let mut rows = Vec::new();
+            g.stream_in(5, &|_| {}, |chunk| {
+                rows.extend_from_slice(chunk);
+                Ok::<(), Error>(())
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(rows.len() as u64, g.len());
+            for r in &rows {
+                let model = preset(&r.model).unwrap();
+                let workload = Workload {
+                    batch: r.batch,
+                    seq: r.seq,
+                    precision,
+                    grad_accum: accum,
+                    ..Workload::default()
+                };
+                if workload.validate(&model).is_err() {
+                    proptest::prop_assert!(matches!(r.status, Status::Invalid(_)));
+                    continue;
+                }
+                let lora_rank = match r.method {
+                    MethodName::Full => None,
+                    MethodName::Lora => Some(r.rank),
+                    MethodName::Paca => Some(r.rank / 2),
+                    MethodName::PacaUpperHalf => Some(r.rank / 4),
+                    MethodName::PacaThreeQuarters => Some(r.rank / 3),
+                };
+                let opts = MethodOptions { rank: lora_rank, ..MethodOptions::default() };
+                let cfg = Config {
+                    method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
+                    model,
+                    workload,
+                    hw: resolve_device(&r.hw).unwrap(),
+                };
+                let p = predict(&cfg, Detail::default(), None);
+                let want = [
+                    p.step_ms, p.forward_ms, p.backward_ms, p.optimizer_ms, p.tokens_per_s,
+                    p.peak_memory_bytes / f64::from(1u32 << 30),
+                ];
+                let got = [
+                    r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms, r.tokens_per_s,
+                    r.peak_memory_gib,
+                ];
+                proptest::prop_assert_eq!(got, want, "{:?}", r);
+                proptest::prop_assert_eq!(r.trainable_params, p.trainable_params);
+                proptest::prop_assert_eq!(
+                    r.kernels_per_step,
+                    u64::from(accum) * (p.kernels.forward + p.kernels.backward)
+                        + p.kernels.optimizer
+                );
+                proptest::prop_assert_eq!(r.dominant_bound, Some(p.dominant_bound));
+                proptest::prop_assert_eq!(r.status == Status::Ok, p.fits);
+            }
+        }
     }
 
     #[test]

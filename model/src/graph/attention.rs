@@ -89,7 +89,7 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
         );
         bwk.math = t.prec.math_mode(dt);
         bwk.launches = 3;
-        let mut group = vec![bwk];
+        let mut group = t.tape.group_of(bwk);
         // SDPA's backward allocates each input gradient with its input's strides. v (and
         // GPT-2's q, k, v) are transposed views of (B, S, h, hd), so their gradients view back
         // for free; Llama's q and k are rope's fresh (B, h, S, hd) outputs, whose gradients
@@ -414,7 +414,9 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
         out.rg = true;
         let xb = x.elems * dt.size();
         let hb = xb / 2.0;
-        let mut group = vec![t.bk("mul", Elementwise, dt, xb + cos.bytes(), xb, x.elems)];
+        let mut group =
+            t.tape
+                .group_of(t.bk("mul", Elementwise, dt, xb + cos.bytes(), xb, x.elems));
         if dt != x.dtype {
             // rot (x's dtype) · sin (fp32): its gradient is cast back to x's dtype.
             let xs = x.elems * x.dtype.size();

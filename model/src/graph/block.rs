@@ -150,7 +150,7 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
                 rows * d,
             );
             eb.launches = 3;
-            let mut group = vec![eb];
+            let mut group = t.tape.group_of(eb);
             // The gradient comes out in the table's dtype (no cast in bf16).
             t.grad_plumbing(&mut group, table, table.dtype);
             t.tape.push(group);
@@ -177,9 +177,9 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
             let pe = lookup(&mut t, &wpe, s, "wpe");
             if trains && cx.model.tied_embeddings {
                 // The tied LM head's gradient is added into wte's.
-                let mut group = vec![];
+                let mut group = t.tape.group();
                 t.grad_plumbing(&mut group, &wte, wte.dtype);
-                t.tape.insert(0, group);
+                t.tape.insert_front(group);
             }
             t.module = "";
             let h = add(&mut t, &te, &pe);

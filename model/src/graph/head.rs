@@ -99,7 +99,8 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
             m,
         );
         nb.launches = 2;
-        t.tape.push(vec![nb]);
+        let g = t.tape.group_of(nb);
+        t.tape.push(g);
     }
     // The mean over tokens happens inside nll_loss (reduction="mean"): no separate division.
     if cx.w.precision == Precision::Fp16Mixed {
@@ -113,7 +114,8 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     if loss.rg {
         let mut seed = t.bk("fill_", Elementwise, DType::F32, 0.0, 4.0, 0.0);
         seed.module = "loss";
-        t.tape.push(vec![seed]);
+        let g = t.tape.group_of(seed);
+        t.tape.push(g);
     }
     let mut sg = t.finish(false, 0.0, loss.rg);
     // Forward peak of the loss: the model output still holds the logits and the last hidden

@@ -281,14 +281,14 @@ fn lora(t: &mut Tracer, cx: &Ctx, lin: &Linear, x: &T, y: T) -> T {
         if xl.rg {
             let mask = t.tensor(xl.elems, DType::Bool, false, Some(di));
             t.save(&mask);
-            let mut group = vec![t.bk(
+            let mut group = t.tape.group_of(t.bk(
                 "dropout_backward",
                 KernelKind::Elementwise,
                 xl.dtype,
                 xl.bytes() + xl.elems,
                 xl.bytes(),
                 xl.elems,
-            )];
+            ));
             t.grad_plumbing(&mut group, &xl, xl.dtype);
             t.tape.push(group);
         }

@@ -62,7 +62,7 @@ pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, tr
             b.flops += 4.0 * out.elems;
             b.launches += 1;
         }
-        let mut group = vec![b];
+        let mut group = t.tape.group_of(b);
         if trains {
             t.grad_plumbing(&mut group, &wgt, out_dt);
             t.grad_plumbing(&mut group, &bias, out_dt);
@@ -202,14 +202,14 @@ pub(super) fn dropout(t: &mut Tracer, x: &T, p: f64, path: &'static str) -> T {
     if x.rg {
         let mask = t.tensor(x.elems, DType::Bool, false, Some(idx));
         t.save(&mask);
-        let mut group = vec![t.bk(
+        let mut group = t.tape.group_of(t.bk(
             "dropout_backward",
             KernelKind::Elementwise,
             x.dtype,
             x.bytes() + x.elems,
             x.bytes(),
             x.elems,
-        )];
+        ));
         t.grad_plumbing(&mut group, x, x.dtype);
         t.tape.push(group);
     }

@@ -11,6 +11,7 @@ use super::{Ctx, Kernel, KernelKind, Segment};
 use crate::arch::Family;
 use crate::method::MethodKind;
 use crate::workload::{DType, Optimizer as Opt, Precision};
+use rustc_hash::FxHashMap;
 use smallvec::smallvec;
 
 /// Multi-tensor launches of one foreach op over `tensors` (element counts): PyTorch's
@@ -51,16 +52,62 @@ pub fn foreach_launches(tensors: &[u64], depth: usize) -> u32 {
     launches
 }
 
+/// Tensor elements (all lists together) whose launch counts a worker thread remembers: 2 MiB,
+/// enough for the lists of a hundred ranks of LoRA on an 80-layer model, which a sweep revisits
+/// for every batch and sequence length.
+const LAUNCH_MEMO_ELEMS: usize = 1 << 18;
+
+/// Launch counts per depth (1–5) of a tensor list, those computed so far.
+type Launches = [Option<u32>; 5];
+
+thread_local! {
+    /// Launch counts of recently seen tensor lists, and their total length.
+    static LAUNCH_MEMO: std::cell::RefCell<(FxHashMap<Vec<u64>, Launches>, usize)> =
+        std::cell::RefCell::new((FxHashMap::default(), 0));
+}
+
+/// What this thread remembers of `tensors`' launch counts.
+fn launches_recalled(tensors: &[u64]) -> Launches {
+    LAUNCH_MEMO.with_borrow(|(memo, _)| memo.get(tensors).copied().unwrap_or([None; 5]))
+}
+
+/// Remember `tensors`' launch counts, starting afresh when the memo is full.
+fn launches_remember(tensors: &[u64], v: Launches) {
+    if tensors.len() > LAUNCH_MEMO_ELEMS {
+        return;
+    }
+    LAUNCH_MEMO.with_borrow_mut(|(memo, elems)| {
+        if let Some(e) = memo.get_mut(tensors) {
+            *e = v;
+            return;
+        }
+        if *elems + tensors.len() > LAUNCH_MEMO_ELEMS {
+            memo.clear();
+            *elems = 0;
+        }
+        *elems += tensors.len();
+        memo.insert(tensors.to_vec(), v);
+    });
+}
+
 /// The optimizer phase: gradient unscale (fp16), clipping, and the update.
 pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     use KernelKind::*;
     let elems: f64 = tensors.iter().map(|&n| n as f64).sum();
     let nt = tensors.len() as u32;
     let sz = cx.p.size(); // master params, grads and states share the param dtype
-    let mut ks = Vec::new();
+    let mut ks = Vec::with_capacity(24);
+    // [`foreach_launches`] walks every tensor (over a thousand for LoRA on an 80-layer model),
+    // the costly part of this phase, and a sweep builds it for every point: each depth is walked
+    // once here, and the counts are remembered per thread for the next point with the same list.
+    let recalled = launches_recalled(tensors);
+    let launches = std::cell::Cell::new(recalled);
     let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
         let mut k = Kernel::new(name, Optimizer, cx.p);
-        k.launches = foreach_launches(tensors, depth);
+        let d = depth.clamp(1, 5) - 1;
+        let mut known = launches.get();
+        k.launches = *known[d].get_or_insert_with(|| foreach_launches(tensors, depth));
+        launches.set(known);
         k.bytes_read = reads * elems * sz;
         k.bytes_written = writes * elems * sz;
         k.flops = flops * elems;
@@ -155,6 +202,9 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     zg.launches = 0;
     zg.host_tensors = nt;
     ks.push(zg);
+    if launches.get() != recalled {
+        launches_remember(tensors, launches.get());
+    }
     for (i, k) in ks.iter_mut().enumerate() {
         k.module = "";
         if i > 0 {
@@ -240,6 +290,44 @@ mod tests {
                     traced,
                     "{model} {method}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn remembered_launch_counts_are_the_counts_of_that_list() {
+        // Two lists that differ in one tensor, built alternately on one thread (as a sweep's
+        // neighbouring ranks are): each optimizer phase has its own list's counts, not the
+        // other's remembered ones.
+        let w = Workload::default();
+        for _ in 0..3 {
+            for rank in [8, 64] {
+                let m = crate::arch::preset("llama2-7b").unwrap();
+                let opts = crate::method::MethodOptions {
+                    rank: Some(rank),
+                    ..Default::default()
+                };
+                let spec =
+                    crate::method::MethodSpec::resolve(MethodName::Lora, &opts, &m, true).unwrap();
+                let g = crate::graph::build(&m, &spec, &w);
+                for k in g
+                    .optimizer
+                    .kernels
+                    .iter()
+                    .filter(|k| k.kind == crate::graph::KernelKind::Optimizer)
+                {
+                    let depth = match k.name {
+                        "_foreach_lerp_" | "_foreach_addcmul_" | "_foreach_sqrt" => 2,
+                        "_foreach_addcdiv_" => 3,
+                        _ => 1,
+                    };
+                    assert_eq!(
+                        k.launches,
+                        foreach_launches(&g.trainable_tensors, depth),
+                        "rank {rank} {}",
+                        k.name
+                    );
+                }
             }
         }
     }

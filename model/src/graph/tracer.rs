@@ -59,12 +59,84 @@ pub(super) enum Bwd {
     },
 }
 
+/// The backward tape: each forward op's backward kernels (a group), in forward order, stored
+/// flat so recording a scope allocates once, not once per op. Groups come from [`Tape::group`],
+/// which hands back the storage of the last group pushed.
+#[derive(Default)]
+pub(super) struct Tape {
+    kernels: Vec<Kernel>,
+    /// Where each group starts in `kernels`.
+    starts: Vec<u32>,
+    /// An empty vector with capacity, for the next group.
+    spare: Vec<Kernel>,
+}
+
+impl Tape {
+    fn with_capacity(kernels: usize, groups: usize) -> Self {
+        Self {
+            kernels: Vec::with_capacity(kernels),
+            starts: Vec::with_capacity(groups),
+            spare: Vec::with_capacity(8),
+        }
+    }
+
+    /// An empty group to fill and [`Tape::push`].
+    pub(super) fn group(&mut self) -> Vec<Kernel> {
+        std::mem::take(&mut self.spare)
+    }
+
+    /// A group of one kernel.
+    pub(super) fn group_of(&mut self, k: Kernel) -> Vec<Kernel> {
+        let mut g = self.group();
+        g.push(k);
+        g
+    }
+
+    /// Append a group (the backward of the latest forward op).
+    pub(super) fn push(&mut self, mut group: Vec<Kernel>) {
+        self.starts.push(self.kernels.len() as u32);
+        self.kernels.append(&mut group);
+        if group.capacity() > self.spare.capacity() {
+            self.spare = group;
+        }
+    }
+
+    /// Remove and return the latest group.
+    pub(super) fn pop(&mut self) -> Option<Vec<Kernel>> {
+        let start = self.starts.pop()? as usize;
+        Some(self.kernels.drain(start..).collect())
+    }
+
+    /// Put a group before every other (its kernels run last in backward).
+    pub(super) fn insert_front(&mut self, group: Vec<Kernel>) {
+        let n = group.len() as u32;
+        self.kernels.splice(0..0, group);
+        for s in &mut self.starts {
+            *s += n;
+        }
+        self.starts.insert(0, 0);
+    }
+
+    /// Kernels on the tape.
+    fn len(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// Move the kernels into `out`, groups in reverse order (backward replays the tape from
+    /// the end), each group's kernels in their own order.
+    fn drain_reversed_into(mut self, out: &mut Vec<Kernel>) {
+        while let Some(start) = self.starts.pop() {
+            out.extend(self.kernels.drain(start as usize..));
+        }
+    }
+}
+
 /// The tracer of one scope: its forward kernels, the backward tape, and what it saves.
 pub(super) struct Tracer<'a> {
     pub(super) prec: Precision,
     accumulate: bool,
     pub(super) fwd: Vec<Kernel>,
-    pub(super) tape: Vec<Vec<Kernel>>,
+    pub(super) tape: Tape,
     next_id: u32,
     /// Tensors kept for backward: id, bytes, module that saved it.
     saved: Vec<(u32, f64, &'static str)>,
@@ -81,11 +153,13 @@ impl<'a> Tracer<'a> {
         Self {
             prec: w.precision,
             accumulate,
-            fwd: Vec::new(),
-            tape: Vec::new(),
+            // Sized for a transformer block (about 60 forward ops, 150 tensors), so building a
+            // scope does not grow these vectors op by op (a sweep builds millions of scopes).
+            fwd: Vec::with_capacity(96),
+            tape: Tape::with_capacity(192, 96),
             next_id: 0,
-            saved: Vec::new(),
-            uses: Vec::new(),
+            saved: Vec::with_capacity(32),
+            uses: Vec::with_capacity(192),
             module: "",
             trainable: 0,
             transient: 0.0,
@@ -253,7 +327,7 @@ impl<'a> Tracer<'a> {
         } else {
             self.transient = self.transient.max(out.bytes());
         }
-        let mut group = Vec::new();
+        let mut group = self.tape.group();
         let out_bytes = out.bytes();
         match bwd {
             Bwd::Pass => {}
@@ -374,11 +448,10 @@ impl<'a> Tracer<'a> {
         kern.bytes_read = x.bytes() + w.bytes() + bias.map_or(0.0, T::bytes);
         kern.bytes_written = mf * nf * bf * dt.size();
         kern.gemm = Some(Gemm { m, n, k, batch });
-        let mut ins = vec![*x, *w];
-        if let Some(b) = bias {
-            ins.push(*b);
-        }
-        let idx = self.push_fwd(kern, &ins);
+        let idx = match bias {
+            Some(b) => self.push_fwd(kern, &[*x, *w, *b]),
+            None => self.push_fwd(kern, &[*x, *w]),
+        };
         let rg = x.rg || w.rg || bias.is_some_and(|b| b.rg);
         let out = self.tensor(mf * nf * bf, dt, rg, Some(idx));
         if !rg {
@@ -391,7 +464,7 @@ impl<'a> Tracer<'a> {
         if x.rg {
             self.save(w);
         }
-        let mut group = Vec::new();
+        let mut group = self.tape.group();
         let g = |gm: u64, gn: u64, gk: u64, read: f64, written: f64, which: &'static str| {
             let mut b = Kernel::new(which, KernelKind::Gemm, dt);
             b.module = self.module;
@@ -410,7 +483,7 @@ impl<'a> Tracer<'a> {
         };
         let dy_bytes = out.bytes();
         // Weight gradient first, as autograd's MmBackward computes it.
-        let mut pending: Vec<(T, DType)> = Vec::new();
+        let mut pending: smallvec::SmallVec<[(T, DType); 3]> = smallvec::SmallVec::new();
         if w.rg {
             group.push(g(
                 n,
@@ -467,7 +540,12 @@ impl<'a> Tracer<'a> {
         input_bytes: f64,
         output_rg: bool,
     ) -> ScopeGraph {
-        let mut backward: Vec<Kernel> = Vec::new();
+        let recomputed = if grad_checkpointing && output_rg {
+            self.fwd.len()
+        } else {
+            0
+        };
+        let mut backward: Vec<Kernel> = Vec::with_capacity(recomputed + self.tape.len());
         if grad_checkpointing && output_rg {
             for k in &self.fwd {
                 let mut r = k.clone();
@@ -476,9 +554,7 @@ impl<'a> Tracer<'a> {
                 backward.push(r);
             }
         }
-        for group in self.tape.into_iter().rev() {
-            backward.extend(group);
-        }
+        self.tape.drain_reversed_into(&mut backward);
         // Backward is a chain: each kernel consumes the gradient the previous one produced.
         let offset = 0u32;
         for (i, k) in backward.iter_mut().enumerate() {

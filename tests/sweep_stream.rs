@@ -1,0 +1,208 @@
+//! `costsim sweep` streams: a large sweep writes rows as they are computed with flat memory, and a
+//! sweep killed part-way leaves nothing at `--out` (the rows so far live only in the temporary).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+
+/// The temporaries `costsim` stages beside `target` (`.NAME.costsim-*.tmp`).
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(".tmp"))
+        })
+        .collect()
+}
+
+/// Peak resident set of a running process, KiB (`VmHWM` in /proc/PID/status).
+#[cfg(target_os = "linux")]
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_sweep_streams_in_flat_memory_and_a_killed_one_leaves_no_output() {
+    // 4.2 million points: far more than the 8 MiB of CSV this test waits for, so the sweep is
+    // still running when it is killed.
+    let d = dir("sweep-stream");
+    let out = d.join("big.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args([
+            "sweep",
+            "--model",
+            "llama2-7b",
+            "--hw",
+            "h200",
+            "--method",
+            "all",
+            "--batch",
+            "1..64",
+            "--seq",
+            "16..4096:+16",
+            "--rank",
+            "1..64",
+            "--format",
+            "csv",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run costsim");
+    // Wait until 8 MiB of rows (about 45 000, several chunks) have reached the temporary.
+    let start = Instant::now();
+    let written = loop {
+        let size = temporaries(&d)
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0);
+        if size >= 8 << 20 {
+            break size;
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the sweep ended early ({status}) with {size} bytes written");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no 8 MiB of rows after 10 minutes ({size} bytes)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let peak = peak_rss_kib(child.id()).expect("VmHWM of the running sweep");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    // Rows were written as they were computed, and memory did not grow with them.
+    assert!(written >= 8 << 20);
+    assert!(peak < 100 * 1024, "peak RSS {peak} KiB while writing");
+    // Nothing at --out: the partial rows are only in the temporary (which a SIGKILL cannot
+    // remove; the test does).
+    assert!(!out.exists(), "a killed sweep left {}", out.display());
+    let tmps = temporaries(&d);
+    assert_eq!(tmps.len(), 1, "{tmps:?}");
+    let partial = std::fs::read_to_string(&tmps[0]).expect("partial rows");
+    assert!(partial.starts_with("model,hw,method,batch,seq,rank,"));
+    assert!(partial
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .starts_with("llama2-7b,h200,"));
+    std::fs::remove_file(&tmps[0]).expect("remove temporary");
+}
+
+#[test]
+fn a_failed_sweep_leaves_no_output_and_no_temporary() {
+    // --format table holds every row, so it refuses a grid this size before evaluating it; the
+    // error is a usage error and nothing is created.
+    let d = dir("sweep-refused");
+    let out = d.join("t.txt");
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args([
+            "sweep", "--model", "gpt2", "--hw", "a100", "--seq", "1..1000", "--rank", "1..100",
+            "--format", "table", "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run costsim");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("401000 points") && err.contains("--format csv"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert!(temporaries(&d).is_empty());
+}
+
+#[test]
+fn a_sweep_whose_size_overflows_is_a_usage_error() {
+    // 10^6 batches × 10^6 sequences × (1 + 4·10^6) method-rank pairs × 5 devices: 2·10^19
+    // points, more than 2^64, which must not wrap around to a small number and slip under the
+    // cap.
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args([
+            "sweep",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100,l4,h100,h200,a6000",
+            "--method",
+            "all",
+            "--batch",
+            "1..1000000",
+            "--seq",
+            "1..1000000",
+            "--rank",
+            "1..1000000",
+            "--format",
+            "csv",
+        ])
+        .output()
+        .expect("run costsim");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("more than 2^64 points") && err.contains("split"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_a_streamed_sweep_quietly() {
+    // `costsim sweep ... | head`: once the pipe closes, the sweep stops with exit 0 and no
+    // error, in CSV and in JSON (whose serializer wraps the closed pipe in its own error).
+    use std::io::Read;
+    for format in ["csv", "json"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .args([
+                "sweep",
+                "--model",
+                "llama2-7b",
+                "--hw",
+                "h200",
+                "--method",
+                "all",
+                "--batch",
+                "1..64",
+                "--seq",
+                "16..4096:+16",
+                "--rank",
+                "1..64",
+                "--quiet",
+                "--format",
+            ])
+            .arg(format)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run costsim");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut first = [0u8; 4096];
+        stdout.read_exact(&mut first).expect("the first rows");
+        drop(stdout);
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(0), "{format}");
+        assert!(
+            out.stderr.is_empty(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
