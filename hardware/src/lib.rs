@@ -1070,11 +1070,11 @@ mod range_tests {
                 "overheads.launch-floor-us must be in µs",
             ),
             (
-                "python-op-us = 21.839",
+                "python-op-us = 24.699",
                 "python-op-us = -1",
                 "host.python-op-us must be in µs between 0",
             ),
-            ("python-op-us = 21.839", "python-op-us = nan", "got NaN"),
+            ("python-op-us = 24.699", "python-op-us = nan", "got NaN"),
         ];
         for (line, bad, want) in cases {
             let err = parse_profile(&with(line, bad), "bad.toml")

@@ -541,6 +541,13 @@ pub fn simulate(
             &mut bwd[0],
             waited_bwd.get_mut(0),
         );
+        if w.runtime == Runtime::PytorchEager {
+            // A Trainer checks each micro-batch's loss for NaN/Inf in Python
+            // (transformers 5.17 `Trainer._inner_training_loop`: `torch.isnan(tr_loss_step)`
+            // as a condition), which waits for the device: the host issues nothing more
+            // until the backward has run.
+            clock.host = clock.host.max(clock.gpu);
+        }
     }
     clock.host += graph_launch;
     run(
@@ -635,8 +642,8 @@ mod tests {
 
     #[test]
     fn host_cost_per_runtime_worked_by_hand() {
-        // h200's [host]: python-op 21.839, cpp-op 1.0, module-call 16.366, peft-module 0,
-        // autograd-node 24.663, optimizer-tensor 23.373 µs.
+        // h200's [host]: python-op 24.699, cpp-op 1.0, module-call 25.310, peft-module 0,
+        // autograd-node 29.345, optimizer-tensor 30.651 µs.
         let hw = resolve_device("h200").unwrap();
         let h = &hw.host;
         let mut k = Kernel::new_for_test(crate::graph::KernelKind::Elementwise, MathMode::Bf16);
@@ -653,7 +660,7 @@ mod tests {
             + h.peft_module_s
             + 4.0 * h.optimizer_tensor_s;
         assert!((eager(&k, Phase::Forward) - fwd).abs() < 1e-15);
-        assert!((fwd - (21.839 + 2.0 + 32.732 + 0.0 + 93.492) * US).abs() < 1e-12);
+        assert!((fwd - (24.699 + 2.0 + 50.620 + 0.0 + 122.604) * US).abs() < 1e-12);
         // Backward: the autograd engine's per-op cost instead of Python's.
         let bwd = fwd - h.python_op_s + h.autograd_node_s;
         assert!((eager(&k, Phase::Backward) - bwd).abs() < 1e-15);
@@ -847,54 +854,63 @@ mod tests {
     #[test]
     fn a_host_bound_step_is_the_host_time_plus_the_last_kernel() {
         // Host 10 µs, device 1 µs per op: every op starts when issued. Forward ends at
-        // 40 × 10 + 1 = 401 µs, backward at 91 × 10 + 1 = 911 µs (510 µs), the optimizer at
-        // 94 × 10 + 1 = 941 µs (30 µs).
+        // 40 × 10 + 1 = 401 µs, backward at 91 × 10 + 1 = 911 µs (510 µs). The loss check after
+        // the backward (pytorch-eager, a Trainer's NaN/Inf test) holds the host until the GPU is
+        // done: 910 → 911 µs; the optimizer's ops are issued at 921, 931, 941 and it ends at
+        // 942 µs (31 µs).
         for tl in synthetic_step(10.0, 1.0, 0.0, false, 1) {
-            assert_us(tl.step_s, 941.0);
+            assert_us(tl.step_s, 942.0);
             assert_us(tl.phases[0].time_s, 401.0);
             assert_us(tl.phases[1].time_s, 510.0);
-            assert_us(tl.phases[2].time_s, 30.0);
+            assert_us(tl.phases[2].time_s, 31.0);
             assert_us(tl.phases[0].busy_s, 40.0);
-            // The GPU waits 10 µs before the first op and 9 µs before each of the 93 others.
+            // The GPU waits 10 µs before the first op, 9 µs before each of the 92 others but
+            // the optimizer's first, and 10 µs before that one (issued 10 µs after the sync).
             let wait: f64 = tl.phases.iter().map(|p| p.host_wait_s).sum();
-            assert_us(wait, 10.0 + 93.0 * 9.0);
+            assert_us(wait, 10.0 + 92.0 * 9.0 + 10.0);
             assert_eq!(tl.phases[0].launches, 40);
             assert_eq!(tl.phases[1].launches, 51);
             assert_eq!(tl.phases[2].launches, 3);
         }
-        // Two micro-batches: 2 × 91 + 3 = 185 ops → 1851 µs.
+        // Two micro-batches: 2 × 91 + 3 = 185 ops issued 10 µs apart, shifted 1 µs by each of
+        // the two syncs: 1850 + 2 + 1 = 1853 µs.
         for tl in synthetic_step(10.0, 1.0, 0.0, false, 2) {
-            assert_us(tl.step_s, 1851.0);
-            // Forward and backward of both: the GPU ends at 182 × 10 + 1 = 1821 µs.
-            assert_us(tl.phases[0].time_s + tl.phases[1].time_s, 1821.0);
+            assert_us(tl.step_s, 1853.0);
+            // Forward and backward of both: the GPU ends at 182 × 10 + 1 + 1 = 1822 µs (the
+            // second micro-batch starts from the first one's sync at 911).
+            assert_us(tl.phases[0].time_s + tl.phases[1].time_s, 1822.0);
         }
         // A host-only op of 50 µs after the optimizer's last launch: the host ends at
-        // 940 + 50 = 990 µs, after the GPU (941), and the step ends with it.
+        // 941 + 50 = 991 µs, after the GPU (942), and the step ends with it.
         for tl in synthetic_step(10.0, 1.0, 50.0, false, 1) {
-            assert_us(tl.step_s, 990.0);
-            assert_us(tl.phases[2].time_s, 990.0 - 911.0);
+            assert_us(tl.step_s, 991.0);
+            assert_us(tl.phases[2].time_s, 991.0 - 911.0);
         }
     }
 
     #[test]
     fn a_gpu_bound_step_is_the_first_issue_plus_the_device_time() {
-        // Host 1 µs, device 10 µs per op: after the first issue (1 µs) the GPU never idles.
-        // Forward 1 + 40 × 10 = 401 µs, backward 51 × 10 = 510 µs, optimizer 3 × 10 = 30 µs.
+        // Host 1 µs, device 10 µs per op: after the first issue (1 µs) the GPU never idles until
+        // the backward ends at 1 + 91 × 10 = 911 µs. The loss check holds the host there (it had
+        // issued everything by 92 µs); the optimizer's first op is issued at 912, so the GPU
+        // idles 1 µs: optimizer 1 + 3 × 10 = 31 µs, step 942 µs.
         for tl in synthetic_step(1.0, 10.0, 0.0, false, 1) {
-            assert_us(tl.step_s, 941.0);
+            assert_us(tl.step_s, 942.0);
             assert_us(tl.phases[0].time_s, 401.0);
             assert_us(tl.phases[1].time_s, 510.0);
-            assert_us(tl.phases[2].time_s, 30.0);
+            assert_us(tl.phases[2].time_s, 31.0);
             let wait: f64 = tl.phases.iter().map(|p| p.host_wait_s).sum();
-            assert_us(wait, 1.0);
+            assert_us(wait, 2.0);
         }
-        // The host's trailing 50 µs ends at 94 + 50 = 144 µs, long before the GPU: no effect.
+        // The host's trailing 50 µs now starts after the sync: it ends at 911 + 3 + 50 =
+        // 964 µs, after the GPU (942), and the step ends with it.
         for tl in synthetic_step(1.0, 10.0, 50.0, false, 1) {
-            assert_us(tl.step_s, 941.0);
+            assert_us(tl.step_s, 964.0);
         }
-        // Two micro-batches: 1 + (2 × 91 + 3) × 10 = 1851 µs.
+        // Two micro-batches: each micro-batch and the optimizer start with one exposed issue:
+        // 3 × 1 + (2 × 91 + 3) × 10 = 1853 µs.
         for tl in synthetic_step(1.0, 10.0, 0.0, false, 2) {
-            assert_us(tl.step_s, 1851.0);
+            assert_us(tl.step_s, 1853.0);
         }
     }
 
@@ -1003,15 +1019,17 @@ mod tests {
 
     #[test]
     fn many_micro_batches_are_replayed_not_simulated_one_by_one() {
-        // Each micro-batch is 91 ops (40 forward + 51 backward), then 3 optimizer ops. Host-bound
-        // (10 µs issue, 1 µs device): the step ends at (91·N + 3)·10 + 1 µs. GPU-bound (1 µs
-        // issue, 10 µs device): 1 + (91·N + 3)·10 µs. The same formula at N = 1 is worked above.
+        // Each micro-batch is 91 ops (40 forward + 51 backward), then 3 optimizer ops, with the
+        // loss check's sync after each backward. Host-bound (10 µs issue, 1 µs device): ops
+        // issued 10 µs apart, each sync shifting the host 1 µs: (91·N + 3)·10 + N + 1 µs.
+        // GPU-bound (1 µs issue, 10 µs device): one exposed 1 µs issue per micro-batch and one
+        // for the optimizer: (91·N + 3)·10 + N + 1 µs too. N = 1 and 2 are worked above.
         for n in [63u32, 64, 65, 100, 5000, u32::MAX] {
             let ops = 91.0 * f64::from(n) + 3.0;
             let start = std::time::Instant::now();
             for (host, device) in [(10.0, 1.0), (1.0, 10.0)] {
                 for tl in synthetic_step(host, device, 0.0, false, n) {
-                    let want = ops * 10.0 + 1.0;
+                    let want = ops * 10.0 + f64::from(n) + 1.0;
                     let rel = (tl.step_s * 1e6 - want).abs() / want;
                     assert!(
                         rel < 1e-9,

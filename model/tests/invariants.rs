@@ -326,10 +326,11 @@ proptest! {
 }
 
 /// Where the device bounds the step (llama2-7b on an A100, batch 8 × 512: the GPU waits on the
-/// host for under 1% of any phase), time strictly grows with tokens, and close to linearly:
-/// per layer the linears' 2·M·Σk·n = 829 GFLOP dwarf attention's 2·B·h·S²·d_h = 8.6 GFLOP
-/// (docs/snapshot-checks.md), so doubling M by batch or by seq multiplies forward and backward
-/// time by 2 within 10%; the optimizer does not change.
+/// host for under 1% of forward and backward), time strictly grows with tokens, and close to
+/// linearly: per layer the linears' 2·M·Σk·n = 829 GFLOP dwarf attention's 2·B·h·S²·d_h =
+/// 8.6 GFLOP (docs/snapshot-checks.md), so doubling M by batch or by seq multiplies forward and
+/// backward time by 2 within 10%; the optimizer does not change (it may be host-bound: after
+/// the loss check's sync its per-tensor Python work is no longer hidden behind the backward).
 #[test]
 fn device_bound_time_grows_with_tokens() {
     let model = costsim_model::preset("llama2-7b").unwrap();
@@ -341,7 +342,7 @@ fn device_bound_time_grows_with_tokens() {
     let opts = MethodOptions::default();
     for m in MethodName::ALL {
         let a = run(&model, m, &opts, &base, "a100");
-        for p in &a.phases {
+        for p in a.phases.iter().filter(|p| p.phase != Phase::Optimizer) {
             assert!(p.host_wait_share < 0.01, "{m}: {p:?}");
         }
         for w in [

@@ -4,8 +4,10 @@
 //! Each trace of `scripts/trace/host-grid.txt` is one configuration at micro widths (hidden 16,
 //! sequence 8), where device work per op is negligible next to host work; it carries, per phase,
 //! what the host did — kernel-launching aten ops, nn.Module calls, adapter-layer calls (peft
-//! LoRA, PaCA), trainable tensors — and the phase's minimum wall time over N steps (noise only
-//! adds time). Non-negative least squares with rows weighted by 1/t ([`fit::fit_linear`]):
+//! LoRA, PaCA), trainable tensors — and the phase's median wall time over N steps: what a run
+//! sees (Python's and the allocator's jitter is part of the cost; the minimum understates the
+//! median by about 15% on the H200 machine, and predictions are checked against medians).
+//! Non-negative least squares with rows weighted by 1/t ([`fit::fit_linear`]):
 //!
 //! - forward:  t ≈ python_op · ops + module_call · modules + peft_module · adapters
 //! - backward: t ≈ autograd_node · ops
@@ -82,7 +84,7 @@ pub fn fit_host(traces: &[(Trace, String)]) -> Result<HostFit> {
         let time = |name: &str| {
             timings
                 .get(name)
-                .map(|x| x.min_s)
+                .map(|x| x.median_s)
                 .filter(|s| s.is_finite() && *s > 0.0)
                 .ok_or_else(|| missing(&format!("positive {name} time"), src))
         };
@@ -130,8 +132,8 @@ pub fn fit_host(traces: &[(Trace, String)]) -> Result<HostFit> {
 pub fn write_profile(base: &str, name: &str, fit: &HostFit, date: &str) -> Result<String> {
     let src = |what: &str, f: &Fit| {
         format!(
-            "calibrated: {what}, NNLS over {} timed transformers {} + torch {} steps on {} \
-             (R² {:.3}, worst {:.0}%), {date}",
+            "calibrated: {what}, NNLS over the median phase times of {} timed transformers {} + \
+             torch {} steps on {} (R² {:.3}, worst {:.0}%), {date}",
             f.n,
             fit.transformers,
             fit.torch,
