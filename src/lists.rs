@@ -1,6 +1,7 @@
 //! `costsim models` and `costsim hardware`: the built-in models and device profiles, as a table,
 //! JSON, CSV or Markdown. JSON and CSV carry the same fields, in plain units (counts, TFLOP/s,
-//! GB/s, GiB, µs); the table rounds for reading.
+//! GB/s, GiB, µs); the table rounds for reading. `costsim hardware show NAME` prints one built-in
+//! profile's TOML as compiled in.
 
 use crate::cli::Format;
 use crate::output::{count, csv_line, md_table, text_table};
@@ -218,4 +219,10 @@ pub fn hardware(format: Format) -> Result<String> {
         );
     }
     Ok(s)
+}
+
+/// The TOML of the built-in profile `name` (a name or alias), exactly as compiled in.
+pub fn show_hardware(name: &str) -> Result<String> {
+    let (_, text) = costsim_hardware::builtin(name).map_err(crate::cli::usage_error)?;
+    Ok(text.to_string())
 }

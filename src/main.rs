@@ -55,10 +55,25 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Predict(args) => predict(&args),
         Command::Models(a) => write_stdout(&lists::models(a.format)?),
-        Command::Hardware(a) => write_stdout(&lists::hardware(a.format)?),
-        Command::Validate(args) => write_stdout(&validate::run(&args)?),
+        Command::Hardware(a) => match a.action {
+            None => write_stdout(&lists::hardware(a.list.format)?),
+            Some(cli::HardwareAction::Show { name }) => write_stdout(&lists::show_hardware(&name)?),
+        },
+        Command::Validate(args) => {
+            use cli::Format::{Json, Markdown, Table};
+            if args.trace.is_empty() {
+                cli::check_format(args.format, &[Table, Json, Markdown], "validate")?;
+            } else {
+                cli::check_format(args.format, &[Table, Json], "validate --trace")?;
+            }
+            write_stdout(&validate::run(&args)?)
+        }
         Command::Sweep(args) => sweep::run(&args),
-        Command::Crossover(args) => sweep::crossover(&args),
+        Command::Crossover(args) => {
+            use cli::Format::{Json, Table};
+            cli::check_format(args.format, &[Table, Json], "crossover")?;
+            sweep::crossover(&args)
+        }
         Command::Plot(args) => plot::run(&args),
         Command::Calibrate(args) => write_stdout(&calibrate::run(&args)?),
         Command::Fit(args) => write_stdout(&fit::run(args)?),

@@ -44,6 +44,9 @@ pub struct Output {
 #[derive(Debug, Subcommand)]
 pub enum Chart {
     /// Per-layer stacked step time by kernel kind and by bound, one row per method.
+    #[command(after_help = "Examples:\n  \
+        costsim plot breakdown --hw a6000 --model llama2-7b --out breakdown.svg\n  \
+        costsim plot breakdown --hw a100 --model gpt2 --method lora --out b.png")]
     Breakdown {
         #[command(flatten)]
         predict: PredictArgs,
@@ -51,6 +54,9 @@ pub enum Chart {
         output: Output,
     },
     /// Step time per method, stacked forward / backward / optimizer.
+    #[command(after_help = "Examples:\n  \
+        costsim plot methods --hw a6000 --model llama2-7b --out methods.svg\n  \
+        costsim plot methods --hw h100 --model llama2-13b --batch 4 --seq 1024 --out m.png")]
     Methods {
         #[command(flatten)]
         predict: PredictArgs,
@@ -58,8 +64,15 @@ pub enum Chart {
         output: Output,
     },
     /// LoRA / other time ratio over two axes, with the 1.0 contour.
+    #[command(after_help = "Examples:\n  \
+        costsim plot heatmap --model llama2-7b --hw a6000 --out heat.svg   seq x rank vs full\n  \
+        costsim plot heatmap --model gpt2 --hw h100 --x batch --x-range 1..64:x2 --y seq \
+        --y-range 128..1024:x2 --against paca --out heat.png --data heat.json")]
     Heatmap(HeatmapArgs),
     /// Predicted vs measured phase times from a validation results file.
+    #[command(after_help = "Examples:\n  \
+        costsim plot scatter --from docs/results/cpu/heldout-gpt2.json --out scatter.svg\n  \
+        costsim plot scatter --from a.json,b.json --hw cpu-generic --out s.png")]
     Scatter {
         /// Results written by `costsim validate --out` (comma-separated files are merged).
         #[arg(long, value_name = "FILE", value_delimiter = ',', required = true)]
