@@ -312,8 +312,23 @@ pub struct PredictArgs {
     /// List every kernel.
     #[arg(long)]
     pub kernels: bool,
+    /// Price of one GPU-hour in US dollars, for the cost of the run (--tokens/--samples);
+    /// overrides the profile's [price]. E.g. 2.49.
+    #[arg(long, value_name = "USD_PER_HOUR", value_parser = parse_price)]
+    pub price: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// A price per GPU-hour: a finite, non-negative number of dollars up to the profiles' limit.
+pub fn parse_price(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim().trim_start_matches('$');
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("'{s}' is not a price; write US dollars per GPU-hour, e.g. 2.49"))?;
+    costsim_hardware::USD_PER_HOUR
+        .check("--price", v)
+        .map(|()| v)
 }
 
 /// Method and workload options shared by `predict`, `sweep` and `crossover`.

@@ -127,6 +127,7 @@ fn configs(args: FitArgs, batch: u64, seq: u64, hw: &str) -> Result<Vec<Config>>
         samples: None,
         per_layer: false,
         kernels: false,
+        price: None,
         format: args.format,
     };
     p.configs()

@@ -72,7 +72,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Crossover(args) => {
             use cli::Format::{Json, Table};
             cli::check_format(args.format, &[Table, Json], "crossover")?;
-            sweep::crossover(&args)
+            sweep::crossover(&args)?;
+            // The JSON report carries `does_not_fit` itself; the table gets the same as notes.
+            if args.format == Table {
+                let s = sweep::search(&args)?;
+                let no_fit = s.memory();
+                if !no_fit.is_empty() {
+                    // src/sweep.rs renders the table; the crossings' memory verdicts need the
+                    // report again (only when something does not fit).
+                    let report = s.run().map_err(cli::usage_error)?;
+                    write_stdout(&output::crossover_memory_notes(&s, &report))?;
+                }
+            }
+            Ok(())
         }
         Command::Plot(args) => plot::run(&args),
         Command::Calibrate(args) => write_stdout(&calibrate::run(&args)?),

@@ -578,6 +578,55 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
     Ok(out)
 }
 
+/// The table's notes on memory after `costsim crossover`: the grid values where a method does
+/// not fit, and each crossing predicted where LoRA or the other method does not fit. Empty when
+/// every method fits everywhere.
+pub fn crossover_memory_notes(
+    s: &costsim_model::crossover::Search,
+    report: &costsim_model::crossover::Report,
+) -> String {
+    if report.does_not_fit.is_empty() {
+        return String::new();
+    }
+    let axis = s.axis.as_str();
+    let names = |ms: &[costsim_model::MethodName]| {
+        ms.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!(
+        "\nDoes not fit in memory on {} (peak + 1 GiB reserve > {} GiB):\n",
+        s.hw.name,
+        num(s.hw.memory_bytes / (1u64 << 30) as f64, 1)
+    );
+    for n in &report.does_not_fit {
+        let _ = writeln!(out, "  {axis} {}: {}", n.value, names(&n.methods));
+    }
+    for c in &report.comparisons {
+        for x in c.crossings.iter().filter(|x| !x.does_not_fit.is_empty()) {
+            let _ = writeln!(
+                out,
+                "The crossover LoRA vs {} between {axis} {} and {} is predicted for a \
+                 configuration that does not fit: {} {} not fit there.",
+                c.other,
+                x.before,
+                x.after,
+                names(&x.does_not_fit),
+                if x.does_not_fit.len() == 1 {
+                    "does"
+                } else {
+                    "do"
+                }
+            );
+        }
+    }
+    out.push_str(
+        "Times at these values are predictions for configurations that cannot run on this GPU.\n",
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,3 +218,308 @@ fn a_format_a_command_cannot_print_is_refused() {
         &["validate --trace cannot print --format markdown"],
     );
 }
+
+fn predict_one(args: &[&str]) -> Value {
+    let mut a = vec!["predict", "--format", "json"];
+    a.extend_from_slice(args);
+    json(&a)["predictions"][0].clone()
+}
+
+#[test]
+fn heatmap_marks_the_cells_that_do_not_fit() {
+    let data = tmp("oom-heat.json");
+    let svg = tmp("oom-heat.svg");
+    let o = costsim(&[
+        "plot",
+        "heatmap",
+        "--model",
+        "llama2-7b",
+        "--hw",
+        "a6000",
+        "--x",
+        "seq",
+        "--x-range",
+        "512..4096:x8",
+        "--y",
+        "batch",
+        "--y-range",
+        "1..64:x64",
+        "--out",
+        svg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // plot says what it wrote.
+    assert_eq!(
+        stderr(&o).trim(),
+        format!("wrote {} and {}", svg.display(), data.display())
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    // Batch is an axis, so the title names the fixed rank instead.
+    assert!(
+        v["title"].as_str().unwrap().contains("rank 8"),
+        "{}",
+        v["title"]
+    );
+    let listed = v["does_not_fit"].as_array().expect("some cells do not fit");
+    // Every cell, checked against two `costsim predict` runs: listed exactly when LoRA or full
+    // does not fit, with the methods that do not.
+    for seq in [512u64, 4096] {
+        for batch in [1u64, 64] {
+            let (s, b) = (seq.to_string(), batch.to_string());
+            let fits = |method: &str| {
+                predict_one(&[
+                    "--model",
+                    "llama2-7b",
+                    "--hw",
+                    "a6000",
+                    "--method",
+                    method,
+                    "--rank",
+                    "8",
+                    "--seq",
+                    &s,
+                    "--batch",
+                    &b,
+                ])["fits"]
+                    .as_bool()
+                    .unwrap()
+            };
+            let want: Vec<&str> = [("lora", fits("lora")), ("full", fits("full"))]
+                .into_iter()
+                .filter(|(_, f)| !f)
+                .map(|(m, _)| m)
+                .collect();
+            let got: Vec<&str> = listed
+                .iter()
+                .find(|c| c["x"] == seq && c["y"] == batch)
+                .map(|c| {
+                    c["methods"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| m.as_str().unwrap())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(got, want, "seq {seq} batch {batch}");
+        }
+    }
+    // The issue's case: batch 64 x seq 4096 fits neither.
+    assert!(listed
+        .iter()
+        .any(|c| c["x"] == 4096 && c["y"] == 64 && c["methods"].as_array().unwrap().len() == 2));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("OOM"), "the SVG labels the cells");
+    assert!(
+        text.contains("does not fit in memory"),
+        "the SVG explains the hatching"
+    );
+}
+
+#[test]
+fn breakdown_marks_methods_that_do_not_fit_and_can_share_the_y_scale() {
+    let data = tmp("oom-breakdown.json");
+    let svg = tmp("oom-breakdown.svg");
+    let args = [
+        "--model",
+        "llama2-7b",
+        "--hw",
+        "a6000",
+        "--batch",
+        "8",
+        "--seq",
+        "512",
+    ];
+    let mut a = vec!["plot", "breakdown"];
+    a.extend_from_slice(&args);
+    a.extend_from_slice(&["--method", "all", "--shared-y"]);
+    a.extend_from_slice(&[
+        "--out",
+        svg.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    ok(&a);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+    let mut p = vec!["--method", "all"];
+    p.extend_from_slice(&args);
+    let mut pa = vec!["predict", "--format", "json"];
+    pa.extend_from_slice(&p);
+    let preds = json(&pa)["predictions"].as_array().unwrap().clone();
+    let not_fitting: Vec<&Value> = preds.iter().filter(|p| p["fits"] == false).collect();
+    assert!(
+        !not_fitting.is_empty(),
+        "full fine-tuning of llama2-7b does not fit an A6000"
+    );
+    let marked = v["does_not_fit"].as_array().unwrap();
+    assert_eq!(marked.len(), not_fitting.len());
+    for (m, p) in marked.iter().zip(&not_fitting) {
+        assert_eq!(m["method"], p["method"]);
+        let peak = p["peak_memory_bytes"].as_f64().unwrap() / GIB;
+        assert!((m["peak_gib"].as_f64().unwrap() - peak).abs() < 1e-9);
+        // 48 GiB less the 1 GiB reserve.
+        assert_eq!(m["usable_gib"].as_f64(), Some(47.0));
+    }
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(
+        text.matches("DOES NOT FIT").count(),
+        2 * not_fitting.len(),
+        "both panels of each method that does not fit are marked"
+    );
+    // One y-scale: every one of the 10 panels carries the same top tick label.
+    let top = |t: &str| {
+        let ticks: Vec<f64> = t
+            .split("<text")
+            .filter_map(|e| e.split('>').nth(1)?.split('<').next()?.trim().parse().ok())
+            .collect();
+        let max = ticks.iter().cloned().fold(0.0f64, f64::max);
+        (max, ticks.iter().filter(|x| **x == max).count())
+    };
+    let (max, panels) = top(&text);
+    assert_eq!(panels, 10, "top tick {max} on every panel");
+    // Without --shared-y each method has its own scale: the top tick appears on fewer panels.
+    a.retain(|x| *x != "--shared-y");
+    ok(&a);
+    let (_, panels) = top(&std::fs::read_to_string(&svg).unwrap());
+    assert!(panels < 10, "{panels}");
+}
+
+#[test]
+fn chart_options_that_do_nothing_are_refused() {
+    let out = tmp("never.svg");
+    let o = out.to_str().unwrap();
+    for (extra, name) in [
+        (vec!["--tokens", "1e9"], "--tokens"),
+        (vec!["--samples", "5"], "--samples"),
+        (vec!["--per-layer"], "--per-layer"),
+        (vec!["--kernels"], "--kernels"),
+        (vec!["--price", "2"], "--price"),
+        (vec!["--format", "json"], "--format"),
+    ] {
+        for chart in ["breakdown", "methods"] {
+            let mut a = vec!["plot", chart, "--model", "gpt2", "--hw", "a100", "--out", o];
+            a.extend_from_slice(&extra);
+            usage_error(&a, &[&format!("{name} does nothing for `plot {chart}`")]);
+        }
+    }
+    usage_error(
+        &[
+            "plot",
+            "heatmap",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--y",
+            "batch",
+            "--y-range",
+            "1..8:x2",
+            "--batch",
+            "4",
+            "--out",
+            o,
+        ],
+        &["--batch does nothing here", "--y-range"],
+    );
+    usage_error(
+        &[
+            "plot", "heatmap", "--model", "gpt2", "--hw", "a100", "--seq", "256", "--out", o,
+        ],
+        &["--seq does nothing here", "--x-range"],
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn crossover_says_which_points_and_crossings_do_not_fit() {
+    let args = [
+        "crossover",
+        "--model",
+        "tinyllama-1.1b",
+        "--hw",
+        "l4",
+        "--vary",
+        "seq",
+    ];
+    let mut a = args.to_vec();
+    a.extend_from_slice(&["--format", "json"]);
+    let v = json(&a);
+    // A second path for every verdict: `costsim predict` at batch 8 (crossover's default).
+    let fits = |method: &str, seq: u64| {
+        predict_one(&[
+            "--model",
+            "tinyllama-1.1b",
+            "--hw",
+            "l4",
+            "--method",
+            method,
+            "--rank",
+            "8",
+            "--seq",
+            &seq.to_string(),
+        ])["fits"]
+            .as_bool()
+            .unwrap()
+    };
+    let listed = v["does_not_fit"]
+        .as_array()
+        .expect("some points do not fit");
+    for p in v["comparisons"][0]["points"].as_array().unwrap() {
+        let seq = p[0].as_u64().unwrap();
+        let want: Vec<&str> = ["lora", "full", "paca"]
+            .into_iter()
+            .filter(|m| !fits(m, seq))
+            .collect();
+        let got: Vec<&str> = listed
+            .iter()
+            .find(|n| n["value"] == seq)
+            .map(|n| {
+                n["methods"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(got, want, "seq {seq}");
+    }
+    // The crossing against full: marked with the methods that do not fit on either side.
+    let x = &v["comparisons"][0]["crossings"][0];
+    let (before, after) = (x["before"].as_u64().unwrap(), x["after"].as_u64().unwrap());
+    let want: Vec<&str> = ["lora", "full"]
+        .into_iter()
+        .filter(|m| !(fits(m, before) && fits(m, after)))
+        .collect();
+    assert!(
+        !want.is_empty(),
+        "full fine-tuning of tinyllama at seq ~700 overflows an L4"
+    );
+    assert_eq!(x["does_not_fit"], serde_json::json!(want));
+    // The table says so in words.
+    let text = ok(&args);
+    assert!(text.contains("Does not fit in memory on l4"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "The crossover LoRA vs full between seq {before} and {after} is predicted for a \
+             configuration that does not fit"
+        )),
+        "{text}"
+    );
+    // Where everything fits, nothing is added.
+    let small = [
+        "crossover",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--vary",
+        "seq",
+    ];
+    assert!(!ok(&small).contains("Does not fit"));
+    let mut a = small.to_vec();
+    a.extend_from_slice(&["--format", "json"]);
+    assert!(json(&a).get("does_not_fit").is_none());
+}
