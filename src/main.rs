@@ -117,9 +117,18 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         kernels: args.kernels,
     };
     let amount = args.amount()?;
+    if args.price.is_some() && amount.is_none() {
+        return Err(cli::usage_error(
+            "--price costs a whole run; add --tokens N or --samples N (one step costs nothing \
+             worth printing)",
+        ));
+    }
     let preds: Vec<_> = cfgs
         .iter()
         .map(|c| costsim_model::predict(c, detail, amount))
         .collect();
-    write_stdout(&output::render(&cfgs, &preds, args.format)?)
+    let price = cfgs
+        .first()
+        .and_then(|c| output::price_of(args.price, &c.hw));
+    write_stdout(&output::render(&cfgs, &preds, args.format, price.as_ref())?)
 }

@@ -42,6 +42,74 @@ fn tflop(f: f64) -> String {
     format!("{} TFLOP", num(f / 1e12, 2))
 }
 
+/// The price a run is costed at: `--price` or the profile's `[price]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriceUsed {
+    pub usd_per_hour: f64,
+    /// "--price", or the profile's source for it.
+    pub source: String,
+    /// When the profile's price was read (YYYY-MM-DD); null for --price.
+    pub date: Option<String>,
+}
+
+/// What a run is costed at: `flag` (--price) over the profile's price; None when neither.
+pub fn price_of(flag: Option<f64>, hw: &costsim_hardware::Profile) -> Option<PriceUsed> {
+    match flag {
+        Some(p) => Some(PriceUsed {
+            usd_per_hour: p,
+            source: "--price".into(),
+            date: None,
+        }),
+        None => hw.price.as_ref().map(|p| PriceUsed {
+            usd_per_hour: p.usd_per_hour,
+            source: p.source.clone(),
+            date: p.date.clone(),
+        }),
+    }
+}
+
+/// What the table says when a run has no price.
+pub const NO_PRICE: &str = "no price: pass --price";
+
+/// Cost of `seconds` of one GPU at `usd_per_hour`.
+pub fn run_cost_usd(seconds: f64, usd_per_hour: f64) -> f64 {
+    seconds / 3600.0 * usd_per_hour
+}
+
+/// Dollars with cents and thousands separators: $1,234.56.
+pub fn usd(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let cents = format!("{:.2}", v.abs());
+    let (int, frac) = cents.split_once('.').unwrap_or((&cents, "00"));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{}${grouped}.{frac}", if v < 0.0 { "-" } else { "" })
+}
+
+/// The line under a costed table naming the price and where it comes from.
+fn price_line(p: &PriceUsed) -> String {
+    if p.source == "--price" {
+        format!("price: ${} per GPU-hour (--price)", p.usd_per_hour)
+    } else {
+        format!(
+            "price: ${} per GPU-hour, {}{}; --price overrides it",
+            p.usd_per_hour,
+            p.source,
+            p.date
+                .as_ref()
+                .map(|d| format!(" (read {d})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 fn pct(v: f64) -> String {
     format!("{}%", num(v * 100.0, 1))
 }
@@ -97,7 +165,7 @@ fn header(cfg: &Config) -> Vec<String> {
 }
 
 /// Summary rows: (label, one value per method).
-fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
+fn summary_rows(preds: &[Prediction], price: Option<&PriceUsed>) -> Vec<(String, Vec<String>)> {
     let col = |f: &dyn Fn(&Prediction) -> String| preds.iter().map(f).collect::<Vec<_>>();
     let mut rows = vec![
         (
@@ -177,6 +245,15 @@ fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
                 Some(_) if !p.fits => "- (does not fit)".into(),
                 Some(t) => t.wall_clock.clone(),
                 None => "-".into(),
+            }),
+        ));
+        rows.push((
+            "run cost".into(),
+            col(&|p| match (&p.training, price) {
+                (None, _) => "-".into(),
+                (Some(_), _) if !p.fits => "- (does not fit)".into(),
+                (Some(_), None) => NO_PRICE.into(),
+                (Some(t), Some(pr)) => usd(run_cost_usd(t.seconds, pr.usd_per_hour)),
             }),
         ));
     }
@@ -335,6 +412,28 @@ struct JsonReport<'a> {
     hardware: JsonHardware<'a>,
     workload: &'a costsim_model::Workload,
     predictions: &'a [Prediction],
+    /// With --tokens/--samples only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_cost: Option<JsonRunCost>,
+}
+
+/// The cost of the run per method, at the price used (null price: none known).
+#[derive(Serialize)]
+struct JsonRunCost {
+    price: Option<PriceUsed>,
+    /// "no price: pass --price" when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+    methods: Vec<JsonMethodCost>,
+}
+
+#[derive(Serialize)]
+struct JsonMethodCost {
+    method: String,
+    /// Run seconds / 3600 × price; null without a price. Given even when the method does not
+    /// fit (as `training` is).
+    usd: Option<f64>,
+    fits: bool,
 }
 
 #[derive(Serialize)]
@@ -362,8 +461,14 @@ pub(crate) fn csv_line(cells: &[String]) -> String {
         .join(",")
 }
 
-pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::Result<String> {
+pub fn render(
+    cfgs: &[Config],
+    preds: &[Prediction],
+    format: Format,
+    price: Option<&PriceUsed>,
+) -> anyhow::Result<String> {
     let cfg = &cfgs[0];
+    let run = preds.iter().any(|p| p.training.is_some());
     let mut out = String::new();
     match format {
         Format::Json => {
@@ -379,6 +484,22 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                 },
                 workload: &cfg.workload,
                 predictions: preds,
+                run_cost: run.then(|| JsonRunCost {
+                    price: price.cloned(),
+                    note: price.is_none().then_some(NO_PRICE),
+                    methods: preds
+                        .iter()
+                        .map(|p| JsonMethodCost {
+                            method: p.method.clone(),
+                            usd: p
+                                .training
+                                .as_ref()
+                                .zip(price)
+                                .map(|(t, pr)| run_cost_usd(t.seconds, pr.usd_per_hour)),
+                            fits: p.fits,
+                        })
+                        .collect(),
+                }),
             };
             out = serde_json::to_string_pretty(&rep)?;
             out.push('\n');
@@ -496,10 +617,12 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                 ]
                 .map(String::from)
                 .to_vec();
-                // A whole-run estimate (--tokens/--samples) adds its steps and seconds.
-                let run = preds.iter().any(|p| p.training.is_some());
+                // A whole-run estimate (--tokens/--samples) adds its steps, seconds and cost
+                // (empty without a price).
                 if run {
-                    head.extend(["optimizer_steps", "run_seconds"].map(String::from));
+                    head.extend(
+                        ["optimizer_steps", "run_seconds", "run_cost_usd"].map(String::from),
+                    );
                 }
                 let _ = writeln!(out, "{}", csv_line(&head));
                 for p in preds {
@@ -526,6 +649,9 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                         let t = p.training.as_ref();
                         cells.push(t.map_or(String::new(), |t| t.optimizer_steps.to_string()));
                         cells.push(t.map_or(String::new(), |t| num(t.seconds, 3)));
+                        cells.push(t.zip(price).map_or(String::new(), |(t, pr)| {
+                            num(run_cost_usd(t.seconds, pr.usd_per_hour), 2)
+                        }));
                     }
                     let _ = writeln!(out, "{}", csv_line(&cells));
                 }
@@ -546,11 +672,14 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
             out.push('\n');
             let mut head = vec![String::new()];
             head.extend(preds.iter().map(|p| p.method.clone()));
-            let rows: Vec<Vec<String>> = summary_rows(preds)
+            let rows: Vec<Vec<String>> = summary_rows(preds, price)
                 .into_iter()
                 .map(|(label, vals)| std::iter::once(label).chain(vals).collect())
                 .collect();
             out.push_str(&table(&head, &rows));
+            if let (true, Some(p)) = (run, price) {
+                let _ = writeln!(out, "{}{}", if md { "\n" } else { "" }, price_line(p));
+            }
             for p in preds {
                 if let Some(layers) = &p.per_layer {
                     let _ = writeln!(

@@ -523,3 +523,134 @@ fn crossover_says_which_points_and_crossings_do_not_fit() {
     a.extend_from_slice(&["--format", "json"]);
     assert!(json(&a).get("does_not_fit").is_none());
 }
+
+/// The a100 profile's price, read from its file (a second path besides the tool's own).
+fn a100_price() -> f64 {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/hardware/profiles/a100-80gb-sxm.toml"
+    ))
+    .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("usd-per-hour = "))
+        .expect("a100-80gb-sxm.toml has a price")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_run_is_costed_at_the_profile_price_or_at_price() {
+    let run = [
+        "predict",
+        "--hw",
+        "a100",
+        "--model",
+        "gpt2",
+        "--method",
+        "lora",
+        "--samples",
+        "100000",
+    ];
+    fn with<'a>(run: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = run.to_vec();
+        a.extend_from_slice(extra);
+        a
+    }
+    let with = |extra: &[&'static str]| with(&run, extra);
+    // The profile's price: cost = run seconds / 3600 × $/h.
+    let v = json(&with(&["--format", "json"]));
+    let seconds = v["predictions"][0]["training"]["seconds"].as_f64().unwrap();
+    let price = a100_price();
+    let cost = &v["run_cost"];
+    assert_eq!(cost["price"]["usd_per_hour"].as_f64(), Some(price));
+    assert_eq!(cost["price"]["date"], "2026-11-09");
+    assert!(cost["price"]["source"].as_str().unwrap().contains("AWS"));
+    let usd = cost["methods"][0]["usd"].as_f64().unwrap();
+    assert!((usd - seconds / 3600.0 * price).abs() < 1e-9, "{usd}");
+    // --price overrides it, in every format.
+    let v = json(&with(&["--price", "2", "--format", "json"]));
+    assert_eq!(v["run_cost"]["price"]["source"], "--price");
+    let want = seconds / 3600.0 * 2.0;
+    assert!((v["run_cost"]["methods"][0]["usd"].as_f64().unwrap() - want).abs() < 1e-9);
+    let csv = common::csv_records(&ok(&with(&["--price", "2", "--format", "csv"])));
+    assert_eq!(csv[0]["run_cost_usd"], format!("{want:.2}"));
+    let table = ok(&with(&["--price", "2"]));
+    let line = table.lines().find(|l| l.starts_with("run cost")).unwrap();
+    assert_eq!(
+        line.split_whitespace().last(),
+        Some(format!("${want:.2}").as_str())
+    );
+    assert!(
+        table.contains("price: $2 per GPU-hour (--price)"),
+        "{table}"
+    );
+    // No price known (the L4 profile has none): the table says how to give one.
+    let l4 = [
+        "predict", "--hw", "l4", "--model", "gpt2", "--method", "lora", "--tokens", "1e8",
+    ];
+    let table = ok(&l4);
+    let line = table.lines().find(|l| l.starts_with("run cost")).unwrap();
+    assert!(line.ends_with("no price: pass --price"), "{line}");
+    let mut a = l4.to_vec();
+    a.extend_from_slice(&["--format", "json"]);
+    let v = json(&a);
+    assert!(v["run_cost"]["price"].is_null());
+    assert_eq!(v["run_cost"]["note"], "no price: pass --price");
+    assert!(v["run_cost"]["methods"][0]["usd"].is_null());
+    a.truncate(l4.len());
+    a.extend_from_slice(&["--format", "csv"]);
+    assert_eq!(common::csv_records(&ok(&a))[0]["run_cost_usd"], "");
+    // Without a run there is nothing to cost: no run_cost, and --price alone is refused.
+    let one = json(&[
+        "predict", "--hw", "a100", "--model", "gpt2", "--format", "json",
+    ]);
+    assert!(one.get("run_cost").is_none());
+    usage_error(
+        &["predict", "--hw", "a100", "--model", "gpt2", "--price", "2"],
+        &["--price costs a whole run", "--tokens"],
+    );
+    // (`--price=-1`: clap reads a bare `-1` as an option.)
+    for bad in ["-1", "abc", "nan", "1e9"] {
+        let flag = format!("--price={bad}");
+        usage_error(
+            &[
+                "predict",
+                "--hw",
+                "a100",
+                "--model",
+                "gpt2",
+                "--samples",
+                "5",
+                &flag,
+            ],
+            &["invalid value", "--price"],
+        );
+    }
+}
+
+#[test]
+fn fit_costs_a_million_tokens_at_the_answer() {
+    let v = json(&[
+        "fit", "--model", "gpt2", "--hw", "a100,l4", "--method", "lora", "--format", "json",
+    ]);
+    let rows = v.as_array().unwrap();
+    // a100 has a price: $/h / 3600 / (tokens/s) × 10^6; l4 has none.
+    let a100 = rows.iter().find(|r| r["hw"] == "a100-80gb-sxm").unwrap();
+    let tps = a100["tokens_per_s"].as_f64().unwrap();
+    let want = a100_price() / 3600.0 / tps * 1e6;
+    assert!((a100["usd_per_million_tokens"].as_f64().unwrap() - want).abs() < 1e-9);
+    let l4 = rows.iter().find(|r| r["hw"] == "l4").unwrap();
+    assert!(l4.get("usd_per_million_tokens").is_none());
+    // --price applies to every GPU listed.
+    let v = json(&[
+        "fit", "--model", "gpt2", "--hw", "l4", "--method", "lora", "--price", "0.8", "--format",
+        "json",
+    ]);
+    let r = &v[0];
+    let want = 0.8 / 3600.0 / r["tokens_per_s"].as_f64().unwrap() * 1e6;
+    assert!((r["usd_per_million_tokens"].as_f64().unwrap() - want).abs() < 1e-9);
+    let table = ok(&[
+        "fit", "--model", "gpt2", "--hw", "l4", "--method", "lora", "--price", "0.8",
+    ]);
+    assert!(table.contains("usd_per_mtok"), "{table}");
+}

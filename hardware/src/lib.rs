@@ -1527,6 +1527,50 @@ mod user_profile_tests {
         assert_eq!(p.gemm_efficiency, builtin.gemm_efficiency);
     }
 
+    #[test]
+    fn every_builtin_price_names_its_source_and_date() {
+        let mut priced = 0;
+        for p in builtin_profiles().unwrap() {
+            if let Some(pr) = &p.price {
+                priced += 1;
+                assert!(pr.usd_per_hour > 0.0, "{}", p.name);
+                assert!(pr.source.contains("http"), "{}: {}", p.name, pr.source);
+                assert!(pr.date.is_some(), "{} has no price date", p.name);
+            }
+        }
+        assert_eq!(priced, 3, "a100-80gb-sxm, a100-40gb-sxm, h100-sxm");
+        // A price must be a sane number, with a real date.
+        for (bad, want) in [
+            (
+                "usd-per-hour = -2",
+                "price.usd-per-hour must be in US dollars per hour",
+            ),
+            (
+                "usd-per-hour = 1e9",
+                "price.usd-per-hour must be in US dollars per hour",
+            ),
+        ] {
+            let text = format!("base = \"a6000\"\n[price]\n{bad}\nusd-per-hour-source = \"x\"\n");
+            let err = parse_user_profile(&text, "p.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let err = parse_user_profile(
+            "base = \"a6000\"\n[price]\nusd-per-hour = 1\nusd-per-hour-date = \"Nov 9\"\n",
+            "p.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must be a date YYYY-MM-DD"), "{err}");
+        // A user's price without a source says so.
+        let p =
+            parse_user_profile("base = \"l4\"\n[price]\nusd-per-hour = 0.8\n", "p.toml").unwrap();
+        let price = p.price.unwrap();
+        assert_eq!(
+            (price.usd_per_hour, price.source.as_str()),
+            (0.8, USER_SUPPLIED)
+        );
+    }
+
     /// The ```toml blocks of docs/profiles.md, in order.
     fn doc_examples() -> Vec<String> {
         let doc = include_str!("../../docs/profiles.md");
