@@ -1,5 +1,7 @@
 //! Command-line arguments (clap) and their resolution into model, method, workload and profile.
 
+use crate::errors::usage_error as usage;
+use crate::render::Format;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use costsim_model::method::{AdapterDtype, LayerSelection, Targets};
@@ -112,19 +114,6 @@ pub enum HardwareAction {
         /// A built-in name or alias (see `costsim hardware`).
         name: String,
     },
-}
-
-/// Refuse a `--format` the command cannot print (exit 2), naming the ones it can.
-pub fn check_format(format: Format, supported: &[Format], what: &str) -> Result<()> {
-    if supported.contains(&format) {
-        return Ok(());
-    }
-    let names: Vec<&str> = supported.iter().map(|f| f.as_str()).collect();
-    Err(usage(format!(
-        "{what} cannot print --format {}; it prints {}",
-        format.as_str(),
-        names.join(" or ")
-    )))
 }
 
 #[derive(Debug, Args)]
@@ -243,25 +232,6 @@ pub enum AdapterDtypeArg {
     Fp32,
     /// the base model's dtype
     Base,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
-    Csv,
-    Markdown,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Table => "table",
-            Format::Json => "json",
-            Format::Csv => "csv",
-            Format::Markdown => "markdown",
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -432,22 +402,6 @@ pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
     Ok(v as u64)
 }
 
-/// An error in what the user asked for: exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-fn usage<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::Error::new(UsageError(e.to_string()))
-}
-
 impl PrecisionArg {
     pub fn precision(self) -> Precision {
         match self {
@@ -471,10 +425,6 @@ impl MethodArg {
             MethodArg::PacaThreeQuarters => vec![MethodName::PacaThreeQuarters],
         }
     }
-}
-
-pub fn usage_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    usage(e)
 }
 
 impl PredictArgs {

@@ -3,8 +3,9 @@
 //! are the memory model's (costsim-model `fit`, `predict::Memory`); the step time shown beside
 //! each answer is `costsim predict`'s at that size.
 
-use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
-use crate::output::{csv_line, md_table, num, text_table};
+use crate::cli::{MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::errors::usage_error;
+use crate::render::{csv_text, md_table, num, text_table, Format};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use costsim_hardware::Profile;
@@ -328,13 +329,7 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
         })
         .collect();
     Ok(match format {
-        Format::Csv => {
-            let mut s = csv_line(&head) + "\n";
-            for c in &cells {
-                s += &(csv_line(c) + "\n");
-            }
-            s
-        }
+        Format::Csv => csv_text(&head, &cells),
         Format::Markdown => md_table(&head, &cells),
         _ => {
             let what = match find {

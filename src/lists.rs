@@ -3,8 +3,8 @@
 //! GB/s, GiB, µs); the table rounds for reading. `costsim hardware show NAME` prints one built-in
 //! profile's TOML as compiled in.
 
-use crate::cli::Format;
-use crate::output::{count, csv_line, md_table, text_table};
+use crate::errors::usage_error;
+use crate::render::{count, csv_text, md_table, text_table, Format};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -68,13 +68,10 @@ fn render<T: Serialize>(
     };
     let owned = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     Ok(match format {
-        Format::Csv => {
-            let mut s = csv_line(&owned(head)) + "\n";
-            for r in rows {
-                s += &(csv_line(&fields(r)?) + "\n");
-            }
-            s
-        }
+        Format::Csv => csv_text(
+            &owned(head),
+            &rows.iter().map(fields).collect::<Result<Vec<_>>>()?,
+        ),
         Format::Markdown => md_table(
             &owned(head),
             &rows.iter().map(fields).collect::<Result<Vec<_>>>()?,
@@ -223,6 +220,6 @@ pub fn hardware(format: Format) -> Result<String> {
 
 /// The TOML of the built-in profile `name` (a name or alias), exactly as compiled in.
 pub fn show_hardware(name: &str) -> Result<String> {
-    let (_, text) = costsim_hardware::builtin(name).map_err(crate::cli::usage_error)?;
+    let (_, text) = costsim_hardware::builtin(name).map_err(usage_error)?;
     Ok(text.to_string())
 }

@@ -4,17 +4,20 @@
 
 mod calibrate;
 mod cli;
+mod errors;
 mod files;
 mod fit;
 mod lists;
 mod output;
 mod plot;
+mod render;
 mod sweep;
 mod validate;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, UsageError};
+use cli::{Cli, Command};
+use errors::UsageError;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -60,18 +63,18 @@ fn run(cli: Cli) -> Result<()> {
             Some(cli::HardwareAction::Show { name }) => write_stdout(&lists::show_hardware(&name)?),
         },
         Command::Validate(args) => {
-            use cli::Format::{Json, Markdown, Table};
+            use render::Format::{Json, Markdown, Table};
             if args.trace.is_empty() {
-                cli::check_format(args.format, &[Table, Json, Markdown], "validate")?;
+                render::check_format(args.format, &[Table, Json, Markdown], "validate")?;
             } else {
-                cli::check_format(args.format, &[Table, Json], "validate --trace")?;
+                render::check_format(args.format, &[Table, Json], "validate --trace")?;
             }
             write_stdout(&validate::run(&args)?)
         }
         Command::Sweep(args) => sweep::run(&args),
         Command::Crossover(args) => {
-            use cli::Format::{Json, Table};
-            cli::check_format(args.format, &[Table, Json], "crossover")?;
+            use render::Format::{Json, Table};
+            render::check_format(args.format, &[Table, Json], "crossover")?;
             sweep::crossover(&args)?;
             // The JSON report carries `does_not_fit` itself; the table gets the same as notes.
             if args.format == Table {
@@ -80,7 +83,7 @@ fn run(cli: Cli) -> Result<()> {
                 if !no_fit.is_empty() {
                     // src/sweep.rs renders the table; the crossings' memory verdicts need the
                     // report again (only when something does not fit).
-                    let report = s.run().map_err(cli::usage_error)?;
+                    let report = s.run().map_err(errors::usage_error)?;
                     write_stdout(&output::crossover_memory_notes(&s, &report))?;
                 }
             }
@@ -104,7 +107,7 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         let layers = cfgs.first().map_or(0, |c| u64::from(c.model.layers));
         let blocks = layers * cfgs.len() as u64;
         if blocks > MAX_KERNEL_BLOCKS {
-            return Err(cli::usage_error(format!(
+            return Err(errors::usage_error(format!(
                 "--kernels would list {layers} layers × {} methods = {blocks} blocks of kernel \
                  rows, more than the {MAX_KERNEL_BLOCKS} costsim lists; list one --method at a time, or use \
                  --per-layer instead",
@@ -118,7 +121,7 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
     };
     let amount = args.amount()?;
     if args.price.is_some() && amount.is_none() {
-        return Err(cli::usage_error(
+        return Err(errors::usage_error(
             "--price costs a whole run; add --tokens N or --samples N (one step costs nothing \
              worth printing)",
         ));

@@ -1,34 +1,11 @@
 //! Output formats of `costsim predict`: a readable table, JSON (schema in docs/json-schema.md),
 //! CSV and Markdown. Only formatting happens here; every number comes from costsim-model.
 
-use crate::cli::Format;
+use crate::render::{count, csv_line, md_table, num, text_table, Format};
 use costsim_model::predict::{KernelRow, LayerRow};
 use costsim_model::{Config, Prediction};
 use serde::Serialize;
 use std::fmt::Write as _;
-
-/// Print a finite number with `decimals`, or "-" (never NaN or inf).
-pub(crate) fn num(v: f64, decimals: usize) -> String {
-    if v.is_finite() {
-        format!("{v:.decimals$}")
-    } else {
-        "-".into()
-    }
-}
-
-/// Human-readable count: 6.74 B, 19.99 M, 12.3 K.
-pub fn count(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e9 {
-        format!("{} B", num(v / 1e9, 2))
-    } else if a >= 1e6 {
-        format!("{} M", num(v / 1e6, 2))
-    } else if a >= 1e3 {
-        format!("{} K", num(v / 1e3, 1))
-    } else {
-        num(v, 0)
-    }
-}
 
 fn gib(bytes: f64) -> String {
     format!("{} GiB", num(bytes / (1u64 << 30) as f64, 2))
@@ -260,68 +237,6 @@ fn summary_rows(preds: &[Prediction], price: Option<&PriceUsed>) -> Vec<(String,
     rows
 }
 
-/// An aligned text table: first column left-aligned, the others right-aligned.
-pub(crate) fn text_table(head: &[String], rows: &[Vec<String>]) -> String {
-    let n = head.len();
-    let mut width = vec![0usize; n];
-    for r in std::iter::once(head).chain(rows.iter().map(|r| r.as_slice())) {
-        for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, r: &[String]| {
-        let mut s = String::new();
-        for (i, c) in r.iter().enumerate() {
-            let pad = width[i] - c.chars().count();
-            if i == 0 {
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad));
-            } else {
-                s.push_str("  ");
-                s.push_str(&" ".repeat(pad));
-                s.push_str(c);
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(&mut out, head);
-    let total: usize = width.iter().sum::<usize>() + 2 * (n - 1);
-    out.push_str(&"-".repeat(total));
-    out.push('\n');
-    for r in rows {
-        line(&mut out, r);
-    }
-    out
-}
-
-pub(crate) fn md_table(head: &[String], rows: &[Vec<String>]) -> String {
-    let mut out = String::new();
-    let esc = |s: &str| s.replace('|', "\\|");
-    let _ = writeln!(
-        out,
-        "| {} |",
-        head.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | ")
-    );
-    let _ = writeln!(
-        out,
-        "|{}|",
-        (0..head.len())
-            .map(|i| if i == 0 { "---" } else { "---:" })
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} |",
-            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
-        );
-    }
-    out
-}
-
 fn layer_head() -> Vec<String> {
     [
         "scope",
@@ -443,22 +358,6 @@ struct JsonHardware<'a> {
     calibrated: bool,
     origin: &'a str,
     memory_bytes: f64,
-}
-
-/// Render predictions (one per method, all sharing model, workload and device).
-/// One CSV line (RFC 4180 quoting), without the newline.
-pub(crate) fn csv_line(cells: &[String]) -> String {
-    cells
-        .iter()
-        .map(|c| {
-            if c.contains([',', '"', '\n']) {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 pub fn render(
@@ -761,16 +660,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_and_numbers() {
-        assert_eq!(count(6_738_415_616.0), "6.74 B");
-        assert_eq!(count(19_988_480.0), "19.99 M");
-        assert_eq!(num(f64::NAN, 2), "-");
-        assert_eq!(num(f64::INFINITY, 2), "-");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = text_table(&["".into(), "a".into()], &[vec!["row".into(), "12".into()]]);
-        assert_eq!(t, "      a\n-------\nrow  12\n");
+    fn dollars_have_cents_and_thousands_separators() {
+        assert_eq!(usd(0.0), "$0.00");
+        assert_eq!(usd(1.064), "$1.06");
+        assert_eq!(usd(1234567.891), "$1,234,567.89");
+        assert_eq!(usd(-12.5), "-$12.50");
+        // 1115 s at $3.4309/h: 1115 / 3600 × 3.4309 = 1.0626...
+        assert_eq!(usd(run_cost_usd(1115.0, 3.4309)), "$1.06");
     }
 }

@@ -10,7 +10,8 @@
 //! - `heatmap`: LoRA / other time ratio over two axes (e.g. seq × rank) with the 1.0 contour;
 //! - `scatter`: predicted vs measured phase times from validation results.
 
-use crate::cli::{usage_error, MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::cli::{MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::errors::usage_error;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use costsim_model::graph::KernelKind;
@@ -232,7 +233,7 @@ fn refuse_table_options(args: &PredictArgs, chart: &str) -> Result<()> {
         (args.per_layer, "--per-layer"),
         (args.kernels, "--kernels"),
         (args.price.is_some(), "--price"),
-        (args.format != crate::cli::Format::Table, "--format"),
+        (args.format != crate::render::Format::Table, "--format"),
     ];
     if let Some((_, name)) = given.iter().find(|(on, _)| *on) {
         return Err(usage_error(format!(

@@ -1,8 +1,9 @@
 //! `costsim sweep`: a grid of configurations evaluated in parallel, written as a table, CSV,
 //! JSON or Markdown (to stdout or atomically to --out). A progress bar on a terminal.
 
-use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, TrainingArgs};
-use crate::output::{csv_line, md_table, num, text_table};
+use crate::cli::{MethodArg, PrecisionArg, TrainingArgs};
+use crate::errors::usage_error;
+use crate::render::{csv_line, md_table, num, text_table, Format};
 use anyhow::Result;
 use clap::Args;
 use costsim_model::method::LayerSelection;
