@@ -32,9 +32,10 @@ pub fn check_format(format: Format, supported: &[Format], what: &str) -> anyhow:
     }
     let names: Vec<&str> = supported.iter().map(|f| f.as_str()).collect();
     Err(crate::errors::usage_error(format!(
-        "{what} cannot print --format {}; it prints {}",
+        "{what} cannot print --format {}; it prints {} (pass --format {})",
         format.as_str(),
-        names.join(" or ")
+        names.join(" or "),
+        names.join(" or --format ")
     )))
 }
 

@@ -1054,10 +1054,14 @@ pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
     if !has_base && !filled {
         return parse_profile(text, origin);
     }
-    if has_base && !user.get("device").is_some_and(|d| d.get("name").is_some()) {
+    if has_base {
         // Without a name of its own the profile would pass for the unchanged built-in one.
+        let user_sets = |key: &str| user.get("device").is_some_and(|d| d.get(key).is_some());
         if let Some(toml::Value::Table(d)) = merged.get_mut("device") {
             for (key, suffix) in [("name", "-custom"), ("display-name", " (custom)")] {
+                if user_sets(key) {
+                    continue;
+                }
                 if let Some(toml::Value::String(s)) = d.get_mut(key) {
                     s.push_str(suffix);
                 }
@@ -1469,6 +1473,11 @@ mod user_profile_tests {
             ("lab-a100", "Lab A100")
         );
         assert_eq!(p.peak_bf16_flops, 312e12);
+        // Only the name given: the display name still says it is not the built-in.
+        let p =
+            parse_user_profile("base = \"a100\"\n[device]\nname = \"lab\"\n", "x.toml").unwrap();
+        assert_eq!(p.name, "lab");
+        assert_eq!(p.display_name, "NVIDIA A100 80GB SXM4 (custom)");
     }
 
     #[test]
