@@ -37,6 +37,9 @@ struct HardwareRow {
     gemm_efficiency: f64,
     launch_floor_us: f64,
     calibrated: bool,
+    /// The profile's on-demand price per GPU-hour, US dollars (null: none; see
+    /// `costsim hardware show NAME` for its source and date).
+    usd_per_hour: Option<f64>,
 }
 
 /// Render rows whose JSON objects have the columns `head`: JSON straight from serde, CSV and
@@ -62,6 +65,7 @@ fn render<T: Serialize>(
                     .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
                     .collect::<Vec<_>>()
                     .join(";"),
+                serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             })
             .collect())
@@ -170,6 +174,7 @@ pub fn hardware(format: Format) -> Result<String> {
             gemm_efficiency: p.gemm_efficiency,
             launch_floor_us: p.launch_floor_s * 1e6,
             calibrated: p.is_calibrated(),
+            usd_per_hour: p.price.as_ref().map(|pr| pr.usd_per_hour),
         })
         .collect();
     let mut s = render(
@@ -187,10 +192,11 @@ pub fn hardware(format: Format) -> Result<String> {
             "gemm_efficiency",
             "launch_floor_us",
             "calibrated",
+            "usd_per_hour",
         ],
         &[
             "name", "alias", "device", "SMs", "fp32 TF", "tf32 TF", "bf16 TF", "GB/s", "GiB",
-            "gemm eff", "floor us",
+            "gemm eff", "floor us", "$/h",
         ],
         |p| {
             vec![
@@ -205,6 +211,7 @@ pub fn hardware(format: Format) -> Result<String> {
                 format!("{:.1}", p.memory_gib),
                 format!("{:.2}", p.gemm_efficiency),
                 format!("{:.1}", p.launch_floor_us),
+                p.usd_per_hour.map_or("-".into(), |u| format!("{u:.2}")),
             ]
         },
         format,
@@ -212,7 +219,9 @@ pub fn hardware(format: Format) -> Result<String> {
     if format == Format::Table {
         s.push_str(
             "\nEfficiencies and host costs are datasheet defaults or published figures, \
-             uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml.\n",
+             uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml \
+             (costsim hardware show NAME).\n$/h: on-demand price per GPU-hour where a dated \
+             public price was found (-: none; pass --price).\n",
         );
     }
     Ok(s)
