@@ -1,7 +1,7 @@
 //! `costsim calibrate`: run the microbenchmarks (feature `tch`) or reread a saved run, fit the
 //! device's parameters and write a profile that `--hw` accepts.
 
-use crate::cli::usage_error;
+use crate::errors::usage_error;
 use anyhow::{Context, Result};
 use clap::Args;
 use costsim_validate::fit::{self, CalibrationRun};

@@ -1,5 +1,7 @@
 //! Command-line arguments (clap) and their resolution into model, method, workload and profile.
 
+use crate::errors::usage_error as usage;
+use crate::render::Format;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use costsim_model::method::{AdapterDtype, LayerSelection, Targets};
@@ -26,24 +28,59 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Predict one training step (and optionally a whole run) for one or all methods.
+    #[command(after_help = "Examples:\n  \
+        costsim predict --hw a6000 --model llama2-7b                 every method, one step\n  \
+        costsim predict --hw a100 --model llama2-7b --method lora --rank 16 --per-layer\n  \
+        costsim predict --hw h100 --model llama2-7b --tokens 2e9 --price 2.99   run time and cost\n  \
+        costsim predict --hw my-gpu.toml --model-config config.json --format json")]
     Predict(PredictArgs),
     /// List the built-in models with their parameter counts.
+    #[command(after_help = "Examples:\n  \
+        costsim models\n  \
+        costsim models --format json")]
     Models(ListArgs),
-    /// List the built-in hardware profiles.
-    Hardware(ListArgs),
+    /// List the built-in hardware profiles, or print one (`costsim hardware show NAME`).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  \
+        costsim hardware                       list the built-in GPUs\n  \
+        costsim hardware --format csv\n  \
+        costsim hardware show a100 > my-gpu.toml   a profile to start from (or use base = \"a100\")"
+    )]
+    Hardware(HardwareArgs),
     /// Measure real training steps with libtorch and compare them with predictions (measuring
     /// needs the `tch` feature; `--from results.json` works on any build).
+    #[command(after_help = "Examples:\n  \
+        costsim validate --from docs/results/cpu/heldout-gpt2.json      compare saved results\n  \
+        costsim validate --from results.json --hw a100 --format markdown\n  \
+        costsim validate --trace docs/results/traces/cpu                 against traces\n  \
+        costsim validate --device cuda --model gpt2 --out results.json (needs --features tch)")]
     Validate(ValidateArgs),
     /// Evaluate a grid of models, GPUs, methods, batch sizes, sequence lengths, ranks, trained
     /// layers and precisions (ranges such as --seq 128..4096:x2), in parallel.
+    #[command(after_help = "Examples:\n  \
+        costsim sweep --model llama2-7b --hw a6000,a100 --seq 128..4096:x2\n  \
+        costsim sweep --model gpt2 --hw h100 --batch 1..64:x2 --rank 4,8,16 --format csv --out s.csv")]
     Sweep(crate::sweep::SweepArgs),
     /// Find where LoRA becomes faster or slower than full fine-tuning and than PaCA along one
     /// axis (seq, batch or rank), and what drives it.
+    #[command(after_help = "Examples:\n  \
+        costsim crossover --model llama2-7b --hw a6000 --vary seq\n  \
+        costsim crossover --model gpt2 --hw h100 --vary rank --range 1..512:x2 --format json")]
     Crossover(crate::sweep::CrossoverArgs),
     /// Draw charts (SVG or PNG): per-layer breakdown, method comparison, crossover heatmap,
     /// predicted vs measured.
+    #[command(after_help = "Examples:\n  \
+        costsim plot breakdown --hw a6000 --model llama2-7b --out breakdown.svg\n  \
+        costsim plot methods --hw a100 --model llama2-7b --out methods.png\n  \
+        costsim plot heatmap --hw a6000 --model llama2-7b --out heat.svg --data heat.json\n  \
+        costsim plot scatter --from results.json --out scatter.svg")]
     Plot(crate::plot::PlotArgs),
     /// Fit a device profile from microbenchmarks (needs the `tch` feature).
+    #[command(after_help = "Examples:\n  \
+        costsim calibrate --from samples.json --base a100 --out my-a100.toml\n  \
+        costsim calibrate --host traces/ --base h200 --out h200-host.toml\n  \
+        costsim calibrate --device cuda --out my-gpu.toml   (needs --features tch)")]
     Calibrate(crate::calibrate::CalibrateArgs),
     /// What fits in memory: the largest micro-batch or sequence per method and GPU, or the GPUs
     /// a configuration fits, smallest first.
@@ -55,6 +92,28 @@ pub enum Command {
 pub struct ListArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// `costsim hardware`: the list, or one profile.
+#[derive(Debug, Args)]
+pub struct HardwareArgs {
+    #[command(subcommand)]
+    pub action: Option<HardwareAction>,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HardwareAction {
+    /// Print a built-in profile's TOML, every value with its source: a file to copy and edit
+    /// (or start a file from it with `base = "NAME"`, docs/profiles.md).
+    #[command(after_help = "Examples:\n  \
+        costsim hardware show a6000\n  \
+        costsim hardware show a100 > my-a100.toml")]
+    Show {
+        /// A built-in name or alias (see `costsim hardware`).
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -175,14 +234,6 @@ pub enum AdapterDtypeArg {
     Base,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
-    Csv,
-    Markdown,
-}
-
 #[derive(Debug, Args)]
 pub struct PredictArgs {
     /// GPU: a built-in name or alias (see `costsim hardware`) or a profile file (.toml).
@@ -231,8 +282,23 @@ pub struct PredictArgs {
     /// List every kernel.
     #[arg(long)]
     pub kernels: bool,
+    /// Price of one GPU-hour in US dollars, for the cost of the run (--tokens/--samples);
+    /// overrides the profile's [price]. E.g. 2.49.
+    #[arg(long, value_name = "USD_PER_HOUR", value_parser = parse_price)]
+    pub price: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// A price per GPU-hour: a finite, non-negative number of dollars up to the profiles' limit.
+pub fn parse_price(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim().trim_start_matches('$');
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("'{s}' is not a price; write US dollars per GPU-hour, e.g. 2.49"))?;
+    costsim_hardware::USD_PER_HOUR
+        .check("--price", v)
+        .map(|()| v)
 }
 
 /// Method and workload options shared by `predict`, `sweep` and `crossover`.
@@ -336,22 +402,6 @@ pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
     Ok(v as u64)
 }
 
-/// An error in what the user asked for: exit code 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-fn usage<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::Error::new(UsageError(e.to_string()))
-}
-
 impl PrecisionArg {
     pub fn precision(self) -> Precision {
         match self {
@@ -375,10 +425,6 @@ impl MethodArg {
             MethodArg::PacaThreeQuarters => vec![MethodName::PacaThreeQuarters],
         }
     }
-}
-
-pub fn usage_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    usage(e)
 }
 
 impl PredictArgs {

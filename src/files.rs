@@ -12,7 +12,7 @@
 //! Several outputs of one command are staged together: create every [`Output`], write them all,
 //! then [`commit_all`], so a failure in any of them leaves every target as it was.
 
-use crate::cli::usage_error;
+use crate::errors::usage_error;
 use anyhow::{Context, Result};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -196,7 +196,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = write_atomic(dir.path(), "x").expect_err("a directory is not a file");
         assert!(err.to_string().contains("a directory"), "{err}");
-        assert!(err.downcast_ref::<crate::cli::UsageError>().is_some());
+        assert!(err.downcast_ref::<crate::errors::UsageError>().is_some());
     }
 
     #[cfg(unix)]
@@ -222,7 +222,7 @@ mod tests {
     fn missing_folder_is_a_usage_error() {
         let err = write_atomic(Path::new("/nonexistent-costsim-dir/x.csv"), "x")
             .expect_err("no such folder");
-        assert!(err.downcast_ref::<crate::cli::UsageError>().is_some());
+        assert!(err.downcast_ref::<crate::errors::UsageError>().is_some());
         assert!(err.to_string().contains("must exist"), "{err}");
     }
 }

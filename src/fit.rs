@@ -3,8 +3,9 @@
 //! are the memory model's (costsim-model `fit`, `predict::Memory`); the step time shown beside
 //! each answer is `costsim predict`'s at that size.
 
-use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
-use crate::output::{csv_line, md_table, num, text_table};
+use crate::cli::{MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::errors::usage_error;
+use crate::render::{csv_text, md_table, num, text_table, Format};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use costsim_hardware::Profile;
@@ -67,6 +68,10 @@ pub struct FitArgs {
     pub precision: PrecisionArg,
     #[command(flatten)]
     pub training: TrainingArgs,
+    /// Price of one GPU-hour in US dollars for every GPU listed (default: each profile's
+    /// [price], where it has one): adds the cost of a million training tokens at each answer.
+    #[arg(long, value_name = "USD_PER_HOUR", value_parser = crate::cli::parse_price)]
+    pub price: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }
@@ -90,6 +95,10 @@ pub struct Row {
     pub at_limit: Option<u64>,
     /// What bounds the answer, when memory does not.
     pub note: String,
+    /// US dollars per million training tokens at the answer (price per hour / 3600 /
+    /// tokens per second × 10^6); absent without a price or when nothing fits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usd_per_million_tokens: Option<f64>,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -127,6 +136,7 @@ fn configs(args: FitArgs, batch: u64, seq: u64, hw: &str) -> Result<Vec<Config>>
         samples: None,
         per_layer: false,
         kernels: false,
+        price: None,
         format: args.format,
     };
     p.configs()
@@ -152,6 +162,7 @@ fn row(cfg: &Config, mem: &costsim_model::predict::Memory, fits: bool) -> Row {
         tokens_per_s,
         at_limit: None,
         note: String::new(),
+        usd_per_million_tokens: None,
     }
 }
 
@@ -178,6 +189,7 @@ pub fn run(args: FitArgs) -> Result<String> {
         .unwrap_or(if find == FindArg::Gpu { 8 } else { 1 });
     let seq = args.seq.unwrap_or(512);
     let max = args.max;
+    let price = args.price;
     let hws = profiles(&args.hw)?;
     let first = hws
         .first()
@@ -244,6 +256,13 @@ pub fn run(args: FitArgs) -> Result<String> {
                     }
                 }
             };
+            let mut r = r;
+            if let (Some(p), Some(tps)) = (
+                crate::output::price_of(price, &c.hw),
+                r.tokens_per_s.filter(|t| *t > 0.0),
+            ) {
+                r.usd_per_million_tokens = Some(p.usd_per_hour / 3600.0 / tps * 1e6);
+            }
             per_method.push(r);
         }
         if find == FindArg::Gpu {
@@ -265,7 +284,8 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
     if format == Format::Json {
         return Ok(serde_json::to_string_pretty(rows)? + "\n");
     }
-    let head: Vec<String> = [
+    let priced = rows.iter().any(|r| r.usd_per_million_tokens.is_some());
+    let mut head: Vec<String> = [
         "method",
         "hw",
         "batch",
@@ -281,12 +301,15 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if priced {
+        head.push("usd_per_mtok".into());
+    }
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     let optf = |v: Option<f64>, d| v.map_or("-".to_string(), |v| num(v, d));
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            vec![
+            let mut cells = vec![
                 r.method.clone(),
                 r.hw.clone(),
                 opt(r.batch),
@@ -298,17 +321,15 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
                 optf(r.step_ms, 2),
                 optf(r.tokens_per_s, 0),
                 r.note.clone(),
-            ]
+            ];
+            if priced {
+                cells.push(optf(r.usd_per_million_tokens, 2));
+            }
+            cells
         })
         .collect();
     Ok(match format {
-        Format::Csv => {
-            let mut s = csv_line(&head) + "\n";
-            for c in &cells {
-                s += &(csv_line(c) + "\n");
-            }
-            s
-        }
+        Format::Csv => csv_text(&head, &cells),
         Format::Markdown => md_table(&head, &cells),
         _ => {
             let what = match find {
@@ -320,6 +341,12 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
                 "{what} (peak + 1 GiB reserve <= capacity; step time at that size):\n{}",
                 text_table(&head, &cells)
             );
+            if priced {
+                s.push_str(
+                    "usd_per_mtok: US dollars per million training tokens at --price or the \
+                     profile's price (-: nothing fits, or no price: pass --price)\n",
+                );
+            }
             if find == FindArg::Gpu {
                 s.push('\n');
                 let mut methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();

@@ -1,9 +1,10 @@
 //! `costsim models` and `costsim hardware`: the built-in models and device profiles, as a table,
 //! JSON, CSV or Markdown. JSON and CSV carry the same fields, in plain units (counts, TFLOP/s,
-//! GB/s, GiB, µs); the table rounds for reading.
+//! GB/s, GiB, µs); the table rounds for reading. `costsim hardware show NAME` prints one built-in
+//! profile's TOML as compiled in.
 
-use crate::cli::Format;
-use crate::output::{count, csv_line, md_table, text_table};
+use crate::errors::usage_error;
+use crate::render::{count, csv_text, md_table, text_table, Format};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -36,6 +37,9 @@ struct HardwareRow {
     gemm_efficiency: f64,
     launch_floor_us: f64,
     calibrated: bool,
+    /// The profile's on-demand price per GPU-hour, US dollars (null: none; see
+    /// `costsim hardware show NAME` for its source and date).
+    usd_per_hour: Option<f64>,
 }
 
 /// Render rows whose JSON objects have the columns `head`: JSON straight from serde, CSV and
@@ -61,19 +65,17 @@ fn render<T: Serialize>(
                     .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
                     .collect::<Vec<_>>()
                     .join(";"),
+                serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             })
             .collect())
     };
     let owned = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     Ok(match format {
-        Format::Csv => {
-            let mut s = csv_line(&owned(head)) + "\n";
-            for r in rows {
-                s += &(csv_line(&fields(r)?) + "\n");
-            }
-            s
-        }
+        Format::Csv => csv_text(
+            &owned(head),
+            &rows.iter().map(fields).collect::<Result<Vec<_>>>()?,
+        ),
         Format::Markdown => md_table(
             &owned(head),
             &rows.iter().map(fields).collect::<Result<Vec<_>>>()?,
@@ -172,6 +174,7 @@ pub fn hardware(format: Format) -> Result<String> {
             gemm_efficiency: p.gemm_efficiency,
             launch_floor_us: p.launch_floor_s * 1e6,
             calibrated: p.is_calibrated(),
+            usd_per_hour: p.price.as_ref().map(|pr| pr.usd_per_hour),
         })
         .collect();
     let mut s = render(
@@ -189,10 +192,11 @@ pub fn hardware(format: Format) -> Result<String> {
             "gemm_efficiency",
             "launch_floor_us",
             "calibrated",
+            "usd_per_hour",
         ],
         &[
             "name", "alias", "device", "SMs", "fp32 TF", "tf32 TF", "bf16 TF", "GB/s", "GiB",
-            "gemm eff", "floor us",
+            "gemm eff", "floor us", "$/h",
         ],
         |p| {
             vec![
@@ -207,6 +211,7 @@ pub fn hardware(format: Format) -> Result<String> {
                 format!("{:.1}", p.memory_gib),
                 format!("{:.2}", p.gemm_efficiency),
                 format!("{:.1}", p.launch_floor_us),
+                p.usd_per_hour.map_or("-".into(), |u| format!("{u:.2}")),
             ]
         },
         format,
@@ -214,8 +219,16 @@ pub fn hardware(format: Format) -> Result<String> {
     if format == Format::Table {
         s.push_str(
             "\nEfficiencies and host costs are datasheet defaults or published figures, \
-             uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml.\n",
+             uncalibrated\nwhere marked; each value's source is in hardware/profiles/NAME.toml \
+             (costsim hardware show NAME).\n$/h: on-demand price per GPU-hour where a dated \
+             public price was found (-: none; pass --price).\n",
         );
     }
     Ok(s)
+}
+
+/// The TOML of the built-in profile `name` (a name or alias), exactly as compiled in.
+pub fn show_hardware(name: &str) -> Result<String> {
+    let (_, text) = costsim_hardware::builtin(name).map_err(usage_error)?;
+    Ok(text.to_string())
 }

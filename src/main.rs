@@ -4,17 +4,20 @@
 
 mod calibrate;
 mod cli;
+mod errors;
 mod files;
 mod fit;
 mod lists;
 mod output;
 mod plot;
+mod render;
 mod sweep;
 mod validate;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, UsageError};
+use cli::{Cli, Command};
+use errors::UsageError;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -55,10 +58,37 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Predict(args) => predict(&args),
         Command::Models(a) => write_stdout(&lists::models(a.format)?),
-        Command::Hardware(a) => write_stdout(&lists::hardware(a.format)?),
-        Command::Validate(args) => write_stdout(&validate::run(&args)?),
+        Command::Hardware(a) => match a.action {
+            None => write_stdout(&lists::hardware(a.list.format)?),
+            Some(cli::HardwareAction::Show { name }) => write_stdout(&lists::show_hardware(&name)?),
+        },
+        Command::Validate(args) => {
+            use render::Format::{Json, Markdown, Table};
+            if args.trace.is_empty() {
+                render::check_format(args.format, &[Table, Json, Markdown], "validate")?;
+            } else {
+                render::check_format(args.format, &[Table, Json], "validate --trace")?;
+            }
+            write_stdout(&validate::run(&args)?)
+        }
         Command::Sweep(args) => sweep::run(&args),
-        Command::Crossover(args) => sweep::crossover(&args),
+        Command::Crossover(args) => {
+            use render::Format::{Json, Table};
+            render::check_format(args.format, &[Table, Json], "crossover")?;
+            sweep::crossover(&args)?;
+            // The JSON report carries `does_not_fit` itself; the table gets the same as notes.
+            if args.format == Table {
+                let s = sweep::search(&args)?;
+                let no_fit = s.memory();
+                if !no_fit.is_empty() {
+                    // src/sweep.rs renders the table; the crossings' memory verdicts need the
+                    // report again (only when something does not fit).
+                    let report = s.run().map_err(errors::usage_error)?;
+                    write_stdout(&output::crossover_memory_notes(&s, &report))?;
+                }
+            }
+            Ok(())
+        }
         Command::Plot(args) => plot::run(&args),
         Command::Calibrate(args) => write_stdout(&calibrate::run(&args)?),
         Command::Fit(args) => write_stdout(&fit::run(args)?),
@@ -77,7 +107,7 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         let layers = cfgs.first().map_or(0, |c| u64::from(c.model.layers));
         let blocks = layers * cfgs.len() as u64;
         if blocks > MAX_KERNEL_BLOCKS {
-            return Err(cli::usage_error(format!(
+            return Err(errors::usage_error(format!(
                 "--kernels would list {layers} layers × {} methods = {blocks} blocks of kernel \
                  rows, more than the {MAX_KERNEL_BLOCKS} costsim lists; list one --method at a time, or use \
                  --per-layer instead",
@@ -90,9 +120,18 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         kernels: args.kernels,
     };
     let amount = args.amount()?;
+    if args.price.is_some() && amount.is_none() {
+        return Err(errors::usage_error(
+            "--price costs a whole run; add --tokens N or --samples N (one step costs nothing \
+             worth printing)",
+        ));
+    }
     let preds: Vec<_> = cfgs
         .iter()
         .map(|c| costsim_model::predict(c, detail, amount))
         .collect();
-    write_stdout(&output::render(&cfgs, &preds, args.format)?)
+    let price = cfgs
+        .first()
+        .and_then(|c| output::price_of(args.price, &c.hw));
+    write_stdout(&output::render(&cfgs, &preds, args.format, price.as_ref())?)
 }

@@ -1,34 +1,11 @@
 //! Output formats of `costsim predict`: a readable table, JSON (schema in docs/json-schema.md),
 //! CSV and Markdown. Only formatting happens here; every number comes from costsim-model.
 
-use crate::cli::Format;
+use crate::render::{count, csv_line, md_table, num, text_table, Format};
 use costsim_model::predict::{KernelRow, LayerRow};
 use costsim_model::{Config, Prediction};
 use serde::Serialize;
 use std::fmt::Write as _;
-
-/// Print a finite number with `decimals`, or "-" (never NaN or inf).
-pub(crate) fn num(v: f64, decimals: usize) -> String {
-    if v.is_finite() {
-        format!("{v:.decimals$}")
-    } else {
-        "-".into()
-    }
-}
-
-/// Human-readable count: 6.74 B, 19.99 M, 12.3 K.
-pub fn count(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e9 {
-        format!("{} B", num(v / 1e9, 2))
-    } else if a >= 1e6 {
-        format!("{} M", num(v / 1e6, 2))
-    } else if a >= 1e3 {
-        format!("{} K", num(v / 1e3, 1))
-    } else {
-        num(v, 0)
-    }
-}
 
 fn gib(bytes: f64) -> String {
     format!("{} GiB", num(bytes / (1u64 << 30) as f64, 2))
@@ -40,6 +17,74 @@ fn gb(bytes: f64) -> String {
 
 fn tflop(f: f64) -> String {
     format!("{} TFLOP", num(f / 1e12, 2))
+}
+
+/// The price a run is costed at: `--price` or the profile's `[price]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriceUsed {
+    pub usd_per_hour: f64,
+    /// "--price", or the profile's source for it.
+    pub source: String,
+    /// When the profile's price was read (YYYY-MM-DD); null for --price.
+    pub date: Option<String>,
+}
+
+/// What a run is costed at: `flag` (--price) over the profile's price; None when neither.
+pub fn price_of(flag: Option<f64>, hw: &costsim_hardware::Profile) -> Option<PriceUsed> {
+    match flag {
+        Some(p) => Some(PriceUsed {
+            usd_per_hour: p,
+            source: "--price".into(),
+            date: None,
+        }),
+        None => hw.price.as_ref().map(|p| PriceUsed {
+            usd_per_hour: p.usd_per_hour,
+            source: p.source.clone(),
+            date: p.date.clone(),
+        }),
+    }
+}
+
+/// What the table says when a run has no price.
+pub const NO_PRICE: &str = "no price: pass --price";
+
+/// Cost of `seconds` of one GPU at `usd_per_hour`.
+pub fn run_cost_usd(seconds: f64, usd_per_hour: f64) -> f64 {
+    seconds / 3600.0 * usd_per_hour
+}
+
+/// Dollars with cents and thousands separators: $1,234.56.
+pub fn usd(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let cents = format!("{:.2}", v.abs());
+    let (int, frac) = cents.split_once('.').unwrap_or((&cents, "00"));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{}${grouped}.{frac}", if v < 0.0 { "-" } else { "" })
+}
+
+/// The line under a costed table naming the price and where it comes from.
+fn price_line(p: &PriceUsed) -> String {
+    if p.source == "--price" {
+        format!("price: ${} per GPU-hour (--price)", p.usd_per_hour)
+    } else {
+        format!(
+            "price: ${} per GPU-hour, {}{}; --price overrides it",
+            p.usd_per_hour,
+            p.source,
+            p.date
+                .as_ref()
+                .map(|d| format!(" (read {d})"))
+                .unwrap_or_default()
+        )
+    }
 }
 
 fn pct(v: f64) -> String {
@@ -97,7 +142,7 @@ fn header(cfg: &Config) -> Vec<String> {
 }
 
 /// Summary rows: (label, one value per method).
-fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
+fn summary_rows(preds: &[Prediction], price: Option<&PriceUsed>) -> Vec<(String, Vec<String>)> {
     let col = |f: &dyn Fn(&Prediction) -> String| preds.iter().map(f).collect::<Vec<_>>();
     let mut rows = vec![
         (
@@ -179,70 +224,17 @@ fn summary_rows(preds: &[Prediction]) -> Vec<(String, Vec<String>)> {
                 None => "-".into(),
             }),
         ));
+        rows.push((
+            "run cost".into(),
+            col(&|p| match (&p.training, price) {
+                (None, _) => "-".into(),
+                (Some(_), _) if !p.fits => "- (does not fit)".into(),
+                (Some(_), None) => NO_PRICE.into(),
+                (Some(t), Some(pr)) => usd(run_cost_usd(t.seconds, pr.usd_per_hour)),
+            }),
+        ));
     }
     rows
-}
-
-/// An aligned text table: first column left-aligned, the others right-aligned.
-pub(crate) fn text_table(head: &[String], rows: &[Vec<String>]) -> String {
-    let n = head.len();
-    let mut width = vec![0usize; n];
-    for r in std::iter::once(head).chain(rows.iter().map(|r| r.as_slice())) {
-        for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, r: &[String]| {
-        let mut s = String::new();
-        for (i, c) in r.iter().enumerate() {
-            let pad = width[i] - c.chars().count();
-            if i == 0 {
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad));
-            } else {
-                s.push_str("  ");
-                s.push_str(&" ".repeat(pad));
-                s.push_str(c);
-            }
-        }
-        out.push_str(s.trim_end());
-        out.push('\n');
-    };
-    line(&mut out, head);
-    let total: usize = width.iter().sum::<usize>() + 2 * (n - 1);
-    out.push_str(&"-".repeat(total));
-    out.push('\n');
-    for r in rows {
-        line(&mut out, r);
-    }
-    out
-}
-
-pub(crate) fn md_table(head: &[String], rows: &[Vec<String>]) -> String {
-    let mut out = String::new();
-    let esc = |s: &str| s.replace('|', "\\|");
-    let _ = writeln!(
-        out,
-        "| {} |",
-        head.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | ")
-    );
-    let _ = writeln!(
-        out,
-        "|{}|",
-        (0..head.len())
-            .map(|i| if i == 0 { "---" } else { "---:" })
-            .collect::<Vec<_>>()
-            .join("|")
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} |",
-            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
-        );
-    }
-    out
 }
 
 fn layer_head() -> Vec<String> {
@@ -335,6 +327,28 @@ struct JsonReport<'a> {
     hardware: JsonHardware<'a>,
     workload: &'a costsim_model::Workload,
     predictions: &'a [Prediction],
+    /// With --tokens/--samples only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_cost: Option<JsonRunCost>,
+}
+
+/// The cost of the run per method, at the price used (null price: none known).
+#[derive(Serialize)]
+struct JsonRunCost {
+    price: Option<PriceUsed>,
+    /// "no price: pass --price" when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<&'static str>,
+    methods: Vec<JsonMethodCost>,
+}
+
+#[derive(Serialize)]
+struct JsonMethodCost {
+    method: String,
+    /// Run seconds / 3600 × price; null without a price. Given even when the method does not
+    /// fit (as `training` is).
+    usd: Option<f64>,
+    fits: bool,
 }
 
 #[derive(Serialize)]
@@ -346,24 +360,14 @@ struct JsonHardware<'a> {
     memory_bytes: f64,
 }
 
-/// Render predictions (one per method, all sharing model, workload and device).
-/// One CSV line (RFC 4180 quoting), without the newline.
-pub(crate) fn csv_line(cells: &[String]) -> String {
-    cells
-        .iter()
-        .map(|c| {
-            if c.contains([',', '"', '\n']) {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c.clone()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::Result<String> {
+pub fn render(
+    cfgs: &[Config],
+    preds: &[Prediction],
+    format: Format,
+    price: Option<&PriceUsed>,
+) -> anyhow::Result<String> {
     let cfg = &cfgs[0];
+    let run = preds.iter().any(|p| p.training.is_some());
     let mut out = String::new();
     match format {
         Format::Json => {
@@ -379,6 +383,22 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                 },
                 workload: &cfg.workload,
                 predictions: preds,
+                run_cost: run.then(|| JsonRunCost {
+                    price: price.cloned(),
+                    note: price.is_none().then_some(NO_PRICE),
+                    methods: preds
+                        .iter()
+                        .map(|p| JsonMethodCost {
+                            method: p.method.clone(),
+                            usd: p
+                                .training
+                                .as_ref()
+                                .zip(price)
+                                .map(|(t, pr)| run_cost_usd(t.seconds, pr.usd_per_hour)),
+                            fits: p.fits,
+                        })
+                        .collect(),
+                }),
             };
             out = serde_json::to_string_pretty(&rep)?;
             out.push('\n');
@@ -496,10 +516,12 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                 ]
                 .map(String::from)
                 .to_vec();
-                // A whole-run estimate (--tokens/--samples) adds its steps and seconds.
-                let run = preds.iter().any(|p| p.training.is_some());
+                // A whole-run estimate (--tokens/--samples) adds its steps, seconds and cost
+                // (empty without a price).
                 if run {
-                    head.extend(["optimizer_steps", "run_seconds"].map(String::from));
+                    head.extend(
+                        ["optimizer_steps", "run_seconds", "run_cost_usd"].map(String::from),
+                    );
                 }
                 let _ = writeln!(out, "{}", csv_line(&head));
                 for p in preds {
@@ -526,6 +548,9 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
                         let t = p.training.as_ref();
                         cells.push(t.map_or(String::new(), |t| t.optimizer_steps.to_string()));
                         cells.push(t.map_or(String::new(), |t| num(t.seconds, 3)));
+                        cells.push(t.zip(price).map_or(String::new(), |(t, pr)| {
+                            num(run_cost_usd(t.seconds, pr.usd_per_hour), 2)
+                        }));
                     }
                     let _ = writeln!(out, "{}", csv_line(&cells));
                 }
@@ -546,11 +571,14 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
             out.push('\n');
             let mut head = vec![String::new()];
             head.extend(preds.iter().map(|p| p.method.clone()));
-            let rows: Vec<Vec<String>> = summary_rows(preds)
+            let rows: Vec<Vec<String>> = summary_rows(preds, price)
                 .into_iter()
                 .map(|(label, vals)| std::iter::once(label).chain(vals).collect())
                 .collect();
             out.push_str(&table(&head, &rows));
+            if let (true, Some(p)) = (run, price) {
+                let _ = writeln!(out, "{}{}", if md { "\n" } else { "" }, price_line(p));
+            }
             for p in preds {
                 if let Some(layers) = &p.per_layer {
                     let _ = writeln!(
@@ -578,21 +606,66 @@ pub fn render(cfgs: &[Config], preds: &[Prediction], format: Format) -> anyhow::
     Ok(out)
 }
 
+/// The table's notes on memory after `costsim crossover`: the grid values where a method does
+/// not fit, and each crossing predicted where LoRA or the other method does not fit. Empty when
+/// every method fits everywhere.
+pub fn crossover_memory_notes(
+    s: &costsim_model::crossover::Search,
+    report: &costsim_model::crossover::Report,
+) -> String {
+    if report.does_not_fit.is_empty() {
+        return String::new();
+    }
+    let axis = s.axis.as_str();
+    let names = |ms: &[costsim_model::MethodName]| {
+        ms.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!(
+        "\nDoes not fit in memory on {} (peak + 1 GiB reserve > {} GiB):\n",
+        s.hw.name,
+        num(s.hw.memory_bytes / (1u64 << 30) as f64, 1)
+    );
+    for n in &report.does_not_fit {
+        let _ = writeln!(out, "  {axis} {}: {}", n.value, names(&n.methods));
+    }
+    for c in &report.comparisons {
+        for x in c.crossings.iter().filter(|x| !x.does_not_fit.is_empty()) {
+            let _ = writeln!(
+                out,
+                "The crossover LoRA vs {} between {axis} {} and {} is predicted for a \
+                 configuration that does not fit: {} {} not fit there.",
+                c.other,
+                x.before,
+                x.after,
+                names(&x.does_not_fit),
+                if x.does_not_fit.len() == 1 {
+                    "does"
+                } else {
+                    "do"
+                }
+            );
+        }
+    }
+    out.push_str(
+        "Times at these values are predictions for configurations that cannot run on this GPU.\n",
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn counts_and_numbers() {
-        assert_eq!(count(6_738_415_616.0), "6.74 B");
-        assert_eq!(count(19_988_480.0), "19.99 M");
-        assert_eq!(num(f64::NAN, 2), "-");
-        assert_eq!(num(f64::INFINITY, 2), "-");
-    }
-
-    #[test]
-    fn table_aligns_columns() {
-        let t = text_table(&["".into(), "a".into()], &[vec!["row".into(), "12".into()]]);
-        assert_eq!(t, "      a\n-------\nrow  12\n");
+    fn dollars_have_cents_and_thousands_separators() {
+        assert_eq!(usd(0.0), "$0.00");
+        assert_eq!(usd(1.064), "$1.06");
+        assert_eq!(usd(1234567.891), "$1,234,567.89");
+        assert_eq!(usd(-12.5), "-$12.50");
+        // 1115 s at $3.4309/h: 1115 / 3600 × 3.4309 = 1.0626...
+        assert_eq!(usd(run_cost_usd(1115.0, 3.4309)), "$1.06");
     }
 }

@@ -10,7 +10,8 @@
 //! - `heatmap`: LoRA / other time ratio over two axes (e.g. seq × rank) with the 1.0 contour;
 //! - `scatter`: predicted vs measured phase times from validation results.
 
-use crate::cli::{usage_error, MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::cli::{MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::errors::usage_error;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use costsim_model::graph::KernelKind;
@@ -20,6 +21,7 @@ use costsim_model::sweep::parse_axis;
 use costsim_model::{arch, Config, MethodName};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -44,13 +46,22 @@ pub struct Output {
 #[derive(Debug, Subcommand)]
 pub enum Chart {
     /// Per-layer stacked step time by kernel kind and by bound, one row per method.
+    #[command(after_help = "Examples:\n  \
+        costsim plot breakdown --hw a6000 --model llama2-7b --out breakdown.svg\n  \
+        costsim plot breakdown --hw a100 --model gpt2 --method all --shared-y --out b.png")]
     Breakdown {
         #[command(flatten)]
         predict: PredictArgs,
+        /// One y-scale for every method's panels, so bar heights compare across methods.
+        #[arg(long)]
+        shared_y: bool,
         #[command(flatten)]
         output: Output,
     },
     /// Step time per method, stacked forward / backward / optimizer.
+    #[command(after_help = "Examples:\n  \
+        costsim plot methods --hw a6000 --model llama2-7b --out methods.svg\n  \
+        costsim plot methods --hw h100 --model llama2-13b --batch 4 --seq 1024 --out m.png")]
     Methods {
         #[command(flatten)]
         predict: PredictArgs,
@@ -58,8 +69,15 @@ pub enum Chart {
         output: Output,
     },
     /// LoRA / other time ratio over two axes, with the 1.0 contour.
+    #[command(after_help = "Examples:\n  \
+        costsim plot heatmap --model llama2-7b --hw a6000 --out heat.svg   seq x rank vs full\n  \
+        costsim plot heatmap --model gpt2 --hw h100 --x batch --x-range 1..64:x2 --y seq \
+        --y-range 128..1024:x2 --against paca --out heat.png --data heat.json")]
     Heatmap(HeatmapArgs),
     /// Predicted vs measured phase times from a validation results file.
+    #[command(after_help = "Examples:\n  \
+        costsim plot scatter --from docs/results/cpu/heldout-gpt2.json --out scatter.svg\n  \
+        costsim plot scatter --from a.json,b.json --hw cpu-generic --out s.png")]
     Scatter {
         /// Results written by `costsim validate --out` (comma-separated files are merged).
         #[arg(long, value_name = "FILE", value_delimiter = ',', required = true)]
@@ -78,6 +96,16 @@ pub enum AxisName {
     Seq,
     Batch,
     Rank,
+}
+
+impl AxisName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AxisName::Seq => "seq",
+            AxisName::Batch => "batch",
+            AxisName::Rank => "rank",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -99,15 +127,15 @@ pub struct HeatmapArgs {
     /// The method LoRA is divided by.
     #[arg(long, value_enum, default_value = "full")]
     pub against: MethodArg,
-    /// Micro-batch size when not an axis.
-    #[arg(long, default_value_t = 8)]
-    pub batch: u64,
-    /// Sequence length when not an axis.
-    #[arg(long, default_value_t = 512)]
-    pub seq: u64,
-    /// LoRA reference rank when not an axis.
-    #[arg(long, default_value_t = 8)]
-    pub rank: u64,
+    /// Micro-batch size when not an axis (default 8).
+    #[arg(long)]
+    pub batch: Option<u64>,
+    /// Sequence length when not an axis (default 512).
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// LoRA reference rank when not an axis (default 8).
+    #[arg(long)]
+    pub rank: Option<u64>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16Mixed)]
     pub precision: PrecisionArg,
     #[command(flatten)]
@@ -124,6 +152,20 @@ pub struct HeatmapArgs {
 pub struct BreakdownChart {
     pub title: String,
     pub methods: Vec<(String, Vec<ScopeBreakdown>)>,
+    /// The methods whose step does not fit in the GPU's memory (omitted when all fit).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub does_not_fit: Vec<NoFit>,
+    /// Draw every method's panels on one y-scale (a drawing option, not data).
+    #[serde(skip)]
+    pub shared_y: bool,
+}
+
+/// A method that does not fit: its peak memory and what the GPU offers (capacity − reserve).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NoFit {
+    pub method: String,
+    pub peak_gib: f64,
+    pub usable_gib: f64,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -151,9 +193,21 @@ pub struct HeatmapChart {
     pub ys: Vec<u64>,
     /// ratio[j][i] = T_LoRA / T_other at (xs[i], ys[j]); NaN (null) where invalid.
     pub ratio: Vec<Vec<f64>>,
+    /// The valid cells where LoRA, the other method or both do not fit in memory (omitted when
+    /// every cell fits). Their ratio is still the predicted one, drawn hatched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub does_not_fit: Vec<NoFitCell>,
     /// Segments of the ratio = 1 contour in cell coordinates (cell (i, j) spans i..i+1,
     /// j..j+1; values sit at cell centres).
     pub contour: Vec<[(f64, f64); 2]>,
+}
+
+/// A heatmap cell whose configuration does not fit: its axis values and the methods that do not.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct NoFitCell {
+    pub x: u64,
+    pub y: u64,
+    pub methods: Vec<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -171,7 +225,29 @@ pub struct ScatterChart {
     pub points: Vec<ScatterPoint>,
 }
 
-pub fn breakdown_chart(args: &PredictArgs) -> Result<BreakdownChart> {
+/// Options of `predict` that mean nothing for a chart: refused rather than ignored.
+fn refuse_table_options(args: &PredictArgs, chart: &str) -> Result<()> {
+    let given = [
+        (args.tokens.is_some(), "--tokens"),
+        (args.samples.is_some(), "--samples"),
+        (args.per_layer, "--per-layer"),
+        (args.kernels, "--kernels"),
+        (args.price.is_some(), "--price"),
+        (args.format != crate::render::Format::Table, "--format"),
+    ];
+    if let Some((_, name)) = given.iter().find(|(on, _)| *on) {
+        return Err(usage_error(format!(
+            "{name} does nothing for `plot {chart}` (it draws one step of each method); drop it, \
+             or use `costsim predict {name} ...` for a table"
+        )));
+    }
+    Ok(())
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+pub fn breakdown_chart(args: &PredictArgs, shared_y: bool) -> Result<BreakdownChart> {
+    refuse_table_options(args, "breakdown")?;
     let cfgs = args.configs()?;
     let c0 = &cfgs[0];
     Ok(BreakdownChart {
@@ -187,10 +263,23 @@ pub fn breakdown_chart(args: &PredictArgs) -> Result<BreakdownChart> {
             .iter()
             .map(|c| (c.method.name.to_string(), breakdown(c)))
             .collect(),
+        does_not_fit: cfgs
+            .iter()
+            .filter_map(|c| {
+                let m = costsim_model::fit::memory_of(c);
+                (!m.fits).then(|| NoFit {
+                    method: c.method.name.to_string(),
+                    peak_gib: m.peak_bytes / GIB,
+                    usable_gib: (m.capacity_bytes - m.reserved_bytes) / GIB,
+                })
+            })
+            .collect(),
+        shared_y,
     })
 }
 
 pub fn methods_chart(args: &PredictArgs) -> Result<MethodsChart> {
+    refuse_table_options(args, "methods")?;
     let cfgs = args.configs()?;
     let c0 = &cfgs[0];
     let accum = f64::from(c0.workload.grad_accum);
@@ -237,6 +326,29 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
             ))
         }
     };
+    for (axis, given, flag) in [
+        (AxisName::Batch, a.batch.is_some(), "--batch"),
+        (AxisName::Seq, a.seq.is_some(), "--seq"),
+        (AxisName::Rank, a.rank.is_some(), "--rank"),
+    ] {
+        if given && (a.x == axis || a.y == axis) {
+            let which = if a.x == axis {
+                "--x-range"
+            } else {
+                "--y-range"
+            };
+            return Err(usage_error(format!(
+                "{flag} does nothing here: {} is an axis of the heatmap, set by {which}; drop \
+                 {flag}",
+                axis.as_str()
+            )));
+        }
+    }
+    let (batch, seq, rank) = (
+        a.batch.unwrap_or(8),
+        a.seq.unwrap_or(512),
+        a.rank.unwrap_or(8),
+    );
     let mut xs = parse_axis(&a.x_range, "--x-range").map_err(usage_error)?;
     let mut ys = parse_axis(&a.y_range, "--y-range").map_err(usage_error)?;
     xs.sort_unstable();
@@ -253,7 +365,7 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
     let hw = costsim_hardware::resolve_device(&a.hw).map_err(usage_error)?;
     let precision = a.precision.precision();
     let opts = a.training.method_options()?;
-    let step = |method: MethodName, x: u64, y: u64| -> Option<f64> {
+    let step = |method: MethodName, x: u64, y: u64| -> Option<(f64, bool)> {
         let get = |axis: AxisName, fixed: u64| {
             if axis == a.x {
                 x
@@ -264,13 +376,13 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
             }
         };
         let w = a.training.workload(
-            get(AxisName::Batch, a.batch),
-            get(AxisName::Seq, a.seq),
+            get(AxisName::Batch, batch),
+            get(AxisName::Seq, seq),
             precision,
         );
         w.validate(&model).ok()?;
         let mut o = opts.clone();
-        o.rank = Some(get(AxisName::Rank, a.rank));
+        o.rank = Some(get(AxisName::Rank, rank));
         let method = MethodSpec::resolve(method, &o, &model, true).ok()?;
         let cfg = Config {
             model: model.clone(),
@@ -278,15 +390,27 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
             workload: w,
             hw: hw.clone(),
         };
-        Some(costsim_model::predict(&cfg, costsim_model::Detail::default(), None).step_ms)
+        let p = costsim_model::predict(&cfg, costsim_model::Detail::default(), None);
+        Some((p.step_ms, p.fits))
     };
+    let mut does_not_fit = Vec::new();
     let ratio: Vec<Vec<f64>> = ys
         .iter()
         .map(|&y| {
             xs.iter()
                 .map(
                     |&x| match (step(MethodName::Lora, x, y), step(other, x, y)) {
-                        (Some(l), Some(o)) => l / o,
+                        (Some((l, lfits)), Some((o, ofits))) => {
+                            let methods: Vec<String> = [(MethodName::Lora, lfits), (other, ofits)]
+                                .iter()
+                                .filter(|(_, fits)| !fits)
+                                .map(|(m, _)| m.to_string())
+                                .collect();
+                            if !methods.is_empty() {
+                                does_not_fit.push(NoFitCell { x, y, methods });
+                            }
+                            l / o
+                        }
                         _ => f64::NAN,
                     },
                 )
@@ -303,16 +427,23 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
         )));
     }
     let contour = contour_segments(&ratio, 1.0);
-    let name = |n: AxisName| match n {
-        AxisName::Seq => "seq",
-        AxisName::Batch => "batch",
-        AxisName::Rank => "rank",
-    };
+    let name = |n: AxisName| n.as_str();
+    // What is held fixed, so the title says which configuration the cells vary.
+    let fixed: Vec<String> = [
+        (AxisName::Batch, format!("batch {batch}")),
+        (AxisName::Seq, format!("seq {seq}")),
+        (AxisName::Rank, format!("rank {rank}")),
+    ]
+    .into_iter()
+    .filter(|(axis, _)| *axis != a.x && *axis != a.y)
+    .map(|(_, text)| text)
+    .collect();
     Ok(HeatmapChart {
         title: format!(
-            "{} on {}, {}: LoRA / {} step time over {} x {}",
+            "{} on {}, {}, {}: LoRA / {} step time over {} x {}",
             model.name,
             hw.name,
+            fixed.join(", "),
             precision.as_str(),
             other,
             name(a.x),
@@ -323,6 +454,7 @@ pub fn heatmap_chart(a: &HeatmapArgs) -> Result<HeatmapChart> {
         xs,
         ys,
         ratio,
+        does_not_fit,
         contour,
     })
 }
@@ -460,25 +592,50 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &ChartData) -> 
     }
 }
 
-/// Stacked bars: one bar per category, `stacks` = (label, value per category).
+/// The tallest stack of `stacks` (0 when empty).
+fn stack_top(stacks: &[(String, Vec<f64>)]) -> f64 {
+    let n = stacks.first().map_or(0, |(_, v)| v.len());
+    (0..n)
+        .map(|i| stacks.iter().map(|(_, v)| v[i]).sum::<f64>())
+        .fold(0.0f64, f64::max)
+}
+
+/// A tick label with at most three significant digits and no trailing zeros: 0.25, 1.5, 120,
+/// 0.0012, 25000 (never 0.30000000000000004).
+pub fn tick(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return if v == 0.0 { "0".into() } else { String::new() };
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Stacked bars: one bar per category, `stacks` = (label, value per category). `top`: the
+/// y-axis end (shared across panels), else the tallest stack's.
 fn stacked<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     caption: &str,
     categories: &[String],
     stacks: &[(String, Vec<f64>)],
     y_label: &str,
+    top: Option<f64>,
+    caption_color: RGBColor,
 ) -> DrawResult<DB> {
     let n = categories.len();
-    let top = (0..n)
-        .map(|i| stacks.iter().map(|(_, v)| v[i]).sum::<f64>())
-        .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 1.1;
+    let top = top.unwrap_or_else(|| stack_top(stacks)).max(1e-9) * 1.1;
     // Legend in its own column on the right, so it never hides a bar.
     let (w, _) = area.dim_in_pixel();
     let (plot_area, legend_area) = area.split_horizontally(w.saturating_sub(120));
     let mut chart = ChartBuilder::on(&plot_area)
-        .caption(caption, ("sans-serif", 16))
+        .caption(
+            caption,
+            ("sans-serif", 16).into_font().color(&caption_color),
+        )
         .margin(8)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -497,6 +654,7 @@ fn stacked<DB: DrawingBackend>(
                 String::new()
             }
         })
+        .y_label_formatter(&|y| tick(*y))
         .y_desc(y_label)
         .label_style(("sans-serif", 11))
         .draw()?;
@@ -537,8 +695,54 @@ fn draw_breakdown<DB: DrawingBackend>(
     let (title, body) = root.split_vertically(40);
     title.titled(&c.title, ("sans-serif", 20))?;
     let rows = body.split_evenly((c.methods.len(), 2));
-    for (m, (method, scopes)) in c.methods.iter().enumerate() {
+    let panels: Vec<_> = c.methods.iter().map(|(_, s)| breakdown_panels(s)).collect();
+    // With --shared-y, one scale for every panel: the tallest bar of any method.
+    let shared = c.shared_y.then(|| {
+        panels
+            .iter()
+            .flat_map(|(k, b)| [stack_top(k), stack_top(b)])
+            .fold(0.0f64, f64::max)
+    });
+    for (m, ((method, scopes), (kinds, bounds))) in c.methods.iter().zip(&panels).enumerate() {
         let cats: Vec<String> = scopes.iter().map(|s| short_scope(&s.scope)).collect();
+        // A method that does not fit is marked in both captions, in red.
+        let (mark, color) = match c.does_not_fit.iter().find(|n| &n.method == method) {
+            Some(n) => (
+                format!(
+                    " [DOES NOT FIT: peak {:.1} GiB > {:.1} GiB usable]",
+                    n.peak_gib, n.usable_gib
+                ),
+                RGBColor(200, 0, 0),
+            ),
+            None => (String::new(), BLACK),
+        };
+        stacked(
+            &rows[2 * m],
+            &format!("{method}: device time by kernel kind{mark}"),
+            &cats,
+            kinds,
+            "ms per step",
+            shared,
+            color,
+        )?;
+        stacked(
+            &rows[2 * m + 1],
+            &format!("{method}: step time by bound{mark}"),
+            &cats,
+            bounds,
+            "ms per step",
+            shared,
+            color,
+        )?;
+    }
+    Ok(())
+}
+
+type Stacks = Vec<(String, Vec<f64>)>;
+
+/// A method's two panels: device time by kernel kind, step time by bound, per scope.
+fn breakdown_panels(scopes: &[ScopeBreakdown]) -> (Stacks, Stacks) {
+    {
         let kinds: Vec<(String, Vec<f64>)> = KernelKind::ALL
             .iter()
             .enumerate()
@@ -553,13 +757,6 @@ fn draw_breakdown<DB: DrawingBackend>(
             })
             .filter(|(_, v)| v.iter().any(|x| *x > 0.0))
             .collect();
-        stacked(
-            &rows[2 * m],
-            &format!("{method}: device time by kernel kind"),
-            &cats,
-            &kinds,
-            "ms per step",
-        )?;
         let bounds: Vec<(String, Vec<f64>)> = [
             ("compute", 0),
             ("memory", 1),
@@ -577,15 +774,8 @@ fn draw_breakdown<DB: DrawingBackend>(
             )
         })
         .collect();
-        stacked(
-            &rows[2 * m + 1],
-            &format!("{method}: step time by bound"),
-            &cats,
-            &bounds,
-            "ms per step",
-        )?;
+        (kinds, bounds)
     }
-    Ok(())
 }
 
 fn draw_methods<DB: DrawingBackend>(
@@ -617,7 +807,15 @@ fn draw_methods<DB: DrawingBackend>(
             c.bars.iter().map(|b| b.optimizer_ms).collect(),
         ),
     ];
-    stacked(root, &c.title, &cats, &stacks, "ms per optimizer step")
+    stacked(
+        root,
+        &c.title,
+        &cats,
+        &stacks,
+        "ms per optimizer step",
+        None,
+        BLACK,
+    )
 }
 
 /// Diverging colour for a ratio: blue below 1 (LoRA faster), red above, white at 1; saturates at
@@ -654,7 +852,8 @@ fn draw_heatmap<DB: DrawingBackend>(
         ("sans-serif", 17).into_font(),
     ))?;
     title.draw(&Text::new(
-        "blue: LoRA faster, red: LoRA slower; black line: ratio 1.0 (marching squares)",
+        "blue: LoRA faster, red: LoRA slower; black line: ratio 1.0; grey \"-\": not a valid \
+         configuration; hatched \"OOM\": does not fit in memory",
         (12, 34),
         ("sans-serif", 13).into_font(),
     ))?;
@@ -685,27 +884,63 @@ fn draw_heatmap<DB: DrawingBackend>(
         }
     }
     chart.draw_series(cells)?;
-    let mut labels = Vec::new();
-    for (j, row) in c.ratio.iter().enumerate() {
-        for (i, r) in row.iter().enumerate() {
-            let text = if r.is_finite() {
-                format!("{r:.2}")
-            } else {
-                "-".into()
-            };
-            labels.push(Text::new(
-                text,
-                (i as f64 + 0.32, j as f64 + 0.6),
-                ("sans-serif", 12).into_font().color(&BLACK),
-            ));
+    // Cells that do not fit: diagonal hatching over the colour (which still shows the ratio).
+    let oom = |i: usize, j: usize| {
+        c.does_not_fit
+            .iter()
+            .any(|n| n.x == c.xs[i] && n.y == c.ys[j])
+    };
+    let hatch = RGBColor(70, 70, 70);
+    let mut lines = Vec::new();
+    for j in 0..ny {
+        for i in 0..nx {
+            if !oom(i, j) {
+                continue;
+            }
+            let (x, y) = (i as f64, j as f64);
+            for k in 1..6 {
+                let t = f64::from(k) / 6.0;
+                lines.push(PathElement::new(
+                    vec![(x + t, y), (x, y + t)],
+                    hatch.stroke_width(1),
+                ));
+                lines.push(PathElement::new(
+                    vec![(x + 1.0, y + t), (x + t, y + 1.0)],
+                    hatch.stroke_width(1),
+                ));
+            }
         }
     }
-    chart.draw_series(labels)?;
+    chart.draw_series(lines)?;
+    // The contour first, the labels over it, so no line crosses a number.
     chart.draw_series(
         c.contour
             .iter()
             .map(|[a, b]| PathElement::new(vec![*a, *b], BLACK.stroke_width(3))),
     )?;
+    let mut labels = Vec::new();
+    for (j, row) in c.ratio.iter().enumerate() {
+        for (i, r) in row.iter().enumerate() {
+            let text = match (r.is_finite(), oom(i, j)) {
+                (false, _) => "-".to_string(),
+                (true, false) => format!("{r:.2}"),
+                (true, true) => format!("{r:.2} OOM"),
+            };
+            let (x, y) = (i as f64 + 0.5, j as f64 + 0.5);
+            labels.push(
+                EmptyElement::at((x, y))
+                    + Text::new(
+                        text,
+                        (0, 0),
+                        ("sans-serif", 12)
+                            .into_font()
+                            .color(&BLACK)
+                            .pos(Pos::new(HPos::Center, VPos::Center)),
+                    ),
+            );
+        }
+    }
+    chart.draw_series(labels)?;
     Ok(())
 }
 
@@ -741,6 +976,8 @@ fn draw_scatter<DB: DrawingBackend>(
         .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .x_desc("measured ms")
         .y_desc("predicted ms")
         .label_style(("sans-serif", 12))
@@ -754,10 +991,16 @@ fn draw_scatter<DB: DrawingBackend>(
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
     let band = RGBColor(150, 150, 150);
     for f in [0.75, 1.25] {
-        chart.draw_series(std::iter::once(PathElement::new(
+        let series = chart.draw_series(std::iter::once(PathElement::new(
             vec![(lo, lo * f), (hi, hi * f)],
             band.stroke_width(1),
         )))?;
+        if f > 1.0 {
+            // One legend entry for the pair.
+            series
+                .label("predicted = measured ±25%")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], band));
+        }
     }
     for (k, phase) in ["forward", "backward", "optimizer", "step"]
         .iter()
@@ -843,9 +1086,14 @@ pub fn render_chart(data: &ChartData, out: &Path) -> Result<Vec<u8>> {
 
 pub fn run(args: &PlotArgs) -> Result<()> {
     let (data, output) = match &args.chart {
-        Chart::Breakdown { predict, output } => {
-            (ChartData::Breakdown(breakdown_chart(predict)?), output)
-        }
+        Chart::Breakdown {
+            predict,
+            shared_y,
+            output,
+        } => (
+            ChartData::Breakdown(breakdown_chart(predict, *shared_y)?),
+            output,
+        ),
         Chart::Methods { predict, output } => (ChartData::Methods(methods_chart(predict)?), output),
         Chart::Heatmap(a) => (ChartData::Heatmap(heatmap_chart(a)?), &a.output),
         Chart::Scatter { from, hw, output } => (
@@ -872,7 +1120,17 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     if let Some(path) = &output.data {
         staged.push(stage(path, (data.json()? + "\n").as_bytes())?);
     }
-    crate::files::commit_all(staged)
+    crate::files::commit_all(staged)?;
+    eprintln!("{}", wrote_message(&output.out, output.data.as_deref()));
+    Ok(())
+}
+
+/// What `plot` tells the user it wrote: "wrote chart.svg" or "wrote chart.svg and data.json".
+fn wrote_message(out: &Path, data: Option<&Path>) -> String {
+    match data {
+        Some(d) => format!("wrote {} and {}", out.display(), d.display()),
+        None => format!("wrote {}", out.display()),
+    }
 }
 
 /// Largest magnitude a chart draws: 10^15 (ms: 31,000 years). Axis code (plotters' mesh and
@@ -964,11 +1222,29 @@ mod tests {
                 xs: vec![1, 2],
                 ys: vec![1],
                 ratio: vec![vec![f64::NAN, r]],
+                does_not_fit: vec![],
                 contour: vec![],
             })
         };
         assert!(check_drawable(&heat(0.9)).is_ok());
         let err = check_drawable(&heat(1e300)).unwrap_err().to_string();
         assert!(err.contains("ratio.0.1"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::tick;
+
+    #[test]
+    fn tick_labels_are_round() {
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(0.30000000000000004), "0.3");
+        assert_eq!(tick(1.5), "1.5");
+        assert_eq!(tick(120.0), "120");
+        assert_eq!(tick(25000.0), "25000");
+        assert_eq!(tick(0.0012345), "0.00123");
+        assert_eq!(tick(12.3456), "12.3");
+        assert_eq!(tick(-2.5), "-2.5");
     }
 }

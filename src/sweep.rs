@@ -4,8 +4,9 @@
 //! whatever the grid; table and Markdown hold every row and are capped at [`MAX_TABLE_POINTS`].
 //! A progress bar on a terminal. Also `costsim crossover`, which shares the axis syntax.
 
-use crate::cli::{usage_error, Format, MethodArg, PrecisionArg, TrainingArgs};
-use crate::output::{csv_line, md_table, num, text_table};
+use crate::cli::{MethodArg, PrecisionArg, TrainingArgs};
+use crate::errors::usage_error;
+use crate::render::{csv_line, md_table, num, text_table, Format};
 use anyhow::Result;
 use clap::Args;
 use costsim_model::method::LayerSelection;

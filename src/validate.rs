@@ -1,7 +1,9 @@
 //! `costsim validate`: measure with libtorch (feature `tch`) or reread a results file, then
 //! compare with the predictions.
 
-use crate::cli::{usage_error, Format, ValidateArgs};
+use crate::cli::ValidateArgs;
+use crate::errors::usage_error;
+use crate::render::Format;
 use anyhow::{Context, Result};
 use costsim_hardware::Profile;
 use costsim_validate::compare;

@@ -41,6 +41,8 @@ fn same_rows(json: &Value, csv: &str) {
                     let parts: Vec<&str> = a.iter().map(|x| x.as_str().expect("str")).collect();
                     assert_eq!(cell, &parts.join(";"), "{k}");
                 }
+                // A missing value (a GPU without a price) is an empty cell.
+                Value::Null => assert_eq!(cell, "", "{k}"),
                 other => panic!("unexpected {other}"),
             }
         }
@@ -80,6 +82,14 @@ fn hardware_in_every_format() {
     // 48 GiB of GDDR6 at 768 GB/s (NVIDIA's RTX A6000 datasheet).
     assert_eq!(a6000["memory_gib"].as_f64(), Some(48.0));
     assert_eq!(a6000["bandwidth_gbps"].as_f64(), Some(768.0));
+    // No dated public price for the A6000; the A100 80GB's is AWS's p4de.24xlarge / 8:
+    // $27.44705 / 8 = $3.4309 per GPU-hour.
+    assert!(a6000["usd_per_hour"].is_null());
+    let a100 = rows
+        .iter()
+        .find(|r| r["name"] == "a100-80gb-sxm")
+        .expect("a100");
+    assert!((a100["usd_per_hour"].as_f64().unwrap() - 27.44705 / 8.0).abs() < 1e-4);
     let table = run(&["hardware"]);
     assert!(table.contains("uncalibrated"), "{table}");
     assert!(!run(&["hardware", "--format", "csv"]).contains("uncalibrated"));

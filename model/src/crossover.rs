@@ -89,6 +89,18 @@ pub struct Crossing {
     /// The part that drives the crossing, and its change across the grid interval (ms).
     pub driver: &'static str,
     pub driver_change_ms: f64,
+    /// The methods of this comparison (LoRA, the other) that do not fit in the device's memory
+    /// at `before` or `after`: the crossing is then predicted for a configuration that cannot
+    /// run. Omitted when both fit on both sides.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub does_not_fit: Vec<MethodName>,
+}
+
+/// A grid value at which some methods do not fit in the device's memory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoFit {
+    pub value: u64,
+    pub methods: Vec<MethodName>,
 }
 
 /// LoRA against one other method along the axis.
@@ -109,6 +121,10 @@ pub struct Report {
     pub comparisons: Vec<Comparison>,
     /// Points of the grid that were not valid configurations, with why.
     pub skipped: Vec<(u64, String)>,
+    /// Grid values where LoRA, full or PaCA do not fit in memory (peak + reserve > capacity).
+    /// Their times are still predicted. Omitted when every method fits everywhere.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub does_not_fit: Vec<NoFit>,
 }
 
 const PARTS: [&str; 7] = [
@@ -159,6 +175,33 @@ impl Search {
             None,
             &mut crate::cost::GemmMemo::default(),
         )
+    }
+
+    /// Whether `method` fits the device's memory at `value` (the memory model of `costsim fit`).
+    pub fn fits(&self, value: u64, method: MethodName) -> Result<bool> {
+        let e = self.point(value, method)?;
+        let cfg = crate::Config {
+            model: self.model.clone(),
+            method: e.spec,
+            workload: e.w,
+            hw: self.hw.clone(),
+        };
+        Ok(crate::fit::memory_of(&cfg).fits)
+    }
+
+    /// The grid values where LoRA, full or PaCA do not fit (invalid values left out).
+    pub fn memory(&self) -> Vec<NoFit> {
+        self.values
+            .iter()
+            .filter_map(|&v| {
+                let methods: Vec<MethodName> =
+                    [MethodName::Lora, MethodName::Full, MethodName::Paca]
+                        .into_iter()
+                        .filter(|&m| matches!(self.fits(v, m), Ok(false)))
+                        .collect();
+                (!methods.is_empty()).then_some(NoFit { value: v, methods })
+            })
+            .collect()
     }
 
     fn ratio(&self, value: u64, other: MethodName) -> Result<f64> {
@@ -287,7 +330,14 @@ impl Search {
                     .filter(|(_, c)| (*c > 0.0) == grows)
                     .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
                     .unwrap_or(("shared kernels", 0.0));
+                let mut does_not_fit = Vec::new();
+                for m in [MethodName::Lora, other] {
+                    if !(self.fits(lo, m)? && self.fits(hi, m)?) {
+                        does_not_fit.push(m);
+                    }
+                }
                 crossings.push(Crossing {
+                    does_not_fit,
                     before: lo,
                     after: hi,
                     ratio_before: rlo,
@@ -311,6 +361,7 @@ impl Search {
             axis: self.axis,
             comparisons,
             skipped,
+            does_not_fit: self.memory(),
         })
     }
 }
