@@ -373,6 +373,9 @@ struct HfConfig {
     // both
     vocab_size: Option<u64>,
     head_dim: Option<u64>,
+    /// The hub id or path the config was saved from (`save_pretrained` writes it).
+    #[serde(rename = "_name_or_path")]
+    name_or_path: Option<String>,
 }
 
 /// Read a Hugging Face `config.json`.
@@ -383,6 +386,32 @@ pub fn from_hf_config(path: &Path) -> Result<ModelConfig> {
             source,
         })?;
     parse_hf_config(&text, &path.display().to_string())
+}
+
+/// What to call a model read from config.json: its `_name_or_path` (the hub id it was saved from,
+/// e.g. `meta-llama/Llama-2-7b-hf`) when set; else the file's own name without `.json` when it
+/// is not plain `config.json` (`llama-7b.json`); else the folder holding it (hub snapshots and
+/// `save_pretrained` put `config.json` in a folder named after the model); else "custom".
+/// Control characters are dropped and the name is cut at 100 characters.
+fn model_name(name_or_path: Option<&str>, origin: &str) -> String {
+    let clean = |s: &str| -> Option<String> {
+        let t: String = s.chars().filter(|c| !c.is_control()).take(100).collect();
+        let t = t.trim().trim_end_matches('/').to_string();
+        (!t.is_empty()).then_some(t)
+    };
+    if let Some(n) = name_or_path.and_then(clean) {
+        return n;
+    }
+    let path = Path::new(origin);
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    if let Some(stem) = stem.filter(|s| s != "config").and_then(|s| clean(&s)) {
+        return stem;
+    }
+    path.parent()
+        .and_then(|p| p.file_name())
+        .and_then(|s| clean(&s.to_string_lossy()))
+        .filter(|s| s != "." && s != "..")
+        .unwrap_or_else(|| "custom".to_string())
 }
 
 /// Parse config.json text; `origin` names it in errors.
@@ -396,12 +425,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
         path: origin.to_string(),
         message: format!("required field \"{field}\" is missing"),
     };
-    let name = Path::new(origin)
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|s| s.to_string_lossy().into_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "custom".to_string());
+    let name = model_name(cfg.name_or_path.as_deref(), origin);
     let model_type = cfg
         .model_type
         .clone()
@@ -484,6 +508,27 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_json_model_is_named_from_its_name_or_path_file_or_folder() {
+        assert_eq!(
+            model_name(Some("meta-llama/Llama-2-7b-hf"), "x/config.json"),
+            "meta-llama/Llama-2-7b-hf"
+        );
+        assert_eq!(model_name(Some(" \n"), "models/llama-7b.json"), "llama-7b");
+        assert_eq!(
+            model_name(None, "models/tinyllama/config.json"),
+            "tinyllama"
+        );
+        assert_eq!(model_name(None, "config.json"), "custom");
+        assert_eq!(model_name(None, "./config.json"), "custom");
+        assert_eq!(model_name(Some(&"x".repeat(300)), "config.json").len(), 100);
+        // Through the parser: the field is read from the JSON.
+        let text = r#"{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
+            "vocab_size": 256, "n_positions": 128, "_name_or_path": "openai-community/gpt2"}"#;
+        let m = parse_hf_config(text, "somewhere/config.json").expect("parses");
+        assert_eq!(m.name, "openai-community/gpt2");
+    }
 
     #[test]
     fn every_preset_matches_its_published_total_within_one_percent() {
