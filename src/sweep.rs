@@ -265,11 +265,28 @@ const HEAD: [&str; 19] = [
     "message",
 ];
 
-fn cells(r: &Row, decimals: usize) -> Vec<String> {
+/// The cells of a row. `missing` stands for a number an invalid point does not have: "" in CSV
+/// (an empty field, which CSV readers take as missing), "-" in tables.
+fn cells(r: &Row, decimals: usize, missing: &str) -> Vec<String> {
     let (status, message) = match &r.status {
         Status::Ok => ("ok", String::new()),
         Status::OutOfMemory => ("out-of-memory", String::new()),
         Status::Invalid(m) => ("invalid", m.clone()),
+    };
+    let invalid = matches!(r.status, Status::Invalid(_));
+    let number = |v: f64, d: usize| {
+        if v.is_finite() {
+            format!("{v:.d$}")
+        } else {
+            missing.to_string()
+        }
+    };
+    let count = |v: u64| {
+        if invalid {
+            missing.to_string()
+        } else {
+            v.to_string()
+        }
     };
     vec![
         r.model.clone(),
@@ -281,15 +298,15 @@ fn cells(r: &Row, decimals: usize) -> Vec<String> {
         r.train_layers.clone(),
         r.precision.to_string(),
         status.to_string(),
-        num(r.step_ms, decimals),
-        num(r.forward_ms, decimals),
-        num(r.backward_ms, decimals),
-        num(r.optimizer_ms, decimals),
-        num(r.tokens_per_s, 0),
-        num(r.peak_memory_gib, 2),
-        r.trainable_params.to_string(),
-        r.kernels_per_step.to_string(),
-        r.dominant_bound.map_or("-", |b| b.as_str()).to_string(),
+        number(r.step_ms, decimals),
+        number(r.forward_ms, decimals),
+        number(r.backward_ms, decimals),
+        number(r.optimizer_ms, decimals),
+        number(r.tokens_per_s, 0),
+        number(r.peak_memory_gib, 2),
+        count(r.trainable_params),
+        count(r.kernels_per_step),
+        r.dominant_bound.map_or(missing, |b| b.as_str()).to_string(),
         message,
     ]
 }
@@ -308,10 +325,9 @@ fn csv_row(r: &Row, out: &mut String) {
         }
     }
     fn number(out: &mut String, v: f64, decimals: usize) {
+        // An invalid point's missing numbers are empty fields.
         if v.is_finite() {
             let _ = write!(out, "{v:.decimals$}");
-        } else {
-            out.push('-');
         }
     }
     let (status, message) = match &r.status {
@@ -343,13 +359,17 @@ fn csv_row(r: &Row, out: &mut String) {
     number(out, r.tokens_per_s, 0);
     out.push(',');
     number(out, r.peak_memory_gib, 2);
-    let _ = write!(
-        out,
-        ",{},{},{},",
-        r.trainable_params,
-        r.kernels_per_step,
-        r.dominant_bound.map_or("-", |b| b.as_str())
-    );
+    if matches!(r.status, Status::Invalid(_)) {
+        out.push_str(",,,,");
+    } else {
+        let _ = write!(
+            out,
+            ",{},{},{},",
+            r.trainable_params,
+            r.kernels_per_step,
+            r.dominant_bound.map_or("", |b| b.as_str())
+        );
+    }
     text(out, message);
     out.push('\n');
 }
@@ -368,17 +388,17 @@ pub fn render(rows: &[Row], format: Format) -> Result<String> {
             let mut s = csv_line(&head);
             s.push('\n');
             for r in rows {
-                s.push_str(&csv_line(&cells(r, 6)));
+                s.push_str(&csv_line(&cells(r, 6, "")));
                 s.push('\n');
             }
             s
         }
         Format::Table => {
-            let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r, 2)).collect();
+            let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r, 2, "-")).collect();
             text_table(&head, &body)
         }
         Format::Markdown => {
-            let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r, 2)).collect();
+            let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r, 2, "-")).collect();
             md_table(&head, &body)
         }
     })
@@ -651,7 +671,7 @@ mod tests {
         r.step_ms = f64::NAN;
         let mut line = String::new();
         csv_row(&r, &mut line);
-        assert_eq!(line, csv_line(&cells(&r, 6)) + "\n");
+        assert_eq!(line, csv_line(&cells(&r, 6, "")) + "\n");
         assert!(line.starts_with("\"my,model\","), "{line}");
         assert!(line.ends_with(",\"seq \"\"4096\"\" is beyond 1024, the positions\"\n"));
     }

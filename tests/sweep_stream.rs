@@ -206,3 +206,58 @@ fn a_reader_that_stops_early_ends_a_streamed_sweep_quietly() {
         );
     }
 }
+
+/// An invalid point has no numbers: empty CSV fields (what CSV readers take as missing, so a
+/// numeric column stays numeric), null in JSON, "-" in the table; its reason in `message`.
+#[test]
+fn invalid_points_have_empty_csv_fields_and_null_json_numbers() {
+    let run = |format: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .args([
+                "sweep", "--model", "gpt2", "--hw", "a100", "--method", "lora", "--batch", "1",
+                "--seq", "128,2048", "--quiet", "--format", format,
+            ])
+            .output()
+            .expect("run costsim");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let csv = run("csv");
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let invalid = lines
+        .find(|l| l.contains(",invalid,"))
+        .expect("the seq-2048 point");
+    // The message holds no comma here, so a plain split reads the row.
+    let cells: Vec<&str> = invalid.split(',').collect();
+    assert_eq!(cells.len(), head.len(), "{invalid}");
+    for col in [
+        "step_ms",
+        "forward_ms",
+        "backward_ms",
+        "optimizer_ms",
+        "tokens_per_s",
+        "peak_memory_gib",
+        "trainable_params",
+        "kernels_per_step",
+        "dominant_bound",
+    ] {
+        let i = head.iter().position(|h| *h == col).expect(col);
+        assert_eq!(cells[i], "", "{col} of an invalid point");
+    }
+    assert!(invalid.ends_with("use --seq 1024 or less"), "{invalid}");
+    let json: serde_json::Value = serde_json::from_str(&run("json")).expect("JSON");
+    let bad = &json[1];
+    assert_eq!(bad["status"], "invalid");
+    for key in [
+        "step_ms",
+        "tokens_per_s",
+        "peak_memory_gib",
+        "dominant_bound",
+    ] {
+        assert!(bad[key].is_null(), "{key}: {}", bad[key]);
+    }
+    let table = run("table");
+    let row = table.lines().find(|l| l.contains("invalid")).expect("row");
+    assert!(row.contains(" - "), "{row}");
+}
