@@ -130,6 +130,7 @@ fn split_selections(s: &str) -> Vec<&str> {
 pub const MAX_TABLE_POINTS: u64 = 100_000;
 
 pub fn run(args: &SweepArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let grid = grid(args)?;
     let total = grid.len();
     if matches!(args.format, Format::Table | Format::Markdown) && total > MAX_TABLE_POINTS {
@@ -183,7 +184,47 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     }
     // Only a sweep that finished is renamed into place: an error or an interruption before
     // this leaves nothing at --out (the temporary is removed when `out` is dropped).
-    out.map_or(Ok(()), crate::files::Output::commit)
+    if let Some(o) = out {
+        o.commit()?;
+        if !args.quiet {
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "wrote {} ({total} points in {}; {})",
+                args.out.as_deref().unwrap_or(Path::new("")).display(),
+                if secs < 1.0 {
+                    format!("{:.0} ms", secs * 1e3)
+                } else {
+                    format!("{secs:.1} s")
+                },
+                rate(total, secs)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Points per second, rounded for reading: "12 300 points/s", never "inf".
+fn rate(points: u64, secs: f64) -> String {
+    if secs <= 0.0 || !secs.is_finite() {
+        return "too fast to time".into();
+    }
+    let r = points as f64 / secs;
+    let sig = if r >= 1000.0 {
+        // Three significant digits, thousands apart.
+        let p = 10f64.powi(r.log10().floor() as i32 - 2);
+        ((r / p).round() * p) as u64
+    } else {
+        r.round() as u64
+    };
+    let digits = sig.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(' ');
+        }
+        grouped.push(c);
+    }
+    format!("{grouped} points/s")
 }
 
 /// Evaluate the grid and write it to `w`: CSV and JSON row by row as chunks of points finish
@@ -661,6 +702,15 @@ mod tests {
             written(&g, Format::Csv),
             render(&rows, Format::Csv).unwrap()
         );
+    }
+
+    #[test]
+    fn rates_read_as_rounded_grouped_numbers() {
+        assert_eq!(rate(1_000_000, 10.0), "100 000 points/s");
+        assert_eq!(rate(123_456, 1.0), "123 000 points/s");
+        assert_eq!(rate(5, 2.0), "3 points/s");
+        assert_eq!(rate(12_345, 1.0), "12 300 points/s");
+        assert_eq!(rate(10, 0.0), "too fast to time");
     }
 
     #[test]
