@@ -401,16 +401,11 @@ fn csv_row(r: &Row, out: &mut String) {
     out.push(',');
     number(out, r.peak_memory_gib, 2);
     if matches!(r.status, Status::Invalid(_)) {
-        out.push_str(",,,,");
+        out.push_str(",,");
     } else {
-        let _ = write!(
-            out,
-            ",{},{},{},",
-            r.trainable_params,
-            r.kernels_per_step,
-            r.dominant_bound.map_or("", |b| b.as_str())
-        );
+        let _ = write!(out, ",{},{}", r.trainable_params, r.kernels_per_step);
     }
+    let _ = write!(out, ",{},", r.dominant_bound.map_or("", |b| b.as_str()));
     text(out, message);
     out.push('\n');
 }
