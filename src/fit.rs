@@ -355,12 +355,26 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
                     let smallest = rows.iter().find(|r| r.method == m && r.fits);
                     s += &match smallest {
                         Some(r) => format!(
-                            "{m}: smallest GPU that fits is {} ({} GiB)\n",
+                            "{m}: smallest GPU that fits is {} ({} GiB)",
                             r.hw,
                             num(r.capacity_gib, 1)
                         ),
-                        None => format!("{m}: fits none of the GPUs listed\n"),
+                        None => format!("{m}: fits none of the GPUs listed"),
                     };
+                    // Among the fitting GPUs with a price, the cheapest per token trained.
+                    let cheapest = rows
+                        .iter()
+                        .filter(|r| r.method == m && r.fits)
+                        .filter_map(|r| r.usd_per_million_tokens.map(|u| (u, r)))
+                        .min_by(|a, b| a.0.total_cmp(&b.0));
+                    if let Some((u, r)) = cheapest {
+                        s += &format!(
+                            "; cheapest per token is {} (${} per million tokens)",
+                            r.hw,
+                            num(u, 2)
+                        );
+                    }
+                    s.push('\n');
                 }
             }
             s

@@ -281,3 +281,50 @@ fn whole_run_columns_and_no_time_for_what_does_not_fit() {
         "313"
     );
 }
+
+/// With one price for every GPU, the cheapest per token is the fastest that fits: the table's
+/// summary names the GPU with the most tokens per second among the fitting JSON rows, and its
+/// cost is price / 3600 / tokens_per_s × 10⁶.
+#[test]
+fn cheapest_gpu_per_token_at_one_price_is_the_fastest_that_fits() {
+    let base = [
+        "fit",
+        "--model",
+        "llama2-7b",
+        "--find",
+        "gpu",
+        "--method",
+        "lora",
+        "--batch",
+        "8",
+        "--hw",
+        "a100,h100,h200,a6000",
+        "--price",
+        "2",
+    ];
+    let mut with_json = base.to_vec();
+    with_json.extend(["--format", "json"]);
+    let rows = json(&with_json);
+    let fastest = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["fits"] == true)
+        .max_by(|a, b| {
+            a["tokens_per_s"]
+                .as_f64()
+                .expect("tps")
+                .total_cmp(&b["tokens_per_s"].as_f64().expect("tps"))
+        })
+        .expect("LoRA of llama2-7b fits some of these at batch 8");
+    let tps = fastest["tokens_per_s"].as_f64().expect("tps");
+    let usd = 2.0 / 3600.0 / tps * 1e6;
+    let o = costsim(&base);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let want = format!(
+        "cheapest per token is {} (${:.2} per million tokens)",
+        fastest["hw"].as_str().expect("hw"),
+        usd
+    );
+    assert!(text.contains(&want), "{want}\n{text}");
+}
