@@ -396,6 +396,56 @@ mod tests {
     use crate::method::MethodName;
     use crate::workload::Workload;
 
+    /// GPT-2's LayerNorm worked by hand, fp32, batch 2 × seq 8 (M = 16 tokens, d = 768), full
+    /// fine-tuning (input and weights need gradients).
+    #[test]
+    fn layer_norm_bytes_and_flops_by_hand() {
+        let w = Workload {
+            batch: 2,
+            seq: 8,
+            precision: crate::workload::Precision::Fp32,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("gpt2", MethodName::Full, &w);
+        let pick = |ks: &[crate::graph::Kernel], name: &str| {
+            ks.iter()
+                .find(|k| k.module == "ln_1" && k.name == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} in ln_1"))
+        };
+        let (m, d) = (16.0, 768.0);
+        let f = pick(&g.layer(0).forward.kernels, "native_layer_norm");
+        // Reads x (M·d·4 = 49,152 B) and γ, β (2·d·4 = 6,144 B); writes y (49,152 B) and the
+        // fp32 mean and rstd (2·M·4 = 128 B); 8 FLOPs per element.
+        assert_eq!(f.bytes_read, m * d * 4.0 + 2.0 * d * 4.0);
+        assert_eq!(f.bytes_read, 55_296.0);
+        assert_eq!(f.bytes_written, 49_280.0);
+        assert_eq!(f.flops, 8.0 * m * d);
+        assert_eq!(f.launches, 1);
+        let b = pick(&g.layer(0).backward.kernels, "native_layer_norm_backward");
+        // dX kernel: reads dY and X (2 · 49,152) and the statistics (128), writes dX (49,152);
+        // γ/β kernel: reads dY and X again (2 · 49,152), writes dγ and dβ (2·d·4 = 6,144).
+        assert_eq!(b.launches, 2);
+        assert_eq!(b.bytes_read, 4.0 * 49_152.0 + 128.0);
+        assert_eq!(b.bytes_written, 49_152.0 + 6_144.0);
+        assert_eq!(b.flops, 12.0 * m * d);
+        // Frozen (LoRA): only the dX kernel, in a layer whose input needs a gradient (the
+        // second: the first one's input comes from the frozen embeddings, so its LayerNorm has
+        // no backward at all).
+        let (_, _, g) = graph("gpt2", MethodName::Lora, &w);
+        assert!(!g
+            .layer(0)
+            .backward
+            .kernels
+            .iter()
+            .any(|k| k.module == "ln_1"));
+        let b = pick(&g.layer(1).backward.kernels, "native_layer_norm_backward");
+        assert_eq!(b.launches, 1);
+        assert_eq!(b.bytes_read, 2.0 * 49_152.0 + 128.0);
+        assert_eq!(b.bytes_written, 49_152.0);
+        assert_eq!(b.flops, 8.0 * m * d);
+    }
+
     #[test]
     fn gpt2_gelu_is_eight_kernels_and_autocasts_pow() {
         // Under bf16-mixed (the default), CUDA's autocast runs pow in fp32: its input is cast
