@@ -435,3 +435,79 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::tests::graph;
+    use crate::graph::Kernel;
+    use crate::method::MethodName;
+    use crate::workload::{DType, Precision, Workload};
+
+    fn one<'a>(ks: &'a [Kernel], name: &str) -> &'a Kernel {
+        let found: Vec<&Kernel> = ks.iter().filter(|k| k.name == name).collect();
+        assert_eq!(found.len(), 1, "{name}: {}", found.len());
+        found[0]
+    }
+
+    /// SDPA worked by hand on GPT-2 (12 heads of 64), bf16-mixed, batch 2 × seq 8, full
+    /// fine-tuning: q, k, v are bf16 (autocast's GEMM outputs), B·S·d = 2 · 8 · 768 = 12,288
+    /// elements, 24,576 bytes each; the log-sum-exp is fp32, B·h·S · 4 = 768 bytes.
+    #[test]
+    fn sdpa_kernels_by_hand() {
+        let w = Workload {
+            batch: 2,
+            seq: 8,
+            ..Workload::default()
+        };
+        assert_eq!(w.precision, Precision::Bf16Mixed);
+        let (_, _, g) = graph("gpt2", MethodName::Full, &w);
+        let q = 24_576.0;
+        let lse = 768.0;
+        let f = one(&g.layer(0).forward.kernels, "scaled_dot_product_attention");
+        assert_eq!(f.dtype, DType::Bf16);
+        // Causal: 2 · B·h·S²·hd = 2 · 2 · 12 · 64 · 64 = 196,608 FLOPs (half of 4·B·h·S²·hd).
+        assert_eq!(f.flops, 196_608.0);
+        assert_eq!(f.bytes_read, 3.0 * q);
+        assert_eq!(f.bytes_written, q + lse);
+        let b = one(
+            &g.layer(1).backward.kernels,
+            "scaled_dot_product_attention_backward",
+        );
+        // 2.5× the forward's FLOPs; reads dO, q, k, v, O and the log-sum-exp twice; writes
+        // dq, dk, dv; three kernels (preprocess, main, dq conversion).
+        assert_eq!(b.flops, 491_520.0);
+        assert_eq!(b.bytes_read, 5.0 * q + 2.0 * lse);
+        assert_eq!(b.bytes_written, 3.0 * q);
+        assert_eq!(b.launches, 3);
+        // GPT-2's q, k, v are views of c_attn's output: their gradients are joined by one cat
+        // of the whole B·S·3d.
+        let cat = one(&g.layer(1).backward.kernels, "cat");
+        assert_eq!((cat.bytes_read, cat.bytes_written), (3.0 * q, 3.0 * q));
+    }
+
+    /// rotate_half worked by hand on tinyllama-1.1b (32 heads and 4 kv heads of 64), bf16-mixed,
+    /// batch 1 × seq 4: q is 4 · 2048 bf16 values (16,384 bytes), k 4 · 256 (2,048 bytes). Each
+    /// rope's neg reads and writes one half; its cat reads the two halves and writes the whole.
+    #[test]
+    fn rotate_half_reads_halves() {
+        let w = Workload {
+            batch: 1,
+            seq: 4,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("tinyllama-1.1b", MethodName::Full, &w);
+        let fwd = &g.layer(0).forward.kernels;
+        let negs: Vec<(f64, f64)> = fwd
+            .iter()
+            .filter(|k| k.name == "neg")
+            .map(|k| (k.bytes_read, k.bytes_written))
+            .collect();
+        assert_eq!(negs, [(8_192.0, 8_192.0), (1_024.0, 1_024.0)]);
+        let cats: Vec<(f64, f64)> = fwd
+            .iter()
+            .filter(|k| k.name == "cat")
+            .map(|k| (k.bytes_read, k.bytes_written))
+            .collect();
+        assert_eq!(cats, [(16_384.0, 16_384.0), (2_048.0, 2_048.0)]);
+    }
+}

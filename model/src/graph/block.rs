@@ -249,3 +249,90 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
     let out_rg = out.rg || cx.w.grad_checkpointing;
     t.finish(false, 0.0, out_rg)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::tests::graph;
+    use crate::graph::Kernel;
+    use crate::method::MethodName;
+    use crate::workload::{Precision, Workload};
+
+    fn named<'a>(ks: &'a [Kernel], name: &str) -> Vec<&'a Kernel> {
+        ks.iter().filter(|k| k.name == name).collect()
+    }
+
+    /// GPT-2's embeddings worked by hand, bf16-mixed (fp32 tables), batch 2 × seq 8 (M = 16,
+    /// d = 768, V = 50,257, 1,024 positions), full fine-tuning.
+    #[test]
+    fn gpt2_embeddings_by_hand() {
+        let w = Workload {
+            batch: 2,
+            seq: 8,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("gpt2", MethodName::Full, &w);
+        let fwd = &g.embedding.forward.kernels;
+        let e = named(fwd, "embedding");
+        // wte: 16 int64 ids (128 B) and 16 rows of 768 fp32 (49,152 B) read, the rows written;
+        // wpe: 8 positions (64 B) and 8 rows (24,576 B).
+        assert_eq!(
+            e.iter()
+                .map(|k| (k.bytes_read, k.bytes_written))
+                .collect::<Vec<_>>(),
+            [(49_280.0, 49_152.0), (24_640.0, 24_576.0)]
+        );
+        // transformers' position and padding checks: nine int64 ops over the 16 tokens.
+        for name in ["arange", "add", "sub", "cat", "ne", "cumsum", "eq", "all"] {
+            let k = named(fwd, name)[0];
+            assert_eq!((k.bytes_read, k.bytes_written), (128.0, 128.0), "{name}");
+        }
+        // embedding_dense_backward: reads the incoming fp32 gradient rows and 24 B of ids and
+        // sort keys per row; writes the whole V×d (or positions×d) gradient and 16 B per row.
+        let b = named(&g.embedding.backward.kernels, "embedding_dense_backward");
+        let got: Vec<(f64, f64, u32)> = b
+            .iter()
+            .map(|k| (k.bytes_read, k.bytes_written, k.launches))
+            .collect();
+        assert!(got.contains(&(49_536.0, 154_389_760.0, 3)), "{got:?}");
+        assert!(got.contains(&(24_768.0, 3_145_856.0, 3)), "{got:?}");
+    }
+
+    /// Llama's rotary tables worked by hand in a bf16 model (tinyllama-1.1b, head_dim 64),
+    /// seq 4: the S·hd fp32 table is 1,024 B.
+    #[test]
+    fn rotary_tables_by_hand() {
+        let w = Workload {
+            batch: 1,
+            seq: 4,
+            precision: Precision::Bf16,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("tinyllama-1.1b", MethodName::Full, &w);
+        let rot: Vec<(&str, f64, f64)> = g
+            .embedding
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "rotary_emb")
+            .map(|k| (k.name, k.bytes_read, k.bytes_written))
+            .collect();
+        assert_eq!(
+            rot,
+            [
+                // positions (4 int64) to float
+                ("to_copy", 32.0, 16.0),
+                // inv_freq (32 fp32) ⊗ positions (4 fp32) → 4 × 32 fp32
+                ("bmm", 144.0, 512.0),
+                ("cat", 512.0, 1_024.0),
+                ("cos", 1_024.0, 1_024.0),
+                ("mul", 1_024.0, 1_024.0),
+                ("sin", 1_024.0, 1_024.0),
+                ("mul", 1_024.0, 1_024.0),
+                // the bf16 inv_freq buffer to float, cos and sin back to bf16
+                ("to_copy", 64.0, 128.0),
+                ("to_copy", 1_024.0, 512.0),
+                ("to_copy", 1_024.0, 512.0),
+            ]
+        );
+    }
+}
