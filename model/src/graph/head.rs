@@ -136,3 +136,65 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     }
     sg
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::tests::graph;
+    use crate::method::MethodName;
+    use crate::workload::Workload;
+
+    /// The loss worked by hand on GPT-2, bf16-mixed, batch 2 × seq 8 (M = 16 tokens, V =
+    /// 50,257): the bf16 logits (M·V·2 = 1,608,224 B) cast to fp32 (3,216,448 B), log-softmax
+    /// over them, nll_loss reading one log-probability and the target per token.
+    #[test]
+    fn loss_kernels_by_hand() {
+        let w = Workload {
+            batch: 2,
+            seq: 8,
+            ..Workload::default()
+        };
+        let (_, _, g) = graph("gpt2", MethodName::Full, &w);
+        let fwd: Vec<(&str, f64, f64)> = g
+            .head
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "loss")
+            .map(|k| (k.name, k.bytes_read, k.bytes_written))
+            .collect();
+        let (mv2, mv4) = (16.0 * 50_257.0 * 2.0, 16.0 * 50_257.0 * 4.0);
+        assert_eq!(
+            fwd,
+            [
+                // the labels shifted: pad and slice, int64 over the 16 tokens
+                ("constant_pad_nd", 128.0, 128.0),
+                ("slice_copy", 128.0, 128.0),
+                ("to_copy", mv2, mv4),
+                ("log_softmax", mv4, mv4),
+                // 16 × (8 B target + a 32-byte sector of log-probabilities); the fp32 loss and
+                // its weight total, 8 B
+                ("nll_loss_forward", 16.0 * 8.0 + 16.0 * 32.0, 8.0),
+            ]
+        );
+        let bwd: Vec<(&str, f64, f64, u32)> = g
+            .head
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "loss")
+            .map(|k| (k.name, k.bytes_read, k.bytes_written, k.launches))
+            .collect();
+        let nll = bwd
+            .iter()
+            .find(|k| k.0 == "nll_loss_backward")
+            .expect("nll_loss_backward");
+        // Zero-fill M×V fp32 and scatter −1/N at the 16 targets: reads the ids, writes the
+        // whole gradient and a sector per target.
+        assert_eq!(*nll, ("nll_loss_backward", 128.0, mv4 + 16.0 * 32.0, 2));
+        let lsb = bwd
+            .iter()
+            .find(|k| k.0 == "log_softmax_backward_data")
+            .expect("log_softmax_backward_data");
+        assert_eq!((lsb.1, lsb.2), (2.0 * mv4, mv4));
+    }
+}
