@@ -485,6 +485,49 @@ mod tests {
         assert_eq!((cat.bytes_read, cat.bytes_written), (3.0 * q, 3.0 * q));
     }
 
+    /// Eager attention (`--attention eager`) worked by hand on GPT-2, fp32, batch 2 × seq 8,
+    /// 12 heads of 64: q, k, v are 2 · 8 · 768 fp32 (49,152 B); the scores are B·h = 24 matrices
+    /// of 8 × 8 (1,536 fp32, 6,144 B); the causal mask 8 × 8 bool (64 B).
+    #[test]
+    fn eager_attention_by_hand() {
+        let w = Workload {
+            batch: 2,
+            seq: 8,
+            precision: Precision::Fp32,
+            attention: crate::workload::AttentionImpl::Eager,
+            ..Workload::default()
+        };
+        let (m, _, g) = graph("gpt2", MethodName::Full, &w);
+        assert_eq!(m.dropout, 0.1);
+        let got: Vec<(&str, f64, f64, f64)> = g
+            .layer(0)
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "attn")
+            .map(|k| (k.name, k.bytes_read, k.bytes_written, k.flops))
+            .collect();
+        let (x, sc) = (49_152.0, 6_144.0);
+        assert_eq!(
+            got,
+            [
+                // q·kᵀ: 2 · 8 · 8 · 64 · 24 FLOPs
+                ("bmm", 2.0 * x, sc, 196_608.0),
+                // ÷ √hd, then where(mask, scores, −inf)
+                ("div", sc, sc, 1_536.0),
+                ("where", 64.0 + sc, sc, 1_536.0),
+                // softmax in fp32, 5 FLOPs an element
+                ("softmax", sc, sc, 7_680.0),
+                // attention dropout: the probabilities and a bool mask
+                ("native_dropout", sc, sc + 1_536.0, 3_072.0),
+                // probs · v: 2 · 8 · 64 · 8 · 24 FLOPs
+                ("bmm", sc + x, x, 196_608.0),
+                // transpose back to (B, S, h·hd): a copy
+                ("clone", x, x, 0.0),
+            ]
+        );
+    }
+
     /// rotate_half worked by hand on tinyllama-1.1b (32 heads and 4 kv heads of 64), bf16-mixed,
     /// batch 1 × seq 4: q is 4 · 2048 bf16 values (16,384 bytes), k 4 · 256 (2,048 bytes). Each
     /// rope's neg reads and writes one half; its cat reads the two halves and writes the whole.
