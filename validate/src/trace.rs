@@ -85,7 +85,7 @@ pub struct ProfiledOp {
 pub fn op_kind(aten: &str) -> &'static str {
     let n = aten.trim_start_matches("aten::");
     match n {
-        "mm" | "addmm" | "bmm" | "baddbmm" | "addmm_" => "gemm",
+        "mm" | "addmm" | "bmm" | "baddbmm" => "gemm",
         _ if n.contains("scaled_dot_product") || n.contains("flash_attention") => "attention",
         "native_layer_norm" | "native_layer_norm_backward" => "norm",
         "_softmax"

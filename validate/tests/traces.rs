@@ -117,8 +117,9 @@ fn llama2_7b_every_method_on_meta() {
 ///   reading dY and X, which costsim counts twice and the trace once (seen whole in GPT-2's
 ///   final `ln_f`; inside a layer it is within the layer's bound).
 /// The bounds record today's agreement; they were not fitted (no model number was changed to
-/// meet them); the model fixes the comparison found (rotate_half's reads, SDPA backward reading
-/// its output, a bf16 embedding's gradient in bf16) were made for what the trace shows op by op.
+/// meet them); the four model fixes the comparison found (rotate_half's reads, SDPA backward
+/// reading its output, a bf16 embedding's gradient in bf16, the rotary tables' own sizes) were
+/// made for what the trace shows op by op.
 fn check_bytes(c: &TraceComparison, w: f64, r: f64, of_part: f64, of_phase: f64) {
     let paca = c.name.contains(" paca");
     for ph in c.phases.iter().filter(|p| p.phase != "optimizer") {
