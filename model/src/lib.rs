@@ -18,6 +18,7 @@ pub mod fit;
 pub mod graph;
 pub mod method;
 pub mod predict;
+pub mod rescale;
 pub mod simulate;
 pub mod sweep;
 pub mod workload;

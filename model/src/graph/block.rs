@@ -223,7 +223,7 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
                 t.push_fwd(k, &[]);
             }
             // rope's products keep cos and sin for q's and k's gradients: once for all layers.
-            if cx.method.trainable_params(cx.model) > 0 {
+            if t.less(0.0, cx.method.trainable_params(cx.model) as f64) {
                 for _ in 0..2 {
                     let table = t.tensor(s * hd, cx.p, false, None);
                     t.save(&table);

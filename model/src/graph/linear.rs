@@ -172,7 +172,7 @@ fn paca_gather_and_backward(
     let sector_elems = 32.0 / xc.dtype.size();
     let mut g = Kernel::new("index_select", KernelKind::Gather, xc.dtype);
     g.piece = "paca_idx";
-    g.bytes_read = mf * kf.min(s_rank * sector_elems) * xc.dtype.size();
+    g.bytes_read = mf * t.min(kf, s_rank * sector_elems) * xc.dtype.size();
     g.bytes_written = mf * s_rank * xc.dtype.size();
     let gi = t.push_fwd(g, &[*xc]);
     let x_idx = t.tensor(mf * s_rank, xc.dtype, false, Some(gi));

@@ -247,6 +247,11 @@ pub struct ScopeGraph {
     pub transient_bytes: f64,
     /// Whether the scope's output requires grad.
     pub output_rg: bool,
+    /// The two operands of every comparison of sizes the recipes made (a max, a min, a
+    /// broadcast test), in the order made. A graph rescaled to other sizes
+    /// (`sweep`'s rank templates) stands for a fresh build only where each of these compares
+    /// the same way.
+    pub guards: Vec<(f64, f64)>,
 }
 
 /// The whole step: scopes plus the optimizer.
@@ -362,6 +367,21 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
         optimizer,
         trainable_tensors: tensors,
     }
+}
+
+/// Rebuild the trainable tensors and the optimizer phase of `g` for `method`, exactly as
+/// [`build`] makes them. A graph rescaled to another adapter rank (`rescale`) rebuilds these
+/// instead of rescaling them: the optimizer's multi-tensor launch counts are step functions of
+/// the tensor sizes, not polynomials of the rank.
+pub fn rebuild_optimizer(
+    model: &ModelConfig,
+    method: &MethodSpec,
+    w: &Workload,
+    g: &mut StepGraph,
+) {
+    let cx = Ctx::new(model, method, w);
+    g.trainable_tensors = trainable_tensors(&cx);
+    g.optimizer = optimizer(&cx, &g.trainable_tensors);
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, tr
         }
         t.tape.push(group);
     } else {
-        t.transient = t.transient.max(out.bytes());
+        t.transient = t.max(t.transient, out.bytes());
     }
     t.module_call(start, false);
     t.module = prev;
@@ -223,11 +223,12 @@ pub(super) fn add(t: &mut Tracer, a: &T, b: &T) -> T {
     } else {
         DType::F32
     };
+    let elems = t.max(a.elems, b.elems);
     t.op(
         "add",
         KernelKind::Elementwise,
         &[*a, *b],
-        a.elems.max(b.elems),
+        elems,
         dt,
         1.0,
         &[],

@@ -145,6 +145,8 @@ pub(super) struct Tracer<'a> {
     pub(super) module: &'static str,
     pub(super) trainable: u64,
     pub(super) transient: f64,
+    /// Operands of every comparison on sizes, in order (see [`ScopeGraph::guards`]).
+    guards: Vec<(f64, f64)>,
     _life: std::marker::PhantomData<&'a Workload>,
 }
 
@@ -163,6 +165,7 @@ impl<'a> Tracer<'a> {
             module: "",
             trainable: 0,
             transient: 0.0,
+            guards: Vec::with_capacity(16),
             _life: std::marker::PhantomData,
         }
     }
@@ -187,6 +190,24 @@ impl<'a> Tracer<'a> {
         }
     }
 
+    /// `a.max(b)` of two sizes, the comparison logged in [`ScopeGraph::guards`].
+    pub(super) fn max(&mut self, a: f64, b: f64) -> f64 {
+        self.guards.push((a, b));
+        a.max(b)
+    }
+
+    /// `a.min(b)` of two sizes, the comparison logged in [`ScopeGraph::guards`].
+    pub(super) fn min(&mut self, a: f64, b: f64) -> f64 {
+        self.guards.push((a, b));
+        a.min(b)
+    }
+
+    /// `a < b` of two sizes, the comparison logged in [`ScopeGraph::guards`].
+    pub(super) fn less(&mut self, a: f64, b: f64) -> bool {
+        self.guards.push((a, b));
+        a < b
+    }
+
     /// An input activation.
     pub(super) fn input(&mut self, elems: f64, dtype: DType, rg: bool) -> T {
         self.tensor(elems, dtype, rg, None)
@@ -209,8 +230,8 @@ impl<'a> Tracer<'a> {
             return;
         }
         let module = self.module;
-        match self.saved.iter_mut().find(|(id, _, _)| *id == t.id) {
-            Some(entry) => entry.1 = entry.1.max(t.bytes()),
+        match self.saved.iter().position(|(id, _, _)| *id == t.id) {
+            Some(i) => self.saved[i].1 = self.max(self.saved[i].1, t.bytes()),
             None => self.saved.push((t.id, t.bytes(), module)),
         }
     }
@@ -305,7 +326,7 @@ impl<'a> Tracer<'a> {
         let rg = inputs.iter().any(|t| t.rg);
         let out = self.tensor(out_elems, out_dtype, rg, Some(idx));
         if !rg {
-            self.transient = self.transient.max(out.bytes());
+            self.transient = self.max(self.transient, out.bytes());
             return out;
         }
         // autograd saves an input only for a gradient that will be computed
@@ -325,7 +346,7 @@ impl<'a> Tracer<'a> {
         if save_out {
             self.save(&out);
         } else {
-            self.transient = self.transient.max(out.bytes());
+            self.transient = self.max(self.transient, out.bytes());
         }
         let mut group = self.tape.group();
         let out_bytes = out.bytes();
@@ -380,7 +401,7 @@ impl<'a> Tracer<'a> {
                     group.push(b);
                 }
             }
-            if t.elems < out_elems {
+            if self.less(t.elems, out_elems) {
                 // Broadcast input (a norm weight, a bias): sum the gradient over the tokens.
                 group.push(self.bk(
                     "sum",
@@ -455,7 +476,7 @@ impl<'a> Tracer<'a> {
         let rg = x.rg || w.rg || bias.is_some_and(|b| b.rg);
         let out = self.tensor(mf * nf * bf, dt, rg, Some(idx));
         if !rg {
-            self.transient = self.transient.max(out.bytes());
+            self.transient = self.max(self.transient, out.bytes());
             return out;
         }
         if w.rg {
@@ -535,11 +556,17 @@ impl<'a> Tracer<'a> {
     }
 
     pub(super) fn finish(
-        self,
+        mut self,
         grad_checkpointing: bool,
         input_bytes: f64,
         output_rg: bool,
     ) -> ScopeGraph {
+        let saved: f64 = self.saved.iter().map(|(_, b, _)| b).sum();
+        let transient = if grad_checkpointing {
+            self.max(self.transient, saved)
+        } else {
+            self.transient
+        };
         let recomputed = if grad_checkpointing && output_rg {
             self.fwd.len()
         } else {
@@ -566,7 +593,7 @@ impl<'a> Tracer<'a> {
                 };
             }
         }
-        let saved: f64 = self.saved.iter().map(|(_, b, _)| b).sum();
+
         let mut saved_by_module: Vec<(&'static str, f64)> = Vec::new();
         if !grad_checkpointing {
             for &(_, b, m) in &self.saved {
@@ -589,12 +616,9 @@ impl<'a> Tracer<'a> {
                 0.0
             },
             trainable: self.trainable,
-            transient_bytes: if grad_checkpointing {
-                self.transient.max(saved)
-            } else {
-                self.transient
-            },
+            transient_bytes: transient,
             output_rg,
+            guards: self.guards,
         }
     }
 }

@@ -1,0 +1,499 @@
+//! Rank templates: a step graph rescaled to another adapter rank instead of rebuilt.
+//!
+//! A sweep evaluates the same model, method, precision, trained layers, batch and sequence length
+//! at many ranks. Along one such line, every quantity the graph recipes compute is a polynomial of
+//! the rank r of degree at most one (adapter shapes r·k and n·r, GEMM FLOPs 2·M·r·k, ...), as long
+//! as every comparison of sizes the recipes make (a max, a min, a broadcast test: the graph's
+//! `guards`) comes out the same. [`RankFit::new`] takes three graphs built at three ranks,
+//! checks that everything but the numbers is identical, and fits each number that changes as
+//! `base + slope · (r − r₀)`, accepting only integer values and slopes that reproduce the third
+//! graph exactly. [`RankFit::apply`] then writes each number at a new rank into a working copy of
+//! the graph and re-checks every guard; the optimizer phase, whose launch counts are step
+//! functions of the tensor sizes, is rebuilt by the caller (`graph::rebuild_optimizer`).
+//!
+//! Exactness: the recipes compute these numbers as f64 products and sums of integers, exact
+//! below 2⁵³; a rescaled number is an integer of at most 2⁵⁰ (`LIMIT`) computed exactly from
+//! integer base and slope, so it equals the recipe's own. Anything else (a non-integer number
+//! that changes with the rank, a number past `LIMIT`, a structural difference between the probes,
+//! a guard that compares differently) refuses the fit or the point, and the caller builds the
+//! graph in full. A unit test compares rescaled graphs with fresh builds (`StepGraph` equality,
+//! every field) over every preset and method.
+
+use crate::graph::{Kernel, ScopeGraph, Segment, StepGraph};
+use std::cmp::Ordering;
+
+/// Largest magnitude a rescaled number may take: 2⁵⁰, so that the recipes' own products (which
+/// may pass through a few times the final value, e.g. q, k, v as a third of c_attn's output)
+/// stay exact integers below 2⁵³.
+const LIMIT: f64 = (1u64 << 50) as f64;
+
+/// A number of a kernel.
+#[derive(Debug, Clone, Copy)]
+enum KField {
+    Flops,
+    Read,
+    Written,
+    M,
+    N,
+    K,
+    Batch,
+}
+
+/// A number of a scope.
+#[derive(Debug, Clone, Copy)]
+enum SField {
+    Saved,
+    SavedBy(u32),
+    Checkpoint,
+    Trainable,
+    Working,
+    Transient,
+    GuardA(u32),
+    GuardB(u32),
+}
+
+/// Where a number lives: scope index (0 embedding, 1… layer graphs, then the head), and within
+/// it a kernel of a segment (0 forward, 1 backward, 2 backward with accumulation) or the scope.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Kernel {
+        scope: u32,
+        seg: u8,
+        idx: u32,
+        field: KField,
+    },
+    Scope {
+        scope: u32,
+        field: SField,
+    },
+}
+
+/// One number that changes with the rank: `base + slope · (r − r₀)`.
+#[derive(Debug, Clone, Copy)]
+struct Patch {
+    loc: Loc,
+    base: f64,
+    slope: f64,
+}
+
+/// A guard whose operands change with the rank, and how it compared at the probes.
+#[derive(Debug, Clone, Copy)]
+struct Guard {
+    scope: u32,
+    idx: u32,
+    ord: Ordering,
+}
+
+/// A step graph fitted over the rank (see the module doc).
+#[derive(Debug, Clone)]
+pub struct RankFit {
+    r0: u64,
+    patches: Vec<Patch>,
+    guards: Vec<Guard>,
+    /// The graph at r₀, rewritten in place by [`RankFit::apply`].
+    work: StepGraph,
+}
+
+/// The scopes of a graph in index order.
+fn scopes(g: &StepGraph) -> impl Iterator<Item = &ScopeGraph> {
+    std::iter::once(&g.embedding)
+        .chain(g.layer_graphs.iter())
+        .chain(std::iter::once(&g.head))
+}
+
+fn scope_mut(g: &mut StepGraph, i: usize) -> &mut ScopeGraph {
+    let n = g.layer_graphs.len();
+    match i {
+        0 => &mut g.embedding,
+        i if i <= n => &mut g.layer_graphs[i - 1],
+        _ => &mut g.head,
+    }
+}
+
+fn segments(s: &ScopeGraph) -> [&Segment; 3] {
+    [&s.forward, &s.backward, &s.backward_accum]
+}
+
+fn segment_mut(s: &mut ScopeGraph, seg: u8) -> &mut Segment {
+    match seg {
+        0 => &mut s.forward,
+        1 => &mut s.backward,
+        _ => &mut s.backward_accum,
+    }
+}
+
+/// Everything of a kernel but its numbers.
+fn same_kind(a: &Kernel, b: &Kernel) -> bool {
+    a.name == b.name
+        && a.module == b.module
+        && a.piece == b.piece
+        && a.kind == b.kind
+        && a.dtype == b.dtype
+        && a.math == b.math
+        && a.launches == b.launches
+        && a.gemm.is_some() == b.gemm.is_some()
+        && a.deps == b.deps
+        && a.module_calls == b.module_calls
+        && a.peft_calls == b.peft_calls
+        && a.host_tensors == b.host_tensors
+        && a.recompute == b.recompute
+}
+
+/// Everything of a scope but its numbers (its kernels compared separately).
+fn same_scope(a: &ScopeGraph, b: &ScopeGraph) -> bool {
+    a.output_rg == b.output_rg
+        && a.guards.len() == b.guards.len()
+        && a.saved_by_module.len() == b.saved_by_module.len()
+        && a.saved_by_module
+            .iter()
+            .zip(&b.saved_by_module)
+            .all(|(x, y)| x.0 == y.0)
+        && segments(a)
+            .iter()
+            .zip(segments(b))
+            .all(|(x, y)| x.kernels.len() == y.kernels.len())
+}
+
+/// The fit of one number over three ranks: `Some(None)` when it does not change (the same
+/// bits), `Some(Some((base, slope)))` when it is an integer affine in the rank that reproduces all
+/// three exactly, `None` otherwise.
+fn affine(r: [f64; 3], v: [f64; 3]) -> Option<Option<(f64, f64)>> {
+    if v[0].to_bits() == v[1].to_bits() && v[0].to_bits() == v[2].to_bits() {
+        return Some(None);
+    }
+    if v.iter().any(|x| x.fract() != 0.0 || x.abs() > LIMIT) {
+        return None;
+    }
+    // Integers below 2⁵³: the difference is exact, and so is the quotient when it is an integer.
+    let slope = (v[1] - v[0]) / (r[1] - r[0]);
+    if slope.fract() != 0.0
+        || v[0] + slope * (r[1] - r[0]) != v[1]
+        || v[0] + slope * (r[2] - r[0]) != v[2]
+    {
+        return None;
+    }
+    Some(Some((v[0], slope)))
+}
+
+impl RankFit {
+    /// Fit from graphs built at three distinct ranks (the same model, method, workload and
+    /// trained layers otherwise); `None` when they differ in anything but affine integer numbers
+    /// or a guard compares differently between them.
+    pub fn new(probes: [(u64, &StepGraph); 3]) -> Option<RankFit> {
+        let [(r0, g0), (r1, g1), (r2, g2)] = probes;
+        if r0 == r1 || r0 == r2 || r1 == r2 {
+            return None;
+        }
+        let r = [r0 as f64, r1 as f64, r2 as f64];
+        let gs = [g0, g1, g2];
+        if gs.iter().any(|g| {
+            g.family != g0.family
+                || g.layer_class != g0.layer_class
+                || g.layer_graphs.len() != g0.layer_graphs.len()
+        }) {
+            return None;
+        }
+        let mut patches = Vec::new();
+        let mut guards = Vec::new();
+        let mut fit = |v: [f64; 3], loc: Loc| -> Option<bool> {
+            match affine(r, v)? {
+                None => Some(false),
+                Some((base, slope)) => {
+                    patches.push(Patch { loc, base, slope });
+                    Some(true)
+                }
+            }
+        };
+        let per_scope: Vec<[&ScopeGraph; 3]> = scopes(g0)
+            .zip(scopes(g1))
+            .zip(scopes(g2))
+            .map(|((a, b), c)| [a, b, c])
+            .collect();
+        for (si, s) in per_scope.iter().enumerate() {
+            let scope = si as u32;
+            if !same_scope(s[0], s[1]) || !same_scope(s[0], s[2]) {
+                return None;
+            }
+            for seg in 0..3u8 {
+                let ks: [&[Kernel]; 3] = s.map(|sc| segments(sc)[seg as usize].kernels.as_slice());
+                for idx in 0..ks[0].len() {
+                    let k = [&ks[0][idx], &ks[1][idx], &ks[2][idx]];
+                    if !same_kind(k[0], k[1]) || !same_kind(k[0], k[2]) {
+                        return None;
+                    }
+                    let at = |field| Loc::Kernel {
+                        scope,
+                        seg,
+                        idx: idx as u32,
+                        field,
+                    };
+                    fit(k.map(|k| k.flops), at(KField::Flops))?;
+                    fit(k.map(|k| k.bytes_read), at(KField::Read))?;
+                    fit(k.map(|k| k.bytes_written), at(KField::Written))?;
+                    if let [Some(a), Some(b), Some(c)] = k.map(|k| k.gemm) {
+                        let g = [a, b, c];
+                        fit(g.map(|g| g.m as f64), at(KField::M))?;
+                        fit(g.map(|g| g.n as f64), at(KField::N))?;
+                        fit(g.map(|g| g.k as f64), at(KField::K))?;
+                        fit(g.map(|g| g.batch as f64), at(KField::Batch))?;
+                    }
+                }
+            }
+            let at = |field| Loc::Scope { scope, field };
+            fit(s.map(|s| s.saved_bytes), at(SField::Saved))?;
+            for i in 0..s[0].saved_by_module.len() {
+                fit(
+                    s.map(|s| s.saved_by_module[i].1),
+                    at(SField::SavedBy(i as u32)),
+                )?;
+            }
+            fit(s.map(|s| s.checkpoint_bytes), at(SField::Checkpoint))?;
+            fit(s.map(|s| s.trainable as f64), at(SField::Trainable))?;
+            fit(s.map(|s| s.backward_working_bytes), at(SField::Working))?;
+            fit(s.map(|s| s.transient_bytes), at(SField::Transient))?;
+            for i in 0..s[0].guards.len() {
+                let ord = s.map(|s| {
+                    let (a, b) = s.guards[i];
+                    a.partial_cmp(&b)
+                });
+                if ord[0].is_none() || ord[0] != ord[1] || ord[0] != ord[2] {
+                    return None;
+                }
+                let a = fit(s.map(|s| s.guards[i].0), at(SField::GuardA(i as u32)))?;
+                let b = fit(s.map(|s| s.guards[i].1), at(SField::GuardB(i as u32)))?;
+                if a || b {
+                    guards.push(Guard {
+                        scope,
+                        idx: i as u32,
+                        ord: ord[0]?,
+                    });
+                }
+            }
+        }
+        Some(RankFit {
+            r0,
+            patches,
+            guards,
+            work: g0.clone(),
+        })
+    }
+
+    /// Numbers rescaled per point (for the docs and tests).
+    pub fn patches(&self) -> usize {
+        self.patches.len()
+    }
+
+    /// The graph at rank `r`, rewritten in place, or `None` when a number leaves the exact range
+    /// or a guard compares differently at `r` (build it in full then). Its trainable tensors and
+    /// optimizer phase are those of r₀: rebuild them (`graph::rebuild_optimizer`).
+    pub fn apply(&mut self, r: u64) -> Option<&mut StepGraph> {
+        let dr = r as f64 - self.r0 as f64;
+        let g = &mut self.work;
+        for p in &self.patches {
+            let v = p.base + p.slope * dr;
+            if v.abs() > LIMIT {
+                return None;
+            }
+            match p.loc {
+                Loc::Kernel {
+                    scope,
+                    seg,
+                    idx,
+                    field,
+                } => {
+                    let k =
+                        &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
+                    let dim = |d: &mut u64| -> Option<()> {
+                        if v < 0.0 {
+                            return None;
+                        }
+                        *d = v as u64;
+                        Some(())
+                    };
+                    match field {
+                        KField::Flops => k.flops = v,
+                        KField::Read => k.bytes_read = v,
+                        KField::Written => k.bytes_written = v,
+                        KField::M => dim(&mut k.gemm.as_mut()?.m)?,
+                        KField::N => dim(&mut k.gemm.as_mut()?.n)?,
+                        KField::K => dim(&mut k.gemm.as_mut()?.k)?,
+                        KField::Batch => dim(&mut k.gemm.as_mut()?.batch)?,
+                    }
+                }
+                Loc::Scope { scope, field } => {
+                    let s = scope_mut(g, scope as usize);
+                    match field {
+                        SField::Saved => s.saved_bytes = v,
+                        SField::SavedBy(i) => s.saved_by_module[i as usize].1 = v,
+                        SField::Checkpoint => s.checkpoint_bytes = v,
+                        SField::Trainable => {
+                            if v < 0.0 {
+                                return None;
+                            }
+                            s.trainable = v as u64;
+                        }
+                        SField::Working => s.backward_working_bytes = v,
+                        SField::Transient => s.transient_bytes = v,
+                        SField::GuardA(i) => s.guards[i as usize].0 = v,
+                        SField::GuardB(i) => s.guards[i as usize].1 = v,
+                    }
+                }
+            }
+        }
+        for c in &self.guards {
+            let (a, b) = scope_mut(g, c.scope as usize).guards[c.idx as usize];
+            if a.partial_cmp(&b) != Some(c.ord) {
+                return None;
+            }
+        }
+        Some(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{preset, PRESETS};
+    use crate::graph::{build, rebuild_optimizer};
+    use crate::method::{MethodName, MethodOptions, MethodSpec};
+    use crate::workload::{AttentionImpl, Precision, Workload};
+
+    fn spec(model: &crate::arch::ModelConfig, method: MethodName, r: u64) -> MethodSpec {
+        let opts = MethodOptions {
+            rank: Some(r),
+            ..MethodOptions::default()
+        };
+        MethodSpec::resolve(method, &opts, model, true).unwrap()
+    }
+
+    /// Rescaled graphs equal fresh builds, every field, over every preset, every method with a
+    /// rank, several precisions and workloads, at ranks below, between and above the probes.
+    #[test]
+    fn rescaled_graphs_equal_fresh_builds() {
+        let workloads = [
+            Workload::default(),
+            Workload {
+                precision: Precision::Fp32,
+                batch: 2,
+                seq: 96,
+                grad_accum: 2,
+                ..Workload::default()
+            },
+            Workload {
+                precision: Precision::Fp16Mixed,
+                attention: AttentionImpl::Eager,
+                grad_checkpointing: true,
+                batch: 1,
+                seq: 48,
+                ..Workload::default()
+            },
+        ];
+        let (mut fitted, mut applied, mut refused) = (0, 0, 0);
+        for p in PRESETS {
+            let model = preset(p.name).unwrap();
+            for method in MethodName::ALL {
+                if method == MethodName::Full {
+                    continue;
+                }
+                for w in &workloads {
+                    let probes = [5u64, 9, 7];
+                    let gs: Vec<StepGraph> = probes
+                        .iter()
+                        .map(|&r| build(&model, &spec(&model, method, r), w))
+                        .collect();
+                    let ranks: Vec<u64> = gs
+                        .iter()
+                        .zip(probes)
+                        .map(|(_, r)| spec(&model, method, r).rank)
+                        .collect();
+                    let Some(mut fit) =
+                        RankFit::new([(ranks[0], &gs[0]), (ranks[1], &gs[1]), (ranks[2], &gs[2])])
+                    else {
+                        continue;
+                    };
+                    fitted += 1;
+                    for r in [1u64, 2, 6, 8, 16, 33, 64, 100, 190] {
+                        let opts = MethodOptions {
+                            rank: Some(r),
+                            ..MethodOptions::default()
+                        };
+                        // Past a layer's width the rank is refused before any graph.
+                        let Ok(sp) = MethodSpec::resolve(method, &opts, &model, true) else {
+                            continue;
+                        };
+                        let want = build(&model, &sp, w);
+                        match fit.apply(sp.rank) {
+                            Some(g) => {
+                                applied += 1;
+                                rebuild_optimizer(&model, &sp, w, g);
+                                assert!(
+                                    *g == want,
+                                    "{} {method} r {r} {w:?}: rescaled graph differs",
+                                    p.name
+                                );
+                            }
+                            // Refused (a guard flips, e.g. PaCA's gather at K/16 columns):
+                            // the caller builds in full.
+                            None => {
+                                assert_ne!(method, MethodName::Lora, "{} r {r}", p.name);
+                                refused += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Every combination fits (none needs the full path for its probes). Every LoRA point
+        // rescales; PaCA's are refused past a guard: its gather reads min(K, 16·r) columns'
+        // sectors (8·r in fp32), and the largest transient becomes P's n·r copy at large r.
+        assert_eq!(fitted, PRESETS.len() * 4 * workloads.len());
+        assert!(
+            applied > 2 * refused,
+            "{applied} rescaled, {refused} refused"
+        );
+    }
+
+    #[test]
+    fn a_guard_that_flips_refuses_the_point() {
+        // gpt2 PaCA in bf16: the gather reads min(K, 16·r) columns' sectors; K = 768, so
+        // r ≥ 48 leaves the probes' side of the guard.
+        let model = preset("gpt2").unwrap();
+        let w = Workload::default();
+        let gs: Vec<(u64, StepGraph)> = [4u64, 8, 12]
+            .iter()
+            .map(|&r| {
+                let sp = spec(&model, MethodName::Paca, r);
+                (sp.rank, build(&model, &sp, &w))
+            })
+            .collect();
+        let mut fit = RankFit::new([
+            (gs[0].0, &gs[0].1),
+            (gs[1].0, &gs[1].1),
+            (gs[2].0, &gs[2].1),
+        ])
+        .unwrap();
+        assert!(fit.patches() > 0);
+        assert!(fit.apply(40).is_some());
+        assert!(fit.apply(47).is_some());
+        assert!(fit.apply(48).is_none());
+        assert!(fit.apply(200).is_none());
+        // Back on the probes' side it applies again.
+        assert!(fit.apply(10).is_some());
+    }
+
+    #[test]
+    fn probes_that_differ_in_structure_do_not_fit() {
+        let model = preset("gpt2").unwrap();
+        let w = Workload::default();
+        let a = build(&model, &spec(&model, MethodName::Lora, 4), &w);
+        let b = build(&model, &spec(&model, MethodName::Lora, 8), &w);
+        let other = Workload {
+            precision: Precision::Fp32,
+            ..Workload::default()
+        };
+        let c = build(&model, &spec(&model, MethodName::Lora, 12), &other);
+        assert!(RankFit::new([(4, &a), (8, &b), (12, &c)]).is_none());
+        // The same rank twice cannot fix a slope.
+        assert!(RankFit::new([(4, &a), (4, &a), (8, &b)]).is_none());
+    }
+}
