@@ -122,11 +122,17 @@ fn segment_mut(s: &mut ScopeGraph, seg: u8) -> &mut Segment {
     }
 }
 
+/// Whether two names are equal: the same literal (pointer and length) in the common case, else
+/// compared byte by byte.
+fn same_str(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 /// Everything of a kernel but its numbers.
 fn same_kind(a: &Kernel, b: &Kernel) -> bool {
-    a.name == b.name
-        && a.module == b.module
-        && a.piece == b.piece
+    same_str(a.name, b.name)
+        && same_str(a.module, b.module)
+        && same_str(a.piece, b.piece)
         && a.kind == b.kind
         && a.dtype == b.dtype
         && a.math == b.math

@@ -18,9 +18,10 @@
 
 use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
-use crate::graph;
+use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
 use crate::predict::{predict_with_graph, ConfigRef, Detail};
+use crate::rescale::RankFit;
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
 use costsim_hardware::Profile;
@@ -227,6 +228,39 @@ static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     /// Per worker thread: the run the memos belong to, and one GEMM memo per device of its grid.
     static MEMOS: RefCell<(u64, Vec<GemmMemo>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+}
+
+/// What a rank template stands for: a point's graph but for its rank.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TemplateKey {
+    run: u64,
+    model: usize,
+    method: MethodName,
+    precision: Precision,
+    layers: usize,
+    batch: u64,
+    seq: u64,
+}
+
+/// Graphs of one [`TemplateKey`] built so far (up to three, then fitted: `rescale`).
+struct Template {
+    key: TemplateKey,
+    probes: Vec<(u64, StepGraph)>,
+    fit: Option<RankFit>,
+    /// Fits refused so far: after [`MAX_FIT_FAILURES`] the key is built in full.
+    failed: u32,
+}
+
+/// Rank templates a worker thread keeps (a few MB at most): the grid's innermost axes after
+/// rank are trained layers, so one per layer selection is live at a time.
+const TEMPLATES_PER_THREAD: usize = 8;
+
+/// Refused fits after which a template stops collecting probes.
+const MAX_FIT_FAILURES: u32 = 2;
+
+thread_local! {
+    /// Per worker thread: the rank templates of the groups it evaluated last.
+    static TEMPLATES: RefCell<Vec<Template>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Points evaluated together before their rows are handed on: large enough to keep every core
@@ -453,7 +487,68 @@ impl Grid {
                     .collect()
             }
         };
-        let graph = graph::build(model, &spec, &w);
+        let Some(r) = g.rank.map(|_| spec.rank) else {
+            let graph = graph::build(model, &spec, &w);
+            return self.rows(g, model, &spec, &w, &graph, run_id);
+        };
+        let key = TemplateKey {
+            run: run_id,
+            model: g.model,
+            method: g.method,
+            precision: g.precision,
+            layers: g.layers,
+            batch: g.batch,
+            seq: g.seq,
+        };
+        TEMPLATES.with_borrow_mut(|templates| {
+            let i = match templates.iter().position(|t| t.key == key) {
+                Some(i) => i,
+                None => {
+                    if templates.len() >= TEMPLATES_PER_THREAD {
+                        templates.remove(0);
+                    }
+                    templates.push(Template {
+                        key,
+                        probes: Vec::with_capacity(3),
+                        fit: None,
+                        failed: 0,
+                    });
+                    templates.len() - 1
+                }
+            };
+            let t = &mut templates[i];
+            if let Some(fit) = t.fit.as_mut() {
+                if let Some(work) = fit.apply(r) {
+                    graph::rebuild_optimizer(model, &spec, &w, work);
+                    return self.rows(g, model, &spec, &w, work, run_id);
+                }
+                // A guard compares differently here: fit again on this side of it.
+                t.fit = None;
+            }
+            let graph = graph::build(model, &spec, &w);
+            let rows = self.rows(g, model, &spec, &w, &graph, run_id);
+            if t.failed < MAX_FIT_FAILURES {
+                t.probes.push((r, graph));
+                if let [(r0, g0), (r1, g1), (r2, g2)] = t.probes.as_slice() {
+                    t.fit = RankFit::new([(*r0, g0), (*r1, g1), (*r2, g2)]);
+                    t.failed += u32::from(t.fit.is_none());
+                    t.probes.clear();
+                }
+            }
+            rows
+        })
+    }
+
+    /// The rows of a point on every device, from its graph.
+    fn rows(
+        &self,
+        g: &Group,
+        model: &ModelConfig,
+        spec: &MethodSpec,
+        w: &Workload,
+        graph: &StepGraph,
+        run_id: u64,
+    ) -> Vec<Row> {
         let (lo, hi) = spec.trained_layers(model);
         MEMOS.with_borrow_mut(|(id, memos)| {
             if *id != run_id {
@@ -472,11 +567,11 @@ impl Grid {
                     predict_with_graph(
                         ConfigRef {
                             model,
-                            method: &spec,
-                            workload: &w,
+                            method: spec,
+                            workload: w,
                             hw,
                         },
-                        &graph,
+                        graph,
                         Detail::default(),
                         None,
                         &mut memos[j],
@@ -761,8 +856,8 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-        /// The sweep's path (graphs built per group, costed on every device with GEMM memos
-        /// kept across points, streamed in chunks) gives exactly what `predict` gives for each
+        /// The sweep's path (graphs built per group or rescaled over the rank, costed on every
+        /// device with GEMM memos kept across points, streamed in chunks) gives exactly what `predict` gives for each
         /// point on its own: equal floats, not close ones, since both run the same formulas in
         /// the same order.
         #[test]
@@ -773,7 +868,9 @@ mod tests {
             method in proptest::sample::select(MethodName::ALL.to_vec()),
             batches in proptest::collection::vec(1u64..16, 1..3),
             seqs in proptest::collection::vec(16u64..2048, 1..3),
-            ranks in proptest::collection::vec(1u64..128, 1..4),
+            // Up to eight ranks: from the fourth on a point is rescaled from the rank template
+            // of its first three (`rescale`).
+            ranks in proptest::collection::vec(1u64..128, 1..9),
             precision in proptest::sample::select(vec![
                 Precision::Bf16Mixed, Precision::Fp32, Precision::Fp16Mixed
             ]),
