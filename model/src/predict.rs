@@ -340,7 +340,20 @@ pub fn predict_with_graph(
     memo: &mut GemmMemo,
 ) -> Prediction {
     let cg = simulate::cost_graph_memo(g, cfg.workload, cfg.hw, memo, detail.kernels);
-    let tl = simulate::simulate(g, &cg, cfg.workload, cfg.hw, detail.kernels);
+    predict_costed(cfg, g, &cg, detail, amount)
+}
+
+/// Predict one configuration from its graph and the graph's costed segments on `cfg.hw`
+/// (`simulate::cost_graph_memo`, with `keep_kernels` when `detail.kernels`): a sweep keeps
+/// segment costs across points whose kernels did not change.
+pub fn predict_costed(
+    cfg: ConfigRef,
+    g: &StepGraph,
+    cg: &simulate::CostedGraph,
+    detail: Detail,
+    amount: Option<Amount>,
+) -> Prediction {
+    let tl = simulate::simulate(g, cg, cfg.workload, cfg.hw, detail.kernels);
     let w = cfg.workload;
     let accum = f64::from(w.grad_accum);
     let n_layers = g.layer_class.len();
@@ -448,7 +461,7 @@ pub fn predict_with_graph(
             wall_clock: hms(seconds),
         }
     });
-    let kernel_rows = detail.kernels.then(|| kernel_rows(g, &cg, &tl));
+    let kernel_rows = detail.kernels.then(|| kernel_rows(g, cg, &tl));
     let (lo, hi) = cfg.method.trained_layers(cfg.model);
     Prediction {
         method: cfg.method.name.to_string(),

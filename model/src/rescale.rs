@@ -19,7 +19,11 @@
 //! graph in full. A unit test compares rescaled graphs with fresh builds (`StepGraph` equality,
 //! every field) over every preset and method.
 
-use crate::graph::{Kernel, ScopeGraph, Segment, StepGraph};
+use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
+use crate::graph::{Kernel, Phase, ScopeGraph, Segment, StepGraph};
+use crate::simulate::{host_cost, CostedGraph, CostedSegment};
+use crate::workload::{Runtime, Workload};
+use costsim_hardware::Profile;
 use std::cmp::Ordering;
 
 /// Largest magnitude a rescaled number may take: 2⁵⁰, so that the recipes' own products (which
@@ -90,8 +94,48 @@ pub struct RankFit {
     r0: u64,
     patches: Vec<Patch>,
     guards: Vec<Guard>,
+    /// Kernels with a patched number: (scope, segment, index), each once.
+    changed: Vec<(u32, u8, u32)>,
     /// The graph at r₀, rewritten in place by [`RankFit::apply`].
     work: StepGraph,
+}
+
+/// Costs of a fitted graph's kernels on one device, kept across the points of its template:
+/// only the kernels whose numbers change with the rank are costed again
+/// ([`RankFit::costed`]).
+pub struct TemplateCosts {
+    /// Per (scope, segment), scope-major: (host issue s, device cost) of each kernel.
+    costs: Vec<Vec<(f64, KernelCost)>>,
+    /// The optimizer phase's, costed afresh at every point.
+    optimizer: Vec<(f64, KernelCost)>,
+    costed: CostedGraph,
+}
+
+/// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them.
+fn kernel_costs(
+    seg: &Segment,
+    phase: Phase,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+    out: &mut Vec<(f64, KernelCost)>,
+) {
+    let replay = w.runtime == Runtime::CudaGraph;
+    out.clear();
+    out.extend(seg.kernels.iter().map(|k| {
+        (
+            host_cost(k, phase, w.runtime, hw),
+            kernel_cost_memo(k, hw, replay, memo),
+        )
+    }));
+}
+
+fn seg_phase(seg: u8) -> Phase {
+    if seg == 0 {
+        Phase::Forward
+    } else {
+        Phase::Backward
+    }
 }
 
 /// The scopes of a graph in index order.
@@ -276,12 +320,105 @@ impl RankFit {
                 }
             }
         }
+        let mut changed: Vec<(u32, u8, u32)> = patches
+            .iter()
+            .filter_map(|p| match p.loc {
+                Loc::Kernel {
+                    scope, seg, idx, ..
+                } => Some((scope, seg, idx)),
+                Loc::Scope { .. } => None,
+            })
+            .collect();
+        changed.dedup();
         Some(RankFit {
             r0,
             patches,
             guards,
+            changed,
             work: g0.clone(),
         })
+    }
+
+    /// The costed segments of the graph [`RankFit::apply`] returned last (its optimizer phase
+    /// rebuilt), on `hw` with `w`'s runtime: `slot` keeps this template's kernel costs on that
+    /// device between points (`None` the first time), and only the kernels with a rescaled number
+    /// and the optimizer phase are costed again. Equal to `simulate::cost_graph_memo` without
+    /// `keep_kernels`, since every kernel's cost is a function of the kernel alone.
+    pub fn costed<'a>(
+        &self,
+        slot: &'a mut Option<TemplateCosts>,
+        w: &Workload,
+        hw: &Profile,
+        memo: &mut GemmMemo,
+    ) -> &'a CostedGraph {
+        let g = &self.work;
+        let tc = match slot {
+            Some(tc) => {
+                let replay = w.runtime == Runtime::CudaGraph;
+                for &(scope, seg, idx) in &self.changed {
+                    let sc = scopes(g).nth(scope as usize).expect("scope of a patch");
+                    let k = &segments(sc)[seg as usize].kernels[idx as usize];
+                    tc.costs[scope as usize * 3 + seg as usize][idx as usize] = (
+                        host_cost(k, seg_phase(seg), w.runtime, hw),
+                        kernel_cost_memo(k, hw, replay, memo),
+                    );
+                }
+                tc
+            }
+            None => {
+                let mut costs = Vec::new();
+                for sc in scopes(g) {
+                    for (seg, s) in segments(sc).into_iter().enumerate() {
+                        let mut c = Vec::new();
+                        kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut c);
+                        costs.push(c);
+                    }
+                }
+                let three = || {
+                    [
+                        CostedSegment::empty(),
+                        CostedSegment::empty(),
+                        CostedSegment::empty(),
+                    ]
+                };
+                slot.insert(TemplateCosts {
+                    costs,
+                    optimizer: Vec::new(),
+                    costed: CostedGraph {
+                        embedding: three(),
+                        layers: g.layer_graphs.iter().map(|_| three()).collect(),
+                        head: three(),
+                        optimizer: CostedSegment::empty(),
+                    },
+                })
+            }
+        };
+        let n = g.layer_graphs.len();
+        for (i, sc) in scopes(g).enumerate() {
+            let out = match i {
+                0 => &mut tc.costed.embedding,
+                i if i <= n => &mut tc.costed.layers[i - 1],
+                _ => &mut tc.costed.head,
+            };
+            for (seg, s) in segments(sc).into_iter().enumerate() {
+                out[seg].refill(s, &tc.costs[i * 3 + seg]);
+            }
+        }
+        kernel_costs(
+            &g.optimizer,
+            Phase::Optimizer,
+            w,
+            hw,
+            memo,
+            &mut tc.optimizer,
+        );
+        tc.costed.optimizer.refill(&g.optimizer, &tc.optimizer);
+        &tc.costed
+    }
+
+    /// The graph [`RankFit::apply`] returned last.
+    pub fn graph(&self) -> &StepGraph {
+        &self.work
     }
 
     /// Numbers rescaled per point (for the docs and tests).

@@ -105,6 +105,41 @@ pub fn cost_segment(
     }
 }
 
+impl CostedSegment {
+    /// An empty segment, to [`refill`](CostedSegment::refill).
+    pub fn empty() -> Self {
+        Self {
+            kernels: Vec::new(),
+            fast: Vec::new(),
+            tail_host_s: 0.0,
+            totals: (0.0, 0.0, 0),
+        }
+    }
+
+    /// What [`cost_segment`] without `keep_kernels` gives for `seg`, from its per-kernel (host
+    /// issue s, device cost) already evaluated (a sweep keeps them across points whose kernels
+    /// did not change), reusing this segment's storage. The same sums in the same order.
+    pub fn refill(&mut self, seg: &Segment, costs: &[(f64, KernelCost)]) {
+        self.kernels.clear();
+        self.fast.clear();
+        let mut pending = 0.0;
+        let mut totals = (0.0, 0.0, 0u64);
+        for (k, &(host_s, c)) in seg.kernels.iter().zip(costs) {
+            totals.0 += k.flops;
+            totals.1 += k.bytes_read + k.bytes_written;
+            totals.2 += u64::from(k.launches);
+            pending += host_s;
+            if launches_work(&c) {
+                self.fast
+                    .push((pending, c.device_s, bound_index(c.bound) as u8));
+                pending = 0.0;
+            }
+        }
+        self.tail_host_s = pending;
+        self.totals = totals;
+    }
+}
+
 /// Whether a costed op occupies the GPU (host-only ops do not).
 fn launches_work(c: &KernelCost) -> bool {
     !(c.device_s == 0.0 && c.floor_s == 0.0)

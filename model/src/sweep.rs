@@ -20,8 +20,8 @@ use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
-use crate::predict::{predict_with_graph, ConfigRef, Detail};
-use crate::rescale::RankFit;
+use crate::predict::{predict_costed, predict_with_graph, ConfigRef, Detail, Prediction};
+use crate::rescale::{RankFit, TemplateCosts};
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
 use costsim_hardware::Profile;
@@ -247,6 +247,8 @@ struct Template {
     key: TemplateKey,
     probes: Vec<(u64, StepGraph)>,
     fit: Option<RankFit>,
+    /// Per device of the grid: the fitted graph's kernel costs there, once evaluated.
+    costs: Vec<Option<TemplateCosts>>,
     /// Fits refused so far: after [`MAX_FIT_FAILURES`] the key is built in full.
     failed: u32,
 }
@@ -489,7 +491,7 @@ impl Grid {
         };
         let Some(r) = g.rank.map(|_| spec.rank) else {
             let graph = graph::build(model, &spec, &w);
-            return self.rows(g, model, &spec, &w, &graph, run_id);
+            return self.rows_of(g, model, &spec, &w, &graph, run_id);
         };
         let key = TemplateKey {
             run: run_id,
@@ -511,6 +513,7 @@ impl Grid {
                         key,
                         probes: Vec::with_capacity(3),
                         fit: None,
+                        costs: Vec::new(),
                         failed: 0,
                     });
                     templates.len() - 1
@@ -520,27 +523,45 @@ impl Grid {
             if let Some(fit) = t.fit.as_mut() {
                 if let Some(work) = fit.apply(r) {
                     graph::rebuild_optimizer(model, &spec, &w, work);
-                    return self.rows(g, model, &spec, &w, work, run_id);
+                    let fit = &*fit;
+                    let costs = &mut t.costs;
+                    return self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
+                        let cg = fit.costed(&mut costs[j], &w, hw, memo);
+                        predict_costed(
+                            ConfigRef {
+                                model,
+                                method: &spec,
+                                workload: &w,
+                                hw,
+                            },
+                            fit.graph(),
+                            cg,
+                            Detail::default(),
+                            None,
+                        )
+                    });
                 }
                 // A guard compares differently here: fit again on this side of it.
                 t.fit = None;
             }
             let graph = graph::build(model, &spec, &w);
-            let rows = self.rows(g, model, &spec, &w, &graph, run_id);
+            let rows = self.rows_of(g, model, &spec, &w, &graph, run_id);
             if t.failed < MAX_FIT_FAILURES {
                 t.probes.push((r, graph));
                 if let [(r0, g0), (r1, g1), (r2, g2)] = t.probes.as_slice() {
                     t.fit = RankFit::new([(*r0, g0), (*r1, g1), (*r2, g2)]);
                     t.failed += u32::from(t.fit.is_none());
                     t.probes.clear();
+                    t.costs.clear();
+                    t.costs.resize_with(self.hws.len(), || None);
                 }
             }
             rows
         })
     }
 
-    /// The rows of a point on every device, from its graph.
-    fn rows(
+    /// The rows of a point on every device, from its built graph.
+    fn rows_of(
         &self,
         g: &Group,
         model: &ModelConfig,
@@ -548,6 +569,33 @@ impl Grid {
         w: &Workload,
         graph: &StepGraph,
         run_id: u64,
+    ) -> Vec<Row> {
+        self.rows(g, model, spec, w, run_id, |_, hw, memo| {
+            predict_with_graph(
+                ConfigRef {
+                    model,
+                    method: spec,
+                    workload: w,
+                    hw,
+                },
+                graph,
+                Detail::default(),
+                None,
+                memo,
+            )
+        })
+    }
+
+    /// The rows of a point on every device: `predict(j, hw, memo)` predicts it on device `j`
+    /// with that device's GEMM memo.
+    fn rows(
+        &self,
+        g: &Group,
+        model: &ModelConfig,
+        spec: &MethodSpec,
+        w: &Workload,
+        run_id: u64,
+        mut predict: impl FnMut(usize, &Profile, &mut GemmMemo) -> Prediction,
     ) -> Vec<Row> {
         let (lo, hi) = spec.trained_layers(model);
         MEMOS.with_borrow_mut(|(id, memos)| {
@@ -563,20 +611,7 @@ impl Grid {
             .iter()
             .enumerate()
             .map(|(j, hw)| {
-                let p = MEMOS.with_borrow_mut(|(_, memos)| {
-                    predict_with_graph(
-                        ConfigRef {
-                            model,
-                            method: spec,
-                            workload: w,
-                            hw,
-                        },
-                        graph,
-                        Detail::default(),
-                        None,
-                        &mut memos[j],
-                    )
-                });
+                let p = MEMOS.with_borrow_mut(|(_, memos)| predict(j, hw, &mut memos[j]));
                 let accum = u64::from(w.grad_accum);
                 Row {
                     model: model.name.clone(),
