@@ -737,6 +737,65 @@ mod tests {
     }
 
     #[test]
+    fn rescaled_points_match_single_predictions() {
+        // Twelve ranks per (batch, seq): from the fourth on, points come from rank templates
+        // (gpt2's PaCA variants refuse some past their gather's guard and fit again there).
+        let mut g = grid();
+        g.models = vec![preset("gpt2").unwrap(), preset("tinyllama-1.1b").unwrap()];
+        g.hws.push(resolve_device("cpu").unwrap());
+        g.seqs = vec![64, 256];
+        g.batches = vec![2];
+        g.ranks = (1..=12).map(|r| Some(r * 5)).collect();
+        let rows = g.run(&|_| {}).unwrap();
+        assert_eq!(rows.len() as u64, g.len());
+        for r in &rows {
+            let model = preset(&r.model).unwrap();
+            let lora_rank = match r.method {
+                MethodName::Full => None,
+                MethodName::Lora => Some(r.rank),
+                MethodName::Paca => Some(r.rank / 2),
+                MethodName::PacaUpperHalf => Some(r.rank / 4),
+                MethodName::PacaThreeQuarters => Some(r.rank / 3),
+            };
+            let opts = MethodOptions {
+                rank: lora_rank,
+                ..MethodOptions::default()
+            };
+            let cfg = Config {
+                method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
+                model,
+                workload: Workload {
+                    batch: r.batch,
+                    seq: r.seq,
+                    ..Workload::default()
+                },
+                hw: resolve_device(&r.hw).unwrap(),
+            };
+            let p = predict(&cfg, Detail::default(), None);
+            let want = [
+                p.step_ms,
+                p.forward_ms,
+                p.backward_ms,
+                p.optimizer_ms,
+                p.peak_memory_bytes / f64::from(1u32 << 30),
+            ];
+            let got = [
+                r.step_ms,
+                r.forward_ms,
+                r.backward_ms,
+                r.optimizer_ms,
+                r.peak_memory_gib,
+            ];
+            assert_eq!(got, want, "{r:?}");
+            assert_eq!(
+                r.kernels_per_step,
+                p.kernels.forward + p.kernels.backward + p.kernels.optimizer
+            );
+            assert_eq!(r.dominant_bound, Some(p.dominant_bound));
+        }
+    }
+
+    #[test]
     fn rows_come_back_in_grid_order_with_progress() {
         let g = grid();
         let done = std::sync::atomic::AtomicU64::new(0);
