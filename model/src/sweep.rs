@@ -4,7 +4,10 @@
 //! Work is grouped by what the kernel graph depends on (model, method, workload): each group's
 //! graph is built once and costed on every device of the grid, and within a graph identical layers
 //! share one segment evaluation and, at the pipeline's fixed point, one simulation
-//! (`simulate::Steady`). Groups run in parallel on rayon's pool; the rows come back in grid order
+//! (`simulate::Steady`). Along the rank axis a graph is not rebuilt: after three ranks of the same
+//! (model, method, precision, layers, batch, seq), each worker thread rescales a rank template
+//! (`rescale::RankFit`, exact or refused) and costs again only the kernels whose numbers changed.
+//! Groups run in parallel on rayon's pool; the rows come back in grid order
 //! (model, method, precision, batch, seq, rank, train-layers, device — device innermost), streamed
 //! a chunk of [`CHUNK_POINTS`] at a time ([`Grid::stream`]), so memory does not grow with the
 //! grid: groups are generated as they are consumed, axis sizes are counted with checked
