@@ -145,6 +145,15 @@ fn scopes(g: &StepGraph) -> impl Iterator<Item = &ScopeGraph> {
         .chain(std::iter::once(&g.head))
 }
 
+fn scope_ref(g: &StepGraph, i: usize) -> &ScopeGraph {
+    let n = g.layer_graphs.len();
+    match i {
+        0 => &g.embedding,
+        i if i <= n => &g.layer_graphs[i - 1],
+        _ => &g.head,
+    }
+}
+
 fn scope_mut(g: &mut StepGraph, i: usize) -> &mut ScopeGraph {
     let n = g.layer_graphs.len();
     match i {
@@ -225,11 +234,123 @@ fn affine(r: [f64; 3], v: [f64; 3]) -> Option<Option<(f64, f64)>> {
     Some(Some((v[0], slope)))
 }
 
+/// The costed segments of `g` on `hw` with `w`'s runtime, keeping every kernel's cost in `slot`:
+/// when `slot` is empty every kernel is costed (and kept); otherwise only the kernels listed in
+/// `changed` (scope, segment, index) are costed again, the others' costs being those kept from
+/// an earlier graph of the same structure. The optimizer phase is always costed afresh. Equal to
+/// `simulate::cost_graph_memo` without `keep_kernels` (the same sums in the same order), since
+/// every kernel's cost is a function of the kernel alone.
+pub fn cost_kept<'a>(
+    g: &StepGraph,
+    changed: &[(u32, u8, u32)],
+    slot: &'a mut Option<TemplateCosts>,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+) -> &'a CostedGraph {
+    let n = g.layer_graphs.len();
+    let tc = match slot {
+        Some(tc) => {
+            let replay = w.runtime == Runtime::CudaGraph;
+            for (j, &(scope, seg, idx)) in changed.iter().enumerate() {
+                let sc = scope_ref(g, scope as usize);
+                let s = segments(sc)[seg as usize];
+                let k = &s.kernels[idx as usize];
+                let at = scope as usize * 3 + seg as usize;
+                tc.costs[at][idx as usize] = (
+                    host_cost(k, seg_phase(seg), w.runtime, hw),
+                    kernel_cost_memo(k, hw, replay, memo),
+                );
+                let last = Some((scope, seg));
+                // Refilled once, after its last changed kernel; segments without one keep
+                // their sums (their kernels are those of the first graph).
+                if changed.get(j + 1).map(|&(a, b, _)| (a, b)) != last {
+                    let out = &mut tc.costed;
+                    let cs = match scope as usize {
+                        0 => &mut out.embedding,
+                        i if i <= n => &mut out.layers[i - 1],
+                        _ => &mut out.head,
+                    };
+                    cs[seg as usize].refill(s, &tc.costs[at]);
+                }
+            }
+            tc
+        }
+        None => {
+            let mut costs = Vec::new();
+            for sc in scopes(g) {
+                for (seg, s) in segments(sc).into_iter().enumerate() {
+                    let mut c = Vec::new();
+                    kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut c);
+                    costs.push(c);
+                }
+            }
+            let three = || {
+                [
+                    CostedSegment::empty(),
+                    CostedSegment::empty(),
+                    CostedSegment::empty(),
+                ]
+            };
+            let tc = slot.insert(TemplateCosts {
+                costs,
+                optimizer: Vec::new(),
+                costed: CostedGraph {
+                    embedding: three(),
+                    layers: g.layer_graphs.iter().map(|_| three()).collect(),
+                    head: three(),
+                    optimizer: CostedSegment::empty(),
+                },
+            });
+            for (i, sc) in scopes(g).enumerate() {
+                let out = match i {
+                    0 => &mut tc.costed.embedding,
+                    i if i <= n => &mut tc.costed.layers[i - 1],
+                    _ => &mut tc.costed.head,
+                };
+                for (seg, s) in segments(sc).into_iter().enumerate() {
+                    out[seg].refill(s, &tc.costs[i * 3 + seg]);
+                }
+            }
+            tc
+        }
+    };
+    kernel_costs(
+        &g.optimizer,
+        Phase::Optimizer,
+        w,
+        hw,
+        memo,
+        &mut tc.optimizer,
+    );
+    tc.costed.optimizer.refill(&g.optimizer, &tc.optimizer);
+    &tc.costed
+}
+
 impl RankFit {
     /// Fit from graphs built at three distinct ranks (the same model, method, workload and
     /// trained layers otherwise); `None` when they differ in anything but affine integer numbers
     /// or a guard compares differently between them.
-    pub fn new(probes: [(u64, &StepGraph); 3]) -> Option<RankFit> {
+    ///
+    /// The first probe's graph becomes the working copy (moved, not cloned): a sweep that kept
+    /// that probe's kernel costs ([`cost_kept`]) goes on using them.
+    pub fn new(probes: [(u64, StepGraph); 3]) -> Option<RankFit> {
+        let [(r0, g0), (r1, g1), (r2, g2)] = probes;
+        let (patches, guards, changed) = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
+        Some(RankFit {
+            r0,
+            patches,
+            guards,
+            changed,
+            work: g0,
+        })
+    }
+
+    /// The patches, guards and changed kernels of a fit (see [`RankFit::new`]).
+    #[allow(clippy::type_complexity)]
+    fn fit(
+        probes: [(u64, &StepGraph); 3],
+    ) -> Option<(Vec<Patch>, Vec<Guard>, Vec<(u32, u8, u32)>)> {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes;
         if r0 == r1 || r0 == r2 || r1 == r2 {
             return None;
@@ -259,6 +380,22 @@ impl RankFit {
             .zip(scopes(g2))
             .map(|((a, b), c)| [a, b, c])
             .collect();
+        // Guards first: probes on both sides of a comparison (e.g. PaCA's gather at K/16
+        // columns between geometric ranks) are the common refusal, and cheap to find.
+        for s in &per_scope {
+            if !same_scope(s[0], s[1]) || !same_scope(s[0], s[2]) {
+                return None;
+            }
+            for i in 0..s[0].guards.len() {
+                let ord = s.map(|s| {
+                    let (a, b) = s.guards[i];
+                    a.partial_cmp(&b)
+                });
+                if ord[0].is_none() || ord[0] != ord[1] || ord[0] != ord[2] {
+                    return None;
+                }
+            }
+        }
         for (si, s) in per_scope.iter().enumerate() {
             let scope = si as u32;
             if !same_scope(s[0], s[1]) || !same_scope(s[0], s[2]) {
@@ -330,20 +467,15 @@ impl RankFit {
             })
             .collect();
         changed.dedup();
-        Some(RankFit {
-            r0,
-            patches,
-            guards,
-            changed,
-            work: g0.clone(),
-        })
+        Some((patches, guards, changed))
     }
 
     /// The costed segments of the graph [`RankFit::apply`] returned last (its optimizer phase
     /// rebuilt), on `hw` with `w`'s runtime: `slot` keeps this template's kernel costs on that
-    /// device between points (`None` the first time), and only the kernels with a rescaled number
-    /// and the optimizer phase are costed again. Equal to `simulate::cost_graph_memo` without
-    /// `keep_kernels`, since every kernel's cost is a function of the kernel alone.
+    /// device between points (`None` the first time, or those [`cost_kept`] evaluated for the
+    /// first probe), and only the kernels with a rescaled number and the optimizer phase are
+    /// costed again. Equal to `simulate::cost_graph_memo` without `keep_kernels`, since every
+    /// kernel's cost is a function of the kernel alone.
     pub fn costed<'a>(
         &self,
         slot: &'a mut Option<TemplateCosts>,
@@ -351,69 +483,7 @@ impl RankFit {
         hw: &Profile,
         memo: &mut GemmMemo,
     ) -> &'a CostedGraph {
-        let g = &self.work;
-        let tc = match slot {
-            Some(tc) => {
-                let replay = w.runtime == Runtime::CudaGraph;
-                for &(scope, seg, idx) in &self.changed {
-                    let sc = scopes(g).nth(scope as usize).expect("scope of a patch");
-                    let k = &segments(sc)[seg as usize].kernels[idx as usize];
-                    tc.costs[scope as usize * 3 + seg as usize][idx as usize] = (
-                        host_cost(k, seg_phase(seg), w.runtime, hw),
-                        kernel_cost_memo(k, hw, replay, memo),
-                    );
-                }
-                tc
-            }
-            None => {
-                let mut costs = Vec::new();
-                for sc in scopes(g) {
-                    for (seg, s) in segments(sc).into_iter().enumerate() {
-                        let mut c = Vec::new();
-                        kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut c);
-                        costs.push(c);
-                    }
-                }
-                let three = || {
-                    [
-                        CostedSegment::empty(),
-                        CostedSegment::empty(),
-                        CostedSegment::empty(),
-                    ]
-                };
-                slot.insert(TemplateCosts {
-                    costs,
-                    optimizer: Vec::new(),
-                    costed: CostedGraph {
-                        embedding: three(),
-                        layers: g.layer_graphs.iter().map(|_| three()).collect(),
-                        head: three(),
-                        optimizer: CostedSegment::empty(),
-                    },
-                })
-            }
-        };
-        let n = g.layer_graphs.len();
-        for (i, sc) in scopes(g).enumerate() {
-            let out = match i {
-                0 => &mut tc.costed.embedding,
-                i if i <= n => &mut tc.costed.layers[i - 1],
-                _ => &mut tc.costed.head,
-            };
-            for (seg, s) in segments(sc).into_iter().enumerate() {
-                out[seg].refill(s, &tc.costs[i * 3 + seg]);
-            }
-        }
-        kernel_costs(
-            &g.optimizer,
-            Phase::Optimizer,
-            w,
-            hw,
-            memo,
-            &mut tc.optimizer,
-        );
-        tc.costed.optimizer.refill(&g.optimizer, &tc.optimizer);
-        &tc.costed
+        cost_kept(&self.work, &self.changed, slot, w, hw, memo)
     }
 
     /// The graph [`RankFit::apply`] returned last.
@@ -540,18 +610,11 @@ mod tests {
                 }
                 for w in &workloads {
                     let probes = [5u64, 9, 7];
-                    let gs: Vec<StepGraph> = probes
-                        .iter()
-                        .map(|&r| build(&model, &spec(&model, method, r), w))
-                        .collect();
-                    let ranks: Vec<u64> = gs
-                        .iter()
-                        .zip(probes)
-                        .map(|(_, r)| spec(&model, method, r).rank)
-                        .collect();
-                    let Some(mut fit) =
-                        RankFit::new([(ranks[0], &gs[0]), (ranks[1], &gs[1]), (ranks[2], &gs[2])])
-                    else {
+                    let gs = probes.map(|r| {
+                        let sp = spec(&model, method, r);
+                        (sp.rank, build(&model, &sp, w))
+                    });
+                    let Some(mut fit) = RankFit::new(gs) else {
                         continue;
                     };
                     fitted += 1;
@@ -602,19 +665,11 @@ mod tests {
         // r ≥ 48 leaves the probes' side of the guard.
         let model = preset("gpt2").unwrap();
         let w = Workload::default();
-        let gs: Vec<(u64, StepGraph)> = [4u64, 8, 12]
-            .iter()
-            .map(|&r| {
-                let sp = spec(&model, MethodName::Paca, r);
-                (sp.rank, build(&model, &sp, &w))
-            })
-            .collect();
-        let mut fit = RankFit::new([
-            (gs[0].0, &gs[0].1),
-            (gs[1].0, &gs[1].1),
-            (gs[2].0, &gs[2].1),
-        ])
-        .unwrap();
+        let gs = [4u64, 8, 12].map(|r| {
+            let sp = spec(&model, MethodName::Paca, r);
+            (sp.rank, build(&model, &sp, &w))
+        });
+        let mut fit = RankFit::new(gs).unwrap();
         assert!(fit.patches() > 0);
         assert!(fit.apply(40).is_some());
         assert!(fit.apply(47).is_some());
@@ -635,8 +690,8 @@ mod tests {
             ..Workload::default()
         };
         let c = build(&model, &spec(&model, MethodName::Lora, 12), &other);
-        assert!(RankFit::new([(4, &a), (8, &b), (12, &c)]).is_none());
+        assert!(RankFit::new([(4, a.clone()), (8, b.clone()), (12, c)]).is_none());
         // The same rank twice cannot fix a slope.
-        assert!(RankFit::new([(4, &a), (4, &a), (8, &b)]).is_none());
+        assert!(RankFit::new([(4, a.clone()), (4, a), (8, b)]).is_none());
     }
 }

@@ -122,6 +122,7 @@ impl CostedSegment {
     pub fn refill(&mut self, seg: &Segment, costs: &[(f64, KernelCost)]) {
         self.kernels.clear();
         self.fast.clear();
+        self.fast.reserve(seg.kernels.len());
         let mut pending = 0.0;
         let mut totals = (0.0, 0.0, 0u64);
         for (k, &(host_s, c)) in seg.kernels.iter().zip(costs) {
