@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use costsim_model::method::{AdapterDtype, LayerSelection, Targets};
 use costsim_model::{
     arch, AttentionImpl, Config, MethodName, MethodOptions, MethodSpec, ModelConfig, Optimizer,
-    Precision, Runtime, Workload,
+    Precision, Runtime, TrainingLoop, Workload,
 };
 use std::path::PathBuf;
 
@@ -227,6 +227,14 @@ pub enum RuntimeArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LoopArg {
+    /// transformers' Trainer (and TRL's trainers): host work per micro-batch and per step
+    Trainer,
+    /// a hand-written loop: nothing beyond forward, backward and the optimizer
+    Bare,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AdapterDtypeArg {
     /// fp32 adapters (peft's default autocast_adapter_dtype=True)
     Fp32,
@@ -332,6 +340,11 @@ pub struct TrainingArgs {
     /// What issues the kernels (sets the host cost per op).
     #[arg(long, value_enum, default_value_t = RuntimeArg::PytorchEager)]
     pub runtime: RuntimeArg,
+    /// What drives the step: a Trainer adds its fetch, model.train() walk, FLOP count and
+    /// scheduler per micro-batch and step (docs/host.md). Default: trainer under
+    /// pytorch-eager, bare otherwise.
+    #[arg(long = "loop", value_enum)]
+    pub training_loop: Option<LoopArg>,
 }
 
 impl TrainingArgs {
@@ -358,6 +371,12 @@ impl TrainingArgs {
                 RuntimeArg::PytorchEager => Runtime::PytorchEager,
                 RuntimeArg::Libtorch => Runtime::Libtorch,
                 RuntimeArg::CudaGraph => Runtime::CudaGraph,
+            },
+            training_loop: match (self.training_loop, self.runtime) {
+                (Some(LoopArg::Trainer), _) | (None, RuntimeArg::PytorchEager) => {
+                    TrainingLoop::Trainer
+                }
+                (Some(LoopArg::Bare), _) | (None, _) => TrainingLoop::Bare,
             },
         }
     }

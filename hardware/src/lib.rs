@@ -223,6 +223,15 @@ pub struct HostCosts {
     pub autograd_node_s: f64,
     /// Python work per trainable tensor per optimizer step under pytorch-eager.
     pub optimizer_tensor_s: f64,
+    /// A Trainer loop's own work per micro-batch, outside any op: fetching and collating the
+    /// batch, moving it to the device, callbacks and bookkeeping (0 when not measured).
+    pub loop_micro_batch_s: f64,
+    /// A Trainer loop's work per nn.Module of the model per micro-batch: `model.train()` and
+    /// the parameter walks of its FLOP count (0 when not measured).
+    pub loop_module_s: f64,
+    /// A Trainer loop's work per optimizer step beyond the optimizer's own ops: the scheduler,
+    /// the clipping wrapper, callbacks (0 when not measured).
+    pub loop_step_s: f64,
 }
 
 impl Profile {
@@ -400,6 +409,15 @@ pub struct HostSection {
     /// C++ per-op cost stands in (the value every profile used before it was measured).
     pub optimizer_tensor_us: Option<f64>,
     pub optimizer_tensor_source: Option<String>,
+    /// A Trainer loop's fixed work per micro-batch, per module per micro-batch and per
+    /// optimizer step (`costsim calibrate --loop`, docs/host.md). Optional, each with its
+    /// source: without them a Trainer loop costs nothing beyond its ops.
+    pub loop_micro_batch_us: Option<f64>,
+    pub loop_micro_batch_source: Option<String>,
+    pub loop_module_us: Option<f64>,
+    pub loop_module_source: Option<String>,
+    pub loop_step_us: Option<f64>,
+    pub loop_step_source: Option<String>,
 }
 
 /// Present in profiles written by `costsim calibrate`.
@@ -674,11 +692,24 @@ impl ProfileFile {
             ("host.peft-module-us", h.peft_module_us),
             ("host.autograd-node-us", h.autograd_node_us),
         ];
-        for (key, v) in host_values.into_iter().chain(
-            h.optimizer_tensor_us
-                .map(|v| ("host.optimizer-tensor-us", v)),
-        ) {
+        let optional = [
+            ("host.optimizer-tensor", h.optimizer_tensor_us, &h.optimizer_tensor_source),
+            ("host.loop-micro-batch", h.loop_micro_batch_us, &h.loop_micro_batch_source),
+            ("host.loop-module", h.loop_module_us, &h.loop_module_source),
+            ("host.loop-step", h.loop_step_us, &h.loop_step_source),
+        ];
+        for (key, v) in host_values.into_iter() {
             HOST_US.check(key, v).map_err(invalid)?;
+        }
+        for (key, v, source) in optional {
+            if v.is_some() != source.is_some() {
+                return Err(invalid(format!(
+                    "{key}-us and {key}-source go together: give both or neither"
+                )));
+            }
+            if let Some(v) = v {
+                HOST_US.check(&format!("{key}-us"), v).map_err(invalid)?;
+            }
         }
         if self.overheads.kernel_gap_us.is_some() != self.overheads.kernel_gap_source.is_some() {
             return Err(invalid(
@@ -693,13 +724,6 @@ impl ProfileFile {
                     "overheads.kernel-gap-us must be between 0 and 100 µs, got {g}"
                 )));
             }
-        }
-        if h.optimizer_tensor_us.is_some() != h.optimizer_tensor_source.is_some() {
-            return Err(invalid(
-                "host.optimizer-tensor-us and host.optimizer-tensor-source go together: give both \
-                 or neither"
-                    .to_string(),
-            ));
         }
         let sources = vec![
             ("device".to_string(), d.source.clone()),
@@ -752,6 +776,24 @@ impl ProfileFile {
                 }),
             ),
         ];
+        let loop_keys = [
+            ("host.loop-micro-batch", &h.loop_micro_batch_source),
+            ("host.loop-module", &h.loop_module_source),
+            ("host.loop-step", &h.loop_step_source),
+        ];
+        let sources: Vec<(String, String)> = sources
+            .into_iter()
+            .chain(loop_keys.into_iter().map(|(k, s)| {
+                (
+                    k.to_string(),
+                    s.clone().unwrap_or_else(|| {
+                        "not measured on this profile: a Trainer loop's own work costs 0 \
+                         (costsim calibrate --loop measures it)"
+                            .to_string()
+                    }),
+                )
+            }))
+            .collect();
         let mut sources = sources;
         let o = &self.overheads;
         for (key, v) in [
@@ -884,6 +926,9 @@ impl ProfileFile {
                 peft_module_s: h.peft_module_us * US,
                 autograd_node_s: h.autograd_node_us * US,
                 optimizer_tensor_s: h.optimizer_tensor_us.unwrap_or(h.cpp_op_us) * US,
+                loop_micro_batch_s: h.loop_micro_batch_us.unwrap_or(0.0) * US,
+                loop_module_s: h.loop_module_us.unwrap_or(0.0) * US,
+                loop_step_s: h.loop_step_us.unwrap_or(0.0) * US,
             },
             provenance,
             origin: origin.to_string(),

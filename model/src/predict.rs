@@ -175,7 +175,12 @@ pub struct Prediction {
     pub backward_ms: f64,
     /// Per optimizer step.
     pub optimizer_ms: f64,
-    /// One optimizer step: grad_accum × (forward + backward) + optimizer.
+    /// Per optimizer step: GPU time the training loop's own host work adds (a Trainer's
+    /// fetch, `model.train()`, FLOP count, scheduler; 0 for a bare loop). docs/model.md.
+    pub loop_ms: f64,
+    /// The loop's host work per optimizer step, whether or not the GPU waits for it.
+    pub loop_host_ms: f64,
+    /// One optimizer step: grad_accum × (forward + backward) + optimizer + loop.
     pub step_ms: f64,
     pub tokens_per_s: f64,
     pub peak_memory_bytes: f64,
@@ -413,6 +418,23 @@ pub fn predict_with_graph(
             bytes: ob,
             saved_bytes: 0.0,
         });
+        if w.training_loop != crate::TrainingLoop::Bare {
+            // The loop's per-step time sits in the per-step column, like the optimizer's.
+            layer_rows.push(LayerRow {
+                scope: "loop".into(),
+                trained: false,
+                trainable_params: 0,
+                forward_ms: 0.0,
+                backward_ms: 0.0,
+                optimizer_ms: ms(tl.training_loop.time_s),
+                forward_kernels: 0,
+                backward_kernels: 0,
+                optimizer_kernels: 0,
+                flops: 0.0,
+                bytes: 0.0,
+                saved_bytes: 0.0,
+            });
+        }
     }
 
     let phases = vec![
@@ -422,7 +444,7 @@ pub fn predict_with_graph(
     ];
     // Dominant bound: where the step's time went.
     let mut by_bound = [0.0; 4];
-    for span in &tl.phases {
+    for span in tl.phases.iter().chain(std::iter::once(&tl.training_loop)) {
         for (i, v) in span.by_bound.iter().enumerate() {
             by_bound[i] += v;
         }
@@ -472,6 +494,8 @@ pub fn predict_with_graph(
         forward_ms: phases[0].time_ms,
         backward_ms: phases[1].time_ms,
         optimizer_ms: phases[2].time_ms,
+        loop_ms: ms(tl.training_loop.time_s),
+        loop_host_ms: ms(tl.training_loop.host_s),
         step_ms: ms(step_s),
         tokens_per_s: if step_s > 0.0 { tokens / step_s } else { 0.0 },
         peak_memory_bytes: mem.peak_bytes,
