@@ -583,8 +583,16 @@ impl ProfileFile {
             ("host.autograd-node-us", h.autograd_node_us),
         ];
         let optional = [
-            ("host.optimizer-tensor", h.optimizer_tensor_us, &h.optimizer_tensor_source),
-            ("host.loop-micro-batch", h.loop_micro_batch_us, &h.loop_micro_batch_source),
+            (
+                "host.optimizer-tensor",
+                h.optimizer_tensor_us,
+                &h.optimizer_tensor_source,
+            ),
+            (
+                "host.loop-micro-batch",
+                h.loop_micro_batch_us,
+                &h.loop_micro_batch_source,
+            ),
             ("host.loop-module", h.loop_module_us, &h.loop_module_source),
             ("host.loop-step", h.loop_step_us, &h.loop_step_source),
         ];
@@ -1043,4 +1051,3 @@ mod tests {
         assert!(err.contains("source of device is empty"), "{err}");
     }
 }
-

@@ -200,7 +200,6 @@ fn merge_section(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::*;
 
     fn source<'a>(p: &'a Profile, key: &str) -> &'a str {
         p.sources
