@@ -128,12 +128,17 @@ pub struct ValidateArgs {
     /// With --trace: list, per trace, the modules whose kernel launches disagree.
     #[arg(long, requires = "trace")]
     pub modules: bool,
+    /// Compare predicted Trainer steps (and their bare steps and loop work) with
+    /// scripts/trace/step_overhead.py records (JSON files or folders, comma-separated); needs
+    /// --hw.
+    #[arg(long, value_name = "FILE|DIR", value_delimiter = ',', conflicts_with_all = ["device", "out", "from", "trace"], requires = "hw")]
+    pub steps: Vec<PathBuf>,
     /// CPU threads libtorch may use (default: libtorch's own choice). One thread measures far
     /// more steadily on a shared machine.
     #[arg(long)]
     pub threads: Option<i32>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, required_unless_present_any = ["from", "trace"])]
+    #[arg(long, required_unless_present_any = ["from", "trace", "steps"])]
     pub device: Option<String>,
 
     /// Built-in model, or a Hugging Face config.json with --model-config.

@@ -110,7 +110,8 @@ fn header(cfg: &Config) -> Vec<String> {
             calib
         ),
         format!(
-            "batch {} x seq {} = {} tokens, grad-accum {}, {}, attention {}, {}{}{}, runtime {}",
+            "batch {} x seq {} = {} tokens, grad-accum {}, {}, attention {}, {}{}{}, runtime {}, \
+             {} loop",
             w.batch,
             w.seq,
             w.tokens(),
@@ -137,6 +138,7 @@ fn header(cfg: &Config) -> Vec<String> {
                 costsim_model::Runtime::Libtorch => "libtorch",
                 costsim_model::Runtime::CudaGraph => "cuda-graph",
             },
+            w.training_loop.as_str(),
         ),
     ]
 }

@@ -237,6 +237,9 @@ pub struct HostCosts {
     /// A Trainer loop's work per optimizer step beyond the optimizer's own ops: the scheduler,
     /// the clipping wrapper, callbacks (0 when not measured).
     pub loop_step_s: f64,
+    /// A Trainer loop's work per nn.Module per optimizer step: `model.zero_grad()` walks every
+    /// module's parameters (0 when not measured).
+    pub loop_step_module_s: f64,
 }
 
 impl Profile {
@@ -423,6 +426,8 @@ pub struct HostSection {
     pub loop_module_source: Option<String>,
     pub loop_step_us: Option<f64>,
     pub loop_step_source: Option<String>,
+    pub loop_step_module_us: Option<f64>,
+    pub loop_step_module_source: Option<String>,
 }
 
 /// Present in profiles written by `costsim calibrate`.
@@ -595,6 +600,11 @@ impl ProfileFile {
             ),
             ("host.loop-module", h.loop_module_us, &h.loop_module_source),
             ("host.loop-step", h.loop_step_us, &h.loop_step_source),
+            (
+                "host.loop-step-module",
+                h.loop_step_module_us,
+                &h.loop_step_module_source,
+            ),
         ];
         for (key, v) in host_values.into_iter() {
             HOST_US.check(key, v).map_err(invalid)?;
@@ -678,6 +688,7 @@ impl ProfileFile {
             ("host.loop-micro-batch", &h.loop_micro_batch_source),
             ("host.loop-module", &h.loop_module_source),
             ("host.loop-step", &h.loop_step_source),
+            ("host.loop-step-module", &h.loop_step_module_source),
         ];
         let sources: Vec<(String, String)> = sources
             .into_iter()
@@ -827,6 +838,7 @@ impl ProfileFile {
                 loop_micro_batch_s: h.loop_micro_batch_us.unwrap_or(0.0) * US,
                 loop_module_s: h.loop_module_us.unwrap_or(0.0) * US,
                 loop_step_s: h.loop_step_us.unwrap_or(0.0) * US,
+                loop_step_module_s: h.loop_step_module_us.unwrap_or(0.0) * US,
             },
             provenance,
             origin: origin.to_string(),

@@ -180,6 +180,8 @@ pub struct Prediction {
     pub loop_ms: f64,
     /// The loop's host work per optimizer step, whether or not the GPU waits for it.
     pub loop_host_ms: f64,
+    /// nn.Modules of the model as transformers and peft build it (what a Trainer walks).
+    pub nn_modules: u64,
     /// One optimizer step: grad_accum × (forward + backward) + optimizer + loop.
     pub step_ms: f64,
     pub tokens_per_s: f64,
@@ -496,6 +498,7 @@ pub fn predict_with_graph(
         optimizer_ms: phases[2].time_ms,
         loop_ms: ms(tl.training_loop.time_s),
         loop_host_ms: ms(tl.training_loop.host_s),
+        nn_modules: g.nn_modules,
         step_ms: ms(step_s),
         tokens_per_s: if step_s > 0.0 { tokens / step_s } else { 0.0 },
         peak_memory_bytes: mem.peak_bytes,
@@ -704,6 +707,17 @@ pub fn breakdown(cfg: &Config) -> Vec<ScopeBreakdown> {
         launch_ms: opt.by_bound[2] * 1e3,
         host_wait_ms: opt.by_bound[3] * 1e3,
     });
+    if cfg.workload.training_loop != crate::TrainingLoop::Bare {
+        // The training loop runs no kernel: its time is the GPU waiting on it.
+        out.push(ScopeBreakdown {
+            scope: "loop".into(),
+            by_kind_ms: by_kind(&[]),
+            compute_ms: 0.0,
+            memory_ms: 0.0,
+            launch_ms: 0.0,
+            host_wait_ms: tl.training_loop.time_s * 1e3,
+        });
+    }
     out
 }
 
@@ -729,7 +743,9 @@ mod breakdown_tests {
             };
             let p = predict(&cfg, Detail::default(), None);
             let b = breakdown(&cfg);
-            assert_eq!(b.len(), 22 + 3);
+            // embedding, 22 layers, head, optimizer, and the Trainer loop (the default).
+            assert_eq!(b.len(), 22 + 4);
+            assert_eq!(b[25].scope, "loop");
             let mut total = 0.0;
             for s in &b {
                 let kinds: f64 = s.by_kind_ms.iter().map(|(_, v)| v).sum();

@@ -652,20 +652,22 @@ pub fn simulate(
 }
 
 /// The training loop's host work `s` (seconds): the host is busy; the GPU, once it has run
-/// what it was given, idles until the host is done, and that idle time is the loop's.
+/// what it was given, idles until the host is done. The loop's share of that idle time is what
+/// lies after both the host's earlier work and the GPU's queue, max(0, host + s − max(host,
+/// gpu)); the GPU clock moves past it, so an earlier gap (a host still issuing when the GPU ran
+/// dry) stays with the kernel it delays, as without the loop, and everything after is the
+/// loop-less simulation shifted by the loop's share.
 fn loop_work(clock: &mut Clock, lp: &mut Span, s: f64) {
     if s <= 0.0 {
         return;
     }
+    let idle = (clock.host + s - clock.host.max(clock.gpu)).max(0.0);
     clock.host += s;
     lp.host_s += s;
-    if clock.host > clock.gpu {
-        let idle = clock.host - clock.gpu;
-        lp.time_s += idle;
-        lp.host_wait_s += idle;
-        lp.by_bound[3] += idle;
-        clock.gpu = clock.host;
-    }
+    lp.time_s += idle;
+    lp.host_wait_s += idle;
+    lp.by_bound[3] += idle;
+    clock.gpu += idle;
 }
 
 #[cfg(test)]
@@ -866,7 +868,15 @@ mod tests {
         let m = preset("gpt2").unwrap();
         let spec =
             MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
-        synthetic_step_with(host, device, tail, sync, grad_accum, TrainingLoop::Bare, |_| {})
+        synthetic_step_with(
+            host,
+            device,
+            tail,
+            sync,
+            grad_accum,
+            TrainingLoop::Bare,
+            |_| {},
+        )
     }
 
     /// [`synthetic_step`] with a training loop and the profile adjusted by `edit`.
@@ -917,8 +927,10 @@ mod tests {
             hw.host.loop_micro_batch_s = 60e-6;
             hw.host.loop_module_s = 0.25e-6;
             hw.host.loop_step_s = 19e-6;
+            hw.host.loop_step_module_s = 0.0;
         };
-        let trainer = |h, d, k| synthetic_step_with(h, d, 0.0, false, k, TrainingLoop::Trainer, costs);
+        let trainer =
+            |h, d, k| synthetic_step_with(h, d, 0.0, false, k, TrainingLoop::Trainer, costs);
         // Host-bound (10 µs host, 1 µs device per op; 942 µs bare, host done at 941): the
         // next step's fetch and this step's per-step work, 101 + 19 = 120 µs, start at 941 and
         // end at 1061; the GPU, done at 942, idles 119 µs of them.

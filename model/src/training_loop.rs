@@ -11,15 +11,16 @@
 //!   walks every module (peft's wrappers, ModuleDicts and ParameterDicts included), and the
 //!   FLOP count (`floating_point_ops` → `num_parameters`) walks them again with their
 //!   parameters;
-//! - per optimizer step: `scheduler.step`, accelerate's clipping wrapper, the step callbacks.
+//! - per optimizer step: `scheduler.step`, accelerate's clipping wrapper, the step callbacks,
+//!   and `model.zero_grad()`, which walks every module's parameters again.
 //!
 //! So a Trainer's loop costs, per optimizer step of K micro-batches over a model of M modules,
 //!
 //! ```text
-//! t_loop = K · (loop_micro_batch + loop_module · M) + loop_step        [s]
+//! t_loop = K · (loop_micro_batch + loop_module · M) + loop_step + loop_step_module · M    [s]
 //! ```
 //!
-//! with the three costs from the profile's `[host]` section (`costsim calibrate --loop`); a
+//! with the four costs from the profile's `[host]` section (`costsim calibrate --loop`); a
 //! bare loop (a hand-written `for batch in loader:` step, the libtorch harness) costs nothing
 //! beyond its ops. Where it falls in the step: docs/model.md.
 
@@ -88,7 +89,7 @@ pub fn loop_host_s(lp: TrainingLoop, host: &HostCosts, modules: u64) -> (f64, f6
         TrainingLoop::Bare => (0.0, 0.0),
         TrainingLoop::Trainer => (
             host.loop_micro_batch_s + host.loop_module_s * modules as f64,
-            host.loop_step_s,
+            host.loop_step_s + host.loop_step_module_s * modules as f64,
         ),
     }
 }
@@ -143,10 +144,12 @@ mod tests {
             loop_micro_batch_s: 300e-6,
             loop_module_s: 2e-6,
             loop_step_s: 50e-6,
+            loop_step_module_s: 0.5e-6,
         };
-        // 300 µs + 2 µs · 100 modules = 500 µs per micro-batch; 50 µs per step.
+        // 300 µs + 2 µs · 100 modules = 500 µs per micro-batch; 50 + 0.5 · 100 = 100 µs per
+        // step.
         let (mb, st) = loop_host_s(TrainingLoop::Trainer, &host, 100);
-        assert!((mb - 500e-6).abs() < 1e-15 && (st - 50e-6).abs() < 1e-15);
+        assert!((mb - 500e-6).abs() < 1e-15 && (st - 100e-6).abs() < 1e-15);
         assert_eq!(loop_host_s(TrainingLoop::Bare, &host, 100), (0.0, 0.0));
     }
 }

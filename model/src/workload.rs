@@ -1,8 +1,8 @@
 //! The workload: batch, sequence, gradient accumulation, precision, attention implementation,
 //! optimizer and runtime (which sets the host cost per op).
 
-use crate::training_loop::TrainingLoop;
 use crate::arch::ModelConfig;
+use crate::training_loop::TrainingLoop;
 use crate::{Error, Result};
 use costsim_hardware::MathMode;
 use serde::{Deserialize, Serialize};

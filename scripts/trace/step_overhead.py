@@ -117,42 +117,48 @@ def time_bare(model, opt, batch, device, reps, accum):
     return stats(out)
 
 
-def time_trainer(model, opt, cfg, args, device, reps, batch):
+class _Timed:
+    """Accumulates the time spent inside the wrapped calls (the step's own work)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.total = 0.0
+
+    def wrap(self, fn):
+        def timed(*a, **k):
+            sync(self.device)
+            t0 = now()
+            out = fn(*a, **k)
+            sync(self.device)
+            self.total += now() - t0
+            return out
+
+        return timed
+
+
+def time_trainer(model, opt, cfg, args, device, reps):
     """Trainer with the same AdamW as the bare loop (and a cosine schedule), so that the
     difference is the loop, not the optimizer implementation Trainer would pick.
 
-    Paired: at the end of every Trainer step a callback runs one bare step (bare_step) and times
-    it, so each Trainer step has a bare step measured next to it, under the same load. The
-    Trainer step is the period between two `on_step_begin` calls minus the bare step inside it;
-    the loop's work is the median of (Trainer step − its bare step) over the pairs, which a busy
-    machine (a parallel build) disturbs far less than two medians taken minutes apart."""
+    Returns the period between consecutive `on_step_begin` calls, and the same period less the
+    time spent inside the step's own work — the model's forward with the loss, `Tensor.backward`,
+    `clip_grad_norm_` and `optimizer.step`, each wrapped and timed — which is the loop's own work
+    (data fetch and collation, `model.train()`, FLOP count, accelerate's wrappers,
+    `model.zero_grad()`, scheduler, callbacks). That one is measured within each step, so a busy
+    machine disturbs it far less than a difference of two separately timed loops."""
     from transformers import Trainer, TrainerCallback, TrainingArguments, get_cosine_schedule_with_warmup
 
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def bare_step():
-        sync(device)
-        t0 = now()
-        for _ in range(args.grad_accum):
-            loss = model(**batch).loss / args.grad_accum
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(device)
-        return now() - t0
+    inside = _Timed(device)
 
     class Clock(TrainerCallback):
         def __init__(self):
             self.begins = []
-            self.inner = []
+            self.inside = []
 
         def on_step_begin(self, a, state, control, **kw):
             sync(device)
             self.begins.append(now())
-
-        def on_step_end(self, a, state, control, **kw):
-            self.inner.append(bare_step())
+            self.inside.append(inside.total)
 
     n = reps + 4
     rows = [
@@ -188,6 +194,12 @@ def time_trainer(model, opt, cfg, args, device, reps, batch):
             seed=0,
         )
         sched = get_cosine_schedule_with_warmup(opt, 2, n)
+        hook_pre = model.register_forward_pre_hook(lambda m, a: _enter(inside))
+        hook_post = model.register_forward_hook(lambda m, a, o: _leave(inside))
+        saved = (torch.Tensor.backward, torch.nn.utils.clip_grad_norm_, opt.step)
+        torch.Tensor.backward = inside.wrap(torch.Tensor.backward)
+        torch.nn.utils.clip_grad_norm_ = inside.wrap(torch.nn.utils.clip_grad_norm_)
+        opt.step = inside.wrap(opt.step)
         trainer = Trainer(
             model=model,
             args=ta,
@@ -196,14 +208,27 @@ def time_trainer(model, opt, cfg, args, device, reps, batch):
             callbacks=[clock],
             optimizers=(opt, sched),
         )
-        trainer.train()
-    b = clock.begins
-    steps = [(b[i + 1] - b[i] - clock.inner[i], clock.inner[i]) for i in range(2, len(b) - 1)]
-    return (
-        stats([t for t, _ in steps]),
-        stats([x for _, x in steps]),
-        stats([t - x for t, x in steps]),
-    )
+        try:
+            trainer.train()
+        finally:
+            hook_pre.remove()
+            hook_post.remove()
+            torch.Tensor.backward, torch.nn.utils.clip_grad_norm_ = saved[0], saved[1]
+            del opt.step
+    b, c = clock.begins, clock.inside
+    periods = [b[i + 1] - b[i] for i in range(2, len(b) - 1)]
+    loop = [b[i + 1] - b[i] - (c[i + 1] - c[i]) for i in range(2, len(b) - 1)]
+    return stats(periods), stats(loop)
+
+
+def _enter(t):
+    sync(t.device)
+    t.start = now()
+
+
+def _leave(t):
+    sync(t.device)
+    t.total += now() - t.start
 
 
 def time_pieces(model, opt, batch, device, reps):
@@ -240,6 +265,10 @@ def main(argv=None):
     ap.add_argument("--targets", choices=["qv", "all"], default="all")
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank or PaCA column count")
     ap.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
+    ap.add_argument("--foreach", action="store_true",
+                    help="AdamW and clipping with foreach=True (CUDA's default; trace_step.py's); "
+                         "default: torch's default for the device")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=8)
     ap.add_argument("--device", default="cpu")
@@ -257,7 +286,8 @@ def main(argv=None):
         now = time.process_time
     else:
         now = time.perf_counter
-    args.config = None
+    if args.config:
+        args.preset = os.path.basename(os.path.dirname(os.path.abspath(args.config))) or "custom"
     # trace_step.prepare_model's other options, at trace_step.py's defaults.
     args.alpha = 32.0 if args.method == "lora" else 64.0
     args.dropout = 0.0
@@ -275,12 +305,12 @@ def main(argv=None):
 
     model, cfg = build(args, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4, foreach=True if args.foreach else None)
     batch = batch_of(cfg, args, device)
     phases = time_phases(model, opt, batch, device, args.reps, args.grad_accum)
     bare = time_bare(model, opt, batch, device, args.reps, args.grad_accum)
     pieces = time_pieces(model, opt, batch, device, args.reps)
-    trainer, bare_paired, paired = time_trainer(model, opt, cfg, args, device, args.reps, batch)
+    trainer, loop = time_trainer(model, opt, cfg, args, device, args.reps)
     import peft
     import transformers
 
@@ -300,11 +330,12 @@ def main(argv=None):
                      rank=args.rank, batch=args.batch, seq=args.seq, grad_accum=args.grad_accum,
                      trainable_tensors=len(params)),
         structure=trace_step.structure_of(model),
+        model=dict(family=args.family, preset=args.preset, hf_config=trace_step._hf_config(cfg, args.family)),
+        optimizer="adamw-foreach" if args.foreach or device.type == "cuda" else "adamw-single",
         phases=phases,
         bare=bare,
         trainer=trainer,
-        bare_paired=bare_paired,
-        paired_fixed_work_us=paired,
+        loop=loop,
         pieces=pieces,
         fixed_work_us=dict(
             min=trainer["min_us"] - bare["min_us"],
@@ -318,8 +349,9 @@ def main(argv=None):
     print(
         f"{args.family}-{args.preset} {args.method} {args.targets} x{args.grad_accum}: "
         f"phases {phases['sum']['median_us']:.0f} us, bare {bare['median_us']:.0f} us, "
-        f"Trainer {trainer['median_us']:.0f} us per step (paired fixed work "
-        f"{paired['median_us']:.0f} us median, {paired['min_us']:.0f} min); "
+        f"Trainer {trainer['median_us']:.0f} us per step (fixed work "
+        f"{rec['fixed_work_us']['median']:.0f} us median, {rec['fixed_work_us']['min']:.0f} min; "
+        f"loop within steps {loop['median_us']:.0f} us median); "
         f"scheduler.step {pieces['scheduler_step']['median_us']:.1f} us"
     )
 

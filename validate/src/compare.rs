@@ -163,6 +163,7 @@ fn reduced_step_ms(r: &Record, hw: &Profile, m: Reduced) -> Result<f64> {
                 loop_micro_batch_s: 0.0,
                 loop_module_s: 0.0,
                 loop_step_s: 0.0,
+                loop_step_module_s: 0.0,
             };
             Ok(predict_record(r, &p)?.step_ms)
         }

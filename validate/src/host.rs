@@ -255,7 +255,15 @@ pub fn set_host_keys(
         .iter()
         .zip(&found)
         .filter(|(_, f)| !**f)
-        .map(|(k, _)| format!("{}-us = {}\n{}-source = {}\n", k.key, k.us, k.key, toml_string(&k.source)))
+        .map(|(k, _)| {
+            format!(
+                "{}-us = {}\n{}-source = {}\n",
+                k.key,
+                k.us,
+                k.key,
+                toml_string(&k.source)
+            )
+        })
         .collect();
     if !insert.is_empty() {
         out = insert_into_section(&out, "[host]", &insert);

@@ -983,11 +983,7 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
             counted.len()
         );
         for (name, m) in counted.iter().filter(|(_, m)| m.predicted != m.traced) {
-            let _ = writeln!(
-                s,
-                "  {name:<44} costsim {} trace {}",
-                m.predicted, m.traced
-            );
+            let _ = writeln!(s, "  {name:<44} costsim {} trace {}", m.predicted, m.traced);
         }
     }
     if cmps

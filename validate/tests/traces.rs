@@ -324,8 +324,15 @@ fn cpu_host_costs_regenerate_from_the_committed_traces() {
 #[test]
 fn module_counts_equal_the_real_models() {
     let cmps = load("docs/results/traces/cpu");
-    let counted: Vec<_> = cmps.iter().filter_map(|c| c.nn_modules.map(|m| (c, m))).collect();
-    assert_eq!(counted.len(), cmps.len(), "every CI trace records its structure");
+    let counted: Vec<_> = cmps
+        .iter()
+        .filter_map(|c| c.nn_modules.map(|m| (c, m)))
+        .collect();
+    assert_eq!(
+        counted.len(),
+        cmps.len(),
+        "every CI trace records its structure"
+    );
     for (c, m) in counted {
         assert_eq!(m.predicted, m.traced, "{}: nn.Modules", file_name(c));
     }
