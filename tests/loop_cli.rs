@@ -239,3 +239,45 @@ fn calibrate_loop_refits_the_committed_records() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The held-out Trainer steps (four models the fit never saw, batch 1 × 128, on this CPU):
+/// every LoRA- and PaCA-vs-full direction of the measured Trainer steps is predicted right, and
+/// the committed report is what the tool prints today.
+#[test]
+fn held_out_trainer_steps_directions_and_report() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/docs/results/cpu/step/heldout");
+    let hw = format!("{root}/docs/results/cpu/host/cpu-eager.toml");
+    let v = json_of(&["validate", "--steps", &dir, "--hw", &hw, "--format", "json"]);
+    let rows = v.as_array().expect("comparisons");
+    assert_eq!(rows.len(), 16);
+    let step = |model: &str, method: &str| {
+        let r = rows
+            .iter()
+            .find(|r| {
+                let n = r["name"].as_str().unwrap();
+                n.starts_with(&format!("{model} {method} ")) && n.ends_with("×1")
+            })
+            .unwrap_or_else(|| panic!("{model} {method}"));
+        (
+            r["trainer_step"]["predicted"].as_f64().unwrap(),
+            r["trainer_step"]["traced"].as_f64().unwrap(),
+        )
+    };
+    for model in [
+        "gpt2-tiny",
+        "gpt2-narrow-deep",
+        "llama-small",
+        "llama-wide-shallow",
+    ] {
+        let full = step(model, "full");
+        for method in ["lora", "paca"] {
+            let m = step(model, method);
+            assert_eq!(m.0 < full.0, m.1 < full.1, "{model} {method} vs full");
+        }
+    }
+    let o = costsim(&["validate", "--steps", &dir, "--hw", &hw]);
+    let committed = std::fs::read_to_string(format!("{root}/docs/results/cpu/step/heldout.txt"))
+        .expect("heldout.txt");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), committed);
+}
