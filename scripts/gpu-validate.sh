@@ -10,8 +10,9 @@
 #   4. the host costs of this machine's eager stack (scripts/trace/host-grid.txt, micro widths,
 #      CUDA launch call included) fitted into a profile (costsim calibrate --host), and eager step
 #      times from the host-bound to the device-bound regime (gpu-grid-timing.txt) to check it.
-#   5. a Trainer-style loop's fixed work per step (scripts/trace/step_overhead.py, four micro
-#      configurations, about a minute).
+#   5. a Trainer loop's own work per micro-batch, nn.Module and step (scripts/trace/step_overhead.py
+#      over 14 micro configurations of scripts/trace/step-grid.txt, about two minutes), fitted into
+#      a profile (costsim calibrate --loop).
 # Build here with the tch feature, carry target/release/costsim to the GPU machine, then run:
 #   scripts/gpu-validate.sh [OUT_DIR]      (PACK=file.tgz also packs OUT_DIR after each stage)
 set -uo pipefail
@@ -65,12 +66,14 @@ timeout 150 python3 scripts/trace/run_grid.py scripts/trace/host-grid.txt "$OUT_
 timeout 140 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-timing.txt "$OUT_DIR/timing" --device cuda \
   2>&1 | grep -v -i warn > "$OUT_DIR/timing.log"
 pack
-echo "== 5. a Trainer-style loop's fixed work per step (and the loss check's synchronisation)"
+echo "== 5. a Trainer loop's own work (per micro-batch, per nn.Module, per step), fitted"
 mkdir -p "$OUT_DIR/step"
-for cfg in "gpt2 micro2 full" "gpt2 micro2 lora" "llama micro2 full" "llama micro2 lora"; do
-  set -- $cfg
-  timeout 60 python3 scripts/trace/step_overhead.py --family "$1" --preset "$2" --method "$3" --device cuda \
-    --out "$OUT_DIR/step/$1-$2-$3.json" 2>&1 | grep -v -i warn | tee -a "$OUT_DIR/step.log" || true
+grep -E '^(gpt2|llama)-micro(1|4|8)-(full|lora-all):|accum4' scripts/trace/step-grid.txt | \
+while IFS=: read -r name args; do
+  timeout 60 python3 scripts/trace/step_overhead.py $args --device cuda --reps 30 \
+    --out "$OUT_DIR/step/$name.json" 2>&1 | grep -v -i warn | tee -a "$OUT_DIR/step.log" || true
 done
+"$BIN" calibrate --loop "$OUT_DIR/step" --base h200 --name h200-loop --out "$OUT_DIR/h200-loop.toml" \
+  2>&1 | tee "$OUT_DIR/loop-fit.txt"
 pack
 echo "done: $OUT_DIR"

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
     /// cpu, cuda or cuda:N: measure on this device (needs the `tch` feature).
-    #[arg(long, required_unless_present_any = ["from", "host"], conflicts_with_all = ["from", "host"])]
+    #[arg(long, required_unless_present_any = ["from", "host", "loop_records"], conflicts_with_all = ["from", "host", "loop_records"])]
     pub device: Option<String>,
     /// Fit the `[host]` section (Python op, module call, adapter layer, autograd node) from timed
     /// traces of the real eager stack (scripts/trace/host-grid.txt; JSON files or folders,
@@ -22,6 +22,16 @@ pub struct CalibrateArgs {
         conflicts_with = "from"
     )]
     pub host: Vec<PathBuf>,
+    /// Fit a Trainer loop's own work (per micro-batch, per nn.Module, per step) from
+    /// scripts/trace/step_overhead.py records (scripts/trace/step-grid.txt; JSON files or
+    /// folders, comma-separated) and write BASE with it. Works on any build.
+    #[arg(
+        long = "loop",
+        value_name = "FILE|DIR",
+        value_delimiter = ',',
+        conflicts_with_all = ["from", "host"]
+    )]
+    pub loop_records: Vec<PathBuf>,
     /// Refit from a saved run (`--samples`) instead of measuring; works on any build.
     #[arg(long, value_name = "FILE")]
     pub from: Option<PathBuf>,
@@ -80,6 +90,9 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
     }
     if !args.host.is_empty() {
         return host(args);
+    }
+    if !args.loop_records.is_empty() {
+        return training_loop(args);
     }
     let run = match &args.from {
         Some(path) => CalibrationRun::load(path).map_err(usage_error)?,
@@ -149,13 +162,14 @@ fn measure(args: &CalibrateArgs) -> Result<CalibrationRun> {
     })
 }
 
-/// `--host`: fit the host costs from timed traces and write the base profile with them.
-fn host(args: &CalibrateArgs) -> Result<String> {
-    use costsim_validate::{host, trace};
+/// The text of `--base` (a built-in profile's name or a file), for `--host` and `--loop`.
+fn base_text(args: &CalibrateArgs, option: &str) -> Result<(String, String)> {
     let base_name = args.base.as_deref().ok_or_else(|| {
-        usage_error("--host needs --base NAME|FILE: the profile whose [host] section is replaced")
+        usage_error(format!(
+            "{option} needs --base NAME|FILE: the profile whose [host] section is replaced"
+        ))
     })?;
-    let base_text = match costsim_hardware::BUILTIN
+    let text = match costsim_hardware::BUILTIN
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(base_name))
     {
@@ -168,6 +182,52 @@ fn host(args: &CalibrateArgs) -> Result<String> {
             ))
             })?,
     };
+    Ok((base_name.to_string(), text))
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `--loop`: fit a Trainer loop's work from step records and write the base profile with it.
+fn training_loop(args: &CalibrateArgs) -> Result<String> {
+    use costsim_validate::steploop;
+    let (base_name, base_text) = base_text(args, "--loop")?;
+    let mut records = Vec::new();
+    for f in crate::validate::trace_files(&args.loop_records)? {
+        let r = steploop::read_step_record(&f).map_err(usage_error)?;
+        records.push((r, f.display().to_string()));
+    }
+    let fit = steploop::fit_loop(&records).map_err(usage_error)?;
+    let base = costsim_hardware::parse_profile(&base_text, &base_name).map_err(usage_error)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-loop", base.name));
+    let text =
+        steploop::write_loop_profile(&base_text, &name, &fit, &today()).map_err(usage_error)?;
+    crate::files::write_atomic(&args.out, &text)?;
+    Ok(format!(
+        "{}profile {} written to {} (use it with --hw {})\n",
+        steploop::render(&fit),
+        name,
+        args.out.display(),
+        args.out.display()
+    ))
+}
+
+/// `--host`: fit the host costs from timed traces and write the base profile with them.
+fn host(args: &CalibrateArgs) -> Result<String> {
+    use costsim_validate::{host, trace};
+    let (base_name, base_text) = base_text(args, "--host")?;
+    let base_name = base_name.as_str();
     let mut traces = Vec::new();
     for f in crate::validate::trace_files(&args.host)? {
         let t = trace::read_trace(&f).map_err(usage_error)?;
@@ -179,14 +239,7 @@ fn host(args: &CalibrateArgs) -> Result<String> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-host", base.name));
-    let date = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let date = today();
     let text = host::write_profile(&base_text, &name, &fit, &date).map_err(usage_error)?;
     crate::files::write_atomic(&args.out, &text)?;
     Ok(format!(

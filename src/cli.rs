@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use costsim_model::method::{AdapterDtype, LayerSelection, Targets};
 use costsim_model::{
     arch, AttentionImpl, Config, MethodName, MethodOptions, MethodSpec, ModelConfig, Optimizer,
-    Precision, Runtime, Workload,
+    Precision, Runtime, TrainingLoop, Workload,
 };
 use std::path::PathBuf;
 
@@ -128,12 +128,17 @@ pub struct ValidateArgs {
     /// With --trace: list, per trace, the modules whose kernel launches disagree.
     #[arg(long, requires = "trace")]
     pub modules: bool,
+    /// Compare predicted Trainer steps (and their bare steps and loop work) with
+    /// scripts/trace/step_overhead.py records (JSON files or folders, comma-separated); needs
+    /// --hw.
+    #[arg(long, value_name = "FILE|DIR", value_delimiter = ',', conflicts_with_all = ["device", "out", "from", "trace"], requires = "hw")]
+    pub steps: Vec<PathBuf>,
     /// CPU threads libtorch may use (default: libtorch's own choice). One thread measures far
     /// more steadily on a shared machine.
     #[arg(long)]
     pub threads: Option<i32>,
     /// cpu, cuda or cuda:N.
-    #[arg(long, required_unless_present_any = ["from", "trace"])]
+    #[arg(long, required_unless_present_any = ["from", "trace", "steps"])]
     pub device: Option<String>,
 
     /// Built-in model, or a Hugging Face config.json with --model-config.
@@ -224,6 +229,14 @@ pub enum RuntimeArg {
     Libtorch,
     /// Phases replayed from CUDA graphs
     CudaGraph,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LoopArg {
+    /// transformers' Trainer (and TRL's trainers): host work per micro-batch and per step
+    Trainer,
+    /// a hand-written loop: nothing beyond forward, backward and the optimizer
+    Bare,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -332,6 +345,11 @@ pub struct TrainingArgs {
     /// What issues the kernels (sets the host cost per op).
     #[arg(long, value_enum, default_value_t = RuntimeArg::PytorchEager)]
     pub runtime: RuntimeArg,
+    /// What drives the step: a Trainer adds its fetch, model.train() walk, FLOP count and
+    /// scheduler per micro-batch and step (docs/host.md). Default: trainer under
+    /// pytorch-eager, bare otherwise.
+    #[arg(long = "loop", value_enum)]
+    pub training_loop: Option<LoopArg>,
 }
 
 impl TrainingArgs {
@@ -358,6 +376,12 @@ impl TrainingArgs {
                 RuntimeArg::PytorchEager => Runtime::PytorchEager,
                 RuntimeArg::Libtorch => Runtime::Libtorch,
                 RuntimeArg::CudaGraph => Runtime::CudaGraph,
+            },
+            training_loop: match (self.training_loop, self.runtime) {
+                (Some(LoopArg::Trainer), _) | (None, RuntimeArg::PytorchEager) => {
+                    TrainingLoop::Trainer
+                }
+                (Some(LoopArg::Bare), _) | (None, _) => TrainingLoop::Bare,
             },
         }
     }

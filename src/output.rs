@@ -110,7 +110,8 @@ fn header(cfg: &Config) -> Vec<String> {
             calib
         ),
         format!(
-            "batch {} x seq {} = {} tokens, grad-accum {}, {}, attention {}, {}{}{}, runtime {}",
+            "batch {} x seq {} = {} tokens, grad-accum {}, {}, attention {}, {}{}{}, runtime {}, \
+             {} loop",
             w.batch,
             w.seq,
             w.tokens(),
@@ -137,6 +138,7 @@ fn header(cfg: &Config) -> Vec<String> {
                 costsim_model::Runtime::Libtorch => "libtorch",
                 costsim_model::Runtime::CudaGraph => "cuda-graph",
             },
+            w.training_loop.as_str(),
         ),
     ]
 }
@@ -174,6 +176,7 @@ fn summary_rows(preds: &[Prediction], price: Option<&PriceUsed>) -> Vec<(String,
         ("forward ms".into(), col(&|p| num(p.forward_ms, 2))),
         ("backward ms".into(), col(&|p| num(p.backward_ms, 2))),
         ("optimizer ms".into(), col(&|p| num(p.optimizer_ms, 2))),
+        ("loop ms".into(), col(&|p| num(p.loop_ms, 2))),
         ("step ms".into(), col(&|p| num(p.step_ms, 2))),
         ("tokens/s".into(), col(&|p| num(p.tokens_per_s, 0))),
         (
@@ -508,6 +511,7 @@ pub fn render(
                     "forward_ms",
                     "backward_ms",
                     "optimizer_ms",
+                    "loop_ms",
                     "step_ms",
                     "tokens_per_s",
                     "peak_memory_bytes",
@@ -538,6 +542,7 @@ pub fn render(
                         num(p.forward_ms, 4),
                         num(p.backward_ms, 4),
                         num(p.optimizer_ms, 4),
+                        num(p.loop_ms, 4),
                         num(p.step_ms, 4),
                         num(p.tokens_per_s, 1),
                         num(p.peak_memory_bytes, 0),
@@ -599,6 +604,16 @@ pub fn render(
                     );
                     let rows: Vec<Vec<String>> = kernels.iter().map(kernel_cells).collect();
                     out.push_str(&table(&kernel_head(), &rows));
+                    if p.loop_host_ms > 0.0 {
+                        let _ = writeln!(
+                            out,
+                            "{}training loop, outside the kernels: {} ms of host work per step, \
+                             {} ms of it with the GPU idle (docs/host.md)",
+                            if md { "\n" } else { "" },
+                            num(p.loop_host_ms, 3),
+                            num(p.loop_ms, 3)
+                        );
+                    }
                 }
             }
         }

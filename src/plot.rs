@@ -174,6 +174,8 @@ pub struct MethodBar {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
+    /// The training loop's GPU time per step (0 in a bare loop).
+    pub loop_ms: f64,
     pub step_ms: f64,
     pub fits: bool,
 }
@@ -301,6 +303,7 @@ pub fn methods_chart(args: &PredictArgs) -> Result<MethodsChart> {
                     forward_ms: p.forward_ms * accum,
                     backward_ms: p.backward_ms * accum,
                     optimizer_ms: p.optimizer_ms,
+                    loop_ms: p.loop_ms,
                     step_ms: p.step_ms,
                     fits: p.fits,
                 }
@@ -806,6 +809,10 @@ fn draw_methods<DB: DrawingBackend>(
             "optimizer".to_string(),
             c.bars.iter().map(|b| b.optimizer_ms).collect(),
         ),
+        (
+            "training loop".to_string(),
+            c.bars.iter().map(|b| b.loop_ms).collect(),
+        ),
     ];
     stacked(
         root,
@@ -1197,6 +1204,7 @@ mod tests {
                 forward_ms: 1.0,
                 backward_ms: 2.0,
                 optimizer_ms: 0.5,
+                loop_ms: 0.0,
                 step_ms,
                 fits: true,
             }],

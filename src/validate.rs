@@ -19,6 +19,9 @@ pub fn run(args: &ValidateArgs) -> Result<String> {
     if !args.trace.is_empty() {
         return traces(args);
     }
+    if !args.steps.is_empty() {
+        return steps(args);
+    }
     let file = if args.from.is_empty() {
         measure(args)?
     } else {
@@ -209,6 +212,26 @@ fn traces(args: &ValidateArgs) -> Result<String> {
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
         _ => trace::render(&cmps, args.modules),
+    })
+}
+
+/// `--steps`: predicted Trainer steps against step_overhead.py records.
+fn steps(args: &ValidateArgs) -> Result<String> {
+    use costsim_validate::steploop;
+    let hw = args
+        .hw
+        .as_deref()
+        .ok_or_else(|| usage_error("--steps needs --hw NAME|FILE: the profile to predict on"))?;
+    let hw = costsim_hardware::resolve_device(hw).map_err(usage_error)?;
+    let mut cmps = Vec::new();
+    for f in trace_files(&args.steps)? {
+        let origin = f.display().to_string();
+        let r = steploop::read_step_record(&f).map_err(usage_error)?;
+        cmps.push(steploop::compare_step(&r, &origin, &hw).map_err(usage_error)?);
+    }
+    Ok(match args.format {
+        Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
+        _ => steploop::render_steps(&cmps),
     })
 }
 

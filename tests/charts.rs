@@ -170,11 +170,12 @@ fn breakdown_chart() {
         data.to_str().unwrap(),
     ]);
     ok(&a);
-    // 12 layers + embedding, head, optimizer; 2 panels of stacked bars.
-    assert_svg(&svg, 2 * 15);
+    // 12 layers + embedding, head, optimizer and the Trainer loop; 2 panels of stacked bars.
+    assert_svg(&svg, 2 * 16);
     let v = snapshot("breakdown_gpt2_lora_a100", &data);
     let scopes = v["methods"][0][1].as_array().expect("scopes");
-    assert_eq!(scopes.len(), 15);
+    assert_eq!(scopes.len(), 16);
+    assert_eq!(scopes[15]["scope"], "loop");
     let total: f64 = scopes
         .iter()
         .map(|s| {
@@ -225,11 +226,12 @@ fn methods_chart_svg_and_png() {
     {
         assert_eq!(bar["method"], pred["method"]);
         assert_eq!(bar["step_ms"], pred["step_ms"]);
-        let sum: f64 = ["forward_ms", "backward_ms", "optimizer_ms"]
+        assert_eq!(bar["loop_ms"], pred["loop_ms"]);
+        let sum: f64 = ["forward_ms", "backward_ms", "optimizer_ms", "loop_ms"]
             .iter()
             .map(|k| bar[k].as_f64().unwrap())
             .sum();
-        // grad_accum 1 and one stream: the phases add up to the step.
+        // grad_accum 1 and one stream: the phases and the Trainer loop add up to the step.
         assert!((sum - pred["step_ms"].as_f64().unwrap()).abs() < 1e-6);
     }
 }
@@ -248,6 +250,9 @@ fn heatmap_chart_with_contour() {
         "128..1024:x2",
         "--y-range",
         "4..64:x4",
+        // A hand-written loop: under a Trainer LoRA is slower everywhere here (no contour).
+        "--loop",
+        "bare",
         "--out",
         svg.to_str().unwrap(),
         "--data",
@@ -269,6 +274,8 @@ fn heatmap_chart_with_contour() {
         "16",
         "--seq",
         "512",
+        "--loop",
+        "bare",
     ]);
     let full = predict_json(&[
         "--model",
@@ -279,6 +286,8 @@ fn heatmap_chart_with_contour() {
         "full",
         "--seq",
         "512",
+        "--loop",
+        "bare",
     ]);
     let ratio = lora["predictions"][0]["step_ms"].as_f64().unwrap()
         / full["predictions"][0]["step_ms"].as_f64().unwrap();
@@ -672,6 +681,7 @@ fn sweep_writes_json_atomically_and_rejects_bad_ranges() {
 
 #[test]
 fn crossover_finds_and_explains_the_seq_crossing() {
+    // A hand-written loop: under a Trainer LoRA is slower throughout (README).
     let text = ok(&[
         "crossover",
         "--model",
@@ -680,6 +690,8 @@ fn crossover_finds_and_explains_the_seq_crossing() {
         "a100",
         "--vary",
         "seq",
+        "--loop",
+        "bare",
     ]);
     assert!(text.contains("LoRA vs full"), "{text}");
     let line = text
@@ -696,6 +708,8 @@ fn crossover_finds_and_explains_the_seq_crossing() {
         "a100",
         "--vary",
         "seq",
+        "--loop",
+        "bare",
         "--format",
         "json",
     ]))
@@ -721,6 +735,8 @@ fn crossover_finds_and_explains_the_seq_crossing() {
             "lora",
             "--seq",
             &s,
+            "--loop",
+            "bare",
         ]);
         let f = predict_json(&[
             "--model",
@@ -731,6 +747,8 @@ fn crossover_finds_and_explains_the_seq_crossing() {
             "full",
             "--seq",
             &s,
+            "--loop",
+            "bare",
         ]);
         l["predictions"][0]["step_ms"].as_f64().unwrap()
             / f["predictions"][0]["step_ms"].as_f64().unwrap()

@@ -228,6 +228,8 @@ fn json_carries_the_documented_fields() {
             "forward_ms",
             "backward_ms",
             "optimizer_ms",
+            "loop_ms",
+            "loop_host_ms",
             "step_ms",
             "tokens_per_s",
             "peak_memory_bytes",
@@ -241,7 +243,9 @@ fn json_carries_the_documented_fields() {
             assert!(p["kernels"][phase].as_u64().is_some());
         }
         let rows = p["per_layer"].as_array().unwrap();
-        assert_eq!(rows.len(), 22 + 3); // embedding, 22 blocks, head, optimizer
+        // embedding, 22 blocks, head, optimizer, and the Trainer loop (pytorch-eager's default)
+        assert_eq!(rows.len(), 22 + 4);
+        assert_eq!(rows[25]["scope"], "loop");
         let k = &p["kernel_rows"][0];
         for key in [
             "name",
@@ -576,7 +580,7 @@ fn csv_and_markdown_have_one_row_per_method() {
         })
         .collect();
     assert_eq!(recs.len(), rows.len());
-    assert_eq!(rows.len(), 5 * (12 + 3));
+    assert_eq!(rows.len(), 5 * (12 + 4)); // embedding, 12 blocks, head, optimizer, loop
     for (r, (m, row)) in recs.iter().zip(&rows) {
         assert_eq!(common::s(r, "method"), *m);
         assert_eq!(common::s(r, "scope"), row["scope"].as_str().unwrap());

@@ -1,5 +1,6 @@
 //! The README's worked crossover (gpt2-medium on an A100, batch 8, along the sequence) quotes
-//! the tool's own figures; this test recomputes them so the page cannot drift from the model.
+//! the tool's own figures, under a Trainer and in a bare loop; this test recomputes them so the
+//! page cannot drift from the model.
 
 use serde_json::Value;
 use std::process::Command;
@@ -15,6 +16,8 @@ fn readme_crossover_figures_are_the_tools() {
             "a100",
             "--vary",
             "seq",
+            "--loop",
+            "bare",
             "--format",
             "json",
         ])
@@ -69,4 +72,81 @@ fn readme_crossover_figures_are_the_tools() {
     ] {
         assert!(text.contains(&quoted), "README lacks: {quoted}");
     }
+}
+
+fn json(args: &[&str]) -> Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args(args)
+        .output()
+        .expect("run costsim");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON")
+}
+
+#[test]
+fn readme_trainer_figures_are_the_tools() {
+    let v = json(&[
+        "crossover",
+        "--model",
+        "gpt2-medium",
+        "--hw",
+        "a100",
+        "--vary",
+        "seq",
+        "--format",
+        "json",
+    ]);
+    let full = v["comparisons"]
+        .as_array()
+        .expect("comparisons")
+        .iter()
+        .find(|c| c["other"] == "full")
+        .expect("LoRA vs full");
+    assert!(
+        full["crossings"].as_array().expect("crossings").is_empty(),
+        "LoRA is slower throughout under a Trainer"
+    );
+    let points = full["points"].as_array().expect("points");
+    assert!(points.iter().all(|p| p[3].as_f64().unwrap() > 1.0));
+    let at512 = points.iter().find(|p| p[0] == 512).expect("seq 512");
+    let pred = |method: &str| {
+        json(&[
+            "predict",
+            "--model",
+            "gpt2-medium",
+            "--hw",
+            "a100",
+            "--batch",
+            "8",
+            "--seq",
+            "512",
+            "--method",
+            method,
+            "--format",
+            "json",
+        ])["predictions"][0]
+            .clone()
+    };
+    let (lora, full) = (pred("lora"), pred("full"));
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let text = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let ms = |p: &Value, k: &str| p[k].as_f64().unwrap();
+    for quoted in [
+        format!("(ratio {:.2} at seq 512)", at512[3].as_f64().unwrap()),
+        format!(
+            "{} for LoRA against full's {}",
+            lora["nn_modules"], full["nn_modules"]
+        ),
+        format!(
+            "{:.2} ms of host work per LoRA step",
+            ms(&lora, "loop_host_ms")
+        ),
+        format!("{:.2} ms of it with the GPU idle", ms(&lora, "loop_ms")),
+        format!("while full's {:.2} ms hide", ms(&full, "loop_host_ms")),
+    ] {
+        assert!(text.contains(&quoted), "README lacks: {quoted}");
+    }
+    // Full's loop work hides behind its optimizer's kernels.
+    assert_eq!(ms(&full, "loop_ms"), 0.0);
 }

@@ -11,6 +11,11 @@
 //! once into the plain [`Profile`] with SI units (FLOP/s, bytes/s, bytes, seconds).
 
 pub mod input;
+mod ranges;
+mod user;
+
+pub use ranges::*;
+pub use user::{parse_user_profile, USER_SUPPLIED};
 
 use serde::Deserialize;
 use std::fmt;
@@ -223,6 +228,18 @@ pub struct HostCosts {
     pub autograd_node_s: f64,
     /// Python work per trainable tensor per optimizer step under pytorch-eager.
     pub optimizer_tensor_s: f64,
+    /// A Trainer loop's own work per micro-batch, outside any op: fetching and collating the
+    /// batch, moving it to the device, callbacks and bookkeeping (0 when not measured).
+    pub loop_micro_batch_s: f64,
+    /// A Trainer loop's work per nn.Module of the model per micro-batch: `model.train()` and
+    /// the parameter walks of its FLOP count (0 when not measured).
+    pub loop_module_s: f64,
+    /// A Trainer loop's work per optimizer step beyond the optimizer's own ops: the scheduler,
+    /// the clipping wrapper, callbacks (0 when not measured).
+    pub loop_step_s: f64,
+    /// A Trainer loop's work per nn.Module per optimizer step: `model.zero_grad()` walks every
+    /// module's parameters (0 when not measured).
+    pub loop_step_module_s: f64,
 }
 
 impl Profile {
@@ -400,6 +417,17 @@ pub struct HostSection {
     /// C++ per-op cost stands in (the value every profile used before it was measured).
     pub optimizer_tensor_us: Option<f64>,
     pub optimizer_tensor_source: Option<String>,
+    /// A Trainer loop's fixed work per micro-batch, per module per micro-batch and per
+    /// optimizer step (`costsim calibrate --loop`, docs/host.md). Optional, each with its
+    /// source: without them a Trainer loop costs nothing beyond its ops.
+    pub loop_micro_batch_us: Option<f64>,
+    pub loop_micro_batch_source: Option<String>,
+    pub loop_module_us: Option<f64>,
+    pub loop_module_source: Option<String>,
+    pub loop_step_us: Option<f64>,
+    pub loop_step_source: Option<String>,
+    pub loop_step_module_us: Option<f64>,
+    pub loop_step_module_source: Option<String>,
 }
 
 /// Present in profiles written by `costsim calibrate`.
@@ -411,121 +439,6 @@ pub struct CalibrationSection {
     pub libraries: String,
     pub fit: String,
 }
-
-/// The allowed range of one numeric profile value and why: physical limits with a wide margin
-/// around every real device (a CPU core to a future accelerator), so that a typo or a hostile
-/// value (5e-324, 1e308, NaN) is refused before it reaches the model as 0 tokens/s or an
-/// infinite time.
-#[derive(Debug, Clone, Copy)]
-pub struct Range {
-    pub min: f64,
-    pub max: f64,
-    pub unit: &'static str,
-    pub why: &'static str,
-}
-
-impl Range {
-    /// Ok when `v` is finite and within [min, max]; else the message naming key, range and why.
-    pub fn check(&self, key: &str, v: f64) -> std::result::Result<(), String> {
-        if v.is_finite() && v >= self.min && v <= self.max {
-            return Ok(());
-        }
-        let noun = if self.unit == "fraction" {
-            "a fraction".to_string()
-        } else {
-            format!("in {}", self.unit)
-        };
-        Err(format!(
-            "{key} must be {noun} between {} and {} ({}), got {v:?}; set it within that range",
-            self.min, self.max, self.why
-        ))
-    }
-}
-
-/// Compute units (SMs, CPU cores).
-pub const SMS: Range = Range {
-    min: 1.0,
-    max: 100_000.0,
-    unit: "units",
-    why: "one to 100,000 SMs or cores",
-};
-/// Boost clock.
-pub const CLOCK_MHZ: Range = Range {
-    min: 1.0,
-    max: 100_000.0,
-    unit: "MHz",
-    why: "1 MHz to 100 GHz",
-};
-/// Device memory.
-pub const MEMORY_GIB: Range = Range {
-    min: 1.0 / 1024.0,
-    max: 1_048_576.0,
-    unit: "GiB",
-    why: "1 MiB to 1 PiB",
-};
-/// L2 cache.
-pub const L2_MIB: Range = Range {
-    min: 1.0 / 1024.0,
-    max: 1_048_576.0,
-    unit: "MiB",
-    why: "1 KiB to 1 TiB",
-};
-/// Dense math peaks.
-pub const PEAK_TFLOPS: Range = Range {
-    min: 0.001,
-    max: 100_000.0,
-    unit: "TFLOP/s",
-    why: "1 GFLOP/s (one slow core) to 100 PFLOP/s",
-};
-/// DRAM bandwidth.
-pub const BANDWIDTH_GBPS: Range = Range {
-    min: 1.0,
-    max: 100_000.0,
-    unit: "GB/s",
-    why: "1 GB/s to 100 TB/s",
-};
-/// Launch floors.
-pub const FLOOR_US: Range = Range {
-    min: 0.001,
-    max: 10_000.0,
-    unit: "µs",
-    why: "1 ns to 10 ms per op",
-};
-/// Achieved fractions of a peak.
-pub const EFFICIENCY: Range = Range {
-    min: 0.001,
-    max: 1.0,
-    unit: "fraction",
-    why: "0.1% to 100% of the peak; below 0.1% the peak itself is wrong",
-};
-/// Host costs and fixed per-call costs.
-pub const HOST_US: Range = Range {
-    min: 0.0,
-    max: 1_000_000.0,
-    unit: "µs",
-    why: "0 to 1 s per op",
-};
-/// Price of one device-hour: up to $10,000 (a whole rack costs less per hour).
-pub const USD_PER_HOUR: Range = Range {
-    min: 0.0,
-    max: 10_000.0,
-    unit: "US dollars per hour",
-    why: "free to $10,000 per device-hour",
-};
-/// First-touch (page-fault) rate.
-pub const TOUCH_GBPS: Range = Range {
-    min: 0.01,
-    max: 100_000.0,
-    unit: "GB/s",
-    why: "10 MB/s to 100 TB/s",
-};
-/// Smallest output that pays first touch.
-pub const TOUCH_MIN_MIB: Range = Range {
-    min: 0.0,
-    max: 1_048_576.0,
-    unit: "MiB",
-    why: "0 to 1 TiB",
-};
 
 impl ProfileFile {
     /// Validate and resolve into a [`Profile`]. `origin` names the file in errors.
@@ -674,11 +587,37 @@ impl ProfileFile {
             ("host.peft-module-us", h.peft_module_us),
             ("host.autograd-node-us", h.autograd_node_us),
         ];
-        for (key, v) in host_values.into_iter().chain(
-            h.optimizer_tensor_us
-                .map(|v| ("host.optimizer-tensor-us", v)),
-        ) {
+        let optional = [
+            (
+                "host.optimizer-tensor",
+                h.optimizer_tensor_us,
+                &h.optimizer_tensor_source,
+            ),
+            (
+                "host.loop-micro-batch",
+                h.loop_micro_batch_us,
+                &h.loop_micro_batch_source,
+            ),
+            ("host.loop-module", h.loop_module_us, &h.loop_module_source),
+            ("host.loop-step", h.loop_step_us, &h.loop_step_source),
+            (
+                "host.loop-step-module",
+                h.loop_step_module_us,
+                &h.loop_step_module_source,
+            ),
+        ];
+        for (key, v) in host_values.into_iter() {
             HOST_US.check(key, v).map_err(invalid)?;
+        }
+        for (key, v, source) in optional {
+            if v.is_some() != source.is_some() {
+                return Err(invalid(format!(
+                    "{key}-us and {key}-source go together: give both or neither"
+                )));
+            }
+            if let Some(v) = v {
+                HOST_US.check(&format!("{key}-us"), v).map_err(invalid)?;
+            }
         }
         if self.overheads.kernel_gap_us.is_some() != self.overheads.kernel_gap_source.is_some() {
             return Err(invalid(
@@ -693,13 +632,6 @@ impl ProfileFile {
                     "overheads.kernel-gap-us must be between 0 and 100 µs, got {g}"
                 )));
             }
-        }
-        if h.optimizer_tensor_us.is_some() != h.optimizer_tensor_source.is_some() {
-            return Err(invalid(
-                "host.optimizer-tensor-us and host.optimizer-tensor-source go together: give both \
-                 or neither"
-                    .to_string(),
-            ));
         }
         let sources = vec![
             ("device".to_string(), d.source.clone()),
@@ -752,6 +684,25 @@ impl ProfileFile {
                 }),
             ),
         ];
+        let loop_keys = [
+            ("host.loop-micro-batch", &h.loop_micro_batch_source),
+            ("host.loop-module", &h.loop_module_source),
+            ("host.loop-step", &h.loop_step_source),
+            ("host.loop-step-module", &h.loop_step_module_source),
+        ];
+        let sources: Vec<(String, String)> = sources
+            .into_iter()
+            .chain(loop_keys.into_iter().map(|(k, s)| {
+                (
+                    k.to_string(),
+                    s.clone().unwrap_or_else(|| {
+                        "not measured on this profile: a Trainer loop's own work costs 0 \
+                         (costsim calibrate --loop measures it)"
+                            .to_string()
+                    }),
+                )
+            }))
+            .collect();
         let mut sources = sources;
         let o = &self.overheads;
         for (key, v) in [
@@ -884,6 +835,10 @@ impl ProfileFile {
                 peft_module_s: h.peft_module_us * US,
                 autograd_node_s: h.autograd_node_us * US,
                 optimizer_tensor_s: h.optimizer_tensor_us.unwrap_or(h.cpp_op_us) * US,
+                loop_micro_batch_s: h.loop_micro_batch_us.unwrap_or(0.0) * US,
+                loop_module_s: h.loop_module_us.unwrap_or(0.0) * US,
+                loop_step_s: h.loop_step_us.unwrap_or(0.0) * US,
+                loop_step_module_s: h.loop_step_module_us.unwrap_or(0.0) * US,
             },
             provenance,
             origin: origin.to_string(),
@@ -921,51 +876,6 @@ pub fn load_profile(path: &Path) -> Result<Profile> {
     parse_user_profile(&text, &path.display().to_string())
 }
 
-/// What a user's value says when the file names no source for it.
-pub const USER_SUPPLIED: &str = "user-supplied";
-
-/// The key that holds the source of `key` in `section` (`device.sms` -> `device.source`,
-/// `host.python-op-us` -> `host.python-op-source`), and whether that source is shared by the
-/// whole section. None for keys without a source (`[calibration]`, the source keys themselves).
-fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
-    if key == "source" || key.ends_with("-source") || key.ends_with("-date") {
-        return None;
-    }
-    match section {
-        "device" | "peak" | "efficiency.kinds" => Some(("source".into(), true)),
-        "efficiency" => Some((
-            match key {
-                "attention-bf16" | "attention-backward" | "attention-backward-bf16" => {
-                    "attention-source".into()
-                }
-                k => format!("{k}-source"),
-            },
-            false,
-        )),
-        "overheads" => Some((
-            match key {
-                "gemm-floor-us" | "gemm-floor-bf16-us" => "gemm-floor-source".into(),
-                "first-touch-gbps" | "first-touch-min-mib" => "first-touch-source".into(),
-                k => {
-                    let stem = k
-                        .strip_suffix("-us")
-                        .or_else(|| k.strip_suffix("-gbps"))
-                        .or_else(|| k.strip_suffix("-mib"))
-                        .unwrap_or(k);
-                    format!("{stem}-source")
-                }
-            },
-            false,
-        )),
-        "host" => Some((
-            format!("{}-source", key.strip_suffix("-us").unwrap_or(key)),
-            false,
-        )),
-        "price" => Some((format!("{key}-source"), false)),
-        _ => None,
-    }
-}
-
 /// The name (and TOML text) of the built-in profile `arg` names (a name or alias,
 /// case-insensitive).
 pub fn builtin(arg: &str) -> Result<(&'static str, &'static str)> {
@@ -990,155 +900,6 @@ fn unknown_device(arg: &str) -> Error {
             .unwrap_or_default(),
         known: candidates.join(", "),
     }
-}
-
-/// Parse a user's profile file. Unlike a built-in one it may
-/// - start from a built-in profile with a top-level `base = "NAME"` (a name or alias) and set
-///   only the values it changes, section by section;
-/// - leave out the source of a value it sets: that value's source is then "user-supplied" (for
-///   the sections with one shared `source`, `device` and `peak`, the source names the keys that
-///   are user-supplied and keeps the base's source for the rest).
-///
-/// A file that needs neither is parsed exactly as a built-in one (errors name the line).
-pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
-    let parse_error = |e: toml::de::Error| {
-        let line = e
-            .span()
-            .map(|span| {
-                let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!(" line {line_no}")
-            })
-            .unwrap_or_default();
-        Error::Parse {
-            path: PathBuf::from(origin),
-            line,
-            message: e.message().to_string(),
-        }
-    };
-    let invalid = |message: String| Error::Invalid {
-        path: PathBuf::from(origin),
-        message,
-    };
-    let user: toml::Table = text.parse().map_err(parse_error)?;
-    let mut merged = match user.get("base") {
-        None => toml::Table::new(),
-        Some(toml::Value::String(b)) => {
-            let (_, base_text) = builtin(b).map_err(|e| {
-                invalid(format!(
-                    "base = {b:?} names no built-in profile ({e}); `costsim hardware` lists them"
-                ))
-            })?;
-            base_text
-                .parse::<toml::Table>()
-                .map_err(|e| invalid(format!("built-in base {b}: {e}")))?
-        }
-        Some(other) => {
-            return Err(invalid(format!(
-                "base must be the name of a built-in profile such as \"a100\", got {other}"
-            )))
-        }
-    };
-    let has_base = user.contains_key("base");
-    let mut filled = false;
-    for (section, value) in &user {
-        if section == "base" {
-            continue;
-        }
-        let toml::Value::Table(user_sec) = value else {
-            return Err(invalid(format!(
-                "{section} must be a section ([{section}]), not a single value"
-            )));
-        };
-        filled |= merge_section(&mut merged, section, user_sec, has_base);
-    }
-    if !has_base && !filled {
-        return parse_profile(text, origin);
-    }
-    if has_base {
-        // Without a name of its own the profile would pass for the unchanged built-in one.
-        let user_sets = |key: &str| user.get("device").is_some_and(|d| d.get(key).is_some());
-        if let Some(toml::Value::Table(d)) = merged.get_mut("device") {
-            for (key, suffix) in [("name", "-custom"), ("display-name", " (custom)")] {
-                if user_sets(key) {
-                    continue;
-                }
-                if let Some(toml::Value::String(s)) = d.get_mut(key) {
-                    s.push_str(suffix);
-                }
-            }
-        }
-    }
-    let file = ProfileFile::deserialize(toml::Value::Table(merged)).map_err(|e| Error::Parse {
-        path: PathBuf::from(origin),
-        line: String::new(),
-        message: e.message().trim().to_string(),
-    })?;
-    file.resolve(origin)
-}
-
-/// Merge the user's `section` (and its sub-sections) into `merged`, filling the sources the
-/// user left out. True when a source was filled in.
-fn merge_section(
-    merged: &mut toml::Table,
-    section: &str,
-    user: &toml::Table,
-    has_base: bool,
-) -> bool {
-    let path: Vec<&str> = section.split('.').collect();
-    let mut target = &mut *merged;
-    for part in &path {
-        let entry = target
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => target = t,
-            other => {
-                // A malformed base cannot happen (built-ins are tested); a user value of the
-                // wrong shape is replaced and caught by the deserializer.
-                *other = toml::Value::Table(toml::Table::new());
-                let toml::Value::Table(t) = other else {
-                    unreachable!()
-                };
-                target = t;
-            }
-        }
-    }
-    let mut filled = false;
-    let mut shared_user_keys: Vec<&str> = Vec::new();
-    let mut subsections = Vec::new();
-    for (key, value) in user {
-        if let toml::Value::Table(sub) = value {
-            subsections.push((format!("{section}.{key}"), sub));
-            continue;
-        }
-        target.insert(key.clone(), value.clone());
-        if let Some((src, shared)) = source_key(section, key) {
-            if user.contains_key(&src) {
-                continue;
-            }
-            if shared {
-                shared_user_keys.push(key);
-            } else {
-                target.insert(src, toml::Value::String(USER_SUPPLIED.into()));
-                filled = true;
-            }
-        }
-    }
-    if !shared_user_keys.is_empty() {
-        let note = format!("{USER_SUPPLIED}: {}", shared_user_keys.join(", "));
-        let source = match target.get("source") {
-            Some(toml::Value::String(base)) if has_base => {
-                format!("{note}; the rest from the base profile: {base}")
-            }
-            _ => note,
-        };
-        target.insert("source".into(), toml::Value::String(source));
-        filled = true;
-    }
-    for (name, sub) in subsections {
-        filled |= merge_section(merged, &name, sub, has_base);
-    }
-    filled
 }
 
 /// The built-in profiles' names and TOML text, in catalog order.
@@ -1300,320 +1061,5 @@ mod tests {
         assert_ne!(text, original);
         let err = parse_profile(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("source of device is empty"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod range_tests {
-    use super::*;
-
-    fn with(line: &str, replacement: &str) -> String {
-        let h200 = BUILTIN
-            .iter()
-            .find(|(n, _)| *n == "h200")
-            .map(|(_, t)| *t)
-            .expect("h200 is built in");
-        assert!(h200.contains(line), "h200.toml has {line}");
-        h200.replace(line, replacement)
-    }
-
-    #[test]
-    fn subnormal_and_huge_values_are_refused_with_key_and_range() {
-        let cases = [
-            (
-                "bandwidth-gbps = 4800",
-                "bandwidth-gbps = 5e-324",
-                "peak.bandwidth-gbps must be in GB/s between 1 and 100000",
-            ),
-            (
-                "bf16-tflops = 989.4",
-                "bf16-tflops = 1e-310",
-                "peak.bf16-tflops must be in TFLOP/s between 0.001",
-            ),
-            (
-                "memory-gib = 140.4",
-                "memory-gib = 1e308",
-                "device.memory-gib must be in GiB",
-            ),
-            (
-                "gemm = 0.8",
-                "gemm = 5e-324",
-                "efficiency.gemm must be a fraction between 0.001 and 1",
-            ),
-            (
-                "launch-floor-us = 1.3",
-                "launch-floor-us = 1e300",
-                "overheads.launch-floor-us must be in µs",
-            ),
-            (
-                "python-op-us = 24.699",
-                "python-op-us = -1",
-                "host.python-op-us must be in µs between 0",
-            ),
-            ("python-op-us = 24.699", "python-op-us = nan", "got NaN"),
-        ];
-        for (line, bad, want) in cases {
-            let err = parse_profile(&with(line, bad), "bad.toml")
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("bad.toml"), "{err}");
-            assert!(err.contains(want), "{bad}: {err}");
-            assert!(err.contains("set it within that range"), "{err}");
-        }
-    }
-
-    #[test]
-    fn first_touch_values_are_range_checked() {
-        let base = with(
-            "kernel-gap-us = 0.26",
-            "kernel-gap-us = 0.26\nfirst-touch-gbps = 3\nfirst-touch-min-mib = 32\nfirst-touch-source = \"test\"",
-        );
-        assert!(parse_profile(&base, "ok.toml").is_ok());
-        let err = parse_profile(
-            &base.replace("first-touch-min-mib = 32", "first-touch-min-mib = -5"),
-            "t.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("overheads.first-touch-min-mib must be in MiB"),
-            "{err}"
-        );
-        let err = parse_profile(
-            &base.replace("first-touch-gbps = 3", "first-touch-gbps = 1e-300"),
-            "t.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("overheads.first-touch-gbps"), "{err}");
-    }
-
-    #[test]
-    fn a_name_with_a_newline_is_refused() {
-        let err = parse_profile(&with("name = \"h200\"", "name = \"h200\\nx\""), "n.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("device.name must be one line"), "{err}");
-    }
-
-    #[test]
-    fn every_builtin_value_is_inside_its_range_with_room() {
-        // The ranges must not be tight around today's devices: each built-in value is at least
-        // 10x inside both ends (efficiencies and host costs excepted, whose ends are 1 and 0).
-        for p in builtin_profiles().expect("built-ins parse") {
-            for (v, r) in [
-                (p.bandwidth_bps / 1e9, BANDWIDTH_GBPS),
-                (p.peak_fp16_flops / 1e12, PEAK_TFLOPS),
-                (p.peak_fp32_flops / 1e12, PEAK_TFLOPS),
-                (p.memory_bytes / f64::from(1u32 << 30), MEMORY_GIB),
-            ] {
-                assert!(v >= 10.0 * r.min && v <= r.max / 10.0, "{}: {v}", p.name);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod user_profile_tests {
-    use super::*;
-
-    fn source<'a>(p: &'a Profile, key: &str) -> &'a str {
-        p.sources
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, s)| s.as_str())
-            .unwrap_or_else(|| panic!("no source for {key}"))
-    }
-
-    #[test]
-    fn a_file_can_start_from_a_builtin_and_override_a_few_values() {
-        let text = "base = \"a6000\"\n[device]\nmemory-gib = 96\n[efficiency]\ngemm = 0.7\n\
-                    [host]\npython-op-us = 30\npython-op-source = \"my trace, 2026-11-01\"\n";
-        let p = parse_user_profile(text, "mine.toml").expect("loads");
-        let a6000 = resolve_device("a6000").unwrap();
-        // Overridden: 96 GiB = 96 * 2^30 bytes; gemm 0.7; python-op 30 µs.
-        assert_eq!(p.memory_bytes, 96.0 * 1073741824.0);
-        assert_eq!(p.gemm_efficiency, 0.7);
-        assert_eq!(p.host.python_op_s, 30.0 * 1e-6);
-        // Everything else is the base's.
-        assert_eq!(p.bandwidth_bps, a6000.bandwidth_bps);
-        assert_eq!(p.peak_bf16_flops, a6000.peak_bf16_flops);
-        assert_eq!(p.host.autograd_node_s, a6000.host.autograd_node_s);
-        assert_eq!(p.sms, 84);
-        // Without a name of its own it does not pass for the built-in.
-        assert_eq!(p.name, "a6000-custom");
-        assert_eq!(p.display_name, "NVIDIA RTX A6000 (custom)");
-        assert_eq!(p.origin, "mine.toml");
-        // Sources: the user's own where given, "user-supplied" where not, the base's elsewhere.
-        assert_eq!(source(&p, "efficiency.gemm"), USER_SUPPLIED);
-        assert_eq!(source(&p, "host.python-op"), "my trace, 2026-11-01");
-        assert_eq!(
-            source(&p, "device"),
-            format!(
-                "user-supplied: memory-gib; the rest from the base profile: {}",
-                source(&a6000, "device")
-            )
-        );
-        assert_eq!(source(&p, "peak"), source(&a6000, "peak"));
-        assert_eq!(
-            source(&p, "efficiency.bandwidth"),
-            source(&a6000, "efficiency.bandwidth")
-        );
-    }
-
-    #[test]
-    fn a_base_file_with_its_own_name_keeps_it() {
-        let p = parse_user_profile(
-            "base = \"A100\"\n[device]\nname = \"lab-a100\"\ndisplay-name = \"Lab A100\"\n",
-            "x.toml",
-        )
-        .unwrap();
-        assert_eq!(
-            (p.name.as_str(), p.display_name.as_str()),
-            ("lab-a100", "Lab A100")
-        );
-        assert_eq!(p.peak_bf16_flops, 312e12);
-        // Only the name given: the display name still says it is not the built-in.
-        let p =
-            parse_user_profile("base = \"a100\"\n[device]\nname = \"lab\"\n", "x.toml").unwrap();
-        assert_eq!(p.name, "lab");
-        assert_eq!(p.display_name, "NVIDIA A100 80GB SXM4 (custom)");
-    }
-
-    #[test]
-    fn a_bad_base_or_value_is_named() {
-        let err = parse_user_profile("base = \"a10O\"\n", "b.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("b.toml"), "{err}");
-        assert!(err.contains("names no built-in profile"), "{err}");
-        assert!(err.contains("did you mean 'a100'"), "{err}");
-        let err = parse_user_profile("base = 3\n", "b.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("base must be the name of a built-in profile"),
-            "{err}"
-        );
-        // Overrides go through the same range checks as any profile.
-        let err = parse_user_profile("base = \"a100\"\n[efficiency]\ngemm = 2\n", "b.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("efficiency.gemm must be a fraction"), "{err}");
-        let err = parse_user_profile("base = \"a100\"\n[device]\nsms = \"many\"\n", "b.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("b.toml") && err.contains("invalid type"),
-            "{err}"
-        );
-        let err = parse_user_profile("base = \"a100\"\n[device]\ncolour = 1\n", "b.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown field `colour`"), "{err}");
-    }
-
-    #[test]
-    fn a_full_file_may_leave_out_sources_which_then_say_user_supplied() {
-        let h200 = BUILTIN.iter().find(|(n, _)| *n == "h200").unwrap().1;
-        // The built-in text itself loads as a user file exactly as it does built in.
-        let as_user = parse_user_profile(h200, "h200.toml").unwrap();
-        let builtin = parse_profile(h200, "h200.toml").unwrap();
-        assert_eq!(as_user, builtin);
-        let without: String = h200
-            .lines()
-            .filter(|l| !l.starts_with("gemm-source") && !l.starts_with("cpp-op-source"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(
-            parse_profile(&without, "x.toml").is_err(),
-            "built-ins stay strict"
-        );
-        let p = parse_user_profile(&without, "x.toml").unwrap();
-        assert_eq!(source(&p, "efficiency.gemm"), USER_SUPPLIED);
-        assert_eq!(source(&p, "host.cpp-op"), USER_SUPPLIED);
-        assert_eq!(source(&p, "peak"), source(&builtin, "peak"));
-        assert_eq!(p.gemm_efficiency, builtin.gemm_efficiency);
-    }
-
-    #[test]
-    fn every_builtin_price_names_its_source_and_date() {
-        let mut priced = 0;
-        for p in builtin_profiles().unwrap() {
-            if let Some(pr) = &p.price {
-                priced += 1;
-                assert!(pr.usd_per_hour > 0.0, "{}", p.name);
-                assert!(pr.source.contains("http"), "{}: {}", p.name, pr.source);
-                assert!(pr.date.is_some(), "{} has no price date", p.name);
-            }
-        }
-        assert_eq!(priced, 3, "a100-80gb-sxm, a100-40gb-sxm, h100-sxm");
-        // A price must be a sane number, with a real date.
-        for (bad, want) in [
-            (
-                "usd-per-hour = -2",
-                "price.usd-per-hour must be in US dollars per hour",
-            ),
-            (
-                "usd-per-hour = 1e9",
-                "price.usd-per-hour must be in US dollars per hour",
-            ),
-        ] {
-            let text = format!("base = \"a6000\"\n[price]\n{bad}\nusd-per-hour-source = \"x\"\n");
-            let err = parse_user_profile(&text, "p.toml").unwrap_err().to_string();
-            assert!(err.contains(want), "{err}");
-        }
-        let err = parse_user_profile(
-            "base = \"a6000\"\n[price]\nusd-per-hour = 1\nusd-per-hour-date = \"Nov 9\"\n",
-            "p.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("must be a date YYYY-MM-DD"), "{err}");
-        // A user's price without a source says so.
-        let p =
-            parse_user_profile("base = \"l4\"\n[price]\nusd-per-hour = 0.8\n", "p.toml").unwrap();
-        let price = p.price.unwrap();
-        assert_eq!(
-            (price.usd_per_hour, price.source.as_str()),
-            (0.8, USER_SUPPLIED)
-        );
-    }
-
-    /// The ```toml blocks of docs/profiles.md, in order.
-    fn doc_examples() -> Vec<String> {
-        let doc = include_str!("../../docs/profiles.md");
-        let mut blocks = Vec::new();
-        let mut current: Option<String> = None;
-        for line in doc.lines() {
-            match (&mut current, line.trim_end()) {
-                (None, "```toml") => current = Some(String::new()),
-                (Some(_), "```") => blocks.push(current.take().unwrap()),
-                (Some(b), l) => {
-                    b.push_str(l);
-                    b.push('\n');
-                }
-                (None, _) => {}
-            }
-        }
-        blocks
-    }
-
-    #[test]
-    fn the_examples_in_docs_profiles_md_load() {
-        let blocks = doc_examples();
-        assert_eq!(blocks.len(), 2, "the base example and the full example");
-        let full = parse_user_profile(&blocks[1], "docs/profiles.md").expect("full example");
-        // Values as written in the example: 108 SMs, 2039 GB/s, 312 TFLOP/s bf16, 80 GiB.
-        assert_eq!(full.sms, 108);
-        assert_eq!(full.bandwidth_bps, 2039e9);
-        assert_eq!(full.peak_bf16_flops, 312e12);
-        assert_eq!(full.memory_bytes, 80.0 * 1073741824.0);
-        assert_eq!(full.price.as_ref().map(|p| p.usd_per_hour), Some(3.4309));
-        let based = parse_user_profile(&blocks[0], "docs/profiles.md").expect("base example");
-        let a100 = resolve_device("a100").unwrap();
-        assert_eq!(based.name, "a100-96gb");
-        assert_eq!(based.memory_bytes, 96.0 * 1073741824.0);
-        assert_eq!(based.bandwidth_bps, a100.bandwidth_bps);
     }
 }

@@ -144,6 +144,7 @@ mod tests {
                 grad_checkpointing: false,
                 grad_clip: true,
                 runtime: Runtime::PytorchEager,
+                training_loop: crate::TrainingLoop::Trainer,
             },
             hw: costsim_hardware::resolve_device(hw).expect("profile"),
         }

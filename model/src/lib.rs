@@ -21,11 +21,13 @@ pub mod predict;
 pub mod rescale;
 pub mod simulate;
 pub mod sweep;
+pub mod training_loop;
 pub mod workload;
 
 pub use arch::{preset, Family, ModelConfig, PRESETS};
 pub use method::{MethodName, MethodOptions, MethodSpec};
 pub use predict::{predict, predict_with_graph, Amount, Config, ConfigRef, Detail, Prediction};
+pub use training_loop::TrainingLoop;
 pub use workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
 
 use std::path::PathBuf;

@@ -175,7 +175,14 @@ pub struct Prediction {
     pub backward_ms: f64,
     /// Per optimizer step.
     pub optimizer_ms: f64,
-    /// One optimizer step: grad_accum × (forward + backward) + optimizer.
+    /// Per optimizer step: GPU time the training loop's own host work adds (a Trainer's
+    /// fetch, `model.train()`, FLOP count, scheduler; 0 for a bare loop). docs/model.md.
+    pub loop_ms: f64,
+    /// The loop's host work per optimizer step, whether or not the GPU waits for it.
+    pub loop_host_ms: f64,
+    /// nn.Modules of the model as transformers and peft build it (what a Trainer walks).
+    pub nn_modules: u64,
+    /// One optimizer step: grad_accum × (forward + backward) + optimizer + loop.
     pub step_ms: f64,
     pub tokens_per_s: f64,
     pub peak_memory_bytes: f64,
@@ -426,6 +433,23 @@ pub fn predict_costed(
             bytes: ob,
             saved_bytes: 0.0,
         });
+        if w.training_loop != crate::TrainingLoop::Bare {
+            // The loop's per-step time sits in the per-step column, like the optimizer's.
+            layer_rows.push(LayerRow {
+                scope: "loop".into(),
+                trained: false,
+                trainable_params: 0,
+                forward_ms: 0.0,
+                backward_ms: 0.0,
+                optimizer_ms: ms(tl.training_loop.time_s),
+                forward_kernels: 0,
+                backward_kernels: 0,
+                optimizer_kernels: 0,
+                flops: 0.0,
+                bytes: 0.0,
+                saved_bytes: 0.0,
+            });
+        }
     }
 
     let phases = vec![
@@ -435,7 +459,7 @@ pub fn predict_costed(
     ];
     // Dominant bound: where the step's time went.
     let mut by_bound = [0.0; 4];
-    for span in &tl.phases {
+    for span in tl.phases.iter().chain(std::iter::once(&tl.training_loop)) {
         for (i, v) in span.by_bound.iter().enumerate() {
             by_bound[i] += v;
         }
@@ -485,6 +509,9 @@ pub fn predict_costed(
         forward_ms: phases[0].time_ms,
         backward_ms: phases[1].time_ms,
         optimizer_ms: phases[2].time_ms,
+        loop_ms: ms(tl.training_loop.time_s),
+        loop_host_ms: ms(tl.training_loop.host_s),
+        nn_modules: g.nn_modules,
         step_ms: ms(step_s),
         tokens_per_s: if step_s > 0.0 { tokens / step_s } else { 0.0 },
         peak_memory_bytes: mem.peak_bytes,
@@ -693,6 +720,17 @@ pub fn breakdown(cfg: &Config) -> Vec<ScopeBreakdown> {
         launch_ms: opt.by_bound[2] * 1e3,
         host_wait_ms: opt.by_bound[3] * 1e3,
     });
+    if cfg.workload.training_loop != crate::TrainingLoop::Bare {
+        // The training loop runs no kernel: its time is the GPU waiting on it.
+        out.push(ScopeBreakdown {
+            scope: "loop".into(),
+            by_kind_ms: by_kind(&[]),
+            compute_ms: 0.0,
+            memory_ms: 0.0,
+            launch_ms: 0.0,
+            host_wait_ms: tl.training_loop.time_s * 1e3,
+        });
+    }
     out
 }
 
@@ -718,7 +756,9 @@ mod breakdown_tests {
             };
             let p = predict(&cfg, Detail::default(), None);
             let b = breakdown(&cfg);
-            assert_eq!(b.len(), 22 + 3);
+            // embedding, 22 layers, head, optimizer, and the Trainer loop (the default).
+            assert_eq!(b.len(), 22 + 4);
+            assert_eq!(b[25].scope, "loop");
             let mut total = 0.0;
             for s in &b {
                 let kinds: f64 = s.by_kind_ms.iter().map(|(_, v)| v).sum();

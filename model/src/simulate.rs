@@ -207,6 +207,9 @@ pub struct Timeline {
     pub phases: [Span; 3],
     /// Per scope and phase, summed over micro-batches: (scope, phase, span).
     pub scopes: Vec<(Scope, Phase, Span)>,
+    /// The training loop's own host work ([`crate::training_loop`]), summed over the step:
+    /// `host_s` is the work, `time_s` the GPU time it adds (the GPU idle while it runs).
+    pub training_loop: Span,
     /// Whether the GPU waited on the host before each kernel of the last simulated instance of
     /// each segment: keyed like `scopes`, one flag per kernel (empty unless recorded).
     pub host_waited: Vec<(Scope, Phase, Vec<bool>)>,
@@ -234,6 +237,7 @@ struct MicroBatchStart {
     offset: f64,
     fwd: Vec<Span>,
     bwd: Vec<Span>,
+    lp: Span,
     host: f64,
     gpu: f64,
 }
@@ -460,6 +464,14 @@ pub fn simulate(
     } else {
         0.0
     };
+    // The loop's own work: each micro-batch's fetch and bookkeeping, and the per-step work.
+    // The period of a steady run is simulated from the moment the host starts issuing a
+    // forward: the first micro-batch's loop work belongs to the previous step's end, where it
+    // overlaps the optimizer's kernels on the GPU; later micro-batches' follow the loss check's
+    // synchronisation, with the GPU idle.
+    let (loop_mb_s, loop_step_s) =
+        crate::training_loop::loop_host_s(w.training_loop, &hw.host, g.nn_modules);
+    let mut lp = Span::default();
     // The state before the last simulated micro-batch: kept only past EXACT_MICRO_BATCHES - 1,
     // where replay may start.
     let mut last_mb: Option<MicroBatchStart> = None;
@@ -470,6 +482,7 @@ pub fn simulate(
                 offset: e,
                 fwd: f0,
                 bwd: b0,
+                lp: l0,
                 host: h0,
                 gpu: g0,
             }) = &last_mb
@@ -493,6 +506,8 @@ pub fn simulate(
                         let delta = span_delta(now, before).times(n);
                         now.add(&delta);
                     }
+                    let delta = span_delta(&lp, l0).times(n);
+                    lp.add(&delta);
                     let f = n as f64;
                     clock.host += (clock.host - h0) * f;
                     clock.gpu += (clock.gpu - g0) * f;
@@ -505,9 +520,13 @@ pub fn simulate(
                 offset: clock.offset(),
                 fwd: fwd.clone(),
                 bwd: bwd.clone(),
+                lp,
                 host: clock.host,
                 gpu: clock.gpu,
             });
+        }
+        if mb > 0 {
+            loop_work(&mut clock, &mut lp, loop_mb_s);
         }
         let b = if mb == 0 { 1 } else { 2 };
         mb += 1;
@@ -601,6 +620,8 @@ pub fn simulate(
         opt.by_bound[3] += clock.host - clock.gpu;
         clock.gpu = clock.host;
     }
+    // The next step's first fetch and this step's per-step work.
+    loop_work(&mut clock, &mut lp, loop_mb_s + loop_step_s);
     // Exact launch counts (run() counted ops), from each distinct segment's totals.
     let accum = u64::from(w.grad_accum);
     let scope_of = |i: usize| -> Scope {
@@ -661,8 +682,28 @@ pub fn simulate(
         step_s: clock.gpu,
         phases,
         scopes,
+        training_loop: lp,
         host_waited,
     }
+}
+
+/// The training loop's host work `s` (seconds): the host is busy; the GPU, once it has run
+/// what it was given, idles until the host is done. The loop's share of that idle time is what
+/// lies after both the host's earlier work and the GPU's queue, max(0, host + s − max(host,
+/// gpu)); the GPU clock moves past it, so an earlier gap (a host still issuing when the GPU ran
+/// dry) stays with the kernel it delays, as without the loop, and everything after is the
+/// loop-less simulation shifted by the loop's share.
+fn loop_work(clock: &mut Clock, lp: &mut Span, s: f64) {
+    if s <= 0.0 {
+        return;
+    }
+    let idle = (clock.host + s - clock.host.max(clock.gpu)).max(0.0);
+    clock.host += s;
+    lp.host_s += s;
+    lp.time_s += idle;
+    lp.host_wait_s += idle;
+    lp.by_bound[3] += idle;
+    clock.gpu += idle;
 }
 
 #[cfg(test)]
@@ -672,7 +713,8 @@ mod tests {
     use crate::graph::build;
     use crate::method::{MethodName, MethodOptions, MethodSpec};
     use crate::workload::{Precision, Runtime};
-    use costsim_hardware::{resolve_device, MathMode};
+    use crate::TrainingLoop;
+    use costsim_hardware::{resolve_device, MathMode, Profile};
 
     const US: f64 = 1e-6;
 
@@ -862,8 +904,33 @@ mod tests {
         let m = preset("gpt2").unwrap();
         let spec =
             MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+        synthetic_step_with(
+            host,
+            device,
+            tail,
+            sync,
+            grad_accum,
+            TrainingLoop::Bare,
+            |_| {},
+        )
+    }
+
+    /// [`synthetic_step`] with a training loop and the profile adjusted by `edit`.
+    fn synthetic_step_with(
+        host: f64,
+        device: f64,
+        tail: f64,
+        sync: bool,
+        grad_accum: u32,
+        training_loop: TrainingLoop,
+        edit: impl Fn(&mut Profile),
+    ) -> [Timeline; 2] {
+        let m = preset("gpt2").unwrap();
+        let spec =
+            MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
         let w = Workload {
             grad_accum,
+            training_loop,
             ..Workload::default()
         };
         let g = build(&m, &spec, &w);
@@ -884,7 +951,53 @@ mod tests {
         };
         let mut hw = resolve_device("a100").unwrap();
         hw.synchronous = sync;
+        edit(&mut hw);
         [false, true].map(|record| simulate(&g, &cg, &w, &hw, record))
+    }
+
+    #[test]
+    fn a_trainer_loop_adds_its_work_where_the_gpu_idles() {
+        // gpt2 full: 8 + 13 × 12 = 164 modules. Loop costs 60 µs per micro-batch + 0.25 µs per
+        // module (41 µs) = 101 µs per micro-batch, 19 µs per step.
+        let costs = |hw: &mut Profile| {
+            hw.host.loop_micro_batch_s = 60e-6;
+            hw.host.loop_module_s = 0.25e-6;
+            hw.host.loop_step_s = 19e-6;
+            hw.host.loop_step_module_s = 0.0;
+        };
+        let trainer =
+            |h, d, k| synthetic_step_with(h, d, 0.0, false, k, TrainingLoop::Trainer, costs);
+        // Host-bound (10 µs host, 1 µs device per op; 942 µs bare, host done at 941): the
+        // next step's fetch and this step's per-step work, 101 + 19 = 120 µs, start at 941 and
+        // end at 1061; the GPU, done at 942, idles 119 µs of them.
+        for tl in trainer(10.0, 1.0, 1) {
+            assert_us(tl.step_s, 1061.0);
+            assert_us(tl.training_loop.host_s, 120.0);
+            assert_us(tl.training_loop.time_s, 119.0);
+            assert_us(tl.phases[2].time_s, 31.0);
+        }
+        // Two micro-batches: the second's fetch (101 µs) follows the first one's sync at 911,
+        // with the GPU idle; its 91 ops then run from 1012 to 1012 + 910 + 1 = 1923, the
+        // optimizer's issues end at 1953 and its kernel at 1954; the end's 120 µs run from 1953
+        // to 2073 (119 µs idle). Bare: 1853 µs; the loop adds 101 + 119 = 220 µs.
+        for tl in trainer(10.0, 1.0, 2) {
+            assert_us(tl.step_s, 2073.0);
+            assert_us(tl.training_loop.host_s, 101.0 + 120.0);
+            assert_us(tl.training_loop.time_s, 101.0 + 119.0);
+        }
+        // GPU-bound (1 µs host, 10 µs device; 942 µs bare): the optimizer's three issues end at
+        // 914 while its kernels run until 942, so the end's 120 µs overlap 28 µs of them: the
+        // step ends at 914 + 120 = 1034, the loop's GPU idle is 92 µs.
+        for tl in trainer(1.0, 10.0, 1) {
+            assert_us(tl.step_s, 1034.0);
+            assert_us(tl.training_loop.time_s, 92.0);
+            assert_us(tl.phases[2].time_s, 31.0);
+        }
+        // A bare loop with the same profile costs nothing.
+        for tl in synthetic_step_with(10.0, 1.0, 0.0, false, 1, TrainingLoop::Bare, costs) {
+            assert_us(tl.step_s, 942.0);
+            assert_eq!(tl.training_loop.host_s, 0.0);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! optimizer and runtime (which sets the host cost per op).
 
 use crate::arch::ModelConfig;
+use crate::training_loop::TrainingLoop;
 use crate::{Error, Result};
 use costsim_hardware::MathMode;
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,9 @@ pub struct Workload {
     /// Gradient-norm clipping before the step (Hugging Face Trainer's default max_grad_norm=1).
     pub grad_clip: bool,
     pub runtime: Runtime,
+    /// What drives the step: a Hugging Face Trainer adds its own host work per micro-batch and
+    /// per optimizer step ([`crate::training_loop`]).
+    pub training_loop: TrainingLoop,
 }
 
 impl Default for Workload {
@@ -175,6 +179,7 @@ impl Default for Workload {
             grad_checkpointing: false,
             grad_clip: true,
             runtime: Runtime::PytorchEager,
+            training_loop: TrainingLoop::Trainer,
         }
     }
 }
@@ -228,6 +233,14 @@ impl Workload {
                 "--batch/--seq/--grad-accum",
                 "more than 2^40 tokens per micro-batch or 2^50 per optimizer step is not modelled; \
                  lower --batch, --seq or --grad-accum"
+                    .into(),
+            ));
+        }
+        if self.runtime == Runtime::Libtorch && self.training_loop == TrainingLoop::Trainer {
+            return Err(err(
+                "--loop",
+                "a Trainer loop runs under Python: the libtorch runtime is costsim's own C++ \
+                 harness loop; use --loop bare or --runtime pytorch-eager"
                     .into(),
             ));
         }

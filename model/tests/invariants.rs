@@ -178,7 +178,12 @@ proptest! {
             .map(|ph| p.phases.iter().find(|x| x.phase == ph).unwrap());
         let fwd: f64 = rows.iter().map(|r| r.forward_ms).sum();
         let bwd: f64 = rows.iter().map(|r| r.backward_ms).sum();
-        let opt: f64 = rows.iter().map(|r| r.optimizer_ms).sum();
+        // The Trainer loop's row (pytorch-eager's default) holds its per-step time in the
+        // per-step column: not the optimizer phase's.
+        let (loop_rows, rows_opt): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.scope == "loop");
+        prop_assert_eq!(loop_rows.len(), 1);
+        prop_assert_eq!(loop_rows[0].optimizer_ms, p.loop_ms);
+        let opt: f64 = rows_opt.iter().map(|r| r.optimizer_ms).sum();
         prop_assert!(close(fwd, fph.time_ms), "{fwd} vs {}", fph.time_ms);
         prop_assert!(close(bwd, bph.time_ms), "{bwd} vs {}", bph.time_ms);
         prop_assert!(close(opt, oph.time_ms));
@@ -194,9 +199,9 @@ proptest! {
             prop_assert!(close(ph.time_ms, ph.gpu_busy_ms + ph.host_ms), "{ph:?}");
             prop_assert!(close(ph.gpu_busy_ms, ph.compute_ms + ph.memory_ms + ph.launch_ms), "{ph:?}");
         }
-        // The step is the sum of its phases.
+        // The step is the sum of its phases and the loop's GPU time.
         let acc = f64::from(accum);
-        prop_assert!(close(acc * (p.forward_ms + p.backward_ms) + p.optimizer_ms, p.step_ms));
+        prop_assert!(close(acc * (p.forward_ms + p.backward_ms) + p.optimizer_ms + p.loop_ms, p.step_ms));
         // Against the kernel rows, summed here per phase and per block from each kernel's own
         // numbers. The rows list the first micro-batch, so this needs grad_accum 1.
         if accum == 1 {

@@ -129,15 +129,30 @@ class StepOverhead(unittest.TestCase):
             out = os.path.join(tmp, "o.json")
             step_overhead.main(["--family", "gpt2", "--preset", "micro1", "--method", "lora", "--reps", "3", "--out", out])
             rec = _load(out)
-        self.assertEqual(rec["schema"], "costsim-step-overhead/1")
+        self.assertEqual(rec["schema"], "costsim-step-overhead/2")
         self.assertEqual(sorted(rec["pieces"]), ["batch_to_device", "loss_item", "nan_inf_check", "scheduler_step"])
         for part in ("forward", "backward", "optimizer", "sum"):
             self.assertEqual(rec["phases"][part]["n"], 3)
         # LoRA on "c_attn", "c_proj", "c_fc" of one GPT-2 layer matches four Conv1D modules
         # (c_attn, attn.c_proj, c_fc, mlp.c_proj), each with A and B: 8 trainable tensors.
         self.assertEqual(rec["config"]["trainable_tensors"], 8)
+        # Modules: GPT2LMHeadModel, transformer, wte, wpe, drop, h, ln_f, lm_head (8) + one block
+        # (block, ln_1, attn, c_attn, c_proj, attn_dropout, resid_dropout, ln_2, mlp, c_fc,
+        # c_proj, act, dropout: 13) + PeftModel and LoraModel (2) + 10 per adapted layer
+        # (lora.Linear, base_layer, lora_dropout dict and its Identity, lora_A dict and Linear,
+        # lora_B dict and Linear, lora_embedding_A/B, lora_magnitude_vector): 8 + 13 + 2 + 40.
+        self.assertEqual(rec["structure"]["modules"], 63)
+        # Parameters: wte, wpe, ln_f (2), tied head (0): 4; a block: 12; A and B of 4 layers: 8.
+        self.assertEqual(rec["structure"]["parameters"], 4 + 12 + 8)
+        self.assertEqual(rec["config"]["grad_accum"], 1)
         self.assertAlmostEqual(rec["fixed_work_us"]["median"], rec["trainer"]["median_us"] - rec["bare"]["median_us"])
         self.assertGreater(rec["trainer"]["n"], 0)
+        # The loop's own work is timed within the same steps: one value per Trainer period,
+        # positive, and shorter than the period.
+        self.assertEqual(rec["loop"]["n"], rec["trainer"]["n"])
+        self.assertGreater(rec["loop"]["min_us"], 0)
+        self.assertLess(rec["loop"]["median_us"], rec["trainer"]["median_us"])
+
 
 
 class CommittedTraces(unittest.TestCase):

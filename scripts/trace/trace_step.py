@@ -817,6 +817,62 @@ class Recorder(TorchDispatchMode):
         return t
 
 
+def structure_of(model):
+    """What a training loop walks once per micro-batch (`model.train()`, a Trainer's
+    parameter counts): every nn.Module of the model as built (peft's wrappers, ModuleDicts and
+    ParameterDicts included) and every parameter tensor."""
+    return dict(modules=sum(1 for _ in model.modules()), parameters=sum(1 for _ in model.parameters()))
+
+
+def prepare_model(args, device):
+    """The model of one configuration as a user's script builds it: random weights from the
+    preset or config, the precision, and the method (peft's LoRA, the PaCA reference layer,
+    layer-selective PaCA). Returns (model, config, lowest trained layer). step_overhead.py
+    builds its models here too."""
+    model, cfg = build_model(args, device)
+    n_layers = cfg.num_hidden_layers
+    if args.family == "gpt2":
+        for attr in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            setattr(cfg, attr, args.model_dropout)
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = args.model_dropout
+            if hasattr(m, "attn_dropout") and isinstance(m.attn_dropout, nn.Dropout):
+                m.attn_dropout.p = args.model_dropout
+    if args.precision == "bf16":
+        model = model.to(torch.bfloat16)
+
+    lowest = 0
+    if args.method == "paca-upper-half":
+        lowest = n_layers // 2
+    elif args.method == "paca-three-quarters":
+        lowest = n_layers - (3 * n_layers) // 4
+
+    if args.method == "full":
+        pass
+    elif args.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=args.rank,
+            lora_alpha=args.alpha,
+            lora_dropout=args.dropout,
+            target_modules=TARGETS[(args.family, args.targets)],
+            fan_in_fan_out=args.family == "gpt2",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lcfg, autocast_adapter_dtype=args.adapter_dtype == "fp32")
+    else:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        apply_paca(model, args, lowest)
+        if args.adapter_dtype == "base" and args.precision == "bf16":
+            for m in model.modules():
+                if isinstance(m, PacaLinear):
+                    m.paca_w.data = m.paca_w.data.to(torch.bfloat16)
+    return model, cfg, lowest
+
+
 # --------------------------------------------------------------------------------------------
 # The step
 # --------------------------------------------------------------------------------------------
@@ -862,47 +918,8 @@ def main(argv=None):
     torch.manual_seed(0)
     mapping = install_cuda_mapping(device.type)
 
-    model, cfg = build_model(args, device)
+    model, cfg, lowest = prepare_model(args, device)
     n_layers = cfg.num_hidden_layers
-    if args.family == "gpt2":
-        for attr in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-            setattr(cfg, attr, args.model_dropout)
-        for m in model.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = args.model_dropout
-            if hasattr(m, "attn_dropout") and isinstance(m.attn_dropout, nn.Dropout):
-                m.attn_dropout.p = args.model_dropout
-    if args.precision == "bf16":
-        model = model.to(torch.bfloat16)
-
-    lowest = 0
-    if args.method == "paca-upper-half":
-        lowest = n_layers // 2
-    elif args.method == "paca-three-quarters":
-        lowest = n_layers - (3 * n_layers) // 4
-
-    if args.method == "full":
-        pass
-    elif args.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lcfg = LoraConfig(
-            r=args.rank,
-            lora_alpha=args.alpha,
-            lora_dropout=args.dropout,
-            target_modules=TARGETS[(args.family, args.targets)],
-            fan_in_fan_out=args.family == "gpt2",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lcfg, autocast_adapter_dtype=args.adapter_dtype == "fp32")
-    else:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        apply_paca(model, args, lowest)
-        if args.adapter_dtype == "base" and args.precision == "bf16":
-            for m in model.modules():
-                if isinstance(m, PacaLinear):
-                    m.paca_w.data = m.paca_w.data.to(torch.bfloat16)
     model.train()
 
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -1070,6 +1087,7 @@ def main(argv=None):
             cuda_mapping=mapping,
         ),
         model=dict(family=args.family, preset=args.preset, hf_config=_hf_config(cfg, args.family)),
+        structure=structure_of(model),
         method=dict(
             name=args.method,
             rank=args.rank if args.method != "full" else 0,

@@ -10,7 +10,7 @@ use crate::Result;
 use costsim_hardware::Profile;
 use costsim_model::{
     predict, AttentionImpl, Config, Detail, MethodOptions, MethodSpec, Optimizer, Prediction,
-    Runtime, Workload,
+    Runtime, TrainingLoop, Workload,
 };
 use serde::Serialize;
 
@@ -26,6 +26,7 @@ pub fn workload_of(r: &Record) -> Workload {
         grad_checkpointing: false,
         grad_clip: false,
         runtime: Runtime::Libtorch,
+        training_loop: TrainingLoop::Bare,
     }
 }
 
@@ -159,6 +160,10 @@ fn reduced_step_ms(r: &Record, hw: &Profile, m: Reduced) -> Result<f64> {
                 peft_module_s: 0.0,
                 autograd_node_s: 0.0,
                 optimizer_tensor_s: 0.0,
+                loop_micro_batch_s: 0.0,
+                loop_module_s: 0.0,
+                loop_step_s: 0.0,
+                loop_step_module_s: 0.0,
             };
             Ok(predict_record(r, &p)?.step_ms)
         }

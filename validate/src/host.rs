@@ -142,40 +142,74 @@ pub fn write_profile(base: &str, name: &str, fit: &HostFit, date: &str) -> Resul
             100.0 * f.worst_rel
         )
     };
-    let us = |s: f64| format!("{:.3}", s * 1e6);
-    let values: [(&str, String, String); 5] = [
-        (
+    let keys = [
+        HostKey::new(
             "python-op",
-            us(fit.forward.coef[0]),
+            fit.forward.coef[0],
             src("forward per launching op", &fit.forward),
         ),
-        (
+        HostKey::new(
             "module-call",
-            us(fit.forward.coef[1]),
+            fit.forward.coef[1],
             src("forward per nn.Module call", &fit.forward),
         ),
-        (
+        HostKey::new(
             "peft-module",
-            us(fit.forward.coef[2]),
+            fit.forward.coef[2],
             src("forward per adapter layer (peft LoRA, PaCA)", &fit.forward),
         ),
-        (
+        HostKey::new(
             "autograd-node",
-            us(fit.backward.coef[0]),
+            fit.backward.coef[0],
             src("backward per op run by the autograd engine", &fit.backward),
         ),
-        (
+        HostKey::new(
             "optimizer-tensor",
-            us(fit.optimizer.coef[1]),
+            fit.optimizer.coef[1],
             src(
                 "optimizer per trainable tensor (grouping, clipping, zero_grad)",
                 &fit.optimizer,
             ),
         ),
     ];
+    set_host_keys(
+        base,
+        name,
+        &keys,
+        &["python-op", "module-call", "peft-module", "autograd-node"],
+    )
+}
+
+/// One `[host]` value to write: `KEY-us` (from seconds) and `KEY-source`.
+pub struct HostKey {
+    pub key: &'static str,
+    pub us: String,
+    pub source: String,
+}
+
+impl HostKey {
+    pub fn new(key: &'static str, seconds: f64, source: String) -> Self {
+        Self {
+            key,
+            us: format!("{:.3}", seconds * 1e6),
+            source,
+        }
+    }
+}
+
+/// `base` profile text with `keys` set in its `[host]` section — replaced where present,
+/// appended to the section where not, except `required` keys, which must be present — its
+/// `[device]` name replaced by `name` and its aliases cleared. Parsed back before it is
+/// returned, so a profile that would not load is an error.
+pub fn set_host_keys(
+    base: &str,
+    name: &str,
+    keys: &[HostKey],
+    required: &[&str],
+) -> Result<String> {
     let mut out = String::new();
     let mut section = String::new();
-    let mut replaced = 0;
+    let mut found = vec![false; keys.len()];
     for line in base.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with('[') {
@@ -187,12 +221,12 @@ pub fn write_profile(base: &str, name: &str, fit: &HostFit, date: &str) -> Resul
             new_line = Some(format!("name = {}", toml_string(name)));
         }
         if section == "[host]" {
-            for (k, v, s) in &values {
-                if key == format!("{k}-us") {
-                    new_line = Some(format!("{k}-us = {v}"));
-                    replaced += 1;
-                } else if key == format!("{k}-source") {
-                    new_line = Some(format!("{k}-source = {}", toml_string(s)));
+            for (i, k) in keys.iter().enumerate() {
+                if key == format!("{}-us", k.key) {
+                    new_line = Some(format!("{}-us = {}", k.key, k.us));
+                    found[i] = true;
+                } else if key == format!("{}-source", k.key) {
+                    new_line = Some(format!("{}-source = {}", k.key, toml_string(&k.source)));
                 }
             }
         }
@@ -202,22 +236,37 @@ pub fn write_profile(base: &str, name: &str, fit: &HostFit, date: &str) -> Resul
         out.push_str(new_line.as_deref().unwrap_or(line));
         out.push('\n');
     }
-    if !base.contains("optimizer-tensor-us") {
-        // Not in the base profile: append it to the [host] section.
-        let (k, v, sv) = &values[4];
-        let insert = format!("{k}-us = {v}\n{k}-source = {}\n", toml_string(sv));
-        out = insert_into_section(&out, "[host]", &insert);
-        replaced += 1;
-    }
-    if replaced != values.len() {
+    let missing: Vec<String> = keys
+        .iter()
+        .zip(&found)
+        .filter(|(k, f)| !**f && required.contains(&k.key))
+        .map(|(k, _)| format!("{}-us", k.key))
+        .collect();
+    if !missing.is_empty() {
         return Err(Error::InvalidArgument {
             what: "--base".into(),
             message: format!(
-                "the base profile's [host] section lacks some of python-op-us, module-call-us, \
-                 peft-module-us, autograd-node-us ({replaced} of {} found)",
-                values.len()
+                "the base profile's [host] section lacks {}",
+                missing.join(", ")
             ),
         });
+    }
+    let insert: String = keys
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| !**f)
+        .map(|(k, _)| {
+            format!(
+                "{}-us = {}\n{}-source = {}\n",
+                k.key,
+                k.us,
+                k.key,
+                toml_string(&k.source)
+            )
+        })
+        .collect();
+    if !insert.is_empty() {
+        out = insert_into_section(&out, "[host]", &insert);
     }
     costsim_hardware::parse_profile(&out, "calibrated host profile")?;
     Ok(out)

@@ -13,6 +13,7 @@ pub mod compare;
 pub mod fit;
 pub mod host;
 pub mod record;
+pub mod steploop;
 pub mod trace;
 
 #[cfg(feature = "tch")]

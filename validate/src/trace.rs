@@ -25,6 +25,7 @@ use costsim_model::method::{
 };
 use costsim_model::predict::{predict, Config, Detail};
 use costsim_model::workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
+use costsim_model::TrainingLoop;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -41,6 +42,10 @@ pub struct Trace {
     pub method: TraceMethod,
     pub workload: TraceWorkload,
     pub totals: Totals,
+    /// nn.Modules and parameter tensors of the model as built (traces since the training-loop
+    /// model; older traces lack it).
+    #[serde(default)]
+    pub structure: Option<Structure>,
     pub phases: BTreeMap<String, PhaseRec>,
     #[serde(default)]
     pub cuda_allocator_peaks: Option<BTreeMap<String, AllocatorPeak>>,
@@ -56,6 +61,13 @@ pub struct Trace {
     /// its kernels' device time (CUDA) and its self CPU time.
     #[serde(default)]
     pub cuda_kernels: Option<BTreeMap<String, ProfiledPhase>>,
+}
+
+/// What `model.modules()` and `model.parameters()` yield for the traced model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Structure {
+    pub modules: u64,
+    pub parameters: u64,
 }
 
 /// One phase under torch.profiler.
@@ -360,6 +372,8 @@ pub fn config_of(
         grad_checkpointing: false,
         grad_clip: t.workload.clip_grad_norm > 0.0,
         runtime: Runtime::PytorchEager,
+        // The traces time forward, backward and the optimizer alone: no loop around them.
+        training_loop: TrainingLoop::Bare,
     };
     workload.validate(&model)?;
     let hw = match hw {
@@ -454,6 +468,9 @@ pub struct TraceComparison {
     pub saved_modules: Vec<SavedModuleRow>,
     /// Time per kernel class and phase, for a profiled trace compared on a profile (`--hw`).
     pub kinds: Vec<KindTime>,
+    /// nn.Modules of the model (what a Trainer's `model.train()` walks): costsim's count and the
+    /// trace's, where the trace records it.
+    pub nn_modules: Option<Pair>,
 }
 
 /// `module_key` with peft's and PaCA's pieces folded into the linear layer they adapt.
@@ -664,6 +681,10 @@ pub fn compare_trace(
         predicted: p.memory.activations_bytes,
         traced: t.totals.saved_activation_bytes,
     };
+    let nn_modules = t.structure.as_ref().map(|s| Pair {
+        predicted: costsim_model::training_loop::nn_modules(&cfg.model, &cfg.method) as f64,
+        traced: s.modules as f64,
+    });
     // Module alignment.
     #[derive(Default)]
     struct Side {
@@ -773,6 +794,7 @@ pub fn compare_trace(
         phases,
         saved_bytes,
         modules,
+        nn_modules,
     })
 }
 
@@ -944,6 +966,25 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
             worst_bytes(&|p| p.bytes_read),
             worst_bytes(&|p| p.bytes_written)
         );
+    }
+    let counted: Vec<(&str, Pair)> = cmps
+        .iter()
+        .filter_map(|c| c.nn_modules.map(|m| (c.name.as_str(), m)))
+        .collect();
+    if !counted.is_empty() {
+        let agree = counted
+            .iter()
+            .filter(|(_, m)| m.predicted == m.traced)
+            .count();
+        let _ = writeln!(
+            s,
+            "\nnn.Modules (what a Trainer's model.train() walks): costsim's count equals the \
+             trace's in {agree} of {} traces",
+            counted.len()
+        );
+        for (name, m) in counted.iter().filter(|(_, m)| m.predicted != m.traced) {
+            let _ = writeln!(s, "  {name:<44} costsim {} trace {}", m.predicted, m.traced);
+        }
     }
     if cmps
         .iter()

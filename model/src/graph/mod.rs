@@ -266,6 +266,9 @@ pub struct StepGraph {
     pub optimizer: Segment,
     /// Trainable tensors (element counts), in optimizer order.
     pub trainable_tensors: Vec<u64>,
+    /// nn.Modules of the model as built (what a Trainer's `model.train()` walks;
+    /// [`crate::training_loop::nn_modules`]).
+    pub nn_modules: u64,
 }
 
 impl StepGraph {
@@ -366,6 +369,7 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
         head: head_g,
         optimizer,
         trainable_tensors: tensors,
+        nn_modules: crate::training_loop::nn_modules(model, method),
     }
 }
 

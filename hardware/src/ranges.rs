@@ -1,0 +1,282 @@
+//! The allowed range of every numeric profile value: physical limits with a wide margin around
+//! every real device, checked once when a profile is resolved (`ProfileFile::resolve`), so that
+//! a typo or a hostile value is refused with the key, the range and the reason.
+
+/// The allowed range of one numeric profile value and why: physical limits with a wide margin
+/// around every real device (a CPU core to a future accelerator), so that a typo or a hostile
+/// value (5e-324, 1e308, NaN) is refused before it reaches the model as 0 tokens/s or an
+/// infinite time.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub min: f64,
+    pub max: f64,
+    pub unit: &'static str,
+    pub why: &'static str,
+}
+
+impl Range {
+    /// Ok when `v` is finite and within [min, max]; else the message naming key, range and why.
+    pub fn check(&self, key: &str, v: f64) -> std::result::Result<(), String> {
+        if v.is_finite() && v >= self.min && v <= self.max {
+            return Ok(());
+        }
+        let noun = if self.unit == "fraction" {
+            "a fraction".to_string()
+        } else {
+            format!("in {}", self.unit)
+        };
+        Err(format!(
+            "{key} must be {noun} between {} and {} ({}), got {v:?}; set it within that range",
+            self.min, self.max, self.why
+        ))
+    }
+}
+
+/// Compute units (SMs, CPU cores).
+pub const SMS: Range = Range {
+    min: 1.0,
+    max: 100_000.0,
+    unit: "units",
+    why: "one to 100,000 SMs or cores",
+};
+/// Boost clock.
+pub const CLOCK_MHZ: Range = Range {
+    min: 1.0,
+    max: 100_000.0,
+    unit: "MHz",
+    why: "1 MHz to 100 GHz",
+};
+/// Device memory.
+pub const MEMORY_GIB: Range = Range {
+    min: 1.0 / 1024.0,
+    max: 1_048_576.0,
+    unit: "GiB",
+    why: "1 MiB to 1 PiB",
+};
+/// L2 cache.
+pub const L2_MIB: Range = Range {
+    min: 1.0 / 1024.0,
+    max: 1_048_576.0,
+    unit: "MiB",
+    why: "1 KiB to 1 TiB",
+};
+/// Dense math peaks.
+pub const PEAK_TFLOPS: Range = Range {
+    min: 0.001,
+    max: 100_000.0,
+    unit: "TFLOP/s",
+    why: "1 GFLOP/s (one slow core) to 100 PFLOP/s",
+};
+/// DRAM bandwidth.
+pub const BANDWIDTH_GBPS: Range = Range {
+    min: 1.0,
+    max: 100_000.0,
+    unit: "GB/s",
+    why: "1 GB/s to 100 TB/s",
+};
+/// Launch floors.
+pub const FLOOR_US: Range = Range {
+    min: 0.001,
+    max: 10_000.0,
+    unit: "µs",
+    why: "1 ns to 10 ms per op",
+};
+/// Achieved fractions of a peak.
+pub const EFFICIENCY: Range = Range {
+    min: 0.001,
+    max: 1.0,
+    unit: "fraction",
+    why: "0.1% to 100% of the peak; below 0.1% the peak itself is wrong",
+};
+/// Host costs and fixed per-call costs.
+pub const HOST_US: Range = Range {
+    min: 0.0,
+    max: 1_000_000.0,
+    unit: "µs",
+    why: "0 to 1 s per op",
+};
+/// Price of one device-hour: up to $10,000 (a whole rack costs less per hour).
+pub const USD_PER_HOUR: Range = Range {
+    min: 0.0,
+    max: 10_000.0,
+    unit: "US dollars per hour",
+    why: "free to $10,000 per device-hour",
+};
+/// First-touch (page-fault) rate.
+pub const TOUCH_GBPS: Range = Range {
+    min: 0.01,
+    max: 100_000.0,
+    unit: "GB/s",
+    why: "10 MB/s to 100 TB/s",
+};
+/// Smallest output that pays first touch.
+pub const TOUCH_MIN_MIB: Range = Range {
+    min: 0.0,
+    max: 1_048_576.0,
+    unit: "MiB",
+    why: "0 to 1 TiB",
+};
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    fn with(line: &str, replacement: &str) -> String {
+        let h200 = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "h200")
+            .map(|(_, t)| *t)
+            .expect("h200 is built in");
+        assert!(h200.contains(line), "h200.toml has {line}");
+        h200.replace(line, replacement)
+    }
+
+    #[test]
+    fn subnormal_and_huge_values_are_refused_with_key_and_range() {
+        let cases = [
+            (
+                "bandwidth-gbps = 4800",
+                "bandwidth-gbps = 5e-324",
+                "peak.bandwidth-gbps must be in GB/s between 1 and 100000",
+            ),
+            (
+                "bf16-tflops = 989.4",
+                "bf16-tflops = 1e-310",
+                "peak.bf16-tflops must be in TFLOP/s between 0.001",
+            ),
+            (
+                "memory-gib = 140.4",
+                "memory-gib = 1e308",
+                "device.memory-gib must be in GiB",
+            ),
+            (
+                "gemm = 0.8",
+                "gemm = 5e-324",
+                "efficiency.gemm must be a fraction between 0.001 and 1",
+            ),
+            (
+                "launch-floor-us = 1.3",
+                "launch-floor-us = 1e300",
+                "overheads.launch-floor-us must be in µs",
+            ),
+            (
+                "python-op-us = 24.699",
+                "python-op-us = -1",
+                "host.python-op-us must be in µs between 0",
+            ),
+            ("python-op-us = 24.699", "python-op-us = nan", "got NaN"),
+        ];
+        for (line, bad, want) in cases {
+            let err = parse_profile(&with(line, bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("bad.toml"), "{err}");
+            assert!(err.contains(want), "{bad}: {err}");
+            assert!(err.contains("set it within that range"), "{err}");
+        }
+    }
+
+    #[test]
+    fn loop_costs_are_optional_paired_with_sources_and_range_checked() {
+        // h200.toml without its loop-* lines, then with the ones each case gives.
+        let with = |line: &str, replacement: &str| -> String {
+            with(line, replacement)
+                .lines()
+                .filter(|l| !l.starts_with("loop-") || replacement.contains(l))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let host = "python-op-us = 24.699";
+        // Given with their sources: read in seconds.
+        let ok = with(
+            host,
+            "loop-micro-batch-us = 300\nloop-micro-batch-source = \"m\"\nloop-module-us = 1.5\n\
+             loop-module-source = \"m\"\nloop-step-us = 40\nloop-step-source = \"m\"\n\
+             python-op-us = 24.699",
+        );
+        let p = parse_profile(&ok, "ok.toml").unwrap();
+        assert_eq!(p.host.loop_micro_batch_s, 300.0 * 1e-6);
+        assert_eq!(p.host.loop_module_s, 1.5 * 1e-6);
+        assert_eq!(p.host.loop_step_s, 40.0 * 1e-6);
+        // A value without its source, or a source without its value, is refused.
+        for (bad, key) in [
+            ("loop-step-us = 40\npython-op-us = 24.699", "host.loop-step"),
+            (
+                "loop-module-source = \"m\"\npython-op-us = 24.699",
+                "host.loop-module",
+            ),
+        ] {
+            let err = parse_profile(&with(host, bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{key}-us and {key}-source go together")),
+                "{err}"
+            );
+        }
+        // Out of range.
+        let err = parse_profile(
+            &with(
+                host,
+                "loop-micro-batch-us = -3\nloop-micro-batch-source = \"m\"\npython-op-us = 24.699",
+            ),
+            "bad.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("host.loop-micro-batch-us must be in µs between 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn first_touch_values_are_range_checked() {
+        let base = with(
+            "kernel-gap-us = 0.26",
+            "kernel-gap-us = 0.26\nfirst-touch-gbps = 3\nfirst-touch-min-mib = 32\nfirst-touch-source = \"test\"",
+        );
+        assert!(parse_profile(&base, "ok.toml").is_ok());
+        let err = parse_profile(
+            &base.replace("first-touch-min-mib = 32", "first-touch-min-mib = -5"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("overheads.first-touch-min-mib must be in MiB"),
+            "{err}"
+        );
+        let err = parse_profile(
+            &base.replace("first-touch-gbps = 3", "first-touch-gbps = 1e-300"),
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("overheads.first-touch-gbps"), "{err}");
+    }
+
+    #[test]
+    fn a_name_with_a_newline_is_refused() {
+        let err = parse_profile(&with("name = \"h200\"", "name = \"h200\\nx\""), "n.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("device.name must be one line"), "{err}");
+    }
+
+    #[test]
+    fn every_builtin_value_is_inside_its_range_with_room() {
+        // The ranges must not be tight around today's devices: each built-in value is at least
+        // 10x inside both ends (efficiencies and host costs excepted, whose ends are 1 and 0).
+        for p in builtin_profiles().expect("built-ins parse") {
+            for (v, r) in [
+                (p.bandwidth_bps / 1e9, BANDWIDTH_GBPS),
+                (p.peak_fp16_flops / 1e12, PEAK_TFLOPS),
+                (p.peak_fp32_flops / 1e12, PEAK_TFLOPS),
+                (p.memory_bytes / f64::from(1u32 << 30), MEMORY_GIB),
+            ] {
+                assert!(v >= 10.0 * r.min && v <= r.max / 10.0, "{}: {v}", p.name);
+            }
+        }
+    }
+}
