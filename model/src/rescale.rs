@@ -198,6 +198,27 @@ fn same_kind(a: &Kernel, b: &Kernel) -> bool {
         && a.recompute == b.recompute
 }
 
+/// Everything of a step graph that the fit does not rescale or rebuild: the same at every rank.
+/// Its scopes are compared and fitted separately, and its optimizer phase and trainable tensors
+/// are rebuilt per point (`graph::rebuild_optimizer`). The destructuring names every field, so
+/// that a field added to `StepGraph` does not compile here until it is decided for.
+fn same_frame(a: &StepGraph, b: &StepGraph) -> bool {
+    let StepGraph {
+        family,
+        embedding: _,
+        layer_graphs,
+        layer_class,
+        head: _,
+        optimizer: _,
+        trainable_tensors: _,
+        nn_modules,
+    } = a;
+    *family == b.family
+        && layer_graphs.len() == b.layer_graphs.len()
+        && *layer_class == b.layer_class
+        && *nn_modules == b.nn_modules
+}
+
 /// Everything of a scope but its numbers (its kernels compared separately).
 fn same_scope(a: &ScopeGraph, b: &ScopeGraph) -> bool {
     a.output_rg == b.output_rg
@@ -357,11 +378,7 @@ impl RankFit {
         }
         let r = [r0 as f64, r1 as f64, r2 as f64];
         let gs = [g0, g1, g2];
-        if gs.iter().any(|g| {
-            g.family != g0.family
-                || g.layer_class != g0.layer_class
-                || g.layer_graphs.len() != g0.layer_graphs.len()
-        }) {
+        if gs.iter().any(|g| !same_frame(g, g0)) {
             return None;
         }
         let mut patches = Vec::new();
@@ -691,6 +708,17 @@ mod tests {
         };
         let c = build(&model, &spec(&model, MethodName::Lora, 12), &other);
         assert!(RankFit::new([(4, a.clone()), (8, b.clone()), (12, c)]).is_none());
+        // A count of nn.Modules that differs (the training loop's host work walks them) is
+        // not a number the fit rescales: refused.
+        let mut d = b.clone();
+        d.nn_modules += 1;
+        assert!(RankFit::new([(4, a.clone()), (8, b.clone()), (12, d)]).is_none());
+        assert!(RankFit::new([
+            (4, a.clone()),
+            (8, b.clone()),
+            (12, build(&model, &spec(&model, MethodName::Lora, 12), &w))
+        ])
+        .is_some());
         // The same rank twice cannot fix a slope.
         assert!(RankFit::new([(4, a.clone()), (4, a), (8, b)]).is_none());
     }
