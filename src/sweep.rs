@@ -284,7 +284,7 @@ pub fn write(
     }
 }
 
-const HEAD: [&str; 19] = [
+const HEAD: [&str; 20] = [
     "model",
     "hw",
     "method",
@@ -298,6 +298,7 @@ const HEAD: [&str; 19] = [
     "forward_ms",
     "backward_ms",
     "optimizer_ms",
+    "loop_ms",
     "tokens_per_s",
     "peak_memory_gib",
     "trainable_params",
@@ -343,6 +344,7 @@ fn cells(r: &Row, decimals: usize, missing: &str) -> Vec<String> {
         number(r.forward_ms, decimals),
         number(r.backward_ms, decimals),
         number(r.optimizer_ms, decimals),
+        number(r.loop_ms, decimals),
         number(r.tokens_per_s, 0),
         number(r.peak_memory_gib, 2),
         count(r.trainable_params),
@@ -392,7 +394,13 @@ fn csv_row(r: &Row, out: &mut String) {
     text(out, r.precision);
     out.push(',');
     out.push_str(status);
-    for v in [r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms] {
+    for v in [
+        r.step_ms,
+        r.forward_ms,
+        r.backward_ms,
+        r.optimizer_ms,
+        r.loop_ms,
+    ] {
         out.push(',');
         number(out, v, 6);
     }

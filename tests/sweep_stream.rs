@@ -257,6 +257,7 @@ fn invalid_points_have_empty_csv_fields_and_null_json_numbers() {
         "forward_ms",
         "backward_ms",
         "optimizer_ms",
+        "loop_ms",
         "tokens_per_s",
         "peak_memory_gib",
         "trainable_params",

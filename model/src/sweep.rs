@@ -215,6 +215,8 @@ pub struct Row {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
+    /// The training loop's GPU time per step (`Prediction::loop_ms`).
+    pub loop_ms: f64,
     pub tokens_per_s: f64,
     pub peak_memory_gib: f64,
     pub trainable_params: u64,
@@ -500,6 +502,7 @@ impl Grid {
                         forward_ms: f64::NAN,
                         backward_ms: f64::NAN,
                         optimizer_ms: f64::NAN,
+                        loop_ms: f64::NAN,
                         tokens_per_s: f64::NAN,
                         peak_memory_gib: f64::NAN,
                         trainable_params: 0,
@@ -688,6 +691,7 @@ impl Grid {
                     forward_ms: p.forward_ms,
                     backward_ms: p.backward_ms,
                     optimizer_ms: p.optimizer_ms,
+                    loop_ms: p.loop_ms,
                     tokens_per_s: p.tokens_per_s,
                     peak_memory_gib: p.peak_memory_bytes / f64::from(1u32 << 30),
                     trainable_params: p.trainable_params,
@@ -834,6 +838,7 @@ mod tests {
                 p.forward_ms,
                 p.backward_ms,
                 p.optimizer_ms,
+                p.loop_ms,
                 p.peak_memory_bytes / f64::from(1u32 << 30),
             ];
             let got = [
@@ -841,6 +846,7 @@ mod tests {
                 r.forward_ms,
                 r.backward_ms,
                 r.optimizer_ms,
+                r.loop_ms,
                 r.peak_memory_gib,
             ];
             assert_eq!(got, want, "{r:?}");
@@ -1079,12 +1085,12 @@ mod tests {
                 };
                 let p = predict(&cfg, Detail::default(), None);
                 let want = [
-                    p.step_ms, p.forward_ms, p.backward_ms, p.optimizer_ms, p.tokens_per_s,
-                    p.peak_memory_bytes / f64::from(1u32 << 30),
+                    p.step_ms, p.forward_ms, p.backward_ms, p.optimizer_ms, p.loop_ms,
+                    p.tokens_per_s, p.peak_memory_bytes / f64::from(1u32 << 30),
                 ];
                 let got = [
-                    r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms, r.tokens_per_s,
-                    r.peak_memory_gib,
+                    r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms, r.loop_ms,
+                    r.tokens_per_s, r.peak_memory_gib,
                 ];
                 proptest::prop_assert_eq!(got, want, "{:?}", r);
                 proptest::prop_assert_eq!(r.trainable_params, p.trainable_params);
