@@ -11,8 +11,9 @@
 #      CUDA launch call included) fitted into a profile (costsim calibrate --host), and eager step
 #      times from the host-bound to the device-bound regime (gpu-grid-timing.txt) to check it.
 #   5. a Trainer loop's own work per micro-batch, nn.Module and step (scripts/trace/step_overhead.py
-#      over 14 micro configurations of scripts/trace/step-grid.txt, about two minutes), fitted into
-#      a profile (costsim calibrate --loop).
+#      over 18 micro configurations of scripts/trace/step-grid.txt, about two minutes), fitted into
+#      a profile (costsim calibrate --loop), and 8 held-out Trainer steps checked against it
+#      (costsim validate --steps, about two minutes).
 # Build here with the tch feature, carry target/release/costsim to the GPU machine, then run:
 #   scripts/gpu-validate.sh [OUT_DIR]      (PACK=file.tgz also packs OUT_DIR after each stage)
 set -uo pipefail
@@ -75,5 +76,16 @@ while IFS=: read -r name args; do
 done
 "$BIN" calibrate --loop "$OUT_DIR/step" --base h200 --name h200-loop --out "$OUT_DIR/h200-loop.toml" \
   2>&1 | tee "$OUT_DIR/loop-fit.txt"
+# Held-out Trainer steps (the four held-out models at batch 1 x 128, full and LoRA): the whole
+# Trainer step and its loop work predicted with the datasheet profile and with the fitted one.
+mkdir -p "$OUT_DIR/step-heldout"
+grep -E '^[a-z0-9-]+-(full|lora-all):' scripts/trace/step-heldout-grid.txt | \
+while IFS=: read -r name args; do
+  timeout 60 python3 scripts/trace/step_overhead.py $args --device cuda --reps 20 \
+    --out "$OUT_DIR/step-heldout/$name.json" 2>&1 | grep -v -i warn | tee -a "$OUT_DIR/step.log" || true
+done
+for hw in h200 "$OUT_DIR/h200-loop.toml"; do
+  "$BIN" validate --steps "$OUT_DIR/step-heldout" --hw "$hw" 2>&1 | tee -a "$OUT_DIR/step-heldout.txt"
+done
 pack
 echo "done: $OUT_DIR"
