@@ -124,7 +124,13 @@ pub fn read_step_record(path: &Path) -> Result<StepRecord> {
             path: origin.clone(),
             source,
         })?;
-    let r: StepRecord = serde_json::from_str(&text).map_err(|e| Error::Parse {
+    parse_step_record(&text, &origin)
+}
+
+/// Parse and check one record's text; `origin` names it in errors.
+pub fn parse_step_record(text: &str, origin: &str) -> Result<StepRecord> {
+    let origin = origin.to_string();
+    let r: StepRecord = serde_json::from_str(text).map_err(|e| Error::Parse {
         path: origin.clone(),
         line: e.line(),
         message: e.to_string(),

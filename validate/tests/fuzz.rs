@@ -1,6 +1,7 @@
-//! In-process mutation fuzzing of the four input parsers, on stable Rust: config.json
+//! In-process mutation fuzzing of the five input parsers, on stable Rust: config.json
 //! (`costsim_model::arch::parse_hf_config`), profile TOML (`costsim_hardware::parse_profile`),
-//! results records (`ResultsFile::parse`) and calibration samples (`CalibrationRun::parse`).
+//! results records (`ResultsFile::parse`), calibration samples (`CalibrationRun::parse`) and
+//! Trainer step records (`steploop::parse_step_record`).
 //!
 //! Each execution takes a real seed file, applies one to three mutations (a number replaced by
 //! an edge value such as 0, -1, 5e-324, 1e308, 2^32 or 2^64; a byte replaced; a span deleted or
@@ -285,6 +286,34 @@ fn targets() -> Vec<Target> {
                 costsim_hardware::parse_profile(&cal.profile_toml, "fuzz calibrated")
                     .map(|_| true)
                     .map_err(|e| format!("calibrate wrote a profile that does not load: {e}"))
+            },
+        },
+        Target {
+            name: "step.json",
+            seeds: vec![
+                read("docs/results/cpu/step/heldout/llama-small-lora-all-accum2.json"),
+                read("docs/results/cpu/step/heldout/gpt2-tiny-paca-all.json"),
+            ],
+            run: |text| {
+                use costsim_validate::steploop;
+                let Ok(r) = steploop::parse_step_record(text, "fuzz.json") else {
+                    return Ok(false);
+                };
+                let hw = costsim_hardware::parse_profile(
+                    &read("docs/results/cpu/host/cpu-eager.toml"),
+                    "cpu-eager",
+                )
+                .map_err(|e| e.to_string())?;
+                // The fit over four copies (a degenerate but legal input) must not panic.
+                let recs: Vec<_> = (0..4).map(|i| (r.clone(), format!("{i}"))).collect();
+                let _ = steploop::fit_loop(&recs);
+                let Ok(c) = steploop::compare_step(&r, "fuzz.json", &hw) else {
+                    return Ok(false);
+                };
+                let _ = steploop::render_steps(std::slice::from_ref(&c));
+                finite_positive("Trainer step", c.trainer_step.predicted)?;
+                finite_positive("bare step", c.bare_step.predicted)?;
+                Ok(true)
             },
         },
     ]
