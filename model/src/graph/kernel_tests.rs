@@ -5,9 +5,9 @@
 //! backward, LoRA's and PaCA's small n×r tensors.
 
 use super::optimizer::{foreach_launches, launches_recalled, launches_remember, optimizer};
-use super::{Ctx, Kernel, KernelKind};
+use super::{build, Ctx, Kernel, KernelKind, StepGraph};
 use crate::arch::{preset, ModelConfig};
-use crate::method::{MethodName, MethodOptions, MethodSpec};
+use crate::method::{MethodName, MethodOptions, MethodSpec, Targets};
 use crate::workload::{DType, Optimizer as Opt, Precision, Workload};
 
 fn spec(m: &ModelConfig, method: MethodName, opts: &MethodOptions) -> MethodSpec {
@@ -316,4 +316,374 @@ fn launch_memo_contract() {
     for l in [&h1[..], &h2[..], &b[..]] {
         assert_eq!(launches_recalled(l), [None; 5], "{}", l.len());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------------------------
+
+/// (name, bytes read, bytes written, FLOPs) of each kernel.
+type Io = (&'static str, f64, f64, f64);
+
+fn io<'a>(ks: impl IntoIterator<Item = &'a Kernel>) -> Vec<Io> {
+    ks.into_iter()
+        .map(|k| (k.name, k.bytes_read, k.bytes_written, k.flops))
+        .collect()
+}
+
+/// TinyLlama-1.1B (22 layers; 32 heads and 4 kv heads of 64; hidden 2048, MLP 5632) with
+/// `method`/`opts` (ranks as given, not the paper's matching) on batch 1 × seq 4.
+fn tiny_llama(method: MethodName, opts: &MethodOptions, precision: Precision) -> StepGraph {
+    let m = preset("tinyllama-1.1b").unwrap();
+    assert_eq!(
+        (m.layers, m.heads, m.kv_heads, m.head_dim()),
+        (22, 32, 4, 64)
+    );
+    let s = MethodSpec::resolve(method, opts, &m, false).unwrap();
+    let w = Workload {
+        batch: 1,
+        seq: 4,
+        precision,
+        ..Workload::default()
+    };
+    build(&m, &s, &w)
+}
+
+/// SDPA's math path (fp32 with grouped-query attention) forward, worked by hand on TinyLlama
+/// fp32, batch 1 × seq 4: q is 4 · 32 · 64 = 8,192 fp32 (32,768 B), k and v 4 · 4 · 64 = 1,024
+/// (4,096 B), expanded 8× to q's size; the scores are B·h = 32 matrices of 4 × 4 (512 fp32,
+/// 2,048 B); the causal mask 4 × 4 (16 bool bytes, 64 fp32 bytes).
+/// `_scaled_dot_product_attention_math` (aten/src/ATen/native/transformers/attention.cpp):
+/// q and k scaled by √scale (one mul each), the mask built (ones, tril, two 0-dim
+/// scalar_tensor, where), k and v expanded and copied, q copied to (B·h, S, hd), bmm, mask add,
+/// `_safe_softmax`, bmm, the output copied back.
+#[test]
+fn sdpa_math_path_forward_by_hand() {
+    let g = tiny_llama(MethodName::Full, &MethodOptions::default(), Precision::Fp32);
+    let ks: Vec<&Kernel> = g
+        .layer(1)
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn")
+        .collect();
+    let (q, kv, sc) = (32_768.0, 4_096.0, 2_048.0);
+    // The fills: what they write (a 16-byte bool S×S twice, two 4-byte scalars, the fp32 S×S
+    // additive mask). Their reads are left out: the CPU trace records none for ones and
+    // scalar_tensor and 16 + 2·4 for where, costsim a write's worth (docs/mutants.md).
+    let fills: Vec<(&str, f64)> = ks[2..7].iter().map(|k| (k.name, k.bytes_written)).collect();
+    assert_eq!(
+        fills,
+        [
+            ("ones", 16.0),
+            ("tril", 16.0),
+            ("scalar_tensor", 4.0),
+            ("scalar_tensor", 4.0),
+            ("where", 64.0)
+        ]
+    );
+    assert_eq!((ks[3].bytes_read, ks[3].dtype), (16.0, DType::Bool)); // tril reads the ones
+    let mut rest = io(ks[..2].iter().copied());
+    rest.extend(io(ks[7..].iter().copied()));
+    assert_eq!(
+        rest,
+        [
+            // q·√scale, k·√scale: one FLOP an element
+            ("mul", q, q, 8_192.0),
+            ("mul", kv, kv, 1_024.0),
+            // k and v expanded to 32 heads (read once, written 8×), q copied
+            ("clone", kv, q, 0.0),
+            ("clone", kv, q, 0.0),
+            ("clone", q, q, 0.0),
+            // q·kᵀ: 2 · 4 · 4 · 64 · 32 FLOPs, reading both 32-head operands
+            ("bmm", 2.0 * q, sc, 65_536.0),
+            // + mask (S×S fp32, 64 B): one FLOP per score
+            ("add", sc + 64.0, sc, 512.0),
+            // safe softmax, 5 FLOPs a score
+            ("_safe_softmax", sc, sc, 2_560.0),
+            // probs · v: 2 · 4 · 64 · 4 · 32 FLOPs
+            ("bmm", sc + q, q, 65_536.0),
+            // back to (B, S, h·hd)
+            ("clone", q, q, 0.0),
+        ]
+    );
+    // It keeps the S×S probabilities in fp32 (and q, k, v at all heads).
+    assert_eq!(ks[12].dtype, DType::F32);
+}
+
+/// The math path's backward on the same shapes: the output copy's gradient, the two bmm
+/// gradients of probs·v (d(v) = probsᵀ·dO reads dO and probs; d(probs) = dO·vᵀ reads dO and
+/// v), `_softmax_backward_data` (reads the gradient and the kept probabilities, 2 FLOPs per
+/// forward FLOP), the two bmm gradients of q·kᵀ (each reads dS and the other operand), q's copy
+/// gradient, and the scales' gradients (grad · √scale). The expanded heads' sums are left out
+/// (costsim files two per expanded tensor where the CPU trace has one; docs/mutants.md).
+#[test]
+fn sdpa_math_path_backward_by_hand() {
+    let g = tiny_llama(MethodName::Full, &MethodOptions::default(), Precision::Fp32);
+    let got = io(g
+        .layer(1)
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn" && k.name != "sum"));
+    let (q, kv, sc) = (32_768.0, 4_096.0, 2_048.0);
+    assert_eq!(
+        got,
+        [
+            ("backward", q, q, 0.0),
+            ("mm_dW", q + sc, q, 65_536.0),
+            ("mm_dX", 2.0 * q, sc, 65_536.0),
+            ("softmax_backward_data", 2.0 * sc, sc, 5_120.0),
+            ("mm_dW", sc + q, q, 65_536.0),
+            ("mm_dX", sc + q, q, 65_536.0),
+            ("backward", q, q, 0.0),
+            ("mul_backward", kv, kv, 1_024.0),
+            ("mul_backward", q, q, 8_192.0),
+        ]
+    );
+}
+
+/// Rotary embedding on q and k, fp32 (so cos, sin and the products share x's dtype: no casts),
+/// TinyLlama batch 1 × seq 4: q is 8,192 fp32 (32,768 B; halves 16,384 B), k 1,024 (4,096 B;
+/// halves 2,048 B); cos and sin are S × hd = 256 fp32 (1,024 B). Forward (transformers'
+/// `apply_rotary_pos_emb`): x·cos, −x2, cat(−x2, x1), rotate_half(x)·sin, the sum. Backward, as
+/// autograd runs it: grad·sin, neg of the x2 half, a `slice_backward` per half into x's shape,
+/// grad·cos, two adds gathering x's three gradients.
+#[test]
+fn rope_forward_and_backward_by_hand() {
+    let g = tiny_llama(MethodName::Full, &MethodOptions::default(), Precision::Fp32);
+    let l = g.layer(1);
+    let rope = |x: f64| -> (Vec<Io>, Vec<Io>) {
+        let (h, c, e) = (x / 2.0, 1_024.0, x / 4.0); // half, cos, elements
+        (
+            vec![
+                ("mul", x + c, x, e),
+                ("neg", h, h, e / 2.0),
+                ("cat", x, x, e),
+                ("mul", x + c, x, e),
+                ("add", 2.0 * x, x, e),
+            ],
+            vec![
+                ("mul", x + c, x, e),
+                ("neg", h, h, e / 2.0),
+                ("slice_backward", h, x, 0.0),
+                ("slice_backward", h, x, 0.0),
+                ("mul", x + c, x, e),
+                ("add", 2.0 * x, x, e),
+                ("add", 2.0 * x, x, e),
+            ],
+        )
+    };
+    let ((qf, qb), (kf, kb)) = (rope(32_768.0), rope(4_096.0));
+    let fwd = io(l
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.rotary"));
+    assert_eq!(fwd, [qf, kf].concat());
+    // Backward replays the tape from the end: k's rope first.
+    let bwd = io(l
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.rotary"));
+    assert_eq!(bwd, [kb, qb].concat());
+    // Layer 0's q and k still need gradients (full fine-tuning trains q_proj/k_proj).
+    assert_eq!(
+        g.layer(0)
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.name == "slice_backward")
+            .count(),
+        4
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA and PaCA
+// ---------------------------------------------------------------------------------------------
+
+fn opts(rank: u64, targets: &str) -> MethodOptions {
+    MethodOptions {
+        rank: Some(rank),
+        targets: Some(Targets::parse(targets).unwrap()),
+        ..MethodOptions::default()
+    }
+}
+
+/// peft LoRA (rank 2, dropout 0.1, fp32 adapters) on TinyLlama's q_proj only, fp32, batch 1 ×
+/// seq 4 (M = 4): x and y are 4 × 2048 fp32 (32,768 B); A is 2 × 2048 and B 2048 × 2
+/// (16,384 B each); h = x·Aᵀ is 4 × 2 (32 B). Forward after the base mm (peft's
+/// `Linear.forward`): dropout (writes the output and a 4 × 2048 bool mask, 8,192 B; 2 FLOPs an
+/// element), x·Aᵀ (2 · 4 · 2 · 2048 FLOPs), h·Bᵀ (2 · 4 · 2048 · 2), ·scale, + base.
+#[test]
+fn lora_small_tensors_by_hand() {
+    let g = tiny_llama(MethodName::Lora, &opts(2, "q"), Precision::Fp32);
+    let l = g.layer(1);
+    let (x, ab, h, mask) = (32_768.0, 16_384.0, 32.0, 8_192.0);
+    let fwd = io(l
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.q_proj" && k.piece != "base_layer"));
+    assert_eq!(
+        fwd,
+        [
+            ("native_dropout", x, x + mask, 16_384.0),
+            ("mm", x + ab, h, 32_768.0),
+            ("mm", h + ab, x, 32_768.0),
+            ("mul", x, x, 8_192.0),
+            ("add", 2.0 * x, x, 8_192.0),
+        ]
+    );
+    // Backward: the scale's gradient; dB = dYᵀ·h and dh = dY·B; dA = dhᵀ·x and dx = dh·A;
+    // the dropout's gradient (reads the gradient and the mask); the add of x's two gradients
+    // (base and adapter path); the base dX (no dW: the base weight is frozen).
+    let bwd: Vec<(&str, &str, f64, f64, f64)> = l
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.q_proj" && k.piece != "base_layer")
+        .map(|k| (k.name, k.piece, k.bytes_read, k.bytes_written, k.flops))
+        .collect();
+    assert_eq!(
+        bwd,
+        [
+            ("mul_backward", "", x, x, 8_192.0),
+            ("mm_dW", "lora_B", x + h, ab, 32_768.0),
+            ("mm_dX", "lora_B", x + ab, h, 32_768.0),
+            ("mm_dW", "lora_A", h + x, ab, 32_768.0),
+            ("mm_dX", "lora_A", h + ab, x, 32_768.0),
+            ("dropout_backward", "", x + mask, x, 8_192.0),
+            ("add", "", 2.0 * x, x, 8_192.0),
+        ]
+    );
+    // The optimizer's tensors: A (2 · 2048) and B (2048 · 2) of each of the 22 q_projs.
+    assert_eq!(g.trainable_tensors, [4_096; 44]);
+}
+
+/// Under bf16-mixed the fp32 adapters are cast to bf16 on every forward (autocast: lora_A and
+/// lora_B are nn.Linear): A and B, 4,096 fp32 each, read 16,384 B and write 8,192 B; the
+/// dropped input is cast too (4 × 2048: 32,768 B → 16,384 B).
+#[test]
+fn lora_adapter_casts_under_autocast_by_hand() {
+    let g = tiny_llama(MethodName::Lora, &opts(2, "q"), Precision::Bf16Mixed);
+    let casts: Vec<(f64, f64)> = g
+        .layer(1)
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.q_proj" && k.kind == KernelKind::Cast)
+        .map(|k| (k.bytes_read, k.bytes_written))
+        .collect();
+    // W → bf16 (2048 · 2048 · 4 B → · 2 B); x (fp32 residual stream) → bf16 for the base
+    // GEMM; x_d → bf16; A → bf16; B → bf16. No cast back at the end: lora_B's output is bf16
+    // under autocast, so the scale and the add into the (bf16) base result stay bf16 and
+    // peft's `result.to(torch_result_dtype)` is a no-op.
+    let w = 2048.0 * 2048.0;
+    assert_eq!(
+        casts,
+        [
+            (4.0 * w, 2.0 * w),
+            (32_768.0, 16_384.0),
+            (32_768.0, 16_384.0),
+            (16_384.0, 8_192.0),
+            (16_384.0, 8_192.0),
+        ]
+    );
+}
+
+/// PaCA (rank 4, fp32 P) on q_proj and v_proj only, fp32, batch 1 × seq 4: P is n × 4
+/// (q: 2048 · 4 = 8,192 fp32, 32,768 B; v: 256 · 4 = 1,024, 4,096 B). Forward (the reference
+/// layer): s·P under no_grad, index_put_ of it into W's columns, the tracked s·P, the base mm,
+/// then x[..., idx]: 4 × 4 fp32 written (64 B); a strided gather touches a 32-byte sector (8
+/// fp32) per selected element: 4 · 4 · 8 · 4 = 512 B read. Backward: dP = dYᵀ·x_idx (reads dY,
+/// 32,768 B, and x_idx, 64 B; 2 · n · 4 · 4 FLOPs), its scale, dX. Other linears are frozen.
+#[test]
+fn paca_on_a_subset_of_targets_by_hand() {
+    let g = tiny_llama(MethodName::Paca, &opts(4, "q,v"), Precision::Fp32);
+    let l = g.layer(1);
+    let paca = |module: &str, ks: &[Kernel]| -> Vec<Io> {
+        io(ks
+            .iter()
+            .filter(|k| k.module == module && k.kind != KernelKind::Gemm || k.name == "mm_dP")
+            .filter(|k| k.module == module))
+    };
+    for (module, p, y) in [
+        ("self_attn.q_proj", 32_768.0, 32_768.0),
+        ("self_attn.v_proj", 4_096.0, 4_096.0),
+    ] {
+        let e = p / 4.0; // elements of P
+        assert_eq!(
+            paca(module, &l.forward.kernels),
+            [
+                ("mul", p, p, e),
+                ("index_put_", p, p, 0.0),
+                ("mul", p, p, e),
+                ("index_select", 512.0, 64.0, 0.0),
+            ],
+            "{module}"
+        );
+        let bwd = paca(module, &l.backward.kernels);
+        assert_eq!(
+            bwd[..2],
+            [("mm_dP", y + 64.0, p, 2.0 * e * 4.0), ("mul", p, p, e)],
+            "{module}"
+        );
+    }
+    // k, o and the MLP are frozen: no P, no gather, no dP.
+    for module in ["self_attn.k_proj", "self_attn.o_proj", "mlp.down_proj"] {
+        assert!(
+            !l.forward
+                .kernels
+                .iter()
+                .chain(&l.backward.kernels)
+                .any(|k| k.module == module && !k.piece.is_empty()),
+            "{module}"
+        );
+    }
+    assert_eq!(
+        l.backward
+            .kernels
+            .iter()
+            .filter(|k| k.name == "mm_dP")
+            .count(),
+        2
+    );
+    // Trainable: q's P (2048 · 4) and v's (256 · 4) per layer.
+    assert_eq!(g.trainable_tensors, [8_192, 1_024].repeat(22));
+    assert_eq!(l.trainable, 9_216);
+}
+
+/// PaCA under bf16-mixed: W (fp32) is cast to bf16 for the GEMM and again in backward (the
+/// reference saves W, not autocast's copy: 2048 · 2048 · 4 B read, · 2 B written); the gathered
+/// fp32 x_idx (4 × 4, 64 B) is cast to bf16 (32 B) for dYᵀ·x_idx; dP and its scale are bf16
+/// (2048 · 4 · 2 = 16,384 B) and dP is cast back to fp32 P (16,384 B → 32,768 B); the fp32
+/// input's dX is cast back too (4 × 2048: 16,384 B → 32,768 B).
+#[test]
+fn paca_casts_under_autocast_by_hand() {
+    let g = tiny_llama(MethodName::Paca, &opts(4, "q"), Precision::Bf16Mixed);
+    let bwd: Vec<(&str, KernelKind, f64, f64)> = g
+        .layer(1)
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.q_proj" && k.kind != KernelKind::Gemm)
+        .map(|k| (k.name, k.kind, k.bytes_read, k.bytes_written))
+        .collect();
+    let w = 2048.0 * 2048.0;
+    assert_eq!(
+        bwd,
+        [
+            ("to_copy", KernelKind::Cast, 64.0, 32.0),
+            ("mul", KernelKind::Elementwise, 16_384.0, 16_384.0),
+            // W cast again for dX = dY·W
+            ("to_copy", KernelKind::Cast, 4.0 * w, 2.0 * w),
+            // dX (4 × 2048 bf16, 16,384 B) back to the fp32 input's dtype (32,768 B)
+            ("to_copy_backward", KernelKind::Cast, 16_384.0, 32_768.0),
+            // dP (bf16) back to fp32 P
+            ("to_copy_backward", KernelKind::Cast, 16_384.0, 32_768.0),
+        ]
+    );
 }
