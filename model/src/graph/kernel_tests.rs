@@ -687,3 +687,103 @@ fn paca_casts_under_autocast_by_hand() {
         ]
     );
 }
+
+/// Flash / memory-efficient SDPA on grouped-query attention (TinyLlama bf16-mixed, batch 1 ×
+/// seq 4): q is 8,192 bf16 (16,384 B), k and v 1,024 (2,048 B each), read unexpanded; the
+/// log-sum-exp is B·h·S = 128 fp32 (512 B). FLOPs 2 · B·h·S²·hd = 2 · 32 · 16 · 64 = 65,536
+/// (causal half of 4·B·h·S²·hd), backward 2.5× that. Llama's q and k are rope's fresh
+/// (B, h, S, hd) outputs: their gradients are copied (reshape of a transposed tensor) on the
+/// way back, one clone each; v's views back for free.
+#[test]
+fn sdpa_grouped_query_by_hand() {
+    let g = tiny_llama(
+        MethodName::Full,
+        &MethodOptions::default(),
+        Precision::Bf16Mixed,
+    );
+    let (q, kv, lse) = (16_384.0, 2_048.0, 512.0);
+    let l = g.layer(1);
+    let fwd = io(l.forward.kernels.iter().filter(|k| k.module == "self_attn"));
+    assert_eq!(
+        fwd,
+        [(
+            "scaled_dot_product_attention",
+            q + 2.0 * kv,
+            q + lse,
+            65_536.0
+        )]
+    );
+    let bwd = io(l
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn"));
+    assert_eq!(
+        bwd,
+        [
+            // reads dO, q, O (q-sized), k, v and the log-sum-exp twice; writes dq, dk, dv
+            (
+                "scaled_dot_product_attention_backward",
+                3.0 * q + 2.0 * kv + 2.0 * lse,
+                q + 2.0 * kv,
+                163_840.0
+            ),
+            ("clone", q, q, 0.0),
+            ("clone", kv, kv, 0.0),
+        ]
+    );
+}
+
+/// Eager attention (`--attention eager`) on grouped-query Llama, fp32, TinyLlama batch 1 ×
+/// seq 4 (transformers' `eager_attention_forward`): repeat_kv copies k and v to all 32 heads
+/// (reads 4,096 B, writes 32,768 B), q·kᵀ, `* scaling` (Llama multiplies; GPT-2 divides),
+/// `+ causal_mask` (S×S fp32, 64 B), softmax in fp32 (the cast back is a no-op in fp32; the
+/// attention dropout is 0: no kernel), ·v, the transpose copy. Backward: the copy's gradient,
+/// the bmm gradients, softmax's, the scale's (the repeat_kv sums are left out, as for the math
+/// path: docs/mutants.md).
+#[test]
+fn eager_grouped_query_attention_by_hand() {
+    let w = Workload {
+        batch: 1,
+        seq: 4,
+        precision: Precision::Fp32,
+        attention: crate::workload::AttentionImpl::Eager,
+        ..Workload::default()
+    };
+    let m = preset("tinyllama-1.1b").unwrap();
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    let g = build(&m, &s, &w);
+    let l = g.layer(1);
+    let (q, kv, sc) = (32_768.0, 4_096.0, 2_048.0);
+    let fwd = io(l.forward.kernels.iter().filter(|k| k.module == "self_attn"));
+    assert_eq!(
+        fwd,
+        [
+            ("clone", kv, q, 0.0),
+            ("clone", kv, q, 0.0),
+            ("bmm", 2.0 * q, sc, 65_536.0),
+            ("mul", sc, sc, 512.0),
+            ("add", sc + 64.0, sc, 512.0),
+            ("softmax", sc, sc, 2_560.0),
+            ("bmm", sc + q, q, 65_536.0),
+            ("clone", q, q, 0.0),
+        ]
+    );
+    let bwd = io(l
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn" && k.name != "sum"));
+    assert_eq!(
+        bwd,
+        [
+            ("backward", q, q, 0.0),
+            ("mm_dW", q + sc, q, 65_536.0),
+            ("mm_dX", 2.0 * q, sc, 65_536.0),
+            ("softmax_backward_data", 2.0 * sc, sc, 5_120.0),
+            ("mul_backward", sc, sc, 512.0),
+            ("mm_dW", sc + q, q, 65_536.0),
+            ("mm_dX", sc + q, q, 65_536.0),
+        ]
+    );
+}
