@@ -787,3 +787,79 @@ fn eager_grouped_query_attention_by_hand() {
         ]
     );
 }
+
+/// PaCA on GPT-2's c_attn (768 → 2304, with bias) in pure bf16 with P in the base dtype
+/// (`--adapter-dtype base`), rank 4, batch 1 × seq 4: P is 2304 · 4 = 9,216 bf16 (18,432 B);
+/// y is 4 × 2304 bf16 (18,432 B) and the bias 2304 bf16 (4,608 B). The reference Function
+/// adds the bias in place after its matmul (`output += bias`: reads y and the bias, writes y,
+/// one FLOP an element) instead of an addmm. The gather reads a 32-byte sector (16 bf16) per
+/// selected element: 4 · 4 · 16 · 2 = 512 B (under 768 columns), and writes 4 · 4 · 2 = 32 B.
+#[test]
+fn paca_bias_and_base_dtype_on_gpt2_by_hand() {
+    let m = preset("gpt2").unwrap();
+    let o = MethodOptions {
+        rank: Some(4),
+        targets: Some(Targets::parse("c_attn").unwrap()),
+        adapter_dtype: Some(crate::method::AdapterDtype::Base),
+        ..MethodOptions::default()
+    };
+    let s = MethodSpec::resolve(MethodName::Paca, &o, &m, false).unwrap();
+    let w = Workload {
+        batch: 1,
+        seq: 4,
+        precision: Precision::Bf16,
+        ..Workload::default()
+    };
+    let g = build(&m, &s, &w);
+    let fwd: Vec<(&str, KernelKind, DType, f64, f64, f64)> = g
+        .layer(1)
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "attn.c_attn")
+        .map(|k| {
+            (
+                k.name,
+                k.kind,
+                k.dtype,
+                k.bytes_read,
+                k.bytes_written,
+                k.flops,
+            )
+        })
+        .collect();
+    let (p, y, b) = (18_432.0, 18_432.0, 4_608.0);
+    use KernelKind::*;
+    assert_eq!(
+        fwd,
+        [
+            ("mul", Elementwise, DType::Bf16, p, p, 9_216.0),
+            ("index_put_", Scatter, DType::Bf16, p, p, 0.0),
+            ("mul", Elementwise, DType::Bf16, p, p, 9_216.0),
+            // x·W: 2 · 4 · 2304 · 768 FLOPs; reads x (4 · 768 · 2) and W (768 · 2304 · 2)
+            (
+                "mm",
+                Gemm,
+                DType::Bf16,
+                6_144.0 + 3_538_944.0,
+                y,
+                14_155_776.0
+            ),
+            ("add_", Elementwise, DType::Bf16, y + b, y, 9_216.0),
+            ("index_select", Gather, DType::Bf16, 512.0, 32.0, 0.0),
+        ]
+    );
+    // dP = dYᵀ·x_idx (bf16: reads dY 18,432 B and x_idx 32 B; 2 · 2304 · 4 · 4 FLOPs), its
+    // scale; P is bf16 already: no cast of dP. The bias (frozen) gets no gradient.
+    let bwd: Vec<Io> = io(g
+        .layer(1)
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "attn.c_attn" && k.piece == "paca_P"));
+    assert_eq!(
+        bwd,
+        [("mm_dP", y + 32.0, p, 73_728.0), ("mul", p, p, 9_216.0)]
+    );
+    assert_eq!(g.trainable_tensors, [9_216; 12]);
+}
