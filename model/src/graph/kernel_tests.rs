@@ -203,6 +203,11 @@ fn foreach_chunking_by_hand() {
     // and 110 tensors (1 carried + 109) in the second launch: the tensors fill it exactly.
     v.rotate_right(1);
     assert_eq!(foreach_launches(&v, 1), 2);
+    // Depth 5 (30 tensors a launch): the carried 400-chunk tensor counts in the second launch,
+    // so 29 one-chunk tensors fill it (1 + 29 = 30) and a 30th opens a third.
+    let mut v = vec![400 * C];
+    v.extend([10; 30]);
+    assert_eq!(foreach_launches(&v, 5), 3);
     // 100 one-chunk tensors: ⌈100/110⌉ = 1, ⌈100/64⌉ = 2, ⌈100/48⌉ = 3, ⌈100/36⌉ = 3,
     // ⌈100/30⌉ = 4 launches at depth 1–5; depth 0 and 9 clamp to 1 and 5.
     let small = [10u64; 100];
