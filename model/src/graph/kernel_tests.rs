@@ -868,3 +868,70 @@ fn paca_bias_and_base_dtype_on_gpt2_by_hand() {
     );
     assert_eq!(g.trainable_tensors, [9_216; 12]);
 }
+
+/// What SDPA keeps for backward (`_scaled_dot_product_flash_attention`'s saved tensors: q, k,
+/// v, the output and the log-sum-exp). TinyLlama bf16-mixed, batch 1 × seq 4: q and the output
+/// 16,384 B each, k and v 2,048 B each, the log-sum-exp 512 B: 37,376 B. GPT-2 bf16-mixed,
+/// batch 2 × seq 8: q, k, v are views of c_attn's one B·S·3d output (3 · 12,288 bf16 =
+/// 73,728 B, kept whole), the output 24,576 B, the log-sum-exp 2 · 12 · 8 · 4 = 768 B:
+/// 99,072 B.
+#[test]
+fn sdpa_saved_bytes_by_hand() {
+    let saved = |g: &StepGraph, module: &str| -> f64 {
+        g.layer(1)
+            .saved_by_module
+            .iter()
+            .filter(|(m, _)| *m == module)
+            .map(|(_, b)| b)
+            .sum()
+    };
+    let g = tiny_llama(
+        MethodName::Full,
+        &MethodOptions::default(),
+        Precision::Bf16Mixed,
+    );
+    assert_eq!(saved(&g, "self_attn"), 37_376.0);
+    let w = Workload {
+        batch: 2,
+        seq: 8,
+        ..Workload::default()
+    };
+    let m = preset("gpt2").unwrap();
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    assert_eq!(saved(&build(&m, &s, &w), "attn"), 99_072.0);
+}
+
+/// Rope's backward under bf16-mixed (TinyLlama batch 1 × seq 4): cos and sin are fp32, so
+/// x·cos and rotate_half(x)·sin are fp32 products of bf16 inputs. grad·sin and grad·cos read the
+/// fp32 gradient (q: 8,192 · 4 = 32,768 B; k: 4,096 B) and sin/cos (1,024 B) and write fp32;
+/// rotate_half's input gradient is cast back to bf16 (reads 32,768 B, writes 16,384 B for q).
+/// (The neg, slice_backward and adds after that cast run in bf16 in the CPU trace, costsim
+/// files them in fp32: left out here, docs/mutants.md.)
+#[test]
+fn rope_backward_products_and_cast_under_autocast_by_hand() {
+    let g = tiny_llama(
+        MethodName::Full,
+        &MethodOptions::default(),
+        Precision::Bf16Mixed,
+    );
+    let got: Vec<(&str, DType, f64, f64)> = g
+        .layer(1)
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.rotary" && matches!(k.name, "mul" | "to_copy"))
+        .map(|k| (k.name, k.dtype, k.bytes_read, k.bytes_written))
+        .collect();
+    let f = DType::F32;
+    assert_eq!(
+        got,
+        [
+            ("mul", f, 5_120.0, 4_096.0),
+            ("to_copy", DType::Bf16, 4_096.0, 2_048.0),
+            ("mul", f, 5_120.0, 4_096.0),
+            ("mul", f, 33_792.0, 32_768.0),
+            ("to_copy", DType::Bf16, 32_768.0, 16_384.0),
+            ("mul", f, 33_792.0, 32_768.0),
+        ]
+    );
+}
