@@ -566,6 +566,21 @@ fn lora_small_tensors_by_hand() {
     );
     // The optimizer's tensors: A (2 · 2048) and B (2048 · 2) of each of the 22 q_projs.
     assert_eq!(g.trainable_tensors, [4_096; 44]);
+    // lora_dropout = 0 is peft's nn.Identity: no dropout kernel, nothing saved for it.
+    let o = MethodOptions {
+        dropout: Some(0.0),
+        ..opts(2, "q")
+    };
+    let g = tiny_llama(MethodName::Lora, &o, Precision::Fp32);
+    let names: Vec<&str> = g
+        .layer(1)
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "self_attn.q_proj")
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["mm", "mm", "mm", "mul", "add"]);
 }
 
 /// Under bf16-mixed the fp32 adapters are cast to bf16 on every forward (autocast: lora_A and
@@ -615,9 +630,17 @@ fn paca_on_a_subset_of_targets_by_hand() {
             .filter(|k| k.module == module && k.kind != KernelKind::Gemm || k.name == "mm_dP")
             .filter(|k| k.module == module))
     };
-    for (module, p, y) in [
-        ("self_attn.q_proj", 32_768.0, 32_768.0),
-        ("self_attn.v_proj", 4_096.0, 4_096.0),
+    let x = 32_768.0; // the block's normed input, 4 × 2048 fp32
+    for (module, p, y, extra) in [
+        ("self_attn.q_proj", 32_768.0, 32_768.0, vec![]),
+        // v is the third consumer of the normed input: its dX adds into the other two (k's
+        // dX group holds the second add).
+        (
+            "self_attn.v_proj",
+            4_096.0,
+            4_096.0,
+            vec![("add", 2.0 * x, x, 8_192.0)],
+        ),
     ] {
         let e = p / 4.0; // elements of P
         assert_eq!(
@@ -630,12 +653,11 @@ fn paca_on_a_subset_of_targets_by_hand() {
             ],
             "{module}"
         );
-        let bwd = paca(module, &l.backward.kernels);
-        assert_eq!(
-            bwd[..2],
-            [("mm_dP", y + 64.0, p, 2.0 * e * 4.0), ("mul", p, p, e)],
-            "{module}"
-        );
+        // Everything of the module's backward but the dX GEMM: dP, its scale, and (v) the add;
+        // no cast in fp32, no gradient of W or of the no-grad s·P.
+        let mut want = vec![("mm_dP", y + 64.0, p, 2.0 * e * 4.0), ("mul", p, p, e)];
+        want.extend(extra);
+        assert_eq!(paca(module, &l.backward.kernels), want, "{module}");
     }
     // k, o and the MLP are frozen: no P, no gather, no dP.
     for module in ["self_attn.k_proj", "self_attn.o_proj", "mlp.down_proj"] {
