@@ -218,12 +218,15 @@ fn foreach_chunking_by_hand() {
     assert_eq!(got, [1, 1, 2, 3, 3, 4, 4]);
 }
 
-/// The foreach ops take their launch counts at their depth: with 100 one-chunk tensors,
-/// 1 launch at depth 1 (mul_, div_, add_, norm), 2 at depth 2 (lerp_, addcmul_, sqrt), 3 at
-/// depth 3 (addcdiv_), 3 at depth 4 (fused AdamW: ⌈100/36⌉) and 2 for SGD's depth-2 add_.
+/// The foreach ops take their launch counts at their depth: with 90 one-chunk tensors,
+/// ⌈90/110⌉ = 1 launch at depth 1 (norm, mul_, add_), ⌈90/64⌉ = 2 at depth 2 (lerp_, sqrt's
+/// input and output) and ⌈90/48⌉ = 2 at depth 3 (addcdiv_). 90 keeps clear of two limits
+/// costsim does not model (docs/mutants.md): `_foreach_addcmul_` takes three lists in ATen
+/// (depth 3, costsim files depth 2) and `_foreach_div_` by a list of scalars takes at most 96
+/// tensors a launch (costsim 110); both agree with PyTorch here (2 and 1).
 #[test]
 fn foreach_launches_per_depth_in_the_phase() {
-    let list = vec![10u64; 100];
+    let list = vec![10u64; 90];
     let w = Workload::default();
     let got: Vec<(&str, u32)> = optimizer_of(&w, &list)
         .iter()
@@ -242,13 +245,13 @@ fn foreach_launches_per_depth_in_the_phase() {
             ("_foreach_sqrt", 2),
             ("_foreach_div_", 1),
             ("_foreach_add_", 1),
-            ("_foreach_addcdiv_", 3),
+            ("_foreach_addcdiv_", 2),
         ]
     );
     // What the phase left in this thread's memo: depths 1, 2 and 3 counted, 4 and 5 not.
     assert_eq!(
         launches_recalled(&list),
-        [Some(1), Some(2), Some(3), None, None]
+        [Some(1), Some(2), Some(2), None, None]
     );
     let fused = Workload {
         optimizer: Opt::AdamwFused,
