@@ -960,3 +960,30 @@ fn rope_backward_products_and_cast_under_autocast_by_hand() {
         ]
     );
 }
+
+/// In layer 0 under LoRA (the embedding frozen) only the adapted projection's output requires
+/// grad: with LoRA on v alone SDPA still runs its backward (v needs dv) but neither q nor k
+/// needs its gradient copied back; with LoRA on q alone q's gradient is copied (rope's fresh
+/// output, 8,192 bf16 = 16,384 B) and k's is not. TinyLlama bf16-mixed, batch 1 × seq 4.
+#[test]
+fn sdpa_backward_when_one_input_requires_grad() {
+    for (targets, want) in [
+        ("v", vec!["scaled_dot_product_attention_backward"]),
+        ("q", vec!["scaled_dot_product_attention_backward", "clone"]),
+    ] {
+        let g = tiny_llama(MethodName::Lora, &opts(2, targets), Precision::Bf16Mixed);
+        let got: Vec<(&str, f64)> = g
+            .layer(0)
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "self_attn")
+            .map(|k| (k.name, k.bytes_written))
+            .collect();
+        let names: Vec<&str> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, want, "{targets}");
+        if targets == "q" {
+            assert_eq!(got[1].1, 16_384.0);
+        }
+    }
+}
