@@ -423,8 +423,9 @@ fn sdpa_math_path_forward_by_hand() {
 /// gradients of probs·v (d(v) = probsᵀ·dO reads dO and probs; d(probs) = dO·vᵀ reads dO and
 /// v), `_softmax_backward_data` (reads the gradient and the kept probabilities, 2 FLOPs per
 /// forward FLOP), the two bmm gradients of q·kᵀ (each reads dS and the other operand), q's copy
-/// gradient, and the scales' gradients (grad · √scale). The expanded heads' sums are left out
-/// (costsim files two per expanded tensor where the CPU trace has one; docs/mutants.md).
+/// gradient, the sums of the expanded heads, and the scales' gradients (grad · √scale). Only
+/// one sum per expanded tensor is checked: costsim files a second (the tracer's broadcast
+/// sum, with FLOPs) where the CPU trace has one (docs/mutants.md).
 #[test]
 fn sdpa_math_path_backward_by_hand() {
     let g = tiny_llama(MethodName::Full, &MethodOptions::default(), Precision::Fp32);
@@ -433,7 +434,7 @@ fn sdpa_math_path_backward_by_hand() {
         .backward
         .kernels
         .iter()
-        .filter(|k| k.module == "self_attn" && k.name != "sum"));
+        .filter(|k| k.module == "self_attn" && (k.name != "sum" || k.flops == 0.0)));
     let (q, kv, sc) = (32_768.0, 4_096.0, 2_048.0);
     assert_eq!(
         got,
@@ -445,6 +446,10 @@ fn sdpa_math_path_backward_by_hand() {
             ("mm_dW", sc + q, q, 65_536.0),
             ("mm_dX", sc + q, q, 65_536.0),
             ("backward", q, q, 0.0),
+            // the expand's sum over the 8 heads of a group: reads the 32-head gradient, writes
+            // v's, then k's (the CPU trace: one such sum each)
+            ("sum", q, kv, 0.0),
+            ("sum", q, kv, 0.0),
             ("mul_backward", kv, kv, 1_024.0),
             ("mul_backward", q, q, 8_192.0),
         ]
@@ -769,8 +774,8 @@ fn sdpa_grouped_query_by_hand() {
 /// (reads 4,096 B, writes 32,768 B), q·kᵀ, `* scaling` (Llama multiplies; GPT-2 divides),
 /// `+ causal_mask` (S×S fp32, 64 B), softmax in fp32 (the cast back is a no-op in fp32; the
 /// attention dropout is 0: no kernel), ·v, the transpose copy. Backward: the copy's gradient,
-/// the bmm gradients, softmax's, the scale's (the repeat_kv sums are left out, as for the math
-/// path: docs/mutants.md).
+/// the bmm gradients, softmax's, the scale's, repeat_kv's sums (one per tensor checked, as for
+/// the math path: docs/mutants.md).
 #[test]
 fn eager_grouped_query_attention_by_hand() {
     let w = Workload {
@@ -803,7 +808,7 @@ fn eager_grouped_query_attention_by_hand() {
         .backward
         .kernels
         .iter()
-        .filter(|k| k.module == "self_attn" && k.name != "sum"));
+        .filter(|k| k.module == "self_attn" && (k.name != "sum" || k.flops == 0.0)));
     assert_eq!(
         bwd,
         [
@@ -814,6 +819,9 @@ fn eager_grouped_query_attention_by_hand() {
             ("mul_backward", sc, sc, 512.0),
             ("mm_dW", sc + q, q, 65_536.0),
             ("mm_dX", sc + q, q, 65_536.0),
+            // repeat_kv's sums over each group of 8 heads: v's, then k's
+            ("sum", q, kv, 0.0),
+            ("sum", q, kv, 0.0),
         ]
     );
 }
