@@ -995,3 +995,29 @@ fn sdpa_backward_when_one_input_requires_grad() {
         }
     }
 }
+
+/// Host work per module call: with LoRA on q_proj alone each block makes seven nn.Linear
+/// calls (q, k, v, o, gate, up, down), one of them (q_proj) a peft LoRA layer's forward.
+#[test]
+fn lora_module_and_peft_calls_by_hand() {
+    let g = tiny_llama(MethodName::Lora, &opts(2, "q"), Precision::Fp32);
+    let calls = |f: &dyn Fn(&Kernel) -> u8, proj: bool| -> u32 {
+        g.layer(1)
+            .forward
+            .kernels
+            .iter()
+            .filter(|k| !proj || k.module.ends_with("_proj"))
+            .map(|k| u32::from(f(k)))
+            .sum()
+    };
+    assert_eq!(calls(&|k| k.module_calls, true), 7);
+    assert_eq!(calls(&|k| k.peft_calls, false), 1);
+    let q = g
+        .layer(1)
+        .forward
+        .kernels
+        .iter()
+        .find(|k| k.peft_calls == 1)
+        .map(|k| k.module);
+    assert_eq!(q, Some("self_attn.q_proj"));
+}
