@@ -1021,3 +1021,130 @@ fn lora_module_and_peft_calls_by_hand() {
         .map(|k| k.module);
     assert_eq!(q, Some("self_attn.q_proj"));
 }
+// ---------------------------------------------------------------------------------------------
+// Embedding scope
+// ---------------------------------------------------------------------------------------------
+
+/// GPT-2's embedding backward, fp32, batch 1 × seq 4 (d = 768, V = 50,257, 1,024 positions),
+/// full fine-tuning, two micro-batches. `embedding_dense_backward` (three kernels: zero the
+/// table's gradient, sort the ids, scatter-add the rows) reads the 4 gradient rows (4 · 768 ·
+/// 4 = 12,288 B) and 24 B of ids per row (the ids, the sorted ids and their positions:
+/// 4 · 24 = 96 B), writes the whole table's gradient and the two sorted int64 arrays (4 · 16 =
+/// 64 B): wte 50,257 · 768 · 4 = 154,389,504 B, wpe 1,024 · 768 · 4 = 3,145,728 B. The tied LM
+/// head's gradient is added into wte's (reads two V×d gradients, writes one, one FLOP an
+/// element). With accumulation each table's gradient is also added into `.grad`.
+#[test]
+fn gpt2_embedding_backward_by_hand() {
+    let m = preset("gpt2").unwrap();
+    let w = Workload {
+        batch: 1,
+        seq: 4,
+        precision: Precision::Fp32,
+        grad_accum: 2,
+        ..Workload::default()
+    };
+    let (wte, wpe) = (154_389_504.0, 3_145_728.0);
+    let (rows, x) = (12_288.0, 12_288.0);
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    let g = build(&m, &s, &w);
+    let eb = |table: f64| {
+        (
+            "embedding_dense_backward",
+            rows + 96.0,
+            table + 64.0,
+            3_072.0,
+        )
+    };
+    let add = |table: f64| ("accumulate_grad", 2.0 * table, table, table / 4.0);
+    // dropout's gradient reads the gradient and the bool mask (3,072 B).
+    let drop = ("dropout_backward", x + 3_072.0, x, 3_072.0);
+    assert_eq!(
+        io(&g.embedding.backward.kernels),
+        [drop, eb(wpe), eb(wte), add(wte)]
+    );
+    assert_eq!(
+        io(&g.embedding.backward_accum.kernels),
+        [drop, eb(wpe), add(wpe), eb(wte), add(wte), add(wte)]
+    );
+    assert!(g
+        .embedding
+        .backward
+        .kernels
+        .iter()
+        .filter(|k| k.name == "embedding_dense_backward")
+        .all(|k| k.launches == 3));
+    // Under LoRA the tables are frozen: no embedding backward, even when accumulating.
+    let s = spec(&m, MethodName::Lora, &MethodOptions::default());
+    let g = build(&m, &s, &w);
+    assert!(g.embedding.backward.kernels.is_empty());
+    assert!(g.embedding.backward_accum.kernels.is_empty());
+}
+
+/// Llama's rotary tables in a pure-bf16 model (transformers' `LlamaRotaryEmbedding.forward`),
+/// TinyLlama batch 1 × seq 4 (hd = 64): the positions (4 int64, 32 B) to fp32 (16 B);
+/// inv_freq (32 bf16, 64 B) `.float()` (128 B); inv_freq ⊗ positions (reads 128 + 16 B,
+/// writes 4 · 32 fp32 = 512 B); cat to 4 · 64 fp32 (1,024 B); cos, ·scaling, sin, ·scaling
+/// (1,024 B each way); cos and sin cast to bf16 (1,024 B → 512 B). rope keeps cos and sin for
+/// q's and k's gradients, once for all layers: 2 · 4 · 64 · 2 = 1,024 B.
+#[test]
+fn rotary_tables_in_bf16_by_hand() {
+    let g = tiny_llama(MethodName::Full, &MethodOptions::default(), Precision::Bf16);
+    let got: Vec<(&str, f64, f64)> = g
+        .embedding
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "rotary_emb")
+        .map(|k| (k.name, k.bytes_read, k.bytes_written))
+        .collect();
+    let t = 1_024.0;
+    assert_eq!(
+        got,
+        [
+            ("to_copy", 32.0, 16.0),
+            ("bmm", 144.0, 512.0),
+            ("cat", 512.0, t),
+            ("cos", t, t),
+            ("mul", t, t),
+            ("sin", t, t),
+            ("mul", t, t),
+            ("to_copy", 64.0, 128.0),
+            ("to_copy", t, 512.0),
+            ("to_copy", t, 512.0),
+        ]
+    );
+    assert_eq!(g.embedding.saved_by_module, [("rotary_emb", 1_024.0)]);
+}
+
+/// Eager attention's causal mask, built once in the model's forward (fp32, TinyLlama batch 1 ×
+/// seq 4): `full` writes the S×S fp32 fill (16 · 4 = 64 B) reading nothing, `triu` and the
+/// expand's copy read and write it.
+#[test]
+fn eager_causal_mask_by_hand() {
+    let m = preset("tinyllama-1.1b").unwrap();
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    let w = Workload {
+        batch: 1,
+        seq: 4,
+        precision: Precision::Fp32,
+        attention: crate::workload::AttentionImpl::Eager,
+        ..Workload::default()
+    };
+    let g = build(&m, &s, &w);
+    let got: Vec<(&str, f64, f64)> = g
+        .embedding
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| matches!(k.name, "full" | "triu" | "expand_copy"))
+        .map(|k| (k.name, k.bytes_read, k.bytes_written))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("full", 0.0, 64.0),
+            ("triu", 64.0, 64.0),
+            ("expand_copy", 64.0, 64.0)
+        ]
+    );
+}
