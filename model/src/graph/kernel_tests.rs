@@ -1113,6 +1113,16 @@ fn rotary_tables_in_bf16_by_hand() {
             ("to_copy", t, 512.0),
         ]
     );
+    // cos, sin and the two scalings: one operation per table element, 4 · 64 = 256 FLOPs.
+    let flops: Vec<f64> = g
+        .embedding
+        .forward
+        .kernels
+        .iter()
+        .filter(|k| k.module == "rotary_emb" && matches!(k.name, "cos" | "sin" | "mul"))
+        .map(|k| k.flops)
+        .collect();
+    assert_eq!(flops, [256.0; 4]);
     assert_eq!(g.embedding.saved_by_module, [("rotary_emb", 1_024.0)]);
 }
 
