@@ -1158,3 +1158,41 @@ fn eager_causal_mask_by_hand() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Labels and the step's segments
+// ---------------------------------------------------------------------------------------------
+
+/// Each kernel kind's label (`as_str`, `Display`) is the name its JSON output carries (serde's
+/// kebab-case derive, a separate code path).
+#[test]
+fn kernel_kind_labels_match_their_json_names() {
+    for kind in KernelKind::ALL {
+        let json = serde_json::to_string(&kind).unwrap();
+        assert_eq!(format!("\"{}\"", kind.as_str()), json);
+        assert_eq!(format!("\"{kind}\""), json);
+    }
+}
+
+/// With one micro-batch per step there is no later micro-batch: the accumulating backward is
+/// not built (empty in every scope); with two it holds the accumulate-grad adds.
+#[test]
+fn accumulating_backward_only_with_accumulation() {
+    let m = preset("gpt2").unwrap();
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    for accum in [1, 2] {
+        let w = Workload {
+            batch: 1,
+            seq: 4,
+            grad_accum: accum,
+            ..Workload::default()
+        };
+        let g = build(&m, &s, &w);
+        let scopes = [&g.embedding, g.layer(0), &g.head];
+        let built = scopes
+            .iter()
+            .filter(|sg| !sg.backward_accum.kernels.is_empty())
+            .count();
+        assert_eq!(built, if accum == 1 { 0 } else { 3 }, "grad_accum {accum}");
+    }
+}
