@@ -24,6 +24,8 @@
 mod attention;
 mod block;
 mod head;
+#[cfg(test)]
+mod kernel_tests;
 mod linear;
 mod norms;
 mod optimizer;

@@ -67,12 +67,12 @@ thread_local! {
 }
 
 /// What this thread remembers of `tensors`' launch counts.
-fn launches_recalled(tensors: &[u64]) -> Launches {
+pub(super) fn launches_recalled(tensors: &[u64]) -> Launches {
     LAUNCH_MEMO.with_borrow(|(memo, _)| memo.get(tensors).copied().unwrap_or([None; 5]))
 }
 
 /// Remember `tensors`' launch counts, starting afresh when the memo is full.
-fn launches_remember(tensors: &[u64], v: Launches) {
+pub(super) fn launches_remember(tensors: &[u64], v: Launches) {
     if tensors.len() > LAUNCH_MEMO_ELEMS {
         return;
     }
