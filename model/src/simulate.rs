@@ -901,9 +901,6 @@ mod tests {
         sync: bool,
         grad_accum: u32,
     ) -> [Timeline; 2] {
-        let m = preset("gpt2").unwrap();
-        let spec =
-            MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
         synthetic_step_with(
             host,
             device,

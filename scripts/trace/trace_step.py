@@ -779,6 +779,11 @@ class Recorder(TorchDispatchMode):
         row["written_bytes"] += written
         if name.startswith("_foreach_") and launches > 0:
             lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+            # A list of Python numbers (AdamW's bias corrections, step sizes): the scalar-list
+            # variant, whose launches hold fewer tensors (ATen's depth_to_max_tensors_scalarlist).
+            scalar_list = any(
+                isinstance(a, (list, tuple)) and a and isinstance(a[0], (int, float)) for a in args
+            )
             self.foreach.append(
                 dict(
                     phase=self.phase,
@@ -786,6 +791,7 @@ class Recorder(TorchDispatchMode):
                     lists=len(lists),
                     numels=[t.numel() for t in lists[0]] if lists else [],
                     dtype=str(lists[0][0].dtype).replace("torch.", "") if lists else "",
+                    scalar_list=scalar_list,
                 )
             )
         if not func.is_view:

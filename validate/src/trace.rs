@@ -19,7 +19,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use costsim_model::arch::parse_hf_config;
-use costsim_model::graph::{self, foreach_launches, KernelKind, Phase};
+use costsim_model::graph::{
+    self, foreach_launches, foreach_launches_scalarlist, KernelKind, Phase,
+};
 use costsim_model::method::{
     AdapterDtype, LayerSelection, MethodName, MethodOptions, MethodSpec, Targets,
 };
@@ -288,8 +290,28 @@ pub struct OpRow {
 pub struct ForeachRec {
     pub phase: String,
     pub op: String,
+    /// Tensor lists among the call's arguments (an out-of-place op's output list is not one).
     pub lists: usize,
     pub numels: Vec<u64>,
+    /// Whether the call also took a list of scalars (AdamW's bias corrections and step sizes);
+    /// traces before this field lack it.
+    #[serde(default)]
+    pub scalar_list: bool,
+}
+
+impl ForeachRec {
+    /// multi_tensor_apply launches of this call: its depth is the tensor lists it reads plus,
+    /// for an out-of-place op, the list it writes (`_foreach_norm` writes per-tensor scalars
+    /// outside the lists), with the scalar-list limits when it took scalars.
+    pub fn launches(&self) -> u32 {
+        let out = !self.op.ends_with('_') && self.op != "_foreach_norm";
+        let depth = self.lists.max(1) + usize::from(out);
+        if self.scalar_list {
+            foreach_launches_scalarlist(&self.numels, depth)
+        } else {
+            foreach_launches(&self.numels, depth)
+        }
+    }
 }
 
 /// Read a trace file.
@@ -556,7 +578,7 @@ pub fn traced_launches(t: &Trace, phase: &str) -> u64 {
         .foreach
         .iter()
         .filter(|f| f.phase == phase)
-        .map(|f| u64::from(foreach_launches(&f.numels, f.lists.max(1))))
+        .map(|f| u64::from(f.launches()))
         .sum();
     rows + foreach
 }
@@ -1089,6 +1111,29 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traced_foreach_launches_by_hand() {
+        // 100 tensors of 10 elements: only the tensor limit binds (torch 2.11's
+        // MultiTensorApply.cuh: 110, 64, 48 tensors at depth 1, 2, 3; 96 at depth 1 with a
+        // scalar list).
+        let rec = |op: &str, lists: usize, scalar_list: bool| ForeachRec {
+            phase: "optimizer".into(),
+            op: op.into(),
+            lists,
+            numels: vec![10; 100],
+            scalar_list,
+        };
+        // Out of place: the input list and the output list, depth 2: ⌈100/64⌉ = 2.
+        assert_eq!(rec("_foreach_sqrt", 1, false).launches(), 2);
+        // The norm writes per-tensor scalars, not a list: depth 1, ⌈100/110⌉ = 1.
+        assert_eq!(rec("_foreach_norm", 1, false).launches(), 1);
+        // In place by a list of floats: ⌈100/96⌉ = 2.
+        assert_eq!(rec("_foreach_div_", 1, true).launches(), 2);
+        assert_eq!(rec("_foreach_div_", 1, false).launches(), 1);
+        // addcmul_ in place over self, tensor1, tensor2: depth 3, ⌈100/48⌉ = 3.
+        assert_eq!(rec("_foreach_addcmul_", 3, false).launches(), 3);
+    }
 
     #[test]
     fn aten_ops_fall_into_costsim_kinds() {

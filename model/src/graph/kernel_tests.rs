@@ -220,15 +220,16 @@ fn foreach_chunking_by_hand() {
     assert_eq!(got, [1, 1, 2, 3, 3, 4, 4]);
 }
 
-/// The foreach ops take their launch counts at their depth: with 90 one-chunk tensors,
-/// ⌈90/110⌉ = 1 launch at depth 1 (norm, mul_, add_), ⌈90/64⌉ = 2 at depth 2 (lerp_, sqrt's
-/// input and output) and ⌈90/48⌉ = 2 at depth 3 (addcdiv_). 90 keeps clear of two limits
-/// costsim does not model (docs/mutants.md): `_foreach_addcmul_` takes three lists in ATen
-/// (depth 3, costsim files depth 2) and `_foreach_div_` by a list of scalars takes at most 96
-/// tensors a launch (costsim 110); both agree with PyTorch here (2 and 1).
+/// 100 tensors of 10 elements, each launch limited by its tensor count alone: depth 1 (one
+/// list: norm, mul_, add_) ⌈100/110⌉ = 1; depth 2 (lerp_, sqrt: input and output) ⌈100/64⌉ = 2;
+/// `_foreach_addcmul_` in place with a scalar value touches self, tensor1 and tensor2 (ATen's
+/// `foreach_pointwise_op_`, `multi_tensor_apply<3>`): ⌈100/48⌉ = 3; `_foreach_div_` by the list
+/// of bias corrections (floats) is a scalar-list op, at most 96 tensors a launch
+/// (`depth_to_max_tensors_scalarlist`): ⌈100/96⌉ = 2; `_foreach_addcdiv_` by the list of step
+/// sizes, depth 3 with a scalar list: ⌈100/48⌉ = 3 (torch/optim/adam.py, `_multi_tensor_adam`).
 #[test]
 fn foreach_launches_per_depth_in_the_phase() {
-    let list = vec![10u64; 90];
+    let list = vec![10u64; 100];
     let w = Workload::default();
     let got: Vec<(&str, u32)> = optimizer_of(&w, &list)
         .iter()
@@ -243,17 +244,18 @@ fn foreach_launches_per_depth_in_the_phase() {
             ("_foreach_mul_", 1),
             ("_foreach_lerp_", 2),
             ("_foreach_mul_", 1),
-            ("_foreach_addcmul_", 2),
+            ("_foreach_addcmul_", 3),
             ("_foreach_sqrt", 2),
-            ("_foreach_div_", 1),
+            ("_foreach_div_", 2),
             ("_foreach_add_", 1),
-            ("_foreach_addcdiv_", 2),
+            ("_foreach_addcdiv_", 3),
         ]
     );
-    // What the phase left in this thread's memo: depths 1, 2 and 3 counted, 4 and 5 not.
+    // What the phase left in this thread's memo: depths 1, 2 and 3 counted, 4 and 5 not, and
+    // the depth-1 scalar-list count in the sixth slot.
     assert_eq!(
         launches_recalled(&list),
-        [Some(1), Some(2), Some(2), None, None]
+        [Some(1), Some(2), Some(3), None, None, Some(2)]
     );
     let fused = Workload {
         optimizer: Opt::AdamwFused,
@@ -278,53 +280,55 @@ fn launch_memo_contract() {
     const CAP: usize = 1 << 18; // 2 MiB / 8 bytes
     let a = [1u64, 2, 3];
     let b = [1u64, 2, 4];
-    assert_eq!(launches_recalled(&a), [None; 5]);
-    launches_remember(&a, [Some(7), Some(8), Some(9), None, None]);
+    assert_eq!(launches_recalled(&a), [None; 6]);
+    launches_remember(&a, [Some(7), Some(8), Some(9), None, None, Some(6)]);
     assert_eq!(
         launches_recalled(&a),
-        [Some(7), Some(8), Some(9), None, None]
+        [Some(7), Some(8), Some(9), None, None, Some(6)]
     );
-    assert_eq!(launches_recalled(&b), [None; 5]);
-    // The phase trusts the memo: depth-1 ops take 7, depth 2 take 8, depth 3 take 9.
+    assert_eq!(launches_recalled(&b), [None; 6]);
+    // The phase trusts the memo: depth-1 ops take 7, depth 2 take 8, depth 3 take 9, the
+    // depth-1 scalar-list op 6.
     let ks = optimizer_of(&Workload::default(), &a);
     let l = |name| ks.iter().find(|k| k.name == name).unwrap().launches;
     assert_eq!(
         (
             l("_foreach_norm"),
             l("_foreach_lerp_"),
-            l("_foreach_addcdiv_")
+            l("_foreach_addcdiv_"),
+            l("_foreach_div_")
         ),
-        (7, 8, 9)
+        (7, 8, 9, 6)
     );
     // Remembering again replaces.
-    launches_remember(&a, [Some(1); 5]);
-    assert_eq!(launches_recalled(&a), [Some(1); 5]);
+    launches_remember(&a, [Some(1); 6]);
+    assert_eq!(launches_recalled(&a), [Some(1); 6]);
 
     // A list of exactly CAP elements is kept; one of CAP + 1 is not.
     let exact = vec![5u64; CAP];
-    launches_remember(&exact, [Some(4); 5]);
-    assert_eq!(launches_recalled(&exact), [Some(4); 5]);
+    launches_remember(&exact, [Some(4); 6]);
+    assert_eq!(launches_recalled(&exact), [Some(4); 6]);
     let over = vec![6u64; CAP + 1];
-    launches_remember(&over, [Some(4); 5]);
-    assert_eq!(launches_recalled(&over), [None; 5]);
+    launches_remember(&over, [Some(4); 6]);
+    assert_eq!(launches_recalled(&over), [None; 6]);
     // `exact` filled the memo: the next list clears it first.
-    launches_remember(&b, [Some(2); 5]);
-    assert_eq!(launches_recalled(&b), [Some(2); 5]);
-    assert_eq!(launches_recalled(&exact), [None; 5]);
+    launches_remember(&b, [Some(2); 6]);
+    assert_eq!(launches_recalled(&b), [Some(2); 6]);
+    assert_eq!(launches_recalled(&exact), [None; 6]);
 
     // Two halves fill the memo exactly (b's 3 elements counted too: 3 + (CAP/2 − 3) + CAP/2 =
     // CAP, not over): all three kept; one more list clears them all.
     let h1 = vec![7u64; CAP / 2 - 3];
     let h2 = vec![8u64; CAP / 2];
-    launches_remember(&h1, [Some(3); 5]);
-    launches_remember(&h2, [Some(3); 5]);
+    launches_remember(&h1, [Some(3); 6]);
+    launches_remember(&h2, [Some(3); 6]);
     for l in [&h1[..], &h2[..], &b[..]] {
-        assert_ne!(launches_recalled(l), [None; 5], "{}", l.len());
+        assert_ne!(launches_recalled(l), [None; 6], "{}", l.len());
     }
-    launches_remember(&[9], [Some(5); 5]);
-    assert_eq!(launches_recalled(&[9]), [Some(5); 5]);
+    launches_remember(&[9], [Some(5); 6]);
+    assert_eq!(launches_recalled(&[9]), [Some(5); 6]);
     for l in [&h1[..], &h2[..], &b[..]] {
-        assert_eq!(launches_recalled(l), [None; 5], "{}", l.len());
+        assert_eq!(launches_recalled(l), [None; 6], "{}", l.len());
     }
 }
 

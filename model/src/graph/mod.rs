@@ -31,7 +31,7 @@ mod norms;
 mod optimizer;
 mod tracer;
 
-pub use optimizer::foreach_launches;
+pub use optimizer::{foreach_launches, foreach_launches_scalarlist};
 
 use crate::arch::{Family, ModelConfig};
 use crate::method::MethodSpec;

@@ -16,15 +16,29 @@ use smallvec::smallvec;
 
 /// Multi-tensor launches of one foreach op over `tensors` (element counts): PyTorch's
 /// multi_tensor_apply fills a launch with at most `max_tensors` tensors (110, 64, 48, 36, 30 for
-/// depth 1–5) and 320 chunks of 65,536 elements.
+/// depth 1–5: the tensor lists the kernel reads and writes, an out-of-place op's output list
+/// included) and 320 chunks of 65,536 elements (torch 2.11's
+/// `ATen/native/cuda/MultiTensorApply.cuh`, `depth_to_max_tensors`, `depth_to_max_blocks`).
 pub fn foreach_launches(tensors: &[u64], depth: usize) -> u32 {
     const MAX_TENSORS: [u32; 5] = [110, 64, 48, 36, 30];
+    launches_with_max(tensors, MAX_TENSORS[depth.clamp(1, 5) - 1])
+}
+
+/// [`foreach_launches`] of an op that also takes a list of scalars, one per tensor
+/// (`_foreach_div_(tensors, [floats])`, `_foreach_addcdiv_(…, [floats])`): the scalars share the
+/// kernel argument, so a launch holds at most 96, 64, 48, 36, 30 tensors for depth 1–5
+/// (`depth_to_max_tensors_scalarlist`, the same header).
+pub fn foreach_launches_scalarlist(tensors: &[u64], depth: usize) -> u32 {
+    const MAX_TENSORS: [u32; 5] = [96, 64, 48, 36, 30];
+    launches_with_max(tensors, MAX_TENSORS[depth.clamp(1, 5) - 1])
+}
+
+fn launches_with_max(tensors: &[u64], max_t: u32) -> u32 {
     const MAX_BLOCKS: u64 = 320;
     const CHUNK: u64 = 65_536;
     if tensors.is_empty() {
         return 0;
     }
-    let max_t = MAX_TENSORS[depth.clamp(1, 5) - 1];
     let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
     for &n in tensors {
         let mut chunks = n.div_ceil(CHUNK).max(1);
@@ -57,8 +71,9 @@ pub fn foreach_launches(tensors: &[u64], depth: usize) -> u32 {
 /// for every batch and sequence length.
 const LAUNCH_MEMO_ELEMS: usize = 1 << 18;
 
-/// Launch counts per depth (1–5) of a tensor list, those computed so far.
-type Launches = [Option<u32>; 5];
+/// Launch counts per depth (1–5) of a tensor list, and (slot 6) of a depth-1 op with a scalar
+/// list, those computed so far.
+type Launches = [Option<u32>; 6];
 
 thread_local! {
     /// Launch counts of recently seen tensor lists, and their total length.
@@ -68,7 +83,7 @@ thread_local! {
 
 /// What this thread remembers of `tensors`' launch counts.
 pub(super) fn launches_recalled(tensors: &[u64]) -> Launches {
-    LAUNCH_MEMO.with_borrow(|(memo, _)| memo.get(tensors).copied().unwrap_or([None; 5]))
+    LAUNCH_MEMO.with_borrow(|(memo, _)| memo.get(tensors).copied().unwrap_or([None; 6]))
 }
 
 /// Remember `tensors`' launch counts, starting afresh when the memo is full.
@@ -90,6 +105,9 @@ pub(super) fn launches_remember(tensors: &[u64], v: Launches) {
     });
 }
 
+/// Marks a scalar-list foreach op in the optimizer recipe's depth argument.
+const SCALAR_LIST: usize = 0x10;
+
 /// The optimizer phase: gradient unscale (fp16), clipping, and the update.
 pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     use KernelKind::*;
@@ -102,11 +120,24 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     // once here, and the counts are remembered per thread for the next point with the same list.
     let recalled = launches_recalled(tensors);
     let launches = std::cell::Cell::new(recalled);
+    // `depth`: tensor lists the kernel touches; 0x10 marks a scalar list (only depth 1 differs).
     let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
         let mut k = Kernel::new(name, Optimizer, cx.p);
-        let d = depth.clamp(1, 5) - 1;
+        let scalar_list = depth & SCALAR_LIST != 0;
+        let depth = depth & !SCALAR_LIST;
+        let d = if scalar_list && depth == 1 {
+            5
+        } else {
+            depth.clamp(1, 5) - 1
+        };
         let mut known = launches.get();
-        k.launches = *known[d].get_or_insert_with(|| foreach_launches(tensors, depth));
+        k.launches = *known[d].get_or_insert_with(|| {
+            if scalar_list {
+                foreach_launches_scalarlist(tensors, depth)
+            } else {
+                foreach_launches(tensors, depth)
+            }
+        });
         launches.set(known);
         k.bytes_read = reads * elems * sz;
         k.bytes_written = writes * elems * sz;
@@ -162,14 +193,18 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
             ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0)); // weight decay
             ks.push(fe("_foreach_lerp_", 2, 2.0, 1.0, 3.0));
             ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));
-            ks.push(fe("_foreach_addcmul_", 2, 2.0, 1.0, 3.0));
+            // In place with a scalar value: self, tensor1, tensor2 (ATen's
+            // `foreach_pointwise_op_`, `multi_tensor_apply<3>`).
+            ks.push(fe("_foreach_addcmul_", 3, 2.0, 1.0, 3.0));
             let mut bc = Kernel::new("bias_correction", Host, DType::F32);
             bc.launches = 0;
             ks.push(bc);
             ks.push(fe("_foreach_sqrt", 2, 1.0, 1.0, 1.0));
-            ks.push(fe("_foreach_div_", 1, 1.0, 1.0, 1.0));
+            // Divided by the list of bias corrections (floats), and stepped by the list of step
+            // sizes: scalar-list variants (torch/optim/adam.py, `_multi_tensor_adam`).
+            ks.push(fe("_foreach_div_", 1 | SCALAR_LIST, 1.0, 1.0, 1.0));
             ks.push(fe("_foreach_add_", 1, 1.0, 1.0, 1.0));
-            ks.push(fe("_foreach_addcdiv_", 3, 3.0, 1.0, 3.0));
+            ks.push(fe("_foreach_addcdiv_", 3 | SCALAR_LIST, 3.0, 1.0, 3.0));
         }
         Opt::AdamwFused => ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0)),
         Opt::Sgd => ks.push(fe("_foreach_add_", 2, 2.0, 1.0, 2.0)),
@@ -267,7 +302,7 @@ pub(super) fn trainable_tensors(cx: &Ctx) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::foreach_launches;
+    use super::{foreach_launches, foreach_launches_scalarlist};
     use crate::graph::tests::graph;
     use crate::method::MethodName;
     use crate::workload::Workload;
@@ -316,17 +351,15 @@ mod tests {
                     .iter()
                     .filter(|k| k.kind == crate::graph::KernelKind::Optimizer)
                 {
-                    let depth = match k.name {
-                        "_foreach_lerp_" | "_foreach_addcmul_" | "_foreach_sqrt" => 2,
-                        "_foreach_addcdiv_" => 3,
-                        _ => 1,
+                    let t = &g.trainable_tensors;
+                    let want = match k.name {
+                        "_foreach_lerp_" | "_foreach_sqrt" => foreach_launches(t, 2),
+                        "_foreach_addcmul_" => foreach_launches(t, 3),
+                        "_foreach_addcdiv_" => foreach_launches_scalarlist(t, 3),
+                        "_foreach_div_" => foreach_launches_scalarlist(t, 1),
+                        _ => foreach_launches(t, 1),
                     };
-                    assert_eq!(
-                        k.launches,
-                        foreach_launches(&g.trainable_tensors, depth),
-                        "rank {rank} {}",
-                        k.name
-                    );
+                    assert_eq!(k.launches, want, "rank {rank} {}", k.name);
                 }
             }
         }
