@@ -293,6 +293,84 @@ thread_local! {
     static TEMPLATES: RefCell<Vec<Template>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What a rescaled point's optimizer phase and trainable tensors depend on in a sweep: the
+/// model, the resolved method (rank, targets, trained layers) and the workload's precision,
+/// optimizer and clipping; not batch or sequence length (`graph::rebuild_optimizer`; a test
+/// there checks this). The grid's base workload is fixed for a run, so within a run these are
+/// the key's fields, and the method's resolved spec is compared in full besides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct OptimizerKey {
+    run: u64,
+    model: usize,
+    method: MethodName,
+    precision: Precision,
+    layers: usize,
+    rank: Option<u64>,
+}
+
+/// Bytes of optimizer phases and tensor lists a worker thread keeps (all entries together,
+/// counted as [`optimizer_bytes`]): 2 MiB, a hundred ranks of LoRA on an 80-layer model (some
+/// 1 100 tensors each), which a sweep revisits for every batch and sequence length.
+const OPTIMIZER_BYTES_PER_THREAD: usize = 1 << 21;
+
+/// What one entry of [`OPTIMIZERS`] holds, roughly: its tensor list, kernels and key.
+fn optimizer_bytes(tensors: &[u64], seg: &graph::Segment) -> usize {
+    std::mem::size_of_val(tensors)
+        + seg.kernels.len() * std::mem::size_of::<graph::Kernel>()
+        + std::mem::size_of::<(OptimizerKey, MethodSpec)>()
+}
+
+/// Optimizer phases a worker thread has built for rescaled points, and their
+/// [`optimizer_bytes`] together.
+type Optimizers = (
+    rustc_hash::FxHashMap<OptimizerKey, (MethodSpec, Vec<u64>, graph::Segment)>,
+    usize,
+);
+
+thread_local! {
+    /// Per worker thread: the optimizer phases of recently rescaled points, by what they depend
+    /// on. Rebuilding one walks every trainable tensor for its multi-tensor launch counts.
+    static OPTIMIZERS: RefCell<Optimizers> = RefCell::new(Default::default());
+}
+
+/// Give a rescaled graph `work` the optimizer phase and trainable tensors of `spec`:
+/// `graph::rebuild_optimizer`, or a copy of what it gave for the same key and spec earlier.
+fn set_optimizer(
+    key: OptimizerKey,
+    model: &ModelConfig,
+    spec: &MethodSpec,
+    w: &Workload,
+    work: &mut StepGraph,
+) {
+    OPTIMIZERS.with_borrow_mut(|(memo, bytes)| {
+        if let Some((s, tensors, seg)) = memo.get(&key) {
+            if s == spec {
+                work.trainable_tensors.clone_from(tensors);
+                work.optimizer.clone_from(seg);
+                return;
+            }
+        }
+        graph::rebuild_optimizer(model, spec, w, work);
+        let n = optimizer_bytes(&work.trainable_tensors, &work.optimizer);
+        if n > OPTIMIZER_BYTES_PER_THREAD {
+            return;
+        }
+        if *bytes + n > OPTIMIZER_BYTES_PER_THREAD {
+            memo.clear();
+            *bytes = 0;
+        }
+        let entry = (
+            spec.clone(),
+            work.trainable_tensors.clone(),
+            work.optimizer.clone(),
+        );
+        if let Some((_, tensors, seg)) = memo.insert(key, entry) {
+            *bytes -= optimizer_bytes(&tensors, &seg);
+        }
+        *bytes += n;
+    });
+}
+
 /// Points evaluated together before their rows are handed on: large enough to keep every core
 /// busy, small enough (a few MB of rows) to keep memory flat.
 pub const CHUNK_POINTS: usize = 1 << 14;
@@ -578,7 +656,15 @@ impl Grid {
                     t.costs.resize_with(self.hws.len(), || None);
                 }
                 if let Some(work) = fit.apply(r) {
-                    graph::rebuild_optimizer(model, &spec, &w, work);
+                    let key = OptimizerKey {
+                        run: run_id,
+                        model: g.model,
+                        method: g.method,
+                        precision: g.precision,
+                        layers: g.layers,
+                        rank: g.rank,
+                    };
+                    set_optimizer(key, model, &spec, &w, work);
                     let fit = &*fit;
                     let costs = &mut t.costs;
                     return self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
