@@ -25,7 +25,7 @@ use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
-use crate::predict::{predict_costed, predict_with_graph, ConfigRef, Detail, Prediction};
+use crate::predict::{predict_costed_unlabelled, ConfigRef, Detail, Prediction};
 use crate::rescale::{cost_kept, RankFit, TemplateCosts};
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
@@ -669,7 +669,7 @@ impl Grid {
                     let costs = &mut t.costs;
                     return self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
                         let cg = fit.costed(&mut costs[j], &w, hw, memo);
-                        predict_costed(
+                        predict_costed_unlabelled(
                             ConfigRef {
                                 model,
                                 method: &spec,
@@ -699,7 +699,7 @@ impl Grid {
                 let costs = &mut t.costs;
                 self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
                     let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo);
-                    predict_costed(
+                    predict_costed_unlabelled(
                         ConfigRef {
                             model,
                             method: &spec,
@@ -731,7 +731,9 @@ impl Grid {
         run_id: u64,
     ) -> Vec<Row> {
         self.rows(g, model, spec, w, run_id, |_, hw, memo| {
-            predict_with_graph(
+            // `predict_with_graph` without the labels rows do not show.
+            let cg = crate::simulate::cost_graph_memo(graph, w, hw, memo, false);
+            predict_costed_unlabelled(
                 ConfigRef {
                     model,
                     method: spec,
@@ -739,9 +741,9 @@ impl Grid {
                     hw,
                 },
                 graph,
+                &cg,
                 Detail::default(),
                 None,
-                memo,
             )
         })
     }
