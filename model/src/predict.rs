@@ -219,13 +219,15 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     let weights = model.total_params() as f64 * p + extra_params * master;
     let grads = trainable * master;
     let states = trainable * master * f64::from(w.optimizer.states());
-    let scopes: Vec<&ScopeGraph> = std::iter::once(&g.embedding)
-        .chain((0..g.layer_class.len()).map(|i| g.layer(i)))
-        .chain(std::iter::once(&g.head))
-        .collect();
+    // The scopes in order, walked three times (no vector of them per prediction).
+    let scopes = || {
+        std::iter::once(&g.embedding)
+            .chain((0..g.layer_class.len()).map(|i| g.layer(i)))
+            .chain(std::iter::once(&g.head))
+    };
     let kept = |s: &ScopeGraph| s.saved_bytes + s.checkpoint_bytes;
-    let activations: f64 = scopes.iter().map(|s| kept(s)).sum();
-    let transient = scopes.iter().map(|s| s.transient_bytes).fold(0.0, f64::max);
+    let activations: f64 = scopes().map(kept).sum();
+    let transient = scopes().map(|s| s.transient_bytes).fold(0.0, f64::max);
     let accum_grads = if w.grad_accum > 1 { grads } else { 0.0 };
     let forward_peak = weights + states + accum_grads + activations + transient;
     // Backward walks the scopes in reverse: each frees what it kept and adds its gradients.
@@ -237,7 +239,7 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     } else {
         0.0
     };
-    for s in scopes.iter().rev() {
+    for s in scopes().rev() {
         if s.backward.kernels.is_empty() {
             continue;
         }
@@ -360,7 +362,38 @@ pub fn predict_costed(
     detail: Detail,
     amount: Option<Amount>,
 ) -> Prediction {
-    let tl = simulate::simulate(g, cg, cfg.workload, cfg.hw, detail.kernels);
+    predict_costed_with(cfg, g, cg, detail, amount, true)
+}
+
+/// [`predict_costed`] without the labels a sweep's rows do not show: `method`,
+/// `trained_layers` and `targets` are left empty; every number is the same.
+pub(crate) fn predict_costed_unlabelled(
+    cfg: ConfigRef,
+    g: &StepGraph,
+    cg: &simulate::CostedGraph,
+    detail: Detail,
+    amount: Option<Amount>,
+) -> Prediction {
+    predict_costed_with(cfg, g, cg, detail, amount, false)
+}
+
+fn predict_costed_with(
+    cfg: ConfigRef,
+    g: &StepGraph,
+    cg: &simulate::CostedGraph,
+    detail: Detail,
+    amount: Option<Amount>,
+    labels: bool,
+) -> Prediction {
+    // Per-scope spans are read only for per-layer rows.
+    let tl = simulate::simulate_with(
+        g,
+        cg,
+        cfg.workload,
+        cfg.hw,
+        detail.kernels,
+        detail.per_layer,
+    );
     let w = cfg.workload;
     let accum = f64::from(w.grad_accum);
     let n_layers = g.layer_class.len();
@@ -488,11 +521,21 @@ pub fn predict_costed(
     let kernel_rows = detail.kernels.then(|| kernel_rows(g, cg, &tl));
     let (lo, hi) = cfg.method.trained_layers(cfg.model);
     Prediction {
-        method: cfg.method.name.to_string(),
+        method: if labels {
+            cfg.method.name.to_string()
+        } else {
+            String::new()
+        },
         kind: cfg.method.kind,
         rank: cfg.method.rank,
-        trained_layers: format!("{lo}..{hi}"),
-        targets: if cfg.method.kind == MethodKind::Full {
+        trained_layers: if labels {
+            format!("{lo}..{hi}")
+        } else {
+            String::new()
+        },
+        targets: if !labels {
+            String::new()
+        } else if cfg.method.kind == MethodKind::Full {
             "all".into()
         } else {
             cfg.method.targets.describe(cfg.model)

@@ -367,6 +367,25 @@ impl RankFit {
         })
     }
 
+    /// [`RankFit::new`] from the three graphs in `probes`, which are left in place when the fit
+    /// is refused (a sweep then drops the oldest and tries again with the next point's graph) and
+    /// emptied when it succeeds (the first becomes the working copy, moved).
+    pub fn from_probes(probes: &mut Vec<(u64, StepGraph)>) -> Option<RankFit> {
+        let [(r0, g0), (r1, g1), (r2, g2)] = probes.as_slice() else {
+            return None;
+        };
+        let (patches, guards, changed) = Self::fit([(*r0, g0), (*r1, g1), (*r2, g2)])?;
+        probes.truncate(1);
+        let (r0, work) = probes.pop()?;
+        Some(RankFit {
+            r0,
+            patches,
+            guards,
+            changed,
+            work,
+        })
+    }
+
     /// The patches, guards and changed kernels of a fit (see [`RankFit::new`]).
     #[allow(clippy::type_complexity)]
     fn fit(

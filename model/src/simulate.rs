@@ -445,6 +445,20 @@ pub fn simulate(
     hw: &Profile,
     record_waits: bool,
 ) -> Timeline {
+    simulate_with(g, cg, w, hw, record_waits, true)
+}
+
+/// [`simulate`], with `Timeline::scopes` left empty unless `keep_scopes` (or `record_waits`):
+/// the same step and phase spans, without a span per scope that only per-layer reports read.
+pub(crate) fn simulate_with(
+    g: &StepGraph,
+    cg: &CostedGraph,
+    w: &Workload,
+    hw: &Profile,
+    record_waits: bool,
+    keep_scopes: bool,
+) -> Timeline {
+    let keep_scopes = keep_scopes || record_waits;
     let n_layers = g.layer_class.len();
     // scope index: 0 embedding, 1..=L layers, L+1 head, L+2 optimizer
     let n_scopes = n_layers + 3;
@@ -653,13 +667,15 @@ pub fn simulate(
     opt.launches = cg.optimizer.totals.2;
 
     let mut phases = [Span::default(); 3];
-    let mut scopes = Vec::with_capacity(2 * n_scopes);
+    let mut scopes = Vec::with_capacity(if keep_scopes { 2 * n_scopes } else { 0 });
     let mut host_waited = Vec::with_capacity(if record_waits { 2 * n_scopes } else { 0 });
     for i in 0..=n_layers + 1 {
         phases[0].add(&fwd[i]);
         phases[1].add(&bwd[i]);
-        scopes.push((scope_of(i), Phase::Forward, fwd[i]));
-        scopes.push((scope_of(i), Phase::Backward, bwd[i]));
+        if keep_scopes {
+            scopes.push((scope_of(i), Phase::Forward, fwd[i]));
+            scopes.push((scope_of(i), Phase::Backward, bwd[i]));
+        }
         if record_waits {
             host_waited.push((
                 scope_of(i),
@@ -674,7 +690,9 @@ pub fn simulate(
         }
     }
     phases[2] = opt;
-    scopes.push((Scope::Optimizer, Phase::Optimizer, opt));
+    if keep_scopes {
+        scopes.push((Scope::Optimizer, Phase::Optimizer, opt));
+    }
     if record_waits {
         host_waited.push((Scope::Optimizer, Phase::Optimizer, waited_opt));
     }

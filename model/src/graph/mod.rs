@@ -378,7 +378,8 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
 /// Rebuild the trainable tensors and the optimizer phase of `g` for `method`, exactly as
 /// [`build`] makes them. A graph rescaled to another adapter rank (`rescale`) rebuilds these
 /// instead of rescaling them: the optimizer's multi-tensor launch counts are step functions of
-/// the tensor sizes, not polynomials of the rank.
+/// the tensor sizes, not polynomials of the rank. Neither depends on the batch size or the
+/// sequence length (a sweep reuses them across both; tested).
 pub fn rebuild_optimizer(
     model: &ModelConfig,
     method: &MethodSpec,
@@ -395,6 +396,7 @@ mod tests {
     use super::*;
     use crate::arch::preset;
     use crate::method::{MethodName, MethodOptions};
+    use crate::workload::Precision;
 
     /// The step graph of a preset model under a method with default options.
     pub(super) fn graph(
@@ -406,6 +408,28 @@ mod tests {
         let spec = MethodSpec::resolve(method, &MethodOptions::default(), &m, true).unwrap();
         let g = build(&m, &spec, w);
         (m, spec, g)
+    }
+
+    #[test]
+    fn the_optimizer_phase_does_not_depend_on_batch_or_seq() {
+        // A sweep keeps a rescaled point's optimizer phase and trainable tensors for the same
+        // model, method and precision at other batch sizes and sequence lengths.
+        for model in ["gpt2", "llama2-7b"] {
+            for method in MethodName::ALL {
+                for precision in [Precision::Bf16Mixed, Precision::Fp16Mixed, Precision::Fp32] {
+                    let w = |batch, seq| Workload {
+                        batch,
+                        seq,
+                        precision,
+                        ..Workload::default()
+                    };
+                    let (_, _, a) = graph(model, method, &w(1, 16));
+                    let (_, _, b) = graph(model, method, &w(8, 1000));
+                    assert_eq!(a.optimizer, b.optimizer, "{model} {method} {precision:?}");
+                    assert_eq!(a.trainable_tensors, b.trainable_tensors);
+                }
+            }
+        }
     }
 
     #[test]
