@@ -176,7 +176,9 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
             let te = lookup(&mut t, &wte, m, "wte");
             let pe = lookup(&mut t, &wpe, s, "wpe");
             if trains && cx.model.tied_embeddings {
-                // The tied LM head's gradient is added into wte's.
+                // The tied LM head's gradient is added into wte's (labelled with wte, whose
+                // gradient it is).
+                t.module = "wte";
                 let mut group = t.tape.group();
                 t.grad_plumbing(&mut group, &wte, wte.dtype);
                 t.tape.insert_front(group);

@@ -1068,6 +1068,15 @@ fn gpt2_embedding_backward_by_hand() {
         io(&g.embedding.backward.kernels),
         [drop, eb(wpe), eb(wte), add(wte)]
     );
+    // The tied head's gradient add belongs to wte (it was once filed under wpe).
+    let modules: Vec<&str> = g
+        .embedding
+        .backward
+        .kernels
+        .iter()
+        .map(|k| k.module)
+        .collect();
+    assert_eq!(modules[1..], ["wpe", "wte", "wte"]);
     assert_eq!(
         io(&g.embedding.backward_accum.kernels),
         [drop, eb(wpe), add(wpe), eb(wte), add(wte), add(wte)]
