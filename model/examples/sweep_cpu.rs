@@ -3,37 +3,10 @@
 //! (issue, bsr, which, which5, which8) N times and prints CPU µs (user + system, from
 //! /proc/self/stat, Linux) and wall µs per point. `HWS=n` keeps the grid's first n devices.
 //! Run with `RAYON_NUM_THREADS=1`, alternate the builds and compare the minima of a few runs.
-use costsim_model::sweep::Grid;
-use costsim_model::{preset, MethodName, MethodOptions, Precision, Workload};
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use std::time::Instant;
-
-const MODELS: [&str; 10] = [
-    "gpt2",
-    "gpt2-medium",
-    "gpt2-large",
-    "gpt2-xl",
-    "tinyllama-1.1b",
-    "llama2-7b",
-    "llama2-13b",
-    "llama2-70b",
-    "llama3-8b",
-    "mistral-7b",
-];
-
-fn grid(models: &[&str], hws: Vec<costsim_hardware::Profile>, methods: &[MethodName]) -> Grid {
-    Grid {
-        models: models.iter().map(|m| preset(m).expect("preset")).collect(),
-        hws,
-        methods: methods.to_vec(),
-        batches: vec![1, 2, 4, 8],
-        seqs: vec![128, 256, 512, 1024, 2048],
-        ranks: vec![Some(8), Some(16), Some(32), Some(64)],
-        train_layers: vec![None],
-        precisions: vec![Precision::Bf16Mixed],
-        base: Workload::default(),
-        options: MethodOptions::default(),
-    }
-}
 
 fn cpu_s() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").expect("sweep_cpu");
@@ -51,37 +24,19 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args[1].as_str();
     let n: usize = args[2].parse().expect("sweep_cpu");
-    let h200 = || vec![costsim_hardware::resolve_device("h200").expect("h200")];
-    let hws: Vec<_> = costsim_hardware::builtin_profiles()
-        .expect("profiles")
-        .into_iter()
-        .filter(|p| !p.synchronous)
-        .collect();
+    // The 13 260-point grid with 8 or 5 ranks instead of 4 (where rank templates pay).
+    let which_with = |ranks: u64| {
+        let mut g = common::which_gpu();
+        g.ranks = (1..=ranks).map(|i| Some(8 * i)).collect();
+        g
+    };
     let g = match name {
-        "issue" => {
-            let mut g = grid(&MODELS, h200(), &MethodName::ALL);
-            g.seqs = (0..10).map(|i| 16 + 80 * i).collect();
-            g.ranks = (0..20).map(|i| Some(1 + 5 * i)).collect();
-            g
-        }
-        "bsr" => {
-            let mut g = grid(&["llama2-7b"], h200(), &[MethodName::Lora]);
-            g.seqs = (1..=50).map(|i| 16 * i).collect();
-            g.ranks = (0..20).map(|i| Some(1 + 5 * i)).collect();
-            g
-        }
-        "which" => grid(&["gpt2", "llama2-7b", "llama2-13b"], hws, &MethodName::ALL),
-        "which8" => {
-            let mut g = grid(&["gpt2", "llama2-7b", "llama2-13b"], hws, &MethodName::ALL);
-            g.ranks = (1..=8).map(|i| Some(8 * i)).collect();
-            g
-        }
-        "which5" => {
-            let mut g = grid(&["gpt2", "llama2-7b", "llama2-13b"], hws, &MethodName::ALL);
-            g.ranks = (1..=5).map(|i| Some(8 * i)).collect();
-            g
-        }
-        _ => panic!("grid?"),
+        "issue" => common::issue(),
+        "bsr" => common::batch_seq_rank(),
+        "which" => common::which_gpu(),
+        "which8" => which_with(8),
+        "which5" => which_with(5),
+        _ => panic!("grid? issue, bsr, which, which5 or which8"),
     };
     let mut g = g;
     if let Ok(n) = std::env::var("HWS") {

@@ -869,28 +869,14 @@ mod tests {
                 assert!(r.step_ms.is_nan());
                 continue;
             }
-            let lora_rank = match r.method {
-                MethodName::Full => None,
-                MethodName::Lora => Some(r.rank),
-                MethodName::Paca => Some(r.rank / 2),
-                MethodName::PacaUpperHalf => Some(r.rank / 4),
-                MethodName::PacaThreeQuarters => Some(r.rank / 3),
-            };
-            let opts = MethodOptions {
-                rank: lora_rank,
-                ..MethodOptions::default()
-            };
-            let cfg = Config {
-                method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
-                model,
-                workload: Workload {
+            let p = single_prediction(
+                r,
+                Workload {
                     batch: r.batch,
                     seq: r.seq,
                     ..Workload::default()
                 },
-                hw: resolve_device(&r.hw).unwrap(),
-            };
-            let p = predict(&cfg, Detail::default(), None);
+            );
             assert_eq!(p.step_ms, r.step_ms, "{r:?}");
             assert_eq!(p.fits, r.status == Status::Ok);
             checked += 1;
@@ -899,34 +885,43 @@ mod tests {
         assert_eq!(checked, rows.len() - rows.len() / 4);
     }
 
+    /// `predict` of a row's point on its own, with `workload`: the row's method at the LoRA
+    /// reference rank its rank came from (PaCA 2r, upper-half 4r, three-quarters 3r).
+    fn single_prediction(r: &Row, workload: Workload) -> Prediction {
+        let model = preset(&r.model).unwrap();
+        let lora_rank = match r.method {
+            MethodName::Full => None,
+            MethodName::Lora => Some(r.rank),
+            MethodName::Paca => Some(r.rank / 2),
+            MethodName::PacaUpperHalf => Some(r.rank / 4),
+            MethodName::PacaThreeQuarters => Some(r.rank / 3),
+        };
+        let opts = MethodOptions {
+            rank: lora_rank,
+            ..MethodOptions::default()
+        };
+        let cfg = Config {
+            method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
+            model,
+            workload,
+            hw: resolve_device(&r.hw).unwrap(),
+        };
+        predict(&cfg, Detail::default(), None)
+    }
+
     /// Rows of `g` against `predict` of each point on its own: every number exactly equal.
     fn assert_rows_equal_predictions(g: &Grid) {
         let rows = g.run(&|_| {}).unwrap();
         assert_eq!(rows.len() as u64, g.len());
         for r in &rows {
-            let model = preset(&r.model).unwrap();
-            let lora_rank = match r.method {
-                MethodName::Full => None,
-                MethodName::Lora => Some(r.rank),
-                MethodName::Paca => Some(r.rank / 2),
-                MethodName::PacaUpperHalf => Some(r.rank / 4),
-                MethodName::PacaThreeQuarters => Some(r.rank / 3),
-            };
-            let opts = MethodOptions {
-                rank: lora_rank,
-                ..MethodOptions::default()
-            };
-            let cfg = Config {
-                method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
-                model,
-                workload: Workload {
+            let p = single_prediction(
+                r,
+                Workload {
                     batch: r.batch,
                     seq: r.seq,
                     ..g.base.clone()
                 },
-                hw: resolve_device(&r.hw).unwrap(),
-            };
-            let p = predict(&cfg, Detail::default(), None);
+            );
             let want = [
                 p.step_ms,
                 p.forward_ms,
@@ -985,55 +980,7 @@ mod tests {
         g.seqs = vec![64, 256];
         g.batches = vec![2];
         g.ranks = (1..=12).map(|r| Some(r * 5)).collect();
-        let rows = g.run(&|_| {}).unwrap();
-        assert_eq!(rows.len() as u64, g.len());
-        for r in &rows {
-            let model = preset(&r.model).unwrap();
-            let lora_rank = match r.method {
-                MethodName::Full => None,
-                MethodName::Lora => Some(r.rank),
-                MethodName::Paca => Some(r.rank / 2),
-                MethodName::PacaUpperHalf => Some(r.rank / 4),
-                MethodName::PacaThreeQuarters => Some(r.rank / 3),
-            };
-            let opts = MethodOptions {
-                rank: lora_rank,
-                ..MethodOptions::default()
-            };
-            let cfg = Config {
-                method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
-                model,
-                workload: Workload {
-                    batch: r.batch,
-                    seq: r.seq,
-                    ..Workload::default()
-                },
-                hw: resolve_device(&r.hw).unwrap(),
-            };
-            let p = predict(&cfg, Detail::default(), None);
-            let want = [
-                p.step_ms,
-                p.forward_ms,
-                p.backward_ms,
-                p.optimizer_ms,
-                p.loop_ms,
-                p.peak_memory_bytes / f64::from(1u32 << 30),
-            ];
-            let got = [
-                r.step_ms,
-                r.forward_ms,
-                r.backward_ms,
-                r.optimizer_ms,
-                r.loop_ms,
-                r.peak_memory_gib,
-            ];
-            assert_eq!(got, want, "{r:?}");
-            assert_eq!(
-                r.kernels_per_step,
-                p.kernels.forward + p.kernels.backward + p.kernels.optimizer
-            );
-            assert_eq!(r.dominant_bound, Some(p.dominant_bound));
-        }
+        assert_rows_equal_predictions(&g);
     }
 
     #[test]
@@ -1247,21 +1194,7 @@ mod tests {
                     proptest::prop_assert!(matches!(r.status, Status::Invalid(_)));
                     continue;
                 }
-                let lora_rank = match r.method {
-                    MethodName::Full => None,
-                    MethodName::Lora => Some(r.rank),
-                    MethodName::Paca => Some(r.rank / 2),
-                    MethodName::PacaUpperHalf => Some(r.rank / 4),
-                    MethodName::PacaThreeQuarters => Some(r.rank / 3),
-                };
-                let opts = MethodOptions { rank: lora_rank, ..MethodOptions::default() };
-                let cfg = Config {
-                    method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
-                    model,
-                    workload,
-                    hw: resolve_device(&r.hw).unwrap(),
-                };
-                let p = predict(&cfg, Detail::default(), None);
+                let p = single_prediction(r, workload);
                 let want = [
                     p.step_ms, p.forward_ms, p.backward_ms, p.optimizer_ms, p.loop_ms,
                     p.tokens_per_s, p.peak_memory_bytes / f64::from(1u32 << 30),

@@ -60,7 +60,8 @@ def stats(xs):
 
 def build(args, device):
     """The configuration's model, built exactly as trace_step.py builds it."""
-    model, cfg, _ = trace_step.prepare_model(args, device)
+    model, cfg, lowest = trace_step.prepare_model(args, device)
+    args.lowest_trained_layer = lowest
     model.train()
     return model, cfg
 
@@ -327,7 +328,8 @@ def main(argv=None):
             utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         ),
         config=dict(family=args.family, preset=args.preset, method=args.method, targets=args.targets,
-                     rank=args.rank, batch=args.batch, seq=args.seq, grad_accum=args.grad_accum,
+                     rank=args.rank, lowest_trained_layer=args.lowest_trained_layer,
+                     batch=args.batch, seq=args.seq, grad_accum=args.grad_accum,
                      trainable_tensors=len(params)),
         structure=trace_step.structure_of(model),
         model=dict(family=args.family, preset=args.preset, hf_config=trace_step._hf_config(cfg, args.family)),

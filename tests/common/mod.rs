@@ -1,4 +1,6 @@
 //! Helpers shared by the end-to-end tests.
+// Each test binary uses only some of these helpers.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 

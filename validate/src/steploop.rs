@@ -23,11 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::fit::{fit_linear, Fit};
 use crate::host::{set_host_keys, HostKey};
-use crate::trace::Pair;
 pub use crate::trace::Structure;
+use crate::trace::{layers_from, targets_of, Pair};
 use crate::{Error, Result};
 use costsim_model::arch::parse_hf_config;
-use costsim_model::method::{AdapterDtype, MethodName, MethodOptions, MethodSpec, Targets};
+use costsim_model::method::{AdapterDtype, MethodName, MethodOptions, MethodSpec};
 use costsim_model::predict::{predict, Config, Detail};
 use costsim_model::workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
 use costsim_model::TrainingLoop;
@@ -61,6 +61,10 @@ pub struct StepConfig {
     pub targets: String,
     #[serde(default)]
     pub rank: u64,
+    /// Layer-selective PaCA's lowest trained layer (0: every layer; records before this field
+    /// lack it).
+    #[serde(default)]
+    pub lowest_trained_layer: u32,
     pub batch: u64,
     pub seq: u64,
     pub grad_accum: u64,
@@ -332,23 +336,19 @@ pub fn config_of_step(
     model.validate()?;
     let c = &r.config;
     let name: MethodName = c.method.parse()?;
-    let targets = match c.targets.as_str() {
-        "qv" => Targets::parse("q,v")?,
-        "all" => Targets::all(),
-        other => {
-            return Err(invalid(
-                origin,
-                format!("config.targets '{other}' is not qv or all"),
-            ))
-        }
-    };
+    let targets = targets_of(&c.targets).ok_or_else(|| {
+        invalid(
+            origin,
+            format!("config.targets '{}' is not qv or all", c.targets),
+        )
+    })?;
     let opts = MethodOptions {
         rank: (c.rank > 0).then_some(c.rank),
         alpha: None,
         dropout: Some(0.0),
         targets: Some(targets),
         adapter_dtype: Some(AdapterDtype::Fp32),
-        layers: None,
+        layers: Some(layers_from(c.lowest_trained_layer, &model)?),
     };
     let method = MethodSpec::resolve(name, &opts, &model, false)?;
     let optimizer = match r.optimizer.as_deref() {
@@ -495,6 +495,7 @@ mod tests {
                 method: "full".into(),
                 targets: "all".into(),
                 rank: 0,
+                lowest_trained_layer: 0,
                 batch: 1,
                 seq: 8,
                 grad_accum: accum,

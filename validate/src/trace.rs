@@ -337,6 +337,25 @@ pub fn read_trace(path: &Path) -> Result<Trace> {
     Ok(t)
 }
 
+/// The targets the scripts name (`--targets qv|all`, scripts/trace/trace_step.py's TARGETS).
+pub fn targets_of(name: &str) -> Option<Targets> {
+    match name {
+        "qv" => Targets::parse("q,v").ok(),
+        "all" => Some(Targets::all()),
+        _ => None,
+    }
+}
+
+/// The trained layers of a record whose lowest trained layer is `lowest` (0: all of them), as
+/// the scripts' layer-selective PaCA trains them.
+pub fn layers_from(lowest: u32, model: &costsim_model::ModelConfig) -> Result<LayerSelection> {
+    Ok(if lowest > 0 {
+        format!("{}..{}", lowest, model.layers - 1).parse()?
+    } else {
+        LayerSelection::All
+    })
+}
+
 /// The costsim configuration a trace describes, predicted on `hw` (memory and counts do not
 /// depend on the device; times do).
 pub fn config_of(
@@ -365,16 +384,8 @@ pub fn config_of(
         "base" => AdapterDtype::Base,
         other => return Err(bad("adapter_dtype", other)),
     };
-    let targets = match t.method.targets.as_str() {
-        "qv" => Targets::parse("q,v")?,
-        "all" => Targets::all(),
-        other => return Err(bad("targets", other)),
-    };
-    let layers: LayerSelection = if t.method.lowest_trained_layer > 0 {
-        format!("{}..{}", t.method.lowest_trained_layer, model.layers - 1).parse()?
-    } else {
-        LayerSelection::All
-    };
+    let targets = targets_of(&t.method.targets).ok_or_else(|| bad("targets", &t.method.targets))?;
+    let layers = layers_from(t.method.lowest_trained_layer, &model)?;
     let opts = MethodOptions {
         rank: (t.method.rank > 0).then_some(t.method.rank),
         alpha: (t.method.alpha > 0.0).then_some(t.method.alpha),
