@@ -13,6 +13,18 @@ use super::{Ctx, Kernel, KernelKind};
 use crate::arch::Family;
 use crate::workload::{AttentionImpl, DType};
 
+/// Backward of k or v expanded to every query head (SDPA's math path, eager's repeat_kv) beside
+/// the tracer's broadcast sum over the groups: the kv-sized copy of the summed gradient.
+fn gqa_expand_bwd(rep: f64) -> Bwd {
+    Bwd::Fused {
+        name: "clone",
+        kind: KernelKind::Elementwise,
+        reads: 1.0 / rep,
+        writes: 1.0 / rep,
+        launches: 1,
+    }
+}
+
 /// Attention over q, k, v (each M×(heads·hd) in the compute dtype, k/v with kv_heads).
 pub(super) fn attention(
     t: &mut Tracer,
@@ -153,19 +165,26 @@ fn sdpa_math(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
     };
     let qs = scale(t, q);
     let ks = scale(t, k);
-    for (name, elems, dtype) in [
-        ("ones", sf * sf, DType::Bool),
-        ("tril", sf * sf, DType::Bool),
-        ("scalar_tensor", 1.0, dt),
-        ("scalar_tensor", 1.0, dt),
-        ("where", sf * sf, dt),
+    // Bytes as the CPU trace records them (docs/results/traces/cpu/llama-full-fp32.json): the
+    // fills read nothing, tril reads the ones, where reads the bool mask and the two scalars.
+    let (mask, scalar) = (sf * sf * DType::Bool.size(), dt.size());
+    for (name, dtype, read, written) in [
+        ("ones", DType::Bool, 0.0, mask),
+        ("tril", DType::Bool, mask, mask),
+        ("scalar_tensor", dt, 0.0, scalar),
+        ("scalar_tensor", dt, 0.0, scalar),
+        ("where", dt, mask + 2.0 * scalar, sf * sf * dt.size()),
     ] {
         let mut kk = Kernel::new(name, Elementwise, dtype);
-        kk.bytes_read = elems * dtype.size();
-        kk.bytes_written = elems * dtype.size();
+        kk.bytes_read = read;
+        kk.bytes_written = written;
         t.push_fwd(kk, &[]);
     }
-    // Expanded to every head and copied (the gradient sums each group back).
+    // Expanded to every head and copied. Backward: the tracer's broadcast sum adds each group's
+    // gradients back (reads the expanded gradient, writes k's size), then the kv-sized gradient
+    // is copied to contiguous for the view back through the transpose (filed first here; the
+    // order within the group does not change its cost). The CPU trace shows one sum and one
+    // kv-sized clone per tensor (docs/results/traces/cpu/llama-full-fp32.json).
     let expand = |t: &mut Tracer, x: &T| {
         t.op(
             "clone",
@@ -176,13 +195,7 @@ fn sdpa_math(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
             0.0,
             &[],
             false,
-            Bwd::Fused {
-                name: "sum",
-                kind: Reduction,
-                reads: 1.0,
-                writes: 1.0 / rep,
-                launches: 1,
-            },
+            gqa_expand_bwd(rep),
         )
     };
     let kx = expand(t, &ks);
@@ -261,13 +274,7 @@ fn eager_attention(
         // repeat_kv: expand + reshape copies K and V to all heads; backward sums the
         // copies back.
         let mut repeat = |x: &T| {
-            let bwd = Bwd::Fused {
-                name: "sum",
-                kind: Reduction,
-                reads: 1.0,
-                writes: 1.0 / rep as f64,
-                launches: 1,
-            };
+            let bwd = gqa_expand_bwd(rep as f64);
             t.op(
                 "clone",
                 Elementwise,
@@ -413,24 +420,32 @@ pub(super) fn rope(t: &mut Tracer, x: &T, cos: &T) -> T {
     if x.rg {
         out.rg = true;
         let xb = x.elems * dt.size();
-        let hb = xb / 2.0;
+        // Under autocast (dt fp32, x bf16) each product's gradient is cast back to x's dtype
+        // before the rest runs: neg, the slice_backwards and the adds run in x's dtype, as the
+        // CPU trace shows (docs/results/traces/cpu/llama-full-bf16mixed.json).
+        let xd = x.dtype;
+        let xs = x.elems * xd.size();
+        let hs = xs / 2.0;
         let mut group =
             t.tape
                 .group_of(t.bk("mul", Elementwise, dt, xb + cos.bytes(), xb, x.elems));
-        if dt != x.dtype {
-            // rot (x's dtype) · sin (fp32): its gradient is cast back to x's dtype.
-            let xs = x.elems * x.dtype.size();
-            group.push(t.bk("to_copy", Cast, x.dtype, xb, xs, 0.0));
+        if dt != xd {
+            group.push(t.bk("to_copy", Cast, xd, xb, xs, 0.0));
         }
         group.extend([
-            t.bk("neg", Elementwise, dt, hb, hb, x.elems / 2.0),
-            t.bk("slice_backward", Elementwise, dt, hb, xb, 0.0),
-            t.bk("slice_backward", Elementwise, dt, hb, xb, 0.0),
+            t.bk("neg", Elementwise, xd, hs, hs, x.elems / 2.0),
+            t.bk("slice_backward", Elementwise, xd, hs, xs, 0.0),
+            t.bk("slice_backward", Elementwise, xd, hs, xs, 0.0),
             t.bk("mul", Elementwise, dt, xb + cos.bytes(), xb, x.elems),
-            t.bk("add", Elementwise, dt, 2.0 * xb, xb, x.elems),
-            t.bk("add", Elementwise, dt, 2.0 * xb, xb, x.elems),
         ]);
-        t.grad_plumbing(&mut group, x, dt);
+        if dt != xd {
+            group.push(t.bk("to_copy", Cast, xd, xb, xs, 0.0));
+        }
+        group.extend([
+            t.bk("add", Elementwise, xd, 2.0 * xs, xs, x.elems),
+            t.bk("add", Elementwise, xd, 2.0 * xs, xs, x.elems),
+        ]);
+        t.grad_plumbing(&mut group, x, xd);
         t.tape.push(group);
     }
     out

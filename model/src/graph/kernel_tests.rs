@@ -382,21 +382,27 @@ fn sdpa_math_path_forward_by_hand() {
         .filter(|k| k.module == "self_attn")
         .collect();
     let (q, kv, sc) = (32_768.0, 4_096.0, 2_048.0);
-    // The fills: what they write (a 16-byte bool S×S twice, two 4-byte scalars, the fp32 S×S
-    // additive mask). Their reads are left out: the CPU trace records none for ones and
-    // scalar_tensor and 16 + 2·4 for where, costsim a write's worth (docs/mutants.md).
-    let fills: Vec<(&str, f64)> = ks[2..7].iter().map(|k| (k.name, k.bytes_written)).collect();
+    // The fills, (read, written), as the CPU trace records them
+    // (docs/results/traces/cpu/llama-full-fp32.json, S = 32 there: ones 0 / 1,024, tril
+    // 1,024 / 1,024, scalar_tensor 0 / 4 each, where 1,024 + 8 / 4,096): ones writes the
+    // 16-byte bool S×S and reads nothing, tril reads it and writes another, the two 0-dim
+    // scalars are written only, where reads the bool mask and both scalars (16 + 2·4) and
+    // writes the fp32 S×S additive mask (64 B).
+    let fills: Vec<(&str, f64, f64)> = ks[2..7]
+        .iter()
+        .map(|k| (k.name, k.bytes_read, k.bytes_written))
+        .collect();
     assert_eq!(
         fills,
         [
-            ("ones", 16.0),
-            ("tril", 16.0),
-            ("scalar_tensor", 4.0),
-            ("scalar_tensor", 4.0),
-            ("where", 64.0)
+            ("ones", 0.0, 16.0),
+            ("tril", 16.0, 16.0),
+            ("scalar_tensor", 0.0, 4.0),
+            ("scalar_tensor", 0.0, 4.0),
+            ("where", 24.0, 64.0)
         ]
     );
-    assert_eq!((ks[3].bytes_read, ks[3].dtype), (16.0, DType::Bool)); // tril reads the ones
+    assert_eq!(ks[3].dtype, DType::Bool); // tril of the bool ones
     let mut rest = io(ks[..2].iter().copied());
     rest.extend(io(ks[7..].iter().copied()));
     assert_eq!(
@@ -429,9 +435,10 @@ fn sdpa_math_path_forward_by_hand() {
 /// gradients of probs·v (d(v) = probsᵀ·dO reads dO and probs; d(probs) = dO·vᵀ reads dO and
 /// v), `_softmax_backward_data` (reads the gradient and the kept probabilities, 2 FLOPs per
 /// forward FLOP), the two bmm gradients of q·kᵀ (each reads dS and the other operand), q's copy
-/// gradient, the sums of the expanded heads, and the scales' gradients (grad · √scale). Only
-/// one sum per expanded tensor is checked: costsim files a second (the tracer's broadcast
-/// sum, with FLOPs) where the CPU trace has one (docs/mutants.md).
+/// gradient, per expanded tensor (v, then k) one sum over the 8 heads of each group and one
+/// kv-sized copy of the summed gradient (the CPU trace: `sum` and `clone`, one call each per
+/// tensor, docs/results/traces/cpu/llama-full-fp32.json), and the scales' gradients
+/// (grad · √scale).
 #[test]
 fn sdpa_math_path_backward_by_hand() {
     let g = tiny_llama(MethodName::Full, &MethodOptions::default(), Precision::Fp32);
@@ -440,7 +447,7 @@ fn sdpa_math_path_backward_by_hand() {
         .backward
         .kernels
         .iter()
-        .filter(|k| k.module == "self_attn" && (k.name != "sum" || k.flops == 0.0)));
+        .filter(|k| k.module == "self_attn"));
     let (q, kv, sc) = (32_768.0, 4_096.0, 2_048.0);
     assert_eq!(
         got,
@@ -452,10 +459,13 @@ fn sdpa_math_path_backward_by_hand() {
             ("mm_dW", sc + q, q, 65_536.0),
             ("mm_dX", sc + q, q, 65_536.0),
             ("backward", q, q, 0.0),
-            // the expand's sum over the 8 heads of a group: reads the 32-head gradient, writes
-            // v's, then k's (the CPU trace: one such sum each)
-            ("sum", q, kv, 0.0),
-            ("sum", q, kv, 0.0),
+            // per expanded tensor, v's then k's: the kv-sized copy (reads and writes 4,096 B)
+            // and the sum over each group of 8 heads (reads the 32-head gradient, 32,768 B,
+            // writes 4,096 B; one FLOP per summed element: 8,192)
+            ("clone", kv, kv, 0.0),
+            ("sum", q, kv, 8_192.0),
+            ("clone", kv, kv, 0.0),
+            ("sum", q, kv, 8_192.0),
             ("mul_backward", kv, kv, 1_024.0),
             ("mul_backward", q, q, 8_192.0),
         ]
@@ -780,8 +790,8 @@ fn sdpa_grouped_query_by_hand() {
 /// (reads 4,096 B, writes 32,768 B), q·kᵀ, `* scaling` (Llama multiplies; GPT-2 divides),
 /// `+ causal_mask` (S×S fp32, 64 B), softmax in fp32 (the cast back is a no-op in fp32; the
 /// attention dropout is 0: no kernel), ·v, the transpose copy. Backward: the copy's gradient,
-/// the bmm gradients, softmax's, the scale's, repeat_kv's sums (one per tensor checked, as for
-/// the math path: docs/mutants.md).
+/// the bmm gradients, softmax's, the scale's, and per repeated tensor the kv-sized copy and
+/// the sum over its group (as the math path's expand: one of each per tensor).
 #[test]
 fn eager_grouped_query_attention_by_hand() {
     let w = Workload {
@@ -814,7 +824,7 @@ fn eager_grouped_query_attention_by_hand() {
         .backward
         .kernels
         .iter()
-        .filter(|k| k.module == "self_attn" && (k.name != "sum" || k.flops == 0.0)));
+        .filter(|k| k.module == "self_attn"));
     assert_eq!(
         bwd,
         [
@@ -825,9 +835,12 @@ fn eager_grouped_query_attention_by_hand() {
             ("mul_backward", sc, sc, 512.0),
             ("mm_dW", sc + q, q, 65_536.0),
             ("mm_dX", sc + q, q, 65_536.0),
-            // repeat_kv's sums over each group of 8 heads: v's, then k's
-            ("sum", q, kv, 0.0),
-            ("sum", q, kv, 0.0),
+            // repeat_kv's backward, v's then k's: the kv-sized copy (4,096 B each way) and the
+            // sum over each group of 8 heads (32,768 B read, 4,096 B written, 8,192 FLOPs)
+            ("clone", kv, kv, 0.0),
+            ("sum", q, kv, 8_192.0),
+            ("clone", kv, kv, 0.0),
+            ("sum", q, kv, 8_192.0),
         ]
     );
 }
@@ -943,9 +956,11 @@ fn sdpa_saved_bytes_by_hand() {
 /// Rope's backward under bf16-mixed (TinyLlama batch 1 × seq 4): cos and sin are fp32, so
 /// x·cos and rotate_half(x)·sin are fp32 products of bf16 inputs. grad·sin and grad·cos read the
 /// fp32 gradient (q: 8,192 · 4 = 32,768 B; k: 4,096 B) and sin/cos (1,024 B) and write fp32;
-/// rotate_half's input gradient is cast back to bf16 (reads 32,768 B, writes 16,384 B for q).
-/// (The neg, slice_backward and adds after that cast run in bf16 in the CPU trace, costsim
-/// files them in fp32: left out here, docs/mutants.md.)
+/// each product's gradient is cast back to bf16 (reads 32,768 B, writes 16,384 B for q) before
+/// the rest runs, so neg, the two slice_backward and the two adds run in bf16, as in the CPU
+/// trace (docs/results/traces/cpu/llama-full-bf16mixed.json: neg 6,144 B each way for q and k
+/// at 2 × 32 tokens, slice_backward 12,288 read / 24,576 written, the adds 49,152 / 24,576).
+/// Here, bf16: q's half 8,192 B, q 16,384 B; k's half 1,024 B, k 2,048 B.
 #[test]
 fn rope_backward_products_and_cast_under_autocast_by_hand() {
     let g = tiny_llama(
@@ -958,21 +973,36 @@ fn rope_backward_products_and_cast_under_autocast_by_hand() {
         .backward
         .kernels
         .iter()
-        .filter(|k| k.module == "self_attn.rotary" && matches!(k.name, "mul" | "to_copy"))
+        .filter(|k| k.module == "self_attn.rotary")
         .map(|k| (k.name, k.dtype, k.bytes_read, k.bytes_written))
         .collect();
-    let f = DType::F32;
-    assert_eq!(
-        got,
+    let (f, h) = (DType::F32, DType::Bf16);
+    // One tensor's backward: x's fp32 gradient g (gb B), x in bf16 (xs B, halves xs/2).
+    let one = |gb: f64, xs: f64| {
         [
-            ("mul", f, 5_120.0, 4_096.0),
-            ("to_copy", DType::Bf16, 4_096.0, 2_048.0),
-            ("mul", f, 5_120.0, 4_096.0),
-            ("mul", f, 33_792.0, 32_768.0),
-            ("to_copy", DType::Bf16, 32_768.0, 16_384.0),
-            ("mul", f, 33_792.0, 32_768.0),
+            ("mul", f, gb + 1_024.0, gb),        // grad·sin
+            ("to_copy", h, gb, xs),              // cast back to bf16
+            ("neg", h, xs / 2.0, xs / 2.0),      // −x2's half
+            ("slice_backward", h, xs / 2.0, xs), // each half into x's shape
+            ("slice_backward", h, xs / 2.0, xs),
+            ("mul", f, gb + 1_024.0, gb), // grad·cos
+            ("to_copy", h, gb, xs),       // cast back to bf16
+            ("add", h, 2.0 * xs, xs),     // x's three gradients gathered
+            ("add", h, 2.0 * xs, xs),
         ]
-    );
+    };
+    // First the backward of autocast's casts of rope's fp32 outputs to bf16 for SDPA (k's,
+    // then q's): bf16 gradient to fp32. Then the tape runs backward: k's rope (4,096 B fp32
+    // gradient, 2,048 B bf16) before q's. Six casts in all, as the trace's six `_to_copy`.
+    let want: Vec<_> = [
+        ("to_copy_backward", f, 2_048.0, 4_096.0),
+        ("to_copy_backward", f, 16_384.0, 32_768.0),
+    ]
+    .into_iter()
+    .chain(one(4_096.0, 2_048.0))
+    .chain(one(32_768.0, 16_384.0))
+    .collect();
+    assert_eq!(got, want);
 }
 
 /// In layer 0 under LoRA (the embedding frozen) only the adapted projection's output requires
