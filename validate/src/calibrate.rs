@@ -563,6 +563,22 @@ pub fn run(
                 Box::new(move |b| b.gemm(m * scale, n, k, kind)),
             ));
         }
+        // A training step's own shapes at 128 tokens, which the square and tall sets miss: a
+        // block's MLP pair (d 256 → 1024 → 256) and the LM head's three GEMMs (forward, dX with
+        // the vocabulary as K, dW with the tokens as K). On this project's CPU the small-M
+        // shapes ran 5–20% below the larger ones' rate (docs/validation.md, "GEMM shapes").
+        for (m, n, k) in [
+            (128, 1024, 256),
+            (128, 256, 1024),
+            (128, 50257, 256),
+            (128, 256, 50257),
+        ] {
+            steps.push((
+                "gemm step",
+                Box::new(move |b| b.gemm(m * scale, n, k, kind)),
+            ));
+        }
+        steps.push(("gemm step", Box::new(move |b| b.gemm(50257, 256, 128 * scale, kind))));
         // Skinny rank-r GEMMs as LoRA's A (M×r×k), B (M×n×r) and their gradients (r×k×M).
         for (m, r, k) in [
             (256, 8, 768),
