@@ -155,6 +155,43 @@ class StepOverhead(unittest.TestCase):
 
 
 
+class GemmContext(unittest.TestCase):
+    """gemm_context.py on GPT-2 tiny (2 layers, d 64, vocabulary 256) at 1 × 8 tokens: the GEMMs
+    it finds in one step, worked by hand, and the ratio's arithmetic; not its timings."""
+
+    def test_shapes_and_ratio(self):
+        import gemm_context
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "g.json")
+            gemm_context.main(["--family", "gpt2", "--preset", "tiny", "--seq", "8", "--rounds", "2",
+                               "--steps", "1", "--reps", "1", "--out", out])
+            rec = _load(out)
+        self.assertEqual(rec["schema"], "costsim-gemm-context/1")
+        got = sorted((g["op"], g["m"], g["n"], g["k"], g["calls_per_step"]) for g in rec["gemms"])
+        # Forward, per layer (Conv1D: addmm): c_attn 64 → 192, attn.c_proj 64 → 64, c_fc 64 → 256,
+        # mlp.c_proj 256 → 64, at 8 tokens; the tied head 64 → 256 once (mm).
+        # Backward: each layer's dX (8 × in × out) and dW (in × out × 8, Conv1D's weight is
+        # in × out); the head's dX (8 × 64 × 256) and dW (256 × 64 × 8, the vocabulary first).
+        # Shapes shared between the head and a layer add up: 8×256×64 is the head's forward and
+        # mlp.c_proj's dX (1 + 2), 8×64×256 the head's dX and c_fc's dX (1 + 2), 256×64×8 the
+        # head's dW and mlp.c_proj's dW (1 + 2).
+        want = sorted([
+            ("addmm", 8, 192, 64, 2.0), ("addmm", 8, 64, 64, 2.0), ("addmm", 8, 256, 64, 2.0),
+            ("addmm", 8, 64, 256, 2.0),
+            ("mm", 8, 256, 64, 3.0), ("mm", 8, 64, 256, 3.0), ("mm", 256, 64, 8, 3.0),
+            ("mm", 8, 64, 192, 2.0), ("mm", 64, 192, 8, 2.0), ("mm", 8, 64, 64, 2.0),
+            ("mm", 64, 64, 8, 2.0), ("mm", 64, 256, 8, 2.0),
+        ])
+        self.assertEqual(got, want)
+        for g in rec["gemms"]:
+            self.assertEqual(len(g["in_step_us"]), 2)
+            self.assertEqual(len(g["alone_us"]), 2)
+            r = [a / b for a, b in zip(g["in_step_us"], g["alone_us"])]
+            self.assertAlmostEqual(g["ratio"], (r[0] + r[1]) / 2)
+
+
+
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
         committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
