@@ -2,10 +2,14 @@
 # Calibrate this CPU from microbenchmarks, then validate the calibrated profile on whole-model
 # configurations the fit never saw (issue 4). Everything runs on one libtorch thread: on a
 # shared 2-core machine two threads measure with 2-10x outliers, one thread steadily.
-#   scripts/cpu-validate.sh [OUT_DIR]     (about 10 minutes; keep the machine otherwise idle)
+#   scripts/cpu-validate.sh [OUT_DIR]     (about 13 minutes; keep the machine otherwise idle)
 # Writes OUT_DIR/cpu-calibration.json (samples), cpu-calibrated.toml (profile),
 # heldout-*.json (measurements), heldout.txt and heldout-summary.md (comparison), and
-# heldout-scatter.svg (predicted vs measured).
+# heldout-scatter.svg (predicted vs measured). Then it calibrates a second time
+# (cpu-recalibrated.toml, cpu-recalibration.json, recalibration.txt) and writes drift.txt: each
+# fit's first coefficient in the two runs and their ratio, and the held-out comparison again
+# with the second profile (heldout-recalibrated-summary.md). On a shared machine the device
+# drifts between runs; drift.txt is this run's own noise floor (docs/validation.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-docs/results/cpu}
@@ -33,3 +37,23 @@ FILES=$(ls "$OUT"/heldout-*.json | paste -sd, -)
 "$BIN" validate --from "$FILES" --hw "$OUT/cpu-calibrated.toml" --format markdown > "$OUT/heldout-summary.md"
 "$BIN" plot scatter --from "$FILES" --hw "$OUT/cpu-calibrated.toml" --out "$OUT/heldout-scatter.svg"
 cat "$OUT/heldout-summary.md"
+# The same microbenchmarks again, after the held-out steps: how far the device moved meanwhile.
+"$BIN" calibrate --device cpu --threads $T --reps 9 --warmup 2 \
+  --out "$OUT/cpu-recalibrated.toml" --samples "$OUT/cpu-recalibration.json" > "$OUT/recalibration.txt"
+"$BIN" validate --from "$FILES" --hw "$OUT/cpu-recalibrated.toml" --format markdown \
+  > "$OUT/heldout-recalibrated-summary.md"
+{
+  echo "fit                              before        after  after/before"
+  # Fit lines of the two reports: the name (the words before n), n, R², worst, then the first
+  # coefficient (seconds per FLOP or per byte: a ratio above 1 means slower after).
+  awk 'function parse(  i, j) {
+         for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) break
+         key = $1; for (j = 2; j < i; j++) key = key " " $j
+         coef = $(i + 3)
+       }
+       FNR == NR && / s per / { parse(); v[key] = coef; next }
+       / s per / { parse(); if ((key in v) && v[key] + 0 > 0)
+                   printf "%-26s %12.4e %12.4e %8.3f\n", key, v[key], coef, coef / v[key] }' \
+    "$OUT/calibration.txt" "$OUT/recalibration.txt"
+} > "$OUT/drift.txt"
+cat "$OUT/drift.txt"
