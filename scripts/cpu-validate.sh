@@ -42,18 +42,5 @@ cat "$OUT/heldout-summary.md"
   --out "$OUT/cpu-recalibrated.toml" --samples "$OUT/cpu-recalibration.json" > "$OUT/recalibration.txt"
 "$BIN" validate --from "$FILES" --hw "$OUT/cpu-recalibrated.toml" --format markdown \
   > "$OUT/heldout-recalibrated-summary.md"
-{
-  echo "fit                              before        after  after/before"
-  # Fit lines of the two reports: the name (the words before n), n, R², worst, then the first
-  # coefficient (seconds per FLOP or per byte: a ratio above 1 means slower after).
-  awk 'function parse(  i, j) {
-         for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) break
-         key = $1; for (j = 2; j < i; j++) key = key " " $j
-         coef = $(i + 3)
-       }
-       FNR == NR && / s per / { parse(); v[key] = coef; next }
-       / s per / { parse(); if ((key in v) && v[key] + 0 > 0)
-                   printf "%-26s %12.4e %12.4e %8.3f\n", key, v[key], coef, coef / v[key] }' \
-    "$OUT/calibration.txt" "$OUT/recalibration.txt"
-} > "$OUT/drift.txt"
+scripts/calibration-drift.sh "$OUT/calibration.txt" "$OUT/recalibration.txt" > "$OUT/drift.txt"
 cat "$OUT/drift.txt"
