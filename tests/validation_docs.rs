@@ -79,3 +79,87 @@ fn calibrated_profile_regenerates_from_the_committed_samples() {
         read(&Path::new(DIR).join("cpu-calibrated.toml"))
     );
 }
+
+fn drift(before: &Path, after: &Path) -> String {
+    let o = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/calibration-drift.sh"
+        ))
+        .arg(before)
+        .arg(after)
+        .output()
+        .expect("run calibration-drift.sh");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+/// The drift report of cpu-validate.sh and cpu-eager-validate.sh on two made-up reports: one-,
+/// two- and three-word fit names, each fit's first coefficient and the ratio after / before
+/// (2e-12 → 3e-12: 1.500; 4e-11 → 1e-11: 0.250; 8e-11 → 1e-10: 1.250), a fit missing from
+/// the second report left out.
+#[test]
+fn calibration_drift_pairs_each_fit_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = |name: &str, coef: &str| {
+        format!(
+            "{name:<20} 13  0.9842     27%  {coef} ± 5.8e-13 s per tile-FLOP; 0.0000e0 s per op\n"
+        )
+    };
+    let head =
+        "calibrated x from 1 samples\nfit                   n      R²   worst  coefficients\n";
+    let before = dir.path().join("before.txt");
+    let after = dir.path().join("after.txt");
+    std::fs::write(
+        &before,
+        format!(
+            "{head}{}{}{}{}",
+            line("gemm fp32", "2.0000e-12"),
+            line("cast", "4.0000e-11"),
+            line("attention backward bf16", "8.0000e-11"),
+            line("norm fp32", "1.0000e-11")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &after,
+        format!(
+            "{head}{}{}{}",
+            line("attention backward bf16", "1.0000e-10"),
+            line("gemm fp32", "3.0000e-12"),
+            line("cast", "1.0000e-11")
+        ),
+    )
+    .unwrap();
+    let out = drift(&before, &after);
+    let rows: Vec<(String, f64)> = out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ratio: f64 = f[f.len() - 1].parse().expect("ratio");
+            (f[..f.len() - 3].join(" "), ratio)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("attention backward bf16".to_string(), 1.25),
+            ("gemm fp32".to_string(), 1.5),
+            ("cast".to_string(), 0.25),
+        ]
+    );
+}
+
+/// The committed drift between the 2026-11-28 calibration and the 2026-11-29 one regenerates.
+#[test]
+fn committed_drift_regenerates() {
+    let out = drift(
+        &Path::new(DIR).join("calibration.txt"),
+        &Path::new(DIR).join("recal-2026-11-29/calibration.txt"),
+    );
+    assert_eq!(
+        out,
+        read(&Path::new(DIR).join("recal-2026-11-29/drift.txt"))
+    );
+}

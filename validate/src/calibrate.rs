@@ -578,7 +578,10 @@ pub fn run(
                 Box::new(move |b| b.gemm(m * scale, n, k, kind)),
             ));
         }
-        steps.push(("gemm step", Box::new(move |b| b.gemm(50257, 256, 128 * scale, kind))));
+        steps.push((
+            "gemm step",
+            Box::new(move |b| b.gemm(50257, 256, 128 * scale, kind)),
+        ));
         // Skinny rank-r GEMMs as LoRA's A (M×r×k), B (M×n×r) and their gradients (r×k×M).
         for (m, r, k) in [
             (256, 8, 768),
