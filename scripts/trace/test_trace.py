@@ -192,6 +192,36 @@ class GemmContext(unittest.TestCase):
 
 
 
+class PageFaults(unittest.TestCase):
+    """page_faults.py on GPT-2 tiny at 1 × 8 tokens: the record's arithmetic and the output bytes
+    of ops worked by hand; not the fault counts (the allocator's state decides them)."""
+
+    def test_record_is_consistent(self):
+        import page_faults
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "f.json")
+            page_faults.main(["--family", "gpt2", "--preset", "tiny", "--seq", "8", "--warmup", "1", "--out", out])
+            rec = _load(out)
+        self.assertEqual(rec["schema"], "costsim-page-faults/1")
+        ops = rec["ops"]
+        self.assertEqual({o["phase"] for o in ops}, {"forward", "backward", "optimizer"})
+        # Forward GEMMs with an 8 × 256 fp32 output (8,192 B): each layer's c_fc (64 → 256,
+        # Conv1D: addmm), two layers, and the tied head's logits (vocabulary 256: mm).
+        fwd_256 = sorted(o["op"] for o in ops if o["phase"] == "forward" and o["op"] in ("mm", "addmm")
+                         and o["out_bytes"] == 8 * 256 * 4)
+        self.assertEqual(fwd_256, ["addmm", "addmm", "mm"])
+        # The summary adds up the rows of its phase and size class.
+        for s in rec["summary"]:
+            lo = s["min_mib"] * 2**20
+            hi = float("inf") if s["max_mib"] is None else s["max_mib"] * 2**20
+            sel = [o for o in ops if o["phase"] == s["phase"] and lo <= o["out_bytes"] < hi and o["out_bytes"] > 0]
+            self.assertEqual(s["ops"], len(sel))
+            self.assertEqual(s["out_bytes"], sum(o["out_bytes"] for o in sel))
+            self.assertLessEqual(s["faulted_bytes"], s["out_bytes"])
+
+
+
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
         committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
