@@ -272,7 +272,8 @@ fn eager_attention(
     let rep = cx.model.heads / cx.model.kv_heads;
     let (kx, vx) = if rep > 1 {
         // repeat_kv: expand + reshape copies K and V to all heads; backward sums the
-        // copies back.
+        // copies back and copies the kv-sized gradient, as the math path's expand does in the
+        // CPU trace (no eager grouped-query trace has been recorded: by analogy).
         let mut repeat = |x: &T| {
             let bwd = gqa_expand_bwd(rep as f64);
             t.op(
