@@ -2,7 +2,7 @@
 # The pytorch-eager held-out check on this CPU (issue 12) with a device profile calibrated in the
 # same run: on this shared virtual machine a profile calibrated on another day mispredicts by more
 # than the goal (docs/validation.md, "What moves a CPU prediction"). One thread throughout.
-#   scripts/cpu-eager-validate.sh [OUT_DIR]     (about 10 minutes; keep the machine otherwise idle)
+#   scripts/cpu-eager-validate.sh [OUT_DIR]     (about 12 minutes; keep the machine otherwise idle)
 # 1. costsim calibrate (device side)                       OUT/cpu-calibrated.toml, calibration.txt
 # 2. host costs and the Trainer loop refitted on the committed traces onto that profile
 #    (docs/results/cpu/host/traces, docs/results/cpu/step/run-{1,2})   OUT/cpu-eager.toml
@@ -11,6 +11,8 @@
 # 4. the comparison                                                     OUT/comparison.txt
 # 5. costsim calibrate again, and each fit's drift between the two runs OUT/drift.txt,
 #    and the comparison under the second profile                 OUT/comparison-recalibrated.txt
+# 6. op by op, on a few of the grid's configurations: each GEMM in the step against alone
+#    (gemm_context.py) and each op's page faults (page_faults.py)   OUT/gemm-context, page-faults
 # GRID=FILE replaces the grid (a smaller one for a quick look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,5 +57,15 @@ PY
 eager_profile "$OUT/cpu-recalibrated.toml" "$OUT/cpu-eager-recalibrated.toml" "$OUT/fits-recalibrated.txt"
 "$BIN" validate --trace "$OUT/eager" --hw "$OUT/cpu-eager-recalibrated.toml" > "$OUT/comparison-recalibrated.txt"
 scripts/calibration-drift.sh "$OUT/calibration.txt" "$OUT/recalibration.txt" > "$OUT/drift.txt"
+mkdir -p "$OUT/gemm-context" "$OUT/page-faults"
+M=docs/results/models
+for c in "gpt2 gpt2-tiny full fp32" "gpt2 gpt2-tiny lora fp32" "gpt2 gpt2-tiny full bf16" \
+         "llama llama-small full fp32" "llama llama-wide-shallow full fp32"; do
+  set -- $c
+  python3 scripts/trace/gemm_context.py --family "$1" --config "$M/$2/config.json" --method "$3" \
+    --precision "$4" --out "$OUT/gemm-context/$2-$3-$4.json"
+  python3 scripts/trace/page_faults.py --family "$1" --config "$M/$2/config.json" --method "$3" \
+    --precision "$4" --out "$OUT/page-faults/$2-$3-$4.json"
+done
 grep MAPE "$OUT/comparison.txt" "$OUT/comparison-recalibrated.txt"
 cat "$OUT/drift.txt"
