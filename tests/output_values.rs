@@ -162,7 +162,13 @@ fn text_summary(text: &str, methods: &[&str]) -> HashMap<String, Vec<String>> {
         ends.push(at);
         from = at;
     }
+    // The rule under the header spans the table: the header's last name ends at its right edge.
     assert!(lines[head_at + 1].chars().all(|c| c == '-'), "rule");
+    assert_eq!(
+        lines[head_at + 1].chars().count(),
+        head.len(),
+        "rule width in:\n{text}"
+    );
     let mut rows = HashMap::new();
     // The rows run to a blank line or the price line under the table.
     for l in &lines[head_at + 2..] {
@@ -946,6 +952,7 @@ fn sweep_tables_read_back_as_the_library_predictions_to_two_decimals() {
         "the same columns"
     );
     assert!(lines[1].chars().all(|c| c == '-'));
+    assert_eq!(lines[1].len(), lines[0].len(), "the rule spans the table");
     let points = sweep_points();
     assert_eq!(md_rows.len(), points.len());
     assert_eq!(lines.len(), 2 + points.len());
