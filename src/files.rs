@@ -202,10 +202,16 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn special_files_are_refused_and_symlinks_kept() {
-        let err = write_atomic(Path::new("/dev/null"), "x").expect_err("a device");
+        // A FIFO of the test's own, not /dev/null: a writer that wrongly accepted a special
+        // file would rename its temporary over it, and /dev/null is shared (cargo-mutants ran
+        // such a mutant as root and left /dev/null a regular file).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let err = write_atomic(&fifo, "x").expect_err("a FIFO");
         assert!(err.to_string().contains("special file"), "{err}");
 
-        let dir = tempfile::tempdir().expect("tempdir");
         let real = dir.path().join("real.csv");
         let link = dir.path().join("link.csv");
         std::fs::write(&real, "old").expect("seed");
@@ -216,6 +222,31 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read_to_string(&real).expect("read"), "new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_dangling_relative_link_is_written_where_it_points_from_its_folder() {
+        // dir/link.csv → "sub/real.csv" (relative, not there yet): the file is created at
+        // dir/sub/real.csv, read from the link's folder, not from the working directory (which
+        // has no "sub"), and the link stays a link.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sub")).expect("sub");
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink("sub/real.csv", &link).expect("symlink");
+        assert!(
+            !Path::new("sub").exists(),
+            "the test needs a working directory without sub/"
+        );
+        write_atomic(&link, "new").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("sub/real.csv")).expect("read"),
+            "new"
+        );
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
     }
 
     #[test]
