@@ -249,6 +249,36 @@ mod tests {
             .is_symlink());
     }
 
+    /// A file that does not exist yet is created (the not-found case of `resolve_target`).
+    #[test]
+    fn a_new_file_is_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("fresh.csv");
+        write_atomic(&p, "a,b\n").expect("write");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "a,b\n");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    /// `Write::write` reports the bytes it took (3 of "abc"), and `flush` pushes the buffer into
+    /// the temporary file before `commit`: its size is 3 bytes then, not 0 (the buffer holds 64 KiB).
+    #[test]
+    fn write_counts_bytes_and_flush_reaches_the_temporary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("out.csv");
+        let mut o = Output::create(&p).expect("create");
+        assert_eq!(o.write(b"abc").expect("write"), 3);
+        o.flush().expect("flush");
+        let tmp: Vec<u64> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .map(|e| e.metadata().expect("meta").len())
+            .collect();
+        assert_eq!(tmp, [3]);
+        o.commit().expect("commit");
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "abc");
+    }
+
     #[test]
     fn missing_folder_is_a_usage_error() {
         let err = write_atomic(Path::new("/nonexistent-costsim-dir/x.csv"), "x")

@@ -283,3 +283,27 @@ fn invalid_points_have_empty_csv_fields_and_null_json_numbers() {
     let row = table.lines().find(|l| l.contains("invalid")).expect("row");
     assert!(row.contains(" - "), "{row}");
 }
+
+/// `--out` with a bare file name (no folder part) is written in the working directory, its
+/// temporary beside it in "." (the folder of a bare name is empty, which is not a folder to
+/// create a temporary in): one header line and one row for one point, no temporary left.
+#[test]
+fn a_bare_file_name_is_written_in_the_working_directory() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .current_dir(d.path())
+        .args([
+            "sweep", "--model", "gpt2", "--hw", "a100", "--method", "full", "--batch", "1",
+            "--seq", "128", "--format", "csv", "--quiet", "--out", "rows.csv",
+        ])
+        .output()
+        .expect("run costsim");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(d.path().join("rows.csv")).expect("rows.csv");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["rows.csv"]);
+}
