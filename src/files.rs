@@ -279,6 +279,18 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "abc");
     }
 
+    /// A path under a regular file (`file/x.csv`) cannot be looked up (not a directory, not
+    /// "not found"): refused as such, naming the path, not taken for a new file.
+    #[test]
+    fn a_path_under_a_file_is_refused_as_unusable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("seed");
+        let err = write_atomic(&file.join("x.csv"), "y").expect_err("under a regular file");
+        assert!(err.downcast_ref::<crate::errors::UsageError>().is_some());
+        assert!(err.to_string().starts_with("cannot use "), "{err}");
+    }
+
     #[test]
     fn missing_folder_is_a_usage_error() {
         let err = write_atomic(Path::new("/nonexistent-costsim-dir/x.csv"), "x")
