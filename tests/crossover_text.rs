@@ -199,3 +199,43 @@ fn faster_and_slower_throughout_match_the_json() {
         ["LoRA is faster throughout", "LoRA is slower throughout"]
     );
 }
+
+fn status_and_stderr(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args(args)
+        .output()
+        .expect("run costsim");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `--range` needs two values at least and takes 1000 at most: one value and 1001 values are
+/// usage errors naming the rule (exit 2), two values (the smallest search) run.
+#[test]
+fn range_lengths_at_their_limits() {
+    let base = [
+        "crossover",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--vary",
+        "batch",
+        "--range",
+    ];
+    let (code, err) = status_and_stderr(&[&base[..], &["4"]].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("at least two values"), "{err}");
+    let (code, err) = status_and_stderr(&[&base[..], &["1..1001"]].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("has 1001 values") && err.contains("at most 1000"),
+        "{err}"
+    );
+    let text = costsim(&[&base[..], &["2,4", "--seq", "128"]].concat());
+    // Both comparisons list exactly the two batch sizes.
+    assert_eq!(text.matches("\n2 ").count(), 2, "{text}");
+    assert_eq!(text.matches("\n4 ").count(), 2, "{text}");
+}

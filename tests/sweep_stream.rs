@@ -307,3 +307,36 @@ fn a_bare_file_name_is_written_in_the_working_directory() {
         .collect();
     assert_eq!(names, ["rows.csv"]);
 }
+
+/// A table or Markdown sweep holds every row, so it stops at `MAX_TABLE_POINTS` (100 000):
+/// 100 001 points (batch 1..100001, one of everything else) are refused before any work, with
+/// exit 2 and the streaming formats named; nothing is printed.
+#[test]
+fn a_table_sweep_over_the_cap_is_refused() {
+    for format in ["table", "markdown"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .args([
+                "sweep",
+                "--model",
+                "gpt2",
+                "--hw",
+                "a100",
+                "--method",
+                "full",
+                "--batch",
+                "1..100001",
+                "--seq",
+                "128",
+                "--format",
+                format,
+            ])
+            .output()
+            .expect("run costsim");
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("100001") || err.contains("100 001"), "{err}");
+        assert!(err.contains("csv or json"), "{err}");
+        assert!(err.contains(&format!("--format {format}")), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+}
