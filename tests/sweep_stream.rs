@@ -340,3 +340,77 @@ fn a_table_sweep_over_the_cap_is_refused() {
         assert!(o.stdout.is_empty());
     }
 }
+
+/// `--train-layers default` keeps each method's own layers: paca-upper-half on GPT-2's 12
+/// layers trains the upper half, 6..11 (12 / 2 = 6 below the cut), and LoRA all 12, 0..11.
+/// Without --quiet a sweep written to --out says so on stderr ("wrote FILE (N points in …)");
+/// with --quiet it prints nothing.
+#[test]
+fn default_layers_and_the_closing_line() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let out = d.path().join("rows.csv");
+    let run = |quiet: bool| {
+        let mut args = vec![
+            "sweep",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--method",
+            "paca-upper-half,lora",
+            "--batch",
+            "1",
+            "--seq",
+            "128",
+            "--train-layers",
+            "default",
+            "--format",
+            "csv",
+            "--out",
+        ];
+        args.push(out.to_str().expect("utf-8 path"));
+        if quiet {
+            args.push("--quiet");
+        }
+        Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .args(&args)
+            .output()
+            .expect("run costsim")
+    };
+    let o = run(false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!("wrote {} (2 points in ", out.display())),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&out).expect("rows");
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let (m, l) = (
+        head.iter().position(|c| *c == "method").expect("method"),
+        head.iter()
+            .position(|c| *c == "train_layers")
+            .expect("train_layers"),
+    );
+    let rows: Vec<(String, String)> = lines
+        .map(|r| {
+            let c: Vec<&str> = r.split(',').collect();
+            (c[m].to_string(), c[l].to_string())
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("paca-upper-half".to_string(), "6..11".to_string()),
+            ("lora".to_string(), "0..11".to_string())
+        ]
+    );
+    let o = run(true);
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
