@@ -1037,6 +1037,42 @@ mod memory_tests {
     }
 
     #[test]
+    fn working_set_over_accumulated_gradients() {
+        let (cfg, p, t) = full_fp32(2);
+        let g = graph_with(
+            &cfg,
+            Some((100.0, 0.0, 50.0, 10, 0.0)),
+            Some((1000.0, 24.0, 300.0, 20, 0.0)),
+            Some((400.0, 0.0, 2000.0, 30, 5000.0)),
+        );
+        let m = memory(cfg.as_ref(), &g);
+        let base = 4.0 * p + 8.0 * t;
+        // grad_accum 2: the head's working set comes on top of all 4T gradients:
+        // max(base + 2548 + 4T + 5000, base + 2548 + 4T).
+        assert_eq!(m.backward_peak_bytes, base + 4.0 * t + 7548.0);
+    }
+
+    #[test]
+    fn backward_peak_at_a_layers_end_with_the_embedding_still_kept() {
+        let (cfg, p, t) = full_fp32(1);
+        let g = graph_with(
+            &cfg,
+            Some((100.0, 0.0, 50.0, 10, 0.0)),
+            Some((1000.0, 24.0, 300.0, 10_000, 0.0)),
+            Some((400.0, 0.0, 10.0, 30, 0.0)),
+        );
+        let m = memory(cfg.as_ref(), &g);
+        let base = 4.0 * p + 8.0 * t;
+        // Each layer now adds 40 000 bytes of gradients:
+        //   head:    start 2548 + 0 + 20 = +2568, end 2148 + 120 + 20 = +2288
+        //   layer 1: start 2148 + 120 + 600 = +2868, end 1124 + 40 120 + 600 = +41 844
+        //   layer 0: start 1124 + 40 120 + 600 = +41 844,
+        //            end (1124 − 1024) + 80 120 + 600 = +80 820 (the embedding's 100 kept)
+        //   embedding: start 100 + 80 120 + 100 = +80 320, end 0 + 80 160 + 100 = +80 260
+        assert_eq!(m.backward_peak_bytes, base + 80_820.0);
+    }
+
+    #[test]
     fn fits_up_to_capacity_less_the_reserve() {
         let (mut cfg, _, _) = full_fp32(1);
         let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
@@ -1422,6 +1458,16 @@ mod report_tests {
         assert!(!lp.trained);
         assert_eq!(lp.optimizer_ms, p.loop_ms);
         assert!(lp.optimizer_ms > 0.0);
+        // Under gradient checkpointing a block keeps its input too: saved + checkpoint.
+        let mut ckpt = cfg.clone();
+        ckpt.workload.grad_checkpointing = true;
+        let gc = graph::build(&ckpt.model, &ckpt.method, &ckpt.workload);
+        assert!(gc.layer(0).checkpoint_bytes > 0.0);
+        let rows = predict(&ckpt, detail, None).per_layer.unwrap();
+        assert_eq!(
+            rows[1].saved_bytes,
+            gc.layer(0).saved_bytes + gc.layer(0).checkpoint_bytes
+        );
         // A bare loop has no loop row; SGD has no optimizer kernels... (frozen optimizer row).
         let mut bare = cfg.clone();
         bare.workload.training_loop = crate::TrainingLoop::Bare;
@@ -1514,5 +1560,76 @@ mod report_tests {
             .map(|r| r.host_us)
             .sum();
         assert!(host_us > 0.0);
+        // Host time per op in µs: an eager PyTorch op costs microseconds to tens of
+        // microseconds on the host, never a second, and some forward op at least 1 µs.
+        assert!(rows.iter().all(|r| r.host_us < 1000.0));
+        assert!(rows
+            .iter()
+            .any(|r| r.phase == Phase::Forward && r.host_us > 1.0));
+    }
+}
+
+#[cfg(test)]
+mod breakdown_by_hand {
+    use super::*;
+    use crate::method::{MethodName, MethodOptions};
+    use costsim_hardware::resolve_device;
+
+    /// The per-kind split against the kernel rows of `predict` (another walk of the graph),
+    /// summed here by kind for one block and for the optimizer.
+    #[test]
+    fn kinds_match_the_kernel_rows() {
+        let model = crate::arch::preset("gpt2").unwrap();
+        let cfg = Config {
+            method: MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &model, false)
+                .unwrap(),
+            model,
+            workload: Workload::default(),
+            hw: resolve_device("a100").unwrap(),
+        };
+        assert_eq!(cfg.workload.grad_accum, 1);
+        let detail = Detail {
+            per_layer: false,
+            kernels: true,
+        };
+        let p = predict(&cfg, detail, None);
+        let rows = p.kernel_rows.as_ref().unwrap();
+        let b = breakdown(&cfg);
+        let check = |scope: &str, of: &dyn Fn(&KernelRow) -> bool| {
+            let s = b.iter().find(|s| s.scope == scope).unwrap();
+            let mut nonzero = 0;
+            for &(kind, ms) in &s.by_kind_ms {
+                let want: f64 = rows
+                    .iter()
+                    .filter(|r| of(r) && r.kind == kind)
+                    .map(|r| r.device_us / 1e3)
+                    .sum();
+                assert!(
+                    (ms - want).abs() <= 1e-9 * want.max(1e-6),
+                    "{scope} {kind}: {ms} vs {want}"
+                );
+                nonzero += usize::from(want > 0.0);
+            }
+            assert!(nonzero >= 2, "{scope}");
+            // Device time by bound adds up to the same total.
+            let device: f64 = rows
+                .iter()
+                .filter(|r| of(r))
+                .map(|r| r.device_us / 1e3)
+                .sum();
+            let bounds = s.compute_ms + s.memory_ms + s.launch_ms;
+            assert!(
+                (bounds - device).abs() <= 1e-9 * device,
+                "{scope}: {bounds} vs {device}"
+            );
+            s.clone()
+        };
+        // Block 5's rows: `transformer.h.5` itself (the residual adds) and its submodules.
+        check("layer.5", &|r| {
+            r.module == "transformer.h.5" || r.module.starts_with("transformer.h.5.")
+        });
+        let opt = check("optimizer", &|r| r.phase == Phase::Optimizer);
+        // Full fine-tuning's AdamW streams 124 M parameters: memory-bound time on the A100.
+        assert!(opt.memory_ms > 0.0 && opt.compute_ms + opt.launch_ms < opt.memory_ms);
     }
 }
