@@ -663,4 +663,60 @@ mod tests {
             "{err}"
         );
     }
+    #[test]
+    fn memory_verdicts_by_hand() {
+        // llama2-7b (6.74 G parameters) on an 80 GiB A100, one sequence per micro-batch.
+        // Full fine-tuning under bf16 autocast keeps fp32 weights, gradients and AdamW's two
+        // states: 16 bytes × 6.74e9 ≈ 108 GB > 80 GiB − 1 GiB ≈ 84.8 GB, at any length.
+        // LoRA and PaCA keep the fp32 weights (4 × 6.74e9 ≈ 27 GB) plus adapters and the
+        // activations of 64 or 128 tokens (tens of MB): they fit.
+        let mut s = search("llama2-7b", "a100", Axis::Seq, vec![64, 128]);
+        s.workload.batch = 1;
+        assert!(!s.fits(64, MethodName::Full).unwrap());
+        assert!(s.fits(64, MethodName::Lora).unwrap());
+        assert!(s.fits(128, MethodName::Paca).unwrap());
+        let want = [64, 128].map(|value| NoFit {
+            value,
+            methods: vec![MethodName::Full],
+        });
+        assert_eq!(s.memory(), want);
+    }
+
+    #[test]
+    fn two_values_are_enough_and_one_is_not() {
+        let s = search("gpt2", "a100", Axis::Seq, vec![512]);
+        let err = s.run().unwrap_err().to_string();
+        assert!(err.contains("at least two values"), "{err}");
+        let s = search("gpt2", "a100", Axis::Seq, vec![256, 512]);
+        let r = s.run().unwrap();
+        assert_eq!(r.comparisons.len(), 2);
+        assert_eq!(r.comparisons[0].points.len(), 2);
+    }
+
+    #[test]
+    fn parts_count_every_micro_batch() {
+        // grad_accum 2: the adapter, avoided and host-wait parts are per optimizer step, twice
+        // the first micro-batch's (kernel rows list the first micro-batch; gpt2-medium at seq
+        // 64 is host-bound, so the GPU waits in both).
+        let mut s = search("gpt2-medium", "a100", Axis::Seq, vec![64]);
+        s.workload.grad_accum = 2;
+        let b = s.breakdown(64, MethodName::Full).unwrap();
+        let (pl, rl) = rows(&s, 64, MethodName::Lora);
+        let (po, ro) = rows(&s, 64, MethodName::Full);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        let part = |name: &str| b.parts.iter().find(|p| p.name == name).unwrap().ms;
+        let wait = |p: &crate::Prediction| p.phases[0].host_ms + p.phases[1].host_ms;
+        assert!(wait(&pl) > 0.0 && wait(&pl) != wait(&po));
+        // phases report per micro-batch: × 2.
+        assert!(close(part("host wait"), 2.0 * (wait(&pl) - wait(&po))));
+        let (adapter_us, ..) = unmatched(&rl, &ro, false);
+        let adapter: f64 = b.parts[..3].iter().map(|p| p.ms).sum();
+        assert!(
+            close(adapter, 2.0 * adapter_us / 1e3),
+            "{adapter} vs 2 × {adapter_us} us"
+        );
+        assert!(adapter > 0.0);
+        let sum: f64 = b.parts.iter().map(|p| p.ms).sum();
+        assert!(close(sum, pl.step_ms - po.step_ms));
+    }
 }
