@@ -719,4 +719,65 @@ mod tests {
         let sum: f64 = b.parts.iter().map(|p| p.ms).sum();
         assert!(close(sum, pl.step_ms - po.step_ms));
     }
+    #[test]
+    fn the_driver_is_the_largest_change_in_the_crossings_direction() {
+        // As in the bracketing test: gpt2-medium, A100, bare loop; LoRA becomes faster between
+        // 256 and 512 and slower again between 512 and 1024, so both directions occur.
+        let mut s = search("gpt2-medium", "a100", Axis::Seq, vec![256, 512, 1024]);
+        s.workload.training_loop = crate::TrainingLoop::Bare;
+        let r = s.run().unwrap();
+        let (mut faster, mut slower) = (0, 0);
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                // The bracketing grid values' ratios lie either side of 1; the ratio LoRA / other
+                // grows across the interval exactly when LoRA becomes the slower one, and then
+                // ΔT = T_LoRA − T_other grows: the driver is a part that grew, the largest.
+                let grows = !x.lora_becomes_faster;
+                if grows {
+                    slower += 1;
+                } else {
+                    faster += 1;
+                }
+                let mut best: Option<(&str, f64)> = None;
+                for (p0, p1) in x.grid_before.parts.iter().zip(&x.grid_after.parts) {
+                    let change = p1.ms - p0.ms;
+                    if (change > 0.0) != grows {
+                        continue;
+                    }
+                    if best.is_none_or(|(_, b)| change.abs() > b.abs()) {
+                        best = Some((p0.name, change));
+                    }
+                }
+                let (name, change) = best.expect("some part moves the crossing's way");
+                assert_eq!((x.driver, x.driver_change_ms), (name, change), "{x:?}");
+                // ΔT itself moved that way too: the parts add up to it.
+                let dt = |b: &Breakdown| b.lora_ms - b.other_ms;
+                assert_eq!(dt(&x.grid_after) > dt(&x.grid_before), grows);
+            }
+        }
+        assert!(faster >= 1 && slower >= 1, "{faster} {slower}");
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                // LoRA becomes faster exactly when it was the slower one before the crossing.
+                assert_eq!(x.lora_becomes_faster, x.ratio_before >= 1.0, "{x:?}");
+                // GPT-2 medium fits an 80 GiB A100: full fine-tuning's weights, gradients and
+                // states are 16 bytes × 355 M ≈ 5.7 GB, activations of 8 × 1024 tokens a few GB.
+                assert!(x.does_not_fit.is_empty());
+            }
+        }
+        // A device of 1 byte: nothing fits anywhere; every crossing names both methods.
+        s.hw.memory_bytes = 1.0;
+        let r = s.run().unwrap();
+        let all = [MethodName::Lora, MethodName::Full, MethodName::Paca];
+        assert_eq!(r.does_not_fit.len(), 3);
+        assert!(r.does_not_fit.iter().all(|n| n.methods == all));
+        let mut seen = 0;
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                assert_eq!(x.does_not_fit, [MethodName::Lora, c.other]);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2);
+    }
 }
