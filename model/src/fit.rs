@@ -233,7 +233,8 @@ mod tests {
 
     #[test]
     fn axis_names_are_the_workload_fields() {
-        // The axes name the workload's `batch` and `seq`, as in `fit`'s note "not even batch 1 fits".
+        // The axes name the workload's `batch` and `seq`, as in the note of `costsim fit`:
+        // "not even batch 1 fits".
         assert_eq!(Axis::Batch.as_str(), "batch");
         assert_eq!(Axis::Seq.as_str(), "seq");
     }
