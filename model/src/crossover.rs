@@ -663,4 +663,121 @@ mod tests {
             "{err}"
         );
     }
+    #[test]
+    fn memory_verdicts_by_hand() {
+        // llama2-7b (6.74 G parameters) on an 80 GiB A100, one sequence per micro-batch.
+        // Full fine-tuning under bf16 autocast keeps fp32 weights, gradients and AdamW's two
+        // states: 16 bytes × 6.74e9 ≈ 108 GB > 80 GiB − 1 GiB ≈ 84.8 GB, at any length.
+        // LoRA and PaCA keep the fp32 weights (4 × 6.74e9 ≈ 27 GB) plus adapters and the
+        // activations of 64 or 128 tokens (tens of MB): they fit.
+        let mut s = search("llama2-7b", "a100", Axis::Seq, vec![64, 128]);
+        s.workload.batch = 1;
+        assert!(!s.fits(64, MethodName::Full).unwrap());
+        assert!(s.fits(64, MethodName::Lora).unwrap());
+        assert!(s.fits(128, MethodName::Paca).unwrap());
+        let want = [64, 128].map(|value| NoFit {
+            value,
+            methods: vec![MethodName::Full],
+        });
+        assert_eq!(s.memory(), want);
+    }
+
+    #[test]
+    fn two_values_are_enough_and_one_is_not() {
+        let s = search("gpt2", "a100", Axis::Seq, vec![512]);
+        let err = s.run().unwrap_err().to_string();
+        assert!(err.contains("at least two values"), "{err}");
+        let s = search("gpt2", "a100", Axis::Seq, vec![256, 512]);
+        let r = s.run().unwrap();
+        assert_eq!(r.comparisons.len(), 2);
+        assert_eq!(r.comparisons[0].points.len(), 2);
+    }
+
+    #[test]
+    fn parts_count_every_micro_batch() {
+        // grad_accum 2: the adapter, avoided and host-wait parts are per optimizer step, twice
+        // the first micro-batch's (kernel rows list the first micro-batch; gpt2-medium at seq
+        // 64 is host-bound, so the GPU waits in both).
+        let mut s = search("gpt2-medium", "a100", Axis::Seq, vec![64]);
+        s.workload.grad_accum = 2;
+        let b = s.breakdown(64, MethodName::Full).unwrap();
+        let (pl, rl) = rows(&s, 64, MethodName::Lora);
+        let (po, ro) = rows(&s, 64, MethodName::Full);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+        let part = |name: &str| b.parts.iter().find(|p| p.name == name).unwrap().ms;
+        let wait = |p: &crate::Prediction| p.phases[0].host_ms + p.phases[1].host_ms;
+        assert!(wait(&pl) > 0.0 && wait(&pl) != wait(&po));
+        // phases report per micro-batch: × 2.
+        assert!(close(part("host wait"), 2.0 * (wait(&pl) - wait(&po))));
+        let (adapter_us, ..) = unmatched(&rl, &ro, false);
+        let adapter: f64 = b.parts[..3].iter().map(|p| p.ms).sum();
+        assert!(
+            close(adapter, 2.0 * adapter_us / 1e3),
+            "{adapter} vs 2 × {adapter_us} us"
+        );
+        assert!(adapter > 0.0);
+        let sum: f64 = b.parts.iter().map(|p| p.ms).sum();
+        assert!(close(sum, pl.step_ms - po.step_ms));
+    }
+    #[test]
+    fn the_driver_is_the_largest_change_in_the_crossings_direction() {
+        // As in the bracketing test: gpt2-medium, A100, bare loop; LoRA becomes faster between
+        // 256 and 512 and slower again between 512 and 1024, so both directions occur.
+        let mut s = search("gpt2-medium", "a100", Axis::Seq, vec![256, 512, 1024]);
+        s.workload.training_loop = crate::TrainingLoop::Bare;
+        let r = s.run().unwrap();
+        let (mut faster, mut slower) = (0, 0);
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                // The bracketing grid values' ratios lie either side of 1; the ratio LoRA / other
+                // grows across the interval exactly when LoRA becomes the slower one, and then
+                // ΔT = T_LoRA − T_other grows: the driver is a part that grew, the largest.
+                let grows = !x.lora_becomes_faster;
+                if grows {
+                    slower += 1;
+                } else {
+                    faster += 1;
+                }
+                let mut best: Option<(&str, f64)> = None;
+                for (p0, p1) in x.grid_before.parts.iter().zip(&x.grid_after.parts) {
+                    let change = p1.ms - p0.ms;
+                    if (change > 0.0) != grows {
+                        continue;
+                    }
+                    if best.is_none_or(|(_, b)| change.abs() > b.abs()) {
+                        best = Some((p0.name, change));
+                    }
+                }
+                let (name, change) = best.expect("some part moves the crossing's way");
+                assert_eq!((x.driver, x.driver_change_ms), (name, change), "{x:?}");
+                // ΔT itself moved that way too: the parts add up to it.
+                let dt = |b: &Breakdown| b.lora_ms - b.other_ms;
+                assert_eq!(dt(&x.grid_after) > dt(&x.grid_before), grows);
+            }
+        }
+        assert!(faster >= 1 && slower >= 1, "{faster} {slower}");
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                // LoRA becomes faster exactly when it was the slower one before the crossing.
+                assert_eq!(x.lora_becomes_faster, x.ratio_before >= 1.0, "{x:?}");
+                // GPT-2 medium fits an 80 GiB A100: full fine-tuning's weights, gradients and
+                // states are 16 bytes × 355 M ≈ 5.7 GB, activations of 8 × 1024 tokens a few GB.
+                assert!(x.does_not_fit.is_empty());
+            }
+        }
+        // A device of 1 byte: nothing fits anywhere; every crossing names both methods.
+        s.hw.memory_bytes = 1.0;
+        let r = s.run().unwrap();
+        let all = [MethodName::Lora, MethodName::Full, MethodName::Paca];
+        assert_eq!(r.does_not_fit.len(), 3);
+        assert!(r.does_not_fit.iter().all(|n| n.methods == all));
+        let mut seen = 0;
+        for c in &r.comparisons {
+            for x in &c.crossings {
+                assert_eq!(x.does_not_fit, [MethodName::Lora, c.other]);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2);
+    }
 }

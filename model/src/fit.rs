@@ -230,4 +230,12 @@ mod tests {
             prop_assert!(b >= a, "{model} {method:?} {axis:?} {v}: {a} -> {b}");
         }
     }
+
+    #[test]
+    fn axis_names_are_the_workload_fields() {
+        // The axes name the workload's `batch` and `seq`, as in the note of `costsim fit`:
+        // "not even batch 1 fits".
+        assert_eq!(Axis::Batch.as_str(), "batch");
+        assert_eq!(Axis::Seq.as_str(), "seq");
+    }
 }

@@ -152,4 +152,15 @@ mod tests {
         assert!((mb - 500e-6).abs() < 1e-15 && (st - 100e-6).abs() < 1e-15);
         assert_eq!(loop_host_s(TrainingLoop::Bare, &host, 100), (0.0, 0.0));
     }
+
+    #[test]
+    fn loop_names_are_the_cli_and_json_names() {
+        // `--loop trainer|bare` (docs/model.md); the JSON output's kebab-case names agree.
+        assert_eq!(TrainingLoop::Trainer.as_str(), "trainer");
+        assert_eq!(TrainingLoop::Bare.as_str(), "bare");
+        for lp in [TrainingLoop::Trainer, TrainingLoop::Bare] {
+            let json = serde_json::to_string(&lp).unwrap();
+            assert_eq!(json, format!("\"{}\"", lp.as_str()));
+        }
+    }
 }
