@@ -4,21 +4,11 @@
 //! the JSON ratios by the rule docs/sweeps.md states (below 1 throughout: faster; at least 1
 //! throughout: slower). Nothing is compared with a golden file.
 
+mod common;
+
+use common::stdout_ok;
 use serde_json::Value;
 use std::process::Command;
-
-fn costsim(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
-}
 
 /// The cells of a text-table line (runs of two or more spaces separate them).
 fn cells(line: &str) -> Vec<String> {
@@ -35,10 +25,10 @@ fn f(v: &Value) -> f64 {
 
 /// Checks the text of one crossover run against its JSON; returns the verdicts seen.
 fn check(args: &[&str]) -> Vec<String> {
-    let text = costsim(args);
+    let text = stdout_ok(args);
     let mut jargs = args.to_vec();
     jargs.extend(["--format", "json"]);
-    let json: Value = serde_json::from_str(&costsim(&jargs)).expect("JSON");
+    let json: Value = serde_json::from_str(&stdout_ok(&jargs)).expect("JSON");
     let axis = json["axis"].as_str().expect("axis");
     let mut sections = text.split("\nLoRA vs ");
     let title = sections.next().expect("title");
@@ -234,7 +224,7 @@ fn range_lengths_at_their_limits() {
         err.contains("has 1001 values") && err.contains("at most 1000"),
         "{err}"
     );
-    let text = costsim(&[&base[..], &["2,4", "--seq", "128"]].concat());
+    let text = stdout_ok(&[&base[..], &["2,4", "--seq", "128"]].concat());
     // Both comparisons list exactly the two batch sizes.
     assert_eq!(text.matches("\n2 ").count(), 2, "{text}");
     assert_eq!(text.matches("\n4 ").count(), 2, "{text}");

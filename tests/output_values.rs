@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{csv_records, f, s};
+use common::{csv_records, f, s, stdout_ok};
 use costsim_hardware::{resolve_device, Profile};
 use costsim_model::predict::{KernelRow, LayerRow};
 use costsim_model::{
@@ -19,22 +19,8 @@ use costsim_model::{
 };
 use serde_json::Value;
 use std::collections::HashMap;
-use std::process::Command;
 
 const GIB: f64 = 1073741824.0;
-
-fn costsim(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
-}
 
 /// The library's prediction of `methods` for `model` on `hw` with workload `w` — what
 /// `costsim predict` resolves its flags into (`--method all` resolves each method with `all`).
@@ -261,7 +247,7 @@ fn summary_csv_columns_are_the_library_prediction_and_the_run_is_worked_out() {
         None,
     );
     let p = &preds[0];
-    let recs = csv_records(&costsim(&args));
+    let recs = csv_records(&stdout_ok(&args));
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(s(r, "method"), "lora");
@@ -304,7 +290,7 @@ fn summary_csv_columns_are_the_library_prediction_and_the_run_is_worked_out() {
         2,
     );
     // Without a run there are no run columns; a run without a price has an empty cost.
-    let one = csv_records(&costsim(
+    let one = csv_records(&stdout_ok(
         &args[..11]
             .iter()
             .chain(&["--format", "csv"])
@@ -319,7 +305,7 @@ fn summary_csv_columns_are_the_library_prediction_and_the_run_is_worked_out() {
         .chain(&["--format", "csv"])
         .copied()
         .collect();
-    let r = &csv_records(&costsim(&unpriced))[0];
+    let r = &csv_records(&stdout_ok(&unpriced))[0];
     assert_eq!(s(r, "run_cost_usd"), "");
     assert_eq!(f(r, "optimizer_steps"), 3907.0);
 }
@@ -341,7 +327,7 @@ fn json_run_cost_and_hardware_are_the_profiles_and_the_arithmetic() {
         None,
     );
     let price = hw.price.clone().expect("the a100 profile has a price");
-    let v: Value = serde_json::from_str(&costsim(&base)).unwrap();
+    let v: Value = serde_json::from_str(&stdout_ok(&base)).unwrap();
     let h = &v["hardware"];
     assert_eq!(h["name"], hw.name.as_str());
     assert_eq!(h["display_name"], hw.display_name.as_str());
@@ -376,7 +362,7 @@ fn json_run_cost_and_hardware_are_the_profiles_and_the_arithmetic() {
     // --price: its own source and no date.
     let mut a = base.to_vec();
     a.extend_from_slice(&["--price", "1.5"]);
-    let v: Value = serde_json::from_str(&costsim(&a)).unwrap();
+    let v: Value = serde_json::from_str(&stdout_ok(&a)).unwrap();
     assert_eq!(v["run_cost"]["price"]["usd_per_hour"].as_f64(), Some(1.5));
     assert_eq!(v["run_cost"]["price"]["source"], "--price");
     assert!(v["run_cost"]["price"]["date"].is_null());
@@ -417,7 +403,7 @@ fn the_summary_table_reads_back_as_the_library_prediction() {
         None,
     );
     assert!(!preds[0].fits && preds[1].fits, "the premise of this test");
-    let text = costsim(&args);
+    let text = stdout_ok(&args);
     let names: Vec<&str> = MethodName::ALL.iter().map(|m| m.as_str()).collect();
     let t = text_summary(&text, &names);
     let row = |label: &str| {
@@ -544,7 +530,7 @@ fn the_summary_table_names_a_profile_price_or_its_absence() {
     ];
     let hw = resolve_device("a100").unwrap();
     let price = hw.price.expect("a100 has a price");
-    let text = costsim(&run);
+    let text = stdout_ok(&run);
     let want = format!(
         "price: ${} per GPU-hour, {} (read {}); --price overrides it",
         price.usd_per_hour,
@@ -569,7 +555,7 @@ fn the_summary_table_names_a_profile_price_or_its_absence() {
     // Markdown: the same line, after a blank line, and the header quoted.
     let mut a = run.to_vec();
     a.extend_from_slice(&["--format", "markdown"]);
-    let md = costsim(&a);
+    let md = stdout_ok(&a);
     assert!(md.contains(&format!("\n\n{want}\n")), "{md}");
     assert!(md.starts_with("> gpt2 ("), "{md}");
     assert!(
@@ -584,12 +570,12 @@ fn the_summary_table_names_a_profile_price_or_its_absence() {
         .iter()
         .map(|&a| if a == "a100" { "l4" } else { a })
         .collect();
-    let text = costsim(&l4);
+    let text = stdout_ok(&l4);
     assert!(!text.contains("price: $"), "{text}");
     let t = text_summary(&text, &["lora"]);
     assert_eq!(t["run cost"], ["no price: pass --price"]);
     // Without a run: no run rows.
-    let text = costsim(&run[..11]);
+    let text = stdout_ok(&run[..11]);
     let t = text_summary(&text, &["lora"]);
     assert!(!t.contains_key("optimizer steps") && !t.contains_key("run cost"));
     assert!(t.contains_key("fits"));
@@ -597,7 +583,7 @@ fn the_summary_table_names_a_profile_price_or_its_absence() {
 
 #[test]
 fn the_header_names_every_workload_option() {
-    let text = costsim(&[
+    let text = stdout_ok(&[
         "predict",
         "--model",
         "gpt2",
@@ -631,7 +617,7 @@ fn the_header_names_every_workload_option() {
         ("adamw-fused", "adamw (fused)"),
         ("adamw-single", "adamw (single-tensor)"),
     ] {
-        let text = costsim(&[
+        let text = stdout_ok(&[
             "predict",
             "--model",
             "gpt2",
@@ -720,7 +706,7 @@ fn per_layer_and_kernel_tables_read_back_as_the_library_rows() {
     };
     let (_, preds) = library("gpt2", "l4", &[MethodName::Lora], &w, detail, None);
     let p = &preds[0];
-    let md = costsim(&[
+    let md = stdout_ok(&[
         "predict",
         "--model",
         "gpt2",
@@ -779,7 +765,7 @@ fn per_layer_and_kernel_tables_read_back_as_the_library_rows() {
     };
     let (_, bare) = library("gpt2", "l4", &[MethodName::Lora], &w, detail, None);
     assert_eq!(bare[0].loop_host_ms, 0.0);
-    let text = costsim(&[
+    let text = stdout_ok(&[
         "predict",
         "--model",
         "gpt2",
@@ -851,8 +837,8 @@ fn sweep_points() -> Vec<(&'static str, MethodName, u64, u64)> {
 #[test]
 fn sweep_csv_and_json_rows_are_the_library_predictions() {
     let l4 = resolve_device("l4").unwrap();
-    let csv = csv_records(&costsim(&[&SWEEP[..], &["csv"]].concat()));
-    let json: Value = serde_json::from_str(&costsim(&[&SWEEP[..], &["json"]].concat())).unwrap();
+    let csv = csv_records(&stdout_ok(&[&SWEEP[..], &["csv"]].concat()));
+    let json: Value = serde_json::from_str(&stdout_ok(&[&SWEEP[..], &["json"]].concat())).unwrap();
     let json = json.as_array().unwrap();
     let points = sweep_points();
     assert_eq!(csv.len(), points.len());
@@ -941,8 +927,8 @@ fn sweep_csv_and_json_rows_are_the_library_predictions() {
 
 #[test]
 fn sweep_tables_read_back_as_the_library_predictions_to_two_decimals() {
-    let text = costsim(&[&SWEEP[..], &["table"]].concat());
-    let md = costsim(&[&SWEEP[..], &["markdown"]].concat());
+    let text = stdout_ok(&[&SWEEP[..], &["table"]].concat());
+    let md = stdout_ok(&[&SWEEP[..], &["markdown"]].concat());
     let (head, md_rows) = md_after(&md, "");
     assert_eq!(head.len(), 20);
     let lines: Vec<&str> = text.lines().collect();

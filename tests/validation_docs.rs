@@ -2,23 +2,13 @@
 //! the calibrated profile from `docs/results/cpu` must give exactly the committed files, and the
 //! page must quote the summary as generated.
 
+mod common;
+
+use common::stdout_ok;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu");
-
-fn costsim(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
-}
 
 fn heldout_files(dir: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -49,7 +39,7 @@ fn check_summary(dir: &str, profile: &str, summary_file: &str, quoted: bool) {
         .collect::<Vec<_>>()
         .join(",");
     let profile = format!("{dir}/{profile}");
-    let summary = costsim(&[
+    let summary = stdout_ok(&[
         "validate", "--from", &list, "--hw", &profile, "--format", "markdown",
     ]);
     let committed = read(&Path::new(dir).join(summary_file));
@@ -88,7 +78,7 @@ fn second_heldout_run_regenerates() {
 fn calibrated_profile_regenerates_from_the_committed_samples() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-calibrated-again.toml");
     let _ = std::fs::remove_file(&out);
-    costsim(&[
+    stdout_ok(&[
         "calibrate",
         "--from",
         &format!("{DIR}/cpu-calibration.json"),

@@ -3,6 +3,22 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::process::Command;
+
+/// Run the costsim binary under test with `args`; its stdout, after asserting exit 0 (the
+/// assertion shows the arguments and stderr).
+pub fn stdout_ok(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args(args)
+        .output()
+        .expect("run costsim");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8")
+}
 
 /// Parse CSV (RFC 4180: quoted fields, doubled quotes, commas and newlines inside quotes) into
 /// records keyed by the header's column names. Panics on a ragged row or a duplicate column.
