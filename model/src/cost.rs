@@ -229,8 +229,12 @@ pub fn kernel_cost_memo(
         KernelKind::Reduction => Some(MemKind::Reduction),
         KernelKind::Norm => Some(MemKind::Norm),
         KernelKind::Softmax => Some(MemKind::Softmax),
-        KernelKind::Gather => Some(MemKind::Gather),
-        KernelKind::Scatter => Some(MemKind::Scatter),
+        // The gather and scatter efficiencies are those of a strided column access (PaCA's
+        // x[..., idx] and its write of s·P into W, priced per touched sector); the embedding's
+        // row gather and scatter-add and the loss's fill stream whole rows, like elementwise ops.
+        KernelKind::Gather if k.piece == "paca_idx" => Some(MemKind::Gather),
+        KernelKind::Scatter if k.piece == "paca_P" => Some(MemKind::Scatter),
+        KernelKind::Gather | KernelKind::Scatter => Some(MemKind::Elementwise),
         KernelKind::Optimizer => Some(MemKind::Optimizer),
         KernelKind::Gemm | KernelKind::Attention | KernelKind::Host => None,
     };
@@ -429,6 +433,36 @@ mod tests {
             hw.kind_bandwidth.get(MemKind::Dropout, true),
             hw.kind_bandwidth.get(MemKind::Elementwise, true)
         );
+    }
+
+    #[test]
+    fn strided_paca_kernels_use_gather_and_scatter_rates_row_kernels_the_elementwise_one() {
+        let hw = cpu_profile();
+        let bw = |m: MemKind| hw.bandwidth_bps * hw.kind_bandwidth.get(m, true);
+        // 1 MiB read and 1 MiB written by bf16 kernels of each kind and piece.
+        let mib = 1024.0 * 1024.0;
+        let cases = [
+            (KernelKind::Gather, "paca_idx", MemKind::Gather),
+            (KernelKind::Scatter, "paca_P", MemKind::Scatter),
+            // The embedding's row gather and scatter-add, the loss's fill: no piece.
+            (KernelKind::Gather, "", MemKind::Elementwise),
+            (KernelKind::Scatter, "", MemKind::Elementwise),
+        ];
+        for (kind, piece, mem) in cases {
+            let mut k = Kernel::new_for_test(kind, MathMode::Fp32);
+            k.piece = piece;
+            k.bytes_read = mib;
+            k.bytes_written = mib;
+            let c = kernel_cost(&k, &hw, false);
+            assert!(
+                (c.mem_s - 2.0 * mib / bw(mem)).abs() < 1e-15,
+                "{kind:?} {piece:?}: {} s",
+                c.mem_s
+            );
+        }
+        // The three rates differ in this profile, so the cases above tell them apart.
+        assert!(bw(MemKind::Gather) != bw(MemKind::Elementwise));
+        assert!(bw(MemKind::Scatter) != bw(MemKind::Elementwise));
     }
 
     #[test]

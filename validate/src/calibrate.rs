@@ -1,6 +1,6 @@
 //! Microbenchmarks for `costsim calibrate` (feature `tch`): GEMMs (square, tall, and skinny
 //! rank-r shapes like LoRA's), elementwise ops and casts at several sizes, reductions, norms,
-//! softmax, gathers, attention, the single-tensor AdamW update, a one-element dispatch loop and an
+//! softmax, PaCA's gather and column write, attention, the single-tensor AdamW update, a one-element dispatch loop and an
 //! autograd chain. Each is timed after warm-up as the median of `reps` timed units (a unit
 //! repeats a short op until it lasts about half a millisecond, so the clock's resolution does not
 //! matter); a sample whose spread exceeds [`fit::MAX_SPREAD`] is measured again, up to three
@@ -16,6 +16,7 @@ use crate::fit::{Bench, CalibrationRun, Sample, MAX_SPREAD, SCHEMA};
 use crate::harness::{device_name, ensure_device, now_rfc3339};
 use crate::record::Stats;
 use crate::{Error, Result};
+use costsim_model::graph::strided_columns_bytes;
 use std::time::Instant;
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -277,7 +278,8 @@ impl Bencher {
             1,
             || x.f_log_softmax(-1, None::<Kind>).map(drop).map_err(torch),
         )?;
-        // PaCA's gather of r input channels: x[..., idx].
+        // PaCA's gather of r input channels: x[..., idx], its bytes counted as the cost model
+        // counts them (a sector per selected element read).
         let r = (d / 16).max(1);
         let idx = Tensor::f_randint(d, [r], (Kind::Int64, self.device)).map_err(torch)?;
         self.time(
@@ -285,10 +287,51 @@ impl Bencher {
             format!("index_select {rows}x{d} -> {r}"),
             kind,
             0.0,
-            2.0 * (rows * r) as f64 * sz + r as f64 * 8.0,
+            strided_columns_bytes(rows as f64, d as f64, r as f64, sz)
+                + (rows * r) as f64 * sz
+                + r as f64 * 8.0,
             None,
             1,
             || x.f_index_select(-1, &idx).map(drop).map_err(torch),
+        )
+    }
+
+    /// PaCA's write of s·P (n×r) into r random columns of W (n×k): `W.index_copy_(1, idx, sP)`.
+    /// In a step W was last touched a whole step earlier, so each call writes into lines out of
+    /// cache: it cycles through copies of W (together over 128 MB) and 8 random column sets.
+    /// Bytes as the cost model counts them: s·P read, a sector per written element of W.
+    fn scatter(&mut self, n: i64, k: i64, r: i64, kind: Kind) -> Result<()> {
+        let sz = size_of(kind);
+        let c = copies((n * k) as f64 * sz);
+        let mut ws: Vec<Tensor> = (0..c)
+            .map(|_| self.randn(&[n, k], kind))
+            .collect::<Result<_>>()?;
+        let sets: Vec<Tensor> = (0..8)
+            .map(|_| {
+                Tensor::f_randperm(k, (Kind::Int64, self.device))
+                    .map(|p| p.narrow(0, 0, r))
+                    .map_err(torch)
+            })
+            .collect::<Result<_>>()?;
+        let sp = self.randn(&[n, r], kind)?;
+        let mut i = 0;
+        self.time(
+            Bench::Scatter,
+            format!("index_copy_ {n}x{k} <- {r} columns"),
+            kind,
+            0.0,
+            (n * r) as f64 * sz
+                + strided_columns_bytes(n as f64, k as f64, r as f64, sz)
+                + r as f64 * 8.0,
+            None,
+            1,
+            || {
+                i += 1;
+                let w = &mut ws[i % c];
+                w.f_index_copy_(1, &sets[(i / c) % 8], &sp)
+                    .map(drop)
+                    .map_err(torch)
+            },
         )
     }
 
@@ -627,6 +670,20 @@ pub fn run(
             (128, 50257),
         ] {
             steps.push(("rows", Box::new(move |b| b.rows(rows * scale, d, kind))));
+        }
+        // PaCA's column write: GPT-2's c_attn, c_fc and MLP projection, a 4096-wide square;
+        // ranks as the paper's (8-64).
+        for (n, k, r) in [
+            (2304, 768, 16),
+            (3072, 768, 16),
+            (768, 3072, 16),
+            (4096, 4096, 16),
+            (4096, 4096, 64),
+        ] {
+            steps.push((
+                "scatter",
+                Box::new(move |b| b.scatter(n * scale, k, r, kind)),
+            ));
         }
         for (bb, h, s, hd) in [(1, 12, 128, 64), (2, 8, 256, 64), (1, 12, 512, 64)] {
             steps.push((

@@ -48,6 +48,8 @@ pub enum Bench {
     Norm,
     Softmax,
     Gather,
+    /// PaCA's write of s·P into W's columns (a strided scatter into a cold W).
+    Scatter,
     Attention,
     /// SDPA's backward alone.
     AttentionBackward,
@@ -331,7 +333,7 @@ pub fn fit_linear(what: &str, names: Vec<&'static str>, rows: &[(Vec<f64>, f64)]
 }
 
 /// Memory-bound kinds fitted for bandwidth, with their profile keys.
-const KINDS: [(Bench, &str); 8] = [
+const KINDS: [(Bench, &str); 9] = [
     (Bench::Elementwise, "elementwise"),
     (Bench::Dropout, "dropout"),
     (Bench::Cast, "cast"),
@@ -339,6 +341,7 @@ const KINDS: [(Bench, &str); 8] = [
     (Bench::Norm, "norm"),
     (Bench::Softmax, "softmax"),
     (Bench::Gather, "gather"),
+    (Bench::Scatter, "scatter"),
     (Bench::Optimizer, "optimizer"),
 ];
 

@@ -352,8 +352,16 @@ impl Net {
                     .map_err(torch)?
                     .narrow(0, 0, r);
                 // P starts as W[:, idx] / s, so that W (holding s·P) is unchanged at the start.
+                // Like the reference (and peft's adapters), P is kept in the adapter dtype, fp32
+                // by default whatever W's dtype.
+                let pk = match method.adapter_dtype {
+                    AdapterDtype::Fp32 => Kind::Float,
+                    AdapterDtype::Base => kind,
+                };
                 let p = w
                     .f_index_select(1, &idx)
+                    .map_err(torch)?
+                    .f_to_kind(pk)
                     .map_err(torch)?
                     .f_div_scalar(scale)
                     .map_err(torch)?;
@@ -420,6 +428,19 @@ impl Net {
         train: bool,
     ) -> Result<Tensor> {
         let l = &self.blocks[bi].lins[li];
+        if let (LinMode::Paca { idx, p, scale }, true) = (&l.mode, train) {
+            // The reference's `paca_update`: each training forward first writes s·P, cast to
+            // W's dtype, into W's selected columns under no_grad (mul, cast, index_copy_).
+            tch::no_grad(|| -> Result<()> {
+                let sp = ops.t(p.f_mul_scalar(*scale))?;
+                let sp = if sp.kind() != l.w.kind() {
+                    ops.t(sp.f_to_kind(l.w.kind()))?
+                } else {
+                    sp
+                };
+                ops.i(l.w.shallow_clone().f_index_copy_(1, idx, &sp))
+            })?;
+        }
         let y = ops.t(x.f_linear(&l.w, l.b.as_ref()))?;
         match &l.mode {
             LinMode::Frozen | LinMode::Full => Ok(y),
@@ -706,20 +727,26 @@ impl Net {
         let mut dp = Vec::with_capacity(taps.len());
         for (tap, dy) in taps.iter().zip(&dys) {
             let l = &self.blocks[tap.at.0].lins[tap.at.1];
-            let LinMode::Paca { scale, .. } = &l.mode else {
+            let LinMode::Paca { scale, p, .. } = &l.mode else {
                 continue;
             };
             let dy2 = dy.view([-1, l.n]);
             let xi = tap.x_idx.view([-1, l.r]);
             let g = ops.t(dy2.tr().f_mm(&xi))?;
-            dp.push(ops.t(g.f_mul_scalar(*scale))?);
+            let g = ops.t(g.f_mul_scalar(*scale))?;
+            // Cast to P's dtype (fp32 adapters in a bf16 model), as the reference's backward.
+            dp.push(if g.kind() != p.kind() {
+                ops.t(g.f_to_kind(p.kind()))?
+            } else {
+                g
+            });
         }
         Ok((grads, dp, ops.n))
     }
 }
 
-/// Single-tensor AdamW (torch.optim.AdamW(foreach=False)), eight ops per tensor, and PaCA's
-/// write-back of s·P into W's columns.
+/// Single-tensor AdamW (torch.optim.AdamW(foreach=False)), eight ops per tensor. PaCA's s·P
+/// reaches W's columns at the next training forward, as in the reference.
 pub struct AdamW {
     pub lr: f64,
     pub betas: (f64, f64),
@@ -785,23 +812,6 @@ impl Net {
         }
         v
     }
-
-    /// Write s·P back into W's selected columns; returns the ops issued.
-    pub fn write_back(&mut self) -> Result<u64> {
-        let mut ops = Ops::default();
-        tch::no_grad(|| -> Result<()> {
-            for b in &mut self.blocks {
-                for l in &mut b.lins {
-                    if let LinMode::Paca { idx, p, scale } = &l.mode {
-                        let sp = ops.t(p.f_mul_scalar(*scale))?;
-                        ops.i(l.w.f_index_copy_(1, idx, &sp))?;
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        Ok(ops.n)
-    }
 }
 
 /// One training step's parts, timed.
@@ -815,7 +825,7 @@ pub struct StepTimes {
     pub loss: f64,
 }
 
-/// Run one step (forward, backward, AdamW, PaCA write-back), synchronizing around each phase.
+/// Run one step (forward with PaCA's column write, backward, AdamW), synchronizing around each phase.
 pub fn train_step(
     net: &mut Net,
     opt: &mut AdamW,
@@ -835,8 +845,7 @@ pub fn train_step(
     let t2 = Instant::now();
     let mut params = net.optimizer_params();
     let all: Vec<Tensor> = grads.into_iter().chain(dp).collect();
-    let mut oops = opt.step(&mut params, &all)?;
-    oops += net.write_back()?;
+    let oops = opt.step(&mut params, &all)?;
     sync(dev);
     let t3 = Instant::now();
     Ok(StepTimes {

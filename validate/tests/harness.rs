@@ -197,6 +197,15 @@ fn after_a_step_only_pacas_selected_columns_changed() {
     let mut opt = AdamW::new(1e-2);
     let (ids, tg) = batch(&cfg, 2, 16, Device::Cpu).unwrap();
     train_step(&mut net, &mut opt, &ids, &tg).unwrap();
+    // As in the reference, the updated s·P reaches W at the next training forward.
+    for (i, &(b, l)) in net.paca().iter().enumerate() {
+        let lin = &net.blocks[b].lins[l];
+        assert!(
+            lin.w.equal(&before[i]),
+            "block {b} linear {l}: W changed before the next forward"
+        );
+    }
+    let _ = net.forward(&mut Ops::default(), &ids, &tg, true).unwrap();
     for (i, &(b, l)) in net.paca().iter().enumerate() {
         let lin = &net.blocks[b].lins[l];
         let LinMode::Paca { idx, .. } = &lin.mode else {

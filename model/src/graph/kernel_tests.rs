@@ -642,7 +642,9 @@ fn lora_adapter_casts_under_autocast_by_hand() {
 /// (q: 2048 · 4 = 8,192 fp32, 32,768 B; v: 256 · 4 = 1,024, 4,096 B). Forward (the reference
 /// layer): s·P under no_grad, index_put_ of it into W's columns, the tracked s·P, the base mm,
 /// then x[..., idx]: 4 × 4 fp32 written (64 B); a strided gather touches a 32-byte sector (8
-/// fp32) per selected element: 4 · 4 · 8 · 4 = 512 B read. Backward: dP = dYᵀ·x_idx (reads dY,
+/// fp32) per selected element: 4 · 4 · 8 · 4 = 512 B read. The index_put_ reads s·P and writes
+/// a sector per written element the same way: q 2048 rows · 4 · 8 · 4 = 262,144 B, v 256 rows ·
+/// 4 · 8 · 4 = 32,768 B. Backward: dP = dYᵀ·x_idx (reads dY,
 /// 32,768 B, and x_idx, 64 B; 2 · n · 4 · 4 FLOPs), its scale, dX. Other linears are frozen.
 #[test]
 fn paca_on_a_subset_of_targets_by_hand() {
@@ -655,14 +657,15 @@ fn paca_on_a_subset_of_targets_by_hand() {
             .filter(|k| k.module == module))
     };
     let x = 32_768.0; // the block's normed input, 4 × 2048 fp32
-    for (module, p, y, extra) in [
-        ("self_attn.q_proj", 32_768.0, 32_768.0, vec![]),
+    for (module, p, y, sectors, extra) in [
+        ("self_attn.q_proj", 32_768.0, 32_768.0, 262_144.0, vec![]),
         // v is the third consumer of the normed input: its dX adds into the other two (k's
         // dX group holds the second add).
         (
             "self_attn.v_proj",
             4_096.0,
             4_096.0,
+            32_768.0,
             vec![("add", 2.0 * x, x, 8_192.0)],
         ),
     ] {
@@ -671,7 +674,7 @@ fn paca_on_a_subset_of_targets_by_hand() {
             paca(module, &l.forward.kernels),
             [
                 ("mul", p, p, e),
-                ("index_put_", p, p, 0.0),
+                ("index_put_", p, sectors, 0.0),
                 ("mul", p, p, e),
                 ("index_select", 512.0, 64.0, 0.0),
             ],
@@ -851,6 +854,8 @@ fn eager_grouped_query_attention_by_hand() {
 /// adds the bias in place after its matmul (`output += bias`: reads y and the bias, writes y,
 /// one FLOP an element) instead of an addmm. The gather reads a 32-byte sector (16 bf16) per
 /// selected element: 4 · 4 · 16 · 2 = 512 B (under 768 columns), and writes 4 · 4 · 2 = 32 B.
+/// The write of s·P into W's columns reads s·P (18,432 B) and writes a sector per written
+/// element, the same way: 2304 rows · 4 · 16 · 2 = 294,912 B (64 of 768 columns' bytes per row).
 #[test]
 fn paca_bias_and_base_dtype_on_gpt2_by_hand() {
     let m = preset("gpt2").unwrap();
@@ -891,7 +896,7 @@ fn paca_bias_and_base_dtype_on_gpt2_by_hand() {
         fwd,
         [
             ("mul", Elementwise, DType::Bf16, p, p, 9_216.0),
-            ("index_put_", Scatter, DType::Bf16, p, p, 0.0),
+            ("index_put_", Scatter, DType::Bf16, p, 294_912.0, 0.0),
             ("mul", Elementwise, DType::Bf16, p, p, 9_216.0),
             // x·W: 2 · 4 · 2304 · 768 FLOPs; reads x (4 · 768 · 2) and W (768 · 2304 · 2)
             (

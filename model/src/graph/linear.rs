@@ -17,6 +17,18 @@ use crate::arch::Linear;
 use crate::method::{AdapterDtype, MethodKind};
 use crate::workload::DType;
 
+/// Bytes of one sector, the unit a strided access moves per element it touches (GPU DRAM and L2
+/// sectors are 32 bytes; a CPU moves 64-byte lines, a factor its calibrated efficiency absorbs
+/// because the calibration prices its samples with this same formula).
+pub const SECTOR_BYTES: f64 = 32.0;
+
+/// Bytes a strided access to `picked` of `cols` columns in each of `rows` rows moves: each picked
+/// element costs its own sector of `elem_bytes`-byte elements, up to the whole row. PaCA's gather
+/// x[..., idx] reads this much and its write of s·P into W's columns writes it.
+pub fn strided_columns_bytes(rows: f64, cols: f64, picked: f64, elem_bytes: f64) -> f64 {
+    rows * cols.min(picked * SECTOR_BYTES / elem_bytes) * elem_bytes
+}
+
 /// How one linear layer trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Treatment {
@@ -53,7 +65,7 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
     let b = lin.bias.then(|| t.param(nf, cx.p, w_trains));
 
     // PaCA: write the scaled trainable columns P into W before the GEMM (n×r kernels).
-    let paca_p = (treat == Treatment::Paca).then(|| paca_write_columns(t, cx, nf, s_rank));
+    let paca_p = (treat == Treatment::Paca).then(|| paca_write_columns(t, cx, nf, kf, s_rank));
 
     // Under autocast the weight (and bias) are cast to the half type on every forward.
     let wc = if autocast { t.cast(&w, cx.c) } else { w };
@@ -109,8 +121,10 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
 /// adapters: P is kept in the adapter dtype (`--adapter-dtype`, fp32 by default). Each training
 /// forward writes s·P, cast to W's dtype, into W's columns under no_grad (`paca_update`: mul,
 /// cast, index_put_), then computes the autograd-tracked s·P that the Function receives (one more
-/// n×r mul; its backward is the scale applied to dP below).
-fn paca_write_columns(t: &mut Tracer, cx: &Ctx, nf: f64, s_rank: f64) -> T {
+/// n×r mul; its backward is the scale applied to dP below). The write into W (n×k) touches one
+/// sector per written element, like the gather: it reads s·P (n×r) and writes
+/// [`strided_columns_bytes`]`(n, k, r)` of W.
+fn paca_write_columns(t: &mut Tracer, cx: &Ctx, nf: f64, kf: f64, s_rank: f64) -> T {
     let pd = match cx.method.adapter_dtype {
         AdapterDtype::Fp32 => DType::F32,
         AdapterDtype::Base => cx.p,
@@ -134,7 +148,7 @@ fn paca_write_columns(t: &mut Tracer, cx: &Ctx, nf: f64, s_rank: f64) -> T {
     let mut k_sc = Kernel::new("index_put_", KernelKind::Scatter, cx.p);
     k_sc.piece = "paca_P";
     k_sc.bytes_read = nf * s_rank * cx.p.size();
-    k_sc.bytes_written = nf * s_rank * cx.p.size();
+    k_sc.bytes_written = nf * t.min(kf, s_rank * SECTOR_BYTES / cx.p.size()) * cx.p.size();
     t.push_fwd(k_sc, &[]);
     let mut k_s = Kernel::new("mul", KernelKind::Elementwise, pd);
     k_s.piece = "paca_P";
@@ -169,7 +183,7 @@ fn paca_gather_and_backward(
     let mut y = y;
     // Gather x[..., idx] (M×r) and save only that. A strided gather touches one 32-byte
     // sector per selected element, so it reads up to 32/elem-size times the useful bytes.
-    let sector_elems = 32.0 / xc.dtype.size();
+    let sector_elems = SECTOR_BYTES / xc.dtype.size();
     let mut g = Kernel::new("index_select", KernelKind::Gather, xc.dtype);
     g.piece = "paca_idx";
     g.bytes_read = mf * t.min(kf, s_rank * sector_elems) * xc.dtype.size();
