@@ -74,6 +74,20 @@ fn second_heldout_run_regenerates() {
     );
 }
 
+/// The third run (2026-11-29c, PaCA's column write priced and written as the reference does):
+/// its summary under its own calibration (quoted in docs/validation.md) and under the second.
+#[test]
+fn third_heldout_run_regenerates() {
+    const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu-2026-11-29c");
+    check_summary(RUN, "cpu-calibrated.toml", "heldout-summary.md", true);
+    check_summary(
+        RUN,
+        "cpu-recalibrated.toml",
+        "heldout-recalibrated-summary.md",
+        false,
+    );
+}
+
 #[test]
 fn calibrated_profile_regenerates_from_the_committed_samples() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-calibrated-again.toml");

@@ -4,6 +4,7 @@
 
 use costsim_validate::calibrate::{run, Effort};
 use costsim_validate::fit::{calibrate, Bench};
+use costsim_hardware::MemKind;
 use tch::Device;
 
 #[test]
@@ -24,6 +25,7 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
         Bench::Norm,
         Bench::Softmax,
         Bench::Gather,
+        Bench::Scatter,
         Bench::Attention,
         Bench::AttentionBackward,
         Bench::Optimizer,
@@ -57,4 +59,20 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
     // A CPU core does between 1 and 1000 GFLOP/s in fp32.
     assert!(rate > 1e9 && rate < 1e12, "{rate}");
     assert!(cal.fits.iter().all(|f| f.r2.is_finite() && f.n >= 2));
+    // PaCA's column write gets its own rate from its own samples: the profile's scatter
+    // efficiency is the fit's 1 / (s per byte) over the profile's bandwidth, per dtype.
+    for (what, half) in [("scatter fp32", false), ("scatter bf16", true)] {
+        let f = cal
+            .fits
+            .iter()
+            .find(|f| f.what == what)
+            .unwrap_or_else(|| panic!("no {what} fit"));
+        // The profile writes efficiencies to 4 decimals.
+        let e = p.kind_bandwidth.get(MemKind::Scatter, half);
+        let fitted = 1.0 / f.coef[0] / p.bandwidth_bps;
+        assert!(
+            (e - fitted).abs() <= 6e-5,
+            "{what}: profile efficiency {e}, fit {fitted}"
+        );
+    }
 }
