@@ -205,11 +205,15 @@ pub fn kernel_cost_memo(
             let (t, extra) = memo.math_time(&g, k.math, hw);
             (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
         }
-        (KernelKind::Attention, _) => {
+        (KernelKind::Attention, g) => {
+            // FLOPs at the attention rate, plus the profile's fixed time per (batch × head)
+            // slice (0 unless calibrated): t = F / (peak · eff) + slices · c_slice.
             let dir = usize::from(k.name.ends_with("_backward"));
             let prec = usize::from(matches!(k.math, MathMode::Bf16 | MathMode::Fp16));
+            let slices = g.map_or(0.0, |g| g.batch as f64);
             (
-                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec]),
+                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec])
+                    + slices * hw.attention_slice_s[dir][prec],
                 0.0,
                 false,
             )
@@ -433,6 +437,40 @@ mod tests {
             hw.kind_bandwidth.get(MemKind::Dropout, true),
             hw.kind_bandwidth.get(MemKind::Elementwise, true)
         );
+    }
+
+    #[test]
+    fn attention_pays_its_flops_and_a_fixed_time_per_slice() {
+        // A bf16 SDPA backward over 4 × 8 = 32 slices of 128 × 128 × 64 (2.5 · 2 · 32 · 128² ·
+        // 64 = 167.8 M FLOP) on the CPU profile, with 170 µs a slice: F / (peak · eff) + 32 ·
+        // 170 µs.
+        let mut hw = cpu_profile();
+        hw.attention_slice_s[1][1] = 170e-6;
+        let mut k = Kernel::new_for_test(KernelKind::Attention, MathMode::Bf16);
+        k.name = "scaled_dot_product_attention_backward";
+        k.flops = 2.5 * 2.0 * 32.0 * 128.0 * 128.0 * 64.0;
+        k.gemm = Some(Gemm {
+            m: 128,
+            n: 128,
+            k: 64,
+            batch: 32,
+        });
+        let flops_s = k.flops / (hw.peak_bf16_flops * hw.attention_by[1][1]);
+        let c = kernel_cost(&k, &hw, false);
+        assert!(
+            (c.math_s - (flops_s + 32.0 * 170e-6)).abs() < 1e-12,
+            "{}",
+            c.math_s
+        );
+        // The forward's and fp32's slice costs are their own (0 here).
+        k.name = "scaled_dot_product_attention";
+        let c = kernel_cost(&k, &hw, false);
+        let fwd_s = k.flops / (hw.peak_bf16_flops * hw.attention_by[0][1]);
+        assert!((c.math_s - fwd_s).abs() < 1e-12);
+        // Without a shape there are no slices to charge.
+        k.name = "scaled_dot_product_attention_backward";
+        k.gemm = None;
+        assert!((kernel_cost(&k, &hw, false).math_s - flops_s).abs() < 1e-12);
     }
 
     #[test]

@@ -345,13 +345,15 @@ impl Bencher {
         // As the cost model counts causal SDPA: 2·b·h·s²·d forward, 2.5× that backward.
         let flops = 2.0 * bf * hf * sf * sf * hdf;
         let lse = bf * hf * sf * 4.0;
+        let slice_shape = [s as u64, s as u64, hd as u64, (b * h) as u64];
         self.time(
             Bench::Attention,
             format!("sdpa causal b{b} h{h} s{s} d{hd}"),
             kind,
             flops,
             4.0 * e * sz + lse,
-            None,
+            // One slice's score GEMM over b·h slices, as the cost model's SDPA kernels carry it.
+            Some(slice_shape),
             1,
             || {
                 Tensor::f_scaled_dot_product_attention::<Tensor>(
@@ -393,7 +395,7 @@ impl Bencher {
             dtype: dtype_name(kind).to_string(),
             flops: 2.5 * flops,
             bytes: 6.0 * e * sz + 2.0 * lse,
-            gemm: None,
+            gemm: Some(slice_shape),
             // The backward of the mul and sum that seed it ride along: small ops besides SDPA's.
             ops: 3,
             stats: Stats::from_seconds(&times),
@@ -685,7 +687,15 @@ pub fn run(
                 Box::new(move |b| b.scatter(n * scale, k, r, kind)),
             ));
         }
-        for (bb, h, s, hd) in [(1, 12, 128, 64), (2, 8, 256, 64), (1, 12, 512, 64)] {
+        // Sizes, and at S = 128 and 256 more (batch × head) slices: CPU SDPA's bf16 backward
+        // costs a fixed time per slice beyond its FLOPs, which these separate.
+        for (bb, h, s, hd) in [
+            (1, 12, 128, 64),
+            (2, 8, 256, 64),
+            (1, 12, 512, 64),
+            (4, 8, 128, 64),
+            (4, 12, 256, 64),
+        ] {
             steps.push((
                 "attention",
                 Box::new(move |b| b.attention(bb * scale, h, s, hd, kind)),

@@ -538,25 +538,41 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
     };
     fits.push(skinny);
 
-    // Attention: t = flops / R_attn + c·ops, per direction and mode, as a fraction of that
-    // mode's GEMM rate. [forward, backward] × [fp32, bf16].
+    // Attention: t = flops / R_attn + c_slice·slices + c·ops, per direction and mode, R_attn as
+    // a fraction of that mode's GEMM rate and c_slice the fixed time per (batch × head) slice
+    // (samples that record their shape; older sample files have none and fit t = flops / R_attn
+    // + c·ops, no slice cost). [forward, backward] × [fp32, bf16].
     let mut attention_eff: [[Option<f64>; 2]; 2] = [[None; 2]; 2];
+    let mut attention_slice: [[Option<f64>; 2]; 2] = [[None; 2]; 2];
     for (dir, bench, label) in [
         (0, Bench::Attention, "attention"),
         (1, Bench::AttentionBackward, "attention backward"),
     ] {
         for (prec, dtype, rate) in [(0, "fp32", Some(fp32_rate)), (1, "bf16", bf16_rate)] {
-            let rows: Vec<(Vec<f64>, f64)> = of(bench)
-                .filter(|s| s.dtype == dtype)
-                .map(|s| (vec![s.flops, f64::from(s.ops)], s.t()))
+            let samples: Vec<&Sample> = of(bench).filter(|s| s.dtype == dtype).collect();
+            let shaped = !samples.is_empty() && samples.iter().all(|s| s.gemm.is_some());
+            let rows: Vec<(Vec<f64>, f64)> = samples
+                .iter()
+                .map(|s| {
+                    let mut x = vec![s.flops];
+                    if let (true, Some(g)) = (shaped, s.gemm) {
+                        x.push(g[3] as f64);
+                    }
+                    x.push(f64::from(s.ops));
+                    (x, s.t())
+                })
                 .collect();
-            if let Some(f) = fit_linear(
-                &format!("{label} {dtype}"),
-                vec!["s per FLOP", "s per op"],
-                &rows,
-            ) {
+            let names = if shaped {
+                vec!["s per FLOP", "s per slice", "s per op"]
+            } else {
+                vec!["s per FLOP", "s per op"]
+            };
+            if let Some(f) = fit_linear(&format!("{label} {dtype}"), names, &rows) {
                 if let (Some(rate), true) = (rate, f.coef[0] > 0.0) {
                     attention_eff[dir][prec] = Some(((1.0 / f.coef[0]) / rate).min(1.0));
+                    if shaped {
+                        attention_slice[dir][prec] = Some(f.coef[1]);
+                    }
                 }
                 fits.push(f);
             }
@@ -691,7 +707,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{touch}
+{slices}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -773,6 +789,25 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
             _ => String::new(),
         },
         gf16 = gemm_floor(MathMode::Bf16) * 1e6,
+        slices = {
+            let keys = [
+                ("attention-slice-us", attention_slice[0][0]),
+                ("attention-slice-bf16-us", attention_slice[0][1]),
+                ("attention-backward-slice-us", attention_slice[1][0]),
+                ("attention-backward-slice-bf16-us", attention_slice[1][1]),
+            ];
+            let mut t: String = keys
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k} = {:.4}\n", v * 1e6)))
+                .collect();
+            if !t.is_empty() {
+                t.push_str(
+                    "attention-slice-source = \"calibrated: per-(batch × head)-slice term of the \
+                     attention fits, t = F/R + c_slice·slices + c·ops\"\n",
+                );
+            }
+            t
+        },
         floor_note = if base.synchronous {
             ", minus the dispatch cost (a CPU runs the op on the issuing thread)"
         } else {
@@ -921,6 +956,52 @@ mod toml_safety_tests {
 
     fn base() -> Profile {
         costsim_hardware::resolve_device("cpu-generic").expect("built in")
+    }
+
+    #[test]
+    fn attention_fit_separates_a_fixed_time_per_slice() {
+        // The saved run's bf16 SDPA-backward samples, given their shapes and made-up times
+        // t = F / 60 GFLOP/s + 170 µs · slices + 20 µs · ops, plus two with more slices: the fit
+        // returns the rate and the per-slice time, and the profile carries them. The other
+        // attention groups keep no shapes: no per-slice time for them.
+        let mut run = saved_run();
+        let (rate, c_slice, c_op) = (60e9, 170e-6, 20e-6);
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::AttentionBackward && s.dtype == "bf16")
+            .expect("a bf16 SDPA-backward sample")
+            .clone();
+        run.samples
+            .retain(|s| !(s.bench == Bench::AttentionBackward && s.dtype == "bf16"));
+        for (b, h, sq) in [
+            (1u64, 12u64, 128u64),
+            (2, 8, 256),
+            (1, 12, 512),
+            (4, 8, 128),
+            (4, 12, 256),
+        ] {
+            let mut x = template.clone();
+            let flops = 2.5 * 2.0 * (b * h) as f64 * (sq * sq * 64) as f64;
+            x.flops = flops;
+            x.gemm = Some([sq, sq, 64, b * h]);
+            x.stats.median_ms =
+                1e3 * (flops / rate + c_slice * (b * h) as f64 + c_op * f64::from(x.ops));
+            run.samples.push(x);
+        }
+        let cal = calibrate(&run, &base(), "slices").expect("calibrates");
+        let f = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "attention backward bf16")
+            .expect("fit");
+        assert!((1.0 / f.coef[0] / rate - 1.0).abs() < 1e-6, "{f:?}");
+        assert!((f.coef[1] / c_slice - 1.0).abs() < 1e-6, "{f:?}");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        // Written in µs to 4 decimals.
+        assert!((p.attention_slice_s[1][1] - c_slice).abs() < 1e-10);
+        assert_eq!(p.attention_slice_s[0], [0.0, 0.0]);
+        assert_eq!(p.attention_slice_s[1][0], 0.0);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! fits produce a profile that loads, and the profile's fitted rates are those of the samples.
 #![cfg(feature = "tch")]
 
+use costsim_hardware::MemKind;
 use costsim_validate::calibrate::{run, Effort};
 use costsim_validate::fit::{calibrate, Bench};
-use costsim_hardware::MemKind;
 use tch::Device;
 
 #[test]
@@ -59,6 +59,30 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
     // A CPU core does between 1 and 1000 GFLOP/s in fp32.
     assert!(rate > 1e9 && rate < 1e12, "{rate}");
     assert!(cal.fits.iter().all(|f| f.r2.is_finite() && f.n >= 2));
+    // The attention samples record their (batch × head) slices: each attention fit has a
+    // per-slice term, and the profile's per-slice time is that term (written in µs to 4
+    // decimals).
+    for (what, dir, half) in [
+        ("attention fp32", 0, 0),
+        ("attention bf16", 0, 1),
+        ("attention backward fp32", 1, 0),
+        ("attention backward bf16", 1, 1),
+    ] {
+        let f = cal
+            .fits
+            .iter()
+            .find(|f| f.what == what)
+            .unwrap_or_else(|| panic!("no {what} fit"));
+        assert_eq!(f.names, ["s per FLOP", "s per slice", "s per op"], "{what}");
+        if f.coef[0] > 0.0 {
+            let c = p.attention_slice_s[dir][half];
+            assert!(
+                (c - f.coef[1]).abs() <= 5.1e-11,
+                "{what}: {c} vs {}",
+                f.coef[1]
+            );
+        }
+    }
     // PaCA's column write gets its own rate from its own samples: the profile's scatter
     // efficiency is the fit's 1 / (s per byte) over the profile's bandwidth, per dtype.
     for (what, half) in [("scatter fp32", false), ("scatter bf16", true)] {

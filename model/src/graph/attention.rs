@@ -61,9 +61,18 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
     // Flash / memory-efficient attention: causal FLOPs 4·B·h·S²·hd / 2 forward; backward
     // recomputes the scores, 2.5× the forward FLOPs (FlashAttention-2).
     let flops = 2.0 * bf * hf * sf * sf * hdf;
+    // The shape of one (batch × head) slice's score GEMM, S×S×hd, over B·h slices: what a
+    // profile's per-slice attention cost counts (`attention-slice-us`).
+    let shape = Some(super::Gemm {
+        m: s,
+        n: s,
+        k: hd,
+        batch: b * h,
+    });
     let mut kk = Kernel::new("scaled_dot_product_attention", Attention, dt);
     kk.math = t.prec.math_mode(dt);
     kk.flops = flops;
+    kk.gemm = shape;
     kk.bytes_read = q.bytes() + k.bytes() + v.bytes();
     let lse = bf * hf * sf * 4.0;
     kk.bytes_written = q.bytes() + lse;
@@ -100,6 +109,7 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
             2.5 * flops,
         );
         bwk.math = t.prec.math_mode(dt);
+        bwk.gemm = shape;
         bwk.launches = 3;
         let mut group = t.tape.group_of(bwk);
         // SDPA's backward allocates each input gradient with its input's strides. v (and

@@ -948,6 +948,23 @@ fn sdpa_saved_bytes_by_hand() {
         Precision::Bf16Mixed,
     );
     assert_eq!(saved(&g, "self_attn"), 37_376.0);
+    // Both SDPA kernels carry one slice's score GEMM shape, S × S × hd, over B · h = 32 slices.
+    let l = g.layer(1);
+    for k in l.forward.kernels.iter().chain(&l.backward.kernels) {
+        if k.kind == KernelKind::Attention {
+            assert_eq!(
+                k.gemm,
+                Some(super::Gemm {
+                    m: 4,
+                    n: 4,
+                    k: 64,
+                    batch: 32
+                }),
+                "{}",
+                k.name
+            );
+        }
+    }
     let w = Workload {
         batch: 2,
         seq: 8,
