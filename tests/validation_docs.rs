@@ -201,3 +201,41 @@ fn committed_drift_regenerates() {
         read(&Path::new(DIR).join("recal-2026-11-29/drift.txt"))
     );
 }
+
+/// The eager held-out check of 2026-11-29c (transformers + peft steps on this CPU, profile
+/// calibrated in the same run, with PaCA's column write and attention's slice time measured):
+/// `validate --trace` over its committed records gives exactly its committed comparisons, whose
+/// MAPE line docs/host.md quotes.
+#[test]
+fn eager_check_of_2026_11_29c_regenerates() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/cpu/eager-2026-11-29c"
+    );
+    for (profile, file) in [
+        ("cpu-eager.toml", "comparison.txt"),
+        ("cpu-eager-recalibrated.toml", "comparison-recalibrated.txt"),
+    ] {
+        let out = stdout_ok(&[
+            "validate",
+            "--trace",
+            &format!("{dir}/eager"),
+            "--hw",
+            &format!("{dir}/{profile}"),
+        ]);
+        let committed = read(&Path::new(dir).join(file));
+        assert_eq!(out, committed, "{dir}/{file}");
+    }
+    // docs/host.md quotes the forward and backward MAPEs of the first comparison as printed.
+    let committed = read(&Path::new(dir).join("comparison.txt"));
+    let mape = committed
+        .lines()
+        .find_map(|l| l.strip_prefix("MAPE over 24 timed traces: "))
+        .expect("a MAPE line over the 24 traces");
+    let quoted = mape
+        .split(", optimizer")
+        .next()
+        .expect("forward and backward");
+    let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/host.md"));
+    assert!(page.contains(quoted), "docs/host.md lacks: {quoted}");
+}
