@@ -119,10 +119,11 @@ pub struct Profile {
     pub kernel_gap_s: Option<f64>,
     /// Extra fixed time per GEMM call, seconds: fp32 and 16-bit (0 unless calibrated).
     pub gemm_floor_s: [f64; 2],
-    /// Fixed time per (batch × head) slice of fused attention, seconds, by
-    /// [direction][precision]: [forward, backward] × [fp32, 16-bit] (0 unless calibrated; CPU
-    /// SDPA's bf16 backward spends about 0.17 ms a slice beyond its FLOPs).
-    pub attention_slice_s: [[f64; 2]; 2],
+    /// Fixed time per tile of fused attention (a query block × key block of one batch × head
+    /// slice, as PyTorch's CPU flash attention blocks it), seconds, by [direction][precision]:
+    /// [forward, backward] × [fp32, 16-bit] (0 unless calibrated; on this project's CPU the
+    /// bf16 backward spends about 45 µs a tile beyond its FLOPs: five small GEMM calls).
+    pub attention_tile_s: [[f64; 2]; 2],
     /// First-touch cost of fresh outputs: (bytes/s, minimum output bytes); None: free.
     pub first_touch: Option<(f64, f64)>,
     /// Host costs, seconds.
@@ -395,13 +396,13 @@ pub struct OverheadSection {
     pub gemm_floor_us: Option<f64>,
     pub gemm_floor_bf16_us: Option<f64>,
     pub gemm_floor_source: Option<String>,
-    /// Fixed time per (batch × head) slice of fused attention, µs, forward and backward, fp32
-    /// and 16-bit (a 16-bit value left out takes its direction's fp32 one). Absent: 0.
-    pub attention_slice_us: Option<f64>,
-    pub attention_slice_bf16_us: Option<f64>,
-    pub attention_backward_slice_us: Option<f64>,
-    pub attention_backward_slice_bf16_us: Option<f64>,
-    pub attention_slice_source: Option<String>,
+    /// Fixed time per tile of fused attention, µs, forward and backward, fp32 and 16-bit (a
+    /// 16-bit value left out takes its direction's fp32 one). Absent: 0.
+    pub attention_tile_us: Option<f64>,
+    pub attention_tile_bf16_us: Option<f64>,
+    pub attention_backward_tile_us: Option<f64>,
+    pub attention_backward_tile_bf16_us: Option<f64>,
+    pub attention_tile_source: Option<String>,
     /// CPUs: rate at which freshly allocated output memory is page-faulted in on first touch,
     /// GB/s, for outputs of at least `first-touch-min-mib` (default 32: glibc's largest
     /// mmap threshold, above which every allocation is a fresh mapping). Absent: no cost.
@@ -716,19 +717,19 @@ impl ProfileFile {
             .collect();
         let mut sources = sources;
         let o = &self.overheads;
-        let slices = [
-            o.attention_slice_us,
-            o.attention_slice_bf16_us,
-            o.attention_backward_slice_us,
-            o.attention_backward_slice_bf16_us,
+        let tiles = [
+            o.attention_tile_us,
+            o.attention_tile_bf16_us,
+            o.attention_backward_tile_us,
+            o.attention_backward_tile_bf16_us,
         ];
         for (key, v) in [
             ("overheads.gemm-floor-us", o.gemm_floor_us),
             ("overheads.gemm-floor-bf16-us", o.gemm_floor_bf16_us),
-            ("overheads.attention-slice-us", slices[0]),
-            ("overheads.attention-slice-bf16-us", slices[1]),
-            ("overheads.attention-backward-slice-us", slices[2]),
-            ("overheads.attention-backward-slice-bf16-us", slices[3]),
+            ("overheads.attention-tile-us", tiles[0]),
+            ("overheads.attention-tile-bf16-us", tiles[1]),
+            ("overheads.attention-backward-tile-us", tiles[2]),
+            ("overheads.attention-backward-tile-bf16-us", tiles[3]),
         ] {
             if let Some(v) = v {
                 HOST_US.check(key, v).map_err(invalid)?;
@@ -746,10 +747,10 @@ impl ProfileFile {
                 o.gemm_floor_source.clone().unwrap_or_default(),
             ));
         }
-        if slices.iter().any(Option::is_some) {
+        if tiles.iter().any(Option::is_some) {
             sources.push((
-                "overheads.attention-slice".to_string(),
-                o.attention_slice_source.clone().unwrap_or_default(),
+                "overheads.attention-tile".to_string(),
+                o.attention_tile_source.clone().unwrap_or_default(),
             ));
         }
         if let Some(k) = &self.efficiency.kinds {
@@ -855,15 +856,15 @@ impl ProfileFile {
                     .unwrap_or(0.0)
                     * US,
             ],
-            attention_slice_s: {
+            attention_tile_s: {
                 let o = &self.overheads;
-                let fwd = o.attention_slice_us.unwrap_or(0.0);
-                let bwd = o.attention_backward_slice_us.unwrap_or(0.0);
+                let fwd = o.attention_tile_us.unwrap_or(0.0);
+                let bwd = o.attention_backward_tile_us.unwrap_or(0.0);
                 [
-                    [fwd * US, o.attention_slice_bf16_us.unwrap_or(fwd) * US],
+                    [fwd * US, o.attention_tile_bf16_us.unwrap_or(fwd) * US],
                     [
                         bwd * US,
-                        o.attention_backward_slice_bf16_us.unwrap_or(bwd) * US,
+                        o.attention_backward_tile_bf16_us.unwrap_or(bwd) * US,
                     ],
                 ]
             },

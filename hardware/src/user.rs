@@ -27,10 +27,10 @@ fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
         "overheads" => Some((
             match key {
                 "gemm-floor-us" | "gemm-floor-bf16-us" => "gemm-floor-source".into(),
-                "attention-slice-us"
-                | "attention-slice-bf16-us"
-                | "attention-backward-slice-us"
-                | "attention-backward-slice-bf16-us" => "attention-slice-source".into(),
+                "attention-tile-us"
+                | "attention-tile-bf16-us"
+                | "attention-backward-tile-us"
+                | "attention-backward-tile-bf16-us" => "attention-tile-source".into(),
                 "first-touch-gbps" | "first-touch-min-mib" => "first-touch-source".into(),
                 k => {
                     let stem = k

@@ -178,6 +178,29 @@ impl GemmMemo {
     }
 }
 
+/// Tiles of causal fused attention over `slices` (batch × head) slices of `seq` queries and
+/// keys, as PyTorch's CPU flash attention splits them (aten/src/ATen/native/cpu/
+/// FlashAttentionKernel.cpp, forward and backward alike): query blocks of 32 rows below
+/// S = 192, 64 below 768, 256 from there, key blocks of 512, and a causal query block only
+/// visits the key blocks up to its last row. Each tile runs its own small GEMM calls (two
+/// forward, five backward), whose fixed cost per call is what a profile's `attention-tile-us`
+/// prices. S = 64: 2 tiles a slice; 128: 4; 256: 4; 512: 8; 1024: 6 (4 + 2).
+pub fn attention_tiles(seq: u64, slices: u64) -> f64 {
+    let q_split = match seq {
+        0..=191 => 32,
+        192..=767 => 64,
+        _ => 256,
+    };
+    let mut tiles = 0u64;
+    let mut m = 0;
+    while m < seq {
+        let keys = (m + q_split).min(seq);
+        tiles += keys.div_ceil(512);
+        m += q_split;
+    }
+    (tiles * slices) as f64
+}
+
 /// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
 pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     kernel_cost_memo(k, hw, graph_replay, &mut GemmMemo::default())
@@ -206,14 +229,14 @@ pub fn kernel_cost_memo(
             (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
         }
         (KernelKind::Attention, g) => {
-            // FLOPs at the attention rate, plus the profile's fixed time per (batch × head)
-            // slice (0 unless calibrated): t = F / (peak · eff) + slices · c_slice.
+            // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
+            // calibrated): t = F / (peak · eff) + tiles · c_tile.
             let dir = usize::from(k.name.ends_with("_backward"));
             let prec = usize::from(matches!(k.math, MathMode::Bf16 | MathMode::Fp16));
-            let slices = g.map_or(0.0, |g| g.batch as f64);
+            let tiles = g.map_or(0.0, |g| attention_tiles(g.m, g.batch));
             (
                 k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec])
-                    + slices * hw.attention_slice_s[dir][prec],
+                    + tiles * hw.attention_tile_s[dir][prec],
                 0.0,
                 false,
             )
@@ -440,12 +463,30 @@ mod tests {
     }
 
     #[test]
-    fn attention_pays_its_flops_and_a_fixed_time_per_slice() {
+    fn attention_tiles_follow_pytorch_s_cpu_blocking() {
+        // Query blocks of 32 rows below S = 192: S = 32 one, 64 two, 128 four, 191 six.
+        assert_eq!(attention_tiles(32, 1), 1.0);
+        assert_eq!(attention_tiles(64, 1), 2.0);
+        assert_eq!(attention_tiles(128, 3), 12.0);
+        assert_eq!(attention_tiles(191, 1), 6.0);
+        // 64 rows from 192: S = 192 three blocks, 256 four, 512 eight; 767: 12 blocks, the
+        // last four (rows 512..767) reaching past key 512: 8 + 4 · 2 = 16.
+        assert_eq!(attention_tiles(192, 1), 3.0);
+        assert_eq!(attention_tiles(256, 2), 8.0);
+        assert_eq!(attention_tiles(512, 1), 8.0);
+        assert_eq!(attention_tiles(767, 1), 16.0);
+        // 256 rows from 768: S = 1024 four blocks, keys up to 256, 512, 768, 1024: 1 + 1 + 2 + 2.
+        assert_eq!(attention_tiles(1024, 1), 6.0);
+        assert_eq!(attention_tiles(0, 5), 0.0);
+    }
+
+    #[test]
+    fn attention_pays_its_flops_and_a_fixed_time_per_tile() {
         // A bf16 SDPA backward over 4 × 8 = 32 slices of 128 × 128 × 64 (2.5 · 2 · 32 · 128² ·
-        // 64 = 167.8 M FLOP) on the CPU profile, with 170 µs a slice: F / (peak · eff) + 32 ·
-        // 170 µs.
+        // 64 = 167.8 M FLOP) on the CPU profile, with 45 µs a tile: 4 query blocks of 32 rows
+        // a slice, one key block each, 128 tiles: F / (peak · eff) + 128 · 45 µs.
         let mut hw = cpu_profile();
-        hw.attention_slice_s[1][1] = 170e-6;
+        hw.attention_tile_s[1][1] = 45e-6;
         let mut k = Kernel::new_for_test(KernelKind::Attention, MathMode::Bf16);
         k.name = "scaled_dot_product_attention_backward";
         k.flops = 2.5 * 2.0 * 32.0 * 128.0 * 128.0 * 64.0;
@@ -458,16 +499,16 @@ mod tests {
         let flops_s = k.flops / (hw.peak_bf16_flops * hw.attention_by[1][1]);
         let c = kernel_cost(&k, &hw, false);
         assert!(
-            (c.math_s - (flops_s + 32.0 * 170e-6)).abs() < 1e-12,
+            (c.math_s - (flops_s + 128.0 * 45e-6)).abs() < 1e-12,
             "{}",
             c.math_s
         );
-        // The forward's and fp32's slice costs are their own (0 here).
+        // The forward's and fp32's tile costs are their own (0 here).
         k.name = "scaled_dot_product_attention";
         let c = kernel_cost(&k, &hw, false);
         let fwd_s = k.flops / (hw.peak_bf16_flops * hw.attention_by[0][1]);
         assert!((c.math_s - fwd_s).abs() < 1e-12);
-        // Without a shape there are no slices to charge.
+        // Without a shape there are no tiles to charge.
         k.name = "scaled_dot_product_attention_backward";
         k.gemm = None;
         assert!((kernel_cost(&k, &hw, false).math_s - flops_s).abs() < 1e-12);

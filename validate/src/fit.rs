@@ -538,12 +538,13 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
     };
     fits.push(skinny);
 
-    // Attention: t = flops / R_attn + c_slice·slices + c·ops, per direction and mode, R_attn as
-    // a fraction of that mode's GEMM rate and c_slice the fixed time per (batch × head) slice
-    // (samples that record their shape; older sample files have none and fit t = flops / R_attn
-    // + c·ops, no slice cost). [forward, backward] × [fp32, bf16].
+    // Attention: t = flops / R_attn + c_tile·tiles + c·ops, per direction and mode, R_attn as
+    // a fraction of that mode's GEMM rate and c_tile the fixed time per tile (query block ×
+    // key block of a (batch × head) slice, `cost::attention_tiles`), for samples that record
+    // their shape; older sample files have none and fit t = flops / R_attn + c·ops, no tile
+    // cost. [forward, backward] × [fp32, bf16].
     let mut attention_eff: [[Option<f64>; 2]; 2] = [[None; 2]; 2];
-    let mut attention_slice: [[Option<f64>; 2]; 2] = [[None; 2]; 2];
+    let mut attention_tile: [[Option<f64>; 2]; 2] = [[None; 2]; 2];
     for (dir, bench, label) in [
         (0, Bench::Attention, "attention"),
         (1, Bench::AttentionBackward, "attention backward"),
@@ -556,14 +557,14 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
                 .map(|s| {
                     let mut x = vec![s.flops];
                     if let (true, Some(g)) = (shaped, s.gemm) {
-                        x.push(g[3] as f64);
+                        x.push(costsim_model::cost::attention_tiles(g[0], g[3]));
                     }
                     x.push(f64::from(s.ops));
                     (x, s.t())
                 })
                 .collect();
             let names = if shaped {
-                vec!["s per FLOP", "s per slice", "s per op"]
+                vec!["s per FLOP", "s per tile", "s per op"]
             } else {
                 vec!["s per FLOP", "s per op"]
             };
@@ -571,7 +572,7 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
                 if let (Some(rate), true) = (rate, f.coef[0] > 0.0) {
                     attention_eff[dir][prec] = Some(((1.0 / f.coef[0]) / rate).min(1.0));
                     if shaped {
-                        attention_slice[dir][prec] = Some(f.coef[1]);
+                        attention_tile[dir][prec] = Some(f.coef[1]);
                     }
                 }
                 fits.push(f);
@@ -707,7 +708,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{slices}{touch}
+{tiles}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -789,12 +790,12 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
             _ => String::new(),
         },
         gf16 = gemm_floor(MathMode::Bf16) * 1e6,
-        slices = {
+        tiles = {
             let keys = [
-                ("attention-slice-us", attention_slice[0][0]),
-                ("attention-slice-bf16-us", attention_slice[0][1]),
-                ("attention-backward-slice-us", attention_slice[1][0]),
-                ("attention-backward-slice-bf16-us", attention_slice[1][1]),
+                ("attention-tile-us", attention_tile[0][0]),
+                ("attention-tile-bf16-us", attention_tile[0][1]),
+                ("attention-backward-tile-us", attention_tile[1][0]),
+                ("attention-backward-tile-bf16-us", attention_tile[1][1]),
             ];
             let mut t: String = keys
                 .iter()
@@ -802,8 +803,9 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
                 .collect();
             if !t.is_empty() {
                 t.push_str(
-                    "attention-slice-source = \"calibrated: per-(batch × head)-slice term of the \
-                     attention fits, t = F/R + c_slice·slices + c·ops\"\n",
+                    "attention-tile-source = \"calibrated: per-tile term of the attention fits, \
+                     t = F/R + c_tile·tiles + c·ops (tiles as PyTorch's CPU flash attention \
+                     blocks a slice)\"\n",
                 );
             }
             t
@@ -959,13 +961,15 @@ mod toml_safety_tests {
     }
 
     #[test]
-    fn attention_fit_separates_a_fixed_time_per_slice() {
+    fn attention_fit_separates_a_fixed_time_per_tile() {
         // The saved run's bf16 SDPA-backward samples, given their shapes and made-up times
-        // t = F / 60 GFLOP/s + 170 µs · slices + 20 µs · ops, plus two with more slices: the fit
-        // returns the rate and the per-slice time, and the profile carries them. The other
-        // attention groups keep no shapes: no per-slice time for them.
+        // t = F / 60 GFLOP/s + 45 µs · tiles + 20 µs · ops, plus two with more slices: the fit
+        // returns the rate and the per-tile time, and the profile carries them. The other
+        // attention groups keep no shapes: no per-tile time for them. Tiles by hand (query
+        // blocks of 32 rows below S = 192, 64 from there; one key block up to 512): b1 h12
+        // s128 48, b2 h8 s256 64, b1 h12 s512 96, b4 h8 s128 128, b4 h12 s256 192.
         let mut run = saved_run();
-        let (rate, c_slice, c_op) = (60e9, 170e-6, 20e-6);
+        let (rate, c_tile, c_op) = (60e9, 45e-6, 20e-6);
         let template = run
             .samples
             .iter()
@@ -974,34 +978,33 @@ mod toml_safety_tests {
             .clone();
         run.samples
             .retain(|s| !(s.bench == Bench::AttentionBackward && s.dtype == "bf16"));
-        for (b, h, sq) in [
-            (1u64, 12u64, 128u64),
-            (2, 8, 256),
-            (1, 12, 512),
-            (4, 8, 128),
-            (4, 12, 256),
+        for (b, h, sq, tiles) in [
+            (1u64, 12u64, 128u64, 48.0),
+            (2, 8, 256, 64.0),
+            (1, 12, 512, 96.0),
+            (4, 8, 128, 128.0),
+            (4, 12, 256, 192.0),
         ] {
             let mut x = template.clone();
             let flops = 2.5 * 2.0 * (b * h) as f64 * (sq * sq * 64) as f64;
             x.flops = flops;
             x.gemm = Some([sq, sq, 64, b * h]);
-            x.stats.median_ms =
-                1e3 * (flops / rate + c_slice * (b * h) as f64 + c_op * f64::from(x.ops));
+            x.stats.median_ms = 1e3 * (flops / rate + c_tile * tiles + c_op * f64::from(x.ops));
             run.samples.push(x);
         }
-        let cal = calibrate(&run, &base(), "slices").expect("calibrates");
+        let cal = calibrate(&run, &base(), "tiles").expect("calibrates");
         let f = cal
             .fits
             .iter()
             .find(|f| f.what == "attention backward bf16")
             .expect("fit");
         assert!((1.0 / f.coef[0] / rate - 1.0).abs() < 1e-6, "{f:?}");
-        assert!((f.coef[1] / c_slice - 1.0).abs() < 1e-6, "{f:?}");
+        assert!((f.coef[1] / c_tile - 1.0).abs() < 1e-6, "{f:?}");
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
         // Written in µs to 4 decimals.
-        assert!((p.attention_slice_s[1][1] - c_slice).abs() < 1e-10);
-        assert_eq!(p.attention_slice_s[0], [0.0, 0.0]);
-        assert_eq!(p.attention_slice_s[1][0], 0.0);
+        assert!((p.attention_tile_s[1][1] - c_tile).abs() < 1e-10);
+        assert_eq!(p.attention_tile_s[0], [0.0, 0.0]);
+        assert_eq!(p.attention_tile_s[1][0], 0.0);
     }
 
     #[test]

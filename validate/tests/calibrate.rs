@@ -59,9 +59,8 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
     // A CPU core does between 1 and 1000 GFLOP/s in fp32.
     assert!(rate > 1e9 && rate < 1e12, "{rate}");
     assert!(cal.fits.iter().all(|f| f.r2.is_finite() && f.n >= 2));
-    // The attention samples record their (batch × head) slices: each attention fit has a
-    // per-slice term, and the profile's per-slice time is that term (written in µs to 4
-    // decimals).
+    // The attention samples record their shapes: each attention fit has a per-tile term, and
+    // the profile's per-tile time is that term (written in µs to 4 decimals).
     for (what, dir, half) in [
         ("attention fp32", 0, 0),
         ("attention bf16", 0, 1),
@@ -73,9 +72,9 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
             .iter()
             .find(|f| f.what == what)
             .unwrap_or_else(|| panic!("no {what} fit"));
-        assert_eq!(f.names, ["s per FLOP", "s per slice", "s per op"], "{what}");
+        assert_eq!(f.names, ["s per FLOP", "s per tile", "s per op"], "{what}");
         if f.coef[0] > 0.0 {
-            let c = p.attention_slice_s[dir][half];
+            let c = p.attention_tile_s[dir][half];
             assert!(
                 (c - f.coef[1]).abs() <= 5.1e-11,
                 "{what}: {c} vs {}",

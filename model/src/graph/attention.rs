@@ -62,7 +62,7 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
     // recomputes the scores, 2.5× the forward FLOPs (FlashAttention-2).
     let flops = 2.0 * bf * hf * sf * sf * hdf;
     // The shape of one (batch × head) slice's score GEMM, S×S×hd, over B·h slices: what a
-    // profile's per-slice attention cost counts (`attention-slice-us`).
+    // profile's per-tile attention cost counts tiles from (`cost::attention_tiles`).
     let shape = Some(super::Gemm {
         m: s,
         n: s,
