@@ -101,6 +101,19 @@ fn fourth_heldout_run_regenerates() {
     );
 }
 
+/// The fifth run (2026-11-29e, the fourth run's model measured afresh).
+#[test]
+fn fifth_heldout_run_regenerates() {
+    const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu-2026-11-29e");
+    check_summary(RUN, "cpu-calibrated.toml", "heldout-summary.md", true);
+    check_summary(
+        RUN,
+        "cpu-recalibrated.toml",
+        "heldout-recalibrated-summary.md",
+        false,
+    );
+}
+
 #[test]
 fn calibrated_profile_regenerates_from_the_committed_samples() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-calibrated-again.toml");
