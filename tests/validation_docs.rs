@@ -243,7 +243,10 @@ fn eager_checks_of_2026_11_29_regenerate() {
             .lines()
             .find_map(|l| l.strip_prefix("MAPE over 24 timed traces: "))
             .expect("a MAPE line over the 24 traces");
-        let quoted = mape.split(", optimizer").next().expect("forward and backward");
+        let quoted = mape
+            .split(", optimizer")
+            .next()
+            .expect("forward and backward");
         let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/host.md"));
         assert!(page.contains(quoted), "docs/host.md lacks: {quoted}");
     }
