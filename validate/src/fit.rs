@@ -992,6 +992,15 @@ mod toml_safety_tests {
             x.stats.median_ms = 1e3 * (flops / rate + c_tile * tiles + c_op * f64::from(x.ops));
             run.samples.push(x);
         }
+        // The fp32 forward samples take 1 ms whatever their FLOPs: the fit gives no rate (its
+        // FLOP term is 0), so the profile keeps the base's forward attention efficiency.
+        for x in run
+            .samples
+            .iter_mut()
+            .filter(|s| s.bench == Bench::Attention && s.dtype == "fp32")
+        {
+            x.stats.median_ms = 1.0;
+        }
         let cal = calibrate(&run, &base(), "tiles").expect("calibrates");
         let f = cal
             .fits
@@ -1003,6 +1012,22 @@ mod toml_safety_tests {
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
         // Written in µs to 4 decimals.
         assert!((p.attention_tile_s[1][1] - c_tile).abs() < 1e-10);
+        // The efficiency is the rate over the bf16 GEMM rate (the profile's bf16 peak), written
+        // to 5 decimals.
+        let eff = rate / p.peak_bf16_flops;
+        assert!(
+            (p.attention_by[1][1] - eff).abs() < 1e-5,
+            "{:?}",
+            p.attention_by
+        );
+        assert!(eff < 0.9, "{eff}: the check must not sit at the 1.0 clamp");
+        let fwd = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "attention fp32")
+            .expect("fit");
+        assert_eq!(fwd.coef[0], 0.0, "{fwd:?}");
+        assert!((p.attention_by[0][0] - base().attention_efficiency).abs() < 1e-5);
         assert_eq!(p.attention_tile_s[0], [0.0, 0.0]);
         assert_eq!(p.attention_tile_s[1][0], 0.0);
     }
