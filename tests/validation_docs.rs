@@ -60,58 +60,41 @@ fn heldout_summary_regenerates_from_the_committed_measurements() {
     check_summary(DIR, "cpu-calibrated.toml", "heldout-summary.md", true);
 }
 
-/// The second run (2026-11-29): its summary under its own calibration (quoted in
-/// docs/validation.md) and under the calibration repeated after the held-out steps.
+/// A run of its own directory: its summary under its own calibration (quoted in
+/// docs/validation.md) and under the calibration repeated after its held-out steps.
+fn check_run(run: &str) {
+    let dir = format!("{}/docs/results/{run}", env!("CARGO_MANIFEST_DIR"));
+    check_summary(&dir, "cpu-calibrated.toml", "heldout-summary.md", true);
+    check_summary(
+        &dir,
+        "cpu-recalibrated.toml",
+        "heldout-recalibrated-summary.md",
+        false,
+    );
+}
+
+/// The second run (2026-11-29).
 #[test]
 fn second_heldout_run_regenerates() {
-    const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu-2026-11-29");
-    check_summary(RUN, "cpu-calibrated.toml", "heldout-summary.md", true);
-    check_summary(
-        RUN,
-        "cpu-recalibrated.toml",
-        "heldout-recalibrated-summary.md",
-        false,
-    );
+    check_run("cpu-2026-11-29");
 }
 
-/// The third run (2026-11-29c, PaCA's column write priced and written as the reference does):
-/// its summary under its own calibration (quoted in docs/validation.md) and under the second.
+/// The third run (2026-11-29c, PaCA's column write priced and written as the reference does).
 #[test]
 fn third_heldout_run_regenerates() {
-    const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu-2026-11-29c");
-    check_summary(RUN, "cpu-calibrated.toml", "heldout-summary.md", true);
-    check_summary(
-        RUN,
-        "cpu-recalibrated.toml",
-        "heldout-recalibrated-summary.md",
-        false,
-    );
+    check_run("cpu-2026-11-29c");
 }
 
-/// The fourth run (2026-11-29d, attention's fixed time per slice calibrated).
+/// The fourth run (2026-11-29d, attention's fixed time per tile calibrated).
 #[test]
 fn fourth_heldout_run_regenerates() {
-    const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu-2026-11-29d");
-    check_summary(RUN, "cpu-calibrated.toml", "heldout-summary.md", true);
-    check_summary(
-        RUN,
-        "cpu-recalibrated.toml",
-        "heldout-recalibrated-summary.md",
-        false,
-    );
+    check_run("cpu-2026-11-29d");
 }
 
 /// The fifth run (2026-11-29e, the fourth run's model measured afresh).
 #[test]
 fn fifth_heldout_run_regenerates() {
-    const RUN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/cpu-2026-11-29e");
-    check_summary(RUN, "cpu-calibrated.toml", "heldout-summary.md", true);
-    check_summary(
-        RUN,
-        "cpu-recalibrated.toml",
-        "heldout-recalibrated-summary.md",
-        false,
-    );
+    check_run("cpu-2026-11-29e");
 }
 
 #[test]

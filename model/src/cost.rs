@@ -20,7 +20,7 @@
 //! - t_floor is the profile's back-to-back launch floor (or its CUDA-graph replay floor), plus,
 //!   for GEMMs in calibrated CPU profiles, the per-call GEMM setup time.
 
-use crate::graph::{Gemm, Kernel, KernelKind};
+use crate::graph::{Gemm, Kernel, KernelKind, PACA_IDX, PACA_P};
 use crate::workload::DType;
 use costsim_hardware::{MathMode, MemKind, Profile};
 use rustc_hash::FxHashMap;
@@ -233,10 +233,14 @@ pub fn kernel_cost_memo(
             // calibrated): t = F / (peak · eff) + tiles · c_tile.
             let dir = usize::from(k.name.ends_with("_backward"));
             let prec = usize::from(matches!(k.math, MathMode::Bf16 | MathMode::Fp16));
-            let tiles = g.map_or(0.0, |g| attention_tiles(g.m, g.batch));
+            let c_tile = hw.attention_tile_s[dir][prec];
+            // Count tiles only where they cost something (no built-in profile sets c_tile).
+            let tiles_s = match g {
+                Some(g) if c_tile > 0.0 => attention_tiles(g.m, g.batch) * c_tile,
+                _ => 0.0,
+            };
             (
-                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec])
-                    + tiles * hw.attention_tile_s[dir][prec],
+                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec]) + tiles_s,
                 0.0,
                 false,
             )
@@ -259,8 +263,8 @@ pub fn kernel_cost_memo(
         // The gather and scatter efficiencies are those of a strided column access (PaCA's
         // x[..., idx] and its write of s·P into W, priced per touched sector); the embedding's
         // row gather and scatter-add and the loss's fill stream whole rows, like elementwise ops.
-        KernelKind::Gather if k.piece == "paca_idx" => Some(MemKind::Gather),
-        KernelKind::Scatter if k.piece == "paca_P" => Some(MemKind::Scatter),
+        KernelKind::Gather if k.piece == PACA_IDX => Some(MemKind::Gather),
+        KernelKind::Scatter if k.piece == PACA_P => Some(MemKind::Scatter),
         KernelKind::Gather | KernelKind::Scatter => Some(MemKind::Elementwise),
         KernelKind::Optimizer => Some(MemKind::Optimizer),
         KernelKind::Gemm | KernelKind::Attention | KernelKind::Host => None,

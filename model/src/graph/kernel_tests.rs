@@ -657,6 +657,12 @@ fn paca_on_a_subset_of_targets_by_hand() {
             .filter(|k| k.module == module))
     };
     let x = 32_768.0; // the block's normed input, 4 × 2048 fp32
+                      // The shared formula (calibration prices its samples with it) gives the same hand values.
+    assert_eq!(
+        super::strided_columns_bytes(2048.0, 2048.0, 4.0, 4.0),
+        262_144.0
+    );
+    assert_eq!(super::strided_columns_bytes(4.0, 2048.0, 4.0, 4.0), 512.0);
     for (module, p, y, sectors, extra) in [
         ("self_attn.q_proj", 32_768.0, 32_768.0, 262_144.0, vec![]),
         // v is the third consumer of the normed input: its dX adds into the other two (k's

@@ -29,6 +29,12 @@ pub fn strided_columns_bytes(rows: f64, cols: f64, picked: f64, elem_bytes: f64)
     rows * cols.min(picked * SECTOR_BYTES / elem_bytes) * elem_bytes
 }
 
+/// The piece (`Kernel::piece`) of PaCA's kernels on its trainable columns P: the write of s·P
+/// into W, dP and their scales and casts.
+pub const PACA_P: &str = "paca_P";
+/// The piece of PaCA's gather x[..., idx].
+pub const PACA_IDX: &str = "paca_idx";
+
 /// How one linear layer trains.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Treatment {
@@ -146,12 +152,12 @@ fn paca_write_columns(t: &mut Tracer, cx: &Ctx, nf: f64, kf: f64, s_rank: f64) -
     );
     t.cast(&sp, cx.p);
     let mut k_sc = Kernel::new("index_put_", KernelKind::Scatter, cx.p);
-    k_sc.piece = "paca_P";
+    k_sc.piece = PACA_P;
     k_sc.bytes_read = nf * s_rank * cx.p.size();
     k_sc.bytes_written = nf * t.min(kf, s_rank * SECTOR_BYTES / cx.p.size()) * cx.p.size();
     t.push_fwd(k_sc, &[]);
     let mut k_s = Kernel::new("mul", KernelKind::Elementwise, pd);
-    k_s.piece = "paca_P";
+    k_s.piece = PACA_P;
     k_s.flops = nf * s_rank;
     k_s.bytes_read = nf * s_rank * pd.size();
     k_s.bytes_written = nf * s_rank * pd.size();
@@ -185,7 +191,7 @@ fn paca_gather_and_backward(
     // sector per selected element, so it reads up to 32/elem-size times the useful bytes.
     let sector_elems = SECTOR_BYTES / xc.dtype.size();
     let mut g = Kernel::new("index_select", KernelKind::Gather, xc.dtype);
-    g.piece = "paca_idx";
+    g.piece = PACA_IDX;
     g.bytes_read = mf * t.min(kf, s_rank * sector_elems) * xc.dtype.size();
     g.bytes_written = mf * s_rank * xc.dtype.size();
     let gi = t.push_fwd(g, &[*xc]);
@@ -225,7 +231,7 @@ fn paca_gather_and_backward(
     let dt = y.dtype;
     let mut dp = Kernel::new("mm_dP", KernelKind::Gemm, dt);
     dp.module = t.module;
-    dp.piece = "paca_P";
+    dp.piece = PACA_P;
     dp.math = t.prec.math_mode(dt);
     dp.flops = 2.0 * nf * s_rank * mf;
     dp.bytes_read = y.bytes() + x_idx.bytes();
@@ -257,7 +263,7 @@ fn paca_gather_and_backward(
         nf * s_rank * dt.size(),
         nf * s_rank,
     );
-    sc.piece = "paca_P";
+    sc.piece = PACA_P;
     new_group.insert(1, sc);
     t.grad_plumbing(&mut new_group, pp, dt);
     t.tape.push(new_group);

@@ -31,7 +31,7 @@ mod norms;
 mod optimizer;
 mod tracer;
 
-pub use linear::{strided_columns_bytes, SECTOR_BYTES};
+pub use linear::{strided_columns_bytes, PACA_IDX, PACA_P, SECTOR_BYTES};
 pub use optimizer::{foreach_launches, foreach_launches_scalarlist};
 
 use crate::arch::{Family, ModelConfig};
