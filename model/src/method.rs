@@ -12,6 +12,7 @@
 //! PaCA doubles it again (4r); three-quarters PaCA uses 3r (24 at LoRA rank 8).
 
 use crate::arch::{LinearRole, ModelConfig};
+use crate::workload::{DType, Precision};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -417,6 +418,17 @@ impl MethodSpec {
         }
         self.layers.resolve(model.layers)?;
         Ok(())
+    }
+
+    /// Dtype of the trainable tensors, their gradients and optimizer states under `precision`:
+    /// LoRA's and PaCA's adapters in fp32 by default (peft's `autocast_adapter_dtype=True`; the
+    /// PaCA reference's `torch.zeros`), else the precision's parameter dtype (fp32 master weights
+    /// under mixed precision).
+    pub fn master_dtype(&self, precision: Precision) -> DType {
+        match (self.kind, self.adapter_dtype) {
+            (MethodKind::Lora | MethodKind::Paca, AdapterDtype::Fp32) => DType::F32,
+            _ => precision.param_dtype(),
+        }
     }
 
     /// Trained layer range `[lo, hi]`.

@@ -10,9 +10,9 @@
 use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, KernelKind, Phase, Scope, ScopeGraph, StepGraph};
-use crate::method::{AdapterDtype, MethodKind, MethodSpec};
+use crate::method::{MethodKind, MethodSpec};
 use crate::simulate::{self, Span};
-use crate::workload::{DType, Optimizer, Workload};
+use crate::workload::{Optimizer, Workload};
 use costsim_hardware::Profile;
 use serde::Serialize;
 
@@ -198,20 +198,12 @@ pub struct Prediction {
     pub kernel_rows: Option<Vec<KernelRow>>,
 }
 
-/// Master dtype of the trainable parameters (gradients and optimizer states).
-fn master_dtype(cfg: ConfigRef) -> DType {
-    match (cfg.method.kind, cfg.method.adapter_dtype) {
-        (MethodKind::Lora | MethodKind::Paca, AdapterDtype::Fp32) => DType::F32,
-        _ => cfg.workload.precision.param_dtype(),
-    }
-}
-
 pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     let model = &cfg.model;
     let w = &cfg.workload;
     let trainable = cfg.method.trainable_params(model) as f64;
     let p = w.precision.param_dtype().size();
-    let master = master_dtype(cfg).size();
+    let master = cfg.method.master_dtype(w.precision).size();
     let extra_params = match cfg.method.kind {
         MethodKind::Full => 0.0,
         MethodKind::Lora | MethodKind::Paca => trainable,

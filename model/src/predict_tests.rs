@@ -55,7 +55,7 @@ mod breakdown_tests {
 mod memory_tests {
     use super::*;
     use crate::arch::Family;
-    use crate::method::{MethodName, MethodOptions};
+    use crate::method::{AdapterDtype, MethodName, MethodOptions};
     use costsim_hardware::resolve_device;
 
     /// Two Llama blocks, hidden 32: small enough that any sum below is exact in f64.
@@ -411,6 +411,14 @@ mod memory_tests {
                 weights + states * mb * t + mb * t + tmp,
                 "{what}"
             );
+            // The optimizer phase's kernels work on the same master dtype: clipping's norm
+            // reads every gradient once (mb · t bytes).
+            let opt = &g.optimizer.kernels;
+            for k in opt.iter().filter(|k| k.kind == KernelKind::Optimizer) {
+                assert_eq!(k.dtype.size(), mb, "{what}: {}", k.name);
+            }
+            let norm = opt.iter().find(|k| k.name == "_foreach_norm");
+            assert_eq!(norm.map(|k| k.bytes_read), Some(mb * t), "{what}");
         }
     }
 }

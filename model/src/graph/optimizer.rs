@@ -113,7 +113,10 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     use KernelKind::*;
     let elems: f64 = tensors.iter().map(|&n| n as f64).sum();
     let nt = tensors.len() as u32;
-    let sz = cx.p.size(); // master params, grads and states share the param dtype
+    // Trainable tensors, their gradients and states share one dtype: fp32 adapters (LoRA, PaCA)
+    // on a bf16 base, fp32 master weights under mixed precision, else the parameter dtype.
+    let dt = cx.method.master_dtype(cx.w.precision);
+    let sz = dt.size();
     let mut ks = Vec::with_capacity(24);
     // [`foreach_launches`] walks every tensor (over a thousand for LoRA on an 80-layer model),
     // the costly part of this phase, and a sweep builds it for every point: each depth is walked
@@ -122,7 +125,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     let launches = std::cell::Cell::new(recalled);
     // `depth`: tensor lists the kernel touches; 0x10 marks a scalar list (only depth 1 differs).
     let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
-        let mut k = Kernel::new(name, Optimizer, cx.p);
+        let mut k = Kernel::new(name, Optimizer, dt);
         let scalar_list = depth & SCALAR_LIST != 0;
         let depth = depth & !SCALAR_LIST;
         let d = if scalar_list && depth == 1 {
@@ -224,7 +227,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
             ];
             for &n in tensors {
                 for (name, reads, writes) in OPS {
-                    let mut k = Kernel::new(name, Optimizer, cx.p);
+                    let mut k = Kernel::new(name, Optimizer, dt);
                     k.bytes_read = reads * n as f64 * sz;
                     k.bytes_written = writes * n as f64 * sz;
                     k.flops = 2.0 * n as f64;
