@@ -13,6 +13,7 @@
 #    and the comparison under the second profile                 OUT/comparison-recalibrated.txt
 # 6. op by op, on a few of the grid's configurations: each GEMM in the step against alone
 #    (gemm_context.py) and each op's page faults (page_faults.py)   OUT/gemm-context, page-faults
+# 7. the adapters' optimizer in three cache states (host_state.py)   OUT/host-state
 # GRID=FILE replaces the grid (a smaller one for a quick look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,5 +68,12 @@ for c in "gpt2 gpt2-tiny full fp32" "gpt2 gpt2-tiny lora fp32" "gpt2 gpt2-tiny f
   python3 scripts/trace/page_faults.py --family "$1" --config "$M/$2/config.json" --method "$3" \
     --precision "$4" --out "$OUT/page-faults/$2-$3-$4.json"
 done
+# The adapters' optimizer warm, after a cache sweep and after its own step; small ops after sweeps;
+# log_softmax's faults before and after glibc's threshold moves (docs/host.md).
+mkdir -p "$OUT/host-state"
+python3 scripts/trace/host_state.py --family gpt2 --config "$M/gpt2-tiny/config.json" --targets qv \
+  --out "$OUT/host-state/gpt2-tiny-lora-qv.json"
+python3 scripts/trace/host_state.py --family llama --config "$M/llama-small/config.json" --targets all \
+  --out "$OUT/host-state/llama-small-lora-all.json"
 grep MAPE "$OUT/comparison.txt" "$OUT/comparison-recalibrated.txt"
 cat "$OUT/drift.txt"

@@ -222,6 +222,43 @@ class PageFaults(unittest.TestCase):
 
 
 
+class HostState(unittest.TestCase):
+    """host_state.py on GPT-2 tiny (2 layers, d 64) with LoRA q,v: the trainable tensors worked
+    by hand, the record's counts and medians; not its timings."""
+
+    def test_record_is_consistent(self):
+        import host_state
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "s.json")
+            host_state.main(["--family", "gpt2", "--preset", "tiny", "--reps", "3", "--flush-mib", "1",
+                             "--sweep-mib", "0,0.5", "--rows", "4", "--vocab", "64", "--raise-mib", "1",
+                             "--out", out])
+            rec = _load(out)
+        self.assertEqual(rec["schema"], "costsim-host-state/1")
+        o = rec["optimizer"]
+        # peft's LoRA on GPT-2's fused c_attn (64 → 192, Conv1D), rank 8, two layers: A is 8 × 64
+        # and B 192 × 8 in each, 512 + 1536 = 2048 elements a layer.
+        self.assertEqual(o["tensors"], 4)
+        self.assertEqual(o["elements"], 4096)
+        self.assertEqual(sorted(o["shapes"]), [[8, 64], [8, 64], [192, 8], [192, 8]])
+        self.assertEqual(set(o["states"]), {"after_step", "warm", "flushed"})
+        for pieces in o["states"].values():
+            self.assertEqual(set(pieces), {"clip", "step", "zero_grad"})
+            for p in pieces.values():
+                self.assertEqual(len(p["samples_s"]), 3)
+                self.assertEqual(p["median_s"], sorted(p["samples_s"])[1])
+        self.assertEqual([r["sweep_mib"] for r in rec["eviction"]], [0.0, 0.5])
+        for r in rec["eviction"]:
+            self.assertEqual(len(r["samples_s"]), 3)
+            self.assertEqual(r["median_s"], sorted(r["samples_s"])[1])
+        h = rec["history"]
+        self.assertEqual(h["out_bytes"], 4 * 64 * 4)
+        for when in ("before", "after"):
+            self.assertEqual(len(h[when]["faults"]), 3)
+            self.assertEqual(h[when]["median_faulted_bytes"], sorted(h[when]["faults"])[1] * host_state.PAGE)
+
+
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
         committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
