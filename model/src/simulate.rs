@@ -25,8 +25,72 @@ pub struct CostedSegment {
     fast: Vec<(f64, f64, u8)>,
     /// Host time of host-only ops after the last launch.
     tail_host_s: f64,
+    /// `fast` in closed form, for GPUs (the host runs ahead of the device).
+    closed: Closed,
     /// Totals of the segment's kernels: FLOPs, bytes read + written, launches.
     pub totals: (f64, f64, u64),
+}
+
+/// A segment's launches on a GPU in closed form. The host issues launch i at h₀ + Hᵢ (Hᵢ: host
+/// time up to and including its issue) and the GPU runs launches back to back in order, so the
+/// recursion gpuᵢ = max(gpuᵢ₋₁, h₀ + Hᵢ) + dᵢ from gpu₀ = g₀ unrolls (max-plus) to
+///
+///   gpuₙ − g₀ = D + max(0, h₀ − g₀ + L),   L = maxᵢ (Hᵢ − D₍<ᵢ₎),
+///
+/// with D = Σ dᵢ the device time and D₍<ᵢ₎ the device time before launch i: L is how far the
+/// host's issue runs behind the device's own work at its worst point. The GPU's total wait for
+/// the host is max(0, h₀ − g₀ + L). So a segment costs O(1) to simulate whatever its length
+/// (the same numbers as stepping through it, up to rounding; `simulate_tests.rs`).
+#[derive(Debug, Clone, Copy)]
+struct Closed {
+    /// Σ host time of the launches (host-only ops before each folded in), seconds.
+    host_s: f64,
+    /// D, seconds.
+    device_s: f64,
+    /// D by the launches' bound (`bound_index`), seconds.
+    by_bound: [f64; 4],
+    /// L, seconds (−∞ without launches).
+    lead_s: f64,
+}
+
+impl Closed {
+    /// No launches yet.
+    const EMPTY: Self = Self {
+        host_s: 0.0,
+        device_s: 0.0,
+        by_bound: [0.0; 4],
+        lead_s: f64::NEG_INFINITY,
+    };
+
+    /// Append a launch issued after `host_s` more host time, running `device_s` (`bound` as
+    /// [`bound_index`]).
+    #[inline]
+    fn push(&mut self, host_s: f64, device_s: f64, bound: u8) {
+        self.host_s += host_s;
+        let behind = self.host_s - self.device_s;
+        if behind > self.lead_s {
+            self.lead_s = behind;
+        }
+        self.device_s += device_s;
+        // Constant indices keep the four sums in registers (a variable index made each add wait
+        // for the previous store: the hot spot of a sweep's re-costing).
+        for (i, sum) in self.by_bound.iter_mut().enumerate() {
+            *sum += if usize::from(bound) == i {
+                device_s
+            } else {
+                0.0
+            };
+        }
+    }
+
+    #[cfg(test)]
+    fn of(fast: &[(f64, f64, u8)]) -> Self {
+        let mut c = Self::EMPTY;
+        for &(h, d, b) in fast {
+            c.push(h, d, b);
+        }
+        c
+    }
 }
 
 /// Host cost of issuing one op in a phase.
@@ -82,6 +146,7 @@ pub fn cost_segment(
     let mut fast = Vec::with_capacity(seg.kernels.len());
     let mut pending = 0.0;
     let mut totals = (0.0, 0.0, 0u64);
+    let mut closed = Closed::EMPTY;
     for k in &seg.kernels {
         let host_s = host_cost(k, phase, w.runtime, hw);
         let c = kernel_cost_memo(k, hw, graph, memo);
@@ -90,7 +155,9 @@ pub fn cost_segment(
         totals.2 += u64::from(k.launches);
         pending += host_s;
         if launches_work(&c) {
-            fast.push((pending, c.device_s, bound_index(c.bound) as u8));
+            let b = bound_index(c.bound) as u8;
+            fast.push((pending, c.device_s, b));
+            closed.push(pending, c.device_s, b);
             pending = 0.0;
         }
         if keep_kernels {
@@ -99,6 +166,7 @@ pub fn cost_segment(
     }
     CostedSegment {
         kernels,
+        closed,
         fast,
         tail_host_s: pending,
         totals,
@@ -112,6 +180,7 @@ impl CostedSegment {
             kernels: Vec::new(),
             fast: Vec::new(),
             tail_host_s: 0.0,
+            closed: Closed::EMPTY,
             totals: (0.0, 0.0, 0),
         }
     }
@@ -125,18 +194,21 @@ impl CostedSegment {
         self.fast.reserve(seg.kernels.len());
         let mut pending = 0.0;
         let mut totals = (0.0, 0.0, 0u64);
+        let mut closed = Closed::EMPTY;
         for (k, &(host_s, c)) in seg.kernels.iter().zip(costs) {
             totals.0 += k.flops;
             totals.1 += k.bytes_read + k.bytes_written;
             totals.2 += u64::from(k.launches);
             pending += host_s;
             if launches_work(&c) {
-                self.fast
-                    .push((pending, c.device_s, bound_index(c.bound) as u8));
+                let b = bound_index(c.bound) as u8;
+                self.fast.push((pending, c.device_s, b));
+                closed.push(pending, c.device_s, b);
                 pending = 0.0;
             }
         }
         self.tail_host_s = pending;
+        self.closed = closed;
         self.totals = totals;
     }
 }
@@ -215,6 +287,7 @@ pub struct Timeline {
     pub host_waited: Vec<(Scope, Phase, Vec<bool>)>,
 }
 
+#[derive(Debug)]
 struct Clock {
     host: f64,
     gpu: f64,
@@ -252,39 +325,31 @@ pub const EXACT_MICRO_BATCHES: u32 = 64;
 /// [`STEADY_EPS_S`] per micro-batch would need) takes its last micro-batch as the repeat.
 pub const MAX_SIMULATED_MICRO_BATCHES: u32 = 4096;
 
-/// Reuse of per-layer results across a run of identical layers.
+/// Reuse of per-layer results across a run of identical layers, on a CPU (synchronous
+/// profiles), where [`run`] steps through every op; on a GPU a segment costs O(1) in closed form
+/// ([`Closed`]) and nothing is replayed.
 ///
 /// Simulating a segment is translation-invariant: its spans and the advances of both clocks
-/// depend only on the entry offset d = host − GPU. A layer of the same class as the last simulated
-/// one (entered at offset e) therefore repeats it exactly when
-/// - d = e: the run has reached its fixed point (host-bound runs do after one layer: each kernel
-///   starts when the host issues it, whatever the GPU did before), or
-/// - d ≤ e + σ and the GPU never waited on the host in that layer, where σ ≥ 0 is that layer's
-///   smallest slack (GPU free time minus host issue time, over its launches): the host is late by
-///   at most σ more than then, so still no kernel waits (GPU-bound runs, including those where the
-///   host slowly catches up, as LoRA's backward on a fast GPU does; a picosecond is kept as a
-///   margin).
-///
-/// Its span and clock advances are then copied instead of simulated, which makes an 80-layer
-/// model cost about as much to simulate as three layers. The check runs before every layer, so a
-/// run that leaves the fixed point is simulated again.
+/// depend only on the entry offset d = host − device. A layer of the same class as the last
+/// simulated one (entered at offset e) therefore repeats it when d = e (within
+/// [`STEADY_EPS_S`]), which on a CPU holds from the second layer on: the host resumes only when
+/// each op is done, so every layer is entered at the offset its predecessor's trailing host work
+/// leaves. Its span and clock advances are then copied instead of simulated, which makes an
+/// 80-layer model cost about as much to simulate as two layers. The check runs before every
+/// layer, so a run that leaves the fixed point is simulated again.
 #[derive(Default)]
 struct Steady {
-    /// (class, entry offset, span added, host advance, smallest slack) of the last simulated
-    /// layer.
-    last: Option<(usize, f64, Span, f64, f64)>,
+    /// (class, entry offset, span added, host advance) of the last simulated layer.
+    last: Option<(usize, f64, Span, f64)>,
 }
 
 impl Steady {
     /// Replay the last simulated layer if layer `class` would repeat it; false means simulate.
     fn replay(&mut self, class: usize, clock: &mut Clock, span: &mut Span) -> bool {
-        let Some((c, e, s, dh, slack)) = self.last else {
+        let Some((c, e, s, dh)) = self.last else {
             return false;
         };
-        let d = clock.offset();
-        let later = (slack - STEADY_EPS_S).max(STEADY_EPS_S);
-        let repeats = c == class
-            && ((d - e).abs() <= STEADY_EPS_S || (s.host_wait_s == 0.0 && d <= e + later));
+        let repeats = c == class && (clock.offset() - e).abs() <= STEADY_EPS_S;
         if repeats {
             span.add(&s);
             clock.host += dh;
@@ -295,16 +360,8 @@ impl Steady {
 
     /// Record a simulated layer: its class, entry offset, host clock before it, the clocks after
     /// it and the span it added.
-    fn observe(
-        &mut self,
-        class: usize,
-        entry: f64,
-        host0: f64,
-        clock: &Clock,
-        span: Span,
-        slack: f64,
-    ) {
-        self.last = Some((class, entry, span, clock.host - host0, slack));
+    fn observe(&mut self, class: usize, entry: f64, host0: f64, clock: &Clock, span: Span) {
+        self.last = Some((class, entry, span, clock.host - host0));
     }
 }
 
@@ -324,21 +381,37 @@ fn span_delta(after: &Span, before: &Span) -> Span {
     }
 }
 
+/// Simulate one segment from the clocks' current state: on a GPU in closed form, on a CPU (or
+/// when `waited` records which launches waited for the host) launch by launch.
 fn run(
     sync: bool,
     clock: &mut Clock,
     seg: &CostedSegment,
     span: &mut Span,
     waited: Option<&mut Vec<bool>>,
-) -> f64 {
+) {
     let start_gpu = clock.gpu;
-    // Smallest GPU-free-minus-host-issue time over the launches (for `Steady`).
-    let mut slack = f64::INFINITY;
+    if waited.is_none() && !sync {
+        // A GPU: the closed form of the loop below (`Closed`); `Steady` is not used.
+        let c = &seg.closed;
+        let wait = (clock.host - clock.gpu + c.lead_s).max(0.0);
+        let host_s = c.host_s + seg.tail_host_s;
+        clock.host += host_s;
+        clock.gpu += wait + c.device_s;
+        span.host_s += host_s;
+        span.host_wait_s += wait;
+        span.by_bound[3] += wait;
+        for (b, d) in span.by_bound.iter_mut().zip(c.by_bound) {
+            *b += d;
+        }
+        span.busy_s += c.device_s;
+        span.time_s += wait + c.device_s;
+        return;
+    }
     if waited.is_none() {
         for &(host_s, device_s, bound) in &seg.fast {
             clock.host += host_s;
             span.host_s += host_s;
-            slack = slack.min(clock.gpu - clock.host);
             let start = clock.gpu.max(clock.host);
             let wait = start - clock.gpu;
             span.host_wait_s += wait;
@@ -353,7 +426,7 @@ fn run(
         clock.host += seg.tail_host_s;
         span.host_s += seg.tail_host_s;
         span.time_s += clock.gpu - start_gpu;
-        return slack;
+        return;
     }
     let record = waited.is_some();
     let mut flags = Vec::with_capacity(if record { seg.kernels.len() } else { 0 });
@@ -385,8 +458,6 @@ fn run(
     if let Some(w) = waited {
         *w = flags;
     }
-    // Recording turns `Steady` off: no slack is needed.
-    slack
 }
 
 /// Costed segments of a step graph.
@@ -459,6 +530,9 @@ pub(crate) fn simulate_with(
     keep_scopes: bool,
 ) -> Timeline {
     let keep_scopes = keep_scopes || record_waits;
+    // Layers are replayed (`Steady`) where `run` steps through them: on a CPU. On a GPU a
+    // segment costs O(1) in closed form, as little as a replay.
+    let replay = !record_waits && hw.synchronous;
     let n_layers = g.layer_class.len();
     // scope index: 0 embedding, 1..=L layers, L+1 head, L+2 optimizer
     let n_scopes = n_layers + 3;
@@ -554,13 +628,13 @@ pub(crate) fn simulate_with(
         );
         let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate() {
-            if !record_waits && steady.replay(c, &mut clock, &mut fwd[i + 1]) {
+            if replay && steady.replay(c, &mut clock, &mut fwd[i + 1]) {
                 continue;
             }
             let entry = clock.offset();
             let before = fwd[i + 1];
             let host0 = clock.host;
-            let slack = run(
+            run(
                 hw.synchronous,
                 &mut clock,
                 &cg.layers[c][0],
@@ -568,7 +642,7 @@ pub(crate) fn simulate_with(
                 waited_fwd.get_mut(i + 1),
             );
             let added = span_delta(&fwd[i + 1], &before);
-            steady.observe(c, entry, host0, &clock, added, slack);
+            steady.observe(c, entry, host0, &clock, added);
         }
         run(
             hw.synchronous,
@@ -587,13 +661,13 @@ pub(crate) fn simulate_with(
         );
         let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
-            if !record_waits && steady.replay(c, &mut clock, &mut bwd[i + 1]) {
+            if replay && steady.replay(c, &mut clock, &mut bwd[i + 1]) {
                 continue;
             }
             let entry = clock.offset();
             let before = bwd[i + 1];
             let host0 = clock.host;
-            let slack = run(
+            run(
                 hw.synchronous,
                 &mut clock,
                 &cg.layers[c][b],
@@ -601,7 +675,7 @@ pub(crate) fn simulate_with(
                 waited_bwd.get_mut(i + 1),
             );
             let added = span_delta(&bwd[i + 1], &before);
-            steady.observe(c, entry, host0, &clock, added, slack);
+            steady.observe(c, entry, host0, &clock, added);
         }
         run(
             hw.synchronous,
