@@ -300,10 +300,21 @@ pub struct ForeachRec {
 }
 
 impl ForeachRec {
+    /// AdamW's increment of its step counters (`_foreach_add_` over one-element tensors):
+    /// 0-dim CPU tensors even on CUDA without `capturable`, so host work that launches nothing
+    /// (torch/optim/adam.py, `_multi_tensor_adam`). Today's tracer leaves the call out of its
+    /// list; traces recorded before 2026-11-29 (the H200 ones) list it.
+    fn is_step_counters(&self) -> bool {
+        self.op == "_foreach_add_" && !self.numels.is_empty() && self.numels.iter().all(|&n| n == 1)
+    }
+
     /// multi_tensor_apply launches of this call: its depth is the tensor lists it reads plus,
     /// for an out-of-place op, the list it writes (`_foreach_norm` writes per-tensor scalars
     /// outside the lists), with the scalar-list limits when it took scalars.
     pub fn launches(&self) -> u32 {
+        if self.is_step_counters() {
+            return 0;
+        }
         let out = !self.op.ends_with('_') && self.op != "_foreach_norm";
         let depth = self.lists.max(1) + usize::from(out);
         if self.scalar_list {
@@ -1152,6 +1163,14 @@ mod tests {
         assert_eq!(rec("_foreach_div_", 1, false).launches(), 1);
         // addcmul_ in place over self, tensor1, tensor2: depth 3, ⌈100/48⌉ = 3.
         assert_eq!(rec("_foreach_addcmul_", 3, false).launches(), 3);
+        // AdamW's step counters, as older traces list them: one-element tensors, no launch;
+        // the same op over the 10-element tensors launches ⌈100/110⌉ = 1.
+        let steps = ForeachRec {
+            numels: vec![1; 448],
+            ..rec("_foreach_add_", 1, false)
+        };
+        assert_eq!(steps.launches(), 0);
+        assert_eq!(rec("_foreach_add_", 1, false).launches(), 1);
     }
 
     #[test]
