@@ -826,12 +826,7 @@ pub struct StepTimes {
 }
 
 /// Run one step (forward with PaCA's column write, backward, AdamW), synchronizing around each phase.
-pub fn train_step(
-    net: &mut Net,
-    opt: &mut AdamW,
-    ids: &Tensor,
-    targets: &Tensor,
-) -> Result<StepTimes> {
+pub fn train_step(net: &Net, opt: &mut AdamW, ids: &Tensor, targets: &Tensor) -> Result<StepTimes> {
     let dev = net.device;
     sync(dev);
     let t0 = Instant::now();
@@ -893,16 +888,16 @@ pub fn measure(spec: &RunSpec, device: Device) -> Outcome {
 
 fn measure_inner(spec: &RunSpec, device: Device) -> Result<Measured> {
     let (b, s) = (spec.batch as i64, spec.seq as i64);
-    let mut net = Net::build(&spec.model, &spec.method, spec.precision, s, device, 0)?;
+    let net = Net::build(&spec.model, &spec.method, spec.precision, s, device, 0)?;
     let mut opt = AdamW::new(1e-4);
     let (ids, targets) = batch(&spec.model, b, s, device)?;
     for _ in 0..spec.warmup {
-        train_step(&mut net, &mut opt, &ids, &targets)?;
+        train_step(&net, &mut opt, &ids, &targets)?;
     }
     let (mut f, mut bw, mut o, mut st) = (vec![], vec![], vec![], vec![]);
     let mut last = None;
     for _ in 0..spec.reps.max(1) {
-        let t = train_step(&mut net, &mut opt, &ids, &targets)?;
+        let t = train_step(&net, &mut opt, &ids, &targets)?;
         f.push(t.forward_s);
         bw.push(t.backward_s);
         o.push(t.optimizer_s);

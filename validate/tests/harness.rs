@@ -144,7 +144,7 @@ fn frozen_layers_get_no_gradients_and_keep_their_weights() {
         ..no_dropout()
     };
     for m in [MethodName::Full, MethodName::Lora, MethodName::Paca] {
-        let mut net = Net::build(
+        let net = Net::build(
             &cfg,
             &spec(&cfg, m, opts.clone()),
             Precision::Fp32,
@@ -165,7 +165,7 @@ fn frozen_layers_get_no_gradients_and_keep_their_weights() {
         }
         let mut opt = AdamW::new(1e-2);
         let (ids, tg) = batch(&cfg, 2, 16, Device::Cpu).unwrap();
-        train_step(&mut net, &mut opt, &ids, &tg).unwrap();
+        train_step(&net, &mut opt, &ids, &tg).unwrap();
         let after: Vec<Tensor> = net.blocks[..2]
             .iter()
             .flat_map(|b| b.lins.iter().map(|l| l.w.copy()))
@@ -180,7 +180,7 @@ fn frozen_layers_get_no_gradients_and_keep_their_weights() {
 #[test]
 fn after_a_step_only_pacas_selected_columns_changed() {
     let cfg = tiny(Family::Llama);
-    let mut net = Net::build(
+    let net = Net::build(
         &cfg,
         &spec(&cfg, MethodName::Paca, no_dropout()),
         Precision::Fp32,
@@ -196,7 +196,7 @@ fn after_a_step_only_pacas_selected_columns_changed() {
         .collect();
     let mut opt = AdamW::new(1e-2);
     let (ids, tg) = batch(&cfg, 2, 16, Device::Cpu).unwrap();
-    train_step(&mut net, &mut opt, &ids, &tg).unwrap();
+    train_step(&net, &mut opt, &ids, &tg).unwrap();
     // As in the reference, the updated s·P reaches W at the next training forward.
     for (i, &(b, l)) in net.paca().iter().enumerate() {
         let lin = &net.blocks[b].lins[l];
@@ -252,7 +252,7 @@ fn loss_decreases_for_every_method() {
     for fam in [Family::Gpt2, Family::Llama] {
         let cfg = tiny(fam);
         for m in MethodName::ALL {
-            let mut net = Net::build(
+            let net = Net::build(
                 &cfg,
                 &spec(
                     &cfg,
@@ -270,10 +270,10 @@ fn loss_decreases_for_every_method() {
             .unwrap();
             let mut opt = AdamW::new(if m == MethodName::Full { 3e-3 } else { 1e-2 });
             let (ids, tg) = batch(&cfg, 4, 16, Device::Cpu).unwrap();
-            let first = train_step(&mut net, &mut opt, &ids, &tg).unwrap().loss;
+            let first = train_step(&net, &mut opt, &ids, &tg).unwrap().loss;
             let mut last = first;
             for _ in 0..15 {
-                last = train_step(&mut net, &mut opt, &ids, &tg).unwrap().loss;
+                last = train_step(&net, &mut opt, &ids, &tg).unwrap().loss;
             }
             assert!(last < first * 0.97, "{fam:?} {m}: loss {first} → {last}");
         }
@@ -284,7 +284,7 @@ fn loss_decreases_for_every_method() {
 fn bf16_runs() {
     let cfg = tiny(Family::Llama);
     for m in [MethodName::Full, MethodName::Lora, MethodName::Paca] {
-        let mut net = Net::build(
+        let net = Net::build(
             &cfg,
             &spec(&cfg, m, no_dropout()),
             Precision::Bf16,
@@ -295,7 +295,7 @@ fn bf16_runs() {
         .unwrap();
         let mut opt = AdamW::new(1e-3);
         let (ids, tg) = batch(&cfg, 2, 16, Device::Cpu).unwrap();
-        let t = train_step(&mut net, &mut opt, &ids, &tg).unwrap();
+        let t = train_step(&net, &mut opt, &ids, &tg).unwrap();
         assert!(t.loss.is_finite());
         assert!(t.forward_ops > 0 && t.optimizer_ops > 0);
     }

@@ -120,7 +120,6 @@ fn llama2_7b_every_method_on_meta() {
 /// reading its output, a bf16 embedding's gradient in bf16, the rotary tables' own sizes) were
 /// made for what the trace shows op by op.
 fn check_bytes(c: &TraceComparison, w: f64, r: f64, of_part: f64, of_phase: f64) {
-    let paca = c.name.contains(" paca");
     for ph in c.phases.iter().filter(|p| p.phase != "optimizer") {
         let (read, written) = (
             ph.bytes_read.expect("trace records bytes"),
