@@ -26,12 +26,10 @@ ratio. CPU only (on a GPU the profiler's self CPU time is not the kernel's time)
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -174,11 +172,7 @@ def main(argv=None):
         workload=dict(method=args.method, precision=args.precision, batch=args.batch, seq=args.seq),
         gemms=out,
     )
-    d = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".gemm_context.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(rec, f, indent=1)
-    os.replace(tmp, args.out)
+    trace_step.write_json(args.out, rec)
     w = sum(r["calls_per_step"] * statistics.median(r["in_step_us"]) for r in out)
     a = sum(r["calls_per_step"] * statistics.median(r["alone_us"]) for r in out)
     print(f"{len(out)} GEMM shapes; per step {w / 1e3:.2f} ms in the step, {a / 1e3:.2f} ms alone "

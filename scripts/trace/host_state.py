@@ -28,12 +28,10 @@ provenance. Models come from trace_step.py's presets or a config.json, random we
 """
 
 import argparse
-import json
 import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 
 import torch
@@ -202,11 +200,7 @@ def main(argv=None):
         eviction=eviction(sweeps, args.reps),
         history=hist,
     )
-    d = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".host_state.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    trace_step.write_json(args.out, result)
     o = result["optimizer"]
     print(f"{args.preset} {args.method}: {o['tensors']} trainable tensors, {o['elements']} elements")
     for state, pieces in o["states"].items():

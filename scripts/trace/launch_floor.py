@@ -11,7 +11,7 @@ The same sequence issued eagerly from Python is timed too (the host's issue rate
     python3 scripts/trace/launch_floor.py OUT.json        (CUDA only)
 """
 
-import json
+import os
 import statistics
 import sys
 import time
@@ -87,11 +87,10 @@ def main(out_path):
         method=__doc__.split("\n\n")[1],
         rows=rows,
     )
-    with open(out_path + ".tmp", "w") as f:
-        json.dump(rec, f, indent=1)
-    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import trace_step  # noqa: E402  (torch, transformers: already importable where this runs)
 
-    os.replace(out_path + ".tmp", out_path)
+    trace_step.write_json(out_path, rec)
 
 
 if __name__ == "__main__":

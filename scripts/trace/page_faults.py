@@ -21,12 +21,10 @@ random weights, nothing downloaded.
 """
 
 import argparse
-import json
 import os
 import platform
 import resource
 import sys
-import tempfile
 import time
 
 import torch
@@ -140,11 +138,7 @@ def main(argv=None):
         summary=summary(rows),
         ops=[r for r in rows if r["out_bytes"] > 0 or r["faults"] > 0],
     )
-    d = os.path.dirname(os.path.abspath(args.out))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".page_faults.", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    trace_step.write_json(args.out, result)
     for s in result["summary"]:
         hi = "inf" if s["max_mib"] is None else s["max_mib"]
         print(f"{s['phase']:9s} [{s['min_mib']}, {hi}) MiB: {s['ops']:4d} ops, "

@@ -27,7 +27,6 @@ downloaded. Output: one JSON record (schema costsim-step-overhead/2).
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -344,10 +343,7 @@ def main(argv=None):
             median=trainer["median_us"] - bare["median_us"],
         ),
     )
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(rec, f, indent=1)
-    os.replace(tmp, args.out)
+    trace_step.write_json(args.out, rec)
     print(
         f"{args.family}-{args.preset} {args.method} {args.targets} x{args.grad_accum}: "
         f"phases {phases['sum']['median_us']:.0f} us, bare {bare['median_us']:.0f} us, "

@@ -222,6 +222,26 @@ class PageFaults(unittest.TestCase):
 
 
 
+class WriteJson(unittest.TestCase):
+    """trace_step.write_json: the file appears whole or not at all, and no temporary is left."""
+
+    def test_complete_or_nothing(self):
+        import trace_step
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "r.json")
+            trace_step.write_json(out, {"a": [1, 2]})
+            self.assertEqual(_load(out), {"a": [1, 2]})
+            # An object JSON cannot encode fails half-way: the older file stays, no temporary.
+            with self.assertRaises(TypeError):
+                trace_step.write_json(out, {"a": 1, "b": object()})
+            self.assertEqual(_load(out), {"a": [1, 2]})
+            self.assertEqual(os.listdir(tmp), ["r.json"])
+            trace_step.write_json(out, {"c": 3}, compact=True)
+            with open(out) as f:
+                self.assertEqual(f.read(), '{"c":3}\n')
+
+
 class HostState(unittest.TestCase):
     """host_state.py on GPT-2 tiny (2 layers, d 64) with LoRA q,v: the trainable tensors worked
     by hand, the record's counts and medians; not its timings."""

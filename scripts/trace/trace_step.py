@@ -47,6 +47,7 @@ import datetime as _dt
 import json
 import math
 import os
+import tempfile
 import platform
 import sys
 import time
@@ -1128,13 +1129,7 @@ def main(argv=None):
         foreach=rec.foreach,
         saved=list(rec.saved_rows.values()),
     )
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, separators=(",", ":"))
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, args.out)
+    write_json(args.out, record, compact=True)
     print(
         f"{args.family}-{args.preset} {args.method} {args.precision} b{args.batch}×s{args.seq}: "
         + ", ".join(f"{ph} {v['launches']} launches" for ph, v in phases.items())
@@ -1189,6 +1184,30 @@ def _kernels_of(prof):
             if k.name not in row["names"] and len(row["names"]) < 6:
                 row["names"].append(k.name[:120])
     return out
+
+
+def write_json(path, obj, compact=False):
+    """Write `obj` as JSON to `path` through a uniquely named temporary beside it, flushed to disk
+    and renamed over `path` only when complete: an interrupted run leaves nothing at `path` (an
+    older file stays as it was). `compact` drops the indentation (trace records are large)."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            if compact:
+                json.dump(obj, f, separators=(",", ":"))
+            else:
+                json.dump(obj, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _hf_config(cfg, family):
