@@ -97,6 +97,88 @@ fn fifth_heldout_run_regenerates() {
     check_run("cpu-2026-11-29e");
 }
 
+/// The sixth run (2026-11-29f, CPU GEMMs priced with a per-call row fill).
+#[test]
+fn sixth_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29f");
+}
+
+/// The sixth run's comparison of the row fill with the tile model on the same samples: its
+/// calibration refitted without the GEMMs of at most 4 rows (which then falls back to the tile
+/// model) predicts the held-out steps and the small-token check as committed, and the row-fill
+/// profile the small-token check; docs/validation.md quotes each step line.
+#[test]
+fn sixth_run_row_fill_and_tiles_regenerate() {
+    let dir = format!(
+        "{}/docs/results/cpu-2026-11-29f",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut run: serde_json::Value =
+        serde_json::from_str(&read(&Path::new(&dir).join("cpu-calibration.json"))).unwrap();
+    let samples = run["samples"].as_array_mut().expect("samples");
+    let before = samples.len();
+    samples.retain(|s| {
+        let g: Vec<u64> = s["gemm"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default();
+        !(g.len() == 4 && g[0] <= 4 && g[1].min(g[2]) > 64)
+    });
+    // calibrate's "gemm rows" of 1 and 4 rows: two shapes × fp32 and bf16.
+    assert_eq!(before - samples.len(), 8);
+    let without = tmp.path().join("without-rows.json");
+    std::fs::write(&without, run.to_string()).unwrap();
+    let tiles = tmp.path().join("tiles.toml");
+    stdout_ok(&[
+        "calibrate",
+        "--from",
+        without.to_str().unwrap(),
+        "--out",
+        tiles.to_str().unwrap(),
+    ]);
+    assert!(!read(&tiles).contains("gemm-fill-rows"));
+    let small =
+        format!("{dir}/small-tokens-gpt2-narrow-deep.json,{dir}/small-tokens-llama-small.json");
+    let held = heldout_files(&dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/validation.md"));
+    for (files, profile, file) in [
+        (
+            &held,
+            tiles.display().to_string(),
+            "heldout-summary-tiles.md",
+        ),
+        (
+            &small,
+            tiles.display().to_string(),
+            "small-tokens-summary-tiles.md",
+        ),
+        (
+            &small,
+            format!("{dir}/cpu-calibrated.toml"),
+            "small-tokens-summary.md",
+        ),
+    ] {
+        let out = stdout_ok(&[
+            "validate", "--from", files, "--hw", &profile, "--format", "markdown",
+        ]);
+        let committed = read(&Path::new(&dir).join(file));
+        assert_eq!(out, committed, "{dir}/{file}");
+        let step = committed
+            .lines()
+            .find(|l| l.starts_with("| costsim |"))
+            .expect("a costsim line");
+        assert!(
+            page.contains(step),
+            "docs/validation.md lacks {file}'s: {step}"
+        );
+    }
+}
+
 #[test]
 fn calibrated_profile_regenerates_from_the_committed_samples() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-calibrated-again.toml");

@@ -119,6 +119,11 @@ pub struct Profile {
     pub kernel_gap_s: Option<f64>,
     /// Extra fixed time per GEMM call, seconds: fp32 and 16-bit (0 unless calibrated).
     pub gemm_floor_s: [f64; 2],
+    /// CPUs (calibrated): a GEMM's per-call fill in rows of A, fp32 and 16-bit. With it the GEMM's
+    /// math time is 2·batch·(m + m₀)·n·k / rate, as a CPU library runs an m×k by k×n product
+    /// in register blocks of a few rows after packing B (n×k) once per call, work that a small m
+    /// does not amortise; without it (GPUs) tile and wave quantization (`cost::gemm_math_time`).
+    pub gemm_fill_rows: Option<[f64; 2]>,
     /// Fixed time per tile of fused attention (a query block × key block of one batch × head
     /// slice, as PyTorch's CPU flash attention blocks it), seconds, by [direction][precision]:
     /// [forward, backward] × [fp32, 16-bit] (0 unless calibrated; on this project's CPU the
@@ -396,6 +401,12 @@ pub struct OverheadSection {
     pub gemm_floor_us: Option<f64>,
     pub gemm_floor_bf16_us: Option<f64>,
     pub gemm_floor_source: Option<String>,
+    /// CPUs: a GEMM's per-call fill in rows of A (B's packing, amortised over the rows), fp32
+    /// and 16-bit (a 16-bit value left out takes the fp32 one). Absent: GPU-style tile and wave
+    /// quantization.
+    pub gemm_fill_rows: Option<f64>,
+    pub gemm_fill_rows_bf16: Option<f64>,
+    pub gemm_fill_source: Option<String>,
     /// Fixed time per tile of fused attention, µs, forward and backward, fp32 and 16-bit (a
     /// 16-bit value left out takes its direction's fp32 one). Absent: 0.
     pub attention_tile_us: Option<f64>,
@@ -741,6 +752,27 @@ impl ProfileFile {
                 o.first_touch_source.clone().unwrap_or_default(),
             ));
         }
+        for (key, v) in [
+            ("overheads.gemm-fill-rows", o.gemm_fill_rows),
+            ("overheads.gemm-fill-rows-bf16", o.gemm_fill_rows_bf16),
+        ] {
+            if let Some(v) = v {
+                GEMM_FILL_ROWS.check(key, v).map_err(invalid)?;
+            }
+        }
+        if o.gemm_fill_rows_bf16.is_some() && o.gemm_fill_rows.is_none() {
+            return Err(invalid(
+                "overheads.gemm-fill-rows-bf16 without overheads.gemm-fill-rows: give the fp32 \
+                 value too (the bf16 one defaults to it, not the other way)"
+                    .to_string(),
+            ));
+        }
+        if o.gemm_fill_rows.is_some() {
+            sources.push((
+                "overheads.gemm-fill".to_string(),
+                o.gemm_fill_source.clone().unwrap_or_default(),
+            ));
+        }
         if o.gemm_floor_us.is_some() || o.gemm_floor_bf16_us.is_some() {
             sources.push((
                 "overheads.gemm-floor".to_string(),
@@ -848,6 +880,10 @@ impl ProfileFile {
                     self.overheads.first_touch_min_mib.unwrap_or(32.0) * 1048576.0,
                 )
             }),
+            gemm_fill_rows: self
+                .overheads
+                .gemm_fill_rows
+                .map(|f| [f, self.overheads.gemm_fill_rows_bf16.unwrap_or(f)]),
             gemm_floor_s: [
                 self.overheads.gemm_floor_us.unwrap_or(0.0) * US,
                 self.overheads

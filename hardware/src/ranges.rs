@@ -116,6 +116,13 @@ pub const TOUCH_MIN_MIB: Range = Range {
     unit: "MiB",
     why: "0 to 1 TiB",
 };
+/// A CPU GEMM's per-call fill, in rows of the output.
+pub const GEMM_FILL_ROWS: Range = Range {
+    min: 0.0,
+    max: 65_536.0,
+    unit: "rows",
+    why: "0 to 65,536 rows of A",
+};
 
 #[cfg(test)]
 mod tests {
@@ -173,6 +180,49 @@ mod tests {
             assert!(err.contains("bad.toml"), "{err}");
             assert!(err.contains(want), "{bad}: {err}");
             assert!(err.contains("set it within that range"), "{err}");
+        }
+    }
+
+    #[test]
+    fn gemm_fill_rows_are_optional_sourced_and_range_checked() {
+        let floor = "launch-floor-us = 1.3";
+        let p = parse_profile(&with(floor, floor), "h200.toml").unwrap();
+        assert_eq!(p.gemm_fill_rows, None);
+        // Both values: fp32 and 16-bit; the 16-bit one left out takes the fp32 one.
+        let both = with(
+            floor,
+            "gemm-fill-rows = 4.5\ngemm-fill-rows-bf16 = 16\ngemm-fill-source = \"m\"\nlaunch-floor-us = 1.3",
+        );
+        assert_eq!(
+            parse_profile(&both, "a.toml").unwrap().gemm_fill_rows,
+            Some([4.5, 16.0])
+        );
+        let one = with(
+            floor,
+            "gemm-fill-rows = 6\ngemm-fill-source = \"m\"\nlaunch-floor-us = 1.3",
+        );
+        assert_eq!(
+            parse_profile(&one, "b.toml").unwrap().gemm_fill_rows,
+            Some([6.0, 6.0])
+        );
+        for (bad, want) in [
+            (
+                "gemm-fill-rows = -1\ngemm-fill-source = \"m\"\nlaunch-floor-us = 1.3",
+                "overheads.gemm-fill-rows must be in rows between 0 and 65536",
+            ),
+            (
+                "gemm-fill-rows-bf16 = 16\ngemm-fill-source = \"m\"\nlaunch-floor-us = 1.3",
+                "without overheads.gemm-fill-rows",
+            ),
+            (
+                "gemm-fill-rows = 6\nlaunch-floor-us = 1.3",
+                "overheads.gemm-fill",
+            ),
+        ] {
+            let err = parse_profile(&with(floor, bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{bad}: {err}");
         }
     }
 

@@ -27,6 +27,7 @@ fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
         "overheads" => Some((
             match key {
                 "gemm-floor-us" | "gemm-floor-bf16-us" => "gemm-floor-source".into(),
+                "gemm-fill-rows" | "gemm-fill-rows-bf16" => "gemm-fill-source".into(),
                 "attention-tile-us"
                 | "attention-tile-bf16-us"
                 | "attention-backward-tile-us"

@@ -78,8 +78,32 @@ const K_FILL: f64 = 32.0;
 /// A GEMM with a dimension at or below this counts as skinny (bandwidth-bound regime).
 pub const SKINNY_DIM: u64 = 64;
 
+/// Whether a GEMM is skinny: a dimension at most [`SKINNY_DIM`] (LoRA's rank-r projections and
+/// their gradients). Under a CPU profile's row fill only n and k count: few rows of A are the
+/// fill's regime, priced by [`gemm_math_time`], not a bandwidth-bound one.
+pub fn is_skinny(g: &Gemm, hw: &Profile) -> bool {
+    let nk = g.n.min(g.k);
+    if hw.gemm_fill_rows.is_some() {
+        nk <= SKINNY_DIM
+    } else {
+        nk.min(g.m) <= SKINNY_DIM
+    }
+}
+
 /// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds.
+///
+/// A profile with a per-call fill (`gemm-fill-rows`, calibrated CPUs) takes the CPU form
+/// instead: t = 2·batch·(m + m₀)·n·k / (peak · η), no extra bytes. A CPU BLAS runs the product in
+/// register blocks of a few rows (no waves of tiles over SMs) after packing B once per call, which
+/// costs about as much as m₀ more rows; on this project's CPU (torch 2.11.0, one thread) an
+/// fp32 GEMM of n·k = 1536·384 ran 87 GFLOP/s at m = 16 against 106 at m = 128, bf16 246 against
+/// 460 (docs/validation.md, "A sixth run: GEMMs with few rows").
 pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
+    if let Some(fill) = hw.gemm_fill_rows {
+        let m0 = fill[usize::from(matches!(mode, MathMode::Bf16 | MathMode::Fp16))];
+        let flops = 2.0 * g.batch as f64 * (g.m as f64 + m0) * g.n as f64 * g.k as f64;
+        return (flops / (hw.peak_flops(mode) * hw.gemm_efficiency), 0.0);
+    }
     let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
     let bw = hw.achievable_bandwidth_bps();
     let sms = u64::from(hw.sms);
@@ -226,7 +250,7 @@ pub fn kernel_cost_memo(
     let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
         (KernelKind::Gemm, Some(g)) => {
             let (t, extra) = memo.math_time(&g, k.math, hw);
-            (t, extra, g.m.min(g.n).min(g.k) <= SKINNY_DIM)
+            (t, extra, is_skinny(&g, hw))
         }
         (KernelKind::Attention, g) => {
             // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
@@ -429,6 +453,45 @@ mod tests {
         k.bytes_read = read;
         k.bytes_written = written;
         k
+    }
+
+    #[test]
+    fn a_cpu_row_fill_prices_few_row_gemms_by_hand() {
+        // fp32 at 100 GFLOP/s with a fill of 4 rows, bf16 at 400 with 16: an m = 16 GEMM of
+        // n·k = 1536·384 costs 2·(16 + 4)·1536·384 = 23 592 960 FLOP-equivalents in fp32,
+        // 235.9296 µs, and 2·(16 + 16)·1536·384 = 37 748 736 in bf16, 94.37184 µs; twice that
+        // with batch 2. No tile quantization (the GPU model gives this m = 16 a quarter tile).
+        let mut hw = resolve_device("cpu-generic").unwrap();
+        hw.peak_fp32_flops = 100e9;
+        hw.peak_bf16_flops = 400e9;
+        hw.gemm_efficiency = 1.0;
+        hw.gemm_fill_rows = Some([4.0, 16.0]);
+        let g = Gemm {
+            m: 16,
+            n: 1536,
+            k: 384,
+            batch: 1,
+        };
+        let (t, extra) = gemm_math_time(&g, MathMode::Fp32, &hw);
+        assert!((t - 235.9296e-6).abs() < 1e-12, "{t}");
+        assert_eq!(extra, 0.0);
+        let (t, _) = gemm_math_time(&g, MathMode::Bf16, &hw);
+        assert!((t - 94.37184e-6).abs() < 1e-12, "{t}");
+        let (t, _) = gemm_math_time(&Gemm { batch: 2, ..g }, MathMode::Fp32, &hw);
+        assert!((t - 2.0 * 235.9296e-6).abs() < 1e-12, "{t}");
+        // Few rows are the fill's regime, not skinny; a rank-8 n or k is skinny either way.
+        assert!(!is_skinny(&Gemm { m: 8, ..g }, &hw));
+        assert!(is_skinny(&Gemm { n: 8, ..g }, &hw));
+        assert!(is_skinny(&Gemm { k: 8, ..g }, &hw));
+        hw.gemm_fill_rows = None;
+        assert!(
+            is_skinny(&g, &hw),
+            "m = 16 ≤ 64 is skinny to the tile model"
+        );
+        assert!(!is_skinny(&Gemm { m: 128, ..g }, &hw));
+        // The tile model prices the same m = 16 GEMM at well under a third of the rate.
+        let (t, _) = gemm_math_time(&g, MathMode::Fp32, &hw);
+        assert!(t > 3.0 * 2.0 * 16.0 * 1536.0 * 384.0 / 100e9, "{t}");
     }
 
     #[test]

@@ -355,7 +355,8 @@ pub struct Calibration {
     pub profile_toml: String,
 }
 
-/// Unit-rate copy of a profile for GEMM features: every peak 1 FLOP/s, efficiency 1.
+/// Unit-rate copy of a profile for GEMM features: every peak 1 FLOP/s, efficiency 1, and GPU-style
+/// tiles (a base's own row fill is what a CPU calibration fits afresh, not a feature).
 fn unit_rate(base: &Profile) -> Profile {
     let mut p = base.clone();
     p.peak_fp32_flops = 1.0;
@@ -363,11 +364,20 @@ fn unit_rate(base: &Profile) -> Profile {
     p.peak_bf16_flops = 1.0;
     p.peak_fp16_flops = 1.0;
     p.gemm_efficiency = 1.0;
+    p.gemm_fill_rows = None;
     p
 }
 
-fn is_skinny(g: &[u64; 4]) -> bool {
-    g[0].min(g[1]).min(g[2]) <= SKINNY_DIM
+/// Skinny GEMM sample (bandwidth fit): a dimension at most [`SKINNY_DIM`]; with `row_fill`
+/// (a CPU calibration that fits the per-call row fill) only n and k count, as in
+/// `cost::is_skinny`.
+fn is_skinny(g: &[u64; 4], row_fill: bool) -> bool {
+    let nk = g[1].min(g[2]);
+    if row_fill {
+        nk <= SKINNY_DIM
+    } else {
+        nk.min(g[0]) <= SKINNY_DIM
+    }
 }
 
 /// Fit every parameter and write a profile named `name` on top of `base` (which supplies what is
@@ -428,11 +438,46 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         }
     };
 
-    // GEMMs per math mode (rate), skinny GEMMs (bandwidth).
+    // GEMMs per math mode (rate), skinny GEMMs (bandwidth). A CPU calibration whose samples
+    // reach down to GEMMs of a few rows (calibrate's "gemm rows": m ≤ 4, n and k above
+    // SKINNY_DIM) fits the per-call row fill over every GEMM whose n and k exceed SKINNY_DIM:
+    // t = a·2·b·m·n·k + f·2·b·n·k + c·ops, so rate = 1/a and m₀ = f/a rows
+    // (`cost::gemm_math_time`). Otherwise the tile and wave model's tile-FLOPs, as on GPUs:
+    // sample sets recorded before 2026-11-29 have no such GEMMs and refit as they were.
+    let probes_rows = |g: &[u64; 4]| g[0] <= 4 && g[1].min(g[2]) > SKINNY_DIM;
+    let row_fill =
+        base.synchronous && of(Bench::Gemm).any(|s| s.gemm.is_some_and(|g| probes_rows(&g)));
     let mut gemm_rate = Vec::new();
+    let mut fill_rows: Vec<(MathMode, f64)> = Vec::new();
     for (mode, dtype) in [(MathMode::Fp32, "fp32"), (MathMode::Bf16, "bf16")] {
+        if row_fill {
+            let rows: Vec<(Vec<f64>, f64)> = of(Bench::Gemm)
+                .filter(|s| s.dtype == dtype && s.gemm.is_some_and(|g| !is_skinny(&g, true)))
+                .map(|s| {
+                    let g = s.gemm.unwrap_or_default();
+                    let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
+                    let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
+                    (
+                        vec![2.0 * b * m * n * k, 2.0 * b * n * k, f64::from(s.ops)],
+                        (s.t() - touch_of(out)).max(s.t() * 0.05),
+                    )
+                })
+                .collect();
+            if let Some(f) = fit_linear(
+                &format!("gemm {dtype}"),
+                vec!["s per FLOP", "s per fill-FLOP (2nk)", "s per op"],
+                &rows,
+            ) {
+                if f.coef[0] > 0.0 {
+                    gemm_rate.push((mode, 1.0 / f.coef[0], f.coef[2]));
+                    fill_rows.push((mode, f.coef[1] / f.coef[0]));
+                }
+                fits.push(f);
+            }
+            continue;
+        }
         let rows: Vec<(Vec<f64>, f64)> = of(Bench::Gemm)
-            .filter(|s| s.dtype == dtype && s.gemm.is_some_and(|g| !is_skinny(&g)))
+            .filter(|s| s.dtype == dtype && s.gemm.is_some_and(|g| !is_skinny(&g, false)))
             .map(|s| {
                 let g = s.gemm.unwrap_or_default();
                 let (x, _) = gemm_math_time(
@@ -486,7 +531,7 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
     };
     let skinny = need(
         bw_fit(Bench::Gemm, "skinny gemm", &|s| {
-            s.gemm.is_some_and(|g| is_skinny(&g))
+            s.gemm.is_some_and(|g| is_skinny(&g, row_fill))
         }),
         "skinny GEMMs",
     )?;
@@ -708,7 +753,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{tiles}{touch}
+{fill}{tiles}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -790,6 +835,24 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
             _ => String::new(),
         },
         gf16 = gemm_floor(MathMode::Bf16) * 1e6,
+        fill = {
+            let of_mode = |m: MathMode| fill_rows.iter().find(|(x, _)| *x == m).map(|(_, r)| *r);
+            match of_mode(MathMode::Fp32) {
+                Some(f32_rows) => {
+                    let mut t = format!("gemm-fill-rows = {f32_rows:.3}\n");
+                    if let Some(r) = of_mode(MathMode::Bf16) {
+                        t.push_str(&format!("gemm-fill-rows-bf16 = {r:.3}\n"));
+                    }
+                    t.push_str(
+                        "gemm-fill-source = \"calibrated: per-call fill of the gemm fits in rows \
+                         of A, t = (2mnk + m0·2nk)/R + c·ops, with GEMMs of 1-32 rows among the \
+                         samples\"\n",
+                    );
+                    t
+                }
+                None => String::new(),
+            }
+        },
         tiles = {
             let keys = [
                 ("attention-tile-us", attention_tile[0][0]),
@@ -1030,6 +1093,77 @@ mod toml_safety_tests {
         assert!((p.attention_by[0][0] - base().attention_efficiency).abs() < 1e-5);
         assert_eq!(p.attention_tile_s[0], [0.0, 0.0]);
         assert_eq!(p.attention_tile_s[1][0], 0.0);
+    }
+
+    #[test]
+    fn row_fill_is_fitted_when_the_samples_reach_a_few_rows() {
+        // The saved run's GEMM samples keep their shapes and get made-up times
+        // t = (2mnk + m₀·2nk) / R + c·ops, fp32 R = 100 GFLOP/s, m₀ = 5 rows; bf16 R = 400,
+        // m₀ = 16; c = 10 µs. Without GEMMs of at most 4 rows the fit is the tile model's (the
+        // saved run as recorded); with two such samples per dtype (1 × 1536 × 384 and
+        // 4 × 384 × 1536) it returns R and m₀ and the profile carries them. The skinny GEMMs
+        // (n or k ≤ 64) stay out of it.
+        let mut run = saved_run();
+        // Without first-touch samples no page-fault time is taken off the large outputs.
+        run.samples.retain(|s| s.bench != Bench::FirstTouch);
+        let params = |dtype: &str| {
+            if dtype == "bf16" {
+                (400e9, 16.0)
+            } else {
+                (100e9, 5.0)
+            }
+        };
+        let time = |g: [u64; 4], dtype: &str, ops: u32| {
+            let (r, m0) = params(dtype);
+            let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
+            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops)
+        };
+        for x in run.samples.iter_mut().filter(|s| s.bench == Bench::Gemm) {
+            let g = x.gemm.expect("GEMM samples keep their shape");
+            if g[1].min(g[2]) > SKINNY_DIM {
+                x.stats.median_ms = 1e3 * time(g, &x.dtype.clone(), x.ops);
+            }
+        }
+        let tiles = calibrate(&run, &base(), "tiles").expect("calibrates");
+        assert!(!tiles.profile_toml.contains("gemm-fill-rows"));
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Gemm)
+            .expect("a GEMM sample")
+            .clone();
+        for dtype in ["fp32", "bf16"] {
+            for g in [[1u64, 1536, 384, 1], [4, 384, 1536, 1]] {
+                let mut x = template.clone();
+                x.dtype = dtype.to_string();
+                x.gemm = Some(g);
+                x.stats.median_ms = 1e3 * time(g, dtype, x.ops);
+                run.samples.push(x);
+            }
+        }
+        let cal = calibrate(&run, &base(), "rows").expect("calibrates");
+        for (dtype, mode) in [("fp32", 0usize), ("bf16", 1)] {
+            let f = cal
+                .fits
+                .iter()
+                .find(|f| f.what == format!("gemm {dtype}"))
+                .expect("fit");
+            let (r, m0) = params(dtype);
+            assert_eq!(f.names.len(), 3, "{f:?}");
+            assert!((1.0 / f.coef[0] / r - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / f.coef[0] / m0 - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[2] / 10e-6 - 1.0).abs() < 1e-6, "{f:?}");
+            let p = costsim_hardware::parse_profile(&cal.profile_toml, "r").expect("loads");
+            let fill = p.gemm_fill_rows.expect("the profile carries the fill");
+            // Written to 3 decimals.
+            assert!((fill[mode] - m0).abs() < 1e-3, "{fill:?}");
+            let peak = if mode == 0 {
+                p.peak_fp32_flops
+            } else {
+                p.peak_bf16_flops
+            };
+            assert!((peak / r - 1.0).abs() < 1e-5, "{peak}");
+        }
     }
 
     #[test]
