@@ -280,14 +280,18 @@ fn committed_drift_regenerates() {
     );
 }
 
-/// The eager held-out checks of 2026-11-29c and 29d (transformers + peft steps on this CPU,
-/// profile calibrated in the same run, with PaCA's column write and attention's tile time
-/// measured; 29d measured afresh with the final model): `validate --trace` over each run's
+/// The eager held-out checks of 2026-11-29c, 29d and 29f (transformers + peft steps on this
+/// CPU, profile calibrated in the same run, with PaCA's column write and attention's tile time
+/// measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill): `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
 #[test]
 fn eager_checks_of_2026_11_29_regenerate() {
-    for run in ["eager-2026-11-29c", "eager-2026-11-29d"] {
+    for run in [
+        "eager-2026-11-29c",
+        "eager-2026-11-29d",
+        "eager-2026-11-29f",
+    ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
             ("cpu-eager.toml", "comparison.txt"),
