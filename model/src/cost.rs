@@ -457,14 +457,15 @@ mod tests {
 
     #[test]
     fn a_cpu_row_fill_prices_few_row_gemms_by_hand() {
-        // fp32 at 100 GFLOP/s with a fill of 4 rows, bf16 at 400 with 16: an m = 16 GEMM of
-        // n·k = 1536·384 costs 2·(16 + 4)·1536·384 = 23 592 960 FLOP-equivalents in fp32,
-        // 235.9296 µs, and 2·(16 + 16)·1536·384 = 37 748 736 in bf16, 94.37184 µs; twice that
-        // with batch 2. No tile quantization (the GPU model gives this m = 16 a quarter tile).
+        // Peaks 200 (fp32) and 800 GFLOP/s (bf16) at efficiency 0.5, so rates of 100 and 400,
+        // and fills of 4 and 16 rows: an m = 16 GEMM of n·k = 1536·384 costs
+        // 2·(16 + 4)·1536·384 = 23 592 960 FLOP-equivalents in fp32, 235.9296 µs, and
+        // 2·(16 + 16)·1536·384 = 37 748 736 in bf16, 94.37184 µs; twice that with batch 2. No
+        // tile quantization (the GPU model gives this m = 16 a quarter tile).
         let mut hw = resolve_device("cpu-generic").unwrap();
-        hw.peak_fp32_flops = 100e9;
-        hw.peak_bf16_flops = 400e9;
-        hw.gemm_efficiency = 1.0;
+        hw.peak_fp32_flops = 200e9;
+        hw.peak_bf16_flops = 800e9;
+        hw.gemm_efficiency = 0.5;
         hw.gemm_fill_rows = Some([4.0, 16.0]);
         let g = Gemm {
             m: 16,

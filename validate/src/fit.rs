@@ -1104,8 +1104,16 @@ mod toml_safety_tests {
         // 4 × 384 × 1536) it returns R and m₀ and the profile carries them. The skinny GEMMs
         // (n or k ≤ 64) stay out of it.
         let mut run = saved_run();
-        // Without first-touch samples no page-fault time is taken off the large outputs.
-        run.samples.retain(|s| s.bench != Bench::FirstTouch);
+        // Outputs of at least 32 MiB also fault in their pages at the run's first-touch rate
+        // (the median of its first-touch samples), which the fit takes off before fitting.
+        let mut rates: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
+            .map(|s| s.bytes / s.t())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let touch_bps = rates[rates.len() / 2];
         let params = |dtype: &str| {
             if dtype == "bf16" {
                 (400e9, 16.0)
@@ -1116,7 +1124,30 @@ mod toml_safety_tests {
         let time = |g: [u64; 4], dtype: &str, ops: u32| {
             let (r, m0) = params(dtype);
             let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
-            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops)
+            let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
+            let touch = if out >= 32.0 * 1048576.0 {
+                out / touch_bps
+            } else {
+                0.0
+            };
+            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops) + touch
+        };
+        // GEMM samples a fit of each kind takes (stable, per dtype): the tile model every one
+        // with all three dimensions above 64, the row fill every one with n and k above 64.
+        let count = |run: &CalibrationRun, dtype: &str, rows: bool| {
+            run.samples
+                .iter()
+                .filter(|s| s.bench == Bench::Gemm && s.stable() && s.dtype == dtype)
+                .filter(|s| {
+                    let g = s.gemm.expect("shape");
+                    let nk = g[1].min(g[2]);
+                    if rows {
+                        nk > SKINNY_DIM
+                    } else {
+                        nk.min(g[0]) > SKINNY_DIM
+                    }
+                })
+                .count()
         };
         for x in run.samples.iter_mut().filter(|s| s.bench == Bench::Gemm) {
             let g = x.gemm.expect("GEMM samples keep their shape");
@@ -1126,6 +1157,18 @@ mod toml_safety_tests {
         }
         let tiles = calibrate(&run, &base(), "tiles").expect("calibrates");
         assert!(!tiles.profile_toml.contains("gemm-fill-rows"));
+        for dtype in ["fp32", "bf16"] {
+            let f = tiles
+                .fits
+                .iter()
+                .find(|f| f.what == format!("gemm {dtype}"))
+                .expect("fit");
+            assert_eq!(f.names[0], "s per tile-FLOP");
+            assert_eq!(f.n, count(&run, dtype, false), "{dtype}");
+            // Its samples are large, where tiles and the fill nearly agree: the dtype's rate.
+            let rate = 1.0 / f.coef[0] / params(dtype).0;
+            assert!((rate - 1.0).abs() < 0.3, "{dtype}: {rate}");
+        }
         let template = run
             .samples
             .iter()
@@ -1150,6 +1193,7 @@ mod toml_safety_tests {
                 .expect("fit");
             let (r, m0) = params(dtype);
             assert_eq!(f.names.len(), 3, "{f:?}");
+            assert_eq!(f.n, count(&run, dtype, true), "{dtype}");
             assert!((1.0 / f.coef[0] / r - 1.0).abs() < 1e-6, "{f:?}");
             assert!((f.coef[1] / f.coef[0] / m0 - 1.0).abs() < 1e-6, "{f:?}");
             assert!((f.coef[2] / 10e-6 - 1.0).abs() < 1e-6, "{f:?}");
