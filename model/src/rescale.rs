@@ -292,7 +292,7 @@ pub fn cost_kept<'a>(
                         i if i <= n => &mut out.layers[i - 1],
                         _ => &mut out.head,
                     };
-                    cs[seg as usize].refill(s, &tc.costs[at]);
+                    cs[seg as usize].refill(s, &tc.costs[at], hw.synchronous);
                 }
             }
             tc
@@ -330,7 +330,7 @@ pub fn cost_kept<'a>(
                     _ => &mut tc.costed.head,
                 };
                 for (seg, s) in segments(sc).into_iter().enumerate() {
-                    out[seg].refill(s, &tc.costs[i * 3 + seg]);
+                    out[seg].refill(s, &tc.costs[i * 3 + seg], hw.synchronous);
                 }
             }
             tc
@@ -344,7 +344,9 @@ pub fn cost_kept<'a>(
         memo,
         &mut tc.optimizer,
     );
-    tc.costed.optimizer.refill(&g.optimizer, &tc.optimizer);
+    tc.costed
+        .optimizer
+        .refill(&g.optimizer, &tc.optimizer, hw.synchronous);
     &tc.costed
 }
 

@@ -21,7 +21,8 @@ pub struct CostedSegment {
     /// recorded waits, crossover breakdowns).
     pub kernels: Vec<(f64, KernelCost)>,
     /// The same without host-only ops, whose host time is folded into the next kernel's:
-    /// (host s before the launch, device s, bound index). The simulation's hot loop.
+    /// (host s before the launch, device s, bound index): what [`run`] steps through on a CPU
+    /// (kept for synchronous profiles only; a GPU's segment runs in closed form).
     fast: Vec<(f64, f64, u8)>,
     /// Host time of host-only ops after the last launch.
     tail_host_s: f64,
@@ -143,33 +144,68 @@ pub fn cost_segment(
 ) -> CostedSegment {
     let graph = w.runtime == Runtime::CudaGraph;
     let mut kernels = Vec::with_capacity(if keep_kernels { seg.kernels.len() } else { 0 });
-    let mut fast = Vec::with_capacity(seg.kernels.len());
-    let mut pending = 0.0;
-    let mut totals = (0.0, 0.0, 0u64);
-    let mut closed = Closed::EMPTY;
+    let fast = Vec::with_capacity(if hw.synchronous { seg.kernels.len() } else { 0 });
+    let mut fold = Fold::new(fast, hw.synchronous);
     for k in &seg.kernels {
         let host_s = host_cost(k, phase, w.runtime, hw);
         let c = kernel_cost_memo(k, hw, graph, memo);
-        totals.0 += k.flops;
-        totals.1 += k.bytes_read + k.bytes_written;
-        totals.2 += u64::from(k.launches);
-        pending += host_s;
-        if launches_work(&c) {
-            let b = bound_index(c.bound) as u8;
-            fast.push((pending, c.device_s, b));
-            closed.push(pending, c.device_s, b);
-            pending = 0.0;
-        }
+        fold.add(k, host_s, &c);
         if keep_kernels {
             kernels.push((host_s, c));
         }
     }
-    CostedSegment {
+    let mut out = CostedSegment {
         kernels,
-        closed,
-        fast,
-        tail_host_s: pending,
-        totals,
+        ..CostedSegment::empty()
+    };
+    fold.finish(&mut out);
+    out
+}
+
+/// The sums [`cost_segment`] and [`CostedSegment::refill`] both make over a segment's kernels in
+/// order: totals, the launches' closed form, and (CPUs only, where [`run`] steps through them)
+/// the launch list with host-only ops' time folded into the next launch.
+struct Fold {
+    fast: Vec<(f64, f64, u8)>,
+    keep_fast: bool,
+    pending: f64,
+    totals: (f64, f64, u64),
+    closed: Closed,
+}
+
+impl Fold {
+    /// Start from `fast` (emptied storage to reuse); `keep_fast`: the profile is synchronous.
+    fn new(fast: Vec<(f64, f64, u8)>, keep_fast: bool) -> Self {
+        Self {
+            fast,
+            keep_fast,
+            pending: 0.0,
+            totals: (0.0, 0.0, 0),
+            closed: Closed::EMPTY,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, k: &crate::graph::Kernel, host_s: f64, c: &KernelCost) {
+        self.totals.0 += k.flops;
+        self.totals.1 += k.bytes_read + k.bytes_written;
+        self.totals.2 += u64::from(k.launches);
+        self.pending += host_s;
+        if launches_work(c) {
+            let b = bound_index(c.bound) as u8;
+            if self.keep_fast {
+                self.fast.push((self.pending, c.device_s, b));
+            }
+            self.closed.push(self.pending, c.device_s, b);
+            self.pending = 0.0;
+        }
+    }
+
+    fn finish(self, out: &mut CostedSegment) {
+        out.fast = self.fast;
+        out.tail_host_s = self.pending;
+        out.closed = self.closed;
+        out.totals = self.totals;
     }
 }
 
@@ -187,29 +223,20 @@ impl CostedSegment {
 
     /// What [`cost_segment`] without `keep_kernels` gives for `seg`, from its per-kernel (host
     /// issue s, device cost) already evaluated (a sweep keeps them across points whose kernels
-    /// did not change), reusing this segment's storage. The same sums in the same order.
-    pub fn refill(&mut self, seg: &Segment, costs: &[(f64, KernelCost)]) {
+    /// did not change), reusing this segment's storage. The same sums in the same order;
+    /// `synchronous`: the profile's, which decides whether the launch list is kept.
+    pub fn refill(&mut self, seg: &Segment, costs: &[(f64, KernelCost)], synchronous: bool) {
         self.kernels.clear();
-        self.fast.clear();
-        self.fast.reserve(seg.kernels.len());
-        let mut pending = 0.0;
-        let mut totals = (0.0, 0.0, 0u64);
-        let mut closed = Closed::EMPTY;
-        for (k, &(host_s, c)) in seg.kernels.iter().zip(costs) {
-            totals.0 += k.flops;
-            totals.1 += k.bytes_read + k.bytes_written;
-            totals.2 += u64::from(k.launches);
-            pending += host_s;
-            if launches_work(&c) {
-                let b = bound_index(c.bound) as u8;
-                self.fast.push((pending, c.device_s, b));
-                closed.push(pending, c.device_s, b);
-                pending = 0.0;
-            }
+        let mut fast = std::mem::take(&mut self.fast);
+        fast.clear();
+        if synchronous {
+            fast.reserve(seg.kernels.len());
         }
-        self.tail_host_s = pending;
-        self.closed = closed;
-        self.totals = totals;
+        let mut fold = Fold::new(fast, synchronous);
+        for (k, (host_s, c)) in seg.kernels.iter().zip(costs) {
+            fold.add(k, *host_s, c);
+        }
+        fold.finish(self);
     }
 }
 

@@ -596,7 +596,7 @@ fn refill_sums_and_folds_what_cost_segment_does() {
     let mut c = CostedSegment::empty();
     for _ in 0..2 {
         // Twice: a refill replaces what the segment held.
-        c.refill(&seg, &costs);
+        c.refill(&seg, &costs, true);
         assert_eq!(c.totals, (150.0, 42.0, 3));
         assert_eq!(c.fast.len(), 2);
         assert_us(c.fast[0].0, 2.0);
@@ -607,7 +607,34 @@ fn refill_sums_and_folds_what_cost_segment_does() {
         assert_eq!(c.fast[1].2, 2);
         assert_eq!(c.tail_host_s, 0.0);
         assert!(c.kernels.is_empty());
+        // The closed form: host 2 + 5 = 7 µs, device 3 + 5 = 8 µs, L = max(2 − 0, 7 − 3) = 4 µs,
+        // device by bound: compute 3, launch 5.
+        assert_us(c.closed.host_s, 7.0);
+        assert_us(c.closed.device_s, 8.0);
+        assert_us(c.closed.lead_s, 4.0);
+        for (i, want) in [3.0, 0.0, 5.0, 0.0].into_iter().enumerate() {
+            assert_us(c.closed.by_bound[i], want);
+        }
     }
+    // For a GPU (not synchronous) the same sums, without the launch list.
+    let mut g = CostedSegment::empty();
+    g.refill(&seg, &costs, false);
+    assert!(g.fast.is_empty());
+    assert_eq!(g.totals, c.totals);
+    assert_eq!(
+        (
+            g.closed.host_s,
+            g.closed.device_s,
+            g.closed.lead_s,
+            g.closed.by_bound
+        ),
+        (
+            c.closed.host_s,
+            c.closed.device_s,
+            c.closed.lead_s,
+            c.closed.by_bound
+        )
+    );
     // cost_segment counts the same totals from the same kernels.
     let hw = resolve_device("h200").unwrap();
     let w = Workload::default();
@@ -644,7 +671,7 @@ fn device_time_is_filed_under_each_kernels_bound() {
     })
     .to_vec();
     let mut c = CostedSegment::empty();
-    c.refill(&seg, &costs);
+    c.refill(&seg, &costs, false);
     c.kernels = costs;
     let (gpu, host, span, waited) = run_both(false, &c);
     assert!((gpu - 34.0).abs() < 1e-9, "{gpu}");

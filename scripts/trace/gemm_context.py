@@ -121,7 +121,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.config:
-        args.preset = os.path.basename(os.path.dirname(os.path.abspath(args.config))) or "custom"
+        args.preset = trace_step.preset_of_config(args.config)
     # trace_step.prepare_model's other options, at its defaults.
     args.targets, args.rank, args.alpha, args.dropout = "all", 8, 32.0, 0.0
     args.adapter_dtype, args.model_dropout = "fp32", 0.0

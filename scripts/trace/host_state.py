@@ -179,7 +179,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     if args.config:
-        args.preset = os.path.basename(os.path.dirname(os.path.abspath(args.config))) or "custom"
+        args.preset = trace_step.preset_of_config(args.config)
     args.alpha = 32.0 if args.method == "lora" else 64.0
     args.dropout, args.adapter_dtype, args.model_dropout = 0.0, "fp32", 0.0
     args.attention = "sdpa"

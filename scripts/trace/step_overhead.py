@@ -287,7 +287,7 @@ def main(argv=None):
     else:
         now = time.perf_counter
     if args.config:
-        args.preset = os.path.basename(os.path.dirname(os.path.abspath(args.config))) or "custom"
+        args.preset = trace_step.preset_of_config(args.config)
     # trace_step.prepare_model's other options, at trace_step.py's defaults.
     args.alpha = 32.0 if args.method == "lora" else 64.0
     args.dropout = 0.0

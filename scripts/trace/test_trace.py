@@ -242,6 +242,16 @@ class WriteJson(unittest.TestCase):
                 self.assertEqual(f.read(), '{"c":3}\n')
 
 
+class PresetOfConfig(unittest.TestCase):
+    """A config.json's model is named after its folder, as every script records it."""
+
+    def test_folder_name(self):
+        import trace_step
+
+        self.assertEqual(trace_step.preset_of_config("docs/results/models/gpt2-tiny/config.json"), "gpt2-tiny")
+        self.assertEqual(trace_step.preset_of_config("/config.json"), "custom")
+
+
 class HostState(unittest.TestCase):
     """host_state.py on GPT-2 tiny (2 layers, d 64) with LoRA q,v: the trainable tensors worked
     by hand, the record's counts and medians; not its timings."""

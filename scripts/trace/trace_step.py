@@ -921,7 +921,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.config:
-        args.preset = os.path.basename(os.path.dirname(os.path.abspath(args.config))) or "custom"
+        args.preset = preset_of_config(args.config)
     torch.manual_seed(0)
     mapping = install_cuda_mapping(device.type)
 
@@ -1184,6 +1184,12 @@ def _kernels_of(prof):
             if k.name not in row["names"] and len(row["names"]) < 6:
                 row["names"].append(k.name[:120])
     return out
+
+
+def preset_of_config(path):
+    """The name a model from a config.json goes by in records: its folder's name
+    (`docs/results/models/gpt2-tiny/config.json` is gpt2-tiny), or "custom"."""
+    return os.path.basename(os.path.dirname(os.path.abspath(path))) or "custom"
 
 
 def write_json(path, obj, compact=False):
