@@ -82,11 +82,17 @@ pub const SKINNY_DIM: u64 = 64;
 /// their gradients). Under a CPU profile's row fill only n and k count: few rows of A are the
 /// fill's regime, priced by [`gemm_math_time`], not a bandwidth-bound one.
 pub fn is_skinny(g: &Gemm, hw: &Profile) -> bool {
-    let nk = g.n.min(g.k);
-    if hw.gemm_fill_rows.is_some() {
+    skinny_dims(g.m, g.n, g.k, hw.gemm_fill_rows.is_some())
+}
+
+/// [`is_skinny`] by dimensions, `row_fill` saying whether few rows are the fill's regime (what
+/// calibration uses to sort its samples before the profile exists).
+pub fn skinny_dims(m: u64, n: u64, k: u64, row_fill: bool) -> bool {
+    let nk = n.min(k);
+    if row_fill {
         nk <= SKINNY_DIM
     } else {
-        nk.min(g.m) <= SKINNY_DIM
+        nk.min(m) <= SKINNY_DIM
     }
 }
 

@@ -23,7 +23,7 @@
 use crate::record::Stats;
 use crate::{Error, Result};
 use costsim_hardware::{MathMode, Profile};
-use costsim_model::cost::{gemm_math_time, SKINNY_DIM};
+use costsim_model::cost::{gemm_math_time, skinny_dims, SKINNY_DIM};
 use costsim_model::graph::Gemm;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
@@ -368,16 +368,10 @@ fn unit_rate(base: &Profile) -> Profile {
     p
 }
 
-/// Skinny GEMM sample (bandwidth fit): a dimension at most [`SKINNY_DIM`]; with `row_fill`
-/// (a CPU calibration that fits the per-call row fill) only n and k count, as in
-/// `cost::is_skinny`.
+/// Skinny GEMM sample (bandwidth fit), by the model's own rule ([`skinny_dims`]): with
+/// `row_fill` (a CPU calibration that fits the per-call row fill) only n and k count.
 fn is_skinny(g: &[u64; 4], row_fill: bool) -> bool {
-    let nk = g[1].min(g[2]);
-    if row_fill {
-        nk <= SKINNY_DIM
-    } else {
-        nk.min(g[0]) <= SKINNY_DIM
-    }
+    skinny_dims(g[0], g[1], g[2], row_fill)
 }
 
 /// Fit every parameter and write a profile named `name` on top of `base` (which supplies what is
