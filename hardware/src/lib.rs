@@ -72,6 +72,15 @@ pub enum Provenance {
     Calibrated { note: String },
 }
 
+/// Classes of skinny GEMMs with their own narrow-dimension fill (`gemm-narrow-fill`), by the
+/// GEMM's role in an nn.Linear (y = x·Wᵀ), which fixes its operands' layout, and its narrow
+/// dimension (m × n × k, the smallest ≤ 64):
+/// - `forward-n`, `forward-k`: y = x·Wᵀ, W a transposed view ("nt"): LoRA's A (n = r) and B (k = r);
+/// - `dx-n`, `dx-k`: dX = dY·W, both row-major ("nn"): B's dX (n = r) and A's dX (k = r);
+/// - `dw-m`, `dw-n`: dW = dYᵀ·X, dY a transposed view ("tn"): A's dW (m = r), B's and PaCA's
+///   partial dW (n = r).
+pub const NARROW_CLASSES: [&str; 6] = ["forward-n", "forward-k", "dx-n", "dx-k", "dw-m", "dw-n"];
+
 /// A resolved device profile, SI units, no optional fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -124,6 +133,11 @@ pub struct Profile {
     /// in register blocks of a few rows after packing B (n×k) once per call, work that a small m
     /// does not amortise; without it (GPUs) tile and wave quantization (`cost::gemm_math_time`).
     pub gemm_fill_rows: Option<[f64; 2]>,
+    /// CPUs (calibrated): the fill of a skinny GEMM's narrow dimension (≤ 64), by dtype
+    /// (fp32, 16-bit) and [`NARROW_CLASSES`] (the GEMM's role in nn.Linear's forward, dX or dW,
+    /// which fixes its operands' layout, and which dimension is narrow). With it the math time of
+    /// a GEMM in one of these classes is 2·batch·m·n·k·(s + s₀)/s / rate, s the narrow dimension.
+    pub gemm_narrow_fill: Option<[[f64; 6]; 2]>,
     /// Fixed time per tile of fused attention (a query block × key block of one batch × head
     /// slice, as PyTorch's CPU flash attention blocks it), seconds, by [direction][precision]:
     /// [forward, backward] × [fp32, 16-bit] (0 unless calibrated; on this project's CPU the
@@ -407,6 +421,12 @@ pub struct OverheadSection {
     pub gemm_fill_rows: Option<f64>,
     pub gemm_fill_rows_bf16: Option<f64>,
     pub gemm_fill_source: Option<String>,
+    /// CPUs: the narrow dimension's fill of a skinny GEMM, in elements of that dimension, per
+    /// class in the order of [`NARROW_CLASSES`], fp32 and 16-bit (a 16-bit array left out takes
+    /// the fp32 one). Absent: skinny GEMMs take the row fill and the skinny-GEMM bandwidth only.
+    pub gemm_narrow_fill: Option<Vec<f64>>,
+    pub gemm_narrow_fill_bf16: Option<Vec<f64>>,
+    pub gemm_narrow_fill_source: Option<String>,
     /// Fixed time per tile of fused attention, µs, forward and backward, fp32 and 16-bit (a
     /// 16-bit value left out takes its direction's fp32 one). Absent: 0.
     pub attention_tile_us: Option<f64>,
@@ -767,6 +787,38 @@ impl ProfileFile {
                     .to_string(),
             ));
         }
+        for (key, v) in [
+            ("overheads.gemm-narrow-fill", &o.gemm_narrow_fill),
+            ("overheads.gemm-narrow-fill-bf16", &o.gemm_narrow_fill_bf16),
+        ] {
+            if let Some(v) = v {
+                if v.len() != NARROW_CLASSES.len() {
+                    return Err(invalid(format!(
+                        "{key} has {} values; give one per class, in this order: {}",
+                        v.len(),
+                        NARROW_CLASSES.join(", ")
+                    )));
+                }
+                for (x, class) in v.iter().zip(NARROW_CLASSES) {
+                    GEMM_FILL_ROWS
+                        .check(&format!("{key} ({class})"), *x)
+                        .map_err(invalid)?;
+                }
+            }
+        }
+        if o.gemm_narrow_fill_bf16.is_some() && o.gemm_narrow_fill.is_none() {
+            return Err(invalid(
+                "overheads.gemm-narrow-fill-bf16 without overheads.gemm-narrow-fill: give the \
+                 fp32 values too (the bf16 ones default to them, not the other way)"
+                    .to_string(),
+            ));
+        }
+        if o.gemm_narrow_fill.is_some() {
+            sources.push((
+                "overheads.gemm-narrow-fill".to_string(),
+                o.gemm_narrow_fill_source.clone().unwrap_or_default(),
+            ));
+        }
         if o.gemm_fill_rows.is_some() {
             sources.push((
                 "overheads.gemm-fill".to_string(),
@@ -884,6 +936,12 @@ impl ProfileFile {
                 .overheads
                 .gemm_fill_rows
                 .map(|f| [f, self.overheads.gemm_fill_rows_bf16.unwrap_or(f)]),
+            gemm_narrow_fill: self.overheads.gemm_narrow_fill.as_deref().map(|f| {
+                let half = self.overheads.gemm_narrow_fill_bf16.as_deref().unwrap_or(f);
+                // Lengths are checked when the profile is validated.
+                let arr = |v: &[f64]| std::array::from_fn(|i| v.get(i).copied().unwrap_or(0.0));
+                [arr(f), arr(half)]
+            }),
             gemm_floor_s: [
                 self.overheads.gemm_floor_us.unwrap_or(0.0) * US,
                 self.overheads

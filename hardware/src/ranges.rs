@@ -184,6 +184,61 @@ mod tests {
     }
 
     #[test]
+    fn gemm_narrow_fills_are_optional_sourced_and_checked_per_class() {
+        let floor = "launch-floor-us = 1.3";
+        let p = parse_profile(&with(floor, floor), "h200.toml").unwrap();
+        assert_eq!(p.gemm_narrow_fill, None);
+        let six = "[12, 2, 34, 3, 12, 50]";
+        let both = with(
+            floor,
+            &format!(
+                "gemm-narrow-fill = {six}\ngemm-narrow-fill-bf16 = [60, 10, 60, 10, 45, 85]\n\
+                 gemm-narrow-fill-source = \"m\"\nlaunch-floor-us = 1.3"
+            ),
+        );
+        assert_eq!(
+            parse_profile(&both, "a.toml").unwrap().gemm_narrow_fill,
+            Some([
+                [12.0, 2.0, 34.0, 3.0, 12.0, 50.0],
+                [60.0, 10.0, 60.0, 10.0, 45.0, 85.0]
+            ])
+        );
+        // The 16-bit array left out takes the fp32 one.
+        let one = with(
+            floor,
+            &format!("gemm-narrow-fill = {six}\ngemm-narrow-fill-source = \"m\"\n{floor}"),
+        );
+        let f = parse_profile(&one, "b.toml").unwrap().gemm_narrow_fill;
+        assert_eq!(f, Some([[12.0, 2.0, 34.0, 3.0, 12.0, 50.0]; 2]));
+        for (bad, want) in [
+            (
+                format!("gemm-narrow-fill = [1, 2, 3]\ngemm-narrow-fill-source = \"m\"\n{floor}"),
+                "overheads.gemm-narrow-fill has 3 values; give one per class, in this order: \
+                 forward-n, forward-k, dx-n, dx-k, dw-m, dw-n",
+            ),
+            (
+                format!(
+                    "gemm-narrow-fill = [1, 2, 3, 4, -5, 6]\ngemm-narrow-fill-source = \"m\"\n{floor}"
+                ),
+                "overheads.gemm-narrow-fill (dw-m) must be in rows between 0 and 65536",
+            ),
+            (
+                format!("gemm-narrow-fill-bf16 = {six}\ngemm-narrow-fill-source = \"m\"\n{floor}"),
+                "without overheads.gemm-narrow-fill",
+            ),
+            (
+                format!("gemm-narrow-fill = {six}\n{floor}"),
+                "overheads.gemm-narrow-fill",
+            ),
+        ] {
+            let err = parse_profile(&with(floor, &bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn gemm_fill_rows_are_optional_sourced_and_range_checked() {
         let floor = "launch-floor-us = 1.3";
         let p = parse_profile(&with(floor, floor), "h200.toml").unwrap();

@@ -28,6 +28,7 @@ fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
             match key {
                 "gemm-floor-us" | "gemm-floor-bf16-us" => "gemm-floor-source".into(),
                 "gemm-fill-rows" | "gemm-fill-rows-bf16" => "gemm-fill-source".into(),
+                "gemm-narrow-fill" | "gemm-narrow-fill-bf16" => "gemm-narrow-fill-source".into(),
                 "attention-tile-us"
                 | "attention-tile-bf16-us"
                 | "attention-backward-tile-us"

@@ -96,6 +96,52 @@ pub fn skinny_dims(m: u64, n: u64, k: u64, row_fill: bool) -> bool {
     }
 }
 
+/// Which [`costsim_hardware::NARROW_CLASSES`] entry a skinny GEMM kernel falls in, with its
+/// narrow dimension: the role from the kernel's name (the tracer names nn.Linear's backward
+/// products `mm_dX` = dY·W and `mm_dW` = dYᵀ·X, PaCA's partial gradient `mm_dP` = dYᵀ·X[:, idx];
+/// any other `mm`/`addmm` is a forward x·Wᵀ), the narrow dimension the smallest of m, n, k
+/// (at most [`SKINNY_DIM`]; ties go to n, then k). None for batched products (attention's
+/// `bmm`, other layouts), for GEMMs with no dimension ≤ 64, and for narrow rows of a forward or
+/// dX product (the row fill's regime).
+pub fn narrow_class(name: &str, g: &Gemm) -> Option<(usize, u64)> {
+    let role = match name {
+        "mm" | "addmm" => 0,
+        "mm_dX" => 1,
+        "mm_dW" | "mm_dP" => 2,
+        _ => return None,
+    };
+    if g.batch != 1 {
+        return None;
+    }
+    let s = g.m.min(g.n).min(g.k);
+    if s > SKINNY_DIM {
+        return None;
+    }
+    let class = if g.n == s {
+        [Some(0), Some(2), Some(5)][role]
+    } else if g.k == s {
+        [Some(1), Some(3), None][role]
+    } else {
+        [None, None, Some(4)][role]
+    };
+    class.map(|c| (c, s))
+}
+
+/// Math time of a skinny GEMM in a class with a calibrated narrow fill (CPUs):
+/// t = 2·batch·m·n·k·(s + s₀)/s / (peak · η), s the narrow dimension and s₀ its class's fill
+/// (`gemm-narrow-fill`). On this project's CPU (torch 2.11.0, one thread) a rank-8 product runs
+/// at 3–45% of the fp32 GEMM rate depending on its layout: LoRA's forward x·Aᵀ of 512 × 8 × 512
+/// in 94 µs, B's dX (dY·B, both row-major) in 217 µs, B's dW (dYᵀ·h) in 359 µs
+/// (docs/validation.md, "A seventh run"). None when the profile or the class has none.
+pub fn narrow_math_time(name: &str, g: &Gemm, mode: MathMode, hw: &Profile) -> Option<f64> {
+    let fills = hw.gemm_narrow_fill?;
+    let (class, s) = narrow_class(name, g)?;
+    let s0 = fills[usize::from(matches!(mode, MathMode::Bf16 | MathMode::Fp16))][class];
+    let (m, n, k, b) = (g.m as f64, g.n as f64, g.k as f64, g.batch as f64);
+    let s = s as f64;
+    Some(2.0 * b * m * n * k * (s + s0) / s / (hw.peak_flops(mode) * hw.gemm_efficiency))
+}
+
 /// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds.
 ///
 /// A profile with a per-call fill (`gemm-fill-rows`, calibrated CPUs) takes the CPU form
@@ -254,10 +300,13 @@ pub fn kernel_cost_memo(
     }
     let bytes = k.bytes_read + k.bytes_written;
     let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
-        (KernelKind::Gemm, Some(g)) => {
-            let (t, extra) = memo.math_time(&g, k.math, hw);
-            (t, extra, is_skinny(&g, hw))
-        }
+        (KernelKind::Gemm, Some(g)) => match narrow_math_time(k.name, &g, k.math, hw) {
+            Some(t) => (t, 0.0, is_skinny(&g, hw)),
+            None => {
+                let (t, extra) = memo.math_time(&g, k.math, hw);
+                (t, extra, is_skinny(&g, hw))
+            }
+        },
         (KernelKind::Attention, g) => {
             // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
             // calibrated): t = F / (peak · eff) + tiles · c_tile.
@@ -499,6 +548,93 @@ mod tests {
         // The tile model prices the same m = 16 GEMM at well under a third of the rate.
         let (t, _) = gemm_math_time(&g, MathMode::Fp32, &hw);
         assert!(t > 3.0 * 2.0 * 16.0 * 1536.0 * 384.0 / 100e9, "{t}");
+    }
+
+    #[test]
+    fn narrow_classes_follow_the_role_and_the_narrow_dimension() {
+        let g = |m, n, k, batch| Gemm { m, n, k, batch };
+        // LoRA at rank 8 on a 512 → 1408 linear, 512 tokens: A's forward x·Aᵀ (512 × 8 × 512),
+        // B's forward h·Bᵀ (512 × 1408 × 8), B's dX dY·B (512 × 8 × 1408), A's dX dh·A
+        // (512 × 512 × 8), A's dW dhᵀ·x (8 × 512 × 512), B's dW dYᵀ·h (1408 × 8 × 512).
+        assert_eq!(narrow_class("mm", &g(512, 8, 512, 1)), Some((0, 8)));
+        assert_eq!(narrow_class("addmm", &g(512, 1408, 8, 1)), Some((1, 8)));
+        assert_eq!(narrow_class("mm_dX", &g(512, 8, 1408, 1)), Some((2, 8)));
+        assert_eq!(narrow_class("mm_dX", &g(512, 512, 8, 1)), Some((3, 8)));
+        assert_eq!(narrow_class("mm_dW", &g(8, 512, 512, 1)), Some((4, 8)));
+        assert_eq!(narrow_class("mm_dW", &g(1408, 8, 512, 1)), Some((5, 8)));
+        assert_eq!(narrow_class("mm_dP", &g(1408, 16, 512, 1)), Some((5, 16)));
+        // The largest narrow dimension, 64, counts; 65 does not.
+        assert_eq!(narrow_class("mm", &g(512, 64, 512, 1)), Some((0, 64)));
+        assert_eq!(narrow_class("mm", &g(512, 65, 512, 1)), None);
+        // Few rows of a forward or dX product are the row fill's; few tokens in a dW (k) have no
+        // class; batched products (attention) have none.
+        assert_eq!(narrow_class("mm", &g(8, 512, 512, 1)), None);
+        assert_eq!(narrow_class("mm_dX", &g(8, 512, 512, 1)), None);
+        assert_eq!(narrow_class("mm_dW", &g(512, 512, 8, 1)), None);
+        assert_eq!(narrow_class("mm", &g(512, 8, 512, 2)), None);
+        assert_eq!(narrow_class("bmm", &g(512, 8, 512, 1)), None);
+        // Ties go to n, then k.
+        assert_eq!(narrow_class("mm", &g(8, 8, 8, 1)), Some((0, 8)));
+        assert_eq!(narrow_class("mm_dX", &g(8, 16, 8, 1)), Some((3, 8)));
+    }
+
+    #[test]
+    fn a_cpu_narrow_fill_prices_each_class_by_hand() {
+        // Rates 100 (fp32) and 400 GFLOP/s (bf16), row fill 4 and 16; narrow fills per class
+        // (fp32) 12, 2, 34, 3, 12, 50 and (bf16) 60, 10, 60, 10, 45, 85.
+        let mut hw = resolve_device("cpu-generic").unwrap();
+        hw.peak_fp32_flops = 200e9;
+        hw.peak_bf16_flops = 800e9;
+        hw.gemm_efficiency = 0.5;
+        hw.gemm_fill_rows = Some([4.0, 16.0]);
+        hw.gemm_narrow_fill = Some([
+            [12.0, 2.0, 34.0, 3.0, 12.0, 50.0],
+            [60.0, 10.0, 60.0, 10.0, 45.0, 85.0],
+        ]);
+        let g = |m, n, k| Gemm { m, n, k, batch: 1 };
+        let t = |name, g: Gemm, mode| narrow_math_time(name, &g, mode, &hw).unwrap();
+        // A's forward, 512 × 8 × 512, fp32: 2·512·8·512·(8 + 12)/8 = 10 485 760 → 104.8576 µs.
+        let f = t("mm", g(512, 8, 512), MathMode::Fp32);
+        assert!((f - 104.8576e-6).abs() < 1e-12, "{f}");
+        // B's dX, 512 × 8 × 1408, fp32: 2·512·8·1408·(8 + 34)/8 = 60 555 264 → 605.55264 µs.
+        let f = t("mm_dX", g(512, 8, 1408), MathMode::Fp32);
+        assert!((f - 605.55264e-6).abs() < 1e-12, "{f}");
+        // A's dW, 8 × 512 × 512, bf16: 2·8·512·512·(8 + 45)/8 = 27 787 264 → 69.46816 µs.
+        let f = t("mm_dW", g(8, 512, 512), MathMode::Bf16);
+        assert!((f - 69.46816e-6).abs() < 1e-12, "{f}");
+        // B's forward, 512 × 1408 × 8 (k narrow), fp32: 2·512·1408·8·(8 + 2)/8 = 14 417 920
+        // → 144.1792 µs.
+        let f = t("addmm", g(512, 1408, 8), MathMode::Fp32);
+        assert!((f - 144.1792e-6).abs() < 1e-12, "{f}");
+        // A's dX (dx-k) and B's dW (dw-n) in fp32: 2·512·512·8·(8 + 3)/8 → 57.671680 µs;
+        // 2·1408·8·512·(8 + 50)/8 = 83 623 936 → 836.23936 µs.
+        let f = t("mm_dX", g(512, 512, 8), MathMode::Fp32);
+        assert!((f - 57.67168e-6).abs() < 1e-12, "{f}");
+        let f = t("mm_dW", g(1408, 8, 512), MathMode::Fp32);
+        assert!((f - 836.23936e-6).abs() < 1e-12, "{f}");
+        // The whole kernel: math against the skinny bandwidth, plus the floors.
+        let mut k = Kernel::new_for_test(KernelKind::Gemm, MathMode::Fp32);
+        k.name = "mm";
+        k.dtype = DType::F32;
+        k.gemm = Some(g(512, 8, 512));
+        k.flops = 2.0 * 512.0 * 8.0 * 512.0;
+        k.bytes_read = (512.0 * 512.0 + 8.0 * 512.0) * 4.0;
+        k.bytes_written = 512.0 * 8.0 * 4.0;
+        let c = kernel_cost(&k, &hw, false);
+        let mem = (k.bytes_read + k.bytes_written)
+            / (hw.bandwidth_bps * hw.small_gemm_bandwidth_efficiency);
+        assert!((c.math_s - 104.8576e-6).abs() < 1e-12, "{}", c.math_s);
+        assert!((c.mem_s - mem).abs() < 1e-15);
+        let floor = hw.launch_floor_s + hw.gemm_floor_s[0];
+        assert!((c.device_s - (c.math_s.max(c.mem_s) + floor)).abs() < 1e-15);
+        // Without the class fills the same kernel takes the row fill: 2·(512 + 4)·8·512.
+        hw.gemm_narrow_fill = None;
+        assert_eq!(
+            narrow_math_time("mm", &g(512, 8, 512), MathMode::Fp32, &hw),
+            None
+        );
+        let c = kernel_cost(&k, &hw, false);
+        assert!((c.math_s - 2.0 * 516.0 * 8.0 * 512.0 / 100e9).abs() < 1e-15);
     }
 
     #[test]

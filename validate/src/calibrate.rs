@@ -128,20 +128,49 @@ impl Bencher {
     }
 
     fn gemm(&mut self, m: i64, n: i64, k: i64, kind: Kind) -> Result<()> {
+        self.gemm_layout(m, n, k, None, kind)
+    }
+
+    /// An m×k by k×n product. `layout` None: both operands contiguous, named `mm MxNxK`;
+    /// Some("nt"), Some("tn"), ...: each operand row-major (`n`) or a transposed view of a
+    /// row-major tensor (`t`), as nn.Linear's forward (x·Wᵀ, "nt"), dX (dY·W, "nn") and dW
+    /// (dYᵀ·X, "tn") pass them, named `mm MxNxK LAYOUT` (`fit::narrow_sample` reads it).
+    fn gemm_layout(
+        &mut self,
+        m: i64,
+        n: i64,
+        k: i64,
+        layout: Option<&'static str>,
+        kind: Kind,
+    ) -> Result<()> {
+        let (ta, tb) = match layout {
+            Some(l) => (l.starts_with('t'), l.ends_with('t')),
+            None => (false, false),
+        };
+        let operand = |b: &Self, rows: i64, cols: i64, t: bool| -> Result<Tensor> {
+            if t {
+                b.randn(&[cols, rows], kind).map(|x| x.tr())
+            } else {
+                b.randn(&[rows, cols], kind)
+            }
+        };
         let sz = size_of(kind);
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         let bytes = (mf * kf + kf * nf + mf * nf) * sz;
         let c = copies(bytes);
         let a: Vec<Tensor> = (0..c)
-            .map(|_| self.randn(&[m, k], kind))
+            .map(|_| operand(self, m, k, ta))
             .collect::<Result<_>>()?;
         let b: Vec<Tensor> = (0..c)
-            .map(|_| self.randn(&[k, n], kind))
+            .map(|_| operand(self, k, n, tb))
             .collect::<Result<_>>()?;
         let mut i = 0;
         self.time(
             Bench::Gemm,
-            format!("mm {m}x{n}x{k}"),
+            match layout {
+                Some(l) => format!("mm {m}x{n}x{k} {l}"),
+                None => format!("mm {m}x{n}x{k}"),
+            },
             kind,
             2.0 * mf * nf * kf,
             bytes,
@@ -634,6 +663,34 @@ pub fn run(
             for m in [1, 4, 16, 32] {
                 for (n, k) in [(1536, 384), (384, 1536)] {
                     steps.push(("gemm rows", Box::new(move |b| b.gemm(m, n, k, kind))));
+                }
+            }
+        }
+        // CPUs: LoRA's six rank-r products with the layouts nn.Linear passes them (forward
+        // x·Wᵀ "nt", dX = dY·W "nn", dW = dYᵀ·X "tn"): A's and B's forward, dX and dW for a
+        // k → n linear over M tokens. On this project's CPU the same 512 × 8 × 512 product took
+        // 94 µs as A's forward, 217 µs as B's dX and 359 µs as B's dW (fp32, one thread):
+        // the fits of `gemm-narrow-fill` (docs/validation.md, "A seventh run").
+        if !big {
+            for (m, r, k, n) in [
+                (256, 8, 768, 768),
+                (512, 8, 512, 1408),
+                (1024, 16, 768, 768),
+                (1024, 64, 512, 512),
+                (2048, 8, 1024, 2816),
+            ] {
+                for (gm, gn, gk, layout) in [
+                    (m, r, k, "nt"),
+                    (m, n, r, "nt"),
+                    (m, r, n, "nn"),
+                    (m, k, r, "nn"),
+                    (r, k, m, "tn"),
+                    (n, r, m, "tn"),
+                ] {
+                    steps.push((
+                        "gemm narrow",
+                        Box::new(move |b| b.gemm_layout(gm, gn, gk, Some(layout), kind)),
+                    ));
                 }
             }
         }

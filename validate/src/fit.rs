@@ -23,7 +23,8 @@
 use crate::record::Stats;
 use crate::{Error, Result};
 use costsim_hardware::{MathMode, Profile};
-use costsim_model::cost::{gemm_math_time, skinny_dims, SKINNY_DIM};
+use costsim_hardware::{GEMM_FILL_ROWS, NARROW_CLASSES};
+use costsim_model::cost::{gemm_math_time, narrow_class, skinny_dims, SKINNY_DIM};
 use costsim_model::graph::Gemm;
 use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
@@ -368,6 +369,19 @@ fn unit_rate(base: &Profile) -> Profile {
     p
 }
 
+/// The role of a GEMM sample timed in one of nn.Linear's layouts (`mm MxNxK nt`, calibrate's
+/// "gemm narrow"), as the model's graph names that role's kernel: "nt" the forward x·Wᵀ (`mm`),
+/// "nn" dX = dY·W (`mm_dX`), "tn" dW = dYᵀ·X (`mm_dW`). None for samples with contiguous
+/// operands (their names end in the shape), which the rate and bandwidth fits use.
+fn narrow_role(s: &Sample) -> Option<&'static str> {
+    match s.name.rsplit(' ').next()? {
+        "nt" => Some("mm"),
+        "nn" => Some("mm_dX"),
+        "tn" => Some("mm_dW"),
+        _ => None,
+    }
+}
+
 /// Skinny GEMM sample (bandwidth fit), by the model's own rule ([`skinny_dims`]): with
 /// `row_fill` (a CPU calibration that fits the per-call row fill) only n and k count.
 fn is_skinny(g: &[u64; 4], row_fill: bool) -> bool {
@@ -446,7 +460,11 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
     for (mode, dtype) in [(MathMode::Fp32, "fp32"), (MathMode::Bf16, "bf16")] {
         if row_fill {
             let rows: Vec<(Vec<f64>, f64)> = of(Bench::Gemm)
-                .filter(|s| s.dtype == dtype && s.gemm.is_some_and(|g| !is_skinny(&g, true)))
+                .filter(|s| {
+                    s.dtype == dtype
+                        && narrow_role(s).is_none()
+                        && s.gemm.is_some_and(|g| !is_skinny(&g, true))
+                })
                 .map(|s| {
                     let g = s.gemm.unwrap_or_default();
                     let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
@@ -471,7 +489,11 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
             continue;
         }
         let rows: Vec<(Vec<f64>, f64)> = of(Bench::Gemm)
-            .filter(|s| s.dtype == dtype && s.gemm.is_some_and(|g| !is_skinny(&g, false)))
+            .filter(|s| {
+                s.dtype == dtype
+                    && narrow_role(s).is_none()
+                    && s.gemm.is_some_and(|g| !is_skinny(&g, false))
+            })
             .map(|s| {
                 let g = s.gemm.unwrap_or_default();
                 let (x, _) = gemm_math_time(
@@ -515,6 +537,76 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         .find(|(m, ..)| *m == MathMode::Bf16)
         .map(|(_, r, _)| *r);
 
+    // Narrow fills (CPUs with a row fill, samples timed in nn.Linear's layouts): per dtype and
+    // class (`cost::narrow_class`, the model's own rule), the median over the class's samples
+    // of s₀ = ((t − c)·R / (2·b·m·n·k) − 1)·s, s the narrow dimension, R and c the dtype's GEMM
+    // rate and per-call time. The median, not a least-squares fit: the few products whose
+    // output is larger than the caches are bound by writing it (the skinny bandwidth prices
+    // that), and would pull a mean. All six classes or none, per dtype.
+    let mut narrow_fill: Vec<(MathMode, [f64; 6])> = Vec::new();
+    for (mode, dtype) in [(MathMode::Fp32, "fp32"), (MathMode::Bf16, "bf16")] {
+        let Some(&(_, rate, c)) = gemm_rate.iter().find(|(m, ..)| *m == mode) else {
+            continue;
+        };
+        if !row_fill {
+            continue;
+        }
+        let mut per: [Vec<(f64, f64, f64)>; 6] = Default::default();
+        for s in of(Bench::Gemm).filter(|s| s.dtype == dtype) {
+            let (Some(role), Some(g)) = (narrow_role(s), s.gemm) else {
+                continue;
+            };
+            let gemm = Gemm {
+                m: g[0],
+                n: g[1],
+                k: g[2],
+                batch: g[3],
+            };
+            let Some((class, dim)) = narrow_class(role, &gemm) else {
+                continue;
+            };
+            let flops = 2.0 * (g[0] * g[1] * g[2] * g[3]) as f64;
+            let base = c * f64::from(s.ops) + flops / rate;
+            // (implied s₀, time at s₀ = 0, time per element of fill)
+            let per_fill = flops / rate / dim as f64;
+            per[class].push((((s.t() - base) / per_fill).max(0.0), base, per_fill));
+        }
+        if per.iter().any(|v| v.len() < 2) {
+            continue;
+        }
+        let mut fills = [0.0; 6];
+        for (class, v) in per.iter().enumerate() {
+            let s0 = median(v.iter().map(|x| x.0).collect())
+                .unwrap_or(0.0)
+                .min(GEMM_FILL_ROWS.max);
+            fills[class] = s0;
+            let ts: Vec<(f64, f64)> = v
+                .iter()
+                .map(|&(implied, base, pf)| (base + s0 * pf, base + implied * pf))
+                .collect();
+            let mean = ts.iter().map(|x| x.1).sum::<f64>() / ts.len() as f64;
+            let ss_res: f64 = ts.iter().map(|(p, t)| (p - t).powi(2)).sum();
+            let ss_tot: f64 = ts.iter().map(|(_, t)| (t - mean).powi(2)).sum();
+            fits.push(Fit {
+                what: format!("narrow fill {dtype} {}", NARROW_CLASSES[class]),
+                names: vec!["fill (elements of the narrow dimension)"],
+                coef: vec![s0],
+                ci95: vec![f64::NAN],
+                r2: if ss_tot > 0.0 {
+                    1.0 - ss_res / ss_tot
+                } else {
+                    f64::NAN
+                },
+                n: ts.len(),
+                worst_rel: ts
+                    .iter()
+                    .map(|(p, t)| (p - t).abs() / t)
+                    .fold(0.0, f64::max),
+            });
+        }
+        narrow_fill.push((mode, fills));
+    }
+
     // Bandwidth per kind: t = bytes / B + c·ops.
     let bw_fit = |bench: Bench, label: &str, filter: &dyn Fn(&Sample) -> bool| -> Option<Fit> {
         let rows: Vec<(Vec<f64>, f64)> = of(bench)
@@ -525,7 +617,7 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
     };
     let skinny = need(
         bw_fit(Bench::Gemm, "skinny gemm", &|s| {
-            s.gemm.is_some_and(|g| is_skinny(&g, row_fill))
+            narrow_role(s).is_none() && s.gemm.is_some_and(|g| is_skinny(&g, row_fill))
         }),
         "skinny GEMMs",
     )?;
@@ -747,7 +839,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{fill}{tiles}{touch}
+{fill}{narrow}{tiles}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -842,6 +934,32 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
                          of A, t = (2mnk + m0·2nk)/R + c·ops, with GEMMs of 1-32 rows among the \
                          samples\"\n",
                     );
+                    t
+                }
+                None => String::new(),
+            }
+        },
+        narrow = {
+            let list = |m: MathMode| {
+                narrow_fill.iter().find(|(x, _)| *x == m).map(|(_, f)| {
+                    f.iter()
+                        .map(|v| format!("{v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            };
+            match list(MathMode::Fp32) {
+                Some(f32_list) => {
+                    let mut t = format!("gemm-narrow-fill = [{f32_list}]\n");
+                    if let Some(l) = list(MathMode::Bf16) {
+                        t.push_str(&format!("gemm-narrow-fill-bf16 = [{l}]\n"));
+                    }
+                    t.push_str(&format!(
+                        "gemm-narrow-fill-source = \"calibrated: per class ({}), the median over \
+                         LoRA's rank-r products timed in nn.Linear's layouts of the narrow \
+                         dimension's fill s0 = ((t - c)R/(2mnk) - 1)s\"\n",
+                        NARROW_CLASSES.join(", ")
+                    ));
                     t
                 }
                 None => String::new(),
@@ -1202,6 +1320,150 @@ mod toml_safety_tests {
             };
             assert!((peak / r - 1.0).abs() < 1e-5, "{peak}");
         }
+    }
+
+    #[test]
+    fn narrow_fills_are_fitted_per_class_from_layout_samples() {
+        // The saved run's GEMMs (n and k above 64) get times t = (2mnk + m₀·2nk)/R + c·ops
+        // (fp32 R = 100 GFLOP/s, m₀ = 5; bf16 400, 16; c = 10 µs), plus few-row samples so that
+        // the row fill is fitted; then LoRA's six products in nn.Linear's layouts, three shapes
+        // each, with t = 2mnk·(s + s₀)/s / R + c·ops, s the rank: per class s₀ = 12, 2, 34, 3, 12,
+        // 50 (fp32) and 60, 10, 60, 10, 45, 85 (bf16). The fit returns each s₀ and the profile
+        // carries them; the rate, row-fill and skinny-bandwidth fits do not take these samples.
+        let mut run = saved_run();
+        let params = |dtype: &str| {
+            if dtype == "bf16" {
+                (400e9, 16.0, [60.0, 10.0, 60.0, 10.0, 45.0, 85.0])
+            } else {
+                (100e9, 5.0, [12.0, 2.0, 34.0, 3.0, 12.0, 50.0])
+            }
+        };
+        // Outputs of at least 32 MiB also fault in their pages at the run's first-touch rate.
+        let mut rates: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
+            .map(|s| s.bytes / s.t())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let touch_bps = rates[rates.len() / 2];
+        let time = |g: [u64; 4], dtype: &str, ops: u32| {
+            let (r, m0, _) = params(dtype);
+            let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
+            let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
+            let touch = if out >= 32.0 * 1048576.0 {
+                out / touch_bps
+            } else {
+                0.0
+            };
+            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops) + touch
+        };
+        for x in run.samples.iter_mut().filter(|s| s.bench == Bench::Gemm) {
+            let g = x.gemm.expect("GEMM samples keep their shape");
+            if g[1].min(g[2]) > SKINNY_DIM {
+                x.stats.median_ms = 1e3 * time(g, &x.dtype.clone(), x.ops);
+            }
+        }
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Gemm)
+            .expect("a GEMM sample")
+            .clone();
+        let plain = |run: &CalibrationRun, dtype: &str| {
+            run.samples
+                .iter()
+                .filter(|s| s.bench == Bench::Gemm && s.stable() && s.dtype == dtype)
+                .filter(|s| s.gemm.is_some_and(|g| g[1].min(g[2]) > SKINNY_DIM))
+                .count()
+        };
+        let mut unlabelled = [0usize; 2];
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            for g in [[1u64, 1536, 384, 1], [4, 384, 1536, 1]] {
+                let mut x = template.clone();
+                x.dtype = dtype.to_string();
+                x.gemm = Some(g);
+                x.stats.median_ms = 1e3 * time(g, dtype, x.ops);
+                run.samples.push(x);
+            }
+            unlabelled[i] = plain(&run, dtype);
+        }
+        let skinny_n = |cal: &Calibration| {
+            cal.fits
+                .iter()
+                .find(|f| f.what == "skinny gemm")
+                .map_or(0, |f| f.n)
+        };
+        let before = calibrate(&run, &base(), "rows").expect("calibrates");
+        assert!(!before.profile_toml.contains("gemm-narrow-fill"));
+        // (class, m, n, k, layout) for a k → n linear over m tokens at rank r.
+        let roles = |m: u64, r: u64, k: u64, n: u64| {
+            [
+                (0, m, r, k, "nt"),
+                (1, m, n, r, "nt"),
+                (2, m, r, n, "nn"),
+                (3, m, k, r, "nn"),
+                (4, r, k, m, "tn"),
+                (5, n, r, m, "tn"),
+            ]
+        };
+        let mut with_five = run.clone();
+        for dtype in ["fp32", "bf16"] {
+            let (rate, _, fills) = params(dtype);
+            for (m, r, k, n) in [
+                (256, 8, 768, 768),
+                (512, 16, 512, 1408),
+                (1024, 8, 512, 512),
+            ] {
+                for (class, gm, gn, gk, layout) in roles(m, r, k, n) {
+                    let mut x = template.clone();
+                    x.dtype = dtype.to_string();
+                    x.name = format!("mm {gm}x{gn}x{gk} {layout}");
+                    x.gemm = Some([gm, gn, gk, 1]);
+                    let flops = 2.0 * (gm * gn * gk) as f64;
+                    let s = r as f64;
+                    x.stats.median_ms =
+                        1e3 * (flops * (s + fills[class]) / s / rate + 10e-6 * f64::from(x.ops));
+                    if class != 5 {
+                        with_five.samples.push(x.clone());
+                    }
+                    run.samples.push(x);
+                }
+            }
+        }
+        let cal = calibrate(&run, &base(), "narrow").expect("calibrates");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "n").expect("loads");
+        let got = p
+            .gemm_narrow_fill
+            .expect("the profile carries the narrow fills");
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            let (rate, m0, fills) = params(dtype);
+            for (class, want) in fills.iter().enumerate() {
+                let f = cal
+                    .fits
+                    .iter()
+                    .find(|f| f.what == format!("narrow fill {dtype} {}", NARROW_CLASSES[class]))
+                    .expect("a fit per class");
+                assert_eq!(f.n, 3, "{f:?}");
+                assert!((f.coef[0] - want).abs() < 1e-6, "{f:?}");
+                assert!(f.worst_rel < 1e-9, "{f:?}");
+                // Written to 2 decimals.
+                assert!((got[i][class] - want).abs() < 5e-3, "{got:?}");
+            }
+            // The rate and row-fill fit kept to the unlabelled samples, and found the same.
+            let f = cal
+                .fits
+                .iter()
+                .find(|f| f.what == format!("gemm {dtype}"))
+                .expect("fit");
+            assert_eq!(f.n, unlabelled[i], "{dtype}");
+            assert!((1.0 / f.coef[0] / rate - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / f.coef[0] / m0 - 1.0).abs() < 1e-6, "{f:?}");
+        }
+        assert_eq!(skinny_n(&cal), skinny_n(&before));
+        // A dtype missing a class gets no fills (all six or none).
+        let five = calibrate(&with_five, &base(), "five").expect("calibrates");
+        assert!(!five.profile_toml.contains("gemm-narrow-fill"));
     }
 
     #[test]
