@@ -12,7 +12,8 @@
 # 5. costsim calibrate again, and each fit's drift between the two runs OUT/drift.txt,
 #    and the comparison under the second profile                 OUT/comparison-recalibrated.txt
 # 6. op by op, on a few of the grid's configurations: each GEMM in the step against alone
-#    (gemm_context.py) and each op's page faults (page_faults.py)   OUT/gemm-context, page-faults
+#    (gemm_context.py, and llama-small LoRA bf16 at 4 × 128) and each op's page faults
+#    (page_faults.py)                                                OUT/gemm-context, page-faults
 # 7. the adapters' optimizer in three cache states (host_state.py)   OUT/host-state
 # GRID=FILE replaces the grid (a smaller one for a quick look).
 set -euo pipefail
@@ -68,6 +69,10 @@ for c in "gpt2 gpt2-tiny full fp32" "gpt2 gpt2-tiny lora fp32" "gpt2 gpt2-tiny f
   python3 scripts/trace/page_faults.py --family "$1" --config "$M/$2/config.json" --method "$3" \
     --precision "$4" --out "$OUT/page-faults/$2-$3-$4.json"
 done
+# LoRA on every linear under bf16 (fp32 adapters): its rank-8 products in their own dtype and
+# layouts, in the step and alone (docs/validation.md, "A seventh run").
+python3 scripts/trace/gemm_context.py --family llama --config "$M/llama-small/config.json" \
+  --method lora --precision bf16 --batch 4 --seq 128 --out "$OUT/gemm-context/llama-small-lora-bf16-b4s128.json"
 # The adapters' optimizer warm, after a cache sweep and after its own step; small ops after sweeps;
 # log_softmax's faults before and after glibc's threshold moves (docs/host.md).
 mkdir -p "$OUT/host-state"

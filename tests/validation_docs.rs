@@ -179,6 +179,80 @@ fn sixth_run_row_fill_and_tiles_regenerate() {
     }
 }
 
+/// The seventh run (2026-11-29g, CPU skinny GEMMs priced per role with a narrow fill).
+#[test]
+fn seventh_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29g");
+}
+
+/// The seventh run's ablation on its own samples: without LoRA's products timed in nn.Linear's
+/// layouts (calibrate's "gemm narrow", names ending in the layout) the same calibration has no
+/// narrow fills and predicts the held-out steps as committed; docs/validation.md quotes its step
+/// line. Its profile differs from the run's only in the narrow fills (and the sample counts).
+#[test]
+fn seventh_run_without_narrow_fills_regenerates() {
+    let dir = format!(
+        "{}/docs/results/cpu-2026-11-29g",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut run: serde_json::Value =
+        serde_json::from_str(&read(&Path::new(&dir).join("cpu-calibration.json"))).unwrap();
+    let samples = run["samples"].as_array_mut().expect("samples");
+    let before = samples.len();
+    samples.retain(|s| {
+        let name = s["name"].as_str().unwrap_or_default();
+        !["nt", "nn", "tn"].contains(&name.rsplit(' ').next().unwrap_or_default())
+    });
+    // Six products at five shapes, fp32 and bf16.
+    assert_eq!(before - samples.len(), 60);
+    let without = tmp.path().join("without-narrow.json");
+    std::fs::write(&without, run.to_string()).unwrap();
+    let plain = tmp.path().join("no-narrow.toml");
+    stdout_ok(&[
+        "calibrate",
+        "--from",
+        without.to_str().unwrap(),
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    let plain_toml = read(&plain);
+    let full_toml = read(&Path::new(&dir).join("cpu-calibrated.toml"));
+    assert!(!plain_toml.contains("gemm-narrow-fill"));
+    let differing: Vec<&str> = full_toml
+        .lines()
+        .filter(|l| !plain_toml.lines().any(|p| p == *l))
+        .collect();
+    assert!(
+        differing.iter().all(|l| l.starts_with("gemm-narrow-fill")
+            || l.starts_with("# Calibrated")
+            || l.starts_with("fit =")),
+        "{differing:?}"
+    );
+    let held = heldout_files(&dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = stdout_ok(&[
+        "validate",
+        "--from",
+        &held,
+        "--hw",
+        plain.to_str().unwrap(),
+        "--format",
+        "markdown",
+    ]);
+    let committed = read(&Path::new(&dir).join("heldout-summary-no-narrow.md"));
+    assert_eq!(out, committed, "{dir}/heldout-summary-no-narrow.md");
+    let step = committed
+        .lines()
+        .find(|l| l.starts_with("| costsim |"))
+        .expect("a costsim line");
+    let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/validation.md"));
+    assert!(page.contains(step), "docs/validation.md lacks: {step}");
+}
+
 #[test]
 fn calibrated_profile_regenerates_from_the_committed_samples() {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpu-calibrated-again.toml");
@@ -280,9 +354,10 @@ fn committed_drift_regenerates() {
     );
 }
 
-/// The eager held-out checks of 2026-11-29c, 29d and 29f (transformers + peft steps on this
-/// CPU, profile calibrated in the same run, with PaCA's column write and attention's tile time
-/// measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill): `validate --trace` over each run's
+/// The eager held-out checks of 2026-11-29c, 29d, 29f and 29g (transformers + peft steps on
+/// this CPU, profile calibrated in the same run, with PaCA's column write and attention's tile
+/// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
+/// with the narrow fills of LoRA's rank-r products): `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
 #[test]
@@ -291,6 +366,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29c",
         "eager-2026-11-29d",
         "eager-2026-11-29f",
+        "eager-2026-11-29g",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [

@@ -14,6 +14,11 @@
 //! - t_math for attention is FLOPs / (tensor-core peak · attention efficiency; calibrated profiles
 //!   give forward and backward, fp32 and 16-bit their own), for everything else
 //!   FLOPs / (fp32 peak · gemm efficiency), which is almost never the bound;
+//! - on CPUs calibrated with LoRA's products in nn.Linear's layouts, a skinny GEMM of a classed
+//!   role (forward, dX or dW, by its narrow dimension; [`narrow_class`]) takes
+//!   t_math = 2·batch·m·n·k·(s + s₀)/s / rate, s the narrow dimension and s₀ its class's
+//!   calibrated fill (`gemm-narrow-fill`), since a CPU BLAS runs these at rates set by the
+//!   operands' layout more than by their bytes;
 //! - on CPUs with a calibrated first-touch rate, a fresh output of at least the allocator's mmap
 //!   threshold adds t_touch = bytes_written / first-touch rate (page faults as it is first
 //!   written, serial with the op on a CPU): t = max(t_math, t_mem) + t_floor + t_touch;

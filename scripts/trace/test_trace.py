@@ -157,9 +157,21 @@ class StepOverhead(unittest.TestCase):
 
 class GemmContext(unittest.TestCase):
     """gemm_context.py on GPT-2 tiny (2 layers, d 64, vocabulary 256) at 1 × 8 tokens: the GEMMs
-    it finds in one step, worked by hand, and the ratio's arithmetic; not its timings."""
+    it finds in one step with their layouts, worked by hand, and the ratio's arithmetic; not
+    their timings."""
 
-    def test_shapes_and_ratio(self):
+    def test_layout_names(self):
+        import gemm_context
+
+        lay = gemm_context.layout_of
+        self.assertEqual(lay((8, 64), (64, 1)), "n")
+        self.assertEqual(lay((64, 8), (1, 64)), "t")
+        self.assertEqual(lay((8, 64), (128, 1)), "n")  # rows of a wider tensor
+        self.assertEqual(lay((8, 64), (2, 16)), "s")
+        self.assertEqual(lay((1, 64), (7, 1)), "n")
+        self.assertEqual(lay((64, 1), (1, 1)), "n")
+
+    def test_groups_and_ratio(self):
         import gemm_context
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -167,29 +179,39 @@ class GemmContext(unittest.TestCase):
             gemm_context.main(["--family", "gpt2", "--preset", "tiny", "--seq", "8", "--rounds", "2",
                                "--steps", "1", "--reps", "1", "--out", out])
             rec = _load(out)
-        self.assertEqual(rec["schema"], "costsim-gemm-context/1")
-        got = sorted((g["op"], g["m"], g["n"], g["k"], g["calls_per_step"]) for g in rec["gemms"])
-        # Forward, per layer (Conv1D: addmm): c_attn 64 → 192, attn.c_proj 64 → 64, c_fc 64 → 256,
-        # mlp.c_proj 256 → 64, at 8 tokens; the tied head 64 → 256 once (mm).
-        # Backward: each layer's dX (8 × in × out) and dW (in × out × 8, Conv1D's weight is
-        # in × out); the head's dX (8 × 64 × 256) and dW (256 × 64 × 8, the vocabulary first).
-        # Shapes shared between the head and a layer add up: 8×256×64 is the head's forward and
-        # mlp.c_proj's dX (1 + 2), 8×64×256 the head's dX and c_fc's dX (1 + 2), 256×64×8 the
-        # head's dW and mlp.c_proj's dW (1 + 2).
+        self.assertEqual(rec["schema"], "costsim-gemm-context/2")
+        got = sorted((g["op"], g["m"], g["n"], g["k"], g["layout"], g["calls_per_step"])
+                     for g in rec["gemms"])
+        # Forward, per layer (Conv1D: addmm(bias, x, W) with W in × out row-major, "nn"):
+        # c_attn 64 → 192, attn.c_proj 64 → 64, c_fc 64 → 256, mlp.c_proj 256 → 64, at 8 tokens;
+        # the tied head x·Wᵀ (W the 256 × 64 embedding, a transposed view: "nt") once.
+        # Backward: each Conv1D's dX = dY·Wᵀ ("nt", 8 × in × out) and dW = xᵀ·dY ("tn",
+        # in × out × 8); the head's dX = dY·W ("nn", 8 × 64 × 256) and its dW as dYᵀ·x
+        # ("tn", 256 × 64 × 8, the vocabulary first). Groups with the same shapes and layout
+        # add up: 8×256×64 "nt" is the head's forward and mlp.c_proj's dX (1 + 2), 256×64×8 "tn"
+        # the head's dW and mlp.c_proj's dW (1 + 2); 8×64×256 splits by layout into the head's
+        # dX ("nn", 1) and c_fc's dX ("nt", 2).
         want = sorted([
-            ("addmm", 8, 192, 64, 2.0), ("addmm", 8, 64, 64, 2.0), ("addmm", 8, 256, 64, 2.0),
-            ("addmm", 8, 64, 256, 2.0),
-            ("mm", 8, 256, 64, 3.0), ("mm", 8, 64, 256, 3.0), ("mm", 256, 64, 8, 3.0),
-            ("mm", 8, 64, 192, 2.0), ("mm", 64, 192, 8, 2.0), ("mm", 8, 64, 64, 2.0),
-            ("mm", 64, 64, 8, 2.0), ("mm", 64, 256, 8, 2.0),
+            ("addmm", 8, 192, 64, "nn", 2.0), ("addmm", 8, 64, 64, "nn", 2.0),
+            ("addmm", 8, 256, 64, "nn", 2.0), ("addmm", 8, 64, 256, "nn", 2.0),
+            ("mm", 8, 256, 64, "nt", 3.0), ("mm", 8, 64, 256, "nn", 1.0),
+            ("mm", 8, 64, 256, "nt", 2.0), ("mm", 256, 64, 8, "tn", 3.0),
+            ("mm", 8, 64, 192, "nt", 2.0), ("mm", 64, 192, 8, "tn", 2.0),
+            ("mm", 8, 64, 64, "nt", 2.0), ("mm", 64, 64, 8, "tn", 2.0),
+            ("mm", 64, 256, 8, "tn", 2.0),
         ])
         self.assertEqual(got, want)
         for g in rec["gemms"]:
+            self.assertEqual(g["dtype"], "float32")
             self.assertEqual(len(g["in_step_us"]), 2)
             self.assertEqual(len(g["alone_us"]), 2)
+            self.assertEqual(len(g["warm_us"]), 2)
+            # addmm's bias comes first in shapes and strides; a's and b's strides name the layout.
+            ab = slice(1, 3) if g["op"] == "addmm" else slice(0, 2)
+            self.assertEqual(g["layout"], "".join(
+                gemm_context.layout_of(sh, st) for sh, st in zip(g["shapes"][ab], g["strides"][ab])))
             r = [a / b for a, b in zip(g["in_step_us"], g["alone_us"])]
             self.assertAlmostEqual(g["ratio"], (r[0] + r[1]) / 2)
-
 
 
 class PageFaults(unittest.TestCase):
