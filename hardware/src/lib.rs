@@ -136,7 +136,7 @@ pub struct Profile {
     /// CPUs (calibrated): the fill of a skinny GEMM's narrow dimension (≤ 64), by dtype
     /// (fp32, 16-bit) and [`NARROW_CLASSES`] (the GEMM's role in nn.Linear's forward, dX or dW,
     /// which fixes its operands' layout, and which dimension is narrow). With it the math time of
-    /// a GEMM in one of these classes is 2·batch·m·n·k·(s + s₀)/s / rate, s the narrow dimension.
+    /// a GEMM in one of these classes (unbatched) is 2·m·n·k·(s + s₀)/s / rate, s the narrow dimension.
     pub gemm_narrow_fill: Option<[[f64; 6]; 2]>,
     /// Fixed time per tile of fused attention (a query block × key block of one batch × head
     /// slice, as PyTorch's CPU flash attention blocks it), seconds, by [direction][precision]:

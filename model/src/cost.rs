@@ -16,7 +16,7 @@
 //!   FLOPs / (fp32 peak · gemm efficiency), which is almost never the bound;
 //! - on CPUs calibrated with LoRA's products in nn.Linear's layouts, a skinny GEMM of a classed
 //!   role (forward, dX or dW, by its narrow dimension; [`narrow_class`]) takes
-//!   t_math = 2·batch·m·n·k·(s + s₀)/s / rate, s the narrow dimension and s₀ its class's
+//!   t_math = 2·m·n·k·(s + s₀)/s / rate, s the narrow dimension and s₀ its class's
 //!   calibrated fill (`gemm-narrow-fill`), since a CPU BLAS runs these at rates set by the
 //!   operands' layout more than by their bytes;
 //! - on CPUs with a calibrated first-touch rate, a fresh output of at least the allocator's mmap
@@ -133,7 +133,7 @@ pub fn narrow_class(name: &str, g: &Gemm) -> Option<(usize, u64)> {
 }
 
 /// Math time of a skinny GEMM in a class with a calibrated narrow fill (CPUs):
-/// t = 2·batch·m·n·k·(s + s₀)/s / (peak · η), s the narrow dimension and s₀ its class's fill
+/// t = 2·m·n·k·(s + s₀)/s / (peak · η) (classed GEMMs have batch 1), s the narrow dimension and s₀ its class's fill
 /// (`gemm-narrow-fill`). On this project's CPU (torch 2.11.0, one thread) a rank-8 product runs
 /// at 3–45% of the fp32 GEMM rate depending on its layout: LoRA's forward x·Aᵀ of 512 × 8 × 512
 /// in 94 µs, B's dX (dY·B, both row-major) in 217 µs, B's dW (dYᵀ·h) in 359 µs
@@ -142,9 +142,10 @@ pub fn narrow_math_time(name: &str, g: &Gemm, mode: MathMode, hw: &Profile) -> O
     let fills = hw.gemm_narrow_fill?;
     let (class, s) = narrow_class(name, g)?;
     let s0 = fills[usize::from(matches!(mode, MathMode::Bf16 | MathMode::Fp16))][class];
-    let (m, n, k, b) = (g.m as f64, g.n as f64, g.k as f64, g.batch as f64);
+    // Classed GEMMs are unbatched (narrow_class): no batch factor.
+    let (m, n, k) = (g.m as f64, g.n as f64, g.k as f64);
     let s = s as f64;
-    Some(2.0 * b * m * n * k * (s + s0) / s / (hw.peak_flops(mode) * hw.gemm_efficiency))
+    Some(2.0 * m * n * k * (s + s0) / s / (hw.peak_flops(mode) * hw.gemm_efficiency))
 }
 
 /// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds.

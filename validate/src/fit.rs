@@ -565,7 +565,8 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
             let Some((class, dim)) = narrow_class(role, &gemm) else {
                 continue;
             };
-            let flops = 2.0 * (g[0] * g[1] * g[2] * g[3]) as f64;
+            // Classed GEMMs are unbatched.
+            let flops = 2.0 * (g[0] * g[1] * g[2]) as f64;
             let base = c * f64::from(s.ops) + flops / rate;
             // (implied s₀, time at s₀ = 0, time per element of fill)
             let per_fill = flops / rate / dim as f64;
@@ -1407,25 +1408,48 @@ mod toml_safety_tests {
                 (5, n, r, m, "tn"),
             ]
         };
-        let mut with_five = run.clone();
+        // Class dw-n with two samples (still fitted) and with one (no fills for the dtype).
+        let (mut with_two, mut with_one) = (run.clone(), run.clone());
+        // fp32 forward-n: the three shapes' fills are 8, 12 and 20 (median 12), so its fit has
+        // residuals; every other class is exact. Two ops per timed unit (c counts per op).
+        let fill_of = |dtype: &str, class: usize, shape: usize| {
+            if dtype == "fp32" && class == 0 {
+                [8.0, 12.0, 20.0][shape]
+            } else {
+                params(dtype).2[class]
+            }
+        };
+        // fp32 forward-n's (time at s₀ = 0, time per element of fill, measured time) per shape.
+        let mut forward_n: Vec<(f64, f64, f64)> = Vec::new();
         for dtype in ["fp32", "bf16"] {
-            let (rate, _, fills) = params(dtype);
-            for (m, r, k, n) in [
+            let rate = params(dtype).0;
+            for (shape, (m, r, k, n)) in [
                 (256, 8, 768, 768),
                 (512, 16, 512, 1408),
                 (1024, 8, 512, 512),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 for (class, gm, gn, gk, layout) in roles(m, r, k, n) {
                     let mut x = template.clone();
                     x.dtype = dtype.to_string();
                     x.name = format!("mm {gm}x{gn}x{gk} {layout}");
                     x.gemm = Some([gm, gn, gk, 1]);
+                    x.ops = 2;
                     let flops = 2.0 * (gm * gn * gk) as f64;
                     let s = r as f64;
-                    x.stats.median_ms =
-                        1e3 * (flops * (s + fills[class]) / s / rate + 10e-6 * f64::from(x.ops));
-                    if class != 5 {
-                        with_five.samples.push(x.clone());
+                    let (base, per_fill) = (flops / rate + 20e-6, flops / rate / s);
+                    let t = base + fill_of(dtype, class, shape) * per_fill;
+                    x.stats.median_ms = 1e3 * t;
+                    if dtype == "fp32" && class == 0 {
+                        forward_n.push((base, per_fill, t));
+                    }
+                    if class != 5 || shape < 2 {
+                        with_two.samples.push(x.clone());
+                    }
+                    if class != 5 || shape < 1 {
+                        with_one.samples.push(x.clone());
                     }
                     run.samples.push(x);
                 }
@@ -1436,17 +1460,23 @@ mod toml_safety_tests {
         let got = p
             .gemm_narrow_fill
             .expect("the profile carries the narrow fills");
+        let fit_of = |cal: &Calibration, dtype: &str, class: usize| {
+            cal.fits
+                .iter()
+                .find(|f| f.what == format!("narrow fill {dtype} {}", NARROW_CLASSES[class]))
+                .cloned()
+                .expect("a fit per class")
+        };
         for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
             let (rate, m0, fills) = params(dtype);
             for (class, want) in fills.iter().enumerate() {
-                let f = cal
-                    .fits
-                    .iter()
-                    .find(|f| f.what == format!("narrow fill {dtype} {}", NARROW_CLASSES[class]))
-                    .expect("a fit per class");
+                let f = fit_of(&cal, dtype, class);
                 assert_eq!(f.n, 3, "{f:?}");
                 assert!((f.coef[0] - want).abs() < 1e-6, "{f:?}");
-                assert!(f.worst_rel < 1e-9, "{f:?}");
+                if dtype == "bf16" || class > 0 {
+                    assert!(f.worst_rel < 1e-9, "{f:?}");
+                    assert!((f.r2 - 1.0).abs() < 1e-9, "{f:?}");
+                }
                 // Written to 2 decimals.
                 assert!((got[i][class] - want).abs() < 5e-3, "{got:?}");
             }
@@ -1460,10 +1490,27 @@ mod toml_safety_tests {
             assert!((1.0 / f.coef[0] / rate - 1.0).abs() < 1e-6, "{f:?}");
             assert!((f.coef[1] / f.coef[0] / m0 - 1.0).abs() < 1e-6, "{f:?}");
         }
+        // fp32 forward-n, by hand: predicted t = base + 12·per_fill against the measured times;
+        // R² = 1 − Σ(pred − t)² / Σ(t − mean t)², worst |pred − t| / t.
+        let f = fit_of(&cal, "fp32", 0);
+        let mean = forward_n.iter().map(|x| x.2).sum::<f64>() / 3.0;
+        let (mut res, mut tot, mut worst) = (0.0, 0.0, 0.0f64);
+        for &(base, per_fill, t) in &forward_n {
+            let pred = base + 12.0 * per_fill;
+            res += (pred - t) * (pred - t);
+            tot += (t - mean) * (t - mean);
+            worst = worst.max((pred - t).abs() / t);
+        }
+        assert!(worst > 0.05, "{worst}: the check needs residuals");
+        assert!((f.worst_rel - worst).abs() < 1e-12, "{f:?} {worst}");
+        assert!((f.r2 - (1.0 - res / tot)).abs() < 1e-12, "{f:?}");
         assert_eq!(skinny_n(&cal), skinny_n(&before));
-        // A dtype missing a class gets no fills (all six or none).
-        let five = calibrate(&with_five, &base(), "five").expect("calibrates");
-        assert!(!five.profile_toml.contains("gemm-narrow-fill"));
+        // A class with two samples is fitted; a dtype with a class of one gets no fills.
+        let two = calibrate(&with_two, &base(), "two").expect("calibrates");
+        assert_eq!(fit_of(&two, "bf16", 5).n, 2);
+        assert!(two.profile_toml.contains("gemm-narrow-fill-bf16"));
+        let one = calibrate(&with_one, &base(), "one").expect("calibrates");
+        assert!(!one.profile_toml.contains("gemm-narrow-fill"));
     }
 
     #[test]
