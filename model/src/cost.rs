@@ -133,11 +133,12 @@ pub fn narrow_class(name: &str, g: &Gemm) -> Option<(usize, u64)> {
 }
 
 /// Math time of a skinny GEMM in a class with a calibrated narrow fill (CPUs):
-/// t = 2·m·n·k·(s + s₀)/s / (peak · η) (classed GEMMs have batch 1), s the narrow dimension and s₀ its class's fill
-/// (`gemm-narrow-fill`). On this project's CPU (torch 2.11.0, one thread) a rank-8 product runs
-/// at 3–45% of the fp32 GEMM rate depending on its layout: LoRA's forward x·Aᵀ of 512 × 8 × 512
-/// in 94 µs, B's dX (dY·B, both row-major) in 217 µs, B's dW (dYᵀ·h) in 359 µs
-/// (docs/validation.md, "A seventh run"). None when the profile or the class has none.
+/// t = 2·m·n·k·(s + s₀)/s / (peak · η) (classed GEMMs have batch 1), s the narrow dimension
+/// and s₀ its class's fill (`gemm-narrow-fill`). On this project's CPU (torch 2.11.0, one
+/// thread, fp32, cold operands) the same 512 × 8 × 512 product took 99 µs as LoRA's forward
+/// x·Aᵀ, 219 µs as B's dX (dY·B, both row-major) and 358 µs as B's dW (dYᵀ·h), where the fp32
+/// GEMM rate would give 43 µs (docs/validation.md, "A seventh run"). None when the profile or
+/// the class has none.
 pub fn narrow_math_time(name: &str, g: &Gemm, mode: MathMode, hw: &Profile) -> Option<f64> {
     let fills = hw.gemm_narrow_fill?;
     let (class, s) = narrow_class(name, g)?;

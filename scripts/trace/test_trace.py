@@ -214,6 +214,37 @@ class GemmContext(unittest.TestCase):
             self.assertAlmostEqual(g["ratio"], (r[0] + r[1]) / 2)
 
 
+class NarrowGemms(unittest.TestCase):
+    """narrow_gemms.py on one small shape: LoRA's six products of a 8 → 12 linear over 16 tokens
+    at rank 4, worked by hand, both dtypes; not their timings."""
+
+    def test_roles_and_layouts(self):
+        import narrow_gemms
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "n.json")
+            narrow_gemms.main(["--shapes", "16,4,8,12", "--reps", "1", "--out", out])
+            rec = _load(out)
+        self.assertEqual(rec["schema"], "costsim-narrow-gemms/1")
+        got = [(p["dtype"], p["role"], p["m"], p["n"], p["k"], p["layout"]) for p in rec["products"]]
+        six = [("A forward", 16, 4, 8, "nt"), ("B forward", 16, 12, 4, "nt"),
+               ("B dX", 16, 4, 12, "nn"), ("A dX", 16, 8, 4, "nn"),
+               ("A dW", 4, 8, 16, "tn"), ("B dW", 12, 4, 16, "tn")]
+        self.assertEqual(got, [(d,) + r for d in ("fp32", "bf16") for r in six])
+        for p in rec["products"]:
+            self.assertEqual(p["shape"], [16, 4, 8, 12])
+            for k in ("cold_us", "calibrate_us", "contiguous_us"):
+                self.assertGreater(p[k], 0)
+
+    def test_bad_shapes_are_refused(self):
+        import narrow_gemms
+
+        for bad in ("16,4,8", "16,x,8,12", "16,0,8,12"):
+            with self.assertRaises(SystemExit) as e:
+                narrow_gemms.main(["--shapes", bad, "--out", "/nonexistent/n.json"])
+            self.assertIn("--shapes", str(e.exception))
+
+
 class PageFaults(unittest.TestCase):
     """page_faults.py on GPT-2 tiny at 1 × 8 tokens: the record's arithmetic and the output bytes
     of ops worked by hand; not the fault counts (the allocator's state decides them)."""

@@ -669,7 +669,7 @@ pub fn run(
         // CPUs: LoRA's six rank-r products with the layouts nn.Linear passes them (forward
         // x·Wᵀ "nt", dX = dY·W "nn", dW = dYᵀ·X "tn"): A's and B's forward, dX and dW for a
         // k → n linear over M tokens. On this project's CPU the same 512 × 8 × 512 product took
-        // 94 µs as A's forward, 217 µs as B's dX and 359 µs as B's dW (fp32, one thread):
+        // 99 µs as A's forward, 219 µs as B's dX and 358 µs as B's dW (fp32, one thread, cold):
         // the fits of `gemm-narrow-fill` (docs/validation.md, "A seventh run").
         if !big {
             for (m, r, k, n) in [
