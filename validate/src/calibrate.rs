@@ -57,6 +57,11 @@ fn copies(bytes_per_call: f64) -> usize {
     ((128e6 / bytes_per_call.max(1.0)).ceil() as usize).clamp(1, 8)
 }
 
+/// Copies that together exceed 128 MB (at most 1024): operands read cold on every call.
+fn cold_copies(bytes_per_call: f64) -> usize {
+    ((128e6 / bytes_per_call.max(1.0)).ceil() as usize).clamp(1, 1024)
+}
+
 fn dtype_name(kind: Kind) -> &'static str {
     match kind {
         Kind::BFloat16 => "bf16",
@@ -157,7 +162,14 @@ impl Bencher {
         let sz = size_of(kind);
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         let bytes = (mf * kf + kf * nf + mf * nf) * sz;
-        let c = copies(bytes);
+        // Layout samples run cold, their operands cycled through 128 MB (past this CPU's 32 MiB
+        // L3): in a real step LoRA's products run at or above their cold time alone, and with
+        // `copies`' 8 they stay in the L3 (up to 2× faster in bf16; docs/validation.md, "A
+        // seventh run").
+        let c = match layout {
+            Some(_) => cold_copies(bytes),
+            None => copies(bytes),
+        };
         let a: Vec<Tensor> = (0..c)
             .map(|_| operand(self, m, k, ta))
             .collect::<Result<_>>()?;
