@@ -185,20 +185,23 @@ fn seventh_heldout_run_regenerates() {
     check_run("cpu-2026-11-29g");
 }
 
-/// The seventh run's ablation on its own samples: without LoRA's products timed in nn.Linear's
-/// layouts (calibrate's "gemm narrow", names ending in the layout) the same calibration has no
-/// narrow fills and predicts the held-out steps as committed; docs/validation.md quotes its step
-/// line. Its profile differs from the run's only in the narrow fills (and the sample counts).
+/// The eighth run (2026-11-29h, the seventh's model with its layout samples timed cold).
 #[test]
-fn seventh_run_without_narrow_fills_regenerates() {
-    let dir = format!(
-        "{}/docs/results/cpu-2026-11-29g",
-        env!("CARGO_MANIFEST_DIR")
-    );
+fn eighth_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29h");
+}
+
+/// A run's ablation on its own samples: without LoRA's products timed in nn.Linear's layouts
+/// (calibrate's "gemm narrow", names ending in the layout) the same calibration has no narrow
+/// fills and predicts the held-out steps as committed in `heldout-summary-no-narrow.md`;
+/// docs/validation.md quotes its step line. Its profile differs from the run's only in the
+/// narrow fills (and the sample counts).
+fn check_without_narrow_fills(run: &str) {
+    let dir = format!("{}/docs/results/{run}", env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut run: serde_json::Value =
+    let mut samples_run: serde_json::Value =
         serde_json::from_str(&read(&Path::new(&dir).join("cpu-calibration.json"))).unwrap();
-    let samples = run["samples"].as_array_mut().expect("samples");
+    let samples = samples_run["samples"].as_array_mut().expect("samples");
     let before = samples.len();
     samples.retain(|s| {
         let name = s["name"].as_str().unwrap_or_default();
@@ -207,7 +210,7 @@ fn seventh_run_without_narrow_fills_regenerates() {
     // Six products at five shapes, fp32 and bf16.
     assert_eq!(before - samples.len(), 60);
     let without = tmp.path().join("without-narrow.json");
-    std::fs::write(&without, run.to_string()).unwrap();
+    std::fs::write(&without, samples_run.to_string()).unwrap();
     let plain = tmp.path().join("no-narrow.toml");
     stdout_ok(&[
         "calibrate",
@@ -219,6 +222,7 @@ fn seventh_run_without_narrow_fills_regenerates() {
     let plain_toml = read(&plain);
     let full_toml = read(&Path::new(&dir).join("cpu-calibrated.toml"));
     assert!(!plain_toml.contains("gemm-narrow-fill"));
+    assert!(full_toml.contains("gemm-narrow-fill = ["));
     let differing: Vec<&str> = full_toml
         .lines()
         .filter(|l| !plain_toml.lines().any(|p| p == *l))
@@ -251,6 +255,12 @@ fn seventh_run_without_narrow_fills_regenerates() {
         .expect("a costsim line");
     let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/validation.md"));
     assert!(page.contains(step), "docs/validation.md lacks: {step}");
+}
+
+#[test]
+fn seventh_and_eighth_runs_without_narrow_fills_regenerate() {
+    check_without_narrow_fills("cpu-2026-11-29g");
+    check_without_narrow_fills("cpu-2026-11-29h");
 }
 
 #[test]
@@ -354,10 +364,11 @@ fn committed_drift_regenerates() {
     );
 }
 
-/// The eager held-out checks of 2026-11-29c, 29d, 29f and 29g (transformers + peft steps on
+/// The eager held-out checks of 2026-11-29c, 29d, 29f, 29g and 29h (transformers + peft steps on
 /// this CPU, profile calibrated in the same run, with PaCA's column write and attention's tile
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
-/// with the narrow fills of LoRA's rank-r products): `validate --trace` over each run's
+/// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold):
+/// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
 #[test]
@@ -367,6 +378,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29d",
         "eager-2026-11-29f",
         "eager-2026-11-29g",
+        "eager-2026-11-29h",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
