@@ -103,6 +103,32 @@ fn sixth_heldout_run_regenerates() {
     check_run("cpu-2026-11-29f");
 }
 
+/// A run's calibration refitted without the samples `drop` picks: the number dropped and the
+/// profile written (into `tmp`) by `costsim calibrate --from`.
+fn calibrate_without(
+    dir: &str,
+    tmp: &Path,
+    drop: impl Fn(&serde_json::Value) -> bool,
+) -> (usize, PathBuf) {
+    let mut run: serde_json::Value =
+        serde_json::from_str(&read(&Path::new(dir).join("cpu-calibration.json"))).unwrap();
+    let samples = run["samples"].as_array_mut().expect("samples");
+    let before = samples.len();
+    samples.retain(|s| !drop(s));
+    let dropped = before - samples.len();
+    let without = tmp.join("without.json");
+    std::fs::write(&without, run.to_string()).unwrap();
+    let profile = tmp.join("without.toml");
+    stdout_ok(&[
+        "calibrate",
+        "--from",
+        without.to_str().unwrap(),
+        "--out",
+        profile.to_str().unwrap(),
+    ]);
+    (dropped, profile)
+}
+
 /// The sixth run's comparison of the row fill with the tile model on the same samples: its
 /// calibration refitted without the GEMMs of at most 4 rows (which then falls back to the tile
 /// model) predicts the held-out steps and the small-token check as committed, and the row-fill
@@ -114,29 +140,15 @@ fn sixth_run_row_fill_and_tiles_regenerate() {
         env!("CARGO_MANIFEST_DIR")
     );
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut run: serde_json::Value =
-        serde_json::from_str(&read(&Path::new(&dir).join("cpu-calibration.json"))).unwrap();
-    let samples = run["samples"].as_array_mut().expect("samples");
-    let before = samples.len();
-    samples.retain(|s| {
+    let (dropped, tiles) = calibrate_without(&dir, tmp.path(), |s| {
         let g: Vec<u64> = s["gemm"]
             .as_array()
             .map(|g| g.iter().filter_map(|v| v.as_u64()).collect())
             .unwrap_or_default();
-        !(g.len() == 4 && g[0] <= 4 && g[1].min(g[2]) > 64)
+        g.len() == 4 && g[0] <= 4 && g[1].min(g[2]) > 64
     });
     // calibrate's "gemm rows" of 1 and 4 rows: two shapes × fp32 and bf16.
-    assert_eq!(before - samples.len(), 8);
-    let without = tmp.path().join("without-rows.json");
-    std::fs::write(&without, run.to_string()).unwrap();
-    let tiles = tmp.path().join("tiles.toml");
-    stdout_ok(&[
-        "calibrate",
-        "--from",
-        without.to_str().unwrap(),
-        "--out",
-        tiles.to_str().unwrap(),
-    ]);
+    assert_eq!(dropped, 8);
     assert!(!read(&tiles).contains("gemm-fill-rows"));
     let small =
         format!("{dir}/small-tokens-gpt2-narrow-deep.json,{dir}/small-tokens-llama-small.json");
@@ -199,26 +211,12 @@ fn eighth_heldout_run_regenerates() {
 fn check_without_narrow_fills(run: &str) {
     let dir = format!("{}/docs/results/{run}", env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut samples_run: serde_json::Value =
-        serde_json::from_str(&read(&Path::new(&dir).join("cpu-calibration.json"))).unwrap();
-    let samples = samples_run["samples"].as_array_mut().expect("samples");
-    let before = samples.len();
-    samples.retain(|s| {
+    let (dropped, plain) = calibrate_without(&dir, tmp.path(), |s| {
         let name = s["name"].as_str().unwrap_or_default();
-        !["nt", "nn", "tn"].contains(&name.rsplit(' ').next().unwrap_or_default())
+        ["nt", "nn", "tn"].contains(&name.rsplit(' ').next().unwrap_or_default())
     });
     // Six products at five shapes, fp32 and bf16.
-    assert_eq!(before - samples.len(), 60);
-    let without = tmp.path().join("without-narrow.json");
-    std::fs::write(&without, samples_run.to_string()).unwrap();
-    let plain = tmp.path().join("no-narrow.toml");
-    stdout_ok(&[
-        "calibrate",
-        "--from",
-        without.to_str().unwrap(),
-        "--out",
-        plain.to_str().unwrap(),
-    ]);
+    assert_eq!(dropped, 60);
     let plain_toml = read(&plain);
     let full_toml = read(&Path::new(&dir).join("cpu-calibrated.toml"));
     assert!(!plain_toml.contains("gemm-narrow-fill"));

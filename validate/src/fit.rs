@@ -1136,6 +1136,41 @@ mod toml_safety_tests {
         costsim_hardware::resolve_device("cpu-generic").expect("built in")
     }
 
+    /// Made-up GEMM times t = (2mnk + m₀·2nk)/R + c·ops (fp32 R = 100 GFLOP/s, m₀ = 5 rows;
+    /// bf16 R = 400, m₀ = 16; c = 10 µs), plus, for outputs of at least 32 MiB, their pages
+    /// faulted in at the run's first-touch rate (the median of its first-touch samples), which
+    /// the fit takes off before fitting.
+    fn row_fill_time(run: &CalibrationRun) -> impl Fn([u64; 4], &str, u32) -> f64 {
+        let mut rates: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
+            .map(|s| s.bytes / s.t())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let touch_bps = rates[rates.len() / 2];
+        move |g: [u64; 4], dtype: &str, ops: u32| {
+            let (r, m0) = row_fill_params(dtype);
+            let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
+            let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
+            let touch = if out >= 32.0 * 1048576.0 {
+                out / touch_bps
+            } else {
+                0.0
+            };
+            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops) + touch
+        }
+    }
+
+    /// (R, m₀) of [`row_fill_time`] per dtype.
+    fn row_fill_params(dtype: &str) -> (f64, f64) {
+        if dtype == "bf16" {
+            (400e9, 16.0)
+        } else {
+            (100e9, 5.0)
+        }
+    }
+
     #[test]
     fn attention_fit_separates_a_fixed_time_per_tile() {
         // The saved run's bf16 SDPA-backward samples, given their shapes and made-up times
@@ -1217,34 +1252,8 @@ mod toml_safety_tests {
         // 4 × 384 × 1536) it returns R and m₀ and the profile carries them. The skinny GEMMs
         // (n or k ≤ 64) stay out of it.
         let mut run = saved_run();
-        // Outputs of at least 32 MiB also fault in their pages at the run's first-touch rate
-        // (the median of its first-touch samples), which the fit takes off before fitting.
-        let mut rates: Vec<f64> = run
-            .samples
-            .iter()
-            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
-            .map(|s| s.bytes / s.t())
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let touch_bps = rates[rates.len() / 2];
-        let params = |dtype: &str| {
-            if dtype == "bf16" {
-                (400e9, 16.0)
-            } else {
-                (100e9, 5.0)
-            }
-        };
-        let time = |g: [u64; 4], dtype: &str, ops: u32| {
-            let (r, m0) = params(dtype);
-            let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
-            let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
-            let touch = if out >= 32.0 * 1048576.0 {
-                out / touch_bps
-            } else {
-                0.0
-            };
-            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops) + touch
-        };
+        let params = row_fill_params;
+        let time = row_fill_time(&run);
         // GEMM samples a fit of each kind takes (stable, per dtype): the tile model every one
         // with all three dimensions above 64, the row fill every one with n and k above 64.
         let count = |run: &CalibrationRun, dtype: &str, rows: bool| {
@@ -1333,32 +1342,15 @@ mod toml_safety_tests {
         // carries them; the rate, row-fill and skinny-bandwidth fits do not take these samples.
         let mut run = saved_run();
         let params = |dtype: &str| {
-            if dtype == "bf16" {
-                (400e9, 16.0, [60.0, 10.0, 60.0, 10.0, 45.0, 85.0])
+            let (r, m0) = row_fill_params(dtype);
+            let fills = if dtype == "bf16" {
+                [60.0, 10.0, 60.0, 10.0, 45.0, 85.0]
             } else {
-                (100e9, 5.0, [12.0, 2.0, 34.0, 3.0, 12.0, 50.0])
-            }
-        };
-        // Outputs of at least 32 MiB also fault in their pages at the run's first-touch rate.
-        let mut rates: Vec<f64> = run
-            .samples
-            .iter()
-            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
-            .map(|s| s.bytes / s.t())
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let touch_bps = rates[rates.len() / 2];
-        let time = |g: [u64; 4], dtype: &str, ops: u32| {
-            let (r, m0, _) = params(dtype);
-            let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
-            let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
-            let touch = if out >= 32.0 * 1048576.0 {
-                out / touch_bps
-            } else {
-                0.0
+                [12.0, 2.0, 34.0, 3.0, 12.0, 50.0]
             };
-            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops) + touch
+            (r, m0, fills)
         };
+        let time = row_fill_time(&run);
         for x in run.samples.iter_mut().filter(|s| s.bench == Bench::Gemm) {
             let g = x.gemm.expect("GEMM samples keep their shape");
             if g[1].min(g[2]) > SKINNY_DIM {
