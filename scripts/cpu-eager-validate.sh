@@ -73,6 +73,9 @@ done
 # layouts, in the step and alone (docs/validation.md, "A seventh run").
 python3 scripts/trace/gemm_context.py --family llama --config "$M/llama-small/config.json" \
   --method lora --precision bf16 --batch 4 --seq 128 --out "$OUT/gemm-context/llama-small-lora-bf16-b4s128.json"
+# PaCA's partial gradient (dYᵀ·x[:, idx], the dw-n class) in bf16.
+python3 scripts/trace/gemm_context.py --family llama --config "$M/llama-small/config.json" \
+  --method paca --rank 16 --precision bf16 --out "$OUT/gemm-context/llama-small-paca-r16-bf16.json"
 # The adapters' optimizer warm, after a cache sweep and after its own step; small ops after sweeps;
 # log_softmax's faults before and after glibc's threshold moves (docs/host.md).
 mkdir -p "$OUT/host-state"

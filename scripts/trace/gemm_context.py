@@ -145,7 +145,8 @@ def main(argv=None):
     ap.add_argument("--family", choices=["gpt2", "llama"], required=True)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
-    ap.add_argument("--method", choices=["full", "lora"], default="full")
+    ap.add_argument("--method", choices=["full", "lora", "paca"], default="full")
+    ap.add_argument("--rank", type=int, default=8, help="LoRA rank or PaCA column count")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=128)
@@ -162,7 +163,8 @@ def main(argv=None):
     if args.config:
         args.preset = trace_step.preset_of_config(args.config)
     # trace_step.prepare_model's other options, at its defaults.
-    args.targets, args.rank, args.alpha, args.dropout = "all", 8, 32.0, 0.0
+    args.targets, args.dropout = "all", 0.0
+    args.alpha = 64.0 if args.method == "paca" else 32.0
     args.adapter_dtype, args.model_dropout = "fp32", 0.0
     device = torch.device("cpu")
     model, cfg, _ = trace_step.prepare_model(args, device)
@@ -214,7 +216,8 @@ def main(argv=None):
                         command=" ".join(["gemm_context.py"] + (argv if argv is not None else sys.argv[1:]))),
         model=dict(family=args.family, preset=args.preset,
                    hf_config=trace_step._hf_config(cfg, args.family)),
-        workload=dict(method=args.method, precision=args.precision, batch=args.batch, seq=args.seq),
+        workload=dict(method=args.method, rank=args.rank, precision=args.precision, batch=args.batch,
+                      seq=args.seq),
         gemms=out,
     )
     trace_step.write_json(args.out, rec)
