@@ -245,6 +245,35 @@ class NarrowGemms(unittest.TestCase):
             self.assertIn("--shapes", str(e.exception))
 
 
+class OpContext(unittest.TestCase):
+    """op_context.py on GPT-2 tiny (2 layers, d 64, MLP 256) at 1 × 8 tokens: groups worked by
+    hand, and the record's shape; not the timings."""
+
+    def test_groups(self):
+        import op_context
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "o.json")
+            op_context.main(["--family", "gpt2", "--preset", "tiny", "--seq", "8", "--rounds", "2",
+                             "--steps", "1", "--reps", "1", "--out", out])
+            rec = _load(out)
+        self.assertEqual(rec["schema"], "costsim-op-context/1")
+        calls = {}
+        for r in rec["ops"]:
+            calls.setdefault((r["op"], str(r["shapes"])), []).append(r["calls_per_step"])
+            self.assertEqual(len(r["in_step_us"]), 2)
+            self.assertEqual(len(r["cold_us"]), 2)
+            self.assertEqual(len(r["warm_us"]), 2)
+        # GELU (tanh form) once per layer: tanh of 8 × 256; pow(x, 3) forward and its
+        # backward's pow(x, 2), two groups (the exponent differs) of one call per layer; layer
+        # norms ln_1 and ln_2 per layer plus ln_f: 5 calls of 8 × 64.
+        self.assertEqual(calls[("tanh", "[[1, 8, 256]]")], [2.0])
+        self.assertEqual(sorted(calls[("pow.Tensor_Scalar", "[[1, 8, 256]]")]), [2.0, 2.0])
+        self.assertEqual(calls[("native_layer_norm", "[[1, 8, 64], [64], [64]]")], [5.0])
+        for r in rec["ops"]:
+            self.assertIn("aten::" + r["op"], op_context.OPS)
+
+
 class PageFaults(unittest.TestCase):
     """page_faults.py on GPT-2 tiny at 1 × 8 tokens: the record's arithmetic and the output bytes
     of ops worked by hand; not the fault counts (the allocator's state decides them)."""

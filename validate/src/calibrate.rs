@@ -52,7 +52,8 @@ fn size_of(kind: Kind) -> f64 {
 
 /// Copies of a benchmark's operands to cycle through so that together they exceed the caches
 /// (128 MB), as in a training step where each kernel reads data last touched long before;
-/// at most 8.
+/// at most 8, so small operands stay in the caches: GPUs, and CPUs before 2026-11-29i
+/// (`Bencher::copies_for`).
 fn copies(bytes_per_call: f64) -> usize {
     ((128e6 / bytes_per_call.max(1.0)).ceil() as usize).clamp(1, 8)
 }
@@ -70,6 +71,23 @@ fn dtype_name(kind: Kind) -> &'static str {
 }
 
 impl Bencher {
+    /// Copies of a benchmark's operands to cycle through: on a CPU together over 128 MB (at most
+    /// 1024), so that every call reads operands out of the caches, as the ops of a real step do
+    /// (`scripts/trace/op_context.py`: a step's small ops run at their cold time alone, about
+    /// twice their warm one; docs/validation.md, "Small ops in a step"); on a GPU at most 8, as
+    /// before 2026-11-29i.
+    fn copies_for(&self, bytes_per_call: f64) -> usize {
+        match self.device {
+            Device::Cpu => cold_copies(bytes_per_call),
+            _ => copies(bytes_per_call),
+        }
+    }
+
+    /// `c` tensors of normal values.
+    fn randn_copies(&self, c: usize, shape: &[i64], kind: Kind) -> Result<Vec<Tensor>> {
+        (0..c).map(|_| self.randn(shape, kind)).collect()
+    }
+
     fn randn(&self, shape: &[i64], kind: Kind) -> Result<Tensor> {
         Tensor::f_randn(shape, (Kind::Float, self.device))
             .and_then(|t| t.f_to_kind(kind))
@@ -168,7 +186,7 @@ impl Bencher {
         // seventh run").
         let c = match layout {
             Some(_) => cold_copies(bytes),
-            None => copies(bytes),
+            None => self.copies_for(bytes),
         };
         let a: Vec<Tensor> = (0..c)
             .map(|_| operand(self, m, k, ta))
@@ -198,14 +216,9 @@ impl Bencher {
     fn elementwise(&mut self, n: i64, kind: Kind) -> Result<()> {
         let sz = size_of(kind);
         let nf = n as f64;
-        let c = copies(3.0 * nf * sz);
-        let xs: Vec<Tensor> = (0..c)
-            .map(|_| self.randn(&[n], kind))
-            .collect::<Result<_>>()?;
-        let ys: Vec<Tensor> = (0..c)
-            .map(|_| self.randn(&[n], kind))
-            .collect::<Result<_>>()?;
-        let x = xs[0].shallow_clone();
+        let c = self.copies_for(3.0 * nf * sz);
+        let xs = self.randn_copies(c, &[n], kind)?;
+        let ys = self.randn_copies(c, &[n], kind)?;
         let mut i = 0;
         type Binary = fn(&Tensor, &Tensor) -> std::result::Result<Tensor, TchError>;
         let ops: [(&str, Binary); 2] = [("add", Tensor::f_add), ("mul", Tensor::f_mul)];
@@ -233,14 +246,19 @@ impl Bencher {
             nf * (2.0 * sz + 1.0),
             None,
             1,
-            || x.f_dropout(0.1, true).map(drop).map_err(torch),
+            || {
+                i = (i + 1) % c;
+                xs[i].f_dropout(0.1, true).map(drop).map_err(torch)
+            },
         )
     }
 
     fn cast(&mut self, n: i64) -> Result<()> {
-        let x = self.randn(&[n], Kind::Float)?;
-        let xb = self.randn(&[n], Kind::BFloat16)?;
         let nf = n as f64;
+        let c = self.copies_for(6.0 * nf);
+        let x = self.randn_copies(c, &[n], Kind::Float)?;
+        let xb = self.randn_copies(c, &[n], Kind::BFloat16)?;
+        let mut i = 0;
         self.time(
             Bench::Cast,
             format!("to_copy fp32->bf16 {n}"),
@@ -249,7 +267,10 @@ impl Bencher {
             6.0 * nf,
             None,
             1,
-            || x.f_to_kind(Kind::BFloat16).map(drop).map_err(torch),
+            || {
+                i = (i + 1) % c;
+                x[i].f_to_kind(Kind::BFloat16).map(drop).map_err(torch)
+            },
         )?;
         self.time(
             Bench::Cast,
@@ -259,16 +280,21 @@ impl Bencher {
             6.0 * nf,
             None,
             1,
-            || xb.f_to_kind(Kind::Float).map(drop).map_err(torch),
+            || {
+                i = (i + 1) % c;
+                xb[i].f_to_kind(Kind::Float).map(drop).map_err(torch)
+            },
         )
     }
 
     fn rows(&mut self, rows: i64, d: i64, kind: Kind) -> Result<()> {
-        let x = self.randn(&[rows, d], kind)?;
-        let w = self.randn(&[d], kind)?;
-        let b = self.randn(&[d], kind)?;
         let sz = size_of(kind);
         let n = (rows * d) as f64;
+        let c = self.copies_for(2.0 * n * sz);
+        let x = self.randn_copies(c, &[rows, d], kind)?;
+        let w = self.randn(&[d], kind)?;
+        let b = self.randn(&[d], kind)?;
+        let mut i = 0;
         self.time(
             Bench::Reduction,
             format!("sum {rows}x{d}"),
@@ -278,7 +304,8 @@ impl Bencher {
             None,
             1,
             || {
-                x.f_sum_dim_intlist(&[-1i64][..], true, None::<Kind>)
+                i = (i + 1) % c;
+                x[i].f_sum_dim_intlist(&[-1i64][..], true, None::<Kind>)
                     .map(drop)
                     .map_err(torch)
             },
@@ -293,7 +320,8 @@ impl Bencher {
             None,
             1,
             || {
-                x.f_layer_norm([d], Some(&w), Some(&b), 1e-5, true)
+                i = (i + 1) % c;
+                x[i].f_layer_norm([d], Some(&w), Some(&b), 1e-5, true)
                     .map(drop)
                     .map_err(torch)
             },
@@ -306,7 +334,10 @@ impl Bencher {
             2.0 * n * sz,
             None,
             1,
-            || x.f_softmax(-1, None::<Kind>).map(drop).map_err(torch),
+            || {
+                i = (i + 1) % c;
+                x[i].f_softmax(-1, None::<Kind>).map(drop).map_err(torch)
+            },
         )?;
         // The loss's log_softmax (the cost model's softmax kind too).
         self.time(
@@ -317,7 +348,12 @@ impl Bencher {
             2.0 * n * sz,
             None,
             1,
-            || x.f_log_softmax(-1, None::<Kind>).map(drop).map_err(torch),
+            || {
+                i = (i + 1) % c;
+                x[i].f_log_softmax(-1, None::<Kind>)
+                    .map(drop)
+                    .map_err(torch)
+            },
         )?;
         // PaCA's gather of r input channels: x[..., idx], its bytes counted as the cost model
         // counts them (a sector per selected element read).
@@ -333,7 +369,10 @@ impl Bencher {
                 + r as f64 * 8.0,
             None,
             1,
-            || x.f_index_select(-1, &idx).map(drop).map_err(torch),
+            || {
+                i = (i + 1) % c;
+                x[i].f_index_select(-1, &idx).map(drop).map_err(torch)
+            },
         )
     }
 
