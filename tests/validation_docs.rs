@@ -203,6 +203,12 @@ fn eighth_heldout_run_regenerates() {
     check_run("cpu-2026-11-29h");
 }
 
+/// The ninth run (2026-11-29i, every CPU benchmark calibrated cold).
+#[test]
+fn ninth_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29i");
+}
+
 /// A run's ablation on its own samples: without LoRA's products timed in nn.Linear's layouts
 /// (calibrate's "gemm narrow", names ending in the layout) the same calibration has no narrow
 /// fills and predicts the held-out steps as committed in `heldout-summary-no-narrow.md`;
@@ -256,9 +262,10 @@ fn check_without_narrow_fills(run: &str) {
 }
 
 #[test]
-fn seventh_and_eighth_runs_without_narrow_fills_regenerate() {
+fn seventh_to_ninth_runs_without_narrow_fills_regenerate() {
     check_without_narrow_fills("cpu-2026-11-29g");
     check_without_narrow_fills("cpu-2026-11-29h");
+    check_without_narrow_fills("cpu-2026-11-29i");
 }
 
 #[test]
@@ -362,10 +369,12 @@ fn committed_drift_regenerates() {
     );
 }
 
-/// The eager held-out checks of 2026-11-29c, 29d, 29f, 29g and 29h (transformers + peft steps on
+/// The eager held-out checks of 2026-11-29c, 29d, 29f, 29g, 29h and 29i (transformers + peft
+/// steps on
 /// this CPU, profile calibrated in the same run, with PaCA's column write and attention's tile
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
-/// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold):
+/// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold, 29i with
+/// every CPU benchmark cold):
 /// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
@@ -377,6 +386,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29f",
         "eager-2026-11-29g",
         "eager-2026-11-29h",
+        "eager-2026-11-29i",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
