@@ -203,10 +203,11 @@ fn eighth_heldout_run_regenerates() {
     check_run("cpu-2026-11-29h");
 }
 
-/// The ninth run (2026-11-29i, every CPU benchmark calibrated cold).
+/// The ninth run (2026-11-29i, every CPU benchmark calibrated cold) and its repeat (29j).
 #[test]
-fn ninth_heldout_run_regenerates() {
+fn ninth_heldout_run_and_its_repeat_regenerate() {
     check_run("cpu-2026-11-29i");
+    check_run("cpu-2026-11-29j");
 }
 
 /// A run's ablation on its own samples: without LoRA's products timed in nn.Linear's layouts
@@ -374,7 +375,7 @@ fn committed_drift_regenerates() {
 /// this CPU, profile calibrated in the same run, with PaCA's column write and attention's tile
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
 /// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold, 29i with
-/// every CPU benchmark cold):
+/// every CPU benchmark cold, 29j the same again):
 /// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
@@ -387,6 +388,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29g",
         "eager-2026-11-29h",
         "eager-2026-11-29i",
+        "eager-2026-11-29j",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
