@@ -34,7 +34,6 @@ per round, and the ratio. CPU only.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -162,25 +161,7 @@ def main(argv=None):
     torch.manual_seed(0)
     if args.config:
         args.preset = trace_step.preset_of_config(args.config)
-    # trace_step.prepare_model's other options, at its defaults.
-    args.targets, args.dropout = "all", 0.0
-    args.alpha = 64.0 if args.method == "paca" else 32.0
-    args.adapter_dtype, args.model_dropout = "fp32", 0.0
-    device = torch.device("cpu")
-    model, cfg, _ = trace_step.prepare_model(args, device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
-    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
-
-    def step():
-        out = model(input_ids=ids, labels=ids)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    for _ in range(2):
-        step()
+    cfg, step = trace_step.cpu_training_step(args)
     groups = {}
     for _ in range(args.rounds):
         timed = time_step(step, args.steps)
@@ -210,10 +191,7 @@ def main(argv=None):
     out.sort(key=lambda r: -r["calls_per_step"] * statistics.median(r["in_step_us"]))
     rec = dict(
         schema=SCHEMA,
-        provenance=dict(torch=torch.__version__, python=platform.python_version(),
-                        machine=platform.processor() or platform.machine(),
-                        threads=args.threads, utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        command=" ".join(["gemm_context.py"] + (argv if argv is not None else sys.argv[1:]))),
+        provenance=trace_step.provenance("gemm_context.py", argv, threads=args.threads),
         model=dict(family=args.family, preset=args.preset,
                    hf_config=trace_step._hf_config(cfg, args.family)),
         workload=dict(method=args.method, rank=args.rank, precision=args.precision, batch=args.batch,

@@ -29,7 +29,6 @@ provenance. Models come from trace_step.py's presets or a config.json, random we
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
@@ -189,10 +188,7 @@ def main(argv=None):
     opt = optimizer_states(args, args.reps)
     result = dict(
         schema=SCHEMA,
-        provenance=dict(torch=torch.__version__, python=platform.python_version(),
-                        machine=platform.processor() or platform.machine(), threads=1,
-                        utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        command=" ".join(["host_state.py"] + (argv if argv is not None else sys.argv[1:]))),
+        provenance=trace_step.provenance("host_state.py", argv, threads=1),
         model=dict(family=args.family, preset=args.preset),
         workload=dict(method=args.method, targets=args.targets, rank=args.rank,
                       precision=args.precision, batch=args.batch, seq=args.seq),

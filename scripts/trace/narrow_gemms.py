@@ -24,7 +24,6 @@ m, n, k, layout and the three medians in µs.
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -106,10 +105,7 @@ def main(argv=None):
                     contiguous_us=median_us(gm, gn, gk, "nn", dtype, COLD_CAP, args.reps)))
     rec = dict(
         schema=SCHEMA,
-        provenance=dict(torch=torch.__version__, python=platform.python_version(),
-                        machine=platform.processor() or platform.machine(), threads=args.threads,
-                        utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        command=" ".join(["narrow_gemms.py"] + (argv if argv is not None else sys.argv[1:]))),
+        provenance=trace_step.provenance("narrow_gemms.py", argv, threads=args.threads),
         products=rows,
     )
     trace_step.write_json(args.out, rec)

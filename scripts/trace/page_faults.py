@@ -22,10 +22,8 @@ random weights, nothing downloaded.
 
 import argparse
 import os
-import platform
 import resource
 import sys
-import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -127,10 +125,7 @@ def main(argv=None):
     rows = rec.rows
     result = dict(
         schema=SCHEMA,
-        provenance=dict(torch=torch.__version__, python=platform.python_version(),
-                        machine=platform.processor() or platform.machine(), page_bytes=PAGE,
-                        utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        command=" ".join(["page_faults.py"] + (argv if argv is not None else sys.argv[1:]))),
+        provenance=trace_step.provenance("page_faults.py", argv, page_bytes=PAGE),
         model=dict(family=args.family, preset=args.preset,
                    hf_config=trace_step._hf_config(cfg, args.family)),
         workload=dict(method=args.method, precision=args.precision, batch=args.batch, seq=args.seq,

@@ -831,6 +831,41 @@ def structure_of(model):
     return dict(modules=sum(1 for _ in model.modules()), parameters=sum(1 for _ in model.parameters()))
 
 
+def provenance(script, argv, **extra):
+    """The provenance block of a CPU measurement record: versions, machine, time, and the command
+    that made it (`argv` None: this process's arguments), plus `extra` fields (threads, ...)."""
+    return dict(torch=torch.__version__, python=platform.python_version(),
+                machine=platform.processor() or platform.machine(), **extra,
+                utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                command=" ".join([script] + (argv if argv is not None else sys.argv[1:])))
+
+
+def cpu_training_step(args):
+    """A configuration's model on the CPU with prepare_model's other options at their defaults
+    (LoRA and PaCA on every linear, no dropout, fp32 adapters; alpha 32 for LoRA, 64 for PaCA),
+    AdamW (foreach) and a fixed batch of token ids: returns (config, step), `step()` running one
+    training step (forward with the loss, backward, AdamW, zero_grad), after two warm-up steps
+    (AdamW's states exist, the allocator has settled)."""
+    args.targets, args.dropout = "all", 0.0
+    args.alpha = 64.0 if args.method == "paca" else 32.0
+    args.adapter_dtype, args.model_dropout = "fp32", 0.0
+    model, cfg, _ = prepare_model(args, torch.device("cpu"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                            foreach=True)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq))
+
+    def step():
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    return cfg, step
+
+
 def prepare_model(args, device):
     """The model of one configuration as a user's script builds it: random weights from the
     preset or config, the precision, and the method (peft's LoRA, the PaCA reference layer,

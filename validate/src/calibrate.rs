@@ -180,14 +180,10 @@ impl Bencher {
         let sz = size_of(kind);
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         let bytes = (mf * kf + kf * nf + mf * nf) * sz;
-        // Layout samples run cold, their operands cycled through 128 MB (past this CPU's 32 MiB
-        // L3): in a real step LoRA's products run at or above their cold time alone, and with
-        // `copies`' 8 they stay in the L3 (up to 2× faster in bf16; docs/validation.md, "A
-        // seventh run").
-        let c = match layout {
-            Some(_) => cold_copies(bytes),
-            None => self.copies_for(bytes),
-        };
+        // On a CPU cold, like every benchmark (`copies_for`): in a real step LoRA's products run
+        // at or above their cold time alone, and with 8 copies they stay in the L3 (up to 2×
+        // faster in bf16; docs/validation.md, "A seventh run"). Layout samples run on CPUs only.
+        let c = self.copies_for(bytes);
         let a: Vec<Tensor> = (0..c)
             .map(|_| operand(self, m, k, ta))
             .collect::<Result<_>>()?;

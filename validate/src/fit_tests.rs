@@ -1,0 +1,495 @@
+//! Tests of the calibration fits (`fit.rs`): the least-squares core on synthetic rows, and
+//! whole calibrations of the saved CPU run with made-up times whose parameters the fits must
+//! return.
+
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn nnls_recovers_a_nonnegative_solution_and_clamps_a_negative_one() {
+        // b = 2·x0 + 3·x1 exactly.
+        let a = DMatrix::from_row_slice(4, 2, &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 1.0]);
+        let b = DVector::from_row_slice(&[2.0, 3.0, 5.0, 7.0]);
+        let x = nnls(&a, &b);
+        assert!(
+            (x[0] - 2.0).abs() < 1e-10 && (x[1] - 3.0).abs() < 1e-10,
+            "{x}"
+        );
+        // The unconstrained solution has x1 < 0: NNLS sets it to 0 and refits x0.
+        let b = DVector::from_row_slice(&[2.0, -1.0, 1.0, 3.0]);
+        let x = nnls(&a, &b);
+        assert_eq!(x[1], 0.0);
+        // min over x0 of (x0−2)² + 1 + (x0−1)² + (2x0−3)²: x0 = (2 + 1 + 6) / 6 = 1.5.
+        assert!((x[0] - 1.5).abs() < 1e-10, "{x}");
+    }
+
+    #[test]
+    fn linear_fit_finds_rate_and_fixed_cost_with_tight_intervals() {
+        // t = bytes / 20 GB/s + 5 µs per op, with ±1% alternating noise.
+        let rows: Vec<(Vec<f64>, f64)> = (0..12)
+            .map(|i| {
+                let bytes = 1e4 * 2f64.powi(i);
+                let noise = if i % 2 == 0 { 1.01 } else { 0.99 };
+                (vec![bytes, 1.0], (bytes / 20e9 + 5e-6) * noise)
+            })
+            .collect();
+        let f = fit_linear("elementwise", vec!["s per byte", "s per op"], &rows).unwrap();
+        assert!((1.0 / f.coef[0] / 20e9 - 1.0).abs() < 0.02, "{f:?}");
+        assert!((f.coef[1] / 5e-6 - 1.0).abs() < 0.03, "{f:?}");
+        assert!(f.r2 > 0.99);
+        assert!(f.ci95.iter().all(|c| c.is_finite() && *c > 0.0));
+        assert!(f.worst_rel < 0.03);
+        // Too few rows: no fit.
+        assert!(fit_linear("x", vec!["a", "b"], &rows[..1]).is_none());
+    }
+}
+
+mod toml_safety_tests {
+    use super::super::*;
+
+    fn saved_run() -> CalibrationRun {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/results/cpu/cpu-calibration.json"
+        );
+        CalibrationRun::load(std::path::Path::new(path)).expect("saved CPU calibration loads")
+    }
+
+    fn base() -> Profile {
+        costsim_hardware::resolve_device("cpu-generic").expect("built in")
+    }
+
+    /// Made-up GEMM times t = (2mnk + m₀·2nk)/R + c·ops (fp32 R = 100 GFLOP/s, m₀ = 5 rows;
+    /// bf16 R = 400, m₀ = 16; c = 10 µs), plus, for outputs of at least 32 MiB, their pages
+    /// faulted in at the run's first-touch rate (the median of its first-touch samples), which
+    /// the fit takes off before fitting.
+    fn row_fill_time(run: &CalibrationRun) -> impl Fn([u64; 4], &str, u32) -> f64 {
+        let mut rates: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
+            .map(|s| s.bytes / s.t())
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        let touch_bps = rates[rates.len() / 2];
+        move |g: [u64; 4], dtype: &str, ops: u32| {
+            let (r, m0) = row_fill_params(dtype);
+            let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
+            let out = m * n * b * if dtype == "bf16" { 2.0 } else { 4.0 };
+            let touch = if out >= 32.0 * 1048576.0 {
+                out / touch_bps
+            } else {
+                0.0
+            };
+            (2.0 * b * m * n * k + m0 * 2.0 * b * n * k) / r + 10e-6 * f64::from(ops) + touch
+        }
+    }
+
+    /// (R, m₀) of [`row_fill_time`] per dtype.
+    fn row_fill_params(dtype: &str) -> (f64, f64) {
+        if dtype == "bf16" {
+            (400e9, 16.0)
+        } else {
+            (100e9, 5.0)
+        }
+    }
+
+    #[test]
+    fn attention_fit_separates_a_fixed_time_per_tile() {
+        // The saved run's bf16 SDPA-backward samples, given their shapes and made-up times
+        // t = F / 60 GFLOP/s + 45 µs · tiles + 20 µs · ops, plus two with more slices: the fit
+        // returns the rate and the per-tile time, and the profile carries them. The other
+        // attention groups keep no shapes: no per-tile time for them. Tiles by hand (query
+        // blocks of 32 rows below S = 192, 64 from there; one key block up to 512): b1 h12
+        // s128 48, b2 h8 s256 64, b1 h12 s512 96, b4 h8 s128 128, b4 h12 s256 192.
+        let mut run = saved_run();
+        let (rate, c_tile, c_op) = (60e9, 45e-6, 20e-6);
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::AttentionBackward && s.dtype == "bf16")
+            .expect("a bf16 SDPA-backward sample")
+            .clone();
+        run.samples
+            .retain(|s| !(s.bench == Bench::AttentionBackward && s.dtype == "bf16"));
+        for (b, h, sq, tiles) in [
+            (1u64, 12u64, 128u64, 48.0),
+            (2, 8, 256, 64.0),
+            (1, 12, 512, 96.0),
+            (4, 8, 128, 128.0),
+            (4, 12, 256, 192.0),
+        ] {
+            let mut x = template.clone();
+            let flops = 2.5 * 2.0 * (b * h) as f64 * (sq * sq * 64) as f64;
+            x.flops = flops;
+            x.gemm = Some([sq, sq, 64, b * h]);
+            x.stats.median_ms = 1e3 * (flops / rate + c_tile * tiles + c_op * f64::from(x.ops));
+            run.samples.push(x);
+        }
+        // The fp32 forward samples take 1 ms whatever their FLOPs: the fit gives no rate (its
+        // FLOP term is 0), so the profile keeps the base's forward attention efficiency.
+        for x in run
+            .samples
+            .iter_mut()
+            .filter(|s| s.bench == Bench::Attention && s.dtype == "fp32")
+        {
+            x.stats.median_ms = 1.0;
+        }
+        let cal = calibrate(&run, &base(), "tiles").expect("calibrates");
+        let f = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "attention backward bf16")
+            .expect("fit");
+        assert!((1.0 / f.coef[0] / rate - 1.0).abs() < 1e-6, "{f:?}");
+        assert!((f.coef[1] / c_tile - 1.0).abs() < 1e-6, "{f:?}");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        // Written in µs to 4 decimals.
+        assert!((p.attention_tile_s[1][1] - c_tile).abs() < 1e-10);
+        // The efficiency is the rate over the bf16 GEMM rate (the profile's bf16 peak), written
+        // to 5 decimals.
+        let eff = rate / p.peak_bf16_flops;
+        assert!(
+            (p.attention_by[1][1] - eff).abs() < 1e-5,
+            "{:?}",
+            p.attention_by
+        );
+        assert!(eff < 0.9, "{eff}: the check must not sit at the 1.0 clamp");
+        let fwd = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "attention fp32")
+            .expect("fit");
+        assert_eq!(fwd.coef[0], 0.0, "{fwd:?}");
+        assert!((p.attention_by[0][0] - base().attention_efficiency).abs() < 1e-5);
+        assert_eq!(p.attention_tile_s[0], [0.0, 0.0]);
+        assert_eq!(p.attention_tile_s[1][0], 0.0);
+    }
+
+    #[test]
+    fn row_fill_is_fitted_when_the_samples_reach_a_few_rows() {
+        // The saved run's GEMM samples keep their shapes and get made-up times
+        // t = (2mnk + m₀·2nk) / R + c·ops, fp32 R = 100 GFLOP/s, m₀ = 5 rows; bf16 R = 400,
+        // m₀ = 16; c = 10 µs. Without GEMMs of at most 4 rows the fit is the tile model's (the
+        // saved run as recorded); with two such samples per dtype (1 × 1536 × 384 and
+        // 4 × 384 × 1536) it returns R and m₀ and the profile carries them. The skinny GEMMs
+        // (n or k ≤ 64) stay out of it.
+        let mut run = saved_run();
+        let params = row_fill_params;
+        let time = row_fill_time(&run);
+        // GEMM samples a fit of each kind takes (stable, per dtype): the tile model every one
+        // with all three dimensions above 64, the row fill every one with n and k above 64.
+        let count = |run: &CalibrationRun, dtype: &str, rows: bool| {
+            run.samples
+                .iter()
+                .filter(|s| s.bench == Bench::Gemm && s.stable() && s.dtype == dtype)
+                .filter(|s| {
+                    let g = s.gemm.expect("shape");
+                    let nk = g[1].min(g[2]);
+                    if rows {
+                        nk > SKINNY_DIM
+                    } else {
+                        nk.min(g[0]) > SKINNY_DIM
+                    }
+                })
+                .count()
+        };
+        for x in run.samples.iter_mut().filter(|s| s.bench == Bench::Gemm) {
+            let g = x.gemm.expect("GEMM samples keep their shape");
+            if g[1].min(g[2]) > SKINNY_DIM {
+                x.stats.median_ms = 1e3 * time(g, &x.dtype.clone(), x.ops);
+            }
+        }
+        let tiles = calibrate(&run, &base(), "tiles").expect("calibrates");
+        assert!(!tiles.profile_toml.contains("gemm-fill-rows"));
+        for dtype in ["fp32", "bf16"] {
+            let f = tiles
+                .fits
+                .iter()
+                .find(|f| f.what == format!("gemm {dtype}"))
+                .expect("fit");
+            assert_eq!(f.names[0], "s per tile-FLOP");
+            assert_eq!(f.n, count(&run, dtype, false), "{dtype}");
+            // Its samples are large, where tiles and the fill nearly agree: the dtype's rate.
+            let rate = 1.0 / f.coef[0] / params(dtype).0;
+            assert!((rate - 1.0).abs() < 0.3, "{dtype}: {rate}");
+        }
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Gemm)
+            .expect("a GEMM sample")
+            .clone();
+        for dtype in ["fp32", "bf16"] {
+            for g in [[1u64, 1536, 384, 1], [4, 384, 1536, 1]] {
+                let mut x = template.clone();
+                x.dtype = dtype.to_string();
+                x.gemm = Some(g);
+                x.stats.median_ms = 1e3 * time(g, dtype, x.ops);
+                run.samples.push(x);
+            }
+        }
+        let cal = calibrate(&run, &base(), "rows").expect("calibrates");
+        for (dtype, mode) in [("fp32", 0usize), ("bf16", 1)] {
+            let f = cal
+                .fits
+                .iter()
+                .find(|f| f.what == format!("gemm {dtype}"))
+                .expect("fit");
+            let (r, m0) = params(dtype);
+            assert_eq!(f.names.len(), 3, "{f:?}");
+            assert_eq!(f.n, count(&run, dtype, true), "{dtype}");
+            assert!((1.0 / f.coef[0] / r - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / f.coef[0] / m0 - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[2] / 10e-6 - 1.0).abs() < 1e-6, "{f:?}");
+            let p = costsim_hardware::parse_profile(&cal.profile_toml, "r").expect("loads");
+            let fill = p.gemm_fill_rows.expect("the profile carries the fill");
+            // Written to 3 decimals.
+            assert!((fill[mode] - m0).abs() < 1e-3, "{fill:?}");
+            let peak = if mode == 0 {
+                p.peak_fp32_flops
+            } else {
+                p.peak_bf16_flops
+            };
+            assert!((peak / r - 1.0).abs() < 1e-5, "{peak}");
+        }
+    }
+
+    #[test]
+    fn narrow_fills_are_fitted_per_class_from_layout_samples() {
+        // The saved run's GEMMs (n and k above 64) get times t = (2mnk + m₀·2nk)/R + c·ops
+        // (fp32 R = 100 GFLOP/s, m₀ = 5; bf16 400, 16; c = 10 µs), plus few-row samples so that
+        // the row fill is fitted; then LoRA's six products in nn.Linear's layouts, three shapes
+        // each, with t = 2mnk·(s + s₀)/s / R + c·ops, s the rank: per class s₀ = 12, 2, 34, 3, 12,
+        // 50 (fp32) and 60, 10, 60, 10, 45, 85 (bf16). The fit returns each s₀ and the profile
+        // carries them; the rate, row-fill and skinny-bandwidth fits do not take these samples.
+        let mut run = saved_run();
+        let params = |dtype: &str| {
+            let (r, m0) = row_fill_params(dtype);
+            let fills = if dtype == "bf16" {
+                [60.0, 10.0, 60.0, 10.0, 45.0, 85.0]
+            } else {
+                [12.0, 2.0, 34.0, 3.0, 12.0, 50.0]
+            };
+            (r, m0, fills)
+        };
+        let time = row_fill_time(&run);
+        for x in run.samples.iter_mut().filter(|s| s.bench == Bench::Gemm) {
+            let g = x.gemm.expect("GEMM samples keep their shape");
+            if g[1].min(g[2]) > SKINNY_DIM {
+                x.stats.median_ms = 1e3 * time(g, &x.dtype.clone(), x.ops);
+            }
+        }
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Gemm)
+            .expect("a GEMM sample")
+            .clone();
+        let plain = |run: &CalibrationRun, dtype: &str| {
+            run.samples
+                .iter()
+                .filter(|s| s.bench == Bench::Gemm && s.stable() && s.dtype == dtype)
+                .filter(|s| s.gemm.is_some_and(|g| g[1].min(g[2]) > SKINNY_DIM))
+                .count()
+        };
+        let mut unlabelled = [0usize; 2];
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            for g in [[1u64, 1536, 384, 1], [4, 384, 1536, 1]] {
+                let mut x = template.clone();
+                x.dtype = dtype.to_string();
+                x.gemm = Some(g);
+                x.stats.median_ms = 1e3 * time(g, dtype, x.ops);
+                run.samples.push(x);
+            }
+            unlabelled[i] = plain(&run, dtype);
+        }
+        let skinny_n = |cal: &Calibration| {
+            cal.fits
+                .iter()
+                .find(|f| f.what == "skinny gemm")
+                .map_or(0, |f| f.n)
+        };
+        let before = calibrate(&run, &base(), "rows").expect("calibrates");
+        assert!(!before.profile_toml.contains("gemm-narrow-fill"));
+        // (class, m, n, k, layout) for a k → n linear over m tokens at rank r.
+        let roles = |m: u64, r: u64, k: u64, n: u64| {
+            [
+                (0, m, r, k, "nt"),
+                (1, m, n, r, "nt"),
+                (2, m, r, n, "nn"),
+                (3, m, k, r, "nn"),
+                (4, r, k, m, "tn"),
+                (5, n, r, m, "tn"),
+            ]
+        };
+        // Class dw-n with two samples (still fitted) and with one (no fills for the dtype).
+        let (mut with_two, mut with_one) = (run.clone(), run.clone());
+        // fp32 forward-n: the three shapes' fills are 8, 12 and 20 (median 12), so its fit has
+        // residuals; every other class is exact. Two ops per timed unit (c counts per op).
+        let fill_of = |dtype: &str, class: usize, shape: usize| {
+            if dtype == "fp32" && class == 0 {
+                [8.0, 12.0, 20.0][shape]
+            } else {
+                params(dtype).2[class]
+            }
+        };
+        // fp32 forward-n's (time at s₀ = 0, time per element of fill, measured time) per shape.
+        let mut forward_n: Vec<(f64, f64, f64)> = Vec::new();
+        for dtype in ["fp32", "bf16"] {
+            let rate = params(dtype).0;
+            for (shape, (m, r, k, n)) in [
+                (256, 8, 768, 768),
+                (512, 16, 512, 1408),
+                (1024, 8, 512, 512),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for (class, gm, gn, gk, layout) in roles(m, r, k, n) {
+                    let mut x = template.clone();
+                    x.dtype = dtype.to_string();
+                    x.name = format!("mm {gm}x{gn}x{gk} {layout}");
+                    x.gemm = Some([gm, gn, gk, 1]);
+                    x.ops = 2;
+                    let flops = 2.0 * (gm * gn * gk) as f64;
+                    let s = r as f64;
+                    let (base, per_fill) = (flops / rate + 20e-6, flops / rate / s);
+                    let t = base + fill_of(dtype, class, shape) * per_fill;
+                    x.stats.median_ms = 1e3 * t;
+                    if dtype == "fp32" && class == 0 {
+                        forward_n.push((base, per_fill, t));
+                    }
+                    if class != 5 || shape < 2 {
+                        with_two.samples.push(x.clone());
+                    }
+                    if class != 5 || shape < 1 {
+                        with_one.samples.push(x.clone());
+                    }
+                    run.samples.push(x);
+                }
+            }
+        }
+        let cal = calibrate(&run, &base(), "narrow").expect("calibrates");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "n").expect("loads");
+        let got = p
+            .gemm_narrow_fill
+            .expect("the profile carries the narrow fills");
+        let fit_of = |cal: &Calibration, dtype: &str, class: usize| {
+            cal.fits
+                .iter()
+                .find(|f| f.what == format!("narrow fill {dtype} {}", NARROW_CLASSES[class]))
+                .cloned()
+                .expect("a fit per class")
+        };
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            let (rate, m0, fills) = params(dtype);
+            for (class, want) in fills.iter().enumerate() {
+                let f = fit_of(&cal, dtype, class);
+                assert_eq!(f.n, 3, "{f:?}");
+                assert!((f.coef[0] - want).abs() < 1e-6, "{f:?}");
+                if dtype == "bf16" || class > 0 {
+                    assert!(f.worst_rel < 1e-9, "{f:?}");
+                    assert!((f.r2 - 1.0).abs() < 1e-9, "{f:?}");
+                }
+                // Written to 2 decimals.
+                assert!((got[i][class] - want).abs() < 5e-3, "{got:?}");
+            }
+            // The rate and row-fill fit kept to the unlabelled samples, and found the same.
+            let f = cal
+                .fits
+                .iter()
+                .find(|f| f.what == format!("gemm {dtype}"))
+                .expect("fit");
+            assert_eq!(f.n, unlabelled[i], "{dtype}");
+            assert!((1.0 / f.coef[0] / rate - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / f.coef[0] / m0 - 1.0).abs() < 1e-6, "{f:?}");
+        }
+        // fp32 forward-n, by hand: predicted t = base + 12·per_fill against the measured times;
+        // R² = 1 − Σ(pred − t)² / Σ(t − mean t)², worst |pred − t| / t.
+        let f = fit_of(&cal, "fp32", 0);
+        let mean = forward_n.iter().map(|x| x.2).sum::<f64>() / 3.0;
+        let (mut res, mut tot, mut worst) = (0.0, 0.0, 0.0f64);
+        for &(base, per_fill, t) in &forward_n {
+            let pred = base + 12.0 * per_fill;
+            res += (pred - t) * (pred - t);
+            tot += (t - mean) * (t - mean);
+            worst = worst.max((pred - t).abs() / t);
+        }
+        assert!(worst > 0.05, "{worst}: the check needs residuals");
+        assert!((f.worst_rel - worst).abs() < 1e-12, "{f:?} {worst}");
+        assert!((f.r2 - (1.0 - res / tot)).abs() < 1e-12, "{f:?}");
+        assert_eq!(skinny_n(&cal), skinny_n(&before));
+        // A class with two samples is fitted; a dtype with a class of one gets no fills.
+        let two = calibrate(&with_two, &base(), "two").expect("calibrates");
+        assert_eq!(fit_of(&two, "bf16", 5).n, 2);
+        assert!(two.profile_toml.contains("gemm-narrow-fill-bf16"));
+        let one = calibrate(&with_one, &base(), "one").expect("calibrates");
+        assert!(!one.profile_toml.contains("gemm-narrow-fill"));
+    }
+
+    #[test]
+    fn hostile_strings_in_the_samples_stay_strings() {
+        let mut run = saved_run();
+        let evil = "cpu\"\n[host]\npython-op-us = 0\n# '''\u{7}";
+        run.device = evil.to_string();
+        run.torch_version = "2\"\nx = 1".to_string();
+        let cal = calibrate(&run, &base(), "mine").expect("calibrates");
+        let v: toml::Value = toml::from_str(&cal.profile_toml).expect("valid TOML");
+        assert_eq!(v["calibration"]["device"].as_str(), Some(evil));
+        assert!(v["calibration"]["libraries"]
+            .as_str()
+            .is_some_and(|l| l.contains("2\"\nx = 1")));
+        assert!(v.get("x").is_none());
+        assert_ne!(v["host"]["python-op-us"].as_float(), Some(0.0));
+        // The comment line naming the device stays one comment line.
+        let first = cal.profile_toml.lines().next().expect("a first line");
+        assert!(first.starts_with("# Calibrated by") && first.contains("python-op-us = 0"));
+    }
+
+    #[test]
+    fn hostile_samples_are_refused_naming_file_sample_and_key() {
+        let edits: [(&str, fn(&mut Sample)); 6] = [
+            ("dtype = \"int4\" must be", |s| s.dtype = "int4".into()),
+            ("flops = 1e300 must be between 0 and 1e18", |s| {
+                s.flops = 1e300
+            }),
+            ("bytes = -1.0 must be", |s| s.bytes = -1.0),
+            ("gemm = [0, 1, 1, 1] must hold", |s| {
+                s.gemm = Some([0, 1, 1, 1])
+            }),
+            ("ops = 4294967295 must be at most", |s| s.ops = u32::MAX),
+            ("stats.median_ms must be in ms", |s| {
+                s.stats.median_ms = 1e-320
+            }),
+        ];
+        for (want, edit) in edits {
+            let mut run = saved_run();
+            edit(&mut run.samples[3]);
+            let err = run.check("s.json").unwrap_err().to_string();
+            assert!(
+                err.contains("calibration samples file s.json, sample 3 ("),
+                "{err}"
+            );
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        let mut run = saved_run();
+        run.samples.clear();
+        let err = run.check("s.json").unwrap_err().to_string();
+        assert!(err.contains("holds no samples"), "{err}");
+        assert!(saved_run().check("s.json").is_ok());
+    }
+
+    #[test]
+    fn a_name_that_would_inject_keys_is_refused() {
+        let err = calibrate(&saved_run(), &base(), "x\"\n[host]\nextra = 1")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("device.name must be one line"), "{err}");
+        // A name with quotes but on one line is kept exactly.
+        let cal = calibrate(&saved_run(), &base(), "my \"fast\" cpu").expect("calibrates");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        assert_eq!(p.name, "my \"fast\" cpu");
+    }
+}
