@@ -8,7 +8,7 @@
 #    (docs/results/cpu/host/traces, docs/results/cpu/step/run-{1,2})   OUT/cpu-eager.toml
 # 3. the held-out eager grid (scripts/trace/cpu-eager-grid.txt: transformers + peft steps of the
 #    held-out models, timed per phase), committed without op lists      OUT/eager/*.json
-# 4. the comparison                                                     OUT/comparison.txt
+# 4. the comparison, and each step's op ledger               OUT/comparison.txt, OUT/ledger.txt
 # 5. costsim calibrate again, and each fit's drift between the two runs OUT/drift.txt,
 #    and the comparison under the second profile                 OUT/comparison-recalibrated.txt
 # 6. op by op, on a few of the grid's configurations: each GEMM in the step against alone
@@ -54,6 +54,9 @@ for f in sorted(os.listdir(d)):
         os.replace(tmp, p)
 PY
 "$BIN" validate --trace "$OUT/eager" --hw "$OUT/cpu-eager.toml" > "$OUT/comparison.txt"
+# The op ledger of each step (the grid's --op-times): each phase split into the ops' own time and
+# the host work above them, op by op, against the prediction (docs/host.md).
+"$BIN" validate --trace "$OUT/eager" --hw "$OUT/cpu-eager.toml" --ops > "$OUT/ledger.txt"
 "$BIN" calibrate --device cpu --threads 1 --reps 9 --warmup 2 \
   --out "$OUT/cpu-recalibrated.toml" --samples "$OUT/cpu-recalibration.json" > "$OUT/recalibration.txt"
 eager_profile "$OUT/cpu-recalibrated.toml" "$OUT/cpu-eager-recalibrated.toml" "$OUT/fits-recalibrated.txt"

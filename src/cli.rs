@@ -128,6 +128,11 @@ pub struct ValidateArgs {
     /// With --trace: list, per trace, the modules whose kernel launches disagree.
     #[arg(long, requires = "trace")]
     pub modules: bool,
+    /// With --trace and --hw: for traces timed op by op (scripts/trace/trace_step.py --op-times
+    /// N, CPU), the op ledger: each phase split into the ops' own time and the host work above
+    /// them, op by op, against costsim's device and host time (docs/host.md).
+    #[arg(long, requires_all = ["trace", "hw"])]
+    pub ops: bool,
     /// Compare predicted Trainer steps (and their bare steps and loop work) with
     /// scripts/trace/step_overhead.py records (JSON files or folders, comma-separated); needs
     /// --hw.

@@ -211,7 +211,7 @@ fn traces(args: &ValidateArgs) -> Result<String> {
     }
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
-        _ => trace::render(&cmps, args.modules),
+        _ => trace::render(&cmps, args.modules, args.ops),
     })
 }
 

@@ -824,6 +824,52 @@ class Recorder(TorchDispatchMode):
         return t
 
 
+class OpLedger(TorchDispatchMode):
+    """Every aten op's own time (the call below autograd, autocast and the Python layers: the
+    dispatcher's lower keys, allocation, the kernel), summed per phase and op name, on the
+    issuing thread. CPU only: on a GPU the call returns before the kernel runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.phase = None
+        self.totals = {}
+
+    def start(self):
+        self.totals = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        t = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        dt = time.perf_counter() - t
+        row = self.totals.setdefault(self.phase, {}).setdefault(_op_name(func), [0, 0.0])
+        row[0] += 1
+        row[1] += dt
+        return out
+
+
+def _op_name(func):
+    """aten::add.Tensor -> add: the schema name, as the trace's op rows and costsim's kernels name
+    ops."""
+    return func._schema.name.replace("aten::", "")
+
+
+def ledger_record(runs):
+    """The op ledger over N steps: per phase, the phase's median wall time with the ledger on,
+    and per op name its calls per step and median µs per step (ops a step does not call count 0
+    there)."""
+    out = {"steps": len(runs)}
+    for ph in ("forward", "backward", "optimizer"):
+        names = sorted({n for _, tot in runs for n in tot.get(ph, {})})
+        ops = {}
+        for n in names:
+            per = [tot.get(ph, {}).get(n, [0, 0.0]) for _, tot in runs]
+            us = sorted(x[1] * 1e6 for x in per)
+            ops[n] = dict(calls=sorted(x[0] for x in per)[len(per) // 2], us=us[len(us) // 2])
+        walls = sorted(w[ph] for w, _ in runs)
+        out[ph] = dict(wall_s=walls[len(walls) // 2], op_us=sum(o["us"] for o in ops.values()), ops=ops)
+    return out
+
+
 def structure_of(model):
     """What a training loop walks once per micro-batch (`model.train()`, a Trainer's
     parameter counts): every nn.Module of the model as built (peft's wrappers, ModuleDicts and
@@ -941,6 +987,9 @@ def main(argv=None):
                     help="on CUDA: count the kernels each aten op really launches (torch.profiler)")
     ap.add_argument("--time-reps", type=int, default=0,
                     help="time this many more steps per phase (device synchronised around each)")
+    ap.add_argument("--op-times", type=int, default=0,
+                    help="CPU: after the timed steps, this many more steps with every aten op timed "
+                         "(the op ledger: where each phase's time goes, op by op)")
     ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--out", required=True)
@@ -953,6 +1002,8 @@ def main(argv=None):
         raise SystemExit("bf16-mixed needs autocast, which has no meta key: trace it on cpu or cuda")
     if args.batch <= 0 or args.seq <= 0 or args.rank <= 0:
         raise SystemExit("--batch, --seq and --rank must be positive")
+    if args.op_times < 0 or args.op_times and device.type != "cpu":
+        raise SystemExit("--op-times N times ops on the issuing thread: give N >= 0, and only with --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.config:
@@ -981,6 +1032,7 @@ def main(argv=None):
         else _Null()
     )
 
+    ledger = OpLedger()
     rec = Recorder(["base_model.model.", "base_model."])  # first match wins
     rec.hook_modules(model)
     rec.param_keys = {storage_key(p) for p in model.parameters()}
@@ -1000,10 +1052,12 @@ def main(argv=None):
                     torch.cuda.synchronize()
                 marks.append(_phase_profiler(device))
                 marks[-1].__enter__()
-            if mode == "time":
+            if mode in ("time", "ledger"):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 peaks[phase] = time.perf_counter()
+            if mode == "ledger":
+                ledger.phase = phase
             if traced:
                 rec.begin(phase)
             elif mode == "cuda":
@@ -1018,7 +1072,7 @@ def main(argv=None):
                 prof = marks.pop()
                 prof.__exit__(None, None, None)
                 peaks[phase] = _kernels_of(prof)
-            if mode == "time":
+            if mode in ("time", "ledger"):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 peaks[phase] = time.perf_counter() - peaks[phase]
@@ -1029,7 +1083,7 @@ def main(argv=None):
                 peaks[phase]["peak_bytes"] = torch.cuda.max_memory_allocated()
                 peaks[phase]["end_bytes"] = torch.cuda.memory_allocated()
 
-        ctx = rec if traced else _Null()
+        ctx = rec if traced else (ledger if mode == "ledger" else _Null())
         rec.active = traced
         with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
             begin("forward")
@@ -1079,6 +1133,15 @@ def main(argv=None):
             for ph in ("forward", "backward", "optimizer")
         }
         timings["reps"] = args.time_reps
+    op_times = None
+    if args.op_times > 0:
+        rec.unhook()
+        step("warm")
+        runs = []
+        for _ in range(args.op_times):
+            ledger.start()
+            runs.append((step("ledger"), ledger.totals))
+        op_times = ledger_record(runs)
 
     params_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable_elems = sum(p.numel() for p in trainable)
@@ -1160,6 +1223,7 @@ def main(argv=None):
         cuda_allocator_peaks=cuda_peaks,
         cuda_kernels=kernels,
         timings=timings,
+        op_times=op_times,
         ops=list(rec.rows.values()),
         foreach=rec.foreach,
         saved=list(rec.saved_rows.values()),

@@ -12,6 +12,7 @@
 pub mod compare;
 pub mod fit;
 pub mod host;
+pub mod ledger;
 pub mod record;
 pub mod steploop;
 pub mod trace;

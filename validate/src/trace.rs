@@ -63,6 +63,10 @@ pub struct Trace {
     /// its kernels' device time (CUDA) and its self CPU time.
     #[serde(default)]
     pub cuda_kernels: Option<BTreeMap<String, ProfiledPhase>>,
+    /// Per phase, every aten op's own time over N more steps (`--op-times N`, CPU): the op
+    /// ledger ([`crate::ledger`]).
+    #[serde(default)]
+    pub op_times: Option<crate::ledger::OpTimes>,
 }
 
 /// What `model.modules()` and `model.parameters()` yield for the traced model.
@@ -515,6 +519,8 @@ pub struct TraceComparison {
     /// nn.Modules of the model (what a Trainer's `model.train()` walks): costsim's count and the
     /// trace's, where the trace records it.
     pub nn_modules: Option<Pair>,
+    /// The op ledger, for a trace timed op by op compared on a profile (`--hw`).
+    pub ledger: Option<crate::ledger::Ledger>,
 }
 
 /// `module_key` with peft's and PaCA's pieces folded into the linear layer they adapt.
@@ -830,7 +836,9 @@ pub fn compare_trace(
         (Some(hw), Some(prof)) => kind_times(&p, prof, hw.synchronous),
         _ => Vec::new(),
     };
+    let ledger = hw.and_then(|_| crate::ledger::ledger(&p, t));
     Ok(TraceComparison {
+        ledger,
         kinds,
         saved_modules,
         name: format!(
@@ -959,8 +967,8 @@ fn pct(e: f64) -> String {
 }
 
 /// A text report of several comparisons: one summary line per trace, then (with `modules`) the
-/// modules whose launches disagree.
-pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
+/// modules whose launches disagree and (with `ops`) the op ledgers of traces timed op by op.
+pub fn render(cmps: &[TraceComparison], modules: bool, ops: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -1132,6 +1140,13 @@ pub fn render(cmps: &[TraceComparison], modules: bool) -> String {
                     "  {:<9} {:<34} costsim {:>4}  trace {:>4}\n      costsim: {}\n      trace:   {}",
                     m.phase, m.module, m.predicted, m.traced, m.predicted_ops, m.traced_ops
                 );
+            }
+        }
+    }
+    if ops {
+        for c in cmps {
+            if let Some(l) = &c.ledger {
+                s += &crate::ledger::render_ledger(&c.name, &c.source, l, 0.01);
             }
         }
     }

@@ -1,0 +1,350 @@
+//! The op ledger: where a timed phase's time goes, op by op, on the real stack and in costsim.
+//!
+//! `scripts/trace/trace_step.py --op-times N` (CPU) runs N more steps under a TorchDispatchMode
+//! that times every aten op's own call — below autograd and autocast: the dispatcher's lower
+//! keys, the allocation, the kernel — and records, per phase and op name, its calls and µs per
+//! step (the median over the N steps). A phase's plain wall time (`--time-reps`, no mode) then
+//! splits into
+//!
+//! ```text
+//! measured phase = Σ op times + above the ops (Python, nn.Module code, peft, autograd's
+//!                  recording in forward and its engine in backward, the optimizer's loops)
+//! ```
+//!
+//! and costsim's prediction of the phase (a CPU runs host and device work on one thread, so they
+//! add) into
+//!
+//! ```text
+//! predicted phase = Σ kernel device time + host time (python-op, module-call, autograd-node,
+//!                   optimizer-tensor charges)
+//! ```
+//!
+//! The two are compared op by op after naming both sides alike ([`ledger_op`]): costsim's `mm_dX`
+//! and `mm_dW` are the trace's `mm`, `to_copy` is `_to_copy`, SDPA's CPU flash kernels are `sdpa`,
+//! and ops that launch nothing (views, metadata, scalar reads) fold into one row that costsim
+//! prices at zero device time (its host per-op costs carry them).
+//!
+//! What the ledger cannot tell: the mode's own Python work between ops (about 10 µs an op on
+//! this CPU) may cool the caches an op sees, so op times under the ledger can read high and the
+//! "above the ops" remainder low; the remainder is taken against the plain steps, not the
+//! ledger's. On a GPU an op's call returns before its kernel runs, so the script refuses
+//! `--op-times` there.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use costsim_model::graph::Phase;
+use costsim_model::predict::Prediction;
+use serde::{Deserialize, Serialize};
+
+use crate::trace::{Pair, Trace};
+
+/// The op ledger of a trace as the tracer writes it (`op_times`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpTimes {
+    /// Steps timed op by op.
+    pub steps: u32,
+    pub forward: LedgerPhaseRec,
+    pub backward: LedgerPhaseRec,
+    pub optimizer: LedgerPhaseRec,
+}
+
+/// One phase of the recorded ledger.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LedgerPhaseRec {
+    /// Median wall time of the phase with the ledger's mode on (its overhead included), s.
+    pub wall_s: f64,
+    /// Σ of the ops' median µs per step.
+    pub op_us: f64,
+    /// Per aten op name (no overload): calls and µs per step.
+    pub ops: BTreeMap<String, OpTime>,
+}
+
+/// One aten op name in one phase, per step.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpTime {
+    pub calls: u64,
+    pub us: f64,
+}
+
+impl OpTimes {
+    fn phase(&self, name: &str) -> Option<&LedgerPhaseRec> {
+        match name {
+            "forward" => Some(&self.forward),
+            "backward" => Some(&self.backward),
+            "optimizer" => Some(&self.optimizer),
+            _ => None,
+        }
+    }
+}
+
+/// Ops that launch nothing: views, metadata, scalar reads, profiler marks.
+const NO_KERNEL: [&str; 16] = [
+    "view",
+    "_unsafe_view",
+    "t",
+    "transpose",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "alias",
+    "detach",
+    "slice",
+    "select",
+    "lift_fresh",
+    "_local_scalar_dense",
+    "as_strided",
+    "permute",
+    "reshape",
+];
+
+/// The row an op is filed under, for an aten op name (the trace's side) and a costsim kernel
+/// name alike.
+pub fn ledger_op(name: &str) -> String {
+    let n = name.trim_start_matches("aten::");
+    if NO_KERNEL.contains(&n) || n.starts_with("profiler::") || n.starts_with("view/") {
+        return "(no kernel: views, metadata)".into();
+    }
+    if n.contains("scaled_dot_product") {
+        return if n.ends_with("_backward") {
+            "sdpa_backward"
+        } else {
+            "sdpa"
+        }
+        .into();
+    }
+    if let Some(base) = n.strip_suffix("(state_steps)") {
+        return base.into();
+    }
+    match n {
+        "mm_dX" | "mm_dW" | "mm_dP" => "mm",
+        "bmm_dX" | "bmm_dW" => "bmm",
+        "to_copy" | "to_copy_backward" => "_to_copy",
+        "log_softmax" => "_log_softmax",
+        "log_softmax_backward_data" => "_log_softmax_backward_data",
+        "softmax" => "_softmax",
+        "softmax_backward_data" => "_softmax_backward_data",
+        "dropout_backward" => "native_dropout_backward",
+        "mul_backward" => "mul",
+        "mean_backward" => "div",
+        other => other,
+    }
+    .into()
+}
+
+/// One row of a phase: an op (or a folded group) on both sides.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerRow {
+    pub op: String,
+    /// costsim's launching kernels against the trace's calls per step.
+    pub calls: Pair,
+    /// ms per step: costsim's device time against the ops' own time.
+    pub time_ms: Pair,
+}
+
+/// One phase of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerPhase {
+    pub phase: &'static str,
+    /// The whole phase, ms: costsim's prediction against the plain steps' median.
+    pub total_ms: Pair,
+    /// Σ over ops, ms: costsim's device time against the ops' own time.
+    pub ops_ms: Pair,
+    /// The rest, ms: costsim's host time against the plain phase minus the ops.
+    pub above_ms: Pair,
+    pub rows: Vec<LedgerRow>,
+}
+
+/// The op ledger of one timed trace against a prediction of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ledger {
+    pub steps: u32,
+    pub phases: Vec<LedgerPhase>,
+}
+
+const PHASES: [(Phase, &str); 3] = [
+    (Phase::Forward, "forward"),
+    (Phase::Backward, "backward"),
+    (Phase::Optimizer, "optimizer"),
+];
+
+/// The ledger of a trace with `op_times` and `timings` against `p`, a prediction of the same
+/// configuration with kernel rows; `None` when the trace lacks either.
+pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
+    let ot = t.op_times.as_ref()?;
+    let tm = t.timings.as_ref()?;
+    let mut phases = Vec::new();
+    for (phase, name) in PHASES {
+        let rec = ot.phase(name)?;
+        let plain_ms = tm.get(name)?.median_s * 1e3;
+        let predicted_ms = match phase {
+            Phase::Forward => p.forward_ms,
+            Phase::Backward => p.backward_ms,
+            Phase::Optimizer => p.optimizer_ms,
+        };
+        // (calls, ms) per row: costsim's, then the trace's.
+        let mut acc: BTreeMap<String, ([f64; 2], [f64; 2])> = BTreeMap::new();
+        for k in p.kernel_rows.iter().flatten().filter(|k| k.phase == phase) {
+            let e = &mut acc.entry(ledger_op(k.name)).or_default().0;
+            e[0] += f64::from(u8::from(k.launches > 0));
+            e[1] += k.device_us / 1e3;
+        }
+        for (op, o) in &rec.ops {
+            let e = &mut acc.entry(ledger_op(op)).or_default().1;
+            e[0] += o.calls as f64;
+            e[1] += o.us / 1e3;
+        }
+        let device_ms: f64 = acc.values().map(|(c, _)| c[1]).sum();
+        let op_ms = rec.op_us / 1e3;
+        let mut rows: Vec<LedgerRow> = acc
+            .into_iter()
+            .map(|(op, (c, m))| LedgerRow {
+                op,
+                calls: Pair {
+                    predicted: c[0],
+                    traced: m[0],
+                },
+                time_ms: Pair {
+                    predicted: c[1],
+                    traced: m[1],
+                },
+            })
+            .collect();
+        let size = |r: &LedgerRow| r.time_ms.predicted.max(r.time_ms.traced);
+        rows.sort_by(|a, b| size(b).total_cmp(&size(a)).then(a.op.cmp(&b.op)));
+        phases.push(LedgerPhase {
+            phase: name,
+            total_ms: Pair {
+                predicted: predicted_ms,
+                traced: plain_ms,
+            },
+            ops_ms: Pair {
+                predicted: device_ms,
+                traced: op_ms,
+            },
+            above_ms: Pair {
+                predicted: predicted_ms - device_ms,
+                traced: plain_ms - op_ms,
+            },
+            rows,
+        });
+    }
+    Some(Ledger {
+        steps: ot.steps,
+        phases,
+    })
+}
+
+/// A text ledger: per phase, the split of the phase, then the rows that hold at least
+/// `min_share` of the phase on either side (the others summed into one row).
+pub fn render_ledger(name: &str, source: &str, l: &Ledger, min_share: f64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{name} ({source}): op ledger over {} steps, ms per step, predicted / measured",
+        l.steps
+    );
+    for ph in &l.phases {
+        let _ = writeln!(
+            s,
+            "{:<9} phase {:>8.2} / {:>8.2} {:>7}   ops {:>8.2} / {:>8.2} {:>+8.2}   above the ops {:>7.2} / {:>7.2} {:>+7.2}",
+            ph.phase,
+            ph.total_ms.predicted,
+            ph.total_ms.traced,
+            pct(ph.total_ms.error()),
+            ph.ops_ms.predicted,
+            ph.ops_ms.traced,
+            ph.ops_ms.predicted - ph.ops_ms.traced,
+            ph.above_ms.predicted,
+            ph.above_ms.traced,
+            ph.above_ms.predicted - ph.above_ms.traced,
+        );
+        let floor = min_share * ph.total_ms.traced.max(ph.total_ms.predicted);
+        let (mut rest, mut n) = (
+            LedgerRow {
+                op: String::new(),
+                calls: Pair {
+                    predicted: 0.0,
+                    traced: 0.0,
+                },
+                time_ms: Pair {
+                    predicted: 0.0,
+                    traced: 0.0,
+                },
+            },
+            0,
+        );
+        for r in &ph.rows {
+            if r.time_ms.predicted.max(r.time_ms.traced) >= floor {
+                row(&mut s, &r.op, r);
+            } else {
+                n += 1;
+                rest.calls.predicted += r.calls.predicted;
+                rest.calls.traced += r.calls.traced;
+                rest.time_ms.predicted += r.time_ms.predicted;
+                rest.time_ms.traced += r.time_ms.traced;
+            }
+        }
+        if n > 0 {
+            row(&mut s, &format!("({n} smaller rows)"), &rest);
+        }
+    }
+    s
+}
+
+fn row(s: &mut String, op: &str, r: &LedgerRow) {
+    let _ = writeln!(
+        s,
+        "  {:<32} calls {:>5}/{:<5} {:>8.3} / {:>8.3} {:>+8.3}",
+        op,
+        r.calls.predicted,
+        r.calls.traced,
+        r.time_ms.predicted,
+        r.time_ms.traced,
+        r.time_ms.predicted - r.time_ms.traced
+    );
+}
+
+fn pct(e: f64) -> String {
+    if e.is_finite() {
+        format!("{:+.1}%", 100.0 * e)
+    } else {
+        "n/a".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sides_are_named_alike() {
+        // costsim's kernel names and the trace's aten names land on one row.
+        for (costsim, aten) in [
+            ("mm_dX", "mm"),
+            ("mm_dW", "mm"),
+            ("to_copy", "_to_copy"),
+            ("to_copy_backward", "_to_copy"),
+            (
+                "scaled_dot_product_attention",
+                "_scaled_dot_product_flash_attention_for_cpu",
+            ),
+            (
+                "scaled_dot_product_attention_backward",
+                "_scaled_dot_product_flash_attention_for_cpu_backward",
+            ),
+            ("dropout_backward", "native_dropout_backward"),
+            ("log_softmax", "_log_softmax"),
+            ("_foreach_add_(state_steps)", "_foreach_add_"),
+            ("view/transpose", "transpose"),
+            ("reshape", "_unsafe_view"),
+        ] {
+            assert_eq!(ledger_op(costsim), ledger_op(aten), "{costsim} vs {aten}");
+        }
+        // Distinct ops stay apart.
+        assert_ne!(ledger_op("mm"), ledger_op("bmm"));
+        assert_ne!(ledger_op("sdpa"), ledger_op("sdpa_backward"));
+        assert_ne!(ledger_op("mul"), ledger_op("add"));
+        assert_eq!(ledger_op("aten::silu"), "silu");
+    }
+}
