@@ -274,6 +274,48 @@ class OpContext(unittest.TestCase):
             self.assertIn("aten::" + r["op"], op_context.OPS)
 
 
+class OpLedger(unittest.TestCase):
+    """trace_step.py --op-times on GPT-2 tiny (2 layers) with LoRA on every linear and dropout
+    0.1, at 1 × 8 tokens: the ledger sees the traced step's ops, its sums add up, counts worked
+    by hand; not the timings."""
+
+    def test_ledger_matches_the_traced_step(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "t.json")
+            trace_step.main(["--family", "gpt2", "--preset", "tiny", "--method", "lora",
+                             "--targets", "all", "--dropout", "0.1", "--batch", "1", "--seq", "8",
+                             "--time-reps", "2", "--op-times", "3", "--out", out])
+            rec = _load(out)
+        led = rec["op_times"]
+        self.assertEqual(led["steps"], 3)
+        for ph in ("forward", "backward", "optimizer"):
+            p = led[ph]
+            self.assertAlmostEqual(p["op_us"], sum(o["us"] for o in p["ops"].values()), places=6)
+            self.assertGreater(p["wall_s"] * 1e6, 0.0)
+            # Every op the recorder saw in the traced step, the ledger sees as often per step
+            # (the ledger's steps are untraced: no hooks, no recorder).
+            traced = {}
+            for r in rec["ops"]:
+                if r["phase"] == ph:
+                    traced[r["op"]] = traced.get(r["op"], 0) + r["calls"]
+            ledger = {op: o["calls"] for op, o in p["ops"].items()}
+            self.assertEqual(ledger, traced, ph)
+        fwd = led["forward"]["ops"]
+        # By hand: 4 adapted Conv1D per layer (c_attn, attn.c_proj, c_fc, mlp.c_proj) × 2 layers:
+        # one dropout each, lora_A and lora_B as mm (16) plus the tied lm_head (1), the base
+        # layers as addmm (8).
+        self.assertEqual(fwd["native_dropout"]["calls"], 8)
+        self.assertEqual(fwd["mm"]["calls"], 17)
+        self.assertEqual(fwd["addmm"]["calls"], 8)
+
+    def test_refused_off_the_cpu(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with self.assertRaises(SystemExit):
+                trace_step.main(["--family", "gpt2", "--preset", "tiny", "--method", "full",
+                                 "--device", "meta", "--op-times", "2",
+                                 "--out", os.path.join(tmp, "t.json")])
+
+
 class PageFaults(unittest.TestCase):
     """page_faults.py on GPT-2 tiny at 1 × 8 tokens: the record's arithmetic and the output bytes
     of ops worked by hand; not the fault counts (the allocator's state decides them)."""

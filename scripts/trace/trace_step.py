@@ -848,25 +848,29 @@ class OpLedger(TorchDispatchMode):
 
 
 def _op_name(func):
-    """aten::add.Tensor -> add: the schema name, as the trace's op rows and costsim's kernels name
-    ops."""
-    return func._schema.name.replace("aten::", "")
+    """aten::add.Tensor -> add: the schema name without its namespace, as the trace's op rows
+    name ops."""
+    return func._schema.name.split("::")[-1]
 
 
-def ledger_record(runs):
-    """The op ledger over N steps: per phase, the phase's median wall time with the ledger on,
-    and per op name its calls per step and median µs per step (ops a step does not call count 0
-    there)."""
+def ledger_record(runs, plain):
+    """The op ledger over N steps: per phase, the median wall time of the plain steps run
+    alternately with the ledger's (`plain_s`) and of the ledger's own (`wall_s`, the mode's
+    overhead included), and per op name its calls per step and median µs per step (ops a step
+    does not call count 0 there)."""
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+
     out = {"steps": len(runs)}
     for ph in ("forward", "backward", "optimizer"):
         names = sorted({n for _, tot in runs for n in tot.get(ph, {})})
         ops = {}
         for n in names:
             per = [tot.get(ph, {}).get(n, [0, 0.0]) for _, tot in runs]
-            us = sorted(x[1] * 1e6 for x in per)
-            ops[n] = dict(calls=sorted(x[0] for x in per)[len(per) // 2], us=us[len(us) // 2])
-        walls = sorted(w[ph] for w, _ in runs)
-        out[ph] = dict(wall_s=walls[len(walls) // 2], op_us=sum(o["us"] for o in ops.values()), ops=ops)
+            ops[n] = dict(calls=median(x[0] for x in per), us=median(x[1] * 1e6 for x in per))
+        out[ph] = dict(plain_s=median(p[ph] for p in plain), wall_s=median(w[ph] for w, _ in runs),
+                       op_us=sum(o["us"] for o in ops.values()), ops=ops)
     return out
 
 
@@ -1137,11 +1141,14 @@ def main(argv=None):
     if args.op_times > 0:
         rec.unhook()
         step("warm")
-        runs = []
+        runs, plain = [], []
+        # Plain and ledger steps alternate, so that the phase's split (its plain time minus the
+        # ops' own) compares steps of the same minute.
         for _ in range(args.op_times):
+            plain.append(step("time"))
             ledger.start()
             runs.append((step("ledger"), ledger.totals))
-        op_times = ledger_record(runs)
+        op_times = ledger_record(runs, plain)
 
     params_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable_elems = sum(p.numel() for p in trainable)

@@ -52,6 +52,10 @@ pub struct OpTimes {
 /// One phase of the recorded ledger.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LedgerPhaseRec {
+    /// Median wall time of the plain steps run alternately with the ledger's, s (absent in the
+    /// first records, whose plain time is the trace's `timings`).
+    #[serde(default)]
+    pub plain_s: Option<f64>,
     /// Median wall time of the phase with the ledger's mode on (its overhead included), s.
     pub wall_s: f64,
     /// Σ of the ops' median µs per step.
@@ -79,7 +83,7 @@ impl OpTimes {
 }
 
 /// Ops that launch nothing: views, metadata, scalar reads, profiler marks.
-const NO_KERNEL: [&str; 16] = [
+const NO_KERNEL: [&str; 17] = [
     "view",
     "_unsafe_view",
     "t",
@@ -96,13 +100,18 @@ const NO_KERNEL: [&str; 16] = [
     "as_strided",
     "permute",
     "reshape",
+    "split",
 ];
 
 /// The row an op is filed under, for an aten op name (the trace's side) and a costsim kernel
 /// name alike.
 pub fn ledger_op(name: &str) -> String {
     let n = name.trim_start_matches("aten::");
-    if NO_KERNEL.contains(&n) || n.starts_with("profiler::") || n.starts_with("view/") {
+    if NO_KERNEL.contains(&n)
+        || n.starts_with("profiler::")
+        || n.starts_with("_record_function")
+        || n.starts_with("view/")
+    {
         return "(no kernel: views, metadata)".into();
     }
     if n.contains("scaled_dot_product") {
@@ -125,11 +134,34 @@ pub fn ledger_op(name: &str) -> String {
         "softmax" => "_softmax",
         "softmax_backward_data" => "_softmax_backward_data",
         "dropout_backward" => "native_dropout_backward",
+        // A parameter's second gradient is added into the first; the loss's seed gradient.
+        "accumulate_grad" => "add",
+        "fill_" => "ones_like",
+        // PaCA's gather of x[..., idx]: costsim's index_select, aten's advanced indexing.
+        "index_select" => "index",
+        // The loss's shifted logits made contiguous; and the tracer's name for a gradient
+        // copied back through a view that needs a copy (`backward_name`'s fallback): both run
+        // as aten's clone (checked on every committed CPU trace, validate/tests/ledger.rs).
+        "slice_copy" | "backward" => "clone",
         "mul_backward" => "mul",
         "mean_backward" => "div",
         other => other,
     }
     .into()
+}
+
+/// The row of one of costsim's kernels: [`ledger_op`] of its name, with a batched GEMM's
+/// gradients (named `mm_dX`, `mm_dW` like any GEMM's, with a batch in their shape) filed as
+/// `bmm`, as aten runs them.
+fn kernel_op(k: &costsim_model::predict::KernelRow) -> String {
+    let batched = k
+        .shape
+        .as_deref()
+        .is_some_and(|s| s.split('x').count() == 4);
+    if k.kind == costsim_model::graph::KernelKind::Gemm && batched && k.name.starts_with("mm") {
+        return "bmm".into();
+    }
+    ledger_op(k.name)
 }
 
 /// One row of a phase: an op (or a folded group) on both sides.
@@ -169,14 +201,16 @@ const PHASES: [(Phase, &str); 3] = [
 ];
 
 /// The ledger of a trace with `op_times` and `timings` against `p`, a prediction of the same
-/// configuration with kernel rows; `None` when the trace lacks either.
+/// configuration with kernel rows; `None` when the trace lacks either. The phase's measured
+/// time is that of the plain steps run alternately with the ledger's (the trace's `timings`
+/// in records without them); the prediction stays the trace comparison's.
 pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
     let ot = t.op_times.as_ref()?;
     let tm = t.timings.as_ref()?;
     let mut phases = Vec::new();
     for (phase, name) in PHASES {
         let rec = ot.phase(name)?;
-        let plain_ms = tm.get(name)?.median_s * 1e3;
+        let plain_ms = rec.plain_s.unwrap_or(tm.get(name)?.median_s) * 1e3;
         let predicted_ms = match phase {
             Phase::Forward => p.forward_ms,
             Phase::Backward => p.backward_ms,
@@ -185,7 +219,7 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
         // (calls, ms) per row: costsim's, then the trace's.
         let mut acc: BTreeMap<String, ([f64; 2], [f64; 2])> = BTreeMap::new();
         for k in p.kernel_rows.iter().flatten().filter(|k| k.phase == phase) {
-            let e = &mut acc.entry(ledger_op(k.name)).or_default().0;
+            let e = &mut acc.entry(kernel_op(k)).or_default().0;
             e[0] += f64::from(u8::from(k.launches > 0));
             e[1] += k.device_us / 1e3;
         }
@@ -338,6 +372,12 @@ mod tests {
             ("_foreach_add_(state_steps)", "_foreach_add_"),
             ("view/transpose", "transpose"),
             ("reshape", "_unsafe_view"),
+            ("split", "view"),
+            ("accumulate_grad", "add"),
+            ("fill_", "ones_like"),
+            ("index_select", "index"),
+            ("slice_copy", "clone"),
+            ("backward", "clone"),
         ] {
             assert_eq!(ledger_op(costsim), ledger_op(aten), "{costsim} vs {aten}");
         }

@@ -1,0 +1,111 @@
+//! The op ledger (`costsim validate --trace --ops`) on the committed CPU traces
+//! (docs/results/traces/cpu): each trace's own op rows stand in for a ledger's measurement, so
+//! that every row's calls can be checked against costsim's kernels. The traces come from
+//! PyTorch, not costsim: a kernel costsim names differently from the op aten runs, or files
+//! under another row, fails here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use costsim_validate::ledger::{LedgerPhaseRec, OpTime, OpTimes};
+use costsim_validate::trace::{compare_trace, read_trace, Trace};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A ledger record built from the trace's op rows: each call takes 1 µs, and each phase's plain
+/// time is the ops' time plus 1 ms.
+fn with_ledger(mut t: Trace) -> Trace {
+    let phase = |name: &str| {
+        let mut ops: BTreeMap<String, OpTime> = BTreeMap::new();
+        for r in t.ops.iter().filter(|r| r.phase == name) {
+            let e = ops
+                .entry(r.op.clone())
+                .or_insert(OpTime { calls: 0, us: 0.0 });
+            e.calls += r.calls;
+            e.us += r.calls as f64;
+        }
+        let op_us: f64 = ops.values().map(|o| o.us).sum();
+        LedgerPhaseRec {
+            plain_s: Some(op_us / 1e6 + 1e-3),
+            wall_s: 0.0,
+            op_us,
+            ops,
+        }
+    };
+    t.op_times = Some(OpTimes {
+        steps: 1,
+        forward: phase("forward"),
+        backward: phase("backward"),
+        optimizer: phase("optimizer"),
+    });
+    t
+}
+
+#[test]
+fn every_kernel_row_meets_the_ops_aten_runs() {
+    let hw = costsim_hardware::resolve_device("cpu").expect("built-in cpu profile");
+    let dir = root().join("docs/results/traces/cpu");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("traces")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 30, "{} traces", files.len());
+    let mut wrong = Vec::new();
+    for f in &files {
+        let t = read_trace(f).expect("trace");
+        assert!(t.timings.is_none() || t.op_times.is_none());
+        let mut t = with_ledger(t);
+        if t.timings.is_none() {
+            // The ledger needs timings only for records without plain_s; give none to check that
+            // plain_s is what is used.
+            t.timings = serde_json::from_str(
+                r#"{"forward":{"median_s":9,"min_s":9},"backward":{"median_s":9,"min_s":9},
+                    "optimizer":{"median_s":9,"min_s":9},"reps":1}"#,
+            )
+            .ok();
+        }
+        let c = compare_trace(&t, &f.display().to_string(), Some(&hw)).expect("comparison");
+        let l = c
+            .ledger
+            .expect("a ledger for a trace with op_times and a profile");
+        for ph in &l.phases {
+            // The split adds up on both sides.
+            let rows_p: f64 = ph.rows.iter().map(|r| r.time_ms.predicted).sum();
+            let rows_t: f64 = ph.rows.iter().map(|r| r.time_ms.traced).sum();
+            assert!((rows_p - ph.ops_ms.predicted).abs() < 1e-9, "{}", c.name);
+            assert!((rows_t - ph.ops_ms.traced).abs() < 1e-9, "{}", c.name);
+            assert!((ph.ops_ms.traced + ph.above_ms.traced - ph.total_ms.traced).abs() < 1e-9);
+            assert!(
+                (ph.above_ms.traced - 1.0).abs() < 1e-9,
+                "plain_s, not timings"
+            );
+            assert!(
+                (ph.ops_ms.predicted + ph.above_ms.predicted - ph.total_ms.predicted).abs() < 1e-9
+            );
+            for r in &ph.rows {
+                if r.op.starts_with("(no kernel") {
+                    assert_eq!(r.calls.predicted, 0.0, "{} {}", c.name, ph.phase);
+                    continue;
+                }
+                // `_record_function` marks and foreach ops aside (the optimizer's row counts differ
+                // by design: costsim's `_foreach_add_` of the steps is a row of its own).
+                if r.calls.predicted != r.calls.traced && ph.phase != "optimizer" {
+                    wrong.push(format!(
+                        "{} {} {}: costsim {} aten {}",
+                        c.name, ph.phase, r.op, r.calls.predicted, r.calls.traced
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} rows differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
