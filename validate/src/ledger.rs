@@ -269,15 +269,50 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
     })
 }
 
-/// A text ledger: per phase, the split of the phase, then the rows that hold at least
-/// `min_share` of the phase on either side (the others summed into one row).
-pub fn render_ledger(name: &str, source: &str, l: &Ledger, min_share: f64) -> String {
+/// Several ledgers summed row by row (phases, rows and the splits alike): where a whole grid's
+/// time goes. `None` for no ledgers.
+pub fn sum_ledgers<'a>(ls: impl IntoIterator<Item = &'a Ledger>) -> Option<Ledger> {
+    let add = |a: &mut Pair, b: &Pair| {
+        a.predicted += b.predicted;
+        a.traced += b.traced;
+    };
+    let mut out: Option<Ledger> = None;
+    for l in ls {
+        let Some(acc) = out.as_mut() else {
+            out = Some(l.clone());
+            continue;
+        };
+        acc.steps = acc.steps.min(l.steps);
+        for (a, b) in acc.phases.iter_mut().zip(&l.phases) {
+            add(&mut a.total_ms, &b.total_ms);
+            add(&mut a.ops_ms, &b.ops_ms);
+            add(&mut a.above_ms, &b.above_ms);
+            for r in &b.rows {
+                match a.rows.iter_mut().find(|x| x.op == r.op) {
+                    Some(x) => {
+                        add(&mut x.calls, &r.calls);
+                        add(&mut x.time_ms, &r.time_ms);
+                    }
+                    None => a.rows.push(r.clone()),
+                }
+            }
+        }
+    }
+    if let Some(acc) = out.as_mut() {
+        for ph in &mut acc.phases {
+            let size = |r: &LedgerRow| r.time_ms.predicted.max(r.time_ms.traced);
+            ph.rows
+                .sort_by(|a, b| size(b).total_cmp(&size(a)).then(a.op.cmp(&b.op)));
+        }
+    }
+    out
+}
+
+/// A text ledger: a title line, then per phase the split of the phase and the rows that hold at
+/// least `min_share` of the phase on either side (the others summed into one row).
+pub fn render_ledger(title: &str, l: &Ledger, min_share: f64) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "\n{name} ({source}): op ledger over {} steps, ms per step, predicted / measured",
-        l.steps
-    );
+    let _ = writeln!(s, "\n{title}");
     for ph in &l.phases {
         let _ = writeln!(
             s,

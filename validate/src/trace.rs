@@ -1144,9 +1144,24 @@ pub fn render(cmps: &[TraceComparison], modules: bool, ops: bool) -> String {
         }
     }
     if ops {
+        use crate::ledger::{render_ledger, sum_ledgers};
+        let ledgers: Vec<_> = cmps.iter().filter_map(|c| c.ledger.as_ref()).collect();
+        if ledgers.len() > 1 {
+            if let Some(sum) = sum_ledgers(ledgers.iter().copied()) {
+                let title = format!(
+                    "op ledger summed over {} traces, ms per step, predicted / measured",
+                    ledgers.len()
+                );
+                s += &render_ledger(&title, &sum, 0.005);
+            }
+        }
         for c in cmps {
             if let Some(l) = &c.ledger {
-                s += &crate::ledger::render_ledger(&c.name, &c.source, l, 0.01);
+                let title = format!(
+                    "{} ({}): op ledger over {} steps, ms per step, predicted / measured",
+                    c.name, c.source, l.steps
+                );
+                s += &render_ledger(&title, l, 0.01);
             }
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use costsim_validate::ledger::{LedgerPhaseRec, OpTime, OpTimes};
+use costsim_validate::ledger::{sum_ledgers, Ledger, LedgerPhaseRec, OpTime, OpTimes};
 use costsim_validate::trace::{compare_trace, read_trace, Trace};
 
 fn root() -> PathBuf {
@@ -55,6 +55,7 @@ fn every_kernel_row_meets_the_ops_aten_runs() {
     files.sort();
     assert!(files.len() >= 30, "{} traces", files.len());
     let mut wrong = Vec::new();
+    let mut ledgers: Vec<Ledger> = Vec::new();
     for f in &files {
         let t = read_trace(f).expect("trace");
         assert!(t.timings.is_none() || t.op_times.is_none());
