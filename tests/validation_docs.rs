@@ -375,7 +375,7 @@ fn committed_drift_regenerates() {
 /// this CPU, profile calibrated in the same run, with PaCA's column write and attention's tile
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
 /// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold, 29i with
-/// every CPU benchmark cold, 29j the same again):
+/// every CPU benchmark cold, 29j and 29k the same again, 29k with the op ledger):
 /// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
@@ -389,6 +389,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29h",
         "eager-2026-11-29i",
         "eager-2026-11-29j",
+        "eager-2026-11-29k",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
@@ -404,6 +405,19 @@ fn eager_checks_of_2026_11_29_regenerate() {
             ]);
             let committed = read(&Path::new(&dir).join(file));
             assert_eq!(out, committed, "{dir}/{file}");
+        }
+        // The op ledger, where the run recorded one (`--op-times`, from 29k).
+        let ledger = Path::new(&dir).join("ledger.txt");
+        if ledger.exists() {
+            let out = stdout_ok(&[
+                "validate",
+                "--trace",
+                &format!("{dir}/eager"),
+                "--hw",
+                &format!("{dir}/cpu-eager.toml"),
+                "--ops",
+            ]);
+            assert_eq!(out, read(&ledger), "{}", ledger.display());
         }
         let committed = read(&Path::new(&dir).join("comparison.txt"));
         let mape = committed

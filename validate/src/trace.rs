@@ -1157,9 +1157,14 @@ pub fn render(cmps: &[TraceComparison], modules: bool, ops: bool) -> String {
         }
         for c in cmps {
             if let Some(l) = &c.ledger {
+                // The file's name, not its path: the same records give the same report from
+                // any checkout.
+                let file = Path::new(&c.source)
+                    .file_name()
+                    .map_or(c.source.clone(), |f| f.to_string_lossy().into_owned());
                 let title = format!(
-                    "{} ({}): op ledger over {} steps, ms per step, predicted / measured",
-                    c.name, c.source, l.steps
+                    "{} ({file}): op ledger over {} steps, ms per step, predicted / measured",
+                    c.name, l.steps
                 );
                 s += &render_ledger(&title, l, 0.01);
             }
