@@ -421,5 +421,113 @@ mod tests {
         assert_ne!(ledger_op("sdpa"), ledger_op("sdpa_backward"));
         assert_ne!(ledger_op("mul"), ledger_op("add"));
         assert_eq!(ledger_op("aten::silu"), "silu");
+        for mark in [
+            "profiler::_record_function_enter_new",
+            "_record_function_exit",
+        ] {
+            assert_eq!(ledger_op(mark), ledger_op("view"), "{mark}");
+        }
+    }
+
+    fn pair(predicted: f64, traced: f64) -> Pair {
+        Pair { predicted, traced }
+    }
+
+    fn row(op: &str, calls: (f64, f64), ms: (f64, f64)) -> LedgerRow {
+        LedgerRow {
+            op: op.into(),
+            calls: pair(calls.0, calls.1),
+            time_ms: pair(ms.0, ms.1),
+        }
+    }
+
+    /// One phase (forward) with rows given largest first.
+    fn one_phase(steps: u32, rows: Vec<LedgerRow>, above: (f64, f64)) -> Ledger {
+        let ops = rows.iter().fold(pair(0.0, 0.0), |a, r| {
+            pair(
+                a.predicted + r.time_ms.predicted,
+                a.traced + r.time_ms.traced,
+            )
+        });
+        Ledger {
+            steps,
+            phases: vec![LedgerPhase {
+                phase: "forward",
+                total_ms: pair(ops.predicted + above.0, ops.traced + above.1),
+                ops_ms: ops,
+                above_ms: pair(above.0, above.1),
+                rows,
+            }],
+        }
+    }
+
+    #[test]
+    fn ledgers_sum_row_by_row_and_sort_by_size() {
+        let a = one_phase(
+            5,
+            vec![
+                row("mm", (2.0, 2.0), (10.0, 12.0)),
+                row("add", (3.0, 3.0), (1.0, 1.5)),
+            ],
+            (2.0, 4.0),
+        );
+        let b = one_phase(
+            3,
+            vec![
+                row("tanh", (1.0, 1.0), (0.5, 9.0)),
+                row("add", (1.0, 1.0), (0.25, 0.5)),
+            ],
+            (1.0, 1.0),
+        );
+        let s = sum_ledgers([&a, &b]).expect("a sum");
+        assert_eq!(s.steps, 3);
+        let ph = &s.phases[0];
+        // a: 11 + 2 and 13.5 + 4; b: 0.75 + 1 and 9.5 + 1.
+        assert_eq!(ph.total_ms, pair(14.75, 28.0));
+        assert_eq!(ph.ops_ms, pair(11.75, 23.0));
+        assert_eq!(ph.above_ms, pair(3.0, 5.0));
+        let got: Vec<(&str, Pair, Pair)> = ph
+            .rows
+            .iter()
+            .map(|r| (r.op.as_str(), r.calls, r.time_ms))
+            .collect();
+        // By the larger side: mm 12, tanh 9, add 2.
+        assert_eq!(
+            got,
+            [
+                ("mm", pair(2.0, 2.0), pair(10.0, 12.0)),
+                ("tanh", pair(1.0, 1.0), pair(0.5, 9.0)),
+                ("add", pair(4.0, 4.0), pair(1.25, 2.0)),
+            ]
+        );
+        assert!(sum_ledgers(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn the_report_by_hand() {
+        // Rows under 1% of the phase (0.3 ms of 30.5 measured) fold into one line.
+        let l = one_phase(
+            5,
+            vec![
+                row("mm", (2.0, 2.0), (20.0, 24.0)),
+                row("tanh", (4.0, 4.0), (0.5, 5.0)),
+                row("add", (3.0, 3.0), (0.125, 0.25)),
+                row("neg", (1.0, 1.0), (0.0625, 0.125)),
+            ],
+            (1.0, 1.125),
+        );
+        let got = render_ledger("title", &l, 0.01);
+        let want = concat!(
+            "\ntitle\n",
+            "forward   phase    21.69 /    30.50  -28.9%   ops    20.69 /    29.38    -8.69   above the ops    1.00 /    1.12   -0.12\n",
+            "  mm                               calls     2/2       20.000 /   24.000   -4.000\n",
+            "  tanh                             calls     4/4        0.500 /    5.000   -4.500\n",
+            "  (2 smaller rows)                 calls     4/4        0.188 /    0.375   -0.188\n",
+        );
+        assert_eq!(got, want);
+        // Nothing folded, no fold line.
+        let all = render_ledger("title", &l, 0.0);
+        assert_eq!(all.lines().count(), 7);
+        assert!(!all.contains("smaller rows"));
     }
 }

@@ -437,7 +437,7 @@ pub fn config_of(
 }
 
 /// One compared quantity.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Pair {
     pub predicted: f64,
     pub traced: f64,

@@ -73,7 +73,14 @@ fn every_kernel_row_meets_the_ops_aten_runs() {
         let l = c
             .ledger
             .expect("a ledger for a trace with op_times and a profile");
+        ledgers.push(l.clone());
         for ph in &l.phases {
+            // costsim's kernels take time, and on a CPU (host and device on one thread) no more
+            // than the phase it predicts.
+            if ph.phase != "optimizer" {
+                assert!(ph.ops_ms.predicted > 0.0, "{} {}", c.name, ph.phase);
+            }
+            assert!(ph.above_ms.predicted >= 0.0, "{} {}", c.name, ph.phase);
             // The split adds up on both sides.
             let rows_p: f64 = ph.rows.iter().map(|r| r.time_ms.predicted).sum();
             let rows_t: f64 = ph.rows.iter().map(|r| r.time_ms.traced).sum();
@@ -109,4 +116,57 @@ fn every_kernel_row_meets_the_ops_aten_runs() {
         wrong.len(),
         wrong.join("\n")
     );
+    // Summed over the traces, each phase's split and each row are the sums of the traces'.
+    let sum = sum_ledgers(&ledgers).expect("a sum");
+    assert_eq!(sum.phases.len(), 3);
+    for (i, ph) in sum.phases.iter().enumerate() {
+        let each = |f: &dyn Fn(&Ledger) -> f64| ledgers.iter().map(f).sum::<f64>();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
+        assert!(close(
+            ph.total_ms.predicted,
+            each(&|l| l.phases[i].total_ms.predicted)
+        ));
+        assert!(close(
+            ph.total_ms.traced,
+            each(&|l| l.phases[i].total_ms.traced)
+        ));
+        assert!(close(
+            ph.ops_ms.predicted,
+            each(&|l| l.phases[i].ops_ms.predicted)
+        ));
+        assert!(close(
+            ph.ops_ms.traced,
+            each(&|l| l.phases[i].ops_ms.traced)
+        ));
+        assert!(close(
+            ph.above_ms.traced,
+            each(&|l| l.phases[i].above_ms.traced)
+        ));
+        for r in &ph.rows {
+            let row = |f: &dyn Fn(&costsim_validate::ledger::LedgerRow) -> f64| {
+                each(&|l| {
+                    l.phases[i]
+                        .rows
+                        .iter()
+                        .filter(|x| x.op == r.op)
+                        .map(f)
+                        .sum()
+                })
+            };
+            assert_eq!(
+                r.calls.traced,
+                row(&|x| x.calls.traced),
+                "{} {}",
+                ph.phase,
+                r.op
+            );
+            assert_eq!(r.calls.predicted, row(&|x| x.calls.predicted));
+            assert!(close(r.time_ms.predicted, row(&|x| x.time_ms.predicted)));
+            // Each call took 1 µs.
+            assert!(close(r.time_ms.traced, r.calls.traced / 1e3), "{}", r.op);
+            assert!(r.time_ms.predicted >= 0.0, "{}", r.op);
+        }
+        let rows: f64 = ph.rows.iter().map(|r| r.time_ms.traced).sum();
+        assert!(close(rows, ph.ops_ms.traced));
+    }
 }
