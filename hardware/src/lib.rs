@@ -178,10 +178,15 @@ pub enum MemKind {
     Gather,
     Scatter,
     Optimizer,
+    /// Elementwise ops that evaluate a transcendental function per element (tanh, sin, cos,
+    /// exp): on CPUs that arithmetic, not DRAM, bounds them (tanh ≈ 2.2 ns an fp32 element on
+    /// this project's CPU, 12× an add; docs/host.md, the op ledger). Without a calibrated value
+    /// a profile prices them as `elementwise`.
+    Transcendental,
 }
 
 impl MemKind {
-    pub const ALL: [MemKind; 9] = [
+    pub const ALL: [MemKind; 10] = [
         Self::Elementwise,
         Self::Dropout,
         Self::Cast,
@@ -191,6 +196,7 @@ impl MemKind {
         Self::Gather,
         Self::Scatter,
         Self::Optimizer,
+        Self::Transcendental,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -204,6 +210,7 @@ impl MemKind {
             Self::Gather => "gather",
             Self::Scatter => "scatter",
             Self::Optimizer => "optimizer",
+            Self::Transcendental => "transcendental",
         }
     }
 }
@@ -212,16 +219,16 @@ impl MemKind {
 /// tensors. Without calibration every kind uses the profile's streaming `bandwidth` efficiency.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KindBandwidth {
-    pub fp32: [f64; 9],
-    pub half: [f64; 9],
+    pub fp32: [f64; 10],
+    pub half: [f64; 10],
 }
 
 impl KindBandwidth {
     /// Every kind at the same efficiency.
     pub fn uniform(e: f64) -> Self {
         Self {
-            fp32: [e; 9],
-            half: [e; 9],
+            fp32: [e; 10],
+            half: [e; 10],
         }
     }
 
@@ -395,6 +402,10 @@ pub struct KindSection {
     pub scatter_bf16: Option<f64>,
     pub optimizer: Option<f64>,
     pub optimizer_bf16: Option<f64>,
+    /// Default: the `elementwise` values (profiles calibrated before this kind existed price
+    /// tanh as any elementwise op).
+    pub transcendental: Option<f64>,
+    pub transcendental_bf16: Option<f64>,
     pub source: String,
 }
 
@@ -582,6 +593,15 @@ impl ProfileFile {
                     kb.fp32[i] = f.unwrap_or(self.efficiency.bandwidth);
                     kb.half[i] = h.unwrap_or(kb.fp32[i]);
                 }
+                let (t, e) = (
+                    MemKind::Transcendental as usize,
+                    MemKind::Elementwise as usize,
+                );
+                kb.fp32[t] = k.transcendental.unwrap_or(kb.fp32[e]);
+                kb.half[t] = k.transcendental_bf16.unwrap_or(match k.transcendental {
+                    Some(f) => f,
+                    None => kb.half[e],
+                });
                 kb
             }
         };
@@ -1144,6 +1164,53 @@ mod tests {
         let err = resolve_device("a10O").unwrap_err().to_string();
         assert!(err.contains("did you mean 'a100'"), "{err}");
         assert!(err.contains("rtx4090"), "{err}");
+    }
+
+    /// `transcendental` defaults to the `elementwise` values (not `bandwidth`), and its bf16
+    /// value to its fp32 one when that is given.
+    #[test]
+    fn transcendental_falls_back_to_elementwise() {
+        let cpu = include_str!("../profiles/cpu-generic.toml");
+        let with = |kinds: &str| {
+            let text = cpu.replace(
+                "\n[overheads]",
+                &format!("\n[efficiency.kinds]\n{kinds}source = \"test\"\n\n[overheads]"),
+            );
+            let p = parse_profile(&text, "x.toml").expect("parses");
+            let get = |k, half| p.kind_bandwidth.get(k, half);
+            [
+                get(MemKind::Transcendental, false),
+                get(MemKind::Transcendental, true),
+                get(MemKind::Elementwise, false),
+                get(MemKind::Elementwise, true),
+            ]
+        };
+        // bandwidth is 0.6 in the built-in cpu profile.
+        assert_eq!(
+            with("elementwise = 0.5\nelementwise-bf16 = 0.4\n"),
+            [0.5, 0.4, 0.5, 0.4]
+        );
+        assert_eq!(
+            with("elementwise = 0.5\ntranscendental = 0.05\n"),
+            [0.05, 0.05, 0.5, 0.5]
+        );
+        assert_eq!(
+            with("transcendental = 0.05\ntranscendental-bf16 = 0.09\n"),
+            [0.05, 0.09, 0.6, 0.6]
+        );
+        let err = parse_profile(
+            &cpu.replace(
+                "\n[overheads]",
+                "\n[efficiency.kinds]\ntranscendental = 1.5\nsource = \"t\"\n\n[overheads]",
+            ),
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("efficiency.kinds.transcendental must be"),
+            "{err}"
+        );
     }
 
     #[test]

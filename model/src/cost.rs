@@ -31,6 +31,10 @@ use costsim_hardware::{MathMode, MemKind, Profile};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
+/// Elementwise kernels that evaluate a transcendental function per element, priced with the
+/// profile's `transcendental` efficiency (the `elementwise` one where none is calibrated).
+pub const TRANSCENDENTAL: [&str; 3] = ["tanh", "sin", "cos"];
+
 /// What limits a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -341,6 +345,11 @@ pub fn kernel_cost_memo(
     let mem_kind = match k.kind {
         // Dropout draws a random number per element: on CPUs that, not DRAM, bounds it.
         KernelKind::Elementwise if k.name == "native_dropout" => Some(MemKind::Dropout),
+        // tanh (GPT-2's gelu_new) and rope's sin and cos evaluate a transcendental function per
+        // element: on CPUs that bounds them (docs/host.md, the op ledger).
+        KernelKind::Elementwise if TRANSCENDENTAL.contains(&k.name) => {
+            Some(MemKind::Transcendental)
+        }
         KernelKind::Elementwise => Some(MemKind::Elementwise),
         KernelKind::Cast => Some(MemKind::Cast),
         KernelKind::Reduction => Some(MemKind::Reduction),
@@ -677,6 +686,30 @@ mod tests {
             hw.kind_bandwidth.get(MemKind::Dropout, true),
             hw.kind_bandwidth.get(MemKind::Elementwise, true)
         );
+        // tanh, sin and cos (fp32, 64 B read and 64 written) at the transcendental efficiency,
+        // set by hand to 0.05 against elementwise's 0.8; tanh's backward (1 − y²)·g is plain
+        // arithmetic and stays elementwise.
+        let mut hw = hw;
+        let (t, e) = (
+            MemKind::Transcendental as usize,
+            MemKind::Elementwise as usize,
+        );
+        hw.kind_bandwidth.fp32[e] = 0.8;
+        hw.kind_bandwidth.fp32[t] = 0.05;
+        for (name, eff) in [
+            ("tanh", 0.05),
+            ("sin", 0.05),
+            ("cos", 0.05),
+            ("tanh_backward", 0.8),
+        ] {
+            let c = kernel_cost(&elementwise(name, 64.0, 64.0), &hw, false);
+            let want = 128.0 / (hw.bandwidth_bps * eff);
+            assert!(
+                (c.mem_s - want).abs() < 1e-18,
+                "{name}: {} vs {want}",
+                c.mem_s
+            );
+        }
     }
 
     #[test]

@@ -246,6 +246,21 @@ impl Bencher {
                 i = (i + 1) % c;
                 xs[i].f_dropout(0.1, true).map(drop).map_err(torch)
             },
+        )?;
+        // tanh: reads x, writes its tanh; a transcendental function per element (GPT-2's
+        // gelu_new), which a CPU evaluates slower than it streams the bytes.
+        self.time(
+            Bench::Transcendental,
+            format!("tanh {n}"),
+            kind,
+            nf,
+            2.0 * nf * sz,
+            None,
+            1,
+            || {
+                i = (i + 1) % c;
+                xs[i].f_tanh().map(drop).map_err(torch)
+            },
         )
     }
 

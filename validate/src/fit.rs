@@ -44,6 +44,8 @@ pub enum Bench {
     Elementwise,
     /// Dropout (elementwise with a random draw per element).
     Dropout,
+    /// tanh: elementwise with a transcendental function per element.
+    Transcendental,
     Cast,
     Reduction,
     Norm,
@@ -334,7 +336,7 @@ pub fn fit_linear(what: &str, names: Vec<&'static str>, rows: &[(Vec<f64>, f64)]
 }
 
 /// Memory-bound kinds fitted for bandwidth, with their profile keys.
-const KINDS: [(Bench, &str); 9] = [
+const KINDS: [(Bench, &str); 10] = [
     (Bench::Elementwise, "elementwise"),
     (Bench::Dropout, "dropout"),
     (Bench::Cast, "cast"),
@@ -344,6 +346,7 @@ const KINDS: [(Bench, &str); 9] = [
     (Bench::Gather, "gather"),
     (Bench::Scatter, "scatter"),
     (Bench::Optimizer, "optimizer"),
+    (Bench::Transcendental, "transcendental"),
 ];
 
 /// Everything a calibration fitted, and the profile it makes.
@@ -649,7 +652,11 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
                         Some(d) => kind_bw.push((bench, d == "bf16", bw)),
                     }
                 }
-                per_op.push(f.coef[1]);
+                // The launch floor is the median intercept of the memory-bound fits; tanh is
+                // bound by its arithmetic, so its intercept does not vote.
+                if bench != Bench::Transcendental {
+                    per_op.push(f.coef[1]);
+                }
                 fits.push(f);
             }
         }

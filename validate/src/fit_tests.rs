@@ -167,6 +167,54 @@ mod toml_safety_tests {
     }
 
     #[test]
+    fn transcendental_kind_is_fitted_from_tanh_samples_and_does_not_move_the_floor() {
+        // The saved run (from before tanh was timed) gives no transcendental line: its profile
+        // prices tanh as elementwise. Add fp32 tanh samples at made-up times t = B / 3.5 GB/s +
+        // 30 µs (an intercept far above the memory-bound fits'): the kind is fitted at that
+        // bandwidth, bf16 falls back to it, and the launch floor (the median intercept of the
+        // memory-bound fits) is the same as without them.
+        let run = saved_run();
+        let before = calibrate(&run, &base(), "before").expect("calibrates");
+        assert!(!before.profile_toml.contains("transcendental"));
+        let p0 = costsim_hardware::parse_profile(&before.profile_toml, "t").expect("loads");
+        let mut run = run;
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Elementwise && s.dtype == "fp32")
+            .expect("an elementwise sample")
+            .clone();
+        let (bw, c) = (3.5e9, 30e-6);
+        for n in [65_536.0f64, 262_144.0, 1_048_576.0, 4_194_304.0] {
+            let mut x = template.clone();
+            x.bench = Bench::Transcendental;
+            x.name = format!("tanh {n}");
+            x.flops = n;
+            x.bytes = 8.0 * n;
+            x.stats.median_ms = 1e3 * (x.bytes / bw + c * f64::from(x.ops));
+            run.samples.push(x);
+        }
+        let cal = calibrate(&run, &base(), "tanh").expect("calibrates");
+        let f = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "transcendental fp32")
+            .expect("fit");
+        assert!((1.0 / f.coef[0] / bw - 1.0).abs() < 1e-6, "{f:?}");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        use costsim_hardware::MemKind;
+        let eff = p.kind_bandwidth.get(MemKind::Transcendental, false);
+        // Written to 4 decimals, as a fraction of the profile's bandwidth.
+        assert!((eff * p.bandwidth_bps / bw - 1.0).abs() < 1e-3, "{eff}");
+        assert_eq!(p.kind_bandwidth.get(MemKind::Transcendental, true), eff);
+        assert_eq!(p.launch_floor_s, p0.launch_floor_s);
+        assert_eq!(
+            p.kind_bandwidth.get(MemKind::Elementwise, false),
+            p0.kind_bandwidth.get(MemKind::Elementwise, false)
+        );
+    }
+
+    #[test]
     fn row_fill_is_fitted_when_the_samples_reach_a_few_rows() {
         // The saved run's GEMM samples keep their shapes and get made-up times
         // t = (2mnk + m₀·2nk) / R + c·ops, fp32 R = 100 GFLOP/s, m₀ = 5 rows; bf16 R = 400,
