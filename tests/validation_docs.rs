@@ -375,7 +375,8 @@ fn committed_drift_regenerates() {
 /// this CPU, profile calibrated in the same run, with PaCA's column write and attention's tile
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
 /// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold, 29i with
-/// every CPU benchmark cold, 29j and 29k the same again, 29k with the op ledger):
+/// every CPU benchmark cold, 29j and 29k the same again, 29k with the op ledger, 29l with
+/// tanh, sin and cos priced at a calibrated transcendental rate):
 /// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
@@ -390,6 +391,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29i",
         "eager-2026-11-29j",
         "eager-2026-11-29k",
+        "eager-2026-11-29l",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
@@ -431,4 +433,85 @@ fn eager_checks_of_2026_11_29_regenerate() {
         let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/host.md"));
         assert!(page.contains(quoted), "docs/host.md lacks: {quoted}");
     }
+}
+
+/// The tenth run (2026-11-29l: tanh, sin and cos at a calibrated transcendental rate), and the
+/// same measurements without that kind: its calibration refitted without the tanh samples (the
+/// other fits, the launch floor included, do not change) predicts the held-out steps with the
+/// step MAPE and worst case docs/validation.md quotes, and the eager profile without its
+/// transcendental keys the eager steps with the forward and backward MAPE it quotes.
+#[test]
+fn tenth_run_and_its_transcendental_ablation_regenerate() {
+    check_run("cpu-2026-11-29l");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/docs/results/cpu-2026-11-29l");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dropped, without) =
+        calibrate_without(&dir, tmp.path(), |s| s["bench"] == "transcendental");
+    // tanh at four sizes × fp32 and bf16.
+    assert_eq!(dropped, 8);
+    let text = read(&without);
+    assert!(!text.contains("transcendental"));
+    // Nothing else moved: the committed profile is the refit plus the two transcendental keys.
+    let committed: Vec<String> = read(&Path::new(&dir).join("cpu-calibrated.toml"))
+        .lines()
+        .filter(|l| !l.starts_with("transcendental") && !l.starts_with("fit = "))
+        .map(str::to_string)
+        .collect();
+    let refit: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with("fit = "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(committed.len(), refit.len());
+    let held = heldout_files(&dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let summary = stdout_ok(&[
+        "validate",
+        "--from",
+        &held,
+        "--hw",
+        without.to_str().unwrap(),
+        "--format",
+        "markdown",
+    ]);
+    let costsim: Vec<&str> = summary
+        .lines()
+        .find(|l| l.starts_with("| costsim |"))
+        .expect("the costsim line")
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let page = read(&Path::new(root).join("docs/validation.md"));
+    let quoted = format!("{}, worst {}", costsim[2], costsim[3]);
+    assert!(page.contains(&quoted), "docs/validation.md lacks: {quoted}");
+
+    let eager = format!("{root}/docs/results/cpu/eager-2026-11-29l");
+    let stripped: String = read(&Path::new(&eager).join("cpu-eager.toml"))
+        .lines()
+        .filter(|l| !l.starts_with("transcendental"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let profile = tmp.path().join("eager-without.toml");
+    std::fs::write(&profile, stripped).unwrap();
+    let out = stdout_ok(&[
+        "validate",
+        "--trace",
+        &format!("{eager}/eager"),
+        "--hw",
+        profile.to_str().unwrap(),
+    ]);
+    let mape = out
+        .lines()
+        .find_map(|l| l.strip_prefix("MAPE over 24 timed traces: "))
+        .expect("a MAPE line");
+    let fb = mape
+        .split(", optimizer")
+        .next()
+        .expect("forward and backward");
+    let quoted = format!("without the keys: {fb}");
+    assert!(page.contains(&quoted), "docs/validation.md lacks: {quoted}");
 }
