@@ -37,7 +37,7 @@ use costsim_model::graph::Phase;
 use costsim_model::predict::Prediction;
 use serde::{Deserialize, Serialize};
 
-use crate::trace::{Pair, Trace};
+use crate::trace::{pct, Pair, Trace};
 
 /// The op ledger of a trace as the tracer writes it (`op_times`).
 #[derive(Debug, Clone, Deserialize)]
@@ -372,14 +372,6 @@ fn row(s: &mut String, op: &str, r: &LedgerRow) {
         r.time_ms.traced,
         r.time_ms.predicted - r.time_ms.traced
     );
-}
-
-fn pct(e: f64) -> String {
-    if e.is_finite() {
-        format!("{:+.1}%", 100.0 * e)
-    } else {
-        "n/a".to_string()
-    }
 }
 
 #[cfg(test)]

@@ -958,7 +958,7 @@ pub fn bytes_parts(c: &TraceComparison, phase: &str) -> Option<Vec<BytesPart>> {
     )
 }
 
-fn pct(e: f64) -> String {
+pub(crate) fn pct(e: f64) -> String {
     if e.is_finite() {
         format!("{:+.1}%", 100.0 * e)
     } else {
