@@ -515,3 +515,37 @@ fn tenth_run_and_its_transcendental_ablation_regenerate() {
     let quoted = format!("without the keys: {fb}");
     assert!(page.contains(&quoted), "docs/validation.md lacks: {quoted}");
 }
+
+/// The op ledger of the tenth run's worst family (gpt2-narrow-deep in bf16) on the eager stack,
+/// predicted with the 29l eager profile: `validate --trace --ops` gives exactly the committed
+/// ledger, whose vocabulary-sized rows docs/validation.md quotes.
+#[test]
+fn worst_family_ledger_of_2026_11_29l_regenerates() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/docs/results/cpu/ledger-2026-11-29l");
+    let out = stdout_ok(&[
+        "validate",
+        "--trace",
+        &format!("{dir}/gpt2-narrow-deep-paca-upper-half-bf16.json"),
+        "--hw",
+        &format!("{root}/docs/results/cpu/eager-2026-11-29l/cpu-eager.toml"),
+        "--ops",
+    ]);
+    assert_eq!(out, read(&Path::new(&dir).join("ledger.txt")));
+    let page = read(&Path::new(root).join("docs/validation.md"));
+    for op in [
+        "_log_softmax ",
+        "_to_copy ",
+        "_log_softmax_backward_data ",
+        "nll_loss_backward ",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} row"));
+        let nums: Vec<&str> = line.split_whitespace().collect();
+        // "op calls p/t predicted / measured diff": the predicted and measured ms.
+        let quoted = format!("{} {} against {}", op.trim(), nums[3], nums[5]);
+        assert!(page.contains(&quoted), "docs/validation.md lacks: {quoted}");
+    }
+}
