@@ -66,6 +66,10 @@ timeout 150 python3 scripts/trace/run_grid.py scripts/trace/host-grid.txt "$OUT_
   2>&1 | tee "$OUT_DIR/host-fit.txt"
 timeout 140 python3 scripts/trace/run_grid.py scripts/trace/gpu-grid-timing.txt "$OUT_DIR/timing" --device cuda \
   2>&1 | grep -v -i warn > "$OUT_DIR/timing.log"
+# The kernel ledger of those steps (their --profile-kernels device time per aten op against
+# costsim's kernels, and the idle rest against its host wait; docs/host.md), seconds of CPU.
+"$BIN" validate --trace "$OUT_DIR/timing" --hw "$OUT_DIR/h200-host.toml" --ops \
+  > "$OUT_DIR/timing-ledger.txt" 2>&1 || true
 pack
 echo "== 5. a Trainer loop's own work (per micro-batch, per nn.Module, per step), fitted"
 mkdir -p "$OUT_DIR/step"

@@ -130,7 +130,8 @@ pub struct ValidateArgs {
     pub modules: bool,
     /// With --trace and --hw: for traces timed op by op (scripts/trace/trace_step.py --op-times
     /// N, CPU), the op ledger: each phase split into the ops' own time and the host work above
-    /// them, op by op, against costsim's device and host time (docs/host.md).
+    /// them, op by op, against costsim's device and host time; for GPU traces profiled with
+    /// --profile-kernels, the same from each op's kernel time (docs/host.md).
     #[arg(long, requires_all = ["trace", "hw"])]
     pub ops: bool,
     /// Compare predicted Trainer steps (and their bare steps and loop work) with

@@ -191,6 +191,8 @@ pub struct LedgerPhase {
 #[derive(Debug, Clone, Serialize)]
 pub struct Ledger {
     pub steps: u32,
+    /// What measured it: "op ledger" (CPU op times) or the profiler's kernel ledger (GPU).
+    pub source: &'static str,
     pub phases: Vec<LedgerPhase>,
 }
 
@@ -200,17 +202,69 @@ const PHASES: [(Phase, &str); 3] = [
     (Phase::Optimizer, "optimizer"),
 ];
 
-/// The ledger of a trace with `op_times` and `timings` against `p`, a prediction of the same
-/// configuration with kernel rows; `None` when the trace lacks either. The phase's measured
-/// time is that of the plain steps run alternately with the ledger's (the trace's `timings`
-/// in records without them); the prediction stays the trace comparison's.
-pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
-    let ot = t.op_times.as_ref()?;
+/// One phase as measured: its plain time, ms, and per aten op its calls and µs a step.
+struct Measured {
+    plain_ms: f64,
+    ops: Vec<(String, f64, f64)>,
+}
+
+/// The measured side of a trace's ledger: the op ledger of a CPU trace (`op_times`), else the
+/// profiler's kernel time per aten op of a GPU trace (`cuda_kernels` with `device_us`), whose
+/// ops that launch no kernel (`aten::linear`, views) file under the no-kernel row with no time.
+fn measured(t: &Trace) -> Option<(u32, &'static str, Vec<Measured>)> {
     let tm = t.timings.as_ref()?;
+    if let Some(ot) = &t.op_times {
+        let mut out = Vec::new();
+        for (_, name) in PHASES {
+            let rec = ot.phase(name)?;
+            out.push(Measured {
+                plain_ms: rec.plain_s.unwrap_or(tm.get(name)?.median_s) * 1e3,
+                ops: rec
+                    .ops
+                    .iter()
+                    .map(|(op, o)| (op.clone(), o.calls as f64, o.us))
+                    .collect(),
+            });
+        }
+        return Some((ot.steps, "op ledger", out));
+    }
+    let prof = t.cuda_kernels.as_ref()?;
+    let mut out = Vec::new();
+    for (_, name) in PHASES {
+        let ph = prof.get(name)?;
+        let mut ops = Vec::new();
+        for (op, o) in &ph.by_op {
+            let us = match (o.kernels, o.device_us) {
+                (0, _) => 0.0,
+                (_, Some(us)) => us,
+                // A profile without device times (older traces) gives no ledger.
+                (_, None) => return None,
+            };
+            let row = if o.kernels == 0 {
+                "view".to_string()
+            } else {
+                op.clone()
+            };
+            ops.push((row, o.calls as f64, us));
+        }
+        out.push(Measured {
+            plain_ms: tm.get(name)?.median_s * 1e3,
+            ops,
+        });
+    }
+    Some((1, "kernel ledger (torch.profiler's device time)", out))
+}
+
+/// The ledger of a timed trace against `p`, a prediction of the same configuration with kernel
+/// rows: from its op ledger (`op_times`, CPU; the phase's measured time that of the plain steps
+/// run alternately with the ledger's, or the trace's `timings` in records without them), else
+/// from the profiler's device time per op (`--profile-kernels` on a GPU: then "above the ops" is
+/// the time the phase's kernels leave the device idle, against costsim's host wait and host
+/// work). `None` when the trace has neither, or no `timings`.
+pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
+    let (steps, source, measured) = measured(t)?;
     let mut phases = Vec::new();
-    for (phase, name) in PHASES {
-        let rec = ot.phase(name)?;
-        let plain_ms = rec.plain_s.unwrap_or(tm.get(name)?.median_s) * 1e3;
+    for ((phase, name), m) in PHASES.into_iter().zip(measured) {
         let predicted_ms = match phase {
             Phase::Forward => p.forward_ms,
             Phase::Backward => p.backward_ms,
@@ -223,13 +277,13 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
             e[0] += f64::from(u8::from(k.launches > 0));
             e[1] += k.device_us / 1e3;
         }
-        for (op, o) in &rec.ops {
+        for (op, calls, us) in &m.ops {
             let e = &mut acc.entry(ledger_op(op)).or_default().1;
-            e[0] += o.calls as f64;
-            e[1] += o.us / 1e3;
+            e[0] += calls;
+            e[1] += us / 1e3;
         }
         let device_ms: f64 = acc.values().map(|(c, _)| c[1]).sum();
-        let op_ms = rec.op_us / 1e3;
+        let op_ms: f64 = m.ops.iter().map(|(_, _, us)| us / 1e3).sum();
         let mut rows: Vec<LedgerRow> = acc
             .into_iter()
             .map(|(op, (c, m))| LedgerRow {
@@ -250,7 +304,7 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
             phase: name,
             total_ms: Pair {
                 predicted: predicted_ms,
-                traced: plain_ms,
+                traced: m.plain_ms,
             },
             ops_ms: Pair {
                 predicted: device_ms,
@@ -258,13 +312,14 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
             },
             above_ms: Pair {
                 predicted: predicted_ms - device_ms,
-                traced: plain_ms - op_ms,
+                traced: m.plain_ms - op_ms,
             },
             rows,
         });
     }
     Some(Ledger {
-        steps: ot.steps,
+        steps,
+        source,
         phases,
     })
 }
@@ -443,6 +498,7 @@ mod tests {
         });
         Ledger {
             steps,
+            source: "op ledger",
             phases: vec![LedgerPhase {
                 phase: "forward",
                 total_ms: pair(ops.predicted + above.0, ops.traced + above.1),

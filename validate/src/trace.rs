@@ -1149,7 +1149,8 @@ pub fn render(cmps: &[TraceComparison], modules: bool, ops: bool) -> String {
         if ledgers.len() > 1 {
             if let Some(sum) = sum_ledgers(ledgers.iter().copied()) {
                 let title = format!(
-                    "op ledger summed over {} traces, ms per step, predicted / measured",
+                    "{} summed over {} traces, ms per step, predicted / measured",
+                    ledgers[0].source,
                     ledgers.len()
                 );
                 s += &render_ledger(&title, &sum, 0.005);
@@ -1163,8 +1164,8 @@ pub fn render(cmps: &[TraceComparison], modules: bool, ops: bool) -> String {
                     .file_name()
                     .map_or(c.source.clone(), |f| f.to_string_lossy().into_owned());
                 let title = format!(
-                    "{} ({file}): op ledger over {} steps, ms per step, predicted / measured",
-                    c.name, l.steps
+                    "{} ({file}): {} over {} steps, ms per step, predicted / measured",
+                    c.name, l.source, l.steps
                 );
                 s += &render_ledger(&title, l, 0.01);
             }

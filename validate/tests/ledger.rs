@@ -170,3 +170,71 @@ fn every_kernel_row_meets_the_ops_aten_runs() {
         assert!(close(rows, ph.ops_ms.traced));
     }
 }
+
+/// A GPU trace's kernel ledger: the profiler's device time per aten op (`--profile-kernels`)
+/// stands in for the op times. Built here from each committed CPU trace's op rows (2 µs per
+/// kernel, `aten::` names as the profiler gives them) and predicted on the H200 profile: the
+/// ledger comes from that source, its rows meet costsim's kernels call for call as the op
+/// ledger's do, ops that launch nothing carry no time, and a profile without device times gives
+/// no ledger.
+#[test]
+fn a_profiled_gpu_trace_gives_a_kernel_ledger() {
+    use costsim_validate::trace::{ProfiledOp, ProfiledPhase};
+    let hw = costsim_hardware::resolve_device("h200").expect("built-in h200 profile");
+    for name in ["llama-lora-all-d01-fp32.json", "gpt2-paca-bf16.json"] {
+        let f = root().join("docs/results/traces/cpu").join(name);
+        let mut t = read_trace(&f).expect("trace");
+        let mut prof = BTreeMap::new();
+        for ph in ["forward", "backward", "optimizer"] {
+            let mut by_op: BTreeMap<String, ProfiledOp> = BTreeMap::new();
+            for r in t.ops.iter().filter(|r| r.phase == ph) {
+                let e = by_op
+                    .entry(format!("aten::{}", r.op))
+                    .or_insert(ProfiledOp {
+                        calls: 0,
+                        kernels: 0,
+                        device_us: Some(0.0),
+                        self_cpu_us: None,
+                    });
+                e.calls += r.calls;
+                e.kernels += r.launches;
+                e.device_us = e.device_us.map(|us| us + 2.0 * r.launches as f64);
+            }
+            prof.insert(ph.to_string(), ProfiledPhase { by_op });
+        }
+        t.cuda_kernels = Some(prof.clone());
+        t.timings = serde_json::from_str(
+            r#"{"forward":{"median_s":0.5,"min_s":0.5},"backward":{"median_s":0.5,"min_s":0.5},
+                "optimizer":{"median_s":0.5,"min_s":0.5},"reps":1}"#,
+        )
+        .ok();
+        let c = compare_trace(&t, name, Some(&hw)).expect("comparison");
+        let l = c.ledger.expect("a kernel ledger");
+        assert!(l.source.starts_with("kernel ledger"), "{}", l.source);
+        for ph in &l.phases {
+            let kernels: u64 = prof[ph.phase].by_op.values().map(|o| o.kernels).sum();
+            assert!((ph.ops_ms.traced - 2e-3 * kernels as f64).abs() < 1e-9);
+            assert!((ph.ops_ms.traced + ph.above_ms.traced - 500.0).abs() < 1e-9);
+            for r in &ph.rows {
+                if r.op.starts_with("(no kernel") {
+                    assert_eq!(r.time_ms.traced, 0.0, "{name} {}", ph.phase);
+                } else if ph.phase != "optimizer" {
+                    assert_eq!(
+                        r.calls.predicted, r.calls.traced,
+                        "{name} {} {}",
+                        ph.phase, r.op
+                    );
+                }
+            }
+        }
+        // Without device times (traces profiled before they were recorded): no ledger.
+        for p in prof.values_mut() {
+            for o in p.by_op.values_mut() {
+                o.device_us = None;
+            }
+        }
+        t.cuda_kernels = Some(prof);
+        let c = compare_trace(&t, name, Some(&hw)).expect("comparison");
+        assert!(c.ledger.is_none());
+    }
+}
