@@ -209,6 +209,13 @@ fn traces(args: &ValidateArgs) -> Result<String> {
             trace::compare_trace(&t, &f.display().to_string(), hw.as_ref()).map_err(usage_error)?,
         );
     }
+    if args.ops && cmps.iter().all(|c| c.ledger.is_none()) {
+        return Err(usage_error(
+            "--ops: none of these traces was timed op by op; record them with \
+             scripts/trace/trace_step.py --time-reps N --op-times N (CPU) or \
+             --time-reps N --profile-kernels (GPU)",
+        ));
+    }
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
         _ => trace::render(&cmps, args.modules, args.ops),

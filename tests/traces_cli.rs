@@ -221,3 +221,29 @@ fn profiled_trace_gives_time_per_kernel_kind() {
         assert_eq!(gemm["traced_ops"].as_u64(), Some(calls), "{phase}");
     }
 }
+
+/// `--ops` on traces that were not timed op by op is a usage error naming the recording options;
+/// without `--hw` it has nothing to predict with; on a timed trace it prints the ledger.
+#[test]
+fn op_ledger_needs_timed_traces_and_a_profile() {
+    let untimed = repo("docs/results/traces/cpu/llama-lora-qv-bf16mixed.json");
+    usage_error(
+        &["validate", "--trace", &untimed, "--hw", "cpu", "--ops"],
+        &["--ops", "--op-times N", "--profile-kernels"],
+    );
+    usage_error(&["validate", "--trace", &untimed, "--ops"], &["--hw"]);
+    let timed =
+        repo("docs/results/cpu/ledger-2026-11-29l/gpt2-narrow-deep-paca-upper-half-bf16.json");
+    let o = costsim(&["validate", "--trace", &timed, "--hw", "cpu", "--ops"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("op ledger over 3 steps"), "{out}");
+    for phase in ["forward ", "backward ", "optimizer "] {
+        assert!(out.lines().any(|l| l.starts_with(phase)), "{phase}: {out}");
+    }
+}
