@@ -33,7 +33,7 @@ use serde::Serialize;
 
 /// Elementwise kernels that evaluate a transcendental function per element, priced with the
 /// profile's `transcendental` efficiency (the `elementwise` one where none is calibrated).
-pub const TRANSCENDENTAL: [&str; 3] = ["tanh", "sin", "cos"];
+const TRANSCENDENTAL: [&str; 3] = ["tanh", "sin", "cos"];
 
 /// What limits a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]

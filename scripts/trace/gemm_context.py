@@ -32,7 +32,6 @@ per round, and the ratio. CPU only.
     python3 scripts/trace/gemm_context.py --family gpt2 --config docs/results/models/gpt2-tiny/config.json --out g.json
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -140,28 +139,10 @@ def alone(key, reps):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", choices=["gpt2", "llama"], required=True)
-    ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
-    ap.add_argument("--method", choices=["full", "lora", "paca"], default="full")
-    ap.add_argument("--rank", type=int, default=8, help="LoRA rank or PaCA column count")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=3, help="profiled steps per round")
-    ap.add_argument("--reps", type=int, default=9, help="timed calls per shape alone per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap = trace_step.context_arguments(__doc__, "profiled steps per round",
+                                      "timed calls per shape alone per round", rounds=3)
     args = ap.parse_args(argv)
-    if min(args.steps, args.reps, args.rounds) < 1:
-        raise SystemExit("--steps, --reps and --rounds must be at least 1")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.config:
-        args.preset = trace_step.preset_of_config(args.config)
-    cfg, step = trace_step.cpu_training_step(args)
+    cfg, step = trace_step.context_step(args)
     groups = {}
     for _ in range(args.rounds):
         timed = time_step(step, args.steps)

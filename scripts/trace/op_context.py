@@ -25,7 +25,6 @@ round. CPU only.
         --method lora --precision bf16 --out o.json
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -144,28 +143,10 @@ def alone(func, key, reps):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--family", choices=["gpt2", "llama"], required=True)
-    ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
-    ap.add_argument("--method", choices=["full", "lora", "paca"], default="full")
-    ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--reps", type=int, default=9)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap = trace_step.context_arguments(__doc__, "measured steps per round",
+                                      "timed calls per group alone per round", rounds=2)
     args = ap.parse_args(argv)
-    if min(args.steps, args.reps, args.rounds) < 1:
-        raise SystemExit("--steps, --reps and --rounds must be at least 1")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    if args.config:
-        args.preset = trace_step.preset_of_config(args.config)
-    _, step = trace_step.cpu_training_step(args)
+    _, step = trace_step.context_step(args)
     groups = {}
     for _ in range(args.rounds):
         timer = OpTimer()

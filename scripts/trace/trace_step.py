@@ -890,6 +890,38 @@ def provenance(script, argv, **extra):
                 command=" ".join([script] + (argv if argv is not None else sys.argv[1:])))
 
 
+def context_arguments(doc, steps_help, reps_help, rounds):
+    """The options of gemm_context.py and op_context.py, which time one configuration's real CPU
+    step (`cpu_training_step`) against its ops replayed alone: `rounds` alternations by default."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--family", choices=["gpt2", "llama"], required=True)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--config", default=None, help="a Hugging Face config.json instead of --preset")
+    ap.add_argument("--method", choices=["full", "lora", "paca"], default="full")
+    ap.add_argument("--rank", type=int, default=8, help="LoRA rank or PaCA column count")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3, help=steps_help)
+    ap.add_argument("--reps", type=int, default=9, help=reps_help)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    return ap
+
+
+def context_step(args):
+    """The parsed `context_arguments` checked, the thread count and seed set, the preset named
+    after a --config: `cpu_training_step(args)`."""
+    if min(args.steps, args.reps, args.rounds) < 1:
+        raise SystemExit("--steps, --reps and --rounds must be at least 1")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.config:
+        args.preset = preset_of_config(args.config)
+    return cpu_training_step(args)
+
+
 def cpu_training_step(args):
     """A configuration's model on the CPU with prepare_model's other options at their defaults
     (LoRA and PaCA on every linear, no dropout, fp32 adapters; alpha 32 for LoRA, 64 for PaCA),

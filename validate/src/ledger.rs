@@ -103,6 +103,9 @@ const NO_KERNEL: [&str; 17] = [
     "split",
 ];
 
+/// The row of the ops that launch no kernel.
+const NO_KERNEL_ROW: &str = "(no kernel: views, metadata)";
+
 /// The row an op is filed under, for an aten op name (the trace's side) and a costsim kernel
 /// name alike.
 pub fn ledger_op(name: &str) -> String {
@@ -112,7 +115,7 @@ pub fn ledger_op(name: &str) -> String {
         || n.starts_with("_record_function")
         || n.starts_with("view/")
     {
-        return "(no kernel: views, metadata)".into();
+        return NO_KERNEL_ROW.into();
     }
     if n.contains("scaled_dot_product") {
         return if n.ends_with("_backward") {
@@ -240,12 +243,8 @@ fn measured(t: &Trace) -> Option<(u32, &'static str, Vec<Measured>)> {
                 // A profile without device times (older traces) gives no ledger.
                 (_, None) => return None,
             };
-            let row = if o.kernels == 0 {
-                "view".to_string()
-            } else {
-                op.clone()
-            };
-            ops.push((row, o.calls as f64, us));
+            let row = if o.kernels == 0 { NO_KERNEL_ROW } else { op };
+            ops.push((row.to_string(), o.calls as f64, us));
         }
         out.push(Measured {
             plain_ms: tm.get(name)?.median_s * 1e3,
