@@ -323,8 +323,27 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
     })
 }
 
-/// Several ledgers summed row by row (phases, rows and the splits alike): where a whole grid's
-/// time goes. `None` for no ledgers.
+/// The ledgers summed per source, in the order each source first appears: (how many were
+/// summed, their sum). A CPU op ledger (op wall times, the host above them) and a GPU kernel
+/// ledger (device times, the idle device) measure different things, so a folder holding both
+/// gets one sum of each rather than one sum titled with whichever came first.
+pub fn sum_by_source<'a>(ls: impl IntoIterator<Item = &'a Ledger>) -> Vec<(usize, Ledger)> {
+    let mut groups: Vec<(&'static str, Vec<&'a Ledger>)> = Vec::new();
+    for l in ls {
+        match groups.iter_mut().find(|(src, _)| *src == l.source) {
+            Some((_, g)) => g.push(l),
+            None => groups.push((l.source, vec![l])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|(_, g)| Some((g.len(), sum_ledgers(g)?)))
+        .collect()
+}
+
+/// Several ledgers of one source summed row by row (phases, rows and the splits alike): where a
+/// whole grid's time goes. `None` for no ledgers. The sum keeps the first ledger's `source`:
+/// give it ledgers of one source ([`sum_by_source`] groups them).
 pub fn sum_ledgers<'a>(ls: impl IntoIterator<Item = &'a Ledger>) -> Option<Ledger> {
     let add = |a: &mut Pair, b: &Pair| {
         a.predicted += b.predicted;
@@ -548,6 +567,28 @@ mod tests {
             ]
         );
         assert!(sum_ledgers(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn mixed_sources_are_summed_apart() {
+        let cpu = |ms: f64| one_phase(5, vec![row("mm", (1.0, 1.0), (ms, ms))], (0.0, 0.0));
+        let mut gpu = cpu(100.0);
+        gpu.source = "kernel ledger (torch.profiler's device time)";
+        gpu.steps = 1;
+        let (a, b) = (cpu(1.0), cpu(2.0));
+        let sums = sum_by_source([&a, &gpu, &b]);
+        let got: Vec<(usize, &str, u32, f64)> = sums
+            .iter()
+            .map(|(n, l)| (*n, l.source, l.steps, l.phases[0].total_ms.traced))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "op ledger", 5, 3.0),
+                (1, "kernel ledger (torch.profiler's device time)", 1, 100.0)
+            ]
+        );
+        assert!(sum_by_source(std::iter::empty()).is_empty());
     }
 
     #[test]

@@ -1144,14 +1144,12 @@ pub fn render(cmps: &[TraceComparison], modules: bool, ops: bool) -> String {
         }
     }
     if ops {
-        use crate::ledger::{render_ledger, sum_ledgers};
-        let ledgers: Vec<_> = cmps.iter().filter_map(|c| c.ledger.as_ref()).collect();
-        if ledgers.len() > 1 {
-            if let Some(sum) = sum_ledgers(ledgers.iter().copied()) {
+        use crate::ledger::{render_ledger, sum_by_source};
+        for (n, sum) in sum_by_source(cmps.iter().filter_map(|c| c.ledger.as_ref())) {
+            if n > 1 {
                 let title = format!(
-                    "{} summed over {} traces, ms per step, predicted / measured",
-                    ledgers[0].source,
-                    ledgers.len()
+                    "{} summed over {n} traces, ms per step, predicted / measured",
+                    sum.source
                 );
                 s += &render_ledger(&title, &sum, 0.005);
             }
