@@ -10,9 +10,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust with rustup (https://rustup.rs), then rerun $0" >&2
   exit 1
 fi
-# rustfmt is part of the default rustup profile; add it where a minimal profile left it out.
+# rustfmt and clippy are part of the default rustup profile; add them where a minimal profile
+# left them out.
 if ! cargo fmt --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
   rustup component add rustfmt
+fi
+if ! cargo clippy --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+  rustup component add clippy
 fi
 
 # Snapshots never update silently: a mismatch fails the run.
@@ -20,6 +24,9 @@ export INSTA_UPDATE=no
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 cargo fmt --all -- --check
+# Lints, warnings as errors (the default build; clippy.toml lets unit tests unwrap, and each
+# integration test file says so at its top).
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The benchmark must keep compiling (it is run by hand: cargo bench -p costsim-model).
 cargo bench --workspace --locked --no-run
 

@@ -651,7 +651,7 @@ fn stacked<DB: DrawingBackend>(
         .x_labels(n.min(40))
         .x_label_formatter(&|x| {
             let i = x.round().max(0.0) as usize;
-            if (*x - i as f64).abs() < 1e-9 && i < cats.len() && i % step == 0 {
+            if (*x - i as f64).abs() < 1e-9 && i < cats.len() && i.is_multiple_of(step) {
                 cats[i].clone()
             } else {
                 String::new()

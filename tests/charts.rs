@@ -2,6 +2,8 @@
 //! data behind each chart agrees with `costsim predict` / `costsim validate`, and is snapshotted
 //! (numbers rounded to 6 significant digits so the snapshots hold the model, not float noise).
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 mod common;
 
 use common::{csv_records, f};

@@ -3,6 +3,8 @@
 //! memory verdict is peak + the 1 GiB reserve against capacity, and the paper's memory facts hold
 //! (full fine-tuning of llama2-7b does not fit an A6000; the paper's PaCA setup on it does).
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 mod common;
 
 use common::{csv_records, f};

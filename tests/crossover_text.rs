@@ -4,6 +4,8 @@
 //! the JSON ratios by the rule docs/sweeps.md states (below 1 throughout: faster; at least 1
 //! throughout: slower). Nothing is compared with a golden file.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 mod common;
 
 use common::stdout_ok;

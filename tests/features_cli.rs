@@ -3,6 +3,8 @@
 //! values a command cannot print refused with exit 2, run cost from a price, and charts that
 //! mark what does not fit.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 mod common;
 
 use serde_json::Value;

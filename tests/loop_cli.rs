@@ -2,6 +2,8 @@
 //! step, worked by hand from a profile's `loop-*` values and the model's nn.Module count
 //! (docs/model.md); `calibrate --loop` refits the committed measurements.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 use serde_json::Value;
 use std::process::{Command, Output};
 

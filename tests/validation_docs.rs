@@ -2,6 +2,8 @@
 //! the calibrated profile from `docs/results/cpu` must give exactly the committed files, and the
 //! page must quote the summary as generated.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 mod common;
 
 use common::stdout_ok;

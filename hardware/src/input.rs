@@ -38,7 +38,7 @@ pub fn read_text_capped(path: &Path, what: &str, cap: u64) -> std::io::Result<St
             path.display()
         )));
     }
-    let cap_text = if cap >= 1 << 20 && cap % (1 << 20) == 0 {
+    let cap_text = if cap >= 1 << 20 && cap.is_multiple_of(1 << 20) {
         format!("{} MiB", cap >> 20)
     } else {
         format!("{cap} bytes")

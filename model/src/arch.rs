@@ -188,13 +188,13 @@ impl ModelConfig {
                 return bad(format!("{what} {v} is above the {max} costsim models"));
             }
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return bad(format!(
                 "hidden size {} is not divisible by the {} attention heads",
                 self.hidden, self.heads
             ));
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "{} attention heads are not a multiple of {} key/value heads",
                 self.heads, self.kv_heads

@@ -441,6 +441,7 @@ impl RankFit {
             }
             for seg in 0..3u8 {
                 let ks: [&[Kernel]; 3] = s.map(|sc| segments(sc)[seg as usize].kernels.as_slice());
+                #[allow(clippy::needless_range_loop)] // three graphs' kernels in step, by index
                 for idx in 0..ks[0].len() {
                     let k = [&ks[0][idx], &ks[1][idx], &ks[2][idx]];
                     if !same_kind(k[0], k[1]) || !same_kind(k[0], k[2]) {

@@ -1,5 +1,7 @@
 //! Property tests of the model's invariants (proptest) and hand-derived totals (docs/model.md).
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
 use costsim_hardware::resolve_device;
 use costsim_model::arch::{Family, ModelConfig};
 use costsim_model::cost::Bound;

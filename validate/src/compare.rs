@@ -58,6 +58,10 @@ pub fn predict_record(r: &Record, hw: &Profile) -> Result<Prediction> {
     ))
 }
 
+/// A per-layer microbenchmark: block index, then (predicted, measured) ms of its forward and of
+/// its backward.
+pub type LayerTimes = (usize, (f64, f64), (f64, f64));
+
 /// One compared configuration.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
@@ -69,7 +73,7 @@ pub struct Row {
     /// Predicted forward launches vs ops the harness issued in forward.
     pub forward_kernels: (u64, u64),
     /// Per-layer microbenchmark: block index, (predicted, measured) forward and backward ms.
-    pub layer: Option<(usize, (f64, f64), (f64, f64))>,
+    pub layer: Option<LayerTimes>,
     /// `measured`, `oom (predicted: does not fit)`, ...
     pub note: String,
 }
@@ -320,7 +324,7 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
             )
         })
         .collect();
-    let layer_errs = |f: fn(&(usize, (f64, f64), (f64, f64))) -> (f64, f64)| -> Vec<f64> {
+    let layer_errs = |f: fn(&LayerTimes) -> (f64, f64)| -> Vec<f64> {
         rows.iter()
             .filter_map(|r| r.layer.as_ref())
             .map(f)
@@ -616,7 +620,7 @@ mod tests {
             precision: Precision::Fp32,
             warmup: 1,
             reps: 1,
-            outcome: Outcome::Measured(Measured {
+            outcome: Outcome::Measured(Box::new(Measured {
                 forward: st(step_ms / 3.0),
                 backward: st(step_ms / 2.0),
                 optimizer: st(step_ms / 6.0),
@@ -626,7 +630,7 @@ mod tests {
                 optimizer_ops: 10,
                 final_loss: 1.0,
                 layer: None,
-            }),
+            })),
         }
     }
 

@@ -640,7 +640,7 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
                 Some(_) => format!("{label} fp32"),
                 None => label.to_string(),
             };
-            let filter = |s: &Sample| dtype.map_or(true, |d| s.dtype == d);
+            let filter = |s: &Sample| dtype.is_none_or(|d| s.dtype == d);
             if let Some(f) = bw_fit(bench, &name, &filter) {
                 if f.coef[0] > 0.0 {
                     let bw = 1.0 / f.coef[0];

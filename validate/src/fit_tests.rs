@@ -514,6 +514,7 @@ mod toml_safety_tests {
 
     #[test]
     fn hostile_samples_are_refused_naming_file_sample_and_key() {
+        #[allow(clippy::type_complexity)]
         let edits: [(&str, fn(&mut Sample)); 6] = [
             ("dtype = \"int4\" must be", |s| s.dtype = "int4".into()),
             ("flops = 1e300 must be between 0 and 1e18", |s| {
@@ -548,8 +549,7 @@ mod toml_safety_tests {
     #[test]
     fn a_name_that_would_inject_keys_is_refused() {
         let err = calibrate(&saved_run(), &base(), "x\"\n[host]\nextra = 1")
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains("device.name must be one line"), "{err}");
         // A name with quotes but on one line is kept exactly.

@@ -876,7 +876,7 @@ pub struct RunSpec {
 /// Measure one configuration: warm-up, then `reps` timed steps. Out-of-memory becomes an outcome.
 pub fn measure(spec: &RunSpec, device: Device) -> Outcome {
     match measure_inner(spec, device) {
-        Ok(m) => Outcome::Measured(m),
+        Ok(m) => Outcome::Measured(Box::new(m)),
         Err(e) if is_oom(&e) => Outcome::OutOfMemory {
             message: e.to_string(),
         },

@@ -47,7 +47,7 @@ pub struct Record {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", tag = "status")]
 pub enum Outcome {
-    Measured(Measured),
+    Measured(Box<Measured>),
     /// The device ran out of memory (set against the model's fit prediction).
     OutOfMemory {
         message: String,
@@ -297,7 +297,7 @@ mod tests {
             precision: Precision::Fp32,
             warmup: 1,
             reps: 3,
-            outcome: Outcome::Measured(Measured {
+            outcome: Outcome::Measured(Box::new(Measured {
                 forward: stats(10.0),
                 backward: stats(20.0),
                 optimizer: stats(1.0),
@@ -307,7 +307,7 @@ mod tests {
                 optimizer_ops: 10,
                 final_loss: 1.0,
                 layer: None,
-            }),
+            })),
         }
     }
 
@@ -348,6 +348,7 @@ mod tests {
 
     #[test]
     fn hostile_records_are_refused_naming_file_record_and_key() {
+        #[allow(clippy::type_complexity)]
         let cases: [(&str, Box<dyn Fn(&mut Record)>); 9] = [
             ("must all be positive", Box::new(|r| r.model.heads = 0)),
             ("must all be positive", Box::new(|r| r.model.layers = 0)),

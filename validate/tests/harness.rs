@@ -1,5 +1,6 @@
 //! Correctness of the libtorch harness before any timing (feature `tch`, CPU, tiny configs).
 #![cfg(feature = "tch")]
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
 
 use costsim_model::arch::{Family, ModelConfig};
 use costsim_model::method::{LayerSelection, MethodOptions};
@@ -110,8 +111,7 @@ fn lora_gradients_equal_autograd_on_the_explicit_formula() {
     };
     // Give B non-zero values so dA is non-trivial.
     tch::no_grad(|| {
-        let _ = b
-            .shallow_clone()
+        b.shallow_clone()
             .copy_(&(Tensor::randn(b.size(), (Kind::Float, Device::Cpu)) * 0.1));
     });
     let x = Tensor::randn([2, 8, 32], (Kind::Float, Device::Cpu));

@@ -115,6 +115,7 @@ fn llama2_7b_every_method_on_meta() {
 /// - LayerNorm's backward reads: one aten op that runs two CUDA kernels (dX; γ and β), each
 ///   reading dY and X, which costsim counts twice and the trace once (seen whole in GPT-2's
 ///   final `ln_f`; inside a layer it is within the layer's bound).
+///
 /// The bounds record today's agreement; they were not fitted (no model number was changed to
 /// meet them); the four model fixes the comparison found (rotate_half's reads, SDPA backward
 /// reading its output, a bf16 embedding's gradient in bf16, the rotary tables' own sizes) were
