@@ -2,6 +2,7 @@
 //! CSV and Markdown. Only formatting happens here; every number comes from costsim-model.
 
 use crate::render::{count, csv_line, md_table, num, text_table, Format};
+use costsim_model::graph::Phase;
 use costsim_model::predict::{KernelRow, LayerRow};
 use costsim_model::{Config, Prediction};
 use serde::Serialize;
@@ -273,6 +274,36 @@ fn layer_cells(r: &LayerRow) -> Vec<String> {
     ]
 }
 
+/// The kernel table's closing note on L2: what the re-reads of recent outputs cost at DRAM price
+/// (the most an L2 hit could save; costsim charges it), over one micro-batch's forward and
+/// backward.
+fn l2_line(kernels: &[KernelRow]) -> String {
+    let fb = || {
+        kernels
+            .iter()
+            .filter(|k| matches!(k.phase, Phase::Forward | Phase::Backward))
+    };
+    let device_us: f64 = fb().map(|k| k.device_us).sum();
+    let bound_us: f64 = fb().map(|k| k.l2_bound_us).sum();
+    let bytes: f64 = fb().map(|k| k.l2_reread_bytes).sum();
+    let n = fb().filter(|k| k.l2_reread_bytes > 0.0).count();
+    let share = if device_us > 0.0 {
+        100.0 * bound_us / device_us
+    } else {
+        0.0
+    };
+    format!(
+        "L2 (columns L2 KB, L2 us): {n} kernels re-read {} MB of outputs written within the last \
+         L2-size of traffic; costsim prices them at DRAM bandwidth, which costs {} ms of one \
+         micro-batch's {} ms of forward and backward device time ({}%), the most L2 hits could \
+         save (docs/model.md)",
+        num(bytes / 1e6, 1),
+        num(bound_us / 1e3, 3),
+        num(device_us / 1e3, 3),
+        num(share, 1)
+    )
+}
+
 fn kernel_head() -> Vec<String> {
     [
         "phase",
@@ -290,6 +321,8 @@ fn kernel_head() -> Vec<String> {
         "host us",
         "bound",
         "deps",
+        "L2 KB",
+        "L2 us",
     ]
     .map(String::from)
     .to_vec()
@@ -320,6 +353,8 @@ fn kernel_cells(k: &KernelRow) -> Vec<String> {
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join(","),
+        num(k.l2_reread_bytes / 1e3, 1),
+        num(k.l2_bound_us, 2),
     ]
 }
 
@@ -427,6 +462,8 @@ pub fn render(
                         "bound",
                         "deps",
                         "recompute",
+                        "l2_reread_bytes",
+                        "l2_bound_us",
                     ]
                     .map(String::from),
                 );
@@ -455,6 +492,8 @@ pub fn render(
                                 .collect::<Vec<_>>()
                                 .join(" "),
                             k.recompute.to_string(),
+                            num(k.l2_reread_bytes, 0),
+                            num(k.l2_bound_us, 3),
                         ];
                         let _ = writeln!(out, "{}", csv_line(&cells));
                     }
@@ -604,6 +643,7 @@ pub fn render(
                     );
                     let rows: Vec<Vec<String>> = kernels.iter().map(kernel_cells).collect();
                     out.push_str(&table(&kernel_head(), &rows));
+                    let _ = writeln!(out, "{}{}", if md { "\n" } else { "" }, l2_line(kernels));
                     if p.loop_host_ms > 0.0 {
                         let _ = writeln!(
                             out,

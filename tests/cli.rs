@@ -260,6 +260,8 @@ fn json_carries_the_documented_fields() {
             "launches",
             "deps",
             "bound",
+            "l2_reread_bytes",
+            "l2_bound_us",
         ] {
             assert!(k.get(key).is_some(), "kernel row missing {key}");
         }
@@ -649,6 +651,8 @@ fn csv_and_markdown_have_one_row_per_method() {
             ("launches", 0),
             ("device_us", 3),
             ("host_us", 3),
+            ("l2_reread_bytes", 0),
+            ("l2_bound_us", 3),
         ] {
             let (got, want) = (f(r, col), k[col].as_f64().unwrap());
             assert!(close(got, want, decimals), "{m} {col}: {got} vs {want}");

@@ -693,6 +693,8 @@ fn check_kernel_cells(cells: &[String], k: &KernelRow) {
     assert_eq!(cells[13], k.bound.as_str());
     let deps: Vec<String> = k.deps.iter().map(|d| d.to_string()).collect();
     assert_eq!(cells[14], deps.join(","), "{what}");
+    assert_near(&what, num(15), k.l2_reread_bytes / 1e3, 1);
+    assert_near(&what, num(16), k.l2_bound_us, 2);
 }
 
 #[test]
@@ -736,7 +738,7 @@ fn per_layer_and_kernel_tables_read_back_as_the_library_rows() {
         check_layer_cells("lora", cells, r);
     }
     let (head, rows) = md_after(&md, "### kernels: lora");
-    assert_eq!(head.len(), 15);
+    assert_eq!(head.len(), 17);
     let kernels = p.kernel_rows.as_ref().unwrap();
     assert_eq!(rows.len(), kernels.len());
     assert!(
@@ -750,6 +752,37 @@ fn per_layer_and_kernel_tables_read_back_as_the_library_rows() {
     for (cells, k) in rows.iter().zip(kernels) {
         check_kernel_cells(cells, k);
     }
+    // The L2 line, after the kernel table: the forward and backward rows' re-reads summed.
+    let fb: Vec<_> = kernels
+        .iter()
+        .filter(|k| k.phase != costsim_model::graph::Phase::Optimizer)
+        .collect();
+    assert!(
+        fb.len() < kernels.len(),
+        "the optimizer's rows are left out"
+    );
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("L2 (columns L2 KB, L2 us): "))
+        .unwrap_or_else(|| panic!("{md}"));
+    let nums: Vec<f64> = line
+        .split([' ', '('])
+        .filter_map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(nums.len(), 5, "{line}");
+    let reread = fb.iter().filter(|k| k.l2_reread_bytes > 0.0).count();
+    assert!(reread > 0, "gpt2 LoRA re-reads recent outputs");
+    assert_eq!(nums[0], reread as f64, "{line}");
+    let sum = |f: fn(&KernelRow) -> f64| fb.iter().map(|k| f(k)).sum::<f64>();
+    assert_near("L2 MB", nums[1], sum(|k| k.l2_reread_bytes) / 1e6, 1);
+    let (bound, device) = (sum(|k| k.l2_bound_us) / 1e3, sum(|k| k.device_us) / 1e3);
+    assert_near("L2 bound ms", nums[2], bound, 3);
+    assert_near("device ms", nums[3], device, 3);
+    assert_near("L2 share", nums[4], 100.0 * bound / device, 1);
     // The loop line, after the kernel table: host work and GPU idle per step, ms.
     assert!(p.loop_host_ms > 0.0);
     let line = md
@@ -1003,4 +1036,89 @@ fn sweep_tables_read_back_as_the_library_predictions_to_two_decimals() {
             }
         }
     }
+}
+
+/// docs/model.md's table of L2 bounds ("L2: what re-reads could save"): each cell is the sum of
+/// `l2_bound_us` over one micro-batch's forward and backward kernel rows, as a share of their
+/// `device_us`, for that GPU and configuration at batch 8 × 512, recomputed here from
+/// `costsim predict --kernels --format json`.
+#[test]
+fn the_l2_bound_table_in_the_model_docs_regenerates() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/model.md"))
+        .expect("docs/model.md");
+    let sec = doc
+        .split("## L2: what re-reads could save")
+        .nth(1)
+        .expect("the L2 section");
+    let configs: [(&str, &str); 5] = [
+        ("llama2-7b", "lora"),
+        ("llama2-7b", "full"),
+        ("llama2-7b", "paca"),
+        ("tinyllama-1.1b", "lora"),
+        ("gpt2-medium", "lora"),
+    ];
+    let head = sec
+        .lines()
+        .find(|l| l.starts_with("| GPU (L2) |"))
+        .expect("the table's head");
+    let cols: Vec<&str> = head
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    for ((model, method), col) in configs.iter().zip(&cols[1..]) {
+        assert_eq!(
+            col.to_lowercase(),
+            format!("{model} {method}"),
+            "column order"
+        );
+    }
+    let mut rows = 0;
+    for hw in ["h100-sxm", "a100-80gb-sxm", "l40s"] {
+        let line = sec
+            .lines()
+            .find(|l| l.starts_with(&format!("| {hw} (")))
+            .unwrap_or_else(|| panic!("no row for {hw}"));
+        let cells: Vec<&str> = line
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(cells.len(), configs.len() + 1, "{line}");
+        let l2_mib = resolve_device(hw).expect("profile").l2_bytes / 1048576.0;
+        assert_eq!(cells[0], format!("{hw} ({l2_mib} MiB)"));
+        for ((model, method), cell) in configs.iter().zip(&cells[1..]) {
+            let out = stdout_ok(&[
+                "predict",
+                "--model",
+                model,
+                "--hw",
+                hw,
+                "--method",
+                method,
+                "--batch",
+                "8",
+                "--seq",
+                "512",
+                "--kernels",
+                "--format",
+                "json",
+            ]);
+            let v: Value = serde_json::from_str(&out).expect("json");
+            let (mut bound, mut device) = (0.0, 0.0);
+            for k in v["predictions"][0]["kernel_rows"].as_array().expect("rows") {
+                if k["phase"] != "optimizer" {
+                    bound += k["l2_bound_us"].as_f64().expect("l2_bound_us");
+                    device += k["device_us"].as_f64().expect("device_us");
+                }
+            }
+            assert_eq!(
+                *cell,
+                format!("{:.1}%", 100.0 * bound / device),
+                "{hw} {model} {method}"
+            );
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 15);
 }

@@ -16,6 +16,7 @@ pub mod cost;
 pub mod crossover;
 pub mod fit;
 pub mod graph;
+pub mod l2;
 pub mod method;
 pub mod predict;
 pub mod rescale;

@@ -12,7 +12,7 @@ use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, KernelKind, Phase, Scope, ScopeGraph, StepGraph};
 use crate::method::{MethodKind, MethodSpec};
 use crate::simulate::{self, Span};
-use crate::workload::{Optimizer, Workload};
+use crate::workload::{Optimizer, Runtime, Workload};
 use costsim_hardware::Profile;
 use serde::Serialize;
 
@@ -142,6 +142,11 @@ pub struct KernelRow {
     /// Indices (within the phase) of the kernels it reads from.
     pub deps: Vec<usize>,
     pub recompute: bool,
+    /// Bytes it re-reads from outputs written within the last L2-size of traffic, which costsim
+    /// prices at DRAM bandwidth like every other byte ([`crate::l2`]).
+    pub l2_reread_bytes: f64,
+    /// Device time those re-reads cost at DRAM price, µs: the most an L2 hit could save.
+    pub l2_bound_us: f64,
 }
 
 /// Training-time estimate from `--tokens` / `--samples`.
@@ -510,7 +515,9 @@ fn predict_costed_with(
             wall_clock: hms(seconds),
         }
     });
-    let kernel_rows = detail.kernels.then(|| kernel_rows(g, cg, &tl));
+    let kernel_rows = detail
+        .kernels
+        .then(|| kernel_rows(g, cg, &tl, cfg.hw, w.runtime == Runtime::CudaGraph));
     let (lo, hi) = cfg.method.trained_layers(cfg.model);
     Prediction {
         method: if labels {
@@ -564,17 +571,23 @@ fn kernel_rows(
     g: &StepGraph,
     cg: &simulate::CostedGraph,
     tl: &simulate::Timeline,
+    hw: &Profile,
+    graph_replay: bool,
 ) -> Vec<KernelRow> {
     let mut rows = Vec::new();
     let n_layers = g.layer_class.len();
     let mut counters = [0usize; 3];
+    let mut memo = GemmMemo::default();
     let mut push = |scope: Scope,
                     phase: Phase,
                     seg: &graph::Segment,
                     costs: &simulate::CostedSegment,
                     waited: &[bool]| {
         let base = counters[phase as usize];
-        for (i, (k, (host, c))) in seg.kernels.iter().zip(&costs.kernels).enumerate() {
+        let l2 = crate::l2::bound(seg, hw, graph_replay, &mut memo);
+        for (i, ((k, (host, c)), (l2_bytes, l2_s))) in
+            seg.kernels.iter().zip(&costs.kernels).zip(l2).enumerate()
+        {
             let bound = if waited.get(i).copied().unwrap_or(false) {
                 Bound::Host
             } else {
@@ -603,6 +616,8 @@ fn kernel_rows(
                 bound,
                 deps: k.deps.iter().map(|&d| base + d as usize).collect(),
                 recompute: k.recompute,
+                l2_reread_bytes: l2_bytes,
+                l2_bound_us: l2_s * 1e6,
             });
         }
         counters[phase as usize] += seg.kernels.len();

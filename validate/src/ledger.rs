@@ -175,6 +175,9 @@ pub struct LedgerRow {
     pub calls: Pair,
     /// ms per step: costsim's device time against the ops' own time.
     pub time_ms: Pair,
+    /// ms per step of costsim's device time that its kernels' re-reads of recent outputs cost
+    /// at DRAM price (`costsim_model::l2`): the most L2 hits could take off `time_ms.predicted`.
+    pub l2_bound_ms: f64,
 }
 
 /// One phase of the comparison.
@@ -198,6 +201,9 @@ pub struct Ledger {
     pub source: &'static str,
     pub phases: Vec<LedgerPhase>,
 }
+
+/// The source of a CPU trace's ledger (op wall times).
+pub const OP_LEDGER: &str = "op ledger";
 
 const PHASES: [(Phase, &str); 3] = [
     (Phase::Forward, "forward"),
@@ -229,7 +235,7 @@ fn measured(t: &Trace) -> Option<(u32, &'static str, Vec<Measured>)> {
                     .collect(),
             });
         }
-        return Some((ot.steps, "op ledger", out));
+        return Some((ot.steps, OP_LEDGER, out));
     }
     let prof = t.cuda_kernels.as_ref()?;
     let mut out = Vec::new();
@@ -269,12 +275,13 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
             Phase::Backward => p.backward_ms,
             Phase::Optimizer => p.optimizer_ms,
         };
-        // (calls, ms) per row: costsim's, then the trace's.
-        let mut acc: BTreeMap<String, ([f64; 2], [f64; 2])> = BTreeMap::new();
+        // (calls, ms, L2 bound ms) per row: costsim's, then the trace's (calls, ms).
+        let mut acc: BTreeMap<String, ([f64; 3], [f64; 2])> = BTreeMap::new();
         for k in p.kernel_rows.iter().flatten().filter(|k| k.phase == phase) {
             let e = &mut acc.entry(kernel_op(k)).or_default().0;
             e[0] += f64::from(u8::from(k.launches > 0));
             e[1] += k.device_us / 1e3;
+            e[2] += k.l2_bound_us / 1e3;
         }
         for (op, calls, us) in &m.ops {
             let e = &mut acc.entry(ledger_op(op)).or_default().1;
@@ -295,6 +302,7 @@ pub fn ledger(p: &Prediction, t: &Trace) -> Option<Ledger> {
                     predicted: c[1],
                     traced: m[1],
                 },
+                l2_bound_ms: c[2],
             })
             .collect();
         let size = |r: &LedgerRow| r.time_ms.predicted.max(r.time_ms.traced);
@@ -365,6 +373,7 @@ pub fn sum_ledgers<'a>(ls: impl IntoIterator<Item = &'a Ledger>) -> Option<Ledge
                     Some(x) => {
                         add(&mut x.calls, &r.calls);
                         add(&mut x.time_ms, &r.time_ms);
+                        x.l2_bound_ms += r.l2_bound_ms;
                     }
                     None => a.rows.push(r.clone()),
                 }
@@ -413,29 +422,34 @@ pub fn render_ledger(title: &str, l: &Ledger, min_share: f64) -> String {
                     predicted: 0.0,
                     traced: 0.0,
                 },
+                l2_bound_ms: 0.0,
             },
             0,
         );
+        // On a GPU, each row also gives costsim's time with its L2 bound taken off: where the
+        // measured time sits between the two, re-reads from L2 are the candidate cause.
+        let l2 = l.source != OP_LEDGER;
         for r in &ph.rows {
             if r.time_ms.predicted.max(r.time_ms.traced) >= floor {
-                row(&mut s, &r.op, r);
+                row(&mut s, &r.op, r, l2);
             } else {
                 n += 1;
                 rest.calls.predicted += r.calls.predicted;
                 rest.calls.traced += r.calls.traced;
                 rest.time_ms.predicted += r.time_ms.predicted;
                 rest.time_ms.traced += r.time_ms.traced;
+                rest.l2_bound_ms += r.l2_bound_ms;
             }
         }
         if n > 0 {
-            row(&mut s, &format!("({n} smaller rows)"), &rest);
+            row(&mut s, &format!("({n} smaller rows)"), &rest, l2);
         }
     }
     s
 }
 
-fn row(s: &mut String, op: &str, r: &LedgerRow) {
-    let _ = writeln!(
+fn row(s: &mut String, op: &str, r: &LedgerRow, l2: bool) {
+    let _ = write!(
         s,
         "  {:<32} calls {:>5}/{:<5} {:>8.3} / {:>8.3} {:>+8.3}",
         op,
@@ -445,6 +459,14 @@ fn row(s: &mut String, op: &str, r: &LedgerRow) {
         r.time_ms.traced,
         r.time_ms.predicted - r.time_ms.traced
     );
+    if l2 {
+        let _ = write!(
+            s,
+            "   with L2 re-reads free {:>8.3}",
+            r.time_ms.predicted - r.l2_bound_ms
+        );
+    }
+    s.push('\n');
 }
 
 #[cfg(test)]
@@ -503,6 +525,7 @@ mod tests {
             op: op.into(),
             calls: pair(calls.0, calls.1),
             time_ms: pair(ms.0, ms.1),
+            l2_bound_ms: 0.0,
         }
     }
 
@@ -516,7 +539,7 @@ mod tests {
         });
         Ledger {
             steps,
-            source: "op ledger",
+            source: OP_LEDGER,
             phases: vec![LedgerPhase {
                 phase: "forward",
                 total_ms: pair(ops.predicted + above.0, ops.traced + above.1),

@@ -211,6 +211,44 @@ fn a_profiled_gpu_trace_gives_a_kernel_ledger() {
         let c = compare_trace(&t, name, Some(&hw)).expect("comparison");
         let l = c.ledger.expect("a kernel ledger");
         assert!(l.source.starts_with("kernel ledger"), "{}", l.source);
+        // Each row's L2 bound is part of its predicted time, and the report takes it off on
+        // a GPU. These tiny steps are launch-bound on an H200 (no bound anywhere), so on a
+        // device with a thousandth of its DRAM bandwidth: in forward, LoRA's lora_A (and PaCA's
+        // gather) read an output written just before (a dropout or a norm), well within its
+        // 50 MiB L2, and are now memory-bound, so some bound is there.
+        let mut slow = hw.clone();
+        slow.bandwidth_bps /= 1000.0;
+        let l = compare_trace(&t, name, Some(&slow))
+            .expect("comparison")
+            .ledger
+            .expect("a kernel ledger");
+        for ph in &l.phases {
+            for r in &ph.rows {
+                assert!(
+                    r.l2_bound_ms >= 0.0 && r.l2_bound_ms <= r.time_ms.predicted + 1e-12,
+                    "{name} {} {}: {} of {}",
+                    ph.phase,
+                    r.op,
+                    r.l2_bound_ms,
+                    r.time_ms.predicted
+                );
+            }
+        }
+        let fwd_l2: f64 = l.phases[0].rows.iter().map(|r| r.l2_bound_ms).sum();
+        assert!(fwd_l2 > 0.0, "{name}: no forward re-read priced");
+        let text = costsim_validate::ledger::render_ledger("t", &l, 0.0);
+        let mm = l.phases[0]
+            .rows
+            .iter()
+            .find(|r| r.op == "mm")
+            .expect("an mm row");
+        assert!(
+            text.contains(&format!(
+                "with L2 re-reads free {:>8.3}",
+                mm.time_ms.predicted - mm.l2_bound_ms
+            )),
+            "{text}"
+        );
         for ph in &l.phases {
             let kernels: u64 = prof[ph.phase].by_op.values().map(|o| o.kernels).sum();
             assert!((ph.ops_ms.traced - 2e-3 * kernels as f64).abs() < 1e-9);
