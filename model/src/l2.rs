@@ -55,7 +55,7 @@ pub fn reread_bytes(seg: &Segment, l2_bytes: f64) -> Vec<f64> {
                 .map(|d| {
                     let w = ks[d].bytes_written;
                     let between = before[i] - before[d + 1];
-                    if w > 0.0 && w + between <= l2_bytes {
+                    if w + between <= l2_bytes {
                         w
                     } else {
                         0.0
