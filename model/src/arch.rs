@@ -59,13 +59,6 @@ pub enum LinearRole {
     Down,
 }
 
-impl LinearRole {
-    /// True for attention projections.
-    pub fn is_attention(self) -> bool {
-        matches!(self, Self::Qkv | Self::Q | Self::K | Self::V | Self::O)
-    }
-}
-
 /// One linear layer of a block: y = x·Wᵀ (+ b), W is `out_features × in_features`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Linear {
@@ -409,8 +402,8 @@ fn model_name(name_or_path: Option<&str>, origin: &str) -> String {
     }
     path.parent()
         .and_then(|p| p.file_name())
+        // `file_name` is None for a parent ending in `..` or `.`, so neither becomes a name.
         .and_then(|s| clean(&s.to_string_lossy()))
-        .filter(|s| s != "." && s != "..")
         .unwrap_or_else(|| "custom".to_string())
 }
 
@@ -661,6 +654,49 @@ mod tests {
             assert_ne!(text, base);
             let err = parse_hf_config(&text, "c.json").unwrap_err().to_string();
             assert!(err.contains(want), "{to}: {err}");
+        }
+    }
+
+    /// Every bound of `validate`, one field at a time on a valid model: zero is refused, each
+    /// size limit is allowed and one above it refused, and key/value heads must divide the heads.
+    #[test]
+    fn each_bound_of_validate_holds_alone() {
+        let ok = preset("llama2-7b").unwrap();
+        ok.validate().unwrap();
+        let refused = |f: &dyn Fn(&mut ModelConfig), want: &str| {
+            let mut c = ok.clone();
+            f(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        };
+        refused(&|c| c.hidden = 0, "must all be positive");
+        refused(&|c| c.layers = 0, "must all be positive");
+        refused(&|c| c.heads = 0, "must all be positive");
+        refused(&|c| c.vocab = 0, "must all be positive");
+        refused(&|c| c.intermediate = 0, "must be positive");
+        refused(&|c| c.max_positions = 0, "must be positive");
+        refused(&|c| c.kv_heads = 0, "key/value heads");
+        refused(&|c| c.kv_heads = 5, "not a multiple of 5 key/value heads");
+        refused(&|c| c.dropout = 1.0, "not in [0, 1)");
+        // At each limit: allowed; one above: refused.
+        let limits: [(&str, fn(&mut ModelConfig, u64), u64); 5] = [
+            ("hidden size", |c, v| c.hidden = v, 1 << 20),
+            ("layers", |c, v| c.layers = v as u32, 1 << 12),
+            ("intermediate size", |c, v| c.intermediate = v, 1 << 22),
+            ("vocabulary", |c, v| c.vocab = v, 1 << 24),
+            ("max positions", |c, v| c.max_positions = v, 1 << 24),
+        ];
+        for (what, set, max) in limits {
+            let mut c = ok.clone();
+            set(&mut c, max);
+            c.validate()
+                .unwrap_or_else(|e| panic!("{what} at {max}: {e}"));
+            set(&mut c, max + 1);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{what} {} is above", max + 1)),
+                "{err}"
+            );
         }
     }
 
