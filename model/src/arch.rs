@@ -679,7 +679,8 @@ mod tests {
         refused(&|c| c.kv_heads = 5, "not a multiple of 5 key/value heads");
         refused(&|c| c.dropout = 1.0, "not in [0, 1)");
         // At each limit: allowed; one above: refused.
-        let limits: [(&str, fn(&mut ModelConfig, u64), u64); 5] = [
+        type Set = fn(&mut ModelConfig, u64);
+        let limits: [(&str, Set, u64); 5] = [
             ("hidden size", |c, v| c.hidden = v, 1 << 20),
             ("layers", |c, v| c.layers = v as u32, 1 << 12),
             ("intermediate size", |c, v| c.intermediate = v, 1 << 22),
