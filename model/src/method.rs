@@ -498,6 +498,170 @@ mod tests {
     }
 
     #[test]
+    fn method_names_read_back_in_any_case() {
+        for m in MethodName::ALL {
+            assert_eq!(m.as_str().parse::<MethodName>().unwrap(), m);
+            let shouted = format!("  {}\t", m.as_str().to_ascii_uppercase());
+            assert_eq!(shouted.parse::<MethodName>().unwrap(), m);
+            assert_eq!(m.to_string(), m.as_str());
+        }
+        let err = "lorax".parse::<MethodName>().unwrap_err().to_string();
+        assert!(err.contains("unknown method 'lorax'"), "{err}");
+    }
+
+    /// Each bound of `--train-layers` on a 32-layer model, at and beyond it, and the written form
+    /// reading back as the same selection.
+    #[test]
+    fn layer_selections_resolve_within_their_bounds() {
+        use LayerSelection::*;
+        let ok = |s: LayerSelection| s.resolve(32).unwrap_or_else(|e| panic!("{s}: {e}"));
+        let refused = |s: LayerSelection| assert!(s.resolve(32).is_err(), "{s} accepted");
+        assert_eq!(ok(All), (0, 31));
+        assert_eq!(ok(Upper { fraction: 1.0 }), (0, 31));
+        assert_eq!(ok(Upper { fraction: 0.5 }), (16, 31));
+        // A sliver still trains one layer.
+        assert_eq!(ok(Upper { fraction: 0.001 }), (31, 31));
+        refused(Upper { fraction: 0.0 });
+        refused(Upper { fraction: 1.0001 });
+        refused(Upper { fraction: f64::NAN });
+        assert_eq!(ok(Last { count: 32 }), (0, 31));
+        assert_eq!(ok(Last { count: 1 }), (31, 31));
+        refused(Last { count: 0 });
+        refused(Last { count: 33 });
+        assert_eq!(ok(Range { start: 5, end: 5 }), (5, 5));
+        assert_eq!(ok(Range { start: 0, end: 31 }), (0, 31));
+        refused(Range { start: 6, end: 5 });
+        refused(Range { start: 0, end: 32 });
+        assert!(All.resolve(0).is_err(), "a model without layers");
+        for s in [
+            All,
+            Upper { fraction: 0.75 },
+            Last { count: 3 },
+            Range { start: 2, end: 9 },
+        ] {
+            assert_eq!(s.to_string().parse::<LayerSelection>().unwrap(), s, "{s}");
+        }
+    }
+
+    /// Every `--targets` word and the roles it selects.
+    #[test]
+    fn target_words_select_their_roles() {
+        use LinearRole::*;
+        for (word, want) in [
+            ("all", vec![Qkv, Q, K, V, O, Gate, Up, Down]),
+            ("all-linear", vec![Qkv, Q, K, V, O, Gate, Up, Down]),
+            ("attn", vec![Qkv, Q, K, V, O]),
+            ("attention", vec![Qkv, Q, K, V, O]),
+            ("mlp", vec![Gate, Up, Down]),
+            ("q", vec![Q, Qkv]),
+            ("q_proj", vec![Q, Qkv]),
+            ("k", vec![K, Qkv]),
+            ("k_proj", vec![K, Qkv]),
+            ("v", vec![V, Qkv]),
+            ("v_proj", vec![V, Qkv]),
+            ("qkv", vec![Qkv, Q, K, V]),
+            ("c_attn", vec![Qkv, Q, K, V]),
+            ("o", vec![O]),
+            ("o_proj", vec![O]),
+            ("c_proj", vec![O]),
+            ("attn.c_proj", vec![O]),
+            ("gate", vec![Gate]),
+            ("gate_proj", vec![Gate]),
+            ("up", vec![Up]),
+            ("up_proj", vec![Up]),
+            ("c_fc", vec![Up]),
+            ("down", vec![Down]),
+            ("down_proj", vec![Down]),
+            ("mlp.c_proj", vec![Down]),
+            (" Q , Down ", vec![Q, Qkv, Down]),
+        ] {
+            let got = Targets::parse(word).unwrap_or_else(|e| panic!("{word}: {e}"));
+            assert_eq!(got.0, want.into_iter().collect(), "{word}");
+        }
+        assert!(Targets::parse("q,wo").is_err());
+    }
+
+    /// The head trains under full fine-tuning: an untied LM head always, a tied one (GPT-2's,
+    /// the embedding's matrix) only when the embedding trains, i.e. from layer 0; adapters never.
+    #[test]
+    fn which_full_fine_tunings_train_the_head() {
+        let full_from = |model: &str, layers: LayerSelection| {
+            let m = preset(model).unwrap();
+            let opts = MethodOptions {
+                layers: Some(layers),
+                ..MethodOptions::default()
+            };
+            let s = MethodSpec::resolve(MethodName::Full, &opts, &m, false).unwrap();
+            (s.trains_embedding(&m), s.trains_head(&m))
+        };
+        let upper = LayerSelection::Upper { fraction: 0.5 };
+        assert!(!preset("llama2-7b").unwrap().tied_embeddings);
+        assert!(preset("gpt2").unwrap().tied_embeddings);
+        assert_eq!(full_from("llama2-7b", LayerSelection::All), (true, true));
+        assert_eq!(full_from("llama2-7b", upper), (false, true));
+        assert_eq!(full_from("gpt2", LayerSelection::All), (true, true));
+        assert_eq!(full_from("gpt2", upper), (false, false));
+        let m = preset("llama2-7b").unwrap();
+        assert!(!spec(MethodName::Lora, &m).trains_head(&m));
+    }
+
+    /// A single method's default rank (not the `--method all` reference): PaCA's matched 2r, 4r
+    /// and 3r of the paper's LoRA rank 8.
+    #[test]
+    fn single_method_default_ranks() {
+        let m = preset("llama2-7b").unwrap();
+        let rank = |name| {
+            MethodSpec::resolve(name, &MethodOptions::default(), &m, false)
+                .unwrap()
+                .rank
+        };
+        assert_eq!(rank(MethodName::Lora), 8);
+        assert_eq!(rank(MethodName::Paca), 16);
+        assert_eq!(rank(MethodName::PacaUpperHalf), 32);
+        assert_eq!(rank(MethodName::PacaThreeQuarters), 24);
+    }
+
+    /// `validate`'s refusals, each alone: no targeted layer, a rank above the narrowest targeted
+    /// input (equal is allowed), and an alpha that is not a positive finite number.
+    #[test]
+    fn method_options_are_validated_one_by_one() {
+        let gpt2 = preset("gpt2").unwrap();
+        let with = |opts: MethodOptions| MethodSpec::resolve(MethodName::Lora, &opts, &gpt2, false);
+        let err = with(MethodOptions {
+            targets: Some(Targets::parse("gate").unwrap()),
+            ..MethodOptions::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no linear layer of gpt2 matches"), "{err}");
+        // GPT-2's narrowest targeted input is 768 wide.
+        assert!(with(MethodOptions {
+            rank: Some(768),
+            ..MethodOptions::default()
+        })
+        .is_ok());
+        let err = with(MethodOptions {
+            rank: Some(769),
+            ..MethodOptions::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rank 769 exceeds the input width 768"),
+            "{err}"
+        );
+        for alpha in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = with(MethodOptions {
+                alpha: Some(alpha),
+                ..MethodOptions::default()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("alpha must be positive"), "{alpha}: {err}");
+        }
+    }
+
+    #[test]
     fn paper_parameter_matching_on_llama2_7b() {
         let m = preset("llama2-7b").unwrap();
         let lora = spec(MethodName::Lora, &m);

@@ -247,3 +247,56 @@ impl Workload {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names reports print (JSON, CSV, tables) and the math mode each precision gives a
+    /// matmul of each dtype: 16-bit operands run on their tensor cores whatever the precision,
+    /// fp32 operands on TF32 tensor cores only under `tf32`.
+    #[test]
+    fn names_and_math_modes() {
+        let names: Vec<&str> = [DType::F32, DType::Bf16, DType::F16, DType::Bool, DType::I64]
+            .map(DType::as_str)
+            .into();
+        assert_eq!(names, ["f32", "bf16", "f16", "bool", "i64"]);
+        use Precision::*;
+        let all = [Fp32, Tf32, Bf16Mixed, Fp16Mixed, Bf16];
+        let names: Vec<&str> = all.map(Precision::as_str).into();
+        assert_eq!(names, ["fp32", "tf32", "bf16-mixed", "fp16-mixed", "bf16"]);
+        for p in all {
+            assert_eq!(p.math_mode(DType::Bf16), MathMode::Bf16, "{}", p.as_str());
+            assert_eq!(p.math_mode(DType::F16), MathMode::Fp16, "{}", p.as_str());
+            let fp32 = if p == Tf32 {
+                MathMode::Tf32
+            } else {
+                MathMode::Fp32
+            };
+            assert_eq!(p.math_mode(DType::F32), fp32, "{}", p.as_str());
+        }
+    }
+
+    /// libtorch is costsim's own C++ loop: a Trainer (Python) on it is refused, nothing else.
+    #[test]
+    fn a_trainer_loop_needs_python() {
+        let m = crate::arch::preset("gpt2").unwrap();
+        for (runtime, training_loop, ok) in [
+            (Runtime::Libtorch, TrainingLoop::Trainer, false),
+            (Runtime::Libtorch, TrainingLoop::Bare, true),
+            (Runtime::PytorchEager, TrainingLoop::Trainer, true),
+            (Runtime::PytorchEager, TrainingLoop::Bare, true),
+        ] {
+            let w = Workload {
+                runtime,
+                training_loop,
+                ..Workload::default()
+            };
+            let r = w.validate(&m);
+            assert_eq!(r.is_ok(), ok, "{runtime:?} {training_loop:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("use --loop bare"), "{e}");
+            }
+        }
+    }
+}
