@@ -434,11 +434,9 @@ impl RankFit {
                 }
             }
         }
+        // Every scope passed `same_scope` and agreed on every guard above.
         for (si, s) in per_scope.iter().enumerate() {
             let scope = si as u32;
-            if !same_scope(s[0], s[1]) || !same_scope(s[0], s[2]) {
-                return None;
-            }
             for seg in 0..3u8 {
                 let ks: [&[Kernel]; 3] = s.map(|sc| segments(sc)[seg as usize].kernels.as_slice());
                 #[allow(clippy::needless_range_loop)] // three graphs' kernels in step, by index
@@ -478,20 +476,15 @@ impl RankFit {
             fit(s.map(|s| s.backward_working_bytes), at(SField::Working))?;
             fit(s.map(|s| s.transient_bytes), at(SField::Transient))?;
             for i in 0..s[0].guards.len() {
-                let ord = s.map(|s| {
-                    let (a, b) = s.guards[i];
-                    a.partial_cmp(&b)
-                });
-                if ord[0].is_none() || ord[0] != ord[1] || ord[0] != ord[2] {
-                    return None;
-                }
+                let (ga, gb) = s[0].guards[i];
+                let ord = ga.partial_cmp(&gb)?;
                 let a = fit(s.map(|s| s.guards[i].0), at(SField::GuardA(i as u32)))?;
                 let b = fit(s.map(|s| s.guards[i].1), at(SField::GuardB(i as u32)))?;
                 if a || b {
                     guards.push(Guard {
                         scope,
                         idx: i as u32,
-                        ord: ord[0]?,
+                        ord,
                     });
                 }
             }
@@ -708,6 +701,20 @@ mod tests {
             let sp = spec(&model, MethodName::Paca, r);
             (sp.rank, build(&model, &sp, &w))
         });
+        // Probes on both sides of it do not fit, whichever probe crosses (PaCA ranks given
+        // directly, not as LoRA's reference rank).
+        let probe = |r: u64| {
+            let opts = MethodOptions {
+                rank: Some(r),
+                ..MethodOptions::default()
+            };
+            let sp = MethodSpec::resolve(MethodName::Paca, &opts, &model, false).unwrap();
+            assert_eq!(sp.rank, r);
+            (r, build(&model, &sp, &w))
+        };
+        assert!(RankFit::new([40, 44, 48].map(probe)).is_none());
+        assert!(RankFit::new([40, 48, 44].map(probe)).is_none());
+        assert!(RankFit::new([40, 44, 46].map(probe)).is_some());
         let mut fit = RankFit::new(gs).unwrap();
         assert!(fit.patches() > 0);
         assert!(fit.apply(40).is_some());
@@ -743,5 +750,249 @@ mod tests {
         .is_some());
         // The same rank twice cannot fix a slope.
         assert!(RankFit::new([(4, a.clone()), (4, a), (8, b)]).is_none());
+    }
+
+    /// Three LoRA probes of gpt2 (ranks 4, 8, 12) and the graph at rank 16.
+    fn gpt2_lora_probes() -> ([(u64, StepGraph); 3], StepGraph) {
+        let model = preset("gpt2").unwrap();
+        let w = Workload::default();
+        let g = |r| build(&model, &spec(&model, MethodName::Lora, r), &w);
+        ([(4, g(4)), (8, g(8)), (12, g(12))], g(16))
+    }
+
+    /// Every field the fit does not rescale is compared: a third probe that differs from the
+    /// others in that one field alone is refused. A kernel deep in a layer's backward (one of
+    /// LoRA's, whose numbers do change with the rank) carries the change.
+    #[test]
+    fn a_probe_differing_in_any_one_structural_field_is_refused() {
+        let (probes, _) = gpt2_lora_probes();
+        assert!(RankFit::new(probes.clone()).is_some());
+        fn layer(g: &mut StepGraph) -> &mut ScopeGraph {
+            &mut g.layer_graphs[0]
+        }
+        fn kernel(g: &mut StepGraph) -> &mut Kernel {
+            let ks = &mut g.layer_graphs[0].backward.kernels;
+            let i = ks
+                .iter()
+                .position(|k| k.piece == "lora_B")
+                .expect("a lora_B kernel");
+            &mut ks[i]
+        }
+        type Edit = Box<dyn Fn(&mut StepGraph)>;
+        let edits: Vec<(&str, Edit)> = vec![
+            ("name", Box::new(|g| kernel(g).name = "other")),
+            ("module", Box::new(|g| kernel(g).module = "other")),
+            ("piece", Box::new(|g| kernel(g).piece = "other")),
+            (
+                "kind",
+                Box::new(|g| kernel(g).kind = crate::graph::KernelKind::Reduction),
+            ),
+            (
+                "dtype",
+                Box::new(|g| kernel(g).dtype = crate::workload::DType::I64),
+            ),
+            (
+                "math",
+                Box::new(|g| kernel(g).math = costsim_hardware::MathMode::Tf32),
+            ),
+            ("launches", Box::new(|g| kernel(g).launches += 1)),
+            ("gemm", Box::new(|g| kernel(g).gemm = None)),
+            ("deps", Box::new(|g| kernel(g).deps.push(0))),
+            ("module_calls", Box::new(|g| kernel(g).module_calls += 1)),
+            ("peft_calls", Box::new(|g| kernel(g).peft_calls += 1)),
+            ("host_tensors", Box::new(|g| kernel(g).host_tensors += 1)),
+            ("recompute", Box::new(|g| kernel(g).recompute ^= true)),
+            ("output_rg", Box::new(|g| layer(g).output_rg ^= true)),
+            ("guards", Box::new(|g| layer(g).guards.push((1.0, 2.0)))),
+            (
+                "saved_by_module names",
+                Box::new(|g| layer(g).saved_by_module[0].0 = "other"),
+            ),
+            (
+                "saved_by_module count",
+                Box::new(|g| layer(g).saved_by_module.push(("other", 1.0))),
+            ),
+            (
+                "kernel count",
+                Box::new(|g| {
+                    let k = kernel(g).clone();
+                    layer(g).forward.kernels.push(k)
+                }),
+            ),
+            (
+                "family",
+                Box::new(|g| g.family = crate::arch::Family::Llama),
+            ),
+            (
+                "layer count",
+                Box::new(|g| g.layer_graphs.push(g.layer_graphs[0].clone())),
+            ),
+            ("layer classes", Box::new(|g| g.layer_class[0] += 1)),
+        ];
+        for (what, edit) in edits {
+            for at in [1, 2] {
+                let mut p = probes.clone();
+                edit(&mut p[at].1);
+                assert!(
+                    RankFit::new(p).is_none(),
+                    "{what} differs in probe {at}, yet fitted"
+                );
+            }
+        }
+    }
+
+    /// `from_probes` fits the sweep's sliding probes: on success it takes them (the first
+    /// becomes the working copy), on refusal it leaves them for the next try; and the patched
+    /// numbers are exactly those that differ between two probes (here every kernel number and
+    /// scope number of gpt2 LoRA that moves with the rank).
+    #[test]
+    fn from_probes_takes_the_probes_only_when_it_fits() {
+        let (probes, at16) = gpt2_lora_probes();
+        let mut refused = probes.to_vec();
+        refused[2].1.family = crate::arch::Family::Llama;
+        assert!(RankFit::from_probes(&mut refused).is_none());
+        assert_eq!(refused.len(), 3);
+        assert!(RankFit::from_probes(&mut refused[..2].to_vec()).is_none());
+        let mut fits = probes.to_vec();
+        let mut fit = RankFit::from_probes(&mut fits).expect("fits");
+        assert!(fits.is_empty());
+        // Count the numbers that differ between the probes at ranks 4 and 8.
+        let (a, b) = (&probes[0].1, &probes[1].1);
+        let mut moving = 0;
+        for (x, y) in scopes(a).zip(scopes(b)) {
+            for (sx, sy) in segments(x).into_iter().zip(segments(y)) {
+                for (kx, ky) in sx.kernels.iter().zip(&sy.kernels) {
+                    let nums = |k: &Kernel| {
+                        let g = k.gemm.map_or([0; 4], |g| [g.m, g.n, g.k, g.batch]);
+                        [
+                            k.flops,
+                            k.bytes_read,
+                            k.bytes_written,
+                            g[0] as f64,
+                            g[1] as f64,
+                            g[2] as f64,
+                            g[3] as f64,
+                        ]
+                    };
+                    moving += nums(kx)
+                        .iter()
+                        .zip(nums(ky))
+                        .filter(|(p, q)| **p != *q)
+                        .count();
+                }
+            }
+            let scope_nums = |s: &ScopeGraph| {
+                let mut v = vec![
+                    s.saved_bytes,
+                    s.checkpoint_bytes,
+                    s.trainable as f64,
+                    s.backward_working_bytes,
+                    s.transient_bytes,
+                ];
+                v.extend(s.saved_by_module.iter().map(|m| m.1));
+                v.extend(s.guards.iter().flat_map(|g| [g.0, g.1]));
+                v
+            };
+            moving += scope_nums(x)
+                .iter()
+                .zip(scope_nums(y))
+                .filter(|(p, q)| **p != *q)
+                .count();
+        }
+        assert!(moving > 0);
+        assert_eq!(fit.patches(), moving);
+        let mut g = fit
+            .apply(16)
+            .expect("rank 16 is on the probes' side")
+            .clone();
+        let gpt2 = preset("gpt2").unwrap();
+        rebuild_optimizer(
+            &gpt2,
+            &spec(&gpt2, MethodName::Lora, 16),
+            &Workload::default(),
+            &mut g,
+        );
+        assert_eq!(g, at16);
+    }
+
+    #[test]
+    fn affine_fits_by_hand() {
+        let r = [4.0, 8.0, 12.0];
+        // Unchanged (the same bits, even a fraction): nothing to rescale.
+        assert_eq!(affine(r, [0.5, 0.5, 0.5]), Some(None));
+        // 100 + 3·(r − 4).
+        assert_eq!(affine(r, [100.0, 112.0, 124.0]), Some(Some((100.0, 3.0))));
+        assert_eq!(affine(r, [100.0, 88.0, 76.0]), Some(Some((100.0, -3.0))));
+        // Not on one line, a fraction that changes, a half-integer slope, beyond the exact range.
+        assert_eq!(affine(r, [100.0, 112.0, 125.0]), None);
+        // Two of three equal is not "unchanged".
+        assert_eq!(affine(r, [100.0, 100.0, 124.0]), None);
+        assert_eq!(affine(r, [100.0, 124.0, 100.0]), None);
+        assert_eq!(affine(r, [100.5, 112.5, 124.5]), None);
+        assert_eq!(affine(r, [100.0, 102.0, 104.0]), None);
+        let big = LIMIT * 2.0;
+        assert_eq!(affine(r, [big, big + 4.0, big + 8.0]), None);
+        assert_eq!(
+            affine(r, [LIMIT - 8.0, LIMIT - 4.0, LIMIT]),
+            Some(Some((LIMIT - 8.0, 1.0)))
+        );
+    }
+
+    /// Three ranks must be distinct, whichever two repeat.
+    #[test]
+    fn repeated_ranks_are_refused() {
+        let (probes, _) = gpt2_lora_probes();
+        let [a, b, c] = probes;
+        // Each rank with its own graph: a repeated rank brings the same graph again, which
+        // would fit any line through the other two.
+        let g = |r: u64| if r == 4 { a.1.clone() } else { b.1.clone() };
+        for rs in [[4, 4, 8], [4, 8, 4], [4, 8, 8]] {
+            let p = rs.map(|r| (r, g(r)));
+            assert!(RankFit::new(p).is_none(), "{rs:?}");
+        }
+        assert!(RankFit::new([a, b, c]).is_some());
+    }
+
+    #[test]
+    fn names_compare_by_content() {
+        let owned = String::from("lora_A");
+        assert!(same_str("lora_A", &owned));
+        assert!(same_str("lora_A", "lora_A"));
+        assert!(!same_str("lora_A", "lora_B"));
+        assert!(!same_str("lora_A", "lora_A "));
+    }
+
+    /// Scope indices: 0 the embedding, 1..=n the layer classes, n + 1 the head, and
+    /// `cost_kept` recosting kernels named in any of them (even unchanged) gives the same costs
+    /// as costing the graph afresh.
+    #[test]
+    fn scopes_by_index_and_recosting_named_kernels() {
+        let (probes, _) = gpt2_lora_probes();
+        let mut g = probes[0].1.clone();
+        let n = g.layer_graphs.len();
+        assert!(std::ptr::eq(scope_ref(&g, 0), &g.embedding));
+        assert!(std::ptr::eq(scope_ref(&g, 1), &g.layer_graphs[0]));
+        assert!(std::ptr::eq(scope_ref(&g, n), &g.layer_graphs[n - 1]));
+        assert!(std::ptr::eq(scope_ref(&g, n + 1), &g.head));
+        let head: *const ScopeGraph = &g.head;
+        assert!(std::ptr::eq(scope_mut(&mut g, n + 1), head));
+        let emb: *const ScopeGraph = &g.embedding;
+        assert!(std::ptr::eq(scope_mut(&mut g, 0), emb));
+        let hw = costsim_hardware::resolve_device("h200").unwrap();
+        let w = Workload::default();
+        let mut memo = GemmMemo::default();
+        let mut slot = None;
+        cost_kept(&g, &[], &mut slot, &w, &hw, &mut memo);
+        let changed = [(0u32, 0u8, 0u32), (1, 1, 0), ((n + 1) as u32, 0, 0)];
+        let kept = cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo);
+        let fresh = crate::simulate::cost_graph_memo(&g, &w, &hw, &mut memo, false);
+        let sums = |c: &CostedGraph| {
+            c.layers
+                .iter()
+                .chain([&c.embedding, &c.head])
+                .flat_map(|s| s.iter().map(|s| s.totals))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sums(kept), sums(&fresh));
     }
 }
