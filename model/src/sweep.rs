@@ -833,6 +833,54 @@ mod tests {
             let e = parse_axis(bad, "--seq").unwrap_err().to_string();
             assert!(e.contains("--seq"), "{bad}: {e}");
         }
+        // A range of one value, and the values-per-axis limit counted from the range itself:
+        // (hi − lo) / step + 1 values, exactly 10⁶ allowed, one more refused.
+        assert_eq!(parse_axis("4..4", "--batch").unwrap(), [4]);
+        assert_eq!(
+            parse_axis("1..1999999:+2", "--seq").unwrap().len(),
+            1_000_000
+        );
+        for over in ["1..2000001:+2", "3..2000003:+2"] {
+            let e = parse_axis(over, "--seq").unwrap_err().to_string();
+            assert!(e.contains("more than 1000000 values"), "{over}: {e}");
+        }
+        assert_eq!(parse_axis("1..1000000", "--seq").unwrap().len(), 1_000_000);
+        assert!(parse_axis("0..1000000", "--seq").is_err());
+    }
+
+    /// An empty grid has no points; the layer-selective PaCA presets keep their own trained
+    /// layers whatever `--train-layers` gives, while LoRA takes each.
+    #[test]
+    fn empty_grids_and_the_presets_own_layers() {
+        let mut g = grid();
+        assert!(!g.is_empty());
+        g.batches.clear();
+        assert!(g.is_empty());
+        let mut g = grid();
+        g.models.truncate(1);
+        g.hws.truncate(1);
+        g.batches = vec![1];
+        g.seqs = vec![256];
+        g.ranks = vec![Some(8)];
+        g.methods = vec![MethodName::Lora, MethodName::PacaUpperHalf];
+        g.train_layers = vec![
+            Some(LayerSelection::Upper { fraction: 0.25 }),
+            Some(LayerSelection::All),
+        ];
+        let rows = g.run(&|_| {}).unwrap();
+        let got: Vec<(MethodName, &str)> = rows
+            .iter()
+            .map(|r| (r.method, r.train_layers.as_str()))
+            .collect();
+        // gpt2's 12 layers: upper quarter 9..11, all 0..11; upper half 6..11 once.
+        assert_eq!(
+            got,
+            [
+                (MethodName::Lora, "9..11"),
+                (MethodName::Lora, "0..11"),
+                (MethodName::PacaUpperHalf, "6..11"),
+            ]
+        );
     }
 
     fn grid() -> Grid {
