@@ -131,7 +131,8 @@ pub struct ValidateArgs {
     /// With --trace and --hw: for traces timed op by op (scripts/trace/trace_step.py --op-times
     /// N, CPU), the op ledger: each phase split into the ops' own time and the host work above
     /// them, op by op, against costsim's device and host time; for GPU traces profiled with
-    /// --profile-kernels, the same from each op's kernel time (docs/host.md).
+    /// --profile-kernels, the same from each op's kernel time, beside costsim's time with the
+    /// op's L2 re-reads free (docs/host.md).
     #[arg(long, requires_all = ["trace", "hw"])]
     pub ops: bool,
     /// Compare predicted Trainer steps (and their bare steps and loop work) with
@@ -298,7 +299,8 @@ pub struct PredictArgs {
     /// Break the step down per layer.
     #[arg(long)]
     pub per_layer: bool,
-    /// List every kernel.
+    /// List every kernel, with the bytes it re-reads from recent outputs (L2 KB) and what they
+    /// cost at DRAM price (L2 us: the most an L2 hit could save; docs/model.md).
     #[arg(long)]
     pub kernels: bool,
     /// Price of one GPU-hour in US dollars, for the cost of the run (--tokens/--samples);

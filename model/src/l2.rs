@@ -68,9 +68,12 @@ pub fn reread_bytes(seg: &Segment, l2_bytes: f64) -> Vec<f64> {
 }
 
 /// Per kernel of `seg`: (re-read bytes, seconds of device time they would save at most) on
-/// `hw` (its `l2_bytes`; `graph_replay` as in [`crate::cost::kernel_cost`]).
+/// `hw` (its `l2_bytes`; `graph_replay` as in [`crate::cost::kernel_cost`]), given `device_s`,
+/// each kernel's device time as already costed on `hw`; only kernels with re-reads are costed
+/// again, without them.
 pub fn bound(
     seg: &Segment,
+    device_s: &[f64],
     hw: &Profile,
     graph_replay: bool,
     memo: &mut GemmMemo,
@@ -78,11 +81,11 @@ pub fn bound(
     reread_bytes(seg, hw.l2_bytes)
         .into_iter()
         .zip(&seg.kernels)
-        .map(|(b, k)| {
+        .zip(device_s)
+        .map(|((b, k), &full)| {
             if b <= 0.0 {
                 return (0.0, 0.0);
             }
-            let full = kernel_cost_memo(k, hw, graph_replay, memo).device_s;
             let mut free = k.clone();
             free.bytes_read -= b;
             let less = kernel_cost_memo(&free, hw, graph_replay, memo).device_s;
@@ -107,6 +110,16 @@ mod tests {
     }
 
     const MB: f64 = 1e6;
+
+    /// [`bound`] with each kernel's device time costed here.
+    fn bound_of(seg: &Segment, hw: &Profile, memo: &mut GemmMemo) -> Vec<(f64, f64)> {
+        let full: Vec<f64> = seg
+            .kernels
+            .iter()
+            .map(|k| kernel_cost_memo(k, hw, false, memo).device_s)
+            .collect();
+        bound(seg, &full, hw, false, memo)
+    }
 
     #[test]
     fn reuse_distance_by_hand() {
@@ -151,7 +164,7 @@ mod tests {
         let seg = Segment {
             kernels: vec![a, b],
         };
-        let got = bound(&seg, &hw, false, &mut memo);
+        let got = bound_of(&seg, &hw, &mut memo);
         assert_eq!(got[0], (0.0, 0.0));
         assert_eq!(got[1].0, 16.0 * MB);
         // A third of its 48 MB at the kind's DRAM rate.
@@ -175,7 +188,7 @@ mod tests {
                 k(KernelKind::Elementwise, 4e3, 4e3, &[0]),
             ],
         };
-        assert_eq!(bound(&seg, &hw, false, &mut memo)[1], (4e3, 0.0));
+        assert_eq!(bound_of(&seg, &hw, &mut memo)[1], (4e3, 0.0));
         // A large compute-bound GEMM reading a fresh 8 MB activation saves nothing either.
         let mut g = k(KernelKind::Gemm, 8.0 * MB + 32.0 * MB, 8.0 * MB, &[0]);
         g.math = MathMode::Bf16;
@@ -189,7 +202,7 @@ mod tests {
         let seg = Segment {
             kernels: vec![k(KernelKind::Elementwise, 8.0 * MB, 8.0 * MB, &[]), g],
         };
-        let got = bound(&seg, &hw, false, &mut memo);
+        let got = bound_of(&seg, &hw, &mut memo);
         assert_eq!(got[1], (8.0 * MB, 0.0));
     }
 }
