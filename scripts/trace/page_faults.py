@@ -43,6 +43,16 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+def heap_range():
+    """[start, end) of the process's brk heap, from /proc/self/maps ((0, 0) when it has none)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                lo, hi = line.split()[0].split("-")
+                return int(lo, 16), int(hi, 16)
+    return 0, 0
+
+
 class FaultRecorder(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -56,9 +66,15 @@ class FaultRecorder(TorchDispatchMode):
         out = func(*args, **kwargs)
         f1 = faults()
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and id(t) not in ins]
-        nbytes = sum(t.untyped_storage().nbytes() for t in outs if t.device.type == "cpu")
+        cpu = [t for t in outs if t.device.type == "cpu"]
+        nbytes = sum(t.untyped_storage().nbytes() for t in cpu)
+        lo, hi = heap_range()
+        where = ""
+        if cpu and nbytes > 0:
+            big = max(cpu, key=lambda t: t.untyped_storage().nbytes())
+            where = "heap" if lo <= big.untyped_storage().data_ptr() < hi else "mapping"
         self.rows.append(dict(phase=self.phase, op=str(func.overloadpacket.__name__),
-                              out_bytes=nbytes, faults=f1 - f0))
+                              out_bytes=nbytes, faults=f1 - f0, where=where, heap_bytes=hi - lo))
         return out
 
 
@@ -120,6 +136,8 @@ def main(argv=None):
         with rec:
             step(rec)
     rec.rows = []
+    lo, hi = heap_range()
+    heap0 = hi - lo
     with rec:
         step(rec)
     rows = rec.rows
@@ -130,8 +148,13 @@ def main(argv=None):
                    hf_config=trace_step._hf_config(cfg, args.family)),
         workload=dict(method=args.method, precision=args.precision, batch=args.batch, seq=args.seq,
                       warmup=args.warmup),
+        glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+        heap_bytes=dict(start=heap0, min=min([heap0] + [r["heap_bytes"] for r in rows]),
+                        max=max([heap0] + [r["heap_bytes"] for r in rows]), end=rows[-1]["heap_bytes"]),
         summary=summary(rows),
-        ops=[r for r in rows if r["out_bytes"] > 0 or r["faults"] > 0],
+        # Ops that output, fault, or move the heap's end (a trim or a growth).
+        ops=[r for i, r in enumerate(rows) if r["out_bytes"] > 0 or r["faults"] > 0
+             or r["heap_bytes"] != (rows[i - 1]["heap_bytes"] if i else heap0)],
     )
     trace_step.write_json(args.out, result)
     for s in result["summary"]:

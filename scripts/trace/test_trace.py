@@ -343,6 +343,21 @@ class PageFaults(unittest.TestCase):
             self.assertEqual(s["ops"], len(sel))
             self.assertEqual(s["out_bytes"], sum(o["out_bytes"] for o in sel))
             self.assertLessEqual(s["faulted_bytes"], s["out_bytes"])
+        # Where outputs lie: every op with an output is placed; outputs under 64 KiB (below
+        # glibc's initial 128 KiB mmap threshold, one thread, the main arena) lie in the heap.
+        for o in ops:
+            self.assertEqual(o["where"] != "", o["out_bytes"] > 0, o)
+            if 0 < o["out_bytes"] < 64 * 1024:
+                self.assertEqual(o["where"], "heap", o)
+        # The heap's sizes: rows left out repeat the previous size, so the kept rows and the
+        # start give the extremes and the end.
+        h = rec["heap_bytes"]
+        sizes = [h["start"]] + [o["heap_bytes"] for o in ops]
+        self.assertEqual(h["min"], min(sizes))
+        self.assertEqual(h["max"], max(sizes))
+        self.assertEqual(h["end"], sizes[-1])
+        self.assertGreater(h["min"], 0)
+        self.assertEqual(rec["glibc_tunables"], os.environ.get("GLIBC_TUNABLES", ""))
 
 
 
