@@ -551,3 +551,43 @@ fn worst_family_ledger_of_2026_11_29l_regenerates() {
         assert!(page.contains(&quoted), "docs/validation.md lacks: {quoted}");
     }
 }
+
+/// The allocator A/B (2026-11-29m): each round's gpt2-narrow-deep measurements, with glibc's
+/// defaults and with its thresholds fixed, predicted with the tenth run's profile, give the
+/// MAPE row docs/validation.md quotes; so do the tenth run's own measurements of that model.
+#[test]
+fn allocator_ab_regenerates() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/docs/results/cpu/allocator-ab");
+    let profile = format!("{root}/docs/results/cpu-2026-11-29l/cpu-calibrated.toml");
+    let page = read(&Path::new(root).join("docs/validation.md"));
+    let rows = [
+        ("heldout-default-1.json", "glibc's defaults, round 1"),
+        ("heldout-no-trim-1.json", "thresholds fixed, round 1"),
+        ("heldout-default-2.json", "glibc's defaults, round 2"),
+        ("heldout-no-trim-2.json", "thresholds fixed, round 2"),
+    ];
+    let tenth = format!("{root}/docs/results/cpu-2026-11-29l/heldout-gpt2-narrow-deep.json");
+    let files = rows
+        .iter()
+        .map(|(f, label)| (format!("{dir}/{f}"), *label))
+        .chain([(tenth, "the tenth run's, same profile")]);
+    for (file, label) in files {
+        let out = stdout_ok(&["validate", "--from", &file, "--hw", &profile]);
+        // "forward   MAPE   10.0%  worst   18.6%  (n = 10)" → ("10.0%", "18.6%").
+        let mape = |phase: &str| -> (String, String) {
+            let l = out
+                .lines()
+                .find(|l| l.starts_with(phase) && l.contains("MAPE"))
+                .unwrap_or_else(|| panic!("{file}: no {phase} line"));
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(w[5..], ["(n", "=", "10)"], "{l}");
+            (w[2].to_string(), w[4].to_string())
+        };
+        let (f, _) = mape("forward ");
+        let (b, _) = mape("backward ");
+        let (s, worst) = mape("step ");
+        let row = format!("| {label} | {f} | {b} | {s} | {worst} |");
+        assert!(page.contains(&row), "docs/validation.md lacks: {row}");
+    }
+}

@@ -623,13 +623,15 @@ impl<'a> Tracer<'a> {
     }
 }
 
+/// The name of an elementwise op's per-input backward kernel (`rsqrt` and `pow` are written out
+/// as three ops in [`Tracer::op`] and never come here). The op ledger files these names under
+/// aten's ops (`validate/src/ledger.rs`, `ledger_op`): `mul_backward` as `mul`, `mean_backward`
+/// as `div`, the `backward` fallback as `clone`; `tanh_backward` and `silu_backward` are aten's own.
 fn backward_name(name: &'static str) -> &'static str {
     match name {
         "mul" => "mul_backward",
-        "pow" => "pow_backward",
         "tanh" => "tanh_backward",
         "silu" => "silu_backward",
-        "rsqrt" => "rsqrt_backward",
         "dropout" => "dropout_backward",
         "where" => "where_backward",
         "div" => "div_backward",
@@ -653,6 +655,222 @@ mod tests {
             .filter(|k| k.launches > 0)
             .map(|k| k.name)
             .collect()
+    }
+
+    use super::{Bwd, Tracer};
+    use crate::graph::KernelKind;
+    use crate::workload::DType;
+
+    /// Saved bytes of a scope with one op `name` on `inputs` (elems, dtype, requires_grad).
+    fn saved_by_one_op(name: &'static str, inputs: &[(f64, DType, bool)], saves: &[usize]) -> f64 {
+        let w = Workload::default();
+        let mut t = Tracer::new(&w, false);
+        let ins: Vec<_> = inputs.iter().map(|&(e, d, rg)| t.input(e, d, rg)).collect();
+        let bwd = Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        };
+        t.op(
+            name,
+            KernelKind::Elementwise,
+            &ins,
+            100.0,
+            DType::F32,
+            1.0,
+            saves,
+            false,
+            bwd,
+        );
+        t.finish(false, 0.0, true).saved_bytes
+    }
+
+    #[test]
+    fn an_operand_is_saved_only_for_a_gradient_that_is_computed() {
+        // Unary: its input, for its own gradient (100 fp32 elements, 400 B).
+        assert_eq!(
+            saved_by_one_op("tanh", &[(100.0, DType::F32, true)], &[0]),
+            400.0
+        );
+        // Binary a · b, only b requiring grad: a is kept (b's gradient needs it), b is not
+        // (a's gradient is not computed). a is bf16 (200 B), b fp32 (400 B).
+        let a_b = [(100.0, DType::Bf16, false), (100.0, DType::F32, true)];
+        assert_eq!(saved_by_one_op("mul", &a_b, &[0, 1]), 200.0);
+        // Both requiring grad: both kept.
+        let both = [(100.0, DType::Bf16, true), (100.0, DType::F32, true)];
+        assert_eq!(saved_by_one_op("mul", &both, &[0, 1]), 600.0);
+    }
+
+    #[test]
+    fn save_and_unsave_keep_the_others() {
+        let w = Workload::default();
+        let mut t = Tracer::new(&w, false);
+        let a = t.input(10.0, DType::F32, true);
+        let b = t.input(30.0, DType::F32, true);
+        t.save(&a);
+        t.save(&b);
+        t.unsave(&a);
+        // Without checkpointing, the scope's input is not kept as a checkpoint.
+        let g = t.finish(false, 64.0, true);
+        assert_eq!((g.saved_bytes, g.checkpoint_bytes), (120.0, 0.0));
+    }
+
+    #[test]
+    fn forward_ops_point_at_their_producers_and_views_are_host_records() {
+        let w = Workload::default();
+        let mut t = Tracer::new(&w, false);
+        let x = t.input(64.0, DType::F32, true);
+        let y = t.op(
+            "tanh",
+            KernelKind::Elementwise,
+            &[x],
+            64.0,
+            DType::F32,
+            1.0,
+            &[0],
+            false,
+            Bwd::Pass,
+        );
+        t.host_op("view");
+        let z = t.op(
+            "mul",
+            KernelKind::Elementwise,
+            &[y, x],
+            64.0,
+            DType::F32,
+            1.0,
+            &[],
+            false,
+            Bwd::Pass,
+        );
+        assert_eq!((y.producer, z.producer), (Some(0), Some(2)));
+        let g = t.finish(false, 0.0, true);
+        let f = &g.forward.kernels;
+        assert_eq!(
+            f.iter().map(|k| k.name).collect::<Vec<_>>(),
+            ["tanh", "view", "mul"]
+        );
+        assert_eq!((f[1].kind, f[1].launches), (KernelKind::Host, 0));
+        // mul reads tanh's output (kernel 0); the input x has no producer.
+        assert_eq!(f[2].deps.as_slice(), &[0]);
+    }
+
+    #[test]
+    fn rsqrt_and_pow_backward_are_three_ops_sharing_the_flops() {
+        let w = Workload::default();
+        for name in ["rsqrt", "pow"] {
+            let mut t = Tracer::new(&w, false);
+            let x = t.input(50.0, DType::F32, true);
+            let bwd = Bwd::PerInput {
+                reads: 2.0,
+                flops: 6.0,
+            };
+            t.op(
+                name,
+                KernelKind::Elementwise,
+                &[x],
+                50.0,
+                DType::F32,
+                1.0,
+                &[0],
+                false,
+                bwd,
+            );
+            let g = t.finish(false, 0.0, true);
+            let b = &g.backward.kernels;
+            assert_eq!(
+                b.iter().map(|k| k.name).collect::<Vec<_>>(),
+                ["pow", "mul", "mul"]
+            );
+            // 6 FLOPs an element over 50 elements, a third in each: 100 FLOPs.
+            assert!(b.iter().all(|k| k.flops == 100.0), "{name}");
+            // Out-sized reads (200 B): 1, 1 and `reads` of them; each writes one.
+            let reads: Vec<f64> = b.iter().map(|k| k.bytes_read).collect();
+            assert_eq!(reads, [200.0, 200.0, 400.0]);
+            assert!(b.iter().all(|k| k.bytes_written == 200.0));
+        }
+    }
+
+    #[test]
+    fn addmm_reads_its_bias_and_sums_the_bias_gradient_over_rows() {
+        // x 4×3 (activation), W 5×3 and b 5 (trainable parameters), all fp32: out 4×5.
+        let w = Workload::default();
+        let mut t = Tracer::new(&w, false);
+        let x = t.input(12.0, DType::F32, false);
+        let wt = t.param(15.0, DType::F32, true);
+        let b = t.param(5.0, DType::F32, true);
+        t.gemm("addmm", "", &x, &wt, Some(&b), 4, 5, 3, 1);
+        let g = t.finish(false, 0.0, true);
+        let f = &g.forward.kernels[0];
+        // Reads x, W and b: (12 + 15 + 5) · 4 B; writes 4 × 5 · 4 B.
+        assert_eq!((f.bytes_read, f.bytes_written), (128.0, 80.0));
+        let sum = g.backward.kernels.iter().find(|k| k.name == "sum").unwrap();
+        // dY (80 B) summed over the 4 rows into b's gradient (5 · 4 B), one FLOP an element of dY.
+        assert_eq!(
+            (sum.bytes_read, sum.bytes_written, sum.flops),
+            (80.0, 20.0, 20.0)
+        );
+    }
+
+    #[test]
+    fn checkpointed_backward_recomputes_without_deps_then_chains_the_gradients() {
+        let w = Workload::default();
+        let mut t = Tracer::new(&w, false);
+        let x = t.input(64.0, DType::F32, true);
+        let bwd = Bwd::PerInput {
+            reads: 2.0,
+            flops: 1.0,
+        };
+        let y = t.op(
+            "tanh",
+            KernelKind::Elementwise,
+            &[x],
+            64.0,
+            DType::F32,
+            1.0,
+            &[0],
+            false,
+            bwd,
+        );
+        t.op(
+            "tanh",
+            KernelKind::Elementwise,
+            &[y],
+            64.0,
+            DType::F32,
+            1.0,
+            &[0],
+            false,
+            bwd,
+        );
+        let g = t.finish(true, 256.0, true);
+        let b = &g.backward.kernels;
+        // Two recomputed forward ops, then the two tanh_backward kernels.
+        assert_eq!(b.iter().filter(|k| k.recompute).count(), 2);
+        assert_eq!(b.len(), 4);
+        for (i, k) in b.iter().enumerate() {
+            let want: &[u32] = if k.recompute { &[] } else { &[i as u32 - 1] };
+            assert_eq!(k.deps.as_slice(), want, "{i} {}", k.name);
+        }
+        assert_eq!((g.saved_bytes, g.checkpoint_bytes), (0.0, 256.0));
+    }
+
+    #[test]
+    fn per_input_backward_kernels_keep_the_names_the_ledger_files() {
+        let names = [
+            ("mul", "mul_backward"),
+            ("tanh", "tanh_backward"),
+            ("silu", "silu_backward"),
+            ("dropout", "dropout_backward"),
+            ("where", "where_backward"),
+            ("div", "div_backward"),
+            ("neg", "neg_backward"),
+            ("cat", "cat_backward"),
+            ("mean", "mean_backward"),
+            ("expand", "backward"),
+        ];
+        for (op, bwd) in names {
+            assert_eq!(super::backward_name(op), bwd, "{op}");
+        }
     }
 
     #[test]
