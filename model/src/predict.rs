@@ -5,7 +5,7 @@
 //! states of the trainable parameters in the master dtype, activations saved for backward as the
 //! graph's tracer recorded them, and the largest transient tensor. Peaks are taken at the end of
 //! forward, while backward frees saved tensors scope by scope and fills gradients, and in the
-//! optimizer (foreach AdamW's temporary sqrt list).
+//! optimizer (foreach AdamW's temporary sqrt list; single-tensor AdamW's largest sqrt and quotient).
 
 use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
@@ -264,8 +264,19 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
         remaining -= kept(s);
     }
     let temp = match w.optimizer {
+        // `_foreach_sqrt`'s list: one temporary per trainable element.
         Optimizer::AdamwForeach => trainable * master,
-        Optimizer::AdamwFused | Optimizer::AdamwSingle | Optimizer::Sgd => 0.0,
+        // The largest tensor's sqrt and its quotient, alive together while the division runs.
+        Optimizer::AdamwSingle => {
+            2.0 * g
+                .optimizer
+                .kernels
+                .iter()
+                .filter(|k| k.name == "sqrt")
+                .map(|k| k.bytes_written)
+                .fold(0.0, f64::max)
+        }
+        Optimizer::AdamwFused | Optimizer::Sgd => 0.0,
     };
     let optimizer_peak = weights + states + grads + temp;
     let peak = forward_peak.max(backward_peak).max(optimizer_peak);

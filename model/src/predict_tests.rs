@@ -405,7 +405,14 @@ mod memory_tests {
             assert_eq!(m.weights_bytes, weights, "{what}");
             assert_eq!(m.gradients_bytes, mb * t, "{what}");
             assert_eq!(m.optimizer_state_bytes, states * mb * t, "{what}");
-            let tmp = if temp { mb * t } else { 0.0 };
+            // foreach: the sqrt list of every trainable element; single-tensor: the sqrt and
+            // the quotient of the largest trainable tensor.
+            let largest = g.trainable_tensors.iter().copied().max().unwrap_or(0) as f64;
+            let tmp = match optimizer {
+                Optimizer::AdamwForeach if temp => mb * t,
+                Optimizer::AdamwSingle => 2.0 * mb * largest,
+                _ => 0.0,
+            };
             assert_eq!(
                 m.optimizer_peak_bytes,
                 weights + states * mb * t + mb * t + tmp,

@@ -160,7 +160,8 @@ fn single_tensor_adamw_by_hand() {
             ("mul_", Optimizer, 1, b, b, f),
             ("addcmul_", Optimizer, 1, 2.0 * b, b, f),
             ("sqrt", Optimizer, 1, b, b, f),
-            ("div_", Optimizer, 1, b, b, f),
+            // Out of place: `exp_avg_sq.sqrt() / bias_correction2_sqrt` (torch/optim/adam.py).
+            ("div", Optimizer, 1, b, b, f),
             ("add_", Optimizer, 1, b, b, f),
             ("addcdiv_", Optimizer, 1, 3.0 * b, b, f),
         ]

@@ -212,16 +212,18 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
         Opt::AdamwFused => ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0)),
         Opt::Sgd => ks.push(fe("_foreach_add_", 2, 2.0, 1.0, 2.0)),
         Opt::AdamwSingle => {
-            // _single_tensor_adamw: per tensor mul_ (decay), lerp_, mul_, addcmul_, sqrt, div_,
-            // add_, addcdiv_ — the same 12 reads and 8 writes per element as foreach, one launch
-            // per op and tensor.
+            // _single_tensor_adam (torch 2.11.0, torch/optim/adam.py): per tensor mul_ (decay),
+            // lerp_, mul_, addcmul_, then `denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt)
+            // .add_(eps)`: sqrt and the division each write a fresh tensor (the division is
+            // not in place, unlike foreach's `_foreach_div_`), add_, addcdiv_ — the same 12
+            // reads and 8 writes per element as foreach, one launch per op and tensor.
             const OPS: [(&str, f64, f64); 8] = [
                 ("mul_", 1.0, 1.0),
                 ("lerp_", 2.0, 1.0),
                 ("mul_", 1.0, 1.0),
                 ("addcmul_", 2.0, 1.0),
                 ("sqrt", 1.0, 1.0),
-                ("div_", 1.0, 1.0),
+                ("div", 1.0, 1.0),
                 ("add_", 1.0, 1.0),
                 ("addcdiv_", 3.0, 1.0),
             ];
