@@ -1205,6 +1205,12 @@ mod tests {
                 Precision::Bf16Mixed, Precision::Fp32, Precision::Fp16Mixed
             ]),
             accum in 1u32..3,
+            // Single-tensor AdamW's memory peak holds its largest tensor's temporaries, so a
+            // rescaled point must carry its own optimizer phase into the memory model.
+            optimizer in proptest::sample::select(vec![
+                crate::workload::Optimizer::AdamwForeach,
+                crate::workload::Optimizer::AdamwSingle,
+            ]),
         ) {
             let g = Grid {
                 models: vec![preset(model).unwrap()],
@@ -1219,7 +1225,7 @@ mod tests {
                 ranks: ranks.into_iter().map(Some).collect(),
                 train_layers: vec![None],
                 precisions: vec![precision],
-                base: Workload { grad_accum: accum, ..Workload::default() },
+                base: Workload { grad_accum: accum, optimizer, ..Workload::default() },
                 options: MethodOptions::default(),
             };
             let mut rows = Vec::new();
@@ -1236,6 +1242,7 @@ mod tests {
                     seq: r.seq,
                     precision,
                     grad_accum: accum,
+                    optimizer,
                     ..Workload::default()
                 };
                 if workload.validate(&model).is_err() {
