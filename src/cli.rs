@@ -545,6 +545,12 @@ mod tests {
         assert_eq!(parse_count("1e9"), Ok(1_000_000_000));
         assert_eq!(parse_count("2.5e6"), Ok(2_500_000));
         assert_eq!(parse_count("18446744073709551615"), Ok(u64::MAX));
+        // In exponent notation, up to 2^53 exactly (where f64 still counts every integer).
+        assert_eq!(
+            parse_count("9.007199254740992e15"),
+            Ok(9_007_199_254_740_992)
+        );
+        assert!(parse_count("1e16").unwrap_err().contains("above 2^53"));
         for bad in ["1.5", "-3", "1e300", "abc", "", "nan", "inf", "2.5e0"] {
             assert!(parse_count(bad).is_err(), "{bad}");
         }

@@ -90,6 +90,17 @@ fn hardware_in_every_format() {
         .find(|r| r["name"] == "a100-80gb-sxm")
         .expect("a100");
     assert!((a100["usd_per_hour"].as_f64().unwrap() - 27.44705 / 8.0).abs() < 1e-4);
+    // The H200's datasheet peaks (hardware/profiles/h200.toml: dense fp32 66.9, tf32 494.7,
+    // bf16 989.4 TFLOP/s) and its 1.3 µs launch floor, listed in the units the columns name.
+    let h200 = rows.iter().find(|r| r["name"] == "h200").expect("h200");
+    let close = |key: &str, want: f64| {
+        let got = h200[key].as_f64().unwrap_or(f64::NAN);
+        assert!((got - want).abs() < 1e-9, "{key}: {got} against {want}");
+    };
+    close("peak_fp32_tflops", 66.9);
+    close("peak_tf32_tflops", 494.7);
+    close("peak_bf16_tflops", 989.4);
+    close("launch_floor_us", 1.3);
     let table = run(&["hardware"]);
     assert!(table.contains("uncalibrated"), "{table}");
     assert!(!run(&["hardware", "--format", "csv"]).contains("uncalibrated"));

@@ -239,6 +239,20 @@ fn calibrate_loop_refits_the_committed_records() {
         };
         assert_eq!(line(&fitted), line(&committed), "{key}");
     }
+    // Each loop key's source ends with the day it was fitted, YYYY-MM-DD.
+    let src = fitted
+        .lines()
+        .find(|l| l.starts_with("loop-step-source ="))
+        .expect("a loop-step source");
+    let date = src.trim_end_matches('"').rsplit(", ").next().unwrap();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3
+            && parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [4, 2, 2]
+            && parts.iter().all(|p| digits(p)),
+        "{src}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

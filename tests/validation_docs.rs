@@ -591,3 +591,40 @@ fn allocator_ab_regenerates() {
         assert!(page.contains(&row), "docs/validation.md lacks: {row}");
     }
 }
+
+/// The H200 session's calibration (2026-11-28) refits from its committed samples: without
+/// `--base`, calibrate picks the built-in profile the device name matches (`NVIDIA H200` →
+/// h200), and every fitted line equals the committed profile's. Only the `[host]` table may
+/// differ: calibrate keeps it from the built-in profile, whose host costs were measured since.
+#[test]
+fn gpu_calibration_refits_from_the_committed_samples() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/docs/results/gpu");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("gpu.toml");
+    stdout_ok(&[
+        "calibrate",
+        "--from",
+        &format!("{dir}/gpu-calibration.json"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let refit = read(&out);
+    let committed = read(&Path::new(&dir).join("gpu-calibrated.toml"));
+    assert!(refit.contains("kept from builtin:h200"), "{refit}");
+    let (a, b): (Vec<&str>, Vec<&str>) = (refit.lines().collect(), committed.lines().collect());
+    assert_eq!(a.len(), b.len());
+    let mut table = "";
+    let mut host_lines = 0;
+    for (x, y) in a.iter().zip(&b) {
+        if x.starts_with('[') {
+            table = x;
+        }
+        if table == "[host]" {
+            host_lines += 1;
+        } else {
+            assert_eq!(x, y, "outside [host]");
+        }
+    }
+    assert!(host_lines > 0, "no [host] table");
+}
