@@ -624,4 +624,14 @@ fn more_records_than_one_comparison_reads_are_refused() {
         &["validate", "--from", &format!("{a},{a}")],
         &["more than 2000 records together"],
     );
+    // Exactly at the cap together: compared.
+    v["records"] = Value::Array(recs.iter().cycle().take(1000).cloned().collect());
+    let b = write(&d, "b.json", &v.to_string());
+    let o = run(&["validate", "--from", &format!("{b},{b}")]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

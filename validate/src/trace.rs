@@ -416,7 +416,13 @@ pub fn config_of(
         grad_accum: 1,
         precision,
         attention: AttentionImpl::Sdpa,
-        optimizer: Optimizer::AdamwForeach,
+        // What the trace ran: foreach AdamW, except on meta, which has no foreach kernels and
+        // runs AdamW one tensor at a time (trace_step.py; its `cuda_mapping` says so).
+        optimizer: if t.provenance.device == "meta" {
+            Optimizer::AdamwSingle
+        } else {
+            Optimizer::AdamwForeach
+        },
         grad_checkpointing: false,
         grad_clip: t.workload.clip_grad_norm > 0.0,
         runtime: Runtime::PytorchEager,
