@@ -750,6 +750,8 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
         "1",
         "--methods",
         "full,paca-upper-half",
+        "--rank",
+        "4",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -772,6 +774,10 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
         assert!(v[key].is_string(), "{key}");
     }
     assert_eq!(v["records"][0]["outcome"]["status"], "measured");
+    // The harness matches PaCA's rank to the LoRA rank asked for (upper-half PaCA: 4r, the
+    // reference's pairing): --rank 4 gives 16 columns, the default rank 8 would give 32.
+    assert_eq!(v["records"][1]["method"], "paca-upper-half");
+    assert_eq!(v["records"][1]["rank"], 16);
     // The per-layer microbenchmark times the top block (of 2) alone.
     let layer = &v["records"][1]["outcome"]["layer"];
     assert_eq!(layer["block"], 1);
@@ -781,6 +787,24 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
     // The comparison is redone from the file alone, to the same table.
     let again = costsim(&["validate", "--from", out.to_str().unwrap()]);
     assert_eq!(stdout(&again), first);
+    // An impossible batch is refused before anything is measured.
+    let o = costsim(&[
+        "validate",
+        "--device",
+        "cpu",
+        "--model-config",
+        cfg.to_str().unwrap(),
+        "--batch",
+        "0",
+        "--seq",
+        "16",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("batch size must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
     // No GPU here: asking for CUDA is a clear error, not a CPU timing.
     if !std::path::Path::new("/dev/nvidia0").exists() {
         let o = costsim(&[
