@@ -628,3 +628,10 @@ fn gpu_calibration_refits_from_the_committed_samples() {
     }
     assert!(host_lines > 0, "no [host] table");
 }
+
+/// The eleventh run (2026-11-29m, the tenth's model with single-tensor AdamW's division out of
+/// place, measured afresh).
+#[test]
+fn eleventh_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29m");
+}
