@@ -378,7 +378,7 @@ fn committed_drift_regenerates() {
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
 /// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold, 29i with
 /// every CPU benchmark cold, 29j and 29k the same again, 29k with the op ledger, 29l with
-/// tanh, sin and cos priced at a calibrated transcendental rate):
+/// tanh, sin and cos priced at a calibrated transcendental rate, 29m the same measured afresh):
 /// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
@@ -394,6 +394,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29j",
         "eager-2026-11-29k",
         "eager-2026-11-29l",
+        "eager-2026-11-29m",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
