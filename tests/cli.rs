@@ -736,25 +736,34 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
     let cfg = dir.join("tiny/config.json");
     std::fs::write(&cfg, r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"intermediate_size":128,"vocab_size":300,"max_position_embeddings":64}"#).unwrap();
     let out = dir.join("results.json");
-    let o = costsim(&[
-        "validate",
-        "--device",
+    // `validate --device DEVICE --model-config (the tiny model) --seq 16 EXTRA…`.
+    let validate_tiny = |device: &str, extra: &[&str]| {
+        let head = [
+            "validate",
+            "--device",
+            device,
+            "--model-config",
+            cfg.to_str().unwrap(),
+            "--seq",
+            "16",
+        ];
+        costsim(&[&head[..], extra].concat())
+    };
+    let o = validate_tiny(
         "cpu",
-        "--model-config",
-        cfg.to_str().unwrap(),
-        "--seq",
-        "16",
-        "--reps",
-        "2",
-        "--warmup",
-        "1",
-        "--methods",
-        "full,paca-upper-half",
-        "--rank",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &[
+            "--reps",
+            "2",
+            "--warmup",
+            "1",
+            "--methods",
+            "full,paca-upper-half",
+            "--rank",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let first = stdout(&o);
     assert!(
@@ -788,17 +797,7 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
     let again = costsim(&["validate", "--from", out.to_str().unwrap()]);
     assert_eq!(stdout(&again), first);
     // An impossible batch is refused before anything is measured.
-    let o = costsim(&[
-        "validate",
-        "--device",
-        "cpu",
-        "--model-config",
-        cfg.to_str().unwrap(),
-        "--batch",
-        "0",
-        "--seq",
-        "16",
-    ]);
+    let o = validate_tiny("cpu", &["--batch", "0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("batch size must be at least 1"),
@@ -807,15 +806,7 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
     );
     // No GPU here: asking for CUDA is a clear error, not a CPU timing.
     if !std::path::Path::new("/dev/nvidia0").exists() {
-        let o = costsim(&[
-            "validate",
-            "--device",
-            "cuda",
-            "--model-config",
-            cfg.to_str().unwrap(),
-            "--seq",
-            "16",
-        ]);
+        let o = validate_tiny("cuda", &[]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("no CUDA device"), "{}", stderr(&o));
     }

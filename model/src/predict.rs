@@ -268,13 +268,7 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
         Optimizer::AdamwForeach => trainable * master,
         // The largest tensor's sqrt and its quotient, alive together while the division runs.
         Optimizer::AdamwSingle => {
-            2.0 * g
-                .optimizer
-                .kernels
-                .iter()
-                .filter(|k| k.name == "sqrt")
-                .map(|k| k.bytes_written)
-                .fold(0.0, f64::max)
+            2.0 * g.trainable_tensors.iter().copied().max().unwrap_or(0) as f64 * master
         }
         Optimizer::AdamwFused | Optimizer::Sgd => 0.0,
     };

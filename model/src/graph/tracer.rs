@@ -657,30 +657,44 @@ mod tests {
             .collect()
     }
 
-    use super::{Bwd, Tracer};
+    use super::{Bwd, Tracer, T};
     use crate::graph::KernelKind;
     use crate::workload::DType;
+
+    /// A per-input backward of 2 out-sized reads and `flops` FLOPs an element.
+    fn per_input(flops: f64) -> Bwd {
+        Bwd::PerInput { reads: 2.0, flops }
+    }
+
+    /// An fp32 elementwise op `name` of one FLOP an output element, saving `saves`.
+    fn elementwise(
+        t: &mut Tracer,
+        name: &'static str,
+        inputs: &[T],
+        out_elems: f64,
+        saves: &[usize],
+        bwd: Bwd,
+    ) -> T {
+        let k = KernelKind::Elementwise;
+        t.op(
+            name,
+            k,
+            inputs,
+            out_elems,
+            DType::F32,
+            1.0,
+            saves,
+            false,
+            bwd,
+        )
+    }
 
     /// Saved bytes of a scope with one op `name` on `inputs` (elems, dtype, requires_grad).
     fn saved_by_one_op(name: &'static str, inputs: &[(f64, DType, bool)], saves: &[usize]) -> f64 {
         let w = Workload::default();
         let mut t = Tracer::new(&w, false);
         let ins: Vec<_> = inputs.iter().map(|&(e, d, rg)| t.input(e, d, rg)).collect();
-        let bwd = Bwd::PerInput {
-            reads: 2.0,
-            flops: 1.0,
-        };
-        t.op(
-            name,
-            KernelKind::Elementwise,
-            &ins,
-            100.0,
-            DType::F32,
-            1.0,
-            saves,
-            false,
-            bwd,
-        );
+        elementwise(&mut t, name, &ins, 100.0, saves, per_input(1.0));
         t.finish(false, 0.0, true).saved_bytes
     }
 
@@ -719,29 +733,9 @@ mod tests {
         let w = Workload::default();
         let mut t = Tracer::new(&w, false);
         let x = t.input(64.0, DType::F32, true);
-        let y = t.op(
-            "tanh",
-            KernelKind::Elementwise,
-            &[x],
-            64.0,
-            DType::F32,
-            1.0,
-            &[0],
-            false,
-            Bwd::Pass,
-        );
+        let y = elementwise(&mut t, "tanh", &[x], 64.0, &[0], Bwd::Pass);
         t.host_op("view");
-        let z = t.op(
-            "mul",
-            KernelKind::Elementwise,
-            &[y, x],
-            64.0,
-            DType::F32,
-            1.0,
-            &[],
-            false,
-            Bwd::Pass,
-        );
+        let z = elementwise(&mut t, "mul", &[y, x], 64.0, &[], Bwd::Pass);
         assert_eq!((y.producer, z.producer), (Some(0), Some(2)));
         let g = t.finish(false, 0.0, true);
         let f = &g.forward.kernels;
@@ -760,21 +754,7 @@ mod tests {
         for name in ["rsqrt", "pow"] {
             let mut t = Tracer::new(&w, false);
             let x = t.input(50.0, DType::F32, true);
-            let bwd = Bwd::PerInput {
-                reads: 2.0,
-                flops: 6.0,
-            };
-            t.op(
-                name,
-                KernelKind::Elementwise,
-                &[x],
-                50.0,
-                DType::F32,
-                1.0,
-                &[0],
-                false,
-                bwd,
-            );
+            elementwise(&mut t, name, &[x], 50.0, &[0], per_input(6.0));
             let g = t.finish(false, 0.0, true);
             let b = &g.backward.kernels;
             assert_eq!(
@@ -816,32 +796,8 @@ mod tests {
         let w = Workload::default();
         let mut t = Tracer::new(&w, false);
         let x = t.input(64.0, DType::F32, true);
-        let bwd = Bwd::PerInput {
-            reads: 2.0,
-            flops: 1.0,
-        };
-        let y = t.op(
-            "tanh",
-            KernelKind::Elementwise,
-            &[x],
-            64.0,
-            DType::F32,
-            1.0,
-            &[0],
-            false,
-            bwd,
-        );
-        t.op(
-            "tanh",
-            KernelKind::Elementwise,
-            &[y],
-            64.0,
-            DType::F32,
-            1.0,
-            &[0],
-            false,
-            bwd,
-        );
+        let y = elementwise(&mut t, "tanh", &[x], 64.0, &[0], per_input(1.0));
+        elementwise(&mut t, "tanh", &[y], 64.0, &[0], per_input(1.0));
         let g = t.finish(true, 256.0, true);
         let b = &g.backward.kernels;
         // Two recomputed forward ops, then the two tanh_backward kernels.
