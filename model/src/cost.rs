@@ -23,7 +23,11 @@
 //!   threshold adds t_touch = bytes_written / first-touch rate (page faults as it is first
 //!   written, serial with the op on a CPU): t = max(t_math, t_mem) + t_floor + t_touch;
 //! - t_floor is the profile's back-to-back launch floor (or its CUDA-graph replay floor), plus,
-//!   for GEMMs in calibrated CPU profiles, the per-call GEMM setup time.
+//!   for GEMMs in calibrated CPU profiles, the per-call GEMM setup time;
+//! - CPUs calibrated with adapter-sized AdamW updates (`optimizer-cached-*`): an optimizer op on
+//!   a tensor whose update (4 × its bytes) fits in the core's L2 takes t_mem = bytes / the
+//!   cached rate and that calibration's fixed time per op in place of the launch floor
+//!   ([`optimizer_cached`]; docs/model.md, "The optimizer's small tensors").
 
 use crate::graph::{Gemm, Kernel, KernelKind, PACA_IDX, PACA_P};
 use crate::workload::DType;
@@ -288,6 +292,17 @@ pub fn attention_tiles(seq: u64, slices: u64) -> f64 {
     (tiles * slices) as f64
 }
 
+/// Whether optimizer kernel `k` updates a tensor small enough that its whole update stays in
+/// the core's L2: every single-tensor AdamW op writes one tensor, so its bytes written per
+/// launch are the tensor's bytes, and the update holds four such tensors (parameter,
+/// gradient, two moments): 4 · written / launches ≤ L2. Only profiles that calibrate such
+/// updates (`optimizer-cached-*`, CPUs) price them differently.
+pub fn optimizer_cached(k: &Kernel, hw: &Profile) -> bool {
+    k.kind == KernelKind::Optimizer
+        && k.launches > 0
+        && 4.0 * k.bytes_written / f64::from(k.launches) <= hw.l2_bytes
+}
+
 /// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
 pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     kernel_cost_memo(k, hw, graph_replay, &mut GemmMemo::default())
@@ -369,12 +384,19 @@ pub fn kernel_cost_memo(
         Some(m) => hw.kind_bandwidth.get(m, half),
         None => hw.bandwidth_efficiency,
     };
-    let bw = hw.bandwidth_bps * eff;
+    let cached = match hw.optimizer_cached {
+        Some(c) if optimizer_cached(k, hw) => Some(c),
+        _ => None,
+    };
+    let bw = match cached {
+        Some(c) => c.bps[usize::from(half)],
+        None => hw.bandwidth_bps * eff,
+    };
     let mem_s = (bytes + extra_bytes) / bw;
-    let floor = if graph_replay {
-        hw.graph_launch_floor_s
-    } else {
-        hw.launch_floor_s
+    let floor = match cached {
+        Some(c) => c.op_s[usize::from(half)],
+        None if graph_replay => hw.graph_launch_floor_s,
+        None => hw.launch_floor_s,
     };
     let gemm_floor = if k.kind == KernelKind::Gemm {
         hw.gemm_floor_s[usize::from(half)]

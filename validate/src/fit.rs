@@ -349,6 +349,46 @@ const KINDS: [(Bench, &str); 10] = [
     (Bench::Transcendental, "transcendental"),
 ];
 
+/// Name prefix of calibrate's adapter-sized AdamW samples.
+const ADAPTERS: &str = "adamw-single adapters";
+
+/// The tensor sizes (elements) of an optimizer sample, from the name calibrate gives it:
+/// `adamw-single d{d} x{layers} vocab {vocab} (…)` (an embedding, per block four d×d, two
+/// d×4d and two norm vectors, a final norm) or `adamw-single adapters r{r} {d_in}+{d_out}
+/// x{count} (…)` (`count` pairs of r×d_in and d_out×r, no r×d_in when d_in is 0). None for
+/// any other name. The count must equal the name's `(N tensors)`.
+pub fn optimizer_tensors(name: &str) -> Option<Vec<u64>> {
+    let words: Vec<&str> = name.split_whitespace().collect();
+    let num = |w: &str, prefix: &str| w.strip_prefix(prefix)?.parse::<u64>().ok();
+    let sizes = match words.as_slice() {
+        ["adamw-single", "adapters", r, dims, count, n, "tensors)"] => {
+            let r = num(r, "r")?;
+            let (d_in, d_out) = dims.split_once('+')?;
+            let (d_in, d_out) = (d_in.parse::<u64>().ok()?, d_out.parse::<u64>().ok()?);
+            let mut v = Vec::new();
+            for _ in 0..num(count, "x")? {
+                if d_in > 0 {
+                    v.push(r * d_in);
+                }
+                v.push(d_out * r);
+            }
+            (v, *n)
+        }
+        ["adamw-single", d, layers, "vocab", vocab, n, "tensors)"] => {
+            let d = num(d, "d")?;
+            let mut v = vec![vocab.parse::<u64>().ok()? * d];
+            for _ in 0..num(layers, "x")? {
+                v.extend([d * d, d * d, d * d, d * d, 4 * d * d, 4 * d * d, d, d]);
+            }
+            v.push(d);
+            (v, *n)
+        }
+        _ => return None,
+    };
+    let (v, n) = sizes;
+    (n.strip_prefix('(')?.parse::<usize>().ok()? == v.len()).then_some(v)
+}
+
 /// Everything a calibration fitted, and the profile it makes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
@@ -610,11 +650,70 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         narrow_fill.push((mode, fills));
     }
 
+    // CPUs: single-tensor AdamW on adapter-sized tensors, whose update stays in the core's L2
+    // (`cost::optimizer_cached`): t = bytes / B_cached + c·ops per dtype, fitted on calibrate's
+    // `optimizer adapters` lists, every tensor of which is that small. The per-op term c holds
+    // the dispatch cost (a CPU runs the op on the issuing thread); the profile's fixed time per
+    // op is what remains. [fp32, 16-bit]; none without such samples (earlier sample files).
+    let mut cached: [Option<(f64, f64)>; 2] = [None, None];
+    if base.synchronous {
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            let size = if dtype == "bf16" { 2.0 } else { 4.0 };
+            let rows: Vec<(Vec<f64>, f64)> = of(Bench::Optimizer)
+                .filter(|s| s.dtype == dtype && s.name.starts_with(ADAPTERS))
+                .filter(|s| {
+                    optimizer_tensors(&s.name).is_some_and(|ts| {
+                        ts.iter().all(|&n| 4.0 * n as f64 * size <= base.l2_bytes)
+                    })
+                })
+                .map(|s| (vec![s.bytes, f64::from(s.ops)], s.t()))
+                .collect();
+            if let Some(f) = fit_linear(
+                &format!("optimizer cached {dtype}"),
+                vec!["s per byte", "s per op"],
+                &rows,
+            ) {
+                if f.coef[0] > 0.0 {
+                    cached[i] = Some((1.0 / f.coef[0], f.coef[1]));
+                }
+                fits.push(f);
+            }
+        }
+    }
+    // A dense list's tensors small enough for the cached regime cost what its fit says
+    // (bytes / B_cached + c per op): the dense fit takes that off and fits the rest.
+    let dense_row = |s: &Sample| -> (Vec<f64>, f64) {
+        let size = if s.dtype == "bf16" { 2.0 } else { 4.0 };
+        let c = cached[usize::from(s.dtype == "bf16")];
+        match (c, optimizer_tensors(&s.name)) {
+            (Some((bps, per_op)), Some(ts)) => {
+                let (mut bytes, mut ops, mut t) = (s.bytes, f64::from(s.ops), s.t());
+                for n in ts {
+                    let b = n as f64 * size;
+                    if 4.0 * b <= base.l2_bytes {
+                        bytes -= 20.0 * b;
+                        ops -= 8.0;
+                        t -= 20.0 * b / bps + 8.0 * per_op;
+                    }
+                }
+                (vec![bytes.max(0.0), ops.max(0.0)], t)
+            }
+            _ => (vec![s.bytes, f64::from(s.ops)], s.t()),
+        }
+    };
     // Bandwidth per kind: t = bytes / B + c·ops.
     let bw_fit = |bench: Bench, label: &str, filter: &dyn Fn(&Sample) -> bool| -> Option<Fit> {
         let rows: Vec<(Vec<f64>, f64)> = of(bench)
             .filter(|s| filter(s))
-            .map(|s| (vec![s.bytes, f64::from(s.ops)], s.t()))
+            .filter(|s| !(bench == Bench::Optimizer && s.name.starts_with(ADAPTERS)))
+            .map(|s| {
+                if bench == Bench::Optimizer {
+                    dense_row(s)
+                } else {
+                    (vec![s.bytes, f64::from(s.ops)], s.t())
+                }
+            })
+            .filter(|(_, t)| *t > 0.0)
             .collect();
         fit_linear(label, vec!["s per byte", "s per op"], &rows)
     };
@@ -736,6 +835,24 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         fixed.max(0.05e-6)
     };
     let node_host_s = node_s.map_or(base.host.autograd_node_s, |n| (n - floor_s).max(dispatch_s));
+    let cached_line = match cached {
+        [Some((b32, c32)), c16] => {
+            let (b16, c16) = c16.unwrap_or((b32, c32));
+            let op = |c: f64| (c - dispatch_s).max(0.05e-6) * 1e6;
+            format!(
+                "optimizer-cached-gbps = {:.3}\noptimizer-cached-bf16-gbps = {:.3}\n\
+                 optimizer-cached-op-us = {:.4}\noptimizer-cached-op-bf16-us = {:.4}\n\
+                 optimizer-cached-source = \"calibrated: single-tensor AdamW over adapter-sized \
+                 parameter lists (every tensor's update within the L2), t = bytes/B + c·ops; \
+                 the op time is c minus the dispatch cost\"\n",
+                b32 / 1e9,
+                b16 / 1e9,
+                op(c32),
+                op(c16)
+            )
+        }
+        _ => String::new(),
+    };
 
     // Peak bandwidth: the best achieved by any kind; each kind's efficiency relative to it.
     let peak_bw = kind_bw
@@ -846,7 +963,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{fill}{narrow}{tiles}{touch}
+{cached_line}{fill}{narrow}{tiles}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -928,6 +1045,7 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
             _ => String::new(),
         },
         gf16 = gemm_floor(MathMode::Bf16) * 1e6,
+        cached_line = cached_line,
         fill = {
             let of_mode = |m: MathMode| fill_rows.iter().find(|(x, _)| *x == m).map(|(_, r)| *r);
             match of_mode(MathMode::Fp32) {
