@@ -81,16 +81,6 @@ pub enum Provenance {
 ///   partial dW (n = r).
 pub const NARROW_CLASSES: [&str; 6] = ["forward-n", "forward-k", "dx-n", "dx-k", "dw-m", "dw-n"];
 
-/// CPUs (calibrated): how single-tensor AdamW's ops run on a tensor whose update fits in the
-/// core's L2 (`overheads.optimizer-cached-*`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OptimizerCached {
-    /// Rate of the bytes the model counts, fp32 and 16-bit, bytes/s.
-    pub bps: [f64; 2],
-    /// Fixed device time per op (replacing the launch floor), fp32 and 16-bit, seconds.
-    pub op_s: [f64; 2],
-}
-
 /// A resolved device profile, SI units, no optional fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -138,9 +128,9 @@ pub struct Profile {
     pub kernel_gap_s: Option<f64>,
     /// Extra fixed time per GEMM call, seconds: fp32 and 16-bit (0 unless calibrated).
     pub gemm_floor_s: [f64; 2],
-    /// CPUs (calibrated): optimizer ops on tensors small enough to stay in the core's caches
-    /// across one tensor's update. None: every optimizer op is priced like the others.
-    pub optimizer_cached: Option<OptimizerCached>,
+    /// CPUs (calibrated): fixed device time per optimizer op, fp32 and 16-bit tensors, seconds,
+    /// in place of the launch floor. None: the launch floor.
+    pub optimizer_op_s: Option<[f64; 2]>,
     /// CPUs (calibrated): a GEMM's per-call fill in rows of A, fp32 and 16-bit. With it the GEMM's
     /// math time is 2·batch·(m + m₀)·n·k / rate, as a CPU library runs an m×k by k×n product
     /// in register blocks of a few rows after packing B (n×k) once per call, work that a small m
@@ -464,16 +454,13 @@ pub struct OverheadSection {
     pub first_touch_gbps: Option<f64>,
     pub first_touch_min_mib: Option<f64>,
     pub first_touch_source: Option<String>,
-    /// CPUs: single-tensor AdamW's ops on a tensor whose update (parameter, gradient and the
-    /// two moments: 4 × its bytes) fits in the core's L2 (`device.l2-mib`): their rate in GB/s
-    /// of the bytes the model counts, and their fixed device time per op, in place of the
-    /// launch floor, in µs; fp32 and 16-bit (a 16-bit value left out takes the fp32 one).
-    /// Absent: such ops are priced like every other optimizer op.
-    pub optimizer_cached_gbps: Option<f64>,
-    pub optimizer_cached_bf16_gbps: Option<f64>,
-    pub optimizer_cached_op_us: Option<f64>,
-    pub optimizer_cached_op_bf16_us: Option<f64>,
-    pub optimizer_cached_source: Option<String>,
+    /// CPUs: fixed device time per optimizer op, in place of the launch floor, µs, fp32 and
+    /// 16-bit tensors (a 16-bit value left out takes the fp32 one; calibrate fits it on
+    /// single-tensor AdamW over adapter-sized lists, less the dispatch cost). Absent: the
+    /// launch floor.
+    pub optimizer_op_us: Option<f64>,
+    pub optimizer_op_bf16_us: Option<f64>,
+    pub optimizer_op_source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -580,24 +567,10 @@ impl ProfileFile {
                     o.first_touch_min_mib,
                     &TOUCH_MIN_MIB,
                 ),
+                ("overheads.optimizer-op-us", o.optimizer_op_us, &HOST_US),
                 (
-                    "overheads.optimizer-cached-gbps",
-                    o.optimizer_cached_gbps,
-                    &BANDWIDTH_GBPS,
-                ),
-                (
-                    "overheads.optimizer-cached-bf16-gbps",
-                    o.optimizer_cached_bf16_gbps,
-                    &BANDWIDTH_GBPS,
-                ),
-                (
-                    "overheads.optimizer-cached-op-us",
-                    o.optimizer_cached_op_us,
-                    &HOST_US,
-                ),
-                (
-                    "overheads.optimizer-cached-op-bf16-us",
-                    o.optimizer_cached_op_bf16_us,
+                    "overheads.optimizer-op-bf16-us",
+                    o.optimizer_op_bf16_us,
                     &HOST_US,
                 ),
             ]
@@ -727,18 +700,12 @@ impl ProfileFile {
         }
         {
             let o = &self.overheads;
-            let some = [
-                o.optimizer_cached_gbps.is_some(),
-                o.optimizer_cached_op_us.is_some(),
-                o.optimizer_cached_source.is_some(),
-            ];
-            let extra =
-                o.optimizer_cached_bf16_gbps.is_some() || o.optimizer_cached_op_bf16_us.is_some();
-            if (some.iter().any(|&b| b) || extra) && !some.iter().all(|&b| b) {
+            let (v, source) = (o.optimizer_op_us.is_some(), o.optimizer_op_source.is_some());
+            if v != source || (o.optimizer_op_bf16_us.is_some() && !v) {
                 return Err(invalid(
-                    "overheads.optimizer-cached-gbps, optimizer-cached-op-us and \
-                     optimizer-cached-source go together (the bf16 values are optional): give \
-                     all three or none of them"
+                    "overheads.optimizer-op-us and optimizer-op-source go together, and \
+                     optimizer-op-bf16-us needs them: give optimizer-op-us with its source, or \
+                     none of the three"
                         .into(),
                 ));
             }
@@ -906,10 +873,10 @@ impl ProfileFile {
                 o.gemm_fill_source.clone().unwrap_or_default(),
             ));
         }
-        if o.optimizer_cached_gbps.is_some() {
+        if o.optimizer_op_us.is_some() {
             sources.push((
-                "overheads.optimizer-cached".to_string(),
-                o.optimizer_cached_source.clone().unwrap_or_default(),
+                "overheads.optimizer-op".to_string(),
+                o.optimizer_op_source.clone().unwrap_or_default(),
             ));
         }
         if o.gemm_floor_us.is_some() || o.gemm_floor_bf16_us.is_some() {
@@ -1037,16 +1004,12 @@ impl ProfileFile {
                     .unwrap_or(0.0)
                     * US,
             ],
-            optimizer_cached: {
-                let o = &self.overheads;
-                match (o.optimizer_cached_gbps, o.optimizer_cached_op_us) {
-                    (Some(g), Some(c)) => Some(OptimizerCached {
-                        bps: [g * 1e9, o.optimizer_cached_bf16_gbps.unwrap_or(g) * 1e9],
-                        op_s: [c * US, o.optimizer_cached_op_bf16_us.unwrap_or(c) * US],
-                    }),
-                    _ => None,
-                }
-            },
+            optimizer_op_s: self.overheads.optimizer_op_us.map(|c| {
+                [
+                    c * US,
+                    self.overheads.optimizer_op_bf16_us.unwrap_or(c) * US,
+                ]
+            }),
             attention_tile_s: {
                 let o = &self.overheads;
                 let fwd = o.attention_tile_us.unwrap_or(0.0);

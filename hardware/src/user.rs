@@ -27,10 +27,7 @@ fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
         "overheads" => Some((
             match key {
                 "gemm-floor-us" | "gemm-floor-bf16-us" => "gemm-floor-source".into(),
-                "optimizer-cached-gbps"
-                | "optimizer-cached-bf16-gbps"
-                | "optimizer-cached-op-us"
-                | "optimizer-cached-op-bf16-us" => "optimizer-cached-source".into(),
+                "optimizer-op-us" | "optimizer-op-bf16-us" => "optimizer-op-source".into(),
                 "gemm-fill-rows" | "gemm-fill-rows-bf16" => "gemm-fill-source".into(),
                 "gemm-narrow-fill" | "gemm-narrow-fill-bf16" => "gemm-narrow-fill-source".into(),
                 "attention-tile-us"

@@ -24,10 +24,9 @@
 //!   written, serial with the op on a CPU): t = max(t_math, t_mem) + t_floor + t_touch;
 //! - t_floor is the profile's back-to-back launch floor (or its CUDA-graph replay floor), plus,
 //!   for GEMMs in calibrated CPU profiles, the per-call GEMM setup time;
-//! - CPUs calibrated with adapter-sized AdamW updates (`optimizer-cached-*`): an optimizer op on
-//!   a tensor whose update (4 × its bytes) fits in the core's L2 takes t_mem = bytes / the
-//!   cached rate and that calibration's fixed time per op in place of the launch floor
-//!   ([`optimizer_cached`]; docs/model.md, "The optimizer's small tensors").
+//! - CPUs calibrated with adapter-sized AdamW updates (`optimizer-op-us`): an optimizer op takes
+//!   that fixed time in place of the launch floor (docs/model.md, "The optimizer's per-op
+//!   cost").
 
 use crate::graph::{Gemm, Kernel, KernelKind, PACA_IDX, PACA_P};
 use crate::workload::DType;
@@ -292,17 +291,6 @@ pub fn attention_tiles(seq: u64, slices: u64) -> f64 {
     (tiles * slices) as f64
 }
 
-/// Whether optimizer kernel `k` updates a tensor small enough that its whole update stays in
-/// the core's L2: every single-tensor AdamW op writes one tensor, so its bytes written per
-/// launch are the tensor's bytes, and the update holds four such tensors (parameter,
-/// gradient, two moments): 4 · written / launches ≤ L2. Only profiles that calibrate such
-/// updates (`optimizer-cached-*`, CPUs) price them differently.
-pub fn optimizer_cached(k: &Kernel, hw: &Profile) -> bool {
-    k.kind == KernelKind::Optimizer
-        && k.launches > 0
-        && 4.0 * k.bytes_written / f64::from(k.launches) <= hw.l2_bytes
-}
-
 /// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
 pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     kernel_cost_memo(k, hw, graph_replay, &mut GemmMemo::default())
@@ -384,19 +372,14 @@ pub fn kernel_cost_memo(
         Some(m) => hw.kind_bandwidth.get(m, half),
         None => hw.bandwidth_efficiency,
     };
-    let cached = match hw.optimizer_cached {
-        Some(c) if optimizer_cached(k, hw) => Some(c),
-        _ => None,
-    };
-    let bw = match cached {
-        Some(c) => c.bps[usize::from(half)],
-        None => hw.bandwidth_bps * eff,
-    };
+    let bw = hw.bandwidth_bps * eff;
     let mem_s = (bytes + extra_bytes) / bw;
-    let floor = match cached {
-        Some(c) => c.op_s[usize::from(half)],
-        None if graph_replay => hw.graph_launch_floor_s,
-        None => hw.launch_floor_s,
+    let floor = match (k.kind, hw.optimizer_op_s) {
+        // Calibrated CPUs: an optimizer op's own fixed time, fitted on adapter-sized AdamW
+        // updates, in place of the floor of the memory-bound kinds.
+        (KernelKind::Optimizer, Some(op)) => op[usize::from(half)],
+        _ if graph_replay => hw.graph_launch_floor_s,
+        _ => hw.launch_floor_s,
     };
     let gemm_floor = if k.kind == KernelKind::Gemm {
         hw.gemm_floor_s[usize::from(half)]
@@ -956,5 +939,41 @@ mod tests {
         let cpu = resolve_device("cpu-generic").unwrap();
         let c = kernel_cost(&k, &cpu, false);
         assert!((c.device_s - (c.mem_s.max(c.math_s) + cpu.launch_floor_s)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn cpu_optimizer_ops_take_the_calibrated_op_time_in_place_of_the_floor() {
+        // Launch floor 5 µs; optimizer op time 0.6 µs (fp32) and 0.7 µs (bf16). An addcdiv_
+        // over 3 launches of a 1 000-element tensor: 3 × 16 000 B (fp32) at the optimizer
+        // kind's bandwidth, plus 3 × 0.6 µs; in bf16 half the bytes plus 3 × 0.7 µs.
+        let mut hw = resolve_device("cpu-generic").unwrap();
+        hw.launch_floor_s = 5e-6;
+        let opt = |dtype: DType| {
+            let mut k = Kernel::new_for_test(KernelKind::Optimizer, MathMode::Fp32);
+            k.name = "addcdiv_";
+            k.dtype = dtype;
+            let size = if dtype == DType::Bf16 { 2.0 } else { 4.0 };
+            k.bytes_read = 3.0 * 3000.0 * size;
+            k.bytes_written = 3000.0 * size;
+            k.launches = 3;
+            k
+        };
+        let bw = |half: bool| hw.bandwidth_bps * hw.kind_bandwidth.get(MemKind::Optimizer, half);
+        let (f32_mem, bf16_mem) = (48_000.0 / bw(false), 24_000.0 / bw(true));
+        // Without the calibration: the launch floor.
+        let c = kernel_cost(&opt(DType::F32), &hw, false);
+        assert!((c.device_s - (f32_mem + 15e-6)).abs() < 1e-15, "{c:?}");
+        hw.optimizer_op_s = Some([0.6e-6, 0.7e-6]);
+        let c = kernel_cost(&opt(DType::F32), &hw, false);
+        assert!((c.mem_s - f32_mem).abs() < 1e-18, "{c:?}");
+        assert!((c.floor_s - 1.8e-6).abs() < 1e-18, "{c:?}");
+        assert!((c.device_s - (f32_mem + 1.8e-6)).abs() < 1e-15, "{c:?}");
+        let c = kernel_cost(&opt(DType::Bf16), &hw, false);
+        assert!((c.device_s - (bf16_mem + 2.1e-6)).abs() < 1e-15, "{c:?}");
+        // Other kinds keep the launch floor.
+        let e = elementwise("add_", 8.0, 4.0);
+        let mut plain = hw.clone();
+        plain.optimizer_op_s = None;
+        assert_eq!(kernel_cost(&e, &hw, false), kernel_cost(&e, &plain, false));
     }
 }

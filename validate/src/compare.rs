@@ -157,9 +157,7 @@ fn reduced_step_ms(r: &Record, hw: &Profile, m: Reduced) -> Result<f64> {
             p.launch_floor_s = 0.0;
             p.graph_launch_floor_s = 0.0;
             p.gemm_floor_s = [0.0, 0.0];
-            if let Some(c) = &mut p.optimizer_cached {
-                c.op_s = [0.0, 0.0];
-            }
+            p.optimizer_op_s = None;
             p.attention_tile_s = [[0.0; 2]; 2];
             p.host = costsim_hardware::HostCosts {
                 python_op_s: 0.0,

@@ -650,72 +650,55 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         narrow_fill.push((mode, fills));
     }
 
-    // CPUs: single-tensor AdamW on adapter-sized tensors, whose update stays in the core's L2
-    // (`cost::optimizer_cached`): t = bytes / B_cached + c·ops per dtype, fitted on calibrate's
-    // `optimizer adapters` lists, every tensor of which is that small. The per-op term c holds
-    // the dispatch cost (a CPU runs the op on the issuing thread); the profile's fixed time per
-    // op is what remains. [fp32, 16-bit]; none without such samples (earlier sample files).
-    let mut cached: [Option<(f64, f64)>; 2] = [None, None];
+    // CPUs: the optimizer's fixed time per op, from single-tensor AdamW over adapter-sized lists
+    // (calibrate's `optimizer adapters`: hundreds of tensors of a few to a few hundred KB),
+    // where it, not the bytes, sets the time: t = bytes / B_a + c·ops per dtype. Only c is
+    // kept (it holds the dispatch cost: a CPU runs the op on the issuing thread); the held-out
+    // steps' adapter updates do not run at B_a (docs/validation.md, "A twelfth run"). None
+    // without such samples (earlier sample files). [fp32, 16-bit].
+    let mut optimizer_op: [Option<f64>; 2] = [None, None];
     if base.synchronous {
         for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
-            let size = if dtype == "bf16" { 2.0 } else { 4.0 };
             let rows: Vec<(Vec<f64>, f64)> = of(Bench::Optimizer)
                 .filter(|s| s.dtype == dtype && s.name.starts_with(ADAPTERS))
-                .filter(|s| {
-                    optimizer_tensors(&s.name).is_some_and(|ts| {
-                        ts.iter().all(|&n| 4.0 * n as f64 * size <= base.l2_bytes)
-                    })
-                })
                 .map(|s| (vec![s.bytes, f64::from(s.ops)], s.t()))
                 .collect();
             if let Some(f) = fit_linear(
-                &format!("optimizer cached {dtype}"),
+                &format!("optimizer adapters {dtype}"),
                 vec!["s per byte", "s per op"],
                 &rows,
             ) {
-                if f.coef[0] > 0.0 {
-                    cached[i] = Some((1.0 / f.coef[0], f.coef[1]));
-                }
+                optimizer_op[i] = Some(f.coef[1]);
                 fits.push(f);
             }
         }
     }
-    // A dense list's tensors small enough for the cached regime cost what its fit says
-    // (bytes / B_cached + c per op): the dense fit takes that off and fits the rest.
-    let dense_row = |s: &Sample| -> (Vec<f64>, f64) {
-        let size = if s.dtype == "bf16" { 2.0 } else { 4.0 };
-        let c = cached[usize::from(s.dtype == "bf16")];
-        match (c, optimizer_tensors(&s.name)) {
-            (Some((bps, per_op)), Some(ts)) => {
-                let (mut bytes, mut ops, mut t) = (s.bytes, f64::from(s.ops), s.t());
-                for n in ts {
-                    let b = n as f64 * size;
-                    if 4.0 * b <= base.l2_bytes {
-                        bytes -= 20.0 * b;
-                        ops -= 8.0;
-                        t -= 20.0 * b / bps + 8.0 * per_op;
-                    }
-                }
-                (vec![bytes.max(0.0), ops.max(0.0)], t)
-            }
-            _ => (vec![s.bytes, f64::from(s.ops)], s.t()),
-        }
-    };
     // Bandwidth per kind: t = bytes / B + c·ops.
+    // With the optimizer's per-op time c known, its dense lists fit only the bandwidth:
+    // t − c·ops = bytes / B.
     let bw_fit = |bench: Bench, label: &str, filter: &dyn Fn(&Sample) -> bool| -> Option<Fit> {
-        let rows: Vec<(Vec<f64>, f64)> = of(bench)
-            .filter(|s| filter(s))
-            .filter(|s| !(bench == Bench::Optimizer && s.name.starts_with(ADAPTERS)))
-            .map(|s| {
-                if bench == Bench::Optimizer {
-                    dense_row(s)
-                } else {
-                    (vec![s.bytes, f64::from(s.ops)], s.t())
-                }
-            })
-            .filter(|(_, t)| *t > 0.0)
+        let known = |s: &Sample| {
+            optimizer_op[usize::from(s.dtype == "bf16")].filter(|_| bench == Bench::Optimizer)
+        };
+        let samples: Vec<&Sample> = of(bench)
+            .filter(|s| filter(s) && !s.name.starts_with(ADAPTERS))
             .collect();
-        fit_linear(label, vec!["s per byte", "s per op"], &rows)
+        match samples.first().and_then(|s| known(s)) {
+            Some(c) => {
+                let rows: Vec<(Vec<f64>, f64)> = samples
+                    .iter()
+                    .map(|s| (vec![s.bytes], s.t() - c * f64::from(s.ops)))
+                    .collect();
+                fit_linear(label, vec!["s per byte"], &rows)
+            }
+            None => {
+                let rows: Vec<(Vec<f64>, f64)> = samples
+                    .iter()
+                    .map(|s| (vec![s.bytes, f64::from(s.ops)], s.t()))
+                    .collect();
+                fit_linear(label, vec!["s per byte", "s per op"], &rows)
+            }
+        }
     };
     let skinny = need(
         bw_fit(Bench::Gemm, "skinny gemm", &|s| {
@@ -753,7 +736,8 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
                 }
                 // The launch floor is the median intercept of the memory-bound fits; tanh is
                 // bound by its arithmetic, so its intercept does not vote.
-                if bench != Bench::Transcendental {
+                // The optimizer's own per-op time, where calibrated, does not vote either.
+                if bench != Bench::Transcendental && f.coef.len() > 1 {
                     per_op.push(f.coef[1]);
                 }
                 fits.push(f);
@@ -835,20 +819,15 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
         fixed.max(0.05e-6)
     };
     let node_host_s = node_s.map_or(base.host.autograd_node_s, |n| (n - floor_s).max(dispatch_s));
-    let cached_line = match cached {
-        [Some((b32, c32)), c16] => {
-            let (b16, c16) = c16.unwrap_or((b32, c32));
+    let optimizer_op_line = match optimizer_op {
+        [Some(c32), c16] => {
             let op = |c: f64| (c - dispatch_s).max(0.05e-6) * 1e6;
             format!(
-                "optimizer-cached-gbps = {:.3}\noptimizer-cached-bf16-gbps = {:.3}\n\
-                 optimizer-cached-op-us = {:.4}\noptimizer-cached-op-bf16-us = {:.4}\n\
-                 optimizer-cached-source = \"calibrated: single-tensor AdamW over adapter-sized \
-                 parameter lists (every tensor's update within the L2), t = bytes/B + c·ops; \
-                 the op time is c minus the dispatch cost\"\n",
-                b32 / 1e9,
-                b16 / 1e9,
+                "optimizer-op-us = {:.4}\noptimizer-op-bf16-us = {:.4}\n\
+                 optimizer-op-source = \"calibrated: per-op term of single-tensor AdamW over \
+                 adapter-sized parameter lists (t = bytes/B + c·ops), minus the dispatch cost\"\n",
                 op(c32),
-                op(c16)
+                op(c16.unwrap_or(c32))
             )
         }
         _ => String::new(),
@@ -963,7 +942,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{cached_line}{fill}{narrow}{tiles}{touch}
+{optimizer_op_line}{fill}{narrow}{tiles}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -1045,7 +1024,7 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
             _ => String::new(),
         },
         gf16 = gemm_floor(MathMode::Bf16) * 1e6,
-        cached_line = cached_line,
+        optimizer_op_line = optimizer_op_line,
         fill = {
             let of_mode = |m: MathMode| fill_rows.iter().find(|(x, _)| *x == m).map(|(_, r)| *r);
             match of_mode(MathMode::Fp32) {

@@ -557,4 +557,145 @@ mod toml_safety_tests {
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
         assert_eq!(p.name, "my \"fast\" cpu");
     }
+
+    #[test]
+    fn optimizer_tensor_lists_are_read_back_from_the_sample_names() {
+        // d 16, 1 block, vocab 10: the embedding 160, four 256, two 1024, two norms 16, the
+        // final norm 16 (9 + 1 + 1 = 10 tensors).
+        assert_eq!(
+            optimizer_tensors("adamw-single d16 x1 vocab 10 (10 tensors)"),
+            Some(vec![160, 256, 256, 256, 256, 1024, 1024, 16, 16, 16])
+        );
+        // Two pairs of 4×8 and 12×4; with d_in 0 only the 12×4.
+        assert_eq!(
+            optimizer_tensors("adamw-single adapters r4 8+12 x2 (4 tensors)"),
+            Some(vec![32, 48, 32, 48])
+        );
+        assert_eq!(
+            optimizer_tensors("adamw-single adapters r4 0+12 x3 (3 tensors)"),
+            Some(vec![48, 48, 48])
+        );
+        // A count that disagrees with the list, or any other name: nothing.
+        assert_eq!(
+            optimizer_tensors("adamw-single adapters r4 8+12 x2 (3 tensors)"),
+            None
+        );
+        assert_eq!(optimizer_tensors("adamw-single d16 x1 vocab 10"), None);
+        assert_eq!(optimizer_tensors("mm 128x128x128"), None);
+    }
+
+    #[test]
+    fn cached_optimizer_regime_is_fitted_on_adapter_lists_and_taken_off_the_dense_fit() {
+        // Made-up AdamW times: a tensor of b bytes whose update fits in cpu-generic's 2 MiB L2
+        // (4·b ≤ 2 MiB) costs 20·b / B_c + 8·c_c, a larger one 20·b / B_d + 8·c_d, with
+        // B_c = 30 GB/s (fp32) and 12 GB/s (bf16), c_c = 1.3 µs, B_d = 20 GB/s and 10 GB/s,
+        // c_d = 0.9 µs. The adapter lists hold only cached tensors, the dense lists both kinds
+        // (d128: the 4000×128 embedding, 2 MB, is not cached; its blocks' tensors are).
+        let mut run = saved_run();
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Optimizer)
+            .expect("an optimizer sample")
+            .clone();
+        run.samples.retain(|s| s.bench != Bench::Optimizer);
+        let l2 = base().l2_bytes;
+        let (c_c, c_d) = (1.3e-6, 0.9e-6);
+        let time = |ts: &[u64], size: f64, bc: f64, bd: f64| -> f64 {
+            ts.iter()
+                .map(|&n| {
+                    let b = n as f64 * size;
+                    if 4.0 * b <= l2 {
+                        20.0 * b / bc + 8.0 * c_c
+                    } else {
+                        20.0 * b / bd + 8.0 * c_d
+                    }
+                })
+                .sum()
+        };
+        let dense = |d: u64, layers: u64, vocab: u64| {
+            let n = 1 + 8 * layers + 1;
+            format!("adamw-single d{d} x{layers} vocab {vocab} ({n} tensors)")
+        };
+        let adapters = |r: u64, d_in: u64, d_out: u64, count: u64| {
+            let n = count * if d_in > 0 { 2 } else { 1 };
+            format!("adamw-single adapters r{r} {d_in}+{d_out} x{count} ({n} tensors)")
+        };
+        let names = [
+            dense(128, 2, 4000),
+            dense(256, 4, 8000),
+            dense(512, 4, 16000),
+            dense(768, 6, 32000),
+            adapters(4, 64, 192, 64),
+            adapters(8, 256, 768, 16),
+            adapters(16, 512, 1536, 24),
+            adapters(8, 1024, 1024, 48),
+            adapters(32, 0, 640, 24),
+            adapters(64, 0, 1536, 16),
+        ];
+        let (bc, bd) = ([30e9, 12e9], [20e9, 10e9]);
+        for (i, (dtype, size)) in [("fp32", 4.0), ("bf16", 2.0)].into_iter().enumerate() {
+            for name in &names {
+                let ts = optimizer_tensors(name).expect("parses");
+                let t = time(&ts, size, bc[i], bd[i]);
+                let mut x = template.clone();
+                x.name = name.clone();
+                x.dtype = dtype.into();
+                x.bytes = 20.0 * ts.iter().sum::<u64>() as f64 * size;
+                x.ops = 8 * ts.len() as u32;
+                x.stats = Stats::from_seconds(&[t, t, t]);
+                run.samples.push(x);
+            }
+        }
+        let cal = calibrate(&run, &base(), "cached").expect("calibrates");
+        let fit = |what: &str| {
+            cal.fits
+                .iter()
+                .find(|f| f.what == what)
+                .unwrap_or_else(|| panic!("no {what} fit"))
+                .clone()
+        };
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            let f = fit(&format!("optimizer cached {dtype}"));
+            assert_eq!(f.n, 6, "{f:?}");
+            assert!((f.coef[0] * bc[i] - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / c_c - 1.0).abs() < 1e-6, "{f:?}");
+            // The dense lists less their cached tensors: the large tensors' own law.
+            let f = fit(&format!("optimizer {dtype}"));
+            assert_eq!(f.n, 4, "{f:?}");
+            assert!((f.coef[0] * bd[i] - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / c_d - 1.0).abs() < 1e-6, "{f:?}");
+        }
+        // The profile: the cached rates, and the op time less the run's dispatch cost (the
+        // median of its dispatch samples' time per op), to the 4th decimal of a µs.
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        let mut dispatch: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.bench == Bench::Dispatch && s.stable())
+            .map(|s| s.t() / f64::from(s.ops))
+            .collect();
+        dispatch.sort_by(f64::total_cmp);
+        let dispatch = dispatch[dispatch.len() / 2];
+        assert!(dispatch < c_c - 0.1e-6, "{dispatch}");
+        let c = p.optimizer_cached.expect("optimizer-cached keys");
+        assert!((c.bps[0] / bc[0] - 1.0).abs() < 1e-6, "{c:?}");
+        assert!((c.bps[1] / bc[1] - 1.0).abs() < 1e-4, "{c:?}");
+        for i in 0..2 {
+            assert!((c.op_s[i] - (c_c - dispatch)).abs() < 0.6e-10, "{c:?}");
+        }
+        // Without the adapter lists: no cached regime, and the dense fit takes whole samples
+        // (its bandwidth then lies between the two laws).
+        run.samples.retain(|s| !s.name.starts_with(ADAPTERS));
+        let cal = calibrate(&run, &base(), "dense").expect("calibrates");
+        assert!(!cal.profile_toml.contains("optimizer-cached"));
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        assert!(p.optimizer_cached.is_none());
+        let f = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "optimizer fp32")
+            .expect("fit");
+        assert!(f.coef[0] * bd[0] < 1.0 - 1e-3, "{f:?}");
+    }
 }
