@@ -112,8 +112,18 @@ fn calibrate_without(
     tmp: &Path,
     drop: impl Fn(&serde_json::Value) -> bool,
 ) -> (usize, PathBuf) {
+    calibrate_file_without(dir, "cpu-calibration.json", tmp, drop)
+}
+
+/// [`calibrate_without`] for the samples file `file` of `dir` (tmp must be its own folder).
+fn calibrate_file_without(
+    dir: &str,
+    file: &str,
+    tmp: &Path,
+    drop: impl Fn(&serde_json::Value) -> bool,
+) -> (usize, PathBuf) {
     let mut run: serde_json::Value =
-        serde_json::from_str(&read(&Path::new(dir).join("cpu-calibration.json"))).unwrap();
+        serde_json::from_str(&read(&Path::new(dir).join(file))).unwrap();
     let samples = run["samples"].as_array_mut().expect("samples");
     let before = samples.len();
     samples.retain(|s| !drop(s));
@@ -635,4 +645,96 @@ fn gpu_calibration_refits_from_the_committed_samples() {
 #[test]
 fn eleventh_heldout_run_regenerates() {
     check_run("cpu-2026-11-29m");
+}
+
+/// A run's held-out steps predicted with its two calibrations as committed (`optimizer-op-us`
+/// fitted on the adapter-sized AdamW lists) and refitted without those lists (the estimator
+/// before: optimizer ops pay the launch floor): the `-no-adapters` summaries regenerate, and
+/// docs/validation.md quotes each optimizer and step row as `| TAG, CALIBRATION, HOW | … |`.
+fn check_adapter_ab(run: &str, tag: &str) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = format!("{root}/docs/results/{run}");
+    let adapters = |s: &serde_json::Value| {
+        s["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("adamw-single adapters"))
+    };
+    let page = read(&Path::new(root).join("docs/validation.md"));
+    // "| optimizer | 70 | 17.1% | 42.7% |" → ("17.1%", "42.7%").
+    let row = |summary: &str, phase: &str| -> (String, String) {
+        let l = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("| {phase} |")))
+            .unwrap_or_else(|| panic!("no {phase} row"));
+        let c: Vec<&str> = l.split('|').map(str::trim).collect();
+        (c[3].to_string(), c[4].to_string())
+    };
+    let held = heldout_files(&dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for (samples, summary, label) in [
+        (
+            "cpu-calibration.json",
+            "heldout-summary",
+            "first calibration",
+        ),
+        (
+            "cpu-recalibration.json",
+            "heldout-recalibrated-summary",
+            "second calibration",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (dropped, profile) = calibrate_file_without(&dir, samples, tmp.path(), adapters);
+        // Six lists × fp32 and bf16.
+        assert_eq!(dropped, 12);
+        assert!(!read(&profile).contains("optimizer-op"));
+        let out = stdout_ok(&[
+            "validate",
+            "--from",
+            &held,
+            "--hw",
+            profile.to_str().unwrap(),
+            "--format",
+            "markdown",
+        ]);
+        let committed = read(&Path::new(&dir).join(format!("{summary}-no-adapters.md")));
+        assert_eq!(out, committed, "{run}/{summary}-no-adapters.md");
+        let with = read(&Path::new(&dir).join(format!("{summary}.md")));
+        for (text, how) in [(&with, "optimizer-op-us"), (&committed, "launch floor")] {
+            let (o, ow) = row(text, "optimizer");
+            let (s, sw) = row(text, "step");
+            let line = format!("| {tag}, {label}, {how} | {o} | {ow} | {s} | {sw} |");
+            assert!(page.contains(&line), "docs/validation.md lacks: {line}");
+        }
+    }
+}
+
+/// The twelfth run (2026-11-29n), measured with the first variant of the optimizer's per-op
+/// calibration (commit 99f615c, L2-sized tensors at their own rate); its profiles are refitted
+/// from its samples by the final fit. Its summaries are not quoted whole (the A/B rows are).
+#[test]
+fn twelfth_run_with_and_without_adapter_lists_regenerates() {
+    let dir = format!(
+        "{}/docs/results/cpu-2026-11-29n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    check_summary(&dir, "cpu-calibrated.toml", "heldout-summary.md", false);
+    check_summary(
+        &dir,
+        "cpu-recalibrated.toml",
+        "heldout-recalibrated-summary.md",
+        false,
+    );
+    check_adapter_ab("cpu-2026-11-29n", "29n");
+}
+
+/// The thirteenth run (2026-11-29o): the optimizer's per-op time from adapter-sized lists,
+/// measured afresh, and its A/B against the launch floor.
+#[test]
+fn thirteenth_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29o");
+    check_adapter_ab("cpu-2026-11-29o", "29o");
 }

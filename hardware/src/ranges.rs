@@ -282,6 +282,50 @@ mod tests {
     }
 
     #[test]
+    fn optimizer_op_times_are_optional_sourced_and_range_checked() {
+        let floor = "launch-floor-us = 1.3";
+        let p = parse_profile(&with(floor, floor), "h200.toml").unwrap();
+        assert_eq!(p.optimizer_op_s, None);
+        // fp32 and 16-bit in µs, read in seconds; the 16-bit one left out takes the fp32 one.
+        let both = with(
+            floor,
+            "optimizer-op-us = 0.5\noptimizer-op-bf16-us = 0.75\noptimizer-op-source = \"m\"\n\
+             launch-floor-us = 1.3",
+        );
+        assert_eq!(
+            parse_profile(&both, "a.toml").unwrap().optimizer_op_s,
+            Some([0.5e-6, 0.75e-6])
+        );
+        let one = with(
+            floor,
+            "optimizer-op-us = 0.5\noptimizer-op-source = \"m\"\nlaunch-floor-us = 1.3",
+        );
+        assert_eq!(
+            parse_profile(&one, "b.toml").unwrap().optimizer_op_s,
+            Some([0.5e-6, 0.5e-6])
+        );
+        for (bad, want) in [
+            (
+                "optimizer-op-us = -1\noptimizer-op-source = \"m\"\nlaunch-floor-us = 1.3",
+                "overheads.optimizer-op-us must be in µs between 0 and 1000000",
+            ),
+            (
+                "optimizer-op-bf16-us = 0.7\noptimizer-op-source = \"m\"\nlaunch-floor-us = 1.3",
+                "optimizer-op-bf16-us needs them",
+            ),
+            (
+                "optimizer-op-us = 0.5\nlaunch-floor-us = 1.3",
+                "overheads.optimizer-op-us and optimizer-op-source go together",
+            ),
+        ] {
+            let err = parse_profile(&with(floor, bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn loop_costs_are_optional_paired_with_sources_and_range_checked() {
         // h200.toml without its loop-* lines, then with the ones each case gives.
         let with = |line: &str, replacement: &str| -> String {

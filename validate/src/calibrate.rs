@@ -864,7 +864,7 @@ pub fn run(
         }
         // CPUs: adapter-like lists (LoRA's A and B pairs; PaCA-like column blocks with no A),
         // generic widths rather than the held-out models' own, so that the optimizer's per-op
-        // cost is fitted where it sets the time (`optimizer-floor-us`).
+        // cost is fitted where it sets the time (`optimizer-op-us`).
         if !big {
             for (r, d_in, d_out, count) in [
                 (4, 64, 192, 64),

@@ -585,12 +585,12 @@ mod toml_safety_tests {
     }
 
     #[test]
-    fn cached_optimizer_regime_is_fitted_on_adapter_lists_and_taken_off_the_dense_fit() {
-        // Made-up AdamW times: a tensor of b bytes whose update fits in cpu-generic's 2 MiB L2
-        // (4·b ≤ 2 MiB) costs 20·b / B_c + 8·c_c, a larger one 20·b / B_d + 8·c_d, with
-        // B_c = 30 GB/s (fp32) and 12 GB/s (bf16), c_c = 1.3 µs, B_d = 20 GB/s and 10 GB/s,
-        // c_d = 0.9 µs. The adapter lists hold only cached tensors, the dense lists both kinds
-        // (d128: the 4000×128 embedding, 2 MB, is not cached; its blocks' tensors are).
+    fn optimizer_op_time_is_fitted_on_adapter_lists_and_taken_off_the_dense_fit() {
+        // Made-up AdamW times t = bytes / B + c·ops for every list, B = 20 GB/s (fp32) and
+        // 10 GB/s (bf16), c = 1.3 µs: the adapter lists' fit returns c (and B), the dense
+        // lists' fit then takes c·ops off and returns B alone, and the profile carries
+        // c minus the run's dispatch cost as `optimizer-op-us`. The optimizer no longer votes
+        // on the launch floor.
         let mut run = saved_run();
         let template = run
             .samples
@@ -599,20 +599,6 @@ mod toml_safety_tests {
             .expect("an optimizer sample")
             .clone();
         run.samples.retain(|s| s.bench != Bench::Optimizer);
-        let l2 = base().l2_bytes;
-        let (c_c, c_d) = (1.3e-6, 0.9e-6);
-        let time = |ts: &[u64], size: f64, bc: f64, bd: f64| -> f64 {
-            ts.iter()
-                .map(|&n| {
-                    let b = n as f64 * size;
-                    if 4.0 * b <= l2 {
-                        20.0 * b / bc + 8.0 * c_c
-                    } else {
-                        20.0 * b / bd + 8.0 * c_d
-                    }
-                })
-                .sum()
-        };
         let dense = |d: u64, layers: u64, vocab: u64| {
             let n = 1 + 8 * layers + 1;
             format!("adamw-single d{d} x{layers} vocab {vocab} ({n} tensors)")
@@ -633,22 +619,30 @@ mod toml_safety_tests {
             adapters(32, 0, 640, 24),
             adapters(64, 0, 1536, 16),
         ];
-        let (bc, bd) = ([30e9, 12e9], [20e9, 10e9]);
-        for (i, (dtype, size)) in [("fp32", 4.0), ("bf16", 2.0)].into_iter().enumerate() {
-            for name in &names {
-                let ts = optimizer_tensors(name).expect("parses");
-                let t = time(&ts, size, bc[i], bd[i]);
-                let mut x = template.clone();
-                x.name = name.clone();
-                x.dtype = dtype.into();
-                x.bytes = 20.0 * ts.iter().sum::<u64>() as f64 * size;
-                x.ops = 8 * ts.len() as u32;
-                x.stats = Stats::from_seconds(&[t, t, t]);
-                run.samples.push(x);
+        let (bw, c) = ([20e9, 10e9], 1.3e-6);
+        let push = |run: &mut CalibrationRun, names: &[String], c_dense: f64| {
+            for (i, (dtype, size)) in [("fp32", 4.0), ("bf16", 2.0)].into_iter().enumerate() {
+                for name in names {
+                    let ts = optimizer_tensors(name).expect("parses");
+                    let mut x = template.clone();
+                    x.name = name.clone();
+                    x.dtype = dtype.into();
+                    x.bytes = 20.0 * ts.iter().sum::<u64>() as f64 * size;
+                    x.ops = 8 * ts.len() as u32;
+                    let per_op = if name.starts_with(ADAPTERS) {
+                        c
+                    } else {
+                        c_dense
+                    };
+                    let t = x.bytes / bw[i] + per_op * f64::from(x.ops);
+                    x.stats = Stats::from_seconds(&[t, t, t]);
+                    run.samples.push(x);
+                }
             }
-        }
-        let cal = calibrate(&run, &base(), "cached").expect("calibrates");
-        let fit = |what: &str| {
+        };
+        push(&mut run, &names, c);
+        let cal = calibrate(&run, &base(), "op").expect("calibrates");
+        let fit = |cal: &Calibration, what: &str| {
             cal.fits
                 .iter()
                 .find(|f| f.what == what)
@@ -656,18 +650,14 @@ mod toml_safety_tests {
                 .clone()
         };
         for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
-            let f = fit(&format!("optimizer cached {dtype}"));
+            let f = fit(&cal, &format!("optimizer adapters {dtype}"));
             assert_eq!(f.n, 6, "{f:?}");
-            assert!((f.coef[0] * bc[i] - 1.0).abs() < 1e-6, "{f:?}");
-            assert!((f.coef[1] / c_c - 1.0).abs() < 1e-6, "{f:?}");
-            // The dense lists less their cached tensors: the large tensors' own law.
-            let f = fit(&format!("optimizer {dtype}"));
-            assert_eq!(f.n, 4, "{f:?}");
-            assert!((f.coef[0] * bd[i] - 1.0).abs() < 1e-6, "{f:?}");
-            assert!((f.coef[1] / c_d - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[0] * bw[i] - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / c - 1.0).abs() < 1e-6, "{f:?}");
+            let f = fit(&cal, &format!("optimizer {dtype}"));
+            assert_eq!((f.n, f.coef.len()), (4, 1), "{f:?}");
+            assert!((f.coef[0] * bw[i] - 1.0).abs() < 1e-6, "{f:?}");
         }
-        // The profile: the cached rates, and the op time less the run's dispatch cost (the
-        // median of its dispatch samples' time per op), to the 4th decimal of a µs.
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
         let mut dispatch: Vec<f64> = run
             .samples
@@ -677,25 +667,33 @@ mod toml_safety_tests {
             .collect();
         dispatch.sort_by(f64::total_cmp);
         let dispatch = dispatch[dispatch.len() / 2];
-        assert!(dispatch < c_c - 0.1e-6, "{dispatch}");
-        let c = p.optimizer_cached.expect("optimizer-cached keys");
-        assert!((c.bps[0] / bc[0] - 1.0).abs() < 1e-6, "{c:?}");
-        assert!((c.bps[1] / bc[1] - 1.0).abs() < 1e-4, "{c:?}");
-        for i in 0..2 {
-            assert!((c.op_s[i] - (c_c - dispatch)).abs() < 0.6e-10, "{c:?}");
+        assert!(dispatch < c - 0.1e-6, "{dispatch}");
+        let op = p.optimizer_op_s.expect("optimizer-op-us");
+        for v in op {
+            // Written in µs to 4 decimals.
+            assert!((v - (c - dispatch)).abs() < 0.6e-10, "{op:?}");
         }
-        // Without the adapter lists: no cached regime, and the dense fit takes whole samples
-        // (its bandwidth then lies between the two laws).
-        run.samples.retain(|s| !s.name.starts_with(ADAPTERS));
-        let cal = calibrate(&run, &base(), "dense").expect("calibrates");
-        assert!(!cal.profile_toml.contains("optimizer-cached"));
+        // The launch floor is that of the same run without any optimizer samples: the
+        // optimizer's per-op time does not vote.
+        let mut bare = run.clone();
+        bare.samples.retain(|s| s.bench != Bench::Optimizer);
+        let floor = |r: &CalibrationRun| {
+            let cal = calibrate(r, &base(), "f").expect("calibrates");
+            costsim_hardware::parse_profile(&cal.profile_toml, "t")
+                .expect("loads")
+                .launch_floor_s
+        };
+        assert_eq!(floor(&run), floor(&bare));
+        // Without the adapter lists: no optimizer-op line, and the dense lists fit bandwidth
+        // and per-op cost together, as before (here a dense per-op cost of 50 µs).
+        let mut old = bare.clone();
+        push(&mut old, &names[..4], 50e-6);
+        let cal = calibrate(&old, &base(), "dense").expect("calibrates");
+        assert!(!cal.profile_toml.contains("optimizer-op"));
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
-        assert!(p.optimizer_cached.is_none());
-        let f = cal
-            .fits
-            .iter()
-            .find(|f| f.what == "optimizer fp32")
-            .expect("fit");
-        assert!(f.coef[0] * bd[0] < 1.0 - 1e-3, "{f:?}");
+        assert!(p.optimizer_op_s.is_none());
+        let f = fit(&cal, "optimizer fp32");
+        assert_eq!(f.coef.len(), 2, "{f:?}");
+        assert!((f.coef[1] / 50e-6 - 1.0).abs() < 1e-6, "{f:?}");
     }
 }
