@@ -352,43 +352,6 @@ const KINDS: [(Bench, &str); 10] = [
 /// Name prefix of calibrate's adapter-sized AdamW samples.
 const ADAPTERS: &str = "adamw-single adapters";
 
-/// The tensor sizes (elements) of an optimizer sample, from the name calibrate gives it:
-/// `adamw-single d{d} x{layers} vocab {vocab} (…)` (an embedding, per block four d×d, two
-/// d×4d and two norm vectors, a final norm) or `adamw-single adapters r{r} {d_in}+{d_out}
-/// x{count} (…)` (`count` pairs of r×d_in and d_out×r, no r×d_in when d_in is 0). None for
-/// any other name. The count must equal the name's `(N tensors)`.
-pub fn optimizer_tensors(name: &str) -> Option<Vec<u64>> {
-    let words: Vec<&str> = name.split_whitespace().collect();
-    let num = |w: &str, prefix: &str| w.strip_prefix(prefix)?.parse::<u64>().ok();
-    let sizes = match words.as_slice() {
-        ["adamw-single", "adapters", r, dims, count, n, "tensors)"] => {
-            let r = num(r, "r")?;
-            let (d_in, d_out) = dims.split_once('+')?;
-            let (d_in, d_out) = (d_in.parse::<u64>().ok()?, d_out.parse::<u64>().ok()?);
-            let mut v = Vec::new();
-            for _ in 0..num(count, "x")? {
-                if d_in > 0 {
-                    v.push(r * d_in);
-                }
-                v.push(d_out * r);
-            }
-            (v, *n)
-        }
-        ["adamw-single", d, layers, "vocab", vocab, n, "tensors)"] => {
-            let d = num(d, "d")?;
-            let mut v = vec![vocab.parse::<u64>().ok()? * d];
-            for _ in 0..num(layers, "x")? {
-                v.extend([d * d, d * d, d * d, d * d, 4 * d * d, 4 * d * d, d, d]);
-            }
-            v.push(d);
-            (v, *n)
-        }
-        _ => return None,
-    };
-    let (v, n) = sizes;
-    (n.strip_prefix('(')?.parse::<usize>().ok()? == v.len()).then_some(v)
-}
-
 /// Everything a calibration fitted, and the profile it makes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
