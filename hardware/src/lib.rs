@@ -131,6 +131,11 @@ pub struct Profile {
     /// CPUs (calibrated): fixed device time per optimizer op, fp32 and 16-bit tensors, seconds,
     /// in place of the launch floor. None: the launch floor.
     pub optimizer_op_s: Option<[f64; 2]>,
+    /// CPUs (calibrated): the optimizer's rate by the size of the tensor an op updates,
+    /// (tensor bytes, bytes/s) in increasing size, fp32 and 16-bit tensors; between two sizes
+    /// the rate is interpolated in log size, outside them the nearest one's. None: the
+    /// optimizer kind's bandwidth.
+    pub optimizer_size_rate: Option<[Vec<(f64, f64)>; 2]>,
     /// CPUs (calibrated): a GEMM's per-call fill in rows of A, fp32 and 16-bit. With it the GEMM's
     /// math time is 2·batch·(m + m₀)·n·k / rate, as a CPU library runs an m×k by k×n product
     /// in register blocks of a few rows after packing B (n×k) once per call, work that a small m
@@ -461,6 +466,13 @@ pub struct OverheadSection {
     pub optimizer_op_us: Option<f64>,
     pub optimizer_op_bf16_us: Option<f64>,
     pub optimizer_op_source: Option<String>,
+    /// CPUs: the optimizer's rate by the size of the tensor each op updates, as
+    /// `[[tensor MiB, GB/s], ...]` in increasing size, fp32 and 16-bit tensors (the 16-bit
+    /// table needs the fp32 one and defaults to it; calibrate measures single-tensor AdamW over
+    /// lists of equal tensors, one size a list). Absent: the optimizer kind's bandwidth.
+    pub optimizer_size_gbps: Option<Vec<[f64; 2]>>,
+    pub optimizer_size_bf16_gbps: Option<Vec<[f64; 2]>>,
+    pub optimizer_size_source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -854,6 +866,48 @@ impl ProfileFile {
                 }
             }
         }
+        for (key, v) in [
+            ("overheads.optimizer-size-gbps", &o.optimizer_size_gbps),
+            (
+                "overheads.optimizer-size-bf16-gbps",
+                &o.optimizer_size_bf16_gbps,
+            ),
+        ] {
+            if let Some(v) = v {
+                if v.is_empty() {
+                    return Err(invalid(format!(
+                        "{key} is empty; give at least one [tensor MiB, GB/s] pair"
+                    )));
+                }
+                for (i, [mib, gbps]) in v.iter().enumerate() {
+                    TENSOR_MIB
+                        .check(&format!("{key}[{i}] size"), *mib)
+                        .map_err(invalid)?;
+                    BANDWIDTH_GBPS
+                        .check(&format!("{key}[{i}] rate"), *gbps)
+                        .map_err(invalid)?;
+                    if i > 0 && *mib <= v[i - 1][0] {
+                        return Err(invalid(format!(
+                            "{key}: sizes must increase, but pair {i} ({mib} MiB) follows {} MiB",
+                            v[i - 1][0]
+                        )));
+                    }
+                }
+            }
+        }
+        if o.optimizer_size_bf16_gbps.is_some() && o.optimizer_size_gbps.is_none() {
+            return Err(invalid(
+                "overheads.optimizer-size-bf16-gbps without overheads.optimizer-size-gbps: give \
+                 the fp32 table too (the bf16 one defaults to it, not the other way)"
+                    .to_string(),
+            ));
+        }
+        if o.optimizer_size_gbps.is_some() {
+            sources.push((
+                "overheads.optimizer-size".to_string(),
+                o.optimizer_size_source.clone().unwrap_or_default(),
+            ));
+        }
         if o.gemm_narrow_fill_bf16.is_some() && o.gemm_narrow_fill.is_none() {
             return Err(invalid(
                 "overheads.gemm-narrow-fill-bf16 without overheads.gemm-narrow-fill: give the \
@@ -1004,6 +1058,19 @@ impl ProfileFile {
                     .unwrap_or(0.0)
                     * US,
             ],
+            optimizer_size_rate: self.overheads.optimizer_size_gbps.as_deref().map(|f| {
+                let half = self
+                    .overheads
+                    .optimizer_size_bf16_gbps
+                    .as_deref()
+                    .unwrap_or(f);
+                let si = |v: &[[f64; 2]]| -> Vec<(f64, f64)> {
+                    v.iter()
+                        .map(|[mib, gbps]| (mib * 1048576.0, gbps * 1e9))
+                        .collect()
+                };
+                [si(f), si(half)]
+            }),
             optimizer_op_s: self.overheads.optimizer_op_us.map(|c| {
                 [
                     c * US,

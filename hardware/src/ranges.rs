@@ -109,6 +109,13 @@ pub const TOUCH_GBPS: Range = Range {
     unit: "GB/s",
     why: "10 MB/s to 100 TB/s",
 };
+/// A tensor's size in the optimizer's rate table.
+pub const TENSOR_MIB: Range = Range {
+    min: 1.0 / 1048576.0,
+    max: 1_048_576.0,
+    unit: "MiB",
+    why: "1 byte to 1 TiB",
+};
 /// Smallest output that pays first touch.
 pub const TOUCH_MIN_MIB: Range = Range {
     min: 0.0,
@@ -316,6 +323,50 @@ mod tests {
             (
                 "optimizer-op-us = 0.5\nlaunch-floor-us = 1.3",
                 "overheads.optimizer-op-us and optimizer-op-source go together",
+            ),
+        ] {
+            let err = parse_profile(&with(floor, bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn optimizer_size_tables_are_optional_sourced_increasing_and_range_checked() {
+        let floor = "launch-floor-us = 1.3";
+        let p = parse_profile(&with(floor, floor), "h200.toml").unwrap();
+        assert_eq!(p.optimizer_size_rate, None);
+        // MiB and GB/s, read in bytes and bytes/s; the 16-bit table defaults to the fp32 one.
+        let one = with(
+            floor,
+            "optimizer-size-gbps = [[0.25, 30.5], [96, 17]]\noptimizer-size-source = \"m\"\n\
+             launch-floor-us = 1.3",
+        );
+        let t = vec![(262144.0, 30.5e9), (96.0 * 1048576.0, 17e9)];
+        assert_eq!(
+            parse_profile(&one, "a.toml").unwrap().optimizer_size_rate,
+            Some([t.clone(), t])
+        );
+        for (bad, want) in [
+            (
+                "optimizer-size-gbps = [[2, 30], [2, 20]]\noptimizer-size-source = \"m\"\n\
+                 launch-floor-us = 1.3",
+                "sizes must increase, but pair 1 (2 MiB) follows 2 MiB",
+            ),
+            (
+                "optimizer-size-gbps = []\noptimizer-size-source = \"m\"\nlaunch-floor-us = 1.3",
+                "is empty",
+            ),
+            (
+                "optimizer-size-gbps = [[1, 0.5]]\noptimizer-size-source = \"m\"\n\
+                 launch-floor-us = 1.3",
+                "overheads.optimizer-size-gbps[0] rate must be in GB/s",
+            ),
+            (
+                "optimizer-size-bf16-gbps = [[1, 10]]\noptimizer-size-source = \"m\"\n\
+                 launch-floor-us = 1.3",
+                "without overheads.optimizer-size-gbps",
             ),
         ] {
             let err = parse_profile(&with(floor, bad), "bad.toml")

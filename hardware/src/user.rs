@@ -28,6 +28,9 @@ fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
             match key {
                 "gemm-floor-us" | "gemm-floor-bf16-us" => "gemm-floor-source".into(),
                 "optimizer-op-us" | "optimizer-op-bf16-us" => "optimizer-op-source".into(),
+                "optimizer-size-gbps" | "optimizer-size-bf16-gbps" => {
+                    "optimizer-size-source".into()
+                }
                 "gemm-fill-rows" | "gemm-fill-rows-bf16" => "gemm-fill-source".into(),
                 "gemm-narrow-fill" | "gemm-narrow-fill-bf16" => "gemm-narrow-fill-source".into(),
                 "attention-tile-us"

@@ -26,7 +26,8 @@
 //!   for GEMMs in calibrated CPU profiles, the per-call GEMM setup time;
 //! - CPUs calibrated with adapter-sized AdamW updates (`optimizer-op-us`): an optimizer op takes
 //!   that fixed time in place of the launch floor (docs/model.md, "The optimizer's per-op
-//!   cost").
+//!   cost"); with `optimizer-size-gbps` its bytes go at the rate measured for tensors of its
+//!   size ([`size_rate`]).
 
 use crate::graph::{Gemm, Kernel, KernelKind, PACA_IDX, PACA_P};
 use crate::workload::DType;
@@ -291,6 +292,21 @@ pub fn attention_tiles(seq: u64, slices: u64) -> f64 {
     (tiles * slices) as f64
 }
 
+/// The rate of `table` ((tensor bytes, bytes/s), sizes increasing) at a tensor of `bytes`:
+/// interpolated linearly in log size between the two sizes around it, the nearest one's
+/// outside them.
+pub fn size_rate(table: &[(f64, f64)], bytes: f64) -> f64 {
+    match table.iter().position(|&(size, _)| size >= bytes) {
+        None => table.last().map_or(f64::NAN, |&(_, r)| r),
+        Some(0) => table[0].1,
+        Some(i) => {
+            let ((s0, r0), (s1, r1)) = (table[i - 1], table[i]);
+            let f = (bytes / s0).ln() / (s1 / s0).ln();
+            r0 + f * (r1 - r0)
+        }
+    }
+}
+
 /// Device cost of a kernel. `graph_replay` selects the CUDA-graph launch floor.
 pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
     kernel_cost_memo(k, hw, graph_replay, &mut GemmMemo::default())
@@ -372,7 +388,15 @@ pub fn kernel_cost_memo(
         Some(m) => hw.kind_bandwidth.get(m, half),
         None => hw.bandwidth_efficiency,
     };
-    let bw = hw.bandwidth_bps * eff;
+    let bw = match (&hw.optimizer_size_rate, k.kind) {
+        // Calibrated CPUs: the optimizer's rate by the size of the tensor the op updates (every
+        // single-tensor AdamW op writes exactly that tensor).
+        (Some(table), KernelKind::Optimizer) => size_rate(
+            &table[usize::from(half)],
+            k.bytes_written / f64::from(k.launches),
+        ),
+        _ => hw.bandwidth_bps * eff,
+    };
     let mem_s = (bytes + extra_bytes) / bw;
     let floor = match (k.kind, hw.optimizer_op_s) {
         // Calibrated CPUs: an optimizer op's own fixed time, fitted on adapter-sized AdamW
@@ -974,6 +998,33 @@ mod tests {
         let e = elementwise("add_", 8.0, 4.0);
         let mut plain = hw.clone();
         plain.optimizer_op_s = None;
+        assert_eq!(kernel_cost(&e, &hw, false), kernel_cost(&e, &plain, false));
+    }
+
+    #[test]
+    fn size_rates_interpolate_in_log_size_and_hold_at_the_ends() {
+        // 1 MiB at 30 GB/s, 16 MiB at 20 GB/s: 4 MiB lies halfway in log size (25 GB/s).
+        let t = [(1048576.0, 30e9), (16.0 * 1048576.0, 20e9)];
+        assert_eq!(size_rate(&t, 1048576.0), 30e9);
+        assert!((size_rate(&t, 4.0 * 1048576.0) - 25e9).abs() < 1e-3);
+        assert_eq!(size_rate(&t, 16.0 * 1048576.0), 20e9);
+        assert_eq!(size_rate(&t, 1024.0), 30e9);
+        assert_eq!(size_rate(&t, 1e12), 20e9);
+        // An optimizer op of 3 launches on a 4 MiB fp32 tensor: its bytes at 25 GB/s.
+        let mut hw = resolve_device("cpu-generic").unwrap();
+        hw.optimizer_size_rate = Some([t.to_vec(), t.to_vec()]);
+        let mut k = Kernel::new_for_test(KernelKind::Optimizer, MathMode::Fp32);
+        k.name = "mul_";
+        k.dtype = DType::F32;
+        k.launches = 3;
+        k.bytes_read = 3.0 * 4.0 * 1048576.0;
+        k.bytes_written = 3.0 * 4.0 * 1048576.0;
+        let c = kernel_cost(&k, &hw, false);
+        assert!((c.mem_s - 24.0 * 1048576.0 / 25e9).abs() < 1e-12, "{c:?}");
+        // Other kinds keep their bandwidth.
+        let e = elementwise("add_", 8.0 * 1048576.0, 4.0 * 1048576.0);
+        let mut plain = hw.clone();
+        plain.optimizer_size_rate = None;
         assert_eq!(kernel_cost(&e, &hw, false), kernel_cost(&e, &plain, false));
     }
 }

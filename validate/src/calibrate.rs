@@ -613,6 +613,48 @@ impl Bencher {
         )
     }
 
+    /// The same single-tensor AdamW update over `count` equal tensors of `tensor_bytes` each,
+    /// enough of them that a unit streams over 256 MiB (read cold): the optimizer's rate at one
+    /// tensor size (`optimizer-size-gbps`). Full fine-tuning updates tensors from a few KB
+    /// (norms) to hundreds of MB (embeddings), and on this project's CPU the dense lists above
+    /// ran their bytes at 37 GB/s with tensors of 64 KB–2 MB and at 17 GB/s with 1–98 MB.
+    fn optimizer_uniform(&mut self, tensor_bytes: i64, kind: Kind) -> Result<()> {
+        let sz = size_of(kind);
+        let n = tensor_bytes / sz as i64;
+        let count = ((256i64 << 20) / (4 * tensor_bytes)).max(1);
+        let mut sets = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let p = self.randn(&[n], kind)?;
+            let g = self.randn(&[n], kind)?;
+            let m = self.randn(&[n], kind)?;
+            let v = self.randn(&[n], kind)?.f_abs().map_err(torch)?;
+            sets.push((p, g, m, v));
+        }
+        let nf = (n * count) as f64;
+        self.time(
+            Bench::Optimizer,
+            format!("adamw-single uniform {} KiB x{count}", tensor_bytes >> 10),
+            kind,
+            16.0 * nf,
+            20.0 * nf * sz,
+            None,
+            8 * count as u32,
+            || {
+                for (p, g, m, v) in sets.iter_mut() {
+                    p.f_mul_scalar_(0.999).map(drop).map_err(torch)?;
+                    m.f_lerp_(g, 0.1).map(drop).map_err(torch)?;
+                    let g2 = g.f_mul(g).map_err(torch)?;
+                    v.f_lerp_(&g2, 0.001).map(drop).map_err(torch)?;
+                    let mut dn = v.f_sqrt().map_err(torch)?;
+                    dn.f_mul_scalar_(-1.0).map(drop).map_err(torch)?;
+                    dn.f_add_scalar_(-1e-8).map(drop).map_err(torch)?;
+                    p.f_addcdiv_(m, &dn).map(drop).map_err(torch)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
     /// First touch of fresh memory: fill a freshly allocated tensor vs an existing one, per
     /// repetition; the difference is the page-fault cost of the new mapping.
     fn first_touch(&mut self, mib: i64) -> Result<()> {
@@ -877,6 +919,13 @@ pub fn run(
                 steps.push((
                     "optimizer adapters",
                     Box::new(move |b| b.optimizer_adapters(r, d_in, d_out, count, kind)),
+                ));
+            }
+            // And lists of equal tensors, one size each: the optimizer's rate by tensor size.
+            for kib in [256, 2048, 16384, 98304] {
+                steps.push((
+                    "optimizer sizes",
+                    Box::new(move |b| b.optimizer_uniform(kib << 10, kind)),
                 ));
             }
         }

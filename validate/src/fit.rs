@@ -352,6 +352,9 @@ const KINDS: [(Bench, &str); 10] = [
 /// Name prefix of calibrate's adapter-sized AdamW samples.
 const ADAPTERS: &str = "adamw-single adapters";
 
+/// Name prefix of calibrate's AdamW samples over equal tensors, one size a list.
+const UNIFORM: &str = "adamw-single uniform";
+
 /// Everything a calibration fitted, and the profile it makes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
@@ -636,6 +639,64 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
             }
         }
     }
+    // CPUs: the optimizer's rate by tensor size, from lists of equal tensors (calibrate's
+    // `optimizer sizes`): rate = bytes / (t − c·ops − first touch), the per-op time c of the
+    // adapter fit above and the first touch of the two fresh outputs a tensor's update
+    // writes (its square and square root; the model's sqrt and quotient) taken off, as the
+    // model adds both. A sample's tensor size is bytes / (2.5·ops): 20 bytes an element over
+    // 8 ops a tensor. [fp32, 16-bit] tables of (tensor bytes, bytes/s), sizes increasing.
+    let mut size_rates: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    if base.synchronous {
+        for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {
+            let c = optimizer_op[i].unwrap_or(0.0);
+            for s in of(Bench::Optimizer)
+                .filter(|s| s.dtype == dtype && s.name.starts_with(UNIFORM) && s.ops > 0)
+            {
+                let ops = f64::from(s.ops);
+                let tensor = s.bytes / (2.5 * ops);
+                let t = s.t() - c * ops - 2.0 * (ops / 8.0) * touch_of(tensor);
+                if t <= 0.0 {
+                    continue;
+                }
+                let rate = s.bytes / t;
+                size_rates[i].push((tensor, rate));
+                fits.push(Fit {
+                    what: format!("optimizer {} KiB {dtype}", (tensor / 1024.0).round()),
+                    names: vec!["s per byte"],
+                    coef: vec![1.0 / rate],
+                    ci95: vec![f64::NAN],
+                    r2: 1.0,
+                    n: 1,
+                    worst_rel: 0.0,
+                });
+            }
+            size_rates[i].sort_by(|a, b| a.0.total_cmp(&b.0));
+            size_rates[i].dedup_by(|a, b| a.0 == b.0);
+        }
+    }
+    let size_line = match &size_rates {
+        [f32_rates, f16_rates] if !f32_rates.is_empty() => {
+            let table = |v: &[(f64, f64)]| {
+                v.iter()
+                    .map(|(b, r)| format!("[{}, {:.3}]", b / 1048576.0, r / 1e9))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut t = format!("optimizer-size-gbps = [{}]\n", table(f32_rates));
+            if !f16_rates.is_empty() {
+                t.push_str(&format!(
+                    "optimizer-size-bf16-gbps = [{}]\n",
+                    table(f16_rates)
+                ));
+            }
+            t.push_str(
+                "optimizer-size-source = \"calibrated: single-tensor AdamW over lists of equal \
+                 tensors, one size a list, bytes / (t - per-op time - first touch)\"\n",
+            );
+            t
+        }
+        _ => String::new(),
+    };
     // Bandwidth per kind: t = bytes / B + c·ops.
     // With the optimizer's per-op time c known, its dense lists fit only the bandwidth:
     // t − c·ops = bytes / B.
@@ -644,7 +705,7 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
             optimizer_op[usize::from(s.dtype == "bf16")].filter(|_| bench == Bench::Optimizer)
         };
         let samples: Vec<&Sample> = of(bench)
-            .filter(|s| filter(s) && !s.name.starts_with(ADAPTERS))
+            .filter(|s| filter(s) && !s.name.starts_with(ADAPTERS) && !s.name.starts_with(UNIFORM))
             .collect();
         match samples.first().and_then(|s| known(s)) {
             Some(c) => {
@@ -905,7 +966,7 @@ graph-launch-floor-source = "calibrated: as launch-floor (not measured separatel
 gemm-floor-us = {gf32:.4}
 gemm-floor-bf16-us = {gf16:.4}
 gemm-floor-source = "calibrated: intercept of the gemm fits minus the per-op cost (per-call GEMM setup)"
-{optimizer_op_line}{fill}{narrow}{tiles}{touch}
+{optimizer_op_line}{size_line}{fill}{narrow}{tiles}{touch}
 
 [host]
 python-op-us = {py:.3}
@@ -988,6 +1049,7 @@ fit = "NNLS per kernel kind on 1/t-weighted rows; {nfit} fits, {nstable} stable 
         },
         gf16 = gemm_floor(MathMode::Bf16) * 1e6,
         optimizer_op_line = optimizer_op_line,
+        size_line = size_line,
         fill = {
             let of_mode = |m: MathMode| fill_rows.iter().find(|(x, _)| *x == m).map(|(_, r)| *r);
             match of_mode(MathMode::Fp32) {
