@@ -647,18 +647,26 @@ fn eleventh_heldout_run_regenerates() {
     check_run("cpu-2026-11-29m");
 }
 
-/// A run's held-out steps predicted with its two calibrations as committed (`optimizer-op-us`
-/// fitted on the adapter-sized AdamW lists) and refitted without those lists (the estimator
-/// before: optimizer ops pay the launch floor): the `-no-adapters` summaries regenerate, and
-/// docs/validation.md quotes each optimizer and step row as `| TAG, CALIBRATION, HOW | … |`.
-fn check_adapter_ab(run: &str, tag: &str) {
+/// A refit of a run's calibrations for [`check_optimizer_ab`]: the summaries' file suffix,
+/// how its optimizer ops are priced (as docs/validation.md labels it), the sample-name
+/// prefixes dropped and how many samples that drops per calibration.
+struct Refit {
+    suffix: &'static str,
+    how: &'static str,
+    drop: &'static [&'static str],
+    dropped: usize,
+}
+
+const ADAPTER_LISTS: &str = "adamw-single adapters";
+const SIZE_LISTS: &str = "adamw-single uniform";
+
+/// A run's held-out steps predicted with its two calibrations as committed (optimizer ops
+/// priced `how`) and refitted without some of the optimizer's samples (`refits`): each
+/// refit's summaries regenerate, and docs/validation.md quotes every optimizer and step row
+/// as `| TAG, CALIBRATION, HOW | optimizer MAPE | worst | step MAPE | worst |`.
+fn check_optimizer_ab(run: &str, tag: &str, how: &str, refits: &[Refit]) {
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = format!("{root}/docs/results/{run}");
-    let adapters = |s: &serde_json::Value| {
-        s["name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("adamw-single adapters"))
-    };
     let page = read(&Path::new(root).join("docs/validation.md"));
     // "| optimizer | 70 | 17.1% | 42.7% |" → ("17.1%", "42.7%").
     let row = |summary: &str, phase: &str| -> (String, String) {
@@ -668,6 +676,12 @@ fn check_adapter_ab(run: &str, tag: &str) {
             .unwrap_or_else(|| panic!("no {phase} row"));
         let c: Vec<&str> = l.split('|').map(str::trim).collect();
         (c[3].to_string(), c[4].to_string())
+    };
+    let quoted = |text: &str, label: &str, how: &str| {
+        let (o, ow) = row(text, "optimizer");
+        let (s, sw) = row(text, "step");
+        let line = format!("| {tag}, {label}, {how} | {o} | {ow} | {s} | {sw} |");
+        assert!(page.contains(&line), "docs/validation.md lacks: {line}");
     };
     let held = heldout_files(&dir)
         .iter()
@@ -686,31 +700,43 @@ fn check_adapter_ab(run: &str, tag: &str) {
             "second calibration",
         ),
     ] {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (dropped, profile) = calibrate_file_without(&dir, samples, tmp.path(), adapters);
-        // Six lists × fp32 and bf16.
-        assert_eq!(dropped, 12);
-        assert!(!read(&profile).contains("optimizer-op"));
-        let out = stdout_ok(&[
-            "validate",
-            "--from",
-            &held,
-            "--hw",
-            profile.to_str().unwrap(),
-            "--format",
-            "markdown",
-        ]);
-        let committed = read(&Path::new(&dir).join(format!("{summary}-no-adapters.md")));
-        assert_eq!(out, committed, "{run}/{summary}-no-adapters.md");
-        let with = read(&Path::new(&dir).join(format!("{summary}.md")));
-        for (text, how) in [(&with, "optimizer-op-us"), (&committed, "launch floor")] {
-            let (o, ow) = row(text, "optimizer");
-            let (s, sw) = row(text, "step");
-            let line = format!("| {tag}, {label}, {how} | {o} | {ow} | {s} | {sw} |");
-            assert!(page.contains(&line), "docs/validation.md lacks: {line}");
+        quoted(
+            &read(&Path::new(&dir).join(format!("{summary}.md"))),
+            label,
+            how,
+        );
+        for r in refits {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let (dropped, profile) = calibrate_file_without(&dir, samples, tmp.path(), |s| {
+                s["name"]
+                    .as_str()
+                    .is_some_and(|n| r.drop.iter().any(|d| n.starts_with(d)))
+            });
+            assert_eq!(dropped, r.dropped, "{run} {samples} {}", r.suffix);
+            let out = stdout_ok(&[
+                "validate",
+                "--from",
+                &held,
+                "--hw",
+                profile.to_str().unwrap(),
+                "--format",
+                "markdown",
+            ]);
+            let file = format!("{summary}-{}.md", r.suffix);
+            assert_eq!(out, read(&Path::new(&dir).join(&file)), "{run}/{file}");
+            quoted(&out, label, r.how);
         }
     }
 }
+
+/// Without the adapter-sized lists: optimizer ops pay the launch floor, as before 2026-11-29n.
+const WITHOUT_ADAPTERS: Refit = Refit {
+    suffix: "no-adapters",
+    how: "launch floor",
+    // Six lists × fp32 and bf16.
+    drop: &[ADAPTER_LISTS],
+    dropped: 12,
+};
 
 /// The twelfth run (2026-11-29n), measured with the first variant of the optimizer's per-op
 /// calibration (commit 99f615c, L2-sized tensors at their own rate); its profiles are refitted
@@ -728,7 +754,12 @@ fn twelfth_run_with_and_without_adapter_lists_regenerates() {
         "heldout-recalibrated-summary.md",
         false,
     );
-    check_adapter_ab("cpu-2026-11-29n", "29n");
+    check_optimizer_ab(
+        "cpu-2026-11-29n",
+        "29n",
+        "optimizer-op-us",
+        &[WITHOUT_ADAPTERS],
+    );
 }
 
 /// The thirteenth run (2026-11-29o): the optimizer's per-op time from adapter-sized lists,
@@ -736,5 +767,37 @@ fn twelfth_run_with_and_without_adapter_lists_regenerates() {
 #[test]
 fn thirteenth_heldout_run_regenerates() {
     check_run("cpu-2026-11-29o");
-    check_adapter_ab("cpu-2026-11-29o", "29o");
+    check_optimizer_ab(
+        "cpu-2026-11-29o",
+        "29o",
+        "optimizer-op-us",
+        &[WITHOUT_ADAPTERS],
+    );
+}
+
+/// The fourteenth run (2026-11-29p): the optimizer's rate by tensor size too, measured afresh,
+/// against the thirteenth run's model (no size lists) and the launch floor (neither list).
+#[test]
+fn fourteenth_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29p");
+    check_optimizer_ab(
+        "cpu-2026-11-29p",
+        "29p",
+        "optimizer-op-us and sizes",
+        &[
+            Refit {
+                suffix: "no-sizes",
+                how: "optimizer-op-us",
+                // Four sizes × fp32 and bf16.
+                drop: &[SIZE_LISTS],
+                dropped: 8,
+            },
+            Refit {
+                suffix: "no-adapters",
+                how: "launch floor",
+                drop: &[ADAPTER_LISTS, SIZE_LISTS],
+                dropped: 20,
+            },
+        ],
+    );
 }

@@ -734,4 +734,99 @@ mod toml_safety_tests {
         assert_eq!(f.coef.len(), 2, "{f:?}");
         assert!((f.coef[1] / 50e-6 - 1.0).abs() < 1e-6, "{f:?}");
     }
+
+    #[test]
+    fn optimizer_rates_by_tensor_size_take_off_the_op_time_and_first_touch() {
+        // Adapter lists at t = bytes / 20 GB/s + 1.3 µs·ops (the per-op time), and lists of
+        // equal tensors of 256 KiB, 2 MiB, 16 MiB and 96 MiB at 36, 30, 20 and 17 GB/s, plus
+        // 1.3 µs an op, plus, for the 96 MiB tensors, their two fresh outputs faulted in at
+        // the run's first-touch rate: the profile's table returns the four rates.
+        let mut run = saved_run();
+        let template = run
+            .samples
+            .iter()
+            .find(|s| s.bench == Bench::Optimizer)
+            .expect("an optimizer sample")
+            .clone();
+        let mut touch: Vec<f64> = run
+            .samples
+            .iter()
+            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
+            .map(|s| s.bytes / s.t())
+            .collect();
+        touch.sort_by(f64::total_cmp);
+        let touch_bps = touch[touch.len() / 2];
+        let c = 1.3e-6;
+        let mut push = |name: String, dtype: &str, bytes: f64, ops: u32, t: f64| {
+            let mut x = template.clone();
+            x.name = name;
+            x.dtype = dtype.into();
+            x.bytes = bytes;
+            x.ops = ops;
+            x.stats = Stats::from_seconds(&[t, t, t]);
+            run.samples.push(x);
+        };
+        for dtype in ["fp32", "bf16"] {
+            for (i, r) in [(4u32, 8.0), (8, 16.0), (16, 48.0)] {
+                let bytes = 1e5 * r;
+                let ops = 8 * 16 * i;
+                push(
+                    format!("adamw-single adapters r{i} 0+{r} x{i} ({i} tensors)"),
+                    dtype,
+                    bytes,
+                    ops,
+                    bytes / 20e9 + c * f64::from(ops),
+                );
+            }
+        }
+        let table: [(f64, f64); 4] = [
+            (256.0, 36e9),
+            (2048.0, 30e9),
+            (16384.0, 20e9),
+            (98304.0, 17e9),
+        ];
+        for dtype in ["fp32", "bf16"] {
+            for (kib, rate) in table {
+                let tensor = kib * 1024.0;
+                let count = ((256.0 * 1048576.0) / (4.0 * tensor)).floor().max(1.0);
+                let bytes = 20.0 * tensor * count;
+                let ops = (8.0 * count) as u32;
+                let faults = if tensor >= 32.0 * 1048576.0 {
+                    2.0 * count * tensor / touch_bps
+                } else {
+                    0.0
+                };
+                push(
+                    format!("adamw-single uniform {kib} KiB x{count}"),
+                    dtype,
+                    bytes,
+                    ops,
+                    bytes / rate + c * f64::from(ops) + faults,
+                );
+            }
+        }
+        let cal = calibrate(&run, &base(), "sizes").expect("calibrates");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        let got = p.optimizer_size_rate.expect("optimizer-size-gbps");
+        for half in got {
+            assert_eq!(half.len(), 4, "{half:?}");
+            for ((size, rate), (kib, want)) in half.iter().zip(table) {
+                assert_eq!(*size, kib * 1024.0);
+                // Written in GB/s to 3 decimals.
+                assert!((rate - want).abs() < 0.6e6, "{size}: {rate} against {want}");
+            }
+        }
+        // The dense fit does not take them: without the uniform lists it is the same.
+        let fit = |cal: &Calibration| {
+            cal.fits
+                .iter()
+                .find(|f| f.what == "optimizer fp32")
+                .map(|f| f.coef.clone())
+        };
+        let mut without = run.clone();
+        without.samples.retain(|s| !s.name.starts_with(UNIFORM));
+        let cal2 = calibrate(&without, &base(), "no sizes").expect("calibrates");
+        assert_eq!(fit(&cal), fit(&cal2));
+        assert!(!cal2.profile_toml.contains("optimizer-size"));
+    }
 }
