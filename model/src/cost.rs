@@ -1027,4 +1027,28 @@ mod tests {
         plain.optimizer_size_rate = None;
         assert_eq!(kernel_cost(&e, &hw, false), kernel_cost(&e, &plain, false));
     }
+
+    #[test]
+    fn graph_replay_pays_the_graph_floor_and_optimizer_ops_their_own_either_way() {
+        // Launch floor 5 µs, CUDA-graph replay floor 1 µs, optimizer op time 0.6 µs, on an
+        // additive-floor profile: a tiny elementwise kernel pays the floor of its launch mode,
+        // an optimizer op its own time in both.
+        let mut hw = resolve_device("cpu-generic").unwrap();
+        hw.launch_floor_s = 5e-6;
+        hw.graph_launch_floor_s = 1e-6;
+        hw.optimizer_op_s = Some([0.6e-6, 0.6e-6]);
+        let e = elementwise("add_", 8.0, 4.0);
+        let eager = kernel_cost(&e, &hw, false);
+        let graph = kernel_cost(&e, &hw, true);
+        assert!((eager.device_s - eager.mem_s - 5e-6).abs() < 1e-18, "{eager:?}");
+        assert!((graph.device_s - graph.mem_s - 1e-6).abs() < 1e-18, "{graph:?}");
+        let mut k = Kernel::new_for_test(KernelKind::Optimizer, MathMode::Fp32);
+        k.dtype = DType::F32;
+        k.bytes_read = 8.0;
+        k.bytes_written = 4.0;
+        for replay in [false, true] {
+            let c = kernel_cost(&k, &hw, replay);
+            assert!((c.floor_s - 0.6e-6).abs() < 1e-18, "{replay}: {c:?}");
+        }
+    }
 }

@@ -58,7 +58,28 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
     );
     // A CPU core does between 1 and 1000 GFLOP/s in fp32.
     assert!(rate > 1e9 && rate < 1e12, "{rate}");
-    assert!(cal.fits.iter().all(|f| f.r2.is_finite() && f.n >= 2));
+    // Every fit is overdetermined except the optimizer's rate at one tensor size, which is
+    // one sample's (a rate, exactly determined).
+    for f in &cal.fits {
+        let per_size = f.what.starts_with("optimizer ") && f.what.contains(" KiB ");
+        assert!(
+            f.r2.is_finite() && f.n >= if per_size { 1 } else { 2 },
+            "{f:?}"
+        );
+    }
+    // The optimizer's lists: six adapter-sized and four of equal tensors per dtype, whose
+    // stable samples give the profile its per-op time and its rates by size.
+    for (prefix, n) in [("adamw-single adapters", 12), ("adamw-single uniform", 8)] {
+        let got = run
+            .samples
+            .iter()
+            .filter(|s| s.name.starts_with(prefix))
+            .count();
+        assert_eq!(got, n, "{prefix}");
+    }
+    let table = p.optimizer_size_rate.as_ref().expect("optimizer-size-gbps");
+    assert!(table.iter().all(|t| !t.is_empty()), "{table:?}");
+    assert!(p.optimizer_op_s.is_some());
     // The attention samples record their shapes: each attention fit has a per-tile term, and
     // the profile's per-tile time is that term (written in µs to 4 decimals).
     for (what, dir, half) in [
