@@ -1040,8 +1040,14 @@ mod tests {
         let e = elementwise("add_", 8.0, 4.0);
         let eager = kernel_cost(&e, &hw, false);
         let graph = kernel_cost(&e, &hw, true);
-        assert!((eager.device_s - eager.mem_s - 5e-6).abs() < 1e-18, "{eager:?}");
-        assert!((graph.device_s - graph.mem_s - 1e-6).abs() < 1e-18, "{graph:?}");
+        assert!(
+            (eager.device_s - eager.mem_s - 5e-6).abs() < 1e-18,
+            "{eager:?}"
+        );
+        assert!(
+            (graph.device_s - graph.mem_s - 1e-6).abs() < 1e-18,
+            "{graph:?}"
+        );
         let mut k = Kernel::new_for_test(KernelKind::Optimizer, MathMode::Fp32);
         k.dtype = DType::F32;
         k.bytes_read = 8.0;

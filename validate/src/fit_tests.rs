@@ -657,8 +657,9 @@ mod toml_safety_tests {
             adapters(32, 0, 640, 24),
             adapters(64, 0, 1536, 16),
         ];
-        let (bw, c) = ([20e9, 10e9], 1.3e-6);
-        let push = |run: &mut CalibrationRun, names: &[String], c_dense: f64| {
+        // Per-op time 1.3 µs in fp32 and 1.6 µs in bf16.
+        let (bw, cs) = ([20e9, 10e9], [1.3e-6, 1.6e-6]);
+        let push = |run: &mut CalibrationRun, names: &[String], c_dense: [f64; 2]| {
             for (i, (dtype, size)) in [("fp32", 4.0), ("bf16", 2.0)].into_iter().enumerate() {
                 for name in names {
                     let ts = optimizer_tensors(name).expect("parses");
@@ -668,9 +669,9 @@ mod toml_safety_tests {
                     x.bytes = 20.0 * ts.iter().sum::<u64>() as f64 * size;
                     x.ops = 8 * ts.len() as u32;
                     let per_op = if name.starts_with(ADAPTERS) {
-                        c
+                        cs[i]
                     } else {
-                        c_dense
+                        c_dense[i]
                     };
                     let t = x.bytes / bw[i] + per_op * f64::from(x.ops);
                     x.stats = Stats::from_seconds(&[t, t, t]);
@@ -678,7 +679,9 @@ mod toml_safety_tests {
                 }
             }
         };
-        push(&mut run, &names, c);
+        // The dense lists at each dtype's own per-op time: their fit takes it off (a swapped
+        // dtype would not).
+        push(&mut run, &names, cs);
         let cal = calibrate(&run, &base(), "op").expect("calibrates");
         let fit = |cal: &Calibration, what: &str| {
             cal.fits
@@ -691,7 +694,7 @@ mod toml_safety_tests {
             let f = fit(&cal, &format!("optimizer adapters {dtype}"));
             assert_eq!(f.n, 6, "{f:?}");
             assert!((f.coef[0] * bw[i] - 1.0).abs() < 1e-6, "{f:?}");
-            assert!((f.coef[1] / c - 1.0).abs() < 1e-6, "{f:?}");
+            assert!((f.coef[1] / cs[i] - 1.0).abs() < 1e-6, "{f:?}");
             let f = fit(&cal, &format!("optimizer {dtype}"));
             assert_eq!((f.n, f.coef.len()), (4, 1), "{f:?}");
             assert!((f.coef[0] * bw[i] - 1.0).abs() < 1e-6, "{f:?}");
@@ -705,9 +708,9 @@ mod toml_safety_tests {
             .collect();
         dispatch.sort_by(f64::total_cmp);
         let dispatch = dispatch[dispatch.len() / 2];
-        assert!(dispatch < c - 0.1e-6, "{dispatch}");
+        assert!(dispatch < cs[0] - 0.1e-6, "{dispatch}");
         let op = p.optimizer_op_s.expect("optimizer-op-us");
-        for v in op {
+        for (v, c) in op.iter().zip(cs) {
             // Written in µs to 4 decimals.
             assert!((v - (c - dispatch)).abs() < 0.6e-10, "{op:?}");
         }
@@ -725,7 +728,7 @@ mod toml_safety_tests {
         // Without the adapter lists: no optimizer-op line, and the dense lists fit bandwidth
         // and per-op cost together, as before (here a dense per-op cost of 50 µs).
         let mut old = bare.clone();
-        push(&mut old, &names[..4], 50e-6);
+        push(&mut old, &names[..4], [50e-6, 50e-6]);
         let cal = calibrate(&old, &base(), "dense").expect("calibrates");
         assert!(!cal.profile_toml.contains("optimizer-op"));
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
@@ -779,14 +782,17 @@ mod toml_safety_tests {
                 );
             }
         }
-        let table: [(f64, f64); 4] = [
+        // bf16 at half the fp32 rates; the 32 MiB list holds two tensors, both faulting.
+        let table: [(f64, f64); 5] = [
             (256.0, 36e9),
             (2048.0, 30e9),
             (16384.0, 20e9),
+            (32768.0, 18e9),
             (98304.0, 17e9),
         ];
-        for dtype in ["fp32", "bf16"] {
+        for (dtype, scale) in [("fp32", 1.0), ("bf16", 0.5)] {
             for (kib, rate) in table {
+                let rate = rate * scale;
                 let tensor = kib * 1024.0;
                 let count = ((256.0 * 1048576.0) / (4.0 * tensor)).floor().max(1.0);
                 let bytes = 20.0 * tensor * count;
@@ -808,11 +814,12 @@ mod toml_safety_tests {
         let cal = calibrate(&run, &base(), "sizes").expect("calibrates");
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
         let got = p.optimizer_size_rate.expect("optimizer-size-gbps");
-        for half in got {
-            assert_eq!(half.len(), 4, "{half:?}");
+        for (half, scale) in got.iter().zip([1.0, 0.5]) {
+            assert_eq!(half.len(), 5, "{half:?}");
             for ((size, rate), (kib, want)) in half.iter().zip(table) {
                 assert_eq!(*size, kib * 1024.0);
                 // Written in GB/s to 3 decimals.
+                let want = want * scale;
                 assert!((rate - want).abs() < 0.6e6, "{size}: {rate} against {want}");
             }
         }
@@ -828,5 +835,64 @@ mod toml_safety_tests {
         let cal2 = calibrate(&without, &base(), "no sizes").expect("calibrates");
         assert_eq!(fit(&cal), fit(&cal2));
         assert!(!cal2.profile_toml.contains("optimizer-size"));
+    }
+
+    #[test]
+    fn launch_floor_and_autograd_node_follow_their_definitions() {
+        // A cold calibration (29l), whose launch floor sits above its 0.05 µs minimum: the floor
+        // is the median per-op intercept of the memory-bound fits (tanh's aside) less the
+        // dispatch cost (the median per-op time of the dispatch loop), and the autograd node is
+        // its chain's per-node time less that floor, at least the dispatch cost.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/results/cpu-2026-11-29l/cpu-calibration.json"
+        );
+        let run = CalibrationRun::load(std::path::Path::new(path)).expect("loads");
+        let cal = calibrate(&run, &base(), "floor").expect("calibrates");
+        let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let per_op = |bench: Bench| {
+            median(
+                run.samples
+                    .iter()
+                    .filter(|s| s.bench == bench && s.stable())
+                    .map(|s| s.t() / f64::from(s.ops))
+                    .collect(),
+            )
+        };
+        let dispatch = per_op(Bench::Dispatch);
+        let labels: Vec<&str> = KINDS
+            .iter()
+            .filter(|(b, _)| *b != Bench::Transcendental)
+            .map(|(_, l)| *l)
+            .collect();
+        let intercepts: Vec<f64> = cal
+            .fits
+            .iter()
+            .filter(|f| {
+                let kind = f.what.trim_end_matches(" fp32").trim_end_matches(" bf16");
+                labels.contains(&kind) && f.coef.len() == 2
+            })
+            .map(|f| f.coef[1])
+            .collect();
+        assert!(intercepts.len() >= 10, "{intercepts:?}");
+        let floor = median(intercepts) - dispatch;
+        assert!(floor > 0.2e-6, "{floor}");
+        // Written in µs to 4 decimals.
+        assert!(
+            (p.launch_floor_s - floor).abs() < 0.6e-10,
+            "{} {floor}",
+            p.launch_floor_s
+        );
+        let node = (per_op(Bench::AutogradNode) - floor).max(dispatch);
+        assert!(node > dispatch, "{node} {dispatch}");
+        assert!(
+            (p.host.autograd_node_s - node).abs() < 0.6e-10,
+            "{:?}",
+            p.host
+        );
     }
 }
