@@ -26,6 +26,15 @@ fn heldout_files(dir: &str) -> Vec<PathBuf> {
     v
 }
 
+/// [`heldout_files`] as `validate --from` takes them: comma-separated.
+fn heldout_list(dir: &str) -> String {
+    heldout_files(dir)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -164,11 +173,7 @@ fn sixth_run_row_fill_and_tiles_regenerate() {
     assert!(!read(&tiles).contains("gemm-fill-rows"));
     let small =
         format!("{dir}/small-tokens-gpt2-narrow-deep.json,{dir}/small-tokens-llama-small.json");
-    let held = heldout_files(&dir)
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let held = heldout_list(&dir);
     let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/validation.md"));
     for (files, profile, file) in [
         (
@@ -250,11 +255,7 @@ fn check_without_narrow_fills(run: &str) {
             || l.starts_with("fit =")),
         "{differing:?}"
     );
-    let held = heldout_files(&dir)
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let held = heldout_list(&dir);
     let out = stdout_ok(&[
         "validate",
         "--from",
@@ -477,11 +478,7 @@ fn tenth_run_and_its_transcendental_ablation_regenerate() {
         .map(str::to_string)
         .collect();
     assert_eq!(committed.len(), refit.len());
-    let held = heldout_files(&dir)
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let held = heldout_list(&dir);
     let summary = stdout_ok(&[
         "validate",
         "--from",
@@ -683,11 +680,7 @@ fn check_optimizer_ab(run: &str, tag: &str, how: &str, refits: &[Refit]) {
         let line = format!("| {tag}, {label}, {how} | {o} | {ow} | {s} | {sw} |");
         assert!(page.contains(&line), "docs/validation.md lacks: {line}");
     };
-    let held = heldout_files(&dir)
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    let held = heldout_list(&dir);
     for (samples, summary, label) in [
         (
             "cpu-calibration.json",

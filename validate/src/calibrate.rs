@@ -495,86 +495,22 @@ impl Bencher {
         Ok(())
     }
 
-    /// The single-tensor AdamW update over a transformer-like parameter list of width `d`,
-    /// `layers` blocks and a vocabulary of `vocab` (embedding, per block four d×d and two d×4d
-    /// matrices and two norm vectors, final norm): 8 ops per tensor, 12 reads and 8 writes per
-    /// element (the cost model's `adamw-single`). Timed over the whole list, as a training
-    /// step runs it, so the many tensor sizes and the temporaries' allocations are included.
-    fn optimizer(&mut self, d: i64, layers: i64, vocab: i64, kind: Kind) -> Result<()> {
-        let mut sizes = vec![vocab * d];
-        for _ in 0..layers {
-            sizes.extend([d * d, d * d, d * d, d * d, 4 * d * d, 4 * d * d, d, d]);
-        }
-        sizes.push(d);
-        let sz = size_of(kind);
-        let elems: i64 = sizes.iter().sum();
-        let mut sets = Vec::with_capacity(sizes.len());
-        for &n in &sizes {
-            let p = self.randn(&[n], kind)?;
-            let g = self.randn(&[n], kind)?;
-            let m = self.randn(&[n], kind)?;
-            let v = self.randn(&[n], kind)?.f_abs().map_err(torch)?;
-            sets.push((p, g, m, v));
-        }
-        let nf = elems as f64;
-        self.time(
-            Bench::Optimizer,
-            format!(
-                "adamw-single d{d} x{layers} vocab {vocab} ({} tensors)",
-                sizes.len()
-            ),
-            kind,
-            16.0 * nf,
-            20.0 * nf * sz,
-            None,
-            8 * sizes.len() as u32,
-            || {
-                for (p, g, m, v) in sets.iter_mut() {
-                    p.f_mul_scalar_(0.999).map(drop).map_err(torch)?;
-                    m.f_lerp_(g, 0.1).map(drop).map_err(torch)?;
-                    let g2 = g.f_mul(g).map_err(torch)?;
-                    v.f_lerp_(&g2, 0.001).map(drop).map_err(torch)?;
-                    let mut dn = v.f_sqrt().map_err(torch)?;
-                    dn.f_mul_scalar_(-1.0).map(drop).map_err(torch)?;
-                    dn.f_add_scalar_(-1e-8).map(drop).map_err(torch)?;
-                    p.f_addcdiv_(m, &dn).map(drop).map_err(torch)?;
-                }
-                Ok(())
-            },
-        )
-    }
-
-    /// The same single-tensor AdamW update over an adapter-like parameter list: `count`
-    /// pairs of an r×`d_in` and a `d_out`×r tensor (LoRA's A and B; PaCA's trained columns are
-    /// one `d_out`×r tensor, `d_in` 0 leaves A out). Such lists are what the PEFT methods'
-    /// optimizer runs: hundreds of tensors of a few to a few hundred KB, where the per-op cost,
-    /// not the bytes, sets the time, and which the dense lists above cannot separate from the
-    /// bandwidth (their intercept is ill-determined: 0.0 ± several µs in the 29m calibration).
-    /// Copies of the whole list are cycled, together over 128 MB on a CPU, so every update
-    /// reads its tensors cold, as after a step's forward and backward.
-    fn optimizer_adapters(
+    /// Time single-tensor AdamW over a parameter list of tensors of `sizes` elements, as
+    /// [`AdamW`](crate::harness::AdamW) runs it: 8 ops per tensor, 12 reads and 8 writes per
+    /// element (the cost model's `adamw-single`), the temporaries allocated as in a step. With
+    /// `copies` > 1 that many copies of the list are cycled, one a unit, so each update reads
+    /// its tensors cold.
+    fn adamw_lists(
         &mut self,
-        r: i64,
-        d_in: i64,
-        d_out: i64,
-        count: i64,
+        name: String,
+        sizes: &[i64],
+        copies: usize,
         kind: Kind,
     ) -> Result<()> {
-        let mut sizes = Vec::new();
-        for _ in 0..count {
-            if d_in > 0 {
-                sizes.push(r * d_in);
-            }
-            sizes.push(d_out * r);
-        }
-        let sz = size_of(kind);
-        let elems: i64 = sizes.iter().sum();
-        let nf = elems as f64;
-        let copies = self.copies_for(4.0 * nf * sz);
         let mut lists = Vec::with_capacity(copies);
         for _ in 0..copies {
             let mut sets = Vec::with_capacity(sizes.len());
-            for &n in &sizes {
+            for &n in sizes {
                 let p = self.randn(&[n], kind)?;
                 let g = self.randn(&[n], kind)?;
                 let m = self.randn(&[n], kind)?;
@@ -583,16 +519,14 @@ impl Bencher {
             }
             lists.push(sets);
         }
+        let nf = sizes.iter().sum::<i64>() as f64;
         let mut next = 0;
         self.time(
             Bench::Optimizer,
-            format!(
-                "adamw-single adapters r{r} {d_in}+{d_out} x{count} ({} tensors)",
-                sizes.len()
-            ),
+            name,
             kind,
             16.0 * nf,
-            20.0 * nf * sz,
+            20.0 * nf * size_of(kind),
             None,
             8 * sizes.len() as u32,
             || {
@@ -613,46 +547,65 @@ impl Bencher {
         )
     }
 
-    /// The same single-tensor AdamW update over `count` equal tensors of `tensor_bytes` each,
-    /// enough of them that a unit streams over 256 MiB (read cold): the optimizer's rate at one
-    /// tensor size (`optimizer-size-gbps`). Full fine-tuning updates tensors from a few KB
-    /// (norms) to hundreds of MB (embeddings), and on this project's CPU the dense lists above
-    /// ran their bytes at 37 GB/s with tensors of 64 KB–2 MB and at 17 GB/s with 1–98 MB.
-    fn optimizer_uniform(&mut self, tensor_bytes: i64, kind: Kind) -> Result<()> {
-        let sz = size_of(kind);
-        let n = tensor_bytes / sz as i64;
-        let count = ((256i64 << 20) / (4 * tensor_bytes)).max(1);
-        let mut sets = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let p = self.randn(&[n], kind)?;
-            let g = self.randn(&[n], kind)?;
-            let m = self.randn(&[n], kind)?;
-            let v = self.randn(&[n], kind)?.f_abs().map_err(torch)?;
-            sets.push((p, g, m, v));
+    /// AdamW over a transformer-like parameter list of width `d`, `layers` blocks and a
+    /// vocabulary of `vocab` (embedding, per block four d×d and two d×4d matrices and two norm
+    /// vectors, final norm), timed over the whole list, as a training step runs it, so the
+    /// many tensor sizes and the temporaries' allocations are included.
+    fn optimizer(&mut self, d: i64, layers: i64, vocab: i64, kind: Kind) -> Result<()> {
+        let mut sizes = vec![vocab * d];
+        for _ in 0..layers {
+            sizes.extend([d * d, d * d, d * d, d * d, 4 * d * d, 4 * d * d, d, d]);
         }
-        let nf = (n * count) as f64;
-        self.time(
-            Bench::Optimizer,
-            format!("adamw-single uniform {} KiB x{count}", tensor_bytes >> 10),
-            kind,
-            16.0 * nf,
-            20.0 * nf * sz,
-            None,
-            8 * count as u32,
-            || {
-                for (p, g, m, v) in sets.iter_mut() {
-                    p.f_mul_scalar_(0.999).map(drop).map_err(torch)?;
-                    m.f_lerp_(g, 0.1).map(drop).map_err(torch)?;
-                    let g2 = g.f_mul(g).map_err(torch)?;
-                    v.f_lerp_(&g2, 0.001).map(drop).map_err(torch)?;
-                    let mut dn = v.f_sqrt().map_err(torch)?;
-                    dn.f_mul_scalar_(-1.0).map(drop).map_err(torch)?;
-                    dn.f_add_scalar_(-1e-8).map(drop).map_err(torch)?;
-                    p.f_addcdiv_(m, &dn).map(drop).map_err(torch)?;
-                }
-                Ok(())
-            },
-        )
+        sizes.push(d);
+        let name = format!(
+            "adamw-single d{d} x{layers} vocab {vocab} ({} tensors)",
+            sizes.len()
+        );
+        self.adamw_lists(name, &sizes, 1, kind)
+    }
+
+    /// AdamW over an adapter-like parameter list: `count` pairs of an r×`d_in` and a `d_out`×r
+    /// tensor (LoRA's A and B; PaCA's trained columns are one `d_out`×r tensor, `d_in` 0 leaves
+    /// A out). Such lists are what the PEFT methods' optimizer runs: hundreds of tensors of a
+    /// few to a few hundred KB, where the per-op cost, not the bytes, sets the time, and which
+    /// the dense lists above cannot separate from the bandwidth (their intercept is
+    /// ill-determined: 0.0 ± several µs in the 29m calibration). Copies of the whole list are
+    /// cycled, together over 128 MB on a CPU, so every update reads its tensors cold, as after
+    /// a step's forward and backward.
+    fn optimizer_adapters(
+        &mut self,
+        r: i64,
+        d_in: i64,
+        d_out: i64,
+        count: i64,
+        kind: Kind,
+    ) -> Result<()> {
+        let mut sizes = Vec::new();
+        for _ in 0..count {
+            if d_in > 0 {
+                sizes.push(r * d_in);
+            }
+            sizes.push(d_out * r);
+        }
+        let bytes = 4.0 * sizes.iter().sum::<i64>() as f64 * size_of(kind);
+        let copies = self.copies_for(bytes);
+        let name = format!(
+            "adamw-single adapters r{r} {d_in}+{d_out} x{count} ({} tensors)",
+            sizes.len()
+        );
+        self.adamw_lists(name, &sizes, copies, kind)
+    }
+
+    /// AdamW over `count` equal tensors of `tensor_bytes` each, enough of them that a unit
+    /// streams over 256 MiB (read cold): the optimizer's rate at one tensor size
+    /// (`optimizer-size-gbps`). Full fine-tuning updates tensors from a few KB (norms) to
+    /// hundreds of MB (embeddings), and on this project's CPU the dense lists above ran their
+    /// bytes at 37 GB/s with tensors of 64 KB–2 MB and at 17 GB/s with 1–98 MB.
+    fn optimizer_uniform(&mut self, tensor_bytes: i64, kind: Kind) -> Result<()> {
+        let n = tensor_bytes / size_of(kind) as i64;
+        let count = ((256i64 << 20) / (4 * tensor_bytes)).max(1);
+        let name = format!("adamw-single uniform {} KiB x{count}", tensor_bytes >> 10);
+        self.adamw_lists(name, &vec![n; count as usize], 1, kind)
     }
 
     /// First touch of fresh memory: fill a freshly allocated tensor vs an existing one, per

@@ -620,8 +620,8 @@ pub fn calibrate(run: &CalibrationRun, base: &Profile, name: &str) -> Result<Cal
     // (calibrate's `optimizer adapters`: hundreds of tensors of a few to a few hundred KB),
     // where it, not the bytes, sets the time: t = bytes / B_a + c·ops per dtype. Only c is
     // kept (it holds the dispatch cost: a CPU runs the op on the issuing thread); the held-out
-    // steps' adapter updates do not run at B_a (docs/validation.md, "A twelfth run"). None
-    // without such samples (earlier sample files). [fp32, 16-bit].
+    // steps' adapter updates do not run at B_a (docs/validation.md, "A twelfth, thirteenth and
+    // fourteenth run"). None without such samples (earlier sample files). [fp32, 16-bit].
     let mut optimizer_op: [Option<f64>; 2] = [None, None];
     if base.synchronous {
         for (i, dtype) in ["fp32", "bf16"].into_iter().enumerate() {

@@ -97,19 +97,58 @@ mod toml_safety_tests {
         costsim_hardware::resolve_device("cpu-generic").expect("built in")
     }
 
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// The run's first-touch rate as calibrate takes it: the median of its stable samples.
+    fn touch_bps(run: &CalibrationRun) -> f64 {
+        median(
+            run.samples
+                .iter()
+                .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
+                .map(|s| s.bytes / s.t())
+                .collect(),
+        )
+    }
+
+    /// The median time per op of the run's stable `bench` samples (for the dispatch loop,
+    /// calibrate's dispatch cost).
+    fn per_op_time(run: &CalibrationRun, bench: Bench) -> f64 {
+        median(
+            run.samples
+                .iter()
+                .filter(|s| s.bench == bench && s.stable())
+                .map(|s| s.t() / f64::from(s.ops))
+                .collect(),
+        )
+    }
+
+    /// An optimizer sample like `template`, of `bytes` and `ops`, timed `t` seconds exactly.
+    fn optimizer_sample(
+        template: &Sample,
+        name: String,
+        dtype: &str,
+        bytes: f64,
+        ops: u32,
+        t: f64,
+    ) -> Sample {
+        let mut x = template.clone();
+        x.name = name;
+        x.dtype = dtype.into();
+        x.bytes = bytes;
+        x.ops = ops;
+        x.stats = Stats::from_seconds(&[t, t, t]);
+        x
+    }
+
     /// Made-up GEMM times t = (2mnk + m₀·2nk)/R + c·ops (fp32 R = 100 GFLOP/s, m₀ = 5 rows;
     /// bf16 R = 400, m₀ = 16; c = 10 µs), plus, for outputs of at least 32 MiB, their pages
     /// faulted in at the run's first-touch rate (the median of its first-touch samples), which
     /// the fit takes off before fitting.
     fn row_fill_time(run: &CalibrationRun) -> impl Fn([u64; 4], &str, u32) -> f64 {
-        let mut rates: Vec<f64> = run
-            .samples
-            .iter()
-            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
-            .map(|s| s.bytes / s.t())
-            .collect();
-        rates.sort_by(f64::total_cmp);
-        let touch_bps = rates[rates.len() / 2];
+        let touch_bps = touch_bps(run);
         move |g: [u64; 4], dtype: &str, ops: u32| {
             let (r, m0) = row_fill_params(dtype);
             let (m, n, k, b) = (g[0] as f64, g[1] as f64, g[2] as f64, g[3] as f64);
@@ -663,18 +702,15 @@ mod toml_safety_tests {
             for (i, (dtype, size)) in [("fp32", 4.0), ("bf16", 2.0)].into_iter().enumerate() {
                 for name in names {
                     let ts = optimizer_tensors(name).expect("parses");
-                    let mut x = template.clone();
-                    x.name = name.clone();
-                    x.dtype = dtype.into();
-                    x.bytes = 20.0 * ts.iter().sum::<u64>() as f64 * size;
-                    x.ops = 8 * ts.len() as u32;
+                    let bytes = 20.0 * ts.iter().sum::<u64>() as f64 * size;
+                    let ops = 8 * ts.len() as u32;
                     let per_op = if name.starts_with(ADAPTERS) {
                         cs[i]
                     } else {
                         c_dense[i]
                     };
-                    let t = x.bytes / bw[i] + per_op * f64::from(x.ops);
-                    x.stats = Stats::from_seconds(&[t, t, t]);
+                    let t = bytes / bw[i] + per_op * f64::from(ops);
+                    let x = optimizer_sample(&template, name.clone(), dtype, bytes, ops, t);
                     run.samples.push(x);
                 }
             }
@@ -700,14 +736,7 @@ mod toml_safety_tests {
             assert!((f.coef[0] * bw[i] - 1.0).abs() < 1e-6, "{f:?}");
         }
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
-        let mut dispatch: Vec<f64> = run
-            .samples
-            .iter()
-            .filter(|s| s.bench == Bench::Dispatch && s.stable())
-            .map(|s| s.t() / f64::from(s.ops))
-            .collect();
-        dispatch.sort_by(f64::total_cmp);
-        let dispatch = dispatch[dispatch.len() / 2];
+        let dispatch = per_op_time(&run, Bench::Dispatch);
         assert!(dispatch < cs[0] - 0.1e-6, "{dispatch}");
         let op = p.optimizer_op_s.expect("optimizer-op-us");
         for (v, c) in op.iter().zip(cs) {
@@ -751,22 +780,10 @@ mod toml_safety_tests {
             .find(|s| s.bench == Bench::Optimizer)
             .expect("an optimizer sample")
             .clone();
-        let mut touch: Vec<f64> = run
-            .samples
-            .iter()
-            .filter(|s| s.bench == Bench::FirstTouch && s.stable() && s.t() > 0.0)
-            .map(|s| s.bytes / s.t())
-            .collect();
-        touch.sort_by(f64::total_cmp);
-        let touch_bps = touch[touch.len() / 2];
+        let touch_bps = touch_bps(&run);
         let c = 1.3e-6;
         let mut push = |name: String, dtype: &str, bytes: f64, ops: u32, t: f64| {
-            let mut x = template.clone();
-            x.name = name;
-            x.dtype = dtype.into();
-            x.bytes = bytes;
-            x.ops = ops;
-            x.stats = Stats::from_seconds(&[t, t, t]);
+            let x = optimizer_sample(&template, name, dtype, bytes, ops, t);
             run.samples.push(x);
         };
         for dtype in ["fp32", "bf16"] {
@@ -850,20 +867,7 @@ mod toml_safety_tests {
         let run = CalibrationRun::load(std::path::Path::new(path)).expect("loads");
         let cal = calibrate(&run, &base(), "floor").expect("calibrates");
         let p = costsim_hardware::parse_profile(&cal.profile_toml, "t").expect("loads");
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let per_op = |bench: Bench| {
-            median(
-                run.samples
-                    .iter()
-                    .filter(|s| s.bench == bench && s.stable())
-                    .map(|s| s.t() / f64::from(s.ops))
-                    .collect(),
-            )
-        };
-        let dispatch = per_op(Bench::Dispatch);
+        let dispatch = per_op_time(&run, Bench::Dispatch);
         let labels: Vec<&str> = KINDS
             .iter()
             .filter(|(b, _)| *b != Bench::Transcendental)
@@ -887,7 +891,7 @@ mod toml_safety_tests {
             "{} {floor}",
             p.launch_floor_s
         );
-        let node = (per_op(Bench::AutogradNode) - floor).max(dispatch);
+        let node = (per_op_time(&run, Bench::AutogradNode) - floor).max(dispatch);
         assert!(node > dispatch, "{node} {dispatch}");
         assert!(
             (p.host.autograd_node_s - node).abs() < 0.6e-10,
