@@ -313,6 +313,11 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
 }
 
 /// [`kernel_cost`] with a memo of GEMM math times for `hw`.
+///
+/// Reads only these fields of the kernel: name, piece, kind, dtype, math, launches, flops,
+/// bytes read and written, and the GEMM shape. A sweep's rank templates share one cost between
+/// kernels equal in them (`rescale::same_cost_inputs` lists the same fields; a field read here
+/// must be added there).
 pub fn kernel_cost_memo(
     k: &Kernel,
     hw: &Profile,

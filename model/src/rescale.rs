@@ -88,14 +88,41 @@ struct Guard {
     ord: Ordering,
 }
 
+/// A kernel with a patched number, and the one whose cost it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changed {
+    /// Scope index (0 embedding, 1… layer graphs, then the head).
+    pub scope: u32,
+    /// Segment (0 forward, 1 backward, 2 backward with accumulation).
+    pub seg: u8,
+    /// Kernel index in the segment.
+    pub idx: u32,
+    /// Index, in the same list, of the first changed kernel whose cost inputs
+    /// ([`same_cost_inputs`]) equal this one's at every rank of the fit: itself, or an earlier
+    /// one whose cost is copied instead of evaluated again.
+    pub rep: u32,
+}
+
+impl Changed {
+    /// A changed kernel costed on its own (its own representative), at position `at` of its list.
+    pub fn own(scope: u32, seg: u8, idx: u32, at: usize) -> Self {
+        Self {
+            scope,
+            seg,
+            idx,
+            rep: at as u32,
+        }
+    }
+}
+
 /// A step graph fitted over the rank (see the module doc).
 #[derive(Debug, Clone)]
 pub struct RankFit {
     r0: u64,
     patches: Vec<Patch>,
     guards: Vec<Guard>,
-    /// Kernels with a patched number: (scope, segment, index), each once.
-    changed: Vec<(u32, u8, u32)>,
+    /// Kernels with a patched number, each once, in (scope, segment, index) order.
+    changed: Vec<Changed>,
     /// The graph at r₀, rewritten in place by [`RankFit::apply`].
     work: StepGraph,
 }
@@ -106,7 +133,7 @@ pub struct RankFit {
 pub struct TemplateCosts {
     /// Per (scope, segment), scope-major: (host issue s, device cost) of each kernel.
     costs: Vec<Vec<(f64, KernelCost)>>,
-    /// The optimizer phase's, costed afresh at every point.
+    /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     optimizer: Vec<(f64, KernelCost)>,
     costed: CostedGraph,
 }
@@ -163,6 +190,11 @@ fn scope_mut(g: &mut StepGraph, i: usize) -> &mut ScopeGraph {
     }
 }
 
+/// The kernel at (scope, segment, index).
+fn kernel_at(g: &StepGraph, (scope, seg, idx): (u32, u8, u32)) -> &Kernel {
+    &segments(scope_ref(g, scope as usize))[seg as usize].kernels[idx as usize]
+}
+
 fn segments(s: &ScopeGraph) -> [&Segment; 3] {
     [&s.forward, &s.backward, &s.backward_accum]
 }
@@ -196,6 +228,25 @@ fn same_kind(a: &Kernel, b: &Kernel) -> bool {
         && a.peft_calls == b.peft_calls
         && a.host_tensors == b.host_tensors
         && a.recompute == b.recompute
+}
+
+/// Whether two kernels have equal costs on every device: equal in every field
+/// `cost::kernel_cost_memo` reads (its doc names them). Two changed kernels equal in these at
+/// three ranks are equal at every rank of the fit (their numbers are affine in the rank), so
+/// one's cost stands for the other's: LoRA's adapters of equal shapes in one layer, the same
+/// kernel in two layer classes (llama2-7b LoRA at batch 4 × 512: 137 changed kernels, 16
+/// distinct costs; gpt2 LoRA: 79 and 21).
+fn same_cost_inputs(a: &Kernel, b: &Kernel) -> bool {
+    same_str(a.name, b.name)
+        && same_str(a.piece, b.piece)
+        && a.kind == b.kind
+        && a.dtype == b.dtype
+        && a.math == b.math
+        && a.launches == b.launches
+        && a.flops == b.flops
+        && a.bytes_read == b.bytes_read
+        && a.bytes_written == b.bytes_written
+        && a.gemm == b.gemm
 }
 
 /// Everything of a step graph that the fit does not rescale or rebuild: the same at every rank.
@@ -257,35 +308,43 @@ fn affine(r: [f64; 3], v: [f64; 3]) -> Option<Option<(f64, f64)>> {
 
 /// The costed segments of `g` on `hw` with `w`'s runtime, keeping every kernel's cost in `slot`:
 /// when `slot` is empty every kernel is costed (and kept); otherwise only the kernels listed in
-/// `changed` (scope, segment, index) are costed again, the others' costs being those kept from
-/// an earlier graph of the same structure. The optimizer phase is always costed afresh. Equal to
+/// `changed` are costed again, the others' costs being those kept from an earlier graph of the
+/// same structure. A changed kernel whose representative (`Changed::rep`) is another copies
+/// that one's fresh cost; its host issue cost is the kept one (`host_cost` reads no number the
+/// fit rescales, and `same_kind` held). The optimizer phase's costs are taken from `optimizer`
+/// when it holds them (costed earlier for the same phase, device and runtime), else costed and
+/// left there. Equal to
 /// `simulate::cost_graph_memo` without `keep_kernels` (the same sums in the same order), since
 /// every kernel's cost is a function of the kernel alone.
 pub fn cost_kept<'a>(
     g: &StepGraph,
-    changed: &[(u32, u8, u32)],
+    changed: &[Changed],
     slot: &'a mut Option<TemplateCosts>,
     w: &Workload,
     hw: &Profile,
     memo: &mut GemmMemo,
+    optimizer: &mut Option<CostedSegment>,
 ) -> &'a CostedGraph {
     let n = g.layer_graphs.len();
     let tc = match slot {
         Some(tc) => {
             let replay = w.runtime == Runtime::CudaGraph;
-            for (j, &(scope, seg, idx)) in changed.iter().enumerate() {
+            for (j, c) in changed.iter().enumerate() {
+                let (scope, seg, idx) = (c.scope, c.seg, c.idx);
                 let sc = scope_ref(g, scope as usize);
                 let s = segments(sc)[seg as usize];
-                let k = &s.kernels[idx as usize];
                 let at = scope as usize * 3 + seg as usize;
-                tc.costs[at][idx as usize] = (
-                    host_cost(k, seg_phase(seg), w.runtime, hw),
-                    kernel_cost_memo(k, hw, replay, memo),
-                );
+                let cost = match changed.get(c.rep as usize) {
+                    Some(r) if (c.rep as usize) < j => {
+                        tc.costs[r.scope as usize * 3 + r.seg as usize][r.idx as usize].1
+                    }
+                    _ => kernel_cost_memo(&s.kernels[idx as usize], hw, replay, memo),
+                };
+                tc.costs[at][idx as usize].1 = cost;
                 let last = Some((scope, seg));
                 // Refilled once, after its last changed kernel; segments without one keep
                 // their sums (their kernels are those of the first graph).
-                if changed.get(j + 1).map(|&(a, b, _)| (a, b)) != last {
+                if changed.get(j + 1).map(|c| (c.scope, c.seg)) != last {
                     let out = &mut tc.costed;
                     let cs = match scope as usize {
                         0 => &mut out.embedding,
@@ -336,17 +395,23 @@ pub fn cost_kept<'a>(
             tc
         }
     };
-    kernel_costs(
-        &g.optimizer,
-        Phase::Optimizer,
-        w,
-        hw,
-        memo,
-        &mut tc.optimizer,
-    );
-    tc.costed
-        .optimizer
-        .refill(&g.optimizer, &tc.optimizer, hw.synchronous);
+    match optimizer {
+        Some(c) => tc.costed.optimizer.clone_from(c),
+        None => {
+            kernel_costs(
+                &g.optimizer,
+                Phase::Optimizer,
+                w,
+                hw,
+                memo,
+                &mut tc.optimizer,
+            );
+            tc.costed
+                .optimizer
+                .refill(&g.optimizer, &tc.optimizer, hw.synchronous);
+            *optimizer = Some(tc.costed.optimizer.clone());
+        }
+    }
     &tc.costed
 }
 
@@ -390,9 +455,7 @@ impl RankFit {
 
     /// The patches, guards and changed kernels of a fit (see [`RankFit::new`]).
     #[allow(clippy::type_complexity)]
-    fn fit(
-        probes: [(u64, &StepGraph); 3],
-    ) -> Option<(Vec<Patch>, Vec<Guard>, Vec<(u32, u8, u32)>)> {
+    fn fit(probes: [(u64, &StepGraph); 3]) -> Option<(Vec<Patch>, Vec<Guard>, Vec<Changed>)> {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes;
         if r0 == r1 || r0 == r2 || r1 == r2 {
             return None;
@@ -489,7 +552,7 @@ impl RankFit {
                 }
             }
         }
-        let mut changed: Vec<(u32, u8, u32)> = patches
+        let mut at: Vec<(u32, u8, u32)> = patches
             .iter()
             .filter_map(|p| match p.loc {
                 Loc::Kernel {
@@ -498,14 +561,36 @@ impl RankFit {
                 Loc::Scope { .. } => None,
             })
             .collect();
-        changed.dedup();
+        at.dedup();
+        // Each changed kernel's representative: the first earlier one with equal cost inputs in
+        // all three probes (hence at every rank of the fit), else itself.
+        let ks: Vec<[&Kernel; 3]> = at.iter().map(|&a| gs.map(|g| kernel_at(g, a))).collect();
+        let mut reps: Vec<usize> = Vec::new();
+        let changed = at
+            .iter()
+            .enumerate()
+            .map(|(j, &(scope, seg, idx))| {
+                let same = |&r: &usize| (0..3).all(|p| same_cost_inputs(ks[r][p], ks[j][p]));
+                let rep = reps.iter().copied().find(same).unwrap_or_else(|| {
+                    reps.push(j);
+                    j
+                });
+                Changed {
+                    scope,
+                    seg,
+                    idx,
+                    rep: rep as u32,
+                }
+            })
+            .collect();
         Some((patches, guards, changed))
     }
 
     /// The costed segments of the graph [`RankFit::apply`] returned last (its optimizer phase
     /// rebuilt), on `hw` with `w`'s runtime: `slot` keeps this template's kernel costs on that
     /// device between points (`None` the first time, or those [`cost_kept`] evaluated for the
-    /// first probe), and only the kernels with a rescaled number and the optimizer phase are
+    /// first probe), and only the kernels with a rescaled number (one of each set with equal
+    /// costs) and the optimizer phase (unless `optimizer` holds its costs: [`cost_kept`]) are
     /// costed again. Equal to `simulate::cost_graph_memo` without `keep_kernels`, since every
     /// kernel's cost is a function of the kernel alone.
     pub fn costed<'a>(
@@ -514,8 +599,16 @@ impl RankFit {
         w: &Workload,
         hw: &Profile,
         memo: &mut GemmMemo,
+        optimizer: &mut Option<CostedSegment>,
     ) -> &'a CostedGraph {
-        cost_kept(&self.work, &self.changed, slot, w, hw, memo)
+        cost_kept(&self.work, &self.changed, slot, w, hw, memo, optimizer)
+    }
+
+    /// Swap the working graph's trainable tensors and optimizer phase with `tensors` and `seg`
+    /// (a sweep lends it a phase built for the point's rank, then takes it back).
+    pub fn swap_optimizer(&mut self, tensors: &mut Vec<u64>, seg: &mut Segment) {
+        std::mem::swap(&mut self.work.trainable_tensors, tensors);
+        std::mem::swap(&mut self.work.optimizer, seg);
     }
 
     /// The graph [`RankFit::apply`] returned last.
@@ -760,6 +853,98 @@ mod tests {
         ([(4, g(4)), (8, g(8)), (12, g(12))], g(16))
     }
 
+    /// Changed kernels share a cost only with an earlier one equal in every cost input at all
+    /// three probes: each representative comes first, is its own, and has the same costs on
+    /// every built-in device at the probes' ranks; and LoRA's equal adapters do share.
+    #[test]
+    fn changed_kernels_share_costs_only_with_equal_ones() {
+        let (probes, _) = gpt2_lora_probes();
+        let graphs = probes.clone().map(|(_, g)| g);
+        let fit = RankFit::new(probes).unwrap();
+        let c = &fit.changed;
+        let reps = c.iter().enumerate().filter(|(j, c)| c.rep as usize == *j);
+        let distinct = reps.count();
+        assert!(distinct < c.len(), "{distinct} of {}", c.len());
+        let hws = costsim_hardware::builtin_profiles().unwrap();
+        for (j, x) in c.iter().enumerate() {
+            let r = &c[x.rep as usize];
+            assert!(x.rep as usize <= j);
+            assert_eq!(c[r.rep as usize], *r, "a representative is its own");
+            for g in &graphs {
+                let (a, b) = (
+                    kernel_at(g, (x.scope, x.seg, x.idx)),
+                    kernel_at(g, (r.scope, r.seg, r.idx)),
+                );
+                assert!(same_cost_inputs(a, b));
+                for hw in &hws {
+                    let cost = |k| crate::cost::kernel_cost(k, hw, false).device_s;
+                    assert_eq!(cost(a), cost(b), "{} on {}", a.name, hw.name);
+                }
+            }
+            // An earlier changed kernel with equal cost inputs at every probe is taken.
+            let first = (0..j).find(|&i| {
+                let y = &c[i];
+                graphs.iter().all(|g| {
+                    same_cost_inputs(
+                        kernel_at(g, (x.scope, x.seg, x.idx)),
+                        kernel_at(g, (y.scope, y.seg, y.idx)),
+                    )
+                })
+            });
+            assert_eq!(c[first.unwrap_or(j)].rep, x.rep);
+        }
+    }
+
+    /// `same_cost_inputs` compares every field `kernel_cost_memo` reads, and no other.
+    #[test]
+    fn cost_inputs_are_the_fields_the_cost_reads() {
+        let (probes, _) = gpt2_lora_probes();
+        let base = probes[0].1.layer_graphs[0]
+            .backward
+            .kernels
+            .iter()
+            .find(|k| k.piece == "lora_B" && k.gemm.is_some())
+            .unwrap()
+            .clone();
+        type Edit = fn(&mut Kernel);
+        let cost_fields: [(&str, Edit); 10] = [
+            ("name", |k| k.name = "other"),
+            ("piece", |k| k.piece = "other"),
+            ("kind", |k| k.kind = crate::graph::KernelKind::Reduction),
+            ("dtype", |k| k.dtype = crate::workload::DType::I64),
+            ("math", |k| k.math = costsim_hardware::MathMode::Tf32),
+            ("launches", |k| k.launches += 1),
+            ("flops", |k| k.flops += 1.0),
+            ("bytes_read", |k| k.bytes_read += 1.0),
+            ("bytes_written", |k| k.bytes_written += 1.0),
+            ("gemm", |k| k.gemm.as_mut().unwrap().k += 1),
+        ];
+        for (what, edit) in cost_fields {
+            let mut k = base.clone();
+            edit(&mut k);
+            assert!(!same_cost_inputs(&base, &k), "{what}");
+        }
+        let other_fields: [Edit; 6] = [
+            |k| k.module = "other",
+            |k| k.deps.push(0),
+            |k| k.module_calls += 1,
+            |k| k.peft_calls += 1,
+            |k| k.host_tensors += 1,
+            |k| k.recompute ^= true,
+        ];
+        let hws = costsim_hardware::builtin_profiles().unwrap();
+        for edit in other_fields {
+            let mut k = base.clone();
+            edit(&mut k);
+            assert!(same_cost_inputs(&base, &k));
+            for hw in &hws {
+                let cost = |k| crate::cost::kernel_cost(k, hw, false);
+                assert_eq!(cost(&base).device_s, cost(&k).device_s);
+                assert_eq!(cost(&base).bound, cost(&k).bound);
+            }
+        }
+    }
+
     /// Every field the fit does not rescale is compared: a third probe that differs from the
     /// others in that one field alone is refused. A kernel deep in a layer's backward (one of
     /// LoRA's, whose numbers do change with the rank) carries the change.
@@ -982,9 +1167,13 @@ mod tests {
         let w = Workload::default();
         let mut memo = GemmMemo::default();
         let mut slot = None;
-        cost_kept(&g, &[], &mut slot, &w, &hw, &mut memo);
-        let changed = [(0u32, 0u8, 0u32), (1, 1, 0), ((n + 1) as u32, 0, 0)];
-        let kept = cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo);
+        cost_kept(&g, &[], &mut slot, &w, &hw, &mut memo, &mut None);
+        let changed = [
+            Changed::own(0, 0, 0, 0),
+            Changed::own(1, 1, 0, 1),
+            Changed::own((n + 1) as u32, 0, 0, 2),
+        ];
+        let kept = cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo, &mut None);
         let fresh = crate::simulate::cost_graph_memo(&g, &w, &hw, &mut memo, false);
         let sums = |c: &CostedGraph| {
             c.layers

@@ -27,6 +27,7 @@ use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
 use crate::predict::{predict_costed_unlabelled, ConfigRef, Detail, Prediction};
 use crate::rescale::{cost_kept, RankFit, TemplateCosts};
+use crate::simulate::CostedSegment;
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
 use costsim_hardware::Profile;
@@ -313,19 +314,28 @@ struct OptimizerKey {
 /// 1 100 tensors each), which a sweep revisits for every batch and sequence length.
 const OPTIMIZER_BYTES_PER_THREAD: usize = 1 << 21;
 
-/// What one entry of [`OPTIMIZERS`] holds, roughly: its tensor list, kernels and key.
+/// An optimizer phase built for rescaled points of one [`OptimizerKey`], kept for the later
+/// points of that key (every batch and sequence length of the grid).
+struct OptimizerPhase {
+    /// The resolved method it was built for, compared in full.
+    spec: MethodSpec,
+    tensors: Vec<u64>,
+    seg: graph::Segment,
+    /// Its costs per device of the grid, filled as each device costs it. They depend on the
+    /// phase, the device and the runtime only (the run's workload fixes the runtime).
+    costed: Vec<Option<CostedSegment>>,
+}
+
+/// What one [`OptimizerPhase`] holds, roughly: its tensor list, kernels and key.
 fn optimizer_bytes(tensors: &[u64], seg: &graph::Segment) -> usize {
     std::mem::size_of_val(tensors)
         + seg.kernels.len() * std::mem::size_of::<graph::Kernel>()
-        + std::mem::size_of::<(OptimizerKey, MethodSpec)>()
+        + std::mem::size_of::<(OptimizerKey, OptimizerPhase)>()
 }
 
 /// Optimizer phases a worker thread has built for rescaled points, and their
 /// [`optimizer_bytes`] together.
-type Optimizers = (
-    rustc_hash::FxHashMap<OptimizerKey, (MethodSpec, Vec<u64>, graph::Segment)>,
-    usize,
-);
+type Optimizers = (rustc_hash::FxHashMap<OptimizerKey, OptimizerPhase>, usize);
 
 thread_local! {
     /// Per worker thread: the optimizer phases of recently rescaled points, by what they depend
@@ -333,25 +343,37 @@ thread_local! {
     static OPTIMIZERS: RefCell<Optimizers> = RefCell::new(Default::default());
 }
 
-/// Give a rescaled graph `work` the optimizer phase and trainable tensors of `spec`:
-/// `graph::rebuild_optimizer`, or a copy of what it gave for the same key and spec earlier.
-fn set_optimizer(
+/// The optimizer phase of `spec` for a rescaled point, taken out of this thread's memo (then
+/// lent to the point's graph and given back with [`keep_optimizer`], so it is never copied), or
+/// built (`graph::optimizer_phase`).
+fn take_optimizer(
     key: OptimizerKey,
     model: &ModelConfig,
     spec: &MethodSpec,
     w: &Workload,
-    work: &mut StepGraph,
-) {
+    devices: usize,
+) -> OptimizerPhase {
     OPTIMIZERS.with_borrow_mut(|(memo, bytes)| {
-        if let Some((s, tensors, seg)) = memo.get(&key) {
-            if s == spec {
-                work.trainable_tensors.clone_from(tensors);
-                work.optimizer.clone_from(seg);
-                return;
+        if let Some(p) = memo.remove(&key) {
+            *bytes -= optimizer_bytes(&p.tensors, &p.seg);
+            if p.spec == *spec && p.costed.len() == devices {
+                return p;
             }
         }
-        graph::rebuild_optimizer(model, spec, w, work);
-        let n = optimizer_bytes(&work.trainable_tensors, &work.optimizer);
+        let (tensors, seg) = graph::optimizer_phase(model, spec, w);
+        OptimizerPhase {
+            spec: spec.clone(),
+            tensors,
+            seg,
+            costed: vec![None; devices],
+        }
+    })
+}
+
+/// Give a phase from [`take_optimizer`] back to this thread's memo, within its byte budget.
+fn keep_optimizer(key: OptimizerKey, phase: OptimizerPhase) {
+    OPTIMIZERS.with_borrow_mut(|(memo, bytes)| {
+        let n = optimizer_bytes(&phase.tensors, &phase.seg);
         if n > OPTIMIZER_BYTES_PER_THREAD {
             return;
         }
@@ -359,13 +381,8 @@ fn set_optimizer(
             memo.clear();
             *bytes = 0;
         }
-        let entry = (
-            spec.clone(),
-            work.trainable_tensors.clone(),
-            work.optimizer.clone(),
-        );
-        if let Some((_, tensors, seg)) = memo.insert(key, entry) {
-            *bytes -= optimizer_bytes(&tensors, &seg);
+        if let Some(old) = memo.insert(key, phase) {
+            *bytes -= optimizer_bytes(&old.tensors, &old.seg);
         }
         *bytes += n;
     });
@@ -655,7 +672,7 @@ impl Grid {
                     t.costs.clear();
                     t.costs.resize_with(self.hws.len(), || None);
                 }
-                if let Some(work) = fit.apply(r) {
+                if fit.apply(r).is_some() {
                     let key = OptimizerKey {
                         run: run_id,
                         model: g.model,
@@ -664,11 +681,13 @@ impl Grid {
                         layers: g.layers,
                         rank: g.rank,
                     };
-                    set_optimizer(key, model, &spec, &w, work);
-                    let fit = &*fit;
+                    // The phase of this rank is lent to the rescaled graph for its rows.
+                    let mut phase = take_optimizer(key, model, &spec, &w, self.hws.len());
+                    fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                     let costs = &mut t.costs;
-                    return self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
-                        let cg = fit.costed(&mut costs[j], &w, hw, memo);
+                    let opt_costs = &mut phase.costed;
+                    let rows = self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
+                        let cg = fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]);
                         predict_costed_unlabelled(
                             ConfigRef {
                                 model,
@@ -682,6 +701,9 @@ impl Grid {
                             None,
                         )
                     });
+                    fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
+                    keep_optimizer(key, phase);
+                    return rows;
                 }
                 // A guard compares differently here: fit again on this side of it.
                 t.fit = None;
@@ -698,7 +720,7 @@ impl Grid {
                 t.costs.resize_with(self.hws.len(), || None);
                 let costs = &mut t.costs;
                 self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
-                    let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo);
+                    let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo, &mut None);
                     predict_costed_unlabelled(
                         ConfigRef {
                             model,

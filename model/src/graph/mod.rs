@@ -387,9 +387,20 @@ pub fn rebuild_optimizer(
     w: &Workload,
     g: &mut StepGraph,
 ) {
+    (g.trainable_tensors, g.optimizer) = optimizer_phase(model, method, w);
+}
+
+/// The trainable tensors and the optimizer phase [`build`] makes for `method`, on their own
+/// ([`rebuild_optimizer`]).
+pub fn optimizer_phase(
+    model: &ModelConfig,
+    method: &MethodSpec,
+    w: &Workload,
+) -> (Vec<u64>, Segment) {
     let cx = Ctx::new(model, method, w);
-    g.trainable_tensors = trainable_tensors(&cx);
-    g.optimizer = optimizer(&cx, &g.trainable_tensors);
+    let tensors = trainable_tensors(&cx);
+    let optimizer = optimizer(&cx, &tensors);
+    (tensors, optimizer)
 }
 
 #[cfg(test)]
