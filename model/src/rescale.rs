@@ -627,54 +627,58 @@ impl RankFit {
     pub fn apply(&mut self, r: u64) -> Option<&mut StepGraph> {
         let dr = r as f64 - self.r0 as f64;
         let g = &mut self.work;
-        for p in &self.patches {
+        let value = |p: &Patch| -> Option<f64> {
             let v = p.base + p.slope * dr;
-            if v.abs() > LIMIT {
-                return None;
-            }
-            match p.loc {
+            (v.abs() <= LIMIT).then_some(v)
+        };
+        let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
+        let ps = &self.patches;
+        let mut i = 0;
+        while i < ps.len() {
+            match ps[i].loc {
                 Loc::Kernel {
-                    scope,
-                    seg,
-                    idx,
-                    field,
+                    scope, seg, idx, ..
                 } => {
+                    // A kernel's patches are consecutive: it is looked up once for all of them.
                     let k =
                         &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
-                    let dim = |d: &mut u64| -> Option<()> {
-                        if v < 0.0 {
-                            return None;
+                    while let Some(p) = ps.get(i) {
+                        let field = match p.loc {
+                            Loc::Kernel {
+                                scope: s,
+                                seg: t,
+                                idx: x,
+                                field,
+                            } if (s, t, x) == (scope, seg, idx) => field,
+                            _ => break,
+                        };
+                        let v = value(p)?;
+                        match field {
+                            KField::Flops => k.flops = v,
+                            KField::Read => k.bytes_read = v,
+                            KField::Written => k.bytes_written = v,
+                            KField::M => k.gemm.as_mut()?.m = dim(v)?,
+                            KField::N => k.gemm.as_mut()?.n = dim(v)?,
+                            KField::K => k.gemm.as_mut()?.k = dim(v)?,
+                            KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
                         }
-                        *d = v as u64;
-                        Some(())
-                    };
-                    match field {
-                        KField::Flops => k.flops = v,
-                        KField::Read => k.bytes_read = v,
-                        KField::Written => k.bytes_written = v,
-                        KField::M => dim(&mut k.gemm.as_mut()?.m)?,
-                        KField::N => dim(&mut k.gemm.as_mut()?.n)?,
-                        KField::K => dim(&mut k.gemm.as_mut()?.k)?,
-                        KField::Batch => dim(&mut k.gemm.as_mut()?.batch)?,
+                        i += 1;
                     }
                 }
                 Loc::Scope { scope, field } => {
+                    let v = value(&ps[i])?;
                     let s = scope_mut(g, scope as usize);
                     match field {
                         SField::Saved => s.saved_bytes = v,
                         SField::SavedBy(i) => s.saved_by_module[i as usize].1 = v,
                         SField::Checkpoint => s.checkpoint_bytes = v,
-                        SField::Trainable => {
-                            if v < 0.0 {
-                                return None;
-                            }
-                            s.trainable = v as u64;
-                        }
+                        SField::Trainable => s.trainable = dim(v)?,
                         SField::Working => s.backward_working_bytes = v,
                         SField::Transient => s.transient_bytes = v,
                         SField::GuardA(i) => s.guards[i as usize].0 = v,
                         SField::GuardB(i) => s.guards[i as usize].1 = v,
                     }
+                    i += 1;
                 }
             }
         }

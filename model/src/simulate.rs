@@ -655,7 +655,18 @@ pub(crate) fn simulate_with(
         );
         let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate() {
-            if replay && steady.replay(c, &mut clock, &mut fwd[i + 1]) {
+            if !replay {
+                // Nothing is replayed (a GPU, or waits recorded): no fixed point to observe.
+                run(
+                    hw.synchronous,
+                    &mut clock,
+                    &cg.layers[c][0],
+                    &mut fwd[i + 1],
+                    waited_fwd.get_mut(i + 1),
+                );
+                continue;
+            }
+            if steady.replay(c, &mut clock, &mut fwd[i + 1]) {
                 continue;
             }
             let entry = clock.offset();
@@ -688,7 +699,18 @@ pub(crate) fn simulate_with(
         );
         let mut steady = Steady::default();
         for (i, &c) in g.layer_class.iter().enumerate().rev() {
-            if replay && steady.replay(c, &mut clock, &mut bwd[i + 1]) {
+            if !replay {
+                // Nothing is replayed (a GPU, or waits recorded): no fixed point to observe.
+                run(
+                    hw.synchronous,
+                    &mut clock,
+                    &cg.layers[c][b],
+                    &mut bwd[i + 1],
+                    waited_bwd.get_mut(i + 1),
+                );
+                continue;
+            }
+            if steady.replay(c, &mut clock, &mut bwd[i + 1]) {
                 continue;
             }
             let entry = clock.offset();
