@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:-docs/results/cpu/eager-run}
 GRID=${GRID:-scripts/trace/cpu-eager-grid.txt}
 mkdir -p "$OUT"
+# The machine: CPU model, caches and vCPUs (a shared virtual machine changes between sessions).
+lscpu > "$OUT/machine.txt" 2>/dev/null || true
 eval "$(scripts/setup-libtorch.sh)"
 cargo build --release --features tch
 BIN=target/release/costsim

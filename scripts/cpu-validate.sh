@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-docs/results/cpu}
 mkdir -p "$OUT"
+# The machine: CPU model, caches and vCPUs (a shared virtual machine changes between sessions).
+lscpu > "$OUT/machine.txt" 2>/dev/null || true
 eval "$(scripts/setup-libtorch.sh)"
 cargo build --release --features tch
 BIN=target/release/costsim

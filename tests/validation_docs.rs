@@ -389,7 +389,8 @@ fn committed_drift_regenerates() {
 /// time measured; 29d measured afresh with the final model; 29f with CPU GEMMs' row fill; 29g
 /// with the narrow fills of LoRA's rank-r products, 29h with them calibrated cold, 29i with
 /// every CPU benchmark cold, 29j and 29k the same again, 29k with the op ledger, 29l with
-/// tanh, sin and cos priced at a calibrated transcendental rate, 29m the same measured afresh):
+/// tanh, sin and cos priced at a calibrated transcendental rate, 29m the same measured afresh,
+/// 29q on another CPU):
 /// `validate --trace` over each run's
 /// committed records gives exactly its committed comparisons, whose forward and backward MAPEs
 /// docs/host.md quotes as printed.
@@ -406,6 +407,7 @@ fn eager_checks_of_2026_11_29_regenerate() {
         "eager-2026-11-29k",
         "eager-2026-11-29l",
         "eager-2026-11-29m",
+        "eager-2026-11-29q",
     ] {
         let dir = format!("{}/docs/results/cpu/{run}", env!("CARGO_MANIFEST_DIR"));
         for (profile, file) in [
@@ -782,6 +784,32 @@ fn fourteenth_heldout_run_regenerates() {
                 suffix: "no-sizes",
                 how: "optimizer-op-us",
                 // Four sizes × fp32 and bf16.
+                drop: &[SIZE_LISTS],
+                dropped: 8,
+            },
+            Refit {
+                suffix: "no-adapters",
+                how: "launch floor",
+                drop: &[ADAPTER_LISTS, SIZE_LISTS],
+                dropped: 20,
+            },
+        ],
+    );
+}
+
+/// The fifteenth run (2026-11-29q): the fourteenth run's model calibrated and checked on another
+/// CPU (an Intel Xeon), with the same A/B refits.
+#[test]
+fn fifteenth_heldout_run_regenerates() {
+    check_run("cpu-2026-11-29q");
+    check_optimizer_ab(
+        "cpu-2026-11-29q",
+        "29q",
+        "optimizer-op-us and sizes",
+        &[
+            Refit {
+                suffix: "no-sizes",
+                how: "optimizer-op-us",
                 drop: &[SIZE_LISTS],
                 dropped: 8,
             },
