@@ -822,3 +822,79 @@ fn fifteenth_heldout_run_regenerates() {
         ],
     );
 }
+
+/// The fifteenth run's eager check with host costs measured on its own CPU (`host-here`: the 80
+/// micro-width host traces and the two Trainer-loop runs, re-measured on the Intel Xeon): the
+/// committed traces refit to the committed profile's host and loop costs, which predict the
+/// run's eager steps as committed; docs/host.md quotes that forward and backward MAPE, and the
+/// fitted costs beside the EPYC's.
+#[test]
+fn fifteenth_run_host_costs_measured_on_its_cpu_regenerate() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = format!("{root}/docs/results/cpu/eager-2026-11-29q");
+    let here = format!("{run}/host-here");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host = tmp.path().join("host.toml");
+    let eager = tmp.path().join("eager.toml");
+    stdout_ok(&[
+        "calibrate",
+        "--host",
+        &format!("{here}/traces"),
+        "--base",
+        &format!("{run}/cpu-calibrated.toml"),
+        "--out",
+        host.to_str().unwrap(),
+    ]);
+    stdout_ok(&[
+        "calibrate",
+        "--loop",
+        &format!("{here}/step/run-1,{here}/step/run-2"),
+        "--base",
+        host.to_str().unwrap(),
+        "--out",
+        eager.to_str().unwrap(),
+    ]);
+    // The fitted numbers (the sources carry the day of the fit).
+    let numbers = |p: &Path| -> Vec<String> {
+        read(p)
+            .lines()
+            .filter(|l| l.contains("-us = "))
+            .map(str::to_string)
+            .collect()
+    };
+    let committed = Path::new(&here).join("cpu-eager.toml");
+    let fitted = numbers(&eager);
+    assert!(fitted.len() >= 9, "{fitted:?}");
+    assert_eq!(fitted, numbers(&committed));
+    let out = stdout_ok(&[
+        "validate",
+        "--trace",
+        &format!("{run}/eager"),
+        "--hw",
+        committed.to_str().unwrap(),
+    ]);
+    assert_eq!(out, read(&Path::new(&here).join("comparison.txt")));
+    let mape = out
+        .lines()
+        .find_map(|l| l.strip_prefix("MAPE over 24 timed traces: "))
+        .expect("a MAPE line");
+    let quoted = mape.split(", optimizer").next().unwrap();
+    let page = read(&Path::new(root).join("docs/host.md"));
+    assert!(page.contains(quoted), "docs/host.md lacks: {quoted}");
+    // The table beside the EPYC's quotes each fitted cost as the profile writes it.
+    for key in [
+        "python-op-us",
+        "module-call-us",
+        "autograd-node-us",
+        "optimizer-tensor-us",
+        "loop-micro-batch-us",
+        "loop-step-us",
+    ] {
+        let line = fitted.iter().find(|l| l.starts_with(key)).unwrap();
+        let v = line.split('=').nth(1).unwrap().trim();
+        assert!(
+            page.contains(&format!(" {v} µs |")),
+            "docs/host.md lacks {key} {v} µs"
+        );
+    }
+}
