@@ -16,6 +16,7 @@
 #    (page_faults.py)                                                OUT/gemm-context, page-faults
 # 7. the adapters' optimizer in three cache states (host_state.py)   OUT/host-state
 # GRID=FILE replaces the grid (a smaller one for a quick look).
+# HOST=here measures the host and Trainer-loop costs on this machine first (OUT/host-here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-docs/results/cpu/eager-run}
@@ -26,10 +27,25 @@ lscpu > "$OUT/machine.txt" 2>/dev/null || true
 eval "$(scripts/setup-libtorch.sh)"
 cargo build --release --features tch
 BIN=target/release/costsim
+# Host and Trainer-loop costs: the committed traces (measured on the EPYC of 2026-11-28/29), or
+# with HOST=here measured first on this machine (about 9 more minutes: the 80 micro-width traces
+# of host-grid.txt and two runs of step-grid.txt, into OUT/host-here, stripped of op lists). On
+# another CPU the host costs differ by 1.5-2.3x, a different ratio per cost (docs/host.md).
+HOST_TRACES=docs/results/cpu/host/traces
+STEP_RUNS=docs/results/cpu/step/run-1,docs/results/cpu/step/run-2
+if [ "${HOST:-committed}" = here ]; then
+  rm -rf "$OUT/host-here"
+  python3 scripts/trace/run_grid.py scripts/trace/host-grid.txt "$OUT/host-here/traces"
+  for r in 1 2; do
+    bash scripts/trace/run_steps.sh scripts/trace/step-grid.txt "$OUT/host-here/step/run-$r" \
+      --reps 60 --clock cpu
+  done
+  HOST_TRACES="$OUT/host-here/traces"
+  STEP_RUNS="$OUT/host-here/step/run-1,$OUT/host-here/step/run-2"
+fi
 eager_profile() { # CALIBRATED.toml OUT.toml LOG: host costs and loop work onto a device profile
-  "$BIN" calibrate --host docs/results/cpu/host/traces --base "$1" --out "$2.host.toml" > "$3"
-  "$BIN" calibrate --loop docs/results/cpu/step/run-1,docs/results/cpu/step/run-2 \
-    --base "$2.host.toml" --out "$2" >> "$3"
+  "$BIN" calibrate --host "$HOST_TRACES" --base "$1" --out "$2.host.toml" > "$3"
+  "$BIN" calibrate --loop "$STEP_RUNS" --base "$2.host.toml" --out "$2" >> "$3"
   rm -f "$2.host.toml"
 }
 "$BIN" calibrate --device cpu --threads 1 --reps 9 --warmup 2 \
@@ -40,10 +56,12 @@ python3 scripts/trace/run_grid.py "$GRID" "$OUT/eager"
 # The op lists (and the saved-tensor and foreach lists) are what validate --trace reads for
 # launches and bytes; the timings are what this check is about, and the lists would make the
 # records 10-100x larger.
-python3 - "$OUT/eager" <<'PY'
+STRIP=("$OUT/eager")
+[ "${HOST:-committed}" = here ] && STRIP+=("$OUT/host-here/traces")
+python3 - "${STRIP[@]}" <<'PY'
 import json, os, sys
-d = sys.argv[1]
-for f in sorted(os.listdir(d)):
+for d in sys.argv[1:]:
+  for f in sorted(os.listdir(d)):
     if f.endswith(".json"):
         p = os.path.join(d, f)
         rec = json.load(open(p))
