@@ -899,6 +899,42 @@ mod tests {
         }
     }
 
+    /// A changed kernel with an earlier representative takes that one's fresh cost instead of
+    /// its own; one that is its own representative is costed. (The pair here is deliberately
+    /// unequal, so the two ways give different costs.)
+    #[test]
+    fn a_changed_kernel_copies_its_representatives_cost() {
+        let (probes, _) = gpt2_lora_probes();
+        let g = probes[0].1.clone();
+        let ks = &g.layer_graphs[0].forward.kernels;
+        let gemms: Vec<u32> = (0..ks.len() as u32)
+            .filter(|&i| ks[i as usize].gemm.is_some())
+            .collect();
+        let (a, b) = (gemms[0], *gemms.last().unwrap());
+        let hw = costsim_hardware::resolve_device("h200").unwrap();
+        let w = Workload::default();
+        let cost = |i: u32| crate::cost::kernel_cost(&ks[i as usize], &hw, false).device_s;
+        assert_ne!(cost(a), cost(b));
+        for (rep_b, want) in [(0, cost(a)), (1, cost(b))] {
+            let mut memo = GemmMemo::default();
+            let mut slot = None;
+            cost_kept(&g, &[], &mut slot, &w, &hw, &mut memo, &mut None);
+            let changed = [
+                Changed::own(1, 0, a, 0),
+                Changed {
+                    scope: 1,
+                    seg: 0,
+                    idx: b,
+                    rep: rep_b,
+                },
+            ];
+            cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo, &mut None);
+            let tc = slot.as_ref().unwrap();
+            assert_eq!(tc.costs[3][b as usize].1.device_s, want, "rep {rep_b}");
+            assert_eq!(tc.costs[3][a as usize].1.device_s, cost(a));
+        }
+    }
+
     /// `same_cost_inputs` compares every field `kernel_cost_memo` reads, and no other.
     #[test]
     fn cost_inputs_are_the_fields_the_cost_reads() {

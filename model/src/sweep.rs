@@ -835,6 +835,69 @@ mod tests {
     use crate::predict::{predict, Config};
     use costsim_hardware::resolve_device;
 
+    /// The per-thread optimizer memo: a phase given back is lent again for its key and spec
+    /// (with the costs it collected), a different spec under the same key or another device
+    /// count gets a fresh phase, and the byte count is always the entries' sum.
+    #[test]
+    fn optimizer_phases_are_lent_and_given_back() {
+        let model = preset("gpt2").unwrap();
+        let w = Workload::default();
+        let spec = |r| {
+            let opts = MethodOptions {
+                rank: Some(r),
+                ..MethodOptions::default()
+            };
+            MethodSpec::resolve(MethodName::Lora, &opts, &model, true).unwrap()
+        };
+        let key = |r| OptimizerKey {
+            run: u64::MAX - 7,
+            model: 0,
+            method: MethodName::Lora,
+            precision: w.precision,
+            layers: 0,
+            rank: Some(r),
+        };
+        let sum = || {
+            OPTIMIZERS.with_borrow(|(memo, bytes)| {
+                let entries: usize = memo
+                    .values()
+                    .map(|p| optimizer_bytes(&p.tensors, &p.seg))
+                    .sum();
+                assert_eq!(*bytes, entries);
+                assert!(*bytes <= OPTIMIZER_BYTES_PER_THREAD);
+                memo.len()
+            })
+        };
+        OPTIMIZERS.with_borrow_mut(|(memo, bytes)| {
+            memo.clear();
+            *bytes = 0;
+        });
+        let (tensors, seg) = graph::optimizer_phase(&model, &spec(8), &w);
+        let mut p = take_optimizer(key(8), &model, &spec(8), &w, 2);
+        assert_eq!((&p.tensors, &p.seg), (&tensors, &seg));
+        assert!(p.costed.iter().all(Option::is_none));
+        p.costed[1] = Some(CostedSegment::empty());
+        keep_optimizer(key(8), p);
+        keep_optimizer(key(16), take_optimizer(key(16), &model, &spec(16), &w, 2));
+        assert_eq!(sum(), 2);
+        // Lent again, with what it collected; taken out of the memo while lent.
+        let p = take_optimizer(key(8), &model, &spec(8), &w, 2);
+        assert!(p.costed[1].is_some());
+        assert_eq!(sum(), 1);
+        keep_optimizer(key(8), p);
+        assert_eq!(sum(), 2);
+        // Another spec under the same key, or another number of devices: built afresh.
+        let other = take_optimizer(key(8), &model, &spec(12), &w, 2);
+        assert!(other.costed.iter().all(Option::is_none));
+        assert_ne!(other.tensors, tensors);
+        keep_optimizer(key(8), other);
+        assert_eq!(sum(), 2);
+        let p = take_optimizer(key(16), &model, &spec(16), &w, 3);
+        assert_eq!(p.costed.len(), 3);
+        keep_optimizer(key(16), p);
+        assert_eq!(sum(), 2);
+    }
+
     #[test]
     fn axis_lists_and_ranges() {
         assert_eq!(parse_axis("8", "--batch").unwrap(), [8]);
