@@ -896,6 +896,17 @@ mod tests {
         assert_eq!(p.costed.len(), 3);
         keep_optimizer(key(16), p);
         assert_eq!(sum(), 2);
+        // Past the budget the memo starts afresh: its bytes never exceed it.
+        let one = optimizer_bytes(&tensors, &seg);
+        let n = OPTIMIZER_BYTES_PER_THREAD / one + 2;
+        for r in 0..n as u64 {
+            keep_optimizer(
+                key(100 + r),
+                take_optimizer(key(8), &model, &spec(8), &w, 2),
+            );
+            sum();
+        }
+        assert!(sum() < n, "the memo started afresh");
     }
 
     #[test]
