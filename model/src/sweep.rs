@@ -896,6 +896,10 @@ mod tests {
         assert_eq!(p.costed.len(), 3);
         keep_optimizer(key(16), p);
         assert_eq!(sum(), 2);
+        // A phase kept twice under one key replaces the first, counted once.
+        keep_optimizer(key(16), take_optimizer(key(17), &model, &spec(17), &w, 2));
+        keep_optimizer(key(16), take_optimizer(key(18), &model, &spec(18), &w, 2));
+        assert_eq!(sum(), 2);
         // Past the budget the memo starts afresh: its bytes never exceed it.
         let one = optimizer_bytes(&tensors, &seg);
         let n = OPTIMIZER_BYTES_PER_THREAD / one + 2;
