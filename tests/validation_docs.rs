@@ -770,6 +770,24 @@ fn thirteenth_heldout_run_regenerates() {
     );
 }
 
+/// The refits of a run with the optimizer's size lists: without them (the per-op time only),
+/// and without the adapter lists too (the launch floor).
+const SIZE_AB: [Refit; 2] = [
+    Refit {
+        suffix: "no-sizes",
+        how: "optimizer-op-us",
+        // Four sizes × fp32 and bf16.
+        drop: &[SIZE_LISTS],
+        dropped: 8,
+    },
+    Refit {
+        suffix: "no-adapters",
+        how: "launch floor",
+        drop: &[ADAPTER_LISTS, SIZE_LISTS],
+        dropped: 20,
+    },
+];
+
 /// The fourteenth run (2026-11-29p): the optimizer's rate by tensor size too, measured afresh,
 /// against the thirteenth run's model (no size lists) and the launch floor (neither list).
 #[test]
@@ -779,21 +797,7 @@ fn fourteenth_heldout_run_regenerates() {
         "cpu-2026-11-29p",
         "29p",
         "optimizer-op-us and sizes",
-        &[
-            Refit {
-                suffix: "no-sizes",
-                how: "optimizer-op-us",
-                // Four sizes × fp32 and bf16.
-                drop: &[SIZE_LISTS],
-                dropped: 8,
-            },
-            Refit {
-                suffix: "no-adapters",
-                how: "launch floor",
-                drop: &[ADAPTER_LISTS, SIZE_LISTS],
-                dropped: 20,
-            },
-        ],
+        &SIZE_AB,
     );
 }
 
@@ -806,20 +810,7 @@ fn fifteenth_heldout_run_regenerates() {
         "cpu-2026-11-29q",
         "29q",
         "optimizer-op-us and sizes",
-        &[
-            Refit {
-                suffix: "no-sizes",
-                how: "optimizer-op-us",
-                drop: &[SIZE_LISTS],
-                dropped: 8,
-            },
-            Refit {
-                suffix: "no-adapters",
-                how: "launch floor",
-                drop: &[ADAPTER_LISTS, SIZE_LISTS],
-                dropped: 20,
-            },
-        ],
+        &SIZE_AB,
     );
 }
 
