@@ -961,6 +961,15 @@ fn label_at(values: &[u64], x: f64) -> String {
     }
 }
 
+/// The line predicted = f · measured cut at the plot's frame, both axes spanning `lo..hi` ms:
+/// from x = max(lo, lo / f) to x = min(hi, hi / f). plotters moves a point outside the plot onto
+/// the frame instead of cutting the line there, which would bend the ±25% lines toward the
+/// identity line at one end each.
+fn band_line(lo: f64, hi: f64, f: f64) -> [(f64, f64); 2] {
+    let (x0, x1) = (lo.max(lo / f), hi.min(hi / f));
+    [(x0, f * x0), (x1, f * x1)]
+}
+
 fn draw_scatter<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     c: &ScatterChart,
@@ -999,7 +1008,7 @@ fn draw_scatter<DB: DrawingBackend>(
     let band = RGBColor(150, 150, 150);
     for f in [0.75, 1.25] {
         let series = chart.draw_series(std::iter::once(PathElement::new(
-            vec![(lo, lo * f), (hi, hi * f)],
+            band_line(lo, hi, f).to_vec(),
             band.stroke_width(1),
         )))?;
         if f > 1.0 {
@@ -1209,6 +1218,29 @@ mod tests {
                 fits: true,
             }],
         })
+    }
+
+    #[test]
+    fn band_lines_end_on_the_frame_at_their_ratio() {
+        let (lo, hi) = (2.0, 300.0);
+        for f in [0.75, 1.25] {
+            let ends = band_line(lo, hi, f);
+            for (x, y) in ends {
+                assert!((y / x - f).abs() < 1e-12, "{f}: ({x}, {y})");
+                assert!(
+                    (lo..=hi).contains(&x) && (lo..=hi).contains(&y),
+                    "{f}: ({x}, {y})"
+                );
+            }
+            // Each end lies on the frame: one coordinate is lo or hi.
+            let on_frame = |v: f64| v == lo || v == hi;
+            assert!(
+                ends.iter().all(|&(x, y)| on_frame(x) || on_frame(y)),
+                "{ends:?}"
+            );
+        }
+        assert_eq!(band_line(lo, hi, 0.75), [(lo / 0.75, lo), (hi, 0.75 * hi)]);
+        assert_eq!(band_line(lo, hi, 1.25), [(lo, 1.25 * lo), (hi / 1.25, hi)]);
     }
 
     #[test]

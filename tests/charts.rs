@@ -1306,10 +1306,10 @@ fn scatter_chart_from_validation_results() {
     // to within the plot's aspect (760 × 700 canvas).
     assert!((bx / -by - 1.0).abs() < 0.25, "{bx} vs {by}");
     // Both axes run from the smallest time / 1.5 to the largest x 1.5: the identity line goes
-    // corner to corner, (lo, lo) to (hi, hi); the ±25% lines end at (hi, 0.75·hi) and
-    // (lo, 1.25·lo). (Their other ends, (lo, 0.75·lo) and (hi, 1.25·hi), lie outside the plot,
-    // and plotters moves such a point onto the frame rather than cutting the line there, so
-    // those ends sit nearer the identity line: not checked.)
+    // corner to corner, (lo, lo) to (hi, hi); each ±25% line is cut where it meets the frame,
+    // from (lo / 0.75, lo) to (hi, 0.75·hi) and from (lo, 1.25·lo) to (hi / 1.25, hi), so both
+    // of its ends lie at its ratio (plotters would move an end outside the plot onto the frame,
+    // bending the line toward the identity line).
     let lo = want.iter().map(|w| w.3.min(w.4)).fold(f64::MAX, f64::min) / 1.5;
     let hi = want.iter().map(|w| w.3.max(w.4)).fold(0.0, f64::max) * 1.5;
     let (px, py) = (|ms: f64| ax + bx * ms.ln(), |ms: f64| ay + by * ms.ln());
@@ -1334,14 +1334,14 @@ fn scatter_chart_from_validation_results() {
     let mut factors: Vec<f64> = diagonals("#969696")
         .iter()
         .map(|line| {
-            // predicted / measured at each end; the end inside the plot is the farther from 1.
+            // predicted / measured at each end: the same at both.
             let ratio = |q: &(f64, f64)| ((q.1 - ay) / by - (q.0 - ax) / bx).exp();
             let (f0, f1) = (ratio(&line[0]), ratio(&line[1]));
-            if f0.ln().abs() > f1.ln().abs() {
-                f0
-            } else {
-                f1
-            }
+            assert!(
+                (f0 / f1 - 1.0).abs() < 0.02,
+                "a band line bends: {f0} to {f1}"
+            );
+            f0
         })
         .collect();
     factors.sort_by(f64::total_cmp);
@@ -1350,6 +1350,26 @@ fn scatter_chart_from_validation_results() {
         (factors[0] - 0.75).abs() < 0.02 && (factors[1] - 1.25).abs() < 0.02,
         "{factors:?}"
     );
+    // The ends lie on the frame: the lower line from the bottom edge to the right edge, the
+    // upper from the left edge to the top edge.
+    let band = diagonals("#969696");
+    let on = |q: &(f64, f64), x: Option<f64>, y: Option<f64>| {
+        x.is_none_or(|ms| (q.0 - px(ms)).abs() <= 2.0)
+            && y.is_none_or(|ms| (q.1 - py(ms)).abs() <= 2.0)
+    };
+    for line in &band {
+        let lower = ((line[0].1 - ay) / by - (line[0].0 - ax) / bx) < 0.0;
+        let (a, b) = if lower {
+            ((None, Some(lo)), (Some(hi), None))
+        } else {
+            ((Some(lo), None), (None, Some(hi)))
+        };
+        let ends_ok = |p: &(f64, f64), q: &(f64, f64)| on(p, a.0, a.1) && on(q, b.0, b.1);
+        assert!(
+            ends_ok(&line[0], &line[1]) || ends_ok(&line[1], &line[0]),
+            "band line {line:?} does not end on the frame (lo {lo}, hi {hi} ms)"
+        );
+    }
     // The legend: each entry once, each phase's marker inside the legend box, left of its name.
     let texts: Vec<&El> = elements.iter().filter(|e| e.is("text")).collect();
     let frame = elements
