@@ -6,34 +6,12 @@
 
 mod common;
 
-use common::{csv_records, f};
+use common::{costsim, csv_records, f, stdout_ok as ok, tmp_in};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn costsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = costsim(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
-}
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("charts");
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    p
+    tmp_in("charts", name)
 }
 
 fn round(v: &mut Value) {

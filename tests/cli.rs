@@ -7,39 +7,13 @@
 
 mod common;
 
-use common::{csv_records, f};
+use common::{costsim, csv_records, f, stderr, stdout, usage_error};
 use serde_json::Value;
 use std::io::Write;
-use std::process::{Command, Output};
-
-fn costsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn assert_usage_error(args: &[&str], needles: &[&str]) {
-    let o = costsim(args);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-    let e = stderr(&o);
-    assert!(!e.contains("panicked"), "{e}");
-    for n in needles {
-        assert!(e.contains(n), "{args:?}: missing '{n}' in: {e}");
-    }
-}
 
 #[test]
 fn unknown_model_lists_known_and_nearest() {
-    assert_usage_error(
+    usage_error(
         &["predict", "--hw", "a100", "--model", "llama2-7"],
         &[
             "unknown model 'llama2-7'",
@@ -52,7 +26,7 @@ fn unknown_model_lists_known_and_nearest() {
 
 #[test]
 fn unknown_gpu_lists_known_and_nearest() {
-    assert_usage_error(
+    usage_error(
         &["predict", "--hw", "a6001", "--model", "gpt2"],
         &[
             "unknown GPU 'a6001'",
@@ -67,38 +41,38 @@ fn unknown_gpu_lists_known_and_nearest() {
 fn bad_numbers_are_rejected() {
     let base = ["predict", "--hw", "a100", "--model", "gpt2"];
     let with = |extra: &[&'static str]| [&base[..], extra].concat();
-    assert_usage_error(
+    usage_error(
         &with(&["--method", "lora", "--rank", "0"]),
         &["--rank", "at least 1"],
     );
-    assert_usage_error(
+    usage_error(
         &with(&["--method", "paca", "--rank", "5000"]),
         &["exceeds the input width 768"],
     );
-    assert_usage_error(&with(&["--batch", "0"]), &["--batch", "at least 1"]);
-    assert_usage_error(
+    usage_error(&with(&["--batch", "0"]), &["--batch", "at least 1"]);
+    usage_error(
         &with(&["--seq", "2048"]),
         &["exceeds gpt2's 1024 positions", "--seq 1024"],
     );
-    assert_usage_error(
+    usage_error(
         &with(&["--train-layers", "last:99"]),
         &["last:99", "between 1 and 12"],
     );
-    assert_usage_error(
+    usage_error(
         &with(&["--targets", "lm_head"]),
         &["unknown target 'lm_head'"],
     );
-    assert_usage_error(
+    usage_error(
         &with(&["--method", "lora", "--dropout", "1.5"]),
         &["dropout 1.5"],
     );
-    assert_usage_error(
+    usage_error(
         &with(&["--batch", "9223372036854775807", "--seq", "1000"]),
         &["2^40 tokens"],
     );
-    assert_usage_error(&with(&["--train-layers", "upper:NaN"]), &["fraction"]);
+    usage_error(&with(&["--train-layers", "upper:NaN"]), &["fraction"]);
     // clap's own errors also exit with 2
-    assert_usage_error(&with(&["--batch", "-3"]), &["-3"]);
+    usage_error(&with(&["--batch", "-3"]), &["-3"]);
 }
 
 #[test]
@@ -111,23 +85,23 @@ fn malformed_files_name_path_and_line() {
         .write_all(b"{\n  \"model_type\": \"llama\",\n  oops\n}")
         .unwrap();
     let cfg_s = cfg.to_str().unwrap();
-    assert_usage_error(
+    usage_error(
         &["predict", "--hw", "a100", "--model-config", cfg_s],
         &[cfg_s, "line 3"],
     );
     std::fs::write(&cfg, br#"{"model_type": "t5"}"#).unwrap();
-    assert_usage_error(
+    usage_error(
         &["predict", "--hw", "a100", "--model-config", cfg_s],
         &["\"t5\" is not supported"],
     );
     let toml = dir.join("gpu.toml");
     std::fs::write(&toml, "[device]\nname = \"x\"\nsms = -\n").unwrap();
     let toml_s = toml.to_str().unwrap();
-    assert_usage_error(
+    usage_error(
         &["predict", "--hw", toml_s, "--model", "gpt2"],
         &[toml_s, "line 3"],
     );
-    assert_usage_error(
+    usage_error(
         &["predict", "--hw", "/nonexistent/x.toml", "--model", "gpt2"],
         &["cannot read"],
     );
@@ -815,11 +789,11 @@ fn validate_measures_on_cpu_and_rereads_its_results() {
 
 #[test]
 fn calibrate_rejects_bad_output_and_missing_samples() {
-    assert_usage_error(
+    usage_error(
         &["calibrate", "--device", "cpu", "--out", "profile.txt"],
         &["--out profile.txt", ".toml"],
     );
-    assert_usage_error(
+    usage_error(
         &[
             "calibrate",
             "--from",

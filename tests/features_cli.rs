@@ -7,49 +7,17 @@
 
 mod common;
 
+use common::{costsim, stderr, stdout_ok as ok, tmp_in, usage_error};
+
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn costsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = costsim(args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-    stdout(&o)
+fn tmp(name: &str) -> PathBuf {
+    tmp_in("features-cli", name)
 }
 
 fn json(args: &[&str]) -> Value {
     serde_json::from_str(&ok(args)).expect("JSON")
-}
-
-fn usage_error(args: &[&str], needles: &[&str]) {
-    let o = costsim(args);
-    let e = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-    for n in needles {
-        assert!(e.contains(n), "{args:?}: missing '{n}' in: {e}");
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("features-cli");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 const GIB: f64 = 1073741824.0;

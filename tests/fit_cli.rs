@@ -4,16 +4,8 @@
 
 mod common;
 
-use common::csv_records;
+use common::{costsim, csv_records};
 use serde_json::Value;
-use std::process::{Command, Output};
-
-fn costsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim")
-}
 
 fn json(args: &[&str]) -> Value {
     let o = costsim(args);

@@ -3,22 +3,8 @@
 
 mod common;
 
-use common::csv_records;
+use common::{csv_records, stdout_ok as run};
 use serde_json::Value;
-use std::process::Command;
-
-fn run(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Every JSON row equals its CSV row, field by field.
 fn same_rows(json: &Value, csv: &str) {

@@ -4,15 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
 
-use serde_json::Value;
-use std::process::{Command, Output};
+mod common;
 
-fn costsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim")
-}
+use common::costsim;
+
+use serde_json::Value;
 
 fn json_of(args: &[&str]) -> Value {
     let o = costsim(args);

@@ -2,36 +2,20 @@
 //! field against the trace files themselves, and bad input answered with exit code 2 and a
 //! message that names the problem and the fix.
 
+mod common;
+
+use common::{costsim, tmp_in, usage_error};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn costsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim")
+fn tmp(name: &str) -> PathBuf {
+    tmp_in("traces_cli", name)
 }
 
 fn repo(p: &str) -> String {
     format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("traces_cli");
-    std::fs::create_dir_all(&d).expect("tmp dir");
-    d.join(name)
-}
-
-fn usage_error(args: &[&str], needles: &[&str]) {
-    let o = costsim(args);
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-    for n in needles {
-        assert!(e.contains(n), "{args:?}: missing '{n}' in: {e}");
-    }
 }
 
 #[test]

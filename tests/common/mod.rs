@@ -3,21 +3,60 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Run the costsim binary under test with `args`.
+pub fn costsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args(args)
+        .output()
+        .expect("run costsim")
+}
+
+/// A run's stderr as text (lossy).
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A run's stdout as text (lossy).
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
 
 /// Run the costsim binary under test with `args`; its stdout, after asserting exit 0 (the
 /// assertion shows the arguments and stderr).
 pub fn stdout_ok(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args(args)
-        .output()
-        .expect("run costsim");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = costsim(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     String::from_utf8(o.stdout).expect("utf-8")
+}
+
+/// Assert that `args` is refused as a usage error: exit 2, no panic, and stderr naming every
+/// one of `needles` (the problem and its fix).
+pub fn usage_error(args: &[&str], needles: &[&str]) {
+    let o = costsim(args);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "{args:?}: missing '{n}' in: {e}");
+    }
+}
+
+/// A path `name` in the folder `dir` under the tests' scratch directory (created), with no file
+/// left there by an earlier run, so a test that asserts a file was (or was not) written sees
+/// only what this run did.
+pub fn tmp_in(dir: &str, name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    let p = d.join(name);
+    if p.is_dir() {
+        std::fs::remove_dir_all(&p).expect("remove an earlier run's folder");
+    } else if p.exists() {
+        std::fs::remove_file(&p).expect("remove an earlier run's file");
+    }
+    p
 }
 
 /// Parse CSV (RFC 4180: quoted fields, doubled quotes, commas and newlines inside quotes) into
