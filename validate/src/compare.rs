@@ -194,6 +194,18 @@ fn ranking(steps: &[(String, f64, f64)]) -> (usize, usize) {
     (n, ok)
 }
 
+/// The configuration a record's step is ranked within: model, batch × seq, precision.
+fn config_of(r: &Record) -> String {
+    format!(
+        "{} {}x{} {}",
+        r.model.name,
+        r.batch,
+        r.seq,
+        r.precision.as_str()
+    )
+}
+
+/// Mean and largest of absolute percentage errors, %; (0, 0) for none.
 fn mape_worst(errs: &[f64]) -> (f64, f64) {
     if errs.is_empty() {
         return (0.0, 0.0);
@@ -223,13 +235,7 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
     let (mut oom_runs, mut oom_predicted) = (0, 0);
     for r in &file.records {
         let p = predict_record(r, hw)?;
-        let config = format!(
-            "{} {}x{} {}",
-            r.model.name,
-            r.batch,
-            r.seq,
-            r.precision.as_str()
-        );
+        let config = config_of(r);
         let mut layer = None;
         let (phases, fk, note) = match &r.outcome {
             Outcome::Measured(m) => {
@@ -302,15 +308,14 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
             ),
         });
     }
-    let summary = |phase: &'static str, errs: Vec<f64>| PhaseSummary {
-        phase,
-        mape: if errs.is_empty() {
-            0.0
-        } else {
-            errs.iter().sum::<f64>() / errs.len() as f64
-        },
-        worst: errs.iter().copied().fold(0.0, f64::max),
-        n: errs.len(),
+    let summary = |phase: &'static str, errs: Vec<f64>| {
+        let (mape, worst) = mape_worst(&errs);
+        PhaseSummary {
+            phase,
+            mape,
+            worst,
+            n: errs.len(),
+        }
     };
     let mut phases: Vec<PhaseSummary> = PHASES
         .iter()
@@ -376,13 +381,7 @@ pub fn compare(file: &ResultsFile, hw: &Profile) -> Result<Report> {
         for r in &file.records {
             if let Outcome::Measured(meas) = &r.outcome {
                 let p = reduced_step_ms(r, hw, m)?;
-                let config = format!(
-                    "{} {}x{} {}",
-                    r.model.name,
-                    r.batch,
-                    r.seq,
-                    r.precision.as_str()
-                );
+                let config = config_of(r);
                 errs.push(ape(p, meas.step.median_ms));
                 steps_m.push((config, p, meas.step.median_ms));
             }
