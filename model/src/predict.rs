@@ -236,13 +236,44 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     } else {
         0.0
     };
+    // A tied LM head (GPT-2's wte) gets two gradients, the head's and the embedding's, which
+    // autograd sums out of place before the weight's `AccumulateGrad` (torch/csrc/autograd/
+    // input_buffer.cpp): the head's V×d part is held from the head's backward to the
+    // embedding's, where both parts and their sum are alive at once. Measured on torch 2.11.0
+    // (docs/model.md, "Memory"): a 51.46 MB `add` of two [V, d] fp32 gradients, three V×d
+    // tensors alive at the backward's peak of gpt2-tiny at 1 × 128; with gradient accumulation
+    // the sum is then added into `.grad` in place.
+    let tied = if model.tied_embeddings && cfg.method.trains_embedding(model) {
+        (model.vocab * model.hidden) as f64 * master
+    } else {
+        0.0
+    };
     for s in scopes().rev() {
         if s.backward.kernels.is_empty() {
             continue;
         }
         let grads_before = grads_so_far;
-        if w.grad_accum == 1 {
-            grads_so_far += s.trainable as f64 * grad_share;
+        let own = if w.grad_accum == 1 {
+            s.trainable as f64 * grad_share
+        } else {
+            0.0
+        };
+        grads_so_far += own;
+        if std::ptr::eq(s, &g.head) {
+            // The head's part of the tied gradient, held until the embedding's backward.
+            grads_so_far += tied;
+        }
+        if std::ptr::eq(s, &g.embedding) && tied > 0.0 {
+            // The embedding's part and the sum join the head's part (the sum is the weight's
+            // gradient, counted in `own` without accumulation); then both parts are freed.
+            let at_sum = weights
+                + states
+                + (remaining - kept(s))
+                + grads_before
+                + 2.0 * tied
+                + (own - tied).max(0.0);
+            backward_peak = backward_peak.max(at_sum);
+            grads_so_far -= tied;
         }
         let at_peak = if s.backward_working_bytes > 0.0 {
             // A recipe that knows its working set (the loss) peaks before its own weight

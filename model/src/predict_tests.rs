@@ -278,6 +278,67 @@ mod memory_tests {
         assert_eq!(m.backward_peak_bytes, base + 4.0 * t + 7548.0);
     }
 
+    /// `full_fp32` with the LM head tied to the embedding (V·d = 1000 × 32: 128 000 bytes of
+    /// fp32 gradient per copy).
+    fn full_fp32_tied(accum: u32) -> (Config, f64, f64) {
+        let (mut cfg, _, _) = full_fp32(accum);
+        cfg.model.tied_embeddings = true;
+        let p = cfg.model.total_params() as f64;
+        let t = cfg.method.trainable_params(&cfg.model) as f64;
+        (cfg, p, t)
+    }
+
+    #[test]
+    fn a_tied_heads_two_gradients_and_their_sum_meet_in_the_embeddings_backward() {
+        let (cfg, p, t) = full_fp32_tied(1);
+        // The embedding's 32 010 trainable parameters: wte's 32 000 and 10 more.
+        let g = graph_with(
+            &cfg,
+            Some((100.0, 0.0, 50.0, 32_010, 0.0)),
+            Some((1000.0, 24.0, 300.0, 20, 0.0)),
+            Some((400.0, 0.0, 10.0, 30, 0.0)),
+        );
+        let m = memory(cfg.as_ref(), &g);
+        let base = 4.0 * p + 8.0 * t;
+        // The head's 128 000-byte part of wte's gradient is held from the head on:
+        //   head:    start 2548 + 0 + 20 = +2568, end 2148 + (120 + 128 000) + 20 = +130 288
+        //   layer 1: start 2148 + 128 120 + 600 = +130 868, end 1124 + 128 200 + 600
+        //   layer 0: start 1124 + 128 200 + 600, end 100 + 128 280 + 600 = +128 980
+        //   embedding, at the sum: kept 0, gradients 128 280 + the embedding's part 128 000
+        //            + the sum 128 000 + the other 10 parameters' 40 = +384 320;
+        //            then both parts are freed: end 0 + 128 320 + 100.
+        assert_eq!(m.backward_peak_bytes, base + 384_320.0);
+        // Untied, the same sizes peak at the embedding's end, with no held part and no sum:
+        // 0 + (280 + 128 040) + 100 = +128 420.
+        let (cfg_untied, p_u, t_u) = full_fp32(1);
+        let m_u = memory(
+            cfg_untied.as_ref(),
+            &graph_with(
+                &cfg_untied,
+                Some((100.0, 0.0, 50.0, 32_010, 0.0)),
+                Some((1000.0, 24.0, 300.0, 20, 0.0)),
+                Some((400.0, 0.0, 10.0, 30, 0.0)),
+            ),
+        );
+        assert_eq!(m_u.backward_peak_bytes, 4.0 * p_u + 8.0 * t_u + 128_420.0);
+    }
+
+    #[test]
+    fn with_accumulation_the_tied_sum_is_added_into_the_gradient_after_it_exists() {
+        let (cfg, p, t) = full_fp32_tied(2);
+        let g = graph_with(
+            &cfg,
+            Some((100.0, 0.0, 50.0, 32_010, 0.0)),
+            Some((1000.0, 24.0, 300.0, 20, 0.0)),
+            Some((400.0, 0.0, 10.0, 30, 0.0)),
+        );
+        let m = memory(cfg.as_ref(), &g);
+        let base = 4.0 * p + 8.0 * t;
+        // All 4T of `.grad` exist throughout; at the sum the head's part, the embedding's part
+        // and the sum (3 × 128 000) are alive beside them, before the sum is added in place.
+        assert_eq!(m.backward_peak_bytes, base + 4.0 * t + 384_000.0);
+    }
+
     #[test]
     fn backward_peak_at_a_layers_end_with_the_embedding_still_kept() {
         let (cfg, p, t) = full_fp32(1);
