@@ -9,6 +9,8 @@
    compared, so a stale committed trace, or a tracer change, fails here.
 3. The CPU→CUDA mapping: a CPU trace of a configuration that was also traced on an H200
    (docs/results/gpu/traces) dispatches the same kernel-launching ops, SDPA's backend aside.
+4. A fact of the real stack the memory model relies on: GPT-2's tied wte gradient is summed out
+   of place (the profiler's allocations), then added into an existing `.grad` in place.
 """
 
 import json
@@ -512,6 +514,38 @@ class CudaMapping(unittest.TestCase):
             checked += 1
         self.assertGreaterEqual(checked, 8)
 
+
+
+class TiedGradient(unittest.TestCase):
+    """GPT-2's tied wte gets two gradients (the LM head's and the embedding's); autograd sums them
+    out of place, a V×d allocation at the end of backward (docs/model.md, "Memory"), and with
+    gradient accumulation then adds the sum into `.grad` in place, allocating nothing."""
+
+    def test_the_two_parts_are_summed_out_of_place(self):
+        from torch.profiler import ProfilerActivity, profile
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(0)
+        # A vocabulary of 320: no other weight is [V, d] (the MLP's c_proj is [4d, d]).
+        cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=320, n_positions=64,
+                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        m = GPT2LMHeadModel(cfg).train()
+        x = torch.randint(0, 320, (1, 32))
+        shape = [320, 64]
+
+        def adds(prof):
+            return [(e.name, e.cpu_memory_usage) for e in prof.events()
+                    if e.name in ("aten::add", "aten::add_") and e.input_shapes[:2] == [shape, shape]]
+
+        m(input_ids=x, labels=x).loss.backward()  # warm-up
+        m.zero_grad(set_to_none=True)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as p:
+            m(input_ids=x, labels=x).loss.backward()
+        self.assertEqual(adds(p), [("aten::add", 320 * 64 * 4)])
+        # A second micro-batch: the sum again, then added into the existing .grad in place.
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True) as p:
+            m(input_ids=x, labels=x).loss.backward()
+        self.assertEqual(adds(p), [("aten::add", 320 * 64 * 4), ("aten::add_", 0)])
 
 if __name__ == "__main__":
     unittest.main(verbosity=1)
