@@ -88,11 +88,29 @@ fn microbenchmarks_fit_into_a_loadable_profile() {
         ("attention backward fp32", 1, 0),
         ("attention backward bf16", 1, 1),
     ] {
-        let f = cal
-            .fits
-            .iter()
-            .find(|f| f.what == what)
-            .unwrap_or_else(|| panic!("no {what} fit"));
+        let Some(f) = cal.fits.iter().find(|f| f.what == what) else {
+            // A loaded machine can leave fewer stable samples than the fit's three terms need
+            // (attention backward is the noisiest kind): then the others are reported as
+            // unstable, never dropped silently.
+            let bench = [Bench::Attention, Bench::AttentionBackward][dir];
+            let dtype = ["fp32", "bf16"][half];
+            let names: Vec<String> = run
+                .samples
+                .iter()
+                .filter(|s| s.bench == bench && s.dtype == dtype)
+                .map(|s| format!("{} {}", s.name, s.dtype))
+                .collect();
+            let stable = names
+                .iter()
+                .filter(|n| !cal.unstable.iter().any(|(u, _)| u == *n))
+                .count();
+            assert!(
+                !names.is_empty() && stable < 3,
+                "no {what} fit, yet {stable} of its {} samples are stable",
+                names.len()
+            );
+            continue;
+        };
         assert_eq!(f.names, ["s per FLOP", "s per tile", "s per op"], "{what}");
         if f.coef[0] > 0.0 {
             let c = p.attention_tile_s[dir][half];
