@@ -775,6 +775,159 @@ mod tests {
     }
 
     #[test]
+    fn ranking_by_hand() {
+        // (config, predicted, measured). Config c: (1, 100) and (2, 200) agree, (1, 100) and
+        // (3, 150) agree, (2, 200) and (3, 150) disagree (predicted 2 < 3, measured 200 > 150);
+        // config d: (5, 100) and (4, 300) disagree; config e: 100 and 105 ms are exactly 5%
+        // apart, not more, so not a pair; pairs across configs never count.
+        let steps: Vec<(String, f64, f64)> = [
+            ("c", 1.0, 100.0),
+            ("c", 2.0, 200.0),
+            ("c", 3.0, 150.0),
+            ("d", 5.0, 100.0),
+            ("d", 4.0, 300.0),
+            ("e", 1.0, 100.0),
+            ("e", 2.0, 105.0),
+        ]
+        .iter()
+        .map(|&(c, p, m)| (c.to_string(), p, m))
+        .collect();
+        assert_eq!(ranking(&steps), (4, 2));
+        // The same pairs listed in the other order rank alike.
+        let rev: Vec<_> = steps.iter().rev().cloned().collect();
+        assert_eq!(ranking(&rev), (4, 2));
+    }
+
+    #[test]
+    fn records_of_different_sizes_are_not_ranked_against_each_other() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let mut paca = record(MethodName::Paca, 500.0);
+        paca.seq = 128;
+        let rep = compare(&file(vec![record(MethodName::Full, 100.0), paca]), &hw).unwrap();
+        assert_eq!(rep.rows[0].config, "gpt2 1x64 fp32");
+        assert_eq!(rep.rows[1].config, "gpt2 1x128 fp32");
+        assert_eq!((rep.ranking_pairs, rep.ranking_agree), (0, 0));
+        assert!(rep.methods.iter().all(|m| m.ranking_pairs == 0));
+        assert_eq!(rep.ablations[0].ranking_pairs, 0);
+    }
+
+    #[test]
+    fn each_method_is_ranked_against_the_others_of_its_configuration() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let p = |m| predict_record(&record(m, 1.0), &hw).unwrap().step_ms;
+        let (full, lora, paca) = (
+            p(MethodName::Full),
+            p(MethodName::Lora),
+            p(MethodName::Paca),
+        );
+        // Measured: full 100 ms, LoRA 300, PaCA 200; each pair agrees when the predictions
+        // order the two methods the same way.
+        let meas = [
+            (MethodName::Full, 100.0, full),
+            (MethodName::Lora, 300.0, lora),
+            (MethodName::Paca, 200.0, paca),
+        ];
+        let rep = compare(
+            &file(meas.iter().map(|&(m, ms, _)| record(m, ms)).collect()),
+            &hw,
+        )
+        .unwrap();
+        let agrees = |a: usize, b: usize| {
+            let (pa, pb) = (meas[a].2, meas[b].2);
+            usize::from(pa != pb && (pa < pb) == (meas[a].1 < meas[b].1))
+        };
+        assert_eq!(rep.ranking_pairs, 3);
+        assert_eq!(
+            rep.ranking_agree,
+            agrees(0, 1) + agrees(0, 2) + agrees(1, 2)
+        );
+        let names: Vec<&str> = rep.methods.iter().map(|m| m.method.as_str()).collect();
+        assert_eq!(names, ["full", "lora", "paca"]);
+        for (i, m) in rep.methods.iter().enumerate() {
+            // Each method is in two pairs, with the other two.
+            assert_eq!(m.ranking_pairs, 2, "{}", m.method);
+            let others: usize = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| agrees(i.min(j), i.max(j)))
+                .sum();
+            assert_eq!(m.ranking_agree, others, "{}", m.method);
+            assert_eq!(m.n, 1);
+        }
+    }
+
+    #[test]
+    fn a_measured_layer_is_set_against_the_same_layers_prediction() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let mut r = record(MethodName::Full, 100.0);
+        if let Outcome::Measured(m) = &mut r.outcome {
+            m.layer = Some(crate::record::LayerBench {
+                block: 1,
+                forward: Stats::from_seconds(&[0.002]),
+                backward: Stats::from_seconds(&[0.004]),
+            });
+        }
+        let p = predict_record(&r, &hw).unwrap();
+        let row = p
+            .per_layer
+            .iter()
+            .flatten()
+            .find(|row| row.scope == "layer.1")
+            .expect("layer.1 predicted");
+        let rep = compare(&file(vec![r]), &hw).unwrap();
+        let (block, fwd, bwd) = rep.rows[0].layer.expect("layer times");
+        assert_eq!(block, 1);
+        assert_eq!(fwd.0, row.forward_ms);
+        assert_eq!(bwd.0, row.backward_ms);
+        assert!(
+            (fwd.1 - 2.0).abs() < 1e-9 && (bwd.1 - 4.0).abs() < 1e-9,
+            "{fwd:?} {bwd:?}"
+        );
+        let (lfwd, lbwd) = (&rep.phases[4], &rep.phases[5]);
+        assert_eq!((lfwd.phase, lfwd.n), ("layer fwd", 1));
+        assert_eq!((lbwd.phase, lbwd.n), ("layer bwd", 1));
+        assert!((lfwd.mape - ape(row.forward_ms, 2.0)).abs() < 1e-9);
+        assert!((lbwd.mape - ape(row.backward_ms, 4.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn method_of_keeps_the_records_rank_and_layers() {
+        let mut r = record(MethodName::Paca, 1.0);
+        r.rank = 24;
+        r.layers = LayerSelection::Upper { fraction: 0.5 };
+        let spec = method_of(&r).unwrap();
+        assert_eq!(spec.rank, 24);
+        // gpt2's 12 layers, the upper half: 6..=11.
+        assert_eq!(spec.trained_layers(&r.model), (6, 11));
+        // Rank 0 is the method's default: LoRA's 8.
+        let mut r = record(MethodName::Lora, 1.0);
+        r.rank = 0;
+        assert_eq!(method_of(&r).unwrap().rank, 8);
+    }
+
+    #[test]
+    fn out_of_memory_runs_count_the_ones_predicted_not_to_fit() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let oom = |mut r: Record| {
+            r.outcome = Outcome::OutOfMemory {
+                message: "out of memory".into(),
+            };
+            r
+        };
+        // gpt2 at 1 × 64 fits the CPU profile; gpt2-xl at 64 × 1024 does not.
+        let small = oom(record(MethodName::Full, 1.0));
+        let mut big = oom(record(MethodName::Full, 1.0));
+        big.model = costsim_model::preset("gpt2-xl").unwrap();
+        big.batch = 64;
+        big.seq = 1024;
+        assert!(predict_record(&small, &hw).unwrap().fits);
+        assert!(!predict_record(&big, &hw).unwrap().fits);
+        let rep = compare(&file(vec![small, big, record(MethodName::Full, 1.0)]), &hw).unwrap();
+        assert_eq!((rep.oom_runs, rep.oom_predicted), (2, 1));
+        assert_eq!(rep.rows[0].note, "out of memory (predicted to fit)");
+        assert_eq!(rep.rows[1].note, "out of memory (predicted not to fit)");
+    }
+
+    #[test]
     fn oom_is_set_against_the_fit_prediction() {
         let hw = costsim_hardware::resolve_device("cpu").unwrap();
         let mut r = record(MethodName::Full, 1.0);

@@ -433,6 +433,93 @@ mod fit_tests {
     }
 
     #[test]
+    fn traces_from_two_hosts_or_without_a_positive_time_are_refused() {
+        let mut other = synthetic(200, 60, 8, 300, 12, 40);
+        other.provenance.device_name = "another".into();
+        let err = fit_host(&[
+            (synthetic(100, 40, 0, 150, 12, 20), "a.json".into()),
+            (other, "b.json".into()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("b.json") && err.contains("one host at a time"),
+            "{err}"
+        );
+        for bad in [0.0, -1e-3, f64::INFINITY] {
+            let mut t = synthetic(100, 40, 0, 150, 12, 20);
+            t.timings.as_mut().unwrap().backward.median_s = bad;
+            let err = fit_host(&[(t, "x.json".into())]).unwrap_err().to_string();
+            assert!(err.contains("positive backward time"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_keys_replace_their_lines_and_missing_ones_join_the_host_section() {
+        // a100-80gb-sxm: [host] is followed by [price]. Without its optimizer-tensor lines, the
+        // written value must land in [host], before [price], and the rest stay as it was.
+        let base = costsim_hardware::BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "a100-80gb-sxm")
+            .expect("a100")
+            .1;
+        let base: String = base
+            .lines()
+            .filter(|l| !l.starts_with("optimizer-tensor-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let keys = [
+            HostKey::new("python-op", 2e-6, "new python source".into()),
+            HostKey::new("optimizer-tensor", 7e-6, "new tensor source".into()),
+        ];
+        let out = set_host_keys(&base, "mine", &keys, &["python-op"]).expect("writes");
+        let p = costsim_hardware::parse_profile(&out, "test").expect("loads");
+        assert_eq!(p.name, "mine");
+        assert!((p.host.python_op_s - 2e-6).abs() < 1e-15);
+        assert!((p.host.optimizer_tensor_s - 7e-6).abs() < 1e-15);
+        let line = |prefix: &str| out.lines().position(|l| l.starts_with(prefix));
+        let (host, price) = (line("[host]").unwrap(), line("[price]").unwrap());
+        let tensor = line("optimizer-tensor-us = 7.000").expect("inserted");
+        assert!(host < tensor && tensor < price, "{host} {tensor} {price}");
+        assert_eq!(line("optimizer-tensor-source"), Some(tensor + 1));
+        assert!(out.contains("python-op-us = 2.000\npython-op-source = \"new python source\"\n"));
+        assert!(out.contains("aliases = []\n"));
+        // Every other line is the base's.
+        let changed = |l: &&str| {
+            l.starts_with("name = ")
+                || l.starts_with("aliases = ")
+                || l.starts_with("python-op-")
+                || l.starts_with("optimizer-tensor-")
+        };
+        let rest = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !changed(l))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(rest(&out), rest(&base));
+        // A required key the base lacks is refused, naming it.
+        let err = set_host_keys(&base, "mine", &keys, &["optimizer-tensor"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lacks optimizer-tensor-us"), "{err}");
+    }
+
+    #[test]
+    fn insertion_goes_to_the_end_of_its_section_even_when_it_is_last() {
+        let text = "[a]\nx = 1\n[host]\ny = 2\n";
+        assert_eq!(
+            insert_into_section(text, "[host]", "z = 3\n"),
+            "[a]\nx = 1\n[host]\ny = 2\nz = 3\n"
+        );
+        let text = "[host]\ny = 2\n[b]\nw = 4\n[host2]\n";
+        assert_eq!(
+            insert_into_section(text, "[host]", "z = 3\n"),
+            "[host]\ny = 2\nz = 3\n[b]\nw = 4\n[host2]\n"
+        );
+    }
+
+    #[test]
     fn untimed_traces_are_refused_with_the_fix() {
         let mut t = synthetic(100, 40, 0, 150, 12, 20);
         t.timings = None;

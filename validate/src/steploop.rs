@@ -543,6 +543,122 @@ mod tests {
         assert_eq!(p.name, "h200-loop");
     }
 
+    /// `record` with its model: a one-block GPT-2 micro config, as step_overhead.py writes it.
+    fn with_model(mut r: StepRecord) -> StepRecord {
+        r.model = Some(StepModel {
+            family: "gpt2".into(),
+            preset: "micro1".into(),
+            hf_config: serde_json::json!({
+                "model_type": "gpt2", "n_embd": 16, "n_layer": 1, "n_head": 2,
+                "vocab_size": 64, "n_positions": 64
+            }),
+        });
+        r
+    }
+
+    #[test]
+    fn a_record_is_predicted_as_its_configuration_and_set_against_its_times() {
+        // The H200 profile carries a Trainer loop's costs, which a micro model's idle GPU waits
+        // for: the loop's GPU time is not 0.
+        let hw = costsim_hardware::resolve_device("h200").unwrap();
+        let r = with_model(record(2, 21, 2000.0, 500.0));
+        let cmp = compare_step(&r, "r.json", &hw).unwrap();
+        let cfg = config_of_step(&r, "r.json", &hw).unwrap();
+        assert_eq!(
+            (
+                cfg.workload.batch,
+                cfg.workload.seq,
+                cfg.workload.grad_accum
+            ),
+            (1, 8, 2)
+        );
+        assert_eq!(cfg.model.layers, 1);
+        let p = predict(&cfg, Detail::default(), None);
+        // Measured in µs, compared in ms: the Trainer's period 2500 µs, the bare loop's 2000,
+        // the loop's own work 500.
+        assert_eq!(cmp.trainer_step.predicted, p.step_ms);
+        assert_eq!(cmp.trainer_step.traced, 2.5);
+        assert_eq!(cmp.bare_step.predicted, p.step_ms - p.loop_ms);
+        assert_eq!(cmp.bare_step.traced, 2.0);
+        assert!(p.loop_ms > 0.0);
+        assert_eq!(cmp.loop_work.predicted, p.loop_host_ms);
+        assert_eq!(cmp.loop_work.traced, 0.5);
+        assert_eq!(cmp.name, "gpt2-micro1 full all b1×s8 ×2");
+    }
+
+    #[test]
+    fn a_records_rank_zero_is_the_methods_default() {
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let mut r = with_model(record(1, 21, 2000.0, 500.0));
+        r.config.method = "lora".into();
+        r.config.rank = 0;
+        assert_eq!(config_of_step(&r, "r", &hw).unwrap().method.rank, 8);
+        r.config.rank = 4;
+        assert_eq!(config_of_step(&r, "r", &hw).unwrap().method.rank, 4);
+        // No model: the fix is named.
+        r.model = None;
+        let err = config_of_step(&r, "r", &hw).unwrap_err().to_string();
+        assert!(err.contains("step_overhead.py"), "{err}");
+    }
+
+    #[test]
+    fn records_are_checked_when_read() {
+        let text = |r: &StepRecord| serde_json::to_string(r).unwrap();
+        let ok = record(1, 21, 2000.0, 500.0);
+        assert!(parse_step_record(&text(&ok), "ok").is_ok());
+        // A record written before `targets` existed reads as all-linear.
+        let mut v: serde_json::Value = serde_json::from_str(&text(&ok)).unwrap();
+        v["config"].as_object_mut().unwrap().remove("targets");
+        assert_eq!(
+            parse_step_record(&v.to_string(), "old")
+                .unwrap()
+                .config
+                .targets,
+            "all"
+        );
+        let mut bad = ok.clone();
+        bad.schema = "costsim-step-overhead/1".into();
+        let err = parse_step_record(&text(&bad), "s.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("schema") && err.contains("step_overhead.py"),
+            "{err}"
+        );
+        // Each bound of the bare and Trainer times: positive, finite, under 1000 s.
+        for v in [0.0, -1.0, 1e9, 2e9] {
+            for which in ["bare", "trainer"] {
+                let mut r = ok.clone();
+                let st = if which == "bare" {
+                    &mut r.bare
+                } else {
+                    &mut r.trainer
+                };
+                st.median_us = v;
+                let err = parse_step_record(&text(&r), "t.json")
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&format!("{which} time")), "{which} {v}: {err}");
+            }
+        }
+        let mut r = ok.clone();
+        r.bare.min_us = 999_999_999.0;
+        assert!(parse_step_record(&text(&r), "max").is_ok());
+    }
+
+    #[test]
+    fn records_from_two_devices_are_not_fitted_together() {
+        let mut other = record(1, 63, 2000.0, 700.0);
+        other.provenance.device = "cuda".into();
+        let recs = vec![
+            (record(1, 21, 2000.0, 500.0), "a".to_string()),
+            (other, "b".to_string()),
+            (record(4, 34, 2000.0, 900.0), "c".to_string()),
+        ];
+        let err = fit_loop(&recs).unwrap_err().to_string();
+        assert!(err.contains("cuda") && err.contains("cpu"), "{err}");
+    }
+
     #[test]
     fn a_record_without_positive_loop_work_is_refused() {
         let recs = vec![
