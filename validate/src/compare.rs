@@ -856,6 +856,30 @@ mod tests {
     }
 
     #[test]
+    fn a_method_is_not_ranked_against_itself() {
+        // Two LoRA runs of one configuration (ranks 8 and 64), 100 and 300 ms, beside a full
+        // fine-tuning of 200 ms: the configuration has three pairs, but LoRA's own summary
+        // counts only its two pairs with full fine-tuning.
+        let hw = costsim_hardware::resolve_device("cpu").unwrap();
+        let mut wide = record(MethodName::Lora, 300.0);
+        wide.rank = 64;
+        let rep = compare(
+            &file(vec![
+                record(MethodName::Lora, 100.0),
+                wide,
+                record(MethodName::Full, 200.0),
+            ]),
+            &hw,
+        )
+        .unwrap();
+        assert_eq!(rep.ranking_pairs, 3);
+        let lora = rep.methods.iter().find(|m| m.method == "lora").unwrap();
+        assert_eq!((lora.n, lora.ranking_pairs), (2, 2));
+        let full = rep.methods.iter().find(|m| m.method == "full").unwrap();
+        assert_eq!((full.n, full.ranking_pairs), (1, 2));
+    }
+
+    #[test]
     fn a_measured_layer_is_set_against_the_same_layers_prediction() {
         let hw = costsim_hardware::resolve_device("cpu").unwrap();
         let mut r = record(MethodName::Full, 100.0);
@@ -921,8 +945,17 @@ mod tests {
         big.seq = 1024;
         assert!(predict_record(&small, &hw).unwrap().fits);
         assert!(!predict_record(&big, &hw).unwrap().fits);
-        let rep = compare(&file(vec![small, big, record(MethodName::Full, 1.0)]), &hw).unwrap();
-        assert_eq!((rep.oom_runs, rep.oom_predicted), (2, 1));
+        let rep = compare(
+            &file(vec![
+                small.clone(),
+                big,
+                small,
+                record(MethodName::Full, 1.0),
+            ]),
+            &hw,
+        )
+        .unwrap();
+        assert_eq!((rep.oom_runs, rep.oom_predicted), (3, 1));
         assert_eq!(rep.rows[0].note, "out of memory (predicted to fit)");
         assert_eq!(rep.rows[1].note, "out of memory (predicted not to fit)");
     }

@@ -272,7 +272,9 @@ pub fn set_host_keys(
     Ok(out)
 }
 
-/// `text` with `insert` placed at the end of `section` (before the next section header).
+/// `text` with `insert` placed at the end of `section` (before the next section header); a text
+/// without that section gets it at its end, so no value is dropped (a user profile may rely on
+/// its base for every `[host]` value).
 fn insert_into_section(text: &str, section: &str, insert: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
@@ -290,6 +292,12 @@ fn insert_into_section(text: &str, section: &str, insert: &str) -> String {
         out.push('\n');
     }
     if inside && !done {
+        out.push_str(insert);
+        done = true;
+    }
+    if !done {
+        out.push_str(section);
+        out.push('\n');
         out.push_str(insert);
     }
     out
@@ -516,6 +524,11 @@ mod fit_tests {
         assert_eq!(
             insert_into_section(text, "[host]", "z = 3\n"),
             "[host]\ny = 2\nz = 3\n[b]\nw = 4\n[host2]\n"
+        );
+        // No such section: it is added, with the values, at the end.
+        assert_eq!(
+            insert_into_section("[a]\nx = 1\n", "[host]", "z = 3\n"),
+            "[a]\nx = 1\n[host]\nz = 3\n"
         );
     }
 
