@@ -190,6 +190,14 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         Family::Llama => {
             let tab = t.param(cx.model.vocab as f64 * d, cx.p, trains);
             let h = lookup(&mut t, &tab, m, "embed_tokens");
+            if trains && cx.model.tied_embeddings {
+                // A tied head (Llama 3.2, Qwen2 configs with tie_word_embeddings): its gradient
+                // is summed into the table's, as GPT-2's wte.
+                t.module = "embed_tokens";
+                let mut group = t.tape.group();
+                t.grad_plumbing(&mut group, &tab, tab.dtype);
+                t.tape.insert_front(group);
+            }
             // rotary_emb: positions to float, inv_freq ⊗ positions (bmm), cat, cos and sin each
             // times attention_scaling, cast to the hidden dtype (S×hd, once per forward).
             t.module = "rotary_emb";

@@ -1154,6 +1154,47 @@ fn gpt2_embedding_backward_by_hand() {
     assert!(g.embedding.backward_accum.kernels.is_empty());
 }
 
+/// A Llama-family model with a tied head (Llama 3.2's and small Qwen2 configs'
+/// `tie_word_embeddings`): as GPT-2's wte, the head's gradient is added into the table's after
+/// the embedding's backward (two V×d fp32 gradients read, one written); untied, nothing is
+/// added.
+#[test]
+fn a_tied_llama_head_adds_its_gradient_into_the_table() {
+    let w = Workload {
+        batch: 1,
+        seq: 4,
+        precision: Precision::Fp32,
+        ..Workload::default()
+    };
+    let table = 32_000.0 * 2_048.0 * 4.0;
+    for tied in [false, true] {
+        let mut m = preset("tinyllama-1.1b").unwrap();
+        m.tied_embeddings = tied;
+        let g = build(
+            &m,
+            &spec(&m, MethodName::Full, &MethodOptions::default()),
+            &w,
+        );
+        let got: Vec<(&str, f64, f64)> = g
+            .embedding
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "embed_tokens")
+            .map(|k| (k.name, k.bytes_read, k.bytes_written))
+            .collect();
+        let mut want = vec![(
+            "embedding_dense_backward",
+            4.0 * 2_048.0 * 4.0 + 96.0,
+            table + 64.0,
+        )];
+        if tied {
+            want.push(("accumulate_grad", 2.0 * table, table));
+        }
+        assert_eq!(got, want, "tied {tied}");
+    }
+}
+
 /// Llama's rotary tables in a pure-bf16 model (transformers' `LlamaRotaryEmbedding.forward`),
 /// TinyLlama batch 1 × seq 4 (hd = 64): the positions (4 int64, 32 B) to fp32 (16 B);
 /// inv_freq (32 bf16, 64 B) `.float()` (128 B); inv_freq ⊗ positions (reads 128 + 16 B,
