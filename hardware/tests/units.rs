@@ -104,7 +104,9 @@ fn check(name: &str, text: &str, p: &Profile) {
     ] {
         close(&at(key), got, host(key).expect(key) * US);
     }
-    let tensor = host("optimizer-tensor-us").unwrap_or_else(|| host("cpp-op-us").unwrap());
+    let tensor = host("optimizer-tensor-us")
+        .or_else(|| host("cpp-op-us"))
+        .expect("cpp-op-us");
     close(&at("optimizer tensor"), h.optimizer_tensor_s, tensor * US);
     for (key, got) in [
         ("loop-micro-batch-us", h.loop_micro_batch_s),
@@ -130,7 +132,7 @@ fn check(name: &str, text: &str, p: &Profile) {
                 .map(|x| {
                     x.as_float()
                         .or_else(|| x.as_integer().map(|i| i as f64))
-                        .unwrap()
+                        .expect("a number")
                 })
                 .collect();
             close(&at("size"), bytes, pair[0] * MIB);
