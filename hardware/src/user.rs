@@ -331,6 +331,46 @@ mod tests {
     }
 
     #[test]
+    fn a_subsections_missing_source_is_filled_too() {
+        // A calibrated CPU profile's [efficiency.kinds] without its source: only the
+        // sub-section lacks one, and it alone makes the file a user file with a filled source.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/results/cpu/eager-2026-11-29q/cpu-calibrated.toml"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut in_kinds = false;
+        let without: String = text
+            .lines()
+            .filter(|l| {
+                if l.starts_with('[') {
+                    in_kinds = *l == "[efficiency.kinds]";
+                }
+                !(in_kinds && l.starts_with("source = "))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(without, text);
+        assert!(parse_profile(&without, "x.toml").is_err());
+        let p = parse_user_profile(&without, "x.toml").unwrap();
+        // A shared source: it names the keys the user supplied.
+        let src = source(&p, "efficiency.kinds");
+        assert!(
+            src.starts_with(&format!("{USER_SUPPLIED}: cast, ")),
+            "{src}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let text = "base = \"a100\"\n[peak]\nfp32-tflops = = 3\n";
+        let err = parse_user_profile(text, "mine.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mine.toml") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
     fn every_builtin_price_names_its_source_and_date() {
         let mut priced = 0;
         for p in builtin_profiles().unwrap() {

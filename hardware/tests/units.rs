@@ -4,7 +4,7 @@
 //! × 10¹² FLOP/s, `-gbps` × 10⁹ bytes/s, `-us` × 10⁻⁶ s), so a conversion slip in
 //! `ProfileFile::resolve` fails here rather than only as a shifted prediction downstream.
 
-use costsim_hardware::{parse_profile, Profile, BUILTIN};
+use costsim_hardware::{parse_profile, resolve_device, MathMode, Profile, BUILTIN};
 
 /// A number under `[section] key` (integers too), if present.
 fn num(v: &toml::Value, section: &str, key: &str) -> Option<f64> {
@@ -40,13 +40,14 @@ fn check(name: &str, text: &str, p: &Profile) {
         req(&v, "device", "memory-gib") * GIB,
     );
     close(&at("L2"), p.l2_bytes, req(&v, "device", "l2-mib") * MIB);
-    for (key, got) in [
-        ("fp32-tflops", p.peak_fp32_flops),
-        ("tf32-tflops", p.peak_tf32_flops),
-        ("bf16-tflops", p.peak_bf16_flops),
-        ("fp16-tflops", p.peak_fp16_flops),
+    for (key, got, mode) in [
+        ("fp32-tflops", p.peak_fp32_flops, MathMode::Fp32),
+        ("tf32-tflops", p.peak_tf32_flops, MathMode::Tf32),
+        ("bf16-tflops", p.peak_bf16_flops, MathMode::Bf16),
+        ("fp16-tflops", p.peak_fp16_flops, MathMode::Fp16),
     ] {
         close(&at(key), got, req(&v, "peak", key) * 1e12);
+        close(&at(key), p.peak_flops(mode), req(&v, "peak", key) * 1e12);
     }
     let bw = req(&v, "peak", "bandwidth-gbps") * 1e9;
     close(&at("bandwidth"), p.bandwidth_bps, bw);
@@ -79,6 +80,15 @@ fn check(name: &str, text: &str, p: &Profile) {
         close(&at("gemm floor"), p.gemm_floor_s[0], g * US);
         let bf16 = num(&v, "overheads", "gemm-floor-bf16-us").unwrap_or(g);
         close(&at("gemm floor bf16"), p.gemm_floor_s[1], bf16 * US);
+    }
+    for (i, key) in ["attention-tile-us", "attention-backward-tile-us"]
+        .into_iter()
+        .enumerate()
+    {
+        let f = num(&v, "overheads", key).unwrap_or(0.0);
+        let bf16 = num(&v, "overheads", &key.replace("-us", "-bf16-us")).unwrap_or(f);
+        close(&at(key), p.attention_tile_s[i][0], f * US);
+        close(&at(key), p.attention_tile_s[i][1], bf16 * US);
     }
     if let Some(c) = num(&v, "overheads", "optimizer-op-us") {
         let [f, b] = p.optimizer_op_s.expect("optimizer op");
@@ -162,4 +172,94 @@ fn a_calibrated_profile_says_so_and_resolves_alike() {
     let p = parse_profile(&text, path).expect("loads");
     assert!(p.is_calibrated());
     check("cpu-calibrated", &text, &p);
+}
+
+/// A built-in profile's text with `extra` lines added at the end of its `[overheads]` section.
+fn with_overheads(name: &str, extra: &str) -> String {
+    let text = BUILTIN.iter().find(|(n, _)| *n == name).expect(name).1;
+    let at = text.find("\n[host]").expect("[host]");
+    format!("{}\n{extra}{}", &text[..at], &text[at..])
+}
+
+#[test]
+fn optional_overheads_resolve_in_si_units_with_their_sources() {
+    // The GEMM floor and the attention tiles, which no built-in profile sets: with only the
+    // fp32 values the bf16 ones follow them; with both, each its own.
+    for extra in [
+        "gemm-floor-us = 3.5\ngemm-floor-source = \"t\"\nattention-tile-us = 0.25\n\
+         attention-backward-tile-us = 0.75\nattention-tile-source = \"t\"\n",
+        "gemm-floor-us = 3.5\ngemm-floor-bf16-us = 5.0\ngemm-floor-source = \"t\"\n\
+         attention-tile-us = 0.25\nattention-tile-bf16-us = 0.5\n\
+         attention-backward-tile-us = 0.75\nattention-backward-tile-bf16-us = 1.5\n\
+         attention-tile-source = \"t\"\n",
+    ] {
+        let text = with_overheads("h200", extra);
+        let p = parse_profile(&text, "test").expect("loads");
+        check("h200 with extras", &text, &p);
+        for key in ["overheads.gemm-floor", "overheads.attention-tile"] {
+            assert!(p.sources.iter().any(|(k, _)| k == key), "{key}");
+        }
+    }
+    // The bf16 floor alone still lists its source.
+    let text = with_overheads(
+        "h200",
+        "gemm-floor-bf16-us = 5.0\ngemm-floor-source = \"t\"\n",
+    );
+    let p = parse_profile(&text, "test").expect("loads");
+    close("bf16 floor alone", p.gemm_floor_s[1], 5.0 * US);
+    assert!(p.sources.iter().any(|(k, _)| k == "overheads.gemm-floor"));
+}
+
+#[test]
+fn bounds_of_names_gaps_and_dates_hold_at_their_edges() {
+    let h200 = BUILTIN.iter().find(|(n, _)| *n == "h200").expect("h200").1;
+    let named = |n: usize| {
+        h200.replacen(
+            "name = \"h200\"",
+            &format!("name = \"{}\"", "x".repeat(n)),
+            1,
+        )
+    };
+    assert!(parse_profile(&named(200), "t").is_ok());
+    let err = parse_profile(&named(201), "t").unwrap_err().to_string();
+    assert!(err.contains("at most 200 characters"), "{err}");
+    // The kernel gap: 0 to 100 µs.
+    let gap = |g: &str| h200.replacen("kernel-gap-us = 0.26", &format!("kernel-gap-us = {g}"), 1);
+    assert!(parse_profile(&gap("100.0"), "t").is_ok());
+    for bad in ["100.5", "-0.1", "nan"] {
+        let err = parse_profile(&gap(bad), "t").unwrap_err().to_string();
+        assert!(err.contains("kernel-gap-us"), "{bad}: {err}");
+    }
+    // A price's date: YYYY-MM-DD, ten characters.
+    let a100 = BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "a100-80gb-sxm")
+        .expect("a100")
+        .1;
+    let dated = |d: &str| {
+        a100.replacen(
+            "usd-per-hour-date = \"2026-11-09\"",
+            &format!("usd-per-hour-date = \"{d}\""),
+            1,
+        )
+    };
+    assert!(parse_profile(&dated("2026-11-09"), "t").is_ok());
+    for bad in ["2026/11/09", "2026-11-9", "2026-11-090", "20261-1-09"] {
+        assert!(parse_profile(&dated(bad), "t").is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_hw_argument_that_looks_like_a_path_is_read_as_a_file() {
+    // Names resolve as built-ins; anything ending in .toml or holding a path separator is a
+    // file, even when no such file exists (the error names the path, not a GPU).
+    assert_eq!(resolve_device("H200").expect("alias").name, "h200");
+    for arg in ["missing-gpu.toml", "no/such/dir", "no\\such"] {
+        let err = resolve_device(arg).unwrap_err().to_string();
+        assert!(err.contains(arg), "{arg}: {err}");
+        assert!(
+            !err.contains("unknown"),
+            "{arg} was taken for a name: {err}"
+        );
+    }
 }
