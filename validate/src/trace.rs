@@ -1298,6 +1298,16 @@ mod tests {
     }
 
     #[test]
+    fn record_function_markers_are_not_kernels() {
+        // torch.profiler's `record_function` ranges reach the dispatcher as ops; they launch
+        // nothing on the device.
+        assert!(not_a_kernel("_record_function_enter_new"));
+        assert!(not_a_kernel("_record_function_exit"));
+        assert!(!not_a_kernel("mm"));
+        assert!(!not_a_kernel("native_dropout"));
+    }
+
+    #[test]
     fn pair_error_is_relative_to_the_trace() {
         // predicted 110 against traced 100 is +10%.
         let p = Pair {

@@ -385,3 +385,218 @@ fn module_counts_equal_the_real_models() {
         }
     }
 }
+
+/// One committed trace, compared (on `hw` when given).
+fn one(
+    path: &str,
+    hw: Option<&costsim_hardware::Profile>,
+) -> (costsim_validate::trace::Trace, TraceComparison) {
+    let f = root().join(path);
+    let t = read_trace(&f).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let c = compare_trace(&t, path, hw).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (t, c)
+}
+
+/// The per-module tables add up to the phase totals computed apart from them: launches per
+/// module (both sides) to each phase's launching ops in forward and backward (which run no
+/// multi-tensor ops), saved bytes per module to the saved totals, bytes per part to the phase's.
+#[test]
+fn module_tables_add_up_to_the_phase_totals() {
+    for path in [
+        "docs/results/traces/cpu/gpt2-lora-all-d01-fp32.json",
+        "docs/results/traces/cpu/llama-paca-bf16mixed.json",
+        "docs/results/traces/cpu/gpt2-full-fp32.json",
+    ] {
+        let (t, c) = one(path, None);
+        for p in &c.phases[..2] {
+            let rows: Vec<_> = c.modules.iter().filter(|m| m.phase == p.phase).collect();
+            assert!(rows.len() > 3, "{path} {}", p.phase);
+            let pred: u64 = rows.iter().map(|m| m.predicted).sum();
+            let traced: u64 = rows.iter().map(|m| m.traced).sum();
+            assert_eq!(pred as f64, p.launches.predicted, "{path} {}", p.phase);
+            assert_eq!(traced as f64, p.launches.traced, "{path} {}", p.phase);
+            // Each row's op list counts its launches.
+            for m in &rows {
+                let count = |ops: &str| -> u64 {
+                    ops.split_whitespace()
+                        .map(|o| {
+                            o.rsplit_once('×')
+                                .expect("op×n")
+                                .1
+                                .parse::<u64>()
+                                .expect("n")
+                        })
+                        .sum()
+                };
+                assert_eq!(count(&m.traced_ops), m.traced, "{path} {}", m.module);
+                assert_eq!(count(&m.predicted_ops), m.predicted, "{path} {}", m.module);
+            }
+            let parts = costsim_validate::trace::bytes_parts(&c, p.phase).expect("bytes");
+            assert!(!parts.is_empty());
+            let read = p.bytes_read.expect("phase bytes");
+            let sum = |f: fn(&costsim_validate::trace::BytesPart) -> (f64, f64)| {
+                parts
+                    .iter()
+                    .map(f)
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+            };
+            let (pr, tr) = sum(|b| (b.read.predicted, b.read.traced));
+            assert!(
+                (pr - read.predicted).abs() <= 1e-6 * read.predicted,
+                "{path}"
+            );
+            assert!((tr - read.traced).abs() <= 1e-6 * read.traced, "{path}");
+        }
+        // Saved bytes: costsim's rows add up to its activations, the trace's (activations only,
+        // not parameters) to its saved total; the detail lists the trace's tensors by dtype.
+        let pred: f64 = c.saved_modules.iter().map(|r| r.predicted).sum();
+        let traced: f64 = c.saved_modules.iter().map(|r| r.traced).sum();
+        assert!(
+            (pred - c.saved_bytes.predicted).abs() <= 1e-6 * pred,
+            "{path}: {pred}"
+        );
+        assert_eq!(traced, t.totals.saved_activation_bytes, "{path}");
+        for r in c.saved_modules.iter().filter(|r| r.traced > 0.0) {
+            let bytes: f64 = r
+                .traced_detail
+                .split(", ")
+                .map(|d| {
+                    d.trim_end_matches(" B")
+                        .rsplit_once(' ')
+                        .expect("dtype B")
+                        .1
+                        .parse::<f64>()
+                        .expect("B")
+                })
+                .sum();
+            assert_eq!(bytes, r.traced, "{path} {}", r.module);
+        }
+    }
+}
+
+/// Timed and profiled traces compared on a profile: each phase's kernel count is the
+/// prediction's, its traced time the record's median in ms; the per-class times add up to
+/// costsim's kernel times and to the profiler's device times of the phase, and dropout is a
+/// class of its own.
+#[test]
+fn times_and_kernel_classes_add_up() {
+    let h200 = costsim_hardware::resolve_device("h200").expect("h200");
+    // The committed profiles predate per-op device times: give each op 1.5 µs a call.
+    let src = root().join("docs/results/gpu/traces/gpt2-tiny-lora-d01-bf16mixed.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&src).expect("trace")).expect("JSON");
+    for ph in v["cuda_kernels"]
+        .as_object_mut()
+        .expect("profiled")
+        .values_mut()
+    {
+        for op in ph["by_op"].as_object_mut().expect("by_op").values_mut() {
+            let calls = op["calls"].as_f64().expect("calls");
+            op["device_us"] = serde_json::json!(1.5 * calls);
+        }
+    }
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("timed-profile.json");
+    std::fs::write(&path, v.to_string()).expect("write");
+    let t = read_trace(&path).expect("trace");
+    let c = compare_trace(&t, "timed-profile", Some(&h200)).expect("compare");
+    let cfg = costsim_validate::trace::config_of(&t, "t", Some(&h200)).expect("config");
+    let p = costsim_model::predict::predict(
+        &cfg,
+        costsim_model::predict::Detail {
+            per_layer: false,
+            kernels: true,
+        },
+        None,
+    );
+    for (pc, pr) in c.phases.iter().zip(&p.phases) {
+        assert_eq!(pc.kernels, pr.launches, "{}", pc.phase);
+    }
+    let prof = t.cuda_kernels.as_ref().expect("profiled");
+    assert!(!c.kinds.is_empty());
+    for (phase, name) in [
+        (costsim_model::graph::Phase::Forward, "forward"),
+        (costsim_model::graph::Phase::Backward, "backward"),
+    ] {
+        let kinds: Vec<_> = c.kinds.iter().filter(|k| k.phase == name).collect();
+        let pred: f64 = kinds.iter().map(|k| k.time_ms.predicted).sum();
+        let want: f64 = p
+            .kernel_rows
+            .iter()
+            .flatten()
+            .filter(|k| k.phase == phase)
+            .map(|k| k.device_us / 1e3)
+            .sum();
+        assert!(
+            (pred - want).abs() <= 1e-9 * want,
+            "{name}: {pred} vs {want}"
+        );
+        let traced: f64 = kinds.iter().map(|k| k.time_ms.traced).sum();
+        let by_op: f64 = prof[name]
+            .by_op
+            .values()
+            .filter_map(|o| o.device_us)
+            .sum::<f64>()
+            / 1e3;
+        assert!(
+            (traced - by_op).abs() <= 1e-9 * by_op,
+            "{name}: {traced} vs {by_op}"
+        );
+        let calls: u64 = kinds.iter().map(|k| k.traced_ops).sum();
+        let want_calls: u64 = prof[name]
+            .by_op
+            .values()
+            .filter(|o| o.device_us.is_some())
+            .map(|o| o.calls)
+            .sum();
+        assert_eq!(calls, want_calls, "{name}");
+    }
+    let class = |kind: &str| {
+        c.kinds
+            .iter()
+            .find(|k| k.phase == "forward" && k.kind == kind)
+    };
+    assert!(class("dropout").expect("dropout").time_ms.predicted > 0.0);
+    assert!(class("elementwise").expect("elementwise").time_ms.predicted > 0.0);
+    // A timed trace's phase times: its medians in ms.
+    let h = costsim_hardware::resolve_device("h200").expect("h200");
+    let (t, c) = one(
+        "docs/results/gpu/traces/tinyllama-lora-b4s512-bf16mixed.json",
+        Some(&h),
+    );
+    let tm = t.timings.as_ref().expect("timed");
+    for (pc, s) in c.phases.iter().zip([
+        tm.forward.median_s,
+        tm.backward.median_s,
+        tm.optimizer.median_s,
+    ]) {
+        assert_eq!(pc.time_ms.expect("timed").traced, s * 1e3, "{}", pc.phase);
+    }
+    // Without a profile, no times.
+    let (_, c) = one(
+        "docs/results/gpu/traces/tinyllama-lora-b4s512-bf16mixed.json",
+        None,
+    );
+    assert!(c.phases.iter().all(|p| p.time_ms.is_none()) && c.kinds.is_empty());
+}
+
+/// A trace's own rank, alpha and clipping set the configuration (the committed traces use
+/// the defaults, which hide a rank or alpha dropped on the way).
+#[test]
+fn a_traces_rank_alpha_and_clipping_are_its_own() {
+    let f = root().join("docs/results/traces/cpu/gpt2-lora-all-fp32.json");
+    let mut t = read_trace(&f).expect("trace");
+    t.method.rank = 4;
+    t.method.alpha = 8.0;
+    t.workload.clip_grad_norm = 0.0;
+    let cfg = costsim_validate::trace::config_of(&t, "t", None).expect("config");
+    assert_eq!(cfg.method.rank, 4);
+    assert_eq!(cfg.method.alpha, 8.0);
+    assert!(!cfg.workload.grad_clip);
+    t.workload.clip_grad_norm = 1.0;
+    assert!(
+        costsim_validate::trace::config_of(&t, "t", None)
+            .expect("config")
+            .workload
+            .grad_clip
+    );
+}
