@@ -456,6 +456,27 @@ fn module_tables_add_up_to_the_phase_totals() {
             "{path}: {pred}"
         );
         assert_eq!(traced, t.totals.saved_activation_bytes, "{path}");
+        // The detail's tensor counts: the trace's saved activation tensors.
+        let tensors: u64 = t.saved.iter().filter(|r| !r.param).map(|r| r.tensors).sum();
+        let listed: u64 = c
+            .saved_modules
+            .iter()
+            .filter(|r| r.traced > 0.0)
+            .flat_map(|r| {
+                r.traced_detail
+                    .split(", ")
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .map(|d| {
+                d.split_once('×')
+                    .expect("n×dtype")
+                    .0
+                    .parse::<u64>()
+                    .expect("n")
+            })
+            .sum();
+        assert_eq!(listed, tensors, "{path}");
         for r in c.saved_modules.iter().filter(|r| r.traced > 0.0) {
             let bytes: f64 = r
                 .traced_detail
@@ -599,4 +620,10 @@ fn a_traces_rank_alpha_and_clipping_are_its_own() {
             .workload
             .grad_clip
     );
+    // Rank and alpha 0 stand for the method's defaults (LoRA: rank 8, alpha 32, as peft's
+    // scripts run it: trace_step.py's default).
+    t.method.rank = 0;
+    t.method.alpha = 0.0;
+    let cfg = costsim_validate::trace::config_of(&t, "t", None).expect("config");
+    assert_eq!((cfg.method.rank, cfg.method.alpha), (8, 32.0));
 }
