@@ -94,6 +94,23 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_is_named_in_mib_when_it_is_whole_mib() {
+        let p = dir().join("two-mib-and-one.json");
+        std::fs::write(&p, vec![b' '; (2 << 20) + 1]).expect("write");
+        for (cap, named) in [
+            (2u64 << 20, "above the 2 MiB"),
+            (1 << 20, "above the 1 MiB"),
+            ((1 << 20) + 1, "above the 1048577 bytes"),
+            (1000, "above the 1000 bytes"),
+        ] {
+            let err = read_text_capped(&p, "record", cap).unwrap_err().to_string();
+            assert!(err.contains(named), "{cap}: {err}");
+        }
+        // At the cap exactly the file is read.
+        assert!(read_text_capped(&p, "record", (2 << 20) + 1).is_ok());
+    }
+
+    #[test]
     fn refuses_a_directory_before_opening_it() {
         let err = read_text(&dir(), "profile").unwrap_err().to_string();
         assert!(err.contains("is a directory, not a regular file"), "{err}");
