@@ -415,8 +415,14 @@ fn module_tables_add_up_to_the_phase_totals() {
             let traced: u64 = rows.iter().map(|m| m.traced).sum();
             assert_eq!(pred as f64, p.launches.predicted, "{path} {}", p.phase);
             assert_eq!(traced as f64, p.launches.traced, "{path} {}", p.phase);
-            // Each row's op list counts its launches.
+            // Each row's op list counts its launches: launching ops only, no multi-tensor ones.
             for m in &rows {
+                assert!(
+                    !m.traced_ops.contains("×0") && !m.traced_ops.contains("_foreach_"),
+                    "{path} {}: {}",
+                    m.module,
+                    m.traced_ops
+                );
                 let count = |ops: &str| -> u64 {
                     ops.split_whitespace()
                         .map(|o| {
@@ -493,6 +499,28 @@ fn module_tables_add_up_to_the_phase_totals() {
             assert_eq!(bytes, r.traced, "{path} {}", r.module);
         }
     }
+}
+
+/// A trace whose ops lack their bytes written (one op suffices) compares no bytes at all,
+/// rather than sums with holes.
+#[test]
+fn bytes_are_compared_only_when_every_op_has_them() {
+    let src = root().join("docs/results/traces/cpu/gpt2-lora-all-fp32.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&src).expect("trace")).expect("JSON");
+    let ops = v["ops"].as_array_mut().expect("ops");
+    assert!(ops.iter().all(|o| o.get("written_bytes").is_some()));
+    ops[0].as_object_mut().expect("op").remove("written_bytes");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-written.json");
+    std::fs::write(&path, v.to_string()).expect("write");
+    let t = read_trace(&path).expect("trace");
+    let c = compare_trace(&t, "no-written", None).expect("compare");
+    assert!(c
+        .modules
+        .iter()
+        .all(|m| m.bytes_read.is_none() && m.bytes_written.is_none()));
+    assert!(c.phases.iter().all(|p| p.bytes_read.is_none()));
+    assert!(costsim_validate::trace::bytes_parts(&c, "forward").is_none());
 }
 
 /// Timed and profiled traces compared on a profile: each phase's kernel count is the
