@@ -254,11 +254,10 @@ pub enum AdapterDtypeArg {
     Base,
 }
 
-#[derive(Debug, Args)]
-pub struct PredictArgs {
-    /// GPU: a built-in name or alias (see `costsim hardware`) or a profile file (.toml).
-    #[arg(long)]
-    pub hw: String,
+/// Which model: a built-in one or a Hugging Face config.json (predict, fit, crossover and the
+/// charts share it).
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
     /// Built-in model (see `costsim models`).
     #[arg(
         long,
@@ -269,6 +268,26 @@ pub struct PredictArgs {
     /// A Hugging Face config.json (model_type gpt2, llama, mistral or qwen2).
     #[arg(long, value_name = "FILE")]
     pub model_config: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model named, or read from its config.json; a usage error otherwise.
+    pub fn resolve(&self) -> Result<ModelConfig> {
+        match (&self.model, &self.model_config) {
+            (_, Some(path)) => arch::from_hf_config(path).map_err(usage),
+            (Some(name), None) => arch::preset(name).map_err(usage),
+            (None, None) => Err(usage("pass --model NAME or --model-config FILE")),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// GPU: a built-in name or alias (see `costsim hardware`) or a profile file (.toml).
+    #[arg(long)]
+    pub hw: String,
+    #[command(flatten)]
+    pub source: ModelArgs,
     /// Fine-tuning method.
     #[arg(long, value_enum, default_value_t = MethodArg::All)]
     pub method: MethodArg,
@@ -461,11 +480,7 @@ impl MethodArg {
 
 impl PredictArgs {
     pub fn model(&self) -> Result<ModelConfig> {
-        match (&self.model, &self.model_config) {
-            (_, Some(path)) => arch::from_hf_config(path).map_err(usage),
-            (Some(name), None) => arch::preset(name).map_err(usage),
-            (None, None) => Err(usage("pass --model NAME or --model-config FILE")),
-        }
+        self.source.resolve()
     }
 
     /// The run `--tokens` or `--samples` asks for: at least one token or sample.

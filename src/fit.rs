@@ -3,7 +3,7 @@
 //! are the memory model's (costsim-model `fit`, `predict::Memory`); the step time shown beside
 //! each answer is `costsim predict`'s at that size.
 
-use crate::cli::{MethodArg, PrecisionArg, PredictArgs, TrainingArgs};
+use crate::cli::{MethodArg, ModelArgs, PrecisionArg, PredictArgs, TrainingArgs};
 use crate::errors::usage_error;
 use crate::render::{csv_text, md_table, num, text_table, Format};
 use anyhow::Result;
@@ -12,7 +12,6 @@ use costsim_hardware::Profile;
 use costsim_model::fit::{self, Axis};
 use costsim_model::{predict, Config, Detail};
 use serde::Serialize;
-use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum FindArg {
@@ -37,16 +36,8 @@ pub struct FitArgs {
     /// GPU).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub hw: Vec<String>,
-    /// Built-in model (see `costsim models`).
-    #[arg(
-        long,
-        required_unless_present = "model_config",
-        conflicts_with = "model_config"
-    )]
-    pub model: Option<String>,
-    /// A Hugging Face config.json.
-    #[arg(long, value_name = "FILE")]
-    pub model_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: ModelArgs,
     #[arg(long, value_enum, default_value_t = MethodArg::All)]
     pub method: MethodArg,
     /// LoRA rank or PaCA column count (with --method all, the LoRA reference rank).
@@ -123,8 +114,7 @@ fn profiles(names: &[String]) -> Result<Vec<Profile>> {
 fn configs(args: FitArgs, batch: u64, seq: u64, hw: &str) -> Result<Vec<Config>> {
     let p = PredictArgs {
         hw: hw.to_string(),
-        model: args.model,
-        model_config: args.model_config,
+        source: args.source,
         method: args.method,
         rank: args.rank,
         train_layers: args.train_layers,

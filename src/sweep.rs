@@ -4,7 +4,7 @@
 //! whatever the grid; table and Markdown hold every row and are capped at [`MAX_TABLE_POINTS`].
 //! A progress bar on a terminal. Also `costsim crossover`, which shares the axis syntax.
 
-use crate::cli::{MethodArg, PrecisionArg, TrainingArgs};
+use crate::cli::{MethodArg, ModelArgs, PrecisionArg, TrainingArgs};
 use crate::errors::usage_error;
 use crate::render::{csv_line, md_table, num, text_table, Format};
 use anyhow::Result;
@@ -457,16 +457,8 @@ pub enum AxisArg {
 
 #[derive(Debug, Args)]
 pub struct CrossoverArgs {
-    /// Built-in model (see `costsim models`).
-    #[arg(
-        long,
-        required_unless_present = "model_config",
-        conflicts_with = "model_config"
-    )]
-    pub model: Option<String>,
-    /// A Hugging Face config.json.
-    #[arg(long, value_name = "FILE")]
-    pub model_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: ModelArgs,
     /// GPU: a built-in name or alias, or a profile file.
     #[arg(long)]
     pub hw: String,
@@ -498,11 +490,7 @@ pub struct CrossoverArgs {
 /// Resolve the arguments into a search.
 pub fn search(args: &CrossoverArgs) -> Result<costsim_model::crossover::Search> {
     use costsim_model::crossover::{Axis, Search};
-    let model = match (&args.model, &args.model_config) {
-        (_, Some(p)) => arch::from_hf_config(p).map_err(usage_error)?,
-        (Some(m), None) => arch::preset(m).map_err(usage_error)?,
-        (None, None) => return Err(usage_error("pass --model NAME or --model-config FILE")),
-    };
+    let model = args.source.resolve()?;
     let hw = costsim_hardware::resolve_device(&args.hw).map_err(usage_error)?;
     let axis = match args.vary {
         AxisArg::Seq => Axis::Seq,
