@@ -389,6 +389,23 @@ fn tallest(stacks: &[(String, Vec<f64>)]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// A breakdown panel's stacks by bound (compute, memory, launch, host wait), per scope, from
+/// the chart's data.
+fn bound_stacks(scopes: &[Value]) -> Vec<(String, Vec<f64>)> {
+    [
+        ("compute", "compute_ms"),
+        ("memory", "memory_ms"),
+        ("launch", "launch_ms"),
+        ("host wait", "host_wait_ms"),
+    ]
+    .iter()
+    .map(|(label, key)| {
+        let values = scopes.iter().map(|s| s[key].as_f64().unwrap()).collect();
+        (label.to_string(), values)
+    })
+    .collect()
+}
+
 fn predict_json(args: &[&str]) -> Value {
     let mut a = vec!["predict", "--format", "json"];
     a.extend_from_slice(args);
@@ -530,18 +547,7 @@ fn breakdown_of_a_deep_model_labels_every_other_scope() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
     let scopes = v["methods"][0][1].as_array().unwrap();
     assert_eq!(scopes.len(), 36);
-    let bounds: Vec<(String, Vec<f64>)> = [
-        ("compute", "compute_ms"),
-        ("memory", "memory_ms"),
-        ("launch", "launch_ms"),
-        ("host wait", "host_wait_ms"),
-    ]
-    .iter()
-    .map(|(label, key)| {
-        let values = scopes.iter().map(|s| s[key].as_f64().unwrap()).collect();
-        (label.to_string(), values)
-    })
-    .collect();
+    let bounds = bound_stacks(scopes);
     let cats: Vec<String> = scopes
         .iter()
         .enumerate()
@@ -641,18 +647,7 @@ fn breakdown_panels_draw_each_method_s_scopes_on_their_own_scale() {
         assert!(
             kinds.len() >= 3 && kinds.len() < scopes[0]["by_kind_ms"].as_array().unwrap().len()
         );
-        let bounds: Vec<(String, Vec<f64>)> = [
-            ("compute", "compute_ms"),
-            ("memory", "memory_ms"),
-            ("launch", "launch_ms"),
-            ("host wait", "host_wait_ms"),
-        ]
-        .iter()
-        .map(|(label, key)| {
-            let values = scopes.iter().map(|s| s[key].as_f64().unwrap()).collect();
-            (label.to_string(), values)
-        })
-        .collect();
+        let bounds = bound_stacks(scopes);
         // The bounds add up to predict's step time.
         let total: f64 = bounds.iter().flat_map(|b| &b.1).sum();
         let step = pred["step_ms"].as_f64().unwrap();
