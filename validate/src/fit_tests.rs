@@ -23,6 +23,78 @@ mod tests {
         assert!((x[0] - 1.5).abs() < 1e-10, "{x}");
     }
 
+    /// NNLS by exhaustion: of the least-squares fits on every subset of the columns whose
+    /// coefficients are all positive (zero elsewhere), the one of smallest residual.
+    fn nnls_by_exhaustion(a: &DMatrix<f64>, b: &DVector<f64>) -> DVector<f64> {
+        let n = a.ncols();
+        let mut best = (b.norm_squared(), DVector::zeros(n));
+        for mask in 1u32..(1 << n) {
+            let idx: Vec<usize> = (0..n).filter(|j| mask & (1 << j) != 0).collect();
+            let sub = DMatrix::from_fn(a.nrows(), idx.len(), |i, k| a[(i, idx[k])]);
+            let Some(z) = (sub.transpose() * &sub).lu().solve(&(sub.transpose() * b)) else {
+                continue;
+            };
+            if z.iter().any(|v| *v <= 0.0) {
+                continue;
+            }
+            let mut x = DVector::zeros(n);
+            for (k, &j) in idx.iter().enumerate() {
+                x[j] = z[k];
+            }
+            let r = (b - a * &x).norm_squared();
+            if r < best.0 {
+                best = (r, x);
+            }
+        }
+        best.1
+    }
+
+    #[test]
+    fn nnls_matches_an_exhaustive_search() {
+        // Pseudo-random problems (a fixed linear congruential sequence), 1 to 12 columns, with
+        // right-hand sides that make some unconstrained coefficients negative: the active-set
+        // loop must step back to the boundary, and a 12-column problem needs more passes than a
+        // small one.
+        let mut state = 12_345u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        };
+        let mut stepped_back = 0;
+        for n in 1..=12usize {
+            for _ in 0..6 {
+                let m = n + 5;
+                let a = DMatrix::from_fn(m, n, |_, _| next() + 1.2);
+                let b = DVector::from_fn(m, |_, _| next() * 3.0 + 1.0);
+                let x = nnls(&a, &b);
+                let want = nnls_by_exhaustion(&a, &b);
+                for j in 0..n {
+                    assert!(x[j] >= 0.0, "n {n}: {x}");
+                    assert!(
+                        (x[j] - want[j]).abs() <= 1e-7 * (1.0 + want[j].abs()),
+                        "n {n}: nnls {x} vs exhaustive {want}"
+                    );
+                }
+                // The unconstrained fit has a negative coefficient: NNLS had work to do.
+                if let Some(z) = (a.transpose() * &a).lu().solve(&(a.transpose() * &b)) {
+                    if z.iter().any(|v| *v < 0.0) {
+                        stepped_back += 1;
+                    }
+                }
+            }
+        }
+        assert!(stepped_back >= 10, "{stepped_back}");
+        // All coefficients positive at the optimum of a 12-column problem: every column joins.
+        let a = DMatrix::from_fn(20, 12, |i, j| {
+            1.0 + ((i * 7 + j * 3) % 11) as f64 + (i == j) as u8 as f64 * 5.0
+        });
+        let truth = DVector::from_fn(12, |j, _| 1.0 + j as f64);
+        let x = nnls(&a, &(&a * &truth));
+        assert!((x - truth).norm() < 1e-8);
+    }
+
     #[test]
     fn linear_fit_finds_rate_and_fixed_cost_with_tight_intervals() {
         // t = bytes / 20 GB/s + 5 µs per op, with ±1% alternating noise.
@@ -898,5 +970,58 @@ mod toml_safety_tests {
             "{:?}",
             p.host
         );
+    }
+
+    #[test]
+    fn a_samples_spread_decides_whether_it_is_used() {
+        let mut run = saved_run();
+        let i = run
+            .samples
+            .iter()
+            .position(|s| s.bench == Bench::Elementwise && s.dtype == "fp32" && s.stable())
+            .expect("a stable elementwise sample");
+        // Ten timings, 1 ms apart from the top one: p10 = 1, median = 1, p90 = 1 + 0.1·(top − 1).
+        let ms = |top: f64| {
+            let mut v = vec![1e-3; 9];
+            v.push(top * 1e-3);
+            Stats::from_seconds(&v)
+        };
+        run.samples[i].stats = ms(3.5); // p90 1.25: spread 0.25, at the limit, stable
+        assert!((run.samples[i].spread() - 0.25).abs() < 1e-12);
+        assert!(run.samples[i].stable());
+        let cal = calibrate(&run, &base(), "t").expect("fit");
+        let n_stable = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "elementwise fp32")
+            .expect("fit")
+            .n;
+        run.samples[i].stats = ms(3.6); // p90 1.26: spread 0.26, unstable
+        assert!(!run.samples[i].stable());
+        let cal = calibrate(&run, &base(), "t").expect("fit");
+        let n = cal
+            .fits
+            .iter()
+            .find(|f| f.what == "elementwise fp32")
+            .expect("fit")
+            .n;
+        assert_eq!(n + 1, n_stable);
+        let name = format!("{} {}", run.samples[i].name, run.samples[i].dtype);
+        let (_, spread) = cal
+            .unstable
+            .iter()
+            .find(|(u, _)| *u == name)
+            .expect("listed");
+        assert!((spread - 0.26).abs() < 1e-9, "{spread}");
+    }
+
+    #[test]
+    fn a_samples_op_count_is_bounded() {
+        let run = saved_run();
+        let mut s = run.samples[0].clone();
+        s.ops = 1_000_000;
+        assert!(s.check().is_ok());
+        s.ops = 1_000_001;
+        assert!(s.check().unwrap_err().contains("at most 1000000"));
     }
 }
