@@ -96,6 +96,47 @@ mod tests {
     }
 
     #[test]
+    fn a_one_term_fit_by_hand() {
+        // t = c·x through (1, 1), (2, 2), (3, 3.3), rows weighted by 1/t: a = x/t =
+        // (1, 1, 1/1.1), b = 1. Least squares without intercept: c = Σa / Σa²; residuals
+        // r = 1 − a·c; R² uncentred (every target is 1): 1 − RSS / n; the 95% interval
+        // t(0.975, n − 1) · √(RSS / (n − 1) / Σa²), t(0.975, 2) = 4.302652729911275 (tables).
+        let rows = vec![(vec![1.0], 1.0), (vec![2.0], 2.0), (vec![3.0], 3.3)];
+        let f = fit_linear("one", vec!["s per x"], &rows).expect("fits");
+        let a = [1.0, 1.0, 1.0 / 1.1];
+        let (sa, saa): (f64, f64) = (a.iter().sum(), a.iter().map(|v| v * v).sum());
+        let c = sa / saa;
+        let r: Vec<f64> = a.iter().map(|v| 1.0 - v * c).collect();
+        let rss: f64 = r.iter().map(|v| v * v).sum();
+        let close = |got: f64, want: f64| (got - want).abs() <= 1e-9 * want.abs().max(1e-12);
+        assert!(close(f.coef[0], c), "{f:?}");
+        assert!(close(f.r2, 1.0 - rss / 3.0), "{f:?}");
+        assert!(
+            close(f.worst_rel, r[2].abs()) && r[2].abs() > r[0].abs(),
+            "{f:?}"
+        );
+        let ci = 4.302652729911275 * (rss / 2.0 / saa).sqrt();
+        assert!(close(f.ci95[0], ci), "{} vs {ci}", f.ci95[0]);
+        assert_eq!(f.n, 3);
+        // A second term the data push below zero is clamped: coefficient 0, no interval, and
+        // the first term's interval has one more degree of freedom.
+        let rows2: Vec<(Vec<f64>, f64)> = rows
+            .iter()
+            .zip([3.0, 2.0, 1.0])
+            .map(|((x, t), z)| (vec![x[0], z], *t))
+            .collect();
+        let f2 = fit_linear("two", vec!["s per x", "s per z"], &rows2).expect("fits");
+        // (Unconstrained, z's coefficient is −0.027.)
+        assert_eq!(f2.coef[1], 0.0, "{f2:?}");
+        assert!(f2.ci95[1].is_nan());
+        assert!(close(f2.coef[0], c));
+        assert!(close(f2.ci95[0], ci), "{f2:?}");
+        // Fewer rows than terms: no fit.
+        assert!(fit_linear("few", vec!["a", "b"], &rows[..1]).is_none());
+        assert!(fit_linear("none", vec!["a"], &[]).is_none());
+    }
+
+    #[test]
     fn linear_fit_finds_rate_and_fixed_cost_with_tight_intervals() {
         // t = bytes / 20 GB/s + 5 µs per op, with ±1% alternating noise.
         let rows: Vec<(Vec<f64>, f64)> = (0..12)

@@ -265,6 +265,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_holds_one_to_two_thousand_records() {
+        assert!(file(vec![record(); 2_000]).check("f").is_ok());
+        let err = file(vec![record(); 2_001])
+            .check("f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2001 records"), "{err}");
+        assert!(file(vec![]).check("f").is_err());
+    }
+
+    #[test]
+    fn the_spread_of_a_zero_median_is_zero() {
+        let z = Stats::from_seconds(&[0.0, 0.0, 0.0]);
+        assert_eq!(z.spread(), 0.0);
+        // p10 1, median 1, p90 1.2 of ten timings with the largest at 3 ms: 0.2.
+        let mut v = vec![1e-3; 9];
+        v.push(3e-3);
+        assert!((Stats::from_seconds(&v).spread() - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
     fn quantiles() {
         let s = Stats::from_seconds(&[0.004, 0.001, 0.003, 0.002, 0.005]);
         assert_eq!(s.median_ms, 3.0);
