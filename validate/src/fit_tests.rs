@@ -131,7 +131,13 @@ mod tests {
         assert!(f2.ci95[1].is_nan());
         assert!(close(f2.coef[0], c));
         assert!(close(f2.ci95[0], ci), "{f2:?}");
-        // Fewer rows than terms: no fit.
+        // As many rows as terms: an exact fit (the optimizer's rate at one tensor size is one
+        // sample's); fewer: no fit.
+        let exact = fit_linear("exact", vec!["s per x"], &rows[2..]).expect("exact");
+        assert!(
+            close(exact.coef[0], 1.1) && close(exact.r2, 1.0),
+            "{exact:?}"
+        );
         assert!(fit_linear("few", vec!["a", "b"], &rows[..1]).is_none());
         assert!(fit_linear("none", vec!["a"], &[]).is_none());
     }
