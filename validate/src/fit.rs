@@ -299,15 +299,9 @@ pub fn fit_linear(what: &str, names: Vec<&'static str>, rows: &[(Vec<f64>, f64)]
     let pred = &a * &coef;
     let resid = &b - &pred;
     let rss = resid.norm_squared();
-    let mean = b.mean();
-    let tss: f64 = b.iter().map(|v| (v - mean).powi(2)).sum();
-    // Every weighted target is 1, so TSS is 0: use the uncentred R² (1 − RSS / Σb²), the share
-    // of the (relative) times the model explains.
-    let r2 = if tss > 0.0 {
-        1.0 - rss / tss
-    } else {
-        1.0 - rss / b.norm_squared()
-    };
+    // Every weighted target is 1, so the centred total sum of squares is 0: R² is the
+    // uncentred one (1 − RSS / Σb²), the share of the (relative) times the model explains.
+    let r2 = 1.0 - rss / b.norm_squared();
     let active: Vec<usize> = (0..p).filter(|&j| coef[j] > 0.0).collect();
     let mut ci95 = vec![f64::NAN; p];
     let dof = n as f64 - active.len() as f64;
