@@ -32,6 +32,36 @@ pub fn stdout_ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).expect("utf-8")
 }
 
+/// `costsim predict --format json` with `args`, parsed (asserting exit 0).
+pub fn predict_json(args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["predict", "--format", "json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&stdout_ok(&a)).expect("json")
+}
+
+/// `costsim predict --format json` of one sweep or chart point (rank passed except to full
+/// fine-tuning); its single prediction.
+pub fn predict_point(
+    model: &str,
+    hw: &str,
+    method: &str,
+    rank: u64,
+    batch: u64,
+    seq: u64,
+) -> serde_json::Value {
+    let (rank, batch, seq) = (rank.to_string(), batch.to_string(), seq.to_string());
+    let mut a = vec![
+        "--model", model, "--hw", hw, "--method", method, "--batch", &batch, "--seq", &seq,
+    ];
+    if method != "full" {
+        a.extend_from_slice(&["--rank", &rank]);
+    }
+    let v = predict_json(&a);
+    let preds = v["predictions"].as_array().expect("predictions");
+    assert_eq!(preds.len(), 1, "{a:?}");
+    preds[0].clone()
+}
+
 /// Assert that `args` is refused as a usage error: exit 2, no panic, and stderr naming every
 /// one of `needles` (the problem and its fix).
 pub fn usage_error(args: &[&str], needles: &[&str]) {

@@ -1,0 +1,289 @@
+//! `costsim sweep` and `costsim crossover` end to end: every sweep row equals `costsim predict`
+//! of its point, files are written atomically, bad ranges are usage errors, and a crossover is
+//! found and explained where single predictions put it.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test, with its location
+
+mod common;
+
+use common::{costsim, csv_records, f, predict_json, predict_point, stdout_ok as ok, tmp_in};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn tmp(name: &str) -> PathBuf {
+    tmp_in("sweep-cli", name)
+}
+
+/// A sweep row (CSV cells or JSON fields, read by name through `num` / `text`) against
+/// `costsim predict` of the same point, field by field. `tol` is the absolute tolerance of the
+/// millisecond columns (CSV keeps 6 decimals), relative where `None`.
+fn assert_row_matches_predict(
+    num: &dyn Fn(&str) -> f64,
+    text: &dyn Fn(&str) -> String,
+    tol: Option<f64>,
+) {
+    let p = predict_point(
+        &text("model"),
+        &text("hw"),
+        &text("method"),
+        num("rank") as u64,
+        num("batch") as u64,
+        num("seq") as u64,
+    );
+    let id = format!(
+        "{} {} {} r{} {}x{}",
+        text("model"),
+        text("hw"),
+        text("method"),
+        text("rank"),
+        text("batch"),
+        text("seq")
+    );
+    for col in ["step_ms", "forward_ms", "backward_ms", "optimizer_ms"] {
+        let (got, want) = (num(col), p[col].as_f64().unwrap());
+        let ok = match tol {
+            Some(t) => (got - want).abs() <= t,
+            None => (got - want).abs() <= 1e-9 * want.abs(),
+        };
+        assert!(ok, "{id}: {col} {got} vs predict {want}");
+    }
+    let tps = p["tokens_per_s"].as_f64().unwrap();
+    assert!(
+        (num("tokens_per_s") - tps).abs() <= 0.5 + 1e-9 * tps,
+        "{id}: tokens_per_s"
+    );
+    let gib = p["peak_memory_bytes"].as_f64().unwrap() / 1073741824.0;
+    assert!(
+        (num("peak_memory_gib") - gib).abs() <= 0.005 + 1e-9 * gib,
+        "{id}: peak"
+    );
+    assert_eq!(
+        num("trainable_params"),
+        p["trainable_params"].as_f64().unwrap(),
+        "{id}"
+    );
+    assert_eq!(num("rank"), p["rank"].as_f64().unwrap(), "{id}");
+    assert_eq!(
+        text("train_layers"),
+        p["trained_layers"].as_str().unwrap(),
+        "{id}"
+    );
+    assert_eq!(
+        text("dominant_bound"),
+        p["dominant_bound"].as_str().unwrap(),
+        "{id}"
+    );
+    // grad_accum 1: forward + backward + optimizer launches.
+    let k = &p["kernels"];
+    let launches = ["forward", "backward", "optimizer"]
+        .iter()
+        .map(|ph| k[ph].as_f64().unwrap())
+        .sum::<f64>();
+    assert_eq!(num("kernels_per_step"), launches, "{id}");
+    let status = if p["fits"].as_bool().unwrap() {
+        "ok"
+    } else {
+        "out-of-memory"
+    };
+    assert_eq!(text("status"), status, "{id}");
+}
+
+#[test]
+fn sweep_csv_has_one_row_per_point() {
+    let csv = ok(&[
+        "sweep",
+        "--model",
+        "gpt2,tinyllama-1.1b",
+        "--hw",
+        "a100,l4",
+        "--method",
+        "full,lora",
+        "--seq",
+        "512..2048:x2",
+        "--batch",
+        "1,4",
+        "--rank",
+        "8,16",
+        "--format",
+        "csv",
+    ]);
+    assert!(csv.starts_with("model,hw,method,batch,seq,rank,"));
+    let recs = csv_records(&csv);
+    // full: 1 rank, lora: 2 → 3 × 2 models × 2 hw × 3 seq × 2 batch = 72 points, each once.
+    assert_eq!(recs.len(), 72);
+    let mut points: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            ["model", "hw", "method", "batch", "seq", "rank"]
+                .map(|c| common::s(r, c).to_string())
+                .join(" ")
+        })
+        .collect();
+    points.sort();
+    points.dedup();
+    assert_eq!(points.len(), 72);
+    // gpt2 has 1024 positions: seq 2048 rows are invalid and say why; every other row is a
+    // prediction.
+    for r in &recs {
+        let seq = f(r, "seq");
+        let gpt2 = common::s(r, "model") == "gpt2";
+        if gpt2 && seq == 2048.0 {
+            assert_eq!(common::s(r, "status"), "invalid", "{r:?}");
+            assert!(common::s(r, "message").contains("positions"), "{r:?}");
+            assert_eq!(common::s(r, "step_ms"), "", "an empty field, not \"-\"");
+        } else {
+            assert_ne!(common::s(r, "status"), "invalid", "{r:?}");
+            assert_eq!(common::s(r, "message"), "");
+        }
+        assert_eq!(common::s(r, "precision"), "bf16-mixed");
+        let rank = f(r, "rank");
+        match common::s(r, "method") {
+            "full" => assert_eq!(rank, 0.0),
+            "lora" => assert!(rank == 8.0 || rank == 16.0),
+            m => panic!("unexpected method {m}"),
+        }
+    }
+    assert_eq!(
+        recs.iter()
+            .filter(|r| common::s(r, "status") == "invalid")
+            .count(),
+        3 * 2 * 2
+    );
+    // Every valid point agrees with `costsim predict`, column by column (six decimals).
+    for r in recs.iter().filter(|r| common::s(r, "status") != "invalid") {
+        assert_row_matches_predict(
+            &|c| f(r, c),
+            &|c| common::s(r, c).to_string(),
+            Some(5e-7 + 1e-6),
+        );
+    }
+}
+
+#[test]
+fn sweep_writes_json_atomically_and_rejects_bad_ranges() {
+    let out = tmp("sweep.json");
+    let o = costsim(&[
+        "sweep",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--seq",
+        "128..512:+128",
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut t = out.as_os_str().to_owned();
+    t.push(".tmp");
+    assert!(!PathBuf::from(t).exists(), "no temporary file left");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    // 4 seq values × (full + 4 ranked methods with one rank each).
+    assert_eq!(rows.len(), 4 * 5);
+    let seqs: Vec<u64> = rows.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    for s in [128, 256, 384, 512] {
+        assert_eq!(seqs.iter().filter(|&&x| x == s).count(), 5, "seq {s}");
+    }
+    // Every row agrees with `costsim predict` of its point, field by field.
+    for r in rows {
+        assert_eq!(r["precision"], "bf16-mixed");
+        assert_row_matches_predict(
+            &|c| r[c].as_f64().unwrap_or_else(|| panic!("{c} in {r}")),
+            &|c| match &r[c] {
+                Value::String(s) => s.clone(),
+                x => x.to_string(),
+            },
+            None,
+        );
+    }
+    for bad in ["4..1", "1..8:x1", "a"] {
+        let o = costsim(&["sweep", "--model", "gpt2", "--hw", "a100", "--seq", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--seq"));
+    }
+}
+
+#[test]
+fn crossover_finds_and_explains_the_seq_crossing() {
+    // A hand-written loop: under a Trainer LoRA is slower throughout (README).
+    let text = ok(&[
+        "crossover",
+        "--model",
+        "gpt2-medium",
+        "--hw",
+        "a100",
+        "--vary",
+        "seq",
+        "--loop",
+        "bare",
+    ]);
+    assert!(text.contains("LoRA vs full"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Crossover between seq") && l.contains("slower than full"))
+        .expect("a crossing where LoRA becomes slower than full");
+    assert!(line.contains("LoRA becomes slower than full"), "{line}");
+    assert!(text.contains("Driven by adapter kernels"), "{text}");
+    let v: Value = serde_json::from_str(&ok(&[
+        "crossover",
+        "--model",
+        "gpt2-medium",
+        "--hw",
+        "a100",
+        "--vary",
+        "seq",
+        "--loop",
+        "bare",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    // The crossing where LoRA becomes slower than full fine-tuning (ratio rises through 1).
+    let x = v["comparisons"][0]["crossings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ratio_before"].as_f64().unwrap() < 1.0)
+        .expect("a crossing where LoRA becomes slower");
+    let (before, after) = (x["before"].as_u64().unwrap(), x["after"].as_u64().unwrap());
+    assert_eq!(after, before + 1);
+    // Check the bracket with two direct predictions on either side.
+    let ratio = |seq: u64| {
+        let s = seq.to_string();
+        let l = predict_json(&[
+            "--model",
+            "gpt2-medium",
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+            "--seq",
+            &s,
+            "--loop",
+            "bare",
+        ]);
+        let f = predict_json(&[
+            "--model",
+            "gpt2-medium",
+            "--hw",
+            "a100",
+            "--method",
+            "full",
+            "--seq",
+            &s,
+            "--loop",
+            "bare",
+        ]);
+        l["predictions"][0]["step_ms"].as_f64().unwrap()
+            / f["predictions"][0]["step_ms"].as_f64().unwrap()
+    };
+    assert!(ratio(before) < 1.0 && ratio(after) >= 1.0);
+}
