@@ -291,13 +291,11 @@ fn insert_into_section(text: &str, section: &str, insert: &str) -> String {
         out.push_str(line);
         out.push('\n');
     }
-    if inside && !done {
-        out.push_str(insert);
-        done = true;
-    }
     if !done {
-        out.push_str(section);
-        out.push('\n');
+        if !inside {
+            out.push_str(section);
+            out.push('\n');
+        }
         out.push_str(insert);
     }
     out
