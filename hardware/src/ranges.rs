@@ -191,6 +191,25 @@ mod tests {
     }
 
     #[test]
+    fn memory_and_l2_go_down_to_one_mebibyte_and_one_kibibyte() {
+        // The lower edges are fractions (1/1024 GiB, 1/1024 MiB): a value just above each is
+        // accepted and one just below refused.
+        for (range, key) in [(MEMORY_GIB, "device.memory-gib"), (L2_MIB, "device.l2-mib")] {
+            assert!(
+                (range.min - 1.0 / 1024.0).abs() < 1e-15,
+                "{key}: {}",
+                range.min
+            );
+            assert!(range.check(key, 0.001).is_ok(), "{key}");
+            let err = range.check(key, 0.0009).unwrap_err();
+            assert!(
+                err.contains(key) && err.contains("between 0.0009765625"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn gemm_narrow_fills_are_optional_sourced_and_checked_per_class() {
         let floor = "launch-floor-us = 1.3";
         let p = parse_profile(&with(floor, floor), "h200.toml").unwrap();
