@@ -745,14 +745,15 @@ fn heatmap_chart_with_contour() {
         "plot",
         "heatmap",
         "--model",
-        "gpt2-medium",
+        "gpt2-large",
         "--hw",
         "a100",
         "--x-range",
         "128..1024:x2",
         "--y-range",
         "4..64:x4",
-        // A hand-written loop: under a Trainer LoRA is slower everywhere here (no contour).
+        // A hand-written loop: under a Trainer LoRA is slower everywhere here (no contour), as it
+        // is for gpt2-medium in any loop since the forward counts every module call.
         "--loop",
         "bare",
         "--out",
@@ -761,13 +762,13 @@ fn heatmap_chart_with_contour() {
         data.to_str().unwrap(),
     ]);
     assert_svg(&svg, 4 * 3);
-    let v = snapshot("heatmap_gpt2-medium_a100_seq_rank", &data);
+    let v = snapshot("heatmap_gpt2-large_a100_seq_rank", &data);
     assert_eq!(v["xs"], serde_json::json!([128, 256, 512, 1024]));
     assert_eq!(v["ys"], serde_json::json!([4, 16, 64]));
     // One cell against two predictions: seq 512, rank 16.
     let lora = predict_json(&[
         "--model",
-        "gpt2-medium",
+        "gpt2-large",
         "--hw",
         "a100",
         "--method",
@@ -781,7 +782,7 @@ fn heatmap_chart_with_contour() {
     ]);
     let full = predict_json(&[
         "--model",
-        "gpt2-medium",
+        "gpt2-large",
         "--hw",
         "a100",
         "--method",

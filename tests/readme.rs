@@ -1,4 +1,4 @@
-//! The README's worked crossover (gpt2-medium on an A100, batch 8, along the sequence) quotes
+//! The README's worked crossover (gpt2-large on an A100, batch 8, along the sequence) quotes
 //! the tool's own figures, under a Trainer and in a bare loop; this test recomputes them so the
 //! page cannot drift from the model.
 
@@ -11,7 +11,7 @@ fn readme_crossover_figures_are_the_tools() {
         .args([
             "crossover",
             "--model",
-            "gpt2-medium",
+            "gpt2-large",
             "--hw",
             "a100",
             "--vary",
@@ -88,7 +88,7 @@ fn readme_trainer_figures_are_the_tools() {
     let v = json(&[
         "crossover",
         "--model",
-        "gpt2-medium",
+        "gpt2-large",
         "--hw",
         "a100",
         "--vary",
@@ -113,7 +113,7 @@ fn readme_trainer_figures_are_the_tools() {
         json(&[
             "predict",
             "--model",
-            "gpt2-medium",
+            "gpt2-large",
             "--hw",
             "a100",
             "--batch",
@@ -149,4 +149,49 @@ fn readme_trainer_figures_are_the_tools() {
     }
     // Full's loop work hides behind its optimizer's kernels.
     assert_eq!(ms(&full, "loop_ms"), 0.0);
+}
+
+/// The README's two example outputs are what `costsim predict` prints today: each fenced block
+/// follows the command it quotes (found in the backticks before it).
+#[test]
+fn readme_example_outputs_are_the_tools() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let examples = [
+        (
+            "`costsim predict --hw a100 --model llama2-7b --method paca`:",
+            vec!["--hw", "a100", "--model", "llama2-7b", "--method", "paca"],
+        ),
+        (
+            "(`costsim predict\n--hw a100 --model gpt2-medium --batch 4 --seq 512`)",
+            vec![
+                "--hw",
+                "a100",
+                "--model",
+                "gpt2-medium",
+                "--batch",
+                "4",
+                "--seq",
+                "512",
+            ],
+        ),
+    ];
+    for (quote, args) in examples {
+        let at = readme
+            .find(quote)
+            .unwrap_or_else(|| panic!("README lacks {quote}"));
+        let open = at + readme[at..].find("```\n").expect("a fenced block") + 4;
+        let close = open + readme[open..].find("```").expect("its end");
+        let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .arg("predict")
+            .args(&args)
+            .output()
+            .expect("run costsim");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            &readme[open..close],
+            String::from_utf8_lossy(&o.stdout),
+            "README's output of {args:?}"
+        );
+    }
 }

@@ -213,11 +213,11 @@ fn sweep_writes_json_atomically_and_rejects_bad_ranges() {
 
 #[test]
 fn crossover_finds_and_explains_the_seq_crossing() {
-    // A hand-written loop: under a Trainer LoRA is slower throughout (README).
+    // gpt2-large in a hand-written loop: under a Trainer LoRA is slower throughout (README).
     let text = ok(&[
         "crossover",
         "--model",
-        "gpt2-medium",
+        "gpt2-large",
         "--hw",
         "a100",
         "--vary",
@@ -235,7 +235,7 @@ fn crossover_finds_and_explains_the_seq_crossing() {
     let v: Value = serde_json::from_str(&ok(&[
         "crossover",
         "--model",
-        "gpt2-medium",
+        "gpt2-large",
         "--hw",
         "a100",
         "--vary",
@@ -260,7 +260,7 @@ fn crossover_finds_and_explains_the_seq_crossing() {
         let s = seq.to_string();
         let l = predict_json(&[
             "--model",
-            "gpt2-medium",
+            "gpt2-large",
             "--hw",
             "a100",
             "--method",
@@ -272,7 +272,7 @@ fn crossover_finds_and_explains_the_seq_crossing() {
         ]);
         let f = predict_json(&[
             "--model",
-            "gpt2-medium",
+            "gpt2-large",
             "--hw",
             "a100",
             "--method",

@@ -525,6 +525,11 @@ pub struct TraceComparison {
     /// nn.Modules of the model (what a Trainer's `model.train()` walks): costsim's count and the
     /// trace's, where the trace records it.
     pub nn_modules: Option<Pair>,
+    /// nn.Module calls of the forward (what `host.module-call-us` is charged on): costsim's
+    /// count and the trace's, where the trace records it.
+    pub module_calls: Option<Pair>,
+    /// Adapter-layer calls of the forward (peft LoRA, PaCA; `host.peft-module-us`).
+    pub adapter_calls: Option<Pair>,
     /// The op ledger, for a trace timed op by op compared on a profile (`--hw`).
     pub ledger: Option<crate::ledger::Ledger>,
 }
@@ -741,6 +746,20 @@ pub fn compare_trace(
         predicted: costsim_model::training_loop::nn_modules(&cfg.model, &cfg.method) as f64,
         traced: s.modules as f64,
     });
+    let (module_calls, adapter_calls) = {
+        let f = t.phases.get("forward");
+        let (m, a) = graph::build(&cfg.model, &cfg.method, &cfg.workload).forward_module_calls();
+        let pair = |pred: u64, traced: Option<u64>| {
+            traced.map(|x| Pair {
+                predicted: pred as f64,
+                traced: x as f64,
+            })
+        };
+        (
+            pair(m, f.and_then(|f| f.module_calls)),
+            pair(a, f.and_then(|f| f.adapter_calls)),
+        )
+    };
     // Module alignment.
     #[derive(Default)]
     struct Side {
@@ -861,6 +880,8 @@ pub fn compare_trace(
         saved_bytes,
         modules,
         nn_modules,
+        module_calls,
+        adapter_calls,
     })
 }
 

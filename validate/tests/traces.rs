@@ -386,6 +386,38 @@ fn module_counts_equal_the_real_models() {
     }
 }
 
+/// What `host.module-call-us` and `host.peft-module-us` are fitted on (the traces' forward
+/// `module_calls` and `adapter_calls`, counted by forward pre-hooks on every module) is what
+/// costsim charges them on: the counts of its forward graph, exactly, for GPT-2 and Llama, every
+/// method and precision, the micro host grids of both machines and llama2-7b on meta.
+#[test]
+fn forward_module_calls_equal_the_real_stacks() {
+    for dir in [
+        "docs/results/traces/cpu",
+        "docs/results/traces/meta-llama2-7b",
+        "docs/results/cpu/host/traces",
+        "docs/results/gpu/host/traces",
+    ] {
+        let mut wrong = Vec::new();
+        let cmps = load(dir);
+        for c in &cmps {
+            let calls = c.module_calls.expect("the trace counts module calls");
+            let adapters = c.adapter_calls.expect("the trace counts adapter calls");
+            if calls.predicted != calls.traced || adapters.predicted != adapters.traced {
+                wrong.push(format!(
+                    "{}: modules {} vs {}, adapters {} vs {}",
+                    file_name(c),
+                    calls.predicted,
+                    calls.traced,
+                    adapters.predicted,
+                    adapters.traced
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{dir}:\n{}", wrong.join("\n"));
+    }
+}
+
 /// One committed trace, compared (on `hw` when given).
 fn one(
     path: &str,

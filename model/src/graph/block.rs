@@ -51,8 +51,12 @@ fn gpt2_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
     let full = class.trained && cx.method.kind == MethodKind::Full;
     let lins = cx.model.linears();
     let lin = |role| role_linear(&lins, role);
+    // Module calls of the block's containers (the block, attn, mlp) and its activation and
+    // dropout modules; the linears and norms count their own.
+    t.enter_module(1, 0);
     let h = layer_norm(t, cx, x, "ln_1", full);
     let l = lin(R::Qkv);
+    t.enter_module(1, 0);
     let qkv = linear(t, cx, &h, &l, treatment(cx, &l, class.trained));
     for _ in 0..6 {
         t.host_op("split/view/permute");
@@ -66,14 +70,18 @@ fn gpt2_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
     t.host_op("view");
     let l = lin(R::O);
     let o = linear(t, cx, &a, &l, treatment(cx, &l, class.trained));
+    t.enter_module(1, 0);
     let o = dropout(t, &o, cx.model.dropout, "attn.resid_dropout");
     let x1 = add(t, x, &o);
     let h2 = layer_norm(t, cx, &x1, "ln_2", full);
     let l = lin(R::Up);
+    t.enter_module(1, 0);
     let f = linear(t, cx, &h2, &l, treatment(cx, &l, class.trained));
+    t.enter_module(1, 0);
     let g = gelu_new(t, cx, &f, "mlp.act");
     let l = lin(R::Down);
     let dn = linear(t, cx, &g, &l, treatment(cx, &l, class.trained));
+    t.enter_module(1, 0);
     let dn = dropout(t, &dn, cx.model.dropout, "mlp.dropout");
     add(t, &x1, &dn)
 }
@@ -84,8 +92,12 @@ fn llama_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
     let full = class.trained && cx.method.kind == MethodKind::Full;
     let lins = cx.model.linears();
     let lin = |role| role_linear(&lins, role);
+    // Module calls of the block's containers (the layer, self_attn, mlp) and act_fn; the
+    // linears and norms count their own.
+    t.enter_module(1, 0);
     let h = rms_norm(t, cx, x, "input_layernorm", full);
     let (lq, lk, lv) = (lin(R::Q), lin(R::K), lin(R::V));
+    t.enter_module(1, 0);
     let q = linear(t, cx, &h, &lq, treatment(cx, &lq, class.trained));
     let k = linear(t, cx, &h, &lk, treatment(cx, &lk, class.trained));
     let v = linear(t, cx, &h, &lv, treatment(cx, &lv, class.trained));
@@ -113,8 +125,10 @@ fn llama_block(t: &mut Tracer, cx: &Ctx, class: LayerClass, x: &T) -> T {
     let x1 = add(t, x, &o);
     let h2 = rms_norm(t, cx, &x1, "post_attention_layernorm", full);
     let (lg, lu, ld) = (lin(R::Gate), lin(R::Up), lin(R::Down));
+    t.enter_module(1, 0);
     let g = linear(t, cx, &h2, &lg, treatment(cx, &lg, class.trained));
     let u = linear(t, cx, &h2, &lu, treatment(cx, &lu, class.trained));
+    t.enter_module(1, 0);
     let gu = silu_mul(t, &g, &u);
     let dn = linear(t, cx, &gu, &ld, treatment(cx, &ld, class.trained));
     add(t, &x1, &dn)
@@ -128,12 +142,11 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
     let trains = cx.method.trains_embedding(cx.model);
     let lookup = |t: &mut Tracer, table: &T, rows: f64, path: &'static str| -> T {
         t.module = path;
-        let start = t.fwd.len();
+        t.enter_module(1, 0);
         let mut k = Kernel::new("embedding", Gather, cx.p);
         k.bytes_read = rows * 8.0 + rows * d * cx.p.size();
         k.bytes_written = rows * d * cx.p.size();
         let idx = t.push_fwd(k, &[]);
-        t.module_call(start, false);
         let out = t.tensor(rows * d, cx.p, table.rg, Some(idx));
         if table.rg {
             // embedding_dense_backward, one aten op of three CUDA kernels: zero the V×d
@@ -161,6 +174,16 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
     // arange; position_ids; create_causal_mask's padding test, which finds no padding and lets
     // SDPA run causal without a mask): small int64/bool kernels, seen in every trace.
     t.module = "";
+    // The model's own module calls: *ForCausalLM and the base model, and peft's PeftModel and
+    // LoraModel around them for LoRA.
+    t.enter_module(
+        if cx.method.kind == MethodKind::Lora {
+            4
+        } else {
+            2
+        },
+        0,
+    );
     for name in [
         "arange", "add", "sub", "sub", "cat", "ne", "cumsum", "eq", "all",
     ] {
@@ -185,6 +208,7 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
             }
             t.module = "";
             let h = add(&mut t, &te, &pe);
+            t.enter_module(1, 0);
             dropout(&mut t, &h, cx.model.dropout, "drop")
         }
         Family::Llama => {
@@ -201,6 +225,7 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
             // rotary_emb: positions to float, inv_freq ⊗ positions (bmm), cat, cos and sin each
             // times attention_scaling, cast to the hidden dtype (S×hd, once per forward).
             t.module = "rotary_emb";
+            t.enter_module(1, 0);
             let hd = cx.model.head_dim() as f64;
             // In a bf16 model the inv_freq buffer is bf16 too: `.float()` casts it; cos and sin
             // are cast back to the hidden dtype.

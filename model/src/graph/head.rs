@@ -55,15 +55,14 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     // The logits are not saved for backward: the loss keeps its own fp32 log-softmax output, and a
     // Trainer-style loop drops the model output before backward (transformers'
     // `Trainer.compute_loss` returns the loss alone), as the ground-truth traces show.
+    // The loss is a function (ForCausalLMLoss), not a module: no module call.
     t.module = "loss";
-    let start = t.fwd.len();
     for name in ["constant_pad_nd", "slice_copy"] {
         let mut k = Kernel::new(name, Elementwise, DType::I64);
         k.bytes_read = m * 8.0;
         k.bytes_written = m * 8.0;
         t.push_fwd(k, &[]);
     }
-    t.module_call(start, false);
     let lf = t.cast(&logits, DType::F32);
     let ls = t.op(
         "log_softmax",

@@ -1061,30 +1061,39 @@ fn sdpa_backward_when_one_input_requires_grad() {
     }
 }
 
-/// Host work per module call: with LoRA on q_proj alone each block makes seven nn.Linear
-/// calls (q, k, v, o, gate, up, down), one of them (q_proj) a peft LoRA layer's forward.
+/// Host work per module call, as the real stack's forward pre-hooks count them (the traces'
+/// `module_calls`): with LoRA on q_proj alone, a Llama block calls 13 modules (the layer,
+/// input_layernorm, self_attn, q, k, v, o, post_attention_layernorm, mlp, gate, up, down,
+/// act_fn) and peft's q_proj four more (base_layer, lora_dropout, lora_A, lora_B): 17, one of
+/// them an adapter layer. Each call is charged on its module's first op: self_attn's with
+/// q_proj's on q_proj's first op (1 + 5 = 6), mlp's with gate_proj's (2).
 #[test]
 fn lora_module_and_peft_calls_by_hand() {
     let g = tiny_llama(MethodName::Lora, &opts(2, "q"), Precision::Fp32);
+    let kernels = &g.layer(1).forward.kernels;
     let calls = |f: &dyn Fn(&Kernel) -> u8, proj: bool| -> u32 {
-        g.layer(1)
-            .forward
-            .kernels
+        kernels
             .iter()
             .filter(|k| !proj || k.module.ends_with("_proj"))
             .map(|k| u32::from(f(k)))
             .sum()
     };
-    assert_eq!(calls(&|k| k.module_calls, true), 7);
+    assert_eq!(calls(&|k| k.module_calls, false), 17);
+    // The 7 linears, q_proj's four peft modules, self_attn and mlp.
+    assert_eq!(calls(&|k| k.module_calls, true), 13);
     assert_eq!(calls(&|k| k.peft_calls, false), 1);
-    let q = g
-        .layer(1)
-        .forward
-        .kernels
-        .iter()
-        .find(|k| k.peft_calls == 1)
-        .map(|k| k.module);
-    assert_eq!(q, Some("self_attn.q_proj"));
+    let first = |module: &str| {
+        kernels
+            .iter()
+            .find(|k| k.module == module)
+            .map(|k| (k.module_calls, k.peft_calls))
+    };
+    assert_eq!(first("self_attn.q_proj"), Some((6, 1)));
+    assert_eq!(first("mlp.gate_proj"), Some((2, 0)));
+    assert_eq!(first("self_attn.k_proj"), Some((1, 0)));
+    // A step's forward: the model and base model, peft's PeftModel and LoraModel,
+    // embed_tokens, rotary_emb, 17 per block of 22, the final norm and lm_head.
+    assert_eq!(g.forward_module_calls(), (4 + 2 + 17 * 22 + 2, 22));
 }
 // ---------------------------------------------------------------------------------------------
 // Embedding scope

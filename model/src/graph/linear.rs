@@ -64,7 +64,13 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
     let autocast = cx.w.precision.is_autocast();
     let prev = t.module;
     t.module = lin.path;
-    let start = t.fwd.len();
+    // The layer's module call; peft's LoRA layer also calls base_layer, lora_dropout (an
+    // nn.Identity at p = 0), lora_A and lora_B. PaCA's layer is one module.
+    match treat {
+        Treatment::Lora => t.enter_module(5, 1),
+        Treatment::Paca => t.enter_module(1, 1),
+        Treatment::Frozen | Treatment::Full => t.enter_module(1, 0),
+    }
     let s_rank = cx.method.rank as f64;
     let w_trains = treat == Treatment::Full;
     let w = t.param(nf * kf, cx.p, w_trains);
@@ -116,7 +122,6 @@ pub(super) fn linear(t: &mut Tracer, cx: &Ctx, x: &T, lin: &Linear, treat: Treat
         Treatment::Lora => y = lora(t, cx, lin, x, y),
         Treatment::Frozen | Treatment::Full => {}
     }
-    t.module_call(start, treat == Treatment::Lora);
     t.module = prev;
     y
 }

@@ -279,6 +279,25 @@ impl StepGraph {
     pub fn layer(&self, i: usize) -> &ScopeGraph {
         &self.layer_graphs[self.layer_class[i]]
     }
+
+    /// nn.Module calls and adapter-layer calls of one forward (what `host.module-call-us` and
+    /// `host.peft-module-us` are charged on under pytorch-eager): the traces' `module_calls`
+    /// and `adapter_calls` of the forward phase (`validate --trace` compares them).
+    pub fn forward_module_calls(&self) -> (u64, u64) {
+        let sum = |seg: &Segment| {
+            seg.kernels.iter().fold((0u64, 0u64), |(m, p), k| {
+                (m + u64::from(k.module_calls), p + u64::from(k.peft_calls))
+            })
+        };
+        let (mut m, mut p) = sum(&self.embedding.forward);
+        for &c in &self.layer_class {
+            let (lm, lp) = sum(&self.layer_graphs[c].forward);
+            m += lm;
+            p += lp;
+        }
+        let (hm, hp) = sum(&self.head.forward);
+        (m + hm, p + hp)
+    }
 }
 
 impl fmt::Display for KernelKind {

@@ -16,7 +16,7 @@ use crate::workload::DType;
 pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trains: bool) -> T {
     let prev = t.module;
     t.module = path;
-    let start = t.fwd.len();
+    t.enter_module(1, 0);
     let d = cx.model.hidden as f64;
     let tokens = x.elems / d;
     let wgt = t.param(d, cx.p, trains);
@@ -74,7 +74,6 @@ pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, tr
     } else {
         t.transient = t.max(t.transient, out.bytes());
     }
-    t.module_call(start, false);
     t.module = prev;
     out
 }
@@ -85,7 +84,7 @@ pub(super) fn rms_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trai
     use KernelKind::*;
     let prev = t.module;
     t.module = path;
-    let start = t.fwd.len();
+    t.enter_module(1, 0);
     let d = cx.model.hidden as f64;
     let tokens = x.elems / d;
     let wgt = t.param(d, cx.p, trains);
@@ -181,7 +180,6 @@ pub(super) fn rms_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, trai
             flops: 1.0,
         },
     );
-    t.module_call(start, false);
     t.module = prev;
     y
 }

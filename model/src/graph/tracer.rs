@@ -147,6 +147,9 @@ pub(super) struct Tracer<'a> {
     pub(super) transient: f64,
     /// Operands of every comparison on sizes, in order (see [`ScopeGraph::guards`]).
     guards: Vec<(f64, f64)>,
+    /// nn.Module and adapter-layer calls entered but not yet charged: charged on the next op
+    /// recorded (a module's pre-hook runs before its first op).
+    pending_calls: (u8, u8),
     _life: std::marker::PhantomData<&'a Workload>,
 }
 
@@ -166,6 +169,7 @@ impl<'a> Tracer<'a> {
             trainable: 0,
             transient: 0.0,
             guards: Vec::with_capacity(16),
+            pending_calls: (0, 0),
             _life: std::marker::PhantomData,
         }
     }
@@ -248,6 +252,11 @@ impl<'a> Tracer<'a> {
         }
         k.deps = inputs.iter().filter_map(|t| t.producer).collect();
         k.deps.dedup();
+        if self.pending_calls != (0, 0) {
+            k.module_calls = k.module_calls.saturating_add(self.pending_calls.0);
+            k.peft_calls = k.peft_calls.saturating_add(self.pending_calls.1);
+            self.pending_calls = (0, 0);
+        }
         self.fwd.push(k);
         (self.fwd.len() - 1) as u32
     }
@@ -545,14 +554,13 @@ impl<'a> Tracer<'a> {
         out
     }
 
-    /// Mark the start of an nn.Module call (host cost under pytorch-eager).
-    pub(super) fn module_call(&mut self, start_len: usize, peft: bool) {
-        if let Some(k) = self.fwd.get_mut(start_len) {
-            k.module_calls = k.module_calls.saturating_add(1);
-            if peft {
-                k.peft_calls = k.peft_calls.saturating_add(1);
-            }
-        }
+    /// Enter `modules` nn.Module calls, `adapters` of them adapter layers (peft LoRA, PaCA), as
+    /// the real stack's forward pre-hooks count them (host cost under pytorch-eager): charged on
+    /// the next op recorded, which is the module's first op, or the next module's when it
+    /// launches none (an nn.Identity, a dropout of p = 0).
+    pub(super) fn enter_module(&mut self, modules: u8, adapters: u8) {
+        self.pending_calls.0 = self.pending_calls.0.saturating_add(modules);
+        self.pending_calls.1 = self.pending_calls.1.saturating_add(adapters);
     }
 
     pub(super) fn finish(
@@ -561,6 +569,11 @@ impl<'a> Tracer<'a> {
         input_bytes: f64,
         output_rg: bool,
     ) -> ScopeGraph {
+        // Modules entered after the scope's last op (none in the recipes) are charged on it.
+        if let (Some(k), (m, a)) = (self.fwd.last_mut(), self.pending_calls) {
+            k.module_calls = k.module_calls.saturating_add(m);
+            k.peft_calls = k.peft_calls.saturating_add(a);
+        }
         let saved: f64 = self.saved.iter().map(|(_, b, _)| b).sum();
         let transient = if grad_checkpointing {
             self.max(self.transient, saved)
