@@ -49,12 +49,20 @@ fn trainer_loop_work_worked_by_hand() {
     let dir = tmp("hand");
     let hw = profile(&dir);
     let hw = hw.to_str().unwrap();
+    let free = dir.join("a100-free-loop.toml");
+    std::fs::write(
+        &free,
+        "base = \"a100\"\n[device]\nname = \"a100-free-loop\"\n[host]\nloop-micro-batch-us = 0\n\
+         loop-module-us = 0\nloop-step-us = 0\nloop-step-module-us = 0\n",
+    )
+    .unwrap();
+    let free = free.to_str().unwrap();
     // gpt2: 8 + 13 × 12 = 164 nn.Modules (full); LoRA on all four linears of 12 blocks adds
     // 2 + 10 × 48 = 482: 646.
     for (method, modules) in [("full", 164.0), ("lora", 646.0)] {
         for k in [1.0, 4.0] {
             let ks = format!("{k}");
-            let args = |lp: &'static str| {
+            let args = |lp: &'static str, hw: &str| {
                 vec![
                     "predict",
                     "--model",
@@ -78,12 +86,14 @@ fn trainer_loop_work_worked_by_hand() {
                 .map(String::from)
                 .collect::<Vec<_>>()
             };
-            let run = |lp: &'static str| {
-                let a = args(lp);
+            let run = |lp: &'static str, hw: &str| {
+                let a = args(lp, hw);
                 let a: Vec<&str> = a.iter().map(String::as_str).collect();
                 json_of(&a)["predictions"][0].clone()
             };
-            let (t, b) = (run("trainer"), run("bare"));
+            // The Trainer, the same Trainer with its own work free (what is left is its loss
+            // check after each micro-batch), and a bare loop.
+            let (t, z, b) = (run("trainer", hw), run("trainer", free), run("bare", hw));
             // K · (200 + 3 · M) + 300 + 2 · M µs of host work per step.
             let want_ms = (k * (200.0 + 3.0 * modules) + 300.0 + 2.0 * modules) / 1e3;
             let host = t["loop_host_ms"].as_f64().unwrap();
@@ -95,29 +105,34 @@ fn trainer_loop_work_worked_by_hand() {
             // check that drained the GPU; of the rest (the next step's fetch and the per-step
             // work, issued after the optimizer) only what outlasts the optimizer's kernels — on
             // an A100 full fine-tuning's AdamW over 124M parameters outlasts all of it. The step
-            // grows by exactly that time.
+            // grows by exactly that time over the Trainer whose work is free.
             let idle = t["loop_ms"].as_f64().unwrap();
             let between = (k - 1.0) * (200.0 + 3.0 * modules) / 1e3;
             assert!(
                 idle >= between * (1.0 - 1e-9) && idle <= host * (1.0 + 1e-9),
                 "{method} K={k}: {idle} vs {between}..{host}"
             );
-            let grown = t["step_ms"].as_f64().unwrap() - b["step_ms"].as_f64().unwrap();
+            let grown = t["step_ms"].as_f64().unwrap() - z["step_ms"].as_f64().unwrap();
             assert!(
                 close(grown, idle, 1e-6),
                 "{method} K={k}: {grown} vs {idle}"
             );
-            // A bare loop costs nothing, and its forward, backward and optimizer equal the
+            // Free loop work costs nothing, and its forward, backward and optimizer equal the
             // Trainer's (the loop's idle time is its own, not a phase's).
-            assert_eq!(b["loop_ms"].as_f64(), Some(0.0));
-            assert_eq!(b["loop_host_ms"].as_f64(), Some(0.0));
+            assert_eq!(z["loop_ms"].as_f64(), Some(0.0));
+            assert_eq!(z["loop_host_ms"].as_f64(), Some(0.0));
             for key in ["backward_ms", "optimizer_ms"] {
                 assert!(close(
                     t[key].as_f64().unwrap(),
-                    b[key].as_f64().unwrap(),
+                    z[key].as_f64().unwrap(),
                     1e-9
                 ));
             }
+            // A bare loop has neither the work nor the loss checks: no slower than the free
+            // Trainer.
+            assert_eq!(b["loop_ms"].as_f64(), Some(0.0));
+            assert_eq!(b["loop_host_ms"].as_f64(), Some(0.0));
+            assert!(b["step_ms"].as_f64().unwrap() <= z["step_ms"].as_f64().unwrap());
         }
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -11,6 +11,7 @@
 
 use crate::cost::{kernel_cost_memo, Bound, GemmMemo, KernelCost};
 use crate::graph::{Kernel, KernelKind, Phase, Scope, Segment, StepGraph};
+use crate::training_loop::TrainingLoop;
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
 
@@ -733,11 +734,12 @@ pub(crate) fn simulate_with(
             &mut bwd[0],
             waited_bwd.get_mut(0),
         );
-        if w.runtime == Runtime::PytorchEager {
+        if w.runtime == Runtime::PytorchEager && w.training_loop == TrainingLoop::Trainer {
             // A Trainer checks each micro-batch's loss for NaN/Inf in Python
             // (transformers 5.17 `Trainer._inner_training_loop`: `torch.isnan(tr_loss_step)`
             // as a condition), which waits for the device: the host issues nothing more
-            // until the backward has run.
+            // until the backward has run. A bare loop has no such check: its host runs on
+            // into the next micro-batch (or the optimizer) while the GPU works.
             clock.host = clock.host.max(clock.gpu);
         }
     }

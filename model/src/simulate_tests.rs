@@ -197,7 +197,8 @@ fn host_only_ops_delay_the_next_launch() {
 /// embedding forward 2 ops, each layer forward 3, head forward 2, head backward 2, each layer
 /// backward 4, embedding backward 1, optimizer 3 (+ a trailing host-only op of `tail` µs).
 /// Forward has 2 + 36 + 2 = 40 ops, backward 2 + 48 + 1 = 51, the optimizer 3: 94 per step
-/// at grad_accum 1.
+/// at grad_accum 1. Driven by a Trainer whose own work costs nothing: its loss check after
+/// each micro-batch's backward, a synchronisation, is all it adds.
 fn synthetic_step(host: f64, device: f64, tail: f64, sync: bool, grad_accum: u32) -> [Timeline; 2] {
     synthetic_step_with(
         host,
@@ -205,9 +206,49 @@ fn synthetic_step(host: f64, device: f64, tail: f64, sync: bool, grad_accum: u32
         tail,
         sync,
         grad_accum,
-        TrainingLoop::Bare,
-        |_| {},
+        TrainingLoop::Trainer,
+        no_loop_costs,
     )
+}
+
+/// A Trainer's host work set to nothing.
+fn no_loop_costs(hw: &mut Profile) {
+    hw.host.loop_micro_batch_s = 0.0;
+    hw.host.loop_module_s = 0.0;
+    hw.host.loop_step_s = 0.0;
+    hw.host.loop_step_module_s = 0.0;
+}
+
+#[test]
+fn a_bare_loop_does_not_wait_for_the_loss() {
+    // As `a_host_bound_step_is_the_host_time_plus_the_last_kernel` without the Trainer's loss
+    // check: the host issues the optimizer's ops at 920, 930 and 940 µs right after the
+    // backward's last at 910, so the step ends at 941 µs (942 with the check), the optimizer
+    // phase at 941 − 911 = 30 µs, and the GPU waits 9 µs before each of the 93 ops after the
+    // first (10 µs).
+    let bare = |k| synthetic_step_with(10.0, 1.0, 0.0, false, k, TrainingLoop::Bare, no_loop_costs);
+    for tl in bare(1) {
+        assert_us(tl.step_s, 941.0);
+        assert_us(tl.phases[1].time_s, 510.0);
+        assert_us(tl.phases[2].time_s, 30.0);
+        let wait: f64 = tl.phases.iter().map(|p| p.host_wait_s).sum();
+        assert_us(wait, 10.0 + 93.0 * 9.0);
+    }
+    // Two micro-batches: 185 ops issued 10 µs apart with no shift: 1851 µs (1853 with the
+    // two checks).
+    for tl in bare(2) {
+        assert_us(tl.step_s, 1851.0);
+    }
+    // GPU-bound (1 µs host, 10 µs device): the host runs ahead into the second micro-batch
+    // and the GPU never idles after its first wait: 185 × 10 + 1 = 1851 µs, where the
+    // Trainer's check makes the GPU wait 1 µs for the second micro-batch's first issue and
+    // 1 µs for the optimizer's first: 1853 µs.
+    for tl in synthetic_step_with(1.0, 10.0, 0.0, false, 2, TrainingLoop::Bare, no_loop_costs) {
+        assert_us(tl.step_s, 1851.0);
+    }
+    for tl in synthetic_step(1.0, 10.0, 0.0, false, 2) {
+        assert_us(tl.step_s, 1853.0);
+    }
 }
 
 /// [`synthetic_step`] with a training loop and the profile adjusted by `edit`.
@@ -288,9 +329,10 @@ fn a_trainer_loop_adds_its_work_where_the_gpu_idles() {
         assert_us(tl.training_loop.time_s, 92.0);
         assert_us(tl.phases[2].time_s, 31.0);
     }
-    // A bare loop with the same profile costs nothing.
+    // A bare loop with the same profile costs nothing, and has no loss check: 941 µs
+    // (`a_bare_loop_does_not_wait_for_the_loss`).
     for tl in synthetic_step_with(10.0, 1.0, 0.0, false, 1, TrainingLoop::Bare, costs) {
-        assert_us(tl.step_s, 942.0);
+        assert_us(tl.step_s, 941.0);
         assert_eq!(tl.training_loop.host_s, 0.0);
     }
 }
@@ -979,9 +1021,10 @@ fn a_backward_layer_is_observed_by_its_own_span_in_later_micro_batches() {
     // micro-batch 1 are replayed from layer 11's own 40 µs, not from what layer 10 held.
     let m = preset("gpt2").unwrap();
     let spec = MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+    // A Trainer whose own work costs nothing: its loss check is the sync at 911.
     let w = Workload {
         grad_accum: 2,
-        training_loop: TrainingLoop::Bare,
+        training_loop: TrainingLoop::Trainer,
         ..Workload::default()
     };
     let g = build(&m, &spec, &w);
@@ -1001,7 +1044,8 @@ fn a_backward_layer_is_observed_by_its_own_span_in_later_micro_batches() {
         head,
         optimizer: seg(&[op; 3]),
     };
-    let hw = resolve_device("a100").unwrap();
+    let mut hw = resolve_device("a100").unwrap();
+    no_loop_costs(&mut hw);
     for record in [false, true] {
         let tl = simulate(&g, &cg, &w, &hw, record);
         assert_us(tl.step_s, 1853.0);
