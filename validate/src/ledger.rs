@@ -568,8 +568,14 @@ mod tests {
             ],
             (1.0, 1.0),
         );
+        // L2-bound parts of the add rows (a GPU ledger's): summed too.
+        let (mut a, mut b) = (a, b);
+        a.phases[0].rows[1].l2_bound_ms = 0.5;
+        b.phases[0].rows[1].l2_bound_ms = 0.125;
         let s = sum_ledgers([&a, &b]).expect("a sum");
         assert_eq!(s.steps, 3);
+        let add = s.phases[0].rows.iter().find(|r| r.op == "add").unwrap();
+        assert_eq!(add.l2_bound_ms, 0.625);
         let ph = &s.phases[0];
         // a: 11 + 2 and 13.5 + 4; b: 0.75 + 1 and 9.5 + 1.
         assert_eq!(ph.total_ms, pair(14.75, 28.0));
@@ -640,5 +646,16 @@ mod tests {
         let all = render_ledger("title", &l, 0.0);
         assert_eq!(all.lines().count(), 7);
         assert!(!all.contains("smaller rows"));
+        // A kernel ledger (a GPU's) gives each row's time with its L2-bound part taken off,
+        // the folded rows' parts summed: 0.1875 − (0.0625 + 0.03125) = 0.094.
+        let mut gpu = l.clone();
+        gpu.source = "kernel ledger (torch.profiler's device time)";
+        gpu.phases[0].rows[2].l2_bound_ms = 0.0625;
+        gpu.phases[0].rows[3].l2_bound_ms = 0.03125;
+        let got = render_ledger("title", &gpu, 0.01);
+        let fold = got.lines().find(|l| l.contains("smaller rows")).unwrap();
+        assert!(fold.ends_with("with L2 re-reads free    0.094"), "{fold}");
+        let mm = got.lines().find(|l| l.contains("  mm ")).unwrap();
+        assert!(mm.ends_with("with L2 re-reads free   20.000"), "{mm}");
     }
 }
