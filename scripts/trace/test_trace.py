@@ -3,7 +3,8 @@
 
 1. The recorder's saved-bytes rule on hand-worked cases: autograd keeps an operand only for a
    gradient that will be computed.
-2. The committed CI traces (docs/results/traces/cpu) are what the tracer produces now: every
+2. The committed CI traces (docs/results/traces/cpu, and cpu-eager with transformers' eager
+   attention) are what the tracer produces now: every
    deterministic number (launches, op counts, FLOPs, saved and peak bytes, bytes read and
    written per op, whose rule is worked by hand on single ops first) is regenerated and
    compared, so a stale committed trace, or a tracer change, fails here.
@@ -432,8 +433,20 @@ class HostState(unittest.TestCase):
 
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
-        committed = os.path.join(ROOT, "docs", "results", "traces", "cpu")
-        grid = os.path.join(HERE, "ci-grid.txt")
+        self._current("cpu", "ci-grid.txt", 36)
+
+    def test_eager_attention_traces_are_current(self):
+        self._current("cpu-eager", "ci-eager-grid.txt", 24)
+        # They ran transformers' eager attention: its softmax, not SDPA's fused kernel.
+        rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-eager", "gpt2-full-fp32.json"))
+        self.assertEqual(rec["workload"]["attention"], "eager")
+        ops = {r["op"] for r in rec["ops"]}
+        self.assertIn("_softmax", ops)
+        self.assertFalse(any("scaled_dot_product" in op for op in ops))
+
+    def _current(self, folder, grid_file, count):
+        committed = os.path.join(ROOT, "docs", "results", "traces", folder)
+        grid = os.path.join(HERE, grid_file)
         names = []
         with tempfile.TemporaryDirectory() as tmp:
             with open(grid) as f:
@@ -459,7 +472,7 @@ class CommittedTraces(unittest.TestCase):
                         sorted(tuple(r[k] for k in key) for r in new["ops"]),
                         sorted(tuple(r[k] for k in key) for r in old["ops"]),
                     )
-        self.assertEqual(len(names), 36)
+        self.assertEqual(len(names), count)
         self.assertEqual(sorted(n + ".json" for n in names), sorted(os.listdir(committed)))
 
 

@@ -136,7 +136,9 @@ def build_model(args, device):
     else:
         cfg = LlamaConfig(**kw)
         cls = LlamaForCausalLM
-    cfg._attn_implementation = "sdpa"
+    # transformers' attention: "sdpa" (the default; the tracer routes it to the fused kernels
+    # below) or "eager" (matmul, softmax, matmul as the model's own eager_attention_forward).
+    cfg._attn_implementation = getattr(args, "attention", "sdpa")
     cfg.use_cache = False
     with torch.device(device):
         model = cls(cfg)
@@ -1015,6 +1017,8 @@ def main(argv=None):
     ap.add_argument("--precision", choices=["fp32", "bf16", "bf16-mixed"], default="fp32")
     ap.add_argument("--model-dropout", type=float, default=0.0,
                     help="GPT-2 resid/embd/attn dropout (transformers' default is 0.1)")
+    ap.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
+                    help="transformers' attention implementation")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--device", default="cpu", help="cpu, meta or cuda")
@@ -1245,7 +1249,7 @@ def main(argv=None):
             batch=args.batch,
             seq=args.seq,
             precision=args.precision,
-            attention="sdpa",
+            attention=getattr(args, "attention", "sdpa"),
             optimizer="adamw-foreach",
             clip_grad_norm=args.clip,
             model_dropout=args.model_dropout,

@@ -235,6 +235,21 @@ pub struct TraceWorkload {
     pub clip_grad_norm: f64,
     #[serde(default)]
     pub model_dropout: f64,
+    /// transformers' attention implementation (`sdpa`, `eager`); traces before it was an
+    /// option ran SDPA.
+    #[serde(default = "sdpa")]
+    pub attention: String,
+    /// The optimizer the tracer ran (`adamw-foreach`; older traces do not say).
+    #[serde(default = "adamw_foreach")]
+    pub optimizer: String,
+}
+
+fn sdpa() -> String {
+    "sdpa".into()
+}
+
+fn adamw_foreach() -> String {
+    "adamw-foreach".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -388,6 +403,9 @@ pub fn config_of(
         message: format!("'{v}' is not understood"),
     };
     let name: MethodName = t.method.name.parse()?;
+    if t.workload.optimizer != "adamw-foreach" {
+        return Err(bad("optimizer", &t.workload.optimizer));
+    }
     let precision = match t.workload.precision.as_str() {
         "fp32" => Precision::Fp32,
         "bf16" => Precision::Bf16,
@@ -415,7 +433,11 @@ pub fn config_of(
         seq: t.workload.seq,
         grad_accum: 1,
         precision,
-        attention: AttentionImpl::Sdpa,
+        attention: match t.workload.attention.as_str() {
+            "sdpa" => AttentionImpl::Sdpa,
+            "eager" => AttentionImpl::Eager,
+            other => return Err(bad("attention", other)),
+        },
         // What the trace ran: foreach AdamW, except on meta, which has no foreach kernels and
         // runs AdamW one tensor at a time (trace_step.py; its `cuda_mapping` says so).
         optimizer: if t.provenance.device == "meta" {
@@ -663,9 +685,10 @@ pub fn module_key(path: &str) -> String {
         }
         parts[0] = "layers";
     }
-    // costsim's own names for parts transformers runs inline: rope inside self_attn, the loss in
-    // the top-level model's forward.
-    if parts.last() == Some(&"rotary") {
+    // costsim's own names for parts transformers runs inline: rope inside self_attn, eager
+    // attention's two batched matmuls (q·kᵀ, probabilities·v), the loss in the top-level
+    // model's forward.
+    if matches!(parts.last(), Some(&"rotary" | &"qk" | &"av")) {
         parts.pop();
     }
     if parts == ["loss"] {
@@ -1316,6 +1339,16 @@ mod tests {
             "layers.*.attn.c_attn"
         );
         assert_eq!(module_key("lm_head"), "lm_head");
+        // costsim's names for eager attention's matmuls and rope fold into the attention.
+        assert_eq!(module_key("transformer.h.0.attn.qk"), "layers.*.attn");
+        assert_eq!(
+            module_key("model.layers.1.self_attn.av"),
+            "layers.*.self_attn"
+        );
+        assert_eq!(
+            module_key("model.layers.1.self_attn.rotary"),
+            "layers.*.self_attn"
+        );
     }
 
     #[test]

@@ -77,6 +77,64 @@ fn tiny_grid_agrees_with_the_real_stack() {
     }
 }
 
+/// transformers' eager attention (`--attention eager`, scripts/trace/ci-eager-grid.txt): GPT-2
+/// and Llama × {full, LoRA on every linear with dropout 0.1, PaCA, upper-half PaCA} × {fp32,
+/// bf16, bf16-mixed}, GPT-2 with its attention dropout at 0.1. Every phase's launching ops equal,
+/// saved bytes within 0.5%, peaks within 3%, FLOPs within 0.1%, forward and backward bytes read
+/// and written within 6%, and the attention's own launches equal module by module. Before the recipe followed
+/// transformers 5.17's `eager_attention_forward` (2026-11-30), the forward was 5–16% short of
+/// launches and saved bytes 6% off either way.
+#[test]
+fn eager_attention_grid_agrees_with_the_real_stack() {
+    let cmps = load("docs/results/traces/cpu-eager");
+    assert_eq!(cmps.len(), 24, "the eager-attention grid has 24 traces");
+    for c in &cmps {
+        let name = file_name(c);
+        let e = c.saved_bytes.error();
+        assert!(e.abs() <= 0.005, "{name}: saved {}", pct(e));
+        for p in &c.phases {
+            assert_eq!(
+                p.launches.predicted, p.launches.traced,
+                "{name} {}: launches",
+                p.phase
+            );
+            let e = p.peak_bytes.error();
+            assert!(e.abs() <= 0.03, "{name} {}: peak {}", p.phase, pct(e));
+            let e = p.flops.error();
+            assert!(e.abs() <= 0.001, "{name} {}: flops {}", p.phase, pct(e));
+            // (The optimizer's bytes are its few non-foreach ops': not what this grid tests.)
+            if p.phase == "optimizer" {
+                continue;
+            }
+            for (what, b) in [("read", p.bytes_read), ("written", p.bytes_written)] {
+                let e = b.expect("the trace records bytes").error();
+                assert!(
+                    e.abs() <= 0.06,
+                    "{name} {}: bytes {what} {}",
+                    p.phase,
+                    pct(e)
+                );
+            }
+        }
+        let attn: Vec<_> = c
+            .modules
+            .iter()
+            .filter(|m| m.module.ends_with("attn"))
+            .collect();
+        assert!(
+            attn.len() >= 2,
+            "{name}: forward and backward attention rows"
+        );
+        for m in attn {
+            assert_eq!(
+                m.predicted, m.traced,
+                "{name} {} {}: {} against {}",
+                m.phase, m.module, m.predicted_ops, m.traced_ops
+            );
+        }
+    }
+}
+
 /// The eager held-out steps (transformers + peft at 1 × 128 with the models' real vocabularies,
 /// recorded with their timings on this project's CPU, docs/results/cpu/eager-2026-11-29q): every
 /// phase's peak within 3% and saved bytes within 2%. GPT-2's full fine-tunings peak in backward

@@ -3,8 +3,8 @@
 //!
 //! SDPA is one flash / memory-efficient attention kernel forward and its backward
 //! (FlashAttention-2: dot(dO, O) preprocess, main kernel, dq conversion); eager attention is
-//! repeat_kv for grouped-query attention, matmul, scale, causal mask, softmax in fp32, cast,
-//! dropout, matmul and the transpose copy. Llama's rotary embedding is x·cos + rotate_half(x)·sin
+//! transformers' `eager_attention_forward`: copies (or repeat_kv), matmul, scale, the additive
+//! causal mask, softmax, cast, dropout, matmul and the transpose copy. Llama's rotary embedding is x·cos + rotate_half(x)·sin
 //! applied to q and k. See `kernels.md` (docs/sources.md).
 
 use super::norms::{add, dropout};
@@ -262,8 +262,17 @@ fn sdpa_math(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
     copy(t, &out)
 }
 
-/// Eager attention as transformers writes it: repeat_kv, q·kᵀ, scale, causal mask, softmax in
-/// fp32, cast, dropout, ·v, and the transpose copy back to (B, S, h·hd).
+/// Eager attention as transformers 5.17's `eager_attention_forward` runs it (GPT-2's and
+/// Llama's), checked op by op against CPU traces (`docs/results/traces/cpu-eager`):
+///
+/// - the 4-D q, kᵀ and v are copied for the batched matmuls (with grouped-query attention,
+///   repeat_kv's expand copies k and v to every head instead); backward copies q's and k's
+///   gradients back (or sums each group's copies and copies the kv-sized gradient);
+/// - scores = q·kᵀ, times the scale (a mul), plus the model's (B, 1, S, S) additive causal mask
+///   in the parameters' dtype, which promotes bf16 scores to fp32 under autocast;
+/// - softmax: GPT-2's in the scores' dtype, then `.type(value.dtype)`; Llama's with
+///   `dtype=float32` (a cast up first when the scores are not fp32), then `.to(query.dtype)`;
+/// - dropout (functional), probabilities · v, and the transpose back to (B, S, h·hd) copied.
 fn eager_attention(
     t: &mut Tracer,
     cx: &Ctx,
@@ -277,38 +286,56 @@ fn eager_attention(
     let (b, s) = (cx.w.batch, cx.w.seq);
     let h = cx.model.heads;
     let hd = cx.model.head_dim();
-    let sf = s as f64;
+    let (bf, sf) = (b as f64, s as f64);
     let dt = q.dtype;
     let rep = cx.model.heads / cx.model.kv_heads;
-    let (kx, vx) = if rep > 1 {
-        // repeat_kv: expand + reshape copies K and V to all heads; backward sums the
-        // copies back and copies the kv-sized gradient, as the math path's expand does in the
-        // CPU trace (no eager grouped-query trace has been recorded: by analogy).
-        let mut repeat = |x: &T| {
-            let bwd = gqa_expand_bwd(rep as f64);
-            t.op(
-                "clone",
-                Elementwise,
-                &[*x],
-                q.elems,
-                dt,
-                0.0,
-                &[],
-                false,
-                bwd,
-            )
-        };
-        (repeat(k), repeat(v))
-    } else {
-        (*k, *v)
+    let copy = |t: &mut Tracer, x: &T, bwd: Bwd| {
+        t.op(
+            "clone",
+            Elementwise,
+            &[*x],
+            q.elems,
+            dt,
+            0.0,
+            &[],
+            false,
+            bwd,
+        )
     };
-    let scores = t.gemm("bmm", "qk", q, &kx, None, s, s, hd, b * h);
+    let back = || Bwd::PerInput {
+        reads: 1.0,
+        flops: 0.0,
+    };
+    // GPT-2: q, k, v are views of c_attn's output; split's backward is one cat of the three
+    // gradients (filed before the copies, so it runs after their backward).
+    let (q, k, v) = if !q.id_differs(k) {
+        if q.rg {
+            let whole = T {
+                elems: 3.0 * q.elems,
+                ..*q
+            };
+            let mut group = t.tape.group();
+            group.push(t.bk("cat", Elementwise, dt, whole.bytes(), whole.bytes(), 0.0));
+            t.grad_plumbing(&mut group, &whole, dt);
+            t.tape.push(group);
+        }
+        let view = |t: &mut Tracer| t.tensor(q.elems, dt, q.rg, q.producer);
+        (&view(t), &view(t), &view(t))
+    } else {
+        (q, k, v)
+    };
+    let (qx, kx, vx) = if rep > 1 {
+        // repeat_kv: expand + reshape copies K and V to all heads; backward sums the copies
+        // back and copies the kv-sized gradient, as SDPA's math path does (CPU trace).
+        let kx = copy(t, k, gqa_expand_bwd(rep as f64));
+        let vx = copy(t, v, gqa_expand_bwd(rep as f64));
+        (copy(t, q, back()), kx, Some(vx))
+    } else {
+        (copy(t, q, back()), copy(t, k, back()), None)
+    };
+    let scores = t.gemm("bmm", "qk", &qx, &kx, None, s, s, hd, b * h);
     let scaled = t.op(
-        if cx.model.family == Family::Gpt2 {
-            "div"
-        } else {
-            "mul"
-        },
+        "mul",
         Elementwise,
         &[scores],
         scores.elems,
@@ -321,43 +348,35 @@ fn eager_attention(
             flops: 1.0,
         },
     );
-    let mask = t.input(sf * sf, DType::Bool, false);
-    let masked = if cx.model.family == Family::Gpt2 {
-        t.op(
-            "where",
-            Elementwise,
-            &[mask, scaled],
-            scaled.elems,
-            dt,
-            1.0,
-            &[0],
-            false,
-            Bwd::PerInput {
-                reads: 1.0,
-                flops: 1.0,
-            },
-        )
+    // The model's causal mask (block.rs, the embedding scope), in the parameters' dtype, is
+    // broadcast over the heads; type promotion decides the sum's dtype.
+    let mask = t.input(bf * sf * sf, cx.p, false);
+    let mdt = if dt == DType::F32 || cx.p == DType::F32 {
+        DType::F32
     } else {
-        let madd = t.input(sf * sf, dt, false);
-        t.op(
-            "add",
-            Elementwise,
-            &[scaled, madd],
-            scaled.elems,
-            dt,
-            1.0,
-            &[],
-            false,
-            Bwd::Pass,
-        )
+        dt
     };
-    // softmax runs in fp32 (autocast or dtype=float32), then the probabilities are cast.
+    let masked = t.op(
+        "add",
+        Elementwise,
+        &[scaled, mask],
+        scaled.elems,
+        mdt,
+        1.0,
+        &[],
+        false,
+        Bwd::Pass,
+    );
+    let sm_in = match cx.model.family {
+        Family::Gpt2 => masked,
+        Family::Llama => t.cast(&masked, DType::F32),
+    };
     let probs = t.op(
         "softmax",
         Softmax,
-        &[masked],
-        masked.elems,
-        DType::F32,
+        &[sm_in],
+        sm_in.elems,
+        sm_in.dtype,
         5.0,
         &[],
         true,
@@ -371,8 +390,13 @@ fn eager_attention(
     );
     let probs = t.cast(&probs, dt);
     let probs = dropout(t, &probs, p_drop, path);
+    let vx = match vx {
+        Some(vx) => vx,
+        // v's gradient needs no copy back (the split's backward, a cat, takes it as it is).
+        None => copy(t, v, Bwd::Pass),
+    };
     let ctx = t.gemm("bmm", "av", &probs, &vx, None, s, hd, s, b * h);
-    // transpose(1, 2).contiguous(): a copy back to (B, S, h·hd).
+    // transpose(1, 2).reshape(...).contiguous(): a copy back to (B, S, h·hd).
     t.op(
         "clone",
         Elementwise,
@@ -382,10 +406,7 @@ fn eager_attention(
         0.0,
         &[],
         false,
-        Bwd::PerInput {
-            reads: 1.0,
-            flops: 0.0,
-        },
+        back(),
     )
 }
 
@@ -512,8 +533,9 @@ mod tests {
     }
 
     /// Eager attention (`--attention eager`) worked by hand on GPT-2, fp32, batch 2 × seq 8,
-    /// 12 heads of 64: q, k, v are 2 · 8 · 768 fp32 (49,152 B); the scores are B·h = 24 matrices
-    /// of 8 × 8 (1,536 fp32, 6,144 B); the causal mask 8 × 8 bool (64 B).
+    /// 12 heads of 64, as transformers 5.17 runs it (docs/results/traces/cpu-eager): q, k, v
+    /// are 2 · 8 · 768 fp32 (49,152 B); the scores are B·h = 24 matrices of 8 × 8 (1,536 fp32,
+    /// 6,144 B); the model's additive causal mask is (B, 1, S, S) fp32 (512 B).
     #[test]
     fn eager_attention_by_hand() {
         let w = Workload {
@@ -537,20 +559,103 @@ mod tests {
         assert_eq!(
             got,
             [
+                // the 4-D q and kᵀ copied for the batched matmul
+                ("clone", x, x, 0.0),
+                ("clone", x, x, 0.0),
                 // q·kᵀ: 2 · 8 · 8 · 64 · 24 FLOPs
                 ("bmm", 2.0 * x, sc, 196_608.0),
-                // ÷ √hd, then where(mask, scores, −inf)
-                ("div", sc, sc, 1_536.0),
-                ("where", 64.0 + sc, sc, 1_536.0),
-                // softmax in fp32, 5 FLOPs an element
+                // × the scale, then + the mask (read once, broadcast over the heads)
+                ("mul", sc, sc, 1_536.0),
+                ("add", sc + 512.0, sc, 1_536.0),
+                // softmax in the scores' dtype, 5 FLOPs an element
                 ("softmax", sc, sc, 7_680.0),
                 // attention dropout: the probabilities and a bool mask
                 ("native_dropout", sc, sc + 1_536.0, 3_072.0),
-                // probs · v: 2 · 8 · 64 · 8 · 24 FLOPs
+                // v copied, probs · v: 2 · 8 · 64 · 8 · 24 FLOPs
+                ("clone", x, x, 0.0),
                 ("bmm", sc + x, x, 196_608.0),
                 // transpose back to (B, S, h·hd): a copy
                 ("clone", x, x, 0.0),
             ]
+        );
+        // Backward: the output copy's gradient, the two matmuls' (2 each), dropout's,
+        // softmax's, the scale's, q's and k's copies back, and split's cat of q, k and v.
+        let bwd: Vec<&str> = g
+            .layer(1)
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.module == "attn")
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(
+            bwd,
+            [
+                "backward",
+                "mm_dW",
+                "mm_dX",
+                "dropout_backward",
+                "softmax_backward_data",
+                "mul_backward",
+                "mm_dW",
+                "mm_dX",
+                "backward",
+                "backward",
+                "cat",
+            ]
+        );
+    }
+
+    /// GPT-2's eager softmax runs in the scores' dtype: bf16 in a bf16 model, with no cast;
+    /// under autocast the fp32 mask promotes the bf16 scores, softmax runs in fp32 and
+    /// `.type(value.dtype)` casts back. Llama's asks for fp32 (`dtype=torch.float32`): a cast up
+    /// first in a bf16 model, and `.to(query.dtype)` after (docs/results/traces/cpu-eager).
+    #[test]
+    fn eager_softmax_dtypes_follow_each_family() {
+        use crate::workload::DType;
+        let dtypes = |model: &str, precision: Precision| -> Vec<(&'static str, DType)> {
+            let w = Workload {
+                batch: 1,
+                seq: 8,
+                precision,
+                attention: crate::workload::AttentionImpl::Eager,
+                ..Workload::default()
+            };
+            let (_, _, g) = graph(model, MethodName::Full, &w);
+            let attn = if model == "gpt2" { "attn" } else { "self_attn" };
+            let ks = &g.layer(0).forward.kernels;
+            let at = ks
+                .iter()
+                .position(|k| k.name == "add" && k.module == attn)
+                .unwrap();
+            ks[at..]
+                .iter()
+                .take_while(|k| k.name != "native_dropout" && k.name != "clone")
+                .take_while(|k| k.name != "bmm")
+                .map(|k| (k.name, k.dtype))
+                .collect()
+        };
+        use DType::{Bf16, F32};
+        assert_eq!(
+            dtypes("gpt2", Precision::Bf16),
+            [("add", Bf16), ("softmax", Bf16)]
+        );
+        assert_eq!(
+            dtypes("gpt2", Precision::Bf16Mixed),
+            [("add", F32), ("softmax", F32), ("to_copy", Bf16)]
+        );
+        assert_eq!(
+            dtypes("tinyllama-1.1b", Precision::Bf16),
+            [
+                ("add", Bf16),
+                ("to_copy", F32),
+                ("softmax", F32),
+                ("to_copy", Bf16)
+            ]
+        );
+        assert_eq!(
+            dtypes("tinyllama-1.1b", Precision::Bf16Mixed),
+            [("add", F32), ("softmax", F32), ("to_copy", Bf16)]
         );
     }
 

@@ -269,15 +269,26 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         }
     };
     if cx.w.attention == AttentionImpl::Eager {
-        // The causal mask (full, triu, expand to the batch).
-        for name in ["full", "triu", "expand_copy"] {
-            let mut k = Kernel::new(name, Elementwise, cx.c);
-            k.bytes_read = if name == "full" {
-                0.0
-            } else {
-                s * s * cx.c.size()
-            };
-            k.bytes_written = s * s * cx.c.size();
+        // transformers 5.17's create_causal_mask for eager attention (SDPA runs causal without
+        // one): index vectors compared into an S×S bool, then `where` writes the (B, 1, S, S)
+        // additive mask in the parameters' dtype. Bytes as the CPU traces record them
+        // (docs/results/traces/cpu-eager): four aranges (S, S, B and 1 int64), two adds of
+        // S int64, the comparison, a scalar fill and the where.
+        let (b, p) = (cx.w.batch as f64, cx.p.size());
+        for (name, dtype, read, written) in [
+            ("arange", DType::I64, 0.0, s * 8.0),
+            ("arange", DType::I64, 0.0, s * 8.0),
+            ("arange", DType::I64, 0.0, b * 8.0),
+            ("arange", DType::I64, 0.0, 8.0),
+            ("add", DType::I64, s * 8.0, s * 8.0),
+            ("add", DType::I64, s * 8.0, s * 8.0),
+            ("le", DType::Bool, 2.0 * s * 8.0, s * s),
+            ("scalar_tensor", cx.p, 0.0, p),
+            ("where", cx.p, s * 32.0 + s * s + 2.0 * p, b * s * s * p),
+        ] {
+            let mut k = Kernel::new(name, Elementwise, dtype);
+            k.bytes_read = read;
+            k.bytes_written = written;
             t.push_fwd(k, &[]);
         }
     }

@@ -796,12 +796,13 @@ fn sdpa_grouped_query_by_hand() {
 }
 
 /// Eager attention (`--attention eager`) on grouped-query Llama, fp32, TinyLlama batch 1 ×
-/// seq 4 (transformers' `eager_attention_forward`): repeat_kv copies k and v to all 32 heads
-/// (reads 4,096 B, writes 32,768 B), q·kᵀ, `* scaling` (Llama multiplies; GPT-2 divides),
-/// `+ causal_mask` (S×S fp32, 64 B), softmax in fp32 (the cast back is a no-op in fp32; the
-/// attention dropout is 0: no kernel), ·v, the transpose copy. Backward: the copy's gradient,
-/// the bmm gradients, softmax's, the scale's, and per repeated tensor the kv-sized copy and
-/// the sum over its group (as the math path's expand: one of each per tensor).
+/// seq 4 (transformers' `eager_attention_forward`, as the CPU traces run it): repeat_kv copies k
+/// and v to all 32 heads (reads 4,096 B, writes 32,768 B), q is copied for the batched matmul,
+/// q·kᵀ, `* scaling`, `+ causal_mask` (the model's (B, 1, S, S) fp32 mask, 64 B), softmax in
+/// fp32 (the casts are no-ops in fp32; the attention dropout is 0: no kernel), ·v, the transpose
+/// copy. Backward: the copy's gradient, the bmm gradients, softmax's, the scale's, q's copy back,
+/// and per repeated tensor the kv-sized copy and the sum over its group (as the math path's
+/// expand: one of each per tensor).
 #[test]
 fn eager_grouped_query_attention_by_hand() {
     let w = Workload {
@@ -822,6 +823,7 @@ fn eager_grouped_query_attention_by_hand() {
         [
             ("clone", kv, q, 0.0),
             ("clone", kv, q, 0.0),
+            ("clone", q, q, 0.0),
             ("bmm", 2.0 * q, sc, 65_536.0),
             ("mul", sc, sc, 512.0),
             ("add", sc + 64.0, sc, 512.0),
@@ -845,6 +847,7 @@ fn eager_grouped_query_attention_by_hand() {
             ("mul_backward", sc, sc, 512.0),
             ("mm_dW", sc + q, q, 65_536.0),
             ("mm_dX", sc + q, q, 65_536.0),
+            ("backward", q, q, 0.0),
             // repeat_kv's backward, v's then k's: the kv-sized copy (4,096 B each way) and the
             // sum over each group of 8 heads (32,768 B read, 4,096 B written, 8,192 FLOPs)
             ("clone", kv, kv, 0.0),
@@ -1250,35 +1253,54 @@ fn rotary_tables_in_bf16_by_hand() {
     assert_eq!(g.embedding.saved_by_module, [("rotary_emb", 1_024.0)]);
 }
 
-/// Eager attention's causal mask, built once in the model's forward (fp32, TinyLlama batch 1 ×
-/// seq 4): `full` writes the S×S fp32 fill (16 · 4 = 64 B) reading nothing, `triu` and the
-/// expand's copy read and write it.
+/// Eager attention's causal mask, built once in the model's forward as transformers 5.17's
+/// `create_causal_mask` does for eager attention (fp32, TinyLlama batch 2 × seq 4): four aranges
+/// (S, S, B and 1 int64: 32, 32, 16 and 8 B), two adds of S int64 (32 B each way), the `le`
+/// comparison (reads both index vectors, 64 B; writes the S×S bool, 16 B), a scalar fill (4 B)
+/// and `where` (reads 32·S + S² + 2 scalars = 128 + 16 + 8 B, writes the (B, 1, S, S) fp32 mask,
+/// 2 · 16 · 4 = 128 B): the bytes the CPU traces record (docs/results/traces/cpu-eager).
 #[test]
 fn eager_causal_mask_by_hand() {
     let m = preset("tinyllama-1.1b").unwrap();
     let s = spec(&m, MethodName::Full, &MethodOptions::default());
     let w = Workload {
-        batch: 1,
+        batch: 2,
         seq: 4,
         precision: Precision::Fp32,
         attention: crate::workload::AttentionImpl::Eager,
         ..Workload::default()
     };
     let g = build(&m, &s, &w);
-    let got: Vec<(&str, f64, f64)> = g
-        .embedding
-        .forward
-        .kernels
+    let sdpa = build(
+        &m,
+        &s,
+        &Workload {
+            attention: crate::workload::AttentionImpl::Sdpa,
+            ..w
+        },
+    );
+    // The mask's ops follow everything SDPA's embedding scope runs.
+    let (eager, base) = (
+        &g.embedding.forward.kernels,
+        &sdpa.embedding.forward.kernels,
+    );
+    assert_eq!(eager.len(), base.len() + 9);
+    let got: Vec<(&str, f64, f64)> = eager[base.len()..]
         .iter()
-        .filter(|k| matches!(k.name, "full" | "triu" | "expand_copy"))
         .map(|k| (k.name, k.bytes_read, k.bytes_written))
         .collect();
     assert_eq!(
         got,
         [
-            ("full", 0.0, 64.0),
-            ("triu", 64.0, 64.0),
-            ("expand_copy", 64.0, 64.0)
+            ("arange", 0.0, 32.0),
+            ("arange", 0.0, 32.0),
+            ("arange", 0.0, 16.0),
+            ("arange", 0.0, 8.0),
+            ("add", 32.0, 32.0),
+            ("add", 32.0, 32.0),
+            ("le", 64.0, 16.0),
+            ("scalar_tensor", 0.0, 4.0),
+            ("where", 152.0, 128.0),
         ]
     );
 }
