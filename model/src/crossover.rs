@@ -766,6 +766,43 @@ mod tests {
                 assert!(x.does_not_fit.is_empty());
             }
         }
+        // A device whose memory falls between full fine-tuning's needs at a crossing's two
+        // sides (it needs more at the longer sequence): only full is named, because it does not
+        // fit on one side.
+        let x = &r
+            .comparisons
+            .iter()
+            .find(|c| c.other == MethodName::Full)
+            .unwrap()
+            .crossings[0];
+        let need = |v: u64| {
+            let spec = MethodSpec::resolve(MethodName::Full, &s.options, &s.model, true).unwrap();
+            let m = crate::fit::memory_of(&crate::Config {
+                model: s.model.clone(),
+                method: spec,
+                workload: Workload {
+                    seq: v,
+                    ..s.workload.clone()
+                },
+                hw: s.hw.clone(),
+            });
+            m.peak_bytes + m.reserved_bytes + (s.hw.memory_bytes - m.capacity_bytes)
+        };
+        let (lo, hi) = (need(x.before), need(x.after));
+        assert!(lo < hi, "{lo} {hi}");
+        let mut between = s.clone();
+        between.hw.memory_bytes = (lo + hi) / 2.0;
+        let r2 = between.run().unwrap();
+        let x2 = &r2
+            .comparisons
+            .iter()
+            .find(|c| c.other == MethodName::Full)
+            .unwrap()
+            .crossings[0];
+        assert_eq!((x2.before, x2.after), (x.before, x.after));
+        assert!(between.fits(x.before, MethodName::Full).unwrap());
+        assert!(!between.fits(x.after, MethodName::Full).unwrap());
+        assert_eq!(x2.does_not_fit, [MethodName::Full]);
         // A device of 1 byte: nothing fits anywhere; every crossing names both methods.
         s.hw.memory_bytes = 1.0;
         let r = s.run().unwrap();
