@@ -65,6 +65,23 @@ fn resolve_target(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Whether two output paths name the same file (after links and `.`/`..` in their folders are
+/// resolved): writing both would leave only the second.
+pub fn same_target(a: &Path, b: &Path) -> bool {
+    let key = |p: &Path| -> Option<PathBuf> {
+        let t = resolve_target(p).ok()?;
+        let dir = match t.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(t.file_name()?))
+    };
+    match (key(a), key(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 impl Output {
     /// Start writing `path`: checks the target, creates the temporary beside it.
     pub fn create(path: &Path) -> Result<Output> {
@@ -77,17 +94,29 @@ impl Output {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.costsim-"))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| {
-                usage_error(format!(
-                    "cannot write {}: {e} (the folder {} must exist and be writable)",
-                    path.display(),
-                    dir.display()
-                ))
-            })?;
+        let prefix = format!(".{name}.costsim-");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // The file a plain create would make (0666 less the umask), not tempfile's private
+        // 0600: what lands at `path` is an ordinary output file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(&dir).map_err(|e| {
+            usage_error(format!(
+                "cannot write {}: {e} (the folder {} must exist and be writable)",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+        // A file replaced keeps its permissions, as writing it in place would.
+        if let Ok(meta) = std::fs::metadata(&target) {
+            tmp.as_file()
+                .set_permissions(meta.permissions())
+                .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+        }
         Ok(Output {
             target,
             tmp: BufWriter::with_capacity(1 << 16, tmp),
@@ -297,5 +326,42 @@ mod tests {
             .expect_err("no such folder");
         assert!(err.downcast_ref::<crate::errors::UsageError>().is_some());
         assert!(err.to_string().contains("must exist"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_a_plain_file_s_permissions_and_replacements_keep_theirs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // What a plain create makes here (0666 less this process's umask).
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let new = dir.path().join("new.csv");
+        write_atomic(&new, "a\n").unwrap();
+        assert_eq!(mode(&new), mode(&plain), "not tempfile's private 0600");
+        // An existing file keeps its own mode (here 0640, which no umask would produce from
+        // 0666 by itself in a test run with the usual 022).
+        let old = dir.path().join("old.csv");
+        std::fs::write(&old, "x").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&old, "b\n").unwrap();
+        assert_eq!(mode(&old), 0o640);
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "b\n");
+    }
+
+    #[test]
+    fn the_same_file_under_two_spellings_is_one_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let a = d.join("sub/m.svg");
+        assert!(same_target(&a, &d.join("sub/../sub/./m.svg")));
+        assert!(!same_target(&a, &d.join("sub/m.json")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&a, d.join("link.svg")).unwrap();
+            assert!(same_target(&a, &d.join("link.svg")));
+        }
     }
 }

@@ -1129,6 +1129,18 @@ pub fn run(args: &PlotArgs) -> Result<()> {
             output.out.display()
         )));
     }
+    if let Some(d) = output
+        .data
+        .as_deref()
+        .filter(|d| crate::files::same_target(&output.out, d))
+    {
+        return Err(usage_error(format!(
+            "--out and --data both name {}: the data would replace the chart; give the data a \
+             file of its own (e.g. --data {})",
+            d.display(),
+            output.out.with_extension("json").display()
+        )));
+    }
     check_drawable(&data)?;
     // Both outputs are made in full before either is written, and committed together.
     let image = render_chart(&data, &output.out)?;
