@@ -55,6 +55,20 @@ pub(crate) fn merge(paths: &[std::path::PathBuf]) -> Result<ResultsFile> {
                 first.device
             )));
         }
+        // A configuration in two files would count twice in every error and ranking.
+        for r in &f.records {
+            if first.records.iter().any(|p| p.same_configuration(r)) {
+                return Err(usage_error(format!(
+                    "{} measures {} {} {}x{} again, as an earlier --from file does; compare one \
+                     measurement of each configuration",
+                    path.display(),
+                    r.model.name,
+                    r.method,
+                    r.batch,
+                    r.seq
+                )));
+            }
+        }
         first.records.extend(f.records);
         let max = costsim_validate::record::MAX_RECORDS;
         if first.records.len() > max {

@@ -156,11 +156,50 @@ impl Stats {
         ] {
             TIME_MS.check(&format!("{key}.{field}"), v)?;
         }
+        if self.reps == 0 {
+            return Err(format!(
+                "{key}.reps = 0: statistics of no timings; a measurement has at least one"
+            ));
+        }
+        // Order statistics of one sample: min ≤ p10 ≤ median ≤ p90 ≤ max.
+        let order = [
+            ("min_ms", self.min_ms),
+            ("p10_ms", self.p10_ms),
+            ("median_ms", self.median_ms),
+            ("p90_ms", self.p90_ms),
+            ("max_ms", self.max_ms),
+        ];
+        for w in order.windows(2) {
+            let ((a, x), (b, y)) = (w[0], w[1]);
+            if x > y {
+                return Err(format!(
+                    "{key}.{a} = {x} is above {key}.{b} = {y}: the statistics of one set of \
+                     timings are ordered min ≤ p10 ≤ median ≤ p90 ≤ max"
+                ));
+            }
+        }
         Ok(())
     }
 }
 
+/// How far a measured step's median may sit from its phases' medians summed (forward +
+/// backward + optimizer, timed apart in the same run): a factor of 2 either way. The committed
+/// records lie within 0.93–1.14; outside, the step or a phase was not measured with the others.
+pub const STEP_TO_PHASES: f64 = 2.0;
+
 impl Record {
+    /// Whether two records measured the same configuration: model, method, rank, trained
+    /// layers, batch, sequence and precision.
+    pub fn same_configuration(&self, o: &Record) -> bool {
+        self.model == o.model
+            && self.method == o.method
+            && self.rank == o.rank
+            && self.layers == o.layers
+            && self.batch == o.batch
+            && self.seq == o.seq
+            && self.precision == o.precision
+    }
+
     /// The record is one the harness could have written: a valid model, method and workload,
     /// and real times. The message names the key and the allowed values.
     pub fn check(&self) -> std::result::Result<(), String> {
@@ -170,6 +209,13 @@ impl Record {
         let w = crate::compare::workload_of(self);
         w.validate(&self.model)
             .map_err(|e| format!("batch/seq: {e}"))?;
+        if self.rank == 0 && self.method != MethodName::Full {
+            return Err(format!(
+                "rank = 0 for {}: the harness records the rank (LoRA's r, PaCA's columns) it \
+                 ran; set it",
+                self.method
+            ));
+        }
         crate::compare::method_of(self).map_err(|e| format!("method/rank/layers: {e}"))?;
         if let Outcome::Measured(m) = &self.outcome {
             for (key, s) in [
@@ -179,6 +225,16 @@ impl Record {
                 ("outcome.step", &m.step),
             ] {
                 s.check(key)?;
+            }
+            let phases = m.forward.median_ms + m.backward.median_ms + m.optimizer.median_ms;
+            let ratio = m.step.median_ms / phases;
+            if !(1.0 / STEP_TO_PHASES..=STEP_TO_PHASES).contains(&ratio) {
+                return Err(format!(
+                    "outcome.step.median_ms = {} is {ratio:.2}× the phases' medians summed \
+                     ({phases}): a step runs those three, so it cannot be more than \
+                     {STEP_TO_PHASES}× off them; re-measure the record",
+                    m.step.median_ms
+                ));
             }
             if let Some(l) = &m.layer {
                 if l.block >= self.model.layers as usize {
@@ -248,13 +304,28 @@ impl ResultsFile {
             });
         }
         for (i, r) in self.records.iter().enumerate() {
-            r.check().map_err(|message| Error::InvalidArgument {
-                what: format!(
+            let what = || {
+                format!(
                     "results file {origin}, record {i} ({} {} {}x{})",
                     r.model.name, r.method, r.batch, r.seq
-                ),
+                )
+            };
+            r.check().map_err(|message| Error::InvalidArgument {
+                what: what(),
                 message: format!("{message}; correct or remove the record"),
             })?;
+            // A configuration measured twice would count twice in every error and ranking.
+            if let Some(j) = self.records[..i]
+                .iter()
+                .position(|p| p.same_configuration(r))
+            {
+                return Err(Error::InvalidArgument {
+                    what: what(),
+                    message: format!(
+                        "it repeats record {j}'s configuration; keep one measurement of each"
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -264,9 +335,19 @@ impl ResultsFile {
 mod tests {
     use super::*;
 
+    /// `n` records of distinct configurations (batch sizes 1 to n).
+    fn distinct(n: u64) -> Vec<Record> {
+        (1..=n)
+            .map(|b| Record {
+                batch: b,
+                ..record()
+            })
+            .collect()
+    }
+
     #[test]
     fn a_file_holds_one_to_two_thousand_records() {
-        assert!(file(vec![record(); 2_000]).check("f").is_ok());
+        assert!(file(distinct(2_000)).check("f").is_ok());
         let err = file(vec![record(); 2_001])
             .check("f")
             .unwrap_err()
@@ -365,12 +446,23 @@ mod tests {
     #[test]
     fn a_sound_record_passes() {
         file(vec![record()]).check("r.json").expect("sound");
+        // At the step's limits (twice and half the phases' 31 ms), and another configuration.
+        for ms in [62.0, 15.5] {
+            let mut r = record();
+            *step(&mut r) = stats(ms);
+            file(vec![r]).check("r.json").expect("within the factor");
+        }
+        let mut other = record();
+        other.seq = 64;
+        file(vec![record(), other])
+            .check("r.json")
+            .expect("two configurations");
     }
 
     #[test]
     fn hostile_records_are_refused_naming_file_record_and_key() {
         #[allow(clippy::type_complexity)]
-        let cases: [(&str, Box<dyn Fn(&mut Record)>); 9] = [
+        let cases: [(&str, Box<dyn Fn(&mut Record)>); 16] = [
             ("must all be positive", Box::new(|r| r.model.heads = 0)),
             ("must all be positive", Box::new(|r| r.model.layers = 0)),
             ("not divisible", Box::new(|r| r.model.heads = 7)),
@@ -389,6 +481,27 @@ mod tests {
                 Box::new(|r| step(r).median_ms = -5.0),
             ),
             ("rank 100000 exceeds", Box::new(|r| r.rank = 100_000)),
+            ("rank = 0 for lora", Box::new(|r| r.rank = 0)),
+            ("outcome.step.reps = 0", Box::new(|r| step(r).reps = 0)),
+            (
+                "outcome.step.median_ms = 31 is above outcome.step.p90_ms = 30",
+                Box::new(|r| step(r).p90_ms = 30.0),
+            ),
+            (
+                "outcome.step.min_ms = 32 is above outcome.step.p10_ms = 31",
+                Box::new(|r| step(r).min_ms = 32.0),
+            ),
+            // 1 ms against 31 ms of phases; 63 ms just past twice.
+            (
+                "is 0.03× the phases' medians summed (31)",
+                Box::new(|r| *step(r) = stats(1.0)),
+            ),
+            ("is 2.03× the phases'", Box::new(|r| *step(r) = stats(63.0))),
+            // A second record of record 0's configuration (its times differ).
+            (
+                "it repeats record 0's configuration",
+                Box::new(|r| *step(r) = stats(32.0)),
+            ),
         ];
         for (want, edit) in cases {
             let err = err_of(edit);

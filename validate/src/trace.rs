@@ -397,12 +397,17 @@ pub fn config_of(
     model.name = format!("{}-{}", t.model.family, t.model.preset);
     model.dropout = t.workload.model_dropout;
     // The trace's own dropout replaces the config's: checked like the rest of the model.
-    model.validate()?;
+    // Errors of the model, method and workload name the trace they come from.
+    let in_trace = |e: costsim_model::Error| Error::InvalidArgument {
+        what: origin.to_string(),
+        message: e.to_string(),
+    };
+    model.validate().map_err(in_trace)?;
     let bad = |what: &str, v: &str| Error::InvalidArgument {
         what: format!("{origin}: {what}"),
         message: format!("'{v}' is not understood"),
     };
-    let name: MethodName = t.method.name.parse()?;
+    let name: MethodName = t.method.name.parse().map_err(in_trace)?;
     if t.workload.optimizer != "adamw-foreach" {
         return Err(bad("optimizer", &t.workload.optimizer));
     }
@@ -418,7 +423,32 @@ pub fn config_of(
         other => return Err(bad("adapter_dtype", other)),
     };
     let targets = targets_of(&t.method.targets).ok_or_else(|| bad("targets", &t.method.targets))?;
-    let layers = layers_from(t.method.lowest_trained_layer, &model)?;
+    if name != MethodName::Full {
+        // The tracer records the rank and alpha it ran; 0 would silently become the default.
+        let refuse = |what: &str, message: String| Error::InvalidArgument {
+            what: format!("{origin}: {what}"),
+            message,
+        };
+        if t.method.rank == 0 {
+            return Err(refuse(
+                "method.rank",
+                format!("0 for {name}: the trace must record the rank it ran (at least 1)"),
+            ));
+        }
+        if !(t.method.alpha.is_finite() && t.method.alpha > 0.0) {
+            return Err(refuse(
+                "method.alpha",
+                format!(
+                    "{} for {name}: the trace must record the positive alpha it ran",
+                    t.method.alpha
+                ),
+            ));
+        }
+    }
+    let layers = layers_from(t.method.lowest_trained_layer, &model).map_err(|e| match e {
+        Error::Model(e) => in_trace(e),
+        e => e,
+    })?;
     let opts = MethodOptions {
         rank: (t.method.rank > 0).then_some(t.method.rank),
         alpha: (t.method.alpha > 0.0).then_some(t.method.alpha),
@@ -427,7 +457,7 @@ pub fn config_of(
         adapter_dtype: Some(adapter_dtype),
         layers: Some(layers),
     };
-    let method = MethodSpec::resolve(name, &opts, &model, false)?;
+    let method = MethodSpec::resolve(name, &opts, &model, false).map_err(in_trace)?;
     let workload = Workload {
         batch: t.workload.batch,
         seq: t.workload.seq,
@@ -451,7 +481,7 @@ pub fn config_of(
         // The traces time forward, backward and the optimizer alone: no loop around them.
         training_loop: TrainingLoop::Bare,
     };
-    workload.validate(&model)?;
+    workload.validate(&model).map_err(in_trace)?;
     let hw = match hw {
         Some(h) => h.clone(),
         None => costsim_hardware::resolve_device("h100")?,

@@ -742,10 +742,41 @@ fn a_traces_rank_alpha_and_clipping_are_its_own() {
             .workload
             .grad_clip
     );
-    // Rank and alpha 0 stand for the method's defaults (LoRA: rank 8, alpha 32, as peft's
-    // scripts run it: trace_step.py's default).
+    // A LoRA trace without its rank or alpha (0, negative, NaN) is refused, naming the trace
+    // and the key: the tracer always records what it ran, and a default would hide a value
+    // dropped on the way.
+    let refused = |t: &costsim_validate::trace::Trace| {
+        costsim_validate::trace::config_of(t, "t.json", None)
+            .expect_err("refused")
+            .to_string()
+    };
     t.method.rank = 0;
-    t.method.alpha = 0.0;
-    let cfg = costsim_validate::trace::config_of(&t, "t", None).expect("config");
-    assert_eq!((cfg.method.rank, cfg.method.alpha), (8, 32.0));
+    let e = refused(&t);
+    assert!(
+        e.contains("t.json: method.rank") && e.contains("0 for lora"),
+        "{e}"
+    );
+    t.method.rank = 4;
+    for alpha in [0.0, -3.0, f64::NAN] {
+        t.method.alpha = alpha;
+        let e = refused(&t);
+        assert!(e.contains("t.json: method.alpha"), "{alpha}: {e}");
+    }
+    // Full fine-tuning has neither (the tracer writes 0 for both).
+    let f = root().join("docs/results/traces/cpu/gpt2-full-fp32.json");
+    let full = read_trace(&f).expect("trace");
+    assert_eq!((full.method.rank, full.method.alpha), (0, 0.0));
+    costsim_validate::trace::config_of(&full, "t", None).expect("full needs no rank");
+    // The model's and workload's own errors name the trace too.
+    let mut big = full.clone();
+    big.workload.batch = 0;
+    let e = refused(&big);
+    assert!(e.contains("t.json") && e.contains("batch"), "{e}");
+    let mut opt = full;
+    opt.workload.optimizer = "adam".into();
+    let e = refused(&opt);
+    assert!(
+        e.contains("t.json: optimizer") && e.contains("'adam'"),
+        "{e}"
+    );
 }
