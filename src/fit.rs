@@ -104,10 +104,30 @@ fn profiles(names: &[String]) -> Result<Vec<Profile>> {
         let all = costsim_hardware::builtin_profiles()?;
         return Ok(all.into_iter().filter(|p| !p.synchronous).collect());
     }
-    names
-        .iter()
-        .map(|n| costsim_hardware::resolve_device(n).map_err(usage_error))
-        .collect()
+    distinct_devices(names)
+}
+
+/// The devices `--hw` names, each once: a profile named twice (`a100,a100-80gb-sxm`) counts
+/// once; two different profiles under one name (a file that keeps a built-in's `[device] name`)
+/// are refused, since their rows could not be told apart.
+pub(crate) fn distinct_devices(names: &[String]) -> Result<Vec<Profile>> {
+    let mut out: Vec<(Profile, &str)> = Vec::new();
+    for n in names {
+        let p = costsim_hardware::resolve_device(n.trim()).map_err(usage_error)?;
+        match out.iter().find(|(q, _)| q.name == p.name) {
+            Some((q, _)) if *q == p => {}
+            Some((_, first)) => {
+                return Err(usage_error(format!(
+                    "--hw {first} and {} are different profiles both named '{}': their rows \
+                     could not be told apart; give the file its own [device] name",
+                    n.trim(),
+                    p.name
+                )))
+            }
+            None => out.push((p, n.trim())),
+        }
+    }
+    Ok(out.into_iter().map(|(p, _)| p).collect())
 }
 
 /// The methods' configurations on the first profile (the others are swapped in per row).

@@ -66,11 +66,7 @@ pub fn grid(args: &SweepArgs) -> Result<Grid> {
     for p in &args.model_config {
         models.push(arch::from_hf_config(p).map_err(usage_error)?);
     }
-    let hws = args
-        .hw
-        .iter()
-        .map(|h| costsim_hardware::resolve_device(h.trim()).map_err(usage_error))
-        .collect::<Result<Vec<_>>>()?;
+    let hws = crate::fit::distinct_devices(&args.hw)?;
     let mut methods: Vec<MethodName> = Vec::new();
     for m in &args.method {
         for n in m.names() {

@@ -610,28 +610,120 @@ fn more_records_than_one_comparison_reads_are_refused() {
     let d = dir("many");
     let mut v = results();
     let recs = v["records"].as_array().expect("records").clone();
-    let many: Vec<Value> = recs.iter().cycle().take(2001).cloned().collect();
-    v["records"] = Value::Array(many);
+    // n records of distinct configurations (batch sizes `from`, `from + 1`, ...).
+    let distinct = |n: usize, from: usize| -> Value {
+        Value::Array(
+            recs.iter()
+                .cycle()
+                .take(n)
+                .enumerate()
+                .map(|(i, r)| {
+                    let mut r = r.clone();
+                    r["batch"] = (from + i).into();
+                    r
+                })
+                .collect(),
+        )
+    };
+    v["records"] = distinct(2001, 1);
     let p = write(&d, "many.json", &v.to_string());
     refused(
         &["validate", "--from", &p],
         &["2001 records, more than the 2000"],
     );
     // Two files under the cap each, over it together.
-    v["records"] = Value::Array(recs.iter().cycle().take(1500).cloned().collect());
+    v["records"] = distinct(1500, 1);
     let a = write(&d, "a.json", &v.to_string());
+    v["records"] = distinct(1500, 2001);
+    let a2 = write(&d, "a2.json", &v.to_string());
     refused(
-        &["validate", "--from", &format!("{a},{a}")],
+        &["validate", "--from", &format!("{a},{a2}")],
         &["more than 2000 records together"],
     );
+    // The same configurations twice: refused, within a file and across files.
+    refused(
+        &["validate", "--from", &format!("{a},{a}")],
+        &["measures gpt2", "again, as an earlier --from file does"],
+    );
+    v["records"] = Value::Array(recs.iter().cycle().take(recs.len() + 1).cloned().collect());
+    let twice = write(&d, "twice.json", &v.to_string());
+    refused(
+        &["validate", "--from", &twice],
+        &[
+            &format!("record {}", recs.len()),
+            "repeats record 0's configuration",
+        ],
+    );
     // Exactly at the cap together: compared.
-    v["records"] = Value::Array(recs.iter().cycle().take(1000).cloned().collect());
+    v["records"] = distinct(1000, 1);
     let b = write(&d, "b.json", &v.to_string());
-    let o = run(&["validate", "--from", &format!("{b},{b}")]);
+    v["records"] = distinct(1000, 1001);
+    let c = write(&d, "c.json", &v.to_string());
+    let o = run(&["validate", "--from", &format!("{b},{c}")]);
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `--out` and `--data` naming one file (directly, or through `..`): the data would replace the
+/// chart. Refused before anything is written.
+#[test]
+fn a_chart_and_its_data_in_one_file_are_refused() {
+    let d = dir("same-target");
+    std::fs::create_dir_all(d.join("plots")).unwrap();
+    let out = d.join("plots/m.svg").display().to_string();
+    for data in [
+        out.clone(),
+        d.join("plots/../plots/m.svg").display().to_string(),
+    ] {
+        refused(
+            &[
+                "plot", "methods", "--hw", "a100", "--model", "gpt2", "--out", &out, "--data",
+                &data,
+            ],
+            &["--out and --data both name", "m.json"],
+        );
+        assert!(!d.join("plots/m.svg").exists(), "nothing written");
+    }
+}
+
+/// `--hw` naming one profile twice counts it once (sweep and fit); two different profiles under
+/// one name (a file keeping a built-in's `[device] name`) are refused, naming both.
+#[test]
+fn devices_named_twice_count_once_and_namesakes_are_refused() {
+    let rows = |hw: &str| -> usize {
+        let o = run(&[
+            "sweep", "--model", "gpt2", "--hw", hw, "--method", "full", "--format", "csv",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).lines().count() - 1
+    };
+    assert_eq!(rows("a100"), 1);
+    assert_eq!(rows("a100,a100-80gb-sxm,a100"), 1);
+    assert_eq!(rows("a100,h100"), 2);
+    let d = dir("namesake");
+    let p = write(
+        &d,
+        "fake.toml",
+        "base = \"a100\"\n[device]\nname = \"h100-sxm\"\n",
+    );
+    for cmd in ["sweep", "fit"] {
+        refused(
+            &[cmd, "--model", "gpt2", "--hw", &format!("h100,{p}")],
+            &[
+                "--hw h100 and",
+                "fake.toml",
+                "both named 'h100-sxm'",
+                "[device] name",
+            ],
+        );
+    }
 }

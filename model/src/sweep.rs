@@ -71,7 +71,12 @@ pub fn parse_axis(spec: &str, what: &str) -> Result<Vec<u64>> {
     }
     let mut items = Vec::new();
     let mut count: u64 = 0;
-    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for item in spec.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(err(format!(
+                "'{spec}' has an empty item (two commas in a row, or one at an end); remove it"
+            )));
+        }
         let Some((a, rest)) = item.split_once("..") else {
             items.push(Item::One(num(item)?));
             count = count.saturating_add(1);
@@ -928,7 +933,8 @@ mod tests {
         assert_eq!(parse_axis("8..32:+8", "--rank").unwrap(), [8, 16, 24, 32]);
         assert_eq!(parse_axis("1..3,8,2", "--batch").unwrap(), [1, 2, 3, 8]);
         for bad in [
-            "", "a", "4..2", "1..8:x1", "0..8:x2", "1..8:+0", "1..8:/2", "1..8:xq",
+            "", "a", "4..2", "1..8:x1", "0..8:x2", "1..8:+0", "1..8:/2", "1..8:xq", "1,,2", "8,",
+            ",8",
         ] {
             let e = parse_axis(bad, "--seq").unwrap_err().to_string();
             assert!(e.contains("--seq"), "{bad}: {e}");
