@@ -34,6 +34,7 @@ use crate::workload::DType;
 use costsim_hardware::{MathMode, MemKind, Profile};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 /// Elementwise kernels that evaluate a transcendental function per element, priced with the
 /// profile's `transcendental` efficiency (the `elementwise` one where none is calibrated).
@@ -86,7 +87,8 @@ const TILES: [(u64, u64, f64); 4] = [
 const SPLIT_K: [u64; 6] = [1, 2, 4, 8, 16, 32];
 /// Pipeline fill of a tile's main loop, in K elements: each tile pays it once, so splitting a short
 /// K gains little. Uncalibrated (docs/model.md). Every candidate is open to every K, which keeps
-/// the GEMM time monotone in m, n and k.
+/// each candidate's charged time, and so their least ([`choose_candidate`]), monotone in m, n
+/// and k.
 const K_FILL: f64 = 32.0;
 /// A GEMM with a dimension at or below this counts as skinny (bandwidth-bound regime).
 pub const SKINNY_DIM: u64 = 64;
@@ -157,27 +159,30 @@ pub fn narrow_math_time(name: &str, g: &Gemm, mode: MathMode, hw: &Profile) -> O
     Some(2.0 * m * n * k * (s + s0) / s / (hw.peak_flops(mode) * hw.gemm_efficiency))
 }
 
-/// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds.
+/// The tile and split-K configurations a GEMM may run as: (math time s, extra bytes split-K
+/// adds), one per split-K factor that some tile shape makes worth having (the least math time at
+/// that factor), only those that no other configuration beats in both, in increasing split.
 ///
-/// A profile with a per-call fill (`gemm-fill-rows`, calibrated CPUs) takes the CPU form
-/// instead: t = 2·batch·(m + m₀)·n·k / (peak · η), no extra bytes. A CPU BLAS runs the product in
-/// register blocks of a few rows (no waves of tiles over SMs) after packing B once per call, which
-/// costs about as much as m₀ more rows; on this project's CPU (torch 2.11.0, one thread) an
-/// fp32 GEMM of n·k = 1536·384 ran 87 GFLOP/s at m = 16 against 106 at m = 128, bf16 246 against
-/// 460 (docs/validation.md, "A sixth run: GEMMs with few rows").
-pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
+/// A profile with a per-call fill (`gemm-fill-rows`, calibrated CPUs) has one: t = 2·batch·
+/// (m + m₀)·n·k / (peak · η), no extra bytes. A CPU BLAS runs the product in register blocks of
+/// a few rows (no waves of tiles over SMs) after packing B once per call, which costs about as
+/// much as m₀ more rows; on this project's CPU (torch 2.11.0, one thread) an fp32 GEMM of n·k =
+/// 1536·384 ran 87 GFLOP/s at m = 16 against 106 at m = 128, bf16 246 against 460
+/// (docs/validation.md, "A sixth run: GEMMs with few rows").
+pub fn gemm_candidates(g: &Gemm, mode: MathMode, hw: &Profile) -> Candidates {
+    let mut out = Candidates::new();
     if let Some(fill) = hw.gemm_fill_rows {
         let m0 = fill[usize::from(matches!(mode, MathMode::Bf16 | MathMode::Fp16))];
         let flops = 2.0 * g.batch as f64 * (g.m as f64 + m0) * g.n as f64 * g.k as f64;
-        return (flops / (hw.peak_flops(mode) * hw.gemm_efficiency), 0.0);
+        out.push((flops / (hw.peak_flops(mode) * hw.gemm_efficiency), 0.0));
+        return out;
     }
     let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
-    let bw = hw.achievable_bandwidth_bps();
     let sms = u64::from(hw.sms);
     // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
     let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
-    // (total time, math time, extra bytes) of the best candidate so far.
-    let mut best = (f64::INFINITY, f64::INFINITY, 0.0);
+    // The least math time at each split-K factor (index into SPLIT_K).
+    let mut best = [f64::INFINITY; SPLIT_K.len()];
     for (tm, tn, eff) in TILES {
         // Saturating: beyond u64 the tile count only has to stay "more than the SMs".
         let tiles =
@@ -185,7 +190,7 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
                 .saturating_mul(g.n.div_ceil(tn))
                 .saturating_mul(g.batch);
         let tile_rate = per_sm * eff;
-        for split in SPLIT_K {
+        for (i, split) in SPLIT_K.into_iter().enumerate() {
             // Split-K only when the output alone leaves SMs idle, as cuBLAS's heuristics do.
             if split > 1 && tiles >= sms {
                 break;
@@ -195,16 +200,60 @@ pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
             let k_steps = g.k.div_ceil(split) as f64 + K_FILL;
             let tile_flops = 2.0 * tm as f64 * tn as f64 * k_steps;
             let t = waves * tile_flops / tile_rate;
-            // Split-K writes fp32 partial tiles and reads them back to reduce.
+            if t < best[i] {
+                best[i] = t;
+            }
+        }
+    }
+    // Split-K writes fp32 partial tiles and reads them back to reduce: more traffic with each
+    // factor, so a factor is worth keeping only if its math time beats every smaller one's.
+    let mut floor = f64::INFINITY;
+    for (i, split) in SPLIT_K.into_iter().enumerate() {
+        if best[i] < floor {
+            floor = best[i];
             let extra = if split > 1 {
                 2.0 * split as f64 * out_bytes
             } else {
                 0.0
             };
-            let t_total = t + extra / bw;
-            if t_total < best.0 {
-                best = (t_total, t, extra);
-            }
+            out.push((best[i], extra));
+        }
+    }
+    out
+}
+
+/// A GEMM's configurations ([`gemm_candidates`]): at most one per split-K factor.
+pub type Candidates = SmallVec<[(f64, f64); 6]>;
+
+/// The configuration a kernel of `bytes` (read and written) at bandwidth `bw` (bytes/s) runs
+/// as: the one whose time max(math, (bytes + extra) / bw) is least, what the kernel is then
+/// charged (its device time adds only constants to that). Choosing by the charged time keeps a
+/// GEMM's time monotone in m, n and k: each configuration's time is, and so is their least.
+/// (Until 2026-11-30 the choice was by math + extra / bw while the kernel was charged max(math,
+/// mem): at near ties a split-K configuration was charged 30% more than the plain one it had
+/// beaten, e.g. a 768 × 768 × 5,176 dW on an A100 at 44.74 µs against 34.29 µs at k = 5,184.)
+pub fn choose_candidate(cands: &[(f64, f64)], bytes: f64, bw: f64) -> (f64, f64) {
+    let mut best = (f64::INFINITY, (f64::INFINITY, 0.0));
+    for &(t, extra) in cands {
+        let charged = t.max((bytes + extra) / bw);
+        if charged < best.0 {
+            best = (charged, (t, extra));
+        }
+    }
+    best.1
+}
+
+/// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds: the
+/// configuration ([`gemm_candidates`]) whose math time plus the extra bytes at the profile's
+/// streaming bandwidth is least, what calibration fits a GEMM rate against (a kernel's own cost
+/// chooses by its bytes: [`choose_candidate`]).
+pub fn gemm_math_time(g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
+    let bw = hw.achievable_bandwidth_bps();
+    let mut best = (f64::INFINITY, f64::INFINITY, 0.0);
+    for (t, extra) in gemm_candidates(g, mode, hw) {
+        let total = t + extra / bw;
+        if total < best.0 {
+            best = (total, t, extra);
         }
     }
     (best.1, best.2)
@@ -222,7 +271,7 @@ type GemmKey = (u64, u64, u64, u64, u8);
 /// points share shapes, so recent ones are what it needs), which keeps a long sweep's memory flat.
 #[derive(Debug, Clone)]
 pub struct GemmMemo {
-    map: FxHashMap<GemmKey, (f64, f64)>,
+    map: FxHashMap<GemmKey, Candidates>,
     limit: usize,
 }
 
@@ -254,18 +303,16 @@ impl GemmMemo {
         self.map.is_empty()
     }
 
-    /// [`gemm_math_time`], remembered. Only valid for one profile: use one memo per profile.
-    pub fn math_time(&mut self, g: &Gemm, mode: MathMode, hw: &Profile) -> (f64, f64) {
+    /// [`gemm_candidates`], remembered. Only valid for one profile: use one memo per profile.
+    pub fn candidates(&mut self, g: &Gemm, mode: MathMode, hw: &Profile) -> &Candidates {
         let key = (g.m, g.n, g.k, g.batch, mode as u8);
-        if let Some(v) = self.map.get(&key) {
-            return *v;
+        if !self.map.contains_key(&key) {
+            if self.map.len() >= self.limit {
+                self.map.clear();
+            }
+            self.map.insert(key, gemm_candidates(g, mode, hw));
         }
-        if self.map.len() >= self.limit {
-            self.map.clear();
-        }
-        let v = gemm_math_time(g, mode, hw);
-        self.map.insert(key, v);
-        v
+        &self.map[&key]
     }
 }
 
@@ -335,13 +382,24 @@ pub fn kernel_cost_memo(
     }
     let bytes = k.bytes_read + k.bytes_written;
     let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
-        (KernelKind::Gemm, Some(g)) => match narrow_math_time(k.name, &g, k.math, hw) {
-            Some(t) => (t, 0.0, is_skinny(&g, hw)),
-            None => {
-                let (t, extra) = memo.math_time(&g, k.math, hw);
-                (t, extra, is_skinny(&g, hw))
+        (KernelKind::Gemm, Some(g)) => {
+            let skinny = is_skinny(&g, hw);
+            match narrow_math_time(k.name, &g, k.math, hw) {
+                Some(t) => (t, 0.0, skinny),
+                None => {
+                    // The configuration this kernel runs as, by the time it is charged below
+                    // (a GEMM's bandwidth: the skinny one or the streaming one).
+                    let eff = if skinny {
+                        hw.small_gemm_bandwidth_efficiency
+                    } else {
+                        hw.bandwidth_efficiency
+                    };
+                    let cands = memo.candidates(&g, k.math, hw);
+                    let (t, extra) = choose_candidate(cands, bytes, hw.bandwidth_bps * eff);
+                    (t, extra, skinny)
+                }
             }
-        },
+        }
         (KernelKind::Attention, g) => {
             // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
             // calibrated): t = F / (peak · eff) + tiles · c_tile.
@@ -931,13 +989,79 @@ mod tests {
             // reset); both equal the search itself.
             for _ in 0..2 {
                 assert_eq!(
-                    memo.math_time(&g, MathMode::Bf16, &hw),
-                    gemm_math_time(&g, MathMode::Bf16, &hw)
+                    memo.candidates(&g, MathMode::Bf16, &hw),
+                    &gemm_candidates(&g, MathMode::Bf16, &hw)
                 );
                 assert!(memo.len() <= 4, "{}", memo.len());
             }
         }
         assert!(!memo.is_empty());
+    }
+
+    /// The split-K configurations of a 768 × 768 × 5,184 bf16 GEMM on an A100 (108 SMs, 312
+    /// TFLOP/s · 0.83 = 2.398 TFLOP/s per SM, 2,039 GB/s · 0.88 = 1.794 TB/s), worked by hand:
+    /// unsplit, 72 tiles of 128×64 (efficiency 0.8) in one wave of 5,184 + 32 k-steps: 44.55 µs
+    /// of math, no partials; k in 4 parts, 288 such tiles in 3 waves of 1,296 + 32 k-steps:
+    /// 34.03 µs and 2 · 4 · 768² · 4 B = 18.9 MB of fp32 partials; in 8 parts, 36 tiles of
+    /// 128×128 (0.9) × 8 in 3 waves of 648 + 32 k-steps: 30.97 µs and 37.7 MB. With the kernel's
+    /// own 17.1 MB (`--kernels`), charged max(math, (17.1 MB + partials) / 1.794 TB/s): 44.55,
+    /// 34.03 and max(30.97, 30.57) = 30.97 µs; 16 parts would be charged 51.6 µs of traffic.
+    /// So the kernel runs in 8 parts, at 30.97 µs. By math + partials alone (the rule before
+    /// 2026-11-30) 4 parts and none tie near 44.55 µs, and one k-step less tipped the choice to
+    /// the unsplit configuration, charged 10.5 µs more for one token less.
+    #[test]
+    fn a_gemm_runs_as_the_configuration_it_is_charged_least_for() {
+        let hw = resolve_device("a100").unwrap();
+        let bw = hw.bandwidth_bps * hw.bandwidth_efficiency;
+        let per_sm = hw.peak_bf16_flops * hw.gemm_efficiency / 108.0;
+        let at = |k: u64| {
+            let g = Gemm {
+                m: 768,
+                n: 768,
+                k,
+                batch: 1,
+            };
+            gemm_candidates(&g, MathMode::Bf16, &hw)
+        };
+        let c = at(5_184);
+        let plain = 2.0 * 128.0 * 64.0 * (5_184.0 + 32.0) / (per_sm * 0.8);
+        let split4 = 3.0 * 2.0 * 128.0 * 64.0 * (1_296.0 + 32.0) / (per_sm * 0.8);
+        let split8 = 3.0 * 2.0 * 128.0 * 128.0 * (648.0 + 32.0) / (per_sm * 0.9);
+        assert!((plain - 44.55e-6).abs() < 0.01e-6, "{plain}");
+        assert!((split4 - 34.03e-6).abs() < 0.01e-6, "{split4}");
+        assert!((split8 - 30.97e-6).abs() < 0.01e-6, "{split8}");
+        for (t, extra) in [(plain, 0.0), (split4, 18_874_368.0), (split8, 37_748_736.0)] {
+            assert!(
+                c.iter()
+                    .any(|&(ct, ce)| (ct - t).abs() < 1e-15 && ce == extra),
+                "{t} {extra}: {c:?}"
+            );
+        }
+        let bytes = 17_105_000.0;
+        let (t, extra) = choose_candidate(&c, bytes, bw);
+        assert!(
+            (t - split8).abs() < 1e-15 && extra == 37_748_736.0,
+            "{t} {extra}"
+        );
+        assert!(((bytes + extra) / bw - 30.57e-6).abs() < 0.01e-6);
+        // A kernel with few bytes of its own and partials that would dominate runs unsplit
+        // when the partials' time exceeds the math saved.
+        assert_eq!(
+            choose_candidate(&[(1e-6, 0.0), (0.5e-6, 1e9)], 0.0, 1e12),
+            (1e-6, 0.0)
+        );
+        // Charged time, monotone in k over the tie that broke the old rule.
+        let charged = |k: u64| {
+            let c = at(k);
+            let (t, e) = choose_candidate(&c, bytes * k as f64 / 5_184.0, bw);
+            t.max((bytes * k as f64 / 5_184.0 + e) / bw)
+        };
+        let mut last = 0.0;
+        for k in 5_150..5_220 {
+            let t = charged(k);
+            assert!(t >= last, "k = {k}: {t} < {last}");
+            last = t;
+        }
     }
 
     #[test]
