@@ -310,10 +310,10 @@ pub struct PredictArgs {
     #[command(flatten)]
     pub training: TrainingArgs,
     /// Estimate a whole run of N training tokens (2000000000, 2_000_000_000 or 2e9).
-    #[arg(long, conflicts_with = "samples", value_parser = parse_count)]
+    #[arg(long, conflicts_with = "samples", value_parser = parse_count, allow_negative_numbers = true)]
     pub tokens: Option<u64>,
     /// Estimate a whole run of N training samples (sequences; 50000 or 5e4).
-    #[arg(long, value_parser = parse_count)]
+    #[arg(long, value_parser = parse_count, allow_negative_numbers = true)]
     pub samples: Option<u64>,
     /// Break the step down per layer.
     #[arg(long)]
@@ -324,7 +324,7 @@ pub struct PredictArgs {
     pub kernels: bool,
     /// Price of one GPU-hour in US dollars, for the cost of the run (--tokens/--samples);
     /// overrides the profile's [price]. E.g. 2.49.
-    #[arg(long, value_name = "USD_PER_HOUR", value_parser = parse_price)]
+    #[arg(long, value_name = "USD_PER_HOUR", value_parser = parse_price, allow_negative_numbers = true)]
     pub price: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -345,10 +345,10 @@ pub fn parse_price(s: &str) -> std::result::Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct TrainingArgs {
     /// LoRA/PaCA alpha (scale = alpha / rank). Default: the paper's (LoRA 32, PaCA 64).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
     /// LoRA dropout probability. Default: the paper's 0.1.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
     /// Targeted linear layers: all, attn, mlp, or a list such as q,v. Default: all.
     #[arg(long)]

@@ -465,21 +465,22 @@ pub struct CrossoverArgs {
     /// rank 1..256 ×2.
     #[arg(long)]
     pub range: Option<String>,
-    /// Micro-batch size (when not varied).
-    #[arg(long, default_value_t = 8)]
-    pub batch: u64,
-    /// Sequence length (when not varied).
-    #[arg(long, default_value_t = 512)]
-    pub seq: u64,
-    /// LoRA reference rank (when not varied); PaCA takes the paper's matched 2r.
+    /// Micro-batch size when batch is not the varied axis [default: 8].
+    #[arg(long)]
+    pub batch: Option<u64>,
+    /// Sequence length when seq is not the varied axis [default: 512].
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// LoRA reference rank when rank is not the varied axis; PaCA takes the paper's matched 2r
+    /// [default: 8].
     #[arg(long)]
     pub rank: Option<u64>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16Mixed)]
     pub precision: PrecisionArg,
     #[command(flatten)]
     pub training: TrainingArgs,
-    /// table or json.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// table or json (the text report, or the report as JSON).
+    #[arg(long, value_enum, default_value_t = Format::Table, hide_possible_values = true)]
     pub format: Format,
 }
 
@@ -499,6 +500,19 @@ pub fn search(args: &CrossoverArgs) -> Result<costsim_model::crossover::Search> 
         (None, Axis::Batch) => "1..128:x2".into(),
         (None, Axis::Rank) => "1..256:x2".into(),
     };
+    // The varied axis takes its values from --range only: a fixed value for it would be ignored.
+    let fixed = match axis {
+        Axis::Seq => args.seq.map(|v| ("--seq", v)),
+        Axis::Batch => args.batch.map(|v| ("--batch", v)),
+        Axis::Rank => args.rank.map(|v| ("--rank", v)),
+    };
+    if let Some((flag, v)) = fixed {
+        return Err(usage_error(format!(
+            "{flag} {v} fixes the axis --vary {} varies; drop it, or give the values with \
+             --range",
+            axis.as_str()
+        )));
+    }
     let mut values = parse_axis(&range, "--range").map_err(usage_error)?;
     values.sort_unstable();
     if values.len() < 2 {
@@ -515,9 +529,11 @@ pub fn search(args: &CrossoverArgs) -> Result<costsim_model::crossover::Search> 
     }
     let mut options = args.training.method_options()?;
     options.rank = args.rank;
-    let workload = args
-        .training
-        .workload(args.batch, args.seq, args.precision.precision());
+    let workload = args.training.workload(
+        args.batch.unwrap_or(8),
+        args.seq.unwrap_or(512),
+        args.precision.precision(),
+    );
     Ok(Search {
         model,
         hw,

@@ -727,3 +727,95 @@ fn devices_named_twice_count_once_and_namesakes_are_refused() {
         );
     }
 }
+
+/// Negative values written with a space (`--alpha -1`) reach the range checks, which name the
+/// problem, instead of clap's "unexpected argument '-1'"; a search's --max beyond what the
+/// workload allows stops there (2^40 tokens a micro-batch), and the PaCA variants' matched rank
+/// under --method all names the LoRA rank it came from.
+#[test]
+fn negative_values_huge_maxima_and_matched_ranks_get_their_own_messages() {
+    for (flag, value, want) in [
+        ("--alpha", "-1", "alpha must be positive, got -1"),
+        ("--dropout", "-0.1", "dropout -0.1 is not in [0, 1)"),
+        ("--tokens", "-5", "'-5' is not a whole number"),
+        ("--price", "-2", "--price must be in US dollars per hour"),
+    ] {
+        refused(
+            &["predict", "--model", "gpt2", "--hw", "a100", flag, value],
+            &[want],
+        );
+    }
+    let o = run(&[
+        "fit",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--max",
+        "18446744073709551615",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    refused(
+        &[
+            "predict", "--model", "gpt2", "--hw", "a100", "--rank", "512",
+        ],
+        &[
+            "paca trains 2 × 512 = 1024 columns for --rank 512",
+            "choose --rank ≤ 384",
+        ],
+    );
+}
+
+/// `crossover` takes the varied axis's values from --range only: a fixed --batch, --seq or
+/// --rank for that axis is refused, naming it, instead of silently ignored; for the other axes
+/// it applies.
+#[test]
+fn a_fixed_value_for_the_varied_axis_is_refused() {
+    for (axis, flag) in [("batch", "--batch"), ("seq", "--seq"), ("rank", "--rank")] {
+        refused(
+            &[
+                "crossover",
+                "--model",
+                "gpt2",
+                "--hw",
+                "a100",
+                "--vary",
+                axis,
+                flag,
+                "4",
+            ],
+            &[
+                &format!("{flag} 4 fixes the axis --vary {axis} varies"),
+                "--range",
+            ],
+        );
+    }
+    let o = run(&[
+        "crossover",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--vary",
+        "seq",
+        "--batch",
+        "4",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["comparisons"][0]["points"][0][0], 64);
+}

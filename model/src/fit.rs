@@ -63,9 +63,15 @@ fn with_value(cfg: &Config, axis: Axis, v: u64) -> Config {
 /// The largest value of `axis` in `1..=max` at which `cfg` fits its device (the other workload
 /// settings as in `cfg`). For `Axis::Seq` the search stops at the model's positions.
 pub fn largest(cfg: &Config, axis: Axis, max: u64) -> Result<Largest> {
+    // No further than the workload allows (Workload::validate: 2^40 tokens a micro-batch, 2^50
+    // a step): a search to 2^64 batches ends there instead of failing on its first probe.
+    let w = &cfg.workload;
+    let tokens = (1u64 << 40).min((1u64 << 50) / u64::from(w.grad_accum.max(1)));
     let limit = match axis {
-        Axis::Batch => max,
-        Axis::Seq => max.min(cfg.model.max_positions),
+        Axis::Batch => max.min(tokens / w.seq.max(1)),
+        Axis::Seq => max
+            .min(cfg.model.max_positions)
+            .min(tokens / w.batch.max(1)),
     };
     if limit == 0 {
         return Err(Error::InvalidArgument {
@@ -205,6 +211,32 @@ mod tests {
         let c = cfg("gpt2", MethodName::Lora, "h100-sxm", 1, 128);
         let got = largest(&c, Axis::Seq, 1 << 20).expect("search");
         assert_eq!((got.value, got.limit), (Some(1024), 1024));
+    }
+
+    /// The search stops where the workload does (2^40 tokens a micro-batch, 2^50 a step): to
+    /// 2^64 − 1 batches of 128 tokens it searches 2^33, and with 2^20 micro-batches a step
+    /// 2^30 / 128 = 2^23; along seq at batch 2^30 the tokens allow 1,024, GPT-2's positions.
+    #[test]
+    fn the_search_stops_at_the_workload_s_limits() {
+        let mut c = cfg("gpt2", MethodName::Lora, "h100-sxm", 1, 128);
+        let got = largest(&c, Axis::Batch, u64::MAX).expect("search");
+        assert_eq!(got.limit, 1 << 33);
+        c.workload.grad_accum = 1 << 20;
+        assert_eq!(
+            largest(&c, Axis::Batch, u64::MAX).expect("search").limit,
+            1 << 23
+        );
+        c.workload.grad_accum = 1;
+        c.workload.batch = 1 << 30;
+        assert_eq!(
+            largest(&c, Axis::Seq, u64::MAX).expect("search").limit,
+            1 << 10
+        );
+        c.workload.batch = 1 << 32;
+        assert_eq!(
+            largest(&c, Axis::Seq, u64::MAX).expect("search").limit,
+            1 << 8
+        );
     }
 
     #[test]

@@ -365,11 +365,22 @@ impl MethodSpec {
             adapter_dtype: opts.adapter_dtype.unwrap_or(AdapterDtype::Fp32),
             layers: opts.layers.unwrap_or(layers),
         };
-        spec.validate(model)?;
+        // Under --method all a PaCA variant's rank is the LoRA rank times its matching factor:
+        // an error names both.
+        let matched = match name {
+            MethodName::Paca => Some(2),
+            MethodName::PacaUpperHalf => Some(4),
+            MethodName::PacaThreeQuarters => Some(3),
+            _ => None,
+        }
+        .filter(|_| reference_rank)
+        .map(|mult| (lora_rank, mult));
+        spec.validate(model, matched)?;
         Ok(spec)
     }
 
-    fn validate(&self, model: &ModelConfig) -> Result<()> {
+    /// `matched`: (LoRA rank, factor) when the rank is PaCA's matched one under `--method all`.
+    fn validate(&self, model: &ModelConfig, matched: Option<(u64, u64)>) -> Result<()> {
         let err = |what: &str, m: String| Error::InvalidArgument {
             what: what.into(),
             message: m,
@@ -392,14 +403,24 @@ impl MethodSpec {
                     ))
                 }
                 Some(k) if self.rank > k => {
-                    return Err(err(
-                        "--rank",
-                        format!(
+                    let message = match matched {
+                        Some((r, mult)) => format!(
+                            "{} trains {mult} × {r} = {} columns for --rank {r} (the paper's \
+                             matching under --method all), more than the input width {k} of a \
+                             targeted layer (hidden size {}); choose --rank ≤ {}, or predict the \
+                             methods one at a time",
+                            self.name,
+                            self.rank,
+                            model.hidden,
+                            k / mult
+                        ),
+                        None => format!(
                             "rank {} exceeds the input width {k} of a targeted layer (hidden size \
                              {}); choose a rank ≤ {k}",
                             self.rank, model.hidden
                         ),
-                    ))
+                    };
+                    return Err(err("--rank", message));
                 }
                 _ => {}
             }
@@ -717,6 +738,40 @@ mod tests {
             ..Default::default()
         };
         assert!(MethodSpec::resolve(MethodName::Paca, &opts, &m, false).is_err());
+        // Under --method all a PaCA variant's matched rank names the LoRA rank and its factor:
+        // --rank 512 is 1,024 columns for PaCA (≤ 384 fits), 2,048 for upper-half (≤ 192).
+        let opts = MethodOptions {
+            rank: Some(512),
+            ..Default::default()
+        };
+        MethodSpec::resolve(MethodName::Lora, &opts, &m, true).expect("LoRA at 512 fits");
+        for (name, cols, max) in [
+            (MethodName::Paca, "2 × 512 = 1024", 384),
+            (MethodName::PacaUpperHalf, "4 × 512 = 2048", 192),
+            (MethodName::PacaThreeQuarters, "3 × 512 = 1536", 256),
+        ] {
+            let e = MethodSpec::resolve(name, &opts, &m, true)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{name} trains {cols} columns for --rank 512"))
+                    && e.contains(&format!("choose --rank ≤ {max},")),
+                "{e}"
+            );
+        }
+        // Given alone, the rank is PaCA's own and the plain message applies.
+        let e = MethodSpec::resolve(
+            MethodName::Paca,
+            &MethodOptions {
+                rank: Some(1024),
+                ..opts
+            },
+            &m,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rank 1024 exceeds the input width 768"), "{e}");
     }
 
     #[test]
