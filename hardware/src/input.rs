@@ -61,13 +61,18 @@ pub fn read_text_capped(path: &Path, what: &str, cap: u64) -> std::io::Result<St
     if bytes.len() as u64 > cap {
         return Err(too_big(format!("more than {cap} bytes")));
     }
-    String::from_utf8(bytes).map_err(|e| {
+    let mut text = String::from_utf8(bytes).map_err(|e| {
         invalid(format!(
             "{} is not UTF-8 text (invalid byte at offset {}); a {what} is a text file",
             path.display(),
             e.utf8_error().valid_up_to()
         ))
-    })
+    })?;
+    // A byte-order mark (Windows editors write one) is not part of the text.
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -140,5 +145,15 @@ mod tests {
             err.contains("not UTF-8 text (invalid byte at offset 1)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_text() {
+        let p = dir().join("bom.json");
+        std::fs::write(&p, "\u{feff}{\"a\": 1}").unwrap();
+        assert_eq!(read_text(&p, "config.json").unwrap(), "{\"a\": 1}");
+        // Only a leading one.
+        std::fs::write(&p, "x\u{feff}").unwrap();
+        assert_eq!(read_text(&p, "config.json").unwrap(), "x\u{feff}");
     }
 }

@@ -187,7 +187,10 @@ impl ModelConfig {
                 self.hidden, self.heads
             ));
         }
-        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
+        if self.kv_heads == 0 {
+            return bad("0 key/value heads: a model has at least one".into());
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "{} attention heads are not a multiple of {} key/value heads",
                 self.heads, self.kv_heads
@@ -353,6 +356,8 @@ struct HfConfig {
     n_inner: Option<u64>,
     n_positions: Option<u64>,
     resid_pdrop: Option<f64>,
+    embd_pdrop: Option<f64>,
+    attn_pdrop: Option<f64>,
     // Llama names
     hidden_size: Option<u64>,
     num_hidden_layers: Option<u32>,
@@ -360,6 +365,7 @@ struct HfConfig {
     num_key_value_heads: Option<u64>,
     intermediate_size: Option<u64>,
     max_position_embeddings: Option<u64>,
+    attention_dropout: Option<f64>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
@@ -423,9 +429,38 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
         .model_type
         .clone()
         .ok_or_else(|| missing("model_type"))?;
+    let field = |message: String| Error::ConfigField {
+        path: origin.to_string(),
+        message,
+    };
+    let probability = |key: &str, p: Option<f64>| -> Result<()> {
+        match p {
+            Some(p) if !(0.0..1.0).contains(&p) => Err(field(format!(
+                "\"{key}\" is {p}: a dropout probability is in [0, 1)"
+            ))),
+            _ => Ok(()),
+        }
+    };
     let config = match model_type.as_str() {
         "gpt2" => {
             let d = cfg.n_embd.ok_or_else(|| missing("n_embd"))?;
+            // costsim models one probability for GPT-2's embedding, attention and residual
+            // dropouts (the three are 0.1 in every released GPT-2 config).
+            let resid = cfg.resid_pdrop.unwrap_or(0.1);
+            for (key, p) in [
+                ("resid_pdrop", cfg.resid_pdrop),
+                ("embd_pdrop", cfg.embd_pdrop),
+                ("attn_pdrop", cfg.attn_pdrop),
+            ] {
+                probability(key, p)?;
+                if let Some(p) = p.filter(|p| *p != resid) {
+                    return Err(field(format!(
+                        "\"{key}\" is {p} and \"resid_pdrop\" {resid}: costsim models one dropout \
+                         probability for GPT-2's embedding, attention and residual dropouts; set \
+                         them equal (or leave {key} out)"
+                    )));
+                }
+            }
             ModelConfig {
                 name,
                 family: Family::Gpt2,
@@ -440,10 +475,17 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                 tied_embeddings: cfg.tie_word_embeddings.unwrap_or(true),
                 qkv_bias: true,
                 other_bias: true,
-                dropout: cfg.resid_pdrop.unwrap_or(0.1),
+                dropout: resid,
             }
         }
         "llama" | "mistral" | "qwen2" => {
+            probability("attention_dropout", cfg.attention_dropout)?;
+            if let Some(p) = cfg.attention_dropout.filter(|p| *p > 0.0) {
+                return Err(field(format!(
+                    "\"attention_dropout\" is {p}: costsim models Llama-family attention without \
+                     dropout (the released configs' 0.0); set it to 0"
+                )));
+            }
             let heads = cfg
                 .num_attention_heads
                 .ok_or_else(|| missing("num_attention_heads"))?;
@@ -559,6 +601,66 @@ mod tests {
             preset("llama2-7b").unwrap().total_params()
         );
         assert_eq!(cfg.name, "llama");
+    }
+
+    /// GPT-2's three dropout probabilities are read and checked by name; costsim models one, so
+    /// they must agree. Llama's attention_dropout must be 0 (costsim models none).
+    #[test]
+    fn dropout_fields_are_read_checked_and_named() {
+        let gpt2 = |extra: &str| {
+            format!(
+                r#"{{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
+                "vocab_size": 256, "n_positions": 128{extra}}}"#
+            )
+        };
+        let m = parse_hf_config(&gpt2(""), "c.json").unwrap();
+        assert_eq!(m.dropout, 0.1);
+        let m = parse_hf_config(
+            &gpt2(r#", "resid_pdrop": 0.2, "embd_pdrop": 0.2, "attn_pdrop": 0.2"#),
+            "c.json",
+        )
+        .unwrap();
+        assert_eq!(m.dropout, 0.2);
+        for (extra, want) in [
+            (
+                r#", "resid_pdrop": 1.5"#,
+                "\"resid_pdrop\" is 1.5: a dropout probability",
+            ),
+            (
+                r#", "attn_pdrop": -1"#,
+                "\"attn_pdrop\" is -1: a dropout probability",
+            ),
+            (
+                r#", "embd_pdrop": 0.0"#,
+                "\"embd_pdrop\" is 0 and \"resid_pdrop\" 0.1",
+            ),
+            (
+                r#", "resid_pdrop": 0.0, "attn_pdrop": 0.1"#,
+                "\"attn_pdrop\" is 0.1 and \"resid_pdrop\" 0",
+            ),
+        ] {
+            let err = parse_hf_config(&gpt2(extra), "c.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("c.json") && err.contains(want),
+                "{extra}: {err}"
+            );
+        }
+        // A string where a number belongs is a parse error, not ignored.
+        assert!(parse_hf_config(&gpt2(r#", "embd_pdrop": "x""#), "c.json").is_err());
+        let llama = |extra: &str| {
+            format!(
+                r#"{{"model_type":"llama","hidden_size":64,"num_hidden_layers":2,
+                "num_attention_heads":4,"intermediate_size":128,"vocab_size":256,
+                "max_position_embeddings":128{extra}}}"#
+            )
+        };
+        parse_hf_config(&llama(r#","attention_dropout":0.0"#), "c.json").unwrap();
+        let err = parse_hf_config(&llama(r#","attention_dropout":0.5"#), "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"attention_dropout\" is 0.5"), "{err}");
     }
 
     #[test]
