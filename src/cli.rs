@@ -292,7 +292,8 @@ pub struct PredictArgs {
     #[arg(long, value_enum, default_value_t = MethodArg::All)]
     pub method: MethodArg,
     /// LoRA rank or PaCA column count. Default: the paper's (LoRA 8, PaCA 16, upper half 32,
-    /// three quarters 24). With --method all it is the LoRA reference rank.
+    /// three quarters 24). With --method all it is the LoRA reference rank; full fine-tuning
+    /// ignores it.
     #[arg(long)]
     pub rank: Option<u64>,
     /// Layers that train: all, upper:0.5, upper:0.75, last:K, or a range A..B (0-based,
@@ -350,7 +351,8 @@ pub struct TrainingArgs {
     /// LoRA dropout probability. Default: the paper's 0.1.
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
-    /// Targeted linear layers: all, attn, mlp, or a list such as q,v. Default: all.
+    /// Targeted linear layers: all, attn, mlp, or a list such as q,v (GPT-2 fuses q, k and v
+    /// in c_attn: any of them targets c_attn). Default: all.
     #[arg(long)]
     pub targets: Option<String>,
     /// LoRA adapter dtype.
@@ -523,6 +525,25 @@ impl PredictArgs {
         let opts = self.method_options()?;
         let names = self.method.names();
         let all = self.method == MethodArg::All;
+        // A preset's own layers are what it means: another choice would silently make it another
+        // method. (Adapter options given with full fine-tuning are ignored, so that one command
+        // line can loop over the methods.)
+        match self.method {
+            MethodArg::PacaUpperHalf | MethodArg::PacaThreeQuarters
+                if self.train_layers.is_some() =>
+            {
+                let (name, layers) = if self.method == MethodArg::PacaUpperHalf {
+                    ("paca-upper-half", "upper:0.5")
+                } else {
+                    ("paca-three-quarters", "upper:0.75")
+                };
+                return Err(usage(format!(
+                    "--train-layers: {name} trains its own layers ({layers}); to choose them, \
+                     use --method paca --train-layers ..."
+                )));
+            }
+            _ => {}
+        }
         names
             .into_iter()
             .map(|name| {

@@ -8,11 +8,41 @@ use anyhow::{Context, Result};
 use costsim_hardware::Profile;
 use costsim_validate::compare;
 use costsim_validate::record::ResultsFile;
+use std::path::{Path, PathBuf};
 
-/// The profile to predict with.
-fn profile(args: &ValidateArgs, recorded: &str) -> Result<Profile> {
-    let name = args.hw.as_deref().unwrap_or(recorded);
-    costsim_hardware::resolve_device(name).map_err(usage_error)
+/// The profile to predict with: `--hw`, else the one the results recorded.
+fn profile(args: &ValidateArgs, recorded: &str, results: Option<&Path>) -> Result<Profile> {
+    match args.hw.as_deref() {
+        Some(hw) => costsim_hardware::resolve_device(hw).map_err(usage_error),
+        None => recorded_profile(recorded, results),
+    }
+}
+
+/// The profile a results file recorded (its `profile`): a built-in name, or a profile file's
+/// path as written where it was measured, usually relative to the repository it ran in. A
+/// relative path is tried from here, then from the results file's folder and each folder above
+/// it. Errors name the results file and the fix (`--hw`).
+pub(crate) fn recorded_profile(recorded: &str, results: Option<&Path>) -> Result<Profile> {
+    let looks_like_path = recorded.ends_with(".toml") || recorded.contains('/');
+    let rel = Path::new(recorded);
+    if looks_like_path && rel.is_relative() && !rel.exists() {
+        if let Some(found) = results
+            .and_then(Path::parent)
+            .into_iter()
+            .flat_map(Path::ancestors)
+            .map(|dir| dir.join(rel))
+            .find(|p| p.is_file())
+        {
+            return costsim_hardware::load_profile(&found).map_err(usage_error);
+        }
+    }
+    costsim_hardware::resolve_device(recorded).map_err(|e| {
+        let from = results.map_or(String::new(), |p| format!(" recorded in {}", p.display()));
+        usage_error(format!(
+            "the profile '{recorded}'{from}: {e}; pass the profile to predict with as --hw \
+             NAME|FILE"
+        ))
+    })
 }
 
 pub fn run(args: &ValidateArgs) -> Result<String> {
@@ -27,7 +57,7 @@ pub fn run(args: &ValidateArgs) -> Result<String> {
     } else {
         merge(&args.from)?
     };
-    let hw = profile(args, &file.profile)?;
+    let hw = profile(args, &file.profile, args.from.first().map(PathBuf::as_path))?;
     let report = compare::compare(&file, &hw).map_err(usage_error)?;
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&report).context("JSON")? + "\n",

@@ -819,3 +819,98 @@ fn a_fixed_value_for_the_varied_axis_is_refused() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["comparisons"][0]["points"][0][0], 64);
 }
+
+/// A results file records its profile as given where it was measured, often a path relative to
+/// the repository (`docs/results/cpu/cpu-calibrated.toml`). Read from elsewhere, that path is
+/// found from the results file's folders; a profile that cannot be resolved is named with the
+/// results file and the fix.
+#[test]
+fn a_recorded_profile_path_is_found_from_the_results_file() {
+    let d = dir("recorded-profile");
+    std::fs::create_dir_all(d.join("repo/profiles")).unwrap();
+    std::fs::create_dir_all(d.join("repo/runs/today")).unwrap();
+    std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+    std::fs::write(
+        d.join("repo/profiles/mine.toml"),
+        "base = \"a100\"\n[device]\nname = \"mine\"\n",
+    )
+    .unwrap();
+    let mut v = results();
+    v["profile"] = "profiles/mine.toml".into();
+    let p = write(&d.join("repo/runs/today"), "r.json", &v.to_string());
+    let o = Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args(["validate", "--from", &p])
+        .current_dir(d.join("elsewhere"))
+        .output()
+        .expect("run");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("profile mine"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    v["profile"] = "a1000".into();
+    let q = write(&d, "bad.json", &v.to_string());
+    refused(
+        &["validate", "--from", &q],
+        &[
+            "the profile 'a1000' recorded in",
+            "bad.json",
+            "did you mean 'a100'",
+            "--hw NAME|FILE",
+        ],
+    );
+}
+
+/// A layer-selective preset's layers are what it means: `--train-layers` with paca-upper-half
+/// or paca-three-quarters alone is refused (it silently trained the layers given); with
+/// `--method all` the presets keep theirs and the other methods take the choice.
+#[test]
+fn a_preset_s_own_layers_cannot_be_replaced() {
+    for (method, layers) in [
+        ("paca-upper-half", "upper:0.5"),
+        ("paca-three-quarters", "upper:0.75"),
+    ] {
+        refused(
+            &[
+                "predict",
+                "--model",
+                "gpt2",
+                "--hw",
+                "a100",
+                "--method",
+                method,
+                "--train-layers",
+                "0..5",
+            ],
+            &[
+                &format!("{method} trains its own layers ({layers})"),
+                "--method paca --train-layers",
+            ],
+        );
+    }
+    let o = run(&[
+        "predict",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--method",
+        "all",
+        "--train-layers",
+        "0..5",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
