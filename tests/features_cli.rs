@@ -47,6 +47,13 @@ fn hardware_show_prints_the_builtin_file_which_loads_as_the_same_profile() {
         &["hardware", "show", "a10O"],
         &["unknown GPU 'a10O'", "did you mean 'a100'"],
     );
+    // `show` takes built-in names only: no hint about --hw, and a file is named as one.
+    let o = costsim(&["hardware", "show", "a10O"]);
+    assert!(!stderr(&o).contains("--hw"), "{}", stderr(&o));
+    usage_error(
+        &["hardware", "show", path.to_str().unwrap()],
+        &["`hardware show` prints a built-in profile", "is a file"],
+    );
     // The listing still works, and `show` takes no --format.
     assert!(ok(&["hardware"]).contains("a6000"));
     usage_error(
