@@ -998,6 +998,35 @@ mod tests {
         assert!(!memo.is_empty());
     }
 
+    /// Split-K is a candidate only while the output's tiles leave SMs idle: 27,904 × 128 on an
+    /// A100 is 109 tiles of 256×128 on 108 SMs (two waves, one nearly empty), where splitting k
+    /// would cut the math time (4 parts: 3 waves of a quarter of k) but cuBLAS does not split an
+    /// output that fills the GPU; the only candidate is unsplit. A batched product's split-K
+    /// partials count every matrix: 128 × 128 × 65,536 in 32 parts writes 2 · 32 · 128² · 4 B =
+    /// 4,194,304 B of partials, twice that at batch 2.
+    #[test]
+    fn split_k_only_under_one_wave_and_partials_count_the_batch() {
+        let hw = resolve_device("a100").unwrap();
+        let g = Gemm {
+            m: 256 * 109,
+            n: 128,
+            k: 8192,
+            batch: 1,
+        };
+        let c = gemm_candidates(&g, MathMode::Bf16, &hw);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].1, 0.0);
+        let g = Gemm {
+            m: 128,
+            n: 128,
+            k: 65_536,
+            batch: 1,
+        };
+        assert_eq!(gemm_math_time(&g, MathMode::Bf16, &hw).1, 4_194_304.0);
+        let g2 = Gemm { batch: 2, ..g };
+        assert_eq!(gemm_math_time(&g2, MathMode::Bf16, &hw).1, 8_388_608.0);
+    }
+
     /// The split-K configurations of a 768 × 768 × 5,184 bf16 GEMM on an A100 (108 SMs, 312
     /// TFLOP/s · 0.83 = 2.398 TFLOP/s per SM, 2,039 GB/s · 0.88 = 1.794 TB/s), worked by hand:
     /// unsplit, 72 tiles of 128×64 (efficiency 0.8) in one wave of 5,184 + 32 k-steps: 44.55 µs
