@@ -604,6 +604,9 @@ mod tests {
                 "cat",
             ]
         );
+        // The cat joins the three gradients into c_attn's output gradient: 3 · 49,152 B.
+        let cat = one(&g.layer(1).backward.kernels, "cat");
+        assert_eq!((cat.bytes_read, cat.bytes_written), (3.0 * x, 3.0 * x));
     }
 
     /// GPT-2's eager softmax runs in the scores' dtype: bf16 in a bf16 model, with no cast;
