@@ -450,8 +450,9 @@ pub fn config_of(
         e => e,
     })?;
     let opts = MethodOptions {
-        rank: (t.method.rank > 0).then_some(t.method.rank),
-        alpha: (t.method.alpha > 0.0).then_some(t.method.alpha),
+        // Checked above for LoRA and PaCA; full fine-tuning has neither.
+        rank: (name != MethodName::Full).then_some(t.method.rank),
+        alpha: (name != MethodName::Full).then_some(t.method.alpha),
         dropout: Some(t.method.dropout),
         targets: Some(targets),
         adapter_dtype: Some(adapter_dtype),
