@@ -229,21 +229,18 @@ pub fn hardware(format: Format) -> Result<String> {
 
 /// The TOML of the built-in profile `name` (a name or alias), exactly as compiled in.
 pub fn show_hardware(name: &str) -> Result<String> {
-    if name.ends_with(".toml") || name.contains('/') {
+    if costsim_hardware::is_profile_path(name) {
         return Err(usage_error(format!(
             "`hardware show` prints a built-in profile, and {name} is a file; read the file \
              itself, or show the built-in it is based on (`costsim hardware` lists them)"
         )));
     }
-    let (_, text) = costsim_hardware::builtin(name).map_err(|e| {
+    let (_, text) = costsim_hardware::builtin(name).map_err(|e| match e {
         // The resolver's hint about profile files applies to --hw, not to `show`.
-        let msg = e.to_string();
-        let msg = msg
-            .split(" (or pass a profile file")
-            .next()
-            .unwrap_or(&msg)
-            .to_string();
-        usage_error(msg)
+        costsim_hardware::Error::UnknownDevice { name, hint, known } => {
+            usage_error(format!("unknown GPU '{name}'{hint}; known GPUs: {known}"))
+        }
+        e => usage_error(e),
     })?;
     Ok(text.to_string())
 }

@@ -503,12 +503,8 @@ pub fn contour_segments(v: &[Vec<f64>], level: f64) -> Vec<[(f64, f64); 2]> {
 
 pub fn scatter_chart(from: &[PathBuf], hw: Option<&str>) -> Result<ScatterChart> {
     let file = crate::validate::merge(from)?;
-    let profile = match hw {
-        Some(hw) => costsim_hardware::resolve_device(hw).map_err(usage_error)?,
-        None => {
-            crate::validate::recorded_profile(&file.profile, from.first().map(|p| p.as_path()))?
-        }
-    };
+    let profile =
+        crate::validate::results_profile(hw, &file.profile, from.first().map(PathBuf::as_path))?;
     let report = costsim_validate::compare::compare(&file, &profile).map_err(usage_error)?;
     let mut points = Vec::new();
     for r in &report.rows {

@@ -10,22 +10,21 @@ use costsim_validate::compare;
 use costsim_validate::record::ResultsFile;
 use std::path::{Path, PathBuf};
 
-/// The profile to predict with: `--hw`, else the one the results recorded.
-fn profile(args: &ValidateArgs, recorded: &str, results: Option<&Path>) -> Result<Profile> {
-    match args.hw.as_deref() {
-        Some(hw) => costsim_hardware::resolve_device(hw).map_err(usage_error),
-        None => recorded_profile(recorded, results),
+/// The profile to predict results with: `--hw` when given, else the one the results recorded
+/// (their `profile`): a built-in name, or a profile file's path as written where they were
+/// measured, usually relative to the repository they ran in. A relative path is tried from
+/// here, then from the (first) results file's folder and each folder above it. Errors name the
+/// results file and the fix (`--hw`).
+pub(crate) fn results_profile(
+    hw: Option<&str>,
+    recorded: &str,
+    results: Option<&Path>,
+) -> Result<Profile> {
+    if let Some(hw) = hw {
+        return costsim_hardware::resolve_device(hw).map_err(usage_error);
     }
-}
-
-/// The profile a results file recorded (its `profile`): a built-in name, or a profile file's
-/// path as written where it was measured, usually relative to the repository it ran in. A
-/// relative path is tried from here, then from the results file's folder and each folder above
-/// it. Errors name the results file and the fix (`--hw`).
-pub(crate) fn recorded_profile(recorded: &str, results: Option<&Path>) -> Result<Profile> {
-    let looks_like_path = recorded.ends_with(".toml") || recorded.contains('/');
     let rel = Path::new(recorded);
-    if looks_like_path && rel.is_relative() && !rel.exists() {
+    if costsim_hardware::is_profile_path(recorded) && rel.is_relative() && !rel.exists() {
         if let Some(found) = results
             .and_then(Path::parent)
             .into_iter()
@@ -57,7 +56,11 @@ pub fn run(args: &ValidateArgs) -> Result<String> {
     } else {
         merge(&args.from)?
     };
-    let hw = profile(args, &file.profile, args.from.first().map(PathBuf::as_path))?;
+    let hw = results_profile(
+        args.hw.as_deref(),
+        &file.profile,
+        args.from.first().map(PathBuf::as_path),
+    )?;
     let report = compare::compare(&file, &hw).map_err(usage_error)?;
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&report).context("JSON")? + "\n",

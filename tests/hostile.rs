@@ -66,6 +66,18 @@ fn refused(args: &[&str], needles: &[&str]) {
     }
 }
 
+/// Run costsim with the limits ([`run`]) on input it must answer: exit 0.
+fn answered(args: &[&str]) -> Output {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("costsim-hostile-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -659,13 +671,7 @@ fn more_records_than_one_comparison_reads_are_refused() {
     let b = write(&d, "b.json", &v.to_string());
     v["records"] = distinct(1000, 1001);
     let c = write(&d, "c.json", &v.to_string());
-    let o = run(&["validate", "--from", &format!("{b},{c}")]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    answered(&["validate", "--from", &format!("{b},{c}")]);
 }
 
 /// `--out` and `--data` naming one file (directly, or through `..`): the data would replace the
@@ -695,15 +701,9 @@ fn a_chart_and_its_data_in_one_file_are_refused() {
 #[test]
 fn devices_named_twice_count_once_and_namesakes_are_refused() {
     let rows = |hw: &str| -> usize {
-        let o = run(&[
+        let o = answered(&[
             "sweep", "--model", "gpt2", "--hw", hw, "--method", "full", "--format", "csv",
         ]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
         String::from_utf8_lossy(&o.stdout).lines().count() - 1
     };
     assert_eq!(rows("a100"), 1);
@@ -745,7 +745,7 @@ fn negative_values_huge_maxima_and_matched_ranks_get_their_own_messages() {
             &[want],
         );
     }
-    let o = run(&[
+    answered(&[
         "fit",
         "--model",
         "gpt2",
@@ -756,12 +756,6 @@ fn negative_values_huge_maxima_and_matched_ranks_get_their_own_messages() {
         "--format",
         "json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
     refused(
         &[
             "predict", "--model", "gpt2", "--hw", "a100", "--rank", "512",
@@ -797,7 +791,7 @@ fn a_fixed_value_for_the_varied_axis_is_refused() {
             ],
         );
     }
-    let o = run(&[
+    let o = answered(&[
         "crossover",
         "--model",
         "gpt2",
@@ -806,18 +800,26 @@ fn a_fixed_value_for_the_varied_axis_is_refused() {
         "--vary",
         "seq",
         "--batch",
-        "4",
+        "128",
         "--format",
         "json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
-    assert_eq!(v["comparisons"][0]["points"][0][0], 64);
+    let first = &v["comparisons"][0]["points"][0];
+    assert_eq!(first[0], 64);
+    // Its LoRA time at seq 64 is that of batch 128, not of the default 8.
+    let lora = |batch: &str| -> f64 {
+        let o = answered(&[
+            "predict", "--model", "gpt2", "--hw", "a100", "--method", "lora", "--batch", batch,
+            "--seq", "64", "--format", "json",
+        ]);
+        let p: Value = serde_json::from_slice(&o.stdout).expect("json");
+        p["predictions"][0]["step_ms"].as_f64().expect("step_ms")
+    };
+    let got = first[1].as_f64().expect("lora ms");
+    let want = lora("128");
+    assert!((got - want).abs() <= 1e-9 * got, "{got} vs {want}");
+    assert_ne!(want, lora("8"));
 }
 
 /// A results file records its profile as given where it was measured, often a path relative to
@@ -894,7 +896,7 @@ fn a_preset_s_own_layers_cannot_be_replaced() {
             ],
         );
     }
-    let o = run(&[
+    answered(&[
         "predict",
         "--model",
         "gpt2",
@@ -907,10 +909,4 @@ fn a_preset_s_own_layers_cannot_be_replaced() {
         "--format",
         "json",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }

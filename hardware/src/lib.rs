@@ -1201,12 +1201,16 @@ pub fn builtin_profiles() -> Result<Vec<Profile>> {
 /// Resolve a `--hw` argument: a built-in name or alias (case-insensitive), or a path to a
 /// `.toml` file.
 pub fn resolve_device(arg: &str) -> Result<Profile> {
-    let looks_like_path = arg.ends_with(".toml") || arg.contains('/') || arg.contains('\\');
-    if looks_like_path {
+    if is_profile_path(arg) {
         return load_profile(Path::new(arg));
     }
     let (name, text) = builtin(arg)?;
     parse_profile(text, &format!("builtin:{name}"))
+}
+
+/// Whether a `--hw` argument names a profile file (`.toml`, or a path) rather than a built-in.
+pub fn is_profile_path(arg: &str) -> bool {
+    arg.ends_with(".toml") || arg.contains('/') || arg.contains('\\')
 }
 
 /// The candidate closest to `word` by Jaro-Winkler similarity, if reasonably close.

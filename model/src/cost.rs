@@ -282,7 +282,8 @@ impl Default for GemmMemo {
 }
 
 impl GemmMemo {
-    /// Shapes a default memo holds (about 1 MiB).
+    /// Shapes a default memo holds (about 2.3 MiB: a table of 16,384 slots of 145 bytes, a
+    /// shape and its configurations; 1 MiB when it held one time per shape, until 2026-11-30).
     pub const DEFAULT_LIMIT: usize = 1 << 13;
 
     /// A memo that holds at most `limit` shapes (at least one).
@@ -306,13 +307,14 @@ impl GemmMemo {
     /// [`gemm_candidates`], remembered. Only valid for one profile: use one memo per profile.
     pub fn candidates(&mut self, g: &Gemm, mode: MathMode, hw: &Profile) -> &Candidates {
         let key = (g.m, g.n, g.k, g.batch, mode as u8);
-        if !self.map.contains_key(&key) {
-            if self.map.len() >= self.limit {
-                self.map.clear();
-            }
-            self.map.insert(key, gemm_candidates(g, mode, hw));
+        // One hash lookup for a shape already held (the sweep's hot path); a full memo starts
+        // afresh before a new shape goes in.
+        if self.map.len() >= self.limit && !self.map.contains_key(&key) {
+            self.map.clear();
         }
-        &self.map[&key]
+        self.map
+            .entry(key)
+            .or_insert_with(|| gemm_candidates(g, mode, hw))
     }
 }
 
@@ -381,48 +383,7 @@ pub fn kernel_cost_memo(
         };
     }
     let bytes = k.bytes_read + k.bytes_written;
-    let (math_s, extra_bytes, skinny) = match (k.kind, k.gemm) {
-        (KernelKind::Gemm, Some(g)) => {
-            let skinny = is_skinny(&g, hw);
-            match narrow_math_time(k.name, &g, k.math, hw) {
-                Some(t) => (t, 0.0, skinny),
-                None => {
-                    // The configuration this kernel runs as, by the time it is charged below
-                    // (a GEMM's bandwidth: the skinny one or the streaming one).
-                    let eff = if skinny {
-                        hw.small_gemm_bandwidth_efficiency
-                    } else {
-                        hw.bandwidth_efficiency
-                    };
-                    let cands = memo.candidates(&g, k.math, hw);
-                    let (t, extra) = choose_candidate(cands, bytes, hw.bandwidth_bps * eff);
-                    (t, extra, skinny)
-                }
-            }
-        }
-        (KernelKind::Attention, g) => {
-            // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
-            // calibrated): t = F / (peak · eff) + tiles · c_tile.
-            let dir = usize::from(k.name.ends_with("_backward"));
-            let prec = usize::from(matches!(k.math, MathMode::Bf16 | MathMode::Fp16));
-            let c_tile = hw.attention_tile_s[dir][prec];
-            // Count tiles only where they cost something (no built-in profile sets c_tile).
-            let tiles_s = match g {
-                Some(g) if c_tile > 0.0 => attention_tiles(g.m, g.batch) * c_tile,
-                _ => 0.0,
-            };
-            (
-                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec]) + tiles_s,
-                0.0,
-                false,
-            )
-        }
-        _ => (
-            k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency),
-            0.0,
-            false,
-        ),
-    };
+    let skinny = matches!((k.kind, k.gemm), (KernelKind::Gemm, Some(g)) if is_skinny(&g, hw));
     let half = matches!(k.dtype, DType::Bf16 | DType::F16);
     let mem_kind = match k.kind {
         // Dropout draws a random number per element: on CPUs that, not DRAM, bounds it.
@@ -459,6 +420,30 @@ pub fn kernel_cost_memo(
             k.bytes_written / f64::from(k.launches),
         ),
         _ => hw.bandwidth_bps * eff,
+    };
+    let (math_s, extra_bytes) = match (k.kind, k.gemm) {
+        (KernelKind::Gemm, Some(g)) => match narrow_math_time(k.name, &g, k.math, hw) {
+            Some(t) => (t, 0.0),
+            // The configuration this kernel runs as, by the time it is charged below.
+            None => choose_candidate(memo.candidates(&g, k.math, hw), bytes, bw),
+        },
+        (KernelKind::Attention, g) => {
+            // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
+            // calibrated): t = F / (peak · eff) + tiles · c_tile.
+            let dir = usize::from(k.name.ends_with("_backward"));
+            let prec = usize::from(matches!(k.math, MathMode::Bf16 | MathMode::Fp16));
+            let c_tile = hw.attention_tile_s[dir][prec];
+            // Count tiles only where they cost something (no built-in profile sets c_tile).
+            let tiles_s = match g {
+                Some(g) if c_tile > 0.0 => attention_tiles(g.m, g.batch) * c_tile,
+                _ => 0.0,
+            };
+            (
+                k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec]) + tiles_s,
+                0.0,
+            )
+        }
+        _ => (k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency), 0.0),
     };
     let mem_s = (bytes + extra_bytes) / bw;
     let floor = match (k.kind, hw.optimizer_op_s) {

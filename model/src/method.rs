@@ -48,6 +48,17 @@ impl MethodName {
         Self::PacaThreeQuarters,
     ];
 
+    /// PaCA's column count per LoRA rank in the paper's matching (2r, upper half 4r, three
+    /// quarters 3r); 1 for full fine-tuning and LoRA.
+    pub fn matched_factor(self) -> u64 {
+        match self {
+            MethodName::Full | MethodName::Lora => 1,
+            MethodName::Paca => 2,
+            MethodName::PacaUpperHalf => 4,
+            MethodName::PacaThreeQuarters => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Full => "full",
@@ -326,26 +337,27 @@ impl MethodSpec {
                 Ok(opts.rank.unwrap_or(PAPER_LORA_RANK * mult))
             }
         };
+        let factor = name.matched_factor();
         let (kind, rank, alpha, dropout, layers) = match name {
             MethodName::Full => (MethodKind::Full, 0, 0.0, 0.0, LayerSelection::All),
             MethodName::Lora => (MethodKind::Lora, lora_rank, 32.0, 0.1, LayerSelection::All),
             MethodName::Paca => (
                 MethodKind::Paca,
-                rank_for(2)?,
+                rank_for(factor)?,
                 64.0,
                 0.0,
                 LayerSelection::All,
             ),
             MethodName::PacaUpperHalf => (
                 MethodKind::Paca,
-                rank_for(4)?,
+                rank_for(factor)?,
                 64.0,
                 0.0,
                 LayerSelection::Upper { fraction: 0.5 },
             ),
             MethodName::PacaThreeQuarters => (
                 MethodKind::Paca,
-                rank_for(3)?,
+                rank_for(factor)?,
                 64.0,
                 0.0,
                 LayerSelection::Upper { fraction: 0.75 },
@@ -367,14 +379,7 @@ impl MethodSpec {
         };
         // Under --method all a PaCA variant's rank is the LoRA rank times its matching factor:
         // an error names both.
-        let matched = match name {
-            MethodName::Paca => Some(2),
-            MethodName::PacaUpperHalf => Some(4),
-            MethodName::PacaThreeQuarters => Some(3),
-            _ => None,
-        }
-        .filter(|_| reference_rank)
-        .map(|mult| (lora_rank, mult));
+        let matched = (reference_rank && factor > 1).then_some((lora_rank, factor));
         spec.validate(model, matched)?;
         Ok(spec)
     }

@@ -4,8 +4,8 @@
 //! SDPA is one flash / memory-efficient attention kernel forward and its backward
 //! (FlashAttention-2: dot(dO, O) preprocess, main kernel, dq conversion); eager attention is
 //! transformers' `eager_attention_forward`: copies (or repeat_kv), matmul, scale, the additive
-//! causal mask, softmax, cast, dropout, matmul and the transpose copy. Llama's rotary embedding is x·cos + rotate_half(x)·sin
-//! applied to q and k. See `kernels.md` (docs/sources.md).
+//! causal mask, softmax, cast, dropout, matmul and the transpose copy. Llama's rotary embedding
+//! is x·cos + rotate_half(x)·sin applied to q and k. See `kernels.md` (docs/sources.md).
 
 use super::norms::{add, dropout};
 use super::tracer::{Bwd, Tracer, T};
@@ -47,6 +47,24 @@ pub(super) fn attention(
     };
     t.module = prev;
     out
+}
+
+/// GPT-2's q, k and v are views of c_attn's output (one of them is `q`): split's backward is one
+/// cat of their gradients into the whole output's, added to `group`.
+fn split_cat(t: &mut Tracer, group: &mut Vec<Kernel>, q: &T) {
+    let whole = T {
+        elems: 3.0 * q.elems,
+        ..*q
+    };
+    group.push(t.bk(
+        "cat",
+        KernelKind::Elementwise,
+        q.dtype,
+        whole.bytes(),
+        whole.bytes(),
+        0.0,
+    ));
+    t.grad_plumbing(group, &whole, q.dtype);
 }
 
 /// SDPA: one flash / memory-efficient attention kernel, saving q, k, v, the output and the
@@ -124,13 +142,7 @@ fn sdpa(t: &mut Tracer, cx: &Ctx, q: &T, k: &T, v: &T) -> T {
             }
         }
         if !q.id_differs(k) {
-            // GPT-2: q, k, v are views of c_attn's output; split's backward is one cat.
-            let whole = T {
-                elems: 3.0 * q.elems,
-                ..*q
-            };
-            group.push(t.bk("cat", Elementwise, dt, whole.bytes(), whole.bytes(), 0.0));
-            t.grad_plumbing(&mut group, &whole, dt);
+            split_cat(t, &mut group, q);
         } else {
             for x in [q, k, v] {
                 if x.rg {
@@ -310,13 +322,8 @@ fn eager_attention(
     // gradients (filed before the copies, so it runs after their backward).
     let (q, k, v) = if !q.id_differs(k) {
         if q.rg {
-            let whole = T {
-                elems: 3.0 * q.elems,
-                ..*q
-            };
             let mut group = t.tape.group();
-            group.push(t.bk("cat", Elementwise, dt, whole.bytes(), whole.bytes(), 0.0));
-            t.grad_plumbing(&mut group, &whole, dt);
+            split_cat(t, &mut group, q);
             t.tape.push(group);
         }
         let view = |t: &mut Tracer| t.tensor(q.elems, dt, q.rg, q.producer);

@@ -153,6 +153,12 @@ pub(super) struct Tracer<'a> {
     _life: std::marker::PhantomData<&'a Workload>,
 }
 
+/// Add `(modules, adapters)` entered calls to the host work of op `k`.
+fn charge_calls(k: &mut Kernel, (modules, adapters): (u8, u8)) {
+    k.module_calls = k.module_calls.saturating_add(modules);
+    k.peft_calls = k.peft_calls.saturating_add(adapters);
+}
+
 impl<'a> Tracer<'a> {
     pub(super) fn new(w: &'a Workload, accumulate: bool) -> Self {
         Self {
@@ -252,11 +258,7 @@ impl<'a> Tracer<'a> {
         }
         k.deps = inputs.iter().filter_map(|t| t.producer).collect();
         k.deps.dedup();
-        if self.pending_calls != (0, 0) {
-            k.module_calls = k.module_calls.saturating_add(self.pending_calls.0);
-            k.peft_calls = k.peft_calls.saturating_add(self.pending_calls.1);
-            self.pending_calls = (0, 0);
-        }
+        charge_calls(&mut k, std::mem::take(&mut self.pending_calls));
         self.fwd.push(k);
         (self.fwd.len() - 1) as u32
     }
@@ -570,9 +572,8 @@ impl<'a> Tracer<'a> {
         output_rg: bool,
     ) -> ScopeGraph {
         // Modules entered after the scope's last op (none in the recipes) are charged on it.
-        if let (Some(k), (m, a)) = (self.fwd.last_mut(), self.pending_calls) {
-            k.module_calls = k.module_calls.saturating_add(m);
-            k.peft_calls = k.peft_calls.saturating_add(a);
+        if let Some(k) = self.fwd.last_mut() {
+            charge_calls(k, self.pending_calls);
         }
         let saved: f64 = self.saved.iter().map(|(_, b, _)| b).sum();
         let transient = if grad_checkpointing {
