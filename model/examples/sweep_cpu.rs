@@ -1,7 +1,8 @@
 //! CPU time per point of the sweep bench's grids (benches/sweep.rs), for comparing builds on a
 //! shared machine, where wall time varies with the load: `sweep_cpu GRID N` evaluates GRID
 //! (issue, bsr, which, which5, which8) N times and prints CPU µs (user + system, from
-//! /proc/self/stat, Linux) and wall µs per point. `HWS=n` keeps the grid's first n devices.
+//! /proc/self/stat, Linux) and wall µs per point. `HWS=n` keeps the grid's first n devices;
+//! `RANKS=n` replaces the grid's ranks by 1..=n.
 //! Run with `RAYON_NUM_THREADS=1`, alternate the builds and compare the minima of a few runs.
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -41,6 +42,10 @@ fn main() {
     let mut g = g;
     if let Ok(n) = std::env::var("HWS") {
         g.hws.truncate(n.parse().expect("sweep_cpu"));
+    }
+    if let Ok(n) = std::env::var("RANKS") {
+        let n: u64 = n.parse().expect("sweep_cpu");
+        g.ranks = (1..=n).map(Some).collect();
     }
     let mut rows = 0usize;
     let (c0, t0) = (cpu_s(), Instant::now());

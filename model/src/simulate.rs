@@ -146,40 +146,54 @@ pub fn cost_segment(
     let graph = w.runtime == Runtime::CudaGraph;
     let mut kernels = Vec::with_capacity(if keep_kernels { seg.kernels.len() } else { 0 });
     let fast = Vec::with_capacity(if hw.synchronous { seg.kernels.len() } else { 0 });
-    let mut fold = Fold::new(fast, hw.synchronous);
-    for k in &seg.kernels {
+    let mut out = CostedSegment::empty();
+    fn fold_all<const KEEP_FAST: bool>(
+        mut fold: Fold<KEEP_FAST>,
+        mut each: impl FnMut(&Kernel) -> (f64, KernelCost),
+        seg: &Segment,
+        out: &mut CostedSegment,
+    ) {
+        for k in &seg.kernels {
+            let (host_s, c) = each(k);
+            fold.add(k, host_s, &c);
+        }
+        fold.finish(out);
+    }
+    let each = |k: &Kernel| {
         let host_s = host_cost(k, phase, w.runtime, hw);
         let c = kernel_cost_memo(k, hw, graph, memo);
-        fold.add(k, host_s, &c);
         if keep_kernels {
             kernels.push((host_s, c));
         }
-    }
-    let mut out = CostedSegment {
-        kernels,
-        ..CostedSegment::empty()
+        (host_s, c)
     };
-    fold.finish(&mut out);
+    if hw.synchronous {
+        fold_all(Fold::<true>::new(fast), each, seg, &mut out);
+    } else {
+        fold_all(Fold::<false>::new(fast), each, seg, &mut out);
+    }
+    out.kernels = kernels;
     out
 }
 
 /// The sums [`cost_segment`] and [`CostedSegment::refill`] both make over a segment's kernels in
 /// order: totals, the launches' closed form, and (CPUs only, where [`run`] steps through them)
 /// the launch list with host-only ops' time folded into the next launch.
-struct Fold {
+struct Fold<const KEEP_FAST: bool> {
     fast: Vec<(f64, f64, u8)>,
-    keep_fast: bool,
     pending: f64,
     totals: (f64, f64, u64),
     closed: Closed,
 }
 
-impl Fold {
-    /// Start from `fast` (emptied storage to reuse); `keep_fast`: the profile is synchronous.
-    fn new(fast: Vec<(f64, f64, u8)>, keep_fast: bool) -> Self {
+impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
+    /// Start from `fast` (emptied storage to reuse); `KEEP_FAST`: the profile is synchronous.
+    /// A constant, not a field: without the launch list's push (a possible call) in the loop, a
+    /// GPU's sums stay in registers (every xmm register is caller-saved, so a loop that may call
+    /// keeps them on the stack; with two threads that loop ran 2x slower, 2026-11-30).
+    fn new(fast: Vec<(f64, f64, u8)>) -> Self {
         Self {
             fast,
-            keep_fast,
             pending: 0.0,
             totals: (0.0, 0.0, 0),
             closed: Closed::EMPTY,
@@ -194,7 +208,7 @@ impl Fold {
         self.pending += host_s;
         if launches_work(c) {
             let b = bound_index(c.bound) as u8;
-            if self.keep_fast {
+            if KEEP_FAST {
                 self.fast.push((self.pending, c.device_s, b));
             }
             self.closed.push(self.pending, c.device_s, b);
@@ -233,11 +247,19 @@ impl CostedSegment {
         if synchronous {
             fast.reserve(seg.kernels.len());
         }
-        let mut fold = Fold::new(fast, synchronous);
-        for (k, (host_s, c)) in seg.kernels.iter().zip(costs) {
-            fold.add(k, *host_s, c);
+        if synchronous {
+            let mut fold = Fold::<true>::new(fast);
+            for (k, (host_s, c)) in seg.kernels.iter().zip(costs) {
+                fold.add(k, *host_s, c);
+            }
+            fold.finish(self);
+        } else {
+            let mut fold = Fold::<false>::new(fast);
+            for (k, (host_s, c)) in seg.kernels.iter().zip(costs) {
+                fold.add(k, *host_s, c);
+            }
+            fold.finish(self);
         }
-        fold.finish(self);
     }
 }
 
