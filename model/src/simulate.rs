@@ -147,31 +147,15 @@ pub fn cost_segment(
     let mut kernels = Vec::with_capacity(if keep_kernels { seg.kernels.len() } else { 0 });
     let fast = Vec::with_capacity(if hw.synchronous { seg.kernels.len() } else { 0 });
     let mut out = CostedSegment::empty();
-    fn fold_all<const KEEP_FAST: bool>(
-        mut fold: Fold<KEEP_FAST>,
-        mut each: impl FnMut(&Kernel) -> (f64, KernelCost),
-        seg: &Segment,
-        out: &mut CostedSegment,
-    ) {
-        for k in &seg.kernels {
-            let (host_s, c) = each(k);
-            fold.add(k, host_s, &c);
-        }
-        fold.finish(out);
-    }
-    let each = |k: &Kernel| {
+    let each = seg.kernels.iter().map(|k| {
         let host_s = host_cost(k, phase, w.runtime, hw);
         let c = kernel_cost_memo(k, hw, graph, memo);
         if keep_kernels {
             kernels.push((host_s, c));
         }
-        (host_s, c)
-    };
-    if hw.synchronous {
-        fold_all(Fold::<true>::new(fast), each, seg, &mut out);
-    } else {
-        fold_all(Fold::<false>::new(fast), each, seg, &mut out);
-    }
+        (k, host_s, c)
+    });
+    fold_into(each, fast, hw.synchronous, &mut out);
     out.kernels = kernels;
     out
 }
@@ -224,6 +208,31 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
     }
 }
 
+/// Fold `(kernel, host issue s, device cost)` in order into `out`, reusing `fast`'s storage;
+/// `synchronous`: the profile's (whether the launch list is kept).
+fn fold_into<'k>(
+    each: impl Iterator<Item = (&'k Kernel, f64, KernelCost)>,
+    fast: Vec<(f64, f64, u8)>,
+    synchronous: bool,
+    out: &mut CostedSegment,
+) {
+    fn run_fold<'k, const KEEP_FAST: bool>(
+        mut fold: Fold<KEEP_FAST>,
+        each: impl Iterator<Item = (&'k Kernel, f64, KernelCost)>,
+        out: &mut CostedSegment,
+    ) {
+        for (k, host_s, c) in each {
+            fold.add(k, host_s, &c);
+        }
+        fold.finish(out);
+    }
+    if synchronous {
+        run_fold(Fold::<true>::new(fast), each, out);
+    } else {
+        run_fold(Fold::<false>::new(fast), each, out);
+    }
+}
+
 impl CostedSegment {
     /// An empty segment, to [`refill`](CostedSegment::refill).
     pub fn empty() -> Self {
@@ -247,19 +256,8 @@ impl CostedSegment {
         if synchronous {
             fast.reserve(seg.kernels.len());
         }
-        if synchronous {
-            let mut fold = Fold::<true>::new(fast);
-            for (k, (host_s, c)) in seg.kernels.iter().zip(costs) {
-                fold.add(k, *host_s, c);
-            }
-            fold.finish(self);
-        } else {
-            let mut fold = Fold::<false>::new(fast);
-            for (k, (host_s, c)) in seg.kernels.iter().zip(costs) {
-                fold.add(k, *host_s, c);
-            }
-            fold.finish(self);
-        }
+        let each = seg.kernels.iter().zip(costs).map(|(k, &(h, c))| (k, h, c));
+        fold_into(each, fast, synchronous, self);
     }
 }
 

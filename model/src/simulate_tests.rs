@@ -1144,3 +1144,35 @@ proptest::proptest! {
         }
     }
 }
+
+/// Under CUDA graphs a segment's launches take the profile's graph-replay floor, under eager
+/// PyTorch its launch floor (every built-in profile sets the two equal, so only a profile where
+/// they differ tells them apart): one empty elementwise launch costs exactly its floor.
+#[test]
+fn cost_segment_takes_the_runtimes_launch_floor() {
+    let mut hw = resolve_device("h200").unwrap();
+    (hw.launch_floor_s, hw.graph_launch_floor_s) = (4.0 * US, 1.5 * US);
+    let mut k = Kernel::new_for_test(crate::graph::KernelKind::Elementwise, MathMode::Bf16);
+    k.launches = 1;
+    let seg = Segment { kernels: vec![k] };
+    for (runtime, floor_us) in [
+        (Runtime::PytorchEager, 4.0),
+        (Runtime::Libtorch, 4.0),
+        (Runtime::CudaGraph, 1.5),
+    ] {
+        let w = Workload {
+            runtime,
+            ..Workload::default()
+        };
+        let c = cost_segment(
+            &seg,
+            Phase::Forward,
+            &w,
+            &hw,
+            &mut GemmMemo::default(),
+            true,
+        );
+        assert_us(c.kernels[0].1.device_s, floor_us);
+        assert_us(c.closed.device_s, floor_us);
+    }
+}
