@@ -1201,4 +1201,77 @@ mod tests {
             assert!((c.floor_s - 0.6e-6).abs() < 1e-18, "{replay}: {c:?}");
         }
     }
+
+    /// What cargo-mutants found unchecked in `kernel_cost_memo` (2026-11-30): the math time of
+    /// a kernel that is neither a GEMM nor attention, split-K's partials in a GEMM's memory
+    /// time, a GEMM floor and a first touch on a GPU's queued path, and the launch bound at its
+    /// tie on both paths, each by hand.
+    #[test]
+    fn kernel_costs_by_hand_where_no_built_in_profile_goes() {
+        let h200 = resolve_device("h200").unwrap();
+        // A compute-heavy elementwise op (1 TFLOP over 8 bytes): its math time is the FLOPs at
+        // the fp32 peak times the GEMM efficiency, and it is compute-bound.
+        let mut k = elementwise("pow", 4.0, 4.0);
+        k.flops = 1e12;
+        let c = kernel_cost(&k, &h200, false);
+        let math = 1e12 / (h200.peak_fp32_flops * h200.gemm_efficiency);
+        assert!((c.math_s - math).abs() < 1e-15, "{c:?}");
+        assert_eq!(c.bound, Bound::Compute);
+        // One output tile, a long K: the configuration it runs as writes split-K partials,
+        // and its memory time counts them, (bytes + partials) / bandwidth.
+        let g = Gemm {
+            m: 128,
+            n: 128,
+            k: 1 << 20,
+            batch: 1,
+        };
+        let mut k = Kernel::new_for_test(KernelKind::Gemm, MathMode::Bf16);
+        k.name = "mm";
+        k.gemm = Some(g);
+        k.flops = 2.0 * 128.0 * 128.0 * (1u64 << 20) as f64;
+        k.bytes_read = 2.0 * 2.0 * 128.0 * (1u64 << 20) as f64;
+        k.bytes_written = 2.0 * 128.0 * 128.0;
+        let bytes = k.bytes_read + k.bytes_written;
+        let bw = h200.bandwidth_bps * h200.bandwidth_efficiency;
+        assert!(!is_skinny(&g, &h200));
+        let (t, extra) = choose_candidate(&gemm_candidates(&g, MathMode::Bf16, &h200), bytes, bw);
+        assert!(extra > 0.0, "split-K chosen: {t} {extra}");
+        let c = kernel_cost(&k, &h200, false);
+        assert_eq!(c.math_s, t);
+        assert!((c.mem_s - (bytes + extra) / bw).abs() < 1e-18, "{c:?}");
+        // A GPU profile with a GEMM floor and a first touch (none built in has either): the
+        // queued GEMM pays work + (gap + GEMM floor) per launch, then the touch.
+        let mut hw = h200.clone();
+        hw.gemm_floor_s = [3e-6, 5e-6];
+        hw.first_touch = Some((1e9, 0.0));
+        let gap = hw.kernel_gap_s.unwrap();
+        let c = kernel_cost(&k, &hw, false);
+        let work = c.math_s.max(c.mem_s);
+        let want = (work + gap + 5e-6).max(hw.launch_floor_s) + k.bytes_written / 1e9;
+        assert!(
+            (c.device_s - want).abs() < 1e-15,
+            "{} vs {want}",
+            c.device_s
+        );
+        // The launch bound at its tie: a queued period equal to the minimum period is not
+        // launch-bound (gap = work, floor = 2 · work), nor on a CPU a floor equal to the work.
+        let mut k = elementwise("add", 1024.0, 1024.0);
+        let mem = kernel_cost(&k, &h200, false).mem_s;
+        let mut hw = h200.clone();
+        (hw.kernel_gap_s, hw.launch_floor_s) = (Some(mem), 2.0 * mem);
+        let c = kernel_cost(&k, &hw, false);
+        assert_eq!((c.device_s, c.bound), (2.0 * mem, Bound::Memory));
+        hw.launch_floor_s = 2.0 * mem * (1.0 + 1e-9);
+        assert_eq!(kernel_cost(&k, &hw, false).bound, Bound::Launch);
+        let mut cpu = cpu_profile();
+        k.name = "add_";
+        let mem = kernel_cost(&k, &cpu, false).mem_s;
+        cpu.launch_floor_s = mem;
+        let c = kernel_cost(&k, &cpu, false);
+        assert_eq!((c.device_s, c.bound), (2.0 * mem, Bound::Memory));
+        cpu.launch_floor_s = mem * (1.0 + 1e-9);
+        assert_eq!(kernel_cost(&k, &cpu, false).bound, Bound::Launch);
+        cpu.launch_floor_s = mem * (1.0 - 1e-9);
+        assert_eq!(kernel_cost(&k, &cpu, false).bound, Bound::Memory);
+    }
 }
