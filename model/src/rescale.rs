@@ -120,6 +120,9 @@ impl Changed {
 pub struct RankFit {
     r0: u64,
     patches: Vec<Patch>,
+    /// The patches a sweep's rows need ([`RankFit::apply_for_rows`]): the scopes' numbers and
+    /// the representatives' kernel numbers.
+    row_patches: Vec<Patch>,
     guards: Vec<Guard>,
     /// Kernels with a patched number, each once, in (scope, segment, index) order.
     changed: Vec<Changed>,
@@ -365,6 +368,14 @@ pub fn cost_kept<'a>(
                     costs.push(c);
                 }
             }
+            // A changed kernel takes its representative's cost, as on every later point: after
+            // `RankFit::apply_for_rows` only the representative holds the rank's numbers.
+            for (j, c) in changed.iter().enumerate() {
+                if let Some(r) = changed.get(c.rep as usize).filter(|_| (c.rep as usize) < j) {
+                    let cost = costs[r.scope as usize * 3 + r.seg as usize][r.idx as usize].1;
+                    costs[c.scope as usize * 3 + c.seg as usize][c.idx as usize].1 = cost;
+                }
+            }
             let three = || {
                 [
                     CostedSegment::empty(),
@@ -415,6 +426,35 @@ pub fn cost_kept<'a>(
     &tc.costed
 }
 
+/// Of `patches`, those a sweep's rows read: every scope number (memory, trainable parameters,
+/// guards) and the kernel numbers of each changed kernel that is its own representative
+/// ([`Changed::rep`]). Another changed kernel's cost is copied from its representative's
+/// ([`cost_kept`]), so its FLOPs, bytes and GEMM shape are read only by the prediction's FLOP and
+/// byte totals, which no row carries; its representative's equal numbers meet the same range
+/// checks in [`RankFit::apply`].
+fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
+    // Kernel patches and `changed` are both in (scope, segment, index) order.
+    let mut at = 0;
+    patches
+        .iter()
+        .filter(|p| match p.loc {
+            Loc::Scope { .. } => true,
+            Loc::Kernel {
+                scope, seg, idx, ..
+            } => {
+                while changed
+                    .get(at)
+                    .is_some_and(|c| (c.scope, c.seg, c.idx) != (scope, seg, idx))
+                {
+                    at += 1;
+                }
+                changed.get(at).is_some_and(|c| c.rep as usize == at)
+            }
+        })
+        .copied()
+        .collect()
+}
+
 impl RankFit {
     /// Fit from graphs built at three distinct ranks (the same model, method, workload and
     /// trained layers otherwise); `None` when they differ in anything but affine integer numbers
@@ -427,6 +467,7 @@ impl RankFit {
         let (patches, guards, changed) = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
         Some(RankFit {
             r0,
+            row_patches: row_patches(&patches, &changed),
             patches,
             guards,
             changed,
@@ -446,6 +487,7 @@ impl RankFit {
         let (r0, work) = probes.pop()?;
         Some(RankFit {
             r0,
+            row_patches: row_patches(&patches, &changed),
             patches,
             guards,
             changed,
@@ -625,6 +667,17 @@ impl RankFit {
     /// or a guard compares differently at `r` (build it in full then). Its trainable tensors and
     /// optimizer phase are those of r₀: rebuild them (`graph::rebuild_optimizer`).
     pub fn apply(&mut self, r: u64) -> Option<&mut StepGraph> {
+        self.apply_patches(r, false)
+    }
+
+    /// [`RankFit::apply`] for a sweep's rows: only the numbers they read are rewritten
+    /// (`row_patches`). The other changed kernels keep r₀'s FLOPs, bytes and shapes, so the
+    /// graph's FLOP and byte totals are not the rank's: use [`RankFit::apply`] for those.
+    pub fn apply_for_rows(&mut self, r: u64) -> Option<&mut StepGraph> {
+        self.apply_patches(r, true)
+    }
+
+    fn apply_patches(&mut self, r: u64, rows_only: bool) -> Option<&mut StepGraph> {
         let dr = r as f64 - self.r0 as f64;
         let g = &mut self.work;
         let value = |p: &Patch| -> Option<f64> {
@@ -632,7 +685,11 @@ impl RankFit {
             (v.abs() <= LIMIT).then_some(v)
         };
         let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
-        let ps = &self.patches;
+        let ps = if rows_only {
+            &self.row_patches
+        } else {
+            &self.patches
+        };
         let mut i = 0;
         while i < ps.len() {
             match ps[i].loc {
@@ -1138,6 +1195,63 @@ mod tests {
             &mut g,
         );
         assert_eq!(g, at16);
+    }
+
+    /// A sweep's rows rewrite the scope numbers and the representatives' kernel numbers only:
+    /// at rank 16 those equal a fresh build's, while another changed kernel keeps its rank-4
+    /// numbers; costed from that graph, every changed kernel takes its representative's cost,
+    /// the same costs as the fully rewritten graph's.
+    #[test]
+    fn rows_rewrite_only_the_representatives() {
+        let (probes, at16) = gpt2_lora_probes();
+        let at4 = probes[0].1.clone();
+        let mut fit = RankFit::new(probes).unwrap();
+        let scope_patches = fit
+            .patches
+            .iter()
+            .filter(|p| matches!(p.loc, Loc::Scope { .. }))
+            .count();
+        assert!(scope_patches > 0);
+        assert!(fit.row_patches.len() < fit.patches.len());
+        let changed = fit.changed.clone();
+        let hw = costsim_hardware::resolve_device("h200").unwrap();
+        let w = Workload::default();
+        let costs_of = |fit: &RankFit| {
+            let mut slot = None;
+            cost_kept(
+                fit.graph(),
+                &changed,
+                &mut slot,
+                &w,
+                &hw,
+                &mut GemmMemo::default(),
+                &mut None,
+            );
+            slot.expect("costed").costs
+        };
+        fit.apply_for_rows(16).expect("rank 16");
+        let lean = costs_of(&fit);
+        let mut reps = 0;
+        for (j, c) in changed.iter().enumerate() {
+            let at = (c.scope, c.seg, c.idx);
+            let k = kernel_at(fit.graph(), at);
+            if c.rep as usize == j {
+                reps += 1;
+                assert_eq!(k, kernel_at(&at16, at), "representative {at:?}");
+            } else {
+                assert_eq!(k, kernel_at(&at4, at), "{at:?} keeps rank 4's numbers");
+            }
+        }
+        assert!(reps < changed.len());
+        let g = fit.graph();
+        for (x, y) in scopes(g).zip(scopes(&at16)) {
+            assert_eq!(
+                (x.saved_bytes, x.trainable, &x.saved_by_module, &x.guards),
+                (y.saved_bytes, y.trainable, &y.saved_by_module, &y.guards)
+            );
+        }
+        fit.apply(16).expect("rank 16");
+        assert_eq!(lean, costs_of(&fit));
     }
 
     #[test]

@@ -677,7 +677,7 @@ impl Grid {
                     t.costs.clear();
                     t.costs.resize_with(self.hws.len(), || None);
                 }
-                if fit.apply(r).is_some() {
+                if fit.apply_for_rows(r).is_some() {
                     let key = OptimizerKey {
                         run: run_id,
                         model: g.model,
