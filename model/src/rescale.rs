@@ -354,7 +354,8 @@ pub fn cost_kept<'a>(
                         i if i <= n => &mut out.layers[i - 1],
                         _ => &mut out.head,
                     };
-                    cs[seg as usize].refill(s, &tc.costs[at], hw.synchronous);
+                    // The rank changes no launch count: the totals stay the first costing's.
+                    cs[seg as usize].refill_times(&tc.costs[at], hw.synchronous);
                 }
             }
             tc

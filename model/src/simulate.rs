@@ -189,6 +189,12 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
         self.totals.0 += k.flops;
         self.totals.1 += k.bytes_read + k.bytes_written;
         self.totals.2 += u64::from(k.launches);
+        self.add_time(host_s, c);
+    }
+
+    /// The launch list and closed form only, not the totals.
+    #[inline]
+    fn add_time(&mut self, host_s: f64, c: &KernelCost) {
         self.pending += host_s;
         if launches_work(c) {
             let b = bound_index(c.bound) as u8;
@@ -201,10 +207,15 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
     }
 
     fn finish(self, out: &mut CostedSegment) {
+        out.totals = self.totals;
+        self.finish_times(out);
+    }
+
+    /// [`Fold::finish`] without the totals, which `out` keeps.
+    fn finish_times(self, out: &mut CostedSegment) {
         out.fast = self.fast;
         out.tail_host_s = self.pending;
         out.closed = self.closed;
-        out.totals = self.totals;
     }
 }
 
@@ -258,6 +269,32 @@ impl CostedSegment {
         }
         let each = seg.kernels.iter().zip(costs).map(|(k, &(h, c))| (k, h, c));
         fold_into(each, fast, synchronous, self);
+    }
+
+    /// [`CostedSegment::refill`] of the times only: the launch list and closed form from
+    /// `costs`, in the same order; the totals (FLOPs, bytes, launches) stay as they were. For a
+    /// sweep's rescaled points, whose rows read only the launch count of the totals, which the
+    /// rank does not change (`rescale::cost_kept`).
+    pub fn refill_times(&mut self, costs: &[(f64, KernelCost)], synchronous: bool) {
+        self.kernels.clear();
+        let mut fast = std::mem::take(&mut self.fast);
+        fast.clear();
+        fn run<const KEEP_FAST: bool>(
+            mut fold: Fold<KEEP_FAST>,
+            costs: &[(f64, KernelCost)],
+            out: &mut CostedSegment,
+        ) {
+            for (host_s, c) in costs {
+                fold.add_time(*host_s, c);
+            }
+            fold.finish_times(out);
+        }
+        if synchronous {
+            fast.reserve(costs.len());
+            run(Fold::<true>::new(fast), costs, self);
+        } else {
+            run(Fold::<false>::new(fast), costs, self);
+        }
     }
 }
 

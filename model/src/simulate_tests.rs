@@ -683,6 +683,28 @@ fn refill_sums_and_folds_what_cost_segment_does() {
     let mut memo = GemmMemo::default();
     let full = cost_segment(&seg, Phase::Forward, &w, &hw, &mut memo, false);
     assert_eq!(full.totals, (150.0, 42.0, 3));
+    // refill_times: other costs (b now 9 µs and memory-bound) folded into the times exactly as
+    // refill folds them, the totals left as they were, on both kinds of device.
+    let mut other = costs;
+    other[2].1 = cost(9.0, Bound::Memory);
+    for sync in [true, false] {
+        let mut want = CostedSegment::empty();
+        want.refill(&seg, &other, sync);
+        let mut got = CostedSegment::empty();
+        got.refill(&seg, &costs, sync);
+        got.totals = (1.0, 2.0, 3);
+        got.refill_times(&other, sync);
+        assert_eq!(got.totals, (1.0, 2.0, 3));
+        assert_eq!(got.fast, want.fast);
+        assert_eq!(got.fast.len(), if sync { 2 } else { 0 });
+        assert_eq!(got.tail_host_s, want.tail_host_s);
+        assert_eq!(
+            (got.closed.host_s, got.closed.device_s, got.closed.lead_s),
+            (want.closed.host_s, want.closed.device_s, want.closed.lead_s)
+        );
+        assert_eq!(got.closed.by_bound, want.closed.by_bound);
+        assert_us(got.closed.by_bound[1], 9.0);
+    }
 }
 
 #[test]
