@@ -334,14 +334,17 @@ pub fn cost_kept<'a>(
             let replay = w.runtime == Runtime::CudaGraph;
             for (j, c) in changed.iter().enumerate() {
                 let (scope, seg, idx) = (c.scope, c.seg, c.idx);
-                let sc = scope_ref(g, scope as usize);
-                let s = segments(sc)[seg as usize];
                 let at = scope as usize * 3 + seg as usize;
                 let cost = match changed.get(c.rep as usize) {
                     Some(r) if (c.rep as usize) < j => {
                         tc.costs[r.scope as usize * 3 + r.seg as usize][r.idx as usize].1
                     }
-                    _ => kernel_cost_memo(&s.kernels[idx as usize], hw, replay, memo),
+                    // A representative: costed from its own numbers (the segment is looked up
+                    // only here).
+                    _ => {
+                        let s = segments(scope_ref(g, scope as usize))[seg as usize];
+                        kernel_cost_memo(&s.kernels[idx as usize], hw, replay, memo)
+                    }
                 };
                 tc.costs[at][idx as usize].1 = cost;
                 let last = Some((scope, seg));
