@@ -372,10 +372,11 @@ pub fn cost_kept<'a>(
                     costs.push(c);
                 }
             }
-            // A changed kernel takes its representative's cost, as on every later point: after
-            // `RankFit::apply_for_rows` only the representative holds the rank's numbers.
-            for (j, c) in changed.iter().enumerate() {
-                if let Some(r) = changed.get(c.rep as usize).filter(|_| (c.rep as usize) < j) {
+            // A changed kernel takes its representative's cost (a representative its own), as
+            // on every later point: after `RankFit::apply_for_rows` only the representative holds
+            // the rank's numbers.
+            for c in changed {
+                if let Some(r) = changed.get(c.rep as usize) {
                     let cost = costs[r.scope as usize * 3 + r.seg as usize][r.idx as usize].1;
                     costs[c.scope as usize * 3 + c.seg as usize][c.idx as usize].1 = cost;
                 }
@@ -1218,8 +1219,14 @@ mod tests {
         assert!(scope_patches > 0);
         assert!(fit.row_patches.len() < fit.patches.len());
         let changed = fit.changed.clone();
-        let hw = costsim_hardware::resolve_device("h200").unwrap();
-        let w = Workload::default();
+        // Graph replay with a graph floor apart from the launch floor (equal on every built-in
+        // profile), so that a kernel costed with the wrong one shows.
+        let mut hw = costsim_hardware::resolve_device("h200").unwrap();
+        hw.graph_launch_floor_s = 0.5e-6;
+        let w = Workload {
+            runtime: Runtime::CudaGraph,
+            ..Workload::default()
+        };
         let costs_of = |fit: &RankFit| {
             let mut slot = None;
             cost_kept(
@@ -1256,6 +1263,30 @@ mod tests {
         }
         fit.apply(16).expect("rank 16");
         assert_eq!(lean, costs_of(&fit));
+        // Kept from rank 12 and re-costed at 16 (a later point of the line): the same costs.
+        fit.apply_for_rows(12).expect("rank 12");
+        let mut slot = None;
+        let mut memo = GemmMemo::default();
+        cost_kept(
+            fit.graph(),
+            &changed,
+            &mut slot,
+            &w,
+            &hw,
+            &mut memo,
+            &mut None,
+        );
+        fit.apply_for_rows(16).expect("rank 16");
+        cost_kept(
+            fit.graph(),
+            &changed,
+            &mut slot,
+            &w,
+            &hw,
+            &mut memo,
+            &mut None,
+        );
+        assert_eq!(lean, slot.expect("costed").costs);
     }
 
     #[test]
