@@ -313,12 +313,15 @@ fn affine(r: [f64; 3], v: [f64; 3]) -> Option<Option<(f64, f64)>> {
 /// when `slot` is empty every kernel is costed (and kept); otherwise only the kernels listed in
 /// `changed` are costed again, the others' costs being those kept from an earlier graph of the
 /// same structure. A changed kernel whose representative (`Changed::rep`) is another copies
-/// that one's fresh cost; its host issue cost is the kept one (`host_cost` reads no number the
-/// fit rescales, and `same_kind` held). The optimizer phase's costs are taken from `optimizer`
-/// when it holds them (costed earlier for the same phase, device and runtime), else costed and
-/// left there. Equal to
-/// `simulate::cost_graph_memo` without `keep_kernels` (the same sums in the same order), since
-/// every kernel's cost is a function of the kernel alone.
+/// that one's fresh cost (when `slot` is empty too: after [`RankFit::apply_for_rows`] only the
+/// representative holds the rank's numbers); its host issue cost is the kept one (`host_cost`
+/// reads no number the fit rescales, and `same_kind` held). The optimizer phase's costs are
+/// taken from `optimizer` when it holds them (costed earlier for the same phase, device and
+/// runtime), else costed and left there. The times equal `simulate::cost_graph_memo`'s without
+/// `keep_kernels` (the same sums in the same order), since every kernel's cost is a function of
+/// the kernel alone; a re-costed segment keeps its totals (FLOPs, bytes, launches) from the first
+/// costing ([`CostedSegment::refill_times`]): the rank changes no launch count, and a sweep's
+/// rows read no FLOPs or bytes.
 pub fn cost_kept<'a>(
     g: &StepGraph,
     changed: &[Changed],
@@ -633,13 +636,13 @@ impl RankFit {
         Some((patches, guards, changed))
     }
 
-    /// The costed segments of the graph [`RankFit::apply`] returned last (its optimizer phase
-    /// rebuilt), on `hw` with `w`'s runtime: `slot` keeps this template's kernel costs on that
-    /// device between points (`None` the first time, or those [`cost_kept`] evaluated for the
-    /// first probe), and only the kernels with a rescaled number (one of each set with equal
-    /// costs) and the optimizer phase (unless `optimizer` holds its costs: [`cost_kept`]) are
-    /// costed again. Equal to `simulate::cost_graph_memo` without `keep_kernels`, since every
-    /// kernel's cost is a function of the kernel alone.
+    /// The costed segments of the graph [`RankFit::apply_for_rows`] (or [`RankFit::apply`])
+    /// returned last (its optimizer phase rebuilt), on `hw` with `w`'s runtime: `slot` keeps this
+    /// template's kernel costs on that device between points (`None` the first time, or those
+    /// [`cost_kept`] evaluated for the first probe), and only the kernels with a rescaled number
+    /// (one of each set with equal costs) and the optimizer phase (unless `optimizer` holds its
+    /// costs: [`cost_kept`]) are costed again. Its times equal `simulate::cost_graph_memo`'s
+    /// without `keep_kernels`; its totals are the first costing's ([`cost_kept`]).
     pub fn costed<'a>(
         &self,
         slot: &'a mut Option<TemplateCosts>,
@@ -1227,17 +1230,12 @@ mod tests {
             runtime: Runtime::CudaGraph,
             ..Workload::default()
         };
+        let cost = |fit: &RankFit, slot: &mut Option<TemplateCosts>, memo: &mut GemmMemo| {
+            cost_kept(fit.graph(), &changed, slot, &w, &hw, memo, &mut None);
+        };
         let costs_of = |fit: &RankFit| {
             let mut slot = None;
-            cost_kept(
-                fit.graph(),
-                &changed,
-                &mut slot,
-                &w,
-                &hw,
-                &mut GemmMemo::default(),
-                &mut None,
-            );
+            cost(fit, &mut slot, &mut GemmMemo::default());
             slot.expect("costed").costs
         };
         fit.apply_for_rows(16).expect("rank 16");
@@ -1265,27 +1263,10 @@ mod tests {
         assert_eq!(lean, costs_of(&fit));
         // Kept from rank 12 and re-costed at 16 (a later point of the line): the same costs.
         fit.apply_for_rows(12).expect("rank 12");
-        let mut slot = None;
-        let mut memo = GemmMemo::default();
-        cost_kept(
-            fit.graph(),
-            &changed,
-            &mut slot,
-            &w,
-            &hw,
-            &mut memo,
-            &mut None,
-        );
+        let (mut slot, mut memo) = (None, GemmMemo::default());
+        cost(&fit, &mut slot, &mut memo);
         fit.apply_for_rows(16).expect("rank 16");
-        cost_kept(
-            fit.graph(),
-            &changed,
-            &mut slot,
-            &w,
-            &hw,
-            &mut memo,
-            &mut None,
-        );
+        cost(&fit, &mut slot, &mut memo);
         assert_eq!(lean, slot.expect("costed").costs);
     }
 

@@ -230,7 +230,8 @@ pub struct Row {
     pub dominant_bound: Option<Bound>,
 }
 
-/// GEMM shapes a worker thread remembers, all devices together (about 1 MiB): bounds the memos of
+/// GEMM shapes a worker thread remembers, all devices together (about 2.3 MiB with each shape's
+/// tile and split-K configurations, `GemmMemo::DEFAULT_LIMIT`): bounds the memos of
 /// a long sweep, which otherwise grow with every distinct batch·seq and rank.
 const MEMO_SHAPES_PER_THREAD: usize = 1 << 13;
 
