@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod files;
 mod fit;
+mod fixed;
 mod lists;
 mod output;
 mod plot;

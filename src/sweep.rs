@@ -353,7 +353,6 @@ fn cells(r: &Row, decimals: usize, missing: &str) -> Vec<String> {
 /// One CSV line of a row, appended to `out`: what `csv_line(&cells(r, 6))` gives, without a
 /// string per cell.
 fn csv_row(r: &Row, out: &mut String) {
-    use std::fmt::Write as _;
     fn text(out: &mut String, s: &str) {
         if s.contains([',', '"', '\n']) {
             out.push('"');
@@ -366,7 +365,7 @@ fn csv_row(r: &Row, out: &mut String) {
     fn number(out: &mut String, v: f64, decimals: usize) {
         // An invalid point's missing numbers are empty fields.
         if v.is_finite() {
-            let _ = write!(out, "{v:.decimals$}");
+            crate::fixed::push_fixed(out, v, decimals);
         }
     }
     let (status, message) = match &r.status {
@@ -377,14 +376,13 @@ fn csv_row(r: &Row, out: &mut String) {
     text(out, &r.model);
     out.push(',');
     text(out, &r.hw);
-    let _ = write!(
-        out,
-        ",{},{},{},{},",
-        r.method.as_str(),
-        r.batch,
-        r.seq,
-        r.rank
-    );
+    out.push(',');
+    out.push_str(r.method.as_str());
+    for v in [r.batch, r.seq, r.rank] {
+        out.push(',');
+        crate::fixed::push_int(out, v);
+    }
+    out.push(',');
     text(out, &r.train_layers);
     out.push(',');
     text(out, r.precision);
@@ -407,9 +405,14 @@ fn csv_row(r: &Row, out: &mut String) {
     if matches!(r.status, Status::Invalid(_)) {
         out.push_str(",,");
     } else {
-        let _ = write!(out, ",{},{}", r.trainable_params, r.kernels_per_step);
+        for v in [r.trainable_params, r.kernels_per_step] {
+            out.push(',');
+            crate::fixed::push_int(out, v);
+        }
     }
-    let _ = write!(out, ",{},", r.dominant_bound.map_or("", |b| b.as_str()));
+    out.push(',');
+    out.push_str(r.dominant_bound.map_or("", |b| b.as_str()));
+    out.push(',');
     text(out, message);
     out.push('\n');
 }
