@@ -8,6 +8,7 @@
 
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use smallvec::{smallvec, SmallVec};
 use std::path::Path;
 
 /// Which block layout the model uses.
@@ -60,6 +61,9 @@ pub enum LinearRole {
 }
 
 /// One linear layer of a block: y = x·Wᵀ (+ b), W is `out_features × in_features`.
+/// A block's linear layers ([`ModelConfig::linears`]).
+pub type Linears = SmallVec<[Linear; 7]>;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Linear {
     pub role: LinearRole,
@@ -83,19 +87,20 @@ impl ModelConfig {
         self.hidden / self.heads
     }
 
-    /// The block's linear layers in forward order.
-    pub fn linears(&self) -> Vec<Linear> {
+    /// The block's linear layers in forward order (at most seven, kept inline: a sweep asks for
+    /// them several times a point, and a heap list each time was measurable).
+    pub fn linears(&self) -> Linears {
         let d = self.hidden;
         let kv = self.kv_heads * self.head_dim();
         let i = self.intermediate;
         match self.family {
-            Family::Gpt2 => vec![
+            Family::Gpt2 => smallvec![
                 lin(LinearRole::Qkv, "attn.c_attn", d, 3 * d, true),
                 lin(LinearRole::O, "attn.c_proj", d, d, true),
                 lin(LinearRole::Up, "mlp.c_fc", d, i, true),
                 lin(LinearRole::Down, "mlp.c_proj", i, d, true),
             ],
-            Family::Llama => vec![
+            Family::Llama => smallvec![
                 lin(LinearRole::Q, "self_attn.q_proj", d, d, self.qkv_bias),
                 lin(LinearRole::K, "self_attn.k_proj", d, kv, self.qkv_bias),
                 lin(LinearRole::V, "self_attn.v_proj", d, kv, self.qkv_bias),

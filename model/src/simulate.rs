@@ -468,6 +468,8 @@ fn span_delta(after: &Span, before: &Span) -> Span {
 
 /// Simulate one segment from the clocks' current state: on a GPU in closed form, on a CPU (or
 /// when `waited` records which launches waited for the host) launch by launch.
+/// (Inlined where it is called: a GPU's segment is a few additions, less than a call.)
+#[inline(always)]
 fn run(
     sync: bool,
     clock: &mut Clock,
@@ -475,9 +477,8 @@ fn run(
     span: &mut Span,
     waited: Option<&mut Vec<bool>>,
 ) {
-    let start_gpu = clock.gpu;
     if waited.is_none() && !sync {
-        // A GPU: the closed form of the loop below (`Closed`); `Steady` is not used.
+        // A GPU: the closed form of the loop in `run_stepped` (`Closed`); `Steady` is not used.
         let c = &seg.closed;
         let wait = (clock.host - clock.gpu + c.lead_s).max(0.0);
         let host_s = c.host_s + seg.tail_host_s;
@@ -493,6 +494,19 @@ fn run(
         span.time_s += wait + c.device_s;
         return;
     }
+    run_stepped(sync, clock, seg, span, waited);
+}
+
+/// [`run`] launch by launch: on a CPU, or recording which launches waited for the host.
+#[inline(never)]
+fn run_stepped(
+    sync: bool,
+    clock: &mut Clock,
+    seg: &CostedSegment,
+    span: &mut Span,
+    waited: Option<&mut Vec<bool>>,
+) {
+    let start_gpu = clock.gpu;
     if waited.is_none() {
         for &(host_s, device_s, bound) in &seg.fast {
             clock.host += host_s;

@@ -576,7 +576,6 @@ impl Grid {
     fn eval_group(&self, g: &Group, run_id: u64) -> Vec<Row> {
         let model = &self.models[g.model];
         let layers = self.layer_choices(g.method)[g.layers];
-        let layers_text = layers.map_or_else(|| "default".to_string(), |l| l.to_string());
         let mut opts = self.options.clone();
         opts.rank = g.rank;
         opts.layers = layers;
@@ -602,7 +601,8 @@ impl Grid {
                         batch: g.batch,
                         seq: g.seq,
                         rank: g.rank.unwrap_or(0),
-                        train_layers: layers_text.clone(),
+                        train_layers: layers
+                            .map_or_else(|| "default".to_string(), |l| l.to_string()),
                         precision: g.precision.as_str(),
                         status: Status::Invalid(e.to_string()),
                         step_ms: f64::NAN,
