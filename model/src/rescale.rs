@@ -20,7 +20,7 @@
 //! every field) over every preset and method.
 
 use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
-use crate::graph::{Kernel, Phase, ScopeGraph, Segment, StepGraph};
+use crate::graph::{GuardKind, Kernel, Phase, ScopeGraph, Segment, StepGraph};
 use crate::simulate::{host_cost, CostedGraph, CostedSegment};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
@@ -80,7 +80,8 @@ struct Patch {
     slope: f64,
 }
 
-/// A guard whose operands change with the rank, and how it compared at the probes.
+/// A guard whose operands change with the rank, and the side it was on at the probes
+/// ([`probes_side`]).
 #[derive(Debug, Clone, Copy)]
 struct Guard {
     scope: u32,
@@ -286,6 +287,46 @@ fn same_scope(a: &ScopeGraph, b: &ScopeGraph) -> bool {
             .iter()
             .zip(segments(b))
             .all(|(x, y)| x.kernels.len() == y.kernels.len())
+}
+
+/// The side of a guard a, b ([`GuardKind`]) at one point: a < b, a = b or a > b, where a tie of
+/// `a < b` counts as a > b (both are "not less"); `None` for a NaN.
+fn side(kind: GuardKind, a: f64, b: f64) -> Option<Ordering> {
+    let ord = a.partial_cmp(&b)?;
+    Some(match (kind, ord) {
+        (GuardKind::Less, Ordering::Equal) => Ordering::Greater,
+        _ => ord,
+    })
+}
+
+/// Whether a guard on side `now` leads its recipe as it did at the probes (side `fitted`,
+/// [`probes_side`]): the same side, or a tie of a max or min, where both operands are the value
+/// (a fitted tie, all three probes tied, admits only a tie).
+fn same_way(kind: GuardKind, fitted: Ordering, now: Ordering) -> bool {
+    now == fitted || (kind == GuardKind::Extremum && now == Ordering::Equal)
+}
+
+/// The side guard `i` of a scope is on at all three probes, a max's or min's ties taken as
+/// the other probes' side (all three tied: `Equal`); `None` when the probes disagree, the
+/// guard's kind differs between them, or an operand is NaN. A probe on a tie of a max or min
+/// therefore fits with its neighbours on either side: a rank line's points need not step
+/// around the rank where such a guard's operands meet (PaCA's gather at exactly K/16 columns).
+fn probes_side(s: &[&ScopeGraph; 3], i: usize) -> Option<Ordering> {
+    let kind = s[0].guards[i].2;
+    let mut common = Ordering::Equal;
+    for sc in s {
+        let (a, b, k) = sc.guards[i];
+        if k != kind {
+            return None;
+        }
+        match side(kind, a, b)? {
+            Ordering::Equal => {}
+            now if common == Ordering::Equal => common = now,
+            now if now != common => return None,
+            _ => {}
+        }
+    }
+    Some(common)
 }
 
 /// The fit of one number over three ranks: `Some(None)` when it does not change (the same
@@ -538,13 +579,7 @@ impl RankFit {
                 return None;
             }
             for i in 0..s[0].guards.len() {
-                let ord = s.map(|s| {
-                    let (a, b) = s.guards[i];
-                    a.partial_cmp(&b)
-                });
-                if ord[0].is_none() || ord[0] != ord[1] || ord[0] != ord[2] {
-                    return None;
-                }
+                probes_side(s, i)?;
             }
         }
         // Every scope passed `same_scope` and agreed on every guard above.
@@ -589,8 +624,7 @@ impl RankFit {
             fit(s.map(|s| s.backward_working_bytes), at(SField::Working))?;
             fit(s.map(|s| s.transient_bytes), at(SField::Transient))?;
             for i in 0..s[0].guards.len() {
-                let (ga, gb) = s[0].guards[i];
-                let ord = ga.partial_cmp(&gb)?;
+                let ord = probes_side(s, i)?;
                 let a = fit(s.map(|s| s.guards[i].0), at(SField::GuardA(i as u32)))?;
                 let b = fit(s.map(|s| s.guards[i].1), at(SField::GuardB(i as u32)))?;
                 if a || b {
@@ -748,8 +782,8 @@ impl RankFit {
             }
         }
         for c in &self.guards {
-            let (a, b) = scope_mut(g, c.scope as usize).guards[c.idx as usize];
-            if a.partial_cmp(&b) != Some(c.ord) {
+            let (a, b, kind) = scope_mut(g, c.scope as usize).guards[c.idx as usize];
+            if !side(kind, a, b).is_some_and(|now| same_way(kind, c.ord, now)) {
                 return None;
             }
         }
@@ -874,17 +908,88 @@ mod tests {
             assert_eq!(sp.rank, r);
             (r, build(&model, &sp, &w))
         };
-        assert!(RankFit::new([40, 44, 48].map(probe)).is_none());
-        assert!(RankFit::new([40, 48, 44].map(probe)).is_none());
+        assert!(RankFit::new([40, 44, 49].map(probe)).is_none());
+        assert!(RankFit::new([40, 49, 44].map(probe)).is_none());
         assert!(RankFit::new([40, 44, 46].map(probe)).is_some());
+        // At r = 48 the min's operands tie: 768 either way, so the tie fits with probes on
+        // either side of it, and a fit from either side rescales to it exactly.
+        let sp = |r: u64| {
+            let opts = MethodOptions {
+                rank: Some(r),
+                ..MethodOptions::default()
+            };
+            MethodSpec::resolve(MethodName::Paca, &opts, &model, false).unwrap()
+        };
+        let fresh = |r: u64| build(&model, &sp(r), &w);
+        for probes in [[40, 44, 48], [48, 52, 56], [44, 48, 52]] {
+            let fit = RankFit::new(probes.map(probe));
+            assert_eq!(fit.is_some(), probes != [44, 48, 52], "{probes:?}");
+        }
+        for (probes, far) in [([40, 44, 46], 49), ([52, 56, 60], 47)] {
+            let mut fit = RankFit::new(probes.map(probe)).unwrap();
+            let g = fit.apply(48).expect("the tie rescales");
+            rebuild_optimizer(&model, &sp(48), &w, g);
+            assert!(*g == fresh(48), "{probes:?} at 48");
+            assert!(fit.apply(far).is_none(), "{probes:?} at {far}");
+        }
         let mut fit = RankFit::new(gs).unwrap();
         assert!(fit.patches() > 0);
         assert!(fit.apply(40).is_some());
         assert!(fit.apply(47).is_some());
-        assert!(fit.apply(48).is_none());
+        assert!(fit.apply(48).is_some());
+        assert!(fit.apply(49).is_none());
         assert!(fit.apply(200).is_none());
         // Back on the probes' side it applies again.
         assert!(fit.apply(10).is_some());
+    }
+
+    #[test]
+    fn guard_sides_by_kind() {
+        use Ordering::{Equal, Greater, Less};
+        // A tie of `a < b` is "not less"; a max's or min's is its own side.
+        assert_eq!(side(GuardKind::Less, 2.0, 2.0), Some(Greater));
+        assert_eq!(side(GuardKind::Less, 1.0, 2.0), Some(Less));
+        assert_eq!(side(GuardKind::Extremum, 2.0, 2.0), Some(Equal));
+        assert_eq!(side(GuardKind::Extremum, 3.0, 2.0), Some(Greater));
+        assert_eq!(side(GuardKind::Extremum, f64::NAN, 2.0), None);
+        // A max's tie goes with either side; a fitted tie admits only a tie.
+        assert!(same_way(GuardKind::Extremum, Less, Equal));
+        assert!(same_way(GuardKind::Extremum, Greater, Equal));
+        assert!(!same_way(GuardKind::Extremum, Less, Greater));
+        assert!(!same_way(GuardKind::Extremum, Equal, Less));
+        assert!(!same_way(GuardKind::Less, Greater, Less));
+        assert!(same_way(GuardKind::Less, Greater, Greater));
+        // Three probes: ties set aside; two sides, a NaN or a kind that differs refuse.
+        let scope = |a: f64, b: f64, kind| ScopeGraph {
+            guards: vec![(a, b, kind)],
+            ..ScopeGraph::default()
+        };
+        let e = GuardKind::Extremum;
+        let side3 = |v: [(f64, f64); 3], kinds: [GuardKind; 3]| {
+            let s = [0, 1, 2].map(|i| scope(v[i].0, v[i].1, kinds[i]));
+            probes_side(&[&s[0], &s[1], &s[2]], 0)
+        };
+        assert_eq!(
+            side3([(2.0, 2.0), (3.0, 2.0), (4.0, 2.0)], [e; 3]),
+            Some(Greater)
+        );
+        assert_eq!(
+            side3([(1.0, 2.0), (2.0, 2.0), (0.0, 2.0)], [e; 3]),
+            Some(Less)
+        );
+        assert_eq!(side3([(2.0, 2.0); 3], [e; 3]), Some(Equal));
+        assert_eq!(side3([(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)], [e; 3]), None);
+        assert_eq!(
+            side3([(1.0, 2.0), (f64::NAN, 2.0), (1.0, 2.0)], [e; 3]),
+            None
+        );
+        let l = GuardKind::Less;
+        assert_eq!(
+            side3([(2.0, 2.0), (3.0, 2.0), (4.0, 2.0)], [l; 3]),
+            Some(Greater)
+        );
+        assert_eq!(side3([(1.0, 2.0), (2.0, 2.0), (0.0, 2.0)], [l; 3]), None);
+        assert_eq!(side3([(3.0, 2.0); 3], [e, l, e]), None);
     }
 
     #[test]
@@ -1093,7 +1198,10 @@ mod tests {
             ("host_tensors", Box::new(|g| kernel(g).host_tensors += 1)),
             ("recompute", Box::new(|g| kernel(g).recompute ^= true)),
             ("output_rg", Box::new(|g| layer(g).output_rg ^= true)),
-            ("guards", Box::new(|g| layer(g).guards.push((1.0, 2.0)))),
+            (
+                "guards",
+                Box::new(|g| layer(g).guards.push((1.0, 2.0, GuardKind::Less))),
+            ),
             (
                 "saved_by_module names",
                 Box::new(|g| layer(g).saved_by_module[0].0 = "other"),

@@ -10,7 +10,7 @@
 use super::linear::{linear, Treatment};
 use super::norms::{layer_norm, rms_norm};
 use super::tracer::{Bwd, Tracer};
-use super::{Ctx, Kernel, KernelKind, ScopeGraph};
+use super::{Ctx, GuardKind, Kernel, KernelKind, ScopeGraph};
 use crate::arch::{Family, Linear};
 use crate::method::MethodKind;
 use crate::workload::{DType, Precision};
@@ -128,7 +128,8 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
         lf.bytes()
     };
     let loss_peak = logits.bytes() + fp32_copy + h.bytes();
-    sg.guards.push((sg.transient_bytes, loss_peak));
+    sg.guards
+        .push((sg.transient_bytes, loss_peak, GuardKind::Extremum));
     sg.transient_bytes = sg.transient_bytes.max(loss_peak);
     if loss.rg {
         sg.backward_working_bytes = 2.0 * m * v * DType::F32.size();

@@ -227,6 +227,17 @@ pub struct Segment {
     pub kernels: Vec<Kernel>,
 }
 
+/// How a recipe used a comparison of two sizes a, b ([`ScopeGraph::guards`]): which of its
+/// outcomes lead to the same graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardKind {
+    /// `a.max(b)` or `a.min(b)`: only the value is used, and at a = b both operands give it,
+    /// so a tie leads the same way as a < b and as a > b.
+    Extremum,
+    /// `a < b` as a condition: a tie is "not less", the same way as a > b.
+    Less,
+}
+
 /// Forward and backward of one scope, plus what it keeps for backward.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScopeGraph {
@@ -251,10 +262,10 @@ pub struct ScopeGraph {
     /// Whether the scope's output requires grad.
     pub output_rg: bool,
     /// The two operands of every comparison of sizes the recipes made (a max, a min, a
-    /// broadcast test), in the order made. A graph rescaled to other sizes
-    /// (`sweep`'s rank templates) stands for a fresh build only where each of these compares
-    /// the same way.
-    pub guards: Vec<(f64, f64)>,
+    /// broadcast test), in the order made, and how the recipe used it. A graph rescaled to
+    /// other sizes (`sweep`'s rank templates) stands for a fresh build only where each of these
+    /// leads the recipe the same way ([`GuardKind`]).
+    pub guards: Vec<(f64, f64, GuardKind)>,
 }
 
 /// The whole step: scopes plus the optimizer.

@@ -11,7 +11,7 @@
 //! accumulate-add. Saving: views share their base's storage, parameters cost no extra memory, and
 //! gradient checkpointing keeps only the block input and recomputes the forward in backward.
 
-use super::{Deps, Gemm, Kernel, KernelKind, ScopeGraph, Segment};
+use super::{Deps, Gemm, GuardKind, Kernel, KernelKind, ScopeGraph, Segment};
 use crate::workload::{DType, Precision, Workload};
 use smallvec::smallvec;
 
@@ -146,7 +146,7 @@ pub(super) struct Tracer<'a> {
     pub(super) trainable: u64,
     pub(super) transient: f64,
     /// Operands of every comparison on sizes, in order (see [`ScopeGraph::guards`]).
-    guards: Vec<(f64, f64)>,
+    guards: Vec<(f64, f64, GuardKind)>,
     /// nn.Module and adapter-layer calls entered but not yet charged: charged on the next op
     /// recorded (a module's pre-hook runs before its first op).
     pending_calls: (u8, u8),
@@ -202,19 +202,19 @@ impl<'a> Tracer<'a> {
 
     /// `a.max(b)` of two sizes, the comparison logged in [`ScopeGraph::guards`].
     pub(super) fn max(&mut self, a: f64, b: f64) -> f64 {
-        self.guards.push((a, b));
+        self.guards.push((a, b, GuardKind::Extremum));
         a.max(b)
     }
 
     /// `a.min(b)` of two sizes, the comparison logged in [`ScopeGraph::guards`].
     pub(super) fn min(&mut self, a: f64, b: f64) -> f64 {
-        self.guards.push((a, b));
+        self.guards.push((a, b, GuardKind::Extremum));
         a.min(b)
     }
 
     /// `a < b` of two sizes, the comparison logged in [`ScopeGraph::guards`].
     pub(super) fn less(&mut self, a: f64, b: f64) -> bool {
-        self.guards.push((a, b));
+        self.guards.push((a, b, GuardKind::Less));
         a < b
     }
 
