@@ -1198,3 +1198,18 @@ fn cost_segment_takes_the_runtimes_launch_floor() {
         assert_us(c.closed.device_s, floor_us);
     }
 }
+
+#[test]
+fn each_bound_sums_only_its_own_launches() {
+    // Compute 3 µs, memory ∞, launch 2 µs, compute 4 µs: the infinite time stays in the memory
+    // sum (the others add +0.0 for it, not 0·∞ = NaN), and each sum is its bound's in order.
+    let mut c = Closed::EMPTY;
+    for (d, b) in [(3.0, 0u8), (f64::INFINITY, 1), (2.0, 2), (4.0, 0)] {
+        c.push(0.0, d * US, b);
+    }
+    assert_us(c.by_bound[0], 7.0);
+    assert_eq!(c.by_bound[1], f64::INFINITY);
+    assert_us(c.by_bound[2], 2.0);
+    assert_eq!(c.by_bound[3].to_bits(), 0.0f64.to_bits());
+    assert_eq!(c.device_s, f64::INFINITY);
+}
