@@ -125,10 +125,44 @@ pub struct RankFit {
     /// the representatives' kernel numbers.
     row_patches: Vec<Patch>,
     guards: Vec<Guard>,
+    /// The scopes whose transient chain has a link that changes with the rank.
+    chains: Vec<Chain>,
     /// Kernels with a patched number, each once, in (scope, segment, index) order.
     changed: Vec<Changed>,
     /// The graph at r₀, rewritten in place by [`RankFit::apply`].
     work: StepGraph,
+}
+
+/// A scope's transient chain ([`GuardKind::Transient`]) with sizes that change with the rank:
+/// its maximum, `transient_bytes`, is recomputed at each point instead of fitted (it is a
+/// maximum of affine sizes, so where the largest changes it is not affine), and a point where
+/// the largest changes is not refused.
+#[derive(Debug, Clone)]
+struct Chain {
+    scope: u32,
+    /// The largest of the chain's sizes that do not change with the rank (and of its start, 0).
+    fixed_max: f64,
+    /// Guard indices of the links whose size changes with the rank.
+    varying: Vec<u32>,
+}
+
+/// The fit's parts (see [`RankFit::new`]).
+type Fitted = (Vec<Patch>, Vec<Guard>, Vec<Chain>, Vec<Changed>);
+
+/// Whether a scope's transient chain is what [`GuardKind::Transient`] says: it starts from 0,
+/// each link's running maximum is the maximum of the previous link's and its size, and the
+/// scope's `transient_bytes` is the last maximum (0 without links).
+fn chain_holds(s: &ScopeGraph) -> bool {
+    let mut run = 0.0f64;
+    for &(a, b, kind) in &s.guards {
+        if kind == GuardKind::Transient {
+            if a.to_bits() != run.to_bits() {
+                return false;
+            }
+            run = run.max(b);
+        }
+    }
+    run.to_bits() == s.transient_bytes.to_bits()
 }
 
 /// Costs of a fitted graph's kernels on one device, kept across the points of its template:
@@ -318,6 +352,11 @@ fn probes_side(s: &[&ScopeGraph; 3], i: usize) -> Option<Ordering> {
         let (a, b, k) = sc.guards[i];
         if k != kind {
             return None;
+        }
+        if kind == GuardKind::Transient {
+            // Either side leads the same way (the chain is recomputed): only a NaN refuses.
+            a.partial_cmp(&b)?;
+            continue;
         }
         match side(kind, a, b)? {
             Ordering::Equal => {}
@@ -513,12 +552,13 @@ impl RankFit {
     /// that probe's kernel costs ([`cost_kept`]) goes on using them.
     pub fn new(probes: [(u64, StepGraph); 3]) -> Option<RankFit> {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes;
-        let (patches, guards, changed) = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
+        let (patches, guards, chains, changed) = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
         Some(RankFit {
             r0,
             row_patches: row_patches(&patches, &changed),
             patches,
             guards,
+            chains,
             changed,
             work: g0,
         })
@@ -531,7 +571,7 @@ impl RankFit {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes.as_slice() else {
             return None;
         };
-        let (patches, guards, changed) = Self::fit([(*r0, g0), (*r1, g1), (*r2, g2)])?;
+        let (patches, guards, chains, changed) = Self::fit([(*r0, g0), (*r1, g1), (*r2, g2)])?;
         probes.truncate(1);
         let (r0, work) = probes.pop()?;
         Some(RankFit {
@@ -539,14 +579,15 @@ impl RankFit {
             row_patches: row_patches(&patches, &changed),
             patches,
             guards,
+            chains,
             changed,
             work,
         })
     }
 
-    /// The patches, guards and changed kernels of a fit (see [`RankFit::new`]).
-    #[allow(clippy::type_complexity)]
-    fn fit(probes: [(u64, &StepGraph); 3]) -> Option<(Vec<Patch>, Vec<Guard>, Vec<Changed>)> {
+    /// The patches, guards, transient chains and changed kernels of a fit (see
+    /// [`RankFit::new`]).
+    fn fit(probes: [(u64, &StepGraph); 3]) -> Option<Fitted> {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes;
         if r0 == r1 || r0 == r2 || r1 == r2 {
             return None;
@@ -558,6 +599,7 @@ impl RankFit {
         }
         let mut patches = Vec::new();
         let mut guards = Vec::new();
+        let mut chains = Vec::new();
         let mut fit = |v: [f64; 3], loc: Loc| -> Option<bool> {
             match affine(r, v)? {
                 None => Some(false),
@@ -576,6 +618,9 @@ impl RankFit {
         // columns between geometric ranks) are the common refusal, and cheap to find.
         for s in &per_scope {
             if !same_scope(s[0], s[1]) || !same_scope(s[0], s[2]) {
+                return None;
+            }
+            if !s.iter().all(|sc| chain_holds(sc)) {
                 return None;
             }
             for i in 0..s[0].guards.len() {
@@ -622,9 +667,24 @@ impl RankFit {
             fit(s.map(|s| s.checkpoint_bytes), at(SField::Checkpoint))?;
             fit(s.map(|s| s.trainable as f64), at(SField::Trainable))?;
             fit(s.map(|s| s.backward_working_bytes), at(SField::Working))?;
-            fit(s.map(|s| s.transient_bytes), at(SField::Transient))?;
+            // The transient chain's sizes are fitted; its running maxima and the scope's
+            // transient are recomputed from them where a size changes (`Chain`).
+            let mut chain = Chain {
+                scope,
+                fixed_max: 0.0,
+                varying: Vec::new(),
+            };
             for i in 0..s[0].guards.len() {
                 let ord = probes_side(s, i)?;
+                let (_, gb, kind) = s[0].guards[i];
+                if kind == GuardKind::Transient {
+                    if fit(s.map(|s| s.guards[i].1), at(SField::GuardB(i as u32)))? {
+                        chain.varying.push(i as u32);
+                    } else {
+                        chain.fixed_max = chain.fixed_max.max(gb);
+                    }
+                    continue;
+                }
                 let a = fit(s.map(|s| s.guards[i].0), at(SField::GuardA(i as u32)))?;
                 let b = fit(s.map(|s| s.guards[i].1), at(SField::GuardB(i as u32)))?;
                 if a || b {
@@ -634,6 +694,11 @@ impl RankFit {
                         ord,
                     });
                 }
+            }
+            if chain.varying.is_empty() {
+                fit(s.map(|s| s.transient_bytes), at(SField::Transient))?;
+            } else {
+                chains.push(chain);
             }
         }
         let mut at: Vec<(u32, u8, u32)> = patches
@@ -667,7 +732,7 @@ impl RankFit {
                 }
             })
             .collect();
-        Some((patches, guards, changed))
+        Some((patches, guards, chains, changed))
     }
 
     /// The costed segments of the graph [`RankFit::apply_for_rows`] (or [`RankFit::apply`])
@@ -785,6 +850,28 @@ impl RankFit {
             let (a, b, kind) = scope_mut(g, c.scope as usize).guards[c.idx as usize];
             if !side(kind, a, b).is_some_and(|now| same_way(kind, c.ord, now)) {
                 return None;
+            }
+        }
+        for c in &self.chains {
+            let s = scope_mut(g, c.scope as usize);
+            if rows_only {
+                // The maximum only: the links' running maxima are read by nothing but a
+                // comparison with a fresh build (`RankFit::apply`).
+                let mut max = c.fixed_max;
+                for &i in &c.varying {
+                    max = max.max(s.guards[i as usize].1);
+                }
+                s.transient_bytes = max;
+            } else {
+                // Every link as the tracer makes it (`chain_holds`).
+                let mut run = 0.0f64;
+                for (a, b, kind) in &mut s.guards {
+                    if *kind == GuardKind::Transient {
+                        *a = run;
+                        run = run.max(*b);
+                    }
+                }
+                s.transient_bytes = run;
             }
         }
         Some(g)
@@ -941,6 +1028,76 @@ mod tests {
         assert!(fit.apply(200).is_none());
         // Back on the probes' side it applies again.
         assert!(fit.apply(10).is_some());
+    }
+
+    #[test]
+    fn a_transient_chain_is_recomputed_where_its_largest_size_changes() {
+        // gpt2 PaCA at 1 × 16 in fp32: from r = 17 on another tensor is the largest transient
+        // (LoRA's transients do not change with the rank), so `transient_bytes` stops being
+        // affine. The chain is recomputed there: rows-only and full rescaling match fresh
+        // builds on both sides.
+        let model = preset("gpt2").unwrap();
+        let w = Workload {
+            precision: Precision::Fp32,
+            batch: 1,
+            seq: 16,
+            ..Workload::default()
+        };
+        let (mut crossed, mut chained) = (0, 0);
+        for method in [MethodName::Lora, MethodName::Paca] {
+            let sp = |r: u64| {
+                let opts = MethodOptions {
+                    rank: Some(r),
+                    ..MethodOptions::default()
+                };
+                MethodSpec::resolve(method, &opts, &model, false).unwrap()
+            };
+            let fresh = |r: u64| build(&model, &sp(r), &w);
+            let mut fit = RankFit::new([2u64, 3, 4].map(|r| (r, fresh(r)))).unwrap();
+            chained += fit.chains.len();
+            let line = |g: &StepGraph| scopes(g).map(|s| s.transient_bytes).collect::<Vec<_>>();
+            let (t2, t3) = (line(&fresh(2)), line(&fresh(3)));
+            for r in [8u64, 16, 17, 24, 40, 47, 60, 90] {
+                let want = fresh(r);
+                let Some(g) = fit.apply(r) else {
+                    continue;
+                };
+                rebuild_optimizer(&model, &sp(r), &w, g);
+                assert!(*g == want, "{method} at {r}");
+                let lean = fit.apply_for_rows(r).expect("as apply");
+                assert_eq!(line(lean), line(&want), "{method} rows at {r}");
+                // Off the line through ranks 2 and 3: the largest transient changed.
+                let on_line = line(&want)
+                    .iter()
+                    .zip(t2.iter().zip(&t3))
+                    .all(|(t, (a, b))| *t == a + (b - a) * (r as f64 - 2.0));
+                crossed += usize::from(!on_line);
+            }
+        }
+        assert!(
+            chained > 0 && crossed > 0,
+            "{chained} chains, {crossed} crossed"
+        );
+    }
+
+    #[test]
+    fn a_broken_transient_chain_is_refused() {
+        let (probes, _) = gpt2_lora_probes();
+        assert!(probes.iter().all(|(_, g)| scopes(g).all(chain_holds)));
+        let mut broken = probes.clone();
+        let s = &mut broken[1].1.layer_graphs[0];
+        let i = s
+            .guards
+            .iter()
+            .position(|g| g.2 == GuardKind::Transient)
+            .unwrap();
+        s.guards[i].0 += 1.0;
+        assert!(!chain_holds(s));
+        assert!(RankFit::new(broken).is_none());
+        let mut broken = probes.clone();
+        broken[2].1.layer_graphs[0].transient_bytes += 1.0;
+        assert!(RankFit::new(broken).is_none());
+        assert!(RankFit::new(probes).is_some());
     }
 
     #[test]

@@ -128,8 +128,9 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
         lf.bytes()
     };
     let loss_peak = logits.bytes() + fp32_copy + h.bytes();
+    // The scope's transient chain goes on (`GuardKind::Transient`).
     sg.guards
-        .push((sg.transient_bytes, loss_peak, GuardKind::Extremum));
+        .push((sg.transient_bytes, loss_peak, GuardKind::Transient));
     sg.transient_bytes = sg.transient_bytes.max(loss_peak);
     if loss.rg {
         sg.backward_working_bytes = 2.0 * m * v * DType::F32.size();

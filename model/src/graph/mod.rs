@@ -236,6 +236,11 @@ pub enum GuardKind {
     Extremum,
     /// `a < b` as a condition: a tie is "not less", the same way as a > b.
     Less,
+    /// The scope's running transient maximum, `transient = transient.max(size)` with a the
+    /// transient so far (0 before the first) and b the size: nothing but
+    /// [`ScopeGraph::transient_bytes`], the last maximum, depends on which is larger, so a
+    /// rescaled graph recomputes the chain instead of refusing a point where it changes.
+    Transient,
 }
 
 /// Forward and backward of one scope, plus what it keeps for backward.

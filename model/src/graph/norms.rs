@@ -72,7 +72,7 @@ pub(super) fn layer_norm(t: &mut Tracer, cx: &Ctx, x: &T, path: &'static str, tr
         }
         t.tape.push(group);
     } else {
-        t.transient = t.max(t.transient, out.bytes());
+        t.transient_max(out.bytes());
     }
     t.module = prev;
     out

@@ -212,6 +212,14 @@ impl<'a> Tracer<'a> {
         a.min(b)
     }
 
+    /// The running transient maximum takes `size` into account, the comparison logged in
+    /// [`ScopeGraph::guards`] as a link of the scope's transient chain ([`GuardKind::Transient`]).
+    pub(super) fn transient_max(&mut self, size: f64) {
+        self.guards
+            .push((self.transient, size, GuardKind::Transient));
+        self.transient = self.transient.max(size);
+    }
+
     /// `a < b` of two sizes, the comparison logged in [`ScopeGraph::guards`].
     pub(super) fn less(&mut self, a: f64, b: f64) -> bool {
         self.guards.push((a, b, GuardKind::Less));
@@ -337,7 +345,7 @@ impl<'a> Tracer<'a> {
         let rg = inputs.iter().any(|t| t.rg);
         let out = self.tensor(out_elems, out_dtype, rg, Some(idx));
         if !rg {
-            self.transient = self.max(self.transient, out.bytes());
+            self.transient_max(out.bytes());
             return out;
         }
         // autograd saves an input only for a gradient that will be computed
@@ -357,7 +365,7 @@ impl<'a> Tracer<'a> {
         if save_out {
             self.save(&out);
         } else {
-            self.transient = self.max(self.transient, out.bytes());
+            self.transient_max(out.bytes());
         }
         let mut group = self.tape.group();
         let out_bytes = out.bytes();
@@ -487,7 +495,7 @@ impl<'a> Tracer<'a> {
         let rg = x.rg || w.rg || bias.is_some_and(|b| b.rg);
         let out = self.tensor(mf * nf * bf, dt, rg, Some(idx));
         if !rg {
-            self.transient = self.max(self.transient, out.bytes());
+            self.transient_max(out.bytes());
             return out;
         }
         if w.rg {
@@ -576,11 +584,10 @@ impl<'a> Tracer<'a> {
             charge_calls(k, self.pending_calls);
         }
         let saved: f64 = self.saved.iter().map(|(_, b, _)| b).sum();
-        let transient = if grad_checkpointing {
-            self.max(self.transient, saved)
-        } else {
-            self.transient
-        };
+        if grad_checkpointing {
+            self.transient_max(saved);
+        }
+        let transient = self.transient;
         let recomputed = if grad_checkpointing && output_rg {
             self.fwd.len()
         } else {
