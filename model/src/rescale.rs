@@ -11,12 +11,18 @@
 //! the graph and re-checks every guard; the optimizer phase, whose launch counts are step
 //! functions of the tensor sizes, is rebuilt by the caller (`graph::rebuild_optimizer`).
 //!
+//! "The same" depends on how the recipe used the comparison (`graph::GuardKind`): a max or min
+//! uses only the value, which both operands give at a tie, so a tie goes with either side; a
+//! condition `a < b` counts a tie as "not less"; and the scope's running transient maximum
+//! affects nothing but the scope's `transient_bytes`, so its sizes are fitted and that maximum
+//! is recomputed at each point (`Chain`) instead of any side being required.
+//!
 //! Exactness: the recipes compute these numbers as f64 products and sums of integers, exact
 //! below 2⁵³; a rescaled number is an integer of at most 2⁵⁰ (`LIMIT`) computed exactly from
 //! integer base and slope, so it equals the recipe's own. Anything else (a non-integer number
 //! that changes with the rank, a number past `LIMIT`, a structural difference between the probes,
-//! a guard that compares differently) refuses the fit or the point, and the caller builds the
-//! graph in full. A unit test compares rescaled graphs with fresh builds (`StepGraph` equality,
+//! a guard that leads its recipe another way, a transient chain that is not one) refuses the fit
+//! or the point, and the caller builds the graph in full. A unit test compares rescaled graphs with fresh builds (`StepGraph` equality,
 //! every field) over every preset and method.
 
 use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
