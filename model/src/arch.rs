@@ -60,10 +60,10 @@ pub enum LinearRole {
     Down,
 }
 
-/// One linear layer of a block: y = x·Wᵀ (+ b), W is `out_features × in_features`.
 /// A block's linear layers ([`ModelConfig::linears`]).
 pub type Linears = SmallVec<[Linear; 7]>;
 
+/// One linear layer of a block: y = x·Wᵀ (+ b), W is `out_features × in_features`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Linear {
     pub role: LinearRole,

@@ -1,0 +1,742 @@
+//! Tests of rescale.rs: rescaled graphs against fresh builds, the fit's refusals, guard sides
+//! and transient chains, kept costs.
+
+use super::*;
+use crate::arch::{preset, PRESETS};
+use crate::graph::{build, rebuild_optimizer};
+use crate::method::{MethodName, MethodOptions, MethodSpec};
+use crate::workload::{AttentionImpl, Precision, Workload};
+
+fn spec(model: &crate::arch::ModelConfig, method: MethodName, r: u64) -> MethodSpec {
+    let opts = MethodOptions {
+        rank: Some(r),
+        ..MethodOptions::default()
+    };
+    MethodSpec::resolve(method, &opts, model, true).unwrap()
+}
+
+/// Rescaled graphs equal fresh builds, every field, over every preset, every method with a
+/// rank, several precisions and workloads, at ranks below, between and above the probes.
+#[test]
+fn rescaled_graphs_equal_fresh_builds() {
+    let workloads = [
+        Workload::default(),
+        Workload {
+            precision: Precision::Fp32,
+            batch: 2,
+            seq: 96,
+            grad_accum: 2,
+            ..Workload::default()
+        },
+        Workload {
+            precision: Precision::Fp16Mixed,
+            attention: AttentionImpl::Eager,
+            grad_checkpointing: true,
+            batch: 1,
+            seq: 48,
+            ..Workload::default()
+        },
+    ];
+    let (mut fitted, mut applied, mut refused) = (0, 0, 0);
+    for p in PRESETS {
+        let model = preset(p.name).unwrap();
+        for method in MethodName::ALL {
+            if method == MethodName::Full {
+                continue;
+            }
+            for w in &workloads {
+                let probes = [5u64, 9, 7];
+                let gs = probes.map(|r| {
+                    let sp = spec(&model, method, r);
+                    (sp.rank, build(&model, &sp, w))
+                });
+                let Some(mut fit) = RankFit::new(gs) else {
+                    continue;
+                };
+                fitted += 1;
+                for r in [1u64, 2, 6, 8, 16, 33, 64, 100, 190] {
+                    let opts = MethodOptions {
+                        rank: Some(r),
+                        ..MethodOptions::default()
+                    };
+                    // Past a layer's width the rank is refused before any graph.
+                    let Ok(sp) = MethodSpec::resolve(method, &opts, &model, true) else {
+                        continue;
+                    };
+                    let want = build(&model, &sp, w);
+                    match fit.apply(sp.rank) {
+                        Some(g) => {
+                            applied += 1;
+                            rebuild_optimizer(&model, &sp, w, g);
+                            assert!(
+                                *g == want,
+                                "{} {method} r {r} {w:?}: rescaled graph differs",
+                                p.name
+                            );
+                        }
+                        // Refused (a guard flips, e.g. PaCA's gather at K/16 columns):
+                        // the caller builds in full.
+                        None => {
+                            assert_ne!(method, MethodName::Lora, "{} r {r}", p.name);
+                            refused += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Every combination fits (none needs the full path for its probes). Every LoRA point
+    // rescales; PaCA's are refused past a guard: its gather reads min(K, 16·r) columns'
+    // sectors (8·r in fp32), and the largest transient becomes P's n·r copy at large r.
+    assert_eq!(fitted, PRESETS.len() * 4 * workloads.len());
+    assert!(
+        applied > 2 * refused,
+        "{applied} rescaled, {refused} refused"
+    );
+}
+
+#[test]
+fn a_guard_that_flips_refuses_the_point() {
+    // gpt2 PaCA in bf16: the gather reads min(K, 16·r) columns' sectors; K = 768, so
+    // r ≥ 48 leaves the probes' side of the guard.
+    let model = preset("gpt2").unwrap();
+    let w = Workload::default();
+    let gs = [4u64, 8, 12].map(|r| {
+        let sp = spec(&model, MethodName::Paca, r);
+        (sp.rank, build(&model, &sp, &w))
+    });
+    // Probes on both sides of it do not fit, whichever probe crosses (PaCA ranks given
+    // directly, not as LoRA's reference rank).
+    let probe = |r: u64| {
+        let opts = MethodOptions {
+            rank: Some(r),
+            ..MethodOptions::default()
+        };
+        let sp = MethodSpec::resolve(MethodName::Paca, &opts, &model, false).unwrap();
+        assert_eq!(sp.rank, r);
+        (r, build(&model, &sp, &w))
+    };
+    assert!(RankFit::new([40, 44, 49].map(probe)).is_none());
+    assert!(RankFit::new([40, 49, 44].map(probe)).is_none());
+    assert!(RankFit::new([40, 44, 46].map(probe)).is_some());
+    // At r = 48 the min's operands tie: 768 either way, so the tie fits with probes on
+    // either side of it, and a fit from either side rescales to it exactly.
+    let sp = |r: u64| {
+        let opts = MethodOptions {
+            rank: Some(r),
+            ..MethodOptions::default()
+        };
+        MethodSpec::resolve(MethodName::Paca, &opts, &model, false).unwrap()
+    };
+    let fresh = |r: u64| build(&model, &sp(r), &w);
+    for probes in [[40, 44, 48], [48, 52, 56], [44, 48, 52]] {
+        let fit = RankFit::new(probes.map(probe));
+        assert_eq!(fit.is_some(), probes != [44, 48, 52], "{probes:?}");
+    }
+    for (probes, far) in [([40, 44, 46], 49), ([52, 56, 60], 47)] {
+        let mut fit = RankFit::new(probes.map(probe)).unwrap();
+        let g = fit.apply(48).expect("the tie rescales");
+        rebuild_optimizer(&model, &sp(48), &w, g);
+        assert!(*g == fresh(48), "{probes:?} at 48");
+        assert!(fit.apply(far).is_none(), "{probes:?} at {far}");
+    }
+    let mut fit = RankFit::new(gs).unwrap();
+    assert!(fit.patches() > 0);
+    assert!(fit.apply(40).is_some());
+    assert!(fit.apply(47).is_some());
+    assert!(fit.apply(48).is_some());
+    assert!(fit.apply(49).is_none());
+    assert!(fit.apply(200).is_none());
+    // Back on the probes' side it applies again.
+    assert!(fit.apply(10).is_some());
+}
+
+#[test]
+fn a_transient_chain_is_recomputed_where_its_largest_size_changes() {
+    // gpt2 PaCA at 1 × 16 in fp32: from r = 17 on another tensor is the largest transient
+    // (LoRA's transients do not change with the rank), so `transient_bytes` stops being
+    // affine. The chain is recomputed there: rows-only and full rescaling match fresh
+    // builds on both sides.
+    let model = preset("gpt2").unwrap();
+    let w = Workload {
+        precision: Precision::Fp32,
+        batch: 1,
+        seq: 16,
+        ..Workload::default()
+    };
+    let (mut crossed, mut chained) = (0, 0);
+    for method in [MethodName::Lora, MethodName::Paca] {
+        let sp = |r: u64| {
+            let opts = MethodOptions {
+                rank: Some(r),
+                ..MethodOptions::default()
+            };
+            MethodSpec::resolve(method, &opts, &model, false).unwrap()
+        };
+        let fresh = |r: u64| build(&model, &sp(r), &w);
+        let mut fit = RankFit::new([2u64, 3, 4].map(|r| (r, fresh(r)))).unwrap();
+        chained += fit.chains.len();
+        let line = |g: &StepGraph| scopes(g).map(|s| s.transient_bytes).collect::<Vec<_>>();
+        let (t2, t3) = (line(&fresh(2)), line(&fresh(3)));
+        for r in [8u64, 16, 17, 24, 40, 47, 60, 90] {
+            let want = fresh(r);
+            let Some(g) = fit.apply(r) else {
+                continue;
+            };
+            rebuild_optimizer(&model, &sp(r), &w, g);
+            assert!(*g == want, "{method} at {r}");
+            let lean = fit.apply_for_rows(r).expect("as apply");
+            assert_eq!(line(lean), line(&want), "{method} rows at {r}");
+            // Off the line through ranks 2 and 3: the largest transient changed.
+            let on_line = line(&want)
+                .iter()
+                .zip(t2.iter().zip(&t3))
+                .all(|(t, (a, b))| *t == a + (b - a) * (r as f64 - 2.0));
+            crossed += usize::from(!on_line);
+        }
+    }
+    assert!(
+        chained > 0 && crossed > 0,
+        "{chained} chains, {crossed} crossed"
+    );
+}
+
+#[test]
+fn a_broken_transient_chain_is_refused() {
+    let (probes, _) = gpt2_lora_probes();
+    assert!(probes.iter().all(|(_, g)| scopes(g).all(chain_holds)));
+    let mut broken = probes.clone();
+    let s = &mut broken[1].1.layer_graphs[0];
+    let i = s
+        .guards
+        .iter()
+        .position(|g| g.2 == GuardKind::Transient)
+        .unwrap();
+    s.guards[i].0 += 1.0;
+    assert!(!chain_holds(s));
+    assert!(RankFit::new(broken).is_none());
+    let mut broken = probes.clone();
+    broken[2].1.layer_graphs[0].transient_bytes += 1.0;
+    assert!(RankFit::new(broken).is_none());
+    assert!(RankFit::new(probes).is_some());
+}
+
+#[test]
+fn guard_sides_by_kind() {
+    use Ordering::{Equal, Greater, Less};
+    // A tie of `a < b` is "not less"; a max's or min's is its own side.
+    assert_eq!(side(GuardKind::Less, 2.0, 2.0), Some(Greater));
+    assert_eq!(side(GuardKind::Less, 1.0, 2.0), Some(Less));
+    assert_eq!(side(GuardKind::Extremum, 2.0, 2.0), Some(Equal));
+    assert_eq!(side(GuardKind::Extremum, 3.0, 2.0), Some(Greater));
+    assert_eq!(side(GuardKind::Extremum, f64::NAN, 2.0), None);
+    // A max's tie goes with either side; a fitted tie admits only a tie.
+    assert!(same_way(GuardKind::Extremum, Less, Equal));
+    assert!(same_way(GuardKind::Extremum, Greater, Equal));
+    assert!(!same_way(GuardKind::Extremum, Less, Greater));
+    assert!(!same_way(GuardKind::Extremum, Equal, Less));
+    assert!(!same_way(GuardKind::Less, Greater, Less));
+    assert!(same_way(GuardKind::Less, Greater, Greater));
+    // Three probes: ties set aside; two sides, a NaN or a kind that differs refuse.
+    let scope = |a: f64, b: f64, kind| ScopeGraph {
+        guards: vec![(a, b, kind)],
+        ..ScopeGraph::default()
+    };
+    let e = GuardKind::Extremum;
+    let side3 = |v: [(f64, f64); 3], kinds: [GuardKind; 3]| {
+        let s = [0, 1, 2].map(|i| scope(v[i].0, v[i].1, kinds[i]));
+        probes_side(&[&s[0], &s[1], &s[2]], 0)
+    };
+    assert_eq!(
+        side3([(2.0, 2.0), (3.0, 2.0), (4.0, 2.0)], [e; 3]),
+        Some(Greater)
+    );
+    assert_eq!(
+        side3([(1.0, 2.0), (2.0, 2.0), (0.0, 2.0)], [e; 3]),
+        Some(Less)
+    );
+    assert_eq!(side3([(2.0, 2.0); 3], [e; 3]), Some(Equal));
+    assert_eq!(side3([(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)], [e; 3]), None);
+    assert_eq!(
+        side3([(1.0, 2.0), (f64::NAN, 2.0), (1.0, 2.0)], [e; 3]),
+        None
+    );
+    let l = GuardKind::Less;
+    assert_eq!(
+        side3([(2.0, 2.0), (3.0, 2.0), (4.0, 2.0)], [l; 3]),
+        Some(Greater)
+    );
+    assert_eq!(side3([(1.0, 2.0), (2.0, 2.0), (0.0, 2.0)], [l; 3]), None);
+    assert_eq!(side3([(3.0, 2.0); 3], [e, l, e]), None);
+}
+
+#[test]
+fn probes_that_differ_in_structure_do_not_fit() {
+    let model = preset("gpt2").unwrap();
+    let w = Workload::default();
+    let a = build(&model, &spec(&model, MethodName::Lora, 4), &w);
+    let b = build(&model, &spec(&model, MethodName::Lora, 8), &w);
+    let other = Workload {
+        precision: Precision::Fp32,
+        ..Workload::default()
+    };
+    let c = build(&model, &spec(&model, MethodName::Lora, 12), &other);
+    assert!(RankFit::new([(4, a.clone()), (8, b.clone()), (12, c)]).is_none());
+    // A count of nn.Modules that differs (the training loop's host work walks them) is
+    // not a number the fit rescales: refused.
+    let mut d = b.clone();
+    d.nn_modules += 1;
+    assert!(RankFit::new([(4, a.clone()), (8, b.clone()), (12, d)]).is_none());
+    assert!(RankFit::new([
+        (4, a.clone()),
+        (8, b.clone()),
+        (12, build(&model, &spec(&model, MethodName::Lora, 12), &w))
+    ])
+    .is_some());
+    // The same rank twice cannot fix a slope.
+    assert!(RankFit::new([(4, a.clone()), (4, a), (8, b)]).is_none());
+}
+
+/// Three LoRA probes of gpt2 (ranks 4, 8, 12) and the graph at rank 16.
+fn gpt2_lora_probes() -> ([(u64, StepGraph); 3], StepGraph) {
+    let model = preset("gpt2").unwrap();
+    let w = Workload::default();
+    let g = |r| build(&model, &spec(&model, MethodName::Lora, r), &w);
+    ([(4, g(4)), (8, g(8)), (12, g(12))], g(16))
+}
+
+/// Changed kernels share a cost only with an earlier one equal in every cost input at all
+/// three probes: each representative comes first, is its own, and has the same costs on
+/// every built-in device at the probes' ranks; and LoRA's equal adapters do share.
+#[test]
+fn changed_kernels_share_costs_only_with_equal_ones() {
+    let (probes, _) = gpt2_lora_probes();
+    let graphs = probes.clone().map(|(_, g)| g);
+    let fit = RankFit::new(probes).unwrap();
+    let c = &fit.changed;
+    let reps = c.iter().enumerate().filter(|(j, c)| c.rep as usize == *j);
+    let distinct = reps.count();
+    assert!(distinct < c.len(), "{distinct} of {}", c.len());
+    let hws = costsim_hardware::builtin_profiles().unwrap();
+    for (j, x) in c.iter().enumerate() {
+        let r = &c[x.rep as usize];
+        assert!(x.rep as usize <= j);
+        assert_eq!(c[r.rep as usize], *r, "a representative is its own");
+        for g in &graphs {
+            let (a, b) = (
+                kernel_at(g, (x.scope, x.seg, x.idx)),
+                kernel_at(g, (r.scope, r.seg, r.idx)),
+            );
+            assert!(same_cost_inputs(a, b));
+            for hw in &hws {
+                let cost = |k| crate::cost::kernel_cost(k, hw, false).device_s;
+                assert_eq!(cost(a), cost(b), "{} on {}", a.name, hw.name);
+            }
+        }
+        // An earlier changed kernel with equal cost inputs at every probe is taken.
+        let first = (0..j).find(|&i| {
+            let y = &c[i];
+            graphs.iter().all(|g| {
+                same_cost_inputs(
+                    kernel_at(g, (x.scope, x.seg, x.idx)),
+                    kernel_at(g, (y.scope, y.seg, y.idx)),
+                )
+            })
+        });
+        assert_eq!(c[first.unwrap_or(j)].rep, x.rep);
+    }
+}
+
+/// A changed kernel with an earlier representative takes that one's fresh cost instead of
+/// its own; one that is its own representative is costed. (The pair here is deliberately
+/// unequal, so the two ways give different costs.)
+#[test]
+fn a_changed_kernel_copies_its_representatives_cost() {
+    let (probes, _) = gpt2_lora_probes();
+    let g = probes[0].1.clone();
+    let ks = &g.layer_graphs[0].forward.kernels;
+    let gemms: Vec<u32> = (0..ks.len() as u32)
+        .filter(|&i| ks[i as usize].gemm.is_some())
+        .collect();
+    let (a, b) = (gemms[0], *gemms.last().unwrap());
+    let hw = costsim_hardware::resolve_device("h200").unwrap();
+    let w = Workload::default();
+    let cost = |i: u32| crate::cost::kernel_cost(&ks[i as usize], &hw, false).device_s;
+    assert_ne!(cost(a), cost(b));
+    for (rep_b, want) in [(0, cost(a)), (1, cost(b))] {
+        let mut memo = GemmMemo::default();
+        let mut slot = None;
+        cost_kept(&g, &[], &mut slot, &w, &hw, &mut memo, &mut None);
+        let changed = [
+            Changed::own(1, 0, a, 0),
+            Changed {
+                scope: 1,
+                seg: 0,
+                idx: b,
+                rep: rep_b,
+            },
+        ];
+        cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo, &mut None);
+        let tc = slot.as_ref().unwrap();
+        assert_eq!(tc.costs[3][b as usize].1.device_s, want, "rep {rep_b}");
+        assert_eq!(tc.costs[3][a as usize].1.device_s, cost(a));
+    }
+}
+
+/// `same_cost_inputs` compares every field `kernel_cost_memo` reads, and no other.
+#[test]
+fn cost_inputs_are_the_fields_the_cost_reads() {
+    let (probes, _) = gpt2_lora_probes();
+    let base = probes[0].1.layer_graphs[0]
+        .backward
+        .kernels
+        .iter()
+        .find(|k| k.piece == "lora_B" && k.gemm.is_some())
+        .unwrap()
+        .clone();
+    type Edit = fn(&mut Kernel);
+    let cost_fields: [(&str, Edit); 10] = [
+        ("name", |k| k.name = "other"),
+        ("piece", |k| k.piece = "other"),
+        ("kind", |k| k.kind = crate::graph::KernelKind::Reduction),
+        ("dtype", |k| k.dtype = crate::workload::DType::I64),
+        ("math", |k| k.math = costsim_hardware::MathMode::Tf32),
+        ("launches", |k| k.launches += 1),
+        ("flops", |k| k.flops += 1.0),
+        ("bytes_read", |k| k.bytes_read += 1.0),
+        ("bytes_written", |k| k.bytes_written += 1.0),
+        ("gemm", |k| k.gemm.as_mut().unwrap().k += 1),
+    ];
+    for (what, edit) in cost_fields {
+        let mut k = base.clone();
+        edit(&mut k);
+        assert!(!same_cost_inputs(&base, &k), "{what}");
+    }
+    let other_fields: [Edit; 6] = [
+        |k| k.module = "other",
+        |k| k.deps.push(0),
+        |k| k.module_calls += 1,
+        |k| k.peft_calls += 1,
+        |k| k.host_tensors += 1,
+        |k| k.recompute ^= true,
+    ];
+    let hws = costsim_hardware::builtin_profiles().unwrap();
+    for edit in other_fields {
+        let mut k = base.clone();
+        edit(&mut k);
+        assert!(same_cost_inputs(&base, &k));
+        for hw in &hws {
+            let cost = |k| crate::cost::kernel_cost(k, hw, false);
+            assert_eq!(cost(&base).device_s, cost(&k).device_s);
+            assert_eq!(cost(&base).bound, cost(&k).bound);
+        }
+    }
+}
+
+/// Every field the fit does not rescale is compared: a third probe that differs from the
+/// others in that one field alone is refused. A kernel deep in a layer's backward (one of
+/// LoRA's, whose numbers do change with the rank) carries the change.
+#[test]
+fn a_probe_differing_in_any_one_structural_field_is_refused() {
+    let (probes, _) = gpt2_lora_probes();
+    assert!(RankFit::new(probes.clone()).is_some());
+    fn layer(g: &mut StepGraph) -> &mut ScopeGraph {
+        &mut g.layer_graphs[0]
+    }
+    fn kernel(g: &mut StepGraph) -> &mut Kernel {
+        let ks = &mut g.layer_graphs[0].backward.kernels;
+        let i = ks
+            .iter()
+            .position(|k| k.piece == "lora_B")
+            .expect("a lora_B kernel");
+        &mut ks[i]
+    }
+    type Edit = Box<dyn Fn(&mut StepGraph)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("name", Box::new(|g| kernel(g).name = "other")),
+        ("module", Box::new(|g| kernel(g).module = "other")),
+        ("piece", Box::new(|g| kernel(g).piece = "other")),
+        (
+            "kind",
+            Box::new(|g| kernel(g).kind = crate::graph::KernelKind::Reduction),
+        ),
+        (
+            "dtype",
+            Box::new(|g| kernel(g).dtype = crate::workload::DType::I64),
+        ),
+        (
+            "math",
+            Box::new(|g| kernel(g).math = costsim_hardware::MathMode::Tf32),
+        ),
+        ("launches", Box::new(|g| kernel(g).launches += 1)),
+        ("gemm", Box::new(|g| kernel(g).gemm = None)),
+        ("deps", Box::new(|g| kernel(g).deps.push(0))),
+        ("module_calls", Box::new(|g| kernel(g).module_calls += 1)),
+        ("peft_calls", Box::new(|g| kernel(g).peft_calls += 1)),
+        ("host_tensors", Box::new(|g| kernel(g).host_tensors += 1)),
+        ("recompute", Box::new(|g| kernel(g).recompute ^= true)),
+        ("output_rg", Box::new(|g| layer(g).output_rg ^= true)),
+        (
+            "guards",
+            Box::new(|g| layer(g).guards.push((1.0, 2.0, GuardKind::Less))),
+        ),
+        (
+            "saved_by_module names",
+            Box::new(|g| layer(g).saved_by_module[0].0 = "other"),
+        ),
+        (
+            "saved_by_module count",
+            Box::new(|g| layer(g).saved_by_module.push(("other", 1.0))),
+        ),
+        (
+            "kernel count",
+            Box::new(|g| {
+                let k = kernel(g).clone();
+                layer(g).forward.kernels.push(k)
+            }),
+        ),
+        (
+            "family",
+            Box::new(|g| g.family = crate::arch::Family::Llama),
+        ),
+        (
+            "layer count",
+            Box::new(|g| g.layer_graphs.push(g.layer_graphs[0].clone())),
+        ),
+        ("layer classes", Box::new(|g| g.layer_class[0] += 1)),
+    ];
+    for (what, edit) in edits {
+        for at in [1, 2] {
+            let mut p = probes.clone();
+            edit(&mut p[at].1);
+            assert!(
+                RankFit::new(p).is_none(),
+                "{what} differs in probe {at}, yet fitted"
+            );
+        }
+    }
+}
+
+/// `from_probes` fits the sweep's sliding probes: on success it takes them (the first
+/// becomes the working copy), on refusal it leaves them for the next try; and the patched
+/// numbers are exactly those that differ between two probes (here every kernel number and
+/// scope number of gpt2 LoRA that moves with the rank).
+#[test]
+fn from_probes_takes_the_probes_only_when_it_fits() {
+    let (probes, at16) = gpt2_lora_probes();
+    let mut refused = probes.to_vec();
+    refused[2].1.family = crate::arch::Family::Llama;
+    assert!(RankFit::from_probes(&mut refused).is_none());
+    assert_eq!(refused.len(), 3);
+    assert!(RankFit::from_probes(&mut refused[..2].to_vec()).is_none());
+    let mut fits = probes.to_vec();
+    let mut fit = RankFit::from_probes(&mut fits).expect("fits");
+    assert!(fits.is_empty());
+    // Count the numbers that differ between the probes at ranks 4 and 8.
+    let (a, b) = (&probes[0].1, &probes[1].1);
+    let mut moving = 0;
+    for (x, y) in scopes(a).zip(scopes(b)) {
+        for (sx, sy) in segments(x).into_iter().zip(segments(y)) {
+            for (kx, ky) in sx.kernels.iter().zip(&sy.kernels) {
+                let nums = |k: &Kernel| {
+                    let g = k.gemm.map_or([0; 4], |g| [g.m, g.n, g.k, g.batch]);
+                    [
+                        k.flops,
+                        k.bytes_read,
+                        k.bytes_written,
+                        g[0] as f64,
+                        g[1] as f64,
+                        g[2] as f64,
+                        g[3] as f64,
+                    ]
+                };
+                moving += nums(kx)
+                    .iter()
+                    .zip(nums(ky))
+                    .filter(|(p, q)| **p != *q)
+                    .count();
+            }
+        }
+        let scope_nums = |s: &ScopeGraph| {
+            let mut v = vec![
+                s.saved_bytes,
+                s.checkpoint_bytes,
+                s.trainable as f64,
+                s.backward_working_bytes,
+                s.transient_bytes,
+            ];
+            v.extend(s.saved_by_module.iter().map(|m| m.1));
+            v.extend(s.guards.iter().flat_map(|g| [g.0, g.1]));
+            v
+        };
+        moving += scope_nums(x)
+            .iter()
+            .zip(scope_nums(y))
+            .filter(|(p, q)| **p != *q)
+            .count();
+    }
+    assert!(moving > 0);
+    assert_eq!(fit.patches(), moving);
+    let mut g = fit
+        .apply(16)
+        .expect("rank 16 is on the probes' side")
+        .clone();
+    let gpt2 = preset("gpt2").unwrap();
+    rebuild_optimizer(
+        &gpt2,
+        &spec(&gpt2, MethodName::Lora, 16),
+        &Workload::default(),
+        &mut g,
+    );
+    assert_eq!(g, at16);
+}
+
+/// A sweep's rows rewrite the scope numbers and the representatives' kernel numbers only:
+/// at rank 16 those equal a fresh build's, while another changed kernel keeps its rank-4
+/// numbers; costed from that graph, every changed kernel takes its representative's cost,
+/// the same costs as the fully rewritten graph's.
+#[test]
+fn rows_rewrite_only_the_representatives() {
+    let (probes, at16) = gpt2_lora_probes();
+    let at4 = probes[0].1.clone();
+    let mut fit = RankFit::new(probes).unwrap();
+    let scope_patches = fit
+        .patches
+        .iter()
+        .filter(|p| matches!(p.loc, Loc::Scope { .. }))
+        .count();
+    assert!(scope_patches > 0);
+    assert!(fit.row_patches.len() < fit.patches.len());
+    let changed = fit.changed.clone();
+    // Graph replay with a graph floor apart from the launch floor (equal on every built-in
+    // profile), so that a kernel costed with the wrong one shows.
+    let mut hw = costsim_hardware::resolve_device("h200").unwrap();
+    hw.graph_launch_floor_s = 0.5e-6;
+    let w = Workload {
+        runtime: Runtime::CudaGraph,
+        ..Workload::default()
+    };
+    let cost = |fit: &RankFit, slot: &mut Option<TemplateCosts>, memo: &mut GemmMemo| {
+        cost_kept(fit.graph(), &changed, slot, &w, &hw, memo, &mut None);
+    };
+    let costs_of = |fit: &RankFit| {
+        let mut slot = None;
+        cost(fit, &mut slot, &mut GemmMemo::default());
+        slot.expect("costed").costs
+    };
+    fit.apply_for_rows(16).expect("rank 16");
+    let lean = costs_of(&fit);
+    let mut reps = 0;
+    for (j, c) in changed.iter().enumerate() {
+        let at = (c.scope, c.seg, c.idx);
+        let k = kernel_at(fit.graph(), at);
+        if c.rep as usize == j {
+            reps += 1;
+            assert_eq!(k, kernel_at(&at16, at), "representative {at:?}");
+        } else {
+            assert_eq!(k, kernel_at(&at4, at), "{at:?} keeps rank 4's numbers");
+        }
+    }
+    assert!(reps < changed.len());
+    let g = fit.graph();
+    for (x, y) in scopes(g).zip(scopes(&at16)) {
+        assert_eq!(
+            (x.saved_bytes, x.trainable, &x.saved_by_module, &x.guards),
+            (y.saved_bytes, y.trainable, &y.saved_by_module, &y.guards)
+        );
+    }
+    fit.apply(16).expect("rank 16");
+    assert_eq!(lean, costs_of(&fit));
+    // Kept from rank 12 and re-costed at 16 (a later point of the line): the same costs.
+    fit.apply_for_rows(12).expect("rank 12");
+    let (mut slot, mut memo) = (None, GemmMemo::default());
+    cost(&fit, &mut slot, &mut memo);
+    fit.apply_for_rows(16).expect("rank 16");
+    cost(&fit, &mut slot, &mut memo);
+    assert_eq!(lean, slot.expect("costed").costs);
+}
+
+#[test]
+fn affine_fits_by_hand() {
+    let r = [4.0, 8.0, 12.0];
+    // Unchanged (the same bits, even a fraction): nothing to rescale.
+    assert_eq!(affine(r, [0.5, 0.5, 0.5]), Some(None));
+    // 100 + 3·(r − 4).
+    assert_eq!(affine(r, [100.0, 112.0, 124.0]), Some(Some((100.0, 3.0))));
+    assert_eq!(affine(r, [100.0, 88.0, 76.0]), Some(Some((100.0, -3.0))));
+    // Not on one line, a fraction that changes, a half-integer slope, beyond the exact range.
+    assert_eq!(affine(r, [100.0, 112.0, 125.0]), None);
+    // Two of three equal is not "unchanged".
+    assert_eq!(affine(r, [100.0, 100.0, 124.0]), None);
+    assert_eq!(affine(r, [100.0, 124.0, 100.0]), None);
+    assert_eq!(affine(r, [100.5, 112.5, 124.5]), None);
+    assert_eq!(affine(r, [100.0, 102.0, 104.0]), None);
+    let big = LIMIT * 2.0;
+    assert_eq!(affine(r, [big, big + 4.0, big + 8.0]), None);
+    assert_eq!(
+        affine(r, [LIMIT - 8.0, LIMIT - 4.0, LIMIT]),
+        Some(Some((LIMIT - 8.0, 1.0)))
+    );
+}
+
+/// Three ranks must be distinct, whichever two repeat.
+#[test]
+fn repeated_ranks_are_refused() {
+    let (probes, _) = gpt2_lora_probes();
+    let [a, b, c] = probes;
+    // Each rank with its own graph: a repeated rank brings the same graph again, which
+    // would fit any line through the other two.
+    let g = |r: u64| if r == 4 { a.1.clone() } else { b.1.clone() };
+    for rs in [[4, 4, 8], [4, 8, 4], [4, 8, 8]] {
+        let p = rs.map(|r| (r, g(r)));
+        assert!(RankFit::new(p).is_none(), "{rs:?}");
+    }
+    assert!(RankFit::new([a, b, c]).is_some());
+}
+
+#[test]
+fn names_compare_by_content() {
+    let owned = String::from("lora_A");
+    assert!(same_str("lora_A", &owned));
+    assert!(same_str("lora_A", "lora_A"));
+    assert!(!same_str("lora_A", "lora_B"));
+    assert!(!same_str("lora_A", "lora_A "));
+}
+
+/// Scope indices: 0 the embedding, 1..=n the layer classes, n + 1 the head, and
+/// `cost_kept` recosting kernels named in any of them (even unchanged) gives the same costs
+/// as costing the graph afresh.
+#[test]
+fn scopes_by_index_and_recosting_named_kernels() {
+    let (probes, _) = gpt2_lora_probes();
+    let mut g = probes[0].1.clone();
+    let n = g.layer_graphs.len();
+    assert!(std::ptr::eq(scope_ref(&g, 0), &g.embedding));
+    assert!(std::ptr::eq(scope_ref(&g, 1), &g.layer_graphs[0]));
+    assert!(std::ptr::eq(scope_ref(&g, n), &g.layer_graphs[n - 1]));
+    assert!(std::ptr::eq(scope_ref(&g, n + 1), &g.head));
+    let head: *const ScopeGraph = &g.head;
+    assert!(std::ptr::eq(scope_mut(&mut g, n + 1), head));
+    let emb: *const ScopeGraph = &g.embedding;
+    assert!(std::ptr::eq(scope_mut(&mut g, 0), emb));
+    let hw = costsim_hardware::resolve_device("h200").unwrap();
+    let w = Workload::default();
+    let mut memo = GemmMemo::default();
+    let mut slot = None;
+    cost_kept(&g, &[], &mut slot, &w, &hw, &mut memo, &mut None);
+    let changed = [
+        Changed::own(0, 0, 0, 0),
+        Changed::own(1, 1, 0, 1),
+        Changed::own((n + 1) as u32, 0, 0, 2),
+    ];
+    let kept = cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo, &mut None);
+    let fresh = crate::simulate::cost_graph_memo(&g, &w, &hw, &mut memo, false);
+    let sums = |c: &CostedGraph| {
+        c.layers
+            .iter()
+            .chain([&c.embedding, &c.head])
+            .flat_map(|s| s.iter().map(|s| s.totals))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sums(kept), sums(&fresh));
+}
