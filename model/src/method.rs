@@ -15,7 +15,6 @@ use crate::arch::{LinearRole, ModelConfig};
 use crate::workload::{DType, Precision};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -210,19 +209,41 @@ impl FromStr for LayerSelection {
     }
 }
 
-/// Which linear layers an adapter method targets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Targets(pub BTreeSet<LinearRole>);
+/// Which linear layers an adapter method targets: a set of [`LinearRole`]s, one bit each (the
+/// enum is closed and has eight variants), so that a resolved method is `Copy`-cheap to build
+/// and a membership test is a mask (a sweep resolves its method at every point). Serialized as
+/// the list of roles in declaration order, as the `BTreeSet` it replaced was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets(u8);
 
 impl Targets {
+    /// Every role, in declaration order (the serialized order).
+    const ROLES: [LinearRole; 8] = {
+        use LinearRole::*;
+        [Qkv, Q, K, V, O, Gate, Up, Down]
+    };
+
+    fn bit(role: LinearRole) -> u8 {
+        1 << (role as u8)
+    }
+
+    /// The set of `roles`.
+    pub fn of(roles: &[LinearRole]) -> Self {
+        Self(roles.iter().fold(0, |m, &r| m | Self::bit(r)))
+    }
+
     /// Every linear projection of the blocks (peft's "all-linear" minus the LM head).
     pub fn all() -> Self {
-        use LinearRole::*;
-        Self([Qkv, Q, K, V, O, Gate, Up, Down].into_iter().collect())
+        Self::of(&Self::ROLES)
     }
 
     pub fn contains(&self, role: LinearRole) -> bool {
-        self.0.contains(&role)
+        self.0 & Self::bit(role) != 0
+    }
+
+    /// The targeted roles in declaration order.
+    pub fn roles(&self) -> impl Iterator<Item = LinearRole> + '_ {
+        Self::ROLES.into_iter().filter(|&r| self.contains(r))
     }
 
     /// Parse `all`, `attn`, `mlp` or a comma list of q,k,v,o,gate,up,down (GPT-2 names c_attn,
@@ -230,7 +251,7 @@ impl Targets {
     /// c_attn, since peft adapts that module whole.
     pub fn parse(s: &str) -> Result<Self> {
         use LinearRole::*;
-        let mut set = BTreeSet::new();
+        let mut set = Self(0);
         for item in s.split(',').map(|t| t.trim().to_ascii_lowercase()) {
             let roles: &[LinearRole] = match item.as_str() {
                 "all" | "all-linear" => &[Qkv, Q, K, V, O, Gate, Up, Down],
@@ -254,9 +275,9 @@ impl Targets {
                     })
                 }
             };
-            set.extend(roles.iter().copied());
+            set.0 |= Self::of(roles).0;
         }
-        Ok(Self(set))
+        Ok(set)
     }
 
     /// Names of the targeted modules of a model, for display.
@@ -268,6 +289,12 @@ impl Targets {
             .map(|l| l.path.rsplit('.').next().unwrap_or(l.path))
             .collect();
         names.join(",")
+    }
+}
+
+impl Serialize for Targets {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.roles())
     }
 }
 
@@ -373,7 +400,7 @@ impl MethodSpec {
             } else {
                 0.0
             },
-            targets: opts.targets.clone().unwrap_or_else(Targets::all),
+            targets: opts.targets.unwrap_or_else(Targets::all),
             adapter_dtype: opts.adapter_dtype.unwrap_or(AdapterDtype::Fp32),
             layers: opts.layers.unwrap_or(layers),
         };
@@ -602,7 +629,7 @@ mod tests {
             (" Q , Down ", vec![Q, Qkv, Down]),
         ] {
             let got = Targets::parse(word).unwrap_or_else(|e| panic!("{word}: {e}"));
-            assert_eq!(got.0, want.into_iter().collect(), "{word}");
+            assert_eq!(got, Targets::of(&want), "{word}");
         }
         assert!(Targets::parse("q,wo").is_err());
     }
@@ -787,5 +814,19 @@ mod tests {
         );
         assert!(Targets::parse("mlp").unwrap().contains(LinearRole::Down));
         assert!(Targets::parse("lm_head").is_err());
+    }
+
+    #[test]
+    fn targets_are_a_set_listed_in_declaration_order() {
+        // "down" first and "q" twice: the set holds each role once, listed as declared.
+        let t = Targets::parse("down, q,q").unwrap();
+        let roles: Vec<LinearRole> = t.roles().collect();
+        assert_eq!(roles, [LinearRole::Qkv, LinearRole::Q, LinearRole::Down]);
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"["qkv","q","down"]"#);
+        assert_eq!(Targets::all().roles().count(), 8);
+        for r in Targets::all().roles() {
+            assert_eq!(Targets::of(&[r]).roles().collect::<Vec<_>>(), [r]);
+            assert!(!Targets::parse("gate").unwrap().contains(r) || r == LinearRole::Gate);
+        }
     }
 }
