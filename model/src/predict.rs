@@ -332,17 +332,16 @@ fn ms(s: f64) -> f64 {
 }
 
 fn phase_report(phase: Phase, span: &Span, per: f64, flops: f64, bytes: f64) -> PhaseReport {
-    let time = span.time_s / per;
     PhaseReport {
         phase,
-        time_ms: ms(time),
+        time_ms: phase_time_ms(span, per),
         gpu_busy_ms: ms(span.busy_s / per),
         host_wait_share: if span.time_s > 0.0 {
             span.host_wait_s / span.time_s
         } else {
             0.0
         },
-        launches: (span.launches as f64 / per).round() as u64,
+        launches: phase_launches(span, per),
         flops,
         bytes,
         compute_ms: ms(span.by_bound[0] / per),
@@ -395,19 +394,88 @@ pub fn predict_costed(
     detail: Detail,
     amount: Option<Amount>,
 ) -> Prediction {
-    predict_costed_with(cfg, g, cg, detail, amount, true)
+    predict_costed_with(cfg, g, cg, detail, amount)
 }
 
-/// [`predict_costed`] without the labels a sweep's rows do not show: `method`,
-/// `trained_layers` and `targets` are left empty; every number is the same.
-pub(crate) fn predict_costed_unlabelled(
+/// The numbers of a [`Prediction`] that a sweep's row carries, computed by the code
+/// [`predict_costed`] takes them from ([`summary`]); without the labels, FLOP and byte totals,
+/// phase reports and per-layer rows that no row shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Summary {
+    pub trainable_params: u64,
+    /// Launches: forward and backward per micro-batch, optimizer per step.
+    pub kernels: PhaseCounts,
+    /// Per micro-batch.
+    pub forward_ms: f64,
+    /// Per micro-batch.
+    pub backward_ms: f64,
+    /// Per optimizer step.
+    pub optimizer_ms: f64,
+    pub loop_ms: f64,
+    pub step_ms: f64,
+    pub tokens_per_s: f64,
+    pub peak_memory_bytes: f64,
+    pub fits: bool,
+    pub dominant_bound: Bound,
+}
+
+/// [`Summary`] of a configuration from its graph and costed segments (as [`predict_costed`]
+/// without detail: every number the same).
+pub(crate) fn summarize_costed(
     cfg: ConfigRef,
     g: &StepGraph,
     cg: &simulate::CostedGraph,
-    detail: Detail,
-    amount: Option<Amount>,
-) -> Prediction {
-    predict_costed_with(cfg, g, cg, detail, amount, false)
+) -> Summary {
+    let tl = simulate::simulate_with(g, cg, cfg.workload, cfg.hw, false, false);
+    let mem = memory(cfg, g);
+    summary(cfg, &tl, &mem)
+}
+
+/// A phase's wall time in ms per `per` (micro-batches, or 1 for the optimizer).
+fn phase_time_ms(span: &simulate::Span, per: f64) -> f64 {
+    ms(span.time_s / per)
+}
+
+/// A phase's launches per `per`.
+fn phase_launches(span: &simulate::Span, per: f64) -> u64 {
+    (span.launches as f64 / per).round() as u64
+}
+
+/// The numbers of [`Summary`] from the simulated timeline and the memory footprint.
+fn summary(cfg: ConfigRef, tl: &simulate::Timeline, mem: &Memory) -> Summary {
+    let w = cfg.workload;
+    let accum = f64::from(w.grad_accum);
+    // Dominant bound: where the step's time went.
+    let mut by_bound = [0.0; 4];
+    for span in tl.phases.iter().chain(std::iter::once(&tl.training_loop)) {
+        for (i, v) in span.by_bound.iter().enumerate() {
+            by_bound[i] += v;
+        }
+    }
+    let dominant_bound = Bound::ALL
+        .into_iter()
+        .zip(by_bound)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(Bound::Compute, |(b, _)| b);
+    let step_s = tl.step_s;
+    let tokens = w.tokens_per_step() as f64;
+    Summary {
+        trainable_params: cfg.method.trainable_params(cfg.model),
+        kernels: PhaseCounts {
+            forward: phase_launches(&tl.phases[0], accum),
+            backward: phase_launches(&tl.phases[1], accum),
+            optimizer: phase_launches(&tl.phases[2], 1.0),
+        },
+        forward_ms: phase_time_ms(&tl.phases[0], accum),
+        backward_ms: phase_time_ms(&tl.phases[1], accum),
+        optimizer_ms: phase_time_ms(&tl.phases[2], 1.0),
+        loop_ms: ms(tl.training_loop.time_s),
+        step_ms: ms(step_s),
+        tokens_per_s: if step_s > 0.0 { tokens / step_s } else { 0.0 },
+        peak_memory_bytes: mem.peak_bytes,
+        fits: mem.fits,
+        dominant_bound,
+    }
 }
 
 fn predict_costed_with(
@@ -416,7 +484,6 @@ fn predict_costed_with(
     cg: &simulate::CostedGraph,
     detail: Detail,
     amount: Option<Amount>,
-    labels: bool,
 ) -> Prediction {
     // Per-scope spans are read only for per-layer rows.
     let tl = simulate::simulate_with(
@@ -523,22 +590,9 @@ fn predict_costed_with(
         phase_report(Phase::Backward, &tl.phases[1], accum, bwd_fb.0, bwd_fb.1),
         phase_report(Phase::Optimizer, opt_span, 1.0, of, ob),
     ];
-    // Dominant bound: where the step's time went.
-    let mut by_bound = [0.0; 4];
-    for span in tl.phases.iter().chain(std::iter::once(&tl.training_loop)) {
-        for (i, v) in span.by_bound.iter().enumerate() {
-            by_bound[i] += v;
-        }
-    }
-    let dominant_bound = Bound::ALL
-        .into_iter()
-        .zip(by_bound)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(Bound::Compute, |(b, _)| b);
-
     let mem = memory(cfg, g);
+    let sum = summary(cfg, &tl, &mem);
     let step_s = tl.step_s;
-    let tokens = w.tokens_per_step() as f64;
     let training = amount.map(|a| {
         let steps = match a {
             Amount::Tokens(n) => n.div_ceil(w.tokens_per_step()),
@@ -556,45 +610,31 @@ fn predict_costed_with(
         .then(|| kernel_rows(g, cg, &tl, cfg.hw, w.runtime == Runtime::CudaGraph));
     let (lo, hi) = cfg.method.trained_layers(cfg.model);
     Prediction {
-        method: if labels {
-            cfg.method.name.to_string()
-        } else {
-            String::new()
-        },
+        method: cfg.method.name.to_string(),
         kind: cfg.method.kind,
         rank: cfg.method.rank,
-        trained_layers: if labels {
-            format!("{lo}..{hi}")
-        } else {
-            String::new()
-        },
-        targets: if !labels {
-            String::new()
-        } else if cfg.method.kind == MethodKind::Full {
+        trained_layers: format!("{lo}..{hi}"),
+        targets: if cfg.method.kind == MethodKind::Full {
             "all".into()
         } else {
             cfg.method.targets.describe(cfg.model)
         },
-        trainable_params: cfg.method.trainable_params(cfg.model),
+        trainable_params: sum.trainable_params,
         total_params: cfg.model.total_params(),
-        kernels: PhaseCounts {
-            forward: phases[0].launches,
-            backward: phases[1].launches,
-            optimizer: phases[2].launches,
-        },
+        kernels: sum.kernels,
         flops: accum * (fwd_fb.0 + bwd_fb.0) + of,
         bytes: accum * (fwd_fb.1 + bwd_fb.1) + ob,
-        forward_ms: phases[0].time_ms,
-        backward_ms: phases[1].time_ms,
-        optimizer_ms: phases[2].time_ms,
-        loop_ms: ms(tl.training_loop.time_s),
+        forward_ms: sum.forward_ms,
+        backward_ms: sum.backward_ms,
+        optimizer_ms: sum.optimizer_ms,
+        loop_ms: sum.loop_ms,
         loop_host_ms: ms(tl.training_loop.host_s),
         nn_modules: g.nn_modules,
-        step_ms: ms(step_s),
-        tokens_per_s: if step_s > 0.0 { tokens / step_s } else { 0.0 },
-        peak_memory_bytes: mem.peak_bytes,
-        fits: mem.fits,
-        dominant_bound,
+        step_ms: sum.step_ms,
+        tokens_per_s: sum.tokens_per_s,
+        peak_memory_bytes: sum.peak_memory_bytes,
+        fits: sum.fits,
+        dominant_bound: sum.dominant_bound,
         phases,
         memory: mem,
         training,

@@ -634,14 +634,28 @@ mod report_tests {
             assert_eq!(q.kernels.backward, q.phases[1].launches);
             assert_eq!(q.kernels.optimizer, q.phases[2].launches);
         }
-        // Without labels (a sweep's rows) every number is the same.
+        // A sweep row's summary carries the same numbers as the prediction.
         let g = graph::build(&cfg.model, &cfg.method, &cfg.workload);
         let cg = simulate::cost_graph(&g, &cfg.workload, &cfg.hw);
-        let u = predict_costed_unlabelled(cfg.as_ref(), &g, &cg, detail, None);
-        assert_eq!((u.method.as_str(), u.trained_layers.as_str()), ("", ""));
-        assert_eq!(u.targets, "");
-        assert_eq!(u.step_ms, p.step_ms);
+        let u = summarize_costed(cfg.as_ref(), &g, &cg);
         let l = predict_costed(cfg.as_ref(), &g, &cg, detail, None);
+        assert_eq!(l.step_ms, p.step_ms);
+        let want = Summary {
+            trainable_params: l.trainable_params,
+            kernels: l.kernels,
+            forward_ms: l.forward_ms,
+            backward_ms: l.backward_ms,
+            optimizer_ms: l.optimizer_ms,
+            loop_ms: l.loop_ms,
+            step_ms: l.step_ms,
+            tokens_per_s: l.tokens_per_s,
+            peak_memory_bytes: l.peak_memory_bytes,
+            fits: l.fits,
+            dominant_bound: l.dominant_bound,
+        };
+        assert_eq!(u, want);
+        assert!(u.loop_ms > 0.0 && u.kernels.backward > 0 && u.trainable_params > 0);
+        assert_eq!(u.forward_ms, l.phases[0].time_ms);
         assert_eq!(l.targets, "q_proj,v_proj");
     }
 

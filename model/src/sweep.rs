@@ -25,7 +25,7 @@ use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
-use crate::predict::{predict_costed_unlabelled, ConfigRef, Detail, Prediction};
+use crate::predict::{summarize_costed, ConfigRef, Summary};
 use crate::rescale::{cost_kept, RankFit, TemplateCosts};
 use crate::simulate::CostedSegment;
 use crate::workload::{Precision, Workload};
@@ -694,7 +694,7 @@ impl Grid {
                     let opt_costs = &mut phase.costed;
                     let rows = self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
                         let cg = fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]);
-                        predict_costed_unlabelled(
+                        summarize_costed(
                             ConfigRef {
                                 model,
                                 method: &spec,
@@ -703,8 +703,6 @@ impl Grid {
                             },
                             fit.graph(),
                             cg,
-                            Detail::default(),
-                            None,
                         )
                     });
                     fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
@@ -727,7 +725,7 @@ impl Grid {
                 let costs = &mut t.costs;
                 self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
                     let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo, &mut None);
-                    predict_costed_unlabelled(
+                    summarize_costed(
                         ConfigRef {
                             model,
                             method: &spec,
@@ -736,8 +734,6 @@ impl Grid {
                         },
                         &graph,
                         cg,
-                        Detail::default(),
-                        None,
                     )
                 })
             } else {
@@ -759,9 +755,9 @@ impl Grid {
         run_id: u64,
     ) -> Vec<Row> {
         self.rows(g, model, spec, w, run_id, |_, hw, memo| {
-            // `predict_with_graph` without the labels rows do not show.
+            // `predict_with_graph`'s numbers, without what rows do not show.
             let cg = crate::simulate::cost_graph_memo(graph, w, hw, memo, false);
-            predict_costed_unlabelled(
+            summarize_costed(
                 ConfigRef {
                     model,
                     method: spec,
@@ -770,8 +766,6 @@ impl Grid {
                 },
                 graph,
                 &cg,
-                Detail::default(),
-                None,
             )
         })
     }
@@ -785,7 +779,7 @@ impl Grid {
         spec: &MethodSpec,
         w: &Workload,
         run_id: u64,
-        mut predict: impl FnMut(usize, &Profile, &mut GemmMemo) -> Prediction,
+        mut predict: impl FnMut(usize, &Profile, &mut GemmMemo) -> Summary,
     ) -> Vec<Row> {
         let (lo, hi) = spec.trained_layers(model);
         MEMOS.with_borrow_mut(|(id, memos)| {
@@ -838,7 +832,7 @@ impl Grid {
 mod tests {
     use super::*;
     use crate::arch::preset;
-    use crate::predict::{predict, Config};
+    use crate::predict::{predict, Config, Detail, Prediction};
     use costsim_hardware::resolve_device;
 
     /// The per-thread optimizer memo: a phase given back is lent again for its key and spec
