@@ -657,6 +657,20 @@ mod report_tests {
         assert!(u.loop_ms > 0.0 && u.kernels.backward > 0 && u.trainable_params > 0);
         assert_eq!(u.forward_ms, l.phases[0].time_ms);
         assert_eq!(l.targets, "q_proj,v_proj");
+        // A step of no time (nothing simulated) has no throughput rather than an infinite one.
+        let empty = simulate::Timeline {
+            step_s: 0.0,
+            phases: [simulate::Span::default(); 3],
+            scopes: Vec::new(),
+            training_loop: simulate::Span::default(),
+            host_waited: Vec::new(),
+        };
+        let s = summary(cfg.as_ref(), &empty, &l.memory);
+        assert_eq!((s.step_ms, s.tokens_per_s), (0.0, 0.0));
+        assert_eq!(
+            s.kernels.forward + s.kernels.backward + s.kernels.optimizer,
+            0
+        );
     }
 
     #[test]
