@@ -824,6 +824,9 @@ mod tests {
         assert_eq!(roles, [LinearRole::Qkv, LinearRole::Q, LinearRole::Down]);
         assert_eq!(serde_json::to_string(&t).unwrap(), r#"["qkv","q","down"]"#);
         assert_eq!(Targets::all().roles().count(), 8);
+        // A role given twice is in the set once.
+        let q = LinearRole::Q;
+        assert_eq!(Targets::of(&[q, q]), Targets::of(&[q]));
         for r in Targets::all().roles() {
             assert_eq!(Targets::of(&[r]).roles().collect::<Vec<_>>(), [r]);
             assert!(!Targets::parse("gate").unwrap().contains(r) || r == LinearRole::Gate);
