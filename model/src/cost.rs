@@ -170,17 +170,24 @@ pub fn narrow_math_time(name: &str, g: &Gemm, mode: MathMode, hw: &Profile) -> O
 /// 1536·384 ran 87 GFLOP/s at m = 16 against 106 at m = 128, bf16 246 against 460
 /// (docs/validation.md, "A sixth run: GEMMs with few rows").
 pub fn gemm_candidates(g: &Gemm, mode: MathMode, hw: &Profile) -> Candidates {
-    let mut out = Candidates::new();
+    with_extra(&gemm_configs(g, mode, hw), g)
+}
+
+/// [`gemm_candidates`] before the extra bytes: (math time s, split-K factor) of each
+/// configuration. On a GPU profile (tiles in waves over SMs) these depend on m and n only through
+/// ⌈m/64⌉ and ⌈n/64⌉ (every tile side is 64, 128 or 256, and ⌈⌈x/64⌉/j⌉ = ⌈x/64j⌉), which is
+/// what lets [`GemmMemo`] share them between shapes; the extra bytes ([`with_extra`]) depend on
+/// m·n exactly.
+fn gemm_configs(g: &Gemm, mode: MathMode, hw: &Profile) -> Configs {
+    let mut out = Configs::new();
     if let Some(fill) = hw.gemm_fill_rows {
         let m0 = fill[usize::from(matches!(mode, MathMode::Bf16 | MathMode::Fp16))];
         let flops = 2.0 * g.batch as f64 * (g.m as f64 + m0) * g.n as f64 * g.k as f64;
-        out.push((flops / (hw.peak_flops(mode) * hw.gemm_efficiency), 0.0));
+        out.push((flops / (hw.peak_flops(mode) * hw.gemm_efficiency), 1));
         return out;
     }
     let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
     let sms = u64::from(hw.sms);
-    // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
-    let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
     // The least math time at each split-K factor (index into SPLIT_K).
     let mut best = [f64::INFINITY; SPLIT_K.len()];
     for (tm, tn, eff) in TILES {
@@ -211,16 +218,33 @@ pub fn gemm_candidates(g: &Gemm, mode: MathMode, hw: &Profile) -> Candidates {
     for (i, split) in SPLIT_K.into_iter().enumerate() {
         if best[i] < floor {
             floor = best[i];
-            let extra = if split > 1 {
-                2.0 * split as f64 * out_bytes
-            } else {
-                0.0
-            };
-            out.push((best[i], extra));
+            out.push((best[i], split as u8));
         }
     }
     out
 }
+
+/// (math time s, extra bytes) of each configuration of `g`: split-K by s adds 2·s·(m·n·batch·4)
+/// bytes (fp32 partial tiles written and read back), an unsplit one none.
+fn with_extra(configs: &[(f64, u8)], g: &Gemm) -> Candidates {
+    // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
+    let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
+    configs
+        .iter()
+        .map(|&(t, split)| {
+            let extra = if split > 1 {
+                2.0 * f64::from(split) * out_bytes
+            } else {
+                0.0
+            };
+            (t, extra)
+        })
+        .collect()
+}
+
+/// A GEMM's configurations before the extra bytes ([`gemm_configs`]): (math time s, split-K
+/// factor), at most one per factor.
+type Configs = SmallVec<[(f64, u8); 6]>;
 
 /// A GEMM's configurations ([`gemm_candidates`]): at most one per split-K factor.
 pub type Candidates = SmallVec<[(f64, f64); 6]>;
@@ -265,13 +289,16 @@ type GemmKey = (u64, u64, u64, u64, u8);
 /// GEMM math times already computed on one profile, keyed by shape and math mode. A step graph
 /// repeats few shapes (the same projections in every layer class, dX and dW transposes) and a
 /// sweep repeats them across points (batch·seq products, ranks that leave base GEMMs alone), so
-/// the tile search runs once per distinct shape.
+/// the tile search runs once per distinct shape. On a GPU profile the key holds ⌈m/64⌉ and
+/// ⌈n/64⌉, not m and n, which is all the search reads of them ([`gemm_configs`]): LoRA's
+/// A and B GEMMs at ranks 1 to 64 share one search where r is m or n (their extra split-K bytes,
+/// which depend on m·n exactly, are added at each lookup, as the search adds them).
 ///
 /// The memo is bounded: once it holds `limit` shapes it starts afresh (a sweep's neighbouring
 /// points share shapes, so recent ones are what it needs), which keeps a long sweep's memory flat.
 #[derive(Debug, Clone)]
 pub struct GemmMemo {
-    map: FxHashMap<GemmKey, Candidates>,
+    map: FxHashMap<GemmKey, Configs>,
     limit: usize,
 }
 
@@ -282,8 +309,8 @@ impl Default for GemmMemo {
 }
 
 impl GemmMemo {
-    /// Shapes a default memo holds (about 2.3 MiB: a table of 16,384 slots of 145 bytes, a
-    /// shape and its configurations; 1 MiB when it held one time per shape, until 2026-11-30).
+    /// Shapes a default memo holds (about 1.6 MiB: a table of 16,384 slots of about 100 bytes, a
+    /// key and its configurations; 1 MiB when it held one time per shape, until 2026-11-30).
     pub const DEFAULT_LIMIT: usize = 1 << 13;
 
     /// A memo that holds at most `limit` shapes (at least one).
@@ -304,17 +331,34 @@ impl GemmMemo {
         self.map.is_empty()
     }
 
-    /// [`gemm_candidates`], remembered. Only valid for one profile: use one memo per profile.
-    pub fn candidates(&mut self, g: &Gemm, mode: MathMode, hw: &Profile) -> &Candidates {
-        let key = (g.m, g.n, g.k, g.batch, mode as u8);
+    /// `choose_candidate(&gemm_candidates(g, mode, hw), bytes, bw)`, the search remembered. Only
+    /// valid for one profile: use one memo per profile.
+    pub fn choose(
+        &mut self,
+        g: &Gemm,
+        mode: MathMode,
+        hw: &Profile,
+        bytes: f64,
+        bw: f64,
+    ) -> (f64, f64) {
+        // A profile with a per-call fill (calibrated CPUs) reads m and n exactly.
+        let exact = hw.gemm_fill_rows.is_some();
+        let (m, n) = if exact {
+            (g.m, g.n)
+        } else {
+            (g.m.div_ceil(64), g.n.div_ceil(64))
+        };
+        let key = (m, n, g.k, g.batch, mode as u8 | u8::from(exact) << 7);
         // One hash lookup for a shape already held (the sweep's hot path); a full memo starts
         // afresh before a new shape goes in.
         if self.map.len() >= self.limit && !self.map.contains_key(&key) {
             self.map.clear();
         }
-        self.map
+        let configs = self
+            .map
             .entry(key)
-            .or_insert_with(|| gemm_candidates(g, mode, hw))
+            .or_insert_with(|| gemm_configs(g, mode, hw));
+        choose_candidate(&with_extra(configs, g), bytes, bw)
     }
 }
 
@@ -425,7 +469,7 @@ pub fn kernel_cost_memo(
         (KernelKind::Gemm, Some(g)) => match narrow_math_time(k.name, &g, k.math, hw) {
             Some(t) => (t, 0.0),
             // The configuration this kernel runs as, by the time it is charged below.
-            None => choose_candidate(memo.candidates(&g, k.math, hw), bytes, bw),
+            None => memo.choose(&g, k.math, hw, bytes, bw),
         },
         (KernelKind::Attention, g) => {
             // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
@@ -962,6 +1006,7 @@ mod tests {
     #[test]
     fn gemm_memo_stays_within_its_limit_and_agrees_with_the_search() {
         let hw = resolve_device("a100").unwrap();
+        let bw = hw.bandwidth_bps;
         let mut memo = GemmMemo::with_limit(4);
         for m in 1..=10u64 {
             let g = Gemm {
@@ -973,15 +1018,59 @@ mod tests {
             // Asked twice: the second answer comes from the memo (or a fresh search after a
             // reset); both equal the search itself.
             for _ in 0..2 {
-                assert_eq!(
-                    memo.candidates(&g, MathMode::Bf16, &hw),
-                    &gemm_candidates(&g, MathMode::Bf16, &hw)
-                );
+                for bytes in [0.0, 1e6, 1e9] {
+                    assert_eq!(
+                        memo.choose(&g, MathMode::Bf16, &hw, bytes, bw),
+                        choose_candidate(&gemm_candidates(&g, MathMode::Bf16, &hw), bytes, bw)
+                    );
+                }
                 // It keeps each new shape until it holds 4, then starts afresh.
                 assert_eq!(memo.len() as u64, (m - 1) % 4 + 1);
             }
         }
         assert!(!memo.is_empty());
+    }
+
+    /// On a GPU the memo keys m and n by ⌈·/64⌉: shapes that share them share one search, and
+    /// each still gets exactly the search's own answer, extra split-K bytes included (which
+    /// depend on m·n). A calibrated CPU's per-call fill reads m and n exactly: no sharing.
+    #[test]
+    fn gemm_memo_shares_a_search_between_shapes_of_the_same_tiles() {
+        for (device, shared) in [("h200", true), ("cpu-generic", true), ("calibrated", false)] {
+            let hw = if device == "calibrated" {
+                // A CPU calibrated with a per-call fill (`costsim calibrate`).
+                let mut hw = resolve_device("cpu-generic").unwrap();
+                hw.gemm_fill_rows = Some([4.0, 16.0]);
+                hw
+            } else {
+                resolve_device(device).unwrap()
+            };
+            let bw = hw.bandwidth_bps;
+            let mut memo = GemmMemo::default();
+            let mut shapes = 0;
+            for (m, n, k) in [(1, 4096, 4096), (4096, 1, 512), (512, 4096, 16)] {
+                for r in 1..=130u64 {
+                    // A LoRA-like GEMM with the rank as m, as n, or neither.
+                    let g = Gemm {
+                        m: if m == 1 { r } else { m },
+                        n: if n == 1 { r } else { n },
+                        k,
+                        batch: 1 + r % 2,
+                    };
+                    shapes += 1;
+                    for bytes in [0.0, 3e5, 7e7] {
+                        let want =
+                            choose_candidate(&gemm_candidates(&g, MathMode::Bf16, &hw), bytes, bw);
+                        let got = memo.choose(&g, MathMode::Bf16, &hw, bytes, bw);
+                        assert_eq!(got, want, "{device} {g:?} {bytes}");
+                    }
+                }
+            }
+            // ⌈r/64⌉ ∈ {1, 2, 3} × 2 batches for each of the two rank-dependent families, and
+            // one m per batch in the third.
+            let want = if shared { 2 * (3 * 2) + 2 } else { 2 * 130 + 2 };
+            assert_eq!(memo.len(), want, "{device}: {shapes} shapes");
+        }
     }
 
     /// Split-K is a candidate only while the output's tiles leave SMs idle: 27,904 × 128 on an
