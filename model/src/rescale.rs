@@ -135,6 +135,8 @@ pub struct RankFit {
     chains: Vec<Chain>,
     /// Kernels with a patched number, each once, in (scope, segment, index) order.
     changed: Vec<Changed>,
+    /// Where `changed` find their costs ([`RankFit::costed`]).
+    plan: Plan,
     /// The graph at r₀, rewritten in place by [`RankFit::apply`].
     work: StepGraph,
 }
@@ -175,11 +177,107 @@ fn chain_holds(s: &ScopeGraph) -> bool {
 /// only the kernels whose numbers change with the rank are costed again
 /// ([`RankFit::costed`]).
 pub struct TemplateCosts {
-    /// Per (scope, segment), scope-major: (host issue s, device cost) of each kernel.
-    costs: Vec<Vec<(f64, KernelCost)>>,
+    /// (host issue s, device cost) of each kernel, segment after segment in (scope, segment)
+    /// order, scope-major: segment `at` = scope·3 + segment holds `starts[at]..starts[at + 1]`.
+    costs: Vec<(f64, KernelCost)>,
+    starts: Vec<u32>,
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     optimizer: Vec<(f64, KernelCost)>,
     costed: CostedGraph,
+}
+
+impl TemplateCosts {
+    /// The costs of segment `at` (scope·3 + segment).
+    #[cfg(test)]
+    fn segment(&self, at: usize) -> &[(f64, KernelCost)] {
+        segment_costs(&self.costs, &self.starts, at)
+    }
+}
+
+/// Of a [`TemplateCosts`]' `costs` and `starts`, segment `at`'s (scope·3 + segment).
+fn segment_costs<'c>(
+    costs: &'c [(f64, KernelCost)],
+    starts: &[u32],
+    at: usize,
+) -> &'c [(f64, KernelCost)] {
+    &costs[starts[at] as usize..starts[at + 1] as usize]
+}
+
+/// Where a fitted graph's changed kernels ([`Changed`]) find their costs in a
+/// [`TemplateCosts`]' list, worked out once per fit rather than at every point ([`cost_kept`]).
+#[derive(Debug, Clone)]
+struct Plan {
+    steps: Vec<Step>,
+    /// The list's length: the graph's kernels in all.
+    len: u32,
+}
+
+/// One changed kernel of a [`Plan`].
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// The kernel's place in the list.
+    at: u32,
+    /// Its representative's place, whose fresh cost it copies; [`Step::OWN`] when it is its own.
+    from: u32,
+    /// The kernel: (scope, segment, index), read when it is its own representative.
+    scope: u32,
+    seg: u8,
+    idx: u32,
+    /// The segment (scope·3 + segment) whose sums are refilled after this kernel, its last
+    /// changed one; [`Step::OWN`] when another of the segment follows.
+    refill: u32,
+}
+
+impl Step {
+    const OWN: u32 = u32::MAX;
+}
+
+/// Where each segment of `g` starts in a flat list of its kernels (scope·3 + segment, then the
+/// end).
+fn starts(g: &StepGraph) -> Vec<u32> {
+    let mut at = 0u32;
+    let mut out = Vec::with_capacity(3 * (g.layer_graphs.len() + 2) + 1);
+    for sc in scopes(g) {
+        for s in segments(sc) {
+            out.push(at);
+            at += s.kernels.len() as u32;
+        }
+    }
+    out.push(at);
+    out
+}
+
+impl Plan {
+    fn new(g: &StepGraph, changed: &[Changed]) -> Self {
+        let starts = starts(g);
+        let flat = |c: &Changed| starts[c.scope as usize * 3 + c.seg as usize] + c.idx;
+        let steps = changed
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                let last = changed.get(j + 1).map(|n| (n.scope, n.seg)) != Some((c.scope, c.seg));
+                Step {
+                    at: flat(c),
+                    from: match changed.get(c.rep as usize) {
+                        Some(r) if (c.rep as usize) < j => flat(r),
+                        _ => Step::OWN,
+                    },
+                    scope: c.scope,
+                    seg: c.seg,
+                    idx: c.idx,
+                    refill: if last {
+                        c.scope * 3 + u32::from(c.seg)
+                    } else {
+                        Step::OWN
+                    },
+                }
+            })
+            .collect();
+        Plan {
+            steps,
+            len: *starts.last().unwrap_or(&0),
+        }
+    }
 }
 
 /// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them.
@@ -191,8 +289,20 @@ fn kernel_costs(
     memo: &mut GemmMemo,
     out: &mut Vec<(f64, KernelCost)>,
 ) {
-    let replay = w.runtime == Runtime::CudaGraph;
     out.clear();
+    push_kernel_costs(seg, phase, w, hw, memo, out);
+}
+
+/// [`kernel_costs`] appended to `out`.
+fn push_kernel_costs(
+    seg: &Segment,
+    phase: Phase,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+    out: &mut Vec<(f64, KernelCost)>,
+) {
+    let replay = w.runtime == Runtime::CudaGraph;
     out.extend(seg.kernels.iter().map(|k| {
         (
             host_cost(k, phase, w.runtime, hw),
@@ -417,57 +527,65 @@ pub fn cost_kept<'a>(
     memo: &mut GemmMemo,
     optimizer: &mut Option<CostedSegment>,
 ) -> &'a CostedGraph {
+    cost_planned(g, &Plan::new(g, changed), slot, w, hw, memo, optimizer)
+}
+
+/// [`cost_kept`] with the changed kernels' places already worked out ([`Plan::new`] of the same
+/// graph structure).
+fn cost_planned<'a>(
+    g: &StepGraph,
+    plan: &Plan,
+    slot: &'a mut Option<TemplateCosts>,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+    optimizer: &mut Option<CostedSegment>,
+) -> &'a CostedGraph {
     let n = g.layer_graphs.len();
     let tc = match slot {
         Some(tc) => {
+            debug_assert_eq!(tc.costs.len(), plan.len as usize, "a plan of another graph");
             let replay = w.runtime == Runtime::CudaGraph;
-            for (j, c) in changed.iter().enumerate() {
-                let (scope, seg, idx) = (c.scope, c.seg, c.idx);
-                let at = scope as usize * 3 + seg as usize;
-                let cost = match changed.get(c.rep as usize) {
-                    Some(r) if (c.rep as usize) < j => {
-                        tc.costs[r.scope as usize * 3 + r.seg as usize][r.idx as usize].1
-                    }
+            for st in &plan.steps {
+                let cost = if st.from == Step::OWN {
                     // A representative: costed from its own numbers (the segment is looked up
                     // only here).
-                    _ => {
-                        let s = segments(scope_ref(g, scope as usize))[seg as usize];
-                        kernel_cost_memo(&s.kernels[idx as usize], hw, replay, memo)
-                    }
+                    let s = segments(scope_ref(g, st.scope as usize))[st.seg as usize];
+                    kernel_cost_memo(&s.kernels[st.idx as usize], hw, replay, memo)
+                } else {
+                    tc.costs[st.from as usize].1
                 };
-                tc.costs[at][idx as usize].1 = cost;
-                let last = Some((scope, seg));
+                tc.costs[st.at as usize].1 = cost;
                 // Refilled once, after its last changed kernel; segments without one keep
                 // their sums (their kernels are those of the first graph).
-                if changed.get(j + 1).map(|c| (c.scope, c.seg)) != last {
+                if st.refill != Step::OWN {
+                    let at = st.refill as usize;
                     let out = &mut tc.costed;
-                    let cs = match scope as usize {
+                    let cs = match at / 3 {
                         0 => &mut out.embedding,
                         i if i <= n => &mut out.layers[i - 1],
                         _ => &mut out.head,
                     };
                     // The rank changes no launch count: the totals stay the first costing's.
-                    cs[seg as usize].refill_times(&tc.costs[at], hw.synchronous);
+                    cs[at % 3]
+                        .refill_times(segment_costs(&tc.costs, &tc.starts, at), hw.synchronous);
                 }
             }
             tc
         }
         None => {
-            let mut costs = Vec::new();
+            let mut costs = Vec::with_capacity(plan.len as usize);
             for sc in scopes(g) {
                 for (seg, s) in segments(sc).into_iter().enumerate() {
-                    let mut c = Vec::new();
-                    kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut c);
-                    costs.push(c);
+                    push_kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
                 }
             }
             // A changed kernel takes its representative's cost (a representative its own), as
             // on every later point: after `RankFit::apply_for_rows` only the representative holds
             // the rank's numbers.
-            for c in changed {
-                if let Some(r) = changed.get(c.rep as usize) {
-                    let cost = costs[r.scope as usize * 3 + r.seg as usize][r.idx as usize].1;
-                    costs[c.scope as usize * 3 + c.seg as usize][c.idx as usize].1 = cost;
+            for st in &plan.steps {
+                if st.from != Step::OWN {
+                    costs[st.at as usize].1 = costs[st.from as usize].1;
                 }
             }
             let three = || {
@@ -479,6 +597,7 @@ pub fn cost_kept<'a>(
             };
             let tc = slot.insert(TemplateCosts {
                 costs,
+                starts: starts(g),
                 optimizer: Vec::new(),
                 costed: CostedGraph {
                     embedding: three(),
@@ -494,7 +613,8 @@ pub fn cost_kept<'a>(
                     _ => &mut tc.costed.head,
                 };
                 for (seg, s) in segments(sc).into_iter().enumerate() {
-                    out[seg].refill(s, &tc.costs[i * 3 + seg], hw.synchronous);
+                    let costs = segment_costs(&tc.costs, &tc.starts, i * 3 + seg);
+                    out[seg].refill(s, costs, hw.synchronous);
                 }
             }
             tc
@@ -565,6 +685,7 @@ impl RankFit {
             patches,
             guards,
             chains,
+            plan: Plan::new(&g0, &changed),
             changed,
             work: g0,
         })
@@ -586,6 +707,7 @@ impl RankFit {
             patches,
             guards,
             chains,
+            plan: Plan::new(&work, &changed),
             changed,
             work,
         })
@@ -756,7 +878,7 @@ impl RankFit {
         memo: &mut GemmMemo,
         optimizer: &mut Option<CostedSegment>,
     ) -> &'a CostedGraph {
-        cost_kept(&self.work, &self.changed, slot, w, hw, memo, optimizer)
+        cost_planned(&self.work, &self.plan, slot, w, hw, memo, optimizer)
     }
 
     /// Swap the working graph's trainable tensors and optimizer phase with `tensors` and `seg`
@@ -769,6 +891,11 @@ impl RankFit {
     /// The graph [`RankFit::apply`] returned last.
     pub fn graph(&self) -> &StepGraph {
         &self.work
+    }
+
+    /// The kernels with a patched number (for the docs and tests).
+    pub fn changed(&self) -> &[Changed] {
+        &self.changed
     }
 
     /// Numbers rescaled per point (for the docs and tests).

@@ -313,7 +313,7 @@ fn changed_kernels_share_costs_only_with_equal_ones() {
     let (probes, _) = gpt2_lora_probes();
     let graphs = probes.clone().map(|(_, g)| g);
     let fit = RankFit::new(probes).unwrap();
-    let c = &fit.changed;
+    let c = fit.changed();
     let reps = c.iter().enumerate().filter(|(j, c)| c.rep as usize == *j);
     let distinct = reps.count();
     assert!(distinct < c.len(), "{distinct} of {}", c.len());
@@ -378,8 +378,8 @@ fn a_changed_kernel_copies_its_representatives_cost() {
         ];
         cost_kept(&g, &changed, &mut slot, &w, &hw, &mut memo, &mut None);
         let tc = slot.as_ref().unwrap();
-        assert_eq!(tc.costs[3][b as usize].1.device_s, want, "rep {rep_b}");
-        assert_eq!(tc.costs[3][a as usize].1.device_s, cost(a));
+        assert_eq!(tc.segment(3)[b as usize].1.device_s, want, "rep {rep_b}");
+        assert_eq!(tc.segment(3)[a as usize].1.device_s, cost(a));
     }
 }
 
@@ -607,7 +607,7 @@ fn rows_rewrite_only_the_representatives() {
         .count();
     assert!(scope_patches > 0);
     assert!(fit.row_patches.len() < fit.patches.len());
-    let changed = fit.changed.clone();
+    let changed = fit.changed().to_vec();
     // Graph replay with a graph floor apart from the launch floor (equal on every built-in
     // profile), so that a kernel costed with the wrong one shows.
     let mut hw = costsim_hardware::resolve_device("h200").unwrap();
