@@ -170,7 +170,7 @@ pub fn narrow_math_time(name: &str, g: &Gemm, mode: MathMode, hw: &Profile) -> O
 /// 1536·384 ran 87 GFLOP/s at m = 16 against 106 at m = 128, bf16 246 against 460
 /// (docs/validation.md, "A sixth run: GEMMs with few rows").
 pub fn gemm_candidates(g: &Gemm, mode: MathMode, hw: &Profile) -> Candidates {
-    with_extra(&gemm_configs(g, mode, hw), g)
+    with_extra(&gemm_configs(g, mode, hw), g).collect()
 }
 
 /// [`gemm_candidates`] before the extra bytes: (math time s, split-K factor) of each
@@ -226,20 +226,17 @@ fn gemm_configs(g: &Gemm, mode: MathMode, hw: &Profile) -> Configs {
 
 /// (math time s, extra bytes) of each configuration of `g`: split-K by s adds 2·s·(m·n·batch·4)
 /// bytes (fp32 partial tiles written and read back), an unsplit one none.
-fn with_extra(configs: &[(f64, u8)], g: &Gemm) -> Candidates {
+fn with_extra<'c>(configs: &'c [(f64, u8)], g: &Gemm) -> impl Iterator<Item = (f64, f64)> + 'c {
     // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
     let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
-    configs
-        .iter()
-        .map(|&(t, split)| {
-            let extra = if split > 1 {
-                2.0 * f64::from(split) * out_bytes
-            } else {
-                0.0
-            };
-            (t, extra)
-        })
-        .collect()
+    configs.iter().map(move |&(t, split)| {
+        let extra = if split > 1 {
+            2.0 * f64::from(split) * out_bytes
+        } else {
+            0.0
+        };
+        (t, extra)
+    })
 }
 
 /// A GEMM's configurations before the extra bytes ([`gemm_configs`]): (math time s, split-K
@@ -257,8 +254,13 @@ pub type Candidates = SmallVec<[(f64, f64); 6]>;
 /// mem): at near ties a split-K configuration was charged 30% more than the plain one it had
 /// beaten, e.g. a 768 × 768 × 5,176 dW on an A100 at 44.74 µs against 34.29 µs at k = 5,184.)
 pub fn choose_candidate(cands: &[(f64, f64)], bytes: f64, bw: f64) -> (f64, f64) {
+    choose_among(cands.iter().copied(), bytes, bw)
+}
+
+/// [`choose_candidate`] over (math time s, extra bytes) as they come.
+fn choose_among(cands: impl Iterator<Item = (f64, f64)>, bytes: f64, bw: f64) -> (f64, f64) {
     let mut best = (f64::INFINITY, (f64::INFINITY, 0.0));
-    for &(t, extra) in cands {
+    for (t, extra) in cands {
         let charged = t.max((bytes + extra) / bw);
         if charged < best.0 {
             best = (charged, (t, extra));
@@ -358,7 +360,7 @@ impl GemmMemo {
             .map
             .entry(key)
             .or_insert_with(|| gemm_configs(g, mode, hw));
-        choose_candidate(&with_extra(configs, g), bytes, bw)
+        choose_among(with_extra(configs, g), bytes, bw)
     }
 }
 
