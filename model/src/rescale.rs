@@ -86,6 +86,53 @@ struct Patch {
     slope: f64,
 }
 
+/// Patches grouped by what they write, for [`RankFit::apply_patches`]: runs of consecutive
+/// patches of one kernel, then of one scope, each target looked up once per run rather than once
+/// per number (a sweep applies them at every point).
+#[derive(Debug, Clone, Default)]
+struct Program {
+    /// (scope, segment, index) of a kernel and the end of its run in `kernel_ops`.
+    kernels: Vec<(u32, u8, u32, u32)>,
+    /// (base, slope, field) of each kernel number.
+    kernel_ops: Vec<(f64, f64, KField)>,
+    /// A scope and the end of its run in `scope_ops`.
+    scopes: Vec<(u32, u32)>,
+    /// (base, slope, field) of each scope number.
+    scope_ops: Vec<(f64, f64, SField)>,
+}
+
+impl Program {
+    fn new(patches: &[Patch]) -> Self {
+        let mut p = Program::default();
+        for x in patches {
+            match x.loc {
+                Loc::Kernel {
+                    scope,
+                    seg,
+                    idx,
+                    field,
+                } => {
+                    p.kernel_ops.push((x.base, x.slope, field));
+                    let end = p.kernel_ops.len() as u32;
+                    match p.kernels.last_mut() {
+                        Some(run) if (run.0, run.1, run.2) == (scope, seg, idx) => run.3 = end,
+                        _ => p.kernels.push((scope, seg, idx, end)),
+                    }
+                }
+                Loc::Scope { scope, field } => {
+                    p.scope_ops.push((x.base, x.slope, field));
+                    let end = p.scope_ops.len() as u32;
+                    match p.scopes.last_mut() {
+                        Some(run) if run.0 == scope => run.1 = end,
+                        _ => p.scopes.push((scope, end)),
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
 /// A guard whose operands change with the rank, and the side it was on at the probes
 /// ([`probes_side`]).
 #[derive(Debug, Clone, Copy)]
@@ -127,9 +174,11 @@ impl Changed {
 pub struct RankFit {
     r0: u64,
     patches: Vec<Patch>,
-    /// The patches a sweep's rows need ([`RankFit::apply_for_rows`]): the scopes' numbers and
-    /// the representatives' kernel numbers.
-    row_patches: Vec<Patch>,
+    /// `patches` grouped for applying ([`RankFit::apply`]).
+    program: Program,
+    /// The patches a sweep's rows need ([`RankFit::apply_for_rows`]), grouped: the scopes'
+    /// numbers and the representatives' kernel numbers ([`row_patches`]).
+    row_program: Program,
     guards: Vec<Guard>,
     /// The scopes whose transient chain has a link that changes with the rank.
     chains: Vec<Chain>,
@@ -681,7 +730,8 @@ impl RankFit {
         let (patches, guards, chains, changed) = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
         Some(RankFit {
             r0,
-            row_patches: row_patches(&patches, &changed),
+            row_program: Program::new(&row_patches(&patches, &changed)),
+            program: Program::new(&patches),
             patches,
             guards,
             chains,
@@ -703,7 +753,8 @@ impl RankFit {
         let (r0, work) = probes.pop()?;
         Some(RankFit {
             r0,
-            row_patches: row_patches(&patches, &changed),
+            row_program: Program::new(&row_patches(&patches, &changed)),
+            program: Program::new(&patches),
             patches,
             guards,
             chains,
@@ -920,64 +971,50 @@ impl RankFit {
     fn apply_patches(&mut self, r: u64, rows_only: bool) -> Option<&mut StepGraph> {
         let dr = r as f64 - self.r0 as f64;
         let g = &mut self.work;
-        let value = |p: &Patch| -> Option<f64> {
-            let v = p.base + p.slope * dr;
+        let value = |base: f64, slope: f64| -> Option<f64> {
+            let v = base + slope * dr;
             (v.abs() <= LIMIT).then_some(v)
         };
         let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
-        let ps = if rows_only {
-            &self.row_patches
+        let prog = if rows_only {
+            &self.row_program
         } else {
-            &self.patches
+            &self.program
         };
-        let mut i = 0;
-        while i < ps.len() {
-            match ps[i].loc {
-                Loc::Kernel {
-                    scope, seg, idx, ..
-                } => {
-                    // A kernel's patches are consecutive: it is looked up once for all of them.
-                    let k =
-                        &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
-                    while let Some(p) = ps.get(i) {
-                        let field = match p.loc {
-                            Loc::Kernel {
-                                scope: s,
-                                seg: t,
-                                idx: x,
-                                field,
-                            } if (s, t, x) == (scope, seg, idx) => field,
-                            _ => break,
-                        };
-                        let v = value(p)?;
-                        match field {
-                            KField::Flops => k.flops = v,
-                            KField::Read => k.bytes_read = v,
-                            KField::Written => k.bytes_written = v,
-                            KField::M => k.gemm.as_mut()?.m = dim(v)?,
-                            KField::N => k.gemm.as_mut()?.n = dim(v)?,
-                            KField::K => k.gemm.as_mut()?.k = dim(v)?,
-                            KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
-                        }
-                        i += 1;
-                    }
-                }
-                Loc::Scope { scope, field } => {
-                    let v = value(&ps[i])?;
-                    let s = scope_mut(g, scope as usize);
-                    match field {
-                        SField::Saved => s.saved_bytes = v,
-                        SField::SavedBy(i) => s.saved_by_module[i as usize].1 = v,
-                        SField::Checkpoint => s.checkpoint_bytes = v,
-                        SField::Trainable => s.trainable = dim(v)?,
-                        SField::Working => s.backward_working_bytes = v,
-                        SField::Transient => s.transient_bytes = v,
-                        SField::GuardA(i) => s.guards[i as usize].0 = v,
-                        SField::GuardB(i) => s.guards[i as usize].1 = v,
-                    }
-                    i += 1;
+        let mut start = 0;
+        for &(scope, seg, idx, end) in &prog.kernels {
+            let k = &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
+            for &(base, slope, field) in &prog.kernel_ops[start..end as usize] {
+                let v = value(base, slope)?;
+                match field {
+                    KField::Flops => k.flops = v,
+                    KField::Read => k.bytes_read = v,
+                    KField::Written => k.bytes_written = v,
+                    KField::M => k.gemm.as_mut()?.m = dim(v)?,
+                    KField::N => k.gemm.as_mut()?.n = dim(v)?,
+                    KField::K => k.gemm.as_mut()?.k = dim(v)?,
+                    KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
                 }
             }
+            start = end as usize;
+        }
+        let mut start = 0;
+        for &(scope, end) in &prog.scopes {
+            let s = scope_mut(g, scope as usize);
+            for &(base, slope, field) in &prog.scope_ops[start..end as usize] {
+                let v = value(base, slope)?;
+                match field {
+                    SField::Saved => s.saved_bytes = v,
+                    SField::SavedBy(i) => s.saved_by_module[i as usize].1 = v,
+                    SField::Checkpoint => s.checkpoint_bytes = v,
+                    SField::Trainable => s.trainable = dim(v)?,
+                    SField::Working => s.backward_working_bytes = v,
+                    SField::Transient => s.transient_bytes = v,
+                    SField::GuardA(i) => s.guards[i as usize].0 = v,
+                    SField::GuardB(i) => s.guards[i as usize].1 = v,
+                }
+            }
+            start = end as usize;
         }
         for c in &self.guards {
             let (a, b, kind) = scope_mut(g, c.scope as usize).guards[c.idx as usize];

@@ -606,7 +606,10 @@ fn rows_rewrite_only_the_representatives() {
         .filter(|p| matches!(p.loc, Loc::Scope { .. }))
         .count();
     assert!(scope_patches > 0);
-    assert!(fit.row_patches.len() < fit.patches.len());
+    let ops = |p: &Program| p.kernel_ops.len() + p.scope_ops.len();
+    assert_eq!(ops(&fit.program), fit.patches.len());
+    assert!(ops(&fit.row_program) < fit.patches.len());
+    assert_eq!(fit.row_program.scope_ops.len(), scope_patches);
     let changed = fit.changed().to_vec();
     // Graph replay with a graph floor apart from the launch floor (equal on every built-in
     // profile), so that a kernel costed with the wrong one shows.
