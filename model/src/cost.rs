@@ -311,8 +311,8 @@ impl Default for GemmMemo {
 }
 
 impl GemmMemo {
-    /// Shapes a default memo holds (about 1.6 MiB: a table of 16,384 slots of about 100 bytes, a
-    /// key and its configurations; 1 MiB when it held one time per shape, until 2026-11-30).
+    /// Shapes a default memo holds (about 2.3 MiB: a table of 16,384 slots of 145 bytes, a key
+    /// and its configurations; 1 MiB when it held one time per shape, until 2026-11-30).
     pub const DEFAULT_LIMIT: usize = 1 << 13;
 
     /// A memo that holds at most `limit` shapes (at least one).

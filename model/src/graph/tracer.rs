@@ -164,10 +164,13 @@ impl<'a> Tracer<'a> {
         Self {
             prec: w.precision,
             accumulate,
-            // Sized for a transformer block (about 60 forward ops, 150 tensors), so building a
-            // scope does not grow these vectors op by op (a sweep builds millions of scopes).
-            fwd: Vec::with_capacity(96),
-            tape: Tape::with_capacity(192, 96),
+            // Sized for a transformer block (about 60 forward ops and 150 tensors without
+            // adapters; LoRA on all seven projections of a Llama block, 113 forward and 141
+            // backward kernels), so building a scope does not grow these vectors op by op (a
+            // sweep builds millions of scopes; growing `fwd` past 96 copied it, a tenth of a
+            // LoRA block's build).
+            fwd: Vec::with_capacity(160),
+            tape: Tape::with_capacity(192, 160),
             next_id: 0,
             saved: Vec::with_capacity(32),
             uses: Vec::with_capacity(192),
