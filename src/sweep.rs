@@ -327,13 +327,13 @@ fn cells(r: &Row, decimals: usize, missing: &str) -> Vec<String> {
         }
     };
     vec![
-        r.model.clone(),
-        r.hw.clone(),
+        r.model.to_string(),
+        r.hw.to_string(),
         r.method.to_string(),
         r.batch.to_string(),
         r.seq.to_string(),
         r.rank.to_string(),
-        r.train_layers.clone(),
+        r.train_layers.to_string(),
         r.precision.to_string(),
         status.to_string(),
         number(r.step_ms, decimals),

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Points above this are refused. Memory no longer limits a sweep (rows are streamed, see
 /// [`Grid::stream`]); the cap guards against a typo in a range: a billion points take over an hour
@@ -205,15 +206,16 @@ pub enum Status {
 /// One evaluated point of the grid.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    pub model: String,
-    pub hw: String,
+    /// Shared by every row of the model (and of the device): a row is built at every point.
+    pub model: Arc<str>,
+    pub hw: Arc<str>,
     pub method: MethodName,
     pub batch: u64,
     pub seq: u64,
     /// The method's resolved rank (0 for full fine-tuning).
     pub rank: u64,
     /// Trained layers as `lo..hi` (inclusive), or the selection asked for when invalid.
-    pub train_layers: String,
+    pub train_layers: Arc<str>,
     pub precision: &'static str,
     #[serde(flatten)]
     pub status: Status,
@@ -228,6 +230,34 @@ pub struct Row {
     pub trainable_params: u64,
     pub kernels_per_step: u64,
     pub dominant_bound: Option<Bound>,
+}
+
+/// One streaming of a grid: its number (what a thread's memos and templates are kept for) and
+/// the models' and devices' names, shared by their rows.
+struct Run {
+    id: u64,
+    models: Vec<Arc<str>>,
+    hws: Vec<Arc<str>>,
+}
+
+/// `lo..hi`, the form of [`Row::train_layers`], shared by the rows of recent points of a thread
+/// (a handful of ranges a grid).
+fn layer_range((lo, hi): (u32, u32)) -> Arc<str> {
+    type Ranges = Vec<((u32, u32), Arc<str>)>;
+    thread_local! {
+        static RANGES: RefCell<Ranges> = const { RefCell::new(Vec::new()) };
+    }
+    RANGES.with_borrow_mut(|ranges| {
+        if let Some((_, s)) = ranges.iter().find(|(k, _)| *k == (lo, hi)) {
+            return s.clone();
+        }
+        if ranges.len() >= 64 {
+            ranges.clear();
+        }
+        let s: Arc<str> = format!("{lo}..{hi}").into();
+        ranges.push(((lo, hi), s.clone()));
+        s
+    })
 }
 
 /// GEMM shapes a worker thread remembers, all devices together (about 2.3 MiB with each shape's
@@ -551,7 +581,19 @@ impl Grid {
         mut sink: impl FnMut(&[Row]) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         self.check()?;
-        let run_id = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
+        let run = Run {
+            id: NEXT_RUN.fetch_add(1, Ordering::Relaxed),
+            models: self
+                .models
+                .iter()
+                .map(|m| Arc::from(m.name.as_str()))
+                .collect(),
+            hws: self
+                .hws
+                .iter()
+                .map(|h| Arc::from(h.name.as_str()))
+                .collect(),
+        };
         let per_chunk = (chunk_points / self.hws.len().max(1)).max(1);
         let mut groups = self.groups();
         let mut chunk: Vec<Group> = Vec::with_capacity(per_chunk);
@@ -564,7 +606,7 @@ impl Grid {
             let rows: Vec<Row> = chunk
                 .par_iter()
                 .flat_map_iter(|g| {
-                    let rows = self.eval_group(g, run_id);
+                    let rows = self.eval_group(g, &run);
                     progress(rows.len() as u64);
                     rows
                 })
@@ -573,7 +615,7 @@ impl Grid {
         }
     }
 
-    fn eval_group(&self, g: &Group, run_id: u64) -> Vec<Row> {
+    fn eval_group(&self, g: &Group, run: &Run) -> Vec<Row> {
         let model = &self.models[g.model];
         let layers = self.layer_choices(g.method)[g.layers];
         let mut opts = self.options.clone();
@@ -594,15 +636,16 @@ impl Grid {
                 return self
                     .hws
                     .iter()
-                    .map(|hw| Row {
-                        model: model.name.clone(),
-                        hw: hw.name.clone(),
+                    .enumerate()
+                    .map(|(j, _)| Row {
+                        model: run.models[g.model].clone(),
+                        hw: run.hws[j].clone(),
                         method: g.method,
                         batch: g.batch,
                         seq: g.seq,
                         rank: g.rank.unwrap_or(0),
                         train_layers: layers
-                            .map_or_else(|| "default".to_string(), |l| l.to_string()),
+                            .map_or_else(|| "default".into(), |l| l.to_string().into()),
                         precision: g.precision.as_str(),
                         status: Status::Invalid(e.to_string()),
                         step_ms: f64::NAN,
@@ -621,16 +664,16 @@ impl Grid {
         };
         let Some(r) = g.rank.map(|_| spec.rank) else {
             let graph = graph::build(model, &spec, &w);
-            return self.rows_of(g, model, &spec, &w, &graph, run_id);
+            return self.rows_of(g, model, &spec, &w, &graph, run);
         };
         if self.ranks.len() < MIN_TEMPLATE_RANKS || self.hws.len() > MAX_TEMPLATE_DEVICES {
             // Too few rescaled points a line, or costing on many devices outweighs the build a
             // template saves: fitting does not pay (measured, see the constants).
             let graph = graph::build(model, &spec, &w);
-            return self.rows_of(g, model, &spec, &w, &graph, run_id);
+            return self.rows_of(g, model, &spec, &w, &graph, run);
         }
         let key = TemplateKey {
-            run: run_id,
+            run: run.id,
             model: g.model,
             method: g.method,
             precision: g.precision,
@@ -680,7 +723,7 @@ impl Grid {
                 }
                 if fit.apply_for_rows(r).is_some() {
                     let key = OptimizerKey {
-                        run: run_id,
+                        run: run.id,
                         model: g.model,
                         method: g.method,
                         precision: g.precision,
@@ -692,7 +735,7 @@ impl Grid {
                     fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                     let costs = &mut t.costs;
                     let opt_costs = &mut phase.costed;
-                    let rows = self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
+                    let rows = self.rows(g, model, &spec, &w, run, |j, hw, memo| {
                         let cg = fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]);
                         summarize_costed(
                             ConfigRef {
@@ -715,7 +758,7 @@ impl Grid {
             }
             let graph = graph::build(model, &spec, &w);
             if t.failed >= MAX_FIT_FAILURES {
-                return self.rows_of(g, model, &spec, &w, &graph, run_id);
+                return self.rows_of(g, model, &spec, &w, &graph, run);
             }
             let rows = if t.probes.is_empty() {
                 // The first probe: its kernel costs are kept on every device for the template
@@ -723,7 +766,7 @@ impl Grid {
                 t.costs.clear();
                 t.costs.resize_with(self.hws.len(), || None);
                 let costs = &mut t.costs;
-                self.rows(g, model, &spec, &w, run_id, |j, hw, memo| {
+                self.rows(g, model, &spec, &w, run, |j, hw, memo| {
                     let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo, &mut None);
                     summarize_costed(
                         ConfigRef {
@@ -737,7 +780,7 @@ impl Grid {
                     )
                 })
             } else {
-                self.rows_of(g, model, &spec, &w, &graph, run_id)
+                self.rows_of(g, model, &spec, &w, &graph, run)
             };
             t.probes.push((r, graph));
             rows
@@ -752,9 +795,9 @@ impl Grid {
         spec: &MethodSpec,
         w: &Workload,
         graph: &StepGraph,
-        run_id: u64,
+        run: &Run,
     ) -> Vec<Row> {
-        self.rows(g, model, spec, w, run_id, |_, hw, memo| {
+        self.rows(g, model, spec, w, run, |_, hw, memo| {
             // `predict_with_graph`'s numbers, without what rows do not show.
             let cg = crate::simulate::cost_graph_memo(graph, w, hw, memo, false);
             summarize_costed(
@@ -778,13 +821,13 @@ impl Grid {
         model: &ModelConfig,
         spec: &MethodSpec,
         w: &Workload,
-        run_id: u64,
+        run: &Run,
         mut predict: impl FnMut(usize, &Profile, &mut GemmMemo) -> Summary,
     ) -> Vec<Row> {
-        let (lo, hi) = spec.trained_layers(model);
+        let train_layers = layer_range(spec.trained_layers(model));
         MEMOS.with_borrow_mut(|(id, memos)| {
-            if *id != run_id {
-                *id = run_id;
+            if *id != run.id {
+                *id = run.id;
                 memos.clear();
             }
             // One memo per device, within a budget per thread whatever the number of devices.
@@ -798,13 +841,13 @@ impl Grid {
                 let p = MEMOS.with_borrow_mut(|(_, memos)| predict(j, hw, &mut memos[j]));
                 let accum = u64::from(w.grad_accum);
                 Row {
-                    model: model.name.clone(),
-                    hw: hw.name.clone(),
+                    model: run.models[g.model].clone(),
+                    hw: run.hws[j].clone(),
                     method: g.method,
                     batch: g.batch,
                     seq: g.seq,
                     rank: spec.rank,
-                    train_layers: format!("{lo}..{hi}"),
+                    train_layers: train_layers.clone(),
                     precision: g.precision.as_str(),
                     status: if p.fits {
                         Status::Ok
@@ -969,10 +1012,8 @@ mod tests {
             Some(LayerSelection::All),
         ];
         let rows = g.run(&|_| {}).unwrap();
-        let got: Vec<(MethodName, &str)> = rows
-            .iter()
-            .map(|r| (r.method, r.train_layers.as_str()))
-            .collect();
+        let got: Vec<(MethodName, &str)> =
+            rows.iter().map(|r| (r.method, &*r.train_layers)).collect();
         // gpt2's 12 layers: upper quarter 9..11, all 0..11; upper half 6..11 once.
         assert_eq!(
             got,
@@ -1142,10 +1183,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(done.into_inner(), rows.len() as u64);
-        assert_eq!(rows[0].hw, "a100-80gb-sxm");
-        assert_eq!(rows[1].hw, "l4");
+        assert_eq!(&*rows[0].hw, "a100-80gb-sxm");
+        assert_eq!(&*rows[1].hw, "l4");
         assert_eq!(
-            (rows[0].model.as_str(), rows[0].method),
+            (&*rows[0].model, rows[0].method),
             ("gpt2", MethodName::Full)
         );
         assert_eq!(rows.last().unwrap().method, MethodName::PacaThreeQuarters);
@@ -1249,7 +1290,7 @@ mod tests {
                     };
                     for rank in ranks {
                         for hw in &g.hws {
-                            want.push((method, batch, seq, rank, hw.name.clone()));
+                            want.push((method, batch, seq, rank, Arc::from(hw.name.as_str())));
                         }
                     }
                 }
@@ -1257,7 +1298,7 @@ mod tests {
         }
         // Resolved ranks of the PaCA variants are the matched counts; compare the LoRA
         // reference rank they came from.
-        let reference = |(m, b, s, r, h): (MethodName, u64, u64, u64, String)| {
+        let reference = |(m, b, s, r, h): (MethodName, u64, u64, u64, Arc<str>)| {
             let r = match m {
                 MethodName::Paca => r / 2,
                 MethodName::PacaUpperHalf => r / 4,
