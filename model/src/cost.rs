@@ -343,14 +343,14 @@ impl GemmMemo {
         bytes: f64,
         bw: f64,
     ) -> (f64, f64) {
-        // A profile with a per-call fill (calibrated CPUs) reads m and n exactly.
-        let exact = hw.gemm_fill_rows.is_some();
-        let (m, n) = if exact {
+        // A profile with a per-call fill (calibrated CPUs) reads m and n exactly. (A memo serves
+        // one profile, so its keys are all of one kind.)
+        let (m, n) = if hw.gemm_fill_rows.is_some() {
             (g.m, g.n)
         } else {
             (g.m.div_ceil(64), g.n.div_ceil(64))
         };
-        let key = (m, n, g.k, g.batch, mode as u8 | u8::from(exact) << 7);
+        let key = (m, n, g.k, g.batch, mode as u8);
         // One hash lookup for a shape already held (the sweep's hot path); a full memo starts
         // afresh before a new shape goes in.
         if self.map.len() >= self.limit && !self.map.contains_key(&key) {
