@@ -433,6 +433,36 @@ fn same_kind(a: &Kernel, b: &Kernel) -> bool {
         && a.recompute == b.recompute
 }
 
+/// The kernels of `g` that differ from those of `base` at the same place, in (scope, segment,
+/// index) order, each its own representative: what [`cost_kept`] must cost again to turn costs
+/// kept for `base` into `g`'s (a sweep's second and third probes of a line, built at other
+/// ranks, differ from the one before only in their adapters). `None` when the graphs' segments
+/// differ in number or length, or a differing kernel launches a different number of times (the
+/// kept segments' launch totals would be wrong).
+pub fn differing(g: &StepGraph, base: &StepGraph) -> Option<Vec<Changed>> {
+    if g.layer_graphs.len() != base.layer_graphs.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (si, (a, b)) in scopes(g).zip(scopes(base)).enumerate() {
+        for (seg, (x, y)) in segments(a).into_iter().zip(segments(b)).enumerate() {
+            if x.kernels.len() != y.kernels.len() {
+                return None;
+            }
+            for (idx, (k, l)) in x.kernels.iter().zip(&y.kernels).enumerate() {
+                if k != l {
+                    if k.launches != l.launches {
+                        return None;
+                    }
+                    let at = out.len();
+                    out.push(Changed::own(si as u32, seg as u8, idx as u32, at));
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Whether two kernels have equal costs on every device: equal in every field
 /// `cost::kernel_cost_memo` reads (its doc names them). Two changed kernels equal in these at
 /// three ranks are equal at every rank of the fit (their numbers are affine in the rank), so

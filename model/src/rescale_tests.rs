@@ -743,3 +743,71 @@ fn scopes_by_index_and_recosting_named_kernels() {
     };
     assert_eq!(sums(kept), sums(&fresh));
 }
+
+/// A later probe costed from the costs kept for the one before it, with only the kernels that
+/// differ from it costed again (`differing`), gives the rows of costing it afresh; graphs of
+/// another shape, or a differing kernel with another launch count, are refused.
+#[test]
+fn a_probe_is_costed_from_the_one_before_where_they_differ() {
+    let (probes, _) = gpt2_lora_probes();
+    let [(_, a), (_, b), _] = probes;
+    assert_eq!(differing(&a, &a).map(|d| d.len()), Some(0));
+    let diff = differing(&b, &a).expect("same shape");
+    assert!(!diff.is_empty());
+    let mut listed = 0;
+    for (si, (x, y)) in scopes(&b).zip(scopes(&a)).enumerate() {
+        for (seg, (s, t)) in segments(x).into_iter().zip(segments(y)).enumerate() {
+            for (idx, (k, l)) in s.kernels.iter().zip(&t.kernels).enumerate() {
+                let at = diff
+                    .iter()
+                    .position(|c| (c.scope, c.seg, c.idx) == (si as u32, seg as u8, idx as u32));
+                assert_eq!(at.is_some(), k != l, "{si} {seg} {idx}");
+                if let Some(j) = at {
+                    assert_eq!(diff[j].rep as usize, j, "its own representative");
+                    listed += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(listed, diff.len());
+    let model = preset("gpt2").unwrap();
+    let w = Workload::default();
+    for device in ["h200", "cpu-generic"] {
+        let hw = costsim_hardware::resolve_device(device).unwrap();
+        let mut memo = GemmMemo::default();
+        let mut slot = None;
+        cost_kept(&a, &[], &mut slot, &w, &hw, &mut memo, &mut None);
+        let kept = cost_kept(&b, &diff, &mut slot, &w, &hw, &mut memo, &mut None);
+        let fresh = crate::simulate::cost_graph_memo(&b, &w, &hw, &mut memo, false);
+        let method = spec(&model, MethodName::Lora, 8);
+        let cfg = crate::predict::ConfigRef {
+            model: &model,
+            method: &method,
+            workload: &w,
+            hw: &hw,
+        };
+        assert_eq!(
+            crate::predict::summarize_costed(cfg, &b, kept),
+            crate::predict::summarize_costed(cfg, &b, &fresh),
+            "{device}"
+        );
+    }
+    // A graph of another shape (full fine-tuning: no adapter kernels), and a differing kernel
+    // launched a different number of times. (Another model of the same shape, gpt2-medium,
+    // differs in every kernel's numbers: all of them are listed, which is as exact.)
+    let other = build(&model, &spec(&model, MethodName::Full, 0), &w);
+    assert!(differing(&other, &a).is_none());
+    let medium = build(
+        &preset("gpt2-medium").unwrap(),
+        &spec(&model, MethodName::Lora, 8),
+        &w,
+    );
+    let all = differing(&medium, &a).expect("the same shape");
+    assert!(all.len() > 2 * diff.len());
+    let mut c = b.clone();
+    let k = &mut c.layer_graphs[0].forward.kernels[diff[0].idx as usize];
+    assert_eq!(diff[0].seg, 0);
+    k.launches += 1;
+    assert!(differing(&c, &a).is_none());
+    assert!(differing(&c, &b).is_none());
+}

@@ -26,7 +26,7 @@ use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
 use crate::predict::{summarize_costed, ConfigRef, Summary};
-use crate::rescale::{cost_kept, RankFit, TemplateCosts};
+use crate::rescale::{cost_kept, differing, RankFit, TemplateCosts};
 use crate::simulate::CostedSegment;
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
@@ -700,7 +700,9 @@ impl Grid {
             };
             let t = &mut templates[i];
             // Fitted lazily, at the line's fourth point: the first probe's graph becomes the
-            // template (moved) and its kernel costs, kept per device, are reused.
+            // template (moved) and the kernel costs kept per device, the last probe's (they
+            // differ from the first's only in kernels the fit rescales, which the first rescaled
+            // point costs again), are reused.
             if t.fit.is_none() && t.probes.len() == 3 {
                 t.fit = RankFit::from_probes(&mut t.probes);
                 if t.fit.is_some() {
@@ -768,6 +770,29 @@ impl Grid {
                 let costs = &mut t.costs;
                 self.rows(g, model, &spec, &w, run, |j, hw, memo| {
                     let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo, &mut None);
+                    summarize_costed(
+                        ConfigRef {
+                            model,
+                            method: &spec,
+                            workload: &w,
+                            hw,
+                        },
+                        &graph,
+                        cg,
+                    )
+                })
+            } else if let Some(changed) = t
+                .probes
+                .last()
+                .filter(|_| t.costs.len() == self.hws.len() && t.costs.iter().all(Option::is_some))
+                .and_then(|(_, before)| differing(&graph, before))
+            {
+                // A later probe: the costs kept for the one before it, with the kernels that
+                // differ from it (the adapters) costed again; the same numbers as costing the
+                // graph afresh, since a kernel's cost is a function of the kernel alone.
+                let costs = &mut t.costs;
+                self.rows(g, model, &spec, &w, run, |j, hw, memo| {
+                    let cg = cost_kept(&graph, &changed, &mut costs[j], &w, hw, memo, &mut None);
                     summarize_costed(
                         ConfigRef {
                             model,
