@@ -173,8 +173,7 @@ impl Changed {
 #[derive(Debug, Clone)]
 pub struct RankFit {
     r0: u64,
-    patches: Vec<Patch>,
-    /// `patches` grouped for applying ([`RankFit::apply`]).
+    /// The fit's patches, grouped for applying ([`RankFit::apply`]).
     program: Program,
     /// The patches a sweep's rows need ([`RankFit::apply_for_rows`]), grouped: the scopes'
     /// numbers and the representatives' kernel numbers ([`row_patches`]).
@@ -329,21 +328,8 @@ impl Plan {
     }
 }
 
-/// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them.
+/// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them, appended to `out`.
 fn kernel_costs(
-    seg: &Segment,
-    phase: Phase,
-    w: &Workload,
-    hw: &Profile,
-    memo: &mut GemmMemo,
-    out: &mut Vec<(f64, KernelCost)>,
-) {
-    out.clear();
-    push_kernel_costs(seg, phase, w, hw, memo, out);
-}
-
-/// [`kernel_costs`] appended to `out`.
-fn push_kernel_costs(
     seg: &Segment,
     phase: Phase,
     w: &Workload,
@@ -659,7 +645,7 @@ fn cost_planned<'a>(
             let mut costs = Vec::with_capacity(plan.len as usize);
             for sc in scopes(g) {
                 for (seg, s) in segments(sc).into_iter().enumerate() {
-                    push_kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
+                    kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
                 }
             }
             // A changed kernel takes its representative's cost (a representative its own), as
@@ -705,6 +691,7 @@ fn cost_planned<'a>(
     match optimizer {
         Some(c) => tc.costed.optimizer.clone_from(c),
         None => {
+            tc.optimizer.clear();
             kernel_costs(
                 &g.optimizer,
                 Phase::Optimizer,
@@ -760,18 +747,8 @@ impl RankFit {
     /// that probe's kernel costs ([`cost_kept`]) goes on using them.
     pub fn new(probes: [(u64, StepGraph); 3]) -> Option<RankFit> {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes;
-        let (patches, guards, chains, changed) = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
-        Some(RankFit {
-            r0,
-            row_program: Program::new(&row_patches(&patches, &changed)),
-            program: Program::new(&patches),
-            patches,
-            guards,
-            chains,
-            plan: Plan::new(&g0, &changed),
-            changed,
-            work: g0,
-        })
+        let fitted = Self::fit([(r0, &g0), (r1, &g1), (r2, &g2)])?;
+        Some(Self::assemble(r0, fitted, g0))
     }
 
     /// [`RankFit::new`] from the three graphs in `probes`, which are left in place when the fit
@@ -781,20 +758,24 @@ impl RankFit {
         let [(r0, g0), (r1, g1), (r2, g2)] = probes.as_slice() else {
             return None;
         };
-        let (patches, guards, chains, changed) = Self::fit([(*r0, g0), (*r1, g1), (*r2, g2)])?;
+        let fitted = Self::fit([(*r0, g0), (*r1, g1), (*r2, g2)])?;
         probes.truncate(1);
         let (r0, work) = probes.pop()?;
-        Some(RankFit {
+        Some(Self::assemble(r0, fitted, work))
+    }
+
+    /// A fit's parts with the graph at r₀ they rewrite.
+    fn assemble(r0: u64, (patches, guards, chains, changed): Fitted, work: StepGraph) -> RankFit {
+        RankFit {
             r0,
             row_program: Program::new(&row_patches(&patches, &changed)),
             program: Program::new(&patches),
-            patches,
             guards,
             chains,
             plan: Plan::new(&work, &changed),
             changed,
             work,
-        })
+        }
     }
 
     /// The patches, guards, transient chains and changed kernels of a fit (see
@@ -984,7 +965,7 @@ impl RankFit {
 
     /// Numbers rescaled per point (for the docs and tests).
     pub fn patches(&self) -> usize {
-        self.patches.len()
+        self.program.kernel_ops.len() + self.program.scope_ops.len()
     }
 
     /// The graph at rank `r`, rewritten in place, or `None` when a number leaves the exact range

@@ -762,50 +762,42 @@ impl Grid {
             if t.failed >= MAX_FIT_FAILURES {
                 return self.rows_of(g, model, &spec, &w, &graph, run);
             }
-            let rows = if t.probes.is_empty() {
-                // The first probe: its kernel costs are kept on every device for the template
-                // it will become.
+            // Which kernels to cost again on the costs kept per device: for the first probe all
+            // of them (nothing is kept yet: its costs are kept for the template it will become);
+            // for a later one those that differ from the probe before it (the adapters), the
+            // same numbers as costing the graph afresh, since a kernel's cost is a function of
+            // the kernel alone. `None`: no costs are kept (a refused fit dropped them), or the
+            // graphs differ in shape.
+            let recost = if t.probes.is_empty() {
                 t.costs.clear();
                 t.costs.resize_with(self.hws.len(), || None);
-                let costs = &mut t.costs;
-                self.rows(g, model, &spec, &w, run, |j, hw, memo| {
-                    let cg = cost_kept(&graph, &[], &mut costs[j], &w, hw, memo, &mut None);
-                    summarize_costed(
-                        ConfigRef {
-                            model,
-                            method: &spec,
-                            workload: &w,
-                            hw,
-                        },
-                        &graph,
-                        cg,
-                    )
-                })
-            } else if let Some(changed) = t
-                .probes
-                .last()
-                .filter(|_| t.costs.len() == self.hws.len() && t.costs.iter().all(Option::is_some))
-                .and_then(|(_, before)| differing(&graph, before))
-            {
-                // A later probe: the costs kept for the one before it, with the kernels that
-                // differ from it (the adapters) costed again; the same numbers as costing the
-                // graph afresh, since a kernel's cost is a function of the kernel alone.
-                let costs = &mut t.costs;
-                self.rows(g, model, &spec, &w, run, |j, hw, memo| {
-                    let cg = cost_kept(&graph, &changed, &mut costs[j], &w, hw, memo, &mut None);
-                    summarize_costed(
-                        ConfigRef {
-                            model,
-                            method: &spec,
-                            workload: &w,
-                            hw,
-                        },
-                        &graph,
-                        cg,
-                    )
-                })
+                Some(Vec::new())
+            } else if t.costs.len() == self.hws.len() && t.costs.iter().all(Option::is_some) {
+                t.probes
+                    .last()
+                    .and_then(|(_, before)| differing(&graph, before))
             } else {
-                self.rows_of(g, model, &spec, &w, &graph, run)
+                None
+            };
+            let rows = match recost {
+                Some(changed) => {
+                    let costs = &mut t.costs;
+                    self.rows(g, model, &spec, &w, run, |j, hw, memo| {
+                        let cg =
+                            cost_kept(&graph, &changed, &mut costs[j], &w, hw, memo, &mut None);
+                        summarize_costed(
+                            ConfigRef {
+                                model,
+                                method: &spec,
+                                workload: &w,
+                                hw,
+                            },
+                            &graph,
+                            cg,
+                        )
+                    })
+                }
+                None => self.rows_of(g, model, &spec, &w, &graph, run),
             };
             t.probes.push((r, graph));
             rows
