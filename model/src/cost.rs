@@ -43,6 +43,10 @@ const TRANSCENDENTAL: [&str; 3] = ["tanh", "sin", "cos"];
 /// What limits a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
+// Eight bytes, so that a `KernelCost` has no padding: copying one copied its seven padding bytes
+// too, in loads that straddled the stores before them and could not be forwarded (a stall per
+// re-costed kernel in sweeps, `perf`, 2026-11-30).
+#[repr(u64)]
 pub enum Bound {
     Compute,
     Memory,
@@ -413,6 +417,7 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
 /// bytes read and written, and the GEMM shape. A sweep's rank templates share one cost between
 /// kernels equal in them (`rescale::same_cost_inputs` lists the same fields; a field read here
 /// must be added there).
+#[inline]
 pub fn kernel_cost_memo(
     k: &Kernel,
     hw: &Profile,
