@@ -155,40 +155,31 @@ pub fn cost_segment(
     memo: &mut GemmMemo,
     keep_kernels: bool,
 ) -> CostedSegment {
-    let graph = w.runtime == Runtime::CudaGraph;
-    let mut kernels = Vec::with_capacity(if keep_kernels { seg.kernels.len() } else { 0 });
-    let fast = Vec::with_capacity(if hw.synchronous { seg.kernels.len() } else { 0 });
+    let mut cost = |k: &Kernel, phase| fresh_cost(k, phase, w, hw, memo);
+    cost_segment_by(seg, phase, hw, keep_kernels, &mut cost, &mut Vec::new())
+}
+
+/// [`cost_segment`] with each kernel's (host issue s, device cost) from `cost` (called once per
+/// kernel, in order), evaluated into `scratch` first and then folded ([`CostedSegment::refill`]): a loop
+/// that calls out keeps the fold's sums on the stack (every xmm register is caller-saved), and
+/// a cost handed on through memory straight after it was written was reloaded in halves the
+/// stores before could not forward (a stall per kernel: about 15% of a sweep's time where every
+/// point is costed in full, `perf`, 2026-11-30).
+fn cost_segment_by(
+    seg: &Segment,
+    phase: Phase,
+    hw: &Profile,
+    keep_kernels: bool,
+    cost: &mut impl FnMut(&Kernel, Phase) -> (f64, KernelCost),
+    scratch: &mut Vec<(f64, KernelCost)>,
+) -> CostedSegment {
+    scratch.clear();
+    scratch.extend(seg.kernels.iter().map(|k| cost(k, phase)));
     let mut out = CostedSegment::empty();
-    // A plain loop into the fold, not an iterator of (kernel, host s, cost): handing each
-    // 40-byte cost on through memory reloaded it in 16-byte halves that the two 8-byte stores
-    // before could not forward (a stall per kernel: about 15% of a sweep's time where every
-    // point is costed in full, `perf`, 2026-11-30).
-    fn run<const KEEP_FAST: bool>(
-        mut fold: Fold<KEEP_FAST>,
-        seg: &Segment,
-        mut cost: impl FnMut(&Kernel) -> (f64, KernelCost),
-        out: &mut CostedSegment,
-    ) {
-        for k in &seg.kernels {
-            let (host_s, c) = cost(k);
-            fold.add(k, host_s, &c);
-        }
-        fold.finish(out);
+    out.refill(seg, scratch, hw.synchronous);
+    if keep_kernels {
+        out.kernels.clone_from(scratch);
     }
-    let cost = |k: &Kernel| {
-        let host_s = host_cost(k, phase, w.runtime, hw);
-        let c = kernel_cost_memo(k, hw, graph, memo);
-        if keep_kernels {
-            kernels.push((host_s, c));
-        }
-        (host_s, c)
-    };
-    if hw.synchronous {
-        run(Fold::<true>::new(fast), seg, cost, &mut out);
-    } else {
-        run(Fold::<false>::new(fast), seg, cost, &mut out);
-    }
-    out.kernels = kernels;
     out
 }
 
@@ -613,28 +604,176 @@ pub fn cost_graph_memo(
     memo: &mut GemmMemo,
     keep_kernels: bool,
 ) -> CostedGraph {
+    cost_graph_by(g, hw, keep_kernels, |k, phase| {
+        fresh_cost(k, phase, w, hw, memo)
+    })
+}
+
+/// Every segment of a step graph with its phase, in the order [`cost_graph_memo`] costs them:
+/// each scope's forward, backward and backward with accumulation (embedding, the layer classes,
+/// the head), then the optimizer. [`cost_classes`] numbers kernels in this order.
+pub fn graph_segments(g: &StepGraph) -> impl Iterator<Item = (&Segment, Phase)> {
+    std::iter::once(&g.embedding)
+        .chain(&g.layer_graphs)
+        .chain(std::iter::once(&g.head))
+        .flat_map(|s| {
+            [
+                (&s.forward, Phase::Forward),
+                (&s.backward, Phase::Backward),
+                (&s.backward_accum, Phase::Backward),
+            ]
+        })
+        .chain(std::iter::once((&g.optimizer, Phase::Optimizer)))
+}
+
+/// Everything a kernel's (host issue s, device cost) in a phase reads, as words: what
+/// [`crate::cost::kernel_cost_memo`] reads (name, piece, kind, dtype, math, launches, FLOPs,
+/// bytes, GEMM shape; the fields `rescale::same_cost_inputs` compares) and what [`host_cost`]
+/// reads besides (phase, recompute, module and adapter calls, host tensors). A field either
+/// function comes to read must be added here. Kernels with equal keys get equal costs on every
+/// profile. Names count by address and length (they are string literals): equal text at
+/// another address only makes another key, so such a kernel is costed twice, never given
+/// another's cost; likewise −0.0 and +0.0, compared as bits.
+#[derive(PartialEq, Eq)]
+struct ClassKey([u64; 12]);
+
+impl ClassKey {
+    fn of(k: &Kernel, phase: Phase) -> Self {
+        let small = |v: u64, at: u32| v << at;
+        let packed = small(k.kind as u64, 0)
+            | small(k.dtype as u64, 8)
+            | small(k.math as u64, 16)
+            | small(phase as u64, 24)
+            | small(u64::from(k.recompute), 32)
+            | small(u64::from(k.gemm.is_some()), 33)
+            | small(u64::from(k.module_calls), 40)
+            | small(u64::from(k.peft_calls), 48);
+        let g = k.gemm.unwrap_or(crate::graph::Gemm {
+            m: 0,
+            n: 0,
+            k: 0,
+            batch: 0,
+        });
+        Self([
+            k.name.as_ptr() as u64,
+            k.piece.as_ptr() as u64,
+            (k.name.len() as u64) << 32 | k.piece.len() as u64,
+            packed,
+            u64::from(k.launches) << 32 | u64::from(k.host_tensors),
+            k.flops.to_bits(),
+            k.bytes_read.to_bits(),
+            k.bytes_written.to_bits(),
+            g.m,
+            g.n,
+            g.k,
+            g.batch,
+        ])
+    }
+}
+
+impl std::hash::Hash for ClassKey {
+    /// The words that tell most kernels apart (equality compares all): hashing all twelve cost
+    /// more than the costings the classes save.
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for i in [0, 3, 5, 6, 7] {
+            h.write_u64(self.0[i]);
+        }
+    }
+}
+
+/// A step graph's kernels numbered by what their costs read ([`ClassKey`]), in
+/// [`graph_segments`]' order: equal kernels share a number, and a number is new exactly where
+/// its first kernel comes, so a walk in the same order evaluates a class where its number is
+/// first met and copies it for the rest ([`cost_graph_classed`]). A LoRA graph of llama2-7b has
+/// 544 kernels in 118 classes of device cost (the q, k, v and o projections alike, each
+/// backward with accumulation like the backward).
+pub fn cost_classes(g: &StepGraph) -> Vec<u32> {
+    let n: usize = graph_segments(g).map(|(s, _)| s.kernels.len()).sum();
+    let mut seen: rustc_hash::FxHashMap<ClassKey, u32> =
+        rustc_hash::FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
+    let mut out = Vec::with_capacity(n);
+    for (s, phase) in graph_segments(g) {
+        for k in &s.kernels {
+            let next = seen.len() as u32;
+            out.push(*seen.entry(ClassKey::of(k, phase)).or_insert(next));
+        }
+    }
+    out
+}
+
+/// A kernel's (host issue s, device cost) in `phase`.
+#[inline]
+fn fresh_cost(
+    k: &Kernel,
+    phase: Phase,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+) -> (f64, KernelCost) {
+    let graph = w.runtime == Runtime::CudaGraph;
+    (
+        host_cost(k, phase, w.runtime, hw),
+        kernel_cost_memo(k, hw, graph, memo),
+    )
+}
+
+/// [`cost_graph_memo`] without kept kernels, each class of `classes` ([`cost_classes`] of `g`)
+/// evaluated once: a class's first kernel is costed, the others copy its (host issue s, device
+/// cost), which [`host_cost`] and [`crate::cost::kernel_cost_memo`] would give them anyway (they
+/// read only what the class compares). The same numbers in the same order, so the same sums;
+/// for a graph costed on several devices, its classes found once.
+pub fn cost_graph_classed(
+    g: &StepGraph,
+    classes: &[u32],
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+) -> CostedGraph {
+    let mut table: Vec<(f64, KernelCost)> = Vec::with_capacity(classes.len());
+    let mut at = 0;
+    cost_graph_by(g, hw, false, |k, phase| {
+        let c = classes[at] as usize;
+        at += 1;
+        match table.get(c) {
+            Some(&cost) => cost,
+            None => {
+                debug_assert_eq!(c, table.len(), "classes numbered in order of first use");
+                let cost = fresh_cost(k, phase, w, hw, memo);
+                table.push(cost);
+                cost
+            }
+        }
+    })
+}
+
+/// [`cost_graph_memo`] with each kernel's (host issue s, device cost) from `cost`, called once
+/// per kernel in [`graph_segments`]' order (`classed_costing_equals_costing_every_kernel`
+/// fails if the two orders part).
+fn cost_graph_by(
+    g: &StepGraph,
+    hw: &Profile,
+    keep_kernels: bool,
+    mut cost: impl FnMut(&Kernel, Phase) -> (f64, KernelCost),
+) -> CostedGraph {
+    let mut scratch = Vec::new();
+    let mut seg =
+        |s: &Segment, phase| cost_segment_by(s, phase, hw, keep_kernels, &mut cost, &mut scratch);
     let mut three = |s: &crate::graph::ScopeGraph| {
         [
-            cost_segment(&s.forward, Phase::Forward, w, hw, memo, keep_kernels),
-            cost_segment(&s.backward, Phase::Backward, w, hw, memo, keep_kernels),
-            cost_segment(
-                &s.backward_accum,
-                Phase::Backward,
-                w,
-                hw,
-                memo,
-                keep_kernels,
-            ),
+            seg(&s.forward, Phase::Forward),
+            seg(&s.backward, Phase::Backward),
+            seg(&s.backward_accum, Phase::Backward),
         ]
     };
     let embedding = three(&g.embedding);
     let layers = g.layer_graphs.iter().map(&mut three).collect();
     let head = three(&g.head);
+    let optimizer = seg(&g.optimizer, Phase::Optimizer);
     CostedGraph {
         embedding,
         layers,
         head,
-        optimizer: cost_segment(&g.optimizer, Phase::Optimizer, w, hw, memo, keep_kernels),
+        optimizer,
     }
 }
 

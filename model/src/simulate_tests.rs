@@ -1213,3 +1213,192 @@ fn each_bound_sums_only_its_own_launches() {
     assert_eq!(c.by_bound[3].to_bits(), 0.0f64.to_bits());
     assert_eq!(c.device_s, f64::INFINITY);
 }
+
+/// A costed segment's every number, as bits (so that a NaN or a −0.0 compares too).
+fn segment_bits(s: &CostedSegment) -> Vec<u64> {
+    let c = &s.closed;
+    let mut v = vec![
+        c.host_s.to_bits(),
+        c.device_s.to_bits(),
+        c.lead_s.to_bits(),
+        s.tail_host_s.to_bits(),
+        s.totals.0.to_bits(),
+        s.totals.1.to_bits(),
+        s.totals.2,
+    ];
+    v.extend(c.by_bound.map(f64::to_bits));
+    for &(h, d, b) in &s.fast {
+        v.extend([h.to_bits(), d.to_bits(), u64::from(b)]);
+    }
+    v
+}
+
+fn graph_bits(cg: &CostedGraph) -> Vec<u64> {
+    let mut segs: Vec<&CostedSegment> = cg.embedding.iter().collect();
+    segs.extend(cg.layers.iter().flatten());
+    segs.extend(&cg.head);
+    segs.push(&cg.optimizer);
+    segs.into_iter().flat_map(segment_bits).collect()
+}
+
+#[test]
+fn classed_costing_equals_costing_every_kernel() {
+    // Every preset family, every method, accumulation on and off, the three runtimes, 16-bit
+    // and fp32, on a GPU and on both CPUs (one calibrated: GEMM fills, optimizer rates): the
+    // classes change nothing, to the bit.
+    let mut calibrated = resolve_device("cpu-generic").unwrap();
+    calibrated.gemm_fill_rows = Some([4.0, 16.0]);
+    calibrated.optimizer_op_s = Some([0.6e-6, 0.7e-6]);
+    let rates = vec![(1048576.0, 30e9), (16.0 * 1048576.0, 20e9)];
+    calibrated.optimizer_size_rate = Some([rates.clone(), rates]);
+    let mut hws: Vec<Profile> = ["h200", "l4", "cpu-generic"]
+        .iter()
+        .map(|n| resolve_device(n).unwrap())
+        .collect();
+    hws.push(calibrated);
+    let mut classed_fewer = 0;
+    for model in ["gpt2", "tinyllama-1.1b"] {
+        let m = preset(model).unwrap();
+        for method in MethodName::ALL {
+            let spec = MethodSpec::resolve(
+                method,
+                &MethodOptions {
+                    rank: Some(8),
+                    ..MethodOptions::default()
+                },
+                &m,
+                true,
+            )
+            .unwrap();
+            for (accum, runtime, precision) in [
+                (1, Runtime::PytorchEager, Precision::Bf16Mixed),
+                (3, Runtime::PytorchEager, Precision::Fp32),
+                (2, Runtime::Libtorch, Precision::Bf16Mixed),
+                (1, Runtime::CudaGraph, Precision::Fp16Mixed),
+            ] {
+                let w = Workload {
+                    batch: 2,
+                    seq: 128,
+                    grad_accum: accum,
+                    runtime,
+                    precision,
+                    ..Workload::default()
+                };
+                let g = build(&m, &spec, &w);
+                let classes = cost_classes(&g);
+                let kernels: usize = graph_segments(&g).map(|(s, _)| s.kernels.len()).sum();
+                assert_eq!(classes.len(), kernels);
+                let distinct = classes.iter().max().map_or(0, |&c| c as usize + 1);
+                if distinct < kernels {
+                    classed_fewer += 1;
+                }
+                for hw in &hws {
+                    let want = cost_graph_memo(&g, &w, hw, &mut GemmMemo::default(), false);
+                    let got = cost_graph_classed(&g, &classes, &w, hw, &mut GemmMemo::default());
+                    assert_eq!(
+                        graph_bits(&got),
+                        graph_bits(&want),
+                        "{model} {method:?} {w:?} {}",
+                        hw.name
+                    );
+                }
+            }
+        }
+    }
+    // Every graph has equal kernels to share (a layer's projections, its backward's adds).
+    assert_eq!(classed_fewer, 2 * 5 * 4);
+}
+
+#[test]
+fn cost_classes_number_first_uses_in_order_and_tell_apart_every_field_costs_read() {
+    let hw = resolve_device("h200").unwrap();
+    let mut base = Kernel::new_for_test(crate::graph::KernelKind::Gemm, MathMode::Bf16);
+    base.gemm = Some(crate::graph::Gemm {
+        m: 512,
+        n: 64,
+        k: 4096,
+        batch: 1,
+    });
+    base.flops = 1e9;
+    base.bytes_read = 4e6;
+    base.bytes_written = 1e5;
+    type Edit = fn(&mut Kernel);
+    // What kernel_cost_memo or host_cost reads: each edit makes another class.
+    let read: [(&str, Edit); 16] = [
+        ("name", |k| k.name = "other"),
+        ("name length", |k| k.name = &k.name[..2]),
+        ("piece", |k| k.piece = "lora_A"),
+        ("kind", |k| k.kind = crate::graph::KernelKind::Reduction),
+        ("dtype", |k| k.dtype = crate::workload::DType::F32),
+        ("math", |k| k.math = MathMode::Tf32),
+        ("launches", |k| k.launches += 1),
+        ("flops", |k| k.flops += 1.0),
+        ("bytes_read", |k| k.bytes_read += 1.0),
+        ("bytes_written", |k| k.bytes_written += 1.0),
+        ("gemm", |k| k.gemm.as_mut().unwrap().k += 1),
+        ("no gemm", |k| k.gemm = None),
+        ("recompute", |k| k.recompute ^= true),
+        ("module_calls", |k| k.module_calls += 1),
+        ("peft_calls", |k| k.peft_calls += 1),
+        ("host_tensors", |k| k.host_tensors += 1),
+    ];
+    // What neither reads: the same class.
+    let unread: [Edit; 2] = [|k| k.module = "other", |k| k.deps.push(0)];
+    // The classes of a graph whose only kernels are `kernels`, in a layer's forward or backward.
+    let m = preset("gpt2").unwrap();
+    let spec = MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+    let empty = {
+        let mut g = build(&m, &spec, &Workload::default());
+        for sc in std::iter::once(&mut g.embedding)
+            .chain(&mut g.layer_graphs)
+            .chain(std::iter::once(&mut g.head))
+        {
+            sc.forward.kernels.clear();
+            sc.backward.kernels.clear();
+            sc.backward_accum.kernels.clear();
+        }
+        g.optimizer.kernels.clear();
+        g
+    };
+    let classes_of = |kernels: Vec<Kernel>, phases: &[Phase]| {
+        let mut g = empty.clone();
+        for (k, phase) in kernels.into_iter().zip(phases) {
+            let s = &mut g.layer_graphs[0];
+            match phase {
+                Phase::Forward => s.forward.kernels.push(k),
+                _ => s.backward.kernels.push(k),
+            }
+        }
+        cost_classes(&g)
+    };
+    for (what, edit) in read {
+        let mut k = base.clone();
+        edit(&mut k);
+        assert_eq!(
+            classes_of(vec![base.clone(), k], &[Phase::Backward, Phase::Backward]),
+            [0, 1],
+            "{what}"
+        );
+    }
+    // The phase alone (host cost: Python per op in forward, the autograd engine in backward).
+    assert_eq!(
+        classes_of(
+            vec![base.clone(), base.clone()],
+            &[Phase::Forward, Phase::Backward]
+        ),
+        [0, 1]
+    );
+    let k = base.clone();
+    assert_ne!(
+        host_cost(&k, Phase::Forward, Runtime::PytorchEager, &hw),
+        host_cost(&k, Phase::Backward, Runtime::PytorchEager, &hw)
+    );
+    for edit in unread {
+        let mut k = base.clone();
+        edit(&mut k);
+        assert_eq!(
+            classes_of(vec![base.clone(), k], &[Phase::Backward, Phase::Backward]),
+            [0, 0]
+        );
+    }
+}
