@@ -94,7 +94,9 @@ pub struct Row {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-fn profiles(names: &[String]) -> Result<Vec<Profile>> {
+/// The devices `--hw` names ([`distinct_devices`]), or every built-in GPU for `all` (the CPU
+/// profile aside), in the catalog's order.
+pub(crate) fn devices_or_all(names: &[String]) -> Result<Vec<Profile>> {
     if names.iter().any(|n| n == "all") {
         if names.len() > 1 {
             return Err(usage_error(
@@ -200,7 +202,7 @@ pub fn run(args: FitArgs) -> Result<String> {
     let seq = args.seq.unwrap_or(512);
     let max = args.max;
     let price = args.price;
-    let hws = profiles(&args.hw)?;
+    let hws = devices_or_all(&args.hw)?;
     let first = hws
         .first()
         .ok_or_else(|| usage_error("--hw names no GPU"))?

@@ -24,7 +24,8 @@ pub struct SweepArgs {
     /// Hugging Face config.json files, comma-separated (added to --model).
     #[arg(long, value_delimiter = ',', value_name = "FILE")]
     pub model_config: Vec<PathBuf>,
-    /// GPUs: built-in names or aliases, or profile files, comma-separated.
+    /// GPUs: built-in names or aliases, or profile files, comma-separated, or `all` (every
+    /// built-in GPU).
     #[arg(long, value_delimiter = ',', required = true)]
     pub hw: Vec<String>,
     /// Methods, comma-separated (`all` = the five).
@@ -66,7 +67,7 @@ pub fn grid(args: &SweepArgs) -> Result<Grid> {
     for p in &args.model_config {
         models.push(arch::from_hf_config(p).map_err(usage_error)?);
     }
-    let hws = crate::fit::distinct_devices(&args.hw)?;
+    let hws = crate::fit::devices_or_all(&args.hw)?;
     let mut methods: Vec<MethodName> = Vec::new();
     for m in &args.method {
         for n in m.names() {

@@ -212,6 +212,40 @@ fn sweep_writes_json_atomically_and_rejects_bad_ranges() {
 }
 
 #[test]
+fn sweep_hw_all_is_every_built_in_gpu() {
+    // The GPUs `costsim hardware` lists (every profile with SMs, not the CPU), in its order.
+    let listed = ok(&["hardware"]);
+    let gpus: Vec<&str> = listed
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.contains("NVIDIA"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(gpus.len(), 13, "{listed}");
+    let csv = ok(&[
+        "sweep", "--model", "gpt2", "--hw", "all", "--method", "lora", "--seq", "256", "--batch",
+        "2", "--rank", "8", "--format", "csv",
+    ]);
+    let recs = csv_records(&csv);
+    let hws: Vec<&str> = recs.iter().map(|r| common::s(r, "hw")).collect();
+    assert_eq!(hws, gpus);
+    for r in &recs {
+        assert_row_matches_predict(
+            &|c| f(r, c),
+            &|c| common::s(r, c).to_string(),
+            Some(5e-7 + 1e-6),
+        );
+    }
+    // `all` is the whole list or nothing.
+    let o = costsim(&[
+        "sweep", "--model", "gpt2", "--hw", "all,h200", "--seq", "256",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--hw all"));
+}
+
+#[test]
 fn crossover_finds_and_explains_the_seq_crossing() {
     // gpt2-large in a hand-written loop: under a Trainer LoRA is slower throughout (README).
     let text = ok(&[
