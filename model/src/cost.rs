@@ -416,8 +416,12 @@ pub fn kernel_cost(k: &Kernel, hw: &Profile, graph_replay: bool) -> KernelCost {
 /// Reads only these fields of the kernel: name, piece, kind, dtype, math, launches, flops,
 /// bytes read and written, and the GEMM shape. A sweep's rank templates share one cost between
 /// kernels equal in them (`rescale::same_cost_inputs` lists the same fields; a field read here
-/// must be added there).
-#[inline]
+/// must be added there; and `simulate::ClassKey`).
+///
+/// Always inlined: returned through memory, a cost copied on straight away was reloaded in
+/// halves that the stores before could not forward (a stall a kernel; `inline` alone left the
+/// kernel classes' call out of line: 3–4% of the 13-GPU grid, 2026-11-30).
+#[inline(always)]
 pub fn kernel_cost_memo(
     k: &Kernel,
     hw: &Profile,
