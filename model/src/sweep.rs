@@ -5,7 +5,7 @@
 //! graph is built once and costed on every device of the grid, and within a graph identical layers
 //! share one segment evaluation and, at the pipeline's fixed point, one simulation
 //! (`simulate::Steady`). Along the rank axis a graph is not rebuilt: on grids of at least
-//! `MIN_TEMPLATE_RANKS` ranks and at most `MAX_TEMPLATE_DEVICES` devices, after three ranks
+//! `MIN_TEMPLATE_RANKS` ranks (and at most `MAX_TEMPLATE_DEVICES` devices), after three ranks
 //! of the same (model, method, precision, layers, batch, seq), each worker thread fits a rank
 //! template at the fourth (`rescale::RankFit`, exact or refused), rescales it for the later ranks
 //! and costs again only the kernels whose numbers changed.
@@ -310,11 +310,14 @@ const TEMPLATES_PER_THREAD: usize = 8;
 /// slower than building every point, 5 ranks 3% slower, 8 ranks 15% faster.
 const MIN_TEMPLATE_RANKS: usize = 6;
 
-/// Devices above which a grid uses no rank templates: a rescaled point still costs its changed
-/// kernels (mostly the adapters' GEMMs, new shapes for the GEMM memo) and refills its segments
-/// on every device, so what it saves (one graph build) shrinks per device. Measured with 8 ranks
-/// a line: 1 device 15% faster, 2 devices 17%, 4 devices 6%, 13 devices 8% slower.
-const MAX_TEMPLATE_DEVICES: usize = 4;
+/// Devices above which a grid uses no rank templates: a template keeps its kernel costs per
+/// device (about 26 KB each for a LoRA graph of llama2-7b, 8 templates a thread), so this bounds
+/// a thread's templates to about 7 MB. Not a speed limit any more: a rescaled point, which costs
+/// only its changed kernels on each device, now beats a full build at every device count
+/// measured (one thread, `sweep_cpu which` at 6, 8 and 12 ranks a line, 2026-11-30: 13 devices
+/// 20–42% faster, 8 devices 22%, 4 devices 29%). Until then the cap was 4, set when 13 devices
+/// had measured 8% slower with templates.
+const MAX_TEMPLATE_DEVICES: usize = 32;
 
 /// Devices from which a point built in full is costed by classes of equal kernels
 /// (`simulate::cost_classes`, found once a point for all its devices). Finding them costs
@@ -1210,6 +1213,22 @@ mod tests {
             },
         ] {
             // (The single predictions take the precision from `base`.)
+            g.precisions = vec![base.precision];
+            g.base = base;
+            assert_rows_equal_predictions(&g);
+        }
+        // Eight ranks a line: the same five devices share rank templates (their probes and
+        // refused fits built in full and costed by classes).
+        g.models = vec![preset("gpt2").unwrap()];
+        g.ranks = (1..=8).map(|r| Some(4 * r)).collect();
+        assert!(g.ranks.len() >= MIN_TEMPLATE_RANKS && g.hws.len() <= MAX_TEMPLATE_DEVICES);
+        for base in [
+            Workload::default(),
+            Workload {
+                grad_accum: 2,
+                ..Workload::default()
+            },
+        ] {
             g.precisions = vec![base.precision];
             g.base = base;
             assert_rows_equal_predictions(&g);
