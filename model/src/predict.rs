@@ -85,7 +85,7 @@ pub struct PhaseReport {
 }
 
 /// Memory footprint, bytes.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Memory {
     pub weights_bytes: f64,
     pub gradients_bytes: f64,
@@ -204,12 +204,22 @@ pub struct Prediction {
 }
 
 pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
-    let model = &cfg.model;
-    let w = &cfg.workload;
-    let trainable = cfg.method.trainable_params(model) as f64;
+    footprint(cfg.model, cfg.method, cfg.workload, g).on(cfg.hw)
+}
+
+/// [`memory`] on no device yet (capacity 0; take it [`Memory::on`] one): everything of the
+/// footprint but whether it fits depends on the model, the method, the workload and the graph
+/// only, so a sweep walks it once a point for all its devices.
+pub(crate) fn footprint(
+    model: &ModelConfig,
+    method: &MethodSpec,
+    w: &Workload,
+    g: &StepGraph,
+) -> Memory {
+    let trainable = method.trainable_params(model) as f64;
     let p = w.precision.param_dtype().size();
-    let master = cfg.method.master_dtype(w.precision).size();
-    let extra_params = match cfg.method.kind {
+    let master = method.master_dtype(w.precision).size();
+    let extra_params = match method.kind {
         MethodKind::Full => 0.0,
         MethodKind::Lora | MethodKind::Paca => trainable,
     };
@@ -243,7 +253,7 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     // (docs/model.md, "Memory"): a 51.46 MB `add` of two [V, d] fp32 gradients, three V×d
     // tensors alive at the backward's peak of gpt2-tiny at 1 × 128; with gradient accumulation
     // the sum is then added into `.grad` in place.
-    let tied = if model.tied_embeddings && cfg.method.trains_embedding(model) {
+    let tied = if model.tied_embeddings && method.trains_embedding(model) {
         (model.vocab * model.hidden) as f64 * master
     } else {
         0.0
@@ -305,8 +315,6 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
     };
     let optimizer_peak = weights + states + grads + temp;
     let peak = forward_peak.max(backward_peak).max(optimizer_peak);
-    let capacity = cfg.hw.memory_bytes;
-    let fits = peak + RESERVED_BYTES <= capacity;
     Memory {
         weights_bytes: weights,
         gradients_bytes: grads,
@@ -317,13 +325,26 @@ pub(crate) fn memory(cfg: ConfigRef, g: &StepGraph) -> Memory {
         optimizer_peak_bytes: optimizer_peak,
         peak_bytes: peak,
         reserved_bytes: RESERVED_BYTES,
-        capacity_bytes: capacity,
-        fits,
-        shortfall_bytes: if fits {
-            0.0
-        } else {
-            peak + RESERVED_BYTES - capacity
-        },
+        capacity_bytes: 0.0,
+        fits: false,
+        shortfall_bytes: 0.0,
+    }
+}
+
+impl Memory {
+    /// This footprint on `hw`: the same bytes (nothing of the footprint depends on the device
+    /// but its capacity), with `hw`'s capacity, whether it fits and the shortfall. A sweep walks
+    /// a point's footprint once for all its devices.
+    pub(crate) fn on(self, hw: &costsim_hardware::Profile) -> Memory {
+        let capacity = hw.memory_bytes;
+        let need = self.peak_bytes + self.reserved_bytes;
+        let fits = need <= capacity;
+        Memory {
+            capacity_bytes: capacity,
+            fits,
+            shortfall_bytes: if fits { 0.0 } else { need - capacity },
+            ..self
+        }
     }
 }
 
@@ -420,15 +441,27 @@ pub(crate) struct Summary {
 }
 
 /// [`Summary`] of a configuration from its graph and costed segments (as [`predict_costed`]
-/// without detail: every number the same).
+/// without detail: every number the same). Sweeps call [`summarize_with_memory`], the footprint
+/// walked once for all devices.
+#[cfg(test)]
 pub(crate) fn summarize_costed(
     cfg: ConfigRef,
     g: &StepGraph,
     cg: &simulate::CostedGraph,
 ) -> Summary {
+    summarize_with_memory(cfg, g, cg, &memory(cfg, g))
+}
+
+/// [`summarize_costed`] with the point's memory footprint already walked ([`footprint`]; it is
+/// taken [`Memory::on`] `cfg`'s device).
+pub(crate) fn summarize_with_memory(
+    cfg: ConfigRef,
+    g: &StepGraph,
+    cg: &simulate::CostedGraph,
+    mem: &Memory,
+) -> Summary {
     let tl = simulate::simulate_with(g, cg, cfg.workload, cfg.hw, false, false);
-    let mem = memory(cfg, g);
-    summary(cfg, &tl, &mem)
+    summary(cfg, &tl, &mem.on(cfg.hw))
 }
 
 /// A phase's wall time in ms per `per` (micro-batches, or 1 for the optimizer).

@@ -25,7 +25,7 @@ use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
-use crate::predict::{summarize_costed, ConfigRef, Summary};
+use crate::predict::{footprint, summarize_with_memory, ConfigRef, Summary};
 use crate::rescale::{cost_kept, differing, RankFit, TemplateCosts};
 use crate::simulate::CostedSegment;
 use crate::workload::{Precision, Workload};
@@ -747,9 +747,10 @@ impl Grid {
                     fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                     let costs = &mut t.costs;
                     let opt_costs = &mut phase.costed;
+                    let mem = footprint(model, &spec, &w, fit.graph());
                     let rows = self.rows(g, model, &spec, &w, run, |j, hw, memo| {
                         let cg = fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]);
-                        summarize_costed(
+                        summarize_with_memory(
                             ConfigRef {
                                 model,
                                 method: &spec,
@@ -758,6 +759,7 @@ impl Grid {
                             },
                             fit.graph(),
                             cg,
+                            &mem,
                         )
                     });
                     fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
@@ -792,10 +794,11 @@ impl Grid {
             let rows = match recost {
                 Some(changed) => {
                     let costs = &mut t.costs;
+                    let mem = footprint(model, &spec, &w, &graph);
                     self.rows(g, model, &spec, &w, run, |j, hw, memo| {
                         let cg =
                             cost_kept(&graph, &changed, &mut costs[j], &w, hw, memo, &mut None);
-                        summarize_costed(
+                        summarize_with_memory(
                             ConfigRef {
                                 model,
                                 method: &spec,
@@ -804,6 +807,7 @@ impl Grid {
                             },
                             &graph,
                             cg,
+                            &mem,
                         )
                     })
                 }
@@ -828,13 +832,15 @@ impl Grid {
         // found once): the same costs, so the same rows.
         let classes =
             (self.hws.len() >= CLASSED_DEVICES).then(|| crate::simulate::cost_classes(graph));
+        // The memory footprint once for every device (only whether it fits is the device's).
+        let mem = footprint(model, spec, w, graph);
         self.rows(g, model, spec, w, run, |_, hw, memo| {
             // `predict_with_graph`'s numbers, without what rows do not show.
             let cg = match &classes {
                 Some(c) => crate::simulate::cost_graph_classed(graph, c, w, hw, memo),
                 None => crate::simulate::cost_graph_memo(graph, w, hw, memo, false),
             };
-            summarize_costed(
+            summarize_with_memory(
                 ConfigRef {
                     model,
                     method: spec,
@@ -843,6 +849,7 @@ impl Grid {
                 },
                 graph,
                 &cg,
+                &mem,
             )
         })
     }
