@@ -315,8 +315,8 @@ const MIN_TEMPLATE_RANKS: usize = 6;
 /// a thread's templates to about 7 MB. Not a speed limit any more: a rescaled point, which costs
 /// only its changed kernels on each device, now beats a full build at every device count
 /// measured (one thread, `sweep_cpu which` at 6, 8 and 12 ranks a line, 2026-11-30: 13 devices
-/// 20–42% faster, 8 devices 22%, 4 devices 29%). Until then the cap was 4, set when 13 devices
-/// had measured 8% slower with templates.
+/// 18–48% faster, 8 devices 22–25%, 4 devices 29%). Until then the cap was 4, set when 13
+/// devices had measured 8% slower with templates.
 const MAX_TEMPLATE_DEVICES: usize = 32;
 
 /// Devices from which a point built in full is costed by classes of equal kernels
@@ -1224,8 +1224,8 @@ mod tests {
             g.base = base;
             assert_rows_equal_predictions(&g);
         }
-        // Eight ranks a line: the same five devices share rank templates (their probes and
-        // refused fits built in full and costed by classes).
+        // Eight ranks a line: the same five devices share rank templates, each device keeping
+        // its own kernel costs (gpt2's PaCA lines also cross guards, refits built in full).
         g.models = vec![preset("gpt2").unwrap()];
         g.ranks = (1..=8).map(|r| Some(4 * r)).collect();
         assert!(g.ranks.len() >= MIN_TEMPLATE_RANKS && g.hws.len() <= MAX_TEMPLATE_DEVICES);
