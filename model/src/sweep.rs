@@ -306,8 +306,9 @@ const TEMPLATES_PER_THREAD: usize = 8;
 /// Ranks a grid needs for rank templates. Each line builds three probes in full and pays for a
 /// fit, for keeping the first probe's kernel costs per device and for refilling the rescaled
 /// segments; the rescaled points repay that only when there are enough of them. Measured (CPU
-/// time, one thread, 13 260-point grid's models and methods on one device): 4 ranks a line 13%
-/// slower than building every point, 5 ranks 3% slower, 8 ranks 15% faster.
+/// time, one thread, the 13 260-point grid's models and methods, 2026-11-30): 4 ranks a line
+/// 12–16% slower than building every point on one device and 3–5% slower on 13, 5 ranks even
+/// (−2% to +4%), 6 ranks and more faster on every device count tried (`MAX_TEMPLATE_DEVICES`).
 const MIN_TEMPLATE_RANKS: usize = 6;
 
 /// Devices above which a grid uses no rank templates: a template keeps its kernel costs per
