@@ -27,7 +27,7 @@ use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
 use crate::predict::{footprint, summarize_with_memory, ConfigRef, Summary};
 use crate::rescale::{cost_kept, differing, RankFit, TemplateCosts};
-use crate::simulate::CostedSegment;
+use crate::simulate::{CostedGraph, CostedSegment};
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
 use costsim_hardware::Profile;
@@ -748,21 +748,10 @@ impl Grid {
                     fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                     let costs = &mut t.costs;
                     let opt_costs = &mut phase.costed;
-                    let mem = footprint(model, &spec, &w, fit.graph());
-                    let rows = self.rows(g, model, &spec, &w, run, |j, hw, memo| {
-                        let cg = fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]);
-                        summarize_with_memory(
-                            ConfigRef {
-                                model,
-                                method: &spec,
-                                workload: &w,
-                                hw,
-                            },
-                            fit.graph(),
-                            cg,
-                            &mem,
-                        )
-                    });
+                    let rows =
+                        self.rows(g, model, &spec, &w, run, fit.graph(), |j, hw, memo, sum| {
+                            sum(fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]))
+                        });
                     fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                     keep_optimizer(key, phase);
                     return rows;
@@ -795,21 +784,16 @@ impl Grid {
             let rows = match recost {
                 Some(changed) => {
                     let costs = &mut t.costs;
-                    let mem = footprint(model, &spec, &w, &graph);
-                    self.rows(g, model, &spec, &w, run, |j, hw, memo| {
-                        let cg =
-                            cost_kept(&graph, &changed, &mut costs[j], &w, hw, memo, &mut None);
-                        summarize_with_memory(
-                            ConfigRef {
-                                model,
-                                method: &spec,
-                                workload: &w,
-                                hw,
-                            },
+                    self.rows(g, model, &spec, &w, run, &graph, |j, hw, memo, sum| {
+                        sum(cost_kept(
                             &graph,
-                            cg,
-                            &mem,
-                        )
+                            &changed,
+                            &mut costs[j],
+                            &w,
+                            hw,
+                            memo,
+                            &mut None,
+                        ))
                     })
                 }
                 None => self.rows_of(g, model, &spec, &w, &graph, run),
@@ -833,30 +817,20 @@ impl Grid {
         // found once): the same costs, so the same rows.
         let classes =
             (self.hws.len() >= CLASSED_DEVICES).then(|| crate::simulate::cost_classes(graph));
-        // The memory footprint once for every device (only whether it fits is the device's).
-        let mem = footprint(model, spec, w, graph);
-        self.rows(g, model, spec, w, run, |_, hw, memo| {
+        self.rows(g, model, spec, w, run, graph, |_, hw, memo, sum| {
             // `predict_with_graph`'s numbers, without what rows do not show.
-            let cg = match &classes {
+            sum(&match &classes {
                 Some(c) => crate::simulate::cost_graph_classed(graph, c, w, hw, memo),
                 None => crate::simulate::cost_graph_memo(graph, w, hw, memo, false),
-            };
-            summarize_with_memory(
-                ConfigRef {
-                    model,
-                    method: spec,
-                    workload: w,
-                    hw,
-                },
-                graph,
-                &cg,
-                &mem,
-            )
+            })
         })
     }
 
-    /// The rows of a point on every device: `predict(j, hw, memo)` predicts it on device `j`
-    /// with that device's GEMM memo.
+    /// The rows of a point on every device: `cost(j, hw, memo, sum)` costs `graph` on device `j`
+    /// with that device's GEMM memo and hands the costed graph to `sum`, which simulates it and
+    /// takes the point's memory footprint, walked once for every device (only whether it fits
+    /// is the device's), to that device.
+    #[allow(clippy::too_many_arguments)]
     fn rows(
         &self,
         g: &Group,
@@ -864,8 +838,26 @@ impl Grid {
         spec: &MethodSpec,
         w: &Workload,
         run: &Run,
-        mut predict: impl FnMut(usize, &Profile, &mut GemmMemo) -> Summary,
+        graph: &StepGraph,
+        mut cost: impl FnMut(
+            usize,
+            &Profile,
+            &mut GemmMemo,
+            &dyn Fn(&CostedGraph) -> Summary,
+        ) -> Summary,
     ) -> Vec<Row> {
+        let mem = footprint(model, spec, w, graph);
+        let mut predict = |j: usize, hw: &Profile, memo: &mut GemmMemo| {
+            let cfg = ConfigRef {
+                model,
+                method: spec,
+                workload: w,
+                hw,
+            };
+            cost(j, hw, memo, &|cg| {
+                summarize_with_memory(cfg, graph, cg, &mem)
+            })
+        };
         let train_layers = layer_range(spec.trained_layers(model));
         MEMOS.with_borrow_mut(|(id, memos)| {
             if *id != run.id {
