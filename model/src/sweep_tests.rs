@@ -6,7 +6,9 @@ use costsim_hardware::resolve_device;
 
 /// The per-thread optimizer memo: a phase given back is lent again for its key and spec
 /// (with the costs it collected), a different spec under the same key or another device
-/// count gets a fresh phase, and the byte count is always the entries' sum.
+/// count gets a fresh phase, and the byte count is always the entries' sum. Past its budget it
+/// keeps the phases of the stretch it is in (a line's first ranks, hit again at every batch and
+/// sequence length) and makes room by dropping other stretches'.
 #[test]
 fn optimizer_phases_are_lent_and_given_back() {
     let model = preset("gpt2").unwrap();
@@ -27,19 +29,17 @@ fn optimizer_phases_are_lent_and_given_back() {
         rank: Some(r),
     };
     let sum = || {
-        OPTIMIZERS.with_borrow(|(memo, bytes)| {
-            let entries: usize = memo
-                .values()
-                .map(|p| optimizer_bytes(&p.tensors, &p.seg))
-                .sum();
+        OPTIMIZERS.with_borrow(|(memo, bytes, _)| {
+            let entries: usize = memo.values().map(optimizer_bytes).sum();
             assert_eq!(*bytes, entries);
             assert!(*bytes <= OPTIMIZER_BYTES_PER_THREAD);
             memo.len()
         })
     };
-    OPTIMIZERS.with_borrow_mut(|(memo, bytes)| {
+    OPTIMIZERS.with_borrow_mut(|(memo, bytes, saturated)| {
         memo.clear();
         *bytes = 0;
+        *saturated = None;
     });
     let (tensors, seg) = graph::optimizer_phase(&model, &spec(8), &w);
     let mut p = take_optimizer(key(8), &model, &spec(8), &w, 2);
@@ -69,17 +69,31 @@ fn optimizer_phases_are_lent_and_given_back() {
     keep_optimizer(key(16), take_optimizer(key(17), &model, &spec(17), &w, 2));
     keep_optimizer(key(16), take_optimizer(key(18), &model, &spec(18), &w, 2));
     assert_eq!(sum(), 2);
-    // Past the budget the memo starts afresh: its bytes never exceed it.
-    let one = optimizer_bytes(&tensors, &seg);
+    // Past the budget: the first ranks of the stretch stay (a line's later ranks are not
+    // kept), and a kept one lent and given back stays too; its bytes never exceed the budget.
+    let p = take_optimizer(key(8), &model, &spec(8), &w, 2);
+    let one = optimizer_bytes(&p);
+    keep_optimizer(key(8), p);
     let n = OPTIMIZER_BYTES_PER_THREAD / one + 2;
     for r in 0..n as u64 {
         keep_optimizer(
             key(100 + r),
-            take_optimizer(key(8), &model, &spec(8), &w, 2),
+            take_optimizer(key(100 + r), &model, &spec(8), &w, 2),
         );
         sum();
     }
-    assert!(sum() < n, "the memo started afresh");
+    let has = |k: OptimizerKey| OPTIMIZERS.with_borrow(|(memo, _, _)| memo.contains_key(&k));
+    let full = sum();
+    assert!(full < n, "{full} of {n} kept");
+    assert!(has(key(100)) && has(key(8)) && !has(key(100 + n as u64 - 1)));
+    keep_optimizer(key(100), take_optimizer(key(100), &model, &spec(8), &w, 2));
+    assert!(has(key(100)), "a kept phase lent and given back stays");
+    assert_eq!(sum(), full);
+    // Another stretch (another model) makes room by dropping this one's phases.
+    let other = OptimizerKey { model: 1, ..key(8) };
+    keep_optimizer(other, take_optimizer(other, &model, &spec(8), &w, 2));
+    assert!(has(other) && !has(key(100)));
+    assert_eq!(sum(), 1);
 }
 
 #[test]

@@ -22,7 +22,45 @@ fn optimizer_of(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
     let m = preset("gpt2").unwrap();
     let s = spec(&m, MethodName::Full, &MethodOptions::default());
     let cx = Ctx::new(&m, &s, w);
-    optimizer(&cx, tensors).kernels
+    optimizer(&cx, tensors, true).kernels
+}
+
+/// [`optimizer_of`] without the launch memo (as a sweep's rescaled points build the phase).
+fn optimizer_walked(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
+    let m = preset("gpt2").unwrap();
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    let cx = Ctx::new(&m, &s, w);
+    optimizer(&cx, tensors, false).kernels
+}
+
+/// Without the launch memo the phase walks the list even when the memo holds counts for it,
+/// and leaves nothing there; with it, the same counts are remembered and recalled.
+#[test]
+fn a_phase_without_the_launch_memo_walks_the_list() {
+    let w = Workload::default();
+    let launches = |ks: &[Kernel]| -> Vec<u32> {
+        ks.iter()
+            .filter(|k| k.kind == KernelKind::Optimizer)
+            .map(|k| k.launches)
+            .collect()
+    };
+    // 77 one-chunk tensors: depth 1 one launch (110 a launch), depth 2 and 3 two (64, 48),
+    // the depth-1 scalar-list op one (96): norm, mul, mul, lerp, mul, addcmul, sqrt, div,
+    // add, addcdiv.
+    let fresh = vec![11u64; 77];
+    let walked = optimizer_walked(&w, &fresh);
+    assert_eq!(launches(&walked), [1, 1, 1, 2, 1, 2, 2, 1, 1, 2]);
+    assert_eq!(launches_recalled(&fresh), [None; 6], "nothing remembered");
+    assert_eq!(optimizer_of(&w, &fresh), walked, "walked, then remembered");
+    assert_ne!(launches_recalled(&fresh), [None; 6]);
+    assert_eq!(optimizer_of(&w, &fresh), walked, "recalled");
+    // Counts planted in the memo are used with it and ignored without it.
+    let planted = vec![12u64; 77];
+    launches_remember(&planted, [Some(50); 6]);
+    assert!(launches(&optimizer_of(&w, &planted))
+        .iter()
+        .all(|&n| n == 50));
+    assert_eq!(launches(&optimizer_walked(&w, &planted)), launches(&walked));
 }
 
 /// (name, kind, launches, bytes read, bytes written, FLOPs) of each kernel.
@@ -252,11 +290,12 @@ fn foreach_launches_per_depth_in_the_phase() {
             ("_foreach_addcdiv_", 3),
         ]
     );
-    // What the phase left in this thread's memo: depths 1, 2 and 3 counted, 4 and 5 not, and
-    // the depth-1 scalar-list count in the sixth slot.
+    // What the phase left in this thread's memo: every depth counted in one walk (⌈100/36⌉ = 3
+    // at depth 4, ⌈100/30⌉ = 4 at depth 5), and the depth-1 scalar-list count in the sixth
+    // slot.
     assert_eq!(
         launches_recalled(&list),
-        [Some(1), Some(2), Some(3), None, None, Some(2)]
+        [Some(1), Some(2), Some(3), Some(3), Some(4), Some(2)]
     );
     let fused = Workload {
         optimizer: Opt::AdamwFused,

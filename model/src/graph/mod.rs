@@ -398,7 +398,7 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
         head_g.backward_accum = head(&cx, rg, true).backward;
     }
     let tensors = trainable_tensors(&cx);
-    let optimizer = optimizer(&cx, &tensors);
+    let optimizer = optimizer(&cx, &tensors, true);
     StepGraph {
         family: model.family,
         embedding,
@@ -426,7 +426,8 @@ pub fn rebuild_optimizer(
 }
 
 /// The trainable tensors and the optimizer phase [`build`] makes for `method`, on their own
-/// ([`rebuild_optimizer`]).
+/// ([`rebuild_optimizer`]), the launch counts walked rather than recalled (the caller, a
+/// sweep, keeps whole phases).
 pub fn optimizer_phase(
     model: &ModelConfig,
     method: &MethodSpec,
@@ -434,7 +435,7 @@ pub fn optimizer_phase(
 ) -> (Vec<u64>, Segment) {
     let cx = Ctx::new(model, method, w);
     let tensors = trainable_tensors(&cx);
-    let optimizer = optimizer(&cx, &tensors);
+    let optimizer = optimizer(&cx, &tensors, false);
     (tensors, optimizer)
 }
 

@@ -66,6 +66,62 @@ fn launches_with_max(tensors: &[u64], max_t: u32) -> u32 {
     launches
 }
 
+/// [`Launches`] of `tensors` in every slot at once: depth 1–5 ([`foreach_launches`]), then depth
+/// 1 with a scalar list ([`foreach_launches_scalarlist`]); the same counts as
+/// [`launches_with_max`] for each (a proptest). A sweep of many ranks builds the phase at every
+/// point once its memos are full, and a walk per slot was half its time at 1 000 ranks a line
+/// (2026-11-30), so most slots are settled without their own walk:
+/// - one walk without the tensor limit, filling launches by blocks alone, notes the most
+///   tensors any of its launches held (`most`): a slot whose limit is above that never reaches
+///   it, so its launches are exactly those (adapters of rank 100 fill a launch's 320 blocks
+///   with a few dozen tensors);
+/// - a slot whose limit times the largest tensor's chunks stays below 320 blocks never fills a
+///   launch by blocks, so it closes one every `max_t` tensors: ⌈n / max_t⌉ (small adapters);
+/// - any other slot is walked.
+fn launches_all(tensors: &[u64]) -> [u32; 6] {
+    const MAX_TENSORS: [u32; 6] = [110, 64, 48, 36, 30, 96];
+    const MAX_BLOCKS: u64 = 320;
+    const CHUNK: u64 = 65_536;
+    let mut launches = [0u32; 6];
+    if tensors.is_empty() {
+        return launches;
+    }
+    let (mut by_blocks, mut nt, mut nb, mut most, mut largest) = (0u32, 0u32, 0u64, 0u32, 0u64);
+    for &n in tensors {
+        let chunks = n.div_ceil(CHUNK).max(1);
+        largest = largest.max(chunks);
+        nt += 1;
+        most = most.max(nt);
+        let take = chunks.min(MAX_BLOCKS - nb);
+        nb += take;
+        let rest = chunks - take;
+        if nb == MAX_BLOCKS {
+            by_blocks += 1;
+            nb = 0;
+            nt = u32::from(rest > 0);
+        }
+        if rest > 0 {
+            by_blocks += (rest / MAX_BLOCKS) as u32;
+            nb = rest % MAX_BLOCKS;
+            nt = u32::from(nb > 0);
+        }
+    }
+    if nb > 0 || nt > 0 {
+        by_blocks += 1;
+    }
+    let n = tensors.len() as u64;
+    for (l, &max_t) in launches.iter_mut().zip(&MAX_TENSORS) {
+        *l = if max_t > most {
+            by_blocks
+        } else if largest * u64::from(max_t) < MAX_BLOCKS {
+            n.div_ceil(u64::from(max_t)) as u32
+        } else {
+            launches_with_max(tensors, max_t)
+        };
+    }
+    launches
+}
+
 /// Tensor elements (all lists together) whose launch counts a worker thread remembers: 2 MiB,
 /// enough for the lists of a hundred ranks of LoRA on an 80-layer model, which a sweep revisits
 /// for every batch and sequence length.
@@ -108,8 +164,11 @@ pub(super) fn launches_remember(tensors: &[u64], v: Launches) {
 /// Marks a scalar-list foreach op in the optimizer recipe's depth argument.
 const SCALAR_LIST: usize = 0x10;
 
-/// The optimizer phase: gradient unscale (fp16), clipping, and the update.
-pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
+/// The optimizer phase: gradient unscale (fp16), clipping, and the update. `memo`: recall and
+/// remember the launch counts in this thread's memo (a graph build); a sweep's rescaled points
+/// keep whole phases in a memo of their own, and on a miss there the list is seldom in this
+/// one either (a line of more ranks than both hold), so they only walk it.
+pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
     use KernelKind::*;
     let elems: f64 = tensors.iter().map(|&n| n as f64).sum();
     let nt = tensors.len() as u32;
@@ -118,10 +177,15 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     let dt = cx.method.master_dtype(cx.w.precision);
     let sz = dt.size();
     let mut ks = Vec::with_capacity(24);
-    // [`foreach_launches`] walks every tensor (over a thousand for LoRA on an 80-layer model),
-    // the costly part of this phase, and a sweep builds it for every point: each depth is walked
-    // once here, and the counts are remembered per thread for the next point with the same list.
-    let recalled = launches_recalled(tensors);
+    // Counting launches walks every tensor (over a thousand for LoRA on an 80-layer model), the
+    // costly part of this phase, and a sweep builds it for every point: the list is walked once
+    // here for every depth ([`launches_all`]), and the counts are remembered per thread for the
+    // next point with the same list.
+    let recalled = if memo {
+        launches_recalled(tensors)
+    } else {
+        [None; 6]
+    };
     let launches = std::cell::Cell::new(recalled);
     // `depth`: tensor lists the kernel touches; 0x10 marks a scalar list (only depth 1 differs).
     let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
@@ -133,15 +197,15 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
         } else {
             depth.clamp(1, 5) - 1
         };
-        let mut known = launches.get();
-        k.launches = *known[d].get_or_insert_with(|| {
-            if scalar_list {
-                foreach_launches_scalarlist(tensors, depth)
-            } else {
-                foreach_launches(tensors, depth)
+        k.launches = match launches.get()[d] {
+            Some(n) => n,
+            None => {
+                // Every slot in one walk: the recipes ask for up to four of them.
+                let all = launches_all(tensors);
+                launches.set(all.map(Some));
+                all[d]
             }
-        });
-        launches.set(known);
+        };
         k.bytes_read = reads * elems * sz;
         k.bytes_written = writes * elems * sz;
         k.flops = flops * elems;
@@ -242,7 +306,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64]) -> Segment {
     zg.launches = 0;
     zg.host_tensors = nt;
     ks.push(zg);
-    if launches.get() != recalled {
+    if memo && launches.get() != recalled {
         launches_remember(tensors, launches.get());
     }
     for (i, k) in ks.iter_mut().enumerate() {
@@ -311,7 +375,7 @@ mod tests {
     use crate::graph::tests::graph;
     use crate::method::MethodName;
     use crate::workload::Workload;
-    use proptest::strategy::Just;
+    use proptest::strategy::{Just, Strategy};
 
     #[test]
     fn trainable_counts_agree_with_method_formulas() {
@@ -408,6 +472,75 @@ mod tests {
                 foreach_launches(&tensors, depth),
                 foreach_launches_loop(&tensors, depth)
             );
+        }
+    }
+
+    /// Every slot of [`super::launches_all`], against the launch-by-launch loop.
+    fn assert_all_slots_match_the_loop(tensors: &[u64]) {
+        let all = super::launches_all(tensors);
+        for depth in 1..=5 {
+            assert_eq!(
+                all[depth - 1],
+                foreach_launches_loop(tensors, depth),
+                "depth {depth}, {} tensors",
+                tensors.len()
+            );
+        }
+        assert_eq!(all[5], foreach_launches_scalarlist(tensors, 1));
+        assert_eq!(all[5], foreach_launches_scalarlist_loop(tensors));
+    }
+
+    /// The scalar-list loop: a launch holds at most 96 tensors at depth 1.
+    fn foreach_launches_scalarlist_loop(tensors: &[u64]) -> u32 {
+        let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
+        for &n in tensors {
+            let mut chunks = n.div_ceil(65_536).max(1);
+            nt += 1;
+            while chunks > 0 {
+                let take = chunks.min(320 - nb);
+                nb += take;
+                chunks -= take;
+                if nb == 320 || nt == 96 {
+                    launches += 1;
+                    nb = 0;
+                    nt = u32::from(chunks > 0);
+                }
+            }
+        }
+        launches + u32::from(nb > 0 || nt > 0)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_slot_at_once_matches_the_loop(
+            tensors in proptest::prop_oneof![
+                Just(70_000u64), Just(400_000), Just(2_000_000), Just(30_000_000),
+                Just(100_000_000),
+            ].prop_flat_map(|scale| proptest::collection::vec(1..scale, 0..700)),
+        ) {
+            assert_all_slots_match_the_loop(&tensors);
+        }
+    }
+
+    /// LoRA's tensor lists on llama2-7b (A r×in and B out×r of seven projections, 32 layers)
+    /// cover the three ways `launches_all` settles a slot: at rank 1 no launch fills its
+    /// blocks (⌈n / max_t⌉), at rank 100 every launch fills its blocks before its tensor
+    /// limit (the walk by blocks), and in between some slots need their own walk.
+    #[test]
+    fn every_slot_at_once_matches_the_loop_on_lora_lists() {
+        let shapes: [(u64, u64); 7] = [
+            (4096, 4096),
+            (4096, 4096),
+            (4096, 4096),
+            (4096, 4096),
+            (4096, 11008),
+            (4096, 11008),
+            (11008, 4096),
+        ];
+        for r in [1, 2, 5, 8, 12, 16, 24, 36, 48, 64, 100, 128, 256, 1000] {
+            let layer: Vec<u64> = shapes.iter().flat_map(|&(i, o)| [r * i, o * r]).collect();
+            let tensors = layer.repeat(32);
+            assert_all_slots_match_the_loop(&tensors);
         }
     }
 
