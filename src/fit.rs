@@ -49,7 +49,8 @@ pub struct FitArgs {
     /// Micro-batch size (--find seq: default 1; --find gpu: default 8; not with --find batch).
     #[arg(long)]
     pub batch: Option<u64>,
-    /// Sequence length (default 512; not with --find seq).
+    /// Sequence length (default 512, or the model's positions where it has fewer; not with
+    /// --find seq).
     #[arg(long)]
     pub seq: Option<u64>,
     /// Upper end of the search (--find batch: default 65536; --find seq: the model's positions).
@@ -178,6 +179,9 @@ fn row(cfg: &Config, mem: &costsim_model::predict::Memory, fits: bool) -> Row {
     }
 }
 
+/// The sequence length `fit` checks without --seq (at most the model's positions).
+const DEFAULT_SEQ: u64 = 512;
+
 pub fn run(args: FitArgs) -> Result<String> {
     let find = args.find;
     let format = args.format;
@@ -199,7 +203,10 @@ pub fn run(args: FitArgs) -> Result<String> {
     let batch = args
         .batch
         .unwrap_or(if find == FindArg::Gpu { 8 } else { 1 });
-    let seq = args.seq.unwrap_or(512);
+    // Without --seq, the configurations are resolved at one token (valid on every model) and
+    // then take the default: 512 tokens, or the model's positions where it has fewer. --find seq
+    // replaces the sequence length anyway.
+    let seq_given = args.seq;
     let max = args.max;
     let price = args.price;
     let hws = devices_or_all(&args.hw)?;
@@ -208,7 +215,12 @@ pub fn run(args: FitArgs) -> Result<String> {
         .ok_or_else(|| usage_error("--hw names no GPU"))?
         .name
         .clone();
-    let base = configs(args, batch, seq, &first)?;
+    let mut base = configs(args, batch, seq_given.unwrap_or(1), &first)?;
+    if seq_given.is_none() {
+        for c in &mut base {
+            c.workload.seq = DEFAULT_SEQ.min(c.model.max_positions);
+        }
+    }
     let mut rows = Vec::new();
     for cfg in &base {
         let mut per_method = Vec::new();

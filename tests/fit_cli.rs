@@ -633,3 +633,63 @@ fn cheapest_gpu_per_token_is_each_method_s_own() {
     costs.dedup();
     assert!(costs.len() > 1, "the methods' costs differ: {costs:?}");
 }
+
+/// A model with fewer positions than the default 512 tokens: `--find seq` searches up to its
+/// positions, and `--find batch` and `--find gpu` without --seq check it at its positions
+/// (until 2026-11-30 every search refused it for a --seq 512 it was never given, and `--find
+/// seq` then refused the --seq the message asked for).
+#[test]
+fn a_model_shorter_than_the_default_sequence_fits() {
+    let dir = std::env::temp_dir().join(format!("costsim-fit-short-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("short.json");
+    std::fs::write(
+        &cfg,
+        br#"{"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1408,
+            "vocab_size": 8000, "max_position_embeddings": 64}"#,
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let run = |find: &str| {
+        json(&[
+            "fit",
+            "--model-config",
+            cfg,
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+            "--find",
+            find,
+            "--format",
+            "json",
+        ])
+    };
+    let seq = run("seq");
+    assert_eq!(seq[0]["seq"], 64, "the whole context fits: {seq}");
+    assert_eq!(seq[0]["fits"], true);
+    for find in ["batch", "gpu"] {
+        let r = run(find);
+        assert_eq!(r[0]["seq"], 64, "--find {find}: {r}");
+    }
+    // A --seq past the positions is still refused, naming them.
+    let o = costsim(&[
+        "fit",
+        "--model-config",
+        cfg,
+        "--hw",
+        "a100",
+        "--find",
+        "batch",
+        "--seq",
+        "128",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::stderr(&o).contains("64 positions"),
+        "{}",
+        common::stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
