@@ -24,6 +24,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = files::remove_temporaries_on_signal() {
+        // Not fatal: outputs are still written whole or not at all; only a temporary may be
+        // left behind by an interrupted run.
+        eprintln!("warning: {err:#}");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
