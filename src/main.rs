@@ -115,9 +115,13 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
         if blocks > MAX_KERNEL_BLOCKS {
             return Err(errors::usage_error(format!(
                 "--kernels would list {layers} layers × {} methods = {blocks} blocks of kernel \
-                 rows, more than the {MAX_KERNEL_BLOCKS} costsim lists; list one --method at a time, or use \
-                 --per-layer instead",
-                cfgs.len()
+                 rows, more than the {MAX_KERNEL_BLOCKS} costsim lists; {}use --per-layer instead",
+                cfgs.len(),
+                if cfgs.len() > 1 {
+                    "list one --method at a time, or "
+                } else {
+                    ""
+                }
             )));
         }
     }
@@ -131,6 +135,25 @@ fn predict(args: &cli::PredictArgs) -> Result<()> {
             "--price costs a whole run; add --tokens N or --samples N (one step costs nothing \
              worth printing)",
         ));
+    }
+    if args.format == render::Format::Csv {
+        // CSV holds one table: the kernels, the per-layer rows, or the summary (which carries
+        // the run estimate). Table, markdown and JSON hold them all.
+        let asked: Vec<&str> = [
+            (args.kernels, "--kernels"),
+            (args.per_layer, "--per-layer"),
+            (amount.is_some(), "--tokens/--samples"),
+        ]
+        .into_iter()
+        .filter_map(|(on, flag)| on.then_some(flag))
+        .collect();
+        if asked.len() > 1 {
+            return Err(errors::usage_error(format!(
+                "--format csv holds one table, and {} each make their own; pass one of them per \
+                 run, or use --format json, which holds them all",
+                asked.join(" and ")
+            )));
+        }
     }
     let preds: Vec<_> = cfgs
         .iter()

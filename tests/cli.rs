@@ -877,3 +877,67 @@ fn a_calibrated_profile_predicts_and_says_so() {
         sum_us / 1e3
     );
 }
+
+/// CSV holds one table: asking `predict` for two (kernels, per-layer rows, a run estimate) is
+/// a usage error naming both and the format that holds them all, not one table with the
+/// others silently dropped (an audit found that, 2026-11-30); each alone is written.
+#[test]
+fn csv_refuses_two_tables_and_writes_one() {
+    let base = [
+        "predict", "--hw", "a100", "--model", "gpt2", "--format", "csv",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { [&base[..], extra].concat() };
+    for (extra, named) in [
+        (
+            &["--kernels", "--per-layer"][..],
+            ["--kernels", "--per-layer"],
+        ),
+        (
+            &["--per-layer", "--tokens", "1000000"][..],
+            ["--per-layer", "--tokens"],
+        ),
+        (
+            &["--kernels", "--samples", "1000"][..],
+            ["--kernels", "--samples"],
+        ),
+    ] {
+        usage_error(&with(extra), &[named[0], named[1], "--format json"]);
+    }
+    for extra in [
+        &["--kernels"][..],
+        &["--per-layer"][..],
+        &["--tokens", "1000000"][..],
+    ] {
+        let o = costsim(&with(extra));
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        assert!(!csv_records(&stdout(&o)).is_empty(), "{extra:?}");
+    }
+    // Over the kernel-list limit (512 blocks of a layer's kernels), several methods are told to
+    // list one at a time; one method, which cannot, only to use --per-layer.
+    let cfg = common::tmp_in("cli-deep", "deep.json");
+    std::fs::write(
+        &cfg,
+        br#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 600,
+            "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 1000,
+            "max_position_embeddings": 128}"#,
+    )
+    .expect("config");
+    let cfg = cfg.to_str().expect("path");
+    for (method, one_at_a_time) in [("all", true), ("lora", false)] {
+        let args = [
+            "predict",
+            "--hw",
+            "h100",
+            "--model-config",
+            cfg,
+            "--seq",
+            "64",
+            "--method",
+            method,
+            "--kernels",
+        ];
+        usage_error(&args, &["--per-layer", "512"]);
+        let said = stderr(&costsim(&args)).contains("list one --method at a time");
+        assert_eq!(said, one_at_a_time, "--method {method}");
+    }
+}

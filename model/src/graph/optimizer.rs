@@ -98,8 +98,9 @@ fn launches_all(tensors: &[u64]) -> [u32; 6] {
         if nb == MAX_BLOCKS {
             by_blocks += 1;
             nb = 0;
-            nt = u32::from(rest > 0);
+            nt = 0;
         }
+        // The rest of a tensor (it filled the launch): whole launches, then an open one.
         if rest > 0 {
             by_blocks += (rest / MAX_BLOCKS) as u32;
             nb = rest % MAX_BLOCKS;
