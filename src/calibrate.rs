@@ -169,18 +169,21 @@ fn base_text(args: &CalibrateArgs, option: &str) -> Result<(String, String)> {
             "{option} needs --base NAME|FILE: the profile whose [host] section is replaced"
         ))
     })?;
-    let text = match costsim_hardware::BUILTIN
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(base_name))
-    {
-        Some((_, text)) => text.to_string(),
-        None => costsim_hardware::input::read_text(std::path::Path::new(base_name), "profile")
-            .map_err(|e| {
-                usage_error(format!(
-                "--base {base_name}: not a built-in profile (see costsim hardware) nor a readable \
-                 file ({e})"
-            ))
-            })?,
+    // A built-in name or alias (as --hw takes), else a profile file; one that starts from a
+    // built-in (`base = "a100"`) is merged into it first, so the text is a whole profile.
+    let text = match costsim_hardware::builtin(base_name) {
+        Ok((_, text)) => text.to_string(),
+        Err(_) => {
+            let raw =
+                costsim_hardware::input::read_text(std::path::Path::new(base_name), "profile")
+                    .map_err(|e| {
+                        usage_error(format!(
+                            "--base {base_name}: not a built-in profile (see costsim hardware) \
+                             nor a readable file ({e})"
+                        ))
+                    })?;
+            costsim_hardware::whole_profile_text(&raw, base_name).map_err(usage_error)?
+        }
     };
     Ok((base_name.to_string(), text))
 }

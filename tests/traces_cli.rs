@@ -231,3 +231,54 @@ fn op_ledger_needs_timed_traces_and_a_profile() {
         assert!(out.lines().any(|l| l.starts_with(phase)), "{phase}: {out}");
     }
 }
+
+/// `--base` takes what `--hw` takes: a built-in alias (`a100`, `cpu`), and a profile file that
+/// starts from a built-in (`base = "h200"`), merged into a whole profile before its host
+/// section is replaced (an audit found both refused, 2026-11-30). The file's own name is kept,
+/// and with the built-in h200's device and the same traces it predicts what h200 does.
+#[test]
+fn host_calibration_takes_aliases_and_profiles_with_a_base() {
+    let traces = repo("docs/results/gpu/host/traces");
+    for alias in ["a100", "cpu"] {
+        let out = tmp(&format!("alias-{alias}.toml"));
+        let o = costsim(&[
+            "calibrate",
+            "--host",
+            &traces,
+            "--base",
+            alias,
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "--base {alias}: {}",
+            common::stderr(&o)
+        );
+    }
+    let user = tmp("lab-h200.toml");
+    std::fs::write(&user, "base = \"h200\"\n[device]\nname = \"lab-h200\"\n").expect("write");
+    let out = tmp("lab-h200-host.toml");
+    let o = costsim(&[
+        "calibrate",
+        "--host",
+        &traces,
+        "--base",
+        user.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let text = std::fs::read_to_string(&out).expect("profile");
+    assert!(text.contains("name = \"lab-h200-host\""), "{text}");
+    assert!(!text.contains("base ="), "a whole profile: {text}");
+    let step = |hw: &str| {
+        let o = costsim(&[
+            "predict", "--hw", hw, "--model", "gpt2", "--method", "lora", "--format", "json",
+        ]);
+        let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        v["predictions"][0]["step_ms"].clone()
+    };
+    assert_eq!(step(out.to_str().expect("utf-8")), step("h200"));
+}

@@ -15,7 +15,7 @@ mod ranges;
 mod user;
 
 pub use ranges::*;
-pub use user::{parse_user_profile, USER_SUPPLIED};
+pub use user::{parse_user_profile, whole_profile_text, USER_SUPPLIED};
 
 use serde::Deserialize;
 use std::fmt;

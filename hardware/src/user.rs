@@ -67,6 +67,37 @@ fn source_key(section: &str, key: &str) -> Option<(String, bool)> {
 ///
 /// A file that needs neither is parsed exactly as a built-in one (errors name the line).
 pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
+    let Some(merged) = merged(text, origin)? else {
+        return parse_profile(text, origin);
+    };
+    let file = ProfileFile::deserialize(toml::Value::Table(merged)).map_err(|e| Error::Parse {
+        path: PathBuf::from(origin),
+        line: String::new(),
+        message: e.message().trim().to_string(),
+    })?;
+    file.resolve(origin)
+}
+
+/// A user's profile file as a whole profile's TOML text: what [`parse_user_profile`] reads,
+/// with `base = "NAME"` merged into the built-in's sections and the sources left out filled in;
+/// a file that needs neither is returned as it is. For commands that rewrite one section of a
+/// profile's text (`calibrate --host`, `--loop`). Checked by parsing it.
+pub fn whole_profile_text(text: &str, origin: &str) -> Result<String> {
+    let Some(merged) = merged(text, origin)? else {
+        parse_profile(text, origin)?;
+        return Ok(text.to_string());
+    };
+    let whole = toml::to_string(&merged).map_err(|e| Error::Invalid {
+        path: PathBuf::from(origin),
+        message: e.to_string(),
+    })?;
+    parse_profile(&whole, origin)?;
+    Ok(whole)
+}
+
+/// The user's file merged into its base (`None`: a file without a base and with every source
+/// given, which is read as a built-in profile is).
+fn merged(text: &str, origin: &str) -> Result<Option<toml::Table>> {
     let parse_error = |e: toml::de::Error| {
         let line = e
             .span()
@@ -118,7 +149,7 @@ pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
         filled |= merge_section(&mut merged, section, user_sec, has_base);
     }
     if !has_base && !filled {
-        return parse_profile(text, origin);
+        return Ok(None);
     }
     if has_base {
         // Without a name of its own the profile would pass for the unchanged built-in one.
@@ -134,12 +165,7 @@ pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
             }
         }
     }
-    let file = ProfileFile::deserialize(toml::Value::Table(merged)).map_err(|e| Error::Parse {
-        path: PathBuf::from(origin),
-        line: String::new(),
-        message: e.message().trim().to_string(),
-    })?;
-    file.resolve(origin)
+    Ok(Some(merged))
 }
 
 /// Merge the user's `section` (and its sub-sections) into `merged`, filling the sources the
@@ -359,6 +385,22 @@ mod tests {
             src.starts_with(&format!("{USER_SUPPLIED}: cast, ")),
             "{src}"
         );
+    }
+
+    #[test]
+    fn whole_text_reads_as_the_user_profile_it_came_from() {
+        // With a base and a value changed, sources left out: the whole text is a complete
+        // profile that reads (as a built-in one) exactly as the user's file does.
+        let user = "base = \"a6000\"\n[device]\nmemory-gib = 96\n[efficiency]\ngemm = 0.7\n";
+        let whole = whole_profile_text(user, "u.toml").unwrap();
+        assert!(!whole.contains("base ="));
+        let from_whole = parse_profile(&whole, "u.toml").unwrap();
+        assert_eq!(from_whole, parse_user_profile(user, "u.toml").unwrap());
+        assert_eq!(from_whole.memory_bytes, 96.0 * f64::from(1u32 << 30));
+        // A built-in's own text comes back unchanged; a bad base is refused.
+        let (_, a100) = builtin("a100").unwrap();
+        assert_eq!(whole_profile_text(a100, "a100.toml").unwrap(), a100);
+        assert!(whole_profile_text("base = \"nope\"\n", "u.toml").is_err());
     }
 
     #[test]

@@ -107,7 +107,8 @@ fn launches_all(tensors: &[u64]) -> [u32; 6] {
             nt = u32::from(nb > 0);
         }
     }
-    if nb > 0 || nt > 0 {
+    // A launch still open holds a tensor, hence a block (every tensor has one).
+    if nb > 0 {
         by_blocks += 1;
     }
     let n = tensors.len() as u64;
