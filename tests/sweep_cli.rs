@@ -321,3 +321,55 @@ fn crossover_finds_and_explains_the_seq_crossing() {
     };
     assert!(ratio(before) < 1.0 && ratio(after) >= 1.0);
 }
+
+/// A model named twice counts once (`--model gpt2,gpt2` gives gpt2's rows once); two different
+/// models under one name, a preset and a config.json named after it, are a usage error naming
+/// both (an audit found their rows printed under one name, 2026-11-30).
+#[test]
+fn models_are_distinct_by_name() {
+    let rows = |models: &str| {
+        csv_records(&ok(&[
+            "sweep", "--model", models, "--hw", "a100", "--method", "lora", "--format", "csv",
+        ]))
+        .len()
+    };
+    assert_eq!(rows("gpt2,gpt2"), rows("gpt2"));
+    assert_eq!(rows("gpt2,gpt2-medium"), 2 * rows("gpt2"));
+    let cfg = tmp("gpt2.json");
+    std::fs::write(
+        &cfg,
+        br#"{"model_type": "gpt2", "n_embd": 256, "n_layer": 4, "n_head": 4,
+            "vocab_size": 50257, "n_positions": 1024}"#,
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    common::usage_error(
+        &[
+            "sweep",
+            "--model",
+            "gpt2",
+            "--model-config",
+            cfg,
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+        ],
+        &["--model gpt2", cfg, "'gpt2'"],
+    );
+    // The config alone is fine.
+    assert_eq!(
+        csv_records(&ok(&[
+            "sweep",
+            "--model-config",
+            cfg,
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+            "--format",
+            "csv",
+        ]))[0]["model"],
+        "gpt2"
+    );
+}
