@@ -629,7 +629,37 @@ fn render_crossover(
             .map(|(v, a, b, q)| vec![v.to_string(), num(*a, 2), num(*b, 2), num(*q, 3)])
             .collect();
         out.push_str(&text_table(&head, &rows));
-        if c.crossings.is_empty() {
+        // Values skipped for the other method alone (those LoRA or full fine-tuning refused
+        // are listed at the end).
+        let own: Vec<&(u64, String)> = c
+            .skipped
+            .iter()
+            .filter(|sk| !r.skipped.contains(sk))
+            .collect();
+        match own.as_slice() {
+            [] => {}
+            [(v, why)] => {
+                let _ = writeln!(out, "skipped {axis} {v} for {}: {why}", c.other);
+            }
+            [(first, why), .., (last, _)] => {
+                let _ = writeln!(
+                    out,
+                    "skipped {} values of {axis} from {first} to {last} for {}; at {first}: {why}",
+                    own.len(),
+                    c.other
+                );
+            }
+        }
+        if c.points.len() < 2 {
+            let _ = writeln!(
+                out,
+                "No comparison: {} of the {} values along {axis} are valid for LoRA and {} (a \
+                 crossover needs two).",
+                c.points.len(),
+                c.points.len() + c.skipped.len(),
+                c.other
+            );
+        } else if c.crossings.is_empty() {
             let (lo, hi) = c
                 .points
                 .iter()

@@ -373,3 +373,44 @@ fn models_are_distinct_by_name() {
         "gpt2"
     );
 }
+
+/// A crossover whose PaCA comparison has no two valid values (gpt2's width 768 holds at most
+/// 384 ranks' 2r columns) still reports LoRA against full fine-tuning, and says of PaCA how
+/// many values were skipped and why; where PaCA loses one value, the table says so instead of
+/// dropping the row silently (an audit found both, 2026-11-30).
+#[test]
+fn crossover_says_what_paca_skipped() {
+    let args = [
+        "crossover",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--vary",
+        "rank",
+    ];
+    let with = |range: &'static str| -> Vec<&'static str> {
+        let mut a = args.to_vec();
+        a.extend(["--range", range]);
+        a
+    };
+    let text = ok(&with("500..768"));
+    assert!(text.contains("LoRA vs full"), "{text}");
+    assert!(
+        text.contains("skipped 269 values of rank from 500 to 768 for paca; at 500:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("No comparison: 0 of the 269 values"),
+        "{text}"
+    );
+    let text = ok(&with("128..512:x2"));
+    assert!(text.contains("skipped rank 512 for paca: "), "{text}");
+    let mut json = with("128..512:x2");
+    json.extend(["--format", "json"]);
+    let v: Value = serde_json::from_str(&ok(&json)).unwrap();
+    assert_eq!(v["comparisons"][1]["other"], "paca");
+    assert_eq!(v["comparisons"][1]["skipped"][0][0], 512);
+    assert_eq!(v["comparisons"][1]["points"].as_array().unwrap().len(), 2);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 0);
+}

@@ -110,6 +110,10 @@ pub struct Comparison {
     /// (value, LoRA ms, other ms, ratio LoRA / other) per grid value; invalid values skipped.
     pub points: Vec<(u64, f64, f64, f64)>,
     pub crossings: Vec<Crossing>,
+    /// Grid values where LoRA or the other method is not a valid configuration, with why. Fewer
+    /// than two points left (PaCA's 2r columns past a small model's width): no crossing is
+    /// searched, and this says why.
+    pub skipped: Vec<(u64, String)>,
 }
 
 /// The search's result.
@@ -119,7 +123,8 @@ pub struct Report {
     pub hw: String,
     pub axis: Axis,
     pub comparisons: Vec<Comparison>,
-    /// Points of the grid that were not valid configurations, with why.
+    /// Points of the grid that were not valid configurations for LoRA or full fine-tuning, with
+    /// why (PaCA's own: [`Comparison::skipped`]).
     pub skipped: Vec<(u64, String)>,
     /// Grid values where LoRA, full or PaCA do not fit in memory (peak + reserve > capacity).
     /// Their times are still predicted. Omitted when every method fits everywhere.
@@ -278,19 +283,30 @@ impl Search {
         let mut comparisons = Vec::new();
         for other in [MethodName::Full, MethodName::Paca] {
             let mut points = Vec::new();
+            let mut own_skipped = Vec::new();
             for &v in &self.values {
                 match (self.step_ms(v, MethodName::Lora), self.step_ms(v, other)) {
                     (Ok(a), Ok(b)) => points.push((v, a, b, a / b)),
-                    (Err(e), _) | (_, Err(e)) => {
-                        if other == MethodName::Full {
-                            skipped.push((v, e.to_string()));
-                        }
-                    }
+                    (Err(e), _) | (_, Err(e)) => own_skipped.push((v, e.to_string())),
                 }
+            }
+            if other == MethodName::Full {
+                skipped.clone_from(&own_skipped);
+            }
+            if points.len() < 2 && other != MethodName::Full {
+                // LoRA against full fine-tuning stands on its own: PaCA's comparison is reported
+                // empty, with why, rather than failing the whole search.
+                comparisons.push(Comparison {
+                    other,
+                    points,
+                    crossings: Vec::new(),
+                    skipped: own_skipped,
+                });
+                continue;
             }
             if points.len() < 2 {
                 // An empty answer is not "faster throughout": say why nothing was evaluated.
-                let reason = skipped
+                let reason = own_skipped
                     .first()
                     .map(|(v, e)| format!("; at {} {v}: {e}", self.axis.as_str()))
                     .unwrap_or_default();
@@ -355,6 +371,7 @@ impl Search {
                 other,
                 points,
                 crossings,
+                skipped: own_skipped,
             });
         }
         Ok(Report {
@@ -651,6 +668,41 @@ mod tests {
         assert_eq!(r.skipped[0].0, 2048);
         assert!(r.skipped[0].1.contains("positions"));
         assert_eq!(r.comparisons[0].points.len(), 2);
+    }
+
+    /// Values PaCA alone cannot take (its 2r columns past gpt2's width 768 from r = 385) are
+    /// skipped in its comparison with why, not dropped silently nor listed as LoRA's; a range
+    /// where PaCA has no two valid values still reports LoRA against full fine-tuning.
+    #[test]
+    fn paca_s_own_invalid_values_are_skipped_in_its_comparison() {
+        let s = search("gpt2", "a100", Axis::Rank, vec![128, 256, 512]);
+        let r = s.run().unwrap();
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        let (full, paca) = (&r.comparisons[0], &r.comparisons[1]);
+        assert_eq!(
+            (full.other, paca.other),
+            (MethodName::Full, MethodName::Paca)
+        );
+        assert_eq!(full.points.len(), 3);
+        assert!(full.skipped.is_empty());
+        assert_eq!(paca.points.len(), 2);
+        assert_eq!(paca.skipped.len(), 1);
+        assert_eq!(paca.skipped[0].0, 512);
+        assert!(
+            paca.skipped[0].1.contains("1024 columns"),
+            "{}",
+            paca.skipped[0].1
+        );
+
+        let s = search("gpt2", "a100", Axis::Rank, vec![400, 500, 600]);
+        let r = s.run().unwrap();
+        assert_eq!(r.comparisons[0].points.len(), 3);
+        let paca = &r.comparisons[1];
+        assert!(paca.points.is_empty() && paca.crossings.is_empty());
+        assert_eq!(
+            paca.skipped.iter().map(|p| p.0).collect::<Vec<_>>(),
+            [400, 500, 600]
+        );
     }
 
     #[test]
