@@ -26,7 +26,7 @@ use crate::host::{set_host_keys, HostKey};
 pub use crate::trace::Structure;
 use crate::trace::{layers_from, targets_of, Pair};
 use crate::{Error, Result};
-use costsim_model::arch::parse_hf_config;
+use costsim_model::arch::{parse_hf_config, ModelConfig};
 use costsim_model::method::{AdapterDtype, MethodName, MethodOptions, MethodSpec};
 use costsim_model::predict::{predict, Config, Detail};
 use costsim_model::workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
@@ -59,8 +59,10 @@ pub struct StepConfig {
     pub method: String,
     #[serde(default = "all_targets")]
     pub targets: String,
+    /// LoRA rank or PaCA column count; absent in records written before the field (the
+    /// method's default then).
     #[serde(default)]
-    pub rank: u64,
+    pub rank: Option<u64>,
     /// Layer-selective PaCA's lowest trained layer (0: every layer; records before this field
     /// lack it).
     #[serde(default)]
@@ -166,16 +168,69 @@ pub fn parse_step_record(text: &str, origin: &str) -> Result<StepRecord> {
         ));
     }
     for (what, s) in [("bare", &r.bare), ("trainer", &r.trainer)] {
-        for v in [s.min_us, s.median_us] {
+        for (key, v) in [("min_us", s.min_us), ("median_us", s.median_us)] {
             if !(v.is_finite() && v > 0.0 && v < 1e9) {
                 return Err(invalid(
                     &origin,
-                    format!("{what} time must be between 0 and 1000 s in µs, got {v}"),
+                    format!(
+                        "{what}.{key} must be above 0 and below 10^9 µs (1000 s), got {}",
+                        if v.is_finite() && v.abs() < 1e15 {
+                            v.to_string()
+                        } else {
+                            format!("{v:e}")
+                        }
+                    ),
                 ));
             }
         }
     }
+    // The configuration as `validate --steps` reads it, checked here once for every command
+    // (`calibrate --loop` fitted from records `validate --steps` refused).
+    match r.model {
+        Some(_) => {
+            config_parts(&r, &origin)?;
+        }
+        None => {
+            method_of(&r.config, &origin)?;
+            optimizer_of(&r, &origin)?;
+            for (key, v) in [
+                ("config.batch", r.config.batch),
+                ("config.seq", r.config.seq),
+            ] {
+                if v == 0 {
+                    return Err(invalid(&origin, format!("{key} must be at least 1")));
+                }
+            }
+        }
+    }
     Ok(r)
+}
+
+/// An error of the model crate about one key of the record, said of the file and key rather
+/// than of a command-line option.
+fn keyed(origin: &str, key: &str, e: costsim_model::Error) -> Error {
+    let message = match e {
+        costsim_model::Error::InvalidArgument { message, .. } => message,
+        other => other.to_string(),
+    };
+    invalid(origin, format!("{key}: {message}"))
+}
+
+fn method_of(c: &StepConfig, origin: &str) -> Result<MethodName> {
+    c.method
+        .parse()
+        .map_err(|e| keyed(origin, "config.method", e))
+}
+
+fn optimizer_of(r: &StepRecord, origin: &str) -> Result<Optimizer> {
+    match r.optimizer.as_deref() {
+        Some("adamw-foreach") => Ok(Optimizer::AdamwForeach),
+        Some("adamw-single") | None => Ok(Optimizer::AdamwSingle),
+        Some(other) => Err(invalid(
+            origin,
+            format!("optimizer '{other}' is not adamw-foreach or adamw-single"),
+        )),
+    }
 }
 
 /// The fit and where it was measured.
@@ -323,6 +378,17 @@ pub fn config_of_step(
     origin: &str,
     hw: &costsim_hardware::Profile,
 ) -> Result<Config> {
+    let (model, method, workload) = config_parts(r, origin)?;
+    Ok(Config {
+        model,
+        method,
+        workload,
+        hw: hw.clone(),
+    })
+}
+
+/// [`config_of_step`] but for the device; errors name the file and the record's key.
+fn config_parts(r: &StepRecord, origin: &str) -> Result<(ModelConfig, MethodSpec, Workload)> {
     let m = r.model.as_ref().ok_or_else(|| {
         invalid(
             origin,
@@ -333,9 +399,11 @@ pub fn config_of_step(
     let mut model = parse_hf_config(&m.hf_config.to_string(), origin)?;
     model.name = m.preset.clone();
     model.dropout = 0.0;
-    model.validate()?;
+    model
+        .validate()
+        .map_err(|e| keyed(origin, "model.hf_config", e))?;
     let c = &r.config;
-    let name: MethodName = c.method.parse()?;
+    let name = method_of(c, origin)?;
     let targets = targets_of(&c.targets).ok_or_else(|| {
         invalid(
             origin,
@@ -343,24 +411,19 @@ pub fn config_of_step(
         )
     })?;
     let opts = MethodOptions {
-        rank: (c.rank > 0).then_some(c.rank),
+        rank: c.rank,
         alpha: None,
         dropout: Some(0.0),
         targets: Some(targets),
         adapter_dtype: Some(AdapterDtype::Fp32),
-        layers: Some(layers_from(c.lowest_trained_layer, &model)?),
+        layers: Some(
+            layers_from(c.lowest_trained_layer, &model)
+                .map_err(|e| invalid(origin, format!("config.lowest_trained_layer: {e}")))?,
+        ),
     };
-    let method = MethodSpec::resolve(name, &opts, &model, false)?;
-    let optimizer = match r.optimizer.as_deref() {
-        Some("adamw-foreach") => Optimizer::AdamwForeach,
-        Some("adamw-single") | None => Optimizer::AdamwSingle,
-        Some(other) => {
-            return Err(invalid(
-                origin,
-                format!("optimizer '{other}' is not adamw-foreach or adamw-single"),
-            ))
-        }
-    };
+    let method = MethodSpec::resolve(name, &opts, &model, false)
+        .map_err(|e| keyed(origin, "config (method, rank, targets)", e))?;
+    let optimizer = optimizer_of(r, origin)?;
     let grad_accum = u32::try_from(c.grad_accum)
         .map_err(|_| invalid(origin, format!("grad_accum {} too large", c.grad_accum)))?;
     let workload = Workload {
@@ -375,13 +438,10 @@ pub fn config_of_step(
         runtime: Runtime::PytorchEager,
         training_loop: TrainingLoop::Trainer,
     };
-    workload.validate(&model)?;
-    Ok(Config {
-        model,
-        method,
-        workload,
-        hw: hw.clone(),
-    })
+    workload
+        .validate(&model)
+        .map_err(|e| keyed(origin, "config (batch, seq)", e))?;
+    Ok((model, method, workload))
 }
 
 /// A Trainer step predicted against one record, ms per optimizer step.
@@ -494,7 +554,7 @@ mod tests {
                 preset: "micro1".into(),
                 method: "full".into(),
                 targets: "all".into(),
-                rank: 0,
+                rank: None,
                 lowest_trained_layer: 0,
                 batch: 1,
                 seq: 8,
@@ -586,19 +646,61 @@ mod tests {
         assert_eq!(cmp.name, "gpt2-micro1 full all b1×s8 ×2");
     }
 
+    /// A record without a rank (written before the field) takes the method's default; an
+    /// explicit 0 is refused when the record is read, naming the file and key, as traces refuse
+    /// it (it was the default silently until 2026-11-30).
     #[test]
-    fn a_records_rank_zero_is_the_methods_default() {
+    fn a_records_missing_rank_is_the_methods_default_and_zero_is_refused() {
         let hw = costsim_hardware::resolve_device("cpu").unwrap();
         let mut r = with_model(record(1, 21, 2000.0, 500.0));
         r.config.method = "lora".into();
-        r.config.rank = 0;
+        r.config.rank = None;
         assert_eq!(config_of_step(&r, "r", &hw).unwrap().method.rank, 8);
-        r.config.rank = 4;
+        r.config.rank = Some(4);
         assert_eq!(config_of_step(&r, "r", &hw).unwrap().method.rank, 4);
+        r.config.rank = Some(0);
+        let text = serde_json::to_string(&r).unwrap();
+        let err = parse_step_record(&text, "r0.json").unwrap_err().to_string();
+        assert!(err.contains("r0.json") && err.contains("config"), "{err}");
+        assert!(
+            !err.contains("--rank"),
+            "names the record's key, not a flag: {err}"
+        );
         // No model: the fix is named.
         r.model = None;
         let err = config_of_step(&r, "r", &hw).unwrap_err().to_string();
         assert!(err.contains("step_overhead.py"), "{err}");
+    }
+
+    /// What `validate --steps` refuses, every reader refuses when the record is read
+    /// (`calibrate --loop` fitted from such records), naming the file and key.
+    #[test]
+    fn a_records_configuration_is_checked_when_read() {
+        let text = |r: &StepRecord| serde_json::to_string(r).unwrap();
+        for with_model_too in [false, true] {
+            let base = if with_model_too {
+                with_model(record(1, 21, 2000.0, 500.0))
+            } else {
+                record(1, 21, 2000.0, 500.0)
+            };
+            assert!(parse_step_record(&text(&base), "ok.json").is_ok());
+            let mut batch0 = base.clone();
+            batch0.config.batch = 0;
+            let mut qlora = base.clone();
+            qlora.config.method = "qlora".into();
+            let mut sgd = base.clone();
+            sgd.optimizer = Some("sgd".into());
+            for (bad, key) in [(batch0, "config"), (qlora, "config.method"), (sgd, "sgd")] {
+                let err = parse_step_record(&text(&bad), "bad.json")
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("bad.json") && err.contains(key), "{err}");
+                assert!(
+                    !err.contains("--batch") && !err.contains("--method"),
+                    "{err}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -626,7 +728,7 @@ mod tests {
             "{err}"
         );
         // Each bound of the bare and Trainer times: positive, finite, under 1000 s.
-        for v in [0.0, -1.0, 1e9, 2e9] {
+        for v in [0.0, -1.0, 1e9, 2e9, 1e308] {
             for which in ["bare", "trainer"] {
                 let mut r = ok.clone();
                 let st = if which == "bare" {
@@ -638,7 +740,11 @@ mod tests {
                 let err = parse_step_record(&text(&r), "t.json")
                     .unwrap_err()
                     .to_string();
-                assert!(err.contains(&format!("{which} time")), "{which} {v}: {err}");
+                assert!(
+                    err.contains(&format!("{which}.median_us must be above 0")),
+                    "{which} {v}: {err}"
+                );
+                assert!(err.len() < 200, "a huge number is written short: {err}");
             }
         }
         let mut r = ok.clone();
