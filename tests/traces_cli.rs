@@ -282,3 +282,60 @@ fn host_calibration_takes_aliases_and_profiles_with_a_base() {
     };
     assert_eq!(step(out.to_str().expect("utf-8")), step("h200"));
 }
+
+/// A trace whose numbers are not physical (negative bytes, FLOPs past 10^24, a negative
+/// clipping norm, an op count past 10^9) is a usage error naming the key, not a comparison
+/// (an audit got −150 630 500% from `peak_bytes = -1`, exit 0, 2026-11-30).
+#[test]
+fn a_trace_with_impossible_numbers_is_refused_naming_the_key() {
+    let src = repo("docs/results/traces/cpu/gpt2-lora-qv-fp32.json");
+    let good: Value =
+        serde_json::from_str(&std::fs::read_to_string(&src).expect("trace")).expect("JSON");
+    type Case = (&'static str, fn(&mut Value), &'static str);
+    let cases: [Case; 5] = [
+        (
+            "peak",
+            |v| v["phases"]["forward"]["peak_bytes"] = (-1).into(),
+            "phases.forward.peak_bytes",
+        ),
+        (
+            "flops",
+            |v| v["phases"]["backward"]["flops"] = 1e308.into(),
+            "phases.backward.flops",
+        ),
+        (
+            "clip",
+            |v| v["workload"]["clip_grad_norm"] = (-1.0).into(),
+            "workload.clip_grad_norm",
+        ),
+        (
+            "ops",
+            |v| v["phases"]["forward"]["ops"] = u64::MAX.into(),
+            "phases.forward.ops",
+        ),
+        (
+            "saved",
+            |v| v["totals"]["saved_activation_bytes"] = (-5.0).into(),
+            "totals.saved_activation_bytes",
+        ),
+    ];
+    for (name, mutate, key) in cases {
+        let mut v = good.clone();
+        mutate(&mut v);
+        let path = tmp(&format!("bad-{name}.json"));
+        std::fs::write(&path, v.to_string()).expect("write");
+        usage_error(
+            &[
+                "validate",
+                "--trace",
+                path.to_str().expect("utf-8"),
+                "--hw",
+                "cpu",
+            ],
+            &[key, "bad-"],
+        );
+    }
+    // The trace as committed compares.
+    let o = costsim(&["validate", "--trace", &src, "--hw", "cpu"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}
