@@ -910,3 +910,32 @@ fn a_preset_s_own_layers_cannot_be_replaced() {
         "json",
     ]);
 }
+
+/// Text from a results file reaches the terminal printable: a device with a terminal's escape
+/// sequences, a model name with a line break and a failure message over two lines print with
+/// no control character and one row per record (an audit's file cleared the screen, 2026-11-30).
+#[test]
+fn results_text_with_control_characters_prints_clean() {
+    let d = dir("control");
+    let mut v = results();
+    v["device"] = "\u{1b}[2J\u{1b}[31mevil".into();
+    v["records"][0]["model"]["name"] = "x\u{1b}[31m\n|evil|".into();
+    v["records"][1]["outcome"] = serde_json::json!({
+        "status": "failed", "message": "\u{1b}[31mboom\nline2"
+    });
+    let path = write(&d, "control.json", &v.to_string());
+    for format in ["table", "markdown", "json"] {
+        let o = answered(&["validate", "--from", &path, "--format", format]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(!out.contains('\u{1b}'), "--format {format}: {out}");
+        assert!(
+            out.contains("evil"),
+            "--format {format}: the text is kept: {out}"
+        );
+        if format == "table" {
+            // Every record's row starts on its own line: the name's line break is a space.
+            assert!(out.lines().any(|l| l.starts_with("x[31m |evil|")), "{out}");
+            assert!(out.contains("boom line2"), "{out}");
+        }
+    }
+}

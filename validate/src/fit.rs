@@ -196,13 +196,24 @@ impl CalibrationRun {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parse and check samples text; `origin` names it in errors.
+    /// Parse and check samples text; `origin` names it in errors. Its text fields are made
+    /// printable (`record::printable`).
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let run: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
+        let mut run: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
             path: origin.to_string(),
             line: e.line(),
             message: e.to_string(),
         })?;
+        for f in [
+            &mut run.device,
+            &mut run.device_kind,
+            &mut run.torch_version,
+            &mut run.git_commit,
+            &mut run.timestamp,
+            &mut run.command,
+        ] {
+            crate::record::printable(f);
+        }
         if run.schema != SCHEMA {
             return Err(Error::InvalidArgument {
                 what: "calibration file".into(),

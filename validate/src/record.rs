@@ -253,6 +253,21 @@ impl Record {
     }
 }
 
+/// `s` as it may be printed to a terminal or a table: line breaks and tabs become spaces, other
+/// control characters are dropped.
+pub fn printable(s: &mut String) {
+    if s.chars().any(char::is_control) {
+        *s = s
+            .chars()
+            .filter_map(|c| match c {
+                '\n' | '\r' | '\t' => Some(' '),
+                c if c.is_control() => None,
+                c => Some(c),
+            })
+            .collect();
+    }
+}
+
 impl ResultsFile {
     /// Read a results file.
     pub fn load(path: &std::path::Path) -> Result<Self> {
@@ -279,8 +294,36 @@ impl ResultsFile {
                 message: format!("schema {} is not the supported {SCHEMA}", file.schema),
             });
         }
+        let mut file = file;
+        file.make_printable();
         file.check(origin)?;
         Ok(file)
+    }
+
+    /// The file's text fields as they will be printed: line breaks and tabs made spaces, other
+    /// control characters (a terminal's escape sequences) dropped, as config.json names are
+    /// (an audit's results file cleared the screen and split table rows, 2026-11-30).
+    fn make_printable(&mut self) {
+        for f in [
+            &mut self.device,
+            &mut self.device_kind,
+            &mut self.profile,
+            &mut self.torch_version,
+            &mut self.git_commit,
+            &mut self.timestamp,
+            &mut self.command,
+        ] {
+            printable(f);
+        }
+        for r in &mut self.records {
+            printable(&mut r.model.name);
+            match &mut r.outcome {
+                Outcome::OutOfMemory { message } | Outcome::Failed { message } => {
+                    printable(message)
+                }
+                Outcome::Measured(_) => {}
+            }
+        }
     }
 
     /// Check every record ([`Record::check`]) and that there is at least one; `origin` names
