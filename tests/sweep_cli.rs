@@ -414,3 +414,45 @@ fn crossover_says_what_paca_skipped() {
     assert_eq!(v["comparisons"][1]["points"].as_array().unwrap().len(), 2);
     assert_eq!(v["skipped"].as_array().unwrap().len(), 0);
 }
+
+/// The rank column is the rank the method trains on every row, valid or not: PaCA's matched
+/// column count 2r (an audit found invalid rows holding the LoRA reference rank, 2026-11-30).
+#[test]
+fn the_rank_column_is_the_trained_rank_on_invalid_rows_too() {
+    let rows = csv_records(&ok(&[
+        "sweep",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--method",
+        "paca,lora",
+        "--rank",
+        "383..386",
+        "--format",
+        "csv",
+    ]));
+    let got: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["method"].as_str(),
+                r["rank"].as_str(),
+                r["status"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("paca", "766", "ok"),
+            ("paca", "768", "ok"),
+            ("paca", "770", "invalid"),
+            ("paca", "772", "invalid"),
+            ("lora", "383", "ok"),
+            ("lora", "384", "ok"),
+            ("lora", "385", "ok"),
+            ("lora", "386", "ok"),
+        ]
+    );
+}

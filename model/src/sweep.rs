@@ -695,7 +695,15 @@ impl Grid {
                         method: g.method,
                         batch: g.batch,
                         seq: g.seq,
-                        rank: g.rank.unwrap_or(0),
+                        // The rank the method would train, as on a valid row: PaCA's matched
+                        // column count, not the LoRA reference rank.
+                        rank: match g.method {
+                            MethodName::Full => 0,
+                            m => g
+                                .rank
+                                .unwrap_or(crate::method::PAPER_LORA_RANK)
+                                .saturating_mul(m.matched_factor()),
+                        },
                         train_layers: layers
                             .map_or_else(|| "default".into(), |l| l.to_string().into()),
                         precision: g.precision.as_str(),
@@ -711,7 +719,7 @@ impl Grid {
                         kernels_per_step: 0,
                         dominant_bound: None,
                     })
-                    .collect()
+                    .collect();
             }
         };
         let Some(r) = g.rank.map(|_| spec.rank) else {
