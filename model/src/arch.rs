@@ -363,6 +363,7 @@ struct HfConfig {
     resid_pdrop: Option<f64>,
     embd_pdrop: Option<f64>,
     attn_pdrop: Option<f64>,
+    activation_function: Option<String>,
     // Llama names
     hidden_size: Option<u64>,
     num_hidden_layers: Option<u32>,
@@ -371,6 +372,7 @@ struct HfConfig {
     intermediate_size: Option<u64>,
     max_position_embeddings: Option<u64>,
     attention_dropout: Option<f64>,
+    hidden_act: Option<String>,
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
@@ -446,8 +448,22 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
             _ => Ok(()),
         }
     };
+    // The activation each family's block recipe launches (`graph::block`): GPT-2's gelu_new
+    // (tanh approximation written out as elementwise ops, eager), Llama's SiLU. Another one
+    // would launch other kernels, so it is refused rather than costed as these.
+    let activation = |key: &str, got: &Option<String>, modelled: &str| -> Result<()> {
+        match got.as_deref() {
+            Some(a) if a != modelled => Err(field(format!(
+                "\"{key}\" is \"{a}\": costsim models this family's MLP with {modelled} (the \
+                 released configs'); another activation launches other kernels, so it is not \
+                 costed as that one"
+            ))),
+            _ => Ok(()),
+        }
+    };
     let config = match model_type.as_str() {
         "gpt2" => {
+            activation("activation_function", &cfg.activation_function, "gelu_new")?;
             let d = cfg.n_embd.ok_or_else(|| missing("n_embd"))?;
             // costsim models one probability for GPT-2's embedding, attention and residual
             // dropouts (the three are 0.1 in every released GPT-2 config).
@@ -484,6 +500,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
             }
         }
         "llama" | "mistral" | "qwen2" => {
+            activation("hidden_act", &cfg.hidden_act, "silu")?;
             probability("attention_dropout", cfg.attention_dropout)?;
             if let Some(p) = cfg.attention_dropout.filter(|p| *p > 0.0) {
                 return Err(field(format!(
@@ -606,6 +623,45 @@ mod tests {
             preset("llama2-7b").unwrap().total_params()
         );
         assert_eq!(cfg.name, "llama");
+    }
+
+    /// The MLP's activation: GPT-2's gelu_new and Llama's SiLU (absent: those) are read; another
+    /// is refused naming the key, not costed as the modelled one (an audit found `relu` costed
+    /// as gelu_new's eight kernels, 2026-11-30).
+    #[test]
+    fn an_activation_other_than_the_modelled_one_is_refused() {
+        let gpt2 = |extra: &str| {
+            format!(
+                r#"{{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
+                "vocab_size": 256, "n_positions": 128{extra}}}"#
+            )
+        };
+        let llama = |extra: &str| {
+            format!(
+                r#"{{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 256,
+                "max_position_embeddings": 128{extra}}}"#
+            )
+        };
+        for ok in [gpt2(""), gpt2(r#", "activation_function": "gelu_new""#)] {
+            assert!(parse_hf_config(&ok, "c.json").is_ok(), "{ok}");
+        }
+        for ok in [llama(""), llama(r#", "hidden_act": "silu""#)] {
+            assert!(parse_hf_config(&ok, "c.json").is_ok(), "{ok}");
+        }
+        for (bad, key) in [
+            (
+                gpt2(r#", "activation_function": "relu""#),
+                "\"activation_function\" is \"relu\"",
+            ),
+            (
+                llama(r#", "hidden_act": "gelu""#),
+                "\"hidden_act\" is \"gelu\"",
+            ),
+        ] {
+            let e = parse_hf_config(&bad, "c.json").unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("c.json"), "{e}");
+        }
     }
 
     /// GPT-2's three dropout probabilities are read and checked by name; costsim models one, so
