@@ -531,7 +531,12 @@ pub fn search(args: &CrossoverArgs) -> Result<costsim_model::crossover::Search> 
     };
     let range = match (&args.range, axis) {
         (Some(r), _) => r.clone(),
-        (None, Axis::Seq) => format!("64..{}:x2,{}", model.max_positions, model.max_positions),
+        (None, Axis::Seq) => {
+            // 64 … the model's positions, doubling; from half the positions on a model with
+            // fewer than 128 (a range of its own, where 64.. ran backwards).
+            let p = model.max_positions;
+            format!("{}..{p}:x2,{p}", (p / 2).clamp(1, 64))
+        }
         (None, Axis::Batch) => "1..128:x2".into(),
         (None, Axis::Rank) => "1..256:x2".into(),
     };

@@ -456,3 +456,37 @@ fn the_rank_column_is_the_trained_rank_on_invalid_rows_too() {
         ]
     );
 }
+
+/// `crossover --vary seq` without --range on a model of fewer than 128 positions runs from half
+/// its positions (16 and 32 for 32 positions), where the default 64.. ran backwards and blamed
+/// a --range never given (an audit, 2026-11-30).
+#[test]
+fn crossover_default_seq_range_fits_a_short_model() {
+    let cfg = tmp("pos32.json");
+    std::fs::write(
+        &cfg,
+        br#"{"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1408,
+            "vocab_size": 8000, "max_position_embeddings": 32}"#,
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&ok(&[
+        "crossover",
+        "--model-config",
+        cfg.to_str().unwrap(),
+        "--hw",
+        "a100",
+        "--vary",
+        "seq",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let seqs: Vec<u64> = v["comparisons"][0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [16, 32]);
+}
