@@ -81,12 +81,33 @@ fn base(args: &CalibrateArgs, run: &CalibrationRun) -> Result<costsim_hardware::
     )))
 }
 
+/// A `--name` for the written profile: not empty, and not a built-in profile's name or alias,
+/// which `--hw` would then read as two profiles (the built-in and the file) under one name.
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(usage_error(
+            "--name is empty; name the written profile, e.g. --name lab-a100",
+        ));
+    }
+    if costsim_hardware::builtin(name).is_ok() {
+        return Err(usage_error(format!(
+            "--name {name} is a built-in profile's name or alias; give the calibrated profile \
+             its own, e.g. --name {}-lab",
+            name.trim()
+        )));
+    }
+    Ok(())
+}
+
 pub fn run(args: &CalibrateArgs) -> Result<String> {
     if !matches!(args.out.extension().and_then(|e| e.to_str()), Some("toml")) {
         return Err(usage_error(format!(
             "--out {} must end in .toml (it is a hardware profile)",
             args.out.display()
         )));
+    }
+    if let Some(name) = &args.name {
+        check_name(name)?;
     }
     if !args.host.is_empty() {
         return host(args);

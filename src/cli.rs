@@ -337,6 +337,8 @@ pub fn parse_price(s: &str) -> std::result::Result<f64, String> {
     let v: f64 = t
         .parse()
         .map_err(|_| format!("'{s}' is not a price; write US dollars per GPU-hour, e.g. 2.49"))?;
+    // `-0` is zero dollars (it printed as "$-0").
+    let v = v + 0.0;
     costsim_hardware::USD_PER_HOUR
         .check("--price", v)
         .map(|()| v)
@@ -450,7 +452,12 @@ pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
         return Err(bad());
     }
     if v > 9_007_199_254_740_992.0 {
-        return Err(format!("'{s}' is above 2^53; write it as an integer"));
+        return Err(if t.bytes().all(|b| b.is_ascii_digit()) {
+            // An integer `u64` could not hold.
+            format!("'{s}' is above 2^64 − 1, the largest count costsim takes")
+        } else {
+            format!("'{s}' is above 2^53; write it as an integer")
+        });
     }
     Ok(v as u64)
 }
@@ -572,7 +579,15 @@ impl PredictArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_count;
+    use super::{parse_count, parse_price};
+
+    #[test]
+    fn a_price_of_minus_zero_is_zero() {
+        let p = parse_price("-0").unwrap();
+        assert!(p == 0.0 && p.is_sign_positive(), "{p}");
+        assert_eq!(parse_price("$2.49"), Ok(2.49));
+        assert!(parse_price("-1").is_err());
+    }
 
     #[test]
     fn counts_in_every_notation() {
@@ -587,6 +602,12 @@ mod tests {
             Ok(9_007_199_254_740_992)
         );
         assert!(parse_count("1e16").unwrap_err().contains("above 2^53"));
+        // An integer past u64 is said to be, not told to be written as an integer.
+        let e = parse_count("18446744073709551616").unwrap_err();
+        assert!(
+            e.contains("above 2^64 − 1") && !e.contains("write it as"),
+            "{e}"
+        );
         for bad in ["1.5", "-3", "1e300", "abc", "", "nan", "inf", "2.5e0"] {
             assert!(parse_count(bad).is_err(), "{bad}");
         }

@@ -78,6 +78,13 @@ fn resolve_target(path: &Path) -> Result<PathBuf> {
             "the output path is empty; name a file to write",
         ));
     }
+    if path.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(usage_error(format!(
+            "the output path {} ends with '/', which names a folder; name a file (remove the \
+             trailing /)",
+            path.display()
+        )));
+    }
     let target = match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
             Ok(t) => t,
@@ -231,6 +238,18 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".tmp"))
             .collect()
+    }
+
+    #[test]
+    fn a_path_ending_in_a_slash_is_refused_naming_the_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = format!("{}/x.csv/", dir.path().display());
+        let e = Output::create(Path::new(&p))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("remove the trailing /"), "{e}");
+        assert!(leftovers(dir.path()).is_empty());
     }
 
     #[test]

@@ -116,6 +116,12 @@ pub(crate) fn devices_or_all(names: &[String]) -> Result<Vec<Profile>> {
 pub(crate) fn distinct_devices(names: &[String]) -> Result<Vec<Profile>> {
     let mut out: Vec<(Profile, &str)> = Vec::new();
     for n in names {
+        if n.trim().is_empty() {
+            return Err(usage_error(format!(
+                "--hw '{}' has an empty item (two commas in a row, or one at an end); remove it",
+                names.join(",")
+            )));
+        }
         let p = costsim_hardware::resolve_device(n.trim()).map_err(usage_error)?;
         match out.iter().find(|(q, _)| q.name == p.name) {
             Some((q, _)) if *q == p => {}

@@ -1124,10 +1124,23 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     if !matches!(ext.as_deref(), Some("svg" | "png")) {
-        return Err(usage_error(format!(
-            "cannot tell the image format of {}; end --out with .svg or .png",
-            output.out.display()
-        )));
+        // `.svg` alone is a file name with no extension (a hidden file), not an SVG.
+        let bare = output
+            .out
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_ascii_lowercase)
+            .filter(|n| n == ".svg" || n == ".png");
+        return Err(usage_error(match bare {
+            Some(n) => format!(
+                "--out {} names no file before its extension; name the chart, e.g. chart{n}",
+                output.out.display()
+            ),
+            None => format!(
+                "cannot tell the image format of {}; end --out with .svg or .png",
+                output.out.display()
+            ),
+        }));
     }
     if let Some(d) = output
         .data

@@ -1398,3 +1398,30 @@ fn plot_errors_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(!svg.exists() && !gif.exists());
 }
+
+/// `--out` must end in .svg or .png; a bare `.svg` (a hidden file's name, with no extension) is
+/// told to name the chart rather than to end with .svg, which it does (an audit, 2026-11-30).
+#[test]
+fn the_chart_format_comes_from_a_named_file() {
+    for (name, said) in [
+        ("chart.txt", "cannot tell the image format"),
+        (".svg", "names no file before its extension"),
+        (".PNG", "name the chart, e.g. chart.png"),
+    ] {
+        let out = tmp(name);
+        common::usage_error(
+            &[
+                "plot",
+                "breakdown",
+                "--model",
+                "gpt2",
+                "--hw",
+                "a100",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[said],
+        );
+        assert!(!out.exists(), "{name}");
+    }
+}

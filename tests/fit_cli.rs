@@ -693,3 +693,17 @@ fn a_model_shorter_than_the_default_sequence_fits() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An empty item in a --hw list (a stray comma) is named as such, in `fit` and `sweep`, not as
+/// an unknown GPU called '' (an audit, 2026-11-30).
+#[test]
+fn an_empty_hw_item_is_named() {
+    for cmd in ["fit", "sweep"] {
+        for hw in ["a100,", ",a100", "a100,,l4"] {
+            common::usage_error(
+                &[cmd, "--model", "gpt2", "--hw", hw],
+                &["has an empty item", "remove it"],
+            );
+        }
+    }
+}

@@ -508,6 +508,26 @@ fn a_calibrated_profile_name_cannot_inject_keys() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("my \\\"q\\\" cpu"));
+    // An empty name, and a built-in's name or alias (which `--hw a100,p.toml` would then list
+    // twice under one name), are refused naming --name (an audit, 2026-11-30).
+    for (name, said) in [
+        ("", "--name is empty"),
+        ("a100", "built-in profile's name or alias"),
+        ("CPU", "built-in"),
+    ] {
+        refused(
+            &[
+                "calibrate",
+                "--from",
+                samples,
+                "--out",
+                &out,
+                "--name",
+                name,
+            ],
+            &[said],
+        );
+    }
 }
 
 // ---- Unbounded reads ---------------------------------------------------------------------------
