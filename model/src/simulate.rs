@@ -268,6 +268,13 @@ fn fold_into<'k>(
 }
 
 impl CostedSegment {
+    /// Heap bytes this segment holds (its lists' capacities), for memory bounds' tests.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.kernels.capacity() * std::mem::size_of::<(f64, KernelCost)>()
+            + self.fast.capacity() * std::mem::size_of::<(f64, f64, u8)>()
+    }
+
     /// An empty segment, to [`refill`](CostedSegment::refill).
     pub fn empty() -> Self {
         Self {

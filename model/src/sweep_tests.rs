@@ -96,6 +96,53 @@ fn optimizer_phases_are_lent_and_given_back() {
     assert_eq!(sum(), 1);
 }
 
+/// The optimizer memo's estimate of a phase (`optimizer_bytes`) bounds what the phase holds
+/// (its lists' capacities, the costs kept on each device, the entry itself) from above, by less
+/// than twice: the budget neither overruns nor keeps half the phases it could.
+#[test]
+fn optimizer_bytes_bound_what_a_phase_holds() {
+    let w = Workload::default();
+    for (name, r) in [("llama2-7b", 16), ("gpt2", 8)] {
+        let model = preset(name).unwrap();
+        let opts = MethodOptions {
+            rank: Some(r),
+            ..MethodOptions::default()
+        };
+        let spec = MethodSpec::resolve(MethodName::Lora, &opts, &model, true).unwrap();
+        let (tensors, seg) = graph::optimizer_phase(&model, &spec, &w);
+        let mut p = OptimizerPhase {
+            spec,
+            tensors,
+            seg,
+            costed: vec![None; 2],
+        };
+        for (j, hw) in ["h200", "cpu"].into_iter().enumerate() {
+            let hw = resolve_device(hw).unwrap();
+            p.costed[j] = Some(crate::simulate::cost_segment(
+                &p.seg,
+                crate::graph::Phase::Optimizer,
+                &w,
+                &hw,
+                &mut GemmMemo::default(),
+                false,
+            ));
+        }
+        let held = p.tensors.capacity() * std::mem::size_of::<u64>()
+            + p.seg.kernels.capacity() * std::mem::size_of::<graph::Kernel>()
+            + p.costed
+                .iter()
+                .flatten()
+                .map(|c| std::mem::size_of::<Option<CostedSegment>>() + c.heap_bytes())
+                .sum::<usize>()
+            + std::mem::size_of::<(OptimizerKey, OptimizerPhase)>();
+        let est = optimizer_bytes(&p);
+        assert!(
+            held <= est && est < 2 * held,
+            "{name}: holds {held} B, counted {est} B"
+        );
+    }
+}
+
 #[test]
 fn axis_lists_and_ranges() {
     assert_eq!(parse_axis("8", "--batch").unwrap(), [8]);
