@@ -94,6 +94,17 @@ fn optimizer_phases_are_lent_and_given_back() {
     keep_optimizer(other, take_optimizer(other, &model, &spec(8), &w, 2));
     assert!(has(other) && !has(key(100)));
     assert_eq!(sum(), 1);
+    // Filling it again with the first stretch drops the other's phase once full, counting the
+    // bytes it drops (`sum` checks them against the entries after every phase given back).
+    for r in 0..n as u64 {
+        keep_optimizer(
+            key(100 + r),
+            take_optimizer(key(100 + r), &model, &spec(8), &w, 2),
+        );
+        sum();
+    }
+    assert!(!has(other) && has(key(100)));
+    assert_eq!(sum(), full);
 }
 
 /// The optimizer memo's estimate of a phase (`optimizer_bytes`) bounds what the phase holds
