@@ -112,7 +112,7 @@ fn header(cfg: &Config) -> Vec<String> {
         ),
         format!(
             "batch {} x seq {} = {} tokens, grad-accum {}, {}, attention {}, {}{}{}, runtime {}, \
-             {} loop",
+             {} loop{}",
             w.batch,
             w.seq,
             w.tokens(),
@@ -140,6 +140,13 @@ fn header(cfg: &Config) -> Vec<String> {
                 costsim_model::Runtime::CudaGraph => "cuda-graph",
             },
             w.training_loop.as_str(),
+            // A profile without loop costs (the generic CPU) models no loop work: say so, so a
+            // 0 ms loop is not read as a prediction.
+            if w.training_loop != costsim_model::TrainingLoop::Bare && !hw.host.has_loop_costs() {
+                " (not modelled: this profile has no loop-* costs)"
+            } else {
+                ""
+            },
         ),
     ]
 }

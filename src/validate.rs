@@ -283,8 +283,18 @@ fn steps(args: &ValidateArgs) -> Result<String> {
         let r = steploop::read_step_record(&f).map_err(usage_error)?;
         cmps.push(steploop::compare_step(&r, &origin, &hw).map_err(usage_error)?);
     }
+    let no_loop = !hw.host.has_loop_costs();
     Ok(match args.format {
         Format::Json => serde_json::to_string_pretty(&cmps).context("JSON")? + "\n",
+        _ if no_loop => {
+            // Its loop work predicts 0: a −100% there is the profile's gap, not a model error.
+            steploop::render_steps(&cmps)
+                + &format!(
+                    "Note: {} has no loop-* costs, so the loop's work is not modelled (0 ms): \
+                     calibrate it with `costsim calibrate --loop` (docs/host.md)\n",
+                    hw.name
+                )
+        }
         _ => steploop::render_steps(&cmps),
     })
 }

@@ -308,3 +308,33 @@ fn held_out_trainer_steps_directions_and_report() {
         .expect("heldout.txt");
     assert_eq!(String::from_utf8_lossy(&o.stdout), committed);
 }
+
+/// A profile without loop costs (the generic CPU) says the Trainer loop is not modelled, in
+/// `predict`'s header and under `validate --steps`, rather than showing a 0 ms loop as a
+/// prediction (an audit, 2026-11-30); a profile with them says nothing of the kind.
+#[test]
+fn a_profile_without_loop_costs_says_the_loop_is_not_modelled() {
+    let said = "not modelled: this profile has no loop-* costs";
+    let header = |hw: &str| {
+        let o = common::costsim(&["predict", "--hw", hw, "--model", "gpt2", "--method", "lora"]);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(header("cpu").contains(said), "{}", header("cpu"));
+    assert!(!header("h200").contains(said), "{}", header("h200"));
+    let bare = common::costsim(&[
+        "predict", "--hw", "cpu", "--model", "gpt2", "--method", "lora", "--loop", "bare",
+    ]);
+    assert!(!String::from_utf8_lossy(&bare.stdout).contains(said));
+    let steps = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/cpu/eager-2026-11-29q/host-here/step/run-2"
+    );
+    let o = common::costsim(&["validate", "--steps", steps, "--hw", "cpu"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cpu-generic has no loop-* costs"));
+}

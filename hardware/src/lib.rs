@@ -281,6 +281,21 @@ pub struct HostCosts {
     pub loop_step_module_s: f64,
 }
 
+impl HostCosts {
+    /// Whether any training-loop cost is set (`loop-*` keys): without one (the generic CPU
+    /// profile), a Trainer loop's own host work is predicted as 0, not modelled.
+    pub fn has_loop_costs(&self) -> bool {
+        [
+            self.loop_micro_batch_s,
+            self.loop_module_s,
+            self.loop_step_s,
+            self.loop_step_module_s,
+        ]
+        .iter()
+        .any(|&v| v != 0.0)
+    }
+}
+
 impl Profile {
     /// Dense peak of a math mode, FLOP/s.
     pub fn peak_flops(&self, mode: MathMode) -> f64 {
