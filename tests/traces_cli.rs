@@ -339,3 +339,33 @@ fn a_trace_with_impossible_numbers_is_refused_naming_the_key() {
     let o = costsim(&["validate", "--trace", &src, "--hw", "cpu"]);
     assert!(o.status.success(), "{}", common::stderr(&o));
 }
+
+/// A JSON file of another kind that costsim reads is named as that kind, with the command that
+/// reads it, instead of "malformed results file" with a parser's complaint (an audit,
+/// 2026-11-30).
+#[test]
+fn a_file_of_another_kind_is_named_with_its_command() {
+    let results = repo("tests/data/results-small.json");
+    let trace = repo("docs/results/traces/cpu/gpt2-lora-qv-fp32.json");
+    let step =
+        repo("docs/results/cpu/eager-2026-11-29q/host-here/step/run-2/gpt2-micro1-lora-all.json");
+    let samples = repo("docs/results/cpu/cpu-calibration.json");
+    let out = tmp("kind.toml");
+    let out = out.to_str().expect("utf-8");
+    for (args, said) in [
+        (vec!["validate", "--trace", &results, "--hw", "cpu"], "a results file, not a trace; read it with `costsim validate --from`"),
+        (vec!["validate", "--from", &trace], "a trace, not a results file; read it with `costsim validate --trace`"),
+        (vec!["validate", "--steps", &trace, "--hw", "cpu"], "a trace, not a Trainer step record"),
+        (vec!["calibrate", "--from", &step, "--out", out], "a Trainer step record, not calibration samples; read it with `costsim validate --steps`"),
+        (vec!["validate", "--from", &samples], "calibration samples, not a results file; read it with `costsim calibrate --from`"),
+    ] {
+        usage_error(&args, &[said]);
+    }
+    // A file of no known kind keeps the parser's message, under the kind it was read as.
+    let odd = tmp("odd.json");
+    std::fs::write(&odd, r#"{"schema": 1, "x": 2}"#).expect("write");
+    usage_error(
+        &["validate", "--from", odd.to_str().expect("utf-8")],
+        &["malformed results file", "missing field"],
+    );
+}

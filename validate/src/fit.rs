@@ -199,11 +199,8 @@ impl CalibrationRun {
     /// Parse and check samples text; `origin` names it in errors. Its text fields are made
     /// printable (`record::printable`).
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let mut run: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
-            path: origin.to_string(),
-            line: e.line(),
-            message: e.to_string(),
-        })?;
+        let mut run: Self = serde_json::from_str(text)
+            .map_err(|e| crate::parse_error(text, "calibration samples file", 1, origin, &e))?;
         for f in [
             &mut run.device,
             &mut run.device_kind,

@@ -23,6 +23,57 @@ pub mod harness;
 #[cfg(feature = "tch")]
 pub mod calibrate;
 
+/// The kinds of JSON file costsim reads, told apart by their `schema`, and the command that
+/// reads each.
+const KINDS: [(&str, &str); 4] = [
+    ("a results file", "`costsim validate --from`"),
+    ("calibration samples", "`costsim calibrate --from`"),
+    (
+        "a trace",
+        "`costsim validate --trace` (or `calibrate --host`)",
+    ),
+    (
+        "a Trainer step record",
+        "`costsim validate --steps` (or `calibrate --loop`)",
+    ),
+];
+
+/// The error for `text` that did not parse as `expected` (one of [`KINDS`]' names): when the
+/// file is another kind that costsim reads, that is what it says, with the command that reads
+/// it; otherwise the parser's message (`e`).
+pub(crate) fn parse_error(
+    text: &str,
+    kind: &'static str,
+    expected: usize,
+    path: &str,
+    e: &serde_json::Error,
+) -> Error {
+    let found = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| match &v["schema"] {
+            serde_json::Value::Number(_) if v.get("records").is_some() => Some(0),
+            serde_json::Value::Number(_) if v.get("samples").is_some() => Some(1),
+            serde_json::Value::String(s) if s.starts_with("costsim-trace/") => Some(2),
+            serde_json::Value::String(s) if s.starts_with("costsim-step-overhead/") => Some(3),
+            _ => None,
+        });
+    match found {
+        Some(k) if k != expected => Error::InvalidArgument {
+            what: path.to_string(),
+            message: format!(
+                "this is {}, not {}; read it with {}",
+                KINDS[k].0, KINDS[expected].0, KINDS[k].1
+            ),
+        },
+        _ => Error::Parse {
+            kind,
+            path: path.to_string(),
+            line: e.line(),
+            message: e.to_string(),
+        },
+    }
+}
+
 /// Errors of the validate crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,8 +82,10 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
-    #[error("malformed results file {path} line {line}: {message}")]
+    #[error("malformed {kind} {path} line {line}: {message}")]
     Parse {
+        /// What the file was read as: "results file", "trace", "step record", ...
+        kind: &'static str,
         path: String,
         line: usize,
         message: String,

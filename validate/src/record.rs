@@ -282,13 +282,11 @@ impl ResultsFile {
 
     /// Parse and check results text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let file: Self = serde_json::from_str(text).map_err(|e| Error::Parse {
-            path: origin.to_string(),
-            line: e.line(),
-            message: e.to_string(),
-        })?;
+        let file: Self = serde_json::from_str(text)
+            .map_err(|e| crate::parse_error(text, "results file", 0, origin, &e))?;
         if file.schema != SCHEMA {
             return Err(Error::Parse {
+                kind: "results file",
                 path: origin.to_string(),
                 line: 1,
                 message: format!("schema {} is not the supported {SCHEMA}", file.schema),

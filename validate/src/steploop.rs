@@ -136,11 +136,8 @@ pub fn read_step_record(path: &Path) -> Result<StepRecord> {
 /// Parse and check one record's text; `origin` names it in errors.
 pub fn parse_step_record(text: &str, origin: &str) -> Result<StepRecord> {
     let origin = origin.to_string();
-    let r: StepRecord = serde_json::from_str(text).map_err(|e| Error::Parse {
-        path: origin.clone(),
-        line: e.line(),
-        message: e.to_string(),
-    })?;
+    let r: StepRecord = serde_json::from_str(text)
+        .map_err(|e| crate::parse_error(text, "step record", 3, &origin, &e))?;
     if r.schema != SCHEMA {
         return Err(invalid(
             &origin,

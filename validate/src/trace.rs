@@ -350,11 +350,8 @@ pub fn read_trace(path: &Path) -> Result<Trace> {
         path: path.display().to_string(),
         source,
     })?;
-    let t: Trace = serde_json::from_str(&text).map_err(|e| Error::Parse {
-        path: path.display().to_string(),
-        line: e.line(),
-        message: e.to_string(),
-    })?;
+    let t: Trace = serde_json::from_str(&text)
+        .map_err(|e| crate::parse_error(&text, "trace", 2, &path.display().to_string(), &e))?;
     if t.schema != SCHEMA {
         return Err(Error::InvalidArgument {
             what: path.display().to_string(),
