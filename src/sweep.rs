@@ -107,16 +107,18 @@ pub fn grid(args: &SweepArgs) -> Result<Grid> {
             }
         }
     }
-    let layers = split_selections(&args.train_layers)
-        .into_iter()
-        .map(|s| {
-            if s == "default" {
-                Ok(None)
-            } else {
-                s.parse::<LayerSelection>().map(Some).map_err(usage_error)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // Each selection once, in the order given, as every other axis (`all;all` doubled rows).
+    let mut layers: Vec<Option<LayerSelection>> = Vec::new();
+    for s in split_selections(&args.train_layers) {
+        let l = if s == "default" {
+            None
+        } else {
+            Some(s.parse::<LayerSelection>().map_err(usage_error)?)
+        };
+        if !layers.contains(&l) {
+            layers.push(l);
+        }
+    }
     let mut precisions = Vec::new();
     for p in &args.precision {
         if !precisions.contains(&p.precision()) {

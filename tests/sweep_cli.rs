@@ -490,3 +490,26 @@ fn crossover_default_seq_range_fits_a_short_model() {
         .collect();
     assert_eq!(seqs, [16, 32]);
 }
+
+/// A layer selection given twice counts once, as a value of any other axis does.
+#[test]
+fn layer_selections_are_distinct() {
+    let rows = |sel: &str| {
+        csv_records(&ok(&[
+            "sweep",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+            "--train-layers",
+            sel,
+            "--format",
+            "csv",
+        ]))
+        .len()
+    };
+    assert_eq!(rows("all;all;upper:0.5"), 2);
+    assert_eq!(rows("all;upper:0.5"), 2);
+}
