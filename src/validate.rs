@@ -318,5 +318,9 @@ pub(crate) fn trace_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path:
             files.push(p.clone());
         }
     }
+    // A file named twice (directly and in its folder, or twice over) is read once: it would
+    // otherwise count twice in every mean and fit.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     Ok(files)
 }

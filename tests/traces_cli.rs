@@ -369,3 +369,32 @@ fn a_file_of_another_kind_is_named_with_its_command() {
         &["malformed results file", "missing field"],
     );
 }
+
+/// A trace named twice (twice over, or by name and in its folder) is compared once: it would
+/// count twice in every mean.
+#[test]
+fn a_trace_named_twice_counts_once() {
+    let t = repo("docs/results/traces/cpu/gpt2-lora-qv-fp32.json");
+    let dir = repo("docs/results/traces/cpu");
+    let rows = |args: &[&str]| {
+        let o = costsim(args);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        v.as_array().map_or(0, Vec::len)
+    };
+    let once = rows(&["validate", "--trace", &t, "--hw", "cpu", "--format", "json"]);
+    let twice = format!("{t},{t}");
+    assert_eq!(
+        rows(&["validate", "--trace", &twice, "--hw", "cpu", "--format", "json"]),
+        once
+    );
+    let folder = rows(&[
+        "validate", "--trace", &dir, "--hw", "cpu", "--format", "json",
+    ]);
+    let both = format!("{t},{dir}");
+    assert_eq!(
+        rows(&["validate", "--trace", &both, "--hw", "cpu", "--format", "json"]),
+        folder
+    );
+    assert!(once >= 1 && folder > once);
+}
