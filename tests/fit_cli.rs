@@ -640,17 +640,8 @@ fn cheapest_gpu_per_token_is_each_method_s_own() {
 /// seq` then refused the --seq the message asked for).
 #[test]
 fn a_model_shorter_than_the_default_sequence_fits() {
-    let dir = std::env::temp_dir().join(format!("costsim-fit-short-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("short.json");
-    std::fs::write(
-        &cfg,
-        br#"{"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8,
-            "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1408,
-            "vocab_size": 8000, "max_position_embeddings": 64}"#,
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap();
+    let cfg = common::short_llama_config("fit-short", "short.json", 64);
+    let cfg = cfg.as_str();
     let run = |find: &str| {
         json(&[
             "fit",
@@ -691,7 +682,6 @@ fn a_model_shorter_than_the_default_sequence_fits() {
         "{}",
         common::stderr(&o)
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// An empty item in a --hw list (a stray comma) is named as such, in `fit` and `sweep`, not as

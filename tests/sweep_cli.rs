@@ -462,18 +462,11 @@ fn the_rank_column_is_the_trained_rank_on_invalid_rows_too() {
 /// a --range never given (an audit, 2026-11-30).
 #[test]
 fn crossover_default_seq_range_fits_a_short_model() {
-    let cfg = tmp("pos32.json");
-    std::fs::write(
-        &cfg,
-        br#"{"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8,
-            "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1408,
-            "vocab_size": 8000, "max_position_embeddings": 32}"#,
-    )
-    .unwrap();
+    let cfg = common::short_llama_config("sweep-cli", "pos32.json", 32);
     let v: Value = serde_json::from_str(&ok(&[
         "crossover",
         "--model-config",
-        cfg.to_str().unwrap(),
+        &cfg,
         "--hw",
         "a100",
         "--vary",

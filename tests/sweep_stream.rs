@@ -24,6 +24,36 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A sweep of 4.2 million points writing CSV to `out`: far more than any test waits for, so it
+/// is still running when the test stops it.
+fn spawn_big_sweep(out: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_costsim"))
+        .args([
+            "sweep",
+            "--model",
+            "llama2-7b",
+            "--hw",
+            "h200",
+            "--method",
+            "all",
+            "--batch",
+            "1..64",
+            "--seq",
+            "16..4096:+16",
+            "--rank",
+            "1..64",
+            "--format",
+            "csv",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run costsim")
+}
+
 /// Peak resident set of a running process, KiB (`VmHWM` in /proc/PID/status).
 #[cfg(target_os = "linux")]
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -44,31 +74,7 @@ fn a_large_sweep_streams_in_flat_memory_and_a_killed_one_leaves_no_output() {
     // still running when it is killed.
     let d = dir("sweep-stream");
     let out = d.join("big.csv");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_costsim"))
-        .args([
-            "sweep",
-            "--model",
-            "llama2-7b",
-            "--hw",
-            "h200",
-            "--method",
-            "all",
-            "--batch",
-            "1..64",
-            "--seq",
-            "16..4096:+16",
-            "--rank",
-            "1..64",
-            "--format",
-            "csv",
-            "--quiet",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run costsim");
+    let mut child = spawn_big_sweep(&out);
     // Wait until 8 MiB of rows (about 45 000, several chunks) have reached the temporary,
     // noting the resident size once the first MiB is out (everything loaded, the first chunks
     // streamed).
@@ -136,31 +142,7 @@ fn an_interrupted_sweep_leaves_no_output_and_no_temporary() {
     for signal in ["INT", "TERM", "HUP"] {
         let d = dir(&format!("sweep-signal-{signal}"));
         let out = d.join("grid.csv");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_costsim"))
-            .args([
-                "sweep",
-                "--model",
-                "llama2-7b",
-                "--hw",
-                "h200",
-                "--method",
-                "all",
-                "--batch",
-                "1..64",
-                "--seq",
-                "16..4096:+16",
-                "--rank",
-                "1..64",
-                "--format",
-                "csv",
-                "--quiet",
-                "--out",
-            ])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run costsim");
+        let mut child = spawn_big_sweep(&out);
         // Rows have reached the temporary: the sweep is under way.
         let start = Instant::now();
         while temporaries(&d)

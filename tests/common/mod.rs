@@ -89,6 +89,22 @@ pub fn tmp_in(dir: &str, name: &str) -> PathBuf {
     p
 }
 
+/// A small Llama config.json (512 wide, 8 layers) with `positions` positions, written as
+/// `name` in the tests' scratch folder `dir`; its path.
+pub fn short_llama_config(dir: &str, name: &str, positions: u64) -> String {
+    let p = tmp_in(dir, name);
+    std::fs::write(
+        &p,
+        format!(
+            r#"{{"model_type": "llama", "hidden_size": 512, "num_hidden_layers": 8,
+                "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1408,
+                "vocab_size": 8000, "max_position_embeddings": {positions}}}"#
+        ),
+    )
+    .expect("write config.json");
+    p.to_str().expect("utf-8 path").to_string()
+}
+
 /// Parse CSV (RFC 4180: quoted fields, doubled quotes, commas and newlines inside quotes) into
 /// records keyed by the header's column names. Panics on a ragged row or a duplicate column.
 pub fn csv_records(text: &str) -> Vec<HashMap<String, String>> {

@@ -439,7 +439,12 @@ mod tests {
     /// The launch-by-launch loop that `foreach_launches` computes in closed form.
     fn foreach_launches_loop(tensors: &[u64], depth: usize) -> u32 {
         const MAX_TENSORS: [u32; 5] = [110, 64, 48, 36, 30];
-        let max_t = MAX_TENSORS[depth.clamp(1, 5) - 1];
+        launches_loop(tensors, MAX_TENSORS[depth.clamp(1, 5) - 1])
+    }
+
+    /// Launches filled chunk by chunk: at most `max_t` tensors and 320 chunks of 65 536
+    /// elements each.
+    fn launches_loop(tensors: &[u64], max_t: u32) -> u32 {
         let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
         for &n in tensors {
             let mut chunks = n.div_ceil(65_536).max(1);
@@ -489,27 +494,8 @@ mod tests {
             );
         }
         assert_eq!(all[5], foreach_launches_scalarlist(tensors, 1));
-        assert_eq!(all[5], foreach_launches_scalarlist_loop(tensors));
-    }
-
-    /// The scalar-list loop: a launch holds at most 96 tensors at depth 1.
-    fn foreach_launches_scalarlist_loop(tensors: &[u64]) -> u32 {
-        let (mut launches, mut nt, mut nb) = (0u32, 0u32, 0u64);
-        for &n in tensors {
-            let mut chunks = n.div_ceil(65_536).max(1);
-            nt += 1;
-            while chunks > 0 {
-                let take = chunks.min(320 - nb);
-                nb += take;
-                chunks -= take;
-                if nb == 320 || nt == 96 {
-                    launches += 1;
-                    nb = 0;
-                    nt = u32::from(chunks > 0);
-                }
-            }
-        }
-        launches + u32::from(nb > 0 || nt > 0)
+        // The depth-1 scalar-list op: at most 96 tensors a launch.
+        assert_eq!(all[5], launches_loop(tensors, 96));
     }
 
     proptest::proptest! {
