@@ -314,7 +314,11 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
     if format == Format::Json {
         return Ok(serde_json::to_string_pretty(rows)? + "\n");
     }
-    let priced = rows.iter().any(|r| r.usd_per_million_tokens.is_some());
+    // CSV keeps one set of columns whatever the answers, for scripts: the price column always,
+    // and an unknown value as an empty field (tables: "-", and the column only with a price).
+    let csv = format == Format::Csv;
+    let priced = csv || rows.iter().any(|r| r.usd_per_million_tokens.is_some());
+    let missing = if csv { "" } else { "-" };
     let mut head: Vec<String> = [
         "method",
         "hw",
@@ -334,8 +338,8 @@ fn render(rows: &[Row], find: FindArg, format: Format) -> Result<String> {
     if priced {
         head.push("usd_per_mtok".into());
     }
-    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    let optf = |v: Option<f64>, d| v.map_or("-".to_string(), |v| num(v, d));
+    let opt = |v: Option<u64>| v.map_or(missing.to_string(), |v| v.to_string());
+    let optf = |v: Option<f64>, d| v.map_or(missing.to_string(), |v| num(v, d));
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {

@@ -697,3 +697,30 @@ fn an_empty_hw_item_is_named() {
         }
     }
 }
+
+/// `fit --format csv` has the same columns whatever the answers (the price column too, empty
+/// without a price) and leaves unknown values empty, as the sweep's CSV does, for scripts (an
+/// audit found the columns changing with the input, 2026-11-30).
+#[test]
+fn csv_columns_do_not_depend_on_the_answers() {
+    let csv = |args: &[&str]| {
+        let mut a = vec!["fit", "--method", "lora", "--format", "csv"];
+        a.extend_from_slice(args);
+        let o = costsim(&a);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let unpriced = csv(&["--model", "llama2-70b", "--hw", "l4"]);
+    let priced = csv(&["--model", "gpt2", "--hw", "h200", "--price", "3"]);
+    let header = |t: &str| t.lines().next().unwrap_or("").to_string();
+    assert_eq!(header(&unpriced), header(&priced));
+    assert!(header(&unpriced).ends_with(",usd_per_mtok"));
+    // Nothing fits on an L4: no batch, step time, throughput or price; empty, not "-".
+    let rows = csv_records(&unpriced);
+    assert_eq!(rows[0]["fits"], "no");
+    for key in ["batch", "step_ms", "tokens_per_s", "usd_per_mtok"] {
+        assert_eq!(rows[0][key], "", "{key}");
+    }
+    assert!(!unpriced.contains(",-,"));
+    assert!(!csv_records(&priced)[0]["usd_per_mtok"].is_empty());
+}
