@@ -59,15 +59,46 @@ impl Drop for Live {
 /// still being written and exit with status 130. Without it these signals end the process
 /// without running drops, so an interrupted sweep left tens of MB of partial rows beside its
 /// `--out` (found by an audit, 2026-11-30). Call once, at start.
+///
+/// A run started with one of these signals ignored (`nohup` ignores SIGHUP, a script's
+/// background job SIGINT) installs nothing: the handler covers all three at once, and would end
+/// a run its user meant to outlive the terminal. Such a run keeps the dispositions it was given,
+/// and a signal it does not ignore ends it as before, leaving its temporary (Linux; read from
+/// `/proc/self/status`; elsewhere the handler is always installed).
 pub fn remove_temporaries_on_signal() -> Result<()> {
+    if started_ignoring_a_termination_signal() {
+        return Ok(());
+    }
     ctrlc::set_handler(|| {
-        for p in live().iter() {
-            let _ = std::fs::remove_file(p);
+        let removed = live()
+            .iter()
+            .filter(|p| std::fs::remove_file(p).is_ok())
+            .count();
+        if removed > 0 {
+            eprintln!("costsim: interrupted; {removed} unfinished output file(s) removed");
+        } else {
+            eprintln!("costsim: interrupted");
         }
-        eprintln!("costsim: interrupted; unfinished output files were removed");
         std::process::exit(130);
     })
     .context("installing the handler that removes temporaries on Ctrl-C")
+}
+
+/// Whether this process started with SIGHUP (1), SIGINT (2) or SIGTERM (15) ignored: the
+/// `SigIgn` mask of `/proc/self/status` (bit n − 1 for signal n). False where it cannot be read.
+fn started_ignoring_a_termination_signal() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| {
+            [1u32, 2, 15]
+                .iter()
+                .any(|&sig| mask & (1 << (sig - 1)) != 0)
+        })
 }
 
 /// Where `path` really lives: a symbolic link is resolved (so the link survives the rename), and

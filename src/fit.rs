@@ -225,6 +225,9 @@ pub fn run(args: FitArgs) -> Result<String> {
     if seq_given.is_none() {
         for c in &mut base {
             c.workload.seq = DEFAULT_SEQ.min(c.model.max_positions);
+            // Checked again at that length: a --batch past the tokens a micro-batch may hold is
+            // refused as it is with --seq given.
+            c.workload.validate(&c.model).map_err(usage_error)?;
         }
     }
     let mut rows = Vec::new();

@@ -664,6 +664,24 @@ fn a_model_shorter_than_the_default_sequence_fits() {
         let r = run(find);
         assert_eq!(r[0]["seq"], 64, "--find {find}: {r}");
     }
+    // The default length is checked like a given one: a micro-batch past 2^40 tokens is
+    // refused (found in review, 2026-11-30: the default skipped the check).
+    common::usage_error(
+        &[
+            "fit",
+            "--model",
+            "gpt2",
+            "--hw",
+            "a100",
+            "--method",
+            "lora",
+            "--find",
+            "gpu",
+            "--batch",
+            "4294967296",
+        ],
+        &["2^40"],
+    );
     // A --seq past the positions is still refused, naming them.
     let o = costsim(&[
         "fit",

@@ -292,7 +292,7 @@ fn a_trace_with_impossible_numbers_is_refused_naming_the_key() {
     let good: Value =
         serde_json::from_str(&std::fs::read_to_string(&src).expect("trace")).expect("JSON");
     type Case = (&'static str, fn(&mut Value), &'static str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "peak",
             |v| v["phases"]["forward"]["peak_bytes"] = (-1).into(),
@@ -317,6 +317,13 @@ fn a_trace_with_impossible_numbers_is_refused_naming_the_key() {
             "saved",
             |v| v["totals"]["saved_activation_bytes"] = (-5.0).into(),
             "totals.saved_activation_bytes",
+        ),
+        (
+            // Found in review: the optimizer's launch count overflowed on these (a panic in a
+            // debug build).
+            "numels",
+            |v| v["foreach"][0]["numels"] = vec![1u64 << 62; 8].into(),
+            "numels holds 4611686018427387904 elements",
         ),
     ];
     for (name, mutate, key) in cases {

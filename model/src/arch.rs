@@ -451,19 +451,24 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
     // The activation each family's block recipe launches (`graph::block`): GPT-2's gelu_new
     // (tanh approximation written out as elementwise ops, eager), Llama's SiLU. Another one
     // would launch other kernels, so it is refused rather than costed as these.
-    let activation = |key: &str, got: &Option<String>, modelled: &str| -> Result<()> {
+    let activation = |key: &str, got: &Option<String>, modelled: &[&str]| -> Result<()> {
         match got.as_deref() {
-            Some(a) if a != modelled => Err(field(format!(
-                "\"{key}\" is \"{a}\": costsim models this family's MLP with {modelled} (the \
+            Some(a) if !modelled.contains(&a) => Err(field(format!(
+                "\"{key}\" is \"{a}\": costsim models this family's MLP with {} (the \
                  released configs'); another activation launches other kernels, so it is not \
-                 costed as that one"
+                 costed as that one",
+                modelled[0]
             ))),
             _ => Ok(()),
         }
     };
     let config = match model_type.as_str() {
         "gpt2" => {
-            activation("activation_function", &cfg.activation_function, "gelu_new")?;
+            activation(
+                "activation_function",
+                &cfg.activation_function,
+                &["gelu_new"],
+            )?;
             let d = cfg.n_embd.ok_or_else(|| missing("n_embd"))?;
             // costsim models one probability for GPT-2's embedding, attention and residual
             // dropouts (the three are 0.1 in every released GPT-2 config).
@@ -500,7 +505,8 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
             }
         }
         "llama" | "mistral" | "qwen2" => {
-            activation("hidden_act", &cfg.hidden_act, "silu")?;
+            // transformers maps "swish" to the same SiLU module.
+            activation("hidden_act", &cfg.hidden_act, &["silu", "swish"])?;
             probability("attention_dropout", cfg.attention_dropout)?;
             if let Some(p) = cfg.attention_dropout.filter(|p| *p > 0.0) {
                 return Err(field(format!(
@@ -646,7 +652,11 @@ mod tests {
         for ok in [gpt2(""), gpt2(r#", "activation_function": "gelu_new""#)] {
             assert!(parse_hf_config(&ok, "c.json").is_ok(), "{ok}");
         }
-        for ok in [llama(""), llama(r#", "hidden_act": "silu""#)] {
+        for ok in [
+            llama(""),
+            llama(r#", "hidden_act": "silu""#),
+            llama(r#", "hidden_act": "swish""#),
+        ] {
             assert!(parse_hf_config(&ok, "c.json").is_ok(), "{ok}");
         }
         for (bad, key) in [

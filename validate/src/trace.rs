@@ -458,6 +458,15 @@ impl Trace {
                 }
             }
         }
+        for (i, f) in self.foreach.iter().enumerate() {
+            let key = format!("foreach[{i}] ({})", f.op);
+            count(&format!("{key}.numels (its length)"), f.numels.len() as u64)?;
+            if let Some(n) = f.numels.iter().find(|&&n| n > 1 << 50) {
+                return Err(format!(
+                    "{key}.numels holds {n} elements for one tensor, more than 2^50"
+                ));
+            }
+        }
         let clip = self.workload.clip_grad_norm;
         if !(clip.is_finite() && clip >= 0.0) {
             return Err(format!(

@@ -48,20 +48,21 @@ fn launches_with_max(tensors: &[u64], max_t: u32) -> u32 {
         nb += take;
         chunks -= take;
         if nb == MAX_BLOCKS || nt == max_t {
-            launches += 1;
+            launches = launches.saturating_add(1);
             nb = 0;
             nt = u32::from(chunks > 0);
         }
         // The rest of a large tensor: one launch per full set of blocks, the remainder opens the
         // next launch (closed form of filling launch after launch).
         if chunks > 0 {
-            launches += (chunks / MAX_BLOCKS) as u32;
+            launches =
+                launches.saturating_add(u32::try_from(chunks / MAX_BLOCKS).unwrap_or(u32::MAX));
             nb = chunks % MAX_BLOCKS;
             nt = u32::from(nb > 0);
         }
     }
     if nb > 0 || nt > 0 {
-        launches += 1;
+        launches = launches.saturating_add(1);
     }
     launches
 }
@@ -90,33 +91,34 @@ fn launches_all(tensors: &[u64]) -> [u32; 6] {
     for &n in tensors {
         let chunks = n.div_ceil(CHUNK).max(1);
         largest = largest.max(chunks);
-        nt += 1;
+        nt = nt.saturating_add(1);
         most = most.max(nt);
         let take = chunks.min(MAX_BLOCKS - nb);
         nb += take;
         let rest = chunks - take;
         if nb == MAX_BLOCKS {
-            by_blocks += 1;
+            by_blocks = by_blocks.saturating_add(1);
             nb = 0;
             nt = 0;
         }
         // The rest of a tensor (it filled the launch): whole launches, then an open one.
         if rest > 0 {
-            by_blocks += (rest / MAX_BLOCKS) as u32;
+            by_blocks =
+                by_blocks.saturating_add(u32::try_from(rest / MAX_BLOCKS).unwrap_or(u32::MAX));
             nb = rest % MAX_BLOCKS;
             nt = u32::from(nb > 0);
         }
     }
     // A launch still open holds a tensor, hence a block (every tensor has one).
     if nb > 0 {
-        by_blocks += 1;
+        by_blocks = by_blocks.saturating_add(1);
     }
     let n = tensors.len() as u64;
     for (l, &max_t) in launches.iter_mut().zip(&MAX_TENSORS) {
         *l = if max_t > most {
             by_blocks
         } else if largest * u64::from(max_t) < MAX_BLOCKS {
-            n.div_ceil(u64::from(max_t)) as u32
+            u32::try_from(n.div_ceil(u64::from(max_t))).unwrap_or(u32::MAX)
         } else {
             launches_with_max(tensors, max_t)
         };
@@ -508,6 +510,15 @@ mod tests {
         ) {
             assert_all_slots_match_the_loop(&tensors);
         }
+    }
+
+    /// Counts saturate rather than wrap: tensors of 2^62 elements (a corrupted trace's list,
+    /// before its check) count u32::MAX launches, in every slot, without a panic.
+    #[test]
+    fn launch_counts_saturate() {
+        let huge = [1u64 << 62; 8];
+        assert_eq!(super::launches_all(&huge), [u32::MAX; 6]);
+        assert_eq!(foreach_launches(&huge, 1), u32::MAX);
     }
 
     /// LoRA's tensor lists on llama2-7b (A r×in and B out×r of seven projections, 32 layers)
