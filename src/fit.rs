@@ -110,11 +110,11 @@ pub(crate) fn devices_or_all(names: &[String]) -> Result<Vec<Profile>> {
     distinct_devices(names)
 }
 
-/// The devices `--hw` names, each once: a profile named twice (`a100,a100-80gb-sxm`) counts
-/// once; two different profiles under one name (a file that keeps a built-in's `[device] name`)
-/// are refused, since their rows could not be told apart.
+/// The devices `--hw` names, each once ([`distinct_by_name`]): a profile named twice
+/// (`a100,a100-80gb-sxm`) counts once; two different profiles under one name (a file that keeps
+/// a built-in's `[device] name`) are refused.
 pub(crate) fn distinct_devices(names: &[String]) -> Result<Vec<Profile>> {
-    let mut out: Vec<(Profile, &str)> = Vec::new();
+    let mut given = Vec::new();
     for n in names {
         if n.trim().is_empty() {
             return Err(usage_error(format!(
@@ -123,20 +123,41 @@ pub(crate) fn distinct_devices(names: &[String]) -> Result<Vec<Profile>> {
             )));
         }
         let p = costsim_hardware::resolve_device(n.trim()).map_err(usage_error)?;
-        match out.iter().find(|(q, _)| q.name == p.name) {
-            Some((q, _)) if *q == p => {}
+        given.push((p, format!("--hw {}", n.trim())));
+    }
+    distinct_by_name(
+        given,
+        |p| &p.name,
+        "profiles",
+        "give the file its own [device] name",
+    )
+}
+
+/// Items named on the command line (devices, models), each once: the same item named twice
+/// counts once; two different items under one name are refused, since their rows could not be
+/// told apart. `given`: each item with the argument that named it; `what` names the items and
+/// `fix` says how to tell them apart.
+pub(crate) fn distinct_by_name<T: PartialEq>(
+    given: Vec<(T, String)>,
+    name: impl Fn(&T) -> &str,
+    what: &str,
+    fix: &str,
+) -> Result<Vec<T>> {
+    let mut out: Vec<(T, String)> = Vec::new();
+    for (item, arg) in given {
+        match out.iter().find(|(q, _)| name(q) == name(&item)) {
+            Some((q, _)) if *q == item => {}
             Some((_, first)) => {
                 return Err(usage_error(format!(
-                    "--hw {first} and {} are different profiles both named '{}': their rows \
-                     could not be told apart; give the file its own [device] name",
-                    n.trim(),
-                    p.name
+                    "{first} and {arg} are different {what} both named '{}': their rows could \
+                     not be told apart; {fix}",
+                    name(&item)
                 )))
             }
-            None => out.push((p, n.trim())),
+            None => out.push((item, arg)),
         }
     }
-    Ok(out.into_iter().map(|(p, _)| p).collect())
+    Ok(out.into_iter().map(|(item, _)| item).collect())
 }
 
 /// The methods' configurations on the first profile (the others are swapped in per row).

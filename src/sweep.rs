@@ -58,30 +58,6 @@ pub struct SweepArgs {
     pub quiet: bool,
 }
 
-/// The models given, each once: a model named twice with the same configuration (`--model
-/// gpt2,gpt2`) counts once; two different models under one name (a config.json named after a
-/// preset, or two files whose `_name_or_path` agree) are refused, since their rows could not be
-/// told apart. `given`: each model with the argument that named it.
-fn distinct_models(given: Vec<(arch::ModelConfig, String)>) -> Result<Vec<arch::ModelConfig>> {
-    let mut out: Vec<(arch::ModelConfig, String)> = Vec::new();
-    for (m, arg) in given {
-        match out.iter().find(|(q, _)| q.name == m.name) {
-            Some((q, _)) if *q == m => {}
-            Some((_, first)) => {
-                return Err(usage_error(format!(
-                    "{first} and {arg} are different models both named '{}': their rows could \
-                     not be told apart; sweep them in separate runs, or save the config under \
-                     another name (a config.json is named after its `_name_or_path`, else its \
-                     file)",
-                    m.name
-                )))
-            }
-            None => out.push((m, arg)),
-        }
-    }
-    Ok(out.into_iter().map(|(m, _)| m).collect())
-}
-
 /// Resolve the arguments into a grid.
 pub fn grid(args: &SweepArgs) -> Result<Grid> {
     let mut given = Vec::new();
@@ -97,7 +73,15 @@ pub fn grid(args: &SweepArgs) -> Result<Grid> {
             format!("--model-config {}", p.display()),
         ));
     }
-    let models = distinct_models(given)?;
+    // Each once: `--model gpt2,gpt2` counts once; a config.json named after a preset (or two
+    // files whose `_name_or_path` agree) is refused.
+    let models = crate::fit::distinct_by_name(
+        given,
+        |m| &m.name,
+        "models",
+        "sweep them in separate runs, or save the config under another name (a config.json is \
+         named after its `_name_or_path`, else its file)",
+    )?;
     let hws = crate::fit::devices_or_all(&args.hw)?;
     let mut methods: Vec<MethodName> = Vec::new();
     for m in &args.method {
