@@ -807,3 +807,61 @@ fn a_probe_is_costed_from_the_one_before_where_they_differ() {
     assert!(differing(&c, &a).is_none());
     assert!(differing(&c, &b).is_none());
 }
+
+/// The forward segments of llama2-7b LoRA's two layer classes (the lowest trained layer and
+/// the others) cost the same at every rank: the second copies the first's refilled times, and
+/// a rescaled point's costed graph is bit for bit what refilling every segment gives.
+#[test]
+fn twin_segments_copy_equal_times() {
+    let model = preset("llama2-7b").unwrap();
+    let w = Workload {
+        batch: 4,
+        seq: 256,
+        ..Workload::default()
+    };
+    let probes = [1u64, 2, 3].map(|r| {
+        let sp = spec(&model, MethodName::Lora, r);
+        (sp.rank, build(&model, &sp, &w))
+    });
+    // A GPU (closed form only) and a CPU (its launch list kept and copied too).
+    for device in ["h200", "cpu"] {
+        let hw = costsim_hardware::resolve_device(device).unwrap();
+        let (mut slot, mut memo) = (None, GemmMemo::default());
+        // As a sweep does: the first probe costed in full, its costs kept for the fitted graph.
+        cost_kept(&probes[0].1, &[], &mut slot, &w, &hw, &mut memo, &mut None);
+        assert!(slot.as_ref().unwrap().twins.iter().all(|t| *t == Step::OWN));
+        let mut fit = RankFit::new(probes.clone()).unwrap();
+        fit.costed(&mut slot, &w, &hw, &mut memo, &mut None);
+        let tc = slot.as_ref().unwrap();
+        let n = fit.graph().layer_graphs.len();
+        assert_eq!(n, 2);
+        // Segment 1·3 + 0 (class 0's forward) is the twin of 2·3 + 0 (class 1's forward).
+        let twinned: Vec<(usize, u32)> = tc
+            .twins
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t != Step::OWN)
+            .map(|(at, t)| (at, *t))
+            .collect();
+        assert_eq!(twinned, vec![(6, 3)]);
+        for r in [7u64, 40, 200] {
+            fit.apply_for_rows(r).expect("rescaled");
+            fit.costed(&mut slot, &w, &hw, &mut memo, &mut None);
+            // Every segment folded on its own, from the same kept costs.
+            let tc = slot.as_mut().unwrap();
+            let mut checked = 0;
+            for at in 0..tc.twins.len() {
+                let seg = costed_segment(&mut tc.costed, n, at);
+                let mut folded = seg.clone();
+                folded.refill_times(segment_costs(&tc.costs, &tc.starts, at), hw.synchronous);
+                assert_eq!(
+                    format!("{seg:?}"),
+                    format!("{folded:?}"),
+                    "{device}: rank {r}, segment {at}"
+                );
+                checked += 1;
+            }
+            assert_eq!(checked, 3 * (n + 2));
+        }
+    }
+}

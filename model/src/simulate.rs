@@ -44,7 +44,7 @@ pub struct CostedSegment {
 /// the host is max(0, h₀ − g₀ + L). So a segment costs O(1) to simulate whatever its length
 /// (the same numbers as stepping through it, up to rounding; `simulate_tests.rs`).
 #[derive(Debug, Clone, Copy)]
-struct Closed {
+pub(crate) struct Closed {
     /// Σ host time of the launches (host-only ops before each folded in), seconds.
     host_s: f64,
     /// D, seconds.
@@ -299,6 +299,33 @@ impl CostedSegment {
         }
         let each = seg.kernels.iter().zip(costs).map(|(k, &(h, c))| (k, h, c));
         fold_into(each, fast, synchronous, self);
+    }
+
+    /// This segment's launch list, taken out (its storage, to be refilled).
+    pub(crate) fn take_fast(&mut self) -> Vec<(f64, f64, u8)> {
+        std::mem::take(&mut self.fast)
+    }
+
+    /// The times [`CostedSegment::refill_times`] folds: the launch list copied into `fast`, and
+    /// the host time after the last launch and the closed form returned, to hand to a segment
+    /// whose kernels cost what this one's do ([`Self::set_times`]).
+    pub(crate) fn times_into(&self, fast: &mut Vec<(f64, f64, u8)>) -> (f64, Closed) {
+        fast.clone_from(&self.fast);
+        (self.tail_host_s, self.closed)
+    }
+
+    /// Take the times of a segment whose kernels cost what this one's do, in the same order:
+    /// what [`CostedSegment::refill_times`] would fold from them. The totals stay.
+    pub(crate) fn set_times(
+        &mut self,
+        fast: Vec<(f64, f64, u8)>,
+        tail_host_s: f64,
+        closed: Closed,
+    ) {
+        self.kernels.clear();
+        self.fast = fast;
+        self.tail_host_s = tail_host_s;
+        self.closed = closed;
     }
 
     /// [`CostedSegment::refill`] of the times only: the launch list and closed form from
