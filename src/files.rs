@@ -167,6 +167,29 @@ pub fn same_target(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The error of a failed write to `path`: "cannot write PATH: why". Exit code 2 (a usage
+/// error) when another `--out` fixes it (a missing folder, no permission, a directory, a
+/// read-only file system, a name the file system refuses); 1 when the machine does (a full
+/// disk or quota, an I/O error): the same for every command, whether the bytes failed while
+/// streaming (`sweep`) or at once (`plot`, `write_atomic`).
+pub fn write_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind as K;
+    let message = format!("cannot write {}: {e}", path.display());
+    match e.kind() {
+        K::NotFound
+        | K::PermissionDenied
+        | K::IsADirectory
+        | K::NotADirectory
+        | K::ReadOnlyFilesystem
+        | K::InvalidFilename
+        | K::InvalidInput => usage_error(message),
+        K::StorageFull | K::QuotaExceeded | K::FileTooLarge => {
+            anyhow::anyhow!("{message}; free some space (or write elsewhere) and run it again")
+        }
+        _ => anyhow::anyhow!(message),
+    }
+}
+
 impl Output {
     /// Start writing `path`: checks the target, creates the temporary beside it.
     pub fn create(path: &Path) -> Result<Output> {
@@ -190,17 +213,21 @@ impl Output {
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
         let tmp = builder.tempfile_in(&dir).map_err(|e| {
-            usage_error(format!(
-                "cannot write {}: {e} (the folder {} must exist and be writable)",
-                path.display(),
-                dir.display()
-            ))
+            let err = write_error(path, &e);
+            if err.downcast_ref::<crate::errors::UsageError>().is_some() {
+                usage_error(format!(
+                    "{err} (the folder {} must exist and be writable)",
+                    dir.display()
+                ))
+            } else {
+                err
+            }
         })?;
         // A file replaced keeps its permissions, as writing it in place would.
         if let Ok(meta) = std::fs::metadata(&target) {
             tmp.as_file()
                 .set_permissions(meta.permissions())
-                .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| write_error(path, &e))?;
         }
         let live = Live::new(tmp.path());
         Ok(Output {
@@ -213,14 +240,15 @@ impl Output {
     /// Flush, `fsync`, and rename over the target.
     pub fn commit(self) -> Result<()> {
         let target = self.target;
-        let file = self.tmp.into_inner().map_err(|e| {
-            usage_error(format!("cannot write {}: {}", target.display(), e.error()))
-        })?;
+        let file = self
+            .tmp
+            .into_inner()
+            .map_err(|e| write_error(&target, e.error()))?;
         file.as_file()
             .sync_all()
-            .map_err(|e| usage_error(format!("cannot write {}: {e}", target.display())))?;
+            .map_err(|e| write_error(&target, &e))?;
         file.persist(&target)
-            .map_err(|e| usage_error(format!("cannot write {}: {}", target.display(), e.error)))?;
+            .map_err(|e| write_error(&target, &e.error))?;
         // Make the rename itself durable where the platform allows opening a directory.
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             if let Ok(d) = std::fs::File::open(dir) {
@@ -247,7 +275,7 @@ impl Write for Output {
 pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     let mut out = Output::create(path)?;
     out.write_all(contents.as_ref())
-        .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| write_error(path, &e))?;
     out.commit()
 }
 
@@ -417,6 +445,38 @@ mod tests {
         let err = write_atomic(&file.join("x.csv"), "y").expect_err("under a regular file");
         assert!(err.downcast_ref::<crate::errors::UsageError>().is_some());
         assert!(err.to_string().starts_with("cannot use "), "{err}");
+    }
+
+    #[test]
+    fn a_full_disk_is_not_a_usage_error_and_a_bad_path_is() {
+        use std::io::{Error, ErrorKind};
+        let p = Path::new("out.csv");
+        let usage = |k: ErrorKind| {
+            write_error(p, &Error::from(k))
+                .downcast_ref::<crate::errors::UsageError>()
+                .is_some()
+        };
+        for k in [
+            ErrorKind::StorageFull,
+            ErrorKind::QuotaExceeded,
+            ErrorKind::FileTooLarge,
+            ErrorKind::Other,
+        ] {
+            assert!(!usage(k), "{k:?}");
+        }
+        for k in [
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::IsADirectory,
+            ErrorKind::ReadOnlyFilesystem,
+        ] {
+            assert!(usage(k), "{k:?}");
+        }
+        let full = write_error(p, &Error::from(ErrorKind::StorageFull)).to_string();
+        assert!(
+            full.starts_with("cannot write out.csv: ") && full.contains("free some space"),
+            "{full}"
+        );
     }
 
     #[test]

@@ -1222,7 +1222,7 @@ fn stage(path: &Path, bytes: &[u8]) -> Result<crate::files::Output> {
     use std::io::Write;
     let mut o = crate::files::Output::create(path)?;
     o.write_all(bytes)
-        .map_err(|e| usage_error(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| crate::files::write_error(path, &e))?;
     Ok(o)
 }
 

@@ -181,10 +181,12 @@ pub fn run(args: &SweepArgs) -> Result<()> {
     };
     match out.as_mut() {
         Some(o) => write(&grid, args.format, &progress, o).map_err(|e| {
-            e.context(format!(
-                "writing {}",
-                args.out.as_deref().unwrap_or(Path::new("")).display()
-            ))
+            let path = args.out.as_deref().unwrap_or(Path::new(""));
+            // A write that failed (a full disk) reads as every command's does.
+            match e.downcast_ref::<std::io::Error>() {
+                Some(io) => crate::files::write_error(path, io),
+                None => e.context(format!("writing {}", path.display())),
+            }
         })?,
         None => {
             let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
