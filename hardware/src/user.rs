@@ -70,12 +70,56 @@ pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
     let Some(merged) = merged(text, origin)? else {
         return parse_profile(text, origin);
     };
-    let file = ProfileFile::deserialize(toml::Value::Table(merged)).map_err(|e| Error::Parse {
-        path: PathBuf::from(origin),
-        line: String::new(),
-        message: e.message().trim().to_string(),
+    let file = ProfileFile::deserialize(toml::Value::Table(merged.clone())).map_err(|e| {
+        // A value read from a table has no place in the file: find the key it came from.
+        let (line, key) = match culprit(&merged, text) {
+            Some((key, line)) => (line.map_or_else(String::new, |n| format!(" line {n}")), key),
+            None => (String::new(), String::new()),
+        };
+        let message = e.message().trim();
+        Error::Parse {
+            path: PathBuf::from(origin),
+            line,
+            message: if key.is_empty() {
+                message.to_string()
+            } else {
+                format!("{key}: {message}")
+            },
+        }
     })?;
     file.resolve(origin)
+}
+
+/// The key (`section.key`) whose value the merged profile `merged` could not be read with, and
+/// its line in the user's `text` when it is written there as `key = value` under its section's
+/// header: the merged table written out and read again as text, whose error has a place.
+fn culprit(merged: &toml::Table, text: &str) -> Option<(String, Option<usize>)> {
+    let whole = toml::to_string(merged).ok()?;
+    let err = toml::from_str::<ProfileFile>(&whole).err()?;
+    let start = err.span()?.start.min(whole.len());
+    let line_start = whole[..start].rfind('\n').map_or(0, |i| i + 1);
+    let key_of = |line: &str| -> Option<String> {
+        let (k, _) = line.split_once('=')?;
+        Some(k.trim().trim_matches('"').to_string())
+    };
+    let header_of = |line: &str| -> Option<String> {
+        let l = line.trim();
+        let inner = l.strip_prefix('[')?.strip_suffix(']')?;
+        Some(inner.trim_matches(['[', ']']).trim().to_string())
+    };
+    let key = key_of(&whole[line_start..])?;
+    let section = whole[..line_start].lines().rev().find_map(header_of)?;
+    let mut current = String::new();
+    let mut line = None;
+    for (i, l) in text.lines().enumerate() {
+        if let Some(h) = header_of(l) {
+            current = h;
+        } else if current == section && key_of(l).as_deref() == Some(key.as_str()) {
+            line = Some(i + 1);
+            break;
+        }
+    }
+    Some((format!("[{section}] {key}"), line))
 }
 
 /// A user's profile file as a whole profile's TOML text: what [`parse_user_profile`] reads,
@@ -298,6 +342,38 @@ mod tests {
             parse_user_profile("base = \"a100\"\n[device]\nname = \"lab\"\n", "x.toml").unwrap();
         assert_eq!(p.name, "lab");
         assert_eq!(p.display_name, "NVIDIA A100 80GB SXM4 (custom)");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_in_a_merged_file_is_named_with_its_line() {
+        // On a base: the merged table's error names the user's key and line.
+        let text =
+            "base = \"h200\"\n\n[device]\nname = \"mine\"\n\n[peak]\nbf16-tflops = \"fast\"\n";
+        let err = parse_user_profile(text, "w.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("w.toml line 7: [peak] bf16-tflops: invalid type: string \"fast\""),
+            "{err}"
+        );
+        // Without a base, sources left out (also merged): the same.
+        let whole = builtin("h200").unwrap().1;
+        let text: String = whole
+            .lines()
+            .filter(|l| !l.contains("source"))
+            .map(|l| {
+                if l.starts_with("sms") {
+                    "sms = \"many\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let line = text.lines().position(|l| l.starts_with("sms")).unwrap() + 1;
+        let err = parse_user_profile(&text, "v.toml").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("v.toml line {line}: [device] sms: invalid type")),
+            "{err}"
+        );
     }
 
     #[test]
