@@ -132,6 +132,11 @@ fn resolve_target(path: &Path) -> Result<PathBuf> {
         _ => path.to_path_buf(),
     };
     match std::fs::metadata(&target) {
+        // A rename would replace a file its owner made read-only, which writing it would not.
+        Ok(m) if m.is_file() && m.permissions().readonly() => Err(usage_error(format!(
+            "{} is read-only; make it writable (chmod u+w) or name another file",
+            path.display()
+        ))),
         Ok(m) if m.is_file() => Ok(target),
         Ok(m) => Err(usage_error(format!(
             "{} is {}, not a regular file; costsim writes only regular files (name a file path)",
@@ -477,6 +482,20 @@ mod tests {
             full.starts_with("cannot write out.csv: ") && full.contains("free some space"),
             "{full}"
         );
+    }
+
+    #[test]
+    fn a_read_only_file_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kept.csv");
+        std::fs::write(&path, "mine").unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&path, perms).unwrap();
+        let err = write_atomic(&path, "new").unwrap_err();
+        assert!(err.downcast_ref::<crate::errors::UsageError>().is_some());
+        assert!(err.to_string().contains("is read-only"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
     }
 
     #[test]
