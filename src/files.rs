@@ -4,7 +4,8 @@
 //! half of one; a run that fails, panics or is stopped before `commit` leaves the target
 //! untouched. The temporary is removed on drop, and on SIGINT, SIGTERM or SIGHUP, which would
 //! otherwise end the process without running drops, by the handler
-//! [`remove_temporaries_on_signal`] installs (the run then exits 130). Only a `kill -9` can still
+//! [`remove_temporaries_on_signal`] installs (the run then exits 128 + the signal: 130, 143 or
+//! 129). Only a `kill -9` can still
 //! leave a `.costsim-*.tmp` behind, which no later run reads or removes, since its name is
 //! unique.
 //!
@@ -56,49 +57,66 @@ impl Drop for Live {
 }
 
 /// On SIGINT, SIGTERM or SIGHUP (Ctrl-C, `kill`, a closed terminal), remove every temporary
-/// still being written and exit with status 130. Without it these signals end the process
-/// without running drops, so an interrupted sweep left tens of MB of partial rows beside its
-/// `--out` (found by an audit, 2026-11-30). Call once, at start.
+/// still being written and exit with status 128 + the signal (130, 143, 129), as a shell reports
+/// a process the signal ended. Without it these signals end the process without running drops,
+/// so an interrupted sweep left tens of MB of partial rows beside its `--out` (found by an
+/// audit, 2026-11-30). Call once, at start. The signals are received on a thread of their own
+/// (signal-hook's iterator), so the cleanup runs as ordinary code, not in a signal handler.
 ///
-/// A run started with one of these signals ignored (`nohup` ignores SIGHUP, a script's
-/// background job SIGINT) installs nothing: the handler covers all three at once, and would end
-/// a run its user meant to outlive the terminal. Such a run keeps the dispositions it was given,
-/// and a signal it does not ignore ends it as before, leaving its temporary (Linux; read from
-/// `/proc/self/status`; elsewhere the handler is always installed).
+/// A signal the process started with ignored (`nohup` ignores SIGHUP, a script's background job
+/// SIGINT) stays ignored, so such a run outlives what its user meant it to; the others are
+/// handled (Linux reads the ignored set from `/proc/self/status`; elsewhere on Unix all three are
+/// handled; not on other systems).
 pub fn remove_temporaries_on_signal() -> Result<()> {
-    if started_ignoring_a_termination_signal() {
-        return Ok(());
-    }
-    ctrlc::set_handler(|| {
-        let removed = live()
-            .iter()
-            .filter(|p| std::fs::remove_file(p).is_ok())
-            .count();
-        if removed > 0 {
-            eprintln!("costsim: interrupted; {removed} unfinished output file(s) removed");
-        } else {
-            eprintln!("costsim: interrupted");
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let ignored = ignored_signals();
+        let handled: Vec<i32> = [SIGHUP, SIGINT, SIGTERM]
+            .into_iter()
+            .filter(|&s| ignored & (1u64 << (s - 1)) == 0)
+            .collect();
+        if handled.is_empty() {
+            return Ok(());
         }
-        std::process::exit(130);
-    })
-    .context("installing the handler that removes temporaries on Ctrl-C")
+        let mut signals = signal_hook::iterator::Signals::new(&handled)
+            .context("installing the handler that removes temporaries on a signal")?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    let removed = live()
+                        .iter()
+                        .filter(|p| std::fs::remove_file(p).is_ok())
+                        .count();
+                    if removed > 0 {
+                        eprintln!(
+                            "costsim: interrupted; {removed} unfinished output file(s) removed"
+                        );
+                    } else {
+                        eprintln!("costsim: interrupted");
+                    }
+                    // The shell's convention for a process ended by a signal.
+                    std::process::exit(128 + signal);
+                }
+            })
+            .context("starting the thread that removes temporaries on a signal")?;
+    }
+    Ok(())
 }
 
-/// Whether this process started with SIGHUP (1), SIGINT (2) or SIGTERM (15) ignored: the
-/// `SigIgn` mask of `/proc/self/status` (bit n − 1 for signal n). False where it cannot be read.
-fn started_ignoring_a_termination_signal() -> bool {
+/// The signals this process started with ignored: the `SigIgn` mask of `/proc/self/status`
+/// (bit n − 1 for signal n); none where it cannot be read.
+#[cfg(unix)]
+fn ignored_signals() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
+        return 0;
     };
     status
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:"))
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| {
-            [1u32, 2, 15]
-                .iter()
-                .any(|&sig| mask & (1 << (sig - 1)) != 0)
-        })
+        .unwrap_or(0)
 }
 
 /// Where `path` really lives: a symbolic link is resolved (so the link survives the rename), and
