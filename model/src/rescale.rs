@@ -768,14 +768,13 @@ fn cost_planned<'a>(
                 },
             });
             for (i, sc) in scopes(g).enumerate() {
-                let out = match i {
-                    0 => &mut tc.costed.embedding,
-                    i if i <= n => &mut tc.costed.layers[i - 1],
-                    _ => &mut tc.costed.head,
-                };
                 for (seg, s) in segments(sc).into_iter().enumerate() {
-                    let costs = segment_costs(&tc.costs, &tc.starts, i * 3 + seg);
-                    out[seg].refill(s, costs, hw.synchronous);
+                    let at = i * 3 + seg;
+                    costed_segment(&mut tc.costed, n, at).refill(
+                        s,
+                        segment_costs(&tc.costs, &tc.starts, at),
+                        hw.synchronous,
+                    );
                 }
             }
             tc
