@@ -9,7 +9,9 @@
 # 10⁶-point command of docs/sweeps.md; the others cover long rank lines on a GPU and the
 # generic CPU (launch lists kept), every optimizer, fp16-mixed and fp32, three micro-batches,
 # layer selections, no clipping, every built-in GPU, libtorch with a bare loop, checkpointing and
-# eager attention, and CUDA-graph replay with base-dtype adapters on a subset of targets.
+# eager attention, CUDA-graph replay with base-dtype adapters on a subset of targets, and (g8,
+# g9) many sequence lengths a line, where sequence templates derive the later lines' rank
+# templates (bf16 and fp32, layer selections, the CPU, checkpointing, eager attention, SGD).
 # About 10 s on two cores.
 set -euo pipefail
 if [ $# -ne 2 ]; then
@@ -38,4 +40,10 @@ run --model gpt2,llama2-7b --hw h200,cpu --method all --batch 2 --seq 64,256 --r
   --runtime libtorch --loop bare --grad-checkpointing --attention eager --out "$O/g6.csv"
 run --model gpt2,llama2-7b --hw h100 --method lora --batch 2 --seq 64,256 --rank 1..40 \
   --targets q_proj,v_proj,c_attn --adapter-dtype base --runtime cuda-graph --out "$O/g7.csv"
+run --model gpt2,tinyllama-1.1b,llama2-7b --hw h200,cpu --method all --batch 1,3 --seq 16..1024:+48 \
+  --rank 1..30 --precision bf16-mixed,fp32 --grad-accum 2 --train-layers all,upper:0.5 \
+  --out "$O/g8.csv"
+run --model gpt2,llama2-7b --hw a100 --method lora,paca --batch 2 --seq 32..2048:+64 --rank 1..64 \
+  --precision fp16-mixed --grad-checkpointing --attention eager --optimizer sgd --no-grad-clip \
+  --out "$O/g9.csv"
 (cd "$O" && md5sum ./*.csv)

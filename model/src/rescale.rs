@@ -38,7 +38,7 @@ use std::cmp::Ordering;
 const LIMIT: f64 = (1u64 << 50) as f64;
 
 /// A number of a kernel.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KField {
     Flops,
     Read,
@@ -50,7 +50,7 @@ enum KField {
 }
 
 /// A number of a scope.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SField {
     Saved,
     SavedBy(u32),
@@ -64,7 +64,7 @@ enum SField {
 
 /// Where a number lives: scope index (0 embedding, 1… layer graphs, then the head), and within
 /// it a kernel of a segment (0 forward, 1 backward, 2 backward with accumulation) or the scope.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Loc {
     Kernel {
         scope: u32,
@@ -86,33 +86,39 @@ struct Patch {
     slope: f64,
 }
 
-/// Patches grouped by what they write, for [`RankFit::apply_patches`]: runs of consecutive
-/// patches of one kernel, then of one scope, each target looked up once per run rather than once
-/// per number (a sweep applies them at every point).
-#[derive(Debug, Clone, Default)]
-struct Program {
+/// Numbers grouped by what they write, for [`RankFit::apply_patches`] (each a base and a slope,
+/// `V = (f64, f64)`) and `SeqFit::derive` (each a polynomial of the sequence length): runs of
+/// consecutive numbers of one kernel, then of one scope, each target looked up once per run
+/// rather than once per number (a sweep writes them at every point).
+#[derive(Debug, Clone)]
+struct Program<V = (f64, f64)> {
     /// (scope, segment, index) of a kernel and the end of its run in `kernel_ops`.
     kernels: Vec<(u32, u8, u32, u32)>,
-    /// (base, slope, field) of each kernel number.
-    kernel_ops: Vec<(f64, f64, KField)>,
+    /// (value, field) of each kernel number.
+    kernel_ops: Vec<(V, KField)>,
     /// A scope and the end of its run in `scope_ops`.
     scopes: Vec<(u32, u32)>,
-    /// (base, slope, field) of each scope number.
-    scope_ops: Vec<(f64, f64, SField)>,
+    /// (value, field) of each scope number.
+    scope_ops: Vec<(V, SField)>,
 }
 
-impl Program {
-    fn new(patches: &[Patch]) -> Self {
-        let mut p = Program::default();
-        for x in patches {
-            match x.loc {
+impl<V: Copy> Program<V> {
+    fn new(numbers: impl IntoIterator<Item = (Loc, V)>) -> Self {
+        let mut p = Program {
+            kernels: Vec::new(),
+            kernel_ops: Vec::new(),
+            scopes: Vec::new(),
+            scope_ops: Vec::new(),
+        };
+        for (loc, v) in numbers {
+            match loc {
                 Loc::Kernel {
                     scope,
                     seg,
                     idx,
                     field,
                 } => {
-                    p.kernel_ops.push((x.base, x.slope, field));
+                    p.kernel_ops.push((v, field));
                     let end = p.kernel_ops.len() as u32;
                     match p.kernels.last_mut() {
                         Some(run) if (run.0, run.1, run.2) == (scope, seg, idx) => run.3 = end,
@@ -120,7 +126,7 @@ impl Program {
                     }
                 }
                 Loc::Scope { scope, field } => {
-                    p.scope_ops.push((x.base, x.slope, field));
+                    p.scope_ops.push((v, field));
                     let end = p.scope_ops.len() as u32;
                     match p.scopes.last_mut() {
                         Some(run) if run.0 == scope => run.1 = end,
@@ -130,6 +136,78 @@ impl Program {
             }
         }
         p
+    }
+
+    /// Every number with its place: kernels' then scopes', each in the order given to
+    /// [`Program::new`].
+    fn numbers(&self) -> impl Iterator<Item = (Loc, V)> + '_ {
+        let mut start = 0;
+        let kernels = self
+            .kernels
+            .iter()
+            .flat_map(move |&(scope, seg, idx, end)| {
+                let run = &self.kernel_ops[start..end as usize];
+                start = end as usize;
+                run.iter().map(move |&(v, field)| {
+                    let loc = Loc::Kernel {
+                        scope,
+                        seg,
+                        idx,
+                        field,
+                    };
+                    (loc, v)
+                })
+            });
+        let mut start = 0;
+        let scopes = self.scopes.iter().flat_map(move |&(scope, end)| {
+            let run = &self.scope_ops[start..end as usize];
+            start = end as usize;
+            run.iter()
+                .map(move |&(v, field)| (Loc::Scope { scope, field }, v))
+        });
+        kernels.chain(scopes)
+    }
+
+    /// Write each number, `value(v)`, into `g`; `None` when `value` refuses one (past the exact
+    /// range) or a size or count would be negative.
+    fn write(&self, g: &mut StepGraph, mut value: impl FnMut(V) -> Option<f64>) -> Option<()> {
+        let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
+        let mut start = 0;
+        for &(scope, seg, idx, end) in &self.kernels {
+            let k = &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
+            for &(x, field) in &self.kernel_ops[start..end as usize] {
+                let v = value(x)?;
+                match field {
+                    KField::Flops => k.flops = v,
+                    KField::Read => k.bytes_read = v,
+                    KField::Written => k.bytes_written = v,
+                    KField::M => k.gemm.as_mut()?.m = dim(v)?,
+                    KField::N => k.gemm.as_mut()?.n = dim(v)?,
+                    KField::K => k.gemm.as_mut()?.k = dim(v)?,
+                    KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
+                }
+            }
+            start = end as usize;
+        }
+        let mut start = 0;
+        for &(scope, end) in &self.scopes {
+            let s = scope_mut(g, scope as usize);
+            for &(x, field) in &self.scope_ops[start..end as usize] {
+                let v = value(x)?;
+                match field {
+                    SField::Saved => s.saved_bytes = v,
+                    SField::SavedBy(i) => s.saved_by_module[i as usize].1 = v,
+                    SField::Checkpoint => s.checkpoint_bytes = v,
+                    SField::Trainable => s.trainable = dim(v)?,
+                    SField::Working => s.backward_working_bytes = v,
+                    SField::Transient => s.transient_bytes = v,
+                    SField::GuardA(i) => s.guards[i as usize].0 = v,
+                    SField::GuardB(i) => s.guards[i as usize].1 = v,
+                }
+            }
+            start = end as usize;
+        }
+        Some(())
     }
 }
 
@@ -304,6 +382,9 @@ fn starts(g: &StepGraph) -> Vec<u32> {
     out
 }
 
+/// The next [`Plan::id`].
+static NEXT_PLAN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Plan {
     fn new(g: &StepGraph, changed: &[Changed]) -> Self {
         let starts = starts(g);
@@ -330,12 +411,18 @@ impl Plan {
                 }
             })
             .collect();
-        static NEXT_PLAN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Plan {
             id: NEXT_PLAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             steps,
             len: *starts.last().unwrap_or(&0),
         }
+    }
+}
+
+impl Plan {
+    /// A new [`Plan::id`] for a copy that becomes another graph's plan (`SeqFit::derive`).
+    fn renumber(&mut self) {
+        self.id = NEXT_PLAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -603,12 +690,13 @@ fn same_way(kind: GuardKind, fitted: Ordering, now: Ordering) -> bool {
     now == fitted || (kind == GuardKind::Extremum && now == Ordering::Equal)
 }
 
-/// The side guard `i` of a scope is on at all three probes, a max's or min's ties taken as
-/// the other probes' side (all three tied: `Equal`); `None` when the probes disagree, the
-/// guard's kind differs between them, or an operand is NaN. A probe on a tie of a max or min
-/// therefore fits with its neighbours on either side: a rank line's points need not step
-/// around the rank where such a guard's operands meet (PaCA's gather at exactly K/16 columns).
-fn probes_side(s: &[&ScopeGraph; 3], i: usize) -> Option<Ordering> {
+/// The side guard `i` of a scope is on in every graph of `s` (a rank fit's three probes, a
+/// sequence fit's four lines), a max's or min's ties taken as the others' side (all tied:
+/// `Equal`); `None` when they disagree, the guard's kind differs between them, or an operand is
+/// NaN. A probe on a tie of a max or min therefore fits with its neighbours on either side: a
+/// rank line's points need not step around the rank where such a guard's operands meet (PaCA's
+/// gather at exactly K/16 columns).
+fn probes_side(s: &[&ScopeGraph], i: usize) -> Option<Ordering> {
     let kind = s[0].guards[i].2;
     let mut common = Ordering::Equal;
     for sc in s {
@@ -860,8 +948,12 @@ impl RankFit {
     fn assemble(r0: u64, (patches, guards, chains, changed): Fitted, work: StepGraph) -> RankFit {
         RankFit {
             r0,
-            row_program: Program::new(&row_patches(&patches, &changed)),
-            program: Program::new(&patches),
+            row_program: Program::new(
+                row_patches(&patches, &changed)
+                    .iter()
+                    .map(|p| (p.loc, (p.base, p.slope))),
+            ),
+            program: Program::new(patches.iter().map(|p| (p.loc, (p.base, p.slope)))),
             guards,
             chains,
             plan: Plan::new(&work, &changed),
@@ -1045,6 +1137,20 @@ impl RankFit {
         std::mem::swap(&mut self.work.optimizer, seg);
     }
 
+    /// The rank r₀ the fit's graph was built at (its bases' rank).
+    pub fn r0(&self) -> u64 {
+        self.r0
+    }
+
+    /// The fit's patches, kernels' then scopes' (each in the fit's order): what
+    /// [`Program::new`] grouped.
+    fn patch_list(&self) -> Vec<Patch> {
+        self.program
+            .numbers()
+            .map(|(loc, (base, slope))| Patch { loc, base, slope })
+            .collect()
+    }
+
     /// The graph [`RankFit::apply`] returned last.
     pub fn graph(&self) -> &StepGraph {
         &self.work
@@ -1081,47 +1187,12 @@ impl RankFit {
             let v = base + slope * dr;
             (v.abs() <= LIMIT).then_some(v)
         };
-        let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
         let prog = if rows_only {
             &self.row_program
         } else {
             &self.program
         };
-        let mut start = 0;
-        for &(scope, seg, idx, end) in &prog.kernels {
-            let k = &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
-            for &(base, slope, field) in &prog.kernel_ops[start..end as usize] {
-                let v = value(base, slope)?;
-                match field {
-                    KField::Flops => k.flops = v,
-                    KField::Read => k.bytes_read = v,
-                    KField::Written => k.bytes_written = v,
-                    KField::M => k.gemm.as_mut()?.m = dim(v)?,
-                    KField::N => k.gemm.as_mut()?.n = dim(v)?,
-                    KField::K => k.gemm.as_mut()?.k = dim(v)?,
-                    KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
-                }
-            }
-            start = end as usize;
-        }
-        let mut start = 0;
-        for &(scope, end) in &prog.scopes {
-            let s = scope_mut(g, scope as usize);
-            for &(base, slope, field) in &prog.scope_ops[start..end as usize] {
-                let v = value(base, slope)?;
-                match field {
-                    SField::Saved => s.saved_bytes = v,
-                    SField::SavedBy(i) => s.saved_by_module[i as usize].1 = v,
-                    SField::Checkpoint => s.checkpoint_bytes = v,
-                    SField::Trainable => s.trainable = dim(v)?,
-                    SField::Working => s.backward_working_bytes = v,
-                    SField::Transient => s.transient_bytes = v,
-                    SField::GuardA(i) => s.guards[i as usize].0 = v,
-                    SField::GuardB(i) => s.guards[i as usize].1 = v,
-                }
-            }
-            start = end as usize;
-        }
+        prog.write(g, |(base, slope)| value(base, slope))?;
         for c in &self.guards {
             let (a, b, kind) = scope_mut(g, c.scope as usize).guards[c.idx as usize];
             if !side(kind, a, b).is_some_and(|now| same_way(kind, c.ord, now)) {
@@ -1153,6 +1224,10 @@ impl RankFit {
         Some(g)
     }
 }
+
+#[path = "rescale_seq.rs"]
+mod seq;
+pub use seq::{SeqFit, SEQ_LINES};
 
 #[cfg(test)]
 #[path = "rescale_tests.rs"]

@@ -865,3 +865,141 @@ fn twin_segments_copy_equal_times() {
         }
     }
 }
+
+/// The rank fit of a line at sequence length `seq`, fitted from probes built at ranks 5, 9, 7.
+fn line_fit(
+    model: &crate::arch::ModelConfig,
+    method: MethodName,
+    w: &Workload,
+    seq: u64,
+) -> Option<RankFit> {
+    let w = Workload { seq, ..w.clone() };
+    RankFit::new([5u64, 9, 7].map(|r| {
+        let sp = spec(model, method, r);
+        (sp.rank, build(model, &sp, &w))
+    }))
+}
+
+/// Rank templates derived for another sequence length equal the ones fitted there from probes,
+/// part for part, and rescale to graphs equal to fresh builds, over every preset, every ranked
+/// method and three workloads.
+#[test]
+fn derived_sequence_templates_equal_fitted_ones() {
+    let workloads = [
+        Workload {
+            batch: 2,
+            ..Workload::default()
+        },
+        Workload {
+            precision: Precision::Fp32,
+            batch: 3,
+            grad_accum: 2,
+            ..Workload::default()
+        },
+        Workload {
+            precision: Precision::Fp16Mixed,
+            attention: AttentionImpl::Eager,
+            grad_checkpointing: true,
+            batch: 1,
+            ..Workload::default()
+        },
+    ];
+    let fitted_at = [32u64, 48, 80, 128];
+    let (mut seq_fits, mut derived, mut refused) = (0, 0, 0);
+    for p in PRESETS {
+        let model = preset(p.name).unwrap();
+        for method in MethodName::ALL {
+            if method == MethodName::Full {
+                continue;
+            }
+            for w in &workloads {
+                let lines: Vec<(u64, RankFit)> = fitted_at
+                    .iter()
+                    .filter_map(|&s| Some((s, line_fit(&model, method, w, s)?)))
+                    .collect();
+                let refs: Vec<(u64, &RankFit)> = lines.iter().map(|(s, f)| (*s, f)).collect();
+                let Some(sf) = SeqFit::new(&refs) else {
+                    continue;
+                };
+                seq_fits += 1;
+                for s in [16u64, 40, 64, 100, 256, 500, 1000] {
+                    if s > model.max_positions {
+                        continue;
+                    }
+                    let fresh = line_fit(&model, method, w, s);
+                    let Some(mut got) = sf.derive(s) else {
+                        refused += 1;
+                        continue;
+                    };
+                    derived += 1;
+                    let mut want = fresh.unwrap_or_else(|| {
+                        panic!("{} {method} s {s} {w:?}: derived where no fit", p.name)
+                    });
+                    let what = format!("{} {method} s {s} {w:?}", p.name);
+                    assert!(got.work == want.work, "{what}: graph at r0 differs");
+                    let (a, b) = (got.patch_list(), want.patch_list());
+                    assert_eq!(a.len(), b.len(), "{what}");
+                    for (x, y) in a.iter().zip(&b) {
+                        assert_eq!(x.loc, y.loc, "{what}");
+                        assert_eq!(x.base.to_bits(), y.base.to_bits(), "{what} {:?}", x.loc);
+                        assert_eq!(x.slope.to_bits(), y.slope.to_bits(), "{what} {:?}", x.loc);
+                    }
+                    let rows = |f: &RankFit| -> Vec<(Loc, u64, u64)> {
+                        f.row_program
+                            .numbers()
+                            .map(|(loc, (b, s))| (loc, b.to_bits(), s.to_bits()))
+                            .collect()
+                    };
+                    assert_eq!(rows(&got), rows(&want), "{what}");
+                    assert_eq!(got.changed, want.changed, "{what}");
+                    assert_eq!(got.guards.len(), want.guards.len(), "{what}");
+                    for (x, y) in got.guards.iter().zip(&want.guards) {
+                        assert_eq!((x.scope, x.idx, x.ord), (y.scope, y.idx, y.ord), "{what}");
+                    }
+                    assert_eq!(got.chains.len(), want.chains.len(), "{what}");
+                    for (x, y) in got.chains.iter().zip(&want.chains) {
+                        assert_eq!(x.scope, y.scope, "{what}");
+                        assert_eq!(x.varying, y.varying, "{what}");
+                        assert_eq!(x.fixed_max.to_bits(), y.fixed_max.to_bits(), "{what}");
+                    }
+                    let ws = Workload {
+                        seq: s,
+                        ..w.clone()
+                    };
+                    for r in [1u64, 5, 8, 33, 64] {
+                        let opts = MethodOptions {
+                            rank: Some(r),
+                            ..MethodOptions::default()
+                        };
+                        let Ok(sp) = MethodSpec::resolve(method, &opts, &model, true) else {
+                            continue;
+                        };
+                        let a = got.apply(sp.rank).map(|g| {
+                            rebuild_optimizer(&model, &sp, &ws, g);
+                            g.clone()
+                        });
+                        let b = want.apply(sp.rank).map(|g| {
+                            rebuild_optimizer(&model, &sp, &ws, g);
+                            g.clone()
+                        });
+                        assert_eq!(a.is_some(), b.is_some(), "{what} r {r}");
+                        if let Some(a) = a {
+                            assert!(a == build(&model, &sp, &ws), "{what} r {r}: differs");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Every preset, method and workload fits over the sequence length (the three-op
+    // derivatives' FLOPs are thirds: `Quad`'s denominators).
+    assert!(
+        seq_fits == PRESETS.len() * 4 * workloads.len(),
+        "{seq_fits} sequence fits of {}",
+        PRESETS.len() * 4 * workloads.len()
+    );
+    assert!(
+        derived > 10 * refused,
+        "{derived} derived, {refused} refused"
+    );
+}

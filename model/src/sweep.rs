@@ -26,7 +26,7 @@ use crate::cost::{Bound, GemmMemo, KernelCost};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
 use crate::predict::{footprint, summarize_with_memory, ConfigRef, Summary};
-use crate::rescale::{cost_kept, differing, RankFit, TemplateCosts};
+use crate::rescale::{cost_kept, differing, RankFit, SeqFit, TemplateCosts, SEQ_LINES};
 use crate::simulate::{CostedGraph, CostedSegment};
 use crate::workload::{Precision, Workload};
 use crate::{Error, Result};
@@ -35,7 +35,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Points above this are refused. Memory no longer limits a sweep (rows are streamed, see
 /// [`Grid::stream`]); the cap guards against a typo in a range: a billion points take over an hour
@@ -339,6 +339,169 @@ const MAX_FIT_FAILURES: u32 = 4;
 thread_local! {
     /// Per worker thread: the rank templates of the groups it evaluated last.
     static TEMPLATES: RefCell<Vec<Template>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a sequence template stands for: a rank template's key but for its sequence length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SeqKey {
+    run: u64,
+    model: usize,
+    method: MethodName,
+    precision: Precision,
+    layers: usize,
+    batch: u64,
+}
+
+/// Rank templates of one [`SeqKey`]'s lines fitted so far from probes (up to [`SEQ_LINES`],
+/// then fitted over the sequence length: `rescale::SeqFit`), and the fit, from which the later
+/// lines take their rank templates without building probes.
+struct SeqTemplate {
+    key: SeqKey,
+    lines: Vec<(u64, RankFit)>,
+    fit: Option<Arc<SeqFit>>,
+    /// The last fit that refused a sequence length here: not taken again from
+    /// [`SHARED_SEQ_FITS`].
+    refused: Option<Arc<SeqFit>>,
+    /// Fits refused, and derivations refused, so far: after [`MAX_SEQ_FAILURES`] the key's
+    /// lines fit their rank templates from probes.
+    failed: u32,
+}
+
+/// Sequence templates a worker thread keeps: one per layer selection is live at a time, as
+/// for rank templates.
+const SEQ_TEMPLATES_PER_THREAD: usize = 8;
+
+/// Sequence lengths a grid needs for sequence templates: four lines fit one, so at least two
+/// more must use it.
+const MIN_SEQ_TEMPLATE_SEQS: usize = SEQ_LINES + 2;
+
+/// Refusals (of a fit, or of a sequence length by a fitted one) after which a sequence
+/// template gives up. After a refused fit the oldest line is dropped and the next one joins;
+/// after a refused sequence length the fit is dropped and four new lines are collected (the
+/// grid has crossed a guard).
+const MAX_SEQ_FAILURES: u32 = 4;
+
+/// Sequence templates kept in [`SHARED_SEQ_FITS`] (each a rank template's graph and its
+/// polynomials, some 100–300 KB): the grid's keys come in order, so the latest few are live.
+const SHARED_SEQ_FITS_KEPT: usize = 16;
+
+#[cfg(test)]
+thread_local! {
+    /// Per worker thread: lines whose rank template was derived from a sequence template.
+    static DERIVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+thread_local! {
+    /// Per worker thread: the sequence templates of the lines it evaluated last.
+    static SEQ_TEMPLATES: RefCell<Vec<SeqTemplate>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Sequence templates fitted so far, shared by the worker threads, so that a thread whose share
+/// of a key's lines starts late (rayon splits each chunk between threads) derives its lines
+/// from another's fit instead of fitting its own first: the latest [`SHARED_SEQ_FITS_KEPT`].
+static SHARED_SEQ_FITS: Mutex<Vec<(SeqKey, Arc<SeqFit>)>> = Mutex::new(Vec::new());
+
+/// The shared sequence template of `key`, if one is kept.
+fn shared_seq_fit(key: SeqKey) -> Option<Arc<SeqFit>> {
+    let shared = SHARED_SEQ_FITS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    shared
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, f)| f.clone())
+}
+
+/// Keep `fit` as the shared sequence template of `key` (replacing an older one).
+fn share_seq_fit(key: SeqKey, fit: Arc<SeqFit>) {
+    let mut shared = SHARED_SEQ_FITS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    shared.retain(|(k, _)| *k != key);
+    if shared.len() >= SHARED_SEQ_FITS_KEPT {
+        shared.remove(0);
+    }
+    shared.push((key, fit));
+}
+
+/// The sequence template of `key`, made empty when new (the oldest dropped past
+/// [`SEQ_TEMPLATES_PER_THREAD`]).
+fn seq_template(templates: &mut Vec<SeqTemplate>, key: SeqKey) -> &mut SeqTemplate {
+    let i = match templates.iter().position(|t| t.key == key) {
+        Some(i) => i,
+        None => {
+            if templates.len() >= SEQ_TEMPLATES_PER_THREAD {
+                templates.remove(0);
+            }
+            templates.push(SeqTemplate {
+                key,
+                lines: Vec::with_capacity(SEQ_LINES),
+                fit: None,
+                refused: None,
+                failed: 0,
+            });
+            templates.len() - 1
+        }
+    };
+    &mut templates[i]
+}
+
+/// A line's rank template from its sequence template (this thread's, or one another thread
+/// fitted), when one is fitted and takes `seq`. A refusal drops the fit here: the thread
+/// collects lines again (the grid has crossed a guard).
+fn derive_line(key: SeqKey, seq: u64) -> Option<RankFit> {
+    SEQ_TEMPLATES.with_borrow_mut(|templates| {
+        let t = seq_template(templates, key);
+        if t.fit.is_none() && t.failed < MAX_SEQ_FAILURES {
+            t.fit = shared_seq_fit(key)
+                .filter(|f| !t.refused.as_ref().is_some_and(|r| Arc::ptr_eq(r, f)));
+        }
+        let fit = t.fit.as_ref()?.derive(seq);
+        match &fit {
+            #[cfg(test)]
+            Some(_) => DERIVED.with(|d| d.set(d.get() + 1)),
+            #[cfg(not(test))]
+            Some(_) => {}
+            None => {
+                t.refused = t.fit.take();
+                t.failed += 1;
+            }
+        }
+        fit
+    })
+}
+
+/// Offer a line's rank template, just fitted from its probes (its graph still at r₀), to its
+/// sequence template: kept while fewer than [`SEQ_LINES`] lines are, then fitted over them and
+/// shared with the other threads.
+fn offer_line(key: SeqKey, seq: u64, fit: &RankFit) {
+    SEQ_TEMPLATES.with_borrow_mut(|templates| {
+        let t = seq_template(templates, key);
+        if t.fit.is_some()
+            || t.failed >= MAX_SEQ_FAILURES
+            || t.lines.iter().any(|(s, f)| *s == seq || f.r0() != fit.r0())
+        {
+            return;
+        }
+        t.lines.push((seq, fit.clone()));
+        if t.lines.len() < SEQ_LINES {
+            return;
+        }
+        let lines: Vec<(u64, &RankFit)> = t.lines.iter().map(|(s, f)| (*s, f)).collect();
+        let fitted = SeqFit::new(&lines);
+        match fitted {
+            Some(f) => {
+                let f = Arc::new(f);
+                share_seq_fit(key, f.clone());
+                t.fit = Some(f);
+                t.lines.clear();
+            }
+            None => {
+                t.failed += 1;
+                t.lines.remove(0);
+            }
+        }
+    })
 }
 
 /// What a rescaled point's optimizer phase and trainable tensors depend on in a sweep: the
@@ -741,6 +904,15 @@ impl Grid {
             batch: g.batch,
             seq: g.seq,
         };
+        // Sequence templates where enough lines share one.
+        let seq_key = (self.seqs.len() >= MIN_SEQ_TEMPLATE_SEQS).then_some(SeqKey {
+            run: run.id,
+            model: g.model,
+            method: g.method,
+            precision: g.precision,
+            layers: g.layers,
+            batch: g.batch,
+        });
         TEMPLATES.with_borrow_mut(|templates| {
             let i = match templates.iter().position(|t| t.key == key) {
                 Some(i) => i,
@@ -748,10 +920,13 @@ impl Grid {
                     if templates.len() >= TEMPLATES_PER_THREAD {
                         templates.remove(0);
                     }
+                    // A new line: its rank template derived from the sequence template of its
+                    // other lines when there is one (no probes built).
+                    let fit = seq_key.and_then(|k| derive_line(k, g.seq));
                     templates.push(Template {
                         key,
                         probes: Vec::with_capacity(3),
-                        fit: None,
+                        fit,
                         costs: Vec::new(),
                         failed: 0,
                     });
@@ -765,8 +940,11 @@ impl Grid {
             // point costs again), are reused.
             if t.fit.is_none() && t.probes.len() == 3 {
                 t.fit = RankFit::from_probes(&mut t.probes);
-                if t.fit.is_some() {
+                if let Some(fit) = &t.fit {
                     t.failed = 0;
+                    if let Some(k) = seq_key {
+                        offer_line(k, g.seq, fit);
+                    }
                 } else {
                     // Refused, mostly because the probes straddle a guard or one of them sits
                     // on it (PaCA's gather at exactly K/16 columns): drop the oldest and try

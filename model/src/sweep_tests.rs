@@ -285,12 +285,23 @@ fn single_prediction(r: &Row, workload: Workload) -> Prediction {
         MethodName::PacaUpperHalf => Some(r.rank / 4),
         MethodName::PacaThreeQuarters => Some(r.rank / 3),
     };
-    let opts = MethodOptions {
+    let mut opts = MethodOptions {
         rank: lora_rank,
         ..MethodOptions::default()
     };
+    let mut method = MethodSpec::resolve(r.method, &opts, &model, true).unwrap();
+    // A row trained on other layers than the method's own (`--train-layers`): those layers.
+    let (lo, hi) = method.trained_layers(&model);
+    if *r.train_layers != *format!("{lo}..{hi}") {
+        let (start, end) = r.train_layers.split_once("..").unwrap();
+        opts.layers = Some(LayerSelection::Range {
+            start: start.parse().unwrap(),
+            end: end.parse().unwrap(),
+        });
+        method = MethodSpec::resolve(r.method, &opts, &model, true).unwrap();
+    }
     let cfg = Config {
-        method: MethodSpec::resolve(r.method, &opts, &model, true).unwrap(),
+        method,
         model,
         workload,
         hw: resolve_device(&r.hw).unwrap(),
@@ -303,11 +314,17 @@ fn assert_rows_equal_predictions(g: &Grid) {
     let rows = g.run(&|_| {}).unwrap();
     assert_eq!(rows.len() as u64, g.len());
     for r in &rows {
+        let precision = *g
+            .precisions
+            .iter()
+            .find(|p| p.as_str() == r.precision)
+            .unwrap();
         let p = single_prediction(
             r,
             Workload {
                 batch: r.batch,
                 seq: r.seq,
+                precision,
                 ..g.base.clone()
             },
         );
@@ -430,6 +447,39 @@ fn rescaled_points_match_single_predictions() {
     g.batches = vec![2];
     g.ranks = (1..=12).map(|r| Some(r * 5)).collect();
     assert_rows_equal_predictions(&g);
+}
+
+#[test]
+fn lines_derived_from_sequence_templates_match_single_predictions() {
+    // Eight sequence lengths a (model, method, precision, batch): after four lines fitted from
+    // probes, the others take their rank templates from the sequence template, on one worker
+    // thread (so that none of its lines fits on another thread), in bf16 and fp32, with the
+    // lower layers frozen or not, on a GPU and the CPU; every row equals `predict` of its point.
+    let mut g = grid();
+    g.models = vec![preset("gpt2").unwrap(), preset("tinyllama-1.1b").unwrap()];
+    g.hws = vec![
+        resolve_device("h200").unwrap(),
+        resolve_device("cpu").unwrap(),
+    ];
+    g.batches = vec![3];
+    g.seqs = (1..=8).map(|i| 40 * i).collect();
+    g.ranks = (1..=7).map(|r| Some(3 * r)).collect();
+    g.precisions = vec![Precision::Bf16Mixed, Precision::Fp32];
+    g.train_layers = vec![None, Some(LayerSelection::Upper { fraction: 0.5 })];
+    g.base.grad_accum = 2;
+    assert!(g.seqs.len() >= MIN_SEQ_TEMPLATE_SEQS && g.ranks.len() >= MIN_TEMPLATE_RANKS);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let derived = pool.install(|| {
+        assert_rows_equal_predictions(&g);
+        DERIVED.with(std::cell::Cell::get)
+    });
+    // Per (model, ranked method, precision, layers): four of the eight lines are derived (the
+    // layer-selective PaCA presets keep their own layers, so they have one selection).
+    let keys = 2 * (2 * 2 + 2) * 2;
+    assert_eq!(derived, keys * 4);
 }
 
 #[test]

@@ -408,7 +408,9 @@ impl<'a> Tracer<'a> {
                             out_dtype,
                             r * out_bytes,
                             out_bytes,
-                            flops / 3.0 * out_elems,
+                            // One rounding of the exact product: a rescaled graph
+                            // (`rescale::SeqFit`) reproduces it from the integer numerator.
+                            flops * out_elems / 3.0,
                         ));
                     }
                 } else {
