@@ -358,17 +358,53 @@ impl SeqFit {
         })
     }
 
+    /// The rank r₀ of the rank templates it derives (their graphs' rank).
+    pub fn r0(&self) -> u64 {
+        self.line.r0
+    }
+
     /// The rank template a line at sequence length `s` fits from its own probes, with its graph
     /// at r₀; `None` when a number leaves the exact range or a guard compares differently at
     /// `s` (fit that line from probes then).
     pub fn derive(&self, s: u64) -> Option<RankFit> {
+        let mut f = self.line.clone();
+        self.derive_into(s, &mut f)?;
+        Some(f)
+    }
+
+    /// [`SeqFit::derive`] into `f`, a rank template this fit derived before (at any sequence
+    /// length, rescaled to any rank since): every number that changes with s or with the rank
+    /// is written again, so no copy of the graph is made. `None` as for `derive`, leaving `f`
+    /// half rewritten (drop it).
+    pub fn derive_into(&self, s: u64, f: &mut RankFit) -> Option<()> {
         if s > MAX_SEQ {
             return None;
         }
-        let mut f = self.line.clone();
+        // The rank template's bases and slopes at s.
+        let p = &mut f.program;
+        let n = p.kernel_ops.len();
+        let (kernel_patches, scope_patches) = self.patches.split_at(n);
+        for (op, (base, slope)) in p.kernel_ops.iter_mut().zip(kernel_patches) {
+            op.0 = (base.at(s)?, slope.at(s)?);
+        }
+        for (op, (base, slope)) in p.scope_ops.iter_mut().zip(scope_patches) {
+            op.0 = (base.at(s)?, slope.at(s)?);
+        }
+        let r = &mut f.row_program;
+        let (kernel_rows, scope_rows) = self.rows.split_at(r.kernel_ops.len());
+        for (op, &j) in r.kernel_ops.iter_mut().zip(kernel_rows) {
+            op.0 = p.kernel_ops[j as usize].0;
+        }
+        for (op, &j) in r.scope_ops.iter_mut().zip(scope_rows) {
+            op.0 = p.scope_ops[j as usize - n].0;
+        }
+        // The graph at (s, r₀): the numbers that change with s, then those that change with the
+        // rank at their bases (the same value where both change), the transient chains of both
+        // recomputed from their sizes.
         self.numbers.write(&mut f.work, |q| q.at(s))?;
-        for &si in &self.chains {
-            recompute_chain(scope_mut(&mut f.work, si as usize));
+        f.program.write(&mut f.work, |(base, _)| Some(base))?;
+        for si in self.chains.iter().chain(f.chains.iter().map(|c| &c.scope)) {
+            recompute_chain(scope_mut(&mut f.work, *si as usize));
         }
         for g in &self.guards {
             let (a, b, kind) = scope_ref(&f.work, g.scope as usize).guards[g.idx as usize];
@@ -376,31 +412,11 @@ impl SeqFit {
                 return None;
             }
         }
-        let mut values = Vec::with_capacity(self.patches.len());
-        for (base, slope) in &self.patches {
-            values.push((base.at(s)?, slope.at(s)?));
-        }
-        let p = &mut f.program;
-        let n = p.kernel_ops.len();
-        for (op, v) in p.kernel_ops.iter_mut().zip(&values) {
-            op.0 = *v;
-        }
-        for (op, v) in p.scope_ops.iter_mut().zip(&values[n..]) {
-            op.0 = *v;
-        }
-        let r = &mut f.row_program;
-        let rn = r.kernel_ops.len();
-        for (op, &j) in r.kernel_ops.iter_mut().zip(&self.rows) {
-            op.0 = values[j as usize];
-        }
-        for (op, &j) in r.scope_ops.iter_mut().zip(&self.rows[rn..]) {
-            op.0 = values[j as usize];
-        }
         for c in &mut f.chains {
             c.fixed_max = fixed_max(scope_ref(&f.work, c.scope as usize), &c.varying);
         }
         f.plan.renumber();
-        Some(f)
+        Some(())
     }
 }
 

@@ -292,12 +292,22 @@ struct Template {
     key: TemplateKey,
     probes: Vec<(u64, StepGraph)>,
     fit: Option<RankFit>,
+    /// The sequence template `fit` was derived from, if it was: a later line of the same key
+    /// derives its own into `fit` (`SeqFit::derive_into`) instead of copying the graph.
+    from: Option<Arc<SeqFit>>,
+    /// Earlier derived rank templates of the key (a line's before it crossed a guard, the
+    /// line before's), each with the sequence template it came from, to derive into: at most
+    /// [`SPARES`].
+    spares: Vec<(RankFit, Arc<SeqFit>)>,
     /// Per device of the grid: the kernel costs there of the first probe, then of the fitted
     /// graph (which starts as that probe).
     costs: Vec<Option<TemplateCosts>>,
     /// Fits refused in a row: after [`MAX_FIT_FAILURES`] the key is built in full.
     failed: u32,
 }
+
+/// Spare rank templates a line keeps ([`Template::spares`]): a line crosses a guard or two.
+const SPARES: usize = 3;
 
 /// Rank templates a worker thread keeps (a few MB at most): the grid's innermost axes after
 /// rank are trained layers, so one per layer selection is live at a time.
@@ -352,24 +362,28 @@ struct SeqKey {
     batch: u64,
 }
 
-/// Rank templates of one [`SeqKey`]'s lines fitted so far from probes (up to [`SEQ_LINES`],
-/// then fitted over the sequence length: `rescale::SeqFit`), and the fit, from which the later
-/// lines take their rank templates without building probes.
+/// Rank templates of one [`SeqKey`]'s lines fitted so far from probes at rank r₀ (up to
+/// [`SEQ_LINES`], then fitted over the sequence length: `rescale::SeqFit`), and the fit, from
+/// which the later lines take their rank templates without building probes. A line's first
+/// template has the grid's first rank as r₀; a line that crosses a guard fits again past it,
+/// at the rank where it was refused, which is the same at every sequence length when the guard
+/// does not depend on it (PaCA's gather at K/16 columns): a template of its own.
 struct SeqTemplate {
     key: SeqKey,
+    r0: u64,
     lines: Vec<(u64, RankFit)>,
     fit: Option<Arc<SeqFit>>,
     /// The last fit that refused a sequence length here: not taken again from
     /// [`SHARED_SEQ_FITS`].
     refused: Option<Arc<SeqFit>>,
     /// Fits refused, and derivations refused, so far: after [`MAX_SEQ_FAILURES`] the key's
-    /// lines fit their rank templates from probes.
+    /// lines fit their rank templates at this r₀ from probes.
     failed: u32,
 }
 
-/// Sequence templates a worker thread keeps: one per layer selection is live at a time, as
-/// for rank templates.
-const SEQ_TEMPLATES_PER_THREAD: usize = 8;
+/// Sequence templates a worker thread keeps: one or two r₀ per layer selection are live at a
+/// time.
+const SEQ_TEMPLATES_PER_THREAD: usize = 12;
 
 /// Sequence lengths a grid needs for sequence templates: four lines fit one, so at least two
 /// more must use it.
@@ -383,17 +397,17 @@ const MAX_SEQ_FAILURES: u32 = 4;
 
 /// Sequence templates kept in [`SHARED_SEQ_FITS`] (each a rank template's graph and its
 /// polynomials, some 100–300 KB): the grid's keys come in order, so the latest few are live.
-const SHARED_SEQ_FITS_KEPT: usize = 16;
-
-#[cfg(test)]
-thread_local! {
-    /// Per worker thread: lines whose rank template was derived from a sequence template.
-    static DERIVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
+const SHARED_SEQ_FITS_KEPT: usize = 24;
 
 thread_local! {
     /// Per worker thread: the sequence templates of the lines it evaluated last.
     static SEQ_TEMPLATES: RefCell<Vec<SeqTemplate>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Per worker thread: rank templates derived from a sequence template.
+    static DERIVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Sequence templates fitted so far, shared by the worker threads, so that a thread whose share
@@ -401,33 +415,30 @@ thread_local! {
 /// from another's fit instead of fitting its own first: the latest [`SHARED_SEQ_FITS_KEPT`].
 static SHARED_SEQ_FITS: Mutex<Vec<(SeqKey, Arc<SeqFit>)>> = Mutex::new(Vec::new());
 
-/// The shared sequence template of `key`, if one is kept.
-fn shared_seq_fit(key: SeqKey) -> Option<Arc<SeqFit>> {
-    let shared = SHARED_SEQ_FITS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    shared
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, f)| f.clone())
-}
-
-/// Keep `fit` as the shared sequence template of `key` (replacing an older one).
+/// Keep `fit` as the shared sequence template of `key` at its r₀ (replacing an older one).
 fn share_seq_fit(key: SeqKey, fit: Arc<SeqFit>) {
     let mut shared = SHARED_SEQ_FITS
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    shared.retain(|(k, _)| *k != key);
+    shared.retain(|(k, f)| *k != key || f.r0() != fit.r0());
     if shared.len() >= SHARED_SEQ_FITS_KEPT {
         shared.remove(0);
     }
     shared.push((key, fit));
 }
 
-/// The sequence template of `key`, made empty when new (the oldest dropped past
+/// Keep a derived rank template as a spare to derive into, the oldest dropped past [`SPARES`].
+fn keep_spare(spares: &mut Vec<(RankFit, Arc<SeqFit>)>, fit: RankFit, from: Arc<SeqFit>) {
+    if spares.len() >= SPARES {
+        spares.remove(0);
+    }
+    spares.push((fit, from));
+}
+
+/// The sequence template of `key` at `r0`, made empty when new (the oldest dropped past
 /// [`SEQ_TEMPLATES_PER_THREAD`]).
-fn seq_template(templates: &mut Vec<SeqTemplate>, key: SeqKey) -> &mut SeqTemplate {
-    let i = match templates.iter().position(|t| t.key == key) {
+fn seq_template(templates: &mut Vec<SeqTemplate>, key: SeqKey, r0: u64) -> &mut SeqTemplate {
+    let i = match templates.iter().position(|t| t.key == key && t.r0 == r0) {
         Some(i) => i,
         None => {
             if templates.len() >= SEQ_TEMPLATES_PER_THREAD {
@@ -435,6 +446,7 @@ fn seq_template(templates: &mut Vec<SeqTemplate>, key: SeqKey) -> &mut SeqTempla
             }
             templates.push(SeqTemplate {
                 key,
+                r0,
                 lines: Vec::with_capacity(SEQ_LINES),
                 fit: None,
                 refused: None,
@@ -446,40 +458,77 @@ fn seq_template(templates: &mut Vec<SeqTemplate>, key: SeqKey) -> &mut SeqTempla
     &mut templates[i]
 }
 
-/// A line's rank template from its sequence template (this thread's, or one another thread
-/// fitted), when one is fitted and takes `seq`. A refusal drops the fit here: the thread
-/// collects lines again (the grid has crossed a guard).
-fn derive_line(key: SeqKey, seq: u64) -> Option<RankFit> {
+/// A rank template for a line's point at rank `r` from a sequence template of its key (this
+/// thread's, or one another thread fitted and shared): the one with the largest r₀ from
+/// `min_r0` to `r`, when it takes `seq`. A refusal drops that fit here (the grid has crossed a
+/// guard: the thread collects lines again).
+fn derive_line(
+    key: SeqKey,
+    seq: u64,
+    r: u64,
+    min_r0: u64,
+    spares: &mut Vec<(RankFit, Arc<SeqFit>)>,
+) -> Option<(RankFit, Arc<SeqFit>)> {
+    let shared: Vec<Arc<SeqFit>> = {
+        let shared = SHARED_SEQ_FITS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shared
+            .iter()
+            .filter(|(k, f)| *k == key && (min_r0..=r).contains(&f.r0()))
+            .map(|(_, f)| f.clone())
+            .collect()
+    };
     SEQ_TEMPLATES.with_borrow_mut(|templates| {
-        let t = seq_template(templates, key);
-        if t.fit.is_none() && t.failed < MAX_SEQ_FAILURES {
-            t.fit = shared_seq_fit(key)
-                .filter(|f| !t.refused.as_ref().is_some_and(|r| Arc::ptr_eq(r, f)));
-        }
-        let fit = t.fit.as_ref()?.derive(seq);
-        match &fit {
-            #[cfg(test)]
-            Some(_) => DERIVED.with(|d| d.set(d.get() + 1)),
-            #[cfg(not(test))]
-            Some(_) => {}
+        let usable = |f: &Arc<SeqFit>| {
+            (min_r0..=r).contains(&f.r0())
+                && !templates.iter().any(|t| {
+                    t.key == key
+                        && t.r0 == f.r0()
+                        && (t.failed >= MAX_SEQ_FAILURES
+                            || t.refused.as_ref().is_some_and(|x| Arc::ptr_eq(x, f)))
+                })
+        };
+        let best = templates
+            .iter()
+            .filter(|t| t.key == key)
+            .filter_map(|t| t.fit.clone())
+            .chain(shared)
+            .filter(usable)
+            .max_by_key(|f| f.r0())?;
+        let t = seq_template(templates, key, best.r0());
+        // Into a spare rank template that came from the same fit: no copy of the graph.
+        let fit = match spares.iter().position(|(_, from)| Arc::ptr_eq(from, &best)) {
+            Some(i) => {
+                let (mut f, _) = spares.swap_remove(i);
+                best.derive_into(seq, &mut f).map(|()| f)
+            }
+            None => best.derive(seq),
+        };
+        match fit {
+            Some(f) => {
+                #[cfg(test)]
+                DERIVED.with(|d| d.set(d.get() + 1));
+                t.fit = Some(best.clone());
+                Some((f, best))
+            }
             None => {
-                t.refused = t.fit.take();
+                t.fit = None;
+                t.refused = Some(best);
                 t.failed += 1;
+                None
             }
         }
-        fit
     })
 }
 
 /// Offer a line's rank template, just fitted from its probes (its graph still at r₀), to its
-/// sequence template: kept while fewer than [`SEQ_LINES`] lines are, then fitted over them and
-/// shared with the other threads.
+/// sequence template at that r₀: kept while fewer than [`SEQ_LINES`] lines are, then fitted
+/// over them and shared with the other threads.
 fn offer_line(key: SeqKey, seq: u64, fit: &RankFit) {
     SEQ_TEMPLATES.with_borrow_mut(|templates| {
-        let t = seq_template(templates, key);
-        if t.fit.is_some()
-            || t.failed >= MAX_SEQ_FAILURES
-            || t.lines.iter().any(|(s, f)| *s == seq || f.r0() != fit.r0())
+        let t = seq_template(templates, key, fit.r0());
+        if t.fit.is_some() || t.failed >= MAX_SEQ_FAILURES || t.lines.iter().any(|(s, _)| *s == seq)
         {
             return;
         }
@@ -488,8 +537,7 @@ fn offer_line(key: SeqKey, seq: u64, fit: &RankFit) {
             return;
         }
         let lines: Vec<(u64, &RankFit)> = t.lines.iter().map(|(s, f)| (*s, f)).collect();
-        let fitted = SeqFit::new(&lines);
-        match fitted {
+        match SeqFit::new(&lines) {
             Some(f) => {
                 let f = Arc::new(f);
                 share_seq_fit(key, f.clone());
@@ -921,12 +969,32 @@ impl Grid {
                         templates.remove(0);
                     }
                     // A new line: its rank template derived from the sequence template of its
-                    // other lines when there is one (no probes built).
-                    let fit = seq_key.and_then(|k| derive_line(k, g.seq));
+                    // other lines when there is one (no probes built), into the template of
+                    // an earlier line of the same key derived from it (that line is done).
+                    let mut spares = match templates.iter().position(|t| {
+                        TemplateKey {
+                            seq: g.seq,
+                            ..t.key
+                        } == key
+                    }) {
+                        Some(j) => {
+                            let t = templates.remove(j);
+                            let mut spares = t.spares;
+                            if let (Some(f), Some(from)) = (t.fit, t.from) {
+                                keep_spare(&mut spares, f, from);
+                            }
+                            spares
+                        }
+                        None => Vec::new(),
+                    };
+                    let derived = seq_key.and_then(|k| derive_line(k, g.seq, r, 0, &mut spares));
+                    let (fit, from) = derived.map_or((None, None), |(f, s)| (Some(f), Some(s)));
                     templates.push(Template {
                         key,
                         probes: Vec::with_capacity(3),
                         fit,
+                        from,
+                        spares,
                         costs: Vec::new(),
                         failed: 0,
                     });
@@ -956,36 +1024,50 @@ impl Grid {
                     t.costs.iter_mut().for_each(|c| *c = None);
                 }
             }
-            if let Some(fit) = t.fit.as_mut() {
-                if t.costs.len() != self.hws.len() {
+            loop {
+                if let Some(fit) = t.fit.as_mut() {
+                    if t.costs.len() != self.hws.len() {
+                        t.costs.clear();
+                        t.costs.resize_with(self.hws.len(), || None);
+                    }
+                    if fit.apply_for_rows(r).is_some() {
+                        let key = OptimizerKey {
+                            run: run.id,
+                            model: g.model,
+                            method: g.method,
+                            precision: g.precision,
+                            layers: g.layers,
+                            rank: g.rank,
+                        };
+                        // The phase of this rank is lent to the rescaled graph for its rows.
+                        let mut phase = take_optimizer(key, model, &spec, &w, self.hws.len());
+                        fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
+                        let costs = &mut t.costs;
+                        let opt_costs = &mut phase.costed;
+                        let rows =
+                            self.rows(g, model, &spec, &w, run, fit.graph(), |j, hw, memo, sum| {
+                                sum(fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]))
+                            });
+                        fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
+                        keep_optimizer(key, phase);
+                        return rows;
+                    }
+                    // A guard compares differently here: fit again on this side of it, from a
+                    // sequence template that starts past the old fit's r₀ when there is one.
+                    let r0 = fit.r0();
+                    if let (Some(f), Some(from)) = (t.fit.take(), t.from.take()) {
+                        keep_spare(&mut t.spares, f, from);
+                    }
                     t.costs.clear();
-                    t.costs.resize_with(self.hws.len(), || None);
+                    if let Some((f, from)) =
+                        seq_key.and_then(|k| derive_line(k, g.seq, r, r0 + 1, &mut t.spares))
+                    {
+                        t.fit = Some(f);
+                        t.from = Some(from);
+                        continue;
+                    }
                 }
-                if fit.apply_for_rows(r).is_some() {
-                    let key = OptimizerKey {
-                        run: run.id,
-                        model: g.model,
-                        method: g.method,
-                        precision: g.precision,
-                        layers: g.layers,
-                        rank: g.rank,
-                    };
-                    // The phase of this rank is lent to the rescaled graph for its rows.
-                    let mut phase = take_optimizer(key, model, &spec, &w, self.hws.len());
-                    fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
-                    let costs = &mut t.costs;
-                    let opt_costs = &mut phase.costed;
-                    let rows =
-                        self.rows(g, model, &spec, &w, run, fit.graph(), |j, hw, memo, sum| {
-                            sum(fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]))
-                        });
-                    fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
-                    keep_optimizer(key, phase);
-                    return rows;
-                }
-                // A guard compares differently here: fit again on this side of it.
-                t.fit = None;
-                t.costs.clear();
+                break;
             }
             let graph = graph::build(model, &spec, &w);
             if t.failed >= MAX_FIT_FAILURES {
