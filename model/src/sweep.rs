@@ -8,7 +8,10 @@
 //! `MIN_TEMPLATE_RANKS` ranks (and at most `MAX_TEMPLATE_DEVICES` devices), after three ranks
 //! of the same (model, method, precision, layers, batch, seq), each worker thread fits a rank
 //! template at the fourth (`rescale::RankFit`, exact or refused), rescales it for the later ranks
-//! and costs again only the kernels whose numbers changed.
+//! and costs again only the kernels whose numbers changed. On grids of at least
+//! `MIN_SEQ_TEMPLATE_SEQS` sequence lengths, the rank templates of four lines of a (model,
+//! method, precision, layers, batch) are fitted over the sequence length (`rescale::SeqFit`,
+//! exact or refused) and the later lines derive theirs from it, without probes.
 //! Groups run in parallel on rayon's pool; the rows come back in grid order
 //! (model, method, precision, batch, seq, rank, train-layers, device — device innermost), streamed
 //! a chunk of [`CHUNK_POINTS`] at a time ([`Grid::stream`]), so memory does not grow with the

@@ -637,7 +637,8 @@ fn a_failing_sink_stops_the_sweep() {
 
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-    /// The sweep's path (graphs built per group or rescaled over the rank, costed on every
+    /// The sweep's path (graphs built per group, rescaled over the rank or derived over the
+    /// sequence length, costed on every
     /// device with GEMM memos kept across points, streamed in chunks) gives exactly what `predict` gives for each
     /// point on its own: equal floats, not close ones, since both run the same formulas in
     /// the same order.
@@ -648,7 +649,9 @@ proptest::proptest! {
         ),
         method in proptest::sample::select(MethodName::ALL.to_vec()),
         batches in proptest::collection::vec(1u64..16, 1..3),
-        seqs in proptest::collection::vec(16u64..2048, 1..3),
+        // Up to eight sequence lengths: with six or more (`MIN_SEQ_TEMPLATE_SEQS`), lines after
+        // the first four take their rank templates from a sequence template (`rescale_seq`).
+        seqs in proptest::collection::vec(16u64..2048, 1..9),
         // Up to eleven ranks: with six or more (`MIN_TEMPLATE_RANKS`), from the fourth on a
         // point is rescaled from the rank template of its first three (`rescale`).
         ranks in proptest::collection::vec(1u64..128, 1..12),
