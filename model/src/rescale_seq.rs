@@ -31,7 +31,7 @@ use crate::graph::{GuardKind, ScopeGraph};
 use std::cmp::Ordering;
 
 /// Largest sequence length a fit evaluates (far past any model's positions).
-const MAX_SEQ: u64 = 1 << 24;
+pub(super) const MAX_SEQ: u64 = 1 << 24;
 
 /// Lines a [`SeqFit`] is fitted from: three determine a polynomial of degree two, the fourth
 /// checks it.
@@ -53,8 +53,8 @@ struct Quad {
 impl Quad {
     /// The polynomial through every (s, v), fitted on the first three: `Some(None)` when every v
     /// has the same bits (the number does not change with s), `Some(Some(q))` for integer
-    /// coefficients that reproduce them all, `None` otherwise (a number that changes and is no
-    /// such polynomial, or is too large, a divided difference that is not an integer).
+    /// coefficients that reproduce them all, bit for bit, `None` otherwise (a number that
+    /// changes and is no such polynomial with numerators within `LIMIT`).
     fn fit(s: &[u64; SEQ_LINES], v: [f64; SEQ_LINES]) -> Option<Option<Quad>> {
         if v.iter().all(|x| x.to_bits() == v[0].to_bits()) {
             return Some(None);
@@ -64,32 +64,34 @@ impl Quad {
 
     /// [`Quad::fit`] for a number that must be such a polynomial even when it does not change
     /// (a rank template's base or slope, which a derived line needs at every s).
+    ///
+    /// The check is the whole argument: polynomials of degree two that agree at three points are
+    /// one, so integer coefficients that give back all four values are the recipe's polynomial
+    /// (the fourth tests that it has degree two at most). With a denominator, a numerator within
+    /// `LIMIT` is the only integer whose quotient rounds to its value (the quotients of
+    /// neighbouring integers lie a third apart, far more than a rounding step below 2⁴⁹).
     fn through(s: &[u64; SEQ_LINES], v: [f64; SEQ_LINES]) -> Option<Quad> {
-        if v.iter().any(|x| !x.is_finite() || x.abs() > LIMIT) {
-            return None;
-        }
         DENOMINATORS.iter().find_map(|&den| {
-            // The numerators: exact integers of at most `LIMIT` whose quotient is v, bit for bit.
-            let n = v.map(|v| (v * den as f64).round());
-            if n.iter()
-                .zip(&v)
-                .any(|(n, v)| n.abs() > LIMIT || (*n / den as f64).to_bits() != v.to_bits())
-            {
-                return None;
-            }
-            let c = Self::integer(s, n.map(|n| n as i64))?;
-            let q = Quad { c, den };
+            // Candidate numerators (a NaN casts to 0 and an infinity saturates: either fails
+            // the check).
+            let n = v.map(|v| (v * den as f64).round() as i64);
+            let q = Quad {
+                c: Self::integer(s, n)?,
+                den,
+            };
             (0..SEQ_LINES)
                 .all(|i| q.at(s[i]).map(f64::to_bits) == Some(v[i].to_bits()))
                 .then_some(q)
         })
     }
 
-    /// Integer coefficients through the first three (s, y), when Newton's divided differences
-    /// are integers (they are whenever the coefficients are); checked arithmetic throughout.
+    /// Coefficients through the first three (s, y) from Newton's divided differences, each
+    /// division truncated: exact when the three lie on a polynomial with integer coefficients
+    /// (the differences are integers then), and otherwise refused by [`Quad::through`]'s check.
+    /// Checked arithmetic throughout.
     fn integer(s: &[u64; SEQ_LINES], y: [i64; SEQ_LINES]) -> Option<[i64; 3]> {
         let x = s.map(|s| s as i64);
-        let div = |a: i64, b: i64| (b != 0 && a.checked_rem(b)? == 0).then(|| a / b);
+        let div = |a: i64, b: i64| a.checked_div(b);
         let f01 = div(y[1].checked_sub(y[0])?, x[1] - x[0])?;
         let f12 = div(y[2].checked_sub(y[1])?, x[2] - x[1])?;
         let c2 = div(f12.checked_sub(f01)?, x[2] - x[0])?;
@@ -454,7 +456,18 @@ mod tests {
             }
         );
         assert_eq!(q.at(17).map(f64::to_bits), Some(third(17).to_bits()));
-        // Past the exact range.
+        // Not a number, or not finite.
+        assert_eq!(Quad::fit(&s, [f64::NAN, 1.0, 2.0, 3.0]), None);
+        assert_eq!(Quad::fit(&s, [1.0, f64::INFINITY, 2.0, 3.0]), None);
+        // A numerator past the exact range, and one just at it.
+        assert_eq!(Quad::fit(&s, s.map(|s| LIMIT + s as f64)), None);
+        assert_eq!(
+            Quad::fit(&s, s.map(|s| LIMIT - 80.0 + s as f64)).map(|q| q.is_some()),
+            Some(true)
+        );
+        assert_eq!(int([1 << 50, 0, 0]).at(7), Some(LIMIT));
+        assert_eq!(int([-(1 << 50), 0, 0]).at(7), Some(-LIMIT));
+        assert_eq!(int([(1 << 50) + 1, 0, 0]).at(7), None);
         assert_eq!(int([0, 0, 1 << 40]).at(1 << 10), None);
         assert_eq!(int([0, 0, 1 << 40]).at(MAX_SEQ), None);
         assert_eq!(int([0, i64::MAX / 2, 0]).at(4), None);

@@ -922,6 +922,10 @@ fn derived_sequence_templates_equal_fitted_ones() {
                     continue;
                 };
                 seq_fits += 1;
+                assert_eq!(sf.r0(), lines[0].1.r0(), "{} {method}", p.name);
+                // Past the lengths it evaluates (s² and a signed cast stay exact below them).
+                assert!(sf.derive(seq::MAX_SEQ + 1).is_none());
+                assert!(sf.derive(u64::MAX).is_none());
                 for s in [16u64, 40, 64, 100, 256, 500, 1000] {
                     if s > model.max_positions {
                         continue;
