@@ -15,11 +15,10 @@ fn spec(model: &crate::arch::ModelConfig, method: MethodName, r: u64) -> MethodS
     MethodSpec::resolve(method, &opts, model, true).unwrap()
 }
 
-/// Rescaled graphs equal fresh builds, every field, over every preset, every method with a
-/// rank, several precisions and workloads, at ranks below, between and above the probes.
-#[test]
-fn rescaled_graphs_equal_fresh_builds() {
-    let workloads = [
+/// The workloads the template tests build at: the default (bf16-mixed, SDPA), fp32 with two
+/// micro-batches, fp16-mixed with eager attention and checkpointing.
+fn three_workloads() -> [Workload; 3] {
+    [
         Workload::default(),
         Workload {
             precision: Precision::Fp32,
@@ -36,7 +35,14 @@ fn rescaled_graphs_equal_fresh_builds() {
             seq: 48,
             ..Workload::default()
         },
-    ];
+    ]
+}
+
+/// Rescaled graphs equal fresh builds, every field, over every preset, every method with a
+/// rank, several precisions and workloads, at ranks below, between and above the probes.
+#[test]
+fn rescaled_graphs_equal_fresh_builds() {
+    let workloads = three_workloads();
     let (mut fitted, mut applied, mut refused) = (0, 0, 0);
     for p in PRESETS {
         let model = preset(p.name).unwrap();
@@ -885,25 +891,8 @@ fn line_fit(
 /// method and three workloads.
 #[test]
 fn derived_sequence_templates_equal_fitted_ones() {
-    let workloads = [
-        Workload {
-            batch: 2,
-            ..Workload::default()
-        },
-        Workload {
-            precision: Precision::Fp32,
-            batch: 3,
-            grad_accum: 2,
-            ..Workload::default()
-        },
-        Workload {
-            precision: Precision::Fp16Mixed,
-            attention: AttentionImpl::Eager,
-            grad_checkpointing: true,
-            batch: 1,
-            ..Workload::default()
-        },
-    ];
+    // Their sequence lengths are replaced by the lines' (`line_fit`).
+    let workloads = three_workloads();
     let fitted_at = [32u64, 48, 80, 128];
     let (mut seq_fits, mut derived, mut refused) = (0, 0, 0);
     for p in PRESETS {

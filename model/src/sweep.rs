@@ -354,15 +354,15 @@ thread_local! {
     static TEMPLATES: RefCell<Vec<Template>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What a sequence template stands for: a rank template's key but for its sequence length.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct SeqKey {
-    run: u64,
-    model: usize,
-    method: MethodName,
-    precision: Precision,
-    layers: usize,
-    batch: u64,
+/// What a sequence template stands for: a rank template's key but for its sequence length,
+/// which is 0 ([`TemplateKey::without_seq`]).
+type SeqKey = TemplateKey;
+
+impl TemplateKey {
+    /// The key of the sequence template of this rank template's lines.
+    fn without_seq(self) -> SeqKey {
+        TemplateKey { seq: 0, ..self }
+    }
 }
 
 /// Rank templates of one [`SeqKey`]'s lines fitted so far from probes at rank r₀ (up to
@@ -956,14 +956,7 @@ impl Grid {
             seq: g.seq,
         };
         // Sequence templates where enough lines share one.
-        let seq_key = (self.seqs.len() >= MIN_SEQ_TEMPLATE_SEQS).then_some(SeqKey {
-            run: run.id,
-            model: g.model,
-            method: g.method,
-            precision: g.precision,
-            layers: g.layers,
-            batch: g.batch,
-        });
+        let seq_key = (self.seqs.len() >= MIN_SEQ_TEMPLATE_SEQS).then_some(key.without_seq());
         TEMPLATES.with_borrow_mut(|templates| {
             let i = match templates.iter().position(|t| t.key == key) {
                 Some(i) => i,
@@ -974,12 +967,10 @@ impl Grid {
                     // A new line: its rank template derived from the sequence template of its
                     // other lines when there is one (no probes built), into the template of
                     // an earlier line of the same key derived from it (that line is done).
-                    let mut spares = match templates.iter().position(|t| {
-                        TemplateKey {
-                            seq: g.seq,
-                            ..t.key
-                        } == key
-                    }) {
+                    let mut spares = match templates
+                        .iter()
+                        .position(|t| t.key.without_seq() == key.without_seq())
+                    {
                         Some(j) => {
                             let t = templates.remove(j);
                             let mut spares = t.spares;
