@@ -155,6 +155,80 @@ fn custom_profile_and_config_are_used() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A Mistral config.json with a sliding window of 16 (the one the committed traces ran): SDPA is
+/// refused from seq 16 on (exit 2, naming the window, the longest modelled sequence and the ways
+/// out), costed below it with the window in the JSON's model; eager attention is costed at any
+/// length, with five more kernels a step than the same config without a window.
+#[test]
+fn a_sliding_window_is_read_and_sdpa_past_it_refused() {
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/results/models/mistral-tiny/config.json"
+    );
+    let base = [
+        "predict",
+        "--hw",
+        "h200",
+        "--model-config",
+        cfg,
+        "--method",
+        "lora",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { [&base[..], extra].concat() };
+    usage_error(
+        &with(&["--seq", "16"]),
+        &[
+            "--seq",
+            "sliding window of 16",
+            "--seq 15 or less",
+            "--attention eager",
+        ],
+    );
+    let json = |args: Vec<&str>| -> Value {
+        let o = costsim(&[&args[..], &["--format", "json"]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).expect("JSON")
+    };
+    let below = json(with(&["--seq", "15"]));
+    assert_eq!(below["model"]["sliding_window"], 16);
+    let eager = json(with(&["--seq", "64", "--attention", "eager"]));
+    let dir = std::env::temp_dir().join(format!("costsim-window-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("mistral-tiny")).unwrap();
+    let plain = dir.join("mistral-tiny/config.json");
+    let text = std::fs::read_to_string(cfg).unwrap();
+    std::fs::write(
+        &plain,
+        text.replace("\"sliding_window\": 16", "\"sliding_window\": null"),
+    )
+    .unwrap();
+    let o = costsim(&[
+        "predict",
+        "--hw",
+        "h200",
+        "--model-config",
+        plain.to_str().unwrap(),
+        "--method",
+        "lora",
+        "--seq",
+        "64",
+        "--attention",
+        "eager",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let causal: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(causal["model"].get("sliding_window").is_none());
+    let kernels = |v: &Value, phase: &str| {
+        v["predictions"][0]["kernels"][phase]
+            .as_u64()
+            .expect("kernels")
+    };
+    assert_eq!(kernels(&eager, "forward"), kernels(&causal, "forward") + 5);
+    assert_eq!(kernels(&eager, "backward"), kernels(&causal, "backward"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn json_carries_the_documented_fields() {
     let o = costsim(&[

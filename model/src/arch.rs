@@ -40,6 +40,12 @@ pub struct ModelConfig {
     pub other_bias: bool,
     /// Dropout probability of GPT-2's attention, residual and embedding dropouts (0 for Llama).
     pub dropout: f64,
+    /// Mistral's `sliding_window`, positions: each query attends to the last this many keys.
+    /// transformers 5.17 then builds a sliding-window causal mask (eager attention: five more
+    /// small kernels, `graph::block`; SDPA from a sequence of this length on: an explicit mask
+    /// that costsim does not model, `Workload::validate`). `None`: plain causal attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<u64>,
 }
 
 /// The role of a linear layer inside a block; LoRA and PaCA targets name these.
@@ -173,6 +179,11 @@ impl ModelConfig {
         if self.intermediate == 0 || self.max_positions == 0 {
             return bad("intermediate size and max positions must be positive".into());
         }
+        if self.sliding_window == Some(0) {
+            return bad(
+                "a sliding window of 0 positions attends to nothing; give 1 or more".into(),
+            );
+        }
         // Bounds far above any real model keep every count inside u64.
         let limits = [
             ("hidden size", self.hidden, 1 << 20),
@@ -180,6 +191,7 @@ impl ModelConfig {
             ("intermediate size", self.intermediate, 1 << 22),
             ("vocabulary", self.vocab, 1 << 24),
             ("max positions", self.max_positions, 1 << 24),
+            ("sliding window", self.sliding_window.unwrap_or(1), 1 << 24),
         ];
         for (what, v, max) in limits {
             if v > max {
@@ -248,6 +260,7 @@ fn gpt2(name: &str, d: u64, layers: u32, heads: u64) -> ModelConfig {
         qkv_bias: true,
         other_bias: true,
         dropout: 0.1,
+        sliding_window: None,
     }
 }
 
@@ -276,6 +289,7 @@ fn llama(
         qkv_bias: false,
         other_bias: false,
         dropout: 0.0,
+        sliding_window: None,
     }
 }
 
@@ -376,12 +390,26 @@ struct HfConfig {
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
+    /// Mistral's and Qwen2's: absent (`None`), `null` (`Some(None)`) or a length.
+    #[serde(default, deserialize_with = "present")]
+    sliding_window: Option<Option<u64>>,
+    use_sliding_window: Option<bool>,
     // both
     vocab_size: Option<u64>,
     head_dim: Option<u64>,
     /// The hub id or path the config was saved from (`save_pretrained` writes it).
     #[serde(rename = "_name_or_path")]
     name_or_path: Option<String>,
+}
+
+/// A key that is present, `null` or not: `Some(None)` for `null`, where a plain `Option` would
+/// not tell it from an absent key (`#[serde(default)]` gives `None` for that).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Read a Hugging Face `config.json`.
@@ -502,6 +530,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                 qkv_bias: true,
                 other_bias: true,
                 dropout: resid,
+                sliding_window: None,
             }
         }
         "llama" | "mistral" | "qwen2" => {
@@ -529,6 +558,20 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                     });
                 }
             }
+            // transformers 5.17: MistralConfig's `sliding_window` is 4096 when the key is absent
+            // and off when null (v0.2 on); Qwen2Config windows only with `use_sliding_window`,
+            // and then only the layers from `max_window_layers` on, which costsim does not
+            // model; LlamaConfig has no window.
+            let sliding_window =
+                match model_type.as_str() {
+                    "mistral" => cfg.sliding_window.unwrap_or(Some(4096)),
+                    "qwen2" if cfg.use_sliding_window == Some(true) => return Err(field(
+                        "\"use_sliding_window\" is true: costsim does not model Qwen2's sliding \
+                         window on the upper layers (the released configs' false); set it to false"
+                            .into(),
+                    )),
+                    _ => None,
+                };
             ModelConfig {
                 name,
                 family: Family::Llama,
@@ -549,6 +592,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
                 qkv_bias: model_type == "qwen2" || cfg.attention_bias.unwrap_or(false),
                 other_bias: cfg.mlp_bias.unwrap_or(false),
                 dropout: 0.0,
+                sliding_window,
             }
         }
         other => {
@@ -629,6 +673,62 @@ mod tests {
             preset("llama2-7b").unwrap().total_params()
         );
         assert_eq!(cfg.name, "llama");
+    }
+
+    /// Mistral's `sliding_window` as transformers 5.17's MistralConfig reads it: absent is its
+    /// default 4096, `null` no window (Mistral v0.2 on), a length that length; 0 is refused.
+    /// Llama has no window whatever the file says; Qwen2 windows only with `use_sliding_window`
+    /// (and then only its upper layers), which is refused rather than costed as a full window.
+    #[test]
+    fn sliding_windows_are_read_as_transformers_reads_them() {
+        let cfg = |model_type: &str, extra: &str| {
+            format!(
+                r#"{{"model_type": "{model_type}", "hidden_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 256,
+                "max_position_embeddings": 128{extra}}}"#
+            )
+        };
+        let window = |text: String| parse_hf_config(&text, "c.json").map(|m| m.sliding_window);
+        assert_eq!(window(cfg("mistral", "")).unwrap(), Some(4096));
+        assert_eq!(
+            window(cfg("mistral", r#", "sliding_window": null"#)).unwrap(),
+            None
+        );
+        assert_eq!(
+            window(cfg("mistral", r#", "sliding_window": 16"#)).unwrap(),
+            Some(16)
+        );
+        assert_eq!(
+            window(cfg("llama", r#", "sliding_window": 16"#)).unwrap(),
+            None
+        );
+        assert_eq!(
+            window(cfg(
+                "qwen2",
+                r#", "sliding_window": 16, "use_sliding_window": false"#
+            ))
+            .unwrap(),
+            None
+        );
+        for (extra, key) in [
+            (r#", "sliding_window": 0"#, "sliding window of 0"),
+            (
+                r#", "sliding_window": 33554432"#,
+                "sliding window 33554432 is above",
+            ),
+            (r#", "sliding_window": -1"#, "invalid value"),
+        ] {
+            let e = window(cfg("mistral", extra)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("c.json"), "{e}");
+        }
+        let e = window(cfg("qwen2", r#", "use_sliding_window": true"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"use_sliding_window\" is true"), "{e}");
+        // A preset carries no window, and its JSON no key for it.
+        let m = preset("mistral-7b").unwrap();
+        assert_eq!(m.sliding_window, None);
+        assert!(!serde_json::to_string(&m).unwrap().contains("sliding"));
     }
 
     /// The MLP's activation: GPT-2's gelu_new and Llama's SiLU (absent: those) are read; another

@@ -74,6 +74,7 @@ mod memory_tests {
             qkv_bias: false,
             other_bias: false,
             dropout: 0.0,
+            sliding_window: None,
         }
     }
 
@@ -516,6 +517,7 @@ mod report_tests {
             qkv_bias: false,
             other_bias: false,
             dropout: 0.0,
+            sliding_window: None,
         }
     }
 

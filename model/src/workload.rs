@@ -215,6 +215,28 @@ impl Workload {
                 ),
             ));
         }
+        // transformers 5.17 lets SDPA run causal without a mask only below the window
+        // (`_ignore_causal_mask_sdpa`: a window at or under the key length needs its pattern);
+        // from there on SDPA gets an explicit mask, and k, v are expanded to every head
+        // (CPU trace, docs/traces.md), which on CUDA leaves the flash kernel for one costsim has
+        // not measured.
+        if let Some(window) = model.sliding_window {
+            if self.attention == AttentionImpl::Sdpa && self.seq >= window {
+                return Err(err(
+                    "--seq",
+                    format!(
+                        "sequence length {} reaches {}'s sliding window of {window} positions: \
+                         transformers then gives SDPA an explicit sliding-window mask, whose \
+                         kernels costsim does not model; use --seq {} or less, --attention eager \
+                         (modelled with the window's mask), or a config.json without \
+                         sliding_window (Mistral v0.2 on: null)",
+                        self.seq,
+                        model.name,
+                        window - 1
+                    ),
+                ));
+            }
+        }
         if self.grad_accum == 0 {
             return Err(err(
                 "--grad-accum",
@@ -251,6 +273,38 @@ impl Workload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SDPA is refused from a sequence as long as the model's sliding window on (transformers
+    /// then passes it an explicit mask, not modelled), with the longest sequence that is
+    /// modelled and the ways out; below the window, and with eager attention at any length, the
+    /// workload is costed.
+    #[test]
+    fn sdpa_reaching_the_sliding_window_is_refused() {
+        let mut m = crate::arch::preset("mistral-7b").unwrap();
+        m.sliding_window = Some(4096);
+        let w = |seq, attention| Workload {
+            seq,
+            attention,
+            ..Workload::default()
+        };
+        assert!(w(4095, AttentionImpl::Sdpa).validate(&m).is_ok());
+        assert!(w(8192, AttentionImpl::Eager).validate(&m).is_ok());
+        for seq in [4096, 8192] {
+            let e = w(seq, AttentionImpl::Sdpa)
+                .validate(&m)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--seq")
+                    && e.contains("sliding window of 4096")
+                    && e.contains("--seq 4095 or less")
+                    && e.contains("--attention eager"),
+                "{e}"
+            );
+        }
+        m.sliding_window = None;
+        assert!(w(8192, AttentionImpl::Sdpa).validate(&m).is_ok());
+    }
 
     /// The names reports print (JSON, CSV, tables) and the math mode each precision gives a
     /// matmul of each dtype: 16-bit operands run on their tensor cores whatever the precision,

@@ -38,6 +38,7 @@ fn small_model(family: Family, d_heads: u64, layers: u32, kv_div: u64) -> ModelC
         qkv_bias: family == Family::Gpt2,
         other_bias: family == Family::Gpt2,
         dropout: if family == Family::Gpt2 { 0.1 } else { 0.0 },
+        sliding_window: None,
     }
 }
 

@@ -120,12 +120,14 @@ PRESETS = {
 def build_model(args, device):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    model_type = None
     if args.config:
         # A Hugging Face config.json (sizes only; weights stay random).
         import json as _json
 
         with open(args.config) as f:
-            kw = {k: v for k, v in _json.load(f).items() if k != "model_type"}
+            kw = _json.load(f)
+        model_type = kw.pop("model_type", None)
     else:
         if (args.family, args.preset) not in PRESETS:
             raise SystemExit(f"no preset '{args.preset}' for {args.family}; see --help or pass --config")
@@ -133,6 +135,13 @@ def build_model(args, device):
     if args.family == "gpt2":
         cfg = GPT2Config(**kw)
         cls = GPT2LMHeadModel
+    elif model_type == "mistral":
+        # Mistral's own modules (Llama's layout plus the config's `sliding_window`, which
+        # changes the attention mask transformers builds; docs/traces.md).
+        from transformers import MistralConfig, MistralForCausalLM
+
+        cfg = MistralConfig(**kw)
+        cls = MistralForCausalLM
     else:
         cfg = LlamaConfig(**kw)
         cls = LlamaForCausalLM
@@ -1373,6 +1382,8 @@ def _hf_config(cfg, family):
             "tie_word_embeddings",
         ]
     )
+    if cfg.model_type == "mistral":
+        keys.append("sliding_window")
     d = {k: getattr(cfg, k, None) for k in keys}
     d["model_type"] = cfg.model_type
     return d

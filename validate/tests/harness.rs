@@ -23,6 +23,7 @@ fn tiny(family: Family) -> ModelConfig {
         qkv_bias: family == Family::Gpt2,
         other_bias: family == Family::Gpt2,
         dropout: 0.0,
+        sliding_window: None,
     }
 }
 

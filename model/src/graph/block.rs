@@ -274,18 +274,42 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         // additive mask in the parameters' dtype. Bytes as the CPU traces record them
         // (docs/results/traces/cpu-eager): four aranges (S, S, B and 1 int64), two adds of
         // S int64, the comparison, a scalar fill and the where.
+        //
+        // With Mistral's sliding window (any length: eager always builds the mask) the causal
+        // comparison becomes the window's and the causal one joined (`sliding_window_overlay`
+        // and `causal_mask_function` in `and_masks`): a one-byte `new_ones` (the trace's bytes
+        // rule counts the index tensor it takes its options from as read), kv index − window,
+        // a `gt` into an S×S bool, `bitwise_and` with the ones, the `le`, and a second
+        // `bitwise_and` (docs/results/traces/cpu-eager/mistral-*).
         let (b, p) = (cx.w.batch as f64, cx.p.size());
-        for (name, dtype, read, written) in [
+        let head = [
             ("arange", DType::I64, 0.0, s * 8.0),
             ("arange", DType::I64, 0.0, s * 8.0),
             ("arange", DType::I64, 0.0, b * 8.0),
             ("arange", DType::I64, 0.0, 8.0),
             ("add", DType::I64, s * 8.0, s * 8.0),
             ("add", DType::I64, s * 8.0, s * 8.0),
-            ("le", DType::Bool, 2.0 * s * 8.0, s * s),
+        ];
+        let window = [
+            ("new_ones", DType::Bool, s * 8.0, 1.0),
+            ("sub", DType::I64, s * 8.0, s * 8.0),
+            ("gt", DType::Bool, 2.0 * s * 8.0, s * s),
+            ("bitwise_and", DType::Bool, 1.0 + s * s, s * s),
+        ];
+        let causal = [("le", DType::Bool, 2.0 * s * 8.0, s * s)];
+        let joined = [("bitwise_and", DType::Bool, 2.0 * s * s, s * s)];
+        let tail = [
             ("scalar_tensor", cx.p, 0.0, p),
             ("where", cx.p, s * 32.0 + s * s + 2.0 * p, b * s * s * p),
-        ] {
+        ];
+        let windowed = cx.model.sliding_window.is_some();
+        let ops = head
+            .iter()
+            .chain(window.iter().filter(|_| windowed))
+            .chain(&causal)
+            .chain(joined.iter().filter(|_| windowed))
+            .chain(&tail);
+        for &(name, dtype, read, written) in ops {
             let mut k = Kernel::new(name, Elementwise, dtype);
             k.bytes_read = read;
             k.bytes_written = written;

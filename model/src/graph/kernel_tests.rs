@@ -1344,6 +1344,74 @@ fn eager_causal_mask_by_hand() {
     );
 }
 
+/// The same mask with Mistral's sliding window (any length: eager always builds it), as the
+/// CPU traces of a windowed Mistral record it (docs/results/traces/cpu-eager/mistral-*; S = 32
+/// there: new_ones 256 / 1, sub 256 / 256, gt 512 / 1,024, the two bitwise_ands 1 + 1,024 and
+/// 2,048 / 1,024 each). At batch 2 × seq 4: `new_ones` (reads the S int64 index it takes its
+/// options from, 32 B, writes one bool), kv index − window (32 B each way), `gt` (64 B / the S×S
+/// bool, 16 B), `bitwise_and` with the ones (1 + 16 / 16), then the causal `le` and a second
+/// `bitwise_and` (32 / 16) before the scalar fill and `where`, which do not change.
+#[test]
+fn eager_sliding_window_mask_by_hand() {
+    let mut m = preset("tinyllama-1.1b").unwrap();
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    let w = Workload {
+        batch: 2,
+        seq: 4,
+        precision: Precision::Fp32,
+        attention: crate::workload::AttentionImpl::Eager,
+        ..Workload::default()
+    };
+    let causal = build(&m, &s, &w);
+    let mask = |g: &crate::graph::StepGraph| -> Vec<(&'static str, f64, f64)> {
+        let k = &g.embedding.forward.kernels;
+        k[k.len() - 10..]
+            .iter()
+            .map(|k| (k.name, k.bytes_read, k.bytes_written))
+            .collect()
+    };
+    // A window longer than the sequence changes the eager mask all the same.
+    for window in [2, 4096] {
+        m.sliding_window = Some(window);
+        let g = build(&m, &s, &w);
+        assert_eq!(
+            g.embedding.forward.kernels.len(),
+            causal.embedding.forward.kernels.len() + 5
+        );
+        assert_eq!(
+            mask(&g),
+            [
+                ("add", 32.0, 32.0),
+                ("add", 32.0, 32.0),
+                ("new_ones", 32.0, 1.0),
+                ("sub", 32.0, 32.0),
+                ("gt", 64.0, 16.0),
+                ("bitwise_and", 17.0, 16.0),
+                ("le", 64.0, 16.0),
+                ("bitwise_and", 32.0, 16.0),
+                ("scalar_tensor", 0.0, 4.0),
+                ("where", 152.0, 128.0),
+            ]
+        );
+        // The layers' kernels are the causal model's.
+        assert_eq!(g.layer_graphs.len(), causal.layer_graphs.len());
+        for (a, b) in g.layer_graphs.iter().zip(&causal.layer_graphs) {
+            assert_eq!(a.forward.kernels.len(), b.forward.kernels.len());
+            assert_eq!(a.backward.kernels.len(), b.backward.kernels.len());
+        }
+    }
+    // SDPA below the window runs causal without a mask: the causal model's kernels.
+    let sdpa = Workload {
+        attention: crate::workload::AttentionImpl::Sdpa,
+        ..w
+    };
+    m.sliding_window = None;
+    let plain = build(&m, &s, &sdpa).embedding.forward.kernels.len();
+    m.sliding_window = Some(5);
+    sdpa.validate(&m).unwrap();
+    assert_eq!(build(&m, &s, &sdpa).embedding.forward.kernels.len(), plain);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Labels and the step's segments
 // ---------------------------------------------------------------------------------------------
