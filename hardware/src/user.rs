@@ -90,9 +90,13 @@ pub fn parse_user_profile(text: &str, origin: &str) -> Result<Profile> {
     file.resolve(origin)
 }
 
-/// The key (`section.key`) whose value the merged profile `merged` could not be read with, and
-/// its line in the user's `text` when it is written there as `key = value` under its section's
-/// header: the merged table written out and read again as text, whose error has a place.
+/// The key (`[section] key`) whose value the merged profile `merged` could not be read with,
+/// and its line in the user's `text`: the merged table written out and read again as text, whose
+/// error has a place. The error's line there is either `key = value` under its section's header,
+/// or the header of a table given where a value belongs (`sms = { … }` written out as
+/// `[device.sms]`). In the user's text the key is found as `key = …` under its section's header
+/// (a value spread over several lines, such as an array, is named on the line that opens it),
+/// or as that table's own header.
 fn culprit(merged: &toml::Table, text: &str) -> Option<(String, Option<usize>)> {
     let whole = toml::to_string(merged).ok()?;
     let err = toml::from_str::<ProfileFile>(&whole).err()?;
@@ -100,19 +104,34 @@ fn culprit(merged: &toml::Table, text: &str) -> Option<(String, Option<usize>)> 
     let line_start = whole[..start].rfind('\n').map_or(0, |i| i + 1);
     let key_of = |line: &str| -> Option<String> {
         let (k, _) = line.split_once('=')?;
-        Some(k.trim().trim_matches('"').to_string())
+        let k = k.trim().trim_matches('"');
+        (!k.is_empty() && !k.starts_with('[')).then(|| k.to_string())
     };
     let header_of = |line: &str| -> Option<String> {
         let l = line.trim();
         let inner = l.strip_prefix('[')?.strip_suffix(']')?;
         Some(inner.trim_matches(['[', ']']).trim().to_string())
     };
-    let key = key_of(&whole[line_start..])?;
-    let section = whole[..line_start].lines().rev().find_map(header_of)?;
+    let at = whole[line_start..].lines().next().unwrap_or("");
+    let (section, key) = match header_of(at) {
+        Some(table) => {
+            let (section, key) = table.rsplit_once('.')?;
+            (section.to_string(), key.to_string())
+        }
+        None => (
+            whole[..line_start].lines().rev().find_map(header_of)?,
+            key_of(at)?,
+        ),
+    };
+    let table = format!("{section}.{key}");
     let mut current = String::new();
     let mut line = None;
     for (i, l) in text.lines().enumerate() {
         if let Some(h) = header_of(l) {
+            if h == table {
+                line = Some(i + 1);
+                break;
+            }
             current = h;
         } else if current == section && key_of(l).as_deref() == Some(key.as_str()) {
             line = Some(i + 1);
@@ -374,6 +393,43 @@ mod tests {
             err.contains(&format!("v.toml line {line}: [device] sms: invalid type")),
             "{err}"
         );
+        // A value spread over lines is named on the line that opens it; a table where a value
+        // belongs, inline or as a section of its own, by its key and line (not the written-out
+        // table's header and first key).
+        for (text, line, key, what) in [
+            (
+                "base = \"h200\"\n[device]\nname = \"x\"\naliases = [\n  \"a\",\n  3,\n]\n",
+                4,
+                "[device] aliases",
+                "expected a string",
+            ),
+            (
+                "base = \"h200\"\n[device]\nname = \"x\"\nsms = [\n  1,\n  2,\n]\n",
+                4,
+                "[device] sms",
+                "sequence, expected u32",
+            ),
+            (
+                "base = \"h200\"\n[device]\nname = \"x\"\nsms = { a = 1 }\n",
+                4,
+                "[device] sms",
+                "map, expected u32",
+            ),
+            (
+                "base = \"h200\"\n[device]\nname = \"x\"\n\n[device.sms]\na = 1\n",
+                5,
+                "[device] sms",
+                "map, expected u32",
+            ),
+        ] {
+            let err = parse_user_profile(text, "m.toml").unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("m.toml line {line}: {key}: invalid type"))
+                    && err.contains(what)
+                    && !err.contains('\n'),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]
