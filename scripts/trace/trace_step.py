@@ -142,6 +142,12 @@ def build_model(args, device):
 
         cfg = MistralConfig(**kw)
         cls = MistralForCausalLM
+    elif model_type == "qwen2":
+        # Qwen2's own modules: Llama's layout with biases on q, k and v.
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        cfg = Qwen2Config(**kw)
+        cls = Qwen2ForCausalLM
     else:
         cfg = LlamaConfig(**kw)
         cls = LlamaForCausalLM

@@ -54,12 +54,13 @@ fn pct(e: f64) -> String {
 }
 
 /// GPT-2 and Llama × {full, LoRA q,v and all-linear with dropout 0 and 0.1, PaCA, upper-half
-/// PaCA} × {fp32, bf16, bf16-mixed}, and Mistral with LoRA below its sliding window (SDPA runs
-/// causal without a mask there): every phase's launching ops, saved bytes, peaks, FLOPs.
+/// PaCA} × {fp32, bf16, bf16-mixed}, Mistral with LoRA below its sliding window (SDPA runs
+/// causal without a mask there), and Qwen2 (q, k, v biases, tied embeddings: full fp32, LoRA
+/// bf16-mixed, PaCA bf16-mixed): every phase's launching ops, saved bytes, peaks, FLOPs.
 #[test]
 fn tiny_grid_agrees_with_the_real_stack() {
     let cmps = load("docs/results/traces/cpu");
-    assert_eq!(cmps.len(), 37, "the CI grid has 37 traces");
+    assert_eq!(cmps.len(), 40, "the CI grid has 40 traces");
     for c in &cmps {
         let name = file_name(c);
         let e = c.saved_bytes.error();
@@ -82,7 +83,7 @@ fn tiny_grid_agrees_with_the_real_stack() {
 /// and Llama × {full, LoRA on every linear with dropout 0.1, PaCA, upper-half PaCA} × {fp32,
 /// bf16, bf16-mixed}, GPT-2 with its attention dropout at 0.1, and Mistral (full fp32, LoRA
 /// bf16-mixed) with a sliding window of 16 at seq 32, whose mask launches five more kernels in
-/// the model's forward (`graph::block`). Every phase's launching ops equal,
+/// the model's forward (`graph::block`), and Qwen2 full fp32. Every phase's launching ops equal,
 /// saved bytes within 0.5%, peaks within 3%, FLOPs within 0.1%, forward and backward bytes read
 /// and written within 6%, and the attention's own launches equal module by module. Before the recipe followed
 /// transformers 5.17's `eager_attention_forward` (2026-11-30), the forward was 5–16% short of
@@ -90,7 +91,7 @@ fn tiny_grid_agrees_with_the_real_stack() {
 #[test]
 fn eager_attention_grid_agrees_with_the_real_stack() {
     let cmps = load("docs/results/traces/cpu-eager");
-    assert_eq!(cmps.len(), 26, "the eager-attention grid has 26 traces");
+    assert_eq!(cmps.len(), 27, "the eager-attention grid has 27 traces");
     let windowed = cmps.iter().filter(|c| c.name.contains("mistral")).count();
     assert_eq!(windowed, 2, "two traces of a windowed Mistral");
     for c in &cmps {
@@ -427,7 +428,7 @@ fn cpu_host_costs_regenerate_from_the_committed_traces() {
 /// upper-half PaCA — exactly.
 #[test]
 fn module_counts_equal_the_real_models() {
-    // The 37 tiny CPU traces, and llama2-7b with every method on meta (423 modules full, 2665
+    // The 40 tiny CPU traces, and llama2-7b with every method on meta (423 modules full, 2665
     // with LoRA on all seven linears of 32 blocks, 647 with PaCA, 535 and 591 layer-selective).
     for dir in [
         "docs/results/traces/cpu",
