@@ -18,6 +18,8 @@ pub enum DType {
     Bool,
     /// 8-byte integer (token ids, indices).
     I64,
+    /// 8-byte float (GradScaler's inverse scale, computed in fp64).
+    F64,
 }
 
 impl DType {
@@ -27,7 +29,7 @@ impl DType {
             Self::F32 => 4.0,
             Self::Bf16 | Self::F16 => 2.0,
             Self::Bool => 1.0,
-            Self::I64 => 8.0,
+            Self::I64 | Self::F64 => 8.0,
         }
     }
 
@@ -38,6 +40,7 @@ impl DType {
             Self::F16 => "f16",
             Self::Bool => "bool",
             Self::I64 => "i64",
+            Self::F64 => "f64",
         }
     }
 }

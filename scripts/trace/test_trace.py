@@ -433,7 +433,7 @@ class HostState(unittest.TestCase):
 
 class CommittedTraces(unittest.TestCase):
     def test_ci_traces_are_current(self):
-        self._current("cpu", "ci-grid.txt", 40)
+        self._current("cpu", "ci-grid.txt", 43)
 
     def test_eager_attention_traces_are_current(self):
         self._current("cpu-eager", "ci-eager-grid.txt", 27)
@@ -443,6 +443,21 @@ class CommittedTraces(unittest.TestCase):
         ops = {r["op"] for r in rec["ops"]}
         self.assertIn("_softmax", ops)
         self.assertFalse(any("scaled_dot_product" in op for op in ops))
+
+    def test_optimizer_traces_are_current(self):
+        self._current("cpu-optimizers", "ci-optimizer-grid.txt", 9)
+        rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-optimizers", "llama-full-bf16-adamw-fused.json"))
+        self.assertEqual(rec["workload"]["optimizer"], "adamw-fused")
+        ops = {r["op"] for r in rec["ops"] if r["phase"] == "optimizer"}
+        self.assertIn("_fused_adamw_", ops)
+
+    def test_checkpointing_traces_are_current(self):
+        self._current("cpu-checkpointing", "ci-checkpointing-grid.txt", 8)
+        rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-checkpointing", "llama-full-fp32.json"))
+        self.assertTrue(rec["workload"]["grad_checkpointing"])
+        # The recompute runs the layers' forward ops again inside backward.
+        ops = {r["op"] for r in rec["ops"] if r["phase"] == "backward"}
+        self.assertIn("rsqrt", ops)
 
     def _current(self, folder, grid_file, count):
         committed = os.path.join(ROOT, "docs", "results", "traces", folder)

@@ -662,7 +662,10 @@ class Recorder(TorchDispatchMode):
 
         def post(mod, _inp, out):
             path = self.stack.pop() if self.stack else names[mod]
-            if self.active:
+            # Forward only: under gradient checkpointing the modules run again inside backward
+            # (the recompute), and claiming those nodes would keep them, and the tensors they
+            # save, alive in `node_module` (a leak of the recorder's, not of the stack).
+            if self.active and self.phase == "forward":
                 self._claim(out, path)
 
         for mod in names:
@@ -751,6 +754,9 @@ class Recorder(TorchDispatchMode):
 
     def begin(self, phase):
         self._sweep()
+        # A checkpointed recompute stops early by raising inside a module's forward, whose
+        # post-hook then never pops it: start each phase from an empty stack.
+        self.stack.clear()
         self.phase = phase
         self.phase_stats[phase] = dict(
             start_bytes=self.baseline_bytes + self.live_bytes,
@@ -982,6 +988,11 @@ def prepare_model(args, device):
                 m.attn_dropout.p = args.model_dropout
     if args.precision == "bf16":
         model = model.to(torch.bfloat16)
+    if getattr(args, "grad_checkpointing", False):
+        # What a Trainer's `gradient_checkpointing=True` calls: transformers 5.17 checkpoints
+        # every decoder layer with torch.utils.checkpoint (use_reentrant=False by default) and
+        # makes the embeddings' output require grad (`enable_input_require_grads`).
+        model.gradient_checkpointing_enable()
 
     lowest = 0
     if args.method == "paca-upper-half":
@@ -1029,11 +1040,17 @@ def main(argv=None):
     ap.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout")
     ap.add_argument("--targets", choices=["qv", "all"], default="all")
     ap.add_argument("--adapter-dtype", choices=["fp32", "base"], default="fp32")
-    ap.add_argument("--precision", choices=["fp32", "bf16", "bf16-mixed"], default="fp32")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "bf16-mixed", "fp16-mixed"], default="fp32")
     ap.add_argument("--model-dropout", type=float, default=0.0,
                     help="GPT-2 resid/embd/attn dropout (transformers' default is 0.1)")
     ap.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
                     help="transformers' attention implementation")
+    ap.add_argument("--optimizer", choices=["adamw-foreach", "adamw-fused", "adamw-single", "sgd"],
+                    default="adamw-foreach",
+                    help="torch.optim.AdamW foreach (the default), fused=True or foreach=False; "
+                         "or plain SGD (foreach, no momentum)")
+    ap.add_argument("--grad-checkpointing", action="store_true",
+                    help="model.gradient_checkpointing_enable(), as a Trainer's gradient_checkpointing=True")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--device", default="cpu", help="cpu, meta or cuda")
@@ -1053,8 +1070,8 @@ def main(argv=None):
     if args.alpha is None:
         args.alpha = 32.0 if args.method == "lora" else 64.0
     device = torch.device(args.device)
-    if args.precision == "bf16-mixed" and device.type == "meta":
-        raise SystemExit("bf16-mixed needs autocast, which has no meta key: trace it on cpu or cuda")
+    if args.precision in ("bf16-mixed", "fp16-mixed") and device.type == "meta":
+        raise SystemExit(f"{args.precision} needs autocast, which has no meta key: trace it on cpu or cuda")
     if args.batch <= 0 or args.seq <= 0 or args.rank <= 0:
         raise SystemExit("--batch, --seq and --rank must be positive")
     if args.op_times < 0 or args.op_times and device.type != "cpu":
@@ -1076,7 +1093,16 @@ def main(argv=None):
     foreach = device.type != "meta"
     if not foreach:
         mapping.append("meta: clip_grad_norm_ and AdamW run per tensor (no foreach on meta)")
-    opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=foreach)
+    optimizer = getattr(args, "optimizer", "adamw-foreach")
+    if optimizer == "adamw-fused":
+        opt = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
+    elif optimizer == "adamw-single":
+        opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
+    elif optimizer == "sgd":
+        # Plain SGD (no momentum, no weight decay): one foreach update.
+        opt = torch.optim.SGD(trainable, lr=1e-4, foreach=foreach)
+    else:
+        opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=foreach)
     g = torch.Generator(device="cpu").manual_seed(1)
     vocab = cfg.vocab_size
     ids = torch.randint(0, vocab, (args.batch, args.seq), generator=g).to(device)
@@ -1084,8 +1110,14 @@ def main(argv=None):
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
         if args.precision == "bf16-mixed"
+        else torch.autocast(device.type, dtype=torch.float16)
+        if args.precision == "fp16-mixed"
         else _Null()
     )
+    # fp16-mixed: a GradScaler as a Trainer's `fp16=True` uses one (accelerate): the loss scaled
+    # before backward, the gradients unscaled before clipping, the step skipped on inf/NaN and
+    # the scale updated.
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16-mixed" else None
 
     ledger = OpLedger()
     rec = Recorder(["base_model.model.", "base_model."])  # first match wins
@@ -1147,6 +1179,10 @@ def main(argv=None):
                     out = model(input_ids=ids, labels=ids)
                 loss = out.loss
                 del out
+                if scaler:
+                    # The scaled loss's multiply is recorded with the forward, where costsim
+                    # places it (the head's last op).
+                    loss = scaler.scale(loss)
             end("forward")
             begin("backward")
             with ctx:
@@ -1154,9 +1190,15 @@ def main(argv=None):
             end("backward")
             begin("optimizer")
             with ctx:
+                if scaler:
+                    scaler.unscale_(opt)
                 if args.clip > 0:
                     torch.nn.utils.clip_grad_norm_(trainable, args.clip, foreach=foreach)
-                opt.step()
+                if scaler:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
                 opt.zero_grad(set_to_none=True)
             end("optimizer")
         rec.active = False
@@ -1265,9 +1307,11 @@ def main(argv=None):
             seq=args.seq,
             precision=args.precision,
             attention=getattr(args, "attention", "sdpa"),
-            optimizer="adamw-foreach",
+            optimizer=getattr(args, "optimizer", "adamw-foreach"),
             clip_grad_norm=args.clip,
             model_dropout=args.model_dropout,
+            # Only when on: the records from before the option read as without it.
+            **(dict(grad_checkpointing=True) if args.grad_checkpointing else {}),
         ),
         totals=dict(
             param_bytes=params_bytes,

@@ -242,6 +242,9 @@ pub struct TraceWorkload {
     /// The optimizer the tracer ran (`adamw-foreach`; older traces do not say).
     #[serde(default = "adamw_foreach")]
     pub optimizer: String,
+    /// transformers' gradient checkpointing (`trace_step.py --grad-checkpointing`; absent: off).
+    #[serde(default)]
+    pub grad_checkpointing: bool,
 }
 
 fn sdpa() -> String {
@@ -414,13 +417,21 @@ pub fn config_of(
         message: format!("'{v}' is not understood"),
     };
     let name: MethodName = t.method.name.parse().map_err(in_trace)?;
-    if t.workload.optimizer != "adamw-foreach" {
-        return Err(bad("optimizer", &t.workload.optimizer));
-    }
+    let optimizer = match t.workload.optimizer.as_str() {
+        // What the trace ran: foreach AdamW, except on meta, which has no foreach kernels and
+        // runs AdamW one tensor at a time (trace_step.py; its `cuda_mapping` says so).
+        "adamw-foreach" if t.provenance.device == "meta" => Optimizer::AdamwSingle,
+        "adamw-foreach" => Optimizer::AdamwForeach,
+        "adamw-fused" => Optimizer::AdamwFused,
+        "adamw-single" => Optimizer::AdamwSingle,
+        "sgd" => Optimizer::Sgd,
+        other => return Err(bad("optimizer", other)),
+    };
     let precision = match t.workload.precision.as_str() {
         "fp32" => Precision::Fp32,
         "bf16" => Precision::Bf16,
         "bf16-mixed" => Precision::Bf16Mixed,
+        "fp16-mixed" => Precision::Fp16Mixed,
         other => return Err(bad("precision", other)),
     };
     let adapter_dtype = match t.method.adapter_dtype.as_str() {
@@ -475,14 +486,8 @@ pub fn config_of(
             "eager" => AttentionImpl::Eager,
             other => return Err(bad("attention", other)),
         },
-        // What the trace ran: foreach AdamW, except on meta, which has no foreach kernels and
-        // runs AdamW one tensor at a time (trace_step.py; its `cuda_mapping` says so).
-        optimizer: if t.provenance.device == "meta" {
-            Optimizer::AdamwSingle
-        } else {
-            Optimizer::AdamwForeach
-        },
-        grad_checkpointing: false,
+        optimizer,
+        grad_checkpointing: t.workload.grad_checkpointing,
         grad_clip: t.workload.clip_grad_norm > 0.0,
         runtime: Runtime::PytorchEager,
         // The traces time forward, backward and the optimizer alone: no loop around them.

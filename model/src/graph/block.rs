@@ -196,7 +196,12 @@ pub(super) fn embedding(cx: &Ctx, accumulate: bool) -> ScopeGraph {
         Family::Gpt2 => {
             let wte = t.param(cx.model.vocab as f64 * d, cx.p, trains);
             let wpe = t.param(cx.model.max_positions as f64 * d, cx.p, trains);
-            let te = lookup(&mut t, &wte, m, "wte");
+            let mut te = lookup(&mut t, &wte, m, "wte");
+            // Under checkpointing transformers' `enable_input_require_grads` makes the input
+            // embeddings' output require grad: the embedding dropout after it then saves its
+            // mask and runs its backward even with the tables frozen (CPU trace,
+            // docs/results/traces/cpu-checkpointing/gpt2-lora-all-bf16mixed.json).
+            te.rg |= cx.w.grad_checkpointing;
             let pe = lookup(&mut t, &wpe, s, "wpe");
             if trains && cx.model.tied_embeddings {
                 // The tied LM head's gradient is added into wte's (labelled with wte, whose

@@ -103,11 +103,18 @@ pub(super) fn head(cx: &Ctx, input_rg: bool, accumulate: bool) -> ScopeGraph {
     }
     // The mean over tokens happens inside nll_loss (reduction="mean"): no separate division.
     if cx.w.precision == Precision::Fp16Mixed {
-        // GradScaler.scale(loss)
+        // GradScaler.scale(loss), and in backward its MulBackward: the seed times the scale
+        // (CPU trace, docs/results/traces/cpu/*-fp16mixed.json).
         let mut k = Kernel::new("mul", Elementwise, DType::F32);
         k.bytes_read = 8.0;
         k.bytes_written = 4.0;
         t.push_fwd(k, &[loss]);
+        if loss.rg {
+            let mut mb = t.bk("mul", Elementwise, DType::F32, 8.0, 4.0, 1.0);
+            mb.module = "loss";
+            let g = t.tape.group_of(mb);
+            t.tape.push(g);
+        }
     }
     // backward() seeds the gradient with ones_like(loss).
     if loss.rg {

@@ -143,10 +143,14 @@ fn foreach_adamw_with_clipping_by_hand() {
     assert!(!ks.iter().any(|k| k.name.starts_with("_amp")));
 }
 
-/// fp16-mixed adds GradScaler's `_amp_foreach_non_finite_check_and_unscale_` (reads and writes
-/// every fp32 gradient once: 4 · 300 = 1,200 bytes each way, a check and a multiply per element)
-/// and `_amp_update_scale_` on fp32 scalars; no clipping here, SGD's one `_foreach_add_` (param
-/// and grad read, param written).
+/// fp16-mixed adds GradScaler's `unscale_` (torch/amp/grad_scaler.py, 2.11): the fp32 scale to
+/// fp64 (4 → 8 bytes), its reciprocal (8 → 8), back to fp32 (8 → 4), `found_inf = full((), 0)`
+/// (4 written), both copied to the gradients' device (4 → 4 each), and
+/// `_amp_foreach_non_finite_check_and_unscale_` (reads and writes every fp32 gradient once:
+/// 4 · 300 = 1,200 bytes each way, a check and a multiply per element); then SGD's one
+/// `_foreach_add_` (param and grad read, param written; no clipping here), `step`'s `.item()` of
+/// found_inf (host only) and `update`'s `_amp_update_scale_` on fp32 scalars — the order and the
+/// ops of the CPU traces (docs/results/traces/cpu/*-fp16mixed.json).
 #[test]
 fn fp16_unscale_and_sgd_by_hand() {
     use KernelKind::*;
@@ -158,6 +162,12 @@ fn fp16_unscale_and_sgd_by_hand() {
     };
     let ks = optimizer_of(&w, &[300]);
     let expected: Vec<Row> = vec![
+        ("_to_copy", Elementwise, 1, 4.0, 8.0, 0.0),
+        ("reciprocal", Elementwise, 1, 8.0, 8.0, 0.0),
+        ("_to_copy", Elementwise, 1, 8.0, 4.0, 0.0),
+        ("full", Elementwise, 1, 0.0, 4.0, 0.0),
+        ("_to_copy", Elementwise, 1, 4.0, 4.0, 0.0),
+        ("_to_copy", Elementwise, 1, 4.0, 4.0, 0.0),
         (
             "_amp_foreach_non_finite_check_and_unscale_",
             Optimizer,
@@ -166,9 +176,10 @@ fn fp16_unscale_and_sgd_by_hand() {
             1_200.0,
             600.0,
         ),
-        ("_amp_update_scale_", Elementwise, 1, 8.0, 4.0, 0.0),
         ("param_loop", Host, 0, 0.0, 0.0, 0.0),
         ("_foreach_add_", Optimizer, 1, 2_400.0, 1_200.0, 600.0),
+        ("_local_scalar_dense(found_inf)", Host, 0, 0.0, 0.0, 0.0),
+        ("_amp_update_scale_", Elementwise, 1, 8.0, 4.0, 0.0),
         ("zero_grad(set_to_none)", Host, 0, 0.0, 0.0, 0.0),
     ];
     assert_eq!(rows(&ks), expected);

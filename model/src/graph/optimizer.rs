@@ -224,7 +224,24 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
     if nt == 0 {
         return Segment::default();
     }
+    let small = |name: &'static str, dtype: DType, read: f64, written: f64| {
+        let mut k = Kernel::new(name, Elementwise, dtype);
+        k.bytes_read = read;
+        k.bytes_written = written;
+        k
+    };
     if cx.w.precision == Precision::Fp16Mixed {
+        // GradScaler.unscale_ (torch 2.11.0, torch/amp/grad_scaler.py): the inverse scale in
+        // fp64 (`_scale.double().reciprocal().float()`), `found_inf = torch.full((), 0.0)`, both
+        // copied to the gradients' device (`_MultiDeviceReplicator.get`, `to(copy=True)`), then
+        // the gradients unscaled and checked in one foreach pass (CPU trace,
+        // docs/results/traces/cpu/*-fp16mixed.json).
+        ks.push(small("_to_copy", DType::F64, 4.0, 8.0));
+        ks.push(small("reciprocal", DType::F64, 8.0, 8.0));
+        ks.push(small("_to_copy", DType::F32, 8.0, 4.0));
+        ks.push(small("full", DType::F32, 0.0, 4.0));
+        ks.push(small("_to_copy", DType::F32, 4.0, 4.0));
+        ks.push(small("_to_copy", DType::F32, 4.0, 4.0));
         ks.push(fe(
             "_amp_foreach_non_finite_check_and_unscale_",
             1,
@@ -232,7 +249,6 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
             1.0,
             2.0,
         ));
-        ks.push(tiny("_amp_update_scale_"));
     }
     if cx.w.grad_clip {
         let mut norm = fe("_foreach_norm", 1, 1.0, 0.0, 2.0);
@@ -305,6 +321,14 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
                 }
             }
         }
+    }
+    if cx.w.precision == Precision::Fp16Mixed {
+        // GradScaler.step reads found_inf (`.item()`: on CUDA a copy to the host that waits for
+        // the device, not modelled as a wait: docs/model.md), then GradScaler.update.
+        let mut item = Kernel::new("_local_scalar_dense(found_inf)", Host, DType::F32);
+        item.launches = 0;
+        ks.push(item);
+        ks.push(tiny("_amp_update_scale_"));
     }
     let mut zg = Kernel::new("zero_grad(set_to_none)", Host, DType::F32);
     zg.launches = 0;

@@ -9,7 +9,8 @@
 //! (torch.autocast's `to_copy`); a tensor consumed k times gets k−1 gradient additions; broadcast
 //! inputs get a sum reduction; with gradient accumulation each trainable tensor gets an
 //! accumulate-add. Saving: views share their base's storage, parameters cost no extra memory, and
-//! gradient checkpointing keeps only the block input and recomputes the forward in backward.
+//! gradient checkpointing keeps only the block input and recomputes the forward in backward, up
+//! to the op that saves the block's last tensor (torch.utils.checkpoint's early stop, below).
 
 use super::{Deps, Gemm, GuardKind, Kernel, KernelKind, ScopeGraph, Segment};
 use crate::workload::{DType, Precision, Workload};
@@ -140,6 +141,15 @@ pub(super) struct Tracer<'a> {
     next_id: u32,
     /// Tensors kept for backward: id, bytes, module that saved it.
     saved: Vec<(u32, f64, &'static str)>,
+    /// How many of the forward kernels a checkpointed recompute runs ([`Tracer::finish`]): up to
+    /// the last save. torch.utils.checkpoint (non-reentrant, transformers 5.17's default) stops
+    /// recomputing once every tensor the forward saved has been saved again, and an op of
+    /// PyTorch's generated autograd code saves its inputs *before* its kernel runs, its outputs
+    /// after; a custom Function saves after its kernels. So a block's recompute ends before the
+    /// kernel of its last saving op when that op saves only inputs (its last projection's GEMM),
+    /// and skips what follows (the residual add): measured in CPU traces of transformers + peft
+    /// (docs/results/traces/cpu-checkpointing).
+    recompute_cut: u32,
     /// Number of gradient-requiring consumers seen per tensor id.
     uses: Vec<u32>,
     pub(super) module: &'static str,
@@ -173,6 +183,7 @@ impl<'a> Tracer<'a> {
             tape: Tape::with_capacity(192, 160),
             next_id: 0,
             saved: Vec::with_capacity(32),
+            recompute_cut: 0,
             uses: Vec::with_capacity(192),
             module: "",
             trainable: 0,
@@ -244,9 +255,23 @@ impl<'a> Tracer<'a> {
         t
     }
 
-    /// Keep `t` alive for backward. Views share their base's id; the largest view seen stands
-    /// for the base. Parameters are resident anyway and cost nothing extra.
+    /// Keep `t` alive for backward, saved after the kernels recorded so far (an op's output, or
+    /// a custom Function's `save_for_backward`). Views share their base's id; the largest view
+    /// seen stands for the base. Parameters are resident anyway and cost nothing extra, but
+    /// saving one still counts for the recompute's early stop.
     pub(super) fn save(&mut self, t: &T) {
+        self.recompute_cut = self.fwd.len() as u32;
+        self.keep(t);
+    }
+
+    /// Keep `t`, an input of forward kernel `idx` that autograd's generated code saves before
+    /// that kernel runs ([`Tracer::recompute_cut`]).
+    pub(super) fn save_input(&mut self, t: &T, idx: u32) {
+        self.recompute_cut = self.recompute_cut.max(idx);
+        self.keep(t);
+    }
+
+    fn keep(&mut self, t: &T) {
         if t.param {
             return;
         }
@@ -362,7 +387,7 @@ impl<'a> Tracer<'a> {
                 inputs.iter().enumerate().any(|(j, t)| j != i && t.rg)
             };
             if needed {
-                self.save(&inputs[i]);
+                self.save_input(&inputs[i], idx);
             }
         }
         if save_out {
@@ -504,10 +529,10 @@ impl<'a> Tracer<'a> {
             return out;
         }
         if w.rg {
-            self.save(x);
+            self.save_input(x, idx);
         }
         if x.rg {
-            self.save(w);
+            self.save_input(w, idx);
         }
         let mut group = self.tape.group();
         let g = |gm: u64, gn: u64, gk: u64, read: f64, written: f64, which: &'static str| {
@@ -594,13 +619,13 @@ impl<'a> Tracer<'a> {
         }
         let transient = self.transient;
         let recomputed = if grad_checkpointing && output_rg {
-            self.fwd.len()
+            self.recompute_cut as usize
         } else {
             0
         };
         let mut backward: Vec<Kernel> = Vec::with_capacity(recomputed + self.tape.len());
         if grad_checkpointing && output_rg {
-            for k in &self.fwd {
+            for k in &self.fwd[..recomputed] {
                 let mut r = k.clone();
                 r.recompute = true;
                 r.deps.clear();
@@ -817,23 +842,73 @@ mod tests {
         );
     }
 
+    /// A checkpointed scope recomputes its forward without dependencies, then chains the
+    /// gradients, and stops where torch.utils.checkpoint does: x → tanh (saves its input) →
+    /// tanh (saves its input, before its kernel) → add (saves nothing) recomputes only the first
+    /// tanh; a last op that saves its output (or a custom Function's save after its kernels)
+    /// runs; a frozen GEMM saving only its (resident) weight stops the recompute before it all
+    /// the same.
     #[test]
     fn checkpointed_backward_recomputes_without_deps_then_chains_the_gradients() {
         let w = Workload::default();
         let mut t = Tracer::new(&w, false);
         let x = t.input(64.0, DType::F32, true);
         let y = elementwise(&mut t, "tanh", &[x], 64.0, &[0], per_input(1.0));
-        elementwise(&mut t, "tanh", &[y], 64.0, &[0], per_input(1.0));
+        let z = elementwise(&mut t, "tanh", &[y], 64.0, &[0], per_input(1.0));
+        elementwise(&mut t, "add", &[z, x], 64.0, &[], per_input(1.0));
         let g = t.finish(true, 256.0, true);
         let b = &g.backward.kernels;
-        // Two recomputed forward ops, then the two tanh_backward kernels.
-        assert_eq!(b.iter().filter(|k| k.recompute).count(), 2);
-        assert_eq!(b.len(), 4);
+        let recomputed: Vec<_> = b.iter().filter(|k| k.recompute).map(|k| k.name).collect();
+        assert_eq!(recomputed, ["tanh"]);
+        // Then the gradient kernels, each on the one before.
         for (i, k) in b.iter().enumerate() {
             let want: &[u32] = if k.recompute { &[] } else { &[i as u32 - 1] };
             assert_eq!(k.deps.as_slice(), want, "{i} {}", k.name);
         }
         assert_eq!((g.saved_bytes, g.checkpoint_bytes), (0.0, 256.0));
+
+        // The last save after its kernel: everything up to it is recomputed.
+        let mut t = Tracer::new(&w, false);
+        let x = t.input(64.0, DType::F32, true);
+        let y = elementwise(&mut t, "tanh", &[x], 64.0, &[0], per_input(1.0));
+        let z = elementwise(&mut t, "exp", &[y], 64.0, &[], per_input(1.0));
+        t.save(&z);
+        elementwise(&mut t, "add", &[z, x], 64.0, &[], per_input(1.0));
+        let g = t.finish(true, 256.0, true);
+        let recomputed: Vec<_> = g
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.recompute)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(recomputed, ["tanh", "exp"]);
+
+        // A frozen weight saved for dX: the GEMM's pack comes before its kernel.
+        let mut t = Tracer::new(&w, false);
+        let x = t.input(8.0 * 4.0, DType::F32, true);
+        let h = elementwise(&mut t, "tanh", &[x], 32.0, &[0], per_input(1.0));
+        let wt = t.param(4.0 * 4.0, DType::F32, false);
+        t.gemm("mm", "", &h, &wt, None, 8, 4, 4, 1);
+        let g = t.finish(true, 128.0, true);
+        let recomputed: Vec<_> = g
+            .backward
+            .kernels
+            .iter()
+            .filter(|k| k.recompute)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(recomputed, ["tanh"]);
+        // Without checkpointing nothing is recomputed.
+        let mut t = Tracer::new(&w, false);
+        let x = t.input(64.0, DType::F32, true);
+        elementwise(&mut t, "tanh", &[x], 64.0, &[0], per_input(1.0));
+        assert!(t
+            .finish(false, 256.0, true)
+            .backward
+            .kernels
+            .iter()
+            .all(|k| !k.recompute));
     }
 
     #[test]
