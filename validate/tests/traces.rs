@@ -170,7 +170,7 @@ fn checkpointed_steps_agree_with_the_real_stack() {
         assert!(e.abs() <= 0.035, "{name}: saved {}", pct(e));
         for p in &c.phases {
             let e = p.peak_bytes.error();
-            let ok = match (&*p.phase, at_7b) {
+            let ok = match (p.phase, at_7b) {
                 ("forward", true) => e.abs() <= 0.03,
                 ("forward", false) => (-0.001..=0.30).contains(&e),
                 ("backward", false) => e.abs() <= 0.11,
