@@ -452,7 +452,7 @@ class CommittedTraces(unittest.TestCase):
         self.assertIn("_fused_adamw_", ops)
 
     def test_checkpointing_traces_are_current(self):
-        self._current("cpu-checkpointing", "ci-checkpointing-grid.txt", 8)
+        self._current("cpu-checkpointing", "ci-checkpointing-grid.txt", 10)
         rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-checkpointing", "llama-full-fp32.json"))
         self.assertTrue(rec["workload"]["grad_checkpointing"])
         # The recompute runs the layers' forward ops again inside backward.

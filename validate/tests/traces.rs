@@ -144,8 +144,9 @@ fn eager_attention_grid_agrees_with_the_real_stack() {
 
 /// transformers' gradient checkpointing (`trace_step.py --grad-checkpointing`: non-reentrant
 /// torch.utils.checkpoint around every decoder layer, the input embeddings' output made to
-/// require grad), measured first on 2026-12-01: eight tiny CPU steps (GPT-2 and Llama, full, LoRA,
-/// PaCA, upper-half PaCA, fp32, bf16, bf16-mixed, eager attention) and llama2-7b at 8 × 512 on
+/// require grad), measured first on 2026-12-01: ten tiny CPU steps (GPT-2, Llama and Qwen2, full,
+/// LoRA, PaCA, upper-half PaCA, fp32, bf16, bf16-mixed, fp16-mixed, eager attention) and llama2-7b
+/// at 8 × 512 on
 /// meta (full, LoRA, upper-half PaCA). Forward and backward launches equal and FLOPs exact: each
 /// layer's recompute stops where torch.utils.checkpoint's early stop does (before its last
 /// projection's GEMM, without the residual add), which a recompute of the whole forward missed
@@ -157,7 +158,7 @@ fn eager_attention_grid_agrees_with_the_real_stack() {
 #[test]
 fn checkpointed_steps_agree_with_the_real_stack() {
     let tiny = load("docs/results/traces/cpu-checkpointing");
-    assert_eq!(tiny.len(), 8, "the checkpointing grid has 8 traces");
+    assert_eq!(tiny.len(), 10, "the checkpointing grid has 10 traces");
     let real = load("docs/results/traces/meta-llama2-7b-checkpointing");
     assert_eq!(real.len(), 3, "three llama2-7b steps");
     for (c, at_7b) in tiny
