@@ -230,12 +230,16 @@ impl Workload {
                     format!(
                         "sequence length {} reaches {}'s sliding window of {window} positions: \
                          transformers then gives SDPA an explicit sliding-window mask, whose \
-                         kernels costsim does not model; use --seq {} or less, --attention eager \
-                         (modelled with the window's mask), or a config.json without \
-                         sliding_window (Mistral v0.2 on: null)",
+                         kernels costsim does not model; use {}--attention eager (modelled \
+                         with the window's mask), or a config.json without sliding_window \
+                         (Mistral v0.2 on: null)",
                         self.seq,
                         model.name,
-                        window - 1
+                        if window > 1 {
+                            format!("--seq {} or less, ", window - 1)
+                        } else {
+                            String::new()
+                        }
                     ),
                 ));
             }
@@ -305,6 +309,16 @@ mod tests {
                 "{e}"
             );
         }
+        // A window of one position leaves no shorter sequence to suggest.
+        m.sliding_window = Some(1);
+        let e = w(1, AttentionImpl::Sdpa)
+            .validate(&m)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--attention eager") && !e.contains("--seq 0"),
+            "{e}"
+        );
         m.sliding_window = None;
         assert!(w(8192, AttentionImpl::Sdpa).validate(&m).is_ok());
     }

@@ -1303,6 +1303,17 @@ fn rotary_tables_in_bf16_by_hand() {
     assert_eq!(g.embedding.saved_by_module, [("rotary_emb", 1_024.0)]);
 }
 
+/// fp32, batch 2 × seq 4, eager attention: the workload of the two mask tests below.
+fn eager_fp32_b2_s4() -> Workload {
+    Workload {
+        batch: 2,
+        seq: 4,
+        precision: Precision::Fp32,
+        attention: crate::workload::AttentionImpl::Eager,
+        ..Workload::default()
+    }
+}
+
 /// Eager attention's causal mask, built once in the model's forward as transformers 5.17's
 /// `create_causal_mask` does for eager attention (fp32, TinyLlama batch 2 × seq 4): four aranges
 /// (S, S, B and 1 int64: 32, 32, 16 and 8 B), two adds of S int64 (32 B each way), the `le`
@@ -1313,13 +1324,7 @@ fn rotary_tables_in_bf16_by_hand() {
 fn eager_causal_mask_by_hand() {
     let m = preset("tinyllama-1.1b").unwrap();
     let s = spec(&m, MethodName::Full, &MethodOptions::default());
-    let w = Workload {
-        batch: 2,
-        seq: 4,
-        precision: Precision::Fp32,
-        attention: crate::workload::AttentionImpl::Eager,
-        ..Workload::default()
-    };
+    let w = eager_fp32_b2_s4();
     let g = build(&m, &s, &w);
     let sdpa = build(
         &m,
@@ -1366,13 +1371,7 @@ fn eager_causal_mask_by_hand() {
 fn eager_sliding_window_mask_by_hand() {
     let mut m = preset("tinyllama-1.1b").unwrap();
     let s = spec(&m, MethodName::Full, &MethodOptions::default());
-    let w = Workload {
-        batch: 2,
-        seq: 4,
-        precision: Precision::Fp32,
-        attention: crate::workload::AttentionImpl::Eager,
-        ..Workload::default()
-    };
+    let w = eager_fp32_b2_s4();
     let causal = build(&m, &s, &w);
     let mask = |g: &crate::graph::StepGraph| -> Vec<(&'static str, f64, f64)> {
         let k = &g.embedding.forward.kernels;

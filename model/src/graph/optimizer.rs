@@ -215,21 +215,17 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         k.flops = flops * elems;
         k
     };
-    let tiny = |name: &'static str| {
-        let mut k = Kernel::new(name, Elementwise, DType::F32);
-        k.bytes_read = 8.0;
-        k.bytes_written = 4.0;
-        k
-    };
-    if nt == 0 {
-        return Segment::default();
-    }
     let small = |name: &'static str, dtype: DType, read: f64, written: f64| {
         let mut k = Kernel::new(name, Elementwise, dtype);
         k.bytes_read = read;
         k.bytes_written = written;
         k
     };
+    // A kernel on fp32 scalars (clipping's total and coefficient, the loss scale).
+    let tiny = |name: &'static str| small(name, DType::F32, 8.0, 4.0);
+    if nt == 0 {
+        return Segment::default();
+    }
     if cx.w.precision == Precision::Fp16Mixed {
         // GradScaler.unscale_ (torch 2.11.0, torch/amp/grad_scaler.py): the inverse scale in
         // fp64 (`_scale.double().reciprocal().float()`), `found_inf = torch.full((), 0.0)`, both

@@ -842,6 +842,12 @@ mod tests {
         );
     }
 
+    /// The names of a scope's recomputed kernels, in order.
+    fn recomputed(g: &crate::graph::ScopeGraph) -> Vec<&'static str> {
+        let ks = &g.backward.kernels;
+        ks.iter().filter(|k| k.recompute).map(|k| k.name).collect()
+    }
+
     /// A checkpointed scope recomputes its forward without dependencies, then chains the
     /// gradients, and stops where torch.utils.checkpoint does: x → tanh (saves its input) →
     /// tanh (saves its input, before its kernel) → add (saves nothing) recomputes only the first
@@ -858,8 +864,7 @@ mod tests {
         elementwise(&mut t, "add", &[z, x], 64.0, &[], per_input(1.0));
         let g = t.finish(true, 256.0, true);
         let b = &g.backward.kernels;
-        let recomputed: Vec<_> = b.iter().filter(|k| k.recompute).map(|k| k.name).collect();
-        assert_eq!(recomputed, ["tanh"]);
+        assert_eq!(recomputed(&g), ["tanh"]);
         // Then the gradient kernels, each on the one before.
         for (i, k) in b.iter().enumerate() {
             let want: &[u32] = if k.recompute { &[] } else { &[i as u32 - 1] };
@@ -875,14 +880,7 @@ mod tests {
         t.save(&z);
         elementwise(&mut t, "add", &[z, x], 64.0, &[], per_input(1.0));
         let g = t.finish(true, 256.0, true);
-        let recomputed: Vec<_> = g
-            .backward
-            .kernels
-            .iter()
-            .filter(|k| k.recompute)
-            .map(|k| k.name)
-            .collect();
-        assert_eq!(recomputed, ["tanh", "exp"]);
+        assert_eq!(recomputed(&g), ["tanh", "exp"]);
 
         // A frozen weight saved for dX: the GEMM's pack comes before its kernel.
         let mut t = Tracer::new(&w, false);
@@ -891,14 +889,7 @@ mod tests {
         let wt = t.param(4.0 * 4.0, DType::F32, false);
         t.gemm("mm", "", &h, &wt, None, 8, 4, 4, 1);
         let g = t.finish(true, 128.0, true);
-        let recomputed: Vec<_> = g
-            .backward
-            .kernels
-            .iter()
-            .filter(|k| k.recompute)
-            .map(|k| k.name)
-            .collect();
-        assert_eq!(recomputed, ["tanh"]);
+        assert_eq!(recomputed(&g), ["tanh"]);
         // Without checkpointing nothing is recomputed.
         let mut t = Tracer::new(&w, false);
         let x = t.input(64.0, DType::F32, true);
