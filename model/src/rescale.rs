@@ -809,9 +809,8 @@ fn cost_planned<'a>(
                         // Refilled earlier at this point: the same sums of the same costs.
                         twin => {
                             let mut fast = costed_segment(out, n, at).take_fast();
-                            let (tail, closed) =
-                                costed_segment(out, n, twin as usize).times_into(&mut fast);
-                            costed_segment(out, n, at).set_times(fast, tail, closed);
+                            let times = costed_segment(out, n, twin as usize).times_into(&mut fast);
+                            costed_segment(out, n, at).set_times(fast, times);
                         }
                     }
                 }

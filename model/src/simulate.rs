@@ -27,10 +27,37 @@ pub struct CostedSegment {
     fast: Vec<(f64, f64, u8)>,
     /// Host time of host-only ops after the last launch.
     tail_host_s: f64,
-    /// `fast` in closed form, for GPUs (the host runs ahead of the device).
+    /// `fast` in closed form, for GPUs (the host runs ahead of the device): with a sync, the
+    /// launches after it.
     closed: Closed,
+    /// The op the host waits at for the device ([`Kernel::syncs`]), if the segment has one.
+    sync: Option<SyncPoint>,
     /// Totals of the segment's kernels: FLOPs, bytes read + written, launches.
     pub totals: (f64, f64, u64),
+}
+
+/// A host op that waits for the device (`.item()`), splitting a segment: on a GPU the launches
+/// up to it run in closed form from the segment's start, then the host waits until the device
+/// has run them, host = max(host, gpu), and the launches after it run in closed form from
+/// there ([`run`]). On a synchronous profile (a CPU) the host waits for every op already, so
+/// the wait changes nothing and the segment is folded whole.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncPoint {
+    /// Index of the op in the segment's kernels (the first that syncs).
+    at: usize,
+    /// The launches up to the op (GPUs; empty on a synchronous profile).
+    before: Closed,
+    /// Host time after the last of them, up to and including the op, seconds.
+    before_tail_s: f64,
+}
+
+/// What [`CostedSegment::times_into`] hands on: the times of a folded segment, without its
+/// launch list and totals.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Times {
+    tail_host_s: f64,
+    closed: Closed,
+    sync: Option<SyncPoint>,
 }
 
 /// A segment's launches on a GPU in closed form. The host issues launch i at h₀ + Hᵢ (Hᵢ: host
@@ -234,6 +261,24 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
         self.finish_times(out);
     }
 
+    /// At the op the host waits at (index `at`, just folded): the launches so far and the host
+    /// time after them as a [`SyncPoint`], and a fold that goes on from there with the totals
+    /// kept and the closed form started afresh.
+    fn split(self, at: usize) -> (SyncPoint, Self) {
+        let sync = SyncPoint {
+            at,
+            before: self.closed,
+            before_tail_s: self.pending,
+        };
+        let after = Self {
+            fast: self.fast,
+            pending: 0.0,
+            totals: self.totals,
+            closed: Closed::EMPTY,
+        };
+        (sync, after)
+    }
+
     /// [`Fold::finish`] without the totals, which `out` keeps.
     fn finish_times(self, out: &mut CostedSegment) {
         out.fast = self.fast;
@@ -243,11 +288,13 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
 }
 
 /// Fold `(kernel, host issue s, device cost)` in order into `out`, reusing `fast`'s storage;
-/// `synchronous`: the profile's (whether the launch list is kept).
+/// `synchronous`: the profile's (whether the launch list is kept); `sync_at`: the index of the
+/// op the host waits at ([`SyncPoint`]), if any.
 fn fold_into<'k>(
-    each: impl Iterator<Item = (&'k Kernel, f64, KernelCost)>,
+    mut each: impl Iterator<Item = (&'k Kernel, f64, KernelCost)>,
     fast: Vec<(f64, f64, u8)>,
     synchronous: bool,
+    sync_at: Option<usize>,
     out: &mut CostedSegment,
 ) {
     fn run_fold<'k, const KEEP_FAST: bool>(
@@ -260,10 +307,28 @@ fn fold_into<'k>(
         }
         fold.finish(out);
     }
-    if synchronous {
-        run_fold(Fold::<true>::new(fast), each, out);
-    } else {
-        run_fold(Fold::<false>::new(fast), each, out);
+    match sync_at {
+        Some(at) if !synchronous => {
+            let mut fold = Fold::<false>::new(fast);
+            for (k, host_s, c) in each.by_ref().take(at + 1) {
+                fold.add(k, host_s, &c);
+            }
+            let (sync, after) = fold.split(at);
+            run_fold(after, each, out);
+            out.sync = Some(sync);
+        }
+        _ => {
+            if synchronous {
+                run_fold(Fold::<true>::new(fast), each, out);
+            } else {
+                run_fold(Fold::<false>::new(fast), each, out);
+            }
+            out.sync = sync_at.map(|at| SyncPoint {
+                at,
+                before: Closed::EMPTY,
+                before_tail_s: 0.0,
+            });
+        }
     }
 }
 
@@ -282,6 +347,7 @@ impl CostedSegment {
             fast: Vec::new(),
             tail_host_s: 0.0,
             closed: Closed::EMPTY,
+            sync: None,
             totals: (0.0, 0.0, 0),
         }
     }
@@ -298,7 +364,8 @@ impl CostedSegment {
             fast.reserve(seg.kernels.len());
         }
         let each = seg.kernels.iter().zip(costs).map(|(k, &(h, c))| (k, h, c));
-        fold_into(each, fast, synchronous, self);
+        let sync_at = seg.kernels.iter().position(|k| k.syncs);
+        fold_into(each, fast, synchronous, sync_at, self);
     }
 
     /// This segment's launch list, taken out (its storage, to be refilled).
@@ -309,23 +376,23 @@ impl CostedSegment {
     /// The times [`CostedSegment::refill_times`] folds: the launch list copied into `fast`, and
     /// the host time after the last launch and the closed form returned, to hand to a segment
     /// whose kernels cost what this one's do ([`Self::set_times`]).
-    pub(crate) fn times_into(&self, fast: &mut Vec<(f64, f64, u8)>) -> (f64, Closed) {
+    pub(crate) fn times_into(&self, fast: &mut Vec<(f64, f64, u8)>) -> Times {
         fast.clone_from(&self.fast);
-        (self.tail_host_s, self.closed)
+        Times {
+            tail_host_s: self.tail_host_s,
+            closed: self.closed,
+            sync: self.sync,
+        }
     }
 
     /// Take the times of a segment whose kernels cost what this one's do, in the same order:
     /// what [`CostedSegment::refill_times`] would fold from them. The totals stay.
-    pub(crate) fn set_times(
-        &mut self,
-        fast: Vec<(f64, f64, u8)>,
-        tail_host_s: f64,
-        closed: Closed,
-    ) {
+    pub(crate) fn set_times(&mut self, fast: Vec<(f64, f64, u8)>, times: Times) {
         self.kernels.clear();
         self.fast = fast;
-        self.tail_host_s = tail_host_s;
-        self.closed = closed;
+        self.tail_host_s = times.tail_host_s;
+        self.closed = times.closed;
+        self.sync = times.sync;
     }
 
     /// [`CostedSegment::refill`] of the times only: the launch list and closed form from
@@ -345,6 +412,17 @@ impl CostedSegment {
                 fold.add_time(*host_s, c);
             }
             fold.finish_times(out);
+        }
+        // The op the host waits at is where the last fold found it (the same segment).
+        if let Some(SyncPoint { at, .. }) = self.sync.filter(|_| !synchronous) {
+            let mut fold = Fold::<false>::new(fast);
+            for (host_s, c) in &costs[..=at] {
+                fold.add_time(*host_s, c);
+            }
+            let (sync, after) = fold.split(at);
+            run(after, &costs[at + 1..], self);
+            self.sync = Some(sync);
+            return;
         }
         if synchronous {
             fast.reserve(costs.len());
@@ -536,22 +614,32 @@ fn run(
 ) {
     if waited.is_none() && !sync {
         // A GPU: the closed form of the loop in `run_stepped` (`Closed`); `Steady` is not used.
-        let c = &seg.closed;
-        let wait = (clock.host - clock.gpu + c.lead_s).max(0.0);
-        let host_s = c.host_s + seg.tail_host_s;
-        clock.host += host_s;
-        clock.gpu += wait + c.device_s;
-        span.host_s += host_s;
-        span.host_wait_s += wait;
-        span.by_bound[3] += wait;
-        for (b, d) in span.by_bound.iter_mut().zip(c.by_bound) {
-            *b += d;
+        if let Some(p) = &seg.sync {
+            // The launches before the op the host waits at, the wait, the launches after it.
+            run_closed(clock, &p.before, p.before_tail_s, span);
+            clock.host = clock.host.max(clock.gpu);
         }
-        span.busy_s += c.device_s;
-        span.time_s += wait + c.device_s;
+        run_closed(clock, &seg.closed, seg.tail_host_s, span);
         return;
     }
     run_stepped(sync, clock, seg, span, waited);
+}
+
+/// Launches in closed form `c` followed by `tail_host_s` of host time, from the clocks' state.
+#[inline(always)]
+fn run_closed(clock: &mut Clock, c: &Closed, tail_host_s: f64, span: &mut Span) {
+    let wait = (clock.host - clock.gpu + c.lead_s).max(0.0);
+    let host_s = c.host_s + tail_host_s;
+    clock.host += host_s;
+    clock.gpu += wait + c.device_s;
+    span.host_s += host_s;
+    span.host_wait_s += wait;
+    span.by_bound[3] += wait;
+    for (b, d) in span.by_bound.iter_mut().zip(c.by_bound) {
+        *b += d;
+    }
+    span.busy_s += c.device_s;
+    span.time_s += wait + c.device_s;
 }
 
 /// [`run`] launch by launch: on a CPU, or recording which launches waited for the host.
@@ -586,9 +674,15 @@ fn run_stepped(
     }
     let record = waited.is_some();
     let mut flags = Vec::with_capacity(if record { seg.kernels.len() } else { 0 });
-    for (host_s, c) in &seg.kernels {
+    // On a synchronous profile the host waits for every op anyway (the fold ignores the read).
+    let sync_at = seg.sync.filter(|_| !sync).map(|p| p.at);
+    for (i, (host_s, c)) in seg.kernels.iter().enumerate() {
         clock.host += host_s;
         span.host_s += host_s;
+        if sync_at == Some(i) {
+            // The host waits here until the device has run everything issued before.
+            clock.host = clock.host.max(clock.gpu);
+        }
         if !launches_work(c) {
             if record {
                 flags.push(false);

@@ -147,10 +147,12 @@ fn foreach_adamw_with_clipping_by_hand() {
 /// fp64 (4 → 8 bytes), its reciprocal (8 → 8), back to fp32 (8 → 4), `found_inf = full((), 0)`
 /// (4 written), both copied to the gradients' device (4 → 4 each), and
 /// `_amp_foreach_non_finite_check_and_unscale_` (reads and writes every fp32 gradient once:
-/// 4 · 300 = 1,200 bytes each way, a check and a multiply per element); then SGD's one
-/// `_foreach_add_` (param and grad read, param written; no clipping here), `step`'s `.item()` of
-/// found_inf (host only) and `update`'s `_amp_update_scale_` on fp32 scalars — the order and the
-/// ops of the CPU traces (docs/results/traces/cpu/*-fp16mixed.json).
+/// 4 · 300 = 1,200 bytes each way, a check and a multiply per element); then `step`'s `.item()`
+/// of found_inf (host only, and the host waits there for the device: `_maybe_opt_step` reads it
+/// before it calls `optimizer.step`), SGD's one `_foreach_add_` (param and grad read, param
+/// written; no clipping here) and `update`'s `_amp_update_scale_` on fp32 scalars — the ops of
+/// the CPU traces (docs/results/traces/cpu/*-fp16mixed.json), in the order in which each first
+/// appears there.
 #[test]
 fn fp16_unscale_and_sgd_by_hand() {
     use KernelKind::*;
@@ -176,13 +178,30 @@ fn fp16_unscale_and_sgd_by_hand() {
             1_200.0,
             600.0,
         ),
+        ("_local_scalar_dense(found_inf)", Host, 0, 0.0, 0.0, 0.0),
         ("param_loop", Host, 0, 0.0, 0.0, 0.0),
         ("_foreach_add_", Optimizer, 1, 2_400.0, 1_200.0, 600.0),
-        ("_local_scalar_dense(found_inf)", Host, 0, 0.0, 0.0, 0.0),
         ("_amp_update_scale_", Elementwise, 1, 8.0, 4.0, 0.0),
         ("zero_grad(set_to_none)", Host, 0, 0.0, 0.0, 0.0),
     ];
     assert_eq!(rows(&ks), expected);
+    // The read of found_inf is the one op the host waits at.
+    let syncs: Vec<_> = ks.iter().filter(|k| k.syncs).map(|k| k.name).collect();
+    assert_eq!(syncs, ["_local_scalar_dense(found_inf)"]);
+    // A fused AdamW reads found_inf on the device (`_step_supports_amp_scaling`): no read, no
+    // wait; the unscaling and the scale's update stay.
+    let fused = Workload {
+        optimizer: Opt::AdamwFused,
+        ..w
+    };
+    let ks = optimizer_of(&fused, &[300]);
+    assert!(!ks
+        .iter()
+        .any(|k| k.syncs || k.name.starts_with("_local_scalar")));
+    assert!(ks
+        .iter()
+        .any(|k| k.name == "_amp_foreach_non_finite_check_and_unscale_"));
+    assert!(ks.iter().any(|k| k.name == "_amp_update_scale_"));
 }
 
 /// `_single_tensor_adam` (torch/optim/adam.py, 2.11, lines 414–547 with decoupled weight

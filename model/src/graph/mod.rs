@@ -167,6 +167,10 @@ pub struct Kernel {
     pub host_tensors: u32,
     /// Recomputed forward op under gradient checkpointing (issued in backward).
     pub recompute: bool,
+    /// A host op that reads a result back from the device (`.item()`: a device-to-host copy
+    /// that waits for the stream), so the host issues nothing after it until the device has run
+    /// everything issued before it. At most one a segment (`simulate::CostedSegment`).
+    pub syncs: bool,
 }
 
 impl Kernel {
@@ -188,6 +192,7 @@ impl Kernel {
             peft_calls: 0,
             host_tensors: 0,
             recompute: false,
+            syncs: false,
         }
     }
 

@@ -264,6 +264,18 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         }
         ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));
     }
+    if cx.w.precision == Precision::Fp16Mixed && cx.w.optimizer != Opt::AdamwFused {
+        // GradScaler.step reads found_inf before it calls optimizer.step (torch 2.11.0,
+        // torch/amp/grad_scaler.py `_maybe_opt_step`: `if not sum(v.item() for v in
+        // found_inf_per_device.values())`): on CUDA a copy to the host that waits for the
+        // unscaling and clipping to finish, so the update's Python runs with the device idle.
+        // A fused optimizer takes found_inf and the scale on the device instead
+        // (`_step_supports_amp_scaling`): no read, no wait.
+        let mut item = Kernel::new("_local_scalar_dense(found_inf)", Host, DType::F32);
+        item.launches = 0;
+        item.syncs = true;
+        ks.push(item);
+    }
     let mut host = Kernel::new("param_loop", Host, DType::F32);
     host.launches = 0;
     host.host_tensors = nt;
@@ -319,11 +331,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         }
     }
     if cx.w.precision == Precision::Fp16Mixed {
-        // GradScaler.step reads found_inf (`.item()`: on CUDA a copy to the host that waits for
-        // the device, not modelled as a wait: docs/model.md), then GradScaler.update.
-        let mut item = Kernel::new("_local_scalar_dense(found_inf)", Host, DType::F32);
-        item.launches = 0;
-        ks.push(item);
+        // GradScaler.update: the next scale from found_inf, on the device.
         ks.push(tiny("_amp_update_scale_"));
     }
     let mut zg = Kernel::new("zero_grad(set_to_none)", Host, DType::F32);
