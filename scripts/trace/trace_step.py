@@ -473,6 +473,14 @@ NO_KERNEL = {
 }
 
 
+# Whether the optimizer keeps its step counters on the parameters' device: a fused (or
+# capturable) AdamW does (torch/optim/adam.py, `_init_group`: `torch.zeros((), ...,
+# device=p.device) if group["capturable"] or group["fused"]`), so on CUDA its
+# `_foreach_add_(state_steps, 1)` (and, with a GradScaler, `_foreach_sub_(state_steps,
+# found_inf)`) launch kernels; the foreach and single-tensor AdamW keep them on the CPU.
+DEVICE_STEP_COUNTERS = [False]
+
+
 def cuda_launches(func, args, out):
     """Whether this op launches on CUDA: 1, or 0 for views, metadata ops and host-side counters.
 
@@ -482,7 +490,7 @@ def cuda_launches(func, args, out):
     name = func.overloadpacket.__name__
     if func.is_view or name in NO_KERNEL:
         return 0
-    if name.startswith("_foreach_"):
+    if name.startswith("_foreach_") and not DEVICE_STEP_COUNTERS[0]:
         lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
         if lists and all(t.dim() == 0 for t in lists[0]):
             # AdamW's step counters: 0-dim CPU tensors even on CUDA (capturable=False), so the
@@ -808,16 +816,19 @@ class Recorder(TorchDispatchMode):
             scalar_list = any(
                 isinstance(a, (list, tuple)) and a and isinstance(a[0], (int, float)) for a in args
             )
-            self.foreach.append(
-                dict(
-                    phase=self.phase,
-                    op=name,
-                    lists=len(lists),
-                    numels=[t.numel() for t in lists[0]] if lists else [],
-                    dtype=str(lists[0][0].dtype).replace("torch.", "") if lists else "",
-                    scalar_list=scalar_list,
-                )
+            rec = dict(
+                phase=self.phase,
+                op=name,
+                lists=len(lists),
+                numels=[t.numel() for t in lists[0]] if lists else [],
+                dtype=str(lists[0][0].dtype).replace("torch.", "") if lists else "",
+                scalar_list=scalar_list,
             )
+            if lists and all(t.dim() == 0 for t in lists[0]):
+                # A fused AdamW's step counters, on the device (see DEVICE_STEP_COUNTERS): the
+                # reader would otherwise take the list for host-side counters of older traces.
+                rec["counters_on_device"] = True
+            self.foreach.append(rec)
         if not func.is_view:
             self._sweep()
             self._track(out)
@@ -1096,6 +1107,10 @@ def main(argv=None):
     optimizer = getattr(args, "optimizer", "adamw-foreach")
     if optimizer == "adamw-fused":
         opt = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
+        DEVICE_STEP_COUNTERS[0] = True
+        mapping.append("fused AdamW: its step counters are device tensors (torch/optim/adam.py "
+                       "_init_group), so their _foreach_add_ (and _foreach_sub_ of found_inf under "
+                       "a GradScaler) count as CUDA launches")
     elif optimizer == "adamw-single":
         opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
     elif optimizer == "sgd":

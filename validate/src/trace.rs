@@ -319,15 +319,24 @@ pub struct ForeachRec {
     /// traces before this field lack it.
     #[serde(default)]
     pub scalar_list: bool,
+    /// 0-dim tensors on the device: a fused AdamW's step counters (torch/optim/adam.py,
+    /// `_init_group` puts them on the parameters' device when `fused` or `capturable`), whose
+    /// `_foreach_add_` and `_foreach_sub_` launch on CUDA. Traces before 2026-12-01 lack it.
+    #[serde(default)]
+    pub counters_on_device: bool,
 }
 
 impl ForeachRec {
     /// AdamW's increment of its step counters (`_foreach_add_` over one-element tensors):
-    /// 0-dim CPU tensors even on CUDA without `capturable`, so host work that launches nothing
-    /// (torch/optim/adam.py, `_multi_tensor_adam`). Today's tracer leaves the call out of its
-    /// list; traces recorded before 2026-11-29 (the H200 ones) list it.
+    /// 0-dim CPU tensors even on CUDA without `capturable` or `fused`, so host work that
+    /// launches nothing (torch/optim/adam.py, `_multi_tensor_adam`). Today's tracer leaves the
+    /// call out of its list; traces recorded before 2026-11-29 (the H200 ones) list it. A fused
+    /// AdamW's counters are on the device and launch (`counters_on_device`).
     fn is_step_counters(&self) -> bool {
-        self.op == "_foreach_add_" && !self.numels.is_empty() && self.numels.iter().all(|&n| n == 1)
+        self.op == "_foreach_add_"
+            && !self.counters_on_device
+            && !self.numels.is_empty()
+            && self.numels.iter().all(|&n| n == 1)
     }
 
     /// multi_tensor_apply launches of this call: its depth is the tensor lists it reads plus,
@@ -1077,6 +1086,7 @@ mod tests {
             lists,
             numels: vec![10; 100],
             scalar_list,
+            counters_on_device: false,
         };
         // Out of place: the input list and the output list, depth 2: ⌈100/64⌉ = 2.
         assert_eq!(rec("_foreach_sqrt", 1, false).launches(), 2);
@@ -1095,6 +1105,12 @@ mod tests {
         };
         assert_eq!(steps.launches(), 0);
         assert_eq!(rec("_foreach_add_", 1, false).launches(), 1);
+        // A fused AdamW's counters are on the device: ⌈448/110⌉ = 5 launches.
+        let on_device = ForeachRec {
+            counters_on_device: true,
+            ..steps
+        };
+        assert_eq!(on_device.launches(), 5);
     }
 
     #[test]

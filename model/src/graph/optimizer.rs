@@ -276,6 +276,12 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         item.syncs = true;
         ks.push(item);
     }
+    if cx.w.precision == Precision::Fp16Mixed && cx.w.optimizer == Opt::AdamwFused {
+        // GradScaler.step hands a fused optimizer `found_inf` summed over devices
+        // (`sum([t.to(...) for t in found_inf_per_device.values()])`: 0 + found_inf, one add
+        // on a scalar; torch/amp/grad_scaler.py; CPU trace, 2026-12-01).
+        ks.push(tiny("add"));
+    }
     let mut host = Kernel::new("param_loop", Host, DType::F32);
     host.launches = 0;
     host.host_tensors = nt;
@@ -301,7 +307,37 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
             ks.push(fe("_foreach_add_", 1, 1.0, 1.0, 1.0));
             ks.push(fe("_foreach_addcdiv_", 3 | SCALAR_LIST, 3.0, 1.0, 3.0));
         }
-        Opt::AdamwFused => ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0)),
+        Opt::AdamwFused => {
+            // A fused AdamW keeps its step counters on the parameters' device (fp32 0-dim
+            // tensors, torch/optim/adam.py `_init_group`), so `_fused_adam`'s
+            // `_foreach_add_(device_state_steps, 1)` launches on CUDA: one tensor of one
+            // element each fills a launch by the tensor limit, ⌈n/110⌉ at depth 1. Under a
+            // GradScaler the counters are stepped back by found_inf after the update
+            // (`_foreach_sub_(steps, [found_inf] * n)`, depth 2: ⌈n/64⌉). CPU traces with the
+            // counters on the device (docs/results/traces/cpu-optimizers, 2026-12-01).
+            let counters = |name: &'static str, depth: u32, reads: f64| {
+                let mut k = Kernel::new(name, Optimizer, DType::F32);
+                k.launches = nt.div_ceil([110, 64][depth as usize - 1]);
+                k.bytes_read = reads;
+                k.bytes_written = 4.0 * f64::from(nt);
+                k.flops = f64::from(nt);
+                k
+            };
+            ks.push(counters(
+                "_foreach_add_(state_steps)",
+                1,
+                4.0 * f64::from(nt),
+            ));
+            ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0));
+            if cx.w.precision == Precision::Fp16Mixed {
+                // The counters and the one found_inf they all read.
+                ks.push(counters(
+                    "_foreach_sub_(state_steps)",
+                    2,
+                    4.0 * f64::from(nt) + 4.0,
+                ));
+            }
+        }
         Opt::Sgd => ks.push(fe("_foreach_add_", 2, 2.0, 1.0, 2.0)),
         Opt::AdamwSingle => {
             // _single_tensor_adam (torch 2.11.0, torch/optim/adam.py): per tensor mul_ (decay),
