@@ -365,8 +365,11 @@ pub struct TrainingArgs {
     pub grad_accum: u32,
     #[arg(long, value_enum, default_value_t = AttentionArg::Sdpa)]
     pub attention: AttentionArg,
-    #[arg(long, value_enum, default_value_t = OptimizerArg::Adamw)]
-    pub optimizer: OptimizerArg,
+    /// The optimizer. Default: adamw-fused under a Trainer (transformers 5.17's
+    /// `TrainingArguments.optim` with torch 2.8 or newer is `adamw_torch_fused`), adamw (the
+    /// foreach AdamW torch.optim picks on CUDA) for a bare loop.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
     /// Recompute each block's forward in backward (transformers' gradient checkpointing).
     #[arg(long)]
     pub grad_checkpointing: bool,
@@ -396,10 +399,12 @@ impl TrainingArgs {
                 AttentionArg::Sdpa => AttentionImpl::Sdpa,
             },
             optimizer: match self.optimizer {
-                OptimizerArg::Adamw => Optimizer::AdamwForeach,
-                OptimizerArg::AdamwFused => Optimizer::AdamwFused,
-                OptimizerArg::AdamwSingle => Optimizer::AdamwSingle,
-                OptimizerArg::Sgd => Optimizer::Sgd,
+                Some(OptimizerArg::Adamw) => Optimizer::AdamwForeach,
+                Some(OptimizerArg::AdamwFused) => Optimizer::AdamwFused,
+                Some(OptimizerArg::AdamwSingle) => Optimizer::AdamwSingle,
+                Some(OptimizerArg::Sgd) => Optimizer::Sgd,
+                None if self.training_loop() == TrainingLoop::Trainer => Optimizer::AdamwFused,
+                None => Optimizer::AdamwForeach,
             },
             grad_checkpointing: self.grad_checkpointing,
             grad_clip: !self.no_grad_clip,
@@ -408,12 +413,16 @@ impl TrainingArgs {
                 RuntimeArg::Libtorch => Runtime::Libtorch,
                 RuntimeArg::CudaGraph => Runtime::CudaGraph,
             },
-            training_loop: match (self.training_loop, self.runtime) {
-                (Some(LoopArg::Trainer), _) | (None, RuntimeArg::PytorchEager) => {
-                    TrainingLoop::Trainer
-                }
-                (Some(LoopArg::Bare), _) | (None, _) => TrainingLoop::Bare,
-            },
+            training_loop: self.training_loop(),
+        }
+    }
+
+    /// The training loop: as given, else a Trainer under pytorch-eager and a bare loop
+    /// otherwise.
+    fn training_loop(&self) -> TrainingLoop {
+        match (self.training_loop, self.runtime) {
+            (Some(LoopArg::Trainer), _) | (None, RuntimeArg::PytorchEager) => TrainingLoop::Trainer,
+            (Some(LoopArg::Bare), _) | (None, _) => TrainingLoop::Bare,
         }
     }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{costsim, predict_json, predict_point, stdout_ok as ok, tmp_in};
+use common::{costsim, predict_json, predict_point_with, stdout_ok as ok, tmp_in};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -410,7 +410,18 @@ fn bound_stacks(scopes: &[Value]) -> Vec<(String, Vec<f64>)> {
 fn breakdown_chart() {
     let (svg, data) = (tmp("breakdown.svg"), tmp("breakdown.json"));
     let args = [
-        "--model", "gpt2", "--hw", "a100", "--method", "lora", "--batch", "4", "--seq", "256",
+        "--model",
+        "gpt2",
+        "--hw",
+        "a100",
+        "--method",
+        "lora",
+        "--batch",
+        "4",
+        "--seq",
+        "256",
+        "--optimizer",
+        "adamw",
     ];
     let mut a = vec!["plot", "breakdown"];
     a.extend_from_slice(&args);
@@ -453,6 +464,8 @@ fn methods_chart_svg_and_png() {
         "2",
         "--seq",
         "512",
+        "--optimizer",
+        "adamw",
     ];
     for out in [&svg, &png] {
         let mut a = vec!["plot", "methods"];
@@ -857,6 +870,8 @@ fn heatmap_svg_draws_each_cell_where_its_data_says() {
         "batch",
         "--y-range",
         "1..16:x4",
+        "--optimizer",
+        "adamw",
         "--out",
         svg.to_str().unwrap(),
         "--data",
@@ -913,8 +928,9 @@ fn heatmap_svg_draws_each_cell_where_its_data_says() {
                 assert!(cell.is_null(), "{cell}");
                 continue;
             }
-            let lora = predict_point(model, hw, "lora", 8, batch, seq);
-            let full = predict_point(model, hw, "full", 8, batch, seq);
+            let foreach = ["--optimizer", "adamw"];
+            let lora = predict_point_with(model, hw, "lora", 8, batch, seq, &foreach);
+            let full = predict_point_with(model, hw, "full", 8, batch, seq, &foreach);
             let want = lora["step_ms"].as_f64().unwrap() / full["step_ms"].as_f64().unwrap();
             let got = cell.as_f64().unwrap();
             assert!(

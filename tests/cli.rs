@@ -135,6 +135,9 @@ fn custom_profile_and_config_are_used() {
             "full",
             "--format",
             "json",
+            // The foreach AdamW's twenty passes over the states: bandwidth-bound.
+            "--optimizer",
+            "adamw",
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1014,4 +1017,39 @@ fn csv_refuses_two_tables_and_writes_one() {
         let said = stderr(&costsim(&args)).contains("list one --method at a time");
         assert_eq!(said, one_at_a_time, "--method {method}");
     }
+}
+
+/// The optimizer a run gets unless `--optimizer` names one is the one its loop builds: a
+/// Trainer's fused AdamW (transformers 5.17's `TrainingArguments.optim` with torch ≥ 2.8,
+/// `adamw_torch_fused`), a bare loop's foreach AdamW (torch.optim's default on CUDA); a named
+/// one is used with either loop. The fused one's single pass reads and writes less than the
+/// foreach one's twenty, so full fine-tuning's optimizer phase is shorter.
+#[test]
+fn the_default_optimizer_is_the_one_the_loop_builds() {
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "predict", "--model", "gpt2", "--hw", "a100", "--method", "full", "--format", "json",
+        ];
+        a.extend_from_slice(extra);
+        let o = costsim(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["workload"]["optimizer"].as_str().unwrap().to_string(),
+            v["workload"]["training_loop"].as_str().unwrap().to_string(),
+            v["predictions"][0]["optimizer_ms"].as_f64().unwrap(),
+        )
+    };
+    let (opt, lp, fused_ms) = run(&[]);
+    assert_eq!((opt.as_str(), lp.as_str()), ("adamw-fused", "trainer"));
+    let (opt, lp, _) = run(&["--loop", "bare"]);
+    assert_eq!((opt.as_str(), lp.as_str()), ("adamw-foreach", "bare"));
+    // libtorch's default loop is bare.
+    let (opt, lp, _) = run(&["--runtime", "libtorch"]);
+    assert_eq!((opt.as_str(), lp.as_str()), ("adamw-foreach", "bare"));
+    let (opt, lp, foreach_ms) = run(&["--optimizer", "adamw"]);
+    assert_eq!((opt.as_str(), lp.as_str()), ("adamw-foreach", "trainer"));
+    let (opt, lp, _) = run(&["--loop", "bare", "--optimizer", "adamw-fused"]);
+    assert_eq!((opt.as_str(), lp.as_str()), ("adamw-fused", "bare"));
+    assert!(fused_ms < foreach_ms, "{fused_ms} vs {foreach_ms}");
 }

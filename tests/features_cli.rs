@@ -419,6 +419,8 @@ fn crossover_says_which_points_and_crossings_do_not_fit() {
         "l4",
         "--vary",
         "seq",
+        "--optimizer",
+        "adamw",
     ];
     let mut a = args.to_vec();
     a.extend_from_slice(&["--format", "json"]);
@@ -436,6 +438,8 @@ fn crossover_says_which_points_and_crossings_do_not_fit() {
             "8",
             "--seq",
             &seq.to_string(),
+            "--optimizer",
+            "adamw",
         ])["fits"]
             .as_bool()
             .unwrap()

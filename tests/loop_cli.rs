@@ -81,6 +81,9 @@ fn trainer_loop_work_worked_by_hand() {
                     "json",
                     "--loop",
                     lp,
+                    // One optimizer for the three loops (a Trainer's default is the fused one).
+                    "--optimizer",
+                    "adamw",
                 ]
                 .into_iter()
                 .map(String::from)

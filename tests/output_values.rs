@@ -431,7 +431,7 @@ fn the_summary_table_reads_back_as_the_library_prediction() {
     assert_eq!(
         lines.next().unwrap(),
         "batch 1 x seq 256 = 256 tokens, grad-accum 1, bf16-mixed, attention sdpa, adamw \
-         (foreach), grad clip, runtime pytorch-eager, trainer loop"
+         (fused), grad clip, runtime pytorch-eager, trainer loop"
     );
     // ⌈10^12 / 256⌉ = 3 906 250 000 steps.
     let steps = 3_906_250_000.0;

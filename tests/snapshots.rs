@@ -4,7 +4,9 @@
 //! their numbers were worked by hand against docs/model.md — docs/snapshot-checks.md lists
 //! exactly which files and which numbers (two configurations from the formulas, seven files for
 //! single numbers or changes; not the other 31, and no activation figure). The shape claims that
-//! doc makes about every snapshot configuration are asserted below.
+//! doc makes about every snapshot configuration are asserted below. Every configuration names
+//! the foreach AdamW (`--optimizer adamw`), with which they were worked out: a Trainer's
+//! default became the fused one on 2026-12-01 (tests/cli.rs checks the defaults).
 
 use serde_json::Value;
 use std::process::Command;
@@ -16,6 +18,7 @@ fn predict(hw: &str, model: &str, method: &str, batch: u32, seq: u32) -> String 
     let out = Command::new(env!("CARGO_BIN_EXE_costsim"))
         .args(["predict", "--hw", hw, "--model", model, "--method", method])
         .args(["--batch", &batch.to_string(), "--seq", &seq.to_string()])
+        .args(["--optimizer", "adamw"])
         .output()
         .expect("run costsim");
     assert!(
@@ -77,6 +80,7 @@ fn predict_all(hw: &str, model: &str, batch: u32, seq: u32) -> Vec<(String, Valu
     let out = Command::new(env!("CARGO_BIN_EXE_costsim"))
         .args(["predict", "--hw", hw, "--model", model, "--format", "json"])
         .args(["--batch", &batch.to_string(), "--seq", &seq.to_string()])
+        .args(["--optimizer", "adamw"])
         .output()
         .expect("run costsim");
     assert_eq!(

@@ -448,7 +448,11 @@ mod tests {
         Search {
             model: preset(model).unwrap(),
             hw: resolve_device(hw).unwrap(),
-            workload: Workload::default(),
+            // The foreach AdamW the crossings below were worked out with.
+            workload: Workload {
+                optimizer: crate::workload::Optimizer::AdamwForeach,
+                ..Workload::default()
+            },
             options: MethodOptions::default(),
             axis,
             values,

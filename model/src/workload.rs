@@ -178,7 +178,9 @@ impl Default for Workload {
             grad_accum: 1,
             precision: Precision::Bf16Mixed,
             attention: AttentionImpl::Sdpa,
-            optimizer: Optimizer::AdamwForeach,
+            // What a Trainer builds by default (transformers 5.17 with torch 2.8 or newer:
+            // `optim="adamw_torch_fused"`), the loop below.
+            optimizer: Optimizer::AdamwFused,
             grad_checkpointing: false,
             grad_clip: true,
             runtime: Runtime::PytorchEager,

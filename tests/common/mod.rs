@@ -49,6 +49,19 @@ pub fn predict_point(
     batch: u64,
     seq: u64,
 ) -> serde_json::Value {
+    predict_point_with(model, hw, method, rank, batch, seq, &[])
+}
+
+/// [`predict_point`] with `extra` options.
+pub fn predict_point_with(
+    model: &str,
+    hw: &str,
+    method: &str,
+    rank: u64,
+    batch: u64,
+    seq: u64,
+    extra: &[&str],
+) -> serde_json::Value {
     let (rank, batch, seq) = (rank.to_string(), batch.to_string(), seq.to_string());
     let mut a = vec![
         "--model", model, "--hw", hw, "--method", method, "--batch", &batch, "--seq", &seq,
@@ -56,6 +69,7 @@ pub fn predict_point(
     if method != "full" {
         a.extend_from_slice(&["--rank", &rank]);
     }
+    a.extend_from_slice(extra);
     let v = predict_json(&a);
     let preds = v["predictions"].as_array().expect("predictions");
     assert_eq!(preds.len(), 1, "{a:?}");

@@ -25,6 +25,15 @@ fn optimizer_of(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
     optimizer(&cx, tensors, true).kernels
 }
 
+/// The default workload with the foreach AdamW (torch.optim's default on CUDA; the default
+/// workload's is a Trainer's fused one).
+fn foreach_adamw() -> Workload {
+    Workload {
+        optimizer: Opt::AdamwForeach,
+        ..Workload::default()
+    }
+}
+
 /// [`optimizer_of`] without the launch memo (as a sweep's rescaled points build the phase).
 fn optimizer_walked(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
     let m = preset("gpt2").unwrap();
@@ -37,7 +46,7 @@ fn optimizer_walked(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
 /// and leaves nothing there; with it, the same counts are remembered and recalled.
 #[test]
 fn a_phase_without_the_launch_memo_walks_the_list() {
-    let w = Workload::default();
+    let w = foreach_adamw();
     let launches = |ks: &[Kernel]| -> Vec<u32> {
         ks.iter()
             .filter(|k| k.kind == KernelKind::Optimizer)
@@ -96,7 +105,7 @@ fn rows(ks: &[Kernel]) -> Vec<Row> {
 #[test]
 fn foreach_adamw_with_clipping_by_hand() {
     use KernelKind::*;
-    let w = Workload::default();
+    let w = foreach_adamw();
     assert_eq!(
         (w.precision, w.optimizer, w.grad_clip),
         (Precision::Bf16Mixed, Opt::AdamwForeach, true)
@@ -299,7 +308,7 @@ fn foreach_chunking_by_hand() {
 #[test]
 fn foreach_launches_per_depth_in_the_phase() {
     let list = vec![10u64; 100];
-    let w = Workload::default();
+    let w = foreach_adamw();
     let got: Vec<(&str, u32)> = optimizer_of(&w, &list)
         .iter()
         .filter(|k| k.kind == KernelKind::Optimizer)
@@ -359,7 +368,7 @@ fn launch_memo_contract() {
     assert_eq!(launches_recalled(&b), [None; 6]);
     // The phase trusts the memo: depth-1 ops take 7, depth 2 take 8, depth 3 take 9, the
     // depth-1 scalar-list op 6.
-    let ks = optimizer_of(&Workload::default(), &a);
+    let ks = optimizer_of(&foreach_adamw(), &a);
     let l = |name| ks.iter().find(|k| k.name == name).unwrap().launches;
     assert_eq!(
         (

@@ -470,8 +470,11 @@ mod tests {
     fn remembered_launch_counts_are_the_counts_of_that_list() {
         // Two lists that differ in one tensor, built alternately on one thread (as a sweep's
         // neighbouring ranks are): each optimizer phase has its own list's counts, not the
-        // other's remembered ones.
-        let w = Workload::default();
+        // other's remembered ones. The foreach AdamW, whose launch counts walk the list.
+        let w = Workload {
+            optimizer: crate::workload::Optimizer::AdamwForeach,
+            ..Workload::default()
+        };
         for _ in 0..3 {
             for rank in [8, 64] {
                 let m = crate::arch::preset("llama2-7b").unwrap();
