@@ -226,15 +226,64 @@ pub(crate) fn footprint(
     let weights = model.total_params() as f64 * p + extra_params * master;
     let grads = trainable * master;
     let states = trainable * master * f64::from(w.optimizer.states());
-    // The scopes in order, walked three times (no vector of them per prediction).
-    let scopes = || {
+    let kept = |s: &ScopeGraph| s.saved_bytes + s.checkpoint_bytes;
+    // The layers from the last to the first as runs of one class (identical layers next to
+    // each other, `together`) or one by one: (class, count).
+    let runs_rev = |together: bool| {
+        let classes = &g.layer_class;
+        let mut end = classes.len();
+        std::iter::from_fn(move || {
+            let c = *classes.get(end.checked_sub(1)?)?;
+            let n = if together {
+                classes[..end].iter().rev().take_while(|&&x| x == c).count()
+            } else {
+                1
+            };
+            end -= n;
+            Some((c, n))
+        })
+    };
+    // Every byte count here is an integer below 2⁵⁰ (tensor sizes times whole dtype sizes), so
+    // every sum and difference below is exact in f64, in any order: a run of n identical
+    // layers adds n times its bytes at once, and its backward peak, a maximum of functions
+    // linear in the layer's position, lies at the run's first or last layer. Where a count is
+    // not such an integer (none of today's recipes makes one), the layers are walked one by
+    // one, as before 2026-12-01. `footprint_tests` compares both with the walk.
+    // (A round trip through i64, where `fract` would call libm's trunc on baseline x86-64.)
+    let whole = |v: f64| v.abs() < (1u64 << 50) as f64 && (v as i64) as f64 == v;
+    let scope_whole = |s: &ScopeGraph| {
+        whole(kept(s))
+            && whole(s.transient_bytes)
+            && whole(s.saved_bytes)
+            && whole(s.backward_working_bytes)
+            && whole(s.trainable as f64)
+    };
+    let exact = whole(weights)
+        && whole(states)
+        && whole(grads)
+        && whole(master)
+        && g.layer_graphs.iter().all(scope_whole)
+        && scope_whole(&g.embedding)
+        && scope_whole(&g.head);
+    let activations: f64 = if exact {
+        kept(&g.embedding)
+            + runs_rev(true)
+                .map(|(c, n)| n as f64 * kept(&g.layer_graphs[c]))
+                .sum::<f64>()
+            + kept(&g.head)
+    } else {
         std::iter::once(&g.embedding)
             .chain((0..g.layer_class.len()).map(|i| g.layer(i)))
             .chain(std::iter::once(&g.head))
+            .map(kept)
+            .sum()
     };
-    let kept = |s: &ScopeGraph| s.saved_bytes + s.checkpoint_bytes;
-    let activations: f64 = scopes().map(kept).sum();
-    let transient = scopes().map(|s| s.transient_bytes).fold(0.0, f64::max);
+    // A maximum: the same in any order.
+    let transient = runs_rev(exact)
+        .map(|(c, _)| &g.layer_graphs[c])
+        .chain([&g.embedding, &g.head])
+        .map(|s| s.transient_bytes)
+        .fold(0.0, f64::max);
     let accum_grads = if w.grad_accum > 1 { grads } else { 0.0 };
     let forward_peak = weights + states + accum_grads + activations + transient;
     // Backward walks the scopes in reverse: each frees what it kept and adds its gradients.
@@ -258,16 +307,42 @@ pub(crate) fn footprint(
     } else {
         0.0
     };
-    for s in scopes().rev() {
+    let own_of = |s: &ScopeGraph| {
+        if w.grad_accum == 1 {
+            s.trainable as f64 * grad_share
+        } else {
+            0.0
+        }
+    };
+    // One scope's backward from (remaining, gradients so far): its peak.
+    let at_peak = |s: &ScopeGraph, remaining: f64, grads_before: f64, grads_after: f64| {
+        if s.backward_working_bytes > 0.0 {
+            // A recipe that knows its working set (the loss) peaks before its own weight
+            // gradients exist; they appear once that working set has shrunk.
+            (weights + states + remaining + grads_before + s.backward_working_bytes)
+                .max(weights + states + remaining + grads_after)
+        } else {
+            // Under checkpointing the scope's recomputed activations live during its backward.
+            let working = s
+                .transient_bytes
+                .max(2.0 * s.saved_bytes.min(s.transient_bytes));
+            // The scope frees what it kept while its weight gradients appear: the peak lies
+            // between its start (all kept, none of its gradients) and its end.
+            let start = weights + states + remaining + grads_before + working;
+            let end = weights + states + (remaining - kept(s)) + grads_after + working;
+            start.max(end)
+        }
+    };
+    // The scopes in reverse, the layers as runs (one layer a run unless `exact`).
+    let reversed = std::iter::once((&g.head, 1))
+        .chain(runs_rev(exact).map(|(c, n)| (&g.layer_graphs[c], n)))
+        .chain(std::iter::once((&g.embedding, 1)));
+    for (s, n) in reversed {
         if s.backward.kernels.is_empty() {
             continue;
         }
         let grads_before = grads_so_far;
-        let own = if w.grad_accum == 1 {
-            s.trainable as f64 * grad_share
-        } else {
-            0.0
-        };
+        let own = own_of(s);
         grads_so_far += own;
         if std::ptr::eq(s, &g.head) {
             // The head's part of the tied gradient, held until the embedding's backward.
@@ -285,24 +360,15 @@ pub(crate) fn footprint(
             backward_peak = backward_peak.max(at_sum);
             grads_so_far -= tied;
         }
-        let at_peak = if s.backward_working_bytes > 0.0 {
-            // A recipe that knows its working set (the loss) peaks before its own weight
-            // gradients exist; they appear once that working set has shrunk.
-            (weights + states + remaining + grads_before + s.backward_working_bytes)
-                .max(weights + states + remaining + grads_so_far)
-        } else {
-            // Under checkpointing the scope's recomputed activations live during its backward.
-            let working = s
-                .transient_bytes
-                .max(2.0 * s.saved_bytes.min(s.transient_bytes));
-            // The scope frees what it kept while its weight gradients appear: the peak lies
-            // between its start (all kept, none of its gradients) and its end.
-            let start = weights + states + remaining + grads_before + working;
-            let end = weights + states + (remaining - kept(s)) + grads_so_far + working;
-            start.max(end)
-        };
-        backward_peak = backward_peak.max(at_peak);
-        remaining -= kept(s);
+        backward_peak = backward_peak.max(at_peak(s, remaining, grads_before, grads_so_far));
+        if n > 1 {
+            // The run's last layer (exact: see above); between, no higher peak.
+            let m = (n - 1) as f64;
+            let (r, before) = (remaining - m * kept(s), grads_before + m * own);
+            backward_peak = backward_peak.max(at_peak(s, r, before, before + own));
+            grads_so_far = grads_before + n as f64 * own;
+        }
+        remaining -= n as f64 * kept(s);
     }
     let temp = match w.optimizer {
         // `_foreach_sqrt`'s list: one temporary per trainable element.
