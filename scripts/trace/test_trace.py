@@ -445,7 +445,7 @@ class CommittedTraces(unittest.TestCase):
         self.assertFalse(any("scaled_dot_product" in op for op in ops))
 
     def test_optimizer_traces_are_current(self):
-        self._current("cpu-optimizers", "ci-optimizer-grid.txt", 11)
+        self._current("cpu-optimizers", "ci-optimizer-grid.txt", 13)
         rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-optimizers", "llama-full-bf16-adamw-fused.json"))
         self.assertEqual(rec["workload"]["optimizer"], "adamw-fused")
         ops = {r["op"] for r in rec["ops"] if r["phase"] == "optimizer"}

@@ -1056,10 +1056,11 @@ def main(argv=None):
                     help="GPT-2 resid/embd/attn dropout (transformers' default is 0.1)")
     ap.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
                     help="transformers' attention implementation")
-    ap.add_argument("--optimizer", choices=["adamw-foreach", "adamw-fused", "adamw-single", "sgd"],
+    ap.add_argument("--optimizer", choices=["adamw-foreach", "adamw-fused", "adamw-single", "sgd", "trainer"],
                     default="adamw-foreach",
                     help="torch.optim.AdamW foreach (the default), fused=True or foreach=False; "
-                         "or plain SGD (foreach, no momentum)")
+                         "plain SGD (foreach, no momentum); or the optimizer a default "
+                         "transformers Trainer builds (Trainer.create_optimizer)")
     ap.add_argument("--grad-checkpointing", action="store_true",
                     help="model.gradient_checkpointing_enable(), as a Trainer's gradient_checkpointing=True")
     ap.add_argument("--batch", type=int, default=2)
@@ -1111,6 +1112,21 @@ def main(argv=None):
         mapping.append("fused AdamW: its step counters are device tensors (torch/optim/adam.py "
                        "_init_group), so their _foreach_add_ (and _foreach_sub_ of found_inf under "
                        "a GradScaler) count as CUDA launches")
+    elif optimizer == "trainer":
+        # What a default transformers Trainer builds (Trainer.create_optimizer with default
+        # TrainingArguments: transformers 5.17 with torch >= 2.8 picks adamw_torch_fused, in two
+        # parameter groups: weights with weight decay, biases and norms without; decay 0.0).
+        import tempfile
+        from transformers import Trainer, TrainingArguments
+        with tempfile.TemporaryDirectory() as out_dir:
+            ta = TrainingArguments(output_dir=out_dir, report_to=[], use_cpu=device.type == "cpu")
+            opt = Trainer(model=model, args=ta).create_optimizer()
+        groups = [len(g["params"]) for g in opt.param_groups]
+        fused = all(g.get("fused") for g in opt.param_groups)
+        DEVICE_STEP_COUNTERS[0] = fused
+        mapping.append(f"trainer: Trainer.create_optimizer() with default TrainingArguments "
+                       f"({type(opt).__name__}, fused={fused}, parameter groups of {groups} tensors)")
+        args.param_groups = groups
     elif optimizer == "adamw-single":
         opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
     elif optimizer == "sgd":
@@ -1327,6 +1343,8 @@ def main(argv=None):
             model_dropout=args.model_dropout,
             # Only when on: the records from before the option read as without it.
             **(dict(grad_checkpointing=True) if args.grad_checkpointing else {}),
+            # The trainer's parameter groups, tensors each (`--optimizer trainer`).
+            **(dict(param_groups=args.param_groups) if getattr(args, "param_groups", None) else {}),
         ),
         totals=dict(
             param_bytes=params_bytes,

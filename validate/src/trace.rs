@@ -245,6 +245,10 @@ pub struct TraceWorkload {
     /// transformers' gradient checkpointing (`trace_step.py --grad-checkpointing`; absent: off).
     #[serde(default)]
     pub grad_checkpointing: bool,
+    /// `--optimizer trainer`: the tensors in each parameter group of the optimizer a default
+    /// Trainer built (weights with decay, then biases and norms without); absent otherwise.
+    #[serde(default)]
+    pub param_groups: Vec<u64>,
 }
 
 fn sdpa() -> String {
@@ -431,7 +435,9 @@ pub fn config_of(
         // runs AdamW one tensor at a time (trace_step.py; its `cuda_mapping` says so).
         "adamw-foreach" if t.provenance.device == "meta" => Optimizer::AdamwSingle,
         "adamw-foreach" => Optimizer::AdamwForeach,
-        "adamw-fused" => Optimizer::AdamwFused,
+        // A default Trainer's: the fused AdamW (in two parameter groups, which costsim does not
+        // model: docs/model.md).
+        "adamw-fused" | "trainer" => Optimizer::AdamwFused,
         "adamw-single" => Optimizer::AdamwSingle,
         "sgd" => Optimizer::Sgd,
         other => return Err(bad("optimizer", other)),
