@@ -1113,6 +1113,18 @@ fn closed_form_worked_by_hand() {
     }
 }
 
+/// Every time field of two spans, paired: times, waits, host and busy time, and the four bounds.
+fn span_fields(a: &Span, b: &Span) -> impl Iterator<Item = (f64, f64)> {
+    [
+        (a.time_s, b.time_s),
+        (a.host_wait_s, b.host_wait_s),
+        (a.host_s, b.host_s),
+        (a.busy_s, b.busy_s),
+    ]
+    .into_iter()
+    .chain(a.by_bound.into_iter().zip(b.by_bound))
+}
+
 proptest::proptest! {
     /// The closed form equals stepping through the launches (the recording path) from any
     /// host−GPU offset, for any segment: clocks and every field of the span.
@@ -1155,15 +1167,7 @@ proptest::proptest! {
         let ((c0, s0), (c1, s1)) = (&out[0], &out[1]);
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * US;
         proptest::prop_assert!(close(c0.gpu, c1.gpu) && close(c0.host, c1.host), "{out:?}");
-        for (x, y) in [
-            (s0.time_s, s1.time_s),
-            (s0.host_wait_s, s1.host_wait_s),
-            (s0.host_s, s1.host_s),
-            (s0.busy_s, s1.busy_s),
-        ]
-        .into_iter()
-        .chain(s0.by_bound.into_iter().zip(s1.by_bound))
-        {
+        for (x, y) in span_fields(s0, s1) {
             proptest::prop_assert!(close(x, y), "{x} vs {y}: {out:?}");
         }
     }
@@ -1529,15 +1533,7 @@ proptest::proptest! {
         let (g1, h1, s1) = out[1];
         for &(g, h, sp) in &out {
             proptest::prop_assert!(close(g, g1) && close(h, h1), "{out:?}");
-            for (x, y) in [
-                (sp.time_s, s1.time_s),
-                (sp.host_wait_s, s1.host_wait_s),
-                (sp.host_s, s1.host_s),
-                (sp.busy_s, s1.busy_s),
-            ]
-            .into_iter()
-            .chain(sp.by_bound.into_iter().zip(s1.by_bound))
-            {
+            for (x, y) in span_fields(&sp, &s1) {
                 proptest::prop_assert!(close(x, y), "{x} vs {y}: {out:?}");
             }
         }
