@@ -966,130 +966,6 @@ mod breakdown_by_hand {
     }
 }
 
-/// The memory footprint as walked scope by scope, layer by layer (`footprint` until 2026-12-01),
-/// against which the walk by runs of identical layers is checked.
-#[allow(clippy::too_many_lines)]
-fn footprint_walked(
-    model: &ModelConfig,
-    method: &MethodSpec,
-    w: &Workload,
-    g: &StepGraph,
-) -> Memory {
-    let trainable = method.trainable_params(model) as f64;
-    let p = w.precision.param_dtype().size();
-    let master = method.master_dtype(w.precision).size();
-    let extra_params = match method.kind {
-        MethodKind::Full => 0.0,
-        MethodKind::Lora | MethodKind::Paca => trainable,
-    };
-    let weights = model.total_params() as f64 * p + extra_params * master;
-    let grads = trainable * master;
-    let states = trainable * master * f64::from(w.optimizer.states());
-    // The scopes in order, walked three times (no vector of them per prediction).
-    let scopes = || {
-        std::iter::once(&g.embedding)
-            .chain((0..g.layer_class.len()).map(|i| g.layer(i)))
-            .chain(std::iter::once(&g.head))
-    };
-    let kept = |s: &ScopeGraph| s.saved_bytes + s.checkpoint_bytes;
-    let activations: f64 = scopes().map(kept).sum();
-    let transient = scopes().map(|s| s.transient_bytes).fold(0.0, f64::max);
-    let accum_grads = if w.grad_accum > 1 { grads } else { 0.0 };
-    let forward_peak = weights + states + accum_grads + activations + transient;
-    // Backward walks the scopes in reverse: each frees what it kept and adds its gradients.
-    let mut remaining = activations;
-    let mut grads_so_far = accum_grads;
-    let mut backward_peak: f64 = 0.0;
-    let grad_share = if trainable > 0.0 {
-        grads / trainable
-    } else {
-        0.0
-    };
-    // A tied LM head (GPT-2's wte) gets two gradients, the head's and the embedding's, which
-    // autograd sums out of place before the weight's `AccumulateGrad` (torch/csrc/autograd/
-    // input_buffer.cpp): the head's V×d part is held from the head's backward to the
-    // embedding's, where both parts and their sum are alive at once. Measured on torch 2.11.0
-    // (docs/model.md, "Memory"): a 51.46 MB `add` of two [V, d] fp32 gradients, three V×d
-    // tensors alive at the backward's peak of gpt2-tiny at 1 × 128; with gradient accumulation
-    // the sum is then added into `.grad` in place.
-    let tied = if model.tied_embeddings && method.trains_embedding(model) {
-        (model.vocab * model.hidden) as f64 * master
-    } else {
-        0.0
-    };
-    for s in scopes().rev() {
-        if s.backward.kernels.is_empty() {
-            continue;
-        }
-        let grads_before = grads_so_far;
-        let own = if w.grad_accum == 1 {
-            s.trainable as f64 * grad_share
-        } else {
-            0.0
-        };
-        grads_so_far += own;
-        if std::ptr::eq(s, &g.head) {
-            // The head's part of the tied gradient, held until the embedding's backward.
-            grads_so_far += tied;
-        }
-        if std::ptr::eq(s, &g.embedding) && tied > 0.0 {
-            // The embedding's part and the sum join the head's part (the sum is the weight's
-            // gradient, counted in `own` without accumulation); then both parts are freed.
-            let at_sum = weights
-                + states
-                + (remaining - kept(s))
-                + grads_before
-                + 2.0 * tied
-                + (own - tied).max(0.0);
-            backward_peak = backward_peak.max(at_sum);
-            grads_so_far -= tied;
-        }
-        let at_peak = if s.backward_working_bytes > 0.0 {
-            // A recipe that knows its working set (the loss) peaks before its own weight
-            // gradients exist; they appear once that working set has shrunk.
-            (weights + states + remaining + grads_before + s.backward_working_bytes)
-                .max(weights + states + remaining + grads_so_far)
-        } else {
-            // Under checkpointing the scope's recomputed activations live during its backward.
-            let working = s
-                .transient_bytes
-                .max(2.0 * s.saved_bytes.min(s.transient_bytes));
-            // The scope frees what it kept while its weight gradients appear: the peak lies
-            // between its start (all kept, none of its gradients) and its end.
-            let start = weights + states + remaining + grads_before + working;
-            let end = weights + states + (remaining - kept(s)) + grads_so_far + working;
-            start.max(end)
-        };
-        backward_peak = backward_peak.max(at_peak);
-        remaining -= kept(s);
-    }
-    let temp = match w.optimizer {
-        // `_foreach_sqrt`'s list: one temporary per trainable element.
-        Optimizer::AdamwForeach => trainable * master,
-        // The largest tensor's sqrt and its quotient, alive together while the division runs.
-        Optimizer::AdamwSingle => {
-            2.0 * g.trainable_tensors.iter().copied().max().unwrap_or(0) as f64 * master
-        }
-        Optimizer::AdamwFused | Optimizer::Sgd => 0.0,
-    };
-    let optimizer_peak = weights + states + grads + temp;
-    let peak = forward_peak.max(backward_peak).max(optimizer_peak);
-    Memory {
-        weights_bytes: weights,
-        gradients_bytes: grads,
-        optimizer_state_bytes: states,
-        activations_bytes: activations,
-        forward_peak_bytes: forward_peak,
-        backward_peak_bytes: backward_peak,
-        optimizer_peak_bytes: optimizer_peak,
-        peak_bytes: peak,
-        reserved_bytes: RESERVED_BYTES,
-        capacity_bytes: 0.0,
-        fits: false,
-        shortfall_bytes: 0.0,
-    }
-}
-
 /// Walking runs of identical layers at once (`footprint`) gives the same footprint, bit for bit,
 /// as walking every layer: every preset, every method, full and layer-selective, with and
 /// without gradient accumulation and checkpointing, in three precisions and both attentions,
@@ -1126,7 +1002,7 @@ fn footprint_by_runs_equals_the_walk_layer_by_layer() {
                 runs_seen += usize::from(g.layer_class.windows(2).any(|p| p[0] == p[1]));
                 let (a, b) = (
                     footprint(&model, &spec, &w, &g),
-                    footprint_walked(&model, &spec, &w, &g),
+                    footprint_walk(&model, &spec, &w, &g, false),
                 );
                 let bits = |m: &Memory| {
                     [

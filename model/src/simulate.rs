@@ -30,7 +30,8 @@ pub struct CostedSegment {
     /// `fast` in closed form, for GPUs (the host runs ahead of the device): with a sync, the
     /// launches after it.
     closed: Closed,
-    /// The op the host waits at for the device ([`Kernel::syncs`]), if the segment has one.
+    /// The op the host waits at for the device ([`Kernel::syncs`]), if the segment has one and
+    /// the profile is not synchronous.
     sync: Option<SyncPoint>,
     /// Totals of the segment's kernels: FLOPs, bytes read + written, launches.
     pub totals: (f64, f64, u64),
@@ -45,7 +46,7 @@ pub struct CostedSegment {
 pub(crate) struct SyncPoint {
     /// Index of the op in the segment's kernels (the first that syncs).
     at: usize,
-    /// The launches up to the op (GPUs; empty on a synchronous profile).
+    /// The launches up to the op.
     before: Closed,
     /// Host time after the last of them, up to and including the op, seconds.
     before_tail_s: f64,
@@ -323,11 +324,8 @@ fn fold_into<'k>(
             } else {
                 run_fold(Fold::<false>::new(fast), each, out);
             }
-            out.sync = sync_at.map(|at| SyncPoint {
-                at,
-                before: Closed::EMPTY,
-                before_tail_s: 0.0,
-            });
+            // A synchronous profile's host waits for every op anyway: nothing to split.
+            out.sync = None;
         }
     }
 }
@@ -414,7 +412,7 @@ impl CostedSegment {
             fold.finish_times(out);
         }
         // The op the host waits at is where the last fold found it (the same segment).
-        if let Some(SyncPoint { at, .. }) = self.sync.filter(|_| !synchronous) {
+        if let Some(SyncPoint { at, .. }) = self.sync {
             self.refill_times_synced(costs, fast, at);
             return;
         }
@@ -693,8 +691,8 @@ fn run_stepped(
     }
     let record = waited.is_some();
     let mut flags = Vec::with_capacity(if record { seg.kernels.len() } else { 0 });
-    // On a synchronous profile the host waits for every op anyway (the fold ignores the read).
-    let sync_at = seg.sync.filter(|_| !sync).map(|p| p.at);
+    // (None on a synchronous profile, whose host waits for every op anyway.)
+    let sync_at = seg.sync.map(|p| p.at);
     for (i, (host_s, c)) in seg.kernels.iter().enumerate() {
         clock.host += host_s;
         span.host_s += host_s;
