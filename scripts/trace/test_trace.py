@@ -445,11 +445,18 @@ class CommittedTraces(unittest.TestCase):
         self.assertFalse(any("scaled_dot_product" in op for op in ops))
 
     def test_optimizer_traces_are_current(self):
-        self._current("cpu-optimizers", "ci-optimizer-grid.txt", 13)
+        self._current("cpu-optimizers", "ci-optimizer-grid.txt", 16)
         rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-optimizers", "llama-full-bf16-adamw-fused.json"))
         self.assertEqual(rec["workload"]["optimizer"], "adamw-fused")
         ops = {r["op"] for r in rec["ops"] if r["phase"] == "optimizer"}
         self.assertIn("_fused_adamw_", ops)
+        # A Trainer's foreach AdamW: two groups, the second without weight decay, so four
+        # `_foreach_mul_` (clipping's, the first group's decay and its own, the second's own).
+        rec = _load(os.path.join(ROOT, "docs", "results", "traces", "cpu-optimizers", "gpt2-full-fp32-trainer-foreach.json"))
+        self.assertEqual(rec["workload"]["param_groups"], [10, 18])
+        calls = {r["op"]: r["calls"] for r in rec["ops"] if r["phase"] == "optimizer"}
+        self.assertEqual(calls["_foreach_mul_"], 4)
+        self.assertEqual(calls["_foreach_addcdiv_"], 2)
 
     def test_checkpointing_traces_are_current(self):
         self._current("cpu-checkpointing", "ci-checkpointing-grid.txt", 10)

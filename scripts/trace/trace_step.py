@@ -1056,7 +1056,8 @@ def main(argv=None):
                     help="GPT-2 resid/embd/attn dropout (transformers' default is 0.1)")
     ap.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
                     help="transformers' attention implementation")
-    ap.add_argument("--optimizer", choices=["adamw-foreach", "adamw-fused", "adamw-single", "sgd", "trainer"],
+    ap.add_argument("--optimizer", choices=["adamw-foreach", "adamw-fused", "adamw-single", "sgd", "trainer",
+                                                 "trainer-foreach"],
                     default="adamw-foreach",
                     help="torch.optim.AdamW foreach (the default), fused=True or foreach=False; "
                          "plain SGD (foreach, no momentum); or the optimizer a default "
@@ -1106,6 +1107,9 @@ def main(argv=None):
     if not foreach:
         mapping.append("meta: clip_grad_norm_ and AdamW run per tensor (no foreach on meta)")
     optimizer = getattr(args, "optimizer", "adamw-foreach")
+    # Per trace: a grid runs many in one process, and a fused AdamW's setting must not outlive
+    # its trace (a foreach AdamW's CPU step counters launch nothing on CUDA).
+    DEVICE_STEP_COUNTERS[0] = False
     if optimizer == "adamw-fused":
         opt = torch.optim.AdamW(trainable, lr=1e-4, fused=True)
         DEVICE_STEP_COUNTERS[0] = True
@@ -1126,6 +1130,24 @@ def main(argv=None):
         DEVICE_STEP_COUNTERS[0] = fused
         mapping.append(f"trainer: Trainer.create_optimizer() with default TrainingArguments "
                        f"({type(opt).__name__}, fused={fused}, parameter groups of {groups} tensors)")
+        args.param_groups = groups
+    elif optimizer == "trainer-foreach":
+        # A Trainer with `optim="adamw_torch"` (torch.optim.AdamW, foreach on CUDA by torch's own
+        # default; forced here, as a CPU run would go per tensor) and weight_decay=0.01 (torch's
+        # default, which costsim assumes): the same two groups, the second with decay 0.0.
+        import tempfile
+        from transformers import Trainer, TrainingArguments
+        with tempfile.TemporaryDirectory() as out_dir:
+            ta = TrainingArguments(output_dir=out_dir, report_to=[], use_cpu=device.type == "cpu",
+                                   optim="adamw_torch", weight_decay=0.01)
+            opt = Trainer(model=model, args=ta).create_optimizer()
+        for group in opt.param_groups:
+            group["foreach"] = foreach
+        groups = [len(g["params"]) for g in opt.param_groups]
+        decays = [g["weight_decay"] for g in opt.param_groups]
+        mapping.append(f"trainer-foreach: Trainer.create_optimizer() with optim=adamw_torch, "
+                       f"weight_decay=0.01 ({type(opt).__name__}, foreach={foreach}, parameter "
+                       f"groups of {groups} tensors, weight decay {decays})")
         args.param_groups = groups
     elif optimizer == "adamw-single":
         opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=False)
@@ -1343,7 +1365,7 @@ def main(argv=None):
             model_dropout=args.model_dropout,
             # Only when on: the records from before the option read as without it.
             **(dict(grad_checkpointing=True) if args.grad_checkpointing else {}),
-            # The trainer's parameter groups, tensors each (`--optimizer trainer`).
+            # The trainer's parameter groups, tensors each (`--optimizer trainer[-foreach]`).
             **(dict(param_groups=args.param_groups) if getattr(args, "param_groups", None) else {}),
         ),
         totals=dict(
