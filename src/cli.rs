@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use costsim_model::method::{AdapterDtype, LayerSelection, Targets};
 use costsim_model::{
     arch, AttentionImpl, Config, MethodName, MethodOptions, MethodSpec, ModelConfig, Optimizer,
-    Precision, Runtime, TrainingLoop, Workload,
+    ParamGroups, Precision, Runtime, TrainingLoop, Workload,
 };
 use std::path::PathBuf;
 
@@ -247,6 +247,14 @@ pub enum LoopArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ParamGroupsArg {
+    /// one group over every trainable tensor (an optimizer you build and hand to the loop)
+    One,
+    /// a Trainer's own: weights with weight decay, then biases and norms without
+    Decay,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AdapterDtypeArg {
     /// fp32 adapters (peft's default autocast_adapter_dtype=True)
     Fp32,
@@ -370,6 +378,10 @@ pub struct TrainingArgs {
     /// foreach AdamW torch.optim picks on CUDA) for a bare loop.
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
+    /// The optimizer's parameter groups, each updated apart. Default: decay under a Trainer
+    /// (the two that `Trainer.create_optimizer` builds), one for a bare loop.
+    #[arg(long, value_enum)]
+    pub param_groups: Option<ParamGroupsArg>,
     /// Recompute each block's forward in backward (transformers' gradient checkpointing).
     #[arg(long)]
     pub grad_checkpointing: bool,
@@ -414,6 +426,14 @@ impl TrainingArgs {
                 RuntimeArg::CudaGraph => Runtime::CudaGraph,
             },
             training_loop: self.training_loop(),
+            // A Trainer builds its optimizer in two groups (weights with decay, biases and
+            // norms without); a bare loop's is built over every trainable tensor.
+            param_groups: match (self.param_groups, self.training_loop()) {
+                (Some(ParamGroupsArg::Decay), _) | (None, TrainingLoop::Trainer) => {
+                    ParamGroups::DecayAndNoDecay
+                }
+                (Some(ParamGroupsArg::One), _) | (None, TrainingLoop::Bare) => ParamGroups::One,
+            },
         }
     }
 

@@ -81,9 +81,12 @@ fn trainer_loop_work_worked_by_hand() {
                     "json",
                     "--loop",
                     lp,
-                    // One optimizer for the three loops (a Trainer's default is the fused one).
+                    // One optimizer for the three loops (a Trainer's default is the fused one,
+                    // in two parameter groups).
                     "--optimizer",
                     "adamw",
+                    "--param-groups",
+                    "one",
                 ]
                 .into_iter()
                 .map(String::from)

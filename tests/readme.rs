@@ -143,12 +143,16 @@ fn readme_trainer_figures_are_the_tools() {
             ms(&lora, "loop_host_ms")
         ),
         format!("{:.2} ms of it with the GPU idle", ms(&lora, "loop_ms")),
-        format!("while full's {:.2} ms hide", ms(&full, "loop_host_ms")),
+        format!(
+            "while full's {:.2} ms leave it idle for {:.2} ms",
+            ms(&full, "loop_host_ms"),
+            ms(&full, "loop_ms")
+        ),
     ] {
         assert!(text.contains(&quoted), "README lacks: {quoted}");
     }
-    // Full's loop work hides behind its optimizer's kernels.
-    assert_eq!(ms(&full, "loop_ms"), 0.0);
+    // Part of full's loop work hides behind its optimizer's kernels.
+    assert!(ms(&full, "loop_ms") > 0.0 && ms(&full, "loop_ms") < ms(&full, "loop_host_ms"));
 }
 
 /// The README's two example outputs are what `costsim predict` prints today: each fenced block

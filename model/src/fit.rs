@@ -151,6 +151,7 @@ mod tests {
                 grad_clip: true,
                 runtime: Runtime::PytorchEager,
                 training_loop: crate::TrainingLoop::Trainer,
+                param_groups: crate::ParamGroups::DecayAndNoDecay,
             },
             hw: costsim_hardware::resolve_device(hw).expect("profile"),
         }

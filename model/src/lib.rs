@@ -29,7 +29,7 @@ pub use arch::{preset, Family, ModelConfig, PRESETS};
 pub use method::{MethodName, MethodOptions, MethodSpec};
 pub use predict::{predict, predict_with_graph, Amount, Config, ConfigRef, Detail, Prediction};
 pub use training_loop::TrainingLoop;
-pub use workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
+pub use workload::{AttentionImpl, Optimizer, ParamGroups, Precision, Runtime, Workload};
 
 use std::path::PathBuf;
 

@@ -5,7 +5,8 @@
 //! states of the trainable parameters in the master dtype, activations saved for backward as the
 //! graph's tracer recorded them, and the largest transient tensor. Peaks are taken at the end of
 //! forward, while backward frees saved tensors scope by scope and fills gradients, and in the
-//! optimizer (foreach AdamW's temporary sqrt list; single-tensor AdamW's largest sqrt and quotient).
+//! optimizer (foreach AdamW's temporary sqrt list, the largest parameter group's; single-tensor
+//! AdamW's largest sqrt and quotient).
 
 use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo};
@@ -385,8 +386,15 @@ fn footprint_walk(
         remaining -= n as f64 * kept(s);
     }
     let temp = match w.optimizer {
-        // `_foreach_sqrt`'s list: one temporary per trainable element.
-        Optimizer::AdamwForeach => trainable * master,
+        // `_foreach_sqrt`'s list: one temporary per element of a parameter group, freed
+        // before the next group's update (a Trainer's two groups: the larger one's).
+        Optimizer::AdamwForeach => g
+            .optimizer
+            .kernels
+            .iter()
+            .filter(|k| k.name == "_foreach_sqrt")
+            .map(|k| k.bytes_written)
+            .fold(0.0, f64::max),
         // The largest tensor's sqrt and its quotient, alive together while the division runs.
         Optimizer::AdamwSingle => {
             2.0 * g.trainable_tensors.iter().copied().max().unwrap_or(0) as f64 * master

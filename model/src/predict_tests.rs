@@ -179,12 +179,27 @@ mod memory_tests {
         // its gradients (30 × 4 = 120): max(base + 2548 + 0 + 5000, base + 2548 + 120).
         // Later scopes peak lower: layer 1 starts at base + 2148 + 120 + max(300, 600).
         assert_eq!(m.backward_peak_bytes, base + 7548.0);
-        // foreach AdamW's temporary list: another 4T on top of weights, states, gradients.
-        assert_eq!(m.optimizer_peak_bytes, base + 4.0 * t + 4.0 * t);
+        // foreach AdamW's temporary list, over the larger of a Trainer's two parameter groups
+        // (freed before the next group's update): the weights with decay, all but the five
+        // RMSNorms' 5 × 32 = 160 elements; another 4(T − 160) on top of weights, states,
+        // gradients.
+        let decay = t - 160.0;
+        assert_eq!(m.optimizer_peak_bytes, base + 4.0 * t + 4.0 * decay);
         assert_eq!(m.reserved_bytes, 1024.0 * 1024.0 * 1024.0);
         assert_eq!(m.capacity_bytes, 80.0 * 1024.0 * 1024.0 * 1024.0);
-        // P ≈ 90 thousand parameters: the optimizer's 16T exceeds 8T + 7548.
-        assert_eq!(m.peak_bytes, base + 8.0 * t);
+        // P ≈ 90 thousand parameters: the optimizer's 4T + 4(T − 160) exceeds 8T + 7548.
+        assert_eq!(m.peak_bytes, base + 4.0 * t + 4.0 * decay);
+        // One group: the list over all T.
+        let one = Config {
+            workload: Workload {
+                param_groups: crate::ParamGroups::One,
+                ..cfg.workload.clone()
+            },
+            ..cfg.clone()
+        };
+        let g = graph::build(&one.model, &one.method, &one.workload);
+        let m1 = memory(one.as_ref(), &g);
+        assert_eq!(m1.optimizer_peak_bytes, base + 8.0 * t);
         assert!(m.fits);
         assert_eq!(m.shortfall_bytes, 0.0);
     }
@@ -467,11 +482,13 @@ mod memory_tests {
             assert_eq!(m.weights_bytes, weights, "{what}");
             assert_eq!(m.gradients_bytes, mb * t, "{what}");
             assert_eq!(m.optimizer_state_bytes, states * mb * t, "{what}");
-            // foreach: the sqrt list of every trainable element; single-tensor: the sqrt and
-            // the quotient of the largest trainable tensor.
+            // foreach: the sqrt list of the larger parameter group's elements (full fine-tuning:
+            // all but the five 32-wide RMSNorms, which have no weight decay; LoRA: every
+            // adapter); single-tensor: the sqrt and the quotient of the largest trainable tensor.
             let largest = g.trainable_tensors.iter().copied().max().unwrap_or(0) as f64;
+            let no_decay = if name == MethodName::Full { 160.0 } else { 0.0 };
             let tmp = match optimizer {
-                Optimizer::AdamwForeach if temp => mb * t,
+                Optimizer::AdamwForeach if temp => mb * (t - no_decay),
                 Optimizer::AdamwSingle => 2.0 * mb * largest,
                 _ => 0.0,
             };

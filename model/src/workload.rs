@@ -140,6 +140,22 @@ impl Optimizer {
     }
 }
 
+/// How the optimizer holds the trainable tensors: torch.optim runs each parameter group's update
+/// apart (`for group in self.param_groups`), its multi-tensor and fused kernels launched once a
+/// group at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamGroups {
+    /// One group: an optimizer built over the trainable parameters (costsim's harness, the
+    /// project's scripts, a hand-written loop).
+    One,
+    /// What a transformers Trainer builds (`Trainer.create_optimizer`, transformers 5.17): the
+    /// tensors with weight decay (weights, embeddings, adapters) in model order, then those
+    /// without (biases, and norms by layer type or name: `get_decay_parameter_names`). A group
+    /// with no tensor (LoRA's second) launches nothing.
+    DecayAndNoDecay,
+}
+
 /// What issues the kernels, which sets the host cost per op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -168,6 +184,8 @@ pub struct Workload {
     /// What drives the step: a Hugging Face Trainer adds its own host work per micro-batch and
     /// per optimizer step ([`crate::training_loop`]).
     pub training_loop: TrainingLoop,
+    /// The optimizer's parameter groups: a Trainer's two when it builds the optimizer.
+    pub param_groups: ParamGroups,
 }
 
 impl Default for Workload {
@@ -185,6 +203,7 @@ impl Default for Workload {
             grad_clip: true,
             runtime: Runtime::PytorchEager,
             training_loop: TrainingLoop::Trainer,
+            param_groups: ParamGroups::DecayAndNoDecay,
         }
     }
 }

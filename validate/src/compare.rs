@@ -9,8 +9,8 @@ use crate::record::{Outcome, Record, ResultsFile};
 use crate::Result;
 use costsim_hardware::Profile;
 use costsim_model::{
-    predict, AttentionImpl, Config, Detail, MethodOptions, MethodSpec, Optimizer, Prediction,
-    Runtime, TrainingLoop, Workload,
+    predict, AttentionImpl, Config, Detail, MethodOptions, MethodSpec, Optimizer, ParamGroups,
+    Prediction, Runtime, TrainingLoop, Workload,
 };
 use serde::Serialize;
 
@@ -27,6 +27,8 @@ pub fn workload_of(r: &Record) -> Workload {
         grad_clip: false,
         runtime: Runtime::Libtorch,
         training_loop: TrainingLoop::Bare,
+        // The harness builds its optimizer over every trainable tensor.
+        param_groups: ParamGroups::One,
     }
 }
 

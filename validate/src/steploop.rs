@@ -29,7 +29,9 @@ use crate::{Error, Result};
 use costsim_model::arch::{parse_hf_config, ModelConfig};
 use costsim_model::method::{AdapterDtype, MethodName, MethodOptions, MethodSpec};
 use costsim_model::predict::{predict, Config, Detail};
-use costsim_model::workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
+use costsim_model::workload::{
+    AttentionImpl, Optimizer, ParamGroups, Precision, Runtime, Workload,
+};
 use costsim_model::TrainingLoop;
 
 /// The record's schema tag.
@@ -434,6 +436,8 @@ fn config_parts(r: &StepRecord, origin: &str) -> Result<(ModelConfig, MethodSpec
         grad_clip: true,
         runtime: Runtime::PytorchEager,
         training_loop: TrainingLoop::Trainer,
+        // step_overhead.py hands the Trainer its own AdamW over every trainable tensor.
+        param_groups: ParamGroups::One,
     };
     workload
         .validate(&model)

@@ -26,7 +26,9 @@ use costsim_model::method::{
     AdapterDtype, LayerSelection, MethodName, MethodOptions, MethodSpec, Targets,
 };
 use costsim_model::predict::{predict, Config, Detail};
-use costsim_model::workload::{AttentionImpl, Optimizer, Precision, Runtime, Workload};
+use costsim_model::workload::{
+    AttentionImpl, Optimizer, ParamGroups, Precision, Runtime, Workload,
+};
 use costsim_model::TrainingLoop;
 use serde::{Deserialize, Serialize};
 
@@ -434,9 +436,9 @@ pub fn config_of(
         // What the trace ran: foreach AdamW, except on meta, which has no foreach kernels and
         // runs AdamW one tensor at a time (trace_step.py; its `cuda_mapping` says so).
         "adamw-foreach" if t.provenance.device == "meta" => Optimizer::AdamwSingle,
-        "adamw-foreach" => Optimizer::AdamwForeach,
-        // A default Trainer's: the fused AdamW (in two parameter groups, which costsim does not
-        // model: docs/model.md).
+        // A Trainer with `optim="adamw_torch"`: the foreach AdamW, in two groups (below).
+        "adamw-foreach" | "trainer-foreach" => Optimizer::AdamwForeach,
+        // A default Trainer's: the fused AdamW, in two parameter groups (below).
         "adamw-fused" | "trainer" => Optimizer::AdamwFused,
         "adamw-single" => Optimizer::AdamwSingle,
         "sgd" => Optimizer::Sgd,
@@ -507,6 +509,18 @@ pub fn config_of(
         runtime: Runtime::PytorchEager,
         // The traces time forward, backward and the optimizer alone: no loop around them.
         training_loop: TrainingLoop::Bare,
+        // `--optimizer trainer` records the Trainer's groups (with and without weight decay);
+        // the tracer's own optimizers take every trainable tensor in one.
+        param_groups: match t.workload.param_groups.len() {
+            0 | 1 => ParamGroups::One,
+            2 => ParamGroups::DecayAndNoDecay,
+            n => {
+                return Err(bad(
+                    "param_groups",
+                    &format!("{n} groups (a Trainer builds two)"),
+                ))
+            }
+        },
     };
     workload.validate(&model).map_err(in_trace)?;
     let hw = match hw {

@@ -201,9 +201,15 @@ fn checkpointed_steps_agree_with_the_real_stack() {
 /// `_foreach_add_` launches) and peak within 0.2%; so does a fused AdamW under fp16-mixed's
 /// GradScaler (Llama LoRA clipped, GPT-2 full fine-tuning not). The optimizer a default Trainer
 /// builds (`--optimizer trainer`, costsim's default under a Trainer) is that fused AdamW in two
-/// parameter groups, which costsim does not model: each non-empty group past the first steps
-/// its counters and runs its fused kernel apart, one launch each more (full fine-tuning's
-/// biases and norms; LoRA's tensors all fall in the first group). AdamW `foreach=False` launches one
+/// parameter groups, which costsim holds as the Trainer does (`ParamGroups::DecayAndNoDecay`):
+/// the same tensors in each group, and each non-empty group steps its counters and runs its
+/// fused kernel apart (full fine-tuning's biases and norms; LoRA's tensors all fall in the
+/// first group): the same tensors in each group as the Trainer holds for GPT-2 (biases and
+/// LayerNorms without decay) and Llama (RMSNorms) full fine-tuning, Llama LoRA and GPT-2 PaCA on
+/// the upper half of the layers. A Trainer's foreach AdamW (`--optimizer trainer-foreach`:
+/// `optim="adamw_torch"`, weight decay 0.01) skips the decay's `_foreach_mul_` in the second
+/// group, whose decay is 0.0, as costsim does: GPT-2 full fine-tuning's 23 launches, where one
+/// group would launch 25 and decay in both 24. AdamW `foreach=False` launches one
 /// kernel a tensor more in these CPU traces than costsim: its step counter `state_steps[i] += 1`,
 /// a 0-dim tensor that stays on the CPU when the parameters are on CUDA (host work there, no
 /// kernel; not modelled, docs/model.md); its peak is within 3%.
@@ -212,8 +218,8 @@ fn other_optimizers_agree_with_the_real_stack() {
     let traces = read_traces("docs/results/traces/cpu-optimizers");
     assert_eq!(
         traces.len(),
-        13,
-        "three optimizers × three configurations, two fused under a GradScaler, two a Trainer's"
+        16,
+        "three optimizers × three configurations, two fused under a GradScaler, five a Trainer's"
     );
     for (t, f) in &traces {
         let c = compare_trace(t, f, None).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -225,11 +231,17 @@ fn other_optimizers_agree_with_the_real_stack() {
             .expect("an optimizer phase");
         let e = opt.peak_bytes.error();
         let single = t.workload.optimizer == "adamw-single";
-        let trainer = t.workload.optimizer == "trainer";
+        let trainer = t.workload.optimizer.starts_with("trainer");
         if trainer {
-            assert_eq!(t.workload.param_groups.len(), 2, "{f}: decay and no decay");
+            // The tensors in each group: a Trainer's split, as costsim makes it.
+            let cfg = costsim_validate::trace::config_of(t, f, None).expect("config");
+            assert_eq!(
+                costsim_model::graph::param_group_sizes(&cfg.model, &cfg.method, &cfg.workload),
+                t.workload.param_groups,
+                "{f}: tensors with and without weight decay"
+            );
         }
-        if t.workload.optimizer == "adamw-fused" || trainer {
+        if ["adamw-fused", "trainer"].contains(&t.workload.optimizer.as_str()) {
             // Its step counters on the device, counted as launches (⌈n/110⌉ for n tensors).
             let steps = t
                 .foreach
@@ -238,8 +250,11 @@ fn other_optimizers_agree_with_the_real_stack() {
                 .unwrap_or_else(|| panic!("{f}: a fused AdamW's device step counters"));
             assert_eq!(steps.launches(), 1, "{f}: {} counters", steps.numels.len());
         }
+        // PaCA's tiny model misses the same 7.7 KB in every phase in this trace as in the tiny
+        // grid's (docs/results/traces/cpu, held to 3% there): its peaks take that bound.
+        let paca = name.contains("paca");
         assert!(
-            e.abs() <= if single { 0.03 } else { 0.002 },
+            e.abs() <= if single || paca { 0.03 } else { 0.002 },
             "{name}: optimizer peak {}",
             pct(e)
         );
@@ -253,10 +268,6 @@ fn other_optimizers_agree_with_the_real_stack() {
         let missing = if single {
             assert!(tensors > 0, "{name}: AdamW's per-tensor updates");
             tensors as f64
-        } else if trainer {
-            // Tiny lists: one launch a group for each of the two ops.
-            let groups = t.workload.param_groups.iter().filter(|&&n| n > 0).count();
-            2.0 * (groups - 1) as f64
         } else {
             0.0
         };

@@ -22,7 +22,7 @@ fn optimizer_of(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
     let m = preset("gpt2").unwrap();
     let s = spec(&m, MethodName::Full, &MethodOptions::default());
     let cx = Ctx::new(&m, &s, w);
-    optimizer(&cx, tensors, true).kernels
+    optimizer(&cx, tensors, &[], true).kernels
 }
 
 /// The default workload with the foreach AdamW (torch.optim's default on CUDA; the default
@@ -39,7 +39,7 @@ fn optimizer_walked(w: &Workload, tensors: &[u64]) -> Vec<Kernel> {
     let m = preset("gpt2").unwrap();
     let s = spec(&m, MethodName::Full, &MethodOptions::default());
     let cx = Ctx::new(&m, &s, w);
-    optimizer(&cx, tensors, false).kernels
+    optimizer(&cx, tensors, &[], false).kernels
 }
 
 /// Without the launch memo the phase walks the list even when the memo holds counts for it,
@@ -150,6 +150,108 @@ fn foreach_adamw_with_clipping_by_hand() {
     }
     // No GradScaler under bf16.
     assert!(!ks.iter().any(|k| k.name.starts_with("_amp")));
+}
+
+/// A Trainer's two parameter groups (transformers 5.17 `Trainer.create_optimizer`: the
+/// parameters `get_decay_parameter_names` returns with weight decay, the rest without), each
+/// stepped apart by torch.optim (`for group in self.param_groups`). Tiny GPT-2 (d = 8, 2 layers,
+/// vocabulary 16, 4 positions), full fine-tuning, fp32, no clipping, fused AdamW:
+/// - in model order, wte 16·8 = 128, wpe 4·8 = 32, then per layer c_attn 8·24 = 192 + bias 24,
+///   attn c_proj 64 + 8, c_fc 8·32 = 256 + 32, mlp c_proj 256 + 8, ln_1 and ln_2 8 + 8 each, then
+///   ln_f 8 + 8 (the head is tied): 2 + 2·12 + 2 = 28 tensors;
+/// - with decay: wte, wpe and the four weights of each layer, 2 + 8 = 10 tensors of
+///   128 + 32 + 2·(192 + 64 + 256 + 256) = 1 696 elements; without: the biases and the
+///   LayerNorms, 18 tensors of 2·(24 + 8 + 32 + 8 + 4·8) + 16 = 224 elements (the 10 and 18 a
+///   Trainer holds for the tracer's tiny GPT-2: docs/results/traces/cpu-optimizers);
+/// - each group: its Python loop over its tensors, its step counters (⌈10/110⌉ = ⌈18/110⌉ = 1
+///   launch of one 4-byte counter a tensor) and one `_fused_adamw_` launch (every tensor is one
+///   chunk, 10 and 18 < 36 tensors at depth 4) reading 4 and writing 3 fp32 values a parameter;
+/// - one group over all 28 instead: one loop, one counter launch, one fused launch; the same
+///   bytes over the step.
+#[test]
+fn a_trainers_two_parameter_groups_by_hand() {
+    use KernelKind::*;
+    let mut m = preset("gpt2").unwrap();
+    (m.hidden, m.layers, m.vocab, m.max_positions, m.heads) = (8, 2, 16, 4, 2);
+    m.intermediate = 32;
+    let s = spec(&m, MethodName::Full, &MethodOptions::default());
+    let w = Workload {
+        precision: Precision::Fp32,
+        grad_clip: false,
+        ..Workload::default()
+    };
+    assert_eq!(
+        (w.optimizer, w.param_groups),
+        (Opt::AdamwFused, crate::ParamGroups::DecayAndNoDecay)
+    );
+    let g = build(&m, &s, &w);
+    assert_eq!(g.trainable_tensors.len(), 28);
+    assert_eq!(crate::graph::param_group_sizes(&m, &s, &w), [10, 18]);
+    let group = |n: u32, e: f64| -> Vec<Row> {
+        vec![
+            ("param_loop", Host, 0, 0.0, 0.0, 0.0),
+            (
+                "_foreach_add_(state_steps)",
+                Optimizer,
+                1,
+                4.0 * f64::from(n),
+                4.0 * f64::from(n),
+                f64::from(n),
+            ),
+            ("_fused_adamw_", Optimizer, 1, 16.0 * e, 12.0 * e, 12.0 * e),
+        ]
+    };
+    let mut expected = group(10, 1_696.0);
+    expected.extend(group(18, 224.0));
+    expected.push(("zero_grad(set_to_none)", Host, 0, 0.0, 0.0, 0.0));
+    let ks = &g.optimizer.kernels;
+    assert_eq!(rows(ks), expected);
+    assert_eq!(
+        [ks[0].host_tensors, ks[3].host_tensors, ks[6].host_tensors],
+        [10, 18, 28]
+    );
+    // One group: the same bytes in one update.
+    let one = Workload {
+        param_groups: crate::ParamGroups::One,
+        ..w.clone()
+    };
+    assert_eq!(crate::graph::param_group_sizes(&m, &s, &one), [28]);
+    let mut expected = group(28, 1_920.0);
+    expected.push(("zero_grad(set_to_none)", Host, 0, 0.0, 0.0, 0.0));
+    assert_eq!(rows(&build(&m, &s, &one).optimizer.kernels), expected);
+    // The second group's weight decay is 0.0: a foreach AdamW skips its decay multiply there
+    // (`if weight_decay != 0`), 8 ops on the 10 weights, 7 on the 18 biases and norms.
+    let foreach = Workload {
+        optimizer: Opt::AdamwForeach,
+        ..w.clone()
+    };
+    let ks = build(&m, &s, &foreach).optimizer.kernels;
+    let names = |elems: f64| -> Vec<&str> {
+        ks.iter()
+            .filter(|k| k.kind == Optimizer && k.bytes_written == 4.0 * elems)
+            .map(|k| k.name)
+            .collect()
+    };
+    let ops = [
+        "_foreach_mul_",
+        "_foreach_lerp_",
+        "_foreach_mul_",
+        "_foreach_addcmul_",
+        "_foreach_sqrt",
+        "_foreach_div_",
+        "_foreach_add_",
+        "_foreach_addcdiv_",
+    ];
+    assert_eq!(names(1_696.0), ops);
+    assert_eq!(names(224.0), ops[1..]);
+    // LoRA's tensors all have weight decay: the second group is empty and steps nothing.
+    let lora = spec(&m, MethodName::Lora, &MethodOptions::default());
+    let n = build(&m, &lora, &w).trainable_tensors.len() as u64;
+    assert_eq!(crate::graph::param_group_sizes(&m, &lora, &w), [n, 0]);
+    assert_eq!(
+        rows(&build(&m, &lora, &w).optimizer.kernels),
+        rows(&build(&m, &lora, &one).optimizer.kernels)
+    );
 }
 
 /// fp16-mixed adds GradScaler's `unscale_` (torch/amp/grad_scaler.py, 2.11): the fp32 scale to

@@ -40,7 +40,7 @@ use crate::workload::{DType, Workload};
 use block::{block, embedding, LayerClass};
 use costsim_hardware::MathMode;
 use head::head;
-use optimizer::{optimizer, trainable_tensors};
+use optimizer::{no_decay_mask, optimizer, trainable_tensors};
 use serde::Serialize;
 use smallvec::SmallVec;
 use std::fmt;
@@ -403,7 +403,7 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
         head_g.backward_accum = head(&cx, rg, true).backward;
     }
     let tensors = trainable_tensors(&cx);
-    let optimizer = optimizer(&cx, &tensors, true);
+    let optimizer = optimizer(&cx, &tensors, &param_group_mask(&cx), true);
     StepGraph {
         family: model.family,
         embedding,
@@ -413,6 +413,28 @@ pub fn build(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> StepGrap
         optimizer,
         trainable_tensors: tensors,
         nn_modules: crate::training_loop::nn_modules(model, method),
+    }
+}
+
+/// Which trainable tensors a Trainer's group without weight decay holds, where the workload's
+/// optimizer has that group (else empty: one group).
+fn param_group_mask(cx: &Ctx) -> Vec<bool> {
+    match cx.w.param_groups {
+        crate::ParamGroups::DecayAndNoDecay => no_decay_mask(cx),
+        crate::ParamGroups::One => Vec::new(),
+    }
+}
+
+/// Tensors in each of the optimizer's parameter groups for `method` under `w`, as
+/// torch.optim's `param_groups` hold them: one group, or a Trainer's two (with weight decay,
+/// then without; the second may be empty).
+pub fn param_group_sizes(model: &ModelConfig, method: &MethodSpec, w: &Workload) -> Vec<u64> {
+    let cx = Ctx::new(model, method, w);
+    let mask = no_decay_mask(&cx);
+    let no_decay = mask.iter().filter(|&&x| x).count() as u64;
+    match w.param_groups {
+        crate::ParamGroups::DecayAndNoDecay => vec![mask.len() as u64 - no_decay, no_decay],
+        crate::ParamGroups::One => vec![mask.len() as u64],
     }
 }
 
@@ -440,7 +462,7 @@ pub fn optimizer_phase(
 ) -> (Vec<u64>, Segment) {
     let cx = Ctx::new(model, method, w);
     let tensors = trainable_tensors(&cx);
-    let optimizer = optimizer(&cx, &tensors, false);
+    let optimizer = optimizer(&cx, &tensors, &param_group_mask(&cx), false);
     (tensors, optimizer)
 }
 

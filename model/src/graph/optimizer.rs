@@ -10,7 +10,7 @@ use super::linear::{treatment, Treatment};
 use super::{Ctx, Kernel, KernelKind, Segment};
 use crate::arch::Family;
 use crate::method::MethodKind;
-use crate::workload::{DType, Optimizer as Opt, Precision};
+use crate::workload::{DType, Optimizer as Opt, ParamGroups, Precision};
 use rustc_hash::FxHashMap;
 use smallvec::smallvec;
 
@@ -168,32 +168,32 @@ pub(super) fn launches_remember(tensors: &[u64], v: Launches) {
 /// Marks a scalar-list foreach op in the optimizer recipe's depth argument.
 const SCALAR_LIST: usize = 0x10;
 
-/// The optimizer phase: gradient unscale (fp16), clipping, and the update. `memo`: recall and
-/// remember the launch counts in this thread's memo (a graph build); a sweep's rescaled points
-/// keep whole phases in a memo of their own, and on a miss there the list is seldom in this
-/// one either (a line of more ranks than both hold), so they only walk it.
-pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
-    use KernelKind::*;
-    let elems: f64 = tensors.iter().map(|&n| n as f64).sum();
-    let nt = tensors.len() as u32;
-    // Trainable tensors, their gradients and states share one dtype: fp32 adapters (LoRA, PaCA)
-    // on a bf16 base, fp32 master weights under mixed precision, else the parameter dtype.
-    let dt = cx.method.master_dtype(cx.w.precision);
-    let sz = dt.size();
-    let mut ks = Vec::with_capacity(24);
-    // Counting launches walks every tensor (over a thousand for LoRA on an 80-layer model), the
-    // costly part of this phase, and a sweep builds it for every point: the list is walked once
-    // here for every depth ([`launches_all`]), and the counts are remembered per thread for the
-    // next point with the same list.
-    let recalled = if memo {
-        launches_recalled(tensors)
-    } else {
-        [None; 6]
-    };
-    let launches = std::cell::Cell::new(recalled);
-    // `depth`: tensor lists the kernel touches; 0x10 marks a scalar list (only depth 1 differs).
-    let fe = |name: &'static str, depth: usize, reads: f64, writes: f64, flops: f64| {
-        let mut k = Kernel::new(name, Optimizer, dt);
+/// A tensor list the optimizer's foreach ops walk (all trainable tensors, or one parameter
+/// group's), with its launch counts as far as they are known.
+struct TensorList<'t> {
+    tensors: &'t [u64],
+    elems: f64,
+    recalled: Launches,
+    launches: std::cell::Cell<Launches>,
+}
+
+impl<'t> TensorList<'t> {
+    fn new(tensors: &'t [u64], memo: bool) -> Self {
+        let recalled = if memo {
+            launches_recalled(tensors)
+        } else {
+            [None; 6]
+        };
+        Self {
+            tensors,
+            elems: tensors.iter().map(|&n| n as f64).sum(),
+            recalled,
+            launches: std::cell::Cell::new(recalled),
+        }
+    }
+
+    /// Launches of a foreach op of `depth` (0x10 marks a scalar list) over the list.
+    fn launches(&self, depth: usize) -> u32 {
         let scalar_list = depth & SCALAR_LIST != 0;
         let depth = depth & !SCALAR_LIST;
         let d = if scalar_list && depth == 1 {
@@ -201,18 +201,58 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         } else {
             depth.clamp(1, 5) - 1
         };
-        k.launches = match launches.get()[d] {
+        match self.launches.get()[d] {
             Some(n) => n,
             None => {
                 // Every slot in one walk: the recipes ask for up to four of them.
-                let all = launches_all(tensors);
-                launches.set(all.map(Some));
+                let all = launches_all(self.tensors);
+                self.launches.set(all.map(Some));
                 all[d]
             }
-        };
-        k.bytes_read = reads * elems * sz;
-        k.bytes_written = writes * elems * sz;
-        k.flops = flops * elems;
+        }
+    }
+
+    /// Remember the counts found (a graph build's memo).
+    fn remember(&self, memo: bool) {
+        if memo && self.launches.get() != self.recalled {
+            launches_remember(self.tensors, self.launches.get());
+        }
+    }
+}
+
+/// The optimizer phase: gradient unscale (fp16), clipping, and the update. `tensors`: the
+/// trainable tensors in model order; `no_decay`: which of them a Trainer's second parameter
+/// group holds ([`no_decay_mask`]; empty: none), read under [`ParamGroups::DecayAndNoDecay`].
+/// `memo`: recall and remember the launch counts in this thread's memo (a graph build); a
+/// sweep's rescaled points keep whole phases in a memo of their own, and on a miss there the
+/// list is seldom in this one either (a line of more ranks than both hold), so they only walk it.
+pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], no_decay: &[bool], memo: bool) -> Segment {
+    use KernelKind::*;
+    let nt = tensors.len() as u32;
+    if nt == 0 {
+        return Segment::default();
+    }
+    // Trainable tensors, their gradients and states share one dtype: fp32 adapters (LoRA, PaCA)
+    // on a bf16 base, fp32 master weights under mixed precision, else the parameter dtype.
+    let dt = cx.method.master_dtype(cx.w.precision);
+    let sz = dt.size();
+    let mut ks = Vec::with_capacity(24);
+    // Counting launches walks every tensor (over a thousand for LoRA on an 80-layer model), the
+    // costly part of this phase, and a sweep builds it for every point: each list is walked once
+    // for every depth ([`launches_all`]), and the counts are remembered per thread for the next
+    // point with the same list.
+    let all = TensorList::new(tensors, memo);
+    let fe = |list: &TensorList,
+              name: &'static str,
+              depth: usize,
+              reads: f64,
+              writes: f64,
+              flops: f64| {
+        let mut k = Kernel::new(name, Optimizer, dt);
+        k.launches = list.launches(depth);
+        k.bytes_read = reads * list.elems * sz;
+        k.bytes_written = writes * list.elems * sz;
+        k.flops = flops * list.elems;
         k
     };
     let small = |name: &'static str, dtype: DType, read: f64, written: f64| {
@@ -223,15 +263,12 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
     };
     // A kernel on fp32 scalars (clipping's total and coefficient, the loss scale).
     let tiny = |name: &'static str| small(name, DType::F32, 8.0, 4.0);
-    if nt == 0 {
-        return Segment::default();
-    }
     if cx.w.precision == Precision::Fp16Mixed {
         // GradScaler.unscale_ (torch 2.11.0, torch/amp/grad_scaler.py): the inverse scale in
         // fp64 (`_scale.double().reciprocal().float()`), `found_inf = torch.full((), 0.0)`, both
         // copied to the gradients' device (`_MultiDeviceReplicator.get`, `to(copy=True)`), then
         // the gradients unscaled and checked in one foreach pass (CPU trace,
-        // docs/results/traces/cpu/*-fp16mixed.json).
+        // docs/results/traces/cpu/*-fp16mixed.json): every group's gradients in one list.
         ks.push(small("_to_copy", DType::F64, 4.0, 8.0));
         ks.push(small("reciprocal", DType::F64, 8.0, 8.0));
         ks.push(small("_to_copy", DType::F32, 8.0, 4.0));
@@ -239,6 +276,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         ks.push(small("_to_copy", DType::F32, 4.0, 4.0));
         ks.push(small("_to_copy", DType::F32, 4.0, 4.0));
         ks.push(fe(
+            &all,
             "_amp_foreach_non_finite_check_and_unscale_",
             1,
             1.0,
@@ -247,7 +285,8 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         ));
     }
     if cx.w.grad_clip {
-        let mut norm = fe("_foreach_norm", 1, 1.0, 0.0, 2.0);
+        // clip_grad_norm_(model.parameters()): one list in model order, whatever the groups.
+        let mut norm = fe(&all, "_foreach_norm", 1, 1.0, 0.0, 2.0);
         norm.bytes_written = f64::from(nt) * 4.0;
         ks.push(norm);
         // total = ‖stack(norms)‖; coef = max_norm / (total + 1e-6) (a reciprocal and a mul);
@@ -262,7 +301,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         ] {
             ks.push(tiny(name));
         }
-        ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));
+        ks.push(fe(&all, "_foreach_mul_", 1, 1.0, 1.0, 1.0));
     }
     if cx.w.precision == Precision::Fp16Mixed && cx.w.optimizer != Opt::AdamwFused {
         // GradScaler.step reads found_inf before it calls optimizer.step (torch 2.11.0,
@@ -282,6 +321,77 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
         // on a scalar; torch/amp/grad_scaler.py; CPU trace, 2026-12-01).
         ks.push(tiny("add"));
     }
+    // The parameter groups, each updated apart (torch.optim's `for group in self.param_groups`):
+    // a Trainer's weights with decay, then its biases and norms (both in model order).
+    let grouped = cx.w.param_groups == ParamGroups::DecayAndNoDecay
+        && no_decay.len() == tensors.len()
+        && no_decay.contains(&true);
+    let split: [Vec<u64>; 2] = if grouped {
+        [false, true].map(|nd| {
+            tensors
+                .iter()
+                .zip(no_decay)
+                .filter(|&(_, &x)| x == nd)
+                .map(|(&n, _)| n)
+                .collect()
+        })
+    } else {
+        Default::default()
+    };
+    // A group without tensors (a Trainer's second under LoRA) steps nothing
+    // (`_fused_adamw`/`_multi_tensor_adamw` return on an empty list).
+    // The second group's weight decay is 0.0 whatever the first's (transformers 5.17,
+    // `Trainer.get_optimizer_grouped_parameters`), and an AdamW group without decay skips its
+    // multiply (`if weight_decay != 0`, torch/optim/adam.py).
+    let lists: Vec<(TensorList, bool)> = split
+        .iter()
+        .zip([true, false])
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, decay)| (TensorList::new(g, memo), decay))
+        .collect();
+    if grouped {
+        for (g, decay) in &lists {
+            update(cx, g, *decay, dt, &fe, &mut ks);
+        }
+    } else {
+        // One group over every tensor: `all` itself, with the counts clipping found.
+        update(cx, &all, true, dt, &fe, &mut ks);
+    }
+    if cx.w.precision == Precision::Fp16Mixed {
+        // GradScaler.update: the next scale from found_inf, on the device.
+        ks.push(tiny("_amp_update_scale_"));
+    }
+    let mut zg = Kernel::new("zero_grad(set_to_none)", Host, DType::F32);
+    zg.launches = 0;
+    zg.host_tensors = nt;
+    ks.push(zg);
+    all.remember(memo);
+    for (g, _) in &lists {
+        g.remember(memo);
+    }
+    for (i, k) in ks.iter_mut().enumerate() {
+        k.module = "";
+        if i > 0 {
+            k.deps = smallvec![i as u32 - 1];
+        }
+    }
+    Segment { kernels: ks }
+}
+
+/// One parameter group's update (`optimizer.step` for the tensors of `g`): the parameter loop's
+/// host work, then the optimizer's kernels. `decay`: the group has weight decay (AdamW's
+/// decoupled multiply; costsim takes torch's default 0.01 for it, docs/model.md).
+fn update(
+    cx: &Ctx,
+    g: &TensorList,
+    decay: bool,
+    dt: DType,
+    fe: &impl Fn(&TensorList, &'static str, usize, f64, f64, f64) -> Kernel,
+    ks: &mut Vec<Kernel>,
+) {
+    use KernelKind::*;
+    let nt = g.tensors.len() as u32;
+    let sz = dt.size();
     let mut host = Kernel::new("param_loop", Host, DType::F32);
     host.launches = 0;
     host.host_tensors = nt;
@@ -291,21 +401,23 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
             let mut step = Kernel::new("_foreach_add_(state_steps)", Host, DType::F32);
             step.launches = 0;
             ks.push(step);
-            ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0)); // weight decay
-            ks.push(fe("_foreach_lerp_", 2, 2.0, 1.0, 3.0));
-            ks.push(fe("_foreach_mul_", 1, 1.0, 1.0, 1.0));
+            if decay {
+                ks.push(fe(g, "_foreach_mul_", 1, 1.0, 1.0, 1.0)); // weight decay
+            }
+            ks.push(fe(g, "_foreach_lerp_", 2, 2.0, 1.0, 3.0));
+            ks.push(fe(g, "_foreach_mul_", 1, 1.0, 1.0, 1.0));
             // In place with a scalar value: self, tensor1, tensor2 (ATen's
             // `foreach_pointwise_op_`, `multi_tensor_apply<3>`).
-            ks.push(fe("_foreach_addcmul_", 3, 2.0, 1.0, 3.0));
+            ks.push(fe(g, "_foreach_addcmul_", 3, 2.0, 1.0, 3.0));
             let mut bc = Kernel::new("bias_correction", Host, DType::F32);
             bc.launches = 0;
             ks.push(bc);
-            ks.push(fe("_foreach_sqrt", 2, 1.0, 1.0, 1.0));
+            ks.push(fe(g, "_foreach_sqrt", 2, 1.0, 1.0, 1.0));
             // Divided by the list of bias corrections (floats), and stepped by the list of step
             // sizes: scalar-list variants (torch/optim/adam.py, `_multi_tensor_adam`).
-            ks.push(fe("_foreach_div_", 1 | SCALAR_LIST, 1.0, 1.0, 1.0));
-            ks.push(fe("_foreach_add_", 1, 1.0, 1.0, 1.0));
-            ks.push(fe("_foreach_addcdiv_", 3 | SCALAR_LIST, 3.0, 1.0, 3.0));
+            ks.push(fe(g, "_foreach_div_", 1 | SCALAR_LIST, 1.0, 1.0, 1.0));
+            ks.push(fe(g, "_foreach_add_", 1, 1.0, 1.0, 1.0));
+            ks.push(fe(g, "_foreach_addcdiv_", 3 | SCALAR_LIST, 3.0, 1.0, 3.0));
         }
         Opt::AdamwFused => {
             // A fused AdamW keeps its step counters on the parameters' device (fp32 0-dim
@@ -328,7 +440,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
                 1,
                 4.0 * f64::from(nt),
             ));
-            ks.push(fe("_fused_adamw_", 4, 4.0, 3.0, 12.0));
+            ks.push(fe(g, "_fused_adamw_", 4, 4.0, 3.0, 12.0));
             if cx.w.precision == Precision::Fp16Mixed {
                 // The counters and the one found_inf they all read.
                 ks.push(counters(
@@ -338,7 +450,7 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
                 ));
             }
         }
-        Opt::Sgd => ks.push(fe("_foreach_add_", 2, 2.0, 1.0, 2.0)),
+        Opt::Sgd => ks.push(fe(g, "_foreach_add_", 2, 2.0, 1.0, 2.0)),
         Opt::AdamwSingle => {
             // _single_tensor_adam (torch 2.11.0, torch/optim/adam.py): per tensor mul_ (decay),
             // lerp_, mul_, addcmul_, then `denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt)
@@ -355,8 +467,10 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
                 ("add_", 1.0, 1.0),
                 ("addcdiv_", 3.0, 1.0),
             ];
-            for &n in tensors {
-                for (name, reads, writes) in OPS {
+            // Without weight decay the first multiply is skipped.
+            let ops = if decay { &OPS[..] } else { &OPS[1..] };
+            for &n in g.tensors {
+                for &(name, reads, writes) in ops {
                     let mut k = Kernel::new(name, Optimizer, dt);
                     k.bytes_read = reads * n as f64 * sz;
                     k.bytes_written = writes * n as f64 * sz;
@@ -366,57 +480,59 @@ pub(super) fn optimizer(cx: &Ctx, tensors: &[u64], memo: bool) -> Segment {
             }
         }
     }
-    if cx.w.precision == Precision::Fp16Mixed {
-        // GradScaler.update: the next scale from found_inf, on the device.
-        ks.push(tiny("_amp_update_scale_"));
-    }
-    let mut zg = Kernel::new("zero_grad(set_to_none)", Host, DType::F32);
-    zg.launches = 0;
-    zg.host_tensors = nt;
-    ks.push(zg);
-    if memo && launches.get() != recalled {
-        launches_remember(tensors, launches.get());
-    }
-    for (i, k) in ks.iter_mut().enumerate() {
-        k.module = "";
-        if i > 0 {
-            k.deps = smallvec![i as u32 - 1];
-        }
-    }
-    Segment { kernels: ks }
 }
 
-/// The trainable tensors, in model order (what the optimizer iterates over).
+/// The trainable tensors, in model order (what `model.parameters()` yields: the memory
+/// footprint's list, and what clipping walks).
 pub(super) fn trainable_tensors(cx: &Ctx) -> Vec<u64> {
     let mut v = Vec::new();
+    walk_trainable(cx, |n, _| v.push(n));
+    v
+}
+
+/// Which of [`trainable_tensors`] a Trainer puts in its group without weight decay (transformers
+/// 5.17 `Trainer.get_decay_parameter_names`: parameters of `nn.LayerNorm` layers and those whose
+/// name holds `bias`, `layernorm`, `rmsnorm`, `.norm` or `_norm`: every bias, GPT-2's `ln_1`,
+/// `ln_2`, `ln_f`, Llama's `input_layernorm`, `post_attention_layernorm` and final `norm`). The
+/// embeddings, the head, and LoRA's and PaCA's tensors have weight decay.
+pub(super) fn no_decay_mask(cx: &Ctx) -> Vec<bool> {
+    let mut v = Vec::new();
+    walk_trainable(cx, |_, no_decay| v.push(no_decay));
+    v
+}
+
+/// Every trainable tensor in model order: its elements, and whether a Trainer leaves it without
+/// weight decay ([`no_decay_mask`]).
+fn walk_trainable(cx: &Ctx, mut push: impl FnMut(u64, bool)) {
     let model = cx.model;
     let d = model.hidden;
     if cx.method.trains_embedding(model) {
-        v.push(model.vocab * d);
+        push(model.vocab * d, false);
         if model.family == Family::Gpt2 {
-            v.push(model.max_positions * d);
+            push(model.max_positions * d, false);
         }
     }
     let (lo, hi) = cx.method.trained_layers(model);
     let r = cx.method.rank;
     let mut per_layer = Vec::new();
-    let norm_tensors: &[u64] = match model.family {
-        Family::Gpt2 => &[d, d],
-        Family::Llama => &[d],
+    // LayerNorm's weight and bias (GPT-2), RMSNorm's weight (Llama): no weight decay.
+    let norm_tensors: &[(u64, bool)] = match model.family {
+        Family::Gpt2 => &[(d, true), (d, true)],
+        Family::Llama => &[(d, true)],
     };
     for lin in model.linears() {
         match treatment(cx, &lin, true) {
             Treatment::Full => {
-                per_layer.push(lin.in_features * lin.out_features);
+                per_layer.push((lin.in_features * lin.out_features, false));
                 if lin.bias {
-                    per_layer.push(lin.out_features);
+                    per_layer.push((lin.out_features, true));
                 }
             }
             Treatment::Lora => {
-                per_layer.push(r * lin.in_features);
-                per_layer.push(lin.out_features * r);
+                per_layer.push((r * lin.in_features, false));
+                per_layer.push((lin.out_features * r, false));
             }
-            Treatment::Paca => per_layer.push(lin.out_features * r),
+            Treatment::Paca => per_layer.push((lin.out_features * r, false)),
             Treatment::Frozen => {}
         }
     }
@@ -426,15 +542,18 @@ pub(super) fn trainable_tensors(cx: &Ctx) -> Vec<u64> {
         per_layer.extend_from_slice(norm_tensors);
     }
     for _ in lo..=hi {
-        v.extend_from_slice(&per_layer);
-    }
-    if cx.method.kind == MethodKind::Full {
-        v.extend_from_slice(norm_tensors);
-        if cx.method.trains_head(model) && !model.tied_embeddings {
-            v.push(model.vocab * d);
+        for &(n, no_decay) in &per_layer {
+            push(n, no_decay);
         }
     }
-    v
+    if cx.method.kind == MethodKind::Full {
+        for &(n, no_decay) in norm_tensors {
+            push(n, no_decay);
+        }
+        if cx.method.trains_head(model) && !model.tied_embeddings {
+            push(model.vocab * d, false);
+        }
+    }
 }
 
 #[cfg(test)]
