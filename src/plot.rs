@@ -193,7 +193,7 @@ pub struct HeatmapChart {
     pub y: AxisName,
     pub xs: Vec<u64>,
     pub ys: Vec<u64>,
-    /// ratio[j][i] = T_LoRA / T_other at (xs[i], ys[j]); NaN (null) where invalid.
+    /// `ratio[j][i]` = T_LoRA / T_other at (`xs[i]`, `ys[j]`); NaN (null) where invalid.
     pub ratio: Vec<Vec<f64>>,
     /// The valid cells where LoRA, the other method or both do not fit in memory (omitted when
     /// every cell fits). Their ratio is still the predicted one, drawn hatched.

@@ -112,7 +112,7 @@ pub struct Profile {
     pub bandwidth_efficiency: f64,
     /// Achieved fraction of the tensor-core peak for fused attention.
     pub attention_efficiency: f64,
-    /// Attention efficiency by [direction][precision]: [forward, backward] × [fp32, 16-bit];
+    /// Attention efficiency by \[direction\]\[precision\]: \[forward, backward\] × [fp32, 16-bit];
     /// every entry `attention_efficiency` unless calibrated.
     pub attention_by: [[f64; 2]; 2],
     /// Achieved fraction of DRAM bandwidth for skinny (rank-r) GEMMs.
@@ -147,7 +147,7 @@ pub struct Profile {
     /// a GEMM in one of these classes (unbatched) is 2·m·n·k·(s + s₀)/s / rate, s the narrow dimension.
     pub gemm_narrow_fill: Option<[[f64; 6]; 2]>,
     /// Fixed time per tile of fused attention (a query block × key block of one batch × head
-    /// slice, as PyTorch's CPU flash attention blocks it), seconds, by [direction][precision]:
+    /// slice, as PyTorch's CPU flash attention blocks it), seconds, by \[direction\]\[precision\]:
     /// [forward, backward] × [fp32, 16-bit] (0 unless calibrated; on this project's CPU the
     /// bf16 backward spends about 45 µs a tile beyond its FLOPs: five small GEMM calls).
     pub attention_tile_s: [[f64; 2]; 2],

@@ -296,7 +296,7 @@ type GemmKey = (u64, u64, u64, u64, u8);
 /// repeats few shapes (the same projections in every layer class, dX and dW transposes) and a
 /// sweep repeats them across points (batch·seq products, ranks that leave base GEMMs alone), so
 /// the tile search runs once per distinct shape. On a GPU profile the key holds ⌈m/64⌉ and
-/// ⌈n/64⌉, not m and n, which is all the search reads of them ([`gemm_configs`]): LoRA's
+/// ⌈n/64⌉, not m and n, which is all the search reads of them (`gemm_configs`): LoRA's
 /// A and B GEMMs at ranks 1 to 64 share one search where r is m or n (their extra split-K bytes,
 /// which depend on m·n exactly, are added at each lookup, as the search adds them).
 ///

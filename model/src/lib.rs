@@ -4,7 +4,7 @@
 //! hardware profile (`costsim-hardware`), it builds the ordered per-kernel graph that PyTorch eager
 //! launches for one training step ([`graph`]), costs every kernel against the device
 //! ([`cost`]), simulates the host issuing kernels and the GPU running them ([`simulate`]), and
-//! reports time, bounds and memory ([`predict`]).
+//! reports time, bounds and memory ([`predict()`]).
 //!
 //! Units: FLOPs count floating-point operations (a multiply-add is 2), never MACs; bytes are
 //! bytes; times are seconds inside the crate and milliseconds (`_ms`) or microseconds (`_us`) in

@@ -230,7 +230,7 @@ pub struct Changed {
     /// Kernel index in the segment.
     pub idx: u32,
     /// Index, in the same list, of the first changed kernel whose cost inputs
-    /// ([`same_cost_inputs`]) equal this one's at every rank of the fit: itself, or an earlier
+    /// (`same_cost_inputs`) equal this one's at every rank of the fit: itself, or an earlier
     /// one whose cost is copied instead of evaluated again.
     pub rep: u32,
 }

@@ -554,12 +554,12 @@ struct MicroBatchStart {
 
 /// Micro-batches always simulated one by one: every gradient-accumulation count up to this is
 /// simulated exactly as written. Beyond it, once a micro-batch repeats the previous one (the
-/// [`Steady`] rule applied to whole micro-batches, which then holds for every later one), the
+/// `Steady` rule applied to whole micro-batches, which then holds for every later one), the
 /// rest are that micro-batch times their count, so `--grad-accum 4294967295` costs what 64 do.
 pub const EXACT_MICRO_BATCHES: u32 = 64;
 
 /// A pipeline that has not settled after this many micro-batches (a drift slower than
-/// [`STEADY_EPS_S`] per micro-batch would need) takes its last micro-batch as the repeat.
+/// `STEADY_EPS_S` per micro-batch would need) takes its last micro-batch as the repeat.
 pub const MAX_SIMULATED_MICRO_BATCHES: u32 = 4096;
 
 /// Reuse of per-layer results across a run of identical layers, on a CPU (synchronous
@@ -826,7 +826,7 @@ impl std::hash::Hash for ClassKey {
     }
 }
 
-/// A step graph's kernels numbered by what their costs read ([`ClassKey`]), in
+/// A step graph's kernels numbered by what their costs read (`ClassKey`), in
 /// [`graph_segments`]' order: equal kernels share a number, and a number is new exactly where
 /// its first kernel comes, so a walk in the same order evaluates a class where its number is
 /// first met and copies it for the rest ([`cost_graph_classed`]). A LoRA graph of llama2-7b has

@@ -7,7 +7,7 @@
 //! LoRA, PaCA), trainable tensors — and the phase's median wall time over N steps: what a run
 //! sees (Python's and the allocator's jitter is part of the cost; the minimum understates the
 //! median by about 15% on the H200 machine, and predictions are checked against medians).
-//! Non-negative least squares with rows weighted by 1/t ([`fit::fit_linear`]):
+//! Non-negative least squares with rows weighted by 1/t ([`crate::fit::fit_linear`]):
 //!
 //! - forward:  t ≈ python_op · ops + module_call · modules + peft_module · adapters
 //! - backward: t ≈ autograd_node · ops

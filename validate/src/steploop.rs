@@ -7,7 +7,7 @@
 //! step. Measured within each step, it holds on a busy machine where `trainer − bare`, two
 //! loops timed apart, does not; the two agree on a quiet one. It carries the model's structure (nn.Modules, what
 //! `model.train()` walks every micro-batch) and the micro-batches per step K. Non-negative least
-//! squares with rows weighted by 1/t ([`fit::fit_linear`]) over the medians:
+//! squares with rows weighted by 1/t ([`crate::fit::fit_linear`]) over the medians:
 //!
 //! ```text
 //! loop ≈ loop_micro_batch · K + loop_module · K · M + loop_step + loop_step_module · M    [s]
