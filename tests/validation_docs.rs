@@ -436,6 +436,20 @@ fn eager_checks_of_2026_11_29_regenerate() {
                 "--ops",
             ]);
             assert_eq!(out, read(&ledger), "{}", ledger.display());
+            // docs/host.md quotes 29k's sums over the grid as printed.
+            if run == "eager-2026-11-29k" {
+                let text = read(&ledger);
+                let at = text
+                    .find("op ledger summed over")
+                    .expect("the ledger's sums over the grid");
+                let sums: Vec<&str> = text[at..].lines().take_while(|l| !l.is_empty()).collect();
+                let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/host.md"));
+                assert!(
+                    page.contains(&sums.join("\n")),
+                    "docs/host.md's ledger block is not {}'s sums",
+                    ledger.display()
+                );
+            }
         }
         let committed = read(&Path::new(&dir).join("comparison.txt"));
         let mape = committed
