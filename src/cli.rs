@@ -432,7 +432,8 @@ impl TrainingArgs {
                 (Some(ParamGroupsArg::Decay), _) | (None, TrainingLoop::Trainer) => {
                     ParamGroups::DecayAndNoDecay
                 }
-                (Some(ParamGroupsArg::One), _) | (None, TrainingLoop::Bare) => ParamGroups::One,
+                (Some(ParamGroupsArg::One), _)
+                | (None, TrainingLoop::Bare | TrainingLoop::Timed) => ParamGroups::One,
             },
         }
     }

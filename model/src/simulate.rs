@@ -602,6 +602,22 @@ impl Steady {
     }
 }
 
+/// The device synchronised at the end of a phase ([`TrainingLoop::Timed`]): the phase lasts
+/// until both the host and the GPU are done with it, so host time past the GPU's end is the GPU
+/// idle, charged to `span` (the phase's last scope) as the step's end charges the optimizer's;
+/// the next phase starts from both clocks at that moment.
+fn phase_sync(clock: &mut Clock, span: &mut Span) {
+    if clock.host > clock.gpu {
+        let idle = clock.host - clock.gpu;
+        span.time_s += idle;
+        span.host_wait_s += idle;
+        span.by_bound[3] += idle;
+        clock.gpu = clock.host;
+    } else {
+        clock.host = clock.gpu;
+    }
+}
+
 /// What `after` added to `before`.
 fn span_delta(after: &Span, before: &Span) -> Span {
     let mut by_bound = [0.0; 4];
@@ -984,6 +1000,9 @@ pub(crate) fn simulate_with(
     let (loop_mb_s, loop_step_s) =
         crate::training_loop::loop_host_s(w.training_loop, &hw.host, g.nn_modules);
     let mut lp = Span::default();
+    // Timed phase by phase (the measurements' protocol): the device synchronised after the
+    // forward and the backward (and, as every step ends, after the optimizer).
+    let timed = w.training_loop == TrainingLoop::Timed;
     // The state before the last simulated micro-batch: kept only past EXACT_MICRO_BATCHES - 1,
     // where replay may start.
     let mut last_mb: Option<MicroBatchStart> = None;
@@ -1086,6 +1105,9 @@ pub(crate) fn simulate_with(
             &mut fwd[n_layers + 1],
             waited_fwd.get_mut(n_layers + 1),
         );
+        if timed {
+            phase_sync(&mut clock, &mut fwd[n_layers + 1]);
+        }
         clock.host += graph_launch;
         run(
             hw.synchronous,
@@ -1130,6 +1152,9 @@ pub(crate) fn simulate_with(
             &mut bwd[0],
             waited_bwd.get_mut(0),
         );
+        if timed {
+            phase_sync(&mut clock, &mut bwd[0]);
+        }
         if w.runtime == Runtime::PytorchEager && w.training_loop == TrainingLoop::Trainer {
             // A Trainer checks each micro-batch's loss for NaN/Inf in Python
             // (transformers 5.17 `Trainer._inner_training_loop`: `torch.isnan(tr_loss_step)`

@@ -244,6 +244,89 @@ fn a_bare_loop_does_not_wait_for_the_loss() {
     }
 }
 
+#[test]
+fn a_timed_step_synchronises_around_each_phase() {
+    let timed =
+        |h, d, sync| synthetic_step_with(h, d, 0.0, sync, 1, TrainingLoop::Timed, no_loop_costs);
+    // Host-bound (10 µs host, 1 µs device): the forward ends at 401 as in a bare loop, but the
+    // host, done at 400, waits there; the backward's 51 ops are issued at 411 … 911 and end at
+    // 912 (511 µs, one more than bare, whose host issued from 400); the optimizer's at 922, 932,
+    // 942, done at 943 (31 µs).
+    for tl in timed(10.0, 1.0, false) {
+        assert_us(tl.phases[0].time_s, 401.0);
+        assert_us(tl.phases[1].time_s, 511.0);
+        assert_us(tl.phases[2].time_s, 31.0);
+        assert_us(tl.step_s, 943.0);
+    }
+    // GPU-bound (1 µs host, 10 µs device): the host, done issuing the forward at 40, waits
+    // until 401 instead of issuing the backward early; the backward's first op waits 1 µs
+    // (issued at 402), the 51 run to 912 (511 µs); the optimizer 913 … 943 (31 µs). Bare: the
+    // backward queued behind the forward runs 401 … 911 and the step ends at 941.
+    for tl in timed(1.0, 10.0, false) {
+        assert_us(tl.phases[0].time_s, 401.0);
+        assert_us(tl.phases[1].time_s, 511.0);
+        assert_us(tl.phases[1].host_wait_s, 1.0);
+        assert_us(tl.phases[2].time_s, 31.0);
+        assert_us(tl.step_s, 943.0);
+    }
+    for tl in synthetic_step_with(1.0, 10.0, 0.0, false, 1, TrainingLoop::Bare, no_loop_costs) {
+        assert_us(tl.step_s, 941.0);
+    }
+    // A synchronous profile's host waits for every op anyway: timed is the bare loop.
+    for (h, d) in [(10.0, 1.0), (1.0, 10.0)] {
+        let bare = synthetic_step_with(h, d, 0.0, true, 1, TrainingLoop::Bare, no_loop_costs);
+        for (t, b) in timed(h, d, true).iter().zip(&bare) {
+            assert_eq!(t.phases, b.phases);
+            assert_eq!(t.step_s, b.step_s);
+        }
+    }
+}
+
+#[test]
+fn a_timed_phase_lasts_until_its_host_work_is_done() {
+    // The host-bound synthetic step with a host-only op of 30 µs ending the head's forward
+    // (the loss's bookkeeping): the host is done with the forward at 430, the GPU at 401.
+    // Timed, the forward lasts 430 µs, its last 29 the GPU idle, charged to the head's forward;
+    // the backward then issues at 440 … 940 (511 µs) and the optimizer ends at 972. Bare, the
+    // forward is the GPU's 401 µs and the backward's first op waits 39 µs (540 µs).
+    let m = preset("gpt2").unwrap();
+    let spec = MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+    let op = (10.0, 1.0);
+    let three = |n_fwd: usize, n_bwd: usize, tail: bool| {
+        let mut fwd = vec![op; n_fwd];
+        if tail {
+            fwd.push((30.0, 0.0));
+        }
+        [seg(&fwd), seg(&vec![op; n_bwd]), seg(&vec![op; n_bwd])]
+    };
+    let mut hw = resolve_device("a100").unwrap();
+    hw.synchronous = false;
+    no_loop_costs(&mut hw);
+    let step = |training_loop| {
+        let w = Workload {
+            training_loop,
+            ..Workload::default()
+        };
+        let g = build(&m, &spec, &w);
+        let cg = CostedGraph {
+            embedding: three(2, 1, false),
+            layers: g.layer_graphs.iter().map(|_| three(3, 4, false)).collect(),
+            head: three(2, 2, true),
+            optimizer: seg(&[op, op, op]),
+        };
+        simulate(&g, &cg, &w, &hw, false)
+    };
+    let timed = step(TrainingLoop::Timed);
+    assert_us(timed.phases[0].time_s, 430.0);
+    assert_us(timed.phases[0].host_wait_s, 10.0 + 39.0 * 9.0 + 29.0);
+    assert_us(timed.phases[1].time_s, 511.0);
+    assert_us(timed.step_s, 972.0);
+    let bare = step(TrainingLoop::Bare);
+    assert_us(bare.phases[0].time_s, 401.0);
+    assert_us(bare.phases[1].time_s, 540.0);
+    assert_us(bare.step_s, 971.0);
+}
+
 /// [`synthetic_step`] with a training loop and the profile adjusted by `edit`.
 fn synthetic_step_with(
     host: f64,

@@ -37,6 +37,12 @@ pub enum TrainingLoop {
     Trainer,
     /// A hand-written loop with nothing around forward, backward and the optimizer.
     Bare,
+    /// A bare loop timed phase by phase, as the measurements costsim is checked against are:
+    /// `trace_step.py`'s time mode and the libtorch harness synchronise the device before and
+    /// after the forward, the backward and the optimizer, so no phase's host work runs ahead
+    /// into the next, and a phase lasts until both the host and the device are done with it
+    /// (`simulate`). Not a loop users run; `validate` predicts its records with it.
+    Timed,
 }
 
 impl TrainingLoop {
@@ -44,6 +50,7 @@ impl TrainingLoop {
         match self {
             TrainingLoop::Trainer => "trainer",
             TrainingLoop::Bare => "bare",
+            TrainingLoop::Timed => "timed",
         }
     }
 }
@@ -86,7 +93,7 @@ pub fn nn_modules(model: &ModelConfig, method: &MethodSpec) -> u64 {
 /// The loop's host work (s): (per micro-batch, per optimizer step).
 pub fn loop_host_s(lp: TrainingLoop, host: &HostCosts, modules: u64) -> (f64, f64) {
     match lp {
-        TrainingLoop::Bare => (0.0, 0.0),
+        TrainingLoop::Bare | TrainingLoop::Timed => (0.0, 0.0),
         TrainingLoop::Trainer => (
             host.loop_micro_batch_s + host.loop_module_s * modules as f64,
             host.loop_step_s + host.loop_step_module_s * modules as f64,

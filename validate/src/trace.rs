@@ -507,8 +507,9 @@ pub fn config_of(
         grad_checkpointing: t.workload.grad_checkpointing,
         grad_clip: t.workload.clip_grad_norm > 0.0,
         runtime: Runtime::PytorchEager,
-        // The traces time forward, backward and the optimizer alone: no loop around them.
-        training_loop: TrainingLoop::Bare,
+        // The traces time forward, backward and the optimizer alone, the device synchronised
+        // around each: no loop around them.
+        training_loop: TrainingLoop::Timed,
         // `--optimizer trainer` records the Trainer's groups (with and without weight decay);
         // the tracer's own optimizers take every trainable tensor in one.
         param_groups: match t.workload.param_groups.len() {
