@@ -125,7 +125,7 @@ pub fn run(args: &CalibrateArgs) -> Result<String> {
                 .unwrap_or_else(|| args.out.with_extension("samples.json"));
             let text = serde_json::to_string_pretty(&run).context("samples as JSON")? + "\n";
             crate::files::write_atomic(&path, text)?;
-            eprintln!("samples written to {}", path.display());
+            note!("samples written to {}", path.display());
             run
         }
     };
@@ -178,7 +178,7 @@ fn measure(args: &CalibrateArgs) -> Result<CalibrationRun> {
     .map_err(|e| anyhow::anyhow!(e))
     .inspect(|_| {
         if tty {
-            eprintln!();
+            note!();
         }
     })
 }

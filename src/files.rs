@@ -90,11 +90,9 @@ pub fn remove_temporaries_on_signal() -> Result<()> {
                         .filter(|p| std::fs::remove_file(p).is_ok())
                         .count();
                     if removed > 0 {
-                        eprintln!(
-                            "costsim: interrupted; {removed} unfinished output file(s) removed"
-                        );
+                        note!("costsim: interrupted; {removed} unfinished output file(s) removed");
                     } else {
-                        eprintln!("costsim: interrupted");
+                        note!("costsim: interrupted");
                     }
                     // The shell's convention for a process ended by a signal.
                     std::process::exit(128 + signal);
@@ -262,14 +260,43 @@ impl Output {
 
     /// Flush, `fsync`, and rename over the target.
     pub fn commit(self) -> Result<()> {
-        let target = self.target;
-        let file = self
-            .tmp
+        self.finish()?.persist()
+    }
+
+    /// Flush and `fsync`: everything written is on disk under the temporary name, where a full
+    /// disk shows (a `BufWriter` holds up to 64 KiB until here).
+    fn finish(self) -> Result<Finished> {
+        let Output { target, tmp, _live } = self;
+        #[cfg(test)]
+        if tests::FULL_DISK_AT.with(|t| t.borrow().as_deref() == Some(target.as_path())) {
+            let e = std::io::Error::from(std::io::ErrorKind::StorageFull);
+            return Err(write_error(&target, &e));
+        }
+        let file = tmp
             .into_inner()
             .map_err(|e| write_error(&target, e.error()))?;
         file.as_file()
             .sync_all()
             .map_err(|e| write_error(&target, &e))?;
+        Ok(Finished {
+            target,
+            file,
+            _live,
+        })
+    }
+}
+
+/// An [`Output`] on disk under its temporary name, to be renamed over its target.
+struct Finished {
+    target: PathBuf,
+    file: tempfile::NamedTempFile,
+    _live: Live,
+}
+
+impl Finished {
+    /// Rename over the target.
+    fn persist(self) -> Result<()> {
+        let Finished { target, file, .. } = self;
         file.persist(&target)
             .map_err(|e| write_error(&target, &e.error))?;
         // Make the rename itself durable where the platform allows opening a directory.
@@ -302,10 +329,16 @@ pub fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     out.commit()
 }
 
-/// Commit several staged outputs; call only once every one of them has been written.
+/// Commit several staged outputs; call only once every one of them has been written. Every one
+/// is flushed to disk before any is renamed, so one that cannot be written (a full disk) leaves
+/// none of them at its target: a chart is not left without the data asked for beside it.
 pub fn commit_all(outputs: Vec<Output>) -> Result<()> {
-    for o in outputs {
-        o.commit()?;
+    let finished = outputs
+        .into_iter()
+        .map(Output::finish)
+        .collect::<Result<Vec<_>>>()?;
+    for f in finished {
+        f.persist()?;
     }
     Ok(())
 }
@@ -313,6 +346,39 @@ pub fn commit_all(outputs: Vec<Output>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// A target whose flush fails as on a full disk (`Output::finish`), in this thread's
+        /// test only.
+        pub(super) static FULL_DISK_AT: std::cell::RefCell<Option<PathBuf>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    #[test]
+    fn outputs_committed_together_leave_none_when_one_cannot_be_written() {
+        // A chart and its data (`plot --data`): the data's flush fails as on a full disk, so the
+        // chart, staged first and flushed fine, must not be renamed into place either.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chart, data) = (dir.path().join("c.svg"), dir.path().join("c.json"));
+        let mut a = Output::create(&chart).expect("create");
+        a.write_all(b"<svg/>").expect("write");
+        let mut b = Output::create(&data).expect("create");
+        b.write_all(b"{}").expect("write");
+        FULL_DISK_AT.with(|t| *t.borrow_mut() = Some(data.clone()));
+        let e = commit_all(vec![a, b]).expect_err("the data cannot be written");
+        FULL_DISK_AT.with(|t| *t.borrow_mut() = None);
+        assert!(e.to_string().contains("free some space"), "{e}");
+        assert!(!chart.exists() && !data.exists());
+        assert!(leftovers(dir.path()).is_empty());
+        // Without the failure both land.
+        let mut a = Output::create(&chart).expect("create");
+        a.write_all(b"<svg/>").expect("write");
+        let mut b = Output::create(&data).expect("create");
+        b.write_all(b"{}").expect("write");
+        commit_all(vec![a, b]).expect("both written");
+        assert_eq!(std::fs::read_to_string(&chart).expect("read"), "<svg/>");
+        assert_eq!(std::fs::read_to_string(&data).expect("read"), "{}");
+    }
 
     fn leftovers(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)

@@ -2,6 +2,16 @@
 //! prints the error chain and maps it to an exit code (2 for bad input, 1 otherwise). A closed
 //! output pipe is not an error.
 
+/// `eprintln!` that never panics: a message to stderr that cannot be written (a full disk, a
+/// closed pipe) is dropped, so the exit code stays the command's own (2 for bad input), not
+/// Rust's 101 for a panic.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod calibrate;
 mod cli;
 mod errors;
@@ -23,11 +33,21 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let args: Vec<String> = std::env::args().collect();
+            if let Some(message) = negative_value(&err, &args) {
+                note!("error: {message}");
+                return ExitCode::from(2);
+            }
+            err.exit()
+        }
+    };
     if let Err(err) = files::remove_temporaries_on_signal() {
         // Not fatal: outputs are still written whole or not at all; only a temporary may be
         // left behind by an interrupted run.
-        eprintln!("warning: {err:#}");
+        note!("warning: {err:#}");
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,7 +55,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            note!("error: {err:#}");
             if err.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -43,6 +63,41 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Clap takes `--batch -1` for an unknown flag `-1` after a missing value; say what it is: a
+/// negative value given to the option before it (none of costsim's numbers may be negative).
+/// `None` for any other parse error, which clap reports itself.
+fn negative_value(err: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // Clap names the first flag it could not place: "-1" of "-1e-3", "-i" of "-inf".
+    let numeric = |t: &str| {
+        t.strip_prefix('-').is_some_and(|m| {
+            let lower = m.to_ascii_lowercase();
+            m.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+                || lower.starts_with("inf")
+                || lower.starts_with("nan")
+        })
+    };
+    let at = args
+        .iter()
+        .skip(1)
+        .position(|a| a.starts_with(arg.as_str()) && numeric(a))?
+        + 1;
+    let option = args[..at]
+        .last()
+        .filter(|o| o.starts_with("--") && !o.contains('='))?;
+    let value = &args[at];
+    Some(format!(
+        "{option} {value}: {option} takes no negative value (write {option}={value} to have it \
+         checked as written)"
+    ))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

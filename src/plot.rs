@@ -1162,7 +1162,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         staged.push(stage(path, (data.json()? + "\n").as_bytes())?);
     }
     crate::files::commit_all(staged)?;
-    eprintln!("{}", wrote_message(&output.out, output.data.as_deref()));
+    note!("{}", wrote_message(&output.out, output.data.as_deref()));
     Ok(())
 }
 

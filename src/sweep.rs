@@ -204,7 +204,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         o.commit()?;
         if !args.quiet {
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
+            note!(
                 "wrote {} ({total} points in {}; {})",
                 args.out.as_deref().unwrap_or(Path::new("")).display(),
                 if secs < 1.0 {

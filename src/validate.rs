@@ -211,7 +211,7 @@ fn measure(args: &ValidateArgs) -> Result<ResultsFile> {
         other => anyhow::Error::new(other),
     })?;
     if tty {
-        eprintln!();
+        note!();
     }
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&file).context("results as JSON")? + "\n";

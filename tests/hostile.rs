@@ -959,3 +959,112 @@ fn results_text_with_control_characters_prints_clean() {
         }
     }
 }
+
+/// A record's model name or failure message longer than a format width can be (65 535) is
+/// printed whole, not a panic of the table's padding.
+#[test]
+fn results_with_very_long_names_are_tabulated() {
+    let d = dir("longname");
+    let name = "y".repeat(70_000);
+    let p = results_with(&d, "long.json", |r| {
+        r["model"]["name"] = name.clone().into()
+    });
+    let o = answered(&["validate", "--from", &p]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&name));
+    let p =
+        results_with(
+            &d,
+            "longmsg.json",
+            |r| {
+                r["outcome"] =
+                    serde_json::json!({"status": "failed", "message": "M".repeat(70_000)})
+            },
+        );
+    answered(&["validate", "--from", &p]);
+}
+
+/// A message to a stderr that cannot take it (a full disk) is dropped: the exit code is the
+/// command's own (2 for bad input, 0 for a written sweep), not a panic's 101.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_stderr_keeps_the_exit_code() {
+    let d = dir("devfull");
+    let out = d.join("s.csv");
+    let status = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_costsim"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create("/dev/full").expect("/dev/full"))
+            .status()
+            .expect("run costsim")
+            .code()
+    };
+    assert_eq!(
+        status(&["predict", "--hw", "a1000", "--model", "gpt2"]),
+        Some(2)
+    );
+    let o = out.display().to_string();
+    let args = [
+        "sweep", "--hw", "a100", "--model", "gpt2", "--batch", "1..3",
+    ];
+    let args: Vec<&str> = args
+        .into_iter()
+        .chain(["--format", "csv", "--out", &o])
+        .collect();
+    assert_eq!(status(&args), Some(0));
+    assert!(out.exists());
+}
+
+/// A negative number after an option (`--batch -1`) is named as the option's value, not as an
+/// unknown flag `-1` (clap's reading), in every form clap splits: `-1e-3`, `-.5`, `-inf`.
+#[test]
+fn negative_values_are_named_with_their_option() {
+    for (args, option) in [
+        (
+            &[
+                "predict", "--hw", "a100", "--model", "gpt2", "--batch", "-1",
+            ][..],
+            "--batch -1",
+        ),
+        (
+            &[
+                "predict", "--hw", "a100", "--model", "gpt2", "--alpha", "-1e-3",
+            ],
+            "--alpha -1e-3",
+        ),
+        (
+            &[
+                "predict",
+                "--hw",
+                "a100",
+                "--model",
+                "gpt2",
+                "--dropout",
+                "-inf",
+            ],
+            "--dropout -inf",
+        ),
+        (
+            &[
+                "predict", "--hw", "a100", "--model", "gpt2", "--alpha", "-.5",
+            ],
+            "--alpha -.5",
+        ),
+        (
+            &["sweep", "--hw", "a100", "--model", "gpt2", "--seq", "-1..4"],
+            "--seq -1..4",
+        ),
+        (
+            &["fit", "--hw", "a100", "--model", "gpt2", "--max", "-1"],
+            "--max -1",
+        ),
+    ] {
+        refused(args, &[option, "takes no negative value"]);
+    }
+    // Any other unknown flag is still clap's to report.
+    refused(
+        &["predict", "--hw", "a100", "-x"],
+        &["unexpected argument '-x'"],
+    );
+}

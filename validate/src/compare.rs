@@ -482,7 +482,11 @@ pub fn render(rep: &Report) -> String {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
+            // Padded by hand: a format width past 65 535 (a name that long) panics.
+            .map(|(c, s)| {
+                let pad = widths[c].saturating_sub(s.chars().count());
+                format!("{s}{}", " ".repeat(pad))
+            })
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
