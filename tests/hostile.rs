@@ -1068,3 +1068,63 @@ fn negative_values_are_named_with_their_option() {
         &["unexpected argument '-x'"],
     );
 }
+
+/// Names read from a trace or a Trainer step record are printed without a terminal's escape
+/// sequences (as results records' are), and a step record's subnormal median is refused, not
+/// compared as "+inf%".
+#[test]
+fn traces_and_step_records_print_no_escapes_and_refuse_subnormal_times() {
+    let d = dir("escapes");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!(
+        "{root}/docs/results/traces/cpu/gpt2-full-fp32.json"
+    ))
+    .expect("trace");
+    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    v["model"]["preset"] = "\u{1b}[2J\u{1b}[31mX".into();
+    let p = write(&d, "t.json", &v.to_string());
+    let o = answered(&["validate", "--trace", &p]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains('\u{1b}') && out.contains("[2J[31mX"), "{out}");
+    let text = std::fs::read_to_string(format!(
+        "{root}/docs/results/cpu/step/heldout/gpt2-narrow-deep-full.json"
+    ))
+    .expect("step record");
+    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    v["config"]["preset"] = "\u{1b}[2Jdeep".into();
+    let p = write(&d, "s.json", &v.to_string());
+    let o = answered(&["validate", "--steps", &p, "--hw", "cpu"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains('\u{1b}'));
+    v["bare"]["median_us"] = 5e-324.into();
+    let p = write(&d, "sub.json", &v.to_string());
+    refused(
+        &["validate", "--steps", &p, "--hw", "cpu"],
+        &["bare.median_us must be 1 ns"],
+    );
+}
+
+/// Settings every point of a sweep shares are refused as `predict` refuses them, not printed as
+/// a grid of invalid rows with exit code 0; `--alpha` only where an adapter method is swept.
+#[test]
+fn a_sweep_refuses_shared_settings_no_point_can_use() {
+    let sweep = ["sweep", "--hw", "a100", "--model", "gpt2", "--quiet"];
+    for (flag, value, want) in [
+        (
+            "--grad-accum",
+            "0",
+            "gradient accumulation must be at least 1",
+        ),
+        ("--alpha", "0", "alpha must be positive, got 0"),
+        ("--alpha", "nan", "alpha must be positive, got NaN"),
+        ("--dropout", "1", "dropout 1 is not in [0, 1)"),
+    ] {
+        let args: Vec<&str> = sweep.iter().copied().chain([flag, value]).collect();
+        refused(&args, &[want]);
+    }
+    let args: Vec<&str> = sweep
+        .iter()
+        .copied()
+        .chain(["--method", "full", "--alpha", "0"])
+        .collect();
+    answered(&args);
+}

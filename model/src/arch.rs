@@ -599,7 +599,7 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
             return Err(Error::ConfigField {
                 path: origin.to_string(),
                 message: format!(
-                    "model_type \"{other}\" is not supported; costsim models gpt2, llama, mistral \
+                    "model_type {other:?} is not supported; costsim models gpt2, llama, mistral \
                      and qwen2 (use a preset or convert the config)"
                 ),
             })
@@ -980,6 +980,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"bert\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn an_unsupported_model_type_is_printed_escaped() {
+        // A terminal's escape sequence in the name reaches the message escaped, not raw.
+        let err = parse_hf_config("{\"model_type\":\"\\u001b[31mllama\"}", "c.json")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\u{1b}'), "{err:?}");
+        assert!(err.contains("\\u{1b}[31mllama"), "{err}");
     }
 
     #[test]

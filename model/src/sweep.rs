@@ -799,6 +799,31 @@ impl Grid {
                 message: "the sweep needs at least one value".into(),
             });
         }
+        // Settings every point shares: a wrong one would make every point it applies to
+        // invalid, so it is refused as `predict` refuses it, not printed as rows of the reason.
+        let invalid = |what: &str, message: String| {
+            Err(Error::InvalidArgument {
+                what: what.into(),
+                message,
+            })
+        };
+        if self.base.grad_accum == 0 {
+            return invalid(
+                "--grad-accum",
+                "gradient accumulation must be at least 1".into(),
+            );
+        }
+        if let Some(d) = self.options.dropout.filter(|d| !(0.0..1.0).contains(d)) {
+            return invalid("--dropout", format!("dropout {d} is not in [0, 1)"));
+        }
+        let adapters = self.methods.iter().any(|m| *m != MethodName::Full);
+        if let Some(a) = self
+            .options
+            .alpha
+            .filter(|a| adapters && !(a.is_finite() && *a > 0.0))
+        {
+            return invalid("--alpha", format!("alpha must be positive, got {a}"));
+        }
         let fix = "narrow a range (a coarser step, e.g. 128..4096:x2) or split the sweep into \
                    several runs";
         let message = match self.points() {

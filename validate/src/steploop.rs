@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fit::{fit_linear, Fit};
 use crate::host::{set_host_keys, HostKey};
+use crate::record::printable;
 pub use crate::trace::Structure;
 use crate::trace::{layers_from, targets_of, Pair};
 use crate::{Error, Result};
@@ -138,8 +139,15 @@ pub fn read_step_record(path: &Path) -> Result<StepRecord> {
 /// Parse and check one record's text; `origin` names it in errors.
 pub fn parse_step_record(text: &str, origin: &str) -> Result<StepRecord> {
     let origin = origin.to_string();
-    let r: StepRecord = serde_json::from_str(text)
+    let mut r: StepRecord = serde_json::from_str(text)
         .map_err(|e| crate::parse_error(text, "step record", 3, &origin, &e))?;
+    // Names printed in tables: a terminal's escape sequences dropped (as results records').
+    printable(&mut r.config.family);
+    printable(&mut r.config.preset);
+    if let Some(m) = &mut r.model {
+        printable(&mut m.family);
+        printable(&mut m.preset);
+    }
     if r.schema != SCHEMA {
         return Err(invalid(
             &origin,
@@ -168,12 +176,13 @@ pub fn parse_step_record(text: &str, origin: &str) -> Result<StepRecord> {
     }
     for (what, s) in [("bare", &r.bare), ("trainer", &r.trainer)] {
         for (key, v) in [("min_us", s.min_us), ("median_us", s.median_us)] {
-            if !(v.is_finite() && v > 0.0 && v < 1e9) {
+            // From 1 ns, as results records' timings: a subnormal median read "+inf%".
+            if !(v.is_finite() && (1e-3..1e9).contains(&v)) {
                 return Err(invalid(
                     &origin,
                     format!(
-                        "{what}.{key} must be above 0 and below 10^9 µs (1000 s), got {}",
-                        if v.is_finite() && v.abs() < 1e15 {
+                        "{what}.{key} must be 1 ns (0.001 µs) to below 10^9 µs (1000 s), got {}",
+                        if v == 0.0 || (1e-6..1e15).contains(&v.abs()) {
                             v.to_string()
                         } else {
                             format!("{v:e}")
@@ -728,8 +737,8 @@ mod tests {
             err.contains("schema") && err.contains("step_overhead.py"),
             "{err}"
         );
-        // Each bound of the bare and Trainer times: positive, finite, under 1000 s.
-        for v in [0.0, -1.0, 1e9, 2e9, 1e308] {
+        // Each bound of the bare and Trainer times: 1 ns or more, finite, under 1000 s.
+        for v in [0.0, -1.0, 5e-324, 9.9e-4, 1e9, 2e9, 1e308] {
             for which in ["bare", "trainer"] {
                 let mut r = ok.clone();
                 let st = if which == "bare" {
@@ -742,7 +751,7 @@ mod tests {
                     .unwrap_err()
                     .to_string();
                 assert!(
-                    err.contains(&format!("{which}.median_us must be above 0")),
+                    err.contains(&format!("{which}.median_us must be 1 ns")),
                     "{which} {v}: {err}"
                 );
                 assert!(err.len() < 200, "a huge number is written short: {err}");

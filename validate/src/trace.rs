@@ -368,8 +368,11 @@ pub fn read_trace(path: &Path) -> Result<Trace> {
         path: path.display().to_string(),
         source,
     })?;
-    let t: Trace = serde_json::from_str(&text)
+    let mut t: Trace = serde_json::from_str(&text)
         .map_err(|e| crate::parse_error(&text, "trace", 2, &path.display().to_string(), &e))?;
+    // Names printed in tables: a terminal's escape sequences dropped (as results records').
+    crate::record::printable(&mut t.model.family);
+    crate::record::printable(&mut t.model.preset);
     if t.schema != SCHEMA {
         return Err(Error::InvalidArgument {
             what: path.display().to_string(),
