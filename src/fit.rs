@@ -110,18 +110,25 @@ pub(crate) fn devices_or_all(names: &[String]) -> Result<Vec<Profile>> {
     distinct_devices(names)
 }
 
+/// Refuse a comma-separated list with an empty item (`a,,b`, `a,`), naming the flag.
+pub(crate) fn no_empty_item(flag: &str, items: &[impl AsRef<str>]) -> Result<()> {
+    if items.iter().any(|n| n.as_ref().trim().is_empty()) {
+        let list: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+        return Err(usage_error(format!(
+            "{flag} '{}' has an empty item (two commas in a row, or one at an end); remove it",
+            list.join(",")
+        )));
+    }
+    Ok(())
+}
+
 /// The devices `--hw` names, each once ([`distinct_by_name`]): a profile named twice
 /// (`a100,a100-80gb-sxm`) counts once; two different profiles under one name (a file that keeps
 /// a built-in's `[device] name`) are refused.
 pub(crate) fn distinct_devices(names: &[String]) -> Result<Vec<Profile>> {
+    no_empty_item("--hw", names)?;
     let mut given = Vec::new();
     for n in names {
-        if n.trim().is_empty() {
-            return Err(usage_error(format!(
-                "--hw '{}' has an empty item (two commas in a row, or one at an end); remove it",
-                names.join(",")
-            )));
-        }
         let p = costsim_hardware::resolve_device(n.trim()).map_err(usage_error)?;
         given.push((p, format!("--hw {}", n.trim())));
     }

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             let args: Vec<String> = std::env::args().collect();
-            if let Some(message) = negative_value(&err, &args) {
+            if let Some(message) = negative_value(&err, &args).or_else(|| empty_item(&err, &args)) {
                 note!("error: {message}");
                 return ExitCode::from(2);
             }
@@ -98,6 +98,33 @@ fn negative_value(err: &clap::Error, args: &[String]) -> Option<String> {
         "{option} {value}: {option} takes no negative value (write {option}={value} to have it \
          checked as written)"
     ))
+}
+
+/// Clap reads the empty item of a comma-separated list (`--from a.json,`, `--method ,lora`) as
+/// a missing value; say what it is, as `--hw` and `--model` do. `None` for any other error.
+fn empty_item(err: &clap::Error, args: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(err.kind(), ErrorKind::InvalidValue) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // "--from <FILE>" names the option.
+    let option = arg.split_whitespace().next()?;
+    let value = args.iter().enumerate().find_map(|(i, a)| {
+        if a == option {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix(option).and_then(|v| v.strip_prefix('='))
+        }
+    })?;
+    (value.contains(',') && value.split(',').any(|s| s.trim().is_empty())).then(|| {
+        format!(
+            "{option} '{value}' has an empty item (two commas in a row, or one at an end); \
+             remove it"
+        )
+    })
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

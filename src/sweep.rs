@@ -60,6 +60,7 @@ pub struct SweepArgs {
 
 /// Resolve the arguments into a grid.
 pub fn grid(args: &SweepArgs) -> Result<Grid> {
+    crate::fit::no_empty_item("--model", &args.model)?;
     let mut given = Vec::new();
     for m in &args.model {
         given.push((

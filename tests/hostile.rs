@@ -1128,3 +1128,33 @@ fn a_sweep_refuses_shared_settings_no_point_can_use() {
         .collect();
     answered(&args);
 }
+
+/// An empty item in a comma-separated list is named as such for every list flag, not as a
+/// missing value (clap's reading of `--from a.json,`) or an unknown model ''.
+#[test]
+fn empty_list_items_are_named_for_every_list_flag() {
+    let results = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/results-small.json");
+    let from = format!("{results},");
+    let from_eq = format!("--from={results},");
+    let sweep = ["sweep", "--hw", "a100", "--model"];
+    for (args, flag) in [
+        (vec!["validate", "--from", &from], "--from"),
+        (vec!["validate", &from_eq], "--from"),
+        (
+            [&sweep[..], &["gpt2", "--method", ",lora"]].concat(),
+            "--method",
+        ),
+        ([&sweep[..], &["gpt2,"]].concat(), "--model"),
+        (
+            [&sweep[..], &["gpt2", "--precision", "bf16-mixed,,fp32"]].concat(),
+            "--precision",
+        ),
+    ] {
+        refused(&args, &[flag, "has an empty item", "remove it"]);
+    }
+    // A value that is simply missing is still clap's to report.
+    refused(
+        &["validate", "--from"],
+        &["a value is required for '--from"],
+    );
+}
