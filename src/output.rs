@@ -74,11 +74,14 @@ pub fn usd(v: f64) -> String {
 /// The line under a costed table naming the price and where it comes from.
 fn price_line(p: &PriceUsed) -> String {
     if p.source == "--price" {
-        format!("price: ${} per GPU-hour (--price)", p.usd_per_hour)
+        format!(
+            "price: ${} per GPU-hour (--price)",
+            costsim_model::shown(p.usd_per_hour)
+        )
     } else {
         format!(
             "price: ${} per GPU-hour, {}{}; --price overrides it",
-            p.usd_per_hour,
+            costsim_model::shown(p.usd_per_hour),
             p.source,
             p.date
                 .as_ref()

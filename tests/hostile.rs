@@ -1158,3 +1158,41 @@ fn empty_list_items_are_named_for_every_list_flag() {
         &["a value is required for '--from"],
     );
 }
+
+/// Huge and tiny numbers are echoed short in errors and in the price line, not as hundreds of
+/// digits.
+#[test]
+fn extreme_numbers_are_echoed_short() {
+    let p = ["predict", "--hw", "a100", "--model", "gpt2"];
+    for (extra, want) in [
+        (["--dropout", "1e300"], "dropout 1e300 is not in [0, 1)"),
+        (
+            ["--train-layers", "upper:1e300"],
+            "upper:1e300 must be a fraction",
+        ),
+    ] {
+        let args: Vec<&str> = p.iter().copied().chain(extra).collect();
+        refused(&args, &[want]);
+        let e = String::from_utf8_lossy(&run(&args).stderr).into_owned();
+        assert!(e.len() < 300, "{args:?}: {e}");
+    }
+    // A config.json's dropout, checked where the model is read.
+    let d = dir("bigdropout");
+    let cfg = write(
+        &d,
+        "c.json",
+        r#"{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 100,
+            "n_positions": 64, "resid_pdrop": 1e308, "embd_pdrop": 1e308, "attn_pdrop": 1e308}"#,
+    );
+    refused(
+        &["predict", "--hw", "a100", "--model-config", &cfg],
+        &["\"resid_pdrop\" is 1e308: a dropout probability is in [0, 1)"],
+    );
+    let args: Vec<&str> = p
+        .iter()
+        .copied()
+        .chain(["--tokens", "2e9", "--price", "1e-320"])
+        .collect();
+    let o = answered(&args);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("price: $1e-320 per GPU-hour"));
+}

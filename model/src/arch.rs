@@ -214,7 +214,10 @@ impl ModelConfig {
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+            return bad(format!(
+                "dropout {} is not in [0, 1)",
+                crate::shown(self.dropout)
+            ));
         }
         Ok(())
     }
@@ -471,7 +474,8 @@ pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
     let probability = |key: &str, p: Option<f64>| -> Result<()> {
         match p {
             Some(p) if !(0.0..1.0).contains(&p) => Err(field(format!(
-                "\"{key}\" is {p}: a dropout probability is in [0, 1)"
+                "\"{key}\" is {}: a dropout probability is in [0, 1)",
+                crate::shown(p)
             ))),
             _ => Ok(()),
         }

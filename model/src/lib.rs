@@ -33,6 +33,34 @@ pub use workload::{AttentionImpl, Optimizer, ParamGroups, Precision, Runtime, Wo
 
 use std::path::PathBuf;
 
+/// A number as a message shows it: as Rust writes it from 10⁻⁶ to below 10¹⁵ (and 0), else in
+/// scientific notation, so that `--dropout 1e300` is not echoed as 301 digits.
+pub fn shown(v: f64) -> String {
+    if v == 0.0 || (1e-6..1e15).contains(&v.abs()) || !v.is_finite() {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::shown;
+
+    #[test]
+    fn large_and_tiny_numbers_are_shown_short() {
+        assert_eq!(shown(0.25), "0.25");
+        assert_eq!(shown(-3.0), "-3");
+        assert_eq!(shown(0.0), "0");
+        assert_eq!(shown(1e300), "1e300");
+        assert_eq!(shown(-1e300), "-1e300");
+        assert_eq!(shown(5e-324), "5e-324");
+        assert_eq!(shown(f64::NAN), "NaN");
+        assert_eq!(shown(f64::INFINITY), "inf");
+        assert_eq!(shown(123_456_789_012_345.0), "123456789012345");
+    }
+}
+
 /// Errors of the model crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -128,7 +128,8 @@ impl LayerSelection {
             Self::Upper { fraction } => {
                 if !(fraction > 0.0 && fraction <= 1.0) {
                     return Err(err(format!(
-                        "upper:{fraction} must be a fraction in (0, 1]"
+                        "upper:{} must be a fraction in (0, 1]",
+                        crate::shown(fraction)
                     )));
                 }
                 let count = ((f64::from(layers) * fraction).round() as u32).clamp(1, layers);
@@ -459,14 +460,14 @@ impl MethodSpec {
             if !self.alpha.is_finite() || self.alpha <= 0.0 {
                 return Err(err(
                     "--alpha",
-                    format!("alpha must be positive, got {}", self.alpha),
+                    format!("alpha must be positive, got {}", crate::shown(self.alpha)),
                 ));
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(err(
                 "--dropout",
-                format!("dropout {} is not in [0, 1)", self.dropout),
+                format!("dropout {} is not in [0, 1)", crate::shown(self.dropout)),
             ));
         }
         self.layers.resolve(model.layers)?;

@@ -814,7 +814,10 @@ impl Grid {
             );
         }
         if let Some(d) = self.options.dropout.filter(|d| !(0.0..1.0).contains(d)) {
-            return invalid("--dropout", format!("dropout {d} is not in [0, 1)"));
+            return invalid(
+                "--dropout",
+                format!("dropout {} is not in [0, 1)", crate::shown(d)),
+            );
         }
         let adapters = self.methods.iter().any(|m| *m != MethodName::Full);
         if let Some(a) = self
@@ -822,7 +825,10 @@ impl Grid {
             .alpha
             .filter(|a| adapters && !(a.is_finite() && *a > 0.0))
         {
-            return invalid("--alpha", format!("alpha must be positive, got {a}"));
+            return invalid(
+                "--alpha",
+                format!("alpha must be positive, got {}", crate::shown(a)),
+            );
         }
         let fix = "narrow a range (a coarser step, e.g. 128..4096:x2) or split the sweep into \
                    several runs";
