@@ -452,11 +452,63 @@ fn model_name(name_or_path: Option<&str>, origin: &str) -> String {
 }
 
 /// Parse config.json text; `origin` names it in errors.
+/// serde's message for a config.json that does not parse, in config.json's words: a value of
+/// the wrong type names its key (`"n_embd" must be a whole number, not floating point
+/// `512.0``), and a file that is not an object says so; syntax errors stay serde's.
+fn config_error_message(text: &str, e: &serde_json::Error) -> String {
+    let plain = e.to_string();
+    if e.classify() != serde_json::error::Category::Data {
+        return plain;
+    }
+    // serde: "invalid type: floating point `512.0`, expected u64 at line 1 column 38".
+    let body = plain
+        .rsplit_once(" at line ")
+        .map_or(plain.as_str(), |(b, _)| b);
+    if body.contains("struct HfConfig") {
+        return "the file is not a JSON object of config.json keys ({...})".into();
+    }
+    let Some((got, expected)) = body
+        .strip_prefix("invalid type: ")
+        .and_then(|b| b.split_once(", expected "))
+    else {
+        return plain;
+    };
+    let expected = match expected {
+        "u64" | "u32" | "usize" => "a whole number",
+        "f64" | "f32" => "a number",
+        "a boolean" => "true or false",
+        "a string" => "a string",
+        other => other,
+    };
+    // The key whose value starts where serde stopped: the last `"key":` before that point.
+    let upto: usize = text
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>()
+        + e.column();
+    // (A column inside a multi-byte character is taken back to the character's start.)
+    let mut upto = upto.min(text.len());
+    while !text.is_char_boundary(upto) {
+        upto -= 1;
+    }
+    let before = &text[..upto];
+    let key = before.rfind(':').and_then(|colon| {
+        let k = before[..colon].trim_end().strip_suffix('"')?;
+        let start = k.rfind('"')?;
+        Some(&k[start + 1..])
+    });
+    match key {
+        Some(k) => format!("\"{k}\" must be {expected}, not {got}"),
+        None => format!("a value must be {expected}, not {got}"),
+    }
+}
+
 pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
     let cfg: HfConfig = serde_json::from_str(text).map_err(|e| Error::ConfigParse {
         path: origin.to_string(),
         line: e.line(),
-        message: e.to_string(),
+        message: config_error_message(text, &e),
     })?;
     let missing = |field: &str| Error::ConfigField {
         path: origin.to_string(),
@@ -984,6 +1036,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"bert\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let err = |text: &str| parse_hf_config(text, "c.json").unwrap_err().to_string();
+        let e = err(r#"{"model_type": "gpt2", "n_embd": 512.0, "n_layer": 2}"#);
+        assert!(
+            e.contains(r#""n_embd" must be a whole number, not floating point `512.0`"#),
+            "{e}"
+        );
+        let e = err("{\"model_type\": \"gpt2\",\n \"n_layer\": \"ünf\", \"n_embd\": 64}");
+        assert!(e.contains("c.json line 2") && e.contains(r#""n_layer" must be a whole number"#));
+        let e = err(r#"{"model_type": "gpt2", "tie_word_embeddings": "yes"}"#);
+        assert!(
+            e.contains(r#""tie_word_embeddings" must be true or false"#),
+            "{e}"
+        );
+        let e = err("[]");
+        assert!(e.contains("not a JSON object"), "{e}");
+        // Syntax errors stay serde's, with their position.
+        let e = err(r#"{"model_type": "gpt2",, }"#);
+        assert!(e.contains("at line 1 column"), "{e}");
     }
 
     #[test]
