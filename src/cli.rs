@@ -186,7 +186,8 @@ pub struct ValidateArgs {
     /// timed traces on it (without it, only counts, bytes and FLOPs are compared).
     #[arg(long)]
     pub hw: Option<String>,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// table, json or markdown (the comparison as text, as JSON, or as Markdown tables).
+    #[arg(long, value_enum, default_value_t = Format::Table, hide_possible_values = true)]
     pub format: Format,
 }
 
