@@ -137,3 +137,86 @@ fn the_json_workload_keys_are_documented() {
         );
     }
 }
+
+fn validate(args: &[&str]) -> String {
+    let mut a = vec!["validate"];
+    a.extend_from_slice(args);
+    common::stdout_ok(&a)
+}
+
+/// "NAME MAPE x%  worst y%" of a `validate --from` report, as printed.
+fn mape(report: &str, name: &str) -> (String, String) {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains("MAPE"))
+        .unwrap_or_else(|| panic!("no {name} MAPE in {report}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[2].to_string(), words[4].to_string())
+}
+
+/// docs/validation.md, "GPU: one H200 session": the libtorch harness's records re-predicted with
+/// today's model and `h200` profile.
+#[test]
+fn the_h200_libtorch_figures() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let report = |m: &str| {
+        validate(&[
+            "--from",
+            &format!("{root}/docs/results/gpu/results-{m}.json"),
+            "--hw",
+            "h200",
+        ])
+    };
+    let (g, t) = (report("gpt2-medium"), report("tinyllama"));
+    let ((gs, gw), (ts, tw)) = (mape(&g, "step "), mape(&t, "step "));
+    let ((gb, _), (tb, _)) = (mape(&g, "backward "), mape(&t, "backward "));
+    let ((gf, _), (tf, _)) = (mape(&g, "forward "), mape(&t, "forward "));
+    quoted(
+        "validation.md",
+        &[
+            format!("Step MAPE {gs} (gpt2-medium; worst {gw}) and {ts} (tinyllama; worst {tw})"),
+            format!("backward {gb} and {tb}"),
+            format!("forward {gf} and {tf}, unchanged"),
+        ],
+    );
+}
+
+/// docs/host.md's table of the H200's eager MAPEs, today's row, from the 25 timed traces.
+#[test]
+fn the_h200_eager_timing_figures() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = std::env::temp_dir().join(format!("costsim-doc-figures-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(format!("{root}/docs/results/gpu/eager-timing-traces.tgz"))
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar xzf");
+    let out = validate(&[
+        "--trace",
+        dir.join("timing").to_str().unwrap(),
+        "--hw",
+        "h200",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("MAPE over 25 timed traces: "))
+        .unwrap_or_else(|| panic!("no MAPE line in {out}"));
+    // "forward 20.0%, backward 21.2%, optimizer 19.0%"
+    let p: Vec<&str> = line
+        .split(", ")
+        .map(|s| s.split_whitespace().last().unwrap())
+        .collect();
+    quoted(
+        "host.md",
+        &[format!(
+            "the device synchronised around it (docs/model.md, \"Timed phase by phase\"; today) | {} | {} | {} |",
+            p[0], p[1], p[2]
+        )],
+    );
+}
