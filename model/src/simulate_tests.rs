@@ -272,12 +272,61 @@ fn a_timed_step_synchronises_around_each_phase() {
     for tl in synthetic_step_with(1.0, 10.0, 0.0, false, 1, TrainingLoop::Bare, no_loop_costs) {
         assert_us(tl.step_s, 941.0);
     }
-    // A synchronous profile's host waits for every op anyway: timed is the bare loop.
+    // A synchronous profile's host waits for every op anyway: with no host work after a
+    // phase's last op (here none), timed is the bare loop, field for field.
     for (h, d) in [(10.0, 1.0), (1.0, 10.0)] {
         let bare = synthetic_step_with(h, d, 0.0, true, 1, TrainingLoop::Bare, no_loop_costs);
         for (t, b) in timed(h, d, true).iter().zip(&bare) {
             assert_eq!(t.phases, b.phases);
             assert_eq!(t.step_s, b.step_s);
+        }
+    }
+}
+
+proptest::proptest! {
+    /// Synchronising the device around each phase can only hold the host back: on random
+    /// segments (a third host-only ops) the timed step is never shorter than the bare loop's
+    /// and each timed phase lasts at least its device time. On a synchronous profile, whose
+    /// host waits for every op anyway, the clocks run the same and the step is as long: only
+    /// host time after a phase's last op moves, into that phase from the next one's first wait.
+    #[test]
+    fn a_timed_step_is_never_shorter_than_a_bare_one(
+        parts in proptest::collection::vec(
+            proptest::collection::vec((0.0f64..30.0, 0.0f64..30.0, 0u8..3), 1..8),
+            7,
+        ),
+        synchronous in proptest::bool::ANY,
+        grad_accum in 1u32..3,
+    ) {
+        let m = preset("gpt2").unwrap();
+        let spec =
+            MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+        let ops = |i: usize| -> Vec<(f64, f64)> {
+            parts[i].iter().map(|&(h, d, k)| (h, if k == 0 { 0.0 } else { d + 0.01 })).collect()
+        };
+        let three = |f: usize, b: usize| [seg(&ops(f)), seg(&ops(b)), seg(&ops(b))];
+        let mut hw = resolve_device("a100").unwrap();
+        hw.synchronous = synchronous;
+        no_loop_costs(&mut hw);
+        let step = |training_loop| {
+            let w = Workload { grad_accum, training_loop, ..Workload::default() };
+            let g = build(&m, &spec, &w);
+            let cg = CostedGraph {
+                embedding: three(0, 1),
+                layers: g.layer_graphs.iter().map(|_| three(2, 3)).collect(),
+                head: three(4, 5),
+                optimizer: seg(&ops(6)),
+            };
+            simulate(&g, &cg, &w, &hw, false)
+        };
+        let (timed, bare) = (step(TrainingLoop::Timed), step(TrainingLoop::Bare));
+        proptest::prop_assert!(timed.step_s >= bare.step_s * (1.0 - 1e-12), "{} < {}", timed.step_s, bare.step_s);
+        for p in &timed.phases {
+            proptest::prop_assert!(p.time_s >= p.busy_s * (1.0 - 1e-12));
+        }
+        if synchronous {
+            let (t, b) = (timed.step_s, bare.step_s);
+            proptest::prop_assert!((t - b).abs() <= 1e-12 * b.max(1e-9), "{t} vs {b}");
         }
     }
 }
