@@ -114,12 +114,14 @@ pub(crate) fn devices_or_all(names: &[String]) -> Result<Vec<Profile>> {
 pub(crate) fn no_empty_item(flag: &str, items: &[impl AsRef<str>]) -> Result<()> {
     if items.iter().any(|n| n.as_ref().trim().is_empty()) {
         let list: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
-        return Err(usage_error(format!(
-            "{flag} '{}' has an empty item (two commas in a row, or one at an end); remove it",
-            list.join(",")
-        )));
+        return Err(usage_error(empty_item_message(flag, &list.join(","))));
     }
     Ok(())
+}
+
+/// What [`no_empty_item`] (and `main`, for the lists clap reads) says of `flag`'s `list`.
+pub(crate) fn empty_item_message(flag: &str, list: &str) -> String {
+    format!("{flag} '{list}' has an empty item (two commas in a row, or one at an end); remove it")
 }
 
 /// The devices `--hw` names, each once ([`distinct_by_name`]): a profile named twice

@@ -119,12 +119,8 @@ fn empty_item(err: &clap::Error, args: &[String]) -> Option<String> {
             a.strip_prefix(option).and_then(|v| v.strip_prefix('='))
         }
     })?;
-    (value.contains(',') && value.split(',').any(|s| s.trim().is_empty())).then(|| {
-        format!(
-            "{option} '{value}' has an empty item (two commas in a row, or one at an end); \
-             remove it"
-        )
-    })
+    (value.contains(',') && value.split(',').any(|s| s.trim().is_empty()))
+        .then(|| fit::empty_item_message(option, value))
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

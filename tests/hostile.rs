@@ -1075,22 +1075,18 @@ fn negative_values_are_named_with_their_option() {
 #[test]
 fn traces_and_step_records_print_no_escapes_and_refuse_subnormal_times() {
     let d = dir("escapes");
-    let root = env!("CARGO_MANIFEST_DIR");
-    let text = std::fs::read_to_string(format!(
-        "{root}/docs/results/traces/cpu/gpt2-full-fp32.json"
-    ))
-    .expect("trace");
-    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    let fixture = |path: &str| -> Value {
+        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+            .expect("fixture");
+        serde_json::from_str(&text).expect("parses")
+    };
+    let mut v = fixture("docs/results/traces/cpu/gpt2-full-fp32.json");
     v["model"]["preset"] = "\u{1b}[2J\u{1b}[31mX".into();
     let p = write(&d, "t.json", &v.to_string());
     let o = answered(&["validate", "--trace", &p]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(!out.contains('\u{1b}') && out.contains("[2J[31mX"), "{out}");
-    let text = std::fs::read_to_string(format!(
-        "{root}/docs/results/cpu/step/heldout/gpt2-narrow-deep-full.json"
-    ))
-    .expect("step record");
-    let mut v: Value = serde_json::from_str(&text).expect("parses");
+    let mut v = fixture("docs/results/cpu/step/heldout/gpt2-narrow-deep-full.json");
     v["config"]["preset"] = "\u{1b}[2Jdeep".into();
     let p = write(&d, "s.json", &v.to_string());
     let o = answered(&["validate", "--steps", &p, "--hw", "cpu"]);

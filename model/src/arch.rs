@@ -451,7 +451,6 @@ fn model_name(name_or_path: Option<&str>, origin: &str) -> String {
         .unwrap_or_else(|| "custom".to_string())
 }
 
-/// Parse config.json text; `origin` names it in errors.
 /// serde's message for a config.json that does not parse, in config.json's words: a value of
 /// the wrong type names its key (`"n_embd" must be a whole number, not floating point
 /// `512.0``), and a file that is not an object says so; syntax errors stay serde's.
@@ -504,6 +503,7 @@ fn config_error_message(text: &str, e: &serde_json::Error) -> String {
     }
 }
 
+/// Parse config.json text; `origin` names it in errors.
 pub fn parse_hf_config(text: &str, origin: &str) -> Result<ModelConfig> {
     let cfg: HfConfig = serde_json::from_str(text).map_err(|e| Error::ConfigParse {
         path: origin.to_string(),

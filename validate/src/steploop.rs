@@ -182,11 +182,7 @@ pub fn parse_step_record(text: &str, origin: &str) -> Result<StepRecord> {
                     &origin,
                     format!(
                         "{what}.{key} must be 1 ns (0.001 µs) to below 10^9 µs (1000 s), got {}",
-                        if v == 0.0 || (1e-6..1e15).contains(&v.abs()) {
-                            v.to_string()
-                        } else {
-                            format!("{v:e}")
-                        }
+                        costsim_model::shown(v)
                     ),
                 ));
             }
