@@ -957,7 +957,185 @@ thread_local! {
 
 /// [`simulate`], with `Timeline::scopes` left empty unless `keep_scopes` (or `record_waits`):
 /// the same step and phase spans, without a span per scope that only per-layer reports read.
+///
+/// On a GPU without recorded waits, and up to [`EXACT_MICRO_BATCHES`] micro-batches, the step
+/// and its phase spans come from [`simulate_phases`] (runs of identical layers composed in
+/// closed form), with or without `keep_scopes`, so a prediction's totals do not depend on
+/// whether its per-layer rows were asked for; the scopes, when kept, are simulated layer by
+/// layer as before and agree with the phases up to rounding.
 pub(crate) fn simulate_with(
+    g: &StepGraph,
+    cg: &CostedGraph,
+    w: &Workload,
+    hw: &Profile,
+    record_waits: bool,
+    keep_scopes: bool,
+) -> Timeline {
+    if !record_waits && !hw.synchronous && w.grad_accum <= EXACT_MICRO_BATCHES {
+        let fast = simulate_phases(g, cg, w, hw);
+        if !keep_scopes {
+            return fast;
+        }
+        let scoped = simulate_scoped(g, cg, w, hw, false, true);
+        return Timeline {
+            scopes: scoped.scopes,
+            ..fast
+        };
+    }
+    simulate_scoped(g, cg, w, hw, record_waits, keep_scopes)
+}
+
+/// `k` copies of a segment's launches in closed form ([`Closed`]), one after another from the
+/// clocks' state, charged to the phase span `span`. For one copy this is [`run_closed`]; for
+/// k, the copies compose (max-plus) into one closed form with host time k·H, device time k·D
+/// and lead L_k = maxⱼ₌₀…ₖ₋₁ (j·(H − D) + L) = L + max(0, (k − 1)·(H − D)), where H counts
+/// the host time after the last launch (`tail_host_s`), which delays the next copy's issue.
+/// The GPU waits for the host max(0, h₀ − g₀ + L_k) in all, wherever in the copies that
+/// falls: a phase span does not say which layer waited.
+#[inline(always)]
+fn run_closed_k(clock: &mut Clock, c: &Closed, tail_host_s: f64, k: u32, span: &mut Span) {
+    if k == 1 {
+        run_closed(clock, c, tail_host_s, span);
+        return;
+    }
+    let f = f64::from(k);
+    let h = c.host_s + tail_host_s;
+    let lead = c.lead_s + ((f - 1.0) * (h - c.device_s)).max(0.0);
+    let wait = (clock.host - clock.gpu + lead).max(0.0);
+    let host_s = h * f;
+    let device_s = c.device_s * f;
+    clock.host += host_s;
+    clock.gpu += wait + device_s;
+    span.host_s += host_s;
+    span.host_wait_s += wait;
+    span.by_bound[3] += wait;
+    for (b, d) in span.by_bound.iter_mut().zip(c.by_bound) {
+        *b += d * f;
+    }
+    span.busy_s += device_s;
+    span.time_s += wait + device_s;
+}
+
+/// `k` copies of segment `seg` on a GPU, charged to the phase span `span`: [`run_closed_k`],
+/// or copy by copy where the segment has an op the host waits at (the wait makes each copy
+/// start from host = max(host, gpu), which does not compose into one closed form).
+fn run_gpu_k(clock: &mut Clock, seg: &CostedSegment, k: u32, span: &mut Span) {
+    match &seg.sync {
+        None => run_closed_k(clock, &seg.closed, seg.tail_host_s, k, span),
+        Some(p) => {
+            for _ in 0..k {
+                run_closed(clock, &p.before, p.before_tail_s, span);
+                clock.host = clock.host.max(clock.gpu);
+                run_closed(clock, &seg.closed, seg.tail_host_s, span);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// [`simulate_phases`]' runs of identical layers, kept for the thread's next simulation.
+    static RUNS: std::cell::Cell<Vec<(usize, u32)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`simulate_with`] on a GPU, without recorded waits or per-scope spans, for at most
+/// [`EXACT_MICRO_BATCHES`] micro-batches: the same loop as [`simulate_scoped`], each phase's
+/// launches charged to the phase's span directly, and each run of consecutive layers of one
+/// class ([`StepGraph::layer_class`]) simulated at once ([`run_gpu_k`]): O(distinct runs) a
+/// micro-batch instead of O(layers). The same numbers as [`simulate_scoped`] up to rounding
+/// (sums in another order, k·x for x added k times; `simulate_tests.rs`).
+fn simulate_phases(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) -> Timeline {
+    debug_assert!(!hw.synchronous && w.grad_accum <= EXACT_MICRO_BATCHES);
+    let mut runs = RUNS.take();
+    runs.clear();
+    for &c in &g.layer_class {
+        match runs.last_mut() {
+            Some((last, k)) if *last == c => *k += 1,
+            _ => runs.push((c, 1)),
+        }
+    }
+    let mut phases = [Span::default(); 3];
+    let [fwd, bwd, opt] = &mut phases;
+    let mut clock = Clock {
+        host: 0.0,
+        gpu: 0.0,
+    };
+    let graph_launch = if w.runtime == Runtime::CudaGraph {
+        hw.host.python_op_s
+    } else {
+        0.0
+    };
+    let (loop_mb_s, loop_step_s) =
+        crate::training_loop::loop_host_s(w.training_loop, &hw.host, g.nn_modules);
+    let mut lp = Span::default();
+    let timed = w.training_loop == TrainingLoop::Timed;
+    for mb in 0..w.grad_accum {
+        if mb > 0 {
+            loop_work(&mut clock, &mut lp, loop_mb_s);
+        }
+        let b = if mb == 0 { 1 } else { 2 };
+        clock.host += graph_launch;
+        run_gpu_k(&mut clock, &cg.embedding[0], 1, fwd);
+        for &(c, k) in &runs {
+            run_gpu_k(&mut clock, &cg.layers[c][0], k, fwd);
+        }
+        run_gpu_k(&mut clock, &cg.head[0], 1, fwd);
+        if timed {
+            phase_sync(&mut clock, fwd);
+        }
+        clock.host += graph_launch;
+        run_gpu_k(&mut clock, &cg.head[b], 1, bwd);
+        for &(c, k) in runs.iter().rev() {
+            run_gpu_k(&mut clock, &cg.layers[c][b], k, bwd);
+        }
+        run_gpu_k(&mut clock, &cg.embedding[b], 1, bwd);
+        if timed {
+            phase_sync(&mut clock, bwd);
+        }
+        if w.runtime == Runtime::PytorchEager && w.training_loop == TrainingLoop::Trainer {
+            // The Trainer's loss check waits for the device ([`simulate_scoped`]).
+            clock.host = clock.host.max(clock.gpu);
+        }
+    }
+    clock.host += graph_launch;
+    run_gpu_k(&mut clock, &cg.optimizer, 1, opt);
+    if clock.host > clock.gpu {
+        opt.time_s += clock.host - clock.gpu;
+        opt.host_wait_s += clock.host - clock.gpu;
+        opt.by_bound[3] += clock.host - clock.gpu;
+        clock.gpu = clock.host;
+    }
+    loop_work(&mut clock, &mut lp, loop_mb_s + loop_step_s);
+    // Exact launch counts, from each distinct segment's totals.
+    let accum = u64::from(w.grad_accum);
+    let counts = |s: &[CostedSegment; 3], k: u64| {
+        (
+            k * s[0].totals.2 * accum,
+            k * (s[1].totals.2 + s[2].totals.2 * accum.saturating_sub(1)),
+        )
+    };
+    let mut add = |(f, b): (u64, u64)| {
+        fwd.launches += f;
+        bwd.launches += b;
+    };
+    add(counts(&cg.embedding, 1));
+    for &(c, k) in &runs {
+        add(counts(&cg.layers[c], u64::from(k)));
+    }
+    add(counts(&cg.head, 1));
+    opt.launches = cg.optimizer.totals.2;
+    RUNS.set(runs);
+    Timeline {
+        step_s: clock.gpu,
+        phases,
+        scopes: Vec::new(),
+        training_loop: lp,
+        host_waited: Vec::new(),
+    }
+}
+
+/// [`simulate_with`] scope by scope: every layer simulated (or, on a CPU, replayed: `Steady`),
+/// with a span per scope.
+fn simulate_scoped(
     g: &StepGraph,
     cg: &CostedGraph,
     w: &Workload,

@@ -332,6 +332,123 @@ proptest::proptest! {
 }
 
 #[test]
+fn copies_of_a_segment_compose_in_closed_form() {
+    // One launch issued after 10 µs of host time, 4 µs on the device, and 1 µs of host time
+    // after it: H = 11, D = 4, L = 10. Three copies from both clocks at 0, host-bound: issued
+    // at 10, 21, 32, each runs 4 µs, the GPU ends at 36 and the host at 33; L₃ = 10 + 2·(11 −
+    // 4) = 24, the GPU's wait 24 µs (10 + 7 + 7 between launches).
+    let host_bound = seg(&[(10.0, 4.0), (1.0, 0.0)]);
+    // Device-bound: issued at 1, 3, 5 (H = 2), 4 µs each: back to back from 1, GPU ends at 13;
+    // L₃ = 1 + max(0, 2·(2 − 4)) = 1, the GPU's wait only the first 1 µs.
+    let device_bound = seg(&[(1.0, 4.0), (1.0, 0.0)]);
+    for (s, gpu, host, wait) in [
+        (&host_bound, 36.0, 33.0, 24.0),
+        (&device_bound, 13.0, 6.0, 1.0),
+    ] {
+        let mut clock = Clock {
+            host: 0.0,
+            gpu: 0.0,
+        };
+        let mut span = Span::default();
+        run_gpu_k(&mut clock, s, 3, &mut span);
+        let close = |a: f64, b: f64| (a - b * US).abs() < 1e-15;
+        assert!(
+            close(clock.gpu, gpu) && close(clock.host, host),
+            "{clock:?}"
+        );
+        assert!(
+            close(span.host_wait_s, wait) && close(span.by_bound[3], wait),
+            "{span:?}"
+        );
+        assert!(
+            close(span.busy_s, 12.0) && close(span.by_bound[1], 12.0),
+            "{span:?}"
+        );
+        assert!(
+            close(span.time_s, gpu) && close(span.host_s, host),
+            "{span:?}"
+        );
+        // The same as three copies one by one.
+        let (mut one, mut by_one) = (
+            Clock {
+                host: 0.0,
+                gpu: 0.0,
+            },
+            Span::default(),
+        );
+        for _ in 0..3 {
+            run_gpu_k(&mut one, s, 1, &mut by_one);
+        }
+        assert!((one.gpu - clock.gpu).abs() < 1e-18 && (one.host - clock.host).abs() < 1e-18);
+        assert!((by_one.host_wait_s - span.host_wait_s).abs() < 1e-18);
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// The phase-level simulation (runs of identical layers composed, `simulate_phases`) and
+    /// the layer-by-layer one (`simulate_scoped`) agree on random steps: three layer classes in
+    /// a random order over gpt2's 12 layers, random segments (a third host-only ops), an op the
+    /// host waits at in some segments, 1 to 4 micro-batches, every loop and runtime.
+    #[test]
+    fn composed_layers_simulate_as_layer_by_layer(
+        parts in proptest::collection::vec(
+            proptest::collection::vec((0.0f64..30.0, 0.0f64..30.0, 0u8..3), 1..8),
+            12,
+        ),
+        syncs in proptest::collection::vec(proptest::option::of(0usize..8), 12),
+        classes in proptest::collection::vec(0usize..3, 12),
+        grad_accum in 1u32..5,
+        training_loop in proptest::sample::select(
+            vec![TrainingLoop::Trainer, TrainingLoop::Bare, TrainingLoop::Timed]),
+        runtime in proptest::sample::select(
+            vec![Runtime::PytorchEager, Runtime::CudaGraph, Runtime::Libtorch]),
+    ) {
+        let m = preset("gpt2").unwrap();
+        let spec =
+            MethodSpec::resolve(MethodName::Full, &MethodOptions::default(), &m, true).unwrap();
+        let part = |i: usize| -> CostedSegment {
+            let ops: Vec<(f64, f64)> = parts[i]
+                .iter()
+                .map(|&(h, d, k)| (h, if k == 0 { 0.0 } else { d + 0.01 }))
+                .collect();
+            let mut s = seg(&ops);
+            if let Some(at) = syncs[i].filter(|&at| at < ops.len()) {
+                s.sync = Some(SyncPoint { at, before: Closed::EMPTY, before_tail_s: 0.0 });
+                let costs = s.kernels.clone();
+                s.refill_times(&costs, false);
+            }
+            s
+        };
+        let three = |f: usize, b: usize| [part(f), part(b), part(b + 1)];
+        let hw = resolve_device("a100").unwrap();
+        let w = Workload { grad_accum, training_loop, runtime, ..Workload::default() };
+        let mut g = build(&m, &spec, &w);
+        g.layer_class = classes.clone();
+        let cg = CostedGraph {
+            embedding: three(0, 1),
+            layers: vec![three(3, 4), three(5, 6), three(7, 8)],
+            head: three(9, 10),
+            optimizer: part(11),
+        };
+        let fast = simulate_phases(&g, &cg, &w, &hw);
+        let slow = simulate_scoped(&g, &cg, &w, &hw, false, false);
+        // Waits are differences of clock readings: rounding relative to the step.
+        let step = slow.step_s;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (b.abs() + step);
+        proptest::prop_assert!(close(fast.step_s, slow.step_s), "{} vs {}", fast.step_s, slow.step_s);
+        let spans = fast.phases.iter().zip(&slow.phases).chain([(&fast.training_loop, &slow.training_loop)]);
+        for (a, b) in spans {
+            proptest::prop_assert_eq!(a.launches, b.launches);
+            let pairs = [(a.time_s, b.time_s), (a.busy_s, b.busy_s), (a.host_wait_s, b.host_wait_s), (a.host_s, b.host_s)];
+            for (x, y) in pairs.into_iter().chain(a.by_bound.into_iter().zip(b.by_bound)) {
+                proptest::prop_assert!(close(x, y), "{a:?} vs {b:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_timed_phase_lasts_until_its_host_work_is_done() {
     // The host-bound synthetic step with a host-only op of 30 µs ending the head's forward
     // (the loss's bookkeeping): the host is done with the forward at 430, the GPU at 401.
