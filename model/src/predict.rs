@@ -528,6 +528,32 @@ pub(crate) struct Summary {
     pub dominant_bound: Bound,
 }
 
+#[cfg(test)]
+impl Summary {
+    /// Whether two summaries agree: counts, the verdict and the bound exactly, times and bytes
+    /// to `rel` of their size. A sweep's rescaled points fold a segment's unchanged kernels
+    /// once and join them (`simulate::Piece`), the same sums in another order as a fresh
+    /// costing: equal up to rounding, a few units of 1e-16 (tests allow 1e-12).
+    pub(crate) fn agrees_with(&self, o: &Summary, rel: f64) -> bool {
+        let close = |a: f64, b: f64| (a - b).abs() <= rel * a.abs().max(b.abs());
+        self.trainable_params == o.trainable_params
+            && self.kernels == o.kernels
+            && self.fits == o.fits
+            && self.dominant_bound == o.dominant_bound
+            && [
+                (self.forward_ms, o.forward_ms),
+                (self.backward_ms, o.backward_ms),
+                (self.optimizer_ms, o.optimizer_ms),
+                (self.loop_ms, o.loop_ms),
+                (self.step_ms, o.step_ms),
+                (self.tokens_per_s, o.tokens_per_s),
+                (self.peak_memory_bytes, o.peak_memory_bytes),
+            ]
+            .into_iter()
+            .all(|(a, b)| close(a, b))
+    }
+}
+
 /// [`Summary`] of a configuration from its graph and costed segments (as [`predict_costed`]
 /// without detail: every number the same). Sweeps call [`summarize_with_memory`], the footprint
 /// walked once for all devices.

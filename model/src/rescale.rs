@@ -27,7 +27,7 @@
 
 use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
 use crate::graph::{GuardKind, Kernel, Phase, ScopeGraph, Segment, StepGraph};
-use crate::simulate::{host_cost, CostedGraph, CostedSegment};
+use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
 use std::cmp::Ordering;
@@ -311,8 +311,13 @@ pub struct TemplateCosts {
     /// own do at every rank ([`twin_segments`]), whose refilled times it copies instead of
     /// folding its own; [`Step::OWN`] for none.
     twins: Vec<u32>,
-    /// The [`Plan::id`] `twins` were found for.
+    /// The [`Plan::id`] `twins` and `pieces` were found for.
     twins_plan: u64,
+    /// The segments refilled at every point, on a GPU and without an op the host waits at, as
+    /// stretches of kernels ([`segment_pieces`]): segment `at`'s are
+    /// `pieces[piece_starts[at]..piece_starts[at + 1]]`, none for a segment folded whole.
+    pieces: Vec<Piece>,
+    piece_starts: Vec<u32>,
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     optimizer: Vec<(f64, KernelCost)>,
     costed: CostedGraph,
@@ -436,6 +441,16 @@ fn costed_segment(out: &mut CostedGraph, n: usize, at: usize) -> &mut CostedSegm
     &mut cs[at % 3]
 }
 
+/// Segment `at` (scope·3 + segment) of a costed graph of `n` layer classes, to read.
+fn costed_segment_ref(out: &CostedGraph, n: usize, at: usize) -> &CostedSegment {
+    let cs = match at / 3 {
+        0 => &out.embedding,
+        i if i <= n => &out.layers[i - 1],
+        _ => &out.head,
+    };
+    &cs[at % 3]
+}
+
 /// For each segment of a template (scope·3 + segment, `starts` as [`starts`]), the first earlier
 /// segment refilled at every point whose kernels cost, at every rank, bit for bit what its own
 /// do, or [`Step::OWN`]: the same number of kernels, and at each place either two kernels the
@@ -492,6 +507,56 @@ fn twin_segments(plan: &Plan, costs: &[(f64, KernelCost)], starts: &[u32]) -> Ve
             .map_or(Step::OWN, |a| a as u32);
     }
     twins
+}
+
+/// For each segment of a template (scope·3 + segment, `starts` as [`starts`]) refilled at every
+/// point on a GPU, its kernels as stretches ([`Piece`]): each changed kernel of `plan` on its
+/// own, and each run of kernels between them folded once from `costs` (theirs do not change
+/// from point to point, [`cost_kept`]), so that a point folds a few joins and its changed
+/// kernels rather than every kernel (llama2-7b LoRA on an H200: 355 kernels → about 150 pieces).
+/// Segment `at`'s pieces are `pieces[piece_starts[at]..piece_starts[at + 1]]`, none where the
+/// segment is folded whole: not refilled, with an op the host waits at
+/// ([`CostedSegment::refill_pieces`] does not split at it), or a `synchronous` profile, whose
+/// launch list is kept.
+fn segment_pieces(
+    plan: &Plan,
+    costs: &[(f64, KernelCost)],
+    starts: &[u32],
+    costed: &CostedGraph,
+    n: usize,
+    synchronous: bool,
+) -> (Vec<Piece>, Vec<u32>) {
+    let segs = starts.len().saturating_sub(1);
+    let mut changed = vec![false; costs.len()];
+    let mut refilled = vec![false; segs];
+    for st in &plan.steps {
+        changed[st.at as usize] = true;
+        if st.refill != Step::OWN {
+            refilled[st.refill as usize] = true;
+        }
+    }
+    let mut pieces = Vec::new();
+    let mut piece_starts = Vec::with_capacity(segs + 1);
+    for at in 0..segs {
+        piece_starts.push(pieces.len() as u32);
+        let whole = synchronous || !refilled[at] || costed_segment_ref(costed, n, at).has_sync();
+        if whole {
+            continue;
+        }
+        let (mut i, end) = (starts[at] as usize, starts[at + 1] as usize);
+        while i < end {
+            if changed[i] {
+                pieces.push(Piece::Kernel(i as u32));
+                i += 1;
+            } else {
+                let j = (i..end).find(|&j| changed[j]).unwrap_or(end);
+                pieces.push(Piece::run(&costs[i..j]));
+                i = j;
+            }
+        }
+    }
+    piece_starts.push(pieces.len() as u32);
+    (pieces, piece_starts)
 }
 
 /// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them, appended to `out`.
@@ -784,6 +849,8 @@ fn cost_planned<'a>(
             // point, and its changed kernels' representatives are fixed.
             if tc.twins_plan != plan.id {
                 tc.twins = twin_segments(plan, &tc.costs, &tc.starts);
+                (tc.pieces, tc.piece_starts) =
+                    segment_pieces(plan, &tc.costs, &tc.starts, &tc.costed, n, hw.synchronous);
                 tc.twins_plan = plan.id;
             }
             let replay = w.runtime == Runtime::CudaGraph;
@@ -804,8 +871,19 @@ fn cost_planned<'a>(
                     let out = &mut tc.costed;
                     // The rank changes no launch count: the totals stay the first costing's.
                     match tc.twins[at] {
-                        Step::OWN => costed_segment(out, n, at)
-                            .refill_times(segment_costs(&tc.costs, &tc.starts, at), hw.synchronous),
+                        Step::OWN => {
+                            let seg = costed_segment(out, n, at);
+                            let pieces = &tc.pieces
+                                [tc.piece_starts[at] as usize..tc.piece_starts[at + 1] as usize];
+                            if pieces.is_empty() {
+                                seg.refill_times(
+                                    segment_costs(&tc.costs, &tc.starts, at),
+                                    hw.synchronous,
+                                );
+                            } else {
+                                seg.refill_pieces(pieces, &tc.costs);
+                            }
+                        }
                         // Refilled earlier at this point: the same sums of the same costs.
                         twin => {
                             let mut fast = costed_segment(out, n, at).take_fast();
@@ -846,6 +924,8 @@ fn cost_planned<'a>(
                 starts,
                 twins,
                 twins_plan: plan.id,
+                pieces: Vec::new(),
+                piece_starts: Vec::new(),
                 optimizer: Vec::new(),
                 costed: CostedGraph {
                     embedding: three(),
@@ -864,6 +944,8 @@ fn cost_planned<'a>(
                     );
                 }
             }
+            (tc.pieces, tc.piece_starts) =
+                segment_pieces(plan, &tc.costs, &tc.starts, &tc.costed, n, hw.synchronous);
             tc
         }
     };

@@ -425,6 +425,91 @@ impl CostedSegment {
     }
 }
 
+/// A stretch of a segment's kernels for [`CostedSegment::refill_pieces`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Piece {
+    /// Consecutive kernels whose costs stay the same from point to point, folded once from an
+    /// empty state ([`Piece::run`]): their launches in closed form (relative to the stretch's
+    /// start) and the host time after the last of them (or all their host time, without one).
+    Run {
+        closed: Closed,
+        tail_host_s: f64,
+        launches: bool,
+    },
+    /// A kernel whose cost changes: its place in the costs handed to `refill_pieces`.
+    Kernel(u32),
+}
+
+impl Piece {
+    /// The stretch of kernels with per-kernel (host issue s, device cost) `costs`, folded.
+    pub(crate) fn run(costs: &[(f64, KernelCost)]) -> Piece {
+        let mut fold = Fold::<false>::new(Vec::new());
+        for (host_s, c) in costs {
+            fold.add_time(*host_s, c);
+        }
+        Piece::Run {
+            closed: fold.closed,
+            tail_host_s: fold.pending,
+            launches: fold.closed.lead_s > f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl CostedSegment {
+    /// [`CostedSegment::refill_times`] on a GPU from the segment's kernels in stretches
+    /// (`pieces`, in order; a changed kernel's cost read from `costs`): a stretch of kernels
+    /// whose costs do not change is folded once ([`Piece::run`]) and joined in O(1), as closed
+    /// forms compose (docs/model.md): entered with the host at H (its launches' host time and
+    /// the pending host time after them) and the device's sum at D, a stretch (H′, D′, L′)
+    /// whose first launch's host time includes what was pending adds its H′ and D′, and its
+    /// launches lie H − D + L′ behind at worst. The same sums as folding every kernel, in
+    /// another order: equal up to rounding (a proptest). Not for a segment with an op the host
+    /// waits at, nor on a synchronous profile, whose launch list is kept.
+    pub(crate) fn refill_pieces(&mut self, pieces: &[Piece], costs: &[(f64, KernelCost)]) {
+        debug_assert!(self.sync.is_none());
+        self.kernels.clear();
+        let mut fast = std::mem::take(&mut self.fast);
+        fast.clear();
+        let mut fold = Fold::<false>::new(fast);
+        for piece in pieces {
+            match *piece {
+                Piece::Kernel(at) => {
+                    let (host_s, c) = &costs[at as usize];
+                    fold.add_time(*host_s, c);
+                }
+                Piece::Run {
+                    closed: u,
+                    tail_host_s,
+                    launches,
+                } => {
+                    if launches {
+                        let c = &mut fold.closed;
+                        let host_s = c.host_s + fold.pending;
+                        let behind = host_s - c.device_s + u.lead_s;
+                        if behind > c.lead_s {
+                            c.lead_s = behind;
+                        }
+                        c.host_s = host_s + u.host_s;
+                        c.device_s += u.device_s;
+                        for (sum, d) in c.by_bound.iter_mut().zip(u.by_bound) {
+                            *sum += d;
+                        }
+                        fold.pending = tail_host_s;
+                    } else {
+                        fold.pending += tail_host_s;
+                    }
+                }
+            }
+        }
+        fold.finish_times(self);
+    }
+
+    /// Whether the segment has an op the host waits at.
+    pub(crate) fn has_sync(&self) -> bool {
+        self.sync.is_some()
+    }
+}
+
 impl CostedSegment {
     /// [`CostedSegment::refill_times`] of a segment with an op the host waits at (index `at`),
     /// on a GPU: the launches before it and after it folded apart. Out of line, so that the

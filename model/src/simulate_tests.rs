@@ -331,6 +331,49 @@ proptest::proptest! {
     }
 }
 
+proptest::proptest! {
+    /// A segment refilled from stretches (`refill_pieces`: runs of kernels folded once and
+    /// joined, the changed kernels one by one) holds what folding every kernel gives
+    /// (`refill_times`): on random segments (a third host-only ops, some of them at either
+    /// end), with a random set of kernels costed afresh (none, some, all).
+    #[test]
+    fn stretches_fold_as_every_kernel(
+        ops in proptest::collection::vec((0.0f64..30.0, 0.0f64..30.0, 0u8..3, proptest::bool::ANY), 1..40),
+    ) {
+        let list: Vec<(f64, f64)> =
+            ops.iter().map(|&(h, d, k, _)| (h, if k == 0 { 0.0 } else { d + 0.01 })).collect();
+        let whole = seg(&list);
+        let costs = whole.kernels.clone();
+        let mut pieces = Vec::new();
+        let mut i = 0;
+        while i < ops.len() {
+            if ops[i].3 {
+                pieces.push(Piece::Kernel(i as u32));
+                i += 1;
+            } else {
+                let j = (i..ops.len()).find(|&j| ops[j].3).unwrap_or(ops.len());
+                pieces.push(Piece::run(&costs[i..j]));
+                i = j;
+            }
+        }
+        let mut want = whole.clone();
+        want.refill_times(&costs, false);
+        let mut got = whole.clone();
+        got.refill_pieces(&pieces, &costs);
+        let (a, b) = (got.closed, want.closed);
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
+        proptest::prop_assert!(close(got.tail_host_s, want.tail_host_s), "{got:?} vs {want:?}");
+        proptest::prop_assert!(close(a.host_s, b.host_s) && close(a.device_s, b.device_s), "{a:?} vs {b:?}");
+        proptest::prop_assert_eq!(a.lead_s == f64::NEG_INFINITY, b.lead_s == f64::NEG_INFINITY);
+        if b.lead_s > f64::NEG_INFINITY {
+            proptest::prop_assert!(close(a.lead_s, b.lead_s), "{a:?} vs {b:?}");
+        }
+        for (x, y) in a.by_bound.into_iter().zip(b.by_bound) {
+            proptest::prop_assert!(close(x, y), "{a:?} vs {b:?}");
+        }
+    }
+}
+
 #[test]
 fn copies_of_a_segment_compose_in_closed_form() {
     // One launch issued after 10 µs of host time, 4 µs on the device, and 1 µs of host time

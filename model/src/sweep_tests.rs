@@ -280,6 +280,15 @@ fn every_point_matches_a_single_prediction() {
 
 /// `predict` of a row's point on its own, with `workload`: the row's method at the LoRA
 /// reference rank its rank came from (PaCA 2r, upper-half 4r, three-quarters 3r).
+/// Whether a row's times, throughput and memory agree with a single prediction's: to 1e-12 of
+/// their size, since a rescaled point folds its segments' unchanged kernels once and joins them
+/// (`simulate::Piece`): the same sums as the prediction's in another order.
+fn rows_agree(got: [f64; 7], want: [f64; 7]) -> bool {
+    got.iter()
+        .zip(&want)
+        .all(|(a, b)| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()))
+}
+
 fn single_prediction(r: &Row, workload: Workload) -> Prediction {
     let model = preset(&r.model).unwrap();
     let lora_rank = match r.method {
@@ -350,7 +359,7 @@ fn assert_rows_equal_predictions(g: &Grid) {
             r.tokens_per_s,
             r.peak_memory_gib,
         ];
-        assert_eq!(got, want, "{r:?}");
+        assert!(rows_agree(got, want), "{r:?}: {got:?} vs {want:?}");
         assert_eq!(r.trainable_params, p.trainable_params, "{r:?}");
         assert_eq!(
             r.kernels_per_step,
@@ -716,7 +725,7 @@ proptest::proptest! {
                 r.step_ms, r.forward_ms, r.backward_ms, r.optimizer_ms, r.loop_ms,
                 r.tokens_per_s, r.peak_memory_gib,
             ];
-            proptest::prop_assert_eq!(got, want, "{:?}", r);
+            proptest::prop_assert!(rows_agree(got, want), "{:?}: {:?} vs {:?}", r, got, want);
             proptest::prop_assert_eq!(r.trainable_params, p.trainable_params);
             proptest::prop_assert_eq!(
                 r.kernels_per_step,
