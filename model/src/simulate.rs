@@ -436,8 +436,10 @@ pub(crate) enum Piece {
         tail_host_s: f64,
         launches: bool,
     },
-    /// A kernel whose cost changes: its place in the costs handed to `refill_pieces`.
-    Kernel(u32),
+    /// A kernel whose cost changes: its host issue time (which does not), and the place in the
+    /// costs handed to `refill_pieces` of its device cost (its own, or that of a kernel whose
+    /// cost it shares).
+    Kernel { host_s: f64, cost_at: u32 },
 }
 
 impl Piece {
@@ -473,9 +475,8 @@ impl CostedSegment {
         let mut fold = Fold::<false>::new(fast);
         for piece in pieces {
             match *piece {
-                Piece::Kernel(at) => {
-                    let (host_s, c) = &costs[at as usize];
-                    fold.add_time(*host_s, c);
+                Piece::Kernel { host_s, cost_at } => {
+                    fold.add_time(host_s, &costs[cost_at as usize].1);
                 }
                 Piece::Run {
                     closed: u,

@@ -348,7 +348,7 @@ proptest::proptest! {
         let mut i = 0;
         while i < ops.len() {
             if ops[i].3 {
-                pieces.push(Piece::Kernel(i as u32));
+                pieces.push(Piece::Kernel { host_s: costs[i].0, cost_at: i as u32 });
                 i += 1;
             } else {
                 let j = (i..ops.len()).find(|&j| ops[j].3).unwrap_or(ops.len());
