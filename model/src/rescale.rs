@@ -218,6 +218,9 @@ struct Guard {
     scope: u32,
     idx: u32,
     ord: Ordering,
+    /// Where in the program's `scope_ops` each operand's base and slope are (a, b), or
+    /// [`Step::OWN`] for an operand that does not change with the rank ([`RankFit::assemble`]).
+    ops: [u32; 2],
 }
 
 /// A kernel with a patched number, and the one whose cost it shares.
@@ -257,6 +260,9 @@ pub struct RankFit {
     /// numbers and the representatives' kernel numbers ([`row_patches`]).
     row_program: Program,
     guards: Vec<Guard>,
+    /// The ranks at which `row_program`'s numbers are in range and every guard leads its
+    /// recipe as at the probes ([`RankFit::rows_range`]), inclusive; `None` for none.
+    rows_valid: Option<(u64, u64)>,
     /// The scopes whose transient chain has a link that changes with the rank.
     chains: Vec<Chain>,
     /// Kernels with a patched number, each once, in (scope, segment, index) order.
@@ -282,6 +288,40 @@ struct Chain {
 
 /// The fit's parts (see [`RankFit::new`]).
 type Fitted = (Vec<Patch>, Vec<Guard>, Vec<Chain>, Vec<Changed>);
+
+/// An interval of integers, `lo ..= hi` (empty when `lo > hi`), narrowed by conditions on an
+/// integer affine function `v₀ + s·x` of its members (v₀ and s of at most 2⁶² in size: the
+/// quotients are taken in 64 bits, a fraction of the cost of 128-bit ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Interval {
+    lo: i128,
+    hi: i128,
+}
+
+impl Interval {
+    /// Keep the x with v₀ + s·x ≤ 0.
+    fn at_most(&mut self, v0: i64, s: i64) {
+        debug_assert!(v0.unsigned_abs() <= 1 << 62 && s.unsigned_abs() <= 1 << 62);
+        match s.cmp(&0) {
+            Ordering::Equal if v0 > 0 => self.hi = self.lo - 1,
+            Ordering::Equal => {}
+            // x ≤ ⌊−v₀ / s⌋
+            Ordering::Greater => self.hi = self.hi.min(i128::from((-v0).div_euclid(s))),
+            // x ≥ ⌈v₀ / −s⌉
+            Ordering::Less => self.lo = self.lo.max(-i128::from((-v0).div_euclid(-s))),
+        }
+    }
+
+    /// Keep the x with v₀ + s·x ≥ 0.
+    fn at_least(&mut self, v0: i64, s: i64) {
+        self.at_most(-v0, -s);
+    }
+}
+
+/// `v` as an integer, when it is one (of at most 2⁵³ in size, where every f64 integer is exact).
+fn exact_int(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() <= (1u64 << 53) as f64).then_some(v as i64)
+}
 
 /// Whether a scope's transient chain is what [`GuardKind::Transient`] says: it starts from 0,
 /// each link's running maximum is the maximum of the previous link's and its size, and the
@@ -1000,18 +1040,28 @@ fn cost_planned<'a>(
 }
 
 /// Of `patches`, those a sweep's rows read: every scope number (memory, trainable parameters,
-/// guards) and the kernel numbers of each changed kernel that is its own representative
-/// ([`Changed::rep`]). Another changed kernel's cost is copied from its representative's
+/// transient chains' sizes) but the saved bytes by module (`ScopeGraph::saved_by_module`, a
+/// breakdown of `saved_bytes` that no row reads) and the operands of `guards` (checked for the
+/// whole line at once, [`RankFit::rows_range`]), and the kernel numbers of each changed kernel that is its
+/// own representative ([`Changed::rep`]). Another changed kernel's cost is copied from its representative's
 /// ([`cost_kept`]), so its FLOPs, bytes and GEMM shape are read only by the prediction's FLOP and
 /// byte totals, which no row carries; its representative's equal numbers meet the same range
 /// checks in [`RankFit::apply`].
-fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
+fn row_patches(patches: &[Patch], changed: &[Changed], guards: &[Guard]) -> Vec<Patch> {
     // Kernel patches and `changed` are both in (scope, segment, index) order.
     let mut at = 0;
     patches
         .iter()
         .filter(|p| match p.loc {
-            Loc::Scope { .. } => true,
+            Loc::Scope { scope, field } => match field {
+                SField::SavedBy(_) => false,
+                // A guard's operands are checked once for the whole line (`rows_range`); a
+                // transient chain's sizes are read at each point.
+                SField::GuardA(i) | SField::GuardB(i) => {
+                    !guards.iter().any(|g| (g.scope, g.idx) == (scope, i))
+                }
+                _ => true,
+            },
             Loc::Kernel {
                 scope, seg, idx, ..
             } => {
@@ -1055,21 +1105,120 @@ impl RankFit {
     }
 
     /// A fit's parts with the graph at r₀ they rewrite.
-    fn assemble(r0: u64, (patches, guards, chains, changed): Fitted, work: StepGraph) -> RankFit {
-        RankFit {
+    fn assemble(
+        r0: u64,
+        (patches, mut guards, chains, changed): Fitted,
+        work: StepGraph,
+    ) -> RankFit {
+        let program = Program::new(patches.iter().map(|p| (p.loc, (p.base, p.slope))));
+        // Each guard's operands in the program's scope numbers (kernels' first, then scopes').
+        let mut start = 0;
+        for &(scope, end) in &program.scopes {
+            for (j, &(_, field)) in program.scope_ops[start..end as usize].iter().enumerate() {
+                let (i, side) = match field {
+                    SField::GuardA(i) => (i, 0),
+                    SField::GuardB(i) => (i, 1),
+                    _ => continue,
+                };
+                if let Some(g) = guards.iter_mut().find(|g| (g.scope, g.idx) == (scope, i)) {
+                    g.ops[side] = (start + j) as u32;
+                }
+            }
+            start = end as usize;
+        }
+        let mut fit = RankFit {
             r0,
             row_program: Program::new(
-                row_patches(&patches, &changed)
+                row_patches(&patches, &changed, &guards)
                     .iter()
                     .map(|p| (p.loc, (p.base, p.slope))),
             ),
-            program: Program::new(patches.iter().map(|p| (p.loc, (p.base, p.slope)))),
+            program,
             guards,
+            rows_valid: None,
             chains,
             plan: Plan::new(&work, &changed),
             changed,
             work,
+        };
+        fit.rows_valid = fit.rows_range();
+        fit
+    }
+
+    /// The ranks at which a sweep's row numbers are all in range (at most `LIMIT` in size, a
+    /// size or count not negative) and every guard leads its recipe as at the probes, inclusive,
+    /// or `None` for none: what [`RankFit::apply_for_rows`] would otherwise check number by
+    /// number at every point. Each number is an integer affine function of the rank, so each
+    /// condition holds on an interval of ranks (a guard compares two such functions: their
+    /// difference changes sign once at most), found in exact integer arithmetic; their
+    /// intersection is the answer. A number that is not an integer (a guard's operand that does
+    /// not change with the rank may be one) gives `None`, and the line's points are built in
+    /// full.
+    fn rows_range(&self) -> Option<(u64, u64)> {
+        let r0 = i128::from(self.r0);
+        // x = r − r₀ over ranks 0 ..= u64::MAX.
+        let mut x = Interval {
+            lo: -r0,
+            hi: i128::from(u64::MAX) - r0,
+        };
+        let limit = LIMIT as i64;
+        for (loc, (base, slope)) in self.row_program.numbers() {
+            let (b, s) = (exact_int(base)?, exact_int(slope)?);
+            x.at_most(b - limit, s);
+            x.at_least(b + limit, s);
+            let dim = matches!(
+                loc,
+                Loc::Kernel {
+                    field: KField::M | KField::N | KField::K | KField::Batch,
+                    ..
+                } | Loc::Scope {
+                    field: SField::Trainable,
+                    ..
+                }
+            );
+            if dim {
+                x.at_least(b, s);
+            }
         }
+        for g in &self.guards {
+            let (a, b, kind) = scope_ref(&self.work, g.scope as usize).guards[g.idx as usize];
+            let operand = |op: u32, fixed: f64| -> Option<(i64, i64)> {
+                if op == Step::OWN {
+                    Some((exact_int(fixed)?, 0))
+                } else {
+                    let (base, slope) = self.program.scope_ops[op as usize].0;
+                    let (b, s) = (exact_int(base)?, exact_int(slope)?);
+                    Some((b, s))
+                }
+            };
+            let (a0, sa) = operand(g.ops[0], a)?;
+            let (b0, sb) = operand(g.ops[1], b)?;
+            // The program's guard numbers stay within LIMIT, as `Program::write` requires.
+            for (v, s) in [(a0, sa), (b0, sb)] {
+                x.at_most(v - limit, s);
+                x.at_least(v + limit, s);
+            }
+            // d = a − b: `side` is its sign (a tie of a `Less` condition counts as Greater).
+            let (d0, ds) = (a0 - b0, sa - sb);
+            match (kind, g.ord) {
+                (GuardKind::Extremum, Ordering::Less) => x.at_most(d0, ds),
+                (GuardKind::Extremum, Ordering::Greater) | (GuardKind::Less, Ordering::Greater) => {
+                    x.at_least(d0, ds)
+                }
+                (GuardKind::Extremum, Ordering::Equal) => {
+                    x.at_most(d0, ds);
+                    x.at_least(d0, ds);
+                }
+                (GuardKind::Less, Ordering::Less) => x.at_most(d0 + 1, ds),
+                // A transient link is not a guard, and a `Less` condition is never fitted
+                // on a tie (`side`): no rank of such a guard is trusted.
+                _ => return None,
+            }
+        }
+        (x.lo <= x.hi).then(|| {
+            let r = |v: i128| u64::try_from(v + r0).expect("within 0 ..= u64::MAX");
+            (r(x.lo), r(x.hi))
+        })
     }
 
     /// The patches, guards, transient chains and changed kernels of a fit (see
@@ -1179,6 +1328,7 @@ impl RankFit {
                         scope,
                         idx: i as u32,
                         ord,
+                        ops: [Step::OWN; 2],
                     });
                 }
             }
@@ -1291,6 +1441,13 @@ impl RankFit {
     }
 
     fn apply_patches(&mut self, r: u64, rows_only: bool) -> Option<&mut StepGraph> {
+        if rows_only
+            && !self
+                .rows_valid
+                .is_some_and(|(lo, hi)| (lo..=hi).contains(&r))
+        {
+            return None;
+        }
         let dr = r as f64 - self.r0 as f64;
         let g = &mut self.work;
         let value = |base: f64, slope: f64| -> Option<f64> {
@@ -1303,7 +1460,10 @@ impl RankFit {
             &self.program
         };
         prog.write(g, |(base, slope)| value(base, slope))?;
-        for c in &self.guards {
+        // A row's point lies in `rows_valid`, where every guard holds: its operands are not
+        // even written (`row_patches`).
+        let guards = if rows_only { &[][..] } else { &self.guards[..] };
+        for c in guards {
             let (a, b, kind) = scope_mut(g, c.scope as usize).guards[c.idx as usize];
             if !side(kind, a, b).is_some_and(|now| same_way(kind, c.ord, now)) {
                 return None;

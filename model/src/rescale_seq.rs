@@ -417,6 +417,8 @@ impl SeqFit {
         for c in &mut f.chains {
             c.fixed_max = fixed_max(scope_ref(&f.work, c.scope as usize), &c.varying);
         }
+        // The guards' operands and the row numbers' ranges are those at s now.
+        f.rows_valid = f.rows_range();
         f.plan.renumber();
         Some(())
     }

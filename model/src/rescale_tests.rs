@@ -597,10 +597,12 @@ fn from_probes_takes_the_probes_only_when_it_fits() {
     assert_eq!(g, at16);
 }
 
-/// A sweep's rows rewrite the scope numbers and the representatives' kernel numbers only:
-/// at rank 16 those equal a fresh build's, while another changed kernel keeps its rank-4
-/// numbers; costed from that graph, every changed kernel takes its representative's cost,
-/// the same costs as the fully rewritten graph's.
+/// A sweep's rows rewrite the scope numbers (but the saved bytes by module, which no row reads,
+/// and the guards' operands, checked for the whole line at once) and the representatives'
+/// kernel numbers only: at rank 16 those equal a fresh build's, while another changed kernel,
+/// the per-module breakdown and the guards keep their rank-4 numbers; costed from that graph,
+/// every changed kernel takes its representative's cost, the same costs as the fully
+/// rewritten graph's.
 #[test]
 fn rows_rewrite_only_the_representatives() {
     let (probes, at16) = gpt2_lora_probes();
@@ -610,8 +612,23 @@ fn rows_rewrite_only_the_representatives() {
     assert!(scope_patches > 0);
     let ops = |p: &Program| p.kernel_ops.len() + p.scope_ops.len();
     assert!(ops(&fit.row_program) < fit.patches());
-    // Every scope number is a row's; of the kernels', only the representatives'.
-    assert_eq!(fit.row_program.scope_ops.len(), scope_patches);
+    // Every scope number is a row's but the saved bytes by module (some of which change with
+    // the rank) and the guards' operands; of the kernels', only the representatives'.
+    let count = |keep: fn(&SField) -> bool| {
+        fit.program
+            .scope_ops
+            .iter()
+            .filter(|(_, f)| keep(f))
+            .count()
+    };
+    let by_module = count(|f| matches!(f, SField::SavedBy(_)));
+    let operands = count(|f| matches!(f, SField::GuardA(_) | SField::GuardB(_)));
+    let links: usize = fit.chains.iter().map(|c| c.varying.len()).sum();
+    assert!(by_module > 0 && operands > links && !fit.guards.is_empty());
+    assert_eq!(
+        fit.row_program.scope_ops.len(),
+        scope_patches - by_module - (operands - links)
+    );
     let changed = fit.changed().to_vec();
     // Graph replay with a graph floor apart from the launch floor (equal on every built-in
     // profile), so that a kernel costed with the wrong one shows.
@@ -644,12 +661,31 @@ fn rows_rewrite_only_the_representatives() {
     }
     assert!(reps < changed.len());
     let g = fit.graph();
-    for (x, y) in scopes(g).zip(scopes(&at16)) {
+    let (mut kept_by_module, mut kept_guards) = (0, 0);
+    for (si, ((x, y), z)) in scopes(g).zip(scopes(&at16)).zip(scopes(&at4)).enumerate() {
         assert_eq!(
-            (x.saved_bytes, x.trainable, &x.saved_by_module, &x.guards),
-            (y.saved_bytes, y.trainable, &y.saved_by_module, &y.guards)
+            (x.saved_bytes, x.trainable, x.transient_bytes),
+            (y.saved_bytes, y.trainable, y.transient_bytes)
         );
+        assert_eq!(x.saved_by_module, z.saved_by_module);
+        kept_by_module += usize::from(x.saved_by_module != y.saved_by_module);
+        for (i, ((gx, gy), gz)) in x.guards.iter().zip(&y.guards).zip(&z.guards).enumerate() {
+            let checked = fit
+                .guards
+                .iter()
+                .any(|c| (c.scope, c.idx) == (si as u32, i as u32));
+            if checked {
+                assert_eq!(gx, gz, "a guard keeps its rank-4 operands");
+                kept_guards += usize::from(gx != gy);
+            } else if gx.2 == GuardKind::Transient {
+                // A transient link: its size is written, its running maximum is not.
+                assert_eq!(gx.1, gy.1, "a transient chain's size");
+            } else {
+                assert_eq!(gx, gy);
+            }
+        }
     }
+    assert!(kept_by_module > 0 && kept_guards > 0);
     fit.apply(16).expect("rank 16");
     assert_eq!(lean, costs_of(&fit));
     // Kept from rank 12 and re-costed at 16 (a later point of the line): the same costs.
@@ -1064,4 +1100,76 @@ fn derived_sequence_templates_equal_fitted_ones() {
         derived > 10 * refused,
         "{derived} derived, {refused} refused"
     );
+}
+
+#[test]
+fn integer_intervals_by_hand() {
+    let all = || Interval { lo: -100, hi: 100 };
+    // 3 + 2x ≤ 0: x ≤ −1.5, so x ≤ −2.
+    let mut x = all();
+    x.at_most(3, 2);
+    assert_eq!(x, Interval { lo: -100, hi: -2 });
+    // 3 − 2x ≤ 0: x ≥ 1.5, so x ≥ 2; and 4 − 2x ≤ 0 reaches x = 2 exactly.
+    let mut x = all();
+    x.at_most(3, -2);
+    assert_eq!(x, Interval { lo: 2, hi: 100 });
+    let mut x = all();
+    x.at_most(4, -2);
+    assert_eq!(x, Interval { lo: 2, hi: 100 });
+    // 7 − 3x ≥ 0: x ≤ 2; −7 + 3x ≥ 0: x ≥ 3 (−7/3 rounds away from the set).
+    let mut x = all();
+    x.at_least(7, -3);
+    assert_eq!(x, Interval { lo: -100, hi: 2 });
+    let mut x = all();
+    x.at_least(-7, 3);
+    assert_eq!(x, Interval { lo: 3, hi: 100 });
+    // Constant: all or nothing. Both sides at once: one point (6 − 2x = 0 at 3).
+    let mut x = all();
+    x.at_most(-1, 0);
+    assert_eq!(x, all());
+    x.at_most(1, 0);
+    assert!(x.lo > x.hi);
+    let mut x = all();
+    x.at_most(6, -2);
+    x.at_least(6, -2);
+    assert_eq!(x, Interval { lo: 3, hi: 3 });
+    assert_eq!(exact_int(3.0), Some(3));
+    assert_eq!(exact_int(2.5), None);
+    assert_eq!(exact_int(2f64.powi(60)), None);
+}
+
+/// A line's rank range (`rows_range`) holds exactly the ranks where the point-by-point checks
+/// it replaces pass (`apply`: every number in range, every guard on its probes' side): every
+/// ranked method on gpt2 and tinyllama at three workloads, fitted at ranks 4, 8 and 12, ranks 1
+/// to 600 and a few far beyond. PaCA's gather at K/16 columns ends some ranges (gpt2: 48).
+#[test]
+fn a_lines_rank_range_is_where_its_points_pass_their_checks() {
+    let mut bounded = 0;
+    for name in ["gpt2", "tinyllama-1.1b"] {
+        let model = preset(name).unwrap();
+        for w in three_workloads() {
+            for method in MethodName::ALL
+                .into_iter()
+                .filter(|&m| m != MethodName::Full)
+            {
+                let g = |r| build(&model, &spec(&model, method, r), &w);
+                let Some(mut fit) = RankFit::new([(4, g(4)), (8, g(8)), (12, g(12))]) else {
+                    continue;
+                };
+                let range = fit.rows_valid;
+                let far = [1u64 << 20, 1 << 40, u64::MAX];
+                for r in (1..=600).chain(far) {
+                    let inside = range.is_some_and(|(lo, hi)| (lo..=hi).contains(&r));
+                    assert_eq!(
+                        inside,
+                        fit.apply(r).is_some(),
+                        "{name} {method:?} {w:?} rank {r}"
+                    );
+                    assert_eq!(inside, fit.apply_for_rows(r).is_some());
+                }
+                bounded += usize::from(range.is_some_and(|(_, hi)| hi < 600));
+            }
+        }
+    }
+    assert!(bounded > 0);
 }
