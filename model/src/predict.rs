@@ -217,7 +217,38 @@ pub(crate) fn footprint(
     w: &Workload,
     g: &StepGraph,
 ) -> Memory {
-    footprint_walk(model, method, w, g, true)
+    footprint_counted(model, method, w, g, ParamCounts::of(model, method))
+}
+
+/// A configuration's parameter counts, read by its memory footprint and by its summary: a
+/// sweep counts them once a point ([`footprint_counted`], [`summarize_with_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParamCounts {
+    /// [`MethodSpec::trainable_params`].
+    pub trainable: u64,
+    /// [`ModelConfig::total_params`].
+    pub total: u64,
+}
+
+impl ParamCounts {
+    pub(crate) fn of(model: &ModelConfig, method: &MethodSpec) -> Self {
+        Self {
+            trainable: method.trainable_params(model),
+            total: model.total_params(),
+        }
+    }
+}
+
+/// [`footprint`] with the parameters already counted (`counts`: [`ParamCounts::of`] the same
+/// model and method).
+pub(crate) fn footprint_counted(
+    model: &ModelConfig,
+    method: &MethodSpec,
+    w: &Workload,
+    g: &StepGraph,
+    counts: ParamCounts,
+) -> Memory {
+    footprint_walk(model, method, w, g, true, counts)
 }
 
 /// [`footprint`], walking runs of identical layers at once where that is exact (`by_runs`) or
@@ -228,15 +259,16 @@ fn footprint_walk(
     w: &Workload,
     g: &StepGraph,
     by_runs: bool,
+    counts: ParamCounts,
 ) -> Memory {
-    let trainable = method.trainable_params(model) as f64;
+    let trainable = counts.trainable as f64;
     let p = w.precision.param_dtype().size();
     let master = method.master_dtype(w.precision).size();
     let extra_params = match method.kind {
         MethodKind::Full => 0.0,
         MethodKind::Lora | MethodKind::Paca => trainable,
     };
-    let weights = model.total_params() as f64 * p + extra_params * master;
+    let weights = counts.total as f64 * p + extra_params * master;
     let grads = trainable * master;
     let states = trainable * master * f64::from(w.optimizer.states());
     let kept = |s: &ScopeGraph| s.saved_bytes + s.checkpoint_bytes;
@@ -563,19 +595,22 @@ pub(crate) fn summarize_costed(
     g: &StepGraph,
     cg: &simulate::CostedGraph,
 ) -> Summary {
-    summarize_with_memory(cfg, g, cg, &memory(cfg, g))
+    let trainable = cfg.method.trainable_params(cfg.model);
+    summarize_with_memory(cfg, g, cg, &memory(cfg, g), trainable)
 }
 
 /// [`summarize_costed`] with the point's memory footprint already walked ([`footprint`]; it is
-/// taken [`Memory::on`] `cfg`'s device).
+/// taken [`Memory::on`] `cfg`'s device) and its trainable parameters counted
+/// ([`ParamCounts`]).
 pub(crate) fn summarize_with_memory(
     cfg: ConfigRef,
     g: &StepGraph,
     cg: &simulate::CostedGraph,
     mem: &Memory,
+    trainable_params: u64,
 ) -> Summary {
     let tl = simulate::simulate_with(g, cg, cfg.workload, cfg.hw, false, false);
-    summary(cfg, &tl, &mem.on(cfg.hw))
+    summary(cfg, &tl, &mem.on(cfg.hw), trainable_params)
 }
 
 /// A phase's wall time in ms per `per` (micro-batches, or 1 for the optimizer).
@@ -588,8 +623,14 @@ fn phase_launches(span: &simulate::Span, per: f64) -> u64 {
     (span.launches as f64 / per).round() as u64
 }
 
-/// The numbers of [`Summary`] from the simulated timeline and the memory footprint.
-fn summary(cfg: ConfigRef, tl: &simulate::Timeline, mem: &Memory) -> Summary {
+/// The numbers of [`Summary`] from the simulated timeline, the memory footprint and the
+/// trainable parameters ([`MethodSpec::trainable_params`] of `cfg`'s model).
+fn summary(
+    cfg: ConfigRef,
+    tl: &simulate::Timeline,
+    mem: &Memory,
+    trainable_params: u64,
+) -> Summary {
     let w = cfg.workload;
     let accum = f64::from(w.grad_accum);
     // Dominant bound: where the step's time went.
@@ -607,7 +648,7 @@ fn summary(cfg: ConfigRef, tl: &simulate::Timeline, mem: &Memory) -> Summary {
     let step_s = tl.step_s;
     let tokens = w.tokens_per_step() as f64;
     Summary {
-        trainable_params: cfg.method.trainable_params(cfg.model),
+        trainable_params,
         kernels: PhaseCounts {
             forward: phase_launches(&tl.phases[0], accum),
             backward: phase_launches(&tl.phases[1], accum),
@@ -738,7 +779,7 @@ fn predict_costed_with(
         phase_report(Phase::Optimizer, opt_span, 1.0, of, ob),
     ];
     let mem = memory(cfg, g);
-    let sum = summary(cfg, &tl, &mem);
+    let sum = summary(cfg, &tl, &mem, cfg.method.trainable_params(cfg.model));
     let step_s = tl.step_s;
     let training = amount.map(|a| {
         let steps = match a {

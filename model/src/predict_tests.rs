@@ -684,7 +684,7 @@ mod report_tests {
             training_loop: simulate::Span::default(),
             host_waited: Vec::new(),
         };
-        let s = summary(cfg.as_ref(), &empty, &l.memory);
+        let s = summary(cfg.as_ref(), &empty, &l.memory, l.trainable_params);
         assert_eq!((s.step_ms, s.tokens_per_s), (0.0, 0.0));
         assert_eq!(
             s.kernels.forward + s.kernels.backward + s.kernels.optimizer,
@@ -1019,7 +1019,7 @@ fn footprint_by_runs_equals_the_walk_layer_by_layer() {
                 runs_seen += usize::from(g.layer_class.windows(2).any(|p| p[0] == p[1]));
                 let (a, b) = (
                     footprint(&model, &spec, &w, &g),
-                    footprint_walk(&model, &spec, &w, &g, false),
+                    footprint_walk(&model, &spec, &w, &g, false, ParamCounts::of(&model, &spec)),
                 );
                 let bits = |m: &Memory| {
                     [

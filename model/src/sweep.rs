@@ -28,7 +28,7 @@ use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo, KernelCost};
 use crate::graph::{self, StepGraph};
 use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
-use crate::predict::{footprint, summarize_with_memory, ConfigRef, Summary};
+use crate::predict::{footprint_counted, summarize_with_memory, ConfigRef, ParamCounts, Summary};
 use crate::rescale::{cost_kept, differing, RankFit, SeqFit, TemplateCosts, SEQ_LINES};
 use crate::simulate::{CostedGraph, CostedSegment};
 use crate::workload::{Precision, Workload};
@@ -1180,7 +1180,8 @@ impl Grid {
             &dyn Fn(&CostedGraph) -> Summary,
         ) -> Summary,
     ) -> Vec<Row> {
-        let mem = footprint(model, spec, w, graph);
+        let counts = ParamCounts::of(model, spec);
+        let mem = footprint_counted(model, spec, w, graph, counts);
         let mut predict = |j: usize, hw: &Profile, memo: &mut GemmMemo| {
             let cfg = ConfigRef {
                 model,
@@ -1189,7 +1190,7 @@ impl Grid {
                 hw,
             };
             cost(j, hw, memo, &|cg| {
-                summarize_with_memory(cfg, graph, cg, &mem)
+                summarize_with_memory(cfg, graph, cg, &mem, counts.trainable)
             })
         };
         let train_layers = layer_range(spec.trained_layers(model));
