@@ -284,6 +284,10 @@ struct Chain {
     fixed_max: f64,
     /// Guard indices of the links whose size changes with the rank.
     varying: Vec<u32>,
+    /// Where in the program's `scope_ops` each varying link's size (base and slope) is, in the
+    /// order of `varying` ([`RankFit::assemble`]): a row's point takes the maximum from them
+    /// without writing the sizes.
+    sizes: Vec<u32>,
 }
 
 /// The fit's parts (see [`RankFit::new`]).
@@ -1039,29 +1043,27 @@ fn cost_planned<'a>(
     &tc.costed
 }
 
-/// Of `patches`, those a sweep's rows read: every scope number (memory, trainable parameters,
-/// transient chains' sizes) but the saved bytes by module (`ScopeGraph::saved_by_module`, a
-/// breakdown of `saved_bytes` that no row reads) and the operands of `guards` (checked for the
-/// whole line at once, [`RankFit::rows_range`]), and the kernel numbers of each changed kernel that is its
+/// Of `patches`, those a sweep's rows write: every scope number (memory, trainable parameters)
+/// but the saved bytes by module (`ScopeGraph::saved_by_module`, a breakdown of `saved_bytes`
+/// that no row reads) and the guards' numbers (the operands of those checked for the whole
+/// line at once, [`RankFit::rows_range`], and the sizes of transient links, whose maximum a
+/// point takes from the program, `Chain::sizes`), and the kernel numbers of each changed kernel that is its
 /// own representative ([`Changed::rep`]). Another changed kernel's cost is copied from its representative's
 /// ([`cost_kept`]), so its FLOPs, bytes and GEMM shape are read only by the prediction's FLOP and
 /// byte totals, which no row carries; its representative's equal numbers meet the same range
 /// checks in [`RankFit::apply`].
-fn row_patches(patches: &[Patch], changed: &[Changed], guards: &[Guard]) -> Vec<Patch> {
+fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
     // Kernel patches and `changed` are both in (scope, segment, index) order.
     let mut at = 0;
     patches
         .iter()
         .filter(|p| match p.loc {
-            Loc::Scope { scope, field } => match field {
-                SField::SavedBy(_) => false,
-                // A guard's operands are checked once for the whole line (`rows_range`); a
-                // transient chain's sizes are read at each point.
-                SField::GuardA(i) | SField::GuardB(i) => {
-                    !guards.iter().any(|g| (g.scope, g.idx) == (scope, i))
-                }
-                _ => true,
-            },
+            // A guard's operands are checked once for the whole line (`rows_range`); a transient
+            // chain's maximum is taken from its sizes' bases and slopes (`Chain::sizes`).
+            Loc::Scope { field, .. } => !matches!(
+                field,
+                SField::SavedBy(_) | SField::GuardA(_) | SField::GuardB(_)
+            ),
             Loc::Kernel {
                 scope, seg, idx, ..
             } => {
@@ -1107,7 +1109,7 @@ impl RankFit {
     /// A fit's parts with the graph at r₀ they rewrite.
     fn assemble(
         r0: u64,
-        (patches, mut guards, chains, changed): Fitted,
+        (patches, mut guards, mut chains, changed): Fitted,
         work: StepGraph,
     ) -> RankFit {
         let program = Program::new(patches.iter().map(|p| (p.loc, (p.base, p.slope))));
@@ -1122,6 +1124,10 @@ impl RankFit {
                 };
                 if let Some(g) = guards.iter_mut().find(|g| (g.scope, g.idx) == (scope, i)) {
                     g.ops[side] = (start + j) as u32;
+                } else if let Some(c) = chains.iter_mut().find(|c| c.scope == scope) {
+                    // A transient link's size (only sizes of links are fitted: `fit`).
+                    debug_assert!(side == 1 && c.varying.contains(&i));
+                    c.sizes.push((start + j) as u32);
                 }
             }
             start = end as usize;
@@ -1129,7 +1135,7 @@ impl RankFit {
         let mut fit = RankFit {
             r0,
             row_program: Program::new(
-                row_patches(&patches, &changed, &guards)
+                row_patches(&patches, &changed)
                     .iter()
                     .map(|p| (p.loc, (p.base, p.slope))),
             ),
@@ -1179,6 +1185,13 @@ impl RankFit {
             if dim {
                 x.at_least(b, s);
             }
+        }
+        // The transient links' sizes stay within LIMIT, as `Program::write` requires.
+        for &j in self.chains.iter().flat_map(|c| &c.sizes) {
+            let (base, slope) = self.program.scope_ops[j as usize].0;
+            let (b, s) = (exact_int(base)?, exact_int(slope)?);
+            x.at_most(b - limit, s);
+            x.at_least(b + limit, s);
         }
         for g in &self.guards {
             let (a, b, kind) = scope_ref(&self.work, g.scope as usize).guards[g.idx as usize];
@@ -1309,6 +1322,7 @@ impl RankFit {
                 scope,
                 fixed_max: 0.0,
                 varying: Vec::new(),
+                sizes: Vec::new(),
             };
             for i in 0..s[0].guards.len() {
                 let ord = probes_side(s, i)?;
@@ -1472,11 +1486,12 @@ impl RankFit {
         for c in &self.chains {
             let s = scope_mut(g, c.scope as usize);
             if rows_only {
-                // The maximum only: the links' running maxima are read by nothing but a
-                // comparison with a fresh build (`RankFit::apply`).
+                // The maximum only, from the sizes' bases and slopes (the value `apply` writes):
+                // the links are read by nothing but a comparison with a fresh build.
                 let mut max = c.fixed_max;
-                for &i in &c.varying {
-                    max = max.max(s.guards[i as usize].1);
+                for &j in &c.sizes {
+                    let (base, slope) = self.program.scope_ops[j as usize].0;
+                    max = max.max(base + slope * dr);
                 }
                 s.transient_bytes = max;
             } else {
