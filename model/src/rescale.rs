@@ -1473,7 +1473,12 @@ impl RankFit {
         } else {
             &self.program
         };
-        prog.write(g, |(base, slope)| value(base, slope))?;
+        if rows_only {
+            // Within `rows_valid` every row number is within LIMIT (`rows_range`).
+            prog.write(g, |(base, slope)| Some(base + slope * dr))?;
+        } else {
+            prog.write(g, |(base, slope)| value(base, slope))?;
+        }
         // A row's point lies in `rows_valid`, where every guard holds: its operands are not
         // even written (`row_patches`).
         let guards = if rows_only { &[][..] } else { &self.guards[..] };
