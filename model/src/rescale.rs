@@ -8,7 +8,9 @@
 //! checks that everything but the numbers is identical, and fits each number that changes as
 //! `base + slope · (r − r₀)`, accepting only integer values and slopes that reproduce the third
 //! graph exactly. [`RankFit::apply`] then writes each number at a new rank into a working copy of
-//! the graph and re-checks every guard; the optimizer phase, whose launch counts are step
+//! the graph and re-checks every guard ([`RankFit::apply_for_rows`], a sweep's rows, writes only
+//! what rows read and checks once a line the interval of ranks where every guard holds,
+//! `RankFit::rows_range`); the optimizer phase, whose launch counts are step
 //! functions of the tensor sizes, is rebuilt by the caller (`graph::rebuild_optimizer`).
 //!
 //! "The same" depends on how the recipe used the comparison (`graph::GuardKind`): a max or min
@@ -1047,11 +1049,11 @@ fn cost_planned<'a>(
 /// but the saved bytes by module (`ScopeGraph::saved_by_module`, a breakdown of `saved_bytes`
 /// that no row reads) and the guards' numbers (the operands of those checked for the whole
 /// line at once, [`RankFit::rows_range`], and the sizes of transient links, whose maximum a
-/// point takes from the program, `Chain::sizes`), and the kernel numbers of each changed kernel that is its
-/// own representative ([`Changed::rep`]). Another changed kernel's cost is copied from its representative's
-/// ([`cost_kept`]), so its FLOPs, bytes and GEMM shape are read only by the prediction's FLOP and
-/// byte totals, which no row carries; its representative's equal numbers meet the same range
-/// checks in [`RankFit::apply`].
+/// point takes from the program, `Chain::sizes`), and the kernel numbers of each changed kernel
+/// that is its own representative ([`Changed::rep`]). Another changed kernel's cost is its
+/// representative's ([`cost_kept`]), so its FLOPs, bytes and GEMM shape are read only by the
+/// prediction's FLOP and byte totals, which no row carries; its representative's equal numbers
+/// meet the same range checks in [`RankFit::apply`].
 fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
     // Kernel patches and `changed` are both in (scope, segment, index) order.
     let mut at = 0;
