@@ -560,6 +560,13 @@ pub(crate) struct Summary {
     pub dominant_bound: Bound,
 }
 
+/// Whether `a` and `b` agree to `rel` of the larger in size (tests: a sweep's rows against
+/// single predictions, the same sums in another order).
+#[cfg(test)]
+pub(crate) fn agree_to(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs())
+}
+
 #[cfg(test)]
 impl Summary {
     /// Whether two summaries agree: counts, the verdict and the bound exactly, times and bytes
@@ -567,7 +574,7 @@ impl Summary {
     /// once and join them (`simulate::Piece`), the same sums in another order as a fresh
     /// costing: equal up to rounding, a few units of 1e-16 (tests allow 1e-12).
     pub(crate) fn agrees_with(&self, o: &Summary, rel: f64) -> bool {
-        let close = |a: f64, b: f64| (a - b).abs() <= rel * a.abs().max(b.abs());
+        let close = |a: f64, b: f64| agree_to(a, b, rel);
         self.trainable_params == o.trainable_params
             && self.kernels == o.kernels
             && self.fits == o.fits

@@ -693,15 +693,50 @@ impl Steady {
 /// idle, charged to `span` (the phase's last scope) as the step's end charges the optimizer's;
 /// the next phase starts from both clocks at that moment.
 fn phase_sync(clock: &mut Clock, span: &mut Span) {
+    gpu_waits_for_host(clock, span);
+    clock.host = clock.gpu;
+}
+
+/// Host time past the GPU's end is the GPU idle, charged to `span`; the GPU clock moves to the
+/// host's. (A phase's end under [`TrainingLoop::Timed`], and every step's end: the host may
+/// trail with host-only work such as zero_grad.)
+fn gpu_waits_for_host(clock: &mut Clock, span: &mut Span) {
     if clock.host > clock.gpu {
         let idle = clock.host - clock.gpu;
         span.time_s += idle;
         span.host_wait_s += idle;
         span.by_bound[3] += idle;
         clock.gpu = clock.host;
-    } else {
-        clock.host = clock.gpu;
     }
+}
+
+/// Host time of a CUDA graph's replay call, paid before each phase's launches (0 otherwise).
+fn graph_launch_s(w: &Workload, hw: &Profile) -> f64 {
+    if w.runtime == Runtime::CudaGraph {
+        hw.host.python_op_s
+    } else {
+        0.0
+    }
+}
+
+/// After a micro-batch's backward: a Trainer checks its loss for NaN/Inf in Python
+/// (transformers 5.17 `Trainer._inner_training_loop`: `torch.isnan(tr_loss_step)` as a
+/// condition), which waits for the device: the host issues nothing more until the backward has
+/// run. A bare loop has no such check: its host runs on into the next micro-batch (or the
+/// optimizer) while the GPU works.
+fn loss_check(w: &Workload, clock: &mut Clock) {
+    if w.runtime == Runtime::PytorchEager && w.training_loop == TrainingLoop::Trainer {
+        clock.host = clock.host.max(clock.gpu);
+    }
+}
+
+/// Launches of a layer, embedding or head (its segments `s`) in a step of `accum`
+/// micro-batches: (forward, backward), the first micro-batch's backward without accumulation.
+fn step_launches(s: &[CostedSegment; 3], accum: u64) -> (u64, u64) {
+    (
+        s[0].totals.2 * accum,
+        s[1].totals.2 + s[2].totals.2 * accum.saturating_sub(1),
+    )
 }
 
 /// What `after` added to `before`.
@@ -1145,11 +1180,7 @@ fn simulate_phases(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) 
         host: 0.0,
         gpu: 0.0,
     };
-    let graph_launch = if w.runtime == Runtime::CudaGraph {
-        hw.host.python_op_s
-    } else {
-        0.0
-    };
+    let graph_launch = graph_launch_s(w, hw);
     let (loop_mb_s, loop_step_s) =
         crate::training_loop::loop_host_s(w.training_loop, &hw.host, g.nn_modules);
     let mut lp = Span::default();
@@ -1177,37 +1208,24 @@ fn simulate_phases(g: &StepGraph, cg: &CostedGraph, w: &Workload, hw: &Profile) 
         if timed {
             phase_sync(&mut clock, bwd);
         }
-        if w.runtime == Runtime::PytorchEager && w.training_loop == TrainingLoop::Trainer {
-            // The Trainer's loss check waits for the device ([`simulate_scoped`]).
-            clock.host = clock.host.max(clock.gpu);
-        }
+        loss_check(w, &mut clock);
     }
     clock.host += graph_launch;
     run_gpu_k(&mut clock, &cg.optimizer, 1, opt);
-    if clock.host > clock.gpu {
-        opt.time_s += clock.host - clock.gpu;
-        opt.host_wait_s += clock.host - clock.gpu;
-        opt.by_bound[3] += clock.host - clock.gpu;
-        clock.gpu = clock.host;
-    }
+    gpu_waits_for_host(&mut clock, opt);
     loop_work(&mut clock, &mut lp, loop_mb_s + loop_step_s);
     // Exact launch counts, from each distinct segment's totals.
     let accum = u64::from(w.grad_accum);
-    let counts = |s: &[CostedSegment; 3], k: u64| {
-        (
-            k * s[0].totals.2 * accum,
-            k * (s[1].totals.2 + s[2].totals.2 * accum.saturating_sub(1)),
-        )
+    let mut add = |s: &[CostedSegment; 3], k: u32| {
+        let (f, b) = step_launches(s, accum);
+        fwd.launches += u64::from(k) * f;
+        bwd.launches += u64::from(k) * b;
     };
-    let mut add = |(f, b): (u64, u64)| {
-        fwd.launches += f;
-        bwd.launches += b;
-    };
-    add(counts(&cg.embedding, 1));
+    add(&cg.embedding, 1);
     for &(c, k) in &runs {
-        add(counts(&cg.layers[c], u64::from(k)));
+        add(&cg.layers[c], k);
     }
-    add(counts(&cg.head, 1));
+    add(&cg.head, 1);
     opt.launches = cg.optimizer.totals.2;
     RUNS.set(runs);
     Timeline {
@@ -1251,11 +1269,7 @@ fn simulate_scoped(
         host: 0.0,
         gpu: 0.0,
     };
-    let graph_launch = if w.runtime == Runtime::CudaGraph {
-        hw.host.python_op_s
-    } else {
-        0.0
-    };
+    let graph_launch = graph_launch_s(w, hw);
     // The loop's own work: each micro-batch's fetch and bookkeeping, and the per-step work.
     // The period of a steady run is simulated from the moment the host starts issuing a
     // forward: the first micro-batch's loop work belongs to the previous step's end, where it
@@ -1419,14 +1433,7 @@ fn simulate_scoped(
         if timed {
             phase_sync(&mut clock, &mut bwd[0]);
         }
-        if w.runtime == Runtime::PytorchEager && w.training_loop == TrainingLoop::Trainer {
-            // A Trainer checks each micro-batch's loss for NaN/Inf in Python
-            // (transformers 5.17 `Trainer._inner_training_loop`: `torch.isnan(tr_loss_step)`
-            // as a condition), which waits for the device: the host issues nothing more
-            // until the backward has run. A bare loop has no such check: its host runs on
-            // into the next micro-batch (or the optimizer) while the GPU works.
-            clock.host = clock.host.max(clock.gpu);
-        }
+        loss_check(w, &mut clock);
     }
     clock.host += graph_launch;
     run(
@@ -1436,14 +1443,8 @@ fn simulate_scoped(
         &mut opt,
         record_waits.then_some(&mut waited_opt),
     );
-    // The step ends when both the GPU and the host are done (the host may trail with
-    // host-only work such as zero_grad).
-    if clock.host > clock.gpu {
-        opt.time_s += clock.host - clock.gpu;
-        opt.host_wait_s += clock.host - clock.gpu;
-        opt.by_bound[3] += clock.host - clock.gpu;
-        clock.gpu = clock.host;
-    }
+    // The step ends when both the GPU and the host are done.
+    gpu_waits_for_host(&mut clock, &mut opt);
     // The next step's first fetch and this step's per-step work.
     loop_work(&mut clock, &mut lp, loop_mb_s + loop_step_s);
     // Exact launch counts (run() counted ops), from each distinct segment's totals.
@@ -1457,19 +1458,13 @@ fn simulate_scoped(
             Scope::Head
         }
     };
-    let counts = |s: &[CostedSegment; 3]| {
-        (
-            s[0].totals.2 * accum,
-            s[1].totals.2 + s[2].totals.2 * accum.saturating_sub(1),
-        )
-    };
     for i in 0..=n_layers + 1 {
         let (f, b) = if i == 0 {
-            counts(&cg.embedding)
+            step_launches(&cg.embedding, accum)
         } else if i <= n_layers {
-            counts(&cg.layers[g.layer_class[i - 1]])
+            step_launches(&cg.layers[g.layer_class[i - 1]], accum)
         } else {
-            counts(&cg.head)
+            step_launches(&cg.head, accum)
         };
         fwd[i].launches = f;
         bwd[i].launches = b;

@@ -286,7 +286,7 @@ fn every_point_matches_a_single_prediction() {
 fn rows_agree(got: [f64; 7], want: [f64; 7]) -> bool {
     got.iter()
         .zip(&want)
-        .all(|(a, b)| (a - b).abs() <= 1e-12 * a.abs().max(b.abs()))
+        .all(|(&a, &b)| crate::predict::agree_to(a, b, 1e-12))
 }
 
 fn single_prediction(r: &Row, workload: Workload) -> Prediction {
