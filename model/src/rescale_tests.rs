@@ -1016,7 +1016,13 @@ fn derived_sequence_templates_equal_fitted_ones() {
                         assert_eq!(x.scope, y.scope, "{what}");
                         assert_eq!(x.varying, y.varying, "{what}");
                         assert_eq!(x.fixed_max.to_bits(), y.fixed_max.to_bits(), "{what}");
+                        assert_eq!(x.sizes, y.sizes, "{what}");
                     }
+                    // The rows' rank interval is the one at s, found from the derived numbers.
+                    for (x, y) in got.guards.iter().zip(&want.guards) {
+                        assert_eq!(x.ops, y.ops, "{what}");
+                    }
+                    assert_eq!(got.rows_valid, want.rows_valid, "{what}");
                     let ws = Workload {
                         seq: s,
                         ..w.clone()
@@ -1068,6 +1074,7 @@ fn derived_sequence_templates_equal_fitted_ones() {
                         for (x, y) in got.chains.iter().zip(&fresh.chains) {
                             assert_eq!(x.fixed_max.to_bits(), y.fixed_max.to_bits(), "{what}");
                         }
+                        assert_eq!(got.rows_valid, fresh.rows_valid, "{what} s2 {s2}");
                         let ws2 = Workload {
                             seq: s2,
                             ..w.clone()
