@@ -422,13 +422,7 @@ impl MethodSpec {
             if self.rank == 0 {
                 return Err(err("--rank", "rank must be at least 1".into()));
             }
-            let min_in = model
-                .linears()
-                .iter()
-                .filter(|l| self.targets.contains(l.role))
-                .map(|l| l.in_features)
-                .min();
-            match min_in {
+            match self.max_rank(model) {
                 None => {
                     return Err(err(
                         "--targets",
@@ -525,6 +519,36 @@ impl MethodSpec {
         }
     }
 
+    /// The largest rank an adapter method may train on `model`: the narrowest input width of a
+    /// targeted linear (LoRA's A is r × k, PaCA trains r of the k input columns); `None` when
+    /// no linear is targeted. The only bound on the rank that [`MethodSpec::resolve`] checks
+    /// besides r ≥ 1.
+    pub fn max_rank(&self, model: &ModelConfig) -> Option<u64> {
+        model
+            .linears()
+            .iter()
+            .filter(|l| self.targets.contains(l.role))
+            .map(|l| l.in_features)
+            .min()
+    }
+
+    /// For an adapter method, its trainable parameters per unit of rank:
+    /// [`MethodSpec::trainable_params`] is the rank times this, exactly (an adapter's
+    /// parameters are r·(k + n) or n·r a targeted linear, and nothing else trains). `None` for
+    /// full fine-tuning. A sweep counts a rank line's parameters with it once a line.
+    pub fn trainable_params_per_rank(&self, model: &ModelConfig) -> Option<u64> {
+        match self.kind {
+            MethodKind::Full => None,
+            MethodKind::Lora | MethodKind::Paca => Some(
+                Self {
+                    rank: 1,
+                    ..self.clone()
+                }
+                .trainable_params(model),
+            ),
+        }
+    }
+
     /// Trainable parameters of the whole model.
     pub fn trainable_params(&self, model: &ModelConfig) -> u64 {
         let (lo, hi) = self.trained_layers(model);
@@ -549,6 +573,32 @@ mod tests {
 
     fn spec(name: MethodName, model: &ModelConfig) -> MethodSpec {
         MethodSpec::resolve(name, &MethodOptions::default(), model, true).unwrap()
+    }
+
+    /// An adapter's trainable parameters are its rank times those per unit of rank, on every
+    /// preset, method and layer selection, up to the largest rank; full fine-tuning has none.
+    #[test]
+    fn trainable_params_are_the_rank_times_those_per_rank() {
+        for name in ["gpt2", "tinyllama-1.1b", "llama2-7b", "llama3-8b"] {
+            let model = preset(name).unwrap();
+            for m in MethodName::ALL {
+                let base = spec(m, &model);
+                let Some(per_rank) = base.trainable_params_per_rank(&model) else {
+                    assert_eq!(m, MethodName::Full);
+                    continue;
+                };
+                assert!(per_rank > 0, "{name} {m}");
+                let max = base.max_rank(&model).unwrap();
+                assert_eq!(max, model.hidden, "{name} {m}: the narrowest input");
+                for r in [1, 2, 7, 64, 100, max - 1, max] {
+                    let s = MethodSpec {
+                        rank: r,
+                        ..base.clone()
+                    };
+                    assert_eq!(s.trainable_params(&model), r * per_rank, "{name} {m} r {r}");
+                }
+            }
+        }
     }
 
     #[test]

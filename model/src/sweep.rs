@@ -27,7 +27,7 @@
 use crate::arch::ModelConfig;
 use crate::cost::{Bound, GemmMemo, KernelCost};
 use crate::graph::{self, StepGraph};
-use crate::method::{LayerSelection, MethodName, MethodOptions, MethodSpec};
+use crate::method::{LayerSelection, MethodKind, MethodName, MethodOptions, MethodSpec};
 use crate::predict::{footprint_counted, summarize_with_memory, ConfigRef, ParamCounts, Summary};
 use crate::rescale::{cost_kept, differing, RankFit, SeqFit, TemplateCosts, SEQ_LINES};
 use crate::simulate::{CostedGraph, CostedSegment};
@@ -241,6 +241,81 @@ struct Run {
     id: u64,
     models: Vec<Arc<str>>,
     hws: Vec<Arc<str>>,
+}
+
+/// A line's method resolved once, for its other ranks ([`resolve_line`]).
+struct LineSpec {
+    /// (run, model, method, layer selection): what the method's resolution depends on besides
+    /// the rank.
+    key: (u64, usize, MethodName, usize),
+    spec: MethodSpec,
+    /// [`MethodSpec::max_rank`]; 0 for full fine-tuning (which has no rank).
+    max_rank: u64,
+    /// [`MethodSpec::trainable_params_per_rank`]; for full fine-tuning, all its parameters.
+    trainable: u64,
+    total: u64,
+}
+
+/// `MethodSpec::resolve(g.method, opts, model, true)` and its [`ParamCounts`], the method
+/// resolved and its parameters counted once a line (a thread's last): at another rank of the
+/// line only the rank differs, and the rank's only checks are r ≥ 1 and
+/// r ≤ [`MethodSpec::max_rank`], where an adapter's parameters are r times those per unit of
+/// rank ([`MethodSpec::trainable_params_per_rank`]). A rank that fails a check is resolved in
+/// full, for its error. (A sweep point resolved and counted in full cost about 1 k instructions,
+/// 4% of a rank line's point, callgrind, 2026-12-02.)
+fn resolve_line(
+    g: &Group,
+    opts: &MethodOptions,
+    model: &ModelConfig,
+    run: &Run,
+) -> Result<(MethodSpec, ParamCounts)> {
+    thread_local! {
+        static LINE: RefCell<Option<LineSpec>> = const { RefCell::new(None) };
+    }
+    let key = (run.id, g.model, g.method, g.layers);
+    // The rank `resolve` gives under `--method all`: the LoRA rank times the matching factor.
+    let rank = opts
+        .rank
+        .unwrap_or(crate::method::PAPER_LORA_RANK)
+        .checked_mul(g.method.matched_factor());
+    let hit = LINE.with_borrow(|line| {
+        let l = line.as_ref().filter(|l| l.key == key)?;
+        if l.spec.kind == MethodKind::Full {
+            let counts = ParamCounts {
+                trainable: l.trainable,
+                total: l.total,
+            };
+            return Some((l.spec.clone(), counts));
+        }
+        let r = rank.filter(|r| (1..=l.max_rank).contains(r))?;
+        let counts = ParamCounts {
+            trainable: r * l.trainable,
+            total: l.total,
+        };
+        Some((
+            MethodSpec {
+                rank: r,
+                ..l.spec.clone()
+            },
+            counts,
+        ))
+    });
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+    let spec = MethodSpec::resolve(g.method, opts, model, true)?;
+    let counts = ParamCounts::of(model, &spec);
+    let line = LineSpec {
+        key,
+        max_rank: spec.max_rank(model).unwrap_or(0),
+        trainable: spec
+            .trainable_params_per_rank(model)
+            .unwrap_or(counts.trainable),
+        total: counts.total,
+        spec: spec.clone(),
+    };
+    LINE.with_borrow_mut(|l| *l = Some(line));
+    Ok((spec, counts))
 }
 
 /// `lo..hi`, the form of [`Row::train_layers`], shared by the rows of recent points of a thread
@@ -926,9 +1001,9 @@ impl Grid {
         };
         let resolved = w
             .validate(model)
-            .and_then(|()| MethodSpec::resolve(g.method, &opts, model, true));
-        let spec = match resolved {
-            Ok(spec) => spec,
+            .and_then(|()| resolve_line(g, &opts, model, run));
+        let (spec, counts) = match resolved {
+            Ok(resolved) => resolved,
             Err(e) => {
                 return self
                     .hws
@@ -969,13 +1044,13 @@ impl Grid {
         };
         let Some(r) = g.rank.map(|_| spec.rank) else {
             let graph = graph::build(model, &spec, &w);
-            return self.rows_of(g, model, &spec, &w, &graph, run);
+            return self.rows_of(g, model, &spec, counts, &w, &graph, run);
         };
         if self.ranks.len() < MIN_TEMPLATE_RANKS || self.hws.len() > MAX_TEMPLATE_DEVICES {
             // Too few rescaled points a line, or costing on many devices outweighs the build a
             // template saves: fitting does not pay (measured, see the constants).
             let graph = graph::build(model, &spec, &w);
-            return self.rows_of(g, model, &spec, &w, &graph, run);
+            return self.rows_of(g, model, &spec, counts, &w, &graph, run);
         }
         let key = TemplateKey {
             run: run.id,
@@ -1069,10 +1144,18 @@ impl Grid {
                         fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                         let costs = &mut t.costs;
                         let opt_costs = &mut phase.costed;
-                        let rows =
-                            self.rows(g, model, &spec, &w, run, fit.graph(), |j, hw, memo, sum| {
+                        let rows = self.rows(
+                            g,
+                            model,
+                            &spec,
+                            counts,
+                            &w,
+                            run,
+                            fit.graph(),
+                            |j, hw, memo, sum| {
                                 sum(fit.costed(&mut costs[j], &w, hw, memo, &mut opt_costs[j]))
-                            });
+                            },
+                        );
                         fit.swap_optimizer(&mut phase.tensors, &mut phase.seg);
                         keep_optimizer(key, phase);
                         return rows;
@@ -1096,7 +1179,7 @@ impl Grid {
             }
             let graph = graph::build(model, &spec, &w);
             if t.failed >= MAX_FIT_FAILURES {
-                return self.rows_of(g, model, &spec, &w, &graph, run);
+                return self.rows_of(g, model, &spec, counts, &w, &graph, run);
             }
             // Which kernels to cost again on the costs kept per device: for the first probe all
             // of them (nothing is kept yet: its costs are kept for the template it will become);
@@ -1118,19 +1201,28 @@ impl Grid {
             let rows = match recost {
                 Some(changed) => {
                     let costs = &mut t.costs;
-                    self.rows(g, model, &spec, &w, run, &graph, |j, hw, memo, sum| {
-                        sum(cost_kept(
-                            &graph,
-                            &changed,
-                            &mut costs[j],
-                            &w,
-                            hw,
-                            memo,
-                            &mut None,
-                        ))
-                    })
+                    self.rows(
+                        g,
+                        model,
+                        &spec,
+                        counts,
+                        &w,
+                        run,
+                        &graph,
+                        |j, hw, memo, sum| {
+                            sum(cost_kept(
+                                &graph,
+                                &changed,
+                                &mut costs[j],
+                                &w,
+                                hw,
+                                memo,
+                                &mut None,
+                            ))
+                        },
+                    )
                 }
-                None => self.rows_of(g, model, &spec, &w, &graph, run),
+                None => self.rows_of(g, model, &spec, counts, &w, &graph, run),
             };
             t.probes.push((r, graph));
             rows
@@ -1138,11 +1230,13 @@ impl Grid {
     }
 
     /// The rows of a point on every device, from its built graph.
+    #[allow(clippy::too_many_arguments)]
     fn rows_of(
         &self,
         g: &Group,
         model: &ModelConfig,
         spec: &MethodSpec,
+        counts: ParamCounts,
         w: &Workload,
         graph: &StepGraph,
         run: &Run,
@@ -1151,7 +1245,7 @@ impl Grid {
         // found once): the same costs, so the same rows.
         let classes =
             (self.hws.len() >= CLASSED_DEVICES).then(|| crate::simulate::cost_classes(graph));
-        self.rows(g, model, spec, w, run, graph, |_, hw, memo, sum| {
+        self.rows(g, model, spec, counts, w, run, graph, |_, hw, memo, sum| {
             // `predict_with_graph`'s numbers, without what rows do not show.
             sum(&match &classes {
                 Some(c) => crate::simulate::cost_graph_classed(graph, c, w, hw, memo),
@@ -1163,13 +1257,14 @@ impl Grid {
     /// The rows of a point on every device: `cost(j, hw, memo, sum)` costs `graph` on device `j`
     /// with that device's GEMM memo and hands the costed graph to `sum`, which simulates it and
     /// takes the point's memory footprint, walked once for every device (only whether it fits
-    /// is the device's), to that device.
+    /// is the device's), to that device. `counts`: [`ParamCounts::of`] the model and method.
     #[allow(clippy::too_many_arguments)]
     fn rows(
         &self,
         g: &Group,
         model: &ModelConfig,
         spec: &MethodSpec,
+        counts: ParamCounts,
         w: &Workload,
         run: &Run,
         graph: &StepGraph,
@@ -1180,7 +1275,6 @@ impl Grid {
             &dyn Fn(&CostedGraph) -> Summary,
         ) -> Summary,
     ) -> Vec<Row> {
-        let counts = ParamCounts::of(model, spec);
         let mem = footprint_counted(model, spec, w, graph, counts);
         let mut predict = |j: usize, hw: &Profile, memo: &mut GemmMemo| {
             let cfg = ConfigRef {

@@ -431,6 +431,67 @@ fn points_on_many_devices_match_single_predictions() {
 }
 
 #[test]
+fn ranks_past_the_largest_are_invalid_as_a_single_resolve_says() {
+    // gpt2's narrowest targeted input is 768 wide: LoRA lines valid to rank 768, PaCA's (twice
+    // the LoRA rank under `--method all`) to 384, upper-half PaCA's (4r) to 192. Each line
+    // resolves its method once and checks later ranks against the largest
+    // (`resolve_line`): every row past it is invalid with `resolve`'s own message, every
+    // row up to it equals a single prediction.
+    let model = preset("gpt2").unwrap();
+    let mut g = grid();
+    g.models = vec![model.clone()];
+    g.hws = vec![resolve_device("h200").unwrap()];
+    g.methods = vec![
+        MethodName::Lora,
+        MethodName::Paca,
+        MethodName::PacaUpperHalf,
+    ];
+    g.batches = vec![2];
+    g.seqs = vec![128];
+    g.ranks = (186..=198)
+        .chain(378..=390)
+        .chain(760..=772)
+        .map(Some)
+        .collect();
+    let rows = g.run(&|_| {}).unwrap();
+    let (mut valid, mut invalid) = (0, 0);
+    for r in &rows {
+        let lora_rank = r.rank / r.method.matched_factor();
+        let opts = MethodOptions {
+            rank: Some(lora_rank),
+            ..MethodOptions::default()
+        };
+        match MethodSpec::resolve(r.method, &opts, &model, true) {
+            Ok(_) => {
+                assert_eq!(r.status, Status::Ok, "{r:?}");
+                let p = single_prediction(
+                    r,
+                    Workload {
+                        batch: r.batch,
+                        seq: r.seq,
+                        ..Workload::default()
+                    },
+                );
+                assert_eq!(r.trainable_params, p.trainable_params, "{r:?}");
+                assert!(
+                    crate::predict::agree_to(r.step_ms, p.step_ms, 1e-12),
+                    "{r:?}"
+                );
+                valid += 1;
+            }
+            Err(e) => {
+                assert_eq!(r.status, Status::Invalid(e.to_string()), "{r:?}");
+                invalid += 1;
+            }
+        }
+    }
+    // Per method, the ranks up to its largest: LoRA 186..=198, 378..=390, 760..=768; PaCA
+    // 186..=198, 378..=384; upper-half PaCA 186..=192.
+    assert_eq!(valid, (13 + 13 + 9) + (13 + 7) + 7);
+    assert_eq!(invalid, rows.len() - valid);
+}
+
+#[test]
 fn lines_crossing_guards_match_single_predictions() {
     // gpt2's PaCA lines over forty consecutive ranks cross several guards (the gather's
     // min(K, 16·r) at exactly K/16 columns among them, where a probe compares equal): the
