@@ -273,6 +273,31 @@ fn choose_among(cands: impl Iterator<Item = (f64, f64)>, bytes: f64, bw: f64) ->
     best.1
 }
 
+/// [`choose_among`] over configurations in increasing split, as [`gemm_configs`] lists them,
+/// whose extra bytes therefore never decrease: once a configuration's memory time reaches its
+/// math time it is charged its memory time, and every later one at least that much (its bytes
+/// are no fewer, and rounding is monotone), so none after it can be chosen (`choose_among`
+/// takes the first least). The same choice in fewer steps: a LoRA adapter's GEMM is
+/// memory-bound from its first configuration, and was scanned through six (2026-12-02).
+fn choose_in_split_order(
+    cands: impl Iterator<Item = (f64, f64)>,
+    bytes: f64,
+    bw: f64,
+) -> (f64, f64) {
+    let mut best = (f64::INFINITY, (f64::INFINITY, 0.0));
+    for (t, extra) in cands {
+        let mem = (bytes + extra) / bw;
+        let charged = t.max(mem);
+        if charged < best.0 {
+            best = (charged, (t, extra));
+        }
+        if mem >= t {
+            break;
+        }
+    }
+    best.1
+}
+
 /// Math time of a GEMM under tile and wave quantization, plus the extra bytes split-K adds: the
 /// configuration ([`gemm_candidates`]) whose math time plus the extra bytes at the profile's
 /// streaming bandwidth is least, what calibration fits a GEMM rate against (a kernel's own cost
@@ -364,7 +389,7 @@ impl GemmMemo {
             .map
             .entry(key)
             .or_insert_with(|| gemm_configs(g, mode, hw));
-        choose_among(with_extra(configs, g), bytes, bw)
+        choose_in_split_order(with_extra(configs, g), bytes, bw)
     }
 }
 
@@ -1373,5 +1398,38 @@ mod tests {
         assert_eq!(kernel_cost(&k, &cpu, false).bound, Bound::Launch);
         cpu.launch_floor_s = mem * (1.0 - 1e-9);
         assert_eq!(kernel_cost(&k, &cpu, false).bound, Bound::Memory);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// The memo's choice, which stops at the first configuration that is memory-bound
+        /// (`choose_in_split_order`), is the full scan's over every candidate, on every built-in
+        /// profile and a calibrated CPU, for any shape, bytes and bandwidth.
+        #[test]
+        fn the_memos_early_stop_chooses_what_the_full_scan_does(
+            // Few output tiles and a long K, where split-K configurations are kept, or any.
+            (m, n) in proptest::prop_oneof![
+                (1u64..1 << 11, 1u64..1 << 11),
+                (1u64..1 << 20, 1u64..1 << 20),
+            ],
+            k in 1u64..1 << 20,
+            batch in 1u64..4,
+            bytes in proptest::prop_oneof![0.0..1e6, 0.0..1e11],
+            bw_scale in 1e-3f64..1e3,
+            half in proptest::bool::ANY,
+        ) {
+            let g = Gemm { m, n, k, batch };
+            let mode = if half { MathMode::Bf16 } else { MathMode::Fp32 };
+            let mut hws = costsim_hardware::builtin_profiles().unwrap();
+            let mut calibrated = resolve_device("cpu-generic").unwrap();
+            calibrated.gemm_fill_rows = Some([4.0, 16.0]);
+            hws.push(calibrated);
+            for hw in &hws {
+                let bw = hw.bandwidth_bps * bw_scale;
+                let want = choose_candidate(&gemm_candidates(&g, mode, hw), bytes, bw);
+                let got = GemmMemo::default().choose(&g, mode, hw, bytes, bw);
+                proptest::prop_assert_eq!(got, want, "{} {:?} {}", hw.name, g, bytes);
+            }
+        }
     }
 }
