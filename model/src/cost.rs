@@ -382,13 +382,13 @@ impl GemmMemo {
         let key = (m, n, g.k, g.batch, mode as u8);
         // One hash lookup for a shape already held (the sweep's hot path); a full memo starts
         // afresh before a new shape goes in.
-        if self.map.len() >= self.limit && !self.map.contains_key(&key) {
+        if let Some(configs) = self.map.get(&key) {
+            return choose_in_split_order(with_extra(configs, g), bytes, bw);
+        }
+        if self.map.len() >= self.limit {
             self.map.clear();
         }
-        let configs = self
-            .map
-            .entry(key)
-            .or_insert_with(|| gemm_configs(g, mode, hw));
+        let configs = self.map.entry(key).or_insert(gemm_configs(g, mode, hw));
         choose_in_split_order(with_extra(configs, g), bytes, bw)
     }
 }
