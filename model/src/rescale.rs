@@ -366,6 +366,15 @@ pub struct TemplateCosts {
     piece_starts: Vec<u32>,
     /// The plan's steps a point runs ([`segment_pieces`]).
     steps: Vec<Step>,
+    /// The segments (scope·3 + segment) a point refills, in order: those with a changed
+    /// kernel.
+    refills: Vec<u32>,
+    /// Stretches of changed kernels that recur ([`Piece::Block`]), each as (host issue s, place
+    /// of its cost) of its kernels: block `b`'s are `blocks[block_starts[b]..block_starts[b + 1]]`.
+    blocks: Vec<(f64, u32)>,
+    block_starts: Vec<u32>,
+    /// Scratch: each block folded at the point ([`Piece::run_of`]).
+    block_runs: Vec<Piece>,
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     optimizer: Vec<(f64, KernelCost)>,
     costed: CostedGraph,
@@ -568,11 +577,18 @@ fn twin_segments(plan: &Plan, costs: &[(f64, KernelCost)], starts: &[u32]) -> Ve
 /// launch list is kept.
 ///
 /// A changed kernel's piece reads its representative's cost where the point wrote it, so the
-/// third list, the plan's steps a point runs, leaves out the copies into segments folded in
-/// pieces (llama2-7b LoRA: 121 of 137 steps), keeping each representative, each copy into a
-/// segment folded whole, and each segment's last step, which refills it. A changed kernel that
+/// plan's steps a point runs leave out the copies into segments folded in pieces (llama2-7b
+/// LoRA: 121 of 137 steps), keeping each representative, each copy into a segment folded
+/// whole, and each segment's last changed kernel (after which the segment was refilled until
+/// 2026-12-02; the segments are now refilled after all steps, `refills`). A changed kernel that
 /// is not its own representative then keeps a stale cost in [`TemplateCosts`]' list, which
 /// nothing reads.
+///
+/// Stretches of two or more changed kernels in a row that recur, the same representatives with
+/// the same host times, in the segments refilled in pieces (not twins, [`twin_segments`]),
+/// become blocks ([`Piece::Block`]): each folded once a point and joined wherever it recurs
+/// (llama2-7b LoRA: the four adapter kernels of q, k and v, and of the up and gate
+/// projections; the forward segment's 28 changed kernels become 3 blocks joined 7 times).
 fn segment_pieces(
     plan: &Plan,
     costs: &[(f64, KernelCost)],
@@ -580,6 +596,7 @@ fn segment_pieces(
     costed: &CostedGraph,
     n: usize,
     synchronous: bool,
+    twins: &[u32],
 ) -> Pieces {
     let segs = starts.len().saturating_sub(1);
     // Per kernel of the list: its representative's place when it is changed, else OWN.
@@ -616,6 +633,7 @@ fn segment_pieces(
         }
     }
     piece_starts.push(pieces.len() as u32);
+    let (pieces, piece_starts, blocks, block_starts) = with_blocks(pieces, piece_starts, twins);
     let steps = plan
         .steps
         .iter()
@@ -627,11 +645,142 @@ fn segment_pieces(
         })
         .copied()
         .collect();
-    (pieces, piece_starts, steps)
+    let refills = plan
+        .steps
+        .iter()
+        .filter(|st| st.refill != Step::OWN)
+        .map(|st| st.refill)
+        .collect();
+    Pieces {
+        pieces,
+        piece_starts,
+        steps,
+        refills,
+        blocks,
+        block_starts,
+    }
 }
 
-/// [`segment_pieces`]' lists: the pieces, where each segment's start, and the steps a point runs.
-type Pieces = (Vec<Piece>, Vec<u32>, Vec<Step>);
+/// Of [`segment_pieces`]' pieces (segment `at`'s `pieces[piece_starts[at]..piece_starts[at +
+/// 1]]`), the stretches of two or more [`Piece::Kernel`]s in a row that recur (equal host
+/// times, compared as bits, and places) in segments that are not twins, each replaced by a
+/// [`Piece::Block`] in every segment: the new pieces and starts, and the blocks' kernels and
+/// starts.
+fn with_blocks(
+    pieces: Vec<Piece>,
+    piece_starts: Vec<u32>,
+    twins: &[u32],
+) -> (Vec<Piece>, Vec<u32>, Blocks, Vec<u32>) {
+    type Key = Vec<(u64, u32)>;
+    let segs = piece_starts.len().saturating_sub(1);
+    let seg = |at: usize| &pieces[piece_starts[at] as usize..piece_starts[at + 1] as usize];
+    let kernel = |p: &Piece| match *p {
+        Piece::Kernel { host_s, cost_at } => Some((host_s.to_bits(), cost_at)),
+        _ => None,
+    };
+    // Each segment's maximal stretches of two or more kernels: (segment, start, end) in it.
+    let mut stretches = Vec::new();
+    for at in 0..segs {
+        let ps = seg(at);
+        let mut i = 0;
+        while i < ps.len() {
+            let j = (i..ps.len())
+                .find(|&j| kernel(&ps[j]).is_none())
+                .unwrap_or(ps.len());
+            if j - i >= 2 {
+                stretches.push((at, i, j));
+            }
+            i = j.max(i + 1);
+        }
+    }
+    let key = |&(at, i, j): &(usize, usize, usize)| -> Key {
+        seg(at)[i..j].iter().filter_map(kernel).collect()
+    };
+    let keys: Vec<Key> = stretches.iter().map(key).collect();
+    // Counted where they are folded: a twin copies its source's times (its pieces are
+    // rewritten all the same, so that folding it gives the same bits as its source).
+    let mut count: rustc_hash::FxHashMap<&Key, u32> = Default::default();
+    for (k, &(at, _, _)) in keys.iter().zip(&stretches) {
+        let folded = twins.get(at) == Some(&Step::OWN);
+        *count.entry(k).or_default() += u32::from(folded);
+    }
+    // The recurring ones, numbered in order of first appearance.
+    let mut distinct: Vec<&Key> = Vec::new();
+    let mut block_of = vec![u32::MAX; keys.len()];
+    for (s, k) in keys.iter().enumerate() {
+        if count[k] < 2 {
+            continue;
+        }
+        block_of[s] = match distinct.iter().position(|d| *d == k) {
+            Some(b) => b as u32,
+            None => {
+                distinct.push(k);
+                (distinct.len() - 1) as u32
+            }
+        };
+    }
+    let mut blocks = Vec::new();
+    let mut block_starts = vec![0u32];
+    for k in &distinct {
+        blocks.extend(k.iter().map(|&(h, at)| (f64::from_bits(h), at)));
+        block_starts.push(blocks.len() as u32);
+    }
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut out_starts = Vec::with_capacity(segs + 1);
+    let mut next = stretches.iter().zip(&block_of).peekable();
+    for at in 0..segs {
+        out_starts.push(out.len() as u32);
+        let ps = seg(at);
+        let mut i = 0;
+        while i < ps.len() {
+            match next.peek() {
+                Some(&(&(sa, si, sj), &b)) if sa == at && si == i => {
+                    next.next();
+                    if b == u32::MAX {
+                        out.extend_from_slice(&ps[si..sj]);
+                    } else {
+                        out.push(Piece::Block { block: b });
+                    }
+                    i = sj;
+                }
+                _ => {
+                    out.push(ps[i]);
+                    i += 1;
+                }
+            }
+        }
+    }
+    out_starts.push(out.len() as u32);
+    (out, out_starts, blocks, block_starts)
+}
+
+/// Blocks' kernels, each as (host issue s, place of its cost), one block after another.
+type Blocks = Vec<(f64, u32)>;
+
+/// [`segment_pieces`]' lists.
+struct Pieces {
+    pieces: Vec<Piece>,
+    piece_starts: Vec<u32>,
+    steps: Vec<Step>,
+    refills: Vec<u32>,
+    blocks: Vec<(f64, u32)>,
+    block_starts: Vec<u32>,
+}
+
+impl TemplateCosts {
+    /// Take a plan's [`segment_pieces`].
+    fn set_pieces(&mut self, p: Pieces) {
+        self.pieces = p.pieces;
+        self.piece_starts = p.piece_starts;
+        self.steps = p.steps;
+        self.refills = p.refills;
+        self.blocks = p.blocks;
+        self.block_starts = p.block_starts;
+        let n = self.block_starts.len().saturating_sub(1);
+        self.block_runs.clear();
+        self.block_runs.resize(n, Piece::run(&[]));
+    }
+}
 
 /// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them, appended to `out`.
 fn kernel_costs(
@@ -923,8 +1072,16 @@ fn cost_planned<'a>(
             // point, and its changed kernels' representatives are fixed.
             if tc.twins_plan != plan.id {
                 tc.twins = twin_segments(plan, &tc.costs, &tc.starts);
-                (tc.pieces, tc.piece_starts, tc.steps) =
-                    segment_pieces(plan, &tc.costs, &tc.starts, &tc.costed, n, hw.synchronous);
+                let p = segment_pieces(
+                    plan,
+                    &tc.costs,
+                    &tc.starts,
+                    &tc.costed,
+                    n,
+                    hw.synchronous,
+                    &tc.twins,
+                );
+                tc.set_pieces(p);
                 tc.twins_plan = plan.id;
             }
             let replay = w.runtime == Runtime::CudaGraph;
@@ -938,32 +1095,37 @@ fn cost_planned<'a>(
                     tc.costs[st.from as usize].1
                 };
                 tc.costs[st.at as usize].1 = cost;
-                // Refilled once, after its last changed kernel; segments without one keep
-                // their sums (their kernels are those of the first graph).
-                if st.refill != Step::OWN {
-                    let at = st.refill as usize;
-                    let out = &mut tc.costed;
-                    // The rank changes no launch count: the totals stay the first costing's.
-                    match tc.twins[at] {
-                        Step::OWN => {
-                            let seg = costed_segment(out, n, at);
-                            let pieces = &tc.pieces
-                                [tc.piece_starts[at] as usize..tc.piece_starts[at + 1] as usize];
-                            if pieces.is_empty() {
-                                seg.refill_times(
-                                    segment_costs(&tc.costs, &tc.starts, at),
-                                    hw.synchronous,
-                                );
-                            } else {
-                                seg.refill_pieces(pieces, &tc.costs);
-                            }
+            }
+            // The blocks, once each, from the costs just written.
+            for (b, run) in tc.block_runs.iter_mut().enumerate() {
+                let ks = &tc.blocks[tc.block_starts[b] as usize..tc.block_starts[b + 1] as usize];
+                *run = Piece::run_of(ks.iter().map(|&(h, at)| (h, &tc.costs[at as usize].1)));
+            }
+            // Each segment with a changed kernel refilled, in order; the others keep their sums
+            // (their kernels are those of the first graph).
+            for &at in &tc.refills {
+                let at = at as usize;
+                let out = &mut tc.costed;
+                // The rank changes no launch count: the totals stay the first costing's.
+                match tc.twins[at] {
+                    Step::OWN => {
+                        let seg = costed_segment(out, n, at);
+                        let pieces = &tc.pieces
+                            [tc.piece_starts[at] as usize..tc.piece_starts[at + 1] as usize];
+                        if pieces.is_empty() {
+                            seg.refill_times(
+                                segment_costs(&tc.costs, &tc.starts, at),
+                                hw.synchronous,
+                            );
+                        } else {
+                            seg.refill_pieces(pieces, &tc.costs, &tc.block_runs);
                         }
-                        // Refilled earlier at this point: the same sums of the same costs.
-                        twin => {
-                            let mut fast = costed_segment(out, n, at).take_fast();
-                            let times = costed_segment(out, n, twin as usize).times_into(&mut fast);
-                            costed_segment(out, n, at).set_times(fast, times);
-                        }
+                    }
+                    // Refilled earlier at this point: the same sums of the same costs.
+                    twin => {
+                        let mut fast = costed_segment(out, n, at).take_fast();
+                        let times = costed_segment(out, n, twin as usize).times_into(&mut fast);
+                        costed_segment(out, n, at).set_times(fast, times);
                     }
                 }
             }
@@ -1001,6 +1163,10 @@ fn cost_planned<'a>(
                 pieces: Vec::new(),
                 piece_starts: Vec::new(),
                 steps: Vec::new(),
+                refills: Vec::new(),
+                blocks: Vec::new(),
+                block_starts: Vec::new(),
+                block_runs: Vec::new(),
                 optimizer: Vec::new(),
                 costed: CostedGraph {
                     embedding: three(),
@@ -1019,8 +1185,16 @@ fn cost_planned<'a>(
                     );
                 }
             }
-            (tc.pieces, tc.piece_starts, tc.steps) =
-                segment_pieces(plan, &tc.costs, &tc.starts, &tc.costed, n, hw.synchronous);
+            let p = segment_pieces(
+                plan,
+                &tc.costs,
+                &tc.starts,
+                &tc.costed,
+                n,
+                hw.synchronous,
+                &tc.twins,
+            );
+            tc.set_pieces(p);
             tc
         }
     };

@@ -920,7 +920,7 @@ fn twin_segments_copy_equal_times() {
                 if pieces.is_empty() {
                     folded.refill_times(segment_costs(&tc.costs, &tc.starts, at), hw.synchronous);
                 } else {
-                    folded.refill_pieces(pieces, &tc.costs);
+                    folded.refill_pieces(pieces, &tc.costs, &tc.block_runs);
                 }
                 assert_eq!(
                     format!("{seg:?}"),
@@ -1173,4 +1173,48 @@ fn a_lines_rank_range_is_where_its_points_pass_their_checks() {
         }
     }
     assert!(bounded > 0);
+}
+
+/// Stretches of two or more changed kernels in a row that recur in segments folded at each
+/// point become blocks, worked by hand: a twin's occurrences are rewritten but not counted, a
+/// stretch once in a folded segment (and once in its twin) stays, and a stretch of the same
+/// places at another host time is another stretch.
+#[test]
+fn recurring_stretches_become_blocks() {
+    let run = Piece::run(&[]);
+    let k = |host_s: f64, cost_at: u32| Piece::Kernel { host_s, cost_at };
+    let (a, b, c, x, y) = (k(1.0, 5), k(2.0, 6), k(3.0, 7), k(4.0, 8), k(5.0, 9));
+    let segs: Vec<Vec<Piece>> = vec![
+        vec![run, a, b, run, a, b, run, c],
+        // The twin of segment 0.
+        vec![run, a, b, run, a, b, run, c],
+        // A longer stretch holding a, b; then a, b at another host time.
+        vec![a, b, c, run, k(9.0, 5), b],
+        vec![x, y],
+        // The twin of segment 3: x, y folded only once.
+        vec![x, y],
+    ];
+    let twins = [Step::OWN, 0, Step::OWN, Step::OWN, 3];
+    let mut pieces = Vec::new();
+    let mut starts = Vec::new();
+    for s in &segs {
+        starts.push(pieces.len() as u32);
+        pieces.extend_from_slice(s);
+    }
+    starts.push(pieces.len() as u32);
+    let (got, got_starts, blocks, block_starts) = with_blocks(pieces, starts, &twins);
+    let b0 = Piece::Block { block: 0 };
+    let want: Vec<Vec<Piece>> = vec![
+        vec![run, b0, run, b0, run, c],
+        vec![run, b0, run, b0, run, c],
+        segs[2].clone(),
+        segs[3].clone(),
+        segs[4].clone(),
+    ];
+    let got: Vec<Vec<Piece>> = (0..5)
+        .map(|at| got[got_starts[at] as usize..got_starts[at + 1] as usize].to_vec())
+        .collect();
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    assert_eq!(blocks, vec![(1.0, 5), (2.0, 6)]);
+    assert_eq!(block_starts, vec![0, 2]);
 }

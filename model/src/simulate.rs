@@ -243,6 +243,30 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
         self.add_time(host_s, c);
     }
 
+    /// A stretch folded from an empty state (`u`, with `tail_host_s` of host time after its
+    /// last launch, or all its host time without one) appended: its first launch's host time
+    /// includes what is pending here, and its launches lie H − D + L′ behind at worst
+    /// ([`CostedSegment::refill_pieces`]). The launch list is not kept (GPUs only).
+    #[inline]
+    fn join(&mut self, u: &Closed, tail_host_s: f64, launches: bool) {
+        if launches {
+            let c = &mut self.closed;
+            let host_s = c.host_s + self.pending;
+            let behind = host_s - c.device_s + u.lead_s;
+            if behind > c.lead_s {
+                c.lead_s = behind;
+            }
+            c.host_s = host_s + u.host_s;
+            c.device_s += u.device_s;
+            for (sum, d) in c.by_bound.iter_mut().zip(u.by_bound) {
+                *sum += d;
+            }
+            self.pending = tail_host_s;
+        } else {
+            self.pending += tail_host_s;
+        }
+    }
+
     /// The launch list and closed form only, not the totals.
     #[inline]
     fn add_time(&mut self, host_s: f64, c: &KernelCost) {
@@ -440,14 +464,24 @@ pub(crate) enum Piece {
     /// costs handed to `refill_pieces` of its device cost (its own, or that of a kernel whose
     /// cost it shares).
     Kernel { host_s: f64, cost_at: u32 },
+    /// Consecutive kernels whose costs change, a stretch that recurs (LoRA's four adapter
+    /// kernels of each of q, k, v and o): folded once a point into the `block`th of the runs
+    /// handed to `refill_pieces` and joined like a [`Piece::Run`] wherever it recurs.
+    Block { block: u32 },
 }
 
 impl Piece {
     /// The stretch of kernels with per-kernel (host issue s, device cost) `costs`, folded.
     pub(crate) fn run(costs: &[(f64, KernelCost)]) -> Piece {
+        Self::run_of(costs.iter().map(|(h, c)| (*h, c)))
+    }
+
+    /// [`Piece::run`] of (host issue s, device cost) as they come.
+    #[inline]
+    pub(crate) fn run_of<'c>(costs: impl Iterator<Item = (f64, &'c KernelCost)>) -> Piece {
         let mut fold = Fold::<false>::new(Vec::new());
         for (host_s, c) in costs {
-            fold.add_time(*host_s, c);
+            fold.add_time(host_s, c);
         }
         Piece::Run {
             closed: fold.closed,
@@ -467,7 +501,15 @@ impl CostedSegment {
     /// launches lie H − D + L′ behind at worst. The same sums as folding every kernel, in
     /// another order: equal up to rounding (a proptest). Not for a segment with an op the host
     /// waits at, nor on a synchronous profile, whose launch list is kept.
-    pub(crate) fn refill_pieces(&mut self, pieces: &[Piece], costs: &[(f64, KernelCost)]) {
+    ///
+    /// A [`Piece::Block`] is the stretch `blocks[block]` (a [`Piece::Run`] folded at this point
+    /// from changed kernels' costs, [`Piece::run_of`]), joined as a run is.
+    pub(crate) fn refill_pieces(
+        &mut self,
+        pieces: &[Piece],
+        costs: &[(f64, KernelCost)],
+        blocks: &[Piece],
+    ) {
         debug_assert!(self.sync.is_none());
         self.kernels.clear();
         let mut fast = std::mem::take(&mut self.fast);
@@ -479,25 +521,18 @@ impl CostedSegment {
                     fold.add_time(host_s, &costs[cost_at as usize].1);
                 }
                 Piece::Run {
-                    closed: u,
+                    closed,
                     tail_host_s,
                     launches,
-                } => {
-                    if launches {
-                        let c = &mut fold.closed;
-                        let host_s = c.host_s + fold.pending;
-                        let behind = host_s - c.device_s + u.lead_s;
-                        if behind > c.lead_s {
-                            c.lead_s = behind;
-                        }
-                        c.host_s = host_s + u.host_s;
-                        c.device_s += u.device_s;
-                        for (sum, d) in c.by_bound.iter_mut().zip(u.by_bound) {
-                            *sum += d;
-                        }
-                        fold.pending = tail_host_s;
-                    } else {
-                        fold.pending += tail_host_s;
+                } => fold.join(&closed, tail_host_s, launches),
+                Piece::Block { block } => {
+                    if let Piece::Run {
+                        closed,
+                        tail_host_s,
+                        launches,
+                    } = blocks[block as usize]
+                    {
+                        fold.join(&closed, tail_host_s, launches);
                     }
                 }
             }

@@ -335,7 +335,8 @@ proptest::proptest! {
     /// A segment refilled from stretches (`refill_pieces`: runs of kernels folded once and
     /// joined, the changed kernels one by one) holds what folding every kernel gives
     /// (`refill_times`): on random segments (a third host-only ops, some of them at either
-    /// end), with a random set of kernels costed afresh (none, some, all).
+    /// end), with a random set of kernels costed afresh (none, some, all), and with the
+    /// stretches of those in a row folded apart as blocks.
     #[test]
     fn stretches_fold_as_every_kernel(
         ops in proptest::collection::vec((0.0f64..30.0, 0.0f64..30.0, 0u8..3, proptest::bool::ANY), 1..40),
@@ -356,20 +357,51 @@ proptest::proptest! {
                 i = j;
             }
         }
+        // The same with every stretch of two or more changed kernels in a row folded apart as
+        // a block (`Piece::Block`, as a sweep does with those that recur), the blocks given in
+        // reverse order of appearance.
+        let mut blocked = Vec::new();
+        let mut block_runs = Vec::new();
+        let mut i = 0;
+        while i < pieces.len() {
+            let kernel_at = |j: usize| match pieces[j] {
+                Piece::Kernel { cost_at, .. } => Some(cost_at as usize),
+                _ => None,
+            };
+            let j = (i..pieces.len()).find(|&j| kernel_at(j).is_none()).unwrap_or(pieces.len());
+            if j - i >= 2 {
+                let at: Vec<usize> = (i..j).filter_map(kernel_at).collect();
+                block_runs.push(Piece::run_of(at.iter().map(|&k| (costs[k].0, &costs[k].1))));
+                blocked.push(Piece::Block { block: block_runs.len() as u32 - 1 });
+                i = j;
+            } else {
+                blocked.push(pieces[i]);
+                i += 1;
+            }
+        }
+        let n = block_runs.len() as u32;
+        block_runs.reverse();
+        for p in &mut blocked {
+            if let Piece::Block { block } = p {
+                *block = n - 1 - *block;
+            }
+        }
         let mut want = whole.clone();
         want.refill_times(&costs, false);
-        let mut got = whole.clone();
-        got.refill_pieces(&pieces, &costs);
-        let (a, b) = (got.closed, want.closed);
-        let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
-        proptest::prop_assert!(close(got.tail_host_s, want.tail_host_s), "{got:?} vs {want:?}");
-        proptest::prop_assert!(close(a.host_s, b.host_s) && close(a.device_s, b.device_s), "{a:?} vs {b:?}");
-        proptest::prop_assert_eq!(a.lead_s == f64::NEG_INFINITY, b.lead_s == f64::NEG_INFINITY);
-        if b.lead_s > f64::NEG_INFINITY {
-            proptest::prop_assert!(close(a.lead_s, b.lead_s), "{a:?} vs {b:?}");
-        }
-        for (x, y) in a.by_bound.into_iter().zip(b.by_bound) {
-            proptest::prop_assert!(close(x, y), "{a:?} vs {b:?}");
+        for (pieces, block_runs) in [(&pieces, &[][..]), (&blocked, &block_runs[..])] {
+            let mut got = whole.clone();
+            got.refill_pieces(pieces, &costs, block_runs);
+            let (a, b) = (got.closed, want.closed);
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
+            proptest::prop_assert!(close(got.tail_host_s, want.tail_host_s), "{got:?} vs {want:?}");
+            proptest::prop_assert!(close(a.host_s, b.host_s) && close(a.device_s, b.device_s), "{a:?} vs {b:?}");
+            proptest::prop_assert_eq!(a.lead_s == f64::NEG_INFINITY, b.lead_s == f64::NEG_INFINITY);
+            if b.lead_s > f64::NEG_INFINITY {
+                proptest::prop_assert!(close(a.lead_s, b.lead_s), "{a:?} vs {b:?}");
+            }
+            for (x, y) in a.by_bound.into_iter().zip(b.by_bound) {
+                proptest::prop_assert!(close(x, y), "{a:?} vs {b:?}");
+            }
         }
     }
 }
