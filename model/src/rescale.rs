@@ -666,20 +666,23 @@ fn segment_pieces(
 /// times, compared as bits, and places) in segments that are not twins, each replaced by a
 /// [`Piece::Block`] in every segment: the new pieces and starts, and the blocks' kernels and
 /// starts.
+#[inline(never)]
 fn with_blocks(
     pieces: Vec<Piece>,
     piece_starts: Vec<u32>,
     twins: &[u32],
 ) -> (Vec<Piece>, Vec<u32>, Blocks, Vec<u32>) {
-    type Key = Vec<(u64, u32)>;
     let segs = piece_starts.len().saturating_sub(1);
     let seg = |at: usize| &pieces[piece_starts[at] as usize..piece_starts[at + 1] as usize];
     let kernel = |p: &Piece| match *p {
         Piece::Kernel { host_s, cost_at } => Some((host_s.to_bits(), cost_at)),
         _ => None,
     };
-    // Each segment's maximal stretches of two or more kernels: (segment, start, end) in it.
+    // Each segment's maximal stretches of two or more kernels: (segment, start, end) in it,
+    // and their keys, one after another in `flat`.
     let mut stretches = Vec::new();
+    let mut flat: Vec<(u64, u32)> = Vec::new();
+    let mut key_ends = Vec::new();
     for at in 0..segs {
         let ps = seg(at);
         let mut i = 0;
@@ -689,35 +692,38 @@ fn with_blocks(
                 .unwrap_or(ps.len());
             if j - i >= 2 {
                 stretches.push((at, i, j));
+                flat.extend(ps[i..j].iter().filter_map(kernel));
+                key_ends.push(flat.len());
             }
             i = j.max(i + 1);
         }
     }
-    let key = |&(at, i, j): &(usize, usize, usize)| -> Key {
-        seg(at)[i..j].iter().filter_map(kernel).collect()
-    };
-    let keys: Vec<Key> = stretches.iter().map(key).collect();
+    let key = |s: usize| &flat[if s == 0 { 0 } else { key_ends[s - 1] }..key_ends[s]];
     // Counted where they are folded: a twin copies its source's times (its pieces are
     // rewritten all the same, so that folding it gives the same bits as its source).
-    let mut count: rustc_hash::FxHashMap<&Key, u32> = Default::default();
-    for (k, &(at, _, _)) in keys.iter().zip(&stretches) {
+    // Per distinct key: (times folded, block number or u32::MAX).
+    let mut seen: rustc_hash::FxHashMap<&[(u64, u32)], (u32, u32)> = Default::default();
+    for (s, &(at, _, _)) in stretches.iter().enumerate() {
         let folded = twins.get(at) == Some(&Step::OWN);
-        *count.entry(k).or_default() += u32::from(folded);
+        seen.entry(key(s)).or_insert((0, u32::MAX)).0 += u32::from(folded);
     }
     // The recurring ones, numbered in order of first appearance.
-    let mut distinct: Vec<&Key> = Vec::new();
-    let mut block_of = vec![u32::MAX; keys.len()];
-    for (s, k) in keys.iter().enumerate() {
-        if count[k] < 2 {
+    let mut distinct: Vec<&[(u64, u32)]> = Vec::new();
+    let mut block_of = vec![u32::MAX; stretches.len()];
+    for (s, b) in block_of.iter_mut().enumerate() {
+        let k = key(s);
+        let e = seen.get_mut(k).expect("counted");
+        if e.0 < 2 {
             continue;
         }
-        block_of[s] = match distinct.iter().position(|d| *d == k) {
-            Some(b) => b as u32,
-            None => {
-                distinct.push(k);
-                (distinct.len() - 1) as u32
-            }
-        };
+        if e.1 == u32::MAX {
+            e.1 = distinct.len() as u32;
+            distinct.push(k);
+        }
+        *b = e.1;
+    }
+    if distinct.is_empty() {
+        return (pieces, piece_starts, Vec::new(), vec![0]);
     }
     let mut blocks = Vec::new();
     let mut block_starts = vec![0u32];
@@ -1131,72 +1137,7 @@ fn cost_planned<'a>(
             }
             tc
         }
-        None => {
-            let mut costs = Vec::with_capacity(plan.len as usize);
-            for sc in scopes(g) {
-                for (seg, s) in segments(sc).into_iter().enumerate() {
-                    kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
-                }
-            }
-            // A changed kernel takes its representative's cost (a representative its own), as
-            // on every later point: after `RankFit::apply_for_rows` only the representative holds
-            // the rank's numbers.
-            for st in &plan.steps {
-                if st.from != Step::OWN {
-                    costs[st.at as usize].1 = costs[st.from as usize].1;
-                }
-            }
-            let three = || {
-                [
-                    CostedSegment::empty(),
-                    CostedSegment::empty(),
-                    CostedSegment::empty(),
-                ]
-            };
-            let starts = starts(g);
-            let twins = twin_segments(plan, &costs, &starts);
-            let tc = slot.insert(TemplateCosts {
-                costs,
-                starts,
-                twins,
-                twins_plan: plan.id,
-                pieces: Vec::new(),
-                piece_starts: Vec::new(),
-                steps: Vec::new(),
-                refills: Vec::new(),
-                blocks: Vec::new(),
-                block_starts: Vec::new(),
-                block_runs: Vec::new(),
-                optimizer: Vec::new(),
-                costed: CostedGraph {
-                    embedding: three(),
-                    layers: g.layer_graphs.iter().map(|_| three()).collect(),
-                    head: three(),
-                    optimizer: CostedSegment::empty(),
-                },
-            });
-            for (i, sc) in scopes(g).enumerate() {
-                for (seg, s) in segments(sc).into_iter().enumerate() {
-                    let at = i * 3 + seg;
-                    costed_segment(&mut tc.costed, n, at).refill(
-                        s,
-                        segment_costs(&tc.costs, &tc.starts, at),
-                        hw.synchronous,
-                    );
-                }
-            }
-            let p = segment_pieces(
-                plan,
-                &tc.costs,
-                &tc.starts,
-                &tc.costed,
-                n,
-                hw.synchronous,
-                &tc.twins,
-            );
-            tc.set_pieces(p);
-            tc
-        }
+        None => cost_first(g, plan, slot, w, hw, memo),
     };
     match optimizer {
         Some(c) => tc.costed.optimizer.clone_from(c),
@@ -1217,6 +1158,85 @@ fn cost_planned<'a>(
         }
     }
     &tc.costed
+}
+
+/// [`cost_planned`]'s first costing of a template on a device: every kernel costed, every
+/// segment folded, and the plan's twins and pieces found; kept in `slot`. Out of line, so that
+/// a profile shows what a line's first point costs.
+#[inline(never)]
+fn cost_first<'a>(
+    g: &StepGraph,
+    plan: &Plan,
+    slot: &'a mut Option<TemplateCosts>,
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+) -> &'a mut TemplateCosts {
+    let n = g.layer_graphs.len();
+    let mut costs = Vec::with_capacity(plan.len as usize);
+    for sc in scopes(g) {
+        for (seg, s) in segments(sc).into_iter().enumerate() {
+            kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
+        }
+    }
+    // A changed kernel takes its representative's cost (a representative its own), as
+    // on every later point: after `RankFit::apply_for_rows` only the representative holds
+    // the rank's numbers.
+    for st in &plan.steps {
+        if st.from != Step::OWN {
+            costs[st.at as usize].1 = costs[st.from as usize].1;
+        }
+    }
+    let three = || {
+        [
+            CostedSegment::empty(),
+            CostedSegment::empty(),
+            CostedSegment::empty(),
+        ]
+    };
+    let starts = starts(g);
+    let twins = twin_segments(plan, &costs, &starts);
+    let tc = slot.insert(TemplateCosts {
+        costs,
+        starts,
+        twins,
+        twins_plan: plan.id,
+        pieces: Vec::new(),
+        piece_starts: Vec::new(),
+        steps: Vec::new(),
+        refills: Vec::new(),
+        blocks: Vec::new(),
+        block_starts: Vec::new(),
+        block_runs: Vec::new(),
+        optimizer: Vec::new(),
+        costed: CostedGraph {
+            embedding: three(),
+            layers: g.layer_graphs.iter().map(|_| three()).collect(),
+            head: three(),
+            optimizer: CostedSegment::empty(),
+        },
+    });
+    for (i, sc) in scopes(g).enumerate() {
+        for (seg, s) in segments(sc).into_iter().enumerate() {
+            let at = i * 3 + seg;
+            costed_segment(&mut tc.costed, n, at).refill(
+                s,
+                segment_costs(&tc.costs, &tc.starts, at),
+                hw.synchronous,
+            );
+        }
+    }
+    let p = segment_pieces(
+        plan,
+        &tc.costs,
+        &tc.starts,
+        &tc.costed,
+        n,
+        hw.synchronous,
+        &tc.twins,
+    );
+    tc.set_pieces(p);
+    tc
 }
 
 /// Of `patches`, those a sweep's rows write: every scope number (memory, trainable parameters)
