@@ -28,7 +28,7 @@
 //! every field) over every preset and method.
 
 use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
-use crate::graph::{GuardKind, Kernel, Phase, ScopeGraph, Segment, StepGraph};
+use crate::graph::{GuardKind, Kernel, KernelKind, Phase, ScopeGraph, Segment, StepGraph};
 use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
@@ -1247,8 +1247,9 @@ fn cost_first<'a>(
 /// that is its own representative ([`Changed::rep`]). Another changed kernel's cost is its
 /// representative's ([`cost_kept`]), so its FLOPs, bytes and GEMM shape are read only by the
 /// prediction's FLOP and byte totals, which no row carries; its representative's equal numbers
-/// meet the same range checks in [`RankFit::apply`].
-fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
+/// meet the same range checks in [`RankFit::apply`]. Of a representative GEMM (in `g`, the
+/// fit's graph), the FLOPs are left out too: its cost reads its shape and bytes.
+fn row_patches(patches: &[Patch], changed: &[Changed], g: &StepGraph) -> Vec<Patch> {
     // Kernel patches and `changed` are both in (scope, segment, index) order.
     let mut at = 0;
     patches
@@ -1261,7 +1262,10 @@ fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
                 SField::SavedBy(_) | SField::GuardA(_) | SField::GuardB(_)
             ),
             Loc::Kernel {
-                scope, seg, idx, ..
+                scope,
+                seg,
+                idx,
+                field,
             } => {
                 while changed
                     .get(at)
@@ -1269,7 +1273,10 @@ fn row_patches(patches: &[Patch], changed: &[Changed]) -> Vec<Patch> {
                 {
                     at += 1;
                 }
+                // A GEMM's cost reads its shape, not its FLOPs (`cost::kernel_cost_memo`).
+                let gemm = |k: &Kernel| k.kind == KernelKind::Gemm && k.gemm.is_some();
                 changed.get(at).is_some_and(|c| c.rep as usize == at)
+                    && !(field == KField::Flops && gemm(kernel_at(g, (scope, seg, idx))))
             }
         })
         .copied()
@@ -1331,7 +1338,7 @@ impl RankFit {
         let mut fit = RankFit {
             r0,
             row_program: Program::new(
-                row_patches(&patches, &changed)
+                row_patches(&patches, &changed, &work)
                     .iter()
                     .map(|p| (p.loc, (p.base, p.slope))),
             ),
