@@ -407,6 +407,10 @@ struct Plan {
     steps: Vec<Step>,
     /// The list's length: the graph's kernels in all.
     len: u32,
+    /// Whether points fold the refilled segments in stretches ([`segment_pieces`]): a rank
+    /// template's plan, which many points reuse; not a probe's ([`cost_kept`]), used once, whose
+    /// segments are folded whole, every kernel in order, as a single prediction folds them.
+    stretches: bool,
 }
 
 /// One changed kernel of a [`Plan`].
@@ -477,6 +481,7 @@ impl Plan {
             id: NEXT_PLAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             steps,
             len: *starts.last().unwrap_or(&0),
+            stretches: true,
         }
     }
 }
@@ -609,17 +614,32 @@ fn segment_pieces(
         }
     }
     let changed = |i: usize| rep[i] != Step::OWN;
+    let in_pieces: Vec<bool> = (0..segs)
+        .map(|at| {
+            !synchronous
+                && plan.stretches
+                && refilled[at]
+                && !costed_segment_ref(costed, n, at).has_sync()
+        })
+        .collect();
+    let (stretches, blocks, block_starts) =
+        find_blocks(starts, &in_pieces, &rep, |i| costs[i].0, twins);
+    let mut next = stretches.iter().peekable();
     let mut pieces = Vec::new();
     let mut piece_starts = Vec::with_capacity(segs + 1);
     for at in 0..segs {
         piece_starts.push(pieces.len() as u32);
-        let whole = synchronous || !refilled[at] || costed_segment_ref(costed, n, at).has_sync();
-        if whole {
+        if !in_pieces[at] {
             continue;
         }
         let (mut i, end) = (starts[at] as usize, starts[at + 1] as usize);
         while i < end {
-            if changed(i) {
+            if let Some(&&(lo, hi, block)) = next.peek().filter(|s| s.0 as usize == i) {
+                next.next();
+                pieces.push(Piece::Block { block });
+                debug_assert!(lo as usize == i && hi as usize <= end);
+                i = hi as usize;
+            } else if changed(i) {
                 pieces.push(Piece::Kernel {
                     host_s: costs[i].0,
                     cost_at: rep[i],
@@ -633,7 +653,6 @@ fn segment_pieces(
         }
     }
     piece_starts.push(pieces.len() as u32);
-    let (pieces, piece_starts, blocks, block_starts) = with_blocks(pieces, piece_starts, twins);
     let steps = plan
         .steps
         .iter()
@@ -661,46 +680,43 @@ fn segment_pieces(
     }
 }
 
-/// Of [`segment_pieces`]' pieces (segment `at`'s `pieces[piece_starts[at]..piece_starts[at +
-/// 1]]`), the stretches of two or more [`Piece::Kernel`]s in a row that recur (equal host
-/// times, compared as bits, and places) in segments that are not twins, each replaced by a
-/// [`Piece::Block`] in every segment: the new pieces and starts, and the blocks' kernels and
-/// starts.
-#[inline(never)]
-fn with_blocks(
-    pieces: Vec<Piece>,
-    piece_starts: Vec<u32>,
+/// Of a template's segments (segment `at`'s kernels at places `starts[at]..starts[at + 1]`)
+/// folded in stretches (`in_pieces`), the stretches of two or more changed kernels in a row
+/// (`rep[i]`: kernel `i`'s representative's place, [`Step::OWN`] for a kernel the rank leaves
+/// alone) that recur, the same representatives with the same host times (`host(i)`, compared as
+/// bits), in segments that are not twins ([`twin_segments`]; a twin's own stretches become
+/// blocks all the same, so that folding it gives its source's bits): each stretch that becomes
+/// a block as (first place, end place, block), in order, and the blocks' kernels and starts
+/// (block `b`'s are `blocks[block_starts[b]..block_starts[b + 1]]`).
+fn find_blocks(
+    starts: &[u32],
+    in_pieces: &[bool],
+    rep: &[u32],
+    host: impl Fn(usize) -> f64,
     twins: &[u32],
-) -> (Vec<Piece>, Vec<u32>, Blocks, Vec<u32>) {
-    let segs = piece_starts.len().saturating_sub(1);
-    let seg = |at: usize| &pieces[piece_starts[at] as usize..piece_starts[at + 1] as usize];
-    let kernel = |p: &Piece| match *p {
-        Piece::Kernel { host_s, cost_at } => Some((host_s.to_bits(), cost_at)),
-        _ => None,
-    };
-    // Each segment's maximal stretches of two or more kernels: (segment, start, end) in it,
-    // and their keys, one after another in `flat`.
+) -> (Vec<(u32, u32, u32)>, Blocks, Vec<u32>) {
+    let segs = starts.len().saturating_sub(1);
+    // Each maximal stretch: (segment, first place, end place), its key in `flat`.
     let mut stretches = Vec::new();
     let mut flat: Vec<(u64, u32)> = Vec::new();
     let mut key_ends = Vec::new();
-    for at in 0..segs {
-        let ps = seg(at);
-        let mut i = 0;
-        while i < ps.len() {
-            let j = (i..ps.len())
-                .find(|&j| kernel(&ps[j]).is_none())
-                .unwrap_or(ps.len());
+    for at in (0..segs).filter(|&at| in_pieces[at]) {
+        let (mut i, end) = (starts[at] as usize, starts[at + 1] as usize);
+        while i < end {
+            if rep[i] == Step::OWN {
+                i += 1;
+                continue;
+            }
+            let j = (i..end).find(|&j| rep[j] == Step::OWN).unwrap_or(end);
             if j - i >= 2 {
-                stretches.push((at, i, j));
-                flat.extend(ps[i..j].iter().filter_map(kernel));
+                stretches.push((at, i as u32, j as u32));
+                flat.extend((i..j).map(|k| (host(k).to_bits(), rep[k])));
                 key_ends.push(flat.len());
             }
-            i = j.max(i + 1);
+            i = j;
         }
     }
     let key = |s: usize| &flat[if s == 0 { 0 } else { key_ends[s - 1] }..key_ends[s]];
-    // Counted where they are folded: a twin copies its source's times (its pieces are
-    // rewritten all the same, so that folding it gives the same bits as its source).
     // Per distinct key: (times folded, block number or u32::MAX).
     let mut seen: rustc_hash::FxHashMap<&[(u64, u32)], (u32, u32)> = Default::default();
     for (s, &(at, _, _)) in stretches.iter().enumerate() {
@@ -708,56 +724,23 @@ fn with_blocks(
         seen.entry(key(s)).or_insert((0, u32::MAX)).0 += u32::from(folded);
     }
     // The recurring ones, numbered in order of first appearance.
-    let mut distinct: Vec<&[(u64, u32)]> = Vec::new();
-    let mut block_of = vec![u32::MAX; stretches.len()];
-    for (s, b) in block_of.iter_mut().enumerate() {
+    let mut out = Vec::new();
+    let mut blocks = Vec::new();
+    let mut block_starts = vec![0u32];
+    for (s, &(_, lo, hi)) in stretches.iter().enumerate() {
         let k = key(s);
         let e = seen.get_mut(k).expect("counted");
         if e.0 < 2 {
             continue;
         }
         if e.1 == u32::MAX {
-            e.1 = distinct.len() as u32;
-            distinct.push(k);
+            e.1 = (block_starts.len() - 1) as u32;
+            blocks.extend(k.iter().map(|&(h, at)| (f64::from_bits(h), at)));
+            block_starts.push(blocks.len() as u32);
         }
-        *b = e.1;
+        out.push((lo, hi, e.1));
     }
-    if distinct.is_empty() {
-        return (pieces, piece_starts, Vec::new(), vec![0]);
-    }
-    let mut blocks = Vec::new();
-    let mut block_starts = vec![0u32];
-    for k in &distinct {
-        blocks.extend(k.iter().map(|&(h, at)| (f64::from_bits(h), at)));
-        block_starts.push(blocks.len() as u32);
-    }
-    let mut out = Vec::with_capacity(pieces.len());
-    let mut out_starts = Vec::with_capacity(segs + 1);
-    let mut next = stretches.iter().zip(&block_of).peekable();
-    for at in 0..segs {
-        out_starts.push(out.len() as u32);
-        let ps = seg(at);
-        let mut i = 0;
-        while i < ps.len() {
-            match next.peek() {
-                Some(&(&(sa, si, sj), &b)) if sa == at && si == i => {
-                    next.next();
-                    if b == u32::MAX {
-                        out.extend_from_slice(&ps[si..sj]);
-                    } else {
-                        out.push(Piece::Block { block: b });
-                    }
-                    i = sj;
-                }
-                _ => {
-                    out.push(ps[i]);
-                    i += 1;
-                }
-            }
-        }
-    }
-    out_starts.push(out.len() as u32);
-    (out, out_starts, blocks, block_starts)
+    (out, blocks, block_starts)
 }
 
 /// Blocks' kernels, each as (host issue s, place of its cost), one block after another.
@@ -1056,7 +1039,11 @@ pub fn cost_kept<'a>(
     memo: &mut GemmMemo,
     optimizer: &mut Option<CostedSegment>,
 ) -> &'a CostedGraph {
-    cost_planned(g, &Plan::new(g, changed), slot, w, hw, memo, optimizer)
+    let plan = Plan {
+        stretches: false,
+        ..Plan::new(g, changed)
+    };
+    cost_planned(g, &plan, slot, w, hw, memo, optimizer)
 }
 
 /// [`cost_kept`] with the changed kernels' places already worked out ([`Plan::new`] of the same

@@ -640,7 +640,7 @@ fn rows_rewrite_only_the_representatives() {
         ..Workload::default()
     };
     let cost = |fit: &RankFit, slot: &mut Option<TemplateCosts>, memo: &mut GemmMemo| {
-        cost_kept(fit.graph(), &changed, slot, &w, &hw, memo, &mut None);
+        fit.costed(slot, &w, &hw, memo, &mut None);
     };
     let costs_of = |fit: &RankFit| {
         let mut slot = None;
@@ -1190,44 +1190,58 @@ fn a_lines_rank_range_is_where_its_points_pass_their_checks() {
 
 /// Stretches of two or more changed kernels in a row that recur in segments folded at each
 /// point become blocks, worked by hand: a twin's occurrences are rewritten but not counted, a
-/// stretch once in a folded segment (and once in its twin) stays, and a stretch of the same
-/// places at another host time is another stretch.
+/// stretch once in a folded segment (and once in its twin) stays, a stretch of the same
+/// representatives at another host time is another stretch, and segments folded whole have none.
 #[test]
 fn recurring_stretches_become_blocks() {
-    let run = Piece::run(&[]);
-    let k = |host_s: f64, cost_at: u32| Piece::Kernel { host_s, cost_at };
-    let (a, b, c, x, y) = (k(1.0, 5), k(2.0, 6), k(3.0, 7), k(4.0, 8), k(5.0, 9));
-    let segs: Vec<Vec<Piece>> = vec![
-        vec![run, a, b, run, a, b, run, c],
+    const O: u32 = Step::OWN;
+    // Per kernel place: (representative's place or OWN, host time).
+    let segs: [&[(u32, f64)]; 6] = [
+        &[
+            (O, 0.0),
+            (5, 1.0),
+            (6, 2.0),
+            (O, 0.0),
+            (5, 1.0),
+            (6, 2.0),
+            (O, 0.0),
+            (7, 3.0),
+        ],
         // The twin of segment 0.
-        vec![run, a, b, run, a, b, run, c],
+        &[
+            (O, 0.0),
+            (5, 1.0),
+            (6, 2.0),
+            (O, 0.0),
+            (5, 1.0),
+            (6, 2.0),
+            (O, 0.0),
+            (7, 3.0),
+        ],
         // A longer stretch holding a, b; then a, b at another host time.
-        vec![a, b, c, run, k(9.0, 5), b],
-        vec![x, y],
-        // The twin of segment 3: x, y folded only once.
-        vec![x, y],
+        &[(5, 1.0), (6, 2.0), (7, 3.0), (O, 0.0), (5, 9.0), (6, 2.0)],
+        &[(8, 4.0), (9, 5.0)],
+        // The twin of segment 3: that stretch is folded once.
+        &[(8, 4.0), (9, 5.0)],
+        // Folded whole: no stretches.
+        &[(8, 4.0), (9, 5.0)],
     ];
-    let twins = [Step::OWN, 0, Step::OWN, Step::OWN, 3];
-    let mut pieces = Vec::new();
-    let mut starts = Vec::new();
-    for s in &segs {
-        starts.push(pieces.len() as u32);
-        pieces.extend_from_slice(s);
+    let twins = [O, 0, O, O, 3, O];
+    let in_pieces = [true, true, true, true, true, false];
+    let mut starts = vec![0u32];
+    let (mut rep, mut host) = (Vec::new(), Vec::new());
+    for s in segs {
+        rep.extend(s.iter().map(|k| k.0));
+        host.extend(s.iter().map(|k| k.1));
+        starts.push(rep.len() as u32);
     }
-    starts.push(pieces.len() as u32);
-    let (got, got_starts, blocks, block_starts) = with_blocks(pieces, starts, &twins);
-    let b0 = Piece::Block { block: 0 };
-    let want: Vec<Vec<Piece>> = vec![
-        vec![run, b0, run, b0, run, c],
-        vec![run, b0, run, b0, run, c],
-        segs[2].clone(),
-        segs[3].clone(),
-        segs[4].clone(),
-    ];
-    let got: Vec<Vec<Piece>> = (0..5)
-        .map(|at| got[got_starts[at] as usize..got_starts[at + 1] as usize].to_vec())
-        .collect();
-    assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    let (stretches, blocks, block_starts) =
+        find_blocks(&starts, &in_pieces, &rep, |i| host[i], &twins);
+    // Segment 0's two (places 1..3 and 4..6) and its twin's (9..11, 12..14), one block.
+    assert_eq!(
+        stretches,
+        vec![(1, 3, 0), (4, 6, 0), (9, 11, 0), (12, 14, 0)]
+    );
     assert_eq!(blocks, vec![(1.0, 5), (2.0, 6)]);
     assert_eq!(block_starts, vec![0, 2]);
 }
