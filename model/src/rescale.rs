@@ -708,10 +708,20 @@ fn find_blocks(
                 continue;
             }
             let j = (i..end).find(|&j| rep[j] == Step::OWN).unwrap_or(end);
-            if j - i >= 2 {
-                stretches.push((at, i as u32, j as u32));
-                flat.extend((i..j).map(|k| (host(k).to_bits(), rep[k])));
-                key_ends.push(flat.len());
+            // A stretch that repeats one shorter stretch back to back (PaCA's four kernels of
+            // each of gate, up and down in a row) is that stretch's copies.
+            let same =
+                |a: usize, b: usize| rep[a] == rep[b] && host(a).to_bits() == host(b).to_bits();
+            let len = j - i;
+            let period = (2..=len / 2)
+                .find(|&p| len % p == 0 && (i..j - p).all(|k| same(k, k + p)))
+                .unwrap_or(len);
+            if period >= 2 {
+                for lo in (i..j).step_by(period) {
+                    stretches.push((at, lo as u32, (lo + period) as u32));
+                    flat.extend((lo..lo + period).map(|k| (host(k).to_bits(), rep[k])));
+                    key_ends.push(flat.len());
+                }
             }
             i = j;
         }

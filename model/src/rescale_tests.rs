@@ -1191,12 +1191,13 @@ fn a_lines_rank_range_is_where_its_points_pass_their_checks() {
 /// Stretches of two or more changed kernels in a row that recur in segments folded at each
 /// point become blocks, worked by hand: a twin's occurrences are rewritten but not counted, a
 /// stretch once in a folded segment (and once in its twin) stays, a stretch of the same
-/// representatives at another host time is another stretch, and segments folded whole have none.
+/// representatives at another host time is another stretch, segments folded whole have none,
+/// and a stretch repeated back to back is its copies.
 #[test]
 fn recurring_stretches_become_blocks() {
     const O: u32 = Step::OWN;
     // Per kernel place: (representative's place or OWN, host time).
-    let segs: [&[(u32, f64)]; 6] = [
+    let segs: [&[(u32, f64)]; 7] = [
         &[
             (O, 0.0),
             (5, 1.0),
@@ -1225,9 +1226,11 @@ fn recurring_stretches_become_blocks() {
         &[(8, 4.0), (9, 5.0)],
         // Folded whole: no stretches.
         &[(8, 4.0), (9, 5.0)],
+        // a, b three times in a row: three copies of one stretch.
+        &[(5, 1.0), (6, 2.0), (5, 1.0), (6, 2.0), (5, 1.0), (6, 2.0)],
     ];
-    let twins = [O, 0, O, O, 3, O];
-    let in_pieces = [true, true, true, true, true, false];
+    let twins = [O, 0, O, O, 3, O, O];
+    let in_pieces = [true, true, true, true, true, false, true];
     let mut starts = vec![0u32];
     let (mut rep, mut host) = (Vec::new(), Vec::new());
     for s in segs {
@@ -1237,10 +1240,19 @@ fn recurring_stretches_become_blocks() {
     }
     let (stretches, blocks, block_starts) =
         find_blocks(&starts, &in_pieces, &rep, |i| host[i], &twins);
-    // Segment 0's two (places 1..3 and 4..6) and its twin's (9..11, 12..14), one block.
+    // Segment 0's two (places 1..3 and 4..6), its twin's (9..11, 12..14) and the last
+    // segment's three (28..34): one block.
     assert_eq!(
         stretches,
-        vec![(1, 3, 0), (4, 6, 0), (9, 11, 0), (12, 14, 0)]
+        vec![
+            (1, 3, 0),
+            (4, 6, 0),
+            (9, 11, 0),
+            (12, 14, 0),
+            (28, 30, 0),
+            (30, 32, 0),
+            (32, 34, 0)
+        ]
     );
     assert_eq!(blocks, vec![(1.0, 5), (2.0, 6)]);
     assert_eq!(block_starts, vec![0, 2]);
