@@ -925,7 +925,9 @@ impl RankFit {
     /// [`cost_kept`] evaluated for the first probe), and only the kernels with a rescaled number
     /// (one of each set with equal costs) and the optimizer phase (unless `optimizer` holds its
     /// costs: [`cost_kept`]) are costed again. Its times equal `simulate::cost_graph_memo`'s
-    /// without `keep_kernels`; its totals are the first costing's ([`cost_kept`]).
+    /// without `keep_kernels` up to rounding (the refilled segments are folded in stretches and
+    /// blocks, the same sums in another order: `simulate::Piece`); its totals are the first
+    /// costing's ([`cost_kept`]).
     pub fn costed<'a>(
         &self,
         slot: &'a mut Option<TemplateCosts>,

@@ -24,20 +24,8 @@ pub struct TemplateCosts {
     pub(super) twins: Vec<u32>,
     /// The [`Plan::id`] `twins` and `pieces` were found for.
     pub(super) twins_plan: u64,
-    /// The segments refilled at every point, on a GPU and without an op the host waits at, as
-    /// stretches of kernels ([`segment_pieces`]): segment `at`'s are
-    /// `pieces[piece_starts[at]..piece_starts[at + 1]]`, none for a segment folded whole.
-    pub(super) pieces: Vec<Piece>,
-    pub(super) piece_starts: Vec<u32>,
-    /// The plan's steps a point runs ([`segment_pieces`]).
-    pub(super) steps: Vec<Step>,
-    /// The segments (scope·3 + segment) a point refills, in order: those with a changed
-    /// kernel.
-    pub(super) refills: Vec<u32>,
-    /// Stretches of changed kernels that recur ([`Piece::Block`]), each as (host issue s, place
-    /// of its cost) of its kernels: block `b`'s are `blocks[block_starts[b]..block_starts[b + 1]]`.
-    pub(super) blocks: Vec<(f64, u32)>,
-    pub(super) block_starts: Vec<u32>,
+    /// How a point refills the segments under the plan `twins_plan` ([`segment_pieces`]).
+    pub(super) layout: Pieces,
     /// Scratch: each block folded at the point ([`Piece::run_of`]).
     pub(super) block_runs: Vec<Piece>,
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
@@ -421,26 +409,30 @@ pub(super) fn find_blocks(
 /// Blocks' kernels, each as (host issue s, place of its cost), one block after another.
 pub(super) type Blocks = Vec<(f64, u32)>;
 
-/// [`segment_pieces`]' lists.
+/// [`segment_pieces`]' lists: how a point refills a template's segments under one plan.
+#[derive(Default)]
 pub(super) struct Pieces {
+    /// The segments refilled at every point, on a GPU and without an op the host waits at, as
+    /// stretches of kernels: segment `at`'s are `pieces[piece_starts[at]..piece_starts[at +
+    /// 1]]`, none for a segment folded whole.
     pub(super) pieces: Vec<Piece>,
     pub(super) piece_starts: Vec<u32>,
+    /// The plan's steps a point runs.
     pub(super) steps: Vec<Step>,
+    /// The segments (scope·3 + segment) a point refills, in order: those with a changed
+    /// kernel.
     pub(super) refills: Vec<u32>,
-    pub(super) blocks: Vec<(f64, u32)>,
+    /// Stretches of changed kernels that recur ([`Piece::Block`]), each as (host issue s, place
+    /// of its cost) of its kernels: block `b`'s are `blocks[block_starts[b]..block_starts[b + 1]]`.
+    pub(super) blocks: Blocks,
     pub(super) block_starts: Vec<u32>,
 }
 
 impl TemplateCosts {
     /// Take a plan's [`segment_pieces`].
     pub(super) fn set_pieces(&mut self, p: Pieces) {
-        self.pieces = p.pieces;
-        self.piece_starts = p.piece_starts;
-        self.steps = p.steps;
-        self.refills = p.refills;
-        self.blocks = p.blocks;
-        self.block_starts = p.block_starts;
-        let n = self.block_starts.len().saturating_sub(1);
+        self.layout = p;
+        let n = self.layout.block_starts.len().saturating_sub(1);
         self.block_runs.clear();
         self.block_runs.resize(n, Piece::run(&[]));
     }
@@ -533,7 +525,7 @@ pub(super) fn cost_planned<'a>(
                 tc.twins_plan = plan.id;
             }
             let replay = w.runtime == Runtime::CudaGraph;
-            for st in &tc.steps {
+            for st in &tc.layout.steps {
                 let cost = if st.from == Step::OWN {
                     // A representative: costed from its own numbers (the segment is looked up
                     // only here).
@@ -546,20 +538,22 @@ pub(super) fn cost_planned<'a>(
             }
             // The blocks, once each, from the costs just written.
             for (b, run) in tc.block_runs.iter_mut().enumerate() {
-                let ks = &tc.blocks[tc.block_starts[b] as usize..tc.block_starts[b + 1] as usize];
+                let l = &tc.layout;
+                let ks = &l.blocks[l.block_starts[b] as usize..l.block_starts[b + 1] as usize];
                 *run = Piece::run_of(ks.iter().map(|&(h, at)| (h, &tc.costs[at as usize].1)));
             }
             // Each segment with a changed kernel refilled, in order; the others keep their sums
             // (their kernels are those of the first graph).
-            for &at in &tc.refills {
+            for &at in &tc.layout.refills {
                 let at = at as usize;
                 let out = &mut tc.costed;
                 // The rank changes no launch count: the totals stay the first costing's.
                 match tc.twins[at] {
                     Step::OWN => {
                         let seg = costed_segment(out, n, at);
-                        let pieces = &tc.pieces
-                            [tc.piece_starts[at] as usize..tc.piece_starts[at + 1] as usize];
+                        let l = &tc.layout;
+                        let pieces =
+                            &l.pieces[l.piece_starts[at] as usize..l.piece_starts[at + 1] as usize];
                         if pieces.is_empty() {
                             seg.refill_times(
                                 segment_costs(&tc.costs, &tc.starts, at),
@@ -643,12 +637,7 @@ pub(super) fn cost_first<'a>(
         starts,
         twins,
         twins_plan: plan.id,
-        pieces: Vec::new(),
-        piece_starts: Vec::new(),
-        steps: Vec::new(),
-        refills: Vec::new(),
-        blocks: Vec::new(),
-        block_starts: Vec::new(),
+        layout: Pieces::default(),
         block_runs: Vec::new(),
         optimizer: Vec::new(),
         costed: CostedGraph {

@@ -707,7 +707,7 @@ fn rows_rewrite_only_the_representatives() {
     let plan = Plan::new(fit.graph(), &changed);
     let in_pieces = |st: &Step| {
         let at = (st.scope * 3 + u32::from(st.seg)) as usize;
-        kept.piece_starts[at] < kept.piece_starts[at + 1]
+        kept.layout.piece_starts[at] < kept.layout.piece_starts[at + 1]
     };
     let skipped: Vec<&Step> = plan
         .steps
@@ -715,7 +715,7 @@ fn rows_rewrite_only_the_representatives() {
         .filter(|st| st.from != Step::OWN && st.refill == Step::OWN && in_pieces(st))
         .collect();
     assert!(!skipped.is_empty());
-    assert_eq!(kept.steps.len() + skipped.len(), plan.steps.len());
+    assert_eq!(kept.layout.steps.len() + skipped.len(), plan.steps.len());
     for (i, (a, b)) in lean.iter().zip(&kept.costs).enumerate() {
         if !skipped.iter().any(|st| st.at as usize == i) {
             assert_eq!(a, b, "kernel {i}");
@@ -928,8 +928,8 @@ fn twin_segments_copy_equal_times() {
                 let seg = costed_segment(&mut tc.costed, n, at);
                 let mut folded = seg.clone();
                 // As the point folds its own segments: in stretches where it has them.
-                let pieces =
-                    &tc.pieces[tc.piece_starts[at] as usize..tc.piece_starts[at + 1] as usize];
+                let pieces = &tc.layout.pieces
+                    [tc.layout.piece_starts[at] as usize..tc.layout.piece_starts[at + 1] as usize];
                 if pieces.is_empty() {
                     folded.refill_times(segment_costs(&tc.costs, &tc.starts, at), hw.synchronous);
                 } else {
