@@ -33,7 +33,7 @@
 
 use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
 use crate::graph::{GuardKind, Kernel, KernelKind, Phase, ScopeGraph, Segment, StepGraph};
-use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece};
+use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece, Stretch};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
 use std::cmp::Ordering;

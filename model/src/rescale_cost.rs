@@ -26,8 +26,8 @@ pub struct TemplateCosts {
     pub(super) twins_plan: u64,
     /// How a point refills the segments under the plan `twins_plan` ([`segment_pieces`]).
     pub(super) layout: Pieces,
-    /// Scratch: each block folded at the point ([`Piece::run_of`]).
-    pub(super) block_runs: Vec<Piece>,
+    /// Scratch: each block folded at the point ([`Stretch::of`]).
+    pub(super) block_runs: Vec<Stretch>,
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     pub(super) optimizer: Vec<(f64, KernelCost)>,
     pub(super) costed: CostedGraph,
@@ -434,7 +434,7 @@ impl TemplateCosts {
         self.layout = p;
         let n = self.layout.block_starts.len().saturating_sub(1);
         self.block_runs.clear();
-        self.block_runs.resize(n, Piece::run(&[]));
+        self.block_runs.resize(n, Stretch::EMPTY);
     }
 }
 
@@ -540,7 +540,7 @@ pub(super) fn cost_planned<'a>(
             for (b, run) in tc.block_runs.iter_mut().enumerate() {
                 let l = &tc.layout;
                 let ks = &l.blocks[l.block_starts[b] as usize..l.block_starts[b + 1] as usize];
-                *run = Piece::run_of(ks.iter().map(|&(h, at)| (h, &tc.costs[at as usize].1)));
+                *run = Stretch::of(ks.iter().map(|&(h, at)| (h, &tc.costs[at as usize].1)));
             }
             // Each segment with a changed kernel refilled, in order; the others keep their sums
             // (their kernels are those of the first graph).

@@ -243,12 +243,16 @@ impl<const KEEP_FAST: bool> Fold<KEEP_FAST> {
         self.add_time(host_s, c);
     }
 
-    /// A stretch folded from an empty state (`u`, with `tail_host_s` of host time after its
-    /// last launch, or all its host time without one) appended: its first launch's host time
-    /// includes what is pending here, and its launches lie H − D + L′ behind at worst
+    /// A stretch folded from an empty state appended: its first launch's host time includes
+    /// what is pending here, and its launches lie H − D + L′ behind at worst
     /// ([`CostedSegment::refill_pieces`]). The launch list is not kept (GPUs only).
     #[inline]
-    fn join(&mut self, u: &Closed, tail_host_s: f64, launches: bool) {
+    fn join(&mut self, stretch: Stretch) {
+        let Stretch {
+            closed: u,
+            tail_host_s,
+            launches,
+        } = stretch;
         if launches {
             let c = &mut self.closed;
             let host_s = c.host_s + self.pending;
@@ -449,45 +453,63 @@ impl CostedSegment {
     }
 }
 
-/// A stretch of a segment's kernels for [`CostedSegment::refill_pieces`].
+/// A stretch of a segment's kernels for [`CostedSegment::refill_pieces`]. A tag byte of its
+/// own (`repr(u8)`): without it the variant was told from the niche of [`Stretch`]'s `bool`,
+/// and matching a piece in the refold's loop cost 0.4% more of a sweep's instructions
+/// (callgrind, 2026-12-02).
 #[derive(Debug, Clone, Copy)]
+#[repr(u8)]
 pub(crate) enum Piece {
-    /// Consecutive kernels whose costs stay the same from point to point, folded once from an
-    /// empty state ([`Piece::run`]): their launches in closed form (relative to the stretch's
-    /// start) and the host time after the last of them (or all their host time, without one).
-    Run {
-        closed: Closed,
-        tail_host_s: f64,
-        launches: bool,
-    },
+    /// Consecutive kernels whose costs stay the same from point to point, folded once
+    /// ([`Piece::run`]).
+    Run(Stretch),
     /// A kernel whose cost changes: its host issue time (which does not), and the place in the
     /// costs handed to `refill_pieces` of its device cost (its own, or that of a kernel whose
     /// cost it shares).
     Kernel { host_s: f64, cost_at: u32 },
     /// Consecutive kernels whose costs change, a stretch that recurs (LoRA's four adapter
-    /// kernels of each of q, k, v and o): folded once a point into the `block`th of the runs
-    /// handed to `refill_pieces` and joined like a [`Piece::Run`] wherever it recurs.
+    /// kernels of each of q, k, v and o): folded once a point into the `block`th of the
+    /// stretches handed to `refill_pieces` and joined like a [`Piece::Run`] wherever it recurs.
     Block { block: u32 },
+}
+
+/// Consecutive kernels folded from an empty state: their launches in closed form (relative to
+/// the stretch's start) and the host time after the last of them (or all their host time,
+/// without one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stretch {
+    closed: Closed,
+    tail_host_s: f64,
+    launches: bool,
+}
+
+impl Stretch {
+    /// The stretch of kernels with (host issue s, device cost) `costs`, as they come.
+    #[inline]
+    pub(crate) fn of<'c>(costs: impl Iterator<Item = (f64, &'c KernelCost)>) -> Self {
+        let mut fold = Fold::<false>::new(Vec::new());
+        for (host_s, c) in costs {
+            fold.add_time(host_s, c);
+        }
+        Stretch {
+            closed: fold.closed,
+            tail_host_s: fold.pending,
+            launches: fold.closed.lead_s > f64::NEG_INFINITY,
+        }
+    }
+
+    /// No kernels.
+    pub(crate) const EMPTY: Self = Stretch {
+        closed: Closed::EMPTY,
+        tail_host_s: 0.0,
+        launches: false,
+    };
 }
 
 impl Piece {
     /// The stretch of kernels with per-kernel (host issue s, device cost) `costs`, folded.
     pub(crate) fn run(costs: &[(f64, KernelCost)]) -> Piece {
-        Self::run_of(costs.iter().map(|(h, c)| (*h, c)))
-    }
-
-    /// [`Piece::run`] of (host issue s, device cost) as they come.
-    #[inline]
-    pub(crate) fn run_of<'c>(costs: impl Iterator<Item = (f64, &'c KernelCost)>) -> Piece {
-        let mut fold = Fold::<false>::new(Vec::new());
-        for (host_s, c) in costs {
-            fold.add_time(host_s, c);
-        }
-        Piece::Run {
-            closed: fold.closed,
-            tail_host_s: fold.pending,
-            launches: fold.closed.lead_s > f64::NEG_INFINITY,
-        }
+        Piece::Run(Stretch::of(costs.iter().map(|(h, c)| (*h, c))))
     }
 }
 
@@ -502,13 +524,13 @@ impl CostedSegment {
     /// another order: equal up to rounding (a proptest). Not for a segment with an op the host
     /// waits at, nor on a synchronous profile, whose launch list is kept.
     ///
-    /// A [`Piece::Block`] is the stretch `blocks[block]` (a [`Piece::Run`] folded at this point
-    /// from changed kernels' costs, [`Piece::run_of`]), joined as a run is.
+    /// A [`Piece::Block`] is the stretch `blocks[block]` (folded at this point from changed
+    /// kernels' costs, [`Stretch::of`]), joined as a run is.
     pub(crate) fn refill_pieces(
         &mut self,
         pieces: &[Piece],
         costs: &[(f64, KernelCost)],
-        blocks: &[Piece],
+        blocks: &[Stretch],
     ) {
         debug_assert!(self.sync.is_none());
         self.kernels.clear();
@@ -520,21 +542,8 @@ impl CostedSegment {
                 Piece::Kernel { host_s, cost_at } => {
                     fold.add_time(host_s, &costs[cost_at as usize].1);
                 }
-                Piece::Run {
-                    closed,
-                    tail_host_s,
-                    launches,
-                } => fold.join(&closed, tail_host_s, launches),
-                Piece::Block { block } => {
-                    if let Piece::Run {
-                        closed,
-                        tail_host_s,
-                        launches,
-                    } = blocks[block as usize]
-                    {
-                        fold.join(&closed, tail_host_s, launches);
-                    }
-                }
+                Piece::Run(u) => fold.join(u),
+                Piece::Block { block } => fold.join(blocks[block as usize]),
             }
         }
         fold.finish_times(self);

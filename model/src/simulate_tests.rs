@@ -371,7 +371,7 @@ proptest::proptest! {
             let j = (i..pieces.len()).find(|&j| kernel_at(j).is_none()).unwrap_or(pieces.len());
             if j - i >= 2 {
                 let at: Vec<usize> = (i..j).filter_map(kernel_at).collect();
-                block_runs.push(Piece::run_of(at.iter().map(|&k| (costs[k].0, &costs[k].1))));
+                block_runs.push(Stretch::of(at.iter().map(|&k| (costs[k].0, &costs[k].1))));
                 blocked.push(Piece::Block { block: block_runs.len() as u32 - 1 });
                 i = j;
             } else {
