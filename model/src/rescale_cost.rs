@@ -77,8 +77,9 @@ pub(super) struct Step {
     pub(super) scope: u32,
     pub(super) seg: u8,
     pub(super) idx: u32,
-    /// The segment (scope·3 + segment) whose sums are refilled after this kernel, its last
-    /// changed one; [`Step::OWN`] when another of the segment follows.
+    /// The segment (scope·3 + segment) of which this is the last changed kernel, which a point
+    /// refills once all its steps have run ([`Pieces::refills`]); [`Step::OWN`] when another
+    /// changed kernel of the segment follows.
     pub(super) refill: u32,
 }
 
@@ -236,11 +237,9 @@ pub(super) fn twin_segments(plan: &Plan, costs: &[(f64, KernelCost)], starts: &[
 ///
 /// A changed kernel's piece reads its representative's cost where the point wrote it, so the
 /// plan's steps a point runs leave out the copies into segments folded in pieces (llama2-7b
-/// LoRA: 121 of 137 steps), keeping each representative, each copy into a segment folded
-/// whole, and each segment's last changed kernel (after which the segment was refilled until
-/// 2026-12-02; the segments are now refilled after all steps, `refills`). A changed kernel that
-/// is not its own representative then keeps a stale cost in [`TemplateCosts`]' list, which
-/// nothing reads.
+/// LoRA: 121 of 137 steps), keeping each representative and each copy into a segment folded
+/// whole. A changed kernel that is not its own representative then keeps a stale cost in
+/// [`TemplateCosts`]' list, which nothing reads.
 ///
 /// Stretches of two or more changed kernels in a row that recur, the same representatives with
 /// the same host times, in the segments refilled in pieces (not twins, [`twin_segments`]),
@@ -311,9 +310,7 @@ pub(super) fn segment_pieces(
         .iter()
         .filter(|st| {
             let at = (st.scope * 3 + u32::from(st.seg)) as usize;
-            st.from == Step::OWN
-                || st.refill != Step::OWN
-                || piece_starts[at] == piece_starts[at + 1]
+            st.from == Step::OWN || piece_starts[at] == piece_starts[at + 1]
         })
         .copied()
         .collect();
@@ -429,12 +426,23 @@ pub(super) struct Pieces {
 }
 
 impl TemplateCosts {
-    /// Take a plan's [`segment_pieces`].
-    pub(super) fn set_pieces(&mut self, p: Pieces) {
-        self.layout = p;
-        let n = self.layout.block_starts.len().saturating_sub(1);
+    /// Take `plan` as the one points are costed under: its twins ([`twin_segments`]) and its
+    /// layout ([`segment_pieces`]), found from the costs and folds held now (once a plan).
+    fn adopt(&mut self, plan: &Plan, n: usize, synchronous: bool) {
+        self.twins = twin_segments(plan, &self.costs, &self.starts);
+        self.layout = segment_pieces(
+            plan,
+            &self.costs,
+            &self.starts,
+            &self.costed,
+            n,
+            synchronous,
+            &self.twins,
+        );
+        let blocks = self.layout.block_starts.len().saturating_sub(1);
         self.block_runs.clear();
-        self.block_runs.resize(n, Stretch::EMPTY);
+        self.block_runs.resize(blocks, Stretch::EMPTY);
+        self.twins_plan = plan.id;
     }
 }
 
@@ -511,18 +519,7 @@ pub(super) fn cost_planned<'a>(
             // Found once per plan: the kernels it leaves alone keep their costs from point to
             // point, and its changed kernels' representatives are fixed.
             if tc.twins_plan != plan.id {
-                tc.twins = twin_segments(plan, &tc.costs, &tc.starts);
-                let p = segment_pieces(
-                    plan,
-                    &tc.costs,
-                    &tc.starts,
-                    &tc.costed,
-                    n,
-                    hw.synchronous,
-                    &tc.twins,
-                );
-                tc.set_pieces(p);
-                tc.twins_plan = plan.id;
+                tc.adopt(plan, n, hw.synchronous);
             }
             let replay = w.runtime == Runtime::CudaGraph;
             for st in &tc.layout.steps {
@@ -631,11 +628,11 @@ pub(super) fn cost_first<'a>(
         ]
     };
     let starts = starts(g);
-    let twins = twin_segments(plan, &costs, &starts);
     let tc = slot.insert(TemplateCosts {
         costs,
         starts,
-        twins,
+        // Found by `adopt` below, once every segment is folded.
+        twins: Vec::new(),
         twins_plan: plan.id,
         layout: Pieces::default(),
         block_runs: Vec::new(),
@@ -657,15 +654,6 @@ pub(super) fn cost_first<'a>(
             );
         }
     }
-    let p = segment_pieces(
-        plan,
-        &tc.costs,
-        &tc.starts,
-        &tc.costed,
-        n,
-        hw.synchronous,
-        &tc.twins,
-    );
-    tc.set_pieces(p);
+    tc.adopt(plan, n, hw.synchronous);
     tc
 }
