@@ -183,7 +183,7 @@ pub fn gemm_candidates(g: &Gemm, mode: MathMode, hw: &Profile) -> Candidates {
 /// what lets [`GemmMemo`] share them between shapes; the extra bytes ([`with_extra`]) depend on
 /// m·n exactly.
 fn gemm_configs(g: &Gemm, mode: MathMode, hw: &Profile) -> Configs {
-    let mut out = Configs::new();
+    let mut out = Configs::EMPTY;
     if let Some(fill) = hw.gemm_fill_rows {
         let m0 = fill[usize::from(matches!(mode, MathMode::Bf16 | MathMode::Fp16))];
         let flops = 2.0 * g.batch as f64 * (g.m as f64 + m0) * g.n as f64 * g.k as f64;
@@ -230,10 +230,10 @@ fn gemm_configs(g: &Gemm, mode: MathMode, hw: &Profile) -> Configs {
 
 /// (math time s, extra bytes) of each configuration of `g`: split-K by s adds 2·s·(m·n·batch·4)
 /// bytes (fp32 partial tiles written and read back), an unsplit one none.
-fn with_extra<'c>(configs: &'c [(f64, u8)], g: &Gemm) -> impl Iterator<Item = (f64, f64)> + 'c {
+fn with_extra<'c>(configs: &'c Configs, g: &Gemm) -> impl Iterator<Item = (f64, f64)> + 'c {
     // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
     let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
-    configs.iter().map(move |&(t, split)| {
+    configs.iter().map(move |(t, split)| {
         let extra = if split > 1 {
             2.0 * f64::from(split) * out_bytes
         } else {
@@ -244,8 +244,40 @@ fn with_extra<'c>(configs: &'c [(f64, u8)], g: &Gemm) -> impl Iterator<Item = (f
 }
 
 /// A GEMM's configurations before the extra bytes ([`gemm_configs`]): (math time s, split-K
-/// factor), at most one per factor.
-type Configs = SmallVec<[(f64, u8); 6]>;
+/// factor), at most one per factor, in increasing factor. Plain arrays (56 bytes, `Copy`): a
+/// [`GemmSlot`] takes a copy whenever its kernel's shape changes (a `SmallVec`'s `clone_from`
+/// cost about 90 instructions).
+#[derive(Debug, Clone, Copy)]
+struct Configs {
+    t: [f64; SPLIT_K.len()],
+    split: [u8; SPLIT_K.len()],
+    len: u8,
+}
+
+impl Configs {
+    const EMPTY: Self = Configs {
+        t: [0.0; SPLIT_K.len()],
+        split: [0; SPLIT_K.len()],
+        len: 0,
+    };
+
+    /// Append a configuration; at most one per split-K factor.
+    fn push(&mut self, (t, split): (f64, u8)) {
+        let i = usize::from(self.len);
+        self.t[i] = t;
+        self.split[i] = split;
+        self.len += 1;
+    }
+
+    /// (math time s, split-K factor) of each configuration, in order.
+    fn iter(&self) -> impl Iterator<Item = (f64, u8)> + '_ {
+        let n = usize::from(self.len);
+        self.t[..n]
+            .iter()
+            .copied()
+            .zip(self.split[..n].iter().copied())
+    }
+}
 
 /// A GEMM's configurations ([`gemm_candidates`]): at most one per split-K factor.
 pub type Candidates = SmallVec<[(f64, f64); 6]>;
@@ -372,24 +404,85 @@ impl GemmMemo {
         bytes: f64,
         bw: f64,
     ) -> (f64, f64) {
-        // A profile with a per-call fill (calibrated CPUs) reads m and n exactly. (A memo serves
-        // one profile, so its keys are all of one kind.)
-        let (m, n) = if hw.gemm_fill_rows.is_some() {
-            (g.m, g.n)
-        } else {
-            (g.m.div_ceil(64), g.n.div_ceil(64))
-        };
-        let key = (m, n, g.k, g.batch, mode as u8);
+        let key = memo_key(g, mode, hw);
         // One hash lookup for a shape already held (the sweep's hot path); a full memo starts
         // afresh before a new shape goes in.
+        self.with_configs(key, g, mode, hw, |configs| {
+            choose_in_split_order(with_extra(configs, g), bytes, bw)
+        })
+    }
+
+    /// [`GemmMemo::choose`] for a kernel that `slot` follows from point to point (a sweep's
+    /// representative GEMM, [`GemmSlot`]): the configurations are taken from the slot, without
+    /// a hash lookup, while the kernel's key stays the one the slot holds, and looked up in the
+    /// memo (and kept in the slot) when it changes.
+    pub fn choose_in(
+        &mut self,
+        slot: &mut GemmSlot,
+        g: &Gemm,
+        mode: MathMode,
+        hw: &Profile,
+        bytes: f64,
+        bw: f64,
+    ) -> (f64, f64) {
+        let key = memo_key(g, mode, hw);
+        if slot.key != Some(key) {
+            self.with_configs(key, g, mode, hw, |c| slot.configs = *c);
+            slot.key = Some(key);
+        }
+        choose_in_split_order(with_extra(&slot.configs, g), bytes, bw)
+    }
+
+    /// `f` of the configurations of the shape `key` (of `g`), searched when not held.
+    #[inline(always)]
+    fn with_configs<R>(
+        &mut self,
+        key: GemmKey,
+        g: &Gemm,
+        mode: MathMode,
+        hw: &Profile,
+        f: impl FnOnce(&Configs) -> R,
+    ) -> R {
+        // `get` first: the entry API cost about twice as much for a held shape.
         if let Some(configs) = self.map.get(&key) {
-            return choose_in_split_order(with_extra(configs, g), bytes, bw);
+            return f(configs);
         }
         if self.map.len() >= self.limit {
             self.map.clear();
         }
-        let configs = self.map.entry(key).or_insert(gemm_configs(g, mode, hw));
-        choose_in_split_order(with_extra(configs, g), bytes, bw)
+        f(self.map.entry(key).or_insert(gemm_configs(g, mode, hw)))
+    }
+}
+
+/// A [`GemmMemo`]'s key of `g` in `mode` on `hw`. A profile with a per-call fill (calibrated
+/// CPUs) reads m and n exactly; a GPU's search reads ⌈m/64⌉ and ⌈n/64⌉. (A memo serves one
+/// profile, so its keys are all of one kind.)
+#[inline]
+fn memo_key(g: &Gemm, mode: MathMode, hw: &Profile) -> GemmKey {
+    let (m, n) = if hw.gemm_fill_rows.is_some() {
+        (g.m, g.n)
+    } else {
+        (g.m.div_ceil(64), g.n.div_ceil(64))
+    };
+    (m, n, g.k, g.batch, mode as u8)
+}
+
+/// The configurations of the last shape one kernel had, kept for [`GemmMemo::choose_in`]: a
+/// sweep's line costs the same representative GEMMs at every rank, and most keep their key from
+/// one rank to the next (LoRA's A GEMMs at ranks 1 to 64, where r is n and ⌈r/64⌉ stays 1;
+/// those where r is k change at every rank). Valid for one profile, as its memo.
+#[derive(Debug, Clone)]
+pub struct GemmSlot {
+    key: Option<GemmKey>,
+    configs: Configs,
+}
+
+impl Default for GemmSlot {
+    fn default() -> Self {
+        Self {
+            key: None,
+            configs: Configs::EMPTY,
+        }
     }
 }
 
@@ -453,6 +546,35 @@ pub fn kernel_cost_memo(
     graph_replay: bool,
     memo: &mut GemmMemo,
 ) -> KernelCost {
+    kernel_cost_by(k, hw, graph_replay, |g, mode, bytes, bw| {
+        memo.choose(g, mode, hw, bytes, bw)
+    })
+}
+
+/// [`kernel_cost_memo`] with a kernel's GEMM configurations kept in `slot` as well
+/// ([`GemmMemo::choose_in`]): for a kernel costed again at every point of a sweep's line.
+#[inline(always)]
+pub fn kernel_cost_slot(
+    k: &Kernel,
+    hw: &Profile,
+    graph_replay: bool,
+    memo: &mut GemmMemo,
+    slot: &mut GemmSlot,
+) -> KernelCost {
+    kernel_cost_by(k, hw, graph_replay, |g, mode, bytes, bw| {
+        memo.choose_in(slot, g, mode, hw, bytes, bw)
+    })
+}
+
+/// [`kernel_cost_memo`] with a GEMM's configuration chosen by `choose(shape, mode, bytes,
+/// bandwidth)` (math time s, extra bytes), as [`GemmMemo::choose`] does.
+#[inline(always)]
+fn kernel_cost_by(
+    k: &Kernel,
+    hw: &Profile,
+    graph_replay: bool,
+    choose: impl FnOnce(&Gemm, MathMode, f64, f64) -> (f64, f64),
+) -> KernelCost {
     if k.launches == 0 {
         return KernelCost {
             math_s: 0.0,
@@ -505,7 +627,7 @@ pub fn kernel_cost_memo(
         (KernelKind::Gemm, Some(g)) => match narrow_math_time(k.name, &g, k.math, hw) {
             Some(t) => (t, 0.0),
             // The configuration this kernel runs as, by the time it is charged below.
-            None => memo.choose(&g, k.math, hw, bytes, bw),
+            None => choose(&g, k.math, bytes, bw),
         },
         (KernelKind::Attention, g) => {
             // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
@@ -1429,6 +1551,43 @@ mod tests {
                 let want = choose_candidate(&gemm_candidates(&g, mode, hw), bytes, bw);
                 let got = GemmMemo::default().choose(&g, mode, hw, bytes, bw);
                 proptest::prop_assert_eq!(got, want, "{} {:?} {}", hw.name, g, bytes);
+            }
+        }
+
+        /// A kernel followed by a [`GemmSlot`] through shapes that change, return and keep their
+        /// key (n = r within a ⌈r/64⌉ bucket, k = r not) is charged what a fresh search gives
+        /// at each of them, on a GPU and on a calibrated CPU (whose key reads m and n exactly),
+        /// the memo shared with other kernels and bounded to a few shapes.
+        #[test]
+        fn a_slot_follows_its_kernels_shapes(
+            shapes in proptest::collection::vec(
+                (1u64..200, 1u64..4, proptest::bool::ANY, proptest::bool::ANY),
+                1..40,
+            ),
+            tokens in 1u64..1 << 14,
+            limit in 1usize..6,
+        ) {
+            let mut calibrated = resolve_device("cpu-generic").unwrap();
+            calibrated.gemm_fill_rows = Some([4.0, 16.0]);
+            for hw in [resolve_device("h200").unwrap(), calibrated] {
+                let mut memo = GemmMemo::with_limit(limit);
+                let mut slot = GemmSlot::default();
+                for &(r, batch, r_is_k, half) in &shapes {
+                    let g = if r_is_k {
+                        Gemm { m: tokens, n: 4096, k: r, batch }
+                    } else {
+                        Gemm { m: tokens, n: r, k: 4096, batch }
+                    };
+                    let mode = if half { MathMode::Bf16 } else { MathMode::Fp32 };
+                    let bytes = 2.0 * (tokens * (r + 4096)) as f64;
+                    let bw = hw.bandwidth_bps;
+                    let want = choose_candidate(&gemm_candidates(&g, mode, &hw), bytes, bw);
+                    let got = memo.choose_in(&mut slot, &g, mode, &hw, bytes, bw);
+                    proptest::prop_assert_eq!(got, want, "{} {:?} {:?}", hw.name, g, mode);
+                    // Another kernel's shape through the same memo between two of this one's.
+                    let other = Gemm { m: tokens, n: 11008, k: 4096 + r, batch: 1 };
+                    memo.choose(&other, mode, &hw, bytes, bw);
+                }
             }
         }
     }

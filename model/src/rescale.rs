@@ -31,7 +31,7 @@
 //! and blocks) is in `rescale_cost.rs`; templates derived across the sequence length in
 //! `rescale_seq.rs`.
 
-use crate::cost::{kernel_cost_memo, GemmMemo, KernelCost};
+use crate::cost::{kernel_cost_memo, kernel_cost_slot, GemmMemo, GemmSlot, KernelCost};
 use crate::graph::{GuardKind, Kernel, KernelKind, Phase, ScopeGraph, Segment, StepGraph};
 use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece, Stretch};
 use crate::workload::{Runtime, Workload};

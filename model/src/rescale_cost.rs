@@ -28,6 +28,9 @@ pub struct TemplateCosts {
     pub(super) layout: Pieces,
     /// Scratch: each block folded at the point ([`Stretch::of`]).
     pub(super) block_runs: Vec<Stretch>,
+    /// Per step of `layout` (a representative GEMM's): the configurations of the shape it had
+    /// at the last point ([`GemmSlot`]), on this device.
+    pub(super) gemm_slots: Vec<GemmSlot>,
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     pub(super) optimizer: Vec<(f64, KernelCost)>,
     pub(super) costed: CostedGraph,
@@ -442,6 +445,9 @@ impl TemplateCosts {
         let blocks = self.layout.block_starts.len().saturating_sub(1);
         self.block_runs.clear();
         self.block_runs.resize(blocks, Stretch::EMPTY);
+        self.gemm_slots.clear();
+        self.gemm_slots
+            .resize_with(self.layout.steps.len(), GemmSlot::default);
         self.twins_plan = plan.id;
     }
 }
@@ -522,12 +528,12 @@ pub(super) fn cost_planned<'a>(
                 tc.adopt(plan, n, hw.synchronous);
             }
             let replay = w.runtime == Runtime::CudaGraph;
-            for st in &tc.layout.steps {
+            for (st, slot) in tc.layout.steps.iter().zip(&mut tc.gemm_slots) {
                 let cost = if st.from == Step::OWN {
                     // A representative: costed from its own numbers (the segment is looked up
                     // only here).
                     let s = segments(scope_ref(g, st.scope as usize))[st.seg as usize];
-                    kernel_cost_memo(&s.kernels[st.idx as usize], hw, replay, memo)
+                    kernel_cost_slot(&s.kernels[st.idx as usize], hw, replay, memo, slot)
                 } else {
                     tc.costs[st.from as usize].1
                 };
@@ -636,6 +642,7 @@ pub(super) fn cost_first<'a>(
         twins_plan: plan.id,
         layout: Pieces::default(),
         block_runs: Vec::new(),
+        gemm_slots: Vec::new(),
         optimizer: Vec::new(),
         costed: CostedGraph {
             embedding: three(),
