@@ -34,6 +34,19 @@ pub struct TemplateCosts {
     /// Scratch for the optimizer phase's per-kernel costs, when it is costed here.
     pub(super) optimizer: Vec<(f64, KernelCost)>,
     pub(super) costed: CostedGraph,
+    /// Whether these are another graph's costs, kept for their storage and layout
+    /// ([`TemplateCosts::recycle`]): the next costing costs every kernel afresh.
+    pub(super) stale: bool,
+}
+
+impl TemplateCosts {
+    /// Keep these costs for another graph on the same device (a sweep's next line of the same
+    /// model, method and batch): its first costing reuses their storage, and their layout when
+    /// its plan has the same origin ([`Plan::origin`]: a line derived from the same sequence
+    /// template) and the layout's inputs come out the same ([`TemplateCosts::keep_layout`]).
+    pub fn recycle(&mut self) {
+        self.stale = true;
+    }
 }
 
 impl TemplateCosts {
@@ -60,6 +73,9 @@ pub(super) struct Plan {
     /// Distinct for every plan made (clones share it): which plan a [`TemplateCosts`]' twins
     /// were found for.
     pub(super) id: u64,
+    /// The `id` the plan was made with, kept when a copy is renumbered for another graph of
+    /// the same structure ([`Plan::renumber`]): plans of one origin have the same steps.
+    pub(super) origin: u64,
     pub(super) steps: Vec<Step>,
     /// The list's length: the graph's kernels in all.
     pub(super) len: u32,
@@ -134,8 +150,10 @@ impl Plan {
                 }
             })
             .collect();
+        let id = NEXT_PLAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Plan {
-            id: NEXT_PLAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
+            origin: id,
             steps,
             len: *starts.last().unwrap_or(&0),
             stretches: true,
@@ -144,7 +162,8 @@ impl Plan {
 }
 
 impl Plan {
-    /// A new [`Plan::id`] for a copy that becomes another graph's plan (`SeqFit::derive`).
+    /// A new [`Plan::id`] for a copy that becomes another graph's plan (`SeqFit::derive`): the
+    /// same steps, so the same [`Plan::origin`].
     pub(super) fn renumber(&mut self) {
         self.id = NEXT_PLAN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -269,18 +288,12 @@ pub(super) fn segment_pieces(
         }
     }
     let changed = |i: usize| rep[i] != Step::OWN;
-    let in_pieces: Vec<bool> = (0..segs)
-        .map(|at| {
-            !synchronous
-                && plan.stretches
-                && refilled[at]
-                && !costed_segment_ref(costed, n, at).has_sync()
-        })
-        .collect();
+    let in_pieces = folded_in_pieces(plan, &refilled, costed, n, synchronous);
     let (stretches, blocks, block_starts) =
         find_blocks(starts, &in_pieces, &rep, |i| costs[i].0, twins);
     let mut next = stretches.iter().peekable();
     let mut pieces = Vec::new();
+    let mut runs = Vec::new();
     let mut piece_starts = Vec::with_capacity(segs + 1);
     for at in 0..segs {
         piece_starts.push(pieces.len() as u32);
@@ -302,6 +315,7 @@ pub(super) fn segment_pieces(
                 i += 1;
             } else {
                 let j = (i..end).find(|&j| changed(j)).unwrap_or(end);
+                runs.push((pieces.len() as u32, i as u32, j as u32));
                 pieces.push(Piece::run(&costs[i..j]));
                 i = j;
             }
@@ -324,6 +338,10 @@ pub(super) fn segment_pieces(
         .map(|st| st.refill)
         .collect();
     Pieces {
+        origin: plan.origin,
+        hosts: changed_hosts(plan, costs),
+        in_pieces,
+        runs,
         pieces,
         piece_starts,
         steps,
@@ -331,6 +349,35 @@ pub(super) fn segment_pieces(
         blocks,
         block_starts,
     }
+}
+
+/// Per segment of a template (scope·3 + segment): whether it is folded in stretches
+/// ([`segment_pieces`]): refilled at every point (`refilled`), on a GPU, under a plan that many
+/// points reuse, and without an op the host waits at.
+fn folded_in_pieces(
+    plan: &Plan,
+    refilled: &[bool],
+    costed: &CostedGraph,
+    n: usize,
+    synchronous: bool,
+) -> Vec<bool> {
+    (0..refilled.len())
+        .map(|at| {
+            !synchronous
+                && plan.stretches
+                && refilled[at]
+                && !costed_segment_ref(costed, n, at).has_sync()
+        })
+        .collect()
+}
+
+/// The host issue times (as bits) of `plan`'s changed kernels, step by step: what a layout
+/// reads of them besides their places ([`Piece::Kernel`], [`find_blocks`]).
+fn changed_hosts(plan: &Plan, costs: &[(f64, KernelCost)]) -> Vec<u64> {
+    plan.steps
+        .iter()
+        .map(|st| costs[st.at as usize].0.to_bits())
+        .collect()
 }
 
 /// Of a template's segments (segment `at`'s kernels at places `starts[at]..starts[at + 1]`)
@@ -412,6 +459,16 @@ pub(super) type Blocks = Vec<(f64, u32)>;
 /// [`segment_pieces`]' lists: how a point refills a template's segments under one plan.
 #[derive(Default)]
 pub(super) struct Pieces {
+    /// The [`Plan::origin`] of the plan these were found for.
+    pub(super) origin: u64,
+    /// What they were found from besides the plan, the places and the twins: the host issue
+    /// times of the plan's changed kernels ([`changed_hosts`]) and which segments are folded
+    /// in stretches ([`folded_in_pieces`]).
+    pub(super) hosts: Vec<u64>,
+    pub(super) in_pieces: Vec<bool>,
+    /// Each [`Piece::Run`] as (its index in `pieces`, first place, end place): refolded when
+    /// another graph of the same structure keeps the layout ([`TemplateCosts::keep_layout`]).
+    pub(super) runs: Vec<(u32, u32, u32)>,
     /// The segments refilled at every point, on a GPU and without an op the host waits at, as
     /// stretches of kernels: segment `at`'s are `pieces[piece_starts[at]..piece_starts[at +
     /// 1]]`, none for a segment folded whole.
@@ -429,6 +486,47 @@ pub(super) struct Pieces {
 }
 
 impl TemplateCosts {
+    /// Take `plan` as the one points are costed under, keeping the layout found for another
+    /// graph of the same structure when it is what [`TemplateCosts::adopt`] would find: `plan`
+    /// of the same origin (the same steps, so the same representatives and refilled segments),
+    /// the same twins ([`twin_segments`], from this graph's costs), the same segments folded in
+    /// stretches, and the same host times of the changed kernels; the layout is then a function
+    /// of these ([`segment_pieces`], [`find_blocks`]) but for its runs' folds, which are
+    /// refolded from this graph's costs. Otherwise adopted afresh.
+    fn keep_layout(&mut self, plan: &Plan, n: usize, synchronous: bool) {
+        let l = &self.layout;
+        let same = l.origin == plan.origin
+            && self.starts.last() == Some(&plan.len)
+            && l.hosts.len() == plan.steps.len()
+            && plan
+                .steps
+                .iter()
+                .zip(&l.hosts)
+                .all(|(st, &h)| self.costs[st.at as usize].0.to_bits() == h)
+            && {
+                let mut refilled = vec![false; self.starts.len().saturating_sub(1)];
+                for &at in &l.refills {
+                    refilled[at as usize] = true;
+                }
+                folded_in_pieces(plan, &refilled, &self.costed, n, synchronous) == l.in_pieces
+            }
+            && twin_segments(plan, &self.costs, &self.starts) == self.twins;
+        if !same {
+            self.adopt(plan, n, synchronous);
+            return;
+        }
+        let l = &mut self.layout;
+        for &(p, lo, hi) in &l.runs {
+            l.pieces[p as usize] = Piece::run(&self.costs[lo as usize..hi as usize]);
+        }
+        // The slots' configurations are the device's; the last graph's shapes are not this
+        // one's, so they start empty (one lookup each at the first point).
+        self.gemm_slots
+            .iter_mut()
+            .for_each(|s| *s = GemmSlot::default());
+        self.twins_plan = plan.id;
+    }
+
     /// Take `plan` as the one points are costed under: its twins ([`twin_segments`]) and its
     /// layout ([`segment_pieces`]), found from the costs and folds held now (once a plan).
     fn adopt(&mut self, plan: &Plan, n: usize, synchronous: bool) {
@@ -519,64 +617,62 @@ pub(super) fn cost_planned<'a>(
     optimizer: &mut Option<CostedSegment>,
 ) -> &'a CostedGraph {
     let n = g.layer_graphs.len();
-    let tc = match slot {
-        Some(tc) => {
-            debug_assert_eq!(tc.costs.len(), plan.len as usize, "a plan of another graph");
-            // Found once per plan: the kernels it leaves alone keep their costs from point to
-            // point, and its changed kernels' representatives are fixed.
-            if tc.twins_plan != plan.id {
-                tc.adopt(plan, n, hw.synchronous);
-            }
-            let replay = w.runtime == Runtime::CudaGraph;
-            for (st, slot) in tc.layout.steps.iter().zip(&mut tc.gemm_slots) {
-                let cost = if st.from == Step::OWN {
-                    // A representative: costed from its own numbers (the segment is looked up
-                    // only here).
-                    let s = segments(scope_ref(g, st.scope as usize))[st.seg as usize];
-                    kernel_cost_slot(&s.kernels[st.idx as usize], hw, replay, memo, slot)
-                } else {
-                    tc.costs[st.from as usize].1
-                };
-                tc.costs[st.at as usize].1 = cost;
-            }
-            // The blocks, once each, from the costs just written.
-            for (b, run) in tc.block_runs.iter_mut().enumerate() {
-                let l = &tc.layout;
-                let ks = &l.blocks[l.block_starts[b] as usize..l.block_starts[b + 1] as usize];
-                *run = Stretch::of(ks.iter().map(|&(h, at)| (h, &tc.costs[at as usize].1)));
-            }
-            // Each segment with a changed kernel refilled, in order; the others keep their sums
-            // (their kernels are those of the first graph).
-            for &at in &tc.layout.refills {
-                let at = at as usize;
-                let out = &mut tc.costed;
-                // The rank changes no launch count: the totals stay the first costing's.
-                match tc.twins[at] {
-                    Step::OWN => {
-                        let seg = costed_segment(out, n, at);
-                        let l = &tc.layout;
-                        let pieces =
-                            &l.pieces[l.piece_starts[at] as usize..l.piece_starts[at + 1] as usize];
-                        if pieces.is_empty() {
-                            seg.refill_times(
-                                segment_costs(&tc.costs, &tc.starts, at),
-                                hw.synchronous,
-                            );
-                        } else {
-                            seg.refill_pieces(pieces, &tc.costs, &tc.block_runs);
-                        }
-                    }
-                    // Refilled earlier at this point: the same sums of the same costs.
-                    twin => {
-                        let mut fast = costed_segment(out, n, at).take_fast();
-                        let times = costed_segment(out, n, twin as usize).times_into(&mut fast);
-                        costed_segment(out, n, at).set_times(fast, times);
+    let first = slot.as_ref().is_none_or(|tc| tc.stale);
+    let tc = if first {
+        cost_first(g, plan, slot, w, hw, memo)
+    } else {
+        let tc = slot.as_mut().expect("kept costs");
+        debug_assert_eq!(tc.costs.len(), plan.len as usize, "a plan of another graph");
+        // Found once per plan: the kernels it leaves alone keep their costs from point to
+        // point, and its changed kernels' representatives are fixed.
+        if tc.twins_plan != plan.id {
+            tc.adopt(plan, n, hw.synchronous);
+        }
+        let replay = w.runtime == Runtime::CudaGraph;
+        for (st, gemm) in tc.layout.steps.iter().zip(&mut tc.gemm_slots) {
+            let cost = if st.from == Step::OWN {
+                // A representative: costed from its own numbers (the segment is looked up
+                // only here).
+                let s = segments(scope_ref(g, st.scope as usize))[st.seg as usize];
+                kernel_cost_slot(&s.kernels[st.idx as usize], hw, replay, memo, gemm)
+            } else {
+                tc.costs[st.from as usize].1
+            };
+            tc.costs[st.at as usize].1 = cost;
+        }
+        // The blocks, once each, from the costs just written.
+        for (b, run) in tc.block_runs.iter_mut().enumerate() {
+            let l = &tc.layout;
+            let ks = &l.blocks[l.block_starts[b] as usize..l.block_starts[b + 1] as usize];
+            *run = Stretch::of(ks.iter().map(|&(h, at)| (h, &tc.costs[at as usize].1)));
+        }
+        // Each segment with a changed kernel refilled, in order; the others keep their sums
+        // (their kernels are those of the first graph).
+        for &at in &tc.layout.refills {
+            let at = at as usize;
+            let out = &mut tc.costed;
+            // The rank changes no launch count: the totals stay the first costing's.
+            match tc.twins[at] {
+                Step::OWN => {
+                    let seg = costed_segment(out, n, at);
+                    let l = &tc.layout;
+                    let pieces =
+                        &l.pieces[l.piece_starts[at] as usize..l.piece_starts[at + 1] as usize];
+                    if pieces.is_empty() {
+                        seg.refill_times(segment_costs(&tc.costs, &tc.starts, at), hw.synchronous);
+                    } else {
+                        seg.refill_pieces(pieces, &tc.costs, &tc.block_runs);
                     }
                 }
+                // Refilled earlier at this point: the same sums of the same costs.
+                twin => {
+                    let mut fast = costed_segment(out, n, at).take_fast();
+                    let times = costed_segment(out, n, twin as usize).times_into(&mut fast);
+                    costed_segment(out, n, at).set_times(fast, times);
+                }
             }
-            tc
         }
-        None => cost_first(g, plan, slot, w, hw, memo),
+        tc
     };
     match optimizer {
         Some(c) => tc.costed.optimizer.clone_from(c),
@@ -600,8 +696,10 @@ pub(super) fn cost_planned<'a>(
 }
 
 /// [`cost_planned`]'s first costing of a template on a device: every kernel costed, every
-/// segment folded, and the plan's twins and pieces found; kept in `slot`. Out of line, so that
-/// a profile shows what a line's first point costs.
+/// segment folded, and the plan's twins and pieces found; kept in `slot`, into the storage of
+/// the costs it holds when they were recycled ([`TemplateCosts::recycle`]), whose layout is kept
+/// where it is what would be found ([`TemplateCosts::keep_layout`]). Out of line, so that a
+/// profile shows what a line's first point costs.
 #[inline(never)]
 pub(super) fn cost_first<'a>(
     g: &StepGraph,
@@ -612,7 +710,17 @@ pub(super) fn cost_first<'a>(
     memo: &mut GemmMemo,
 ) -> &'a mut TemplateCosts {
     let n = g.layer_graphs.len();
-    let mut costs = Vec::with_capacity(plan.len as usize);
+    // Recycled costs of a graph with as many layer classes: their storage reused.
+    let mut costs = Vec::new();
+    let old = slot
+        .take()
+        .filter(|o| o.costed.layers.len() == n)
+        .map(|mut o| {
+            costs = std::mem::take(&mut o.costs);
+            costs.clear();
+            o
+        });
+    costs.reserve(plan.len as usize);
     for sc in scopes(g) {
         for (seg, s) in segments(sc).into_iter().enumerate() {
             kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
@@ -634,23 +742,33 @@ pub(super) fn cost_first<'a>(
         ]
     };
     let starts = starts(g);
-    let tc = slot.insert(TemplateCosts {
-        costs,
-        starts,
-        // Found by `adopt` below, once every segment is folded.
-        twins: Vec::new(),
-        twins_plan: plan.id,
-        layout: Pieces::default(),
-        block_runs: Vec::new(),
-        gemm_slots: Vec::new(),
-        optimizer: Vec::new(),
-        costed: CostedGraph {
-            embedding: three(),
-            layers: g.layer_graphs.iter().map(|_| three()).collect(),
-            head: three(),
-            optimizer: CostedSegment::empty(),
-        },
-    });
+    let recycled = old.is_some();
+    let tc = match old {
+        Some(mut o) => {
+            o.costs = costs;
+            o.starts = starts;
+            o.stale = false;
+            slot.insert(o)
+        }
+        None => slot.insert(TemplateCosts {
+            costs,
+            starts,
+            // Found by `adopt` below, once every segment is folded.
+            twins: Vec::new(),
+            twins_plan: plan.id,
+            layout: Pieces::default(),
+            block_runs: Vec::new(),
+            gemm_slots: Vec::new(),
+            optimizer: Vec::new(),
+            costed: CostedGraph {
+                embedding: three(),
+                layers: g.layer_graphs.iter().map(|_| three()).collect(),
+                head: three(),
+                optimizer: CostedSegment::empty(),
+            },
+            stale: false,
+        }),
+    };
     for (i, sc) in scopes(g).enumerate() {
         for (seg, s) in segments(sc).into_iter().enumerate() {
             let at = i * 3 + seg;
@@ -661,6 +779,10 @@ pub(super) fn cost_first<'a>(
             );
         }
     }
-    tc.adopt(plan, n, hw.synchronous);
+    if recycled {
+        tc.keep_layout(plan, n, hw.synchronous);
+    } else {
+        tc.adopt(plan, n, hw.synchronous);
+    }
     tc
 }

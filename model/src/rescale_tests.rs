@@ -1257,3 +1257,126 @@ fn recurring_stretches_become_blocks() {
     assert_eq!(blocks, vec![(1.0, 5), (2.0, 6)]);
     assert_eq!(block_starts, vec![0, 2]);
 }
+
+/// Every segment of a costed graph but the optimizer's, as text (`{:?}` prints each time
+/// exactly), to compare two costings bit for bit.
+fn segments_text(cg: &CostedGraph) -> String {
+    let mut out = format!("{:?}", cg.embedding);
+    for l in &cg.layers {
+        out += &format!("{l:?}");
+    }
+    out + &format!("{:?}", cg.head)
+}
+
+/// A line's costs recycled for the next line of its key (`TemplateCosts::recycle`) cost that
+/// line's points bit for bit as fresh ones do: derived from the same sequence template on the
+/// same device, the layout is kept (its storage too) with its runs refolded; for a line of
+/// another origin (fitted from its own probes), or on a device whose host times differ (the
+/// changed kernels' pieces and blocks hold them), it is found afresh.
+#[test]
+fn recycled_costs_cost_what_fresh_ones_do() {
+    let w = Workload {
+        batch: 2,
+        ..Workload::default()
+    };
+    let fitted_at = [32u64, 48, 80, 128];
+    let h200 = costsim_hardware::resolve_device("h200").unwrap();
+    let mut slower_host = h200.clone();
+    slower_host.host.python_op_s *= 1.5;
+    slower_host.host.autograd_node_s *= 1.5;
+    slower_host.name = "h200, slower host".into();
+    let cpu = costsim_hardware::resolve_device("cpu").unwrap();
+    let mut kept_layouts = 0;
+    for (name, method) in [
+        ("gpt2", MethodName::Lora),
+        ("tinyllama-1.1b", MethodName::Paca),
+        ("llama2-7b", MethodName::Lora),
+    ] {
+        let model = preset(name).unwrap();
+        let lines: Vec<(u64, RankFit)> = fitted_at
+            .iter()
+            .map(|&s| (s, line_fit(&model, method, &w, s).unwrap()))
+            .collect();
+        let refs: Vec<(u64, &RankFit)> = lines.iter().map(|(s, f)| (*s, f)).collect();
+        let sf = SeqFit::new(&refs).expect("a sequence template");
+        for (from, to, same_device) in [
+            (&h200, &h200, true),
+            (&h200, &slower_host, false),
+            (&cpu, &cpu, true),
+        ] {
+            for derived in [true, false] {
+                let what = format!(
+                    "{name} {method} {} → {} derived {derived}",
+                    from.name, to.name
+                );
+                // The line before: derived at 64, costed at two ranks, then recycled.
+                let w64 = Workload {
+                    seq: 64,
+                    ..w.clone()
+                };
+                let mut before = sf.derive(64).unwrap();
+                let (mut slot, mut memo) = (None, GemmMemo::default());
+                for r in [3u64, 17] {
+                    before.apply_for_rows(r).unwrap();
+                    before.costed(&mut slot, &w64, from, &mut memo, &mut None);
+                }
+                let tc = slot.as_mut().unwrap();
+                let storage = tc.layout.pieces.as_ptr();
+                tc.recycle();
+                // This line, at 200: derived from the same template, or fitted from probes.
+                let w200 = Workload {
+                    seq: 200,
+                    ..w.clone()
+                };
+                let mut fit = if derived {
+                    sf.derive(200).unwrap()
+                } else {
+                    line_fit(&model, method, &w, 200).unwrap()
+                };
+                let mut fresh = fit.clone();
+                let (mut fresh_slot, mut fresh_memo) = (None, GemmMemo::default());
+                if !same_device {
+                    memo = GemmMemo::default();
+                }
+                for (i, r) in [5u64, 9, 33, 64].into_iter().enumerate() {
+                    fit.apply_for_rows(r).unwrap();
+                    fresh.apply_for_rows(r).unwrap();
+                    let got = segments_text(fit.costed(&mut slot, &w200, to, &mut memo, &mut None));
+                    let want = segments_text(fresh.costed(
+                        &mut fresh_slot,
+                        &w200,
+                        to,
+                        &mut fresh_memo,
+                        &mut None,
+                    ));
+                    assert!(got == want, "{what} r {r}: the costed graphs differ");
+                    let (a, b) = (slot.as_ref().unwrap(), fresh_slot.as_ref().unwrap());
+                    assert_eq!(a.twins, b.twins, "{what}");
+                    let (x, y) = (&a.layout, &b.layout);
+                    assert_eq!(
+                        format!("{:?}", x.pieces),
+                        format!("{:?}", y.pieces),
+                        "{what}"
+                    );
+                    assert_eq!(x.piece_starts, y.piece_starts, "{what}");
+                    assert_eq!(
+                        format!("{:?}", x.blocks),
+                        format!("{:?}", y.blocks),
+                        "{what}"
+                    );
+                    assert_eq!(x.block_starts, y.block_starts, "{what}");
+                    assert_eq!(x.refills, y.refills, "{what}");
+                    assert_eq!(x.steps.len(), y.steps.len(), "{what}");
+                    if i == 0 && !x.pieces.is_empty() {
+                        // Kept where the same template and the same host times make it so (a
+                        // CPU's layout has no pieces: its launch lists are kept whole).
+                        let kept = x.pieces.as_ptr() == storage;
+                        assert_eq!(kept, derived && same_device, "{what}: layout kept");
+                        kept_layouts += usize::from(kept);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(kept_layouts, 3);
+}

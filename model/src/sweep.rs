@@ -1072,8 +1072,9 @@ impl Grid {
                     }
                     // A new line: its rank template derived from the sequence template of its
                     // other lines when there is one (no probes built), into the template of
-                    // an earlier line of the same key derived from it (that line is done).
-                    let mut spares = match templates
+                    // an earlier line of the same key derived from it (that line is done),
+                    // costed into that line's kept costs (`TemplateCosts::recycle`).
+                    let (mut spares, mut costs) = match templates
                         .iter()
                         .position(|t| t.key.without_seq() == key.without_seq())
                     {
@@ -1083,10 +1084,11 @@ impl Grid {
                             if let (Some(f), Some(from)) = (t.fit, t.from) {
                                 keep_spare(&mut spares, f, from);
                             }
-                            spares
+                            (spares, t.costs)
                         }
-                        None => Vec::new(),
+                        None => (Vec::new(), Vec::new()),
                     };
+                    costs.iter_mut().flatten().for_each(TemplateCosts::recycle);
                     let derived = seq_key.and_then(|k| derive_line(k, g.seq, r, 0, &mut spares));
                     let (fit, from) = derived.map_or((None, None), |(f, s)| (Some(f), Some(s)));
                     templates.push(Template {
@@ -1095,7 +1097,7 @@ impl Grid {
                         fit,
                         from,
                         spares,
-                        costs: Vec::new(),
+                        costs,
                         failed: 0,
                     });
                     templates.len() - 1
@@ -1166,7 +1168,10 @@ impl Grid {
                     if let (Some(f), Some(from)) = (t.fit.take(), t.from.take()) {
                         keep_spare(&mut t.spares, f, from);
                     }
-                    t.costs.clear();
+                    t.costs
+                        .iter_mut()
+                        .flatten()
+                        .for_each(TemplateCosts::recycle);
                     if let Some((f, from)) =
                         seq_key.and_then(|k| derive_line(k, g.seq, r, r0 + 1, &mut t.spares))
                     {
