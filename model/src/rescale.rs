@@ -177,24 +177,39 @@ impl<V: Copy> Program<V> {
     /// Write each number, `value(v)`, into `g`; `None` when `value` refuses one (past the exact
     /// range) or a size or count would be negative.
     fn write(&self, g: &mut StepGraph, mut value: impl FnMut(V) -> Option<f64>) -> Option<()> {
-        let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
         let mut start = 0;
         for &(scope, seg, idx, end) in &self.kernels {
             let k = &mut segment_mut(scope_mut(g, scope as usize), seg).kernels[idx as usize];
-            for &(x, field) in &self.kernel_ops[start..end as usize] {
-                let v = value(x)?;
-                match field {
-                    KField::Flops => k.flops = v,
-                    KField::Read => k.bytes_read = v,
-                    KField::Written => k.bytes_written = v,
-                    KField::M => k.gemm.as_mut()?.m = dim(v)?,
-                    KField::N => k.gemm.as_mut()?.n = dim(v)?,
-                    KField::K => k.gemm.as_mut()?.k = dim(v)?,
-                    KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
-                }
-            }
+            write_kernel(k, &self.kernel_ops[start..end as usize], &mut value)?;
             start = end as usize;
         }
+        self.write_scopes(g, value)
+    }
+
+    /// [`Program::write`] with the kernels' numbers written into `kernels` instead, the `i`th
+    /// kernel of the program into `kernels[i]` (copies of the graph's, [`RankFit::reps`]): no
+    /// graph lookup a kernel. The scopes' numbers go into `g`.
+    fn write_apart(
+        &self,
+        kernels: &mut [Kernel],
+        g: &mut StepGraph,
+        mut value: impl FnMut(V) -> Option<f64>,
+    ) -> Option<()> {
+        let mut start = 0;
+        for (k, &(_, _, _, end)) in kernels.iter_mut().zip(&self.kernels) {
+            write_kernel(k, &self.kernel_ops[start..end as usize], &mut value)?;
+            start = end as usize;
+        }
+        self.write_scopes(g, value)
+    }
+
+    /// The scopes' numbers of [`Program::write`].
+    fn write_scopes(
+        &self,
+        g: &mut StepGraph,
+        mut value: impl FnMut(V) -> Option<f64>,
+    ) -> Option<()> {
+        let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
         let mut start = 0;
         for &(scope, end) in &self.scopes {
             let s = scope_mut(g, scope as usize);
@@ -215,6 +230,29 @@ impl<V: Copy> Program<V> {
         }
         Some(())
     }
+}
+
+/// Write one kernel's numbers (`ops`, each `value(v)`) into `k`; `None` as [`Program::write`].
+#[inline(always)]
+fn write_kernel<V: Copy>(
+    k: &mut Kernel,
+    ops: &[(V, KField)],
+    value: &mut impl FnMut(V) -> Option<f64>,
+) -> Option<()> {
+    let dim = |v: f64| -> Option<u64> { (v >= 0.0).then_some(v as u64) };
+    for &(x, field) in ops {
+        let v = value(x)?;
+        match field {
+            KField::Flops => k.flops = v,
+            KField::Read => k.bytes_read = v,
+            KField::Written => k.bytes_written = v,
+            KField::M => k.gemm.as_mut()?.m = dim(v)?,
+            KField::N => k.gemm.as_mut()?.n = dim(v)?,
+            KField::K => k.gemm.as_mut()?.k = dim(v)?,
+            KField::Batch => k.gemm.as_mut()?.batch = dim(v)?,
+        }
+    }
+    Some(())
 }
 
 /// A guard whose operands change with the rank, and the side it was on at the probes
@@ -277,6 +315,11 @@ pub struct RankFit {
     plan: Plan,
     /// The graph at r₀, rewritten in place by [`RankFit::apply`].
     work: StepGraph,
+    /// Copies of the kernels `row_program` rewrites (the representatives of `changed` whose
+    /// row numbers change), in its order: [`RankFit::apply_for_rows`] writes them here, not
+    /// into `work`, and the costing reads them ([`Step::row`]); [`RankFit::apply`] and a
+    /// derivation copy them from `work` again ([`RankFit::refresh_reps`]).
+    reps: Vec<Kernel>,
 }
 
 /// A scope's transient chain ([`GuardKind::Transient`]) with sizes that change with the rank:
@@ -665,23 +708,54 @@ impl RankFit {
             }
             start = end as usize;
         }
+        let row_program = Program::new(
+            row_patches(&patches, &changed, &work)
+                .iter()
+                .map(|p| (p.loc, (p.base, p.slope))),
+        );
+        let mut plan = Plan::new(&work, &changed);
+        // A representative whose row numbers change is read from `reps` (kernels and steps are
+        // both in (scope, segment, index) order).
+        let mut rows = row_program.kernels.iter().enumerate().peekable();
+        for st in plan.steps.iter_mut().filter(|st| st.from == Step::OWN) {
+            while rows
+                .peek()
+                .is_some_and(|(_, k)| (k.0, k.1, k.2) < (st.scope, st.seg, st.idx))
+            {
+                rows.next();
+            }
+            if let Some(&(i, k)) = rows.peek() {
+                if (k.0, k.1, k.2) == (st.scope, st.seg, st.idx) {
+                    st.row = i as u32;
+                }
+            }
+        }
+        let reps = row_program
+            .kernels
+            .iter()
+            .map(|&(scope, seg, idx, _)| kernel_at(&work, (scope, seg, idx)).clone())
+            .collect();
         let mut fit = RankFit {
             r0,
-            row_program: Program::new(
-                row_patches(&patches, &changed, &work)
-                    .iter()
-                    .map(|p| (p.loc, (p.base, p.slope))),
-            ),
+            row_program,
             program,
             guards,
             rows_valid: None,
             chains,
-            plan: Plan::new(&work, &changed),
+            plan,
             changed,
             work,
+            reps,
         };
         fit.rows_valid = fit.rows_range();
         fit
+    }
+
+    /// [`RankFit::reps`] copied from the working graph again (after it was rewritten in full).
+    fn refresh_reps(&mut self) {
+        for (k, &(scope, seg, idx, _)) in self.reps.iter_mut().zip(&self.row_program.kernels) {
+            k.clone_from(kernel_at(&self.work, (scope, seg, idx)));
+        }
     }
 
     /// The ranks at which a sweep's row numbers are all in range (at most `LIMIT` in size, a
@@ -936,7 +1010,9 @@ impl RankFit {
         memo: &mut GemmMemo,
         optimizer: &mut Option<CostedSegment>,
     ) -> &'a CostedGraph {
-        cost_planned(&self.work, &self.plan, slot, w, hw, memo, optimizer)
+        cost_planned(
+            &self.work, &self.reps, &self.plan, slot, w, hw, memo, optimizer,
+        )
     }
 
     /// Swap the working graph's trainable tensors and optimizer phase with `tensors` and `seg`
@@ -1009,8 +1085,9 @@ impl RankFit {
             &self.program
         };
         if rows_only {
-            // Within `rows_valid` every row number is within LIMIT (`rows_range`).
-            prog.write(g, |(base, slope)| Some(base + slope * dr))?;
+            // Within `rows_valid` every row number is within LIMIT (`rows_range`); the
+            // representatives' numbers go into their copies.
+            prog.write_apart(&mut self.reps, g, |(base, slope)| Some(base + slope * dr))?;
         } else {
             prog.write(g, |(base, slope)| value(base, slope))?;
         }
@@ -1046,7 +1123,10 @@ impl RankFit {
                 s.transient_bytes = run;
             }
         }
-        Some(g)
+        if !rows_only {
+            self.refresh_reps();
+        }
+        Some(&mut self.work)
     }
 }
 

@@ -100,6 +100,10 @@ pub(super) struct Step {
     /// refills once all its steps have run ([`Pieces::refills`]); [`Step::OWN`] when another
     /// changed kernel of the segment follows.
     pub(super) refill: u32,
+    /// Of a representative whose numbers a sweep's rows rewrite: its copy's place in the
+    /// kernels handed to the costing apart from the graph ([`RankFit::reps`]), where it is
+    /// read; [`Step::OWN`] to read it in the graph (a probe's plan, or numbers rows leave).
+    pub(super) row: u32,
 }
 
 impl Step {
@@ -147,6 +151,7 @@ impl Plan {
                     } else {
                         Step::OWN
                     },
+                    row: Step::OWN,
                 }
             })
             .collect();
@@ -602,13 +607,15 @@ pub fn cost_kept<'a>(
         stretches: false,
         ..Plan::new(g, changed)
     };
-    cost_planned(g, &plan, slot, w, hw, memo, optimizer)
+    cost_planned(g, &[], &plan, slot, w, hw, memo, optimizer)
 }
 
 /// [`cost_kept`] with the changed kernels' places already worked out ([`Plan::new`] of the same
-/// graph structure).
+/// graph structure), a representative with a [`Step::row`] read in `reps` rather than in `g`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn cost_planned<'a>(
     g: &StepGraph,
+    reps: &[Kernel],
     plan: &Plan,
     slot: &'a mut Option<TemplateCosts>,
     w: &Workload,
@@ -619,7 +626,7 @@ pub(super) fn cost_planned<'a>(
     let n = g.layer_graphs.len();
     let first = slot.as_ref().is_none_or(|tc| tc.stale);
     let tc = if first {
-        cost_first(g, plan, slot, w, hw, memo)
+        cost_first(g, reps, plan, slot, w, hw, memo)
     } else {
         let tc = slot.as_mut().expect("kept costs");
         debug_assert_eq!(tc.costs.len(), plan.len as usize, "a plan of another graph");
@@ -631,10 +638,16 @@ pub(super) fn cost_planned<'a>(
         let replay = w.runtime == Runtime::CudaGraph;
         for (st, gemm) in tc.layout.steps.iter().zip(&mut tc.gemm_slots) {
             let cost = if st.from == Step::OWN {
-                // A representative: costed from its own numbers (the segment is looked up
-                // only here).
-                let s = segments(scope_ref(g, st.scope as usize))[st.seg as usize];
-                kernel_cost_slot(&s.kernels[st.idx as usize], hw, replay, memo, gemm)
+                // A representative: costed from its own numbers, in its copy when rows rewrite
+                // it (the segment is looked up only otherwise).
+                let k = match reps.get(st.row as usize) {
+                    Some(k) => k,
+                    None => {
+                        &segments(scope_ref(g, st.scope as usize))[st.seg as usize].kernels
+                            [st.idx as usize]
+                    }
+                };
+                kernel_cost_slot(k, hw, replay, memo, gemm)
             } else {
                 tc.costs[st.from as usize].1
             };
@@ -703,6 +716,7 @@ pub(super) fn cost_planned<'a>(
 #[inline(never)]
 pub(super) fn cost_first<'a>(
     g: &StepGraph,
+    reps: &[Kernel],
     plan: &Plan,
     slot: &'a mut Option<TemplateCosts>,
     w: &Workload,
@@ -724,6 +738,14 @@ pub(super) fn cost_first<'a>(
     for sc in scopes(g) {
         for (seg, s) in segments(sc).into_iter().enumerate() {
             kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
+        }
+    }
+    // A representative rows rewrite is costed from its copy, which holds the point's numbers
+    // (`RankFit::apply_for_rows` leaves the graph's as they were).
+    let replay = w.runtime == Runtime::CudaGraph;
+    for st in &plan.steps {
+        if let (Step::OWN, Some(k)) = (st.from, reps.get(st.row as usize)) {
+            costs[st.at as usize].1 = kernel_cost_memo(k, hw, replay, memo);
         }
     }
     // A changed kernel takes its representative's cost (a representative its own), as

@@ -417,8 +417,10 @@ impl SeqFit {
         for c in &mut f.chains {
             c.fixed_max = fixed_max(scope_ref(&f.work, c.scope as usize), &c.varying);
         }
-        // The guards' operands and the row numbers' ranges are those at s now.
+        // The guards' operands and the row numbers' ranges are those at s now; the rows'
+        // kernels are copied from the graph at (s, r₀).
         f.rows_valid = f.rows_range();
+        f.refresh_reps();
         f.plan.renumber();
         Some(())
     }

@@ -599,7 +599,8 @@ fn from_probes_takes_the_probes_only_when_it_fits() {
 
 /// A sweep's rows rewrite the scope numbers (but the saved bytes by module, which no row reads,
 /// and the guards' operands, checked for the whole line at once) and the representatives'
-/// kernel numbers only (a GEMM's but its FLOPs): at rank 16 those equal a fresh build's, while another changed kernel,
+/// kernel numbers only (a GEMM's but its FLOPs), in their copies apart from the graph (whose
+/// representatives keep rank 4's): at rank 16 those equal a fresh build's, while another changed kernel,
 /// the per-module breakdown and the guards keep their rank-4 numbers; costed from that graph,
 /// every changed kernel takes its representative's cost, the same costs as the fully
 /// rewritten graph's.
@@ -649,12 +650,21 @@ fn rows_rewrite_only_the_representatives() {
     };
     fit.apply_for_rows(16).expect("rank 16");
     let lean = costs_of(&fit);
-    let (mut reps, mut gemms) = (0, 0);
+    let (mut reps, mut gemms, mut copies) = (0, 0, 0);
     for (j, c) in changed.iter().enumerate() {
         let at = (c.scope, c.seg, c.idx);
-        let k = kernel_at(fit.graph(), at);
+        let mut k = kernel_at(fit.graph(), at);
         if c.rep as usize == j {
             reps += 1;
+            // Read in its copy where rows rewrite it (`RankFit::reps`), the graph's keeping
+            // rank 4's numbers; else in the graph.
+            let st = fit.plan.steps[j];
+            assert_eq!(st.from, Step::OWN);
+            if let Some(copy) = fit.reps.get(st.row as usize) {
+                assert_eq!(k, kernel_at(&at4, at), "{at:?}: the graph's keeps rank 4's");
+                k = copy;
+                copies += 1;
+            }
             let want = kernel_at(&at16, at);
             if k.kind == crate::graph::KernelKind::Gemm && k.gemm.is_some() {
                 // A GEMM's cost reads its shape, not its FLOPs: those keep rank 4's.
@@ -674,6 +684,7 @@ fn rows_rewrite_only_the_representatives() {
         }
     }
     assert!(reps < changed.len() && gemms > 0);
+    assert!(copies > 0 && copies == fit.reps.len());
     let g = fit.graph();
     let (mut kept_by_module, mut kept_guards) = (0, 0);
     for (si, ((x, y), z)) in scopes(g).zip(scopes(&at16)).zip(scopes(&at4)).enumerate() {
