@@ -4,6 +4,70 @@ use crate::arch::preset;
 use crate::predict::{predict, Config, Detail, Prediction};
 use costsim_hardware::resolve_device;
 
+/// A point's optimizer phase held in this thread's memo for its key, spec and device count is
+/// lent in place (`with_optimizer`): what the point collects stays in the memo's entry, and the
+/// byte count is unchanged; another spec or device count under the key gets a fresh phase, kept
+/// in its place.
+#[test]
+fn a_held_optimizer_phase_is_lent_in_place() {
+    let model = preset("gpt2").unwrap();
+    let w = Workload::default();
+    let spec = |r| {
+        let opts = MethodOptions {
+            rank: Some(r),
+            ..MethodOptions::default()
+        };
+        MethodSpec::resolve(MethodName::Lora, &opts, &model, true).unwrap()
+    };
+    let key = OptimizerKey {
+        run: u64::MAX - 9,
+        model: 0,
+        method: MethodName::Lora,
+        precision: w.precision,
+        layers: 0,
+        rank: Some(8),
+    };
+    OPTIMIZERS.with_borrow_mut(|(memo, bytes, saturated)| {
+        memo.clear();
+        *bytes = 0;
+        *saturated = None;
+    });
+    // (entries, bytes, the entry's costed devices) after each point.
+    let state = || {
+        OPTIMIZERS.with_borrow(|(memo, bytes, _)| {
+            let entries: usize = memo.values().map(optimizer_bytes).sum();
+            assert_eq!(*bytes, entries);
+            let costed = memo[&key].costed.iter().filter(|c| c.is_some()).count();
+            (memo.len(), *bytes, costed)
+        })
+    };
+    let (tensors, _) = graph::optimizer_phase(&model, &spec(8), &w);
+    // Not held: built, then kept.
+    with_optimizer(key, &model, &spec(8), &w, 2, |p| {
+        assert!(p.costed.iter().all(Option::is_none));
+        assert_eq!(p.tensors, tensors);
+        p.costed[1] = Some(CostedSegment::empty());
+    });
+    let (n, bytes, costed) = state();
+    assert_eq!((n, costed), (1, 1));
+    // Held: lent in place, with what the first point collected; what this one adds stays.
+    with_optimizer(key, &model, &spec(8), &w, 2, |p| {
+        assert!(p.costed[1].is_some());
+        p.costed[0] = Some(CostedSegment::empty());
+    });
+    assert_eq!(state(), (1, bytes, 2));
+    // Another spec under the key, then another device count: fresh phases in its place.
+    with_optimizer(key, &model, &spec(12), &w, 2, |p| {
+        assert!(p.costed.iter().all(Option::is_none));
+        assert_ne!(p.tensors, tensors);
+    });
+    assert_eq!(state().2, 0);
+    with_optimizer(key, &model, &spec(12), &w, 3, |p| {
+        assert_eq!(p.costed.len(), 3)
+    });
+    assert_eq!(state().0, 1);
+}
+
 /// The per-thread optimizer memo: a phase given back is lent again for its key and spec
 /// (with the costs it collected), a different spec under the same key or another device
 /// count gets a fresh phase, and the byte count is always the entries' sum. Past its budget it
