@@ -31,7 +31,9 @@
 //! and blocks) is in `rescale_cost.rs`; templates derived across the sequence length in
 //! `rescale_seq.rs`.
 
-use crate::cost::{kernel_cost_memo, kernel_cost_slot, GemmMemo, GemmSlot, KernelCost};
+use crate::cost::{
+    kernel_cost_memo, kernel_cost_slot, max_of_number, GemmMemo, GemmSlot, KernelCost,
+};
 use crate::graph::{GuardKind, Kernel, KernelKind, Phase, ScopeGraph, Segment, StepGraph};
 use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece, Stretch};
 use crate::workload::{Runtime, Workload};
@@ -1108,7 +1110,7 @@ impl RankFit {
                 let mut max = c.fixed_max;
                 for &j in &c.sizes {
                     let (base, slope) = self.program.scope_ops[j as usize].0;
-                    max = max.max(base + slope * dr);
+                    max = max_of_number(max, base + slope * dr);
                 }
                 s.transient_bytes = max;
             } else {
