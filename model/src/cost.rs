@@ -311,17 +311,21 @@ fn choose_among(cands: impl Iterator<Item = (f64, f64)>, bytes: f64, bw: f64) ->
 /// are no fewer, and rounding is monotone), so none after it can be chosen (`choose_among`
 /// takes the first least). The same choice in fewer steps: a LoRA adapter's GEMM is
 /// memory-bound from its first configuration, and was scanned through six (2026-12-02).
+///
+/// Returns the chosen configuration's (math time s, extra bytes, memory time s), the last
+/// (bytes + extra) / bw as the kernel's cost works it out, so that the kernel does not divide
+/// again (a division on the path to its device time, twelve a sweep's point).
 fn choose_in_split_order(
     cands: impl Iterator<Item = (f64, f64)>,
     bytes: f64,
     bw: f64,
-) -> (f64, f64) {
-    let mut best = (f64::INFINITY, (f64::INFINITY, 0.0));
+) -> (f64, f64, f64) {
+    let mut best = (f64::INFINITY, (f64::INFINITY, 0.0, f64::INFINITY));
     for (t, extra) in cands {
         let mem = (bytes + extra) / bw;
         let charged = max_of_number(t, mem);
         if charged < best.0 {
-            best = (charged, (t, extra));
+            best = (charged, (t, extra, mem));
         }
         if mem >= t {
             break;
@@ -394,8 +398,9 @@ impl GemmMemo {
         self.map.is_empty()
     }
 
-    /// `choose_candidate(&gemm_candidates(g, mode, hw), bytes, bw)`, the search remembered. Only
-    /// valid for one profile: use one memo per profile.
+    /// `choose_candidate(&gemm_candidates(g, mode, hw), bytes, bw)`, the search remembered, with
+    /// the chosen configuration's memory time, (bytes + extra) / bw: (math time s, extra bytes,
+    /// memory time s). Only valid for one profile: use one memo per profile.
     pub fn choose(
         &mut self,
         g: &Gemm,
@@ -403,7 +408,7 @@ impl GemmMemo {
         hw: &Profile,
         bytes: f64,
         bw: f64,
-    ) -> (f64, f64) {
+    ) -> (f64, f64, f64) {
         let key = memo_key(g, mode, hw);
         // One hash lookup for a shape already held (the sweep's hot path); a full memo starts
         // afresh before a new shape goes in.
@@ -424,7 +429,7 @@ impl GemmMemo {
         hw: &Profile,
         bytes: f64,
         bw: f64,
-    ) -> (f64, f64) {
+    ) -> (f64, f64, f64) {
         let key = memo_key(g, mode, hw);
         if slot.key != Some(key) {
             self.with_configs(key, g, mode, hw, |c| slot.configs = *c);
@@ -583,13 +588,13 @@ pub fn kernel_cost_slot(
 }
 
 /// [`kernel_cost_memo`] with a GEMM's configuration chosen by `choose(shape, mode, bytes,
-/// bandwidth)` (math time s, extra bytes), as [`GemmMemo::choose`] does.
+/// bandwidth)` (math time s, extra bytes, memory time s), as [`GemmMemo::choose`] does.
 #[inline(always)]
 fn kernel_cost_by(
     k: &Kernel,
     hw: &Profile,
     graph_replay: bool,
-    choose: impl FnOnce(&Gemm, MathMode, f64, f64) -> (f64, f64),
+    choose: impl FnOnce(&Gemm, MathMode, f64, f64) -> (f64, f64, f64),
 ) -> KernelCost {
     if k.launches == 0 {
         return KernelCost {
@@ -639,11 +644,16 @@ fn kernel_cost_by(
         ),
         _ => hw.bandwidth_bps * eff,
     };
-    let (math_s, extra_bytes) = match (k.kind, k.gemm) {
+    // Memory time (bytes + extra) / bw, extra the bytes split-K adds (none but a GEMM's).
+    let no_extra = || (bytes + 0.0) / bw;
+    let (math_s, mem_s) = match (k.kind, k.gemm) {
         (KernelKind::Gemm, Some(g)) => match narrow_math_time(k.name, &g, k.math, hw) {
-            Some(t) => (t, 0.0),
+            Some(t) => (t, no_extra()),
             // The configuration this kernel runs as, by the time it is charged below.
-            None => choose(&g, k.math, bytes, bw),
+            None => {
+                let (t, _, mem) = choose(&g, k.math, bytes, bw);
+                (t, mem)
+            }
         },
         (KernelKind::Attention, g) => {
             // FLOPs at the attention rate, plus the profile's fixed time per tile (0 unless
@@ -658,12 +668,14 @@ fn kernel_cost_by(
             };
             (
                 k.flops / (hw.peak_flops(k.math) * hw.attention_by[dir][prec]) + tiles_s,
-                0.0,
+                no_extra(),
             )
         }
-        _ => (k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency), 0.0),
+        _ => (
+            k.flops / (hw.peak_fp32_flops * hw.gemm_efficiency),
+            no_extra(),
+        ),
     };
-    let mem_s = (bytes + extra_bytes) / bw;
     let floor = match (k.kind, hw.optimizer_op_s) {
         // Calibrated CPUs: an optimizer op's own fixed time, fitted on adapter-sized AdamW
         // updates, in place of the floor of the memory-bound kinds.
@@ -1196,10 +1208,12 @@ mod tests {
             // reset); both equal the search itself.
             for _ in 0..2 {
                 for bytes in [0.0, 1e6, 1e9] {
+                    let (t, extra, mem) = memo.choose(&g, MathMode::Bf16, &hw, bytes, bw);
                     assert_eq!(
-                        memo.choose(&g, MathMode::Bf16, &hw, bytes, bw),
+                        (t, extra),
                         choose_candidate(&gemm_candidates(&g, MathMode::Bf16, &hw), bytes, bw)
                     );
+                    assert_eq!(mem.to_bits(), ((bytes + extra) / bw).to_bits());
                 }
                 // It keeps each new shape until it holds 4, then starts afresh.
                 assert_eq!(memo.len() as u64, (m - 1) % 4 + 1);
@@ -1238,8 +1252,8 @@ mod tests {
                     for bytes in [0.0, 3e5, 7e7] {
                         let want =
                             choose_candidate(&gemm_candidates(&g, MathMode::Bf16, &hw), bytes, bw);
-                        let got = memo.choose(&g, MathMode::Bf16, &hw, bytes, bw);
-                        assert_eq!(got, want, "{device} {g:?} {bytes}");
+                        let (t, extra, _) = memo.choose(&g, MathMode::Bf16, &hw, bytes, bw);
+                        assert_eq!((t, extra), want, "{device} {g:?} {bytes}");
                     }
                 }
             }
@@ -1568,8 +1582,10 @@ mod tests {
             for hw in &hws {
                 let bw = hw.bandwidth_bps * bw_scale;
                 let want = choose_candidate(&gemm_candidates(&g, mode, hw), bytes, bw);
-                let got = GemmMemo::default().choose(&g, mode, hw, bytes, bw);
-                proptest::prop_assert_eq!(got, want, "{} {:?} {}", hw.name, g, bytes);
+                let (t, extra, mem) = GemmMemo::default().choose(&g, mode, hw, bytes, bw);
+                proptest::prop_assert_eq!((t, extra), want, "{} {:?} {}", hw.name, g, bytes);
+                // The memory time is the kernel's own, (bytes + extra) / bw, bit for bit.
+                proptest::prop_assert_eq!(mem.to_bits(), ((bytes + extra) / bw).to_bits());
             }
         }
 
@@ -1622,8 +1638,8 @@ mod tests {
                     let bytes = 2.0 * (tokens * (r + 4096)) as f64;
                     let bw = hw.bandwidth_bps;
                     let want = choose_candidate(&gemm_candidates(&g, mode, &hw), bytes, bw);
-                    let got = memo.choose_in(&mut slot, &g, mode, &hw, bytes, bw);
-                    proptest::prop_assert_eq!(got, want, "{} {:?} {:?}", hw.name, g, mode);
+                    let (t, extra, _) = memo.choose_in(&mut slot, &g, mode, &hw, bytes, bw);
+                    proptest::prop_assert_eq!((t, extra), want, "{} {:?} {:?}", hw.name, g, mode);
                     // Another kernel's shape through the same memo between two of this one's.
                     let other = Gemm { m: tokens, n: 11008, k: 4096 + r, batch: 1 };
                     memo.choose(&other, mode, &hw, bytes, bw);
