@@ -421,6 +421,11 @@ impl GemmMemo {
     /// representative GEMM, [`GemmSlot`]): the configurations are taken from the slot, without
     /// a hash lookup, while the kernel's key stays the one the slot holds, and looked up in the
     /// memo (and kept in the slot) when it changes.
+    ///
+    /// Inlined where it is called, its lookup ([`GemmMemo::fill_slot`]) kept out of line: as a
+    /// call of its own, saving and restoring registers and passing its arguments cost about 40
+    /// instructions a GEMM (callgrind, 2026-12-02).
+    #[inline(always)]
     pub fn choose_in(
         &mut self,
         slot: &mut GemmSlot,
@@ -432,10 +437,24 @@ impl GemmMemo {
     ) -> (f64, f64, f64) {
         let key = memo_key(g, mode, hw);
         if slot.key != Some(key) {
-            self.with_configs(key, g, mode, hw, |c| slot.configs = *c);
-            slot.key = Some(key);
+            self.fill_slot(slot, key, g, mode, hw);
         }
         choose_in_split_order(with_extra(&slot.configs, g), bytes, bw)
+    }
+
+    /// `slot` given the configurations of `key` (of `g`), looked up in the memo or searched.
+    #[cold]
+    #[inline(never)]
+    fn fill_slot(
+        &mut self,
+        slot: &mut GemmSlot,
+        key: GemmKey,
+        g: &Gemm,
+        mode: MathMode,
+        hw: &Profile,
+    ) {
+        self.with_configs(key, g, mode, hw, |c| slot.configs = *c);
+        slot.key = Some(key);
     }
 
     /// `f` of the configurations of the shape `key` (of `g`), searched when not held.
