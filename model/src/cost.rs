@@ -89,6 +89,16 @@ const TILES: [(u64, u64, f64); 4] = [
     (64, 64, 0.65),
 ];
 const SPLIT_K: [u64; 6] = [1, 2, 4, 8, 16, 32];
+/// 2·t_m·t_n of each of [`TILES`]: a tile's FLOPs a k-step.
+const TILE_FLOPS: [f64; TILES.len()] = {
+    let mut out = [0.0; TILES.len()];
+    let mut j = 0;
+    while j < TILES.len() {
+        out[j] = 2.0 * TILES[j].0 as f64 * TILES[j].1 as f64;
+        j += 1;
+    }
+    out
+};
 /// Pipeline fill of a tile's main loop, in K elements: each tile pays it once, so splitting a short
 /// K gains little. Uncalibrated (docs/model.md). Every candidate is open to every K, which keeps
 /// each candidate's charged time, and so their least ([`choose_candidate`]), monotone in m, n
@@ -228,12 +238,141 @@ fn gemm_configs(g: &Gemm, mode: MathMode, hw: &Profile) -> Configs {
     out
 }
 
+/// The part of a GPU's tile search ([`gemm_configs`]) that does not read k: each tile shape's
+/// waves at each split-K factor, and at each factor the tiles that can be the fastest.
+///
+/// A tile (t_m × t_n, efficiency η) at split s runs w = ⌈tiles·s / SMs⌉ waves of
+/// 2·t_m·t_n·(⌈k/s⌉ + K_FILL) FLOPs at (peak·η_gemm / SMs)·η each: its time is
+/// c·(⌈k/s⌉ + K_FILL) with c = w·2·t_m·t_n / rate, and ⌈k/s⌉ + K_FILL is the same for every
+/// tile, so which tile is fastest at a factor does not depend on k, up to rounding. A tile whose
+/// c is within 10⁻⁹ of the least stays a candidate, and a point's times are worked out for the
+/// candidates exactly as the full search works them out, in its order: the same configurations
+/// bit for bit (a proptest compares the two). A sweep's line changes k at every rank for the
+/// GEMMs whose k is the rank (LoRA's B forward, the input gradient through A), and m and n not
+/// at all: [`GemmSlot`] keeps this and works out only the k part.
+#[derive(Debug, Clone, Copy)]
+struct TileSearch {
+    /// Waves of each tile (index into [`TILES`]) at each split (index into [`SPLIT_K`]).
+    waves: [[f64; SPLIT_K.len()]; TILES.len()],
+    /// Each tile's FLOP rate a SM, flop/s.
+    rate: [f64; TILES.len()],
+    /// At each split, the tiles that may be the fastest, as bits (bit j: `TILES[j]`); none
+    /// where no tile may split (each fills the SMs without).
+    cands: [u8; SPLIT_K.len()],
+}
+
+impl TileSearch {
+    /// Relative margin within which a tile's k-free time counts as a tie with the least.
+    const TIE: f64 = 1e-9;
+
+    /// The search of `g` in `mode` on a GPU `hw` (one without a per-call fill).
+    fn new(g: &Gemm, mode: MathMode, hw: &Profile) -> Self {
+        debug_assert!(hw.gemm_fill_rows.is_none());
+        let per_sm = hw.peak_flops(mode) * hw.gemm_efficiency / f64::from(hw.sms);
+        let sms = u64::from(hw.sms);
+        let mut out = TileSearch {
+            waves: [[f64::INFINITY; SPLIT_K.len()]; TILES.len()],
+            rate: [0.0; TILES.len()],
+            cands: [0; SPLIT_K.len()],
+        };
+        // The k-free time of each tile at each split (∞ where it may not split).
+        let mut c = [[f64::INFINITY; SPLIT_K.len()]; TILES.len()];
+        for (j, (tm, tn, eff)) in TILES.into_iter().enumerate() {
+            // Saturating: beyond u64 the tile count only has to stay "more than the SMs".
+            let tiles =
+                g.m.div_ceil(tm)
+                    .saturating_mul(g.n.div_ceil(tn))
+                    .saturating_mul(g.batch);
+            out.rate[j] = per_sm * eff;
+            for (i, split) in SPLIT_K.into_iter().enumerate() {
+                // Split-K only when the output alone leaves SMs idle, as cuBLAS's heuristics do.
+                if split > 1 && tiles >= sms {
+                    break;
+                }
+                let total = tiles.saturating_mul(split);
+                out.waves[j][i] = total.div_ceil(sms) as f64;
+                c[j][i] = out.waves[j][i] * TILE_FLOPS[j] / out.rate[j];
+            }
+        }
+        for (i, cands) in out.cands.iter_mut().enumerate() {
+            let least = c.iter().map(|row| row[i]).fold(f64::INFINITY, f64::min);
+            if least.is_finite() {
+                for (j, row) in c.iter().enumerate() {
+                    if row[i] <= least * (1.0 + Self::TIE) {
+                        *cands |= 1 << j;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// [`choose_in_split_order`] among `g`'s configurations (at its k), worked out as the
+    /// choice goes. Out of line: the sweep's common path, a slot's configurations held, stays
+    /// small where it is inlined.
+    #[inline(never)]
+    fn choose(&self, g: &Gemm, bytes: f64, bw: f64) -> (f64, f64, f64) {
+        choose_in_split_order(extra_of(self.iter(g.k), g), bytes, bw)
+    }
+
+    /// The configurations at depth `k` ([`gemm_configs`]; the tests compare the two).
+    #[cfg(test)]
+    fn configs(&self, k: u64) -> Configs {
+        let mut out = Configs::EMPTY;
+        self.iter(k).for_each(|c| out.push(c));
+        out
+    }
+
+    /// The configurations at depth `k` as they are worked out, in increasing split: at each
+    /// split the least time of its candidate tiles, kept when it beats every smaller split's
+    /// (split-K writes fp32 partial tiles and reads them back to reduce: more traffic with each
+    /// factor). Lazily, for a choice that stops early ([`choose_in_split_order`]).
+    #[inline(always)]
+    fn iter(&self, k: u64) -> impl Iterator<Item = (f64, u8)> + '_ {
+        let mut floor = f64::INFINITY;
+        SPLIT_K
+            .into_iter()
+            .enumerate()
+            .filter_map(move |(i, split)| {
+                let mut tiles = self.cands[i];
+                if tiles == 0 {
+                    return None;
+                }
+                let k_steps = k.div_ceil(split) as f64 + K_FILL;
+                let mut best = f64::INFINITY;
+                while tiles != 0 {
+                    let j = tiles.trailing_zeros() as usize;
+                    tiles &= tiles - 1;
+                    // 2·t_m·t_n exact, as the whole search's product of the three is.
+                    let tile_flops = TILE_FLOPS[j] * k_steps;
+                    let t = self.waves[j][i] * tile_flops / self.rate[j];
+                    if t < best {
+                        best = t;
+                    }
+                }
+                (best < floor).then(|| {
+                    floor = best;
+                    (best, split as u8)
+                })
+            })
+    }
+}
+
 /// (math time s, extra bytes) of each configuration of `g`: split-K by s adds 2·s·(m·n·batch·4)
 /// bytes (fp32 partial tiles written and read back), an unsplit one none.
 fn with_extra<'c>(configs: &'c Configs, g: &Gemm) -> impl Iterator<Item = (f64, f64)> + 'c {
+    extra_of(configs.iter(), g)
+}
+
+/// [`with_extra`] of configurations as they come.
+#[inline(always)]
+fn extra_of(
+    configs: impl Iterator<Item = (f64, u8)>,
+    g: &Gemm,
+) -> impl Iterator<Item = (f64, f64)> {
     // In f64: m·n·batch can pass 2^64 (2^40 tokens × a 2^24 vocabulary); exact below 2^53.
     let out_bytes = g.m as f64 * g.n as f64 * g.batch as f64 * 4.0;
-    configs.iter().map(move |(t, split)| {
+    configs.map(move |(t, split)| {
         let extra = if split > 1 {
             2.0 * f64::from(split) * out_bytes
         } else {
@@ -439,7 +578,10 @@ impl GemmMemo {
         if slot.key != Some(key) {
             self.fill_slot(slot, key, g, mode, hw);
         }
-        choose_in_split_order(with_extra(&slot.configs, g), bytes, bw)
+        match (&slot.search, slot.lazy) {
+            (Some(held), true) => held.1.choose(g, bytes, bw),
+            _ => choose_in_split_order(with_extra(&slot.configs, g), bytes, bw),
+        }
     }
 
     /// `slot` given the configurations of `key` (of `g`), looked up in the memo or searched.
@@ -453,7 +595,22 @@ impl GemmMemo {
         mode: MathMode,
         hw: &Profile,
     ) {
-        self.with_configs(key, g, mode, hw, |c| slot.configs = *c);
+        // On a GPU, a key that differs from the slot's in k alone (a GEMM whose k is the rank)
+        // is chosen among the configurations worked out as the choice goes from the k-free
+        // part of the search, kept in the slot: no lookup, and often one configuration worked
+        // out (an adapter GEMM is memory-bound from the first).
+        let class = (key.0, key.1, 0, key.3, key.4);
+        let same_class = slot.key.is_some_and(|k| (k.0, k.1, 0, k.3, k.4) == class);
+        slot.lazy = same_class && hw.gemm_fill_rows.is_none();
+        if slot.lazy {
+            match &mut slot.search {
+                Some(held) if held.0 == class => {}
+                Some(held) => **held = (class, TileSearch::new(g, mode, hw)),
+                held => *held = Some(Box::new((class, TileSearch::new(g, mode, hw)))),
+            }
+        } else {
+            self.with_configs(key, g, mode, hw, |c| slot.configs = *c);
+        }
         slot.key = Some(key);
     }
 
@@ -499,6 +656,21 @@ fn memo_key(g: &Gemm, mode: MathMode, hw: &Profile) -> GemmKey {
 pub struct GemmSlot {
     key: Option<GemmKey>,
     configs: Configs,
+    /// The k-free part of the search ([`TileSearch`]) of a shape class (the key with k = 0),
+    /// on a GPU, once the kernel's k has changed within that class; boxed, as most slots never
+    /// need one (240 bytes).
+    search: Option<Box<(GemmKey, TileSearch)>>,
+    /// Whether the held key's configurations are worked out from `search` at each choice
+    /// (`configs` not filled).
+    lazy: bool,
+}
+
+impl GemmSlot {
+    /// Forget the shape held (the next choice looks its key up), keeping the storage of the
+    /// k-free search, which stays valid for its class on the slot's profile.
+    pub fn forget(&mut self) {
+        self.key = None;
+    }
 }
 
 impl Default for GemmSlot {
@@ -506,6 +678,8 @@ impl Default for GemmSlot {
         Self {
             key: None,
             configs: Configs::EMPTY,
+            search: None,
+            lazy: false,
         }
     }
 }
@@ -1574,6 +1748,50 @@ mod tests {
         assert_eq!(kernel_cost(&k, &cpu, false).bound, Bound::Memory);
     }
 
+    /// Tiles tie exactly at some shapes: on an A100 (108 SMs) a 3,648 × 3,776 output takes 5
+    /// waves of 256×128 tiles (450 tiles, η 1), 9 of 128×128 (870, η 0.9) and 16 of 128×64
+    /// (1,711, η 0.8): 5 · 2 · 256 · 128 = 9 · 2 · 128² / 0.9 = 16 · 2 · 128 · 64 / 0.8 =
+    /// 327,680 FLOPs-at-full-rate a k-step for each (64×64: 32 waves, 403,298). Rounding then
+    /// decides among the three, differently at different k. Every tied tile stays a candidate,
+    /// and every k gives the whole search's configurations.
+    #[test]
+    fn tiles_that_tie_exactly_all_stay_candidates() {
+        let hw = resolve_device("a100").unwrap();
+        assert_eq!(hw.sms, 108);
+        let g = Gemm {
+            m: 3648,
+            n: 3776,
+            k: 1,
+            batch: 1,
+        };
+        let search = TileSearch::new(&g, MathMode::Bf16, &hw);
+        assert_eq!(search.cands[0], 0b0111, "{search:?}");
+        let mut firsts = std::collections::BTreeSet::new();
+        for k in 1..20_000 {
+            let want = gemm_configs(&Gemm { k, ..g }, MathMode::Bf16, &hw);
+            let got = search.configs(k);
+            assert_eq!(
+                got.t[..usize::from(got.len)],
+                want.t[..usize::from(want.len)],
+                "k {k}"
+            );
+            assert_eq!(got.split, want.split);
+            // Which tied tile is fastest after rounding, k by k.
+            let ts: Vec<f64> = (0..3)
+                .map(|j| {
+                    let (tm, tn, _) = TILES[j];
+                    search.waves[j][0] * (2.0 * tm as f64 * tn as f64 * (k as f64 + K_FILL))
+                        / search.rate[j]
+                })
+                .collect();
+            let least = ts.iter().copied().fold(f64::INFINITY, f64::min);
+            firsts.insert(ts.iter().position(|&t| t == least).unwrap());
+        }
+        // Rounding picks more than one of them across k: a search that kept only the first
+        // (or any one) would differ from the whole one somewhere.
+        assert!(firsts.len() > 1, "{firsts:?}");
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
         /// The memo's choice, which stops at the first configuration that is memory-bound
@@ -1605,6 +1823,49 @@ mod tests {
                 proptest::prop_assert_eq!((t, extra), want, "{} {:?} {}", hw.name, g, bytes);
                 // The memory time is the kernel's own, (bytes + extra) / bw, bit for bit.
                 proptest::prop_assert_eq!(mem.to_bits(), ((bytes + extra) / bw).to_bits());
+            }
+        }
+
+        /// The tile search split in two (`TileSearch`: what does not read k, once a shape;
+        /// then k, in full or as a choice goes) gives the configurations the whole search
+        /// (`gemm_configs`) gives, bit for bit, on every built-in GPU, for any shape and mode.
+        #[test]
+        fn the_tile_search_in_two_parts_is_the_whole_one(
+            (m, n) in proptest::prop_oneof![
+                (1u64..1 << 11, 1u64..1 << 11),
+                (1u64..1 << 16, 1u64..1 << 16),
+                (1u64..1 << 24, 1u64..1 << 24),
+            ],
+            ks in proptest::collection::vec(1u64..1 << 22, 1..8),
+            batch in 1u64..40,
+            half in proptest::bool::ANY,
+        ) {
+            let mode = if half { MathMode::Bf16 } else { MathMode::Fp32 };
+            for hw in costsim_hardware::builtin_profiles().unwrap() {
+                if hw.gemm_fill_rows.is_some() {
+                    continue;
+                }
+                let search = TileSearch::new(&Gemm { m, n, k: 1, batch }, mode, &hw);
+                for &k in &ks {
+                    let g = Gemm { m, n, k, batch };
+                    let want = gemm_configs(&g, mode, &hw);
+                    let bits = |c: &Configs| {
+                        c.iter().map(|(t, s)| (t.to_bits(), s)).collect::<Vec<_>>()
+                    };
+                    proptest::prop_assert_eq!(
+                        bits(&search.configs(k)), bits(&want), "{} {:?}", hw.name, g
+                    );
+                    // The lazy choice (a slot's k changed) is the memo's over the whole list.
+                    for bytes in [0.0, 1e5, 1e9] {
+                        let bw = hw.bandwidth_bps;
+                        let got = search.choose(&g, bytes, bw);
+                        let want = choose_in_split_order(with_extra(&want, &g), bytes, bw);
+                        proptest::prop_assert_eq!(
+                            (got.0.to_bits(), got.1.to_bits(), got.2.to_bits()),
+                            (want.0.to_bits(), want.1.to_bits(), want.2.to_bits())
+                        );
+                    }
+                }
             }
         }
 

@@ -525,10 +525,9 @@ impl TemplateCosts {
             l.pieces[p as usize] = Piece::run(&self.costs[lo as usize..hi as usize]);
         }
         // The slots' configurations are the device's; the last graph's shapes are not this
-        // one's, so they start empty (one lookup each at the first point).
-        self.gemm_slots
-            .iter_mut()
-            .for_each(|s| *s = GemmSlot::default());
+        // one's, so they start empty (one lookup each at the first point), keeping their
+        // storage.
+        self.gemm_slots.iter_mut().for_each(GemmSlot::forget);
         self.twins_plan = plan.id;
     }
 
