@@ -35,7 +35,9 @@ use crate::cost::{
     kernel_cost_memo, kernel_cost_slot, max_of_number, GemmMemo, GemmSlot, KernelCost,
 };
 use crate::graph::{GuardKind, Kernel, KernelKind, Phase, ScopeGraph, Segment, StepGraph};
-use crate::simulate::{host_cost, CostedGraph, CostedSegment, Piece, Stretch};
+use crate::simulate::{
+    classes_into, host_cost, ClassKey, CostedGraph, CostedSegment, Piece, Stretch,
+};
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;
 use std::cmp::Ordering;

@@ -37,6 +37,11 @@ pub struct TemplateCosts {
     /// Whether these are another graph's costs, kept for their storage and layout
     /// ([`TemplateCosts::recycle`]): the next costing costs every kernel afresh.
     pub(super) stale: bool,
+    /// The classes of equal kernels ([`crate::simulate::cost_classes`], in `costs`' order) of
+    /// an earlier line's graph of the same key, found once its costs were recycled: hints for
+    /// a later line's first costing, where a kernel whose key ([`ClassKey`]) equals its class's
+    /// first kernel's takes that one's cost (empty: none found).
+    pub(super) classes: Vec<u32>,
 }
 
 impl TemplateCosts {
@@ -554,6 +559,50 @@ impl TemplateCosts {
     }
 }
 
+/// Every kernel's (host issue s, device cost) of `g`, in `costs`' order, appended to `out` as
+/// [`kernel_costs`] gives them, with `classes` (an earlier graph's of the same structure) as
+/// hints: a class's first kernel is costed, and a later one equal to that one in its
+/// [`ClassKey`] ([`ClassKey::same`]) copies its cost (both functions read only what the key
+/// holds); one that differs (the hint does not hold in this graph) is costed. So the same
+/// numbers, whatever the hints.
+fn cost_hinted(
+    g: &StepGraph,
+    classes: &[u32],
+    w: &Workload,
+    hw: &Profile,
+    memo: &mut GemmMemo,
+    out: &mut Vec<(f64, KernelCost)>,
+) {
+    let replay = w.runtime == Runtime::CudaGraph;
+    // Each class's first kernel, its phase and its place in `out`.
+    let mut firsts: Vec<(&Kernel, Phase, u32)> = Vec::with_capacity(classes.len() / 2);
+    for sc in scopes(g) {
+        for (seg, s) in segments(sc).into_iter().enumerate() {
+            let phase = seg_phase(seg as u8);
+            for k in &s.kernels {
+                let at = out.len();
+                let class = classes[at] as usize;
+                let cost = match firsts.get(class) {
+                    Some(&(first, p, from)) if ClassKey::same(first, p, k, phase) => {
+                        out[from as usize]
+                    }
+                    held => {
+                        let cost = (
+                            host_cost(k, phase, w.runtime, hw),
+                            kernel_cost_memo(k, hw, replay, memo),
+                        );
+                        if held.is_none() && class == firsts.len() {
+                            firsts.push((k, phase, at as u32));
+                        }
+                        cost
+                    }
+                };
+                out.push(cost);
+            }
+        }
+    }
+}
+
 /// Per-kernel costs of a segment, as `simulate::cost_segment` evaluates them, appended to `out`.
 pub(super) fn kernel_costs(
     seg: &Segment,
@@ -725,18 +774,38 @@ pub(super) fn cost_first<'a>(
     let n = g.layer_graphs.len();
     // Recycled costs of a graph with as many layer classes: their storage reused.
     let mut costs = Vec::new();
+    let mut classes = Vec::new();
     let old = slot
         .take()
         .filter(|o| o.costed.layers.len() == n)
         .map(|mut o| {
             costs = std::mem::take(&mut o.costs);
             costs.clear();
+            classes = std::mem::take(&mut o.classes);
             o
         });
     costs.reserve(plan.len as usize);
-    for sc in scopes(g) {
-        for (seg, s) in segments(sc).into_iter().enumerate() {
-            kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
+    if classes.len() == plan.len as usize {
+        cost_hinted(g, &classes, w, hw, memo, &mut costs);
+    } else {
+        for sc in scopes(g) {
+            for (seg, s) in segments(sc).into_iter().enumerate() {
+                kernel_costs(s, seg_phase(seg as u8), w, hw, memo, &mut costs);
+            }
+        }
+        // Recycled: a key with more than one line, whose later lines take these classes as
+        // hints (found once a key: hashing every kernel costs about what costing it does).
+        classes.clear();
+        if old.is_some() {
+            classes_into(
+                scopes(g).flat_map(|sc| {
+                    segments(sc).into_iter().enumerate().flat_map(|(seg, s)| {
+                        s.kernels.iter().map(move |k| (k, seg_phase(seg as u8)))
+                    })
+                }),
+                plan.len as usize,
+                &mut classes,
+            );
         }
     }
     // A representative rows rewrite is costed from its copy, which holds the point's numbers
@@ -769,6 +838,7 @@ pub(super) fn cost_first<'a>(
             o.costs = costs;
             o.starts = starts;
             o.stale = false;
+            o.classes = classes;
             slot.insert(o)
         }
         None => slot.insert(TemplateCosts {
@@ -788,6 +858,7 @@ pub(super) fn cost_first<'a>(
                 optimizer: CostedSegment::empty(),
             },
             stale: false,
+            classes,
         }),
     };
     for (i, sc) in scopes(g).enumerate() {

@@ -1320,7 +1320,7 @@ fn recycled_costs_cost_what_fresh_ones_do() {
                     "{name} {method} {} → {} derived {derived}",
                     from.name, to.name
                 );
-                // The line before: derived at 64, costed at two ranks, then recycled.
+                // The lines before: derived at 64, costed at two ranks, then recycled.
                 let w64 = Workload {
                     seq: 64,
                     ..w.clone()
@@ -1331,7 +1331,23 @@ fn recycled_costs_cost_what_fresh_ones_do() {
                     before.apply_for_rows(r).unwrap();
                     before.costed(&mut slot, &w64, from, &mut memo, &mut None);
                 }
+                slot.as_mut().unwrap().recycle();
+                // And at 96, costed once: its first costing finds the classes of equal kernels
+                // the next line takes as hints (`cost_hinted`); scrambled (every kernel in one
+                // class, most unequal to its first) on one device pair, where every kernel
+                // unequal to its class's first must be costed for itself.
+                let w96 = Workload {
+                    seq: 96,
+                    ..w.clone()
+                };
+                let mut before = sf.derive(96).unwrap();
+                before.apply_for_rows(3).unwrap();
+                before.costed(&mut slot, &w96, from, &mut memo, &mut None);
                 let tc = slot.as_mut().unwrap();
+                assert_eq!(tc.classes.len(), tc.costs.len(), "{what}: hints found");
+                if !same_device {
+                    tc.classes.iter_mut().for_each(|c| *c = 0);
+                }
                 let storage = tc.layout.pieces.as_ptr();
                 tc.recycle();
                 // This line, at 200: derived from the same template, or fitted from probes.

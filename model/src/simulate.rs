@@ -960,11 +960,12 @@ pub fn graph_segments(g: &StepGraph) -> impl Iterator<Item = (&Segment, Phase)> 
 /// profile. Names count by address and length (they are string literals): equal text at
 /// another address only makes another key, so such a kernel is costed twice, never given
 /// another's cost; likewise −0.0 and +0.0, compared as bits.
-#[derive(PartialEq, Eq)]
-struct ClassKey([u64; 12]);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClassKey([u64; 12]);
 
 impl ClassKey {
-    fn of(k: &Kernel, phase: Phase) -> Self {
+    #[inline]
+    pub(crate) fn of(k: &Kernel, phase: Phase) -> Self {
         let small = |v: u64, at: u32| v << at;
         let packed = small(k.kind as u64, 0)
             | small(k.dtype as u64, 8)
@@ -997,6 +998,31 @@ impl ClassKey {
     }
 }
 
+impl ClassKey {
+    /// Whether `a` in phase `pa` and `b` in `pb` have equal keys, without building them: the
+    /// same fields compared the same way (names and pieces by address and length, numbers as
+    /// bits, no GEMM as its own value), for one kernel compared with another once. A test
+    /// checks it against the keys' equality field by field.
+    #[inline]
+    pub(crate) fn same(a: &Kernel, pa: Phase, b: &Kernel, pb: Phase) -> bool {
+        std::ptr::eq(a.name, b.name)
+            && std::ptr::eq(a.piece, b.piece)
+            && a.kind == b.kind
+            && a.dtype == b.dtype
+            && a.math == b.math
+            && pa == pb
+            && a.recompute == b.recompute
+            && a.module_calls == b.module_calls
+            && a.peft_calls == b.peft_calls
+            && a.launches == b.launches
+            && a.host_tensors == b.host_tensors
+            && a.flops.to_bits() == b.flops.to_bits()
+            && a.bytes_read.to_bits() == b.bytes_read.to_bits()
+            && a.bytes_written.to_bits() == b.bytes_written.to_bits()
+            && a.gemm == b.gemm
+    }
+}
+
 impl std::hash::Hash for ClassKey {
     /// The words that tell most kernels apart (equality compares all): hashing all twelve cost
     /// more than the costings the classes save.
@@ -1015,16 +1041,28 @@ impl std::hash::Hash for ClassKey {
 /// backward with accumulation like the backward).
 pub fn cost_classes(g: &StepGraph) -> Vec<u32> {
     let n: usize = graph_segments(g).map(|(s, _)| s.kernels.len()).sum();
+    let mut out = Vec::with_capacity(n);
+    classes_into(
+        graph_segments(g).flat_map(|(s, phase)| s.kernels.iter().map(move |k| (k, phase))),
+        n,
+        &mut out,
+    );
+    out
+}
+
+/// [`cost_classes`] of kernels (with their phases) as they come, appended to `out`: `n` of them,
+/// a capacity hint.
+pub(crate) fn classes_into<'k>(
+    kernels: impl Iterator<Item = (&'k Kernel, Phase)>,
+    n: usize,
+    out: &mut Vec<u32>,
+) {
     let mut seen: rustc_hash::FxHashMap<ClassKey, u32> =
         rustc_hash::FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
-    let mut out = Vec::with_capacity(n);
-    for (s, phase) in graph_segments(g) {
-        for k in &s.kernels {
-            let next = seen.len() as u32;
-            out.push(*seen.entry(ClassKey::of(k, phase)).or_insert(next));
-        }
+    for (k, phase) in kernels {
+        let next = seen.len() as u32;
+        out.push(*seen.entry(ClassKey::of(k, phase)).or_insert(next));
     }
-    out
 }
 
 /// A kernel's (host issue s, device cost) in `phase`.

@@ -1608,9 +1608,18 @@ fn cost_classes_number_first_uses_in_order_and_tell_apart_every_field_costs_read
         }
         cost_classes(&g)
     };
+    // `ClassKey::same` (one kernel compared with another without building keys) agrees.
+    let same = |a: &Kernel, pa, b: &Kernel, pb| {
+        let by_keys = ClassKey::of(a, pa) == ClassKey::of(b, pb);
+        assert_eq!(ClassKey::same(a, pa, b, pb), by_keys);
+        by_keys
+    };
+    assert!(same(&base, Phase::Backward, &base.clone(), Phase::Backward));
+    assert!(!same(&base, Phase::Forward, &base, Phase::Backward));
     for (what, edit) in read {
         let mut k = base.clone();
         edit(&mut k);
+        assert!(!same(&base, Phase::Backward, &k, Phase::Backward), "{what}");
         assert_eq!(
             classes_of(vec![base.clone(), k], &[Phase::Backward, Phase::Backward]),
             [0, 1],
@@ -1633,6 +1642,7 @@ fn cost_classes_number_first_uses_in_order_and_tell_apart_every_field_costs_read
     for edit in unread {
         let mut k = base.clone();
         edit(&mut k);
+        assert!(same(&base, Phase::Backward, &k, Phase::Backward));
         assert_eq!(
             classes_of(vec![base.clone(), k], &[Phase::Backward, Phase::Backward]),
             [0, 0]
