@@ -190,23 +190,6 @@ impl<V: Copy> Program<V> {
         self.write_scopes(g, value)
     }
 
-    /// [`Program::write`] with the kernels' numbers written into `kernels` instead, the `i`th
-    /// kernel of the program into `kernels[i]` (copies of the graph's, [`RankFit::reps`]): no
-    /// graph lookup a kernel. The scopes' numbers go into `g`.
-    fn write_apart(
-        &self,
-        kernels: &mut [Kernel],
-        g: &mut StepGraph,
-        mut value: impl FnMut(V) -> Option<f64>,
-    ) -> Option<()> {
-        let mut start = 0;
-        for (k, &(_, _, _, end)) in kernels.iter_mut().zip(&self.kernels) {
-            write_kernel(k, &self.kernel_ops[start..end as usize], &mut value)?;
-            start = end as usize;
-        }
-        self.write_scopes(g, value)
-    }
-
     /// The scopes' numbers of [`Program::write`].
     fn write_scopes(
         &self,
@@ -324,6 +307,87 @@ pub struct RankFit {
     /// into `work`, and the costing reads them ([`Step::row`]); [`RankFit::apply`] and a
     /// derivation copy them from `work` again ([`RankFit::refresh_reps`]).
     reps: Vec<Kernel>,
+    /// `row_program`'s kernel numbers grouped by field, written into `reps` at a sweep's point
+    /// ([`RowWrites`]); rebuilt wherever `row_program` changes.
+    row_writes: RowWrites,
+}
+
+/// A row program's kernel numbers grouped by field ([`KField`], in its order), each (the
+/// kernel's place in [`RankFit::reps`], base, slope): a point writes each group in a loop of
+/// its own, without matching on the field a number (about 25 instructions a number that way,
+/// 64 numbers a point of llama2-7b LoRA; callgrind, 2026-12-03). Each field of a kernel is
+/// written once, so the order is free.
+#[derive(Debug, Clone, Default)]
+struct RowWrites {
+    ops: Vec<(u32, f64, f64)>,
+    /// The end of each field's group in `ops`.
+    ends: [u32; 7],
+}
+
+impl RowWrites {
+    /// Group `p`'s kernel numbers, into this one's storage.
+    fn refill(&mut self, p: &Program) {
+        self.ops.clear();
+        let field_of = |f: KField| match f {
+            KField::Flops => 0,
+            KField::Read => 1,
+            KField::Written => 2,
+            KField::M => 3,
+            KField::N => 4,
+            KField::K => 5,
+            KField::Batch => 6,
+        };
+        for want in 0..self.ends.len() {
+            let mut start = 0;
+            for (i, &(_, _, _, end)) in p.kernels.iter().enumerate() {
+                for &((base, slope), f) in &p.kernel_ops[start..end as usize] {
+                    if field_of(f) == want {
+                        self.ops.push((i as u32, base, slope));
+                    }
+                }
+                start = end as usize;
+            }
+            self.ends[want] = self.ops.len() as u32;
+        }
+    }
+
+    /// Write every number at r − r₀ = `dr` into `kernels` (the copies); `None` where a size or
+    /// count would be negative or a GEMM's dimension has no GEMM, as [`write_kernel`].
+    ///
+    /// For a rank within [`RankFit::rows_valid`], where every number is at most `LIMIT` in size:
+    /// a dimension converts through i64 (one instruction; `as u64` saturates in several), the
+    /// same integer below 2⁶³.
+    #[inline]
+    fn write(&self, kernels: &mut [Kernel], dr: f64) -> Option<()> {
+        let dim = |v: f64| -> Option<u64> {
+            debug_assert!(v.abs() <= LIMIT);
+            (v >= 0.0).then_some(v as i64 as u64)
+        };
+        let mut start = 0;
+        for (field, &end) in self.ends.iter().enumerate() {
+            let ops = &self.ops[start..end as usize];
+            start = end as usize;
+            macro_rules! each {
+                ($k:ident, $v:ident => $write:expr) => {
+                    for &(i, base, slope) in ops {
+                        let $k = &mut kernels[i as usize];
+                        let $v = base + slope * dr;
+                        $write;
+                    }
+                };
+            }
+            match field {
+                0 => each!(k, v => k.flops = v),
+                1 => each!(k, v => k.bytes_read = v),
+                2 => each!(k, v => k.bytes_written = v),
+                3 => each!(k, v => k.gemm.as_mut()?.m = dim(v)?),
+                4 => each!(k, v => k.gemm.as_mut()?.n = dim(v)?),
+                5 => each!(k, v => k.gemm.as_mut()?.k = dim(v)?),
+                _ => each!(k, v => k.gemm.as_mut()?.batch = dim(v)?),
+            }
+        }
+        Some(())
+    }
 }
 
 /// A scope's transient chain ([`GuardKind::Transient`]) with sizes that change with the rank:
@@ -750,7 +814,9 @@ impl RankFit {
             changed,
             work,
             reps,
+            row_writes: RowWrites::default(),
         };
+        fit.row_writes.refill(&fit.row_program);
         fit.rows_valid = fit.rows_range();
         fit
     }
@@ -1091,7 +1157,8 @@ impl RankFit {
         if rows_only {
             // Within `rows_valid` every row number is within LIMIT (`rows_range`); the
             // representatives' numbers go into their copies.
-            prog.write_apart(&mut self.reps, g, |(base, slope)| Some(base + slope * dr))?;
+            self.row_writes.write(&mut self.reps, dr)?;
+            prog.write_scopes(g, |(base, slope)| Some(base + slope * dr))?;
         } else {
             prog.write(g, |(base, slope)| value(base, slope))?;
         }

@@ -400,6 +400,7 @@ impl SeqFit {
         for (op, &j) in r.scope_ops.iter_mut().zip(scope_rows) {
             op.0 = p.scope_ops[j as usize - n].0;
         }
+        f.row_writes.refill(&f.row_program);
         // The graph at (s, r₀): the numbers that change with s, then those that change with the
         // rank at their bases (the same value where both change), the transient chains of both
         // recomputed from their sizes.
