@@ -312,10 +312,13 @@ fn footprint_walk(
         && g.layer_graphs.iter().all(scope_whole)
         && scope_whole(&g.embedding)
         && scope_whole(&g.head);
+    // Walked three times below: found once (one entry a run; a layer each where not `exact`).
+    let runs: smallvec::SmallVec<[(usize, usize); 8]> = runs_rev(exact).collect();
     let activations: f64 = if exact {
         kept(&g.embedding)
-            + runs_rev(true)
-                .map(|(c, n)| n as f64 * kept(&g.layer_graphs[c]))
+            + runs
+                .iter()
+                .map(|&(c, n)| n as f64 * kept(&g.layer_graphs[c]))
                 .sum::<f64>()
             + kept(&g.head)
     } else {
@@ -326,8 +329,9 @@ fn footprint_walk(
             .sum()
     };
     // A maximum: the same in any order.
-    let transient = runs_rev(exact)
-        .map(|(c, _)| &g.layer_graphs[c])
+    let transient = runs
+        .iter()
+        .map(|&(c, _)| &g.layer_graphs[c])
         .chain([&g.embedding, &g.head])
         .map(|s| s.transient_bytes)
         .fold(0.0, f64::max);
@@ -382,7 +386,7 @@ fn footprint_walk(
     };
     // The scopes in reverse, the layers as runs (one layer a run unless `exact`).
     let reversed = std::iter::once((&g.head, 1))
-        .chain(runs_rev(exact).map(|(c, n)| (&g.layer_graphs[c], n)))
+        .chain(runs.iter().map(|&(c, n)| (&g.layer_graphs[c], n)))
         .chain(std::iter::once((&g.embedding, 1)));
     for (s, n) in reversed {
         if s.backward.kernels.is_empty() {
