@@ -1041,12 +1041,17 @@ impl std::hash::Hash for ClassKey {
 /// backward with accumulation like the backward).
 pub fn cost_classes(g: &StepGraph) -> Vec<u32> {
     let n: usize = graph_segments(g).map(|(s, _)| s.kernels.len()).sum();
+    let mut seen: rustc_hash::FxHashMap<ClassKey, u32> =
+        rustc_hash::FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
     let mut out = Vec::with_capacity(n);
-    classes_into(
-        graph_segments(g).flat_map(|(s, phase)| s.kernels.iter().map(move |k| (k, phase))),
-        n,
-        &mut out,
-    );
+    // Segment by segment, as `classes_into` for kernels as they come (a flattened iterator
+    // here cost the 13-GPU grid 1%, callgrind, 2026-12-03).
+    for (s, phase) in graph_segments(g) {
+        for k in &s.kernels {
+            let next = seen.len() as u32;
+            out.push(*seen.entry(ClassKey::of(k, phase)).or_insert(next));
+        }
+    }
     out
 }
 
