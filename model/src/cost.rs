@@ -665,14 +665,6 @@ pub struct GemmSlot {
     lazy: bool,
 }
 
-impl GemmSlot {
-    /// Forget the shape held (the next choice looks its key up), keeping the storage of the
-    /// k-free search, which stays valid for its class on the slot's profile.
-    pub fn forget(&mut self) {
-        self.key = None;
-    }
-}
-
 impl Default for GemmSlot {
     fn default() -> Self {
         Self {

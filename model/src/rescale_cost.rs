@@ -530,9 +530,11 @@ impl TemplateCosts {
             l.pieces[p as usize] = Piece::run(&self.costs[lo as usize..hi as usize]);
         }
         // The slots' configurations are the device's; the last graph's shapes are not this
-        // one's, so they start empty (one lookup each at the first point), keeping their
-        // storage.
-        self.gemm_slots.iter_mut().for_each(GemmSlot::forget);
+        // one's, so they start empty (one lookup each at the first point), their searches
+        // dropped too (kept costs move between devices in the tests).
+        self.gemm_slots
+            .iter_mut()
+            .for_each(|s| *s = GemmSlot::default());
         self.twins_plan = plan.id;
     }
 
