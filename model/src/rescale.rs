@@ -36,7 +36,7 @@ use crate::cost::{
 };
 use crate::graph::{GuardKind, Kernel, KernelKind, Phase, ScopeGraph, Segment, StepGraph};
 use crate::simulate::{
-    classes_into, host_cost, ClassKey, CostedGraph, CostedSegment, Piece, Stretch,
+    cost_classes, fresh_cost, host_cost, ClassKey, CostedGraph, CostedSegment, Piece, Stretch,
 };
 use crate::workload::{Runtime, Workload};
 use costsim_hardware::Profile;

@@ -575,7 +575,6 @@ fn cost_hinted(
     memo: &mut GemmMemo,
     out: &mut Vec<(f64, KernelCost)>,
 ) {
-    let replay = w.runtime == Runtime::CudaGraph;
     // Each class's first kernel, its phase and its place in `out`.
     let mut firsts: Vec<(&Kernel, Phase, u32)> = Vec::with_capacity(classes.len() / 2);
     for sc in scopes(g) {
@@ -589,10 +588,7 @@ fn cost_hinted(
                         out[from as usize]
                     }
                     held => {
-                        let cost = (
-                            host_cost(k, phase, w.runtime, hw),
-                            kernel_cost_memo(k, hw, replay, memo),
-                        );
+                        let cost = fresh_cost(k, phase, w, hw, memo);
                         if held.is_none() && class == firsts.len() {
                             firsts.push((k, phase, at as u32));
                         }
@@ -797,18 +793,15 @@ pub(super) fn cost_first<'a>(
         }
         // Recycled: a key with more than one line, whose later lines take these classes as
         // hints (found once a key: hashing every kernel costs about what costing it does).
-        classes.clear();
-        if old.is_some() {
-            classes_into(
-                scopes(g).flat_map(|sc| {
-                    segments(sc).into_iter().enumerate().flat_map(|(seg, s)| {
-                        s.kernels.iter().map(move |k| (k, seg_phase(seg as u8)))
-                    })
-                }),
-                plan.len as usize,
-                &mut classes,
-            );
-        }
+        // `cost_classes` numbers the kernels in `costs`' order, then the optimizer's, whose
+        // phase no earlier kernel has: dropping those leaves the classes of `costs`.
+        classes = if old.is_some() {
+            let mut c = cost_classes(g);
+            c.truncate(plan.len as usize);
+            c
+        } else {
+            Vec::new()
+        };
     }
     // A representative rows rewrite is costed from its copy, which holds the point's numbers
     // (`RankFit::apply_for_rows` leaves the graph's as they were).

@@ -960,12 +960,11 @@ pub fn graph_segments(g: &StepGraph) -> impl Iterator<Item = (&Segment, Phase)> 
 /// profile. Names count by address and length (they are string literals): equal text at
 /// another address only makes another key, so such a kernel is costed twice, never given
 /// another's cost; likewise −0.0 and +0.0, compared as bits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub(crate) struct ClassKey([u64; 12]);
 
 impl ClassKey {
-    #[inline]
-    pub(crate) fn of(k: &Kernel, phase: Phase) -> Self {
+    fn of(k: &Kernel, phase: Phase) -> Self {
         let small = |v: u64, at: u32| v << at;
         let packed = small(k.kind as u64, 0)
             | small(k.dtype as u64, 8)
@@ -996,9 +995,7 @@ impl ClassKey {
             g.batch,
         ])
     }
-}
 
-impl ClassKey {
     /// Whether `a` in phase `pa` and `b` in `pb` have equal keys, without building them: the
     /// same fields compared the same way (names and pieces by address and length, numbers as
     /// bits, no GEMM as its own value), for one kernel compared with another once. A test
@@ -1044,8 +1041,6 @@ pub fn cost_classes(g: &StepGraph) -> Vec<u32> {
     let mut seen: rustc_hash::FxHashMap<ClassKey, u32> =
         rustc_hash::FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
     let mut out = Vec::with_capacity(n);
-    // Segment by segment, as `classes_into` for kernels as they come (a flattened iterator
-    // here cost the 13-GPU grid 1%, callgrind, 2026-12-03).
     for (s, phase) in graph_segments(g) {
         for k in &s.kernels {
             let next = seen.len() as u32;
@@ -1055,24 +1050,9 @@ pub fn cost_classes(g: &StepGraph) -> Vec<u32> {
     out
 }
 
-/// [`cost_classes`] of kernels (with their phases) as they come, appended to `out`: `n` of them,
-/// a capacity hint.
-pub(crate) fn classes_into<'k>(
-    kernels: impl Iterator<Item = (&'k Kernel, Phase)>,
-    n: usize,
-    out: &mut Vec<u32>,
-) {
-    let mut seen: rustc_hash::FxHashMap<ClassKey, u32> =
-        rustc_hash::FxHashMap::with_capacity_and_hasher(n / 2, Default::default());
-    for (k, phase) in kernels {
-        let next = seen.len() as u32;
-        out.push(*seen.entry(ClassKey::of(k, phase)).or_insert(next));
-    }
-}
-
 /// A kernel's (host issue s, device cost) in `phase`.
 #[inline]
-fn fresh_cost(
+pub(crate) fn fresh_cost(
     k: &Kernel,
     phase: Phase,
     w: &Workload,
