@@ -36,6 +36,9 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # with the tests' profile, on the dependencies just built: a release build of everything for them
 # took 231 s of CI's 30 minutes on a 2-vCPU AMD EPYC (2026-11-30).
 cargo test --workspace --benches --no-run --locked
+# Doc comments' links must resolve, private items' too (a moved or renamed item leaves none
+# dangling).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked -q
 # 2. The measurement harness (feature tch) on CPU with tiny models.
 eval "$(scripts/setup-libtorch.sh)"
 # 3. The ground-truth tracer of the real stack (transformers + peft), on tiny CPU configs.

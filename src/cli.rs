@@ -333,7 +333,7 @@ pub struct PredictArgs {
     #[arg(long)]
     pub kernels: bool,
     /// Price of one GPU-hour in US dollars, for the cost of the run (--tokens/--samples);
-    /// overrides the profile's [price]. E.g. 2.49.
+    /// overrides the profile's `[price]` table. E.g. 2.49.
     #[arg(long, value_name = "USD_PER_HOUR", value_parser = parse_price, allow_negative_numbers = true)]
     pub price: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]

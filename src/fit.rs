@@ -61,7 +61,8 @@ pub struct FitArgs {
     #[command(flatten)]
     pub training: TrainingArgs,
     /// Price of one GPU-hour in US dollars for every GPU listed (default: each profile's
-    /// [price], where it has one): adds the cost of a million training tokens at each answer.
+    /// `[price]` table, where it has one): adds the cost of a million training tokens at each
+    /// answer.
     #[arg(long, value_name = "USD_PER_HOUR", value_parser = crate::cli::parse_price, allow_negative_numbers = true)]
     pub price: Option<f64>,
     #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -610,9 +610,9 @@ pub(crate) fn summarize_costed(
     summarize_with_memory(cfg, g, cg, &memory(cfg, g), trainable)
 }
 
-/// [`summarize_costed`] with the point's memory footprint already walked ([`footprint`]; it is
-/// taken [`Memory::on`] `cfg`'s device) and its trainable parameters counted
-/// ([`ParamCounts`]).
+/// `summarize_costed` (the tests' entry, above) with the point's memory footprint already walked
+/// ([`footprint`]; it is taken [`Memory::on`] `cfg`'s device) and its trainable parameters
+/// counted ([`ParamCounts`]).
 pub(crate) fn summarize_with_memory(
     cfg: ConfigRef,
     g: &StepGraph,

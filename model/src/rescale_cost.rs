@@ -47,8 +47,8 @@ pub struct TemplateCosts {
 impl TemplateCosts {
     /// Keep these costs for another graph on the same device (a sweep's next line of the same
     /// model, method and batch): its first costing reuses their storage, and their layout when
-    /// its plan has the same origin ([`Plan::origin`]: a line derived from the same sequence
-    /// template) and the layout's inputs come out the same ([`TemplateCosts::keep_layout`]).
+    /// its plan has the same origin (`Plan::origin`: a line derived from the same sequence
+    /// template) and the layout's inputs come out the same (`TemplateCosts::keep_layout`).
     pub fn recycle(&mut self) {
         self.stale = true;
     }

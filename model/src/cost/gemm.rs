@@ -6,7 +6,8 @@
 //! t_math for GEMMs follows tile and wave quantization: the output is cut into tiles, one tile
 //! per SM per wave, a partly filled last wave costing a full one. Each candidate tile (and split-K
 //! factor, for few-tile GEMMs with a long K) is timed and the fastest kept, as cuBLAS heuristics
-//! pick one; t_math = waves · 2·tm·tn·⌈K/split⌉ / (per-SM achievable rate · tile efficiency).
+//! pick one; t_math = waves · 2·tm·tn·(⌈K/split⌉ + K_FILL) / (per-SM achievable rate · tile
+//! efficiency), K_FILL the pipeline fill a tile pays once.
 //!
 //! Sources: the wave-quantisation effect of tiles per SM and the skinny-GEMM regime from the
 //! reference note `gpus.md` (docs/sources.md); split-K only while the output leaves SMs idle, as
@@ -502,7 +503,7 @@ impl GemmMemo {
     /// a hash lookup, while the kernel's key stays the one the slot holds, and looked up in the
     /// memo (and kept in the slot) when it changes.
     ///
-    /// Inlined where it is called, its lookup ([`GemmMemo::fill_slot`]) kept out of line: as a
+    /// Inlined where it is called, its lookup (`GemmMemo::fill_slot`) kept out of line: as a
     /// call of its own, saving and restoring registers and passing its arguments cost about 40
     /// instructions a GEMM (callgrind, 2026-12-02).
     #[inline(always)]
