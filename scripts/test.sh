@@ -39,6 +39,11 @@ cargo test --workspace --benches --no-run --locked
 # Doc comments' links must resolve, private items' too (a moved or renamed item leaves none
 # dangling).
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked -q
+# So must the comparison with llm-analysis (run by hand; it installs llm-analysis, 217 MB, into
+# a virtualenv of its own): its scripts are parsed here, not run.
+bash -n scripts/bench-llm-analysis.sh
+python3 -c "import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])" \
+  scripts/bench/llm_analysis_per_config.py
 # 2. The measurement harness (feature tch) on CPU with tiny models.
 eval "$(scripts/setup-libtorch.sh)"
 # 3. The ground-truth tracer of the real stack (transformers + peft), on tiny CPU configs.
