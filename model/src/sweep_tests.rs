@@ -759,6 +759,41 @@ fn streamed_chunks_are_bounded_and_in_grid_order() {
 }
 
 #[test]
+fn a_sweep_after_others_on_the_same_thread_streams_only_its_own_rows() {
+    // The chunk lists' storage is kept from sweep to sweep on a thread (`CHUNK_BUFFERS`): a
+    // sweep after a larger one, and after one whose sink failed mid-chunk, streams exactly what
+    // it streams on a fresh thread, where nothing was kept.
+    let collect = |g: &Grid| {
+        let mut out = Vec::new();
+        g.stream_in(37, &|_| {}, |rows| {
+            out.extend_from_slice(rows);
+            Ok::<(), Error>(())
+        })
+        .unwrap();
+        out
+    };
+    let big = grid();
+    let mut small = grid();
+    small.models = vec![preset("gpt2").unwrap()];
+    small.seqs = vec![128];
+    small.ranks = vec![Some(4), Some(16)];
+    let on_fresh = {
+        let small = small.clone();
+        std::thread::spawn(move || collect(&small)).join().unwrap()
+    };
+    assert_eq!(on_fresh.len(), small.len() as usize);
+    assert_eq!(collect(&big).len(), big.len() as usize);
+    let stopped = big.stream_in(37, &|_| {}, |_| {
+        Err(Error::InvalidArgument {
+            what: "sink".into(),
+            message: "full".into(),
+        })
+    });
+    assert!(stopped.is_err());
+    assert_eq!(collect(&small), on_fresh);
+}
+
+#[test]
 fn a_failing_sink_stops_the_sweep() {
     let g = grid();
     let mut calls = 0;
