@@ -1024,8 +1024,7 @@ impl Grid {
         bufs.points.reserve(per_chunk);
         bufs.rows.reserve(per_chunk * self.hws.len());
         let out = self.stream_chunks(&mut groups, per_chunk, &run, progress, &mut sink, &mut bufs);
-        bufs.chunk.clear();
-        bufs.points.clear();
+        // Only the rows hold anything (the run's names); each chunk empties the lists anyway.
         bufs.rows.clear();
         CHUNK_BUFFERS.with_borrow_mut(|held| *held = bufs);
         out
